@@ -1,0 +1,50 @@
+import type { Mac } from './inventory/mac.js';
+import type { MachineState } from './lifecycle/events.js';
+
+export type { Mac };
+
+/** CPU architecture of a booting machine, in the names Fedora CoreOS stream metadata uses. */
+export type Arch = 'x86_64' | 'aarch64' | 'i386' | 'arm32' | 'unknown';
+
+/**
+ * What kind of program is asking to boot:
+ * - `bios-pxe`: a legacy PXE ROM (needs an iPXE binary over TFTP),
+ * - `uefi-pxe`: UEFI firmware's own PXE client (needs an iPXE EFI binary over TFTP),
+ * - `uefi-http`: UEFI HTTP Boot (needs a full http:// URL of an EFI binary),
+ * - `ipxe`: iPXE itself (needs the URL of the boot script; never an iPXE binary again).
+ */
+export type FirmwareKind = 'bios-pxe' | 'uefi-pxe' | 'uefi-http' | 'ipxe';
+
+/** A booting client as the servers see it before any decision. */
+export interface BootClient {
+  mac: Mac;
+  arch: Arch;
+  firmware: FirmwareKind;
+}
+
+/**
+ * The inventory's answer for one MAC. `listed` is false when the machine is not in `machines`
+ * and gets the `unknown_machines` profile.
+ */
+export interface MachineAssignment {
+  mac: Mac;
+  hostname: string | undefined;
+  profile: string;
+  /** Reserved address (authoritative mode), if the machine has one. */
+  ip: string | undefined;
+  listed: boolean;
+  /** Provisioning state, undefined before the first event about the machine. */
+  state: MachineState | undefined;
+}
+
+/**
+ * What to boot, separated from how to serve it (pixiecore's Booter). Servers are handed one and
+ * never read the inventory themselves.
+ */
+export interface BootDecision {
+  /**
+   * The assignment for a MAC: a listed machine, or the `unknown_machines` profile for an unlisted one.
+   * undefined means "not ours": unknown and `unknown_machines: ignore`, so boot servers stay silent.
+   */
+  assignmentFor(mac: Mac): MachineAssignment | undefined;
+}

@@ -1,0 +1,26 @@
+import { Command } from 'commander';
+import { registerServe } from './serve.js';
+import { registerValidate } from './validate.js';
+
+/**
+ * The verb table. Each verb lives in its own file and adds itself to the program; a verb that talks
+ * to a running server uses client.ts.
+ */
+export function buildProgram(): Command {
+  const program = new Command('rackboot')
+    .description('DHCP, TFTP and HTTP network boot for Fedora CoreOS on bare metal')
+    .showHelpAfterError()
+    .exitOverride();
+  registerServe(program);
+  registerValidate(program);
+  return program;
+}
+
+try {
+  await buildProgram().parseAsync(process.argv);
+} catch (error) {
+  const exitCode = (error as { exitCode?: number }).exitCode;
+  if (typeof exitCode === 'number') process.exit(exitCode);
+  console.error(`rackboot: ${(error as Error).message}`);
+  process.exit(1);
+}

@@ -1,0 +1,22 @@
+/** A MAC address in canonical form: lower case, colon separated (`52:54:00:12:34:56`). */
+export type Mac = string & { readonly __brand: 'Mac' };
+
+const HEX_ONLY = /^[0-9a-f]{12}$/;
+
+/**
+ * Accepts every common spelling (`52:54:00:12:34:56`, `52-54-00-12-34-56`, `5254.0012.3456`,
+ * `525400123456`, any case) and returns the canonical form, or undefined when it is not a MAC.
+ */
+export function parseMac(text: string): Mac | undefined {
+  const trimmed = text.trim().toLowerCase();
+  const separated = /^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$/.test(trimmed);
+  const dotted = /^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}$/.test(trimmed);
+  const digits = trimmed.replace(/[:.-]/g, '');
+  if (!(separated || dotted || HEX_ONLY.test(trimmed)) || !HEX_ONLY.test(digits)) return undefined;
+  return digits.replace(/(..)(?!$)/g, '$1:') as Mac;
+}
+
+/** Canonical MAC from the first six bytes of a hardware address (DHCP chaddr). */
+export function macFromBytes(bytes: Uint8Array): Mac {
+  return Array.from(bytes.subarray(0, 6), (byte) => byte.toString(16).padStart(2, '0')).join(':') as Mac;
+}

@@ -1,0 +1,290 @@
+import { type Static, Type } from '@sinclair/typebox';
+
+/**
+ * The one schema of rackboot.yaml: the TypeScript type, the defaults, the JSON Schema shipped for
+ * editors (schema/rackboot.schema.json, written by `npm run build`) and the structural validation all
+ * come from here. Checks that span several keys (duplicates, ranges inside subnets, profile names)
+ * live in validate.ts.
+ */
+
+const Port = (fallback: number, description: string) =>
+  Type.Integer({ minimum: 1, maximum: 65535, default: fallback, description });
+
+/** A duration such as `90s`, `30m`, `1h`, `7d`, `1h30m`, or a number of seconds. */
+export const DURATION_PATTERN = '^(\\d+(ms|s|m|h|d))+$';
+const Duration = (fallback: string, description: string) =>
+  Type.Union([Type.String({ pattern: DURATION_PATTERN }), Type.Integer({ minimum: 0 })], {
+    default: fallback,
+    description: `${description} A duration: 90s, 30m, 1h, 7d, 1h30m, or seconds as a number.`,
+  });
+
+const Ipv4 = (description: string) => Type.String({ format: 'ipv4', description });
+
+const HttpSchema = Type.Object(
+  {
+    port: Port(8080, 'TCP port of the HTTP server (boot scripts, assets, Ignition, API, dashboard).'),
+    listen: Type.String({
+      default: '0.0.0.0',
+      description: 'Address the HTTP server binds; URLs handed to machines always use server.address.',
+    }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+const TftpSchema = Type.Object(
+  {
+    port: Port(69, 'UDP port of the TFTP server.'),
+    listen: Type.String({ default: '0.0.0.0', description: 'Address the TFTP server binds.' }),
+    max_blksize: Type.Integer({
+      minimum: 512,
+      maximum: 65464,
+      default: 1468,
+      description: 'Largest block size granted (RFC 2348); 1468 fills a 1500-byte Ethernet frame.',
+    }),
+    max_windowsize: Type.Integer({
+      minimum: 1,
+      maximum: 64,
+      default: 16,
+      description: 'Largest window granted (RFC 7440).',
+    }),
+    max_transfers: Type.Integer({
+      minimum: 1,
+      default: 200,
+      description: 'Concurrent transfers, all clients.',
+    }),
+    max_transfers_per_client: Type.Integer({
+      minimum: 1,
+      default: 8,
+      description: 'Concurrent transfers from one client IP.',
+    }),
+    retries: Type.Integer({
+      minimum: 1,
+      maximum: 20,
+      default: 6,
+      description: 'Retransmissions of one packet before a stalled transfer is dropped.',
+    }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+const DhcpPortsSchema = Type.Object(
+  {
+    port: Port(67, 'UDP port of the DHCP server.'),
+    proxy_port: Port(4011, 'UDP port of the PXE boot-server exchange (proxy mode).'),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+const ServerSchema = Type.Object(
+  {
+    address: Ipv4(
+      'This host on the provisioning LAN: DHCP server identifier, next-server, and the host in every URL.',
+    ),
+    http: HttpSchema,
+    tftp: TftpSchema,
+    dhcp: DhcpPortsSchema,
+    assets: Type.String({
+      default: 'boot-assets',
+      description:
+        'Directory served at /assets/ over HTTP and as the TFTP root (relative to the config file).',
+    }),
+    state: Type.String({
+      default: 'state',
+      description:
+        'Directory for leases, provisioning history and the server secret (relative to the config file).',
+    }),
+    api_token: Type.Optional(
+      Type.String({
+        minLength: 16,
+        description:
+          'Bearer token for operator API calls (reprovision, adopt). $RACKBOOT_API_TOKEN overrides it.',
+      }),
+    ),
+    log_level: Type.Union(
+      ['trace', 'debug', 'info', 'warn', 'error'].map((level) => Type.Literal(level)),
+      { default: 'info', description: 'Least severe log level written.' },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const PoolFields = {
+  subnet: Type.String({ description: 'Network in CIDR form, e.g. 10.77.0.0/24.' }),
+  range: Type.Tuple([Ipv4('First pool address.'), Ipv4('Last pool address.')], {
+    description: 'First and last address handed out dynamically.',
+  }),
+  router: Type.Optional(Ipv4('Default gateway (option 3).')),
+  dns: Type.Optional(Type.Array(Ipv4('DNS server.'), { description: 'DNS servers (option 6).' })),
+  domain: Type.Optional(Type.String({ description: 'Domain name (option 15).' })),
+};
+
+const RelaySubnetSchema = Type.Object(
+  { ...PoolFields, lease_time: Type.Optional(Duration('1h', 'Lease length for this subnet.')) },
+  { additionalProperties: false, description: 'A subnet served through a DHCP relay (giaddr inside it).' },
+);
+
+const DhcpSchema = Type.Object(
+  {
+    mode: Type.Union([Type.Literal('proxy'), Type.Literal('authoritative'), Type.Literal('off')], {
+      default: 'proxy',
+      description:
+        'proxy: answer only network-boot clients and leave addresses to the LAN DHCP server; ' +
+        'authoritative: own the addresses of the provisioning network; off: no DHCP.',
+    }),
+    subnet: Type.Optional(PoolFields.subnet),
+    range: Type.Optional(PoolFields.range),
+    router: PoolFields.router,
+    dns: PoolFields.dns,
+    domain: PoolFields.domain,
+    lease_time: Duration('1h', 'Lease length (authoritative mode).'),
+    subnets: Type.Array(RelaySubnetSchema, {
+      default: [],
+      description: 'Further subnets reached through DHCP relays (authoritative mode).',
+    }),
+    uefi_proxy_style: Type.Union([Type.Literal('boot-server'), Type.Literal('direct')], {
+      default: 'boot-server',
+      description:
+        'How proxy mode answers UEFI PXE: boot-server (offer without a boot file; the firmware asks on ' +
+        'port 4011, as pixiecore and dnsmasq do) or direct (boot file, siaddr and option 43 bypass in the offer).',
+    }),
+    efi_binary: Type.Union([Type.Literal('ipxe.efi'), Type.Literal('snponly.efi')], {
+      default: 'ipxe.efi',
+      description:
+        'iPXE build for x86-64 UEFI: native drivers (ipxe.efi) or the firmware NIC driver (snponly.efi).',
+    }),
+    arm64_efi_binary: Type.String({
+      default: 'arm64-efi/ipxe.efi',
+      description: 'iPXE build for arm64 UEFI, relative to assets; offered only when the file exists.',
+    }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+const ArchAssetsSchema = Type.Object(
+  {
+    kernel: Type.Optional(Type.String()),
+    initrd: Type.Optional(Type.Array(Type.String())),
+    rootfs: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false },
+);
+
+const ProfileSchema = Type.Object(
+  {
+    kind: Type.Union([Type.Literal('coreos-install'), Type.Literal('linux')], {
+      description:
+        'coreos-install adds the Fedora CoreOS live and install kernel arguments itself; linux boots ' +
+        'kernel + initrds with exactly the given args.',
+    }),
+    kernel: Type.Optional(Type.String({ description: 'Path under assets, or an http(s) URL.' })),
+    initrd: Type.Optional(Type.Array(Type.String(), { description: 'Paths under assets, or http(s) URLs.' })),
+    rootfs: Type.Optional(Type.String({ description: 'Fedora CoreOS rootfs image (coreos-install).' })),
+    coreos: Type.Optional(
+      Type.Object(
+        {
+          stream: Type.Union([Type.Literal('stable'), Type.Literal('testing'), Type.Literal('next')], {
+            description: 'Take kernel, initramfs and rootfs from the manifest `rackboot fetch coreos` wrote.',
+          }),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    arch: Type.Optional(
+      Type.Record(Type.String(), ArchAssetsSchema, {
+        description: 'Per-architecture assets (x86_64, aarch64) overriding kernel/initrd/rootfs.',
+      }),
+    ),
+    install_device: Type.Optional(
+      Type.String({ description: 'Target disk (coreos-install), e.g. /dev/sda.' }),
+    ),
+    ignition: Type.Optional(
+      Type.String({
+        description: 'Butane (.bu, .yaml) or Ignition (.ign, .json) template, relative to the config.',
+      }),
+    ),
+    args: Type.Array(Type.String(), {
+      default: [],
+      description: 'Kernel arguments; {{...}} template variables allowed.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+const MachineSchema = Type.Object(
+  {
+    mac: Type.String({ description: 'MAC address, any common spelling.' }),
+    hostname: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9]([A-Za-z0-9-.]*[A-Za-z0-9])?$' })),
+    profile: Type.String({ description: 'Name of a profile under profiles.' }),
+    ip: Type.Optional(Ipv4('Reserved address (authoritative mode).')),
+    vars: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number(), Type.Boolean()]), {
+      default: {},
+      description: 'Values for templates as {{vars.NAME}}.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+const EventsSchema = Type.Object(
+  {
+    retention: Type.Integer({
+      minimum: 1000,
+      default: 200000,
+      description: 'Events kept in the history; older ones are pruned.',
+    }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+const IgnitionSettingsSchema = Type.Object(
+  {
+    token_ttl: Duration(
+      '0',
+      'Lifetime of the credential in {{ignition_url}} and {{events_url}}; 0 = no expiry.',
+    ),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    $schema: Type.Optional(Type.String()),
+    server: ServerSchema,
+    dhcp: DhcpSchema,
+    unknown_machines: Type.String({
+      default: 'ignore',
+      description: 'ignore (no answer) or the name of a profile booted for any MAC not listed.',
+    }),
+    profiles: Type.Record(Type.String({ pattern: '^[A-Za-z0-9_-]+$' }), ProfileSchema, { default: {} }),
+    machines: Type.Array(MachineSchema, { default: [] }),
+    events: EventsSchema,
+    ignition: IgnitionSettingsSchema,
+  },
+  { additionalProperties: false, title: 'rackboot configuration' },
+);
+
+export const CONFIG_SCHEMA_ID = 'https://rackboot.dev/schema/rackboot.schema.json';
+
+/** The schema as written to disk for editors (yaml-language-server). */
+export function editorJsonSchema(): object {
+  return { $schema: 'http://json-schema.org/draft-07/schema#', $id: CONFIG_SCHEMA_ID, ...ConfigSchema };
+}
+
+type RawConfig = Static<typeof ConfigSchema>;
+export type ProfileConfig = Static<typeof ProfileSchema>;
+export type MachineConfig = Omit<Static<typeof MachineSchema>, 'mac'> & { mac: import('./mac.js').Mac };
+export type RelaySubnetConfig = Static<typeof RelaySubnetSchema>;
+
+/**
+ * The validated, normalised config every server reads. Paths are absolute, durations are seconds,
+ * MACs canonical. Frozen; replaced whole on reload.
+ */
+export interface Config extends Omit<RawConfig, 'machines' | 'dhcp' | 'ignition'> {
+  /** Absolute path of the YAML file the config came from. */
+  file: string;
+  machines: MachineConfig[];
+  dhcp: Omit<RawConfig['dhcp'], 'lease_time' | 'subnets'> & {
+    lease_time: number;
+    subnets: (Omit<RelaySubnetConfig, 'lease_time'> & { lease_time: number })[];
+  };
+  ignition: { token_ttl: number };
+}
