@@ -1,0 +1,78 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Mac } from '../inventory/mac.js';
+
+/**
+ * Per-machine credentials for `{{ignition_url}}` and `{{events_url}}`: an HMAC of the MAC (and an
+ * optional expiry) under a server secret kept in `server.state`. Nothing is stored per machine, so
+ * 10,000 machines cost nothing and a restart keeps every handed-out URL valid.
+ */
+export interface MachineSecrets {
+  /** The token for this machine at `now` (ms since the epoch). Stable across calls when no TTL is set. */
+  tokenFor(mac: Mac, now: number): string;
+  /** True when `token` was issued for exactly this MAC by this server and has not expired at `now` (ms). */
+  verify(mac: Mac, token: string, now: number): boolean;
+}
+
+export const SECRET_FILE_NAME = 'rackboot-http-secret';
+const SECRET_BYTES = 32;
+/** 128 bits of HMAC-SHA256 are far beyond guessing over HTTP and keep URLs short on kernel command lines. */
+const SIGNATURE_BYTES = 16;
+
+/**
+ * Reads the server secret from `<stateDir>/rackboot-http-secret`, creating it (mode 0600) on first
+ * use. `tokenTtlSeconds` is read at every `tokenFor` so a config reload applies at once; 0 = no expiry.
+ * Throws at startup when the file exists but is not a secret this server wrote.
+ */
+export function openMachineSecrets(
+  stateDir: string,
+  tokenTtlSeconds: () => number = () => 0,
+): MachineSecrets {
+  return createMachineSecrets(readOrCreateSecret(stateDir), tokenTtlSeconds);
+}
+
+/** The pure part, for tests and benchmarks that bring their own secret. */
+export function createMachineSecrets(
+  secret: Buffer,
+  tokenTtlSeconds: () => number = () => 0,
+): MachineSecrets {
+  const sign = (mac: Mac, expiresAtSeconds: number | undefined): Buffer =>
+    createHmac('sha256', secret)
+      .update(`${mac}|${expiresAtSeconds ?? ''}`)
+      .digest()
+      .subarray(0, SIGNATURE_BYTES);
+
+  return {
+    tokenFor(mac, now) {
+      const ttl = tokenTtlSeconds();
+      if (ttl <= 0) return sign(mac, undefined).toString('base64url');
+      const expiresAtSeconds = Math.floor(now / 1000) + ttl;
+      return `${expiresAtSeconds}.${sign(mac, expiresAtSeconds).toString('base64url')}`;
+    },
+    verify(mac, token, now) {
+      const match = /^(?:(\d{1,12})\.)?([A-Za-z0-9_-]{22})$/.exec(token);
+      if (!match) return false;
+      const expiresAtSeconds = match[1] === undefined ? undefined : Number(match[1]);
+      if (expiresAtSeconds !== undefined && expiresAtSeconds * 1000 < now) return false;
+      const given = Buffer.from(match[2] ?? '', 'base64url');
+      const expected = sign(mac, expiresAtSeconds);
+      return given.length === expected.length && timingSafeEqual(given, expected);
+    },
+  };
+}
+
+function readOrCreateSecret(stateDir: string): Buffer {
+  const file = join(stateDir, SECRET_FILE_NAME);
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  try {
+    writeFileSync(file, randomBytes(SECRET_BYTES).toString('hex') + '\n', { flag: 'wx', mode: 0o600 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+  const text = readFileSync(file, 'utf8').trim();
+  if (!/^[0-9a-f]{64}$/.test(text)) {
+    throw new Error(`${file} is not a rackboot secret (64 hex digits); remove it to make a new one`);
+  }
+  return Buffer.from(text, 'hex');
+}
