@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerSchema } from './schema.js';
 import { registerServe } from './serve.js';
 import { registerValidate } from './validate.js';
 
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerServe(program);
   registerValidate(program);
+  registerSchema(program);
   return program;
 }
 

@@ -12,7 +12,7 @@ const Port = (fallback: number, description: string) =>
 
 /** A duration such as `90s`, `30m`, `1h`, `7d`, `1h30m`, or a number of seconds. */
 export const DURATION_PATTERN = '^(\\d+(ms|s|m|h|d))+$';
-const Duration = (fallback: string, description: string) =>
+const Duration = (fallback: string | number, description: string) =>
   Type.Union([Type.String({ pattern: DURATION_PATTERN }), Type.Integer({ minimum: 0 })], {
     default: fallback,
     description: `${description} A duration: 90s, 30m, 1h, 7d, 1h30m, or seconds as a number.`,
@@ -202,10 +202,9 @@ const ProfileSchema = Type.Object(
         description: 'Butane (.bu, .yaml) or Ignition (.ign, .json) template, relative to the config.',
       }),
     ),
-    args: Type.Array(Type.String(), {
-      default: [],
-      description: 'Kernel arguments; {{...}} template variables allowed.',
-    }),
+    args: Type.Optional(
+      Type.Array(Type.String(), { description: 'Kernel arguments; {{...}} template variables allowed.' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -238,7 +237,7 @@ const EventsSchema = Type.Object(
 const IgnitionSettingsSchema = Type.Object(
   {
     token_ttl: Duration(
-      '0',
+      0,
       'Lifetime of the credential in {{ignition_url}} and {{events_url}}; 0 = no expiry.',
     ),
   },
@@ -264,9 +263,24 @@ export const ConfigSchema = Type.Object(
 
 export const CONFIG_SCHEMA_ID = 'https://rackboot.dev/schema/rackboot.schema.json';
 
-/** The schema as written to disk for editors (yaml-language-server). */
+/**
+ * The schema as written to disk for editors (yaml-language-server). A key with a default may be left
+ * out of the file, so it is not `required` there even though the loaded Config always has it.
+ */
 export function editorJsonSchema(): object {
-  return { $schema: 'http://json-schema.org/draft-07/schema#', $id: CONFIG_SCHEMA_ID, ...ConfigSchema };
+  const optionalDefaults = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(optionalDefaults);
+    if (typeof node !== 'object' || node === null) return node;
+    const entries = Object.entries(node).map(([key, value]) => [key, optionalDefaults(value)] as const);
+    const result: Record<string, unknown> = Object.fromEntries(entries);
+    const properties = result.properties as Record<string, { default?: unknown }> | undefined;
+    if (Array.isArray(result.required) && properties) {
+      result.required = result.required.filter((key: string) => properties[key]?.default === undefined);
+    }
+    return result;
+  };
+  const schema = optionalDefaults(ConfigSchema) as object;
+  return { $schema: 'http://json-schema.org/draft-07/schema#', $id: CONFIG_SCHEMA_ID, ...schema };
 }
 
 type RawConfig = Static<typeof ConfigSchema>;

@@ -1,0 +1,30 @@
+import type { Command } from 'commander';
+import { loadConfigFile } from '../inventory/load.js';
+import { formatProblem } from '../inventory/problems.js';
+import { addConfigOption, resolveConfigPath } from './config-option.js';
+
+/**
+ * `rackboot validate`: exit 0 when the config is valid, else exit 1 with one `FILE:LINE:COL: message`
+ * line per problem (CONTRACT.md). Missing boot assets are listed as warnings (assets are downloaded,
+ * not committed); `--strict` makes them errors, as `serve` does.
+ */
+export function registerValidate(program: Command): void {
+  addConfigOption(program.command('validate'))
+    .description('check a config file; one FILE:LINE:COL line per problem')
+    .option('--strict', 'treat missing boot assets as errors, as serve does')
+    .action(async (options: { config?: string; strict?: boolean }) => {
+      const file = resolveConfigPath(options.config);
+      const loaded = await loadConfigFile(file, {
+        missingAssets: options.strict ? 'error' : 'warn',
+      });
+      if (!loaded.ok) {
+        for (const problem of loaded.problems) console.error(formatProblem(problem));
+        process.exitCode = 1;
+        return;
+      }
+      for (const warning of loaded.warnings)
+        console.error(formatProblem({ ...warning, message: `warning: ${warning.message}` }));
+      const { machines, profiles } = loaded.config;
+      console.log(`${file}: valid (${machines.length} machines, ${Object.keys(profiles).length} profiles)`);
+    });
+}

@@ -1,0 +1,429 @@
+import { existsSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import { FormatRegistry, type TSchema } from '@sinclair/typebox';
+import { Value, type ValueError, ValueErrorType } from '@sinclair/typebox/value';
+import { type Document, isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
+import { ipv4ToNumber, isIpv4, parseSubnet, type Subnet, subnetContains } from './ipv4.js';
+import { parseMac } from './mac.js';
+import { byPosition, closestName, type Problem } from './problems.js';
+import { missingAssets } from './profile-assets.js';
+import { type Config, ConfigSchema, DURATION_PATTERN } from './schema.js';
+
+export type { Problem };
+
+FormatRegistry.Set('ipv4', isIpv4);
+
+export type Loaded = { ok: true; config: Config; warnings: Problem[] } | { ok: false; problems: Problem[] };
+
+export interface LoadOptions {
+  /**
+   * Missing kernel/initrd/rootfs files under assets: `error` (serve: refuse to start on them),
+   * `warn` (validate: list them without failing; assets are not committed). Default `error`.
+   */
+  missingAssets?: 'error' | 'warn';
+  /** Environment for overrides ($RACKBOOT_API_TOKEN); defaults to process.env. */
+  env?: Record<string, string | undefined>;
+  /**
+   * Renders and validates an Ignition/Butane template for every machine that uses it, so a broken
+   * template is a config problem, not a failed boot. Given by the caller (the ignition module) so
+   * this module stays free of rendering.
+   */
+  checkTemplate?: (templateFile: string, config: Config) => Promise<Problem[]>;
+}
+
+export async function loadConfigFile(file: string, options: LoadOptions = {}): Promise<Loaded> {
+  const absolute = resolve(file);
+  let text: string;
+  try {
+    text = await readFile(absolute, 'utf8');
+  } catch (error) {
+    const reason =
+      (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (error as Error).message;
+    return {
+      ok: false,
+      problems: [{ file: absolute, line: 1, col: 1, message: `cannot read config: ${reason}` }],
+    };
+  }
+  return loadConfigText(text, absolute, options);
+}
+
+/** YAML text → one validated Config, or every problem found, each at its node. Reads only asset/template paths. */
+export async function loadConfigText(text: string, file: string, options: LoadOptions = {}): Promise<Loaded> {
+  const absolute = resolve(file);
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const locate = locator(absolute, document, lineCounter);
+
+  if (document.errors.length > 0) {
+    return {
+      ok: false,
+      problems: document.errors.map((error) => ({
+        file: absolute,
+        ...lineCounter.linePos(error.pos[0]),
+        message: `YAML syntax error: ${error.message.split('\n')[0]}`,
+      })),
+    };
+  }
+  const raw: unknown = document.toJS() ?? {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return {
+      ok: false,
+      problems: [locate.at([], 'the config must be a mapping of keys (server:, dhcp:, profiles:, …)')],
+    };
+  }
+
+  const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as Record<string, unknown>;
+  const problems = structuralProblems(withDefaults, locate);
+  problems.push(...crossFieldProblems(withDefaults, locate));
+  if (problems.length > 0) return { ok: false, problems: problems.sort(byPosition) };
+
+  const config = normalise(withDefaults as unknown as RawConfig, absolute, options.env ?? process.env);
+  const assetProblems = missingAssetProblems(config, locate);
+  const templateProblems = await templateFileProblems(config, locate, options.checkTemplate);
+  const errors = [...templateProblems, ...(options.missingAssets === 'warn' ? [] : assetProblems)];
+  if (errors.length > 0) return { ok: false, problems: errors.sort(byPosition) };
+  const warnings = options.missingAssets === 'warn' ? assetProblems : [];
+  return { ok: true, config: deepFreeze(config), warnings: warnings.sort(byPosition) };
+}
+
+type Path = (string | number)[];
+
+interface Locator {
+  /** Problem at the value node of `path` (or its nearest existing ancestor). */
+  at(path: Path, message: string): Problem;
+  /** Problem at the key of the last segment of `path`. */
+  atKey(path: Path, message: string): Problem;
+}
+
+function locator(file: string, document: Document, lineCounter: LineCounter): Locator {
+  const position = (node: Node | undefined | null, fallbackOffset = 0) => {
+    const offset = node?.range?.[0] ?? fallbackOffset;
+    const { line, col } = lineCounter.linePos(offset);
+    return { file, line, col };
+  };
+  const nearest = (path: Path): Node | undefined => {
+    for (let length = path.length; length > 0; length--) {
+      const node = document.getIn(path.slice(0, length), true);
+      if (node && typeof node === 'object' && 'range' in node) return node as Node;
+    }
+    return document.contents ?? undefined;
+  };
+  return {
+    at: (path, message) => ({ ...position(nearest(path)), message }),
+    atKey: (path, message) => {
+      const parent = path.length > 1 ? document.getIn(path.slice(0, -1), true) : document.contents;
+      const key = path[path.length - 1];
+      if (isMap(parent)) {
+        const pair = parent.items.find(
+          (item) => isPair(item) && isScalar(item.key) && item.key.value === key,
+        );
+        if (pair && isScalar(pair.key)) return { ...position(pair.key), message };
+      }
+      return { ...position(nearest(path)), message };
+    },
+  };
+}
+
+const pointerToPath = (pointer: string): Path =>
+  pointer
+    .split('/')
+    .slice(1)
+    .map((segment) => segment.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((segment) => (/^\d+$/.test(segment) ? Number(segment) : segment));
+
+const dotted = (path: Path) =>
+  path.reduce<string>(
+    (text, segment) =>
+      typeof segment === 'number' ? `${text}[${segment}]` : text ? `${text}.${segment}` : segment,
+    '',
+  );
+
+/** Schema errors, one per offending node, in words an operator can act on. */
+function structuralProblems(value: unknown, locate: Locator): Problem[] {
+  const problems: Problem[] = [];
+  const seen = new Set<string>();
+  for (const error of Value.Errors(ConfigSchema, value)) {
+    if (seen.has(error.path)) continue;
+    seen.add(error.path);
+    const path = pointerToPath(error.path);
+    if (error.type === ValueErrorType.ObjectAdditionalProperties) {
+      problems.push(unknownKeyProblem(error, path, locate));
+    } else if (error.type === ValueErrorType.ObjectRequiredProperty) {
+      problems.push(locate.at(path.slice(0, -1), `missing required key "${dotted(path)}"`));
+    } else {
+      problems.push(locate.at(path, `${dotted(path)}: ${describeError(error)}`));
+    }
+  }
+  return problems;
+}
+
+function unknownKeyProblem(error: ValueError, path: Path, locate: Locator): Problem {
+  const key = String(path[path.length - 1]);
+  const parentSchema = error.schema as TSchema & { properties?: Record<string, unknown> };
+  const known = Object.keys(parentSchema.properties ?? {}).filter((name) => name !== '$schema');
+  const suggestion = closestName(key, known);
+  const where = path.length > 1 ? ` in ${dotted(path.slice(0, -1))}` : '';
+  const hint = suggestion ? ` (did you mean "${suggestion}"?)` : ` (known keys: ${known.join(', ')})`;
+  return locate.atKey(path, `unknown key "${key}"${where}${hint}`);
+}
+
+function describeError(error: ValueError): string {
+  const schema = error.schema as TSchema & { anyOf?: TSchema[]; pattern?: string; format?: string };
+  const shown = JSON.stringify(error.value);
+  if (schema.anyOf?.some((member) => member.pattern === DURATION_PATTERN)) {
+    return `bad duration ${shown}: use a number of seconds or units without spaces, e.g. 90s, 30m, 1h, 7d, 1h30m`;
+  }
+  const literals = schema.anyOf?.map((member) => (member as { const?: unknown }).const);
+  if (literals && literals.length > 0 && literals.every((literal) => typeof literal === 'string')) {
+    const choices = literals as string[];
+    const suggestion = typeof error.value === 'string' ? closestName(error.value, choices) : undefined;
+    return `${shown} is not one of ${choices.join(', ')}${suggestion ? ` (did you mean "${suggestion}"?)` : ''}`;
+  }
+  if (schema.format === 'ipv4') return `${shown} is not an IPv4 address`;
+  if (error.type === ValueErrorType.StringPattern)
+    return `${shown} does not match the pattern ${schema.pattern}`;
+  return `${error.message.toLowerCase()}, got ${shown}`;
+}
+
+type RawConfig = Omit<Config, 'file' | 'machines' | 'dhcp' | 'ignition'> & {
+  machines: (Omit<Config['machines'][number], 'mac'> & { mac: string })[];
+  dhcp: Omit<Config['dhcp'], 'lease_time' | 'subnets'> & {
+    lease_time: string | number;
+    subnets: (Omit<Config['dhcp']['subnets'][number], 'lease_time'> & { lease_time?: string | number })[];
+  };
+  ignition: { token_ttl: string | number };
+};
+
+const asRecord = (value: unknown): Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : {};
+const asArray = (value: unknown): unknown[] => (Array.isArray(value) ? value : []);
+
+/**
+ * Checks that span keys. Runs on a possibly ill-typed value, so every read is guarded: the goal is
+ * all problems at once, and a type error elsewhere must not hide a duplicate MAC.
+ */
+function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Problem[] {
+  const problems: Problem[] = [];
+  const dhcp = asRecord(value.dhcp);
+  const profiles = asRecord(value.profiles);
+  const profileNames = Object.keys(profiles);
+  const authoritative = dhcp.mode === 'authoritative';
+
+  const subnetAt = (path: Path, text: unknown): Subnet | undefined => {
+    if (typeof text !== 'string') return undefined;
+    const parsed = parseSubnet(text);
+    if ('error' in parsed) {
+      problems.push(locate.at(path, `${dotted(path)}: ${parsed.error}`));
+      return undefined;
+    }
+    return parsed;
+  };
+  const checkRange = (path: Path, range: unknown, subnet: Subnet | undefined) => {
+    const [first, last] = asArray(range);
+    if (typeof first !== 'string' || typeof last !== 'string' || !isIpv4(first) || !isIpv4(last)) return;
+    if (ipv4ToNumber(first) > ipv4ToNumber(last)) {
+      problems.push(locate.at(path, `${dotted(path)}: range is reversed: ${first} comes after ${last}`));
+    }
+    if (!subnet) return;
+    [first, last].forEach((address, index) => {
+      if (!subnetContains(subnet, address)) {
+        problems.push(locate.at([...path, index], `${dotted(path)}: ${address} is outside the subnet`));
+      }
+    });
+  };
+
+  const mainSubnet = subnetAt(['dhcp', 'subnet'], dhcp.subnet);
+  if (authoritative && dhcp.subnet === undefined) {
+    problems.push(locate.at(['dhcp', 'mode'], 'dhcp.mode authoritative needs dhcp.subnet and dhcp.range'));
+  } else if (authoritative && dhcp.range === undefined) {
+    problems.push(locate.at(['dhcp', 'subnet'], 'dhcp.mode authoritative needs dhcp.range'));
+  }
+  checkRange(['dhcp', 'range'], dhcp.range, mainSubnet);
+  const subnets: Subnet[] = mainSubnet ? [mainSubnet] : [];
+  asArray(dhcp.subnets).forEach((entry, index) => {
+    const relay = asRecord(entry);
+    const subnet = subnetAt(['dhcp', 'subnets', index, 'subnet'], relay.subnet);
+    checkRange(['dhcp', 'subnets', index, 'range'], relay.range, subnet);
+    if (subnet) subnets.push(subnet);
+  });
+
+  const unknownMachines = value.unknown_machines;
+  if (typeof unknownMachines === 'string' && unknownMachines !== 'ignore' && !(unknownMachines in profiles)) {
+    problems.push(missingProfile(['unknown_machines'], unknownMachines, profileNames, locate));
+  }
+
+  for (const [name, profileValue] of Object.entries(profiles)) {
+    const profile = asRecord(profileValue);
+    const hasStream = profile.coreos !== undefined;
+    if (profile.kernel === undefined && profile.arch === undefined && !hasStream) {
+      problems.push(locate.atKey(['profiles', name], `profile "${name}" needs a kernel (or coreos.stream)`));
+    }
+    if (profile.kind === 'coreos-install' && !hasStream) {
+      if (profile.rootfs === undefined && profile.arch === undefined) {
+        problems.push(locate.atKey(['profiles', name], `profile "${name}" (coreos-install) needs a rootfs`));
+      }
+    }
+    if (profile.kind === 'coreos-install' && profile.install_device === undefined) {
+      problems.push(
+        locate.atKey(
+          ['profiles', name],
+          `profile "${name}" (coreos-install) needs install_device, e.g. /dev/sda`,
+        ),
+      );
+    }
+  }
+
+  const macLines = new Map<string, Path>();
+  const ipLines = new Map<string, Path>();
+  asArray(value.machines).forEach((entry, index) => {
+    const machine = asRecord(entry);
+    const base: Path = ['machines', index];
+    if (typeof machine.mac === 'string') {
+      const mac = parseMac(machine.mac);
+      if (!mac) {
+        problems.push(
+          locate.at([...base, 'mac'], `"${machine.mac}" is not a MAC address (e.g. 52:54:00:12:34:56)`),
+        );
+      } else {
+        const first = macLines.get(mac);
+        if (first) {
+          const earlier = locate.at([...first, 'mac'], '');
+          problems.push(
+            locate.at([...base, 'mac'], `duplicate MAC ${mac}: also at line ${earlier.line}:${earlier.col}`),
+            {
+              ...earlier,
+              message: `duplicate MAC ${mac}: also at line ${locate.at([...base, 'mac'], '').line}`,
+            },
+          );
+        } else macLines.set(mac, base);
+      }
+    }
+    if (typeof machine.profile === 'string' && !(machine.profile in profiles)) {
+      problems.push(missingProfile([...base, 'profile'], machine.profile, profileNames, locate));
+    }
+    if (typeof machine.ip === 'string' && isIpv4(machine.ip)) {
+      const first = ipLines.get(machine.ip);
+      if (first) {
+        const earlier = locate.at([...first, 'ip'], '');
+        problems.push(
+          locate.at(
+            [...base, 'ip'],
+            `duplicate reserved IP ${machine.ip}: also at line ${earlier.line}:${earlier.col}`,
+          ),
+        );
+      } else ipLines.set(machine.ip, base);
+      if (subnets.length > 0 && !subnets.some((subnet) => subnetContains(subnet, machine.ip as string))) {
+        problems.push(
+          locate.at([...base, 'ip'], `reserved IP ${machine.ip} is outside dhcp.subnet ${dhcp.subnet}`),
+        );
+      }
+    }
+  });
+  return problems;
+}
+
+function missingProfile(path: Path, name: string, known: string[], locate: Locator): Problem {
+  const suggestion = closestName(name, known);
+  const hint = suggestion
+    ? ` (did you mean "${suggestion}"?)`
+    : known.length > 0
+      ? ` (profiles: ${known.join(', ')})`
+      : ' (no profiles defined)';
+  return locate.at(path, `${dotted(path)} names profile "${name}", which does not exist${hint}`);
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 };
+
+/** `1h30m` → 5400 seconds; numbers are seconds already. The schema has checked the form. */
+export function durationSeconds(value: string | number): number {
+  if (typeof value === 'number') return value;
+  let total = 0;
+  for (const [, amount, unit] of value.matchAll(/(\d+)(ms|s|m|h|d)/g)) {
+    total += Number(amount) * (DURATION_UNITS[unit ?? 's'] ?? 1);
+  }
+  return Math.round(total);
+}
+
+function normalise(raw: RawConfig, file: string, env: Record<string, string | undefined>): Config {
+  const base = dirname(file);
+  const inBase = (path: string) => (isAbsolute(path) ? path : resolve(base, path));
+  const leaseTime = durationSeconds(raw.dhcp.lease_time);
+  const apiToken = env.RACKBOOT_API_TOKEN || raw.server.api_token;
+  return {
+    ...raw,
+    file,
+    server: {
+      ...raw.server,
+      assets: inBase(raw.server.assets),
+      state: inBase(raw.server.state),
+      ...(apiToken ? { api_token: apiToken } : {}),
+    },
+    dhcp: {
+      ...raw.dhcp,
+      lease_time: leaseTime,
+      subnets: raw.dhcp.subnets.map((subnet) => ({
+        ...subnet,
+        lease_time: subnet.lease_time === undefined ? leaseTime : durationSeconds(subnet.lease_time),
+      })),
+    },
+    profiles: Object.fromEntries(
+      Object.entries(raw.profiles).map(([name, profile]) => [
+        name,
+        profile.ignition === undefined ? profile : { ...profile, ignition: inBase(profile.ignition) },
+      ]),
+    ),
+    machines: raw.machines.map((machine) => ({
+      ...machine,
+      mac: parseMac(machine.mac) ?? (machine.mac as never),
+    })),
+    ignition: { token_ttl: durationSeconds(raw.ignition.token_ttl) },
+  };
+}
+
+function missingAssetProblems(config: Config, locate: Locator): Problem[] {
+  return Object.entries(config.profiles).flatMap(([name, profile]) =>
+    missingAssets(profile, config.server.assets).map((missing) =>
+      locate.at(
+        ['profiles', name, ...pointerToPath(`/${missing.field.replace(/\./g, '/')}`)],
+        missing.message,
+      ),
+    ),
+  );
+}
+
+async function templateFileProblems(
+  config: Config,
+  locate: Locator,
+  checkTemplate: LoadOptions['checkTemplate'],
+): Promise<Problem[]> {
+  const problems: Problem[] = [];
+  const checked = new Set<string>();
+  for (const [name, profile] of Object.entries(config.profiles)) {
+    if (profile.ignition === undefined) continue;
+    if (!isRegularFile(profile.ignition)) {
+      const shown = relative(dirname(config.file), profile.ignition);
+      problems.push(
+        locate.at(['profiles', name, 'ignition'], `Ignition/Butane template "${shown}" does not exist`),
+      );
+    } else if (checkTemplate && !checked.has(profile.ignition)) {
+      checked.add(profile.ignition);
+      problems.push(...(await checkTemplate(profile.ignition, config)));
+    }
+  }
+  return problems;
+}
+
+function isRegularFile(path: string): boolean {
+  return existsSync(path) && statSync(path).isFile();
+}
+
+function deepFreeze<T>(value: T): Readonly<T> {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}

@@ -1,0 +1,152 @@
+import { EventEmitter } from 'node:events';
+import { type FSWatcher, watch } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import type { Logger } from '../log.js';
+import { type LoadOptions, loadConfigFile } from './load.js';
+import { formatProblem } from './problems.js';
+import type { Config } from './schema.js';
+
+/** What a reload changed, for the log line an operator reads. */
+export interface ConfigDiff {
+  machinesAdded: string[];
+  machinesRemoved: string[];
+  machinesChanged: string[];
+  profilesChanged: string[];
+  otherKeysChanged: string[];
+}
+
+export interface ConfigSource {
+  /** The config in force: frozen, replaced whole by a valid edit. */
+  current(): Config;
+  on(event: 'change', listener: (config: Config, diff: ConfigDiff) => void): void;
+  /** Re-reads the files now (the watcher calls this; tests and SIGHUP may too). Resolves true if applied. */
+  reload(): Promise<boolean>;
+  close(): void;
+}
+
+/**
+ * Holds the config and watches its file and the templates it names. A valid edit replaces the config
+ * whole and is logged with what changed; an invalid one is logged with its FILE:LINE:COL problems and
+ * the previous config keeps serving.
+ */
+export function watchConfig(
+  initial: Config,
+  options: { logger: Logger; load?: LoadOptions; debounceMs?: number },
+): ConfigSource {
+  const { logger } = options;
+  const events = new EventEmitter();
+  let config = initial;
+  let watchers: FSWatcher[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
+  let reloading: Promise<boolean> | undefined;
+
+  const watchedFiles = (current: Config) => {
+    const files = new Set([current.file]);
+    for (const profile of Object.values(current.profiles)) if (profile.ignition) files.add(profile.ignition);
+    return files;
+  };
+
+  // Editors save by renaming a temp file over the original, which ends a watch on the file itself;
+  // watching the directories and filtering by name survives that.
+  const rewatch = () => {
+    for (const watcher of watchers) watcher.close();
+    const byDirectory = new Map<string, Set<string>>();
+    for (const file of watchedFiles(config)) {
+      const names = byDirectory.get(dirname(file)) ?? new Set<string>();
+      names.add(basename(file));
+      byDirectory.set(dirname(file), names);
+    }
+    watchers = [...byDirectory].flatMap(([directory, names]) => {
+      try {
+        const watcher = watch(directory, (_event, name) => {
+          if (name && names.has(name.toString())) schedule();
+        });
+        watcher.on('error', (error) => logger.warn({ err: error, directory }, 'config watch failed'));
+        return [watcher];
+      } catch (error) {
+        logger.warn({ err: error, directory }, 'cannot watch config directory; hot reload is off for it');
+        return [];
+      }
+    });
+  };
+
+  const schedule = () => {
+    if (closed) return;
+    clearTimeout(timer);
+    timer = setTimeout(() => void reload(), options.debounceMs ?? 150);
+  };
+
+  const reloadOnce = async (): Promise<boolean> => {
+    const loaded = await loadConfigFile(config.file, options.load);
+    if (closed) return false;
+    if (!loaded.ok) {
+      logger.error(
+        { problems: loaded.problems.map((problem) => formatProblem(problem)) },
+        `config edit rejected, still serving the previous config:\n${loaded.problems.map((problem) => formatProblem(problem)).join('\n')}`,
+      );
+      return false;
+    }
+    const diff = diffConfigs(config, loaded.config);
+    const previousFiles = [...watchedFiles(config)].join('\n');
+    config = loaded.config;
+    if ([...watchedFiles(config)].join('\n') !== previousFiles) rewatch();
+    logger.info({ diff }, `config reloaded: ${describeDiff(diff)}`);
+    if (diff.otherKeysChanged.includes('server')) {
+      logger.warn('server.* changes (ports, addresses, directories) take effect at the next restart');
+    }
+    events.emit('change', config, diff);
+    return true;
+  };
+
+  const reload = (): Promise<boolean> => {
+    // Serialise reloads so a burst of edits cannot apply an older file after a newer one.
+    const next = (reloading ?? Promise.resolve(true)).then(reloadOnce, reloadOnce);
+    reloading = next;
+    return next;
+  };
+
+  rewatch();
+  return {
+    current: () => config,
+    on: (event, listener) => events.on(event, listener),
+    reload,
+    close() {
+      closed = true;
+      clearTimeout(timer);
+      for (const watcher of watchers) watcher.close();
+    },
+  };
+}
+
+export function diffConfigs(before: Config, after: Config): ConfigDiff {
+  const beforeMachines = new Map(before.machines.map((machine) => [machine.mac, JSON.stringify(machine)]));
+  const afterMachines = new Map(after.machines.map((machine) => [machine.mac, JSON.stringify(machine)]));
+  const changedKeys = (left: Record<string, unknown>, right: Record<string, unknown>) =>
+    [...new Set([...Object.keys(left), ...Object.keys(right)])].filter(
+      (key) => JSON.stringify(left[key]) !== JSON.stringify(right[key]),
+    );
+  return {
+    machinesAdded: [...afterMachines.keys()].filter((mac) => !beforeMachines.has(mac)),
+    machinesRemoved: [...beforeMachines.keys()].filter((mac) => !afterMachines.has(mac)),
+    machinesChanged: [...afterMachines]
+      .filter(([mac, text]) => beforeMachines.has(mac) && beforeMachines.get(mac) !== text)
+      .map(([mac]) => mac),
+    profilesChanged: changedKeys(before.profiles, after.profiles),
+    otherKeysChanged: changedKeys(
+      { ...before, machines: undefined, profiles: undefined },
+      { ...after, machines: undefined, profiles: undefined },
+    ),
+  };
+}
+
+export function describeDiff(diff: ConfigDiff): string {
+  const parts = [
+    diff.machinesAdded.length ? `machines added: ${diff.machinesAdded.join(', ')}` : '',
+    diff.machinesRemoved.length ? `machines removed: ${diff.machinesRemoved.join(', ')}` : '',
+    diff.machinesChanged.length ? `machines changed: ${diff.machinesChanged.join(', ')}` : '',
+    diff.profilesChanged.length ? `profiles changed: ${diff.profilesChanged.join(', ')}` : '',
+    diff.otherKeysChanged.length ? `settings changed: ${diff.otherKeysChanged.join(', ')}` : '',
+  ].filter(Boolean);
+  return parts.length > 0 ? parts.join('; ') : 'no effective change';
+}

@@ -1,0 +1,113 @@
+import { mkdir } from 'node:fs/promises';
+import { type DhcpServer, startDhcpServer } from './dhcp/server.js';
+import { buildApp } from './http/app.js';
+import { openMachineSecrets } from './ignition/tokens.js';
+import { createBootDecision } from './inventory/decision.js';
+import { type LoadOptions, loadConfigFile } from './inventory/load.js';
+import { formatProblem, type Problem } from './inventory/problems.js';
+import type { Config } from './inventory/schema.js';
+import { type ConfigSource, watchConfig } from './inventory/source.js';
+import { openLifecycle } from './lifecycle/store.js';
+import { componentLogger, type Logger } from './log.js';
+import { startTftpServer } from './tftp/server.js';
+
+/** Startup refused because of the config; each problem is one FILE:LINE:COL line. */
+export class ConfigProblemsError extends Error {
+  constructor(readonly problems: Problem[]) {
+    super(problems.map((problem) => formatProblem(problem)).join('\n'));
+  }
+}
+
+export interface RunningRackboot {
+  source: ConfigSource;
+  logger: Logger;
+  /** The URL the HTTP server answers on (for tests and `lab`). */
+  httpUrl: string;
+  /** Closes sockets in reverse start order, then flushes and closes the state store. */
+  close(): Promise<void>;
+}
+
+/**
+ * Wiring: config source → event store → boot decision → servers. The only module that knows every
+ * component; each server gets the narrow functions it needs, never the others.
+ */
+export async function startRackboot(options: {
+  configFile: string;
+  /** Made once the config is known, so server.log_level applies to every component logger. */
+  makeLogger: (config: Config) => Logger;
+}): Promise<RunningRackboot> {
+  const loadOptions: LoadOptions = { missingAssets: 'error' };
+  const loaded = await loadConfigFile(options.configFile, loadOptions);
+  if (!loaded.ok) throw new ConfigProblemsError(loaded.problems);
+  const initial = loaded.config;
+  const logger = options.makeLogger(initial);
+  await mkdir(initial.server.state, { recursive: true, mode: 0o750 });
+
+  const source = watchConfig(initial, { logger: componentLogger(logger, 'config'), load: loadOptions });
+  const lifecycle = openLifecycle({
+    stateDir: initial.server.state,
+    retention: initial.events.retention,
+    logger: componentLogger(logger, 'lifecycle'),
+  });
+  const closers: (() => Promise<void>)[] = [
+    async () => {
+      source.close();
+    },
+    () => lifecycle.close(),
+  ];
+  const close = async () => {
+    for (const closer of closers.reverse()) {
+      await closer().catch((error: unknown) => logger.error({ err: error }, 'error while shutting down'));
+    }
+  };
+
+  try {
+    const decision = createBootDecision(source.current, lifecycle.stateOf);
+    const secrets = openMachineSecrets(initial.server.state);
+    let dhcp: DhcpServer | undefined;
+    if (initial.dhcp.mode !== 'off') {
+      dhcp = await startDhcpServer({
+        config: source.current,
+        decision,
+        record: lifecycle.record,
+        logger: componentLogger(logger, 'dhcp'),
+      });
+      const running = dhcp;
+      closers.push(() => running.close());
+    }
+    const macForIp = (ip: string) => dhcp?.macForIp(ip);
+    const tftp = await startTftpServer({
+      config: source.current,
+      record: lifecycle.record,
+      logger: componentLogger(logger, 'tftp'),
+      macForIp,
+    });
+    closers.push(() => tftp.close());
+
+    const app = await buildApp({
+      config: source.current,
+      decision,
+      record: lifecycle.record,
+      logger: componentLogger(logger, 'http'),
+      secrets,
+      macForIp: initial.dhcp.mode === 'authoritative' ? macForIp : undefined,
+    });
+    closers.push(() => app.close());
+    const { port, listen } = initial.server.http;
+    await app.listen({ port, host: listen });
+    const httpUrl = `http://${listen === '0.0.0.0' ? '127.0.0.1' : listen}:${port}`;
+    logger.info(
+      {
+        address: initial.server.address,
+        http: port,
+        tftp: initial.server.tftp.port,
+        dhcp: initial.dhcp.mode,
+      },
+      'rackboot serving',
+    );
+    return { source, logger, httpUrl, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}

@@ -1,0 +1,223 @@
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { durationSeconds, loadConfigText } from '../src/inventory/load.js';
+import { formatProblem } from '../src/inventory/problems.js';
+
+/** A directory with assets and a template, so only the case under test is wrong. */
+function workspace(t: Test): string {
+  const directory = t.testdir({
+    'boot-assets': { vmlinuz: 'kernel', 'initramfs.img': 'initrd', 'rootfs.img': 'rootfs' },
+    ignition: { 'worker.bu': 'variant: fcos\nversion: 1.5.0\n' },
+  });
+  return directory;
+}
+
+const header = `server:
+  address: 10.77.0.1
+dhcp:
+  mode: authoritative
+  subnet: 10.77.0.0/24
+  range: [10.77.0.100, 10.77.0.199]
+profiles:
+  plain:
+    kind: linux
+    kernel: vmlinuz
+    initrd: [initramfs.img]
+    ignition: ignition/worker.bu
+`;
+
+async function problemsOf(t: Test, yaml: string, options: { missingAssets?: 'error' | 'warn' } = {}) {
+  const directory = workspace(t);
+  const file = join(directory, 'rackboot.yaml');
+  const loaded = await loadConfigText(yaml, file, options);
+  if (loaded.ok) return [];
+  return loaded.problems.map((problem) => formatProblem(problem, directory));
+}
+
+t.test('a valid config loads with defaults, absolute paths and canonical MACs', async (t) => {
+  const directory = workspace(t);
+  const yaml = `${header}machines:\n  - { mac: 52-54-00-AA-BB-CC, profile: plain, ip: 10.77.0.21 }\n`;
+  const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'));
+  if (!loaded.ok) throw new Error(loaded.problems.map((problem) => formatProblem(problem)).join('\n'));
+  const { config } = loaded;
+  t.equal(config.server.http.port, 8080);
+  t.equal(config.server.tftp.port, 69);
+  t.equal(config.server.dhcp.port, 67);
+  t.equal(config.server.assets, join(directory, 'boot-assets'));
+  t.equal(config.server.state, join(directory, 'state'));
+  t.equal(config.dhcp.lease_time, 3600);
+  t.equal(config.unknown_machines, 'ignore');
+  t.equal(config.machines[0]?.mac, '52:54:00:aa:bb:cc');
+  t.same(config.machines[0]?.vars, {});
+  t.equal(config.profiles.plain?.ignition, join(directory, 'ignition/worker.bu'));
+  t.ok(Object.isFrozen(config.machines), 'config is frozen');
+});
+
+// Each case: one mistake, the exact FILE:LINE:COL it must be reported at, and the words of the message.
+const cases: [name: string, yaml: string, expected: string[]][] = [
+  [
+    'YAML syntax error',
+    `${header}machines:\n  - mac: 52:54:00:00:00:01\n   profile: plain\n`,
+    ['rackboot.yaml:15:1: YAML syntax error'],
+  ],
+  [
+    'unknown key with a did-you-mean',
+    `${header}  pxe:\n    kind: linux\n    kernel: vmlinuz\n    kernal: x\n`,
+    ['rackboot.yaml:16:5: unknown key "kernal" in profiles.pxe (did you mean "kernel"?)'],
+  ],
+  [
+    'unknown top-level key',
+    `${header}machine: []\n`,
+    ['rackboot.yaml:13:1: unknown key "machine" (did you mean "machines"?)'],
+  ],
+  [
+    'bad MAC',
+    `${header}machines:\n  - { mac: 52:54:00:zz:00:01, profile: plain }\n`,
+    ['rackboot.yaml:14:12: "52:54:00:zz:00:01" is not a MAC address'],
+  ],
+  [
+    'duplicate MAC names both lines',
+    `${header}machines:\n  - { mac: 52:54:00:00:00:01, profile: plain }\n  - { mac: 52-54-00-00-00-01, profile: plain }\n`,
+    [
+      'rackboot.yaml:14:12: duplicate MAC 52:54:00:00:00:01: also at line 15',
+      'rackboot.yaml:15:12: duplicate MAC 52:54:00:00:00:01: also at line 14:12',
+    ],
+  ],
+  [
+    'duplicate reserved IP',
+    `${header}machines:\n  - { mac: 52:54:00:00:00:01, profile: plain, ip: 10.77.0.5 }\n  - { mac: 52:54:00:00:00:02, profile: plain, ip: 10.77.0.5 }\n`,
+    ['rackboot.yaml:15:51: duplicate reserved IP 10.77.0.5: also at line 14:51'],
+  ],
+  [
+    'reserved IP outside subnet',
+    `${header}machines:\n  - { mac: 52:54:00:00:00:01, profile: plain, ip: 10.77.9.5 }\n`,
+    ['rackboot.yaml:14:51: reserved IP 10.77.9.5 is outside dhcp.subnet 10.77.0.0/24'],
+  ],
+  [
+    'range outside subnet',
+    header.replace('[10.77.0.100, 10.77.0.199]', '[10.77.0.100, 10.77.1.10]'),
+    ['rackboot.yaml:6:24: dhcp.range: 10.77.1.10 is outside the subnet'],
+  ],
+  [
+    'reversed range',
+    header.replace('[10.77.0.100, 10.77.0.199]', '[10.77.0.199, 10.77.0.100]'),
+    ['rackboot.yaml:6:10: dhcp.range: range is reversed: 10.77.0.199 comes after 10.77.0.100'],
+  ],
+  [
+    'machine naming a missing profile',
+    `${header}machines:\n  - { mac: 52:54:00:00:00:01, profile: plian }\n`,
+    [
+      'rackboot.yaml:14:40: machines[0].profile names profile "plian", which does not exist (did you mean "plain"?)',
+    ],
+  ],
+  [
+    'unknown_machines naming a missing profile',
+    `${header}unknown_machines: discovery\n`,
+    [
+      'rackboot.yaml:13:19: unknown_machines names profile "discovery", which does not exist (profiles: plain)',
+    ],
+  ],
+  [
+    'bad duration',
+    header.replace('mode: authoritative', 'mode: authoritative\n  lease_time: 1 hour'),
+    ['rackboot.yaml:5:15: dhcp.lease_time: bad duration "1 hour"'],
+  ],
+  [
+    'missing kernel file under assets',
+    header.replace('kernel: vmlinuz', 'kernel: vmlinuz-6.1'),
+    ['rackboot.yaml:10:13: vmlinuz-6.1 not found under'],
+  ],
+  [
+    'missing initrd file under assets',
+    header.replace('[initramfs.img]', '[initramfs.img, extra.img]'),
+    ['rackboot.yaml:11:29: extra.img not found under'],
+  ],
+  [
+    'Ignition template that does not exist',
+    header.replace('ignition/worker.bu', 'ignition/wroker.bu'),
+    ['rackboot.yaml:12:15: Ignition/Butane template "ignition/wroker.bu" does not exist'],
+  ],
+  [
+    'bad enum value',
+    header.replace('mode: authoritative', 'mode: authoritativ'),
+    [
+      'rackboot.yaml:4:9: dhcp.mode: "authoritativ" is not one of proxy, authoritative, off (did you mean "authoritative"?)',
+    ],
+  ],
+  [
+    'bad port type',
+    header.replace('address: 10.77.0.1', 'address: 10.77.0.1\n  http: { port: web }'),
+    ['rackboot.yaml:3:17: server.http.port: expected integer, got "web"'],
+  ],
+  [
+    'bad IPv4',
+    header.replace('address: 10.77.0.1', 'address: 10.77.0.300'),
+    ['rackboot.yaml:2:12: server.address: "10.77.0.300" is not an IPv4 address'],
+  ],
+];
+
+for (const [name, yaml, expected] of cases) {
+  t.test(name, async (t) => {
+    const problems = await problemsOf(t, yaml);
+    t.equal(
+      problems.length,
+      expected.length,
+      `exactly ${expected.length} problem(s): ${problems.join(' | ')}`,
+    );
+    expected.forEach((prefix, index) => {
+      t.ok(
+        problems[index]?.startsWith(prefix),
+        `problem ${index}\n  got:  ${problems[index]}\n  want: ${prefix}…`,
+      );
+    });
+  });
+}
+
+t.test('all problems are reported at once, in file order', async (t) => {
+  const yaml = `${header.replace('mode: authoritative', 'mode: authoritative\n  lease_time: 1 hour')}machines:\n  - { mac: nope, profile: missing }\n`;
+  const problems = await problemsOf(t, yaml);
+  t.same(
+    problems.map((line) => line.split(': ')[0]),
+    ['rackboot.yaml:5:15', 'rackboot.yaml:15:12', 'rackboot.yaml:15:27'],
+  );
+});
+
+t.test('missing assets are warnings when asked (validate) and errors otherwise (serve)', async (t) => {
+  const directory = workspace(t);
+  const yaml = header.replace('kernel: vmlinuz', 'kernel: missing-kernel');
+  const file = join(directory, 'rackboot.yaml');
+  const forValidate = await loadConfigText(yaml, file, { missingAssets: 'warn' });
+  t.ok(forValidate.ok, 'loads');
+  if (forValidate.ok)
+    t.match(
+      forValidate.warnings.map((problem) => formatProblem(problem, directory)),
+      [/^rackboot.yaml:10:13: /],
+    );
+  const forServe = await loadConfigText(yaml, file);
+  t.notOk(forServe.ok, 'refused for serve');
+});
+
+t.test('durations', async (t) => {
+  t.equal(durationSeconds('90s'), 90);
+  t.equal(durationSeconds('1h30m'), 5400);
+  t.equal(durationSeconds('7d'), 604800);
+  t.equal(durationSeconds(42), 42);
+});
+
+t.test('$RACKBOOT_API_TOKEN overrides server.api_token', async (t) => {
+  const directory = workspace(t);
+  const loaded = await loadConfigText(header, join(directory, 'rackboot.yaml'), {
+    env: { RACKBOOT_API_TOKEN: 'from-the-environment-0123' },
+  });
+  t.ok(loaded.ok);
+  if (loaded.ok) t.equal(loaded.config.server.api_token, 'from-the-environment-0123');
+});
+
+t.test('the committed editor schema is the one the code generates', async (t) => {
+  const { readFileSync } = await import('node:fs');
+  const { editorJsonSchema } = await import('../src/inventory/schema.js');
+  const committed = JSON.parse(
+    readFileSync(new URL('../schema/rackboot.schema.json', import.meta.url), 'utf8'),
+  );
+  t.same(committed, JSON.parse(JSON.stringify(editorJsonSchema())), 'run `npm run build` to regenerate it');
+});
