@@ -1,0 +1,86 @@
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import t from 'tap';
+import { loadConfigFile } from '../src/inventory/load.js';
+import type { Config } from '../src/inventory/schema.js';
+import { type ConfigDiff, watchConfig } from '../src/inventory/source.js';
+import { createRootLogger } from '../src/log.js';
+
+const base = `server:
+  address: 10.77.0.1
+profiles:
+  plain: { kind: linux, kernel: vmlinuz }
+machines:
+  - { mac: 52:54:00:00:00:01, profile: plain, hostname: one }
+`;
+
+/** JSON log lines as data (pino's own test habit). */
+function logSink() {
+  const stream = new PassThrough();
+  const records: { level: number; msg: string; problems?: string[] }[] = [];
+  stream.on('data', (chunk: Buffer) => {
+    for (const line of chunk.toString().split('\n').filter(Boolean)) records.push(JSON.parse(line));
+  });
+  return { logger: createRootLogger({ level: 'info', destination: stream }), records };
+}
+
+/** Writes like an editor does: a temp file renamed over the original. */
+function saveLikeAnEditor(file: string, text: string) {
+  writeFileSync(`${file}.swp`, text);
+  renameSync(`${file}.swp`, file);
+}
+
+function waitFor<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+t.test('a valid edit is applied and logged with what changed; an invalid one is rejected', async (t) => {
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'k' } });
+  const file = join(directory, 'rackboot.yaml');
+  writeFileSync(file, base);
+  const loaded = await loadConfigFile(file);
+  if (!loaded.ok) throw new Error('fixture config must load');
+  const { logger, records } = logSink();
+  const source = watchConfig(loaded.config, { logger, debounceMs: 50 });
+  t.teardown(() => source.close());
+
+  const applied = new Promise<[Config, ConfigDiff]>((resolve) =>
+    source.on('change', (...args) => resolve(args)),
+  );
+  saveLikeAnEditor(
+    file,
+    `${base.replace('hostname: one', 'hostname: uno')}  - { mac: 52:54:00:00:00:02, profile: plain }\n`,
+  );
+  const [config, diff] = await waitFor(applied, 5000, 'the valid edit to be applied');
+  t.same(diff.machinesAdded, ['52:54:00:00:00:02']);
+  t.same(diff.machinesChanged, ['52:54:00:00:00:01']);
+  t.same(diff.machinesRemoved, []);
+  t.equal(source.current(), config, 'the new config is in force');
+  t.equal(source.current().machines[0]?.hostname, 'uno');
+  t.ok(
+    records.some((record) => record.msg.includes('machines added: 52:54:00:00:00:02')),
+    'the reload is logged with the machines added',
+  );
+
+  const before = source.current();
+  saveLikeAnEditor(file, `${readFileSync(file, 'utf8')}  - { mac: not-a-mac, profile: plain }\n`);
+  const rejected = await waitFor(
+    (async () => {
+      for (let attempt = 0; attempt < 100; attempt++) {
+        const record = records.find((entry) => entry.msg.startsWith('config edit rejected'));
+        if (record) return record;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      throw new Error('no rejection logged');
+    })(),
+    6000,
+    'the invalid edit to be rejected',
+  );
+  t.match(rejected.problems?.[0], /rackboot\.yaml:8:12: "not-a-mac" is not a MAC address/);
+  t.equal(source.current(), before, 'the previous config keeps serving');
+});
