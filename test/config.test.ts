@@ -219,5 +219,5 @@ t.test('the committed editor schema is the one the code generates', async (t) =>
   const committed = JSON.parse(
     readFileSync(new URL('../schema/rackboot.schema.json', import.meta.url), 'utf8'),
   );
-  t.same(committed, JSON.parse(JSON.stringify(editorJsonSchema())), 'run `npm run build` to regenerate it');
+  t.same(committed, JSON.parse(JSON.stringify(editorJsonSchema())), 'run `npm run schema` to regenerate it');
 });

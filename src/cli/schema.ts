@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { configReferenceMarkdown } from '../inventory/reference.js';
 import { editorJsonSchema } from '../inventory/schema.js';
 
 /** `rackboot schema`: the JSON Schema of rackboot.yaml, for yaml-language-server and other editors. */
@@ -6,7 +7,8 @@ export function registerSchema(program: Command): void {
   program
     .command('schema')
     .description('print the JSON Schema of rackboot.yaml (for editors)')
-    .action(() => {
-      console.log(JSON.stringify(editorJsonSchema(), null, 2));
+    .option('--markdown', "print the README's config reference table instead")
+    .action((options: { markdown?: boolean }) => {
+      console.log(options.markdown ? configReferenceMarkdown() : JSON.stringify(editorJsonSchema(), null, 2));
     });
 }

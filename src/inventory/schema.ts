@@ -162,9 +162,9 @@ const DhcpSchema = Type.Object(
 
 const ArchAssetsSchema = Type.Object(
   {
-    kernel: Type.Optional(Type.String()),
-    initrd: Type.Optional(Type.Array(Type.String())),
-    rootfs: Type.Optional(Type.String()),
+    kernel: Type.Optional(Type.String({ description: 'Kernel for this architecture.' })),
+    initrd: Type.Optional(Type.Array(Type.String(), { description: 'Initrds for this architecture.' })),
+    rootfs: Type.Optional(Type.String({ description: 'Fedora CoreOS rootfs for this architecture.' })),
   },
   { additionalProperties: false },
 );
@@ -212,7 +212,12 @@ const ProfileSchema = Type.Object(
 const MachineSchema = Type.Object(
   {
     mac: Type.String({ description: 'MAC address, any common spelling.' }),
-    hostname: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9]([A-Za-z0-9-.]*[A-Za-z0-9])?$' })),
+    hostname: Type.Optional(
+      Type.String({
+        pattern: '^[A-Za-z0-9]([A-Za-z0-9-.]*[A-Za-z0-9])?$',
+        description: 'Host name (DHCP option 12, {{hostname}} in templates).',
+      }),
+    ),
     profile: Type.String({ description: 'Name of a profile under profiles.' }),
     ip: Type.Optional(Ipv4('Reserved address (authoritative mode).')),
     vars: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number(), Type.Boolean()]), {
