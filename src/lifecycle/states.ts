@@ -1,0 +1,266 @@
+import type { Arch, FirmwareKind } from '../boot-plan.js';
+import type { Mac } from '../inventory/mac.js';
+import { vendorOf } from '../inventory/oui.js';
+import type { MachineEvent, MachineEventInput, MachineState } from './events.js';
+
+/** One network boot of a machine: every event from its first firmware DHCP packet until the next boot. */
+export interface BootRecord {
+  /** Shared by all events of this boot: `<mac hex>-<boot number>`. */
+  correlationId: string;
+  number: number;
+  startedAt: string;
+  /**
+   * True once the boot got past the firmware chain (firmware DHCP → TFTP of iPXE → iPXE DHCP): an
+   * HTTP request or a report from the machine. A firmware DHCP packet after that is a new boot.
+   */
+  loaded: boolean;
+}
+
+export interface MachineRecord {
+  mac: Mac;
+  state: MachineState;
+  stateSince: string;
+  ip: string | undefined;
+  arch: Arch | undefined;
+  /** The boot program that started the latest boot (the firmware's own client, or an iPXE ROM). */
+  firmware: FirmwareKind | undefined;
+  vendor: string | undefined;
+  firstSeen: string;
+  lastEvent: { id: number; type: string; time: string };
+  boot: BootRecord;
+  installedAt: string | undefined;
+}
+
+/** What the store stamps on an event it appends. */
+export interface Stamp {
+  id: number;
+  /** ISO 8601 */
+  time: string;
+}
+
+export interface Step {
+  /** The input stamped, with the boot's correlation id and, when it changed the state, the new state. */
+  event: MachineEvent;
+  record: MachineRecord | undefined;
+  /** `state-changed` or `transition-rejected` events caused by `event`, in order; the store stamps them. */
+  derived: MachineEventInput[];
+}
+
+/**
+ * Firmware retries DISCOVER for about a minute (4, 8, 16, 32 s back-off) before giving up; a firmware
+ * DHCP packet after a longer silence is a new boot even if the previous one never got past DHCP.
+ */
+export const BOOT_GAP_MS = 120_000;
+
+const FIRMWARE_KINDS: readonly FirmwareKind[] = ['bios-pxe', 'uefi-pxe', 'uefi-http', 'ipxe'];
+const ARCHES: readonly Arch[] = ['x86_64', 'aarch64', 'i386', 'arm32'];
+/** Progress order of the states a boot passes through; `failed` is outside it. */
+const STAGE_RANK: Readonly<Record<MachineState, number>> = {
+  discovered: 0,
+  booting: 1,
+  installing: 2,
+  installed: 3,
+  failed: -1,
+};
+
+type Transition =
+  | { kind: 'none' }
+  | { kind: 'change'; to: MachineState }
+  | { kind: 'reject'; to: MachineState; reason: string };
+
+/**
+ * The reducer: folds one event into a machine's record. Pure: the time comes in the stamp. Servers
+ * only report what happened; this decides what it means for the machine:
+ * - a firmware DHCP packet starting a new boot → `discovered` (an installed machine stays installed:
+ *   its next boots go to local disk),
+ * - a complete TFTP transfer or an install script served → `booting`,
+ * - Ignition fetched → `installing`,
+ * - the machine reporting `installed` (only after booting an installer) → `installed`,
+ * - `failed` from any state; operator `reprovision` takes an installed or failed machine back to
+ *   `discovered`, so its next boot installs again.
+ * A transition the table forbids is not thrown: it comes back as a `transition-rejected` event with
+ * the reason, and the state stays.
+ */
+export function step(previous: MachineRecord | undefined, input: MachineEventInput, stamp: Stamp): Step {
+  const plain: MachineEvent = { ...input, id: stamp.id, time: stamp.time };
+  const mac = input.mac;
+  if (mac === undefined) return { event: plain, record: previous, derived: [] };
+  const firmware = firmwareOf(input);
+  if (previous === undefined && !fromBootingMachine(input, firmware)) {
+    // History only: an operator acting on a MAC never seen, or a DHCP client that is not network-booting.
+    const derived =
+      input.type === 'reprovision'
+        ? [rejection(input, stamp, undefined, 'discovered', 'this MAC has never network-booted here')]
+        : [];
+    return { event: plain, record: undefined, derived };
+  }
+
+  const nowMs = Date.parse(stamp.time);
+  const boot = nextBoot(previous, input, firmware, stamp, mac);
+  const startsBoot = boot.number !== previous?.boot.number;
+  const from = previous?.state;
+  const transition = transitionFor(from, startsBoot, input);
+  // A machine seen for the first time is at least discovered, whatever it did first.
+  const state = transition.kind === 'change' ? transition.to : (from ?? 'discovered');
+  const changed = state !== from;
+  const derived: MachineEventInput[] = [];
+  if (changed) {
+    derived.push({
+      mac,
+      ip: input.ip,
+      source: 'lifecycle',
+      type: 'state-changed',
+      correlationId: boot.correlationId,
+      detail: {
+        from: from ?? null,
+        to: state,
+        cause: input.type,
+        causeId: stamp.id,
+        inStateMs: previous ? nowMs - Date.parse(previous.stateSince) : 0,
+        sinceBootMs: nowMs - Date.parse(boot.startedAt),
+      },
+    });
+  }
+  if (transition.kind === 'reject') {
+    derived.push({
+      ...rejection(input, stamp, state, transition.to, transition.reason),
+      correlationId: boot.correlationId,
+    });
+  }
+
+  const event: MachineEvent = { ...plain, correlationId: boot.correlationId, ...(changed ? { state } : {}) };
+  const arch = archOf(input);
+  const record: MachineRecord = {
+    mac,
+    state,
+    stateSince: changed || !previous ? stamp.time : previous.stateSince,
+    ip: input.ip ?? previous?.ip,
+    arch: arch ?? previous?.arch,
+    firmware: (startsBoot ? firmware : undefined) ?? previous?.firmware ?? firmware,
+    vendor: previous ? previous.vendor : vendorOf(mac),
+    firstSeen: previous?.firstSeen ?? stamp.time,
+    lastEvent: { id: stamp.id, type: input.type, time: stamp.time },
+    boot,
+    installedAt: changed && state === 'installed' ? stamp.time : previous?.installedAt,
+  };
+  return { event, record, derived };
+}
+
+function transitionFor(
+  current: MachineState | undefined,
+  startsBoot: boolean,
+  input: MachineEventInput,
+): Transition {
+  switch (input.type) {
+    case 'reprovision':
+      if (current === 'installed' || current === 'failed') return { kind: 'change', to: 'discovered' };
+      return {
+        kind: 'reject',
+        to: 'discovered',
+        reason: `only installed or failed machines are reprovisioned; a machine in ${current} installs at its next network boot anyway`,
+      };
+    case 'installed':
+      if (current === 'installed') return { kind: 'none' };
+      if (current === 'booting' || current === 'installing') return { kind: 'change', to: 'installed' };
+      return {
+        kind: 'reject',
+        to: 'installed',
+        reason: `installed reported while ${current ?? 'never seen'}: this server booted no installer on it`,
+      };
+    case 'failed':
+      return current === 'failed' ? { kind: 'none' } : { kind: 'change', to: 'failed' };
+  }
+  const stage = impliedStage(input, startsBoot);
+  if (stage === undefined) return { kind: 'none' };
+  if (current === undefined || current === 'failed') return { kind: 'change', to: stage };
+  if (current === 'installed') {
+    return stage === 'installing'
+      ? {
+          kind: 'reject',
+          to: 'installing',
+          reason: 'Ignition fetched by an installed machine; reprovision it to install again',
+        }
+      : { kind: 'none' };
+  }
+  if (startsBoot && stage === 'discovered' && current !== 'discovered') return { kind: 'change', to: stage };
+  return STAGE_RANK[stage] > STAGE_RANK[current] ? { kind: 'change', to: stage } : { kind: 'none' };
+}
+
+/** The stage a server-reported event proves the machine has reached, if any. */
+function impliedStage(input: MachineEventInput, startsBoot: boolean): MachineState | undefined {
+  switch (input.type) {
+    case 'tftp-transfer':
+      return input.detail?.outcome === 'complete' ? 'booting' : undefined;
+    case 'ipxe-script':
+      return input.detail?.script === 'install' ? 'booting' : undefined;
+    case 'ignition-fetch':
+      return 'installing';
+    default:
+      return input.source === 'dhcp' && startsBoot ? 'discovered' : undefined;
+  }
+}
+
+function nextBoot(
+  previous: MachineRecord | undefined,
+  input: MachineEventInput,
+  firmware: FirmwareKind | undefined,
+  stamp: Stamp,
+  mac: Mac,
+): BootRecord {
+  const loadedBy = input.source === 'http' || input.source === 'machine';
+  const startsBoot =
+    previous === undefined ||
+    (input.source === 'dhcp' &&
+      firmware !== undefined &&
+      (previous.boot.loaded || Date.parse(stamp.time) - Date.parse(previous.lastEvent.time) > BOOT_GAP_MS));
+  if (startsBoot) {
+    const number = (previous?.boot.number ?? 0) + 1;
+    return {
+      correlationId: `${mac.replaceAll(':', '')}-${number}`,
+      number,
+      startedAt: stamp.time,
+      loaded: loadedBy,
+    };
+  }
+  return loadedBy && !previous.boot.loaded ? { ...previous.boot, loaded: true } : previous.boot;
+}
+
+/** A machine talking to us while network-booting (not an operator, not a plain DHCP client). */
+function fromBootingMachine(input: MachineEventInput, firmware: FirmwareKind | undefined): boolean {
+  switch (input.source) {
+    case 'dhcp':
+      return firmware !== undefined;
+    case 'tftp':
+    case 'http':
+    case 'machine':
+      return true;
+    default:
+      return false;
+  }
+}
+
+function rejection(
+  input: MachineEventInput,
+  stamp: Stamp,
+  from: MachineState | undefined,
+  to: MachineState,
+  reason: string,
+): MachineEventInput {
+  return {
+    mac: input.mac,
+    ip: input.ip,
+    source: 'lifecycle',
+    type: 'transition-rejected',
+    detail: { from: from ?? null, to, cause: input.type, causeId: stamp.id, reason },
+  };
+}
+
+function firmwareOf(input: MachineEventInput): FirmwareKind | undefined {
+  const value = input.detail?.firmware;
+  return FIRMWARE_KINDS.find((kind) => kind === value);
+}
+
+function archOf(input: MachineEventInput): Arch | undefined {
+  const value = input.detail?.arch;
+  return ARCHES.find((arch) => arch === value);
+}

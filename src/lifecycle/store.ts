@@ -1,0 +1,267 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import type { Mac } from '../inventory/mac.js';
+import type { Logger } from '../log.js';
+import type { MachineEvent, MachineEventInput, MachineState, RecordEvent } from './events.js';
+import { type MachineRecord, step } from './states.js';
+
+export type { MachineRecord };
+
+export interface EventFilter {
+  mac?: Mac | undefined;
+  /** At most this many events (default 1000, capped at 10,000). */
+  limit?: number | undefined;
+}
+
+/** What appending one event did, synchronously: the stamped event and what it caused. */
+export interface Appended {
+  /** The event itself first, then its derived `state-changed` / `transition-rejected` events. */
+  events: MachineEvent[];
+  /** Resolves once all of `events` are committed. */
+  durable: Promise<void>;
+}
+
+/**
+ * The provisioning history and every machine's state. Machine records live in memory (the boot
+ * decision reads them on every packet); events and records are written to SQLite in batches.
+ */
+export interface Lifecycle {
+  /** Appends an event; resolves when it is durable. Never rejects: a failed write is logged. */
+  record: RecordEvent;
+  /** As `record`, but tells synchronously what the event caused (the API answers from it). */
+  append(input: MachineEventInput): Appended;
+  /** Synchronous, from memory. undefined: no network boot of this MAC was ever seen. */
+  stateOf(mac: Mac): MachineState | undefined;
+  machines(): MachineRecord[];
+  machine(mac: Mac): MachineRecord | undefined;
+  /** Durable events with an id above `id`, oldest first. */
+  eventsAfter(id: number, filter?: EventFilter): MachineEvent[];
+  /** The newest durable events (oldest of them first). */
+  latestEvents(filter?: EventFilter): MachineEvent[];
+  /** The id of the newest durable event (0 when there is none). */
+  lastEventId(): number;
+  /**
+   * Called with every event once it is durable, in id order, so a watcher never sees an event that
+   * a restart could lose. Returns the unsubscribe function.
+   */
+  subscribe(listener: (event: MachineEvent) => void): () => void;
+  /** Flushes pending events and closes the database. */
+  close(): Promise<void>;
+}
+
+export interface LifecycleOptions {
+  stateDir: string;
+  /** Events kept; older ones are pruned (machine records are kept regardless). */
+  retention: number;
+  logger: Logger;
+  now?: () => number;
+}
+
+export const DATABASE_FILE_NAME = 'lifecycle.sqlite';
+const DEFAULT_LIMIT = 1000;
+const MAX_LIMIT = 10_000;
+
+interface EventRow {
+  id: number;
+  time: string;
+  mac: string | null;
+  ip: string | null;
+  source: string;
+  type: string;
+  state: string | null;
+  correlation_id: string | null;
+  detail: string | null;
+}
+
+/**
+ * Opens (creating if needed) `<stateDir>/lifecycle.sqlite`. Machine records are stored as snapshots
+ * next to the events, so a restart reads them back without replaying a history that retention may
+ * already have pruned.
+ *
+ * Writes never stall the DHCP/TFTP hot paths: `record` only folds the event into memory and queues
+ * it; everything queued during one turn of the event loop is committed in one transaction on the
+ * next (`setImmediate`). WAL with synchronous=NORMAL makes a commit a write to the WAL file without
+ * fsync: durable across a crash of this process; a power cut may lose the last commits, never the
+ * database's consistency (https://sqlite.org/wal.html#performance_considerations).
+ */
+export function openLifecycle(options: LifecycleOptions): Lifecycle {
+  const now = options.now ?? Date.now;
+  const logger = options.logger;
+  mkdirSync(options.stateDir, { recursive: true });
+  const database = new Database(join(options.stateDir, DATABASE_FILE_NAME));
+  database.pragma('journal_mode = WAL');
+  database.pragma('synchronous = NORMAL');
+  database.exec(`
+    CREATE TABLE IF NOT EXISTS events (
+      id INTEGER PRIMARY KEY,
+      time TEXT NOT NULL,
+      mac TEXT,
+      ip TEXT,
+      source TEXT NOT NULL,
+      type TEXT NOT NULL,
+      state TEXT,
+      correlation_id TEXT,
+      detail TEXT
+    );
+    CREATE INDEX IF NOT EXISTS events_by_mac ON events (mac, id);
+    CREATE TABLE IF NOT EXISTS machines (mac TEXT PRIMARY KEY, record TEXT NOT NULL);
+  `);
+  const columns = 'id, time, mac, ip, source, type, state, correlation_id, detail';
+  const statements = {
+    insertEvent: database.prepare(
+      `INSERT INTO events (${columns}) VALUES (@id, @time, @mac, @ip, @source, @type, @state, @correlation_id, @detail)`,
+    ),
+    saveMachine: database.prepare('INSERT OR REPLACE INTO machines (mac, record) VALUES (?, ?)'),
+    prune: database.prepare('DELETE FROM events WHERE id <= ?'),
+    after: database.prepare(`SELECT ${columns} FROM events WHERE id > ? ORDER BY id LIMIT ?`),
+    afterForMac: database.prepare(
+      `SELECT ${columns} FROM events WHERE mac = ? AND id > ? ORDER BY id LIMIT ?`,
+    ),
+    latest: database.prepare(`SELECT ${columns} FROM events ORDER BY id DESC LIMIT ?`),
+    latestForMac: database.prepare(`SELECT ${columns} FROM events WHERE mac = ? ORDER BY id DESC LIMIT ?`),
+  };
+
+  const machines = new Map<Mac, MachineRecord>();
+  for (const row of database.prepare('SELECT record FROM machines').all() as { record: string }[]) {
+    const record = JSON.parse(row.record) as MachineRecord;
+    machines.set(record.mac, record);
+  }
+  let lastId = (database.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0;
+  let durableId = lastId;
+  const listeners = new Set<(event: MachineEvent) => void>();
+
+  let pending: MachineEvent[] = [];
+  const dirtyMachines = new Set<Mac>();
+  let batch: { done: Promise<void>; resolve: () => void; timer: NodeJS.Immediate } | undefined;
+  let closed = false;
+
+  const commit = database.transaction((events: MachineEvent[], macs: Mac[]) => {
+    for (const event of events) statements.insertEvent.run(toRow(event));
+    for (const mac of macs) statements.saveMachine.run(mac, JSON.stringify(machines.get(mac)));
+    statements.prune.run(lastId - options.retention);
+  });
+
+  function flush(): void {
+    const current = batch;
+    if (!current) return;
+    batch = undefined;
+    clearImmediate(current.timer);
+    const events = pending;
+    pending = [];
+    const macs = [...dirtyMachines];
+    dirtyMachines.clear();
+    try {
+      commit(events, macs);
+      durableId = events.at(-1)?.id ?? durableId;
+    } catch (error) {
+      // Disk full or the file gone: memory stays right, the history has a hole; say so loudly once per batch.
+      logger.error({ err: error, events: events.length }, 'lifecycle: could not write events');
+    }
+    current.resolve();
+    for (const event of events) {
+      for (const listener of listeners) {
+        try {
+          listener(event);
+        } catch (error) {
+          logger.error({ err: error }, 'lifecycle: event listener failed');
+        }
+      }
+    }
+  }
+
+  function append(input: MachineEventInput): Appended {
+    if (closed) {
+      logger.warn({ type: input.type, mac: input.mac }, 'lifecycle: event after close dropped');
+      return { events: [], durable: Promise.resolve() };
+    }
+    const time = new Date(now()).toISOString();
+    lastId += 1;
+    const result = step(input.mac ? machines.get(input.mac) : undefined, input, { id: lastId, time });
+    const events = [result.event];
+    for (const derived of result.derived) {
+      lastId += 1;
+      events.push({ ...derived, id: lastId, time });
+    }
+    if (input.mac && result.record) {
+      machines.set(input.mac, result.record);
+      dirtyMachines.add(input.mac);
+    }
+    pending.push(...events);
+    if (!batch) {
+      let resolve = () => {};
+      const done = new Promise<void>((settle) => {
+        resolve = settle;
+      });
+      batch = { done, resolve, timer: setImmediate(flush) };
+    }
+    return { events, durable: batch.done };
+  }
+
+  function query(single: EventFilter | undefined): { mac: Mac | undefined; limit: number } {
+    const limit = Math.min(Math.max(1, Math.floor(single?.limit ?? DEFAULT_LIMIT)), MAX_LIMIT);
+    return { mac: single?.mac, limit };
+  }
+
+  return {
+    record: (input) => append(input).durable,
+    append,
+    stateOf: (mac) => machines.get(mac)?.state,
+    machines: () => [...machines.values()],
+    machine: (mac) => machines.get(mac),
+    eventsAfter(id, filter) {
+      const { mac, limit } = query(filter);
+      const rows = (
+        mac ? statements.afterForMac.all(mac, id, limit) : statements.after.all(id, limit)
+      ) as EventRow[];
+      return rows.map(fromRow);
+    },
+    latestEvents(filter) {
+      const { mac, limit } = query(filter);
+      const rows = (
+        mac ? statements.latestForMac.all(mac, limit) : statements.latest.all(limit)
+      ) as EventRow[];
+      return rows.reverse().map(fromRow);
+    },
+    lastEventId: () => durableId,
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    async close() {
+      if (closed) return;
+      flush();
+      closed = true;
+      listeners.clear();
+      database.close();
+    },
+  };
+}
+
+function toRow(event: MachineEvent): EventRow {
+  return {
+    id: event.id,
+    time: event.time,
+    mac: event.mac ?? null,
+    ip: event.ip ?? null,
+    source: event.source,
+    type: event.type,
+    state: event.state ?? null,
+    correlation_id: event.correlationId ?? null,
+    detail: event.detail === undefined ? null : JSON.stringify(event.detail),
+  };
+}
+
+function fromRow(row: EventRow): MachineEvent {
+  return {
+    id: row.id,
+    time: row.time,
+    mac: (row.mac ?? undefined) as Mac | undefined,
+    ...(row.ip === null ? {} : { ip: row.ip }),
+    source: row.source as MachineEvent['source'],
+    type: row.type,
+    ...(row.state === null ? {} : { state: row.state as MachineState }),
+    ...(row.correlation_id === null ? {} : { correlationId: row.correlation_id }),
+    ...(row.detail === null ? {} : { detail: JSON.parse(row.detail) as Record<string, unknown> }),
+  };
+}

@@ -1,0 +1,229 @@
+import t from 'tap';
+import { parseMac } from '../src/inventory/mac.js';
+import type { MachineEventInput, MachineState } from '../src/lifecycle/events.js';
+import { BOOT_GAP_MS, type MachineRecord, step } from '../src/lifecycle/states.js';
+
+const mac = parseMac('52:54:00:12:34:56');
+if (!mac) throw new Error('fixture MAC');
+const T0 = Date.parse('2026-11-25T10:00:00.000Z');
+
+// The events of one boot, as the servers report them (names and detail per the event vocabulary).
+const firmwareDhcp = (firmware = 'bios-pxe'): MachineEventInput => ({
+  mac,
+  source: 'dhcp',
+  type: 'dhcp-ack',
+  ip: '10.77.0.100',
+  detail: { firmware, arch: 'x86_64', xid: 1 },
+});
+const osDhcp: MachineEventInput = { mac, source: 'dhcp', type: 'dhcp-ack', ip: '10.77.0.100', detail: {} };
+const tftp = (outcome: string): MachineEventInput => ({
+  mac,
+  source: 'tftp',
+  type: 'tftp-transfer',
+  detail: { file: 'undionly.kpxe', outcome },
+});
+const script = (kind: string): MachineEventInput => ({
+  mac,
+  source: 'http',
+  type: 'ipxe-script',
+  detail: { script: kind },
+});
+const ignition: MachineEventInput = { mac, source: 'http', type: 'ignition-fetch' };
+const installed: MachineEventInput = { mac, source: 'machine', type: 'installed' };
+const failed: MachineEventInput = { mac, source: 'machine', type: 'failed', detail: { message: 'disk' } };
+const reprovision: MachineEventInput = { mac, source: 'operator', type: 'reprovision' };
+
+interface Folded {
+  states: (MachineState | undefined)[];
+  derived: string[][];
+  correlationIds: (string | undefined)[];
+  record: MachineRecord | undefined;
+}
+
+/** Folds events one second apart (or `gapMs` before the events listed in `gaps`). */
+function fold(events: MachineEventInput[], gaps: Record<number, number> = {}): Folded {
+  let record: MachineRecord | undefined;
+  let time = T0;
+  const folded: Folded = { states: [], derived: [], correlationIds: [], record: undefined };
+  events.forEach((input, index) => {
+    time += gaps[index] ?? 1000;
+    const result = step(record, input, { id: index + 1, time: new Date(time).toISOString() });
+    record = result.record;
+    folded.states.push(record?.state);
+    folded.derived.push(result.derived.map((event) => `${event.type}:${String(event.detail?.to)}`));
+    folded.correlationIds.push(result.event.correlationId);
+  });
+  folded.record = record;
+  return folded;
+}
+
+t.test('transition table: event sequences and the states they lead to', async (t) => {
+  const cases: [string, MachineEventInput[], (MachineState | undefined)[]][] = [
+    [
+      'BIOS PXE install',
+      [firmwareDhcp(), tftp('complete'), firmwareDhcp('ipxe'), script('install'), ignition, installed],
+      ['discovered', 'booting', 'booting', 'booting', 'installing', 'installed'],
+    ],
+    [
+      'iPXE ROM (no TFTP) install',
+      [firmwareDhcp('ipxe'), script('install'), ignition, installed],
+      ['discovered', 'booting', 'installing', 'installed'],
+    ],
+    [
+      'a TFTP size probe is not a boot',
+      [firmwareDhcp('uefi-pxe'), tftp('probe')],
+      ['discovered', 'discovered'],
+    ],
+    [
+      'an installed machine booting again stays installed (local disk)',
+      [
+        firmwareDhcp('ipxe'),
+        script('install'),
+        ignition,
+        installed,
+        firmwareDhcp('ipxe'),
+        script('local-disk'),
+      ],
+      ['discovered', 'booting', 'installing', 'installed', 'installed', 'installed'],
+    ],
+    [
+      'reprovision takes an installed machine back; its next boot installs',
+      [
+        firmwareDhcp('ipxe'),
+        script('install'),
+        ignition,
+        installed,
+        reprovision,
+        firmwareDhcp('ipxe'),
+        script('install'),
+      ],
+      ['discovered', 'booting', 'installing', 'installed', 'discovered', 'discovered', 'booting'],
+    ],
+    [
+      'failed from installing; a new boot retries',
+      [firmwareDhcp('ipxe'), script('install'), ignition, failed, firmwareDhcp('ipxe')],
+      ['discovered', 'booting', 'installing', 'failed', 'discovered'],
+    ],
+    ['failed from discovered', [firmwareDhcp(), failed], ['discovered', 'failed']],
+    [
+      'a reboot in the middle of an install starts over at discovered',
+      [firmwareDhcp('ipxe'), script('install'), ignition, osDhcp, firmwareDhcp('ipxe')],
+      ['discovered', 'booting', 'installing', 'installing', 'discovered'],
+    ],
+    [
+      'installed before any installer was booted is rejected',
+      [firmwareDhcp(), installed],
+      ['discovered', 'discovered'],
+    ],
+    [
+      'Ignition fetched by an installed machine is rejected',
+      [firmwareDhcp('ipxe'), script('install'), installed, ignition],
+      ['discovered', 'booting', 'installed', 'installed'],
+    ],
+    [
+      'reprovision of a machine that is not installed is rejected',
+      [firmwareDhcp(), reprovision],
+      ['discovered', 'discovered'],
+    ],
+    ['a plain DHCP client is history only, not a machine', [osDhcp], [undefined]],
+    ['reprovision of a MAC never seen', [reprovision], [undefined]],
+    ['HTTP first (DHCP elsewhere): straight to booting', [script('install')], ['booting']],
+  ];
+  for (const [name, events, expected] of cases) {
+    t.same(fold(events).states, expected, name);
+  }
+});
+
+t.test('every transition is a state-changed event; forbidden ones are recorded as rejected', async (t) => {
+  const folded = fold([firmwareDhcp('ipxe'), installed, script('install'), ignition, installed, installed]);
+  t.same(folded.derived, [
+    ['state-changed:discovered'],
+    ['transition-rejected:installed'],
+    ['state-changed:booting'],
+    ['state-changed:installing'],
+    ['state-changed:installed'],
+    [],
+  ]);
+  const rejected = step(folded.record, ignition, { id: 99, time: new Date(T0 + 60_000).toISOString() });
+  const rejection = rejected.derived[0];
+  t.equal(rejection?.type, 'transition-rejected');
+  t.match(rejection?.detail, { from: 'installed', to: 'installing', cause: 'ignition-fetch', causeId: 99 });
+  t.match(String(rejection?.detail?.reason), /reprovision/);
+  t.equal(rejected.event.state, undefined, 'a rejected event does not carry a state');
+  const unknown = step(undefined, reprovision, { id: 1, time: new Date(T0).toISOString() });
+  t.equal(unknown.derived[0]?.type, 'transition-rejected', 'reprovisioning an unknown MAC is rejected too');
+});
+
+t.test('state-changed detail: cause, time in the previous state and since the boot began', async (t) => {
+  let record: MachineRecord | undefined;
+  const times = [0, 2000, 5000, 65_000];
+  const changes = [firmwareDhcp('ipxe'), script('install'), ignition, installed].map((input, index) => {
+    const result = step(record, input, {
+      id: index + 1,
+      time: new Date(T0 + (times[index] ?? 0)).toISOString(),
+    });
+    record = result.record;
+    return result;
+  });
+  t.match(changes[3]?.derived[0]?.detail, {
+    from: 'installing',
+    to: 'installed',
+    cause: 'installed',
+    causeId: 4,
+    inStateMs: 60_000,
+    sinceBootMs: 65_000,
+  });
+  t.equal(changes[3]?.event.state, 'installed', 'the causing event carries the new state');
+  t.equal(record?.installedAt, new Date(T0 + 65_000).toISOString());
+});
+
+t.test('correlation id: one per boot, from the first firmware DHCP packet', async (t) => {
+  const uefiBoot = [
+    firmwareDhcp('uefi-pxe'), // DISCOVER/OFFER
+    firmwareDhcp('uefi-pxe'), // REQUEST/ACK: same boot
+    tftp('probe'),
+    tftp('complete'),
+    firmwareDhcp('ipxe'), // iPXE's own DHCP, still before any HTTP: same boot
+    script('install'),
+    ignition,
+    osDhcp,
+    installed,
+  ];
+  const folded = fold([
+    ...uefiBoot,
+    firmwareDhcp('uefi-pxe'),
+    tftp('complete'),
+    firmwareDhcp('ipxe'),
+    script('local-disk'),
+  ]);
+  const first = new Set(folded.correlationIds.slice(0, uefiBoot.length));
+  const second = new Set(folded.correlationIds.slice(uefiBoot.length));
+  t.same([...first], ['525400123456-1'], 'the whole install is one story');
+  t.same([...second], ['525400123456-2'], 'the reboot after installed is the next boot');
+
+  const retries = fold([firmwareDhcp(), firmwareDhcp(), firmwareDhcp()], { 2: BOOT_GAP_MS + 1 });
+  t.same(
+    retries.correlationIds,
+    ['525400123456-1', '525400123456-1', '525400123456-2'],
+    'DHCP retries join the boot; after a long silence a new boot begins',
+  );
+});
+
+t.test('discovery: arch, firmware kind and vendor from the OUI', async (t) => {
+  const folded = fold([firmwareDhcp('uefi-pxe'), tftp('complete'), firmwareDhcp('ipxe')]);
+  t.match(folded.record, {
+    mac,
+    state: 'booting',
+    arch: 'x86_64',
+    firmware: 'uefi-pxe',
+    vendor: 'QEMU',
+    ip: '10.77.0.100',
+    firstSeen: new Date(T0 + 1000).toISOString(),
+  });
+  const supermicro = parseMac('ac:1f:6b:00:00:01');
+  const unknownVendor = parseMac('02:00:00:00:00:01');
+  if (!supermicro || !unknownVendor) throw new Error('fixture MACs');
+  const stamp = { id: 1, time: new Date(T0).toISOString() };
+  t.equal(step(undefined, { ...firmwareDhcp(), mac: supermicro }, stamp).record?.vendor, 'Supermicro');
+  t.equal(step(undefined, { ...firmwareDhcp(), mac: unknownVendor }, stamp).record?.vendor, undefined);
+});
