@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerFetch } from './fetch.js';
 import { registerSchema } from './schema.js';
 import { registerServe } from './serve.js';
 import { registerValidate } from './validate.js';
@@ -15,6 +16,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerValidate(program);
   registerSchema(program);
+  registerFetch(program);
   return program;
 }
 

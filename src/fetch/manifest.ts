@@ -96,6 +96,7 @@ export function isInsideRoot(path: string): boolean {
   return path !== '' && !path.startsWith('/') && !path.split(/[\\/]/).includes('..');
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
+/** A JSON object: not null, not an array. */
+export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

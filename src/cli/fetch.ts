@@ -1,0 +1,104 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { fetchCoreos } from '../fetch/coreos.js';
+import { FetchError } from '../fetch/download.js';
+import { ARM64_IPXE_HINT, fetchIpxe, IPXE_PACKAGE_HINT } from '../fetch/ipxe.js';
+import { isStream, STREAMS } from '../fetch/manifest.js';
+import { createReporter, type FetchReporter } from '../fetch/progress.js';
+import { DEFAULT_STREAM_BASE_URL } from '../fetch/stream.js';
+import { loadConfigFile } from '../inventory/load.js';
+import { addConfigOption, resolveConfigPath } from './config-option.js';
+
+/**
+ * `rackboot fetch coreos` and `rackboot fetch ipxe`: fill the assets directory. The destination is
+ * `--dest`, else `server.assets` of the config file when there is one, else ./boot-assets.
+ */
+export function registerFetch(program: Command): void {
+  const fetch = program
+    .command('fetch')
+    .description('download or copy boot assets into the assets directory');
+
+  addConfigOption(fetch.command('coreos'))
+    .description('download and verify Fedora CoreOS kernel, initramfs and rootfs from stream metadata')
+    .option('--stream <stream>', `update stream: ${STREAMS.join(', ')}`, 'stable')
+    .option('--arch <arch...>', 'architectures, repeatable or comma separated (x86_64, aarch64)', ['x86_64'])
+    .option('--dest <dir>', 'assets directory (default: server.assets of the config, else boot-assets)')
+    .option('--metadata-url <url>', `stream metadata (default: ${DEFAULT_STREAM_BASE_URL}/<stream>.json)`)
+    .option('--keyring <file>', 'verify each detached signature with gpgv (default: $RACKBOOT_FETCH_KEYRING)')
+    .option('--retries <n>', 'further attempts after a network failure, each resuming', '3')
+    .action(async (options: CoreosOptions) => {
+      const reporter = createReporter(process.stdout);
+      const stream = options.stream;
+      if (!isStream(stream)) throw new FetchError(`unknown stream ${stream}; choose ${STREAMS.join(', ')}`);
+      const arches = options.arch.flatMap((arch) => arch.split(',')).filter((arch) => arch !== '');
+      const badArch = arches.find((arch) => !/^[a-z0-9_]+$/.test(arch));
+      if (badArch !== undefined) throw new FetchError(`unknown architecture ${badArch}`);
+      const retries = Number(options.retries);
+      if (!Number.isInteger(retries) || retries < 0) throw new FetchError('--retries wants a whole number');
+      const result = await fetchCoreos({
+        stream,
+        arches: [...new Set(arches)],
+        dest: await destination(options, reporter),
+        metadataUrl: options.metadataUrl,
+        keyring: options.keyring ?? process.env.RACKBOOT_FETCH_KEYRING,
+        retries,
+        reporter,
+        now: () => new Date(),
+      });
+      reporter.line(`manifest: ${result.manifestFile}`);
+      reporter.line(`profiles with "coreos: {stream: ${stream}}" boot it after a config reload`);
+    });
+
+  addConfigOption(fetch.command('ipxe'))
+    .description('copy the stock iPXE boot programs from the system iPXE package into the assets directory')
+    .option('--dest <dir>', 'assets directory (default: server.assets of the config, else boot-assets)')
+    .option('--source <dir...>', 'directories to copy from instead of the system package locations')
+    .action(async (options: IpxeOptions) => {
+      const reporter = createReporter(process.stdout);
+      const dest = await destination(options, reporter);
+      const result = await fetchIpxe(
+        dest,
+        options.source?.map((dir) => resolve(dir)),
+      );
+      for (const copy of result.copied) {
+        const verb = copy.outcome === 'copied' ? 'copied from' : 'unchanged, from';
+        reporter.line(`${copy.target}: ${verb} ${copy.source}`);
+      }
+      const requiredMissing = result.missing.filter((missing) => missing.required).map((m) => m.target);
+      if (result.missing.some((missing) => !missing.required)) reporter.line(ARM64_IPXE_HINT);
+      if (requiredMissing.length > 0) {
+        throw new FetchError(`${requiredMissing.join(', ')} not found; ${IPXE_PACKAGE_HINT}`);
+      }
+    });
+}
+
+interface DestinationOptions {
+  dest?: string;
+  config?: string;
+}
+
+interface CoreosOptions extends DestinationOptions {
+  stream: string;
+  arch: string[];
+  metadataUrl?: string;
+  keyring?: string;
+  retries: string;
+}
+
+interface IpxeOptions extends DestinationOptions {
+  source?: string[];
+}
+
+async function destination(options: DestinationOptions, reporter: FetchReporter): Promise<string> {
+  if (options.dest !== undefined) return resolve(options.dest);
+  const configFile = resolveConfigPath(options.config);
+  if (!existsSync(configFile)) return resolve('boot-assets');
+  // Assets may legitimately be missing here: fetching them is the point.
+  const loaded = await loadConfigFile(configFile, { missingAssets: 'warn' });
+  if (!loaded.ok) {
+    throw new FetchError(`${configFile} does not load (run rackboot validate), so pass --dest`);
+  }
+  reporter.line(`destination: ${loaded.config.server.assets} (server.assets of ${configFile})`);
+  return loaded.config.server.assets;
+}

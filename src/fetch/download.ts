@@ -1,0 +1,327 @@
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { type FileHandle, mkdir, open, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/**
+ * HTTP downloads that end either with the verified file under its final name or with nothing
+ * there: bytes land in `<file>.part`, resume with Range after an interruption, and are renamed
+ * into place only once their sha256 matches.
+ */
+
+/** A failure worth one line to the operator; `retryable` when trying again may succeed. */
+export class FetchError extends Error {
+  constructor(
+    message: string,
+    readonly retryable = false,
+  ) {
+    super(message);
+    this.name = 'FetchError';
+  }
+}
+
+export type DownloadOutcome = 'present' | 'downloaded' | 'resumed';
+
+export interface DownloadEvents {
+  /** A transfer starts: `from` bytes are already in the .part file; `total` when the server says. */
+  start?(from: number, total: number | undefined): void;
+  /** Bytes of the file on disk so far (including what was resumed). */
+  progress?(bytes: number): void;
+  /** An attempt failed and another follows after `delayMs`. */
+  retry?(error: FetchError, delayMs: number): void;
+}
+
+export interface DownloadOptions {
+  url: string;
+  file: string;
+  sha256: string;
+  events?: DownloadEvents;
+  /** Give up on a response that sends nothing for this long. */
+  idleTimeoutMs?: number;
+  /** Further attempts after a retryable failure; each resumes from the .part file. */
+  retries?: number;
+  /** Delay before retry n is n × this. */
+  retryDelayMs?: number;
+  /**
+   * A further check (the GPG signature) of a file whose sha256 matched, before it takes its final
+   * name; when it throws, the file is removed.
+   */
+  verify?(file: string): Promise<void>;
+}
+
+export async function downloadVerified(
+  options: DownloadOptions,
+): Promise<{ outcome: DownloadOutcome; bytes: number }> {
+  const { file, sha256 } = options;
+  const present = await fileSha256(file);
+  if (present?.digest === sha256) {
+    await verifyOrRemove(options, file);
+    return { outcome: 'present', bytes: present.bytes };
+  }
+  await mkdir(dirname(file), { recursive: true });
+  const retries = options.retries ?? 0;
+  let resumed = false;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const result = await attemptDownload(options);
+      resumed ||= result.resumed;
+      return { outcome: resumed ? 'resumed' : 'downloaded', bytes: result.bytes };
+    } catch (error) {
+      if (!(error instanceof FetchError) || !error.retryable || attempt >= retries) throw error;
+      resumed = true;
+      const delayMs = (attempt + 1) * (options.retryDelayMs ?? 2000);
+      options.events?.retry?.(error, delayMs);
+      await sleep(delayMs);
+    }
+  }
+}
+
+/** sha256 and size of a file, or undefined when there is none. */
+export async function fileSha256(file: string): Promise<{ digest: string; bytes: number } | undefined> {
+  const hash = createHash('sha256');
+  const bytes = await hashInto(hash, file);
+  return bytes === undefined ? undefined : { digest: hash.digest('hex'), bytes };
+}
+
+async function hashInto(hash: Hash, file: string): Promise<number | undefined> {
+  let bytes = 0;
+  try {
+    for await (const chunk of createReadStream(file)) {
+      hash.update(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+    }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  return bytes;
+}
+
+async function attemptDownload(options: DownloadOptions): Promise<{ resumed: boolean; bytes: number }> {
+  const { url, file, events } = options;
+  const part = `${file}.part`;
+  let hash = createHash('sha256');
+  let offset = (await hashInto(hash, part)) ?? 0;
+  const response = await request(url, offset, options.idleTimeoutMs ?? 60_000);
+  try {
+    if (response.status === 416 && offset > 0) {
+      // The .part already holds the whole file (interrupted between last byte and rename).
+      return { resumed: true, bytes: await finish(hash, part, options, offset) };
+    }
+    if (response.status === 200) {
+      // No Range support, or no .part: start from the first byte.
+      offset = 0;
+      hash = createHash('sha256');
+    } else if (response.status !== 206) {
+      throw httpError(url, response);
+    } else if (rangeStart(response) !== offset) {
+      await unlink(part);
+      throw new FetchError(`GET ${url}: the server answered Range with other bytes; starting over`, true);
+    }
+    events?.start?.(offset, totalSize(response, offset));
+    const bytes = await receive(response, part, offset, hash, events);
+    return { resumed: offset > 0, bytes: await finish(hash, part, options, bytes) };
+  } finally {
+    response.abort();
+  }
+}
+
+interface OpenResponse {
+  status: number;
+  statusText: string;
+  headers: Headers;
+  body: AsyncIterable<Uint8Array> | null;
+  abort(): void;
+}
+
+async function request(url: string, offset: number, idleTimeoutMs: number): Promise<OpenResponse> {
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => controller.abort(new IdleTimeout(idleTimeoutMs)), idleTimeoutMs);
+  };
+  arm();
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+      signal: controller.signal,
+    });
+  } catch (error) {
+    clearTimeout(timer);
+    throw networkError(url, error);
+  }
+  const source = response.body;
+  return {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+    body: source && {
+      async *[Symbol.asyncIterator]() {
+        try {
+          for await (const chunk of source) {
+            arm();
+            yield chunk;
+          }
+        } catch (error) {
+          throw networkError(url, error);
+        } finally {
+          clearTimeout(timer);
+        }
+      },
+    },
+    abort: () => {
+      clearTimeout(timer);
+      if (!controller.signal.aborted) controller.abort();
+    },
+  };
+}
+
+class IdleTimeout extends Error {
+  constructor(readonly ms: number) {
+    super(`no data for ${ms / 1000}s`);
+  }
+}
+
+/** Small documents (stream metadata, signatures) read whole; same error wording as downloads. */
+export async function fetchBytes(url: string, idleTimeoutMs = 60_000, maxBytes = 16 << 20): Promise<Buffer> {
+  const response = await request(url, 0, idleTimeoutMs);
+  try {
+    if (response.status !== 200) throw httpError(url, response);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of response.body ?? []) {
+      size += chunk.length;
+      if (size > maxBytes) throw new FetchError(`GET ${url}: larger than ${maxBytes} bytes`);
+      chunks.push(Buffer.from(chunk));
+    }
+    return Buffer.concat(chunks);
+  } finally {
+    response.abort();
+  }
+}
+
+async function receive(
+  response: OpenResponse,
+  part: string,
+  offset: number,
+  hash: Hash,
+  events: DownloadEvents | undefined,
+): Promise<number> {
+  let handle: FileHandle;
+  try {
+    handle = await open(part, offset > 0 ? 'a' : 'w');
+  } catch (error) {
+    throw diskError(part, error, offset);
+  }
+  let bytes = offset;
+  try {
+    for await (const chunk of response.body ?? []) {
+      try {
+        await handle.write(chunk);
+      } catch (error) {
+        throw diskError(part, error, bytes);
+      }
+      hash.update(chunk);
+      bytes += chunk.length;
+      events?.progress?.(bytes);
+    }
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return bytes;
+}
+
+/** Checks digest and signature, then renames into place; a failure leaves neither file nor .part. */
+async function finish(hash: Hash, part: string, options: DownloadOptions, bytes: number): Promise<number> {
+  const digest = hash.digest('hex');
+  if (digest !== options.sha256) {
+    await unlink(part).catch(() => undefined);
+    throw new FetchError(
+      `checksum mismatch for ${options.file}: expected sha256 ${options.sha256}, got ${digest}; the download was removed`,
+    );
+  }
+  await verifyOrRemove(options, part);
+  await rename(part, options.file);
+  return bytes;
+}
+
+async function verifyOrRemove(options: DownloadOptions, file: string): Promise<void> {
+  try {
+    await options.verify?.(file);
+  } catch (error) {
+    await unlink(file).catch(() => undefined);
+    throw error;
+  }
+}
+
+/** `Content-Range: bytes START-END/TOTAL` (RFC 9110 §14.4); the start must be where we resume. */
+function rangeStart(response: OpenResponse): number | undefined {
+  const match = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(response.headers.get('content-range') ?? '');
+  return match?.[1] === undefined ? undefined : Number(match[1]);
+}
+
+function totalSize(response: OpenResponse, offset: number): number | undefined {
+  const total = /\/(\d+)$/.exec(response.headers.get('content-range') ?? '')?.[1];
+  if (total !== undefined) return Number(total);
+  const length = response.headers.get('content-length');
+  return length === null ? undefined : offset + Number(length);
+}
+
+function httpError(url: string, response: OpenResponse): FetchError {
+  return new FetchError(
+    `GET ${url}: HTTP ${response.status} ${response.statusText}`.trimEnd(),
+    response.status >= 500 || response.status === 429,
+  );
+}
+
+function networkError(url: string, error: unknown): FetchError {
+  if (error instanceof FetchError) return error;
+  const host = safeHost(url);
+  const reason = error instanceof Error ? error : new Error(String(error));
+  if (reason instanceof IdleTimeout || reason.cause instanceof IdleTimeout) {
+    const idle = reason instanceof IdleTimeout ? reason : (reason.cause as IdleTimeout);
+    return new FetchError(`${host} sent ${idle.message} (${url})`, true);
+  }
+  const cause = reason.cause as NodeJS.ErrnoException | undefined;
+  const code = cause?.code ?? (reason as NodeJS.ErrnoException).code;
+  if (reason.message === 'fetch failed' && cause) {
+    return new FetchError(`cannot reach ${host}: ${code ?? cause.message} (${url})`, true);
+  }
+  return new FetchError(`download from ${host} interrupted: ${code ?? reason.message} (${url})`, true);
+}
+
+function diskError(part: string, error: unknown, written: number): FetchError {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new FetchError(
+      `disk full writing ${part} after ${written} bytes; free space and run again to resume`,
+    );
+  }
+  return new FetchError(`cannot write ${part}: ${(error as Error).message}`);
+}
+
+function safeHost(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url;
+  }
+}
+
+/** Temp file in the same directory, then rename: readers see the old content or the new, never half. */
+export async function writeAtomically(file: string, content: string | Buffer): Promise<void> {
+  const temporary = `${file}.${process.pid}.tmp`;
+  try {
+    await writeFile(temporary, content);
+    await rename(temporary, file);
+  } catch (error) {
+    await rm(temporary, { force: true });
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC') throw new FetchError(`disk full writing ${file}`);
+    throw new FetchError(`cannot write ${file}: ${(error as Error).message}`);
+  }
+}
