@@ -221,3 +221,11 @@ t.test('the committed editor schema is the one the code generates', async (t) =>
   );
   t.same(committed, JSON.parse(JSON.stringify(editorJsonSchema())), 'run `npm run schema` to regenerate it');
 });
+
+t.test("the README's config reference is the one generated from the schema", async (t) => {
+  const { readFileSync } = await import('node:fs');
+  const { configReferenceMarkdown } = await import('../src/inventory/reference.js');
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  const section = /<!-- config-reference:start -->\n([\s\S]*?)\n<!-- config-reference:end -->/.exec(readme)?.[1];
+  t.equal(section, configReferenceMarkdown(), 'paste the output of `rackboot schema --markdown` into README.md');
+});
