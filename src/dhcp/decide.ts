@@ -1,0 +1,538 @@
+import type { BootDecision, Mac, MachineAssignment } from '../boot-plan.js';
+import { macFromBytes } from '../inventory/mac.js';
+import type { MachineEventInput } from '../lifecycle/events.js';
+import { cidrContains, ipToNumber, numberToIp } from './address.js';
+import { type BootFirmware, classifyFirmware } from './firmware.js';
+import type { LeaseChange, LeaseTable } from './leases.js';
+import { encodeOption, Option, readAddress, readText } from './options.js';
+import { BOOTREPLY, BROADCAST_FLAG, type DhcpPacket, type DhcpRequest, messageTypeOption } from './packet.js';
+import { type DhcpSettings, type SubnetSettings, subnetForRequest } from './settings.js';
+
+/**
+ * The DHCP decision core: one decoded request plus the current settings, inventory and lease
+ * table → the reply to send (and where), or silence with a reason; plus the provisioning events and
+ * the lease change to make durable. No sockets, files or clock: the shell (server.ts) passes `now`.
+ */
+
+export interface DecideContext {
+  settings: DhcpSettings;
+  decision: BootDecision;
+  leases: LeaseTable;
+  /** ms since the epoch */
+  now: number;
+  /** `dhcp`: the request came to port 67; `boot-server`: to the PXE boot-server port 4011. */
+  port: 'dhcp' | 'boot-server';
+  /** Whether a path under server.assets exists (the arm64 iPXE build is optional). */
+  assetExists: (path: string) => boolean;
+}
+
+export type Destination =
+  /** 255.255.255.255:68 out of the provisioning interface */
+  | { kind: 'broadcast' }
+  /** giaddr:67 — the relay delivers it */
+  | { kind: 'relay'; address: string }
+  /** ciaddr:68 — a client that has its address (RENEWING, INFORM) */
+  | { kind: 'client'; address: string }
+  /** back to the sender's address and port (the port-4011 boot-server exchange) */
+  | { kind: 'sender' };
+
+export type SilenceReason =
+  | 'unsupported-hardware'
+  | 'not-boot-client'
+  | 'unknown-machine'
+  | 'unsupported-arch'
+  | 'arm64-binary-missing'
+  | 'not-for-proxy'
+  | 'dhcp-off'
+  | 'no-subnet'
+  | 'pool-exhausted'
+  | 'other-server'
+  | 'no-binding'
+  | 'no-client-state'
+  | 'declined'
+  | 'released';
+
+export type Outcome =
+  | {
+      kind: 'reply';
+      decision: 'offer' | 'ack' | 'nak';
+      reply: DhcpPacket;
+      destination: Destination;
+      events: MachineEventInput[];
+      leaseChange?: LeaseChange;
+    }
+  | { kind: 'silent'; reason: SilenceReason; events: MachineEventInput[]; leaseChange?: LeaseChange };
+
+/** What a network-booting client is told to load. */
+interface BootAnswer {
+  firmware: BootFirmware;
+  assignment: MachineAssignment;
+  /** TFTP path under assets, or a full http:// URL (iPXE, UEFI HTTP Boot). */
+  bootFile: string;
+}
+
+type BootPlan =
+  | { ok: true; answer: BootAnswer }
+  | { ok: false; reason: SilenceReason; firmware?: BootFirmware };
+
+const X64_UEFI_ARCHES = new Set([7, 9, 16]);
+const ARM64_UEFI_ARCHES = new Set([11, 19]);
+/** Held long enough for EDK2, which collects offers for up to 11 s before it requests one. */
+const OFFER_HOLD_MS = 60_000;
+const ZERO = '0.0.0.0';
+
+export function decide(request: DhcpRequest, context: DecideContext): Outcome {
+  // Leases and the inventory are keyed by Ethernet MAC; other hardware types cannot PXE boot here.
+  if (request.htype !== 1 || request.hlen !== 6) return silent('unsupported-hardware');
+  const mac = macFromBytes(request.chaddr);
+  const { settings } = context;
+  if (settings.mode === 'off') return silent('dhcp-off');
+  if (context.port === 'boot-server') return decideBootServer(request, mac, context);
+  if (settings.mode === 'proxy') return decideProxy(request, mac, context);
+  return decideAuthoritative(request, mac, context);
+}
+
+/**
+ * Which file or URL a boot client gets. The chain cannot loop: anything that identifies as iPXE
+ * gets the script URL and never an iPXE binary, and only non-iPXE firmware gets a binary.
+ */
+export function planBoot(request: DhcpPacket, mac: Mac, context: DecideContext): BootPlan {
+  const firmware = classifyFirmware(request.options);
+  if (!firmware) return { ok: false, reason: 'not-boot-client' };
+  const assignment = context.decision.assignmentFor(mac);
+  if (!assignment) return { ok: false, reason: 'unknown-machine', firmware };
+  const { settings } = context;
+  const archCode = firmware.archCode;
+  const efiBinary = () => {
+    if (archCode !== undefined && X64_UEFI_ARCHES.has(archCode)) return settings.efiBinary;
+    if (archCode !== undefined && ARM64_UEFI_ARCHES.has(archCode)) {
+      return context.assetExists(settings.arm64EfiBinary) ? settings.arm64EfiBinary : 'arm64-binary-missing';
+    }
+    return 'unsupported-arch';
+  };
+  let bootFile: string;
+  switch (firmware.firmware) {
+    case 'ipxe':
+      bootFile = `${settings.baseUrl}/boot.ipxe`;
+      break;
+    case 'bios-pxe':
+      bootFile = 'undionly.kpxe';
+      break;
+    case 'uefi-pxe':
+    case 'uefi-http': {
+      const binary = efiBinary();
+      if (binary === 'arm64-binary-missing' || binary === 'unsupported-arch') {
+        return { ok: false, reason: binary, firmware };
+      }
+      bootFile = firmware.firmware === 'uefi-http' ? `${settings.baseUrl}/assets/${binary}` : binary;
+      break;
+    }
+  }
+  return { ok: true, answer: { firmware, assignment, bootFile } };
+}
+
+function decideProxy(request: DhcpRequest, mac: Mac, context: DecideContext): Outcome {
+  // Proxy mode answers only DISCOVER on 67 (the address comes from the LAN's server) and the
+  // port-4011 REQUEST; the client's REQUEST/RELEASE on 67 belong to the LAN server.
+  if (request.messageType !== 'discover') return silent('not-for-proxy');
+  const plan = planBoot(request, mac, context);
+  if (!plan.ok) return silentBoot(request, mac, plan, context);
+  const { answer } = plan;
+  const reply = replyTo(request, 'offer', context.settings);
+  reply.flags |= BROADCAST_FLAG;
+  reply.siaddr = context.settings.serverAddress;
+  const bypassDiscovery =
+    answer.firmware.firmware === 'bios-pxe' ||
+    (answer.firmware.firmware === 'uefi-pxe' && context.settings.uefiProxyStyle === 'direct');
+  // PXE 2.1: a ProxyDHCP offer identifies as PXEClient, and echoes the client's GUID (option 97).
+  reply.options.set(Option.vendorClass, encodeOption.text(answer.firmware.vendorClass));
+  echo(request, reply, Option.clientMachineId);
+  if (bypassDiscovery) {
+    // Option 43 sub-option 6 (discovery control) = 8: skip boot-server discovery, boot `file`.
+    reply.options.set(Option.vendorSpecific, encodeOption.encapsulated([[6, encodeOption.uint8(8)]]));
+    setBootFile(reply, answer);
+  } else if (answer.firmware.firmware !== 'uefi-pxe') {
+    setBootFile(reply, answer);
+  }
+  // boot-server style leaves the file out: EDK2 then asks us on port 4011 (ProxyBinl), as with dnsmasq.
+  return {
+    kind: 'reply',
+    decision: 'offer',
+    reply,
+    destination: destinationOf(request, 'offer'),
+    events: [bootEvent('dhcp-offer', request, mac, answer, context, undefined, reply.file || undefined)],
+  };
+}
+
+function decideBootServer(request: DhcpRequest, mac: Mac, context: DecideContext): Outcome {
+  if (request.messageType !== 'request' && request.messageType !== 'inform') return silent('not-for-proxy');
+  const plan = planBoot(request, mac, context);
+  if (!plan.ok) return silentBoot(request, mac, plan, context);
+  const reply = replyTo(request, 'ack', context.settings);
+  reply.ciaddr = request.ciaddr;
+  reply.siaddr = context.settings.serverAddress;
+  reply.options.set(Option.vendorClass, encodeOption.text(plan.answer.firmware.vendorClass));
+  echo(request, reply, Option.clientMachineId);
+  setBootFile(reply, plan.answer);
+  const ip = request.ciaddr === ZERO ? undefined : request.ciaddr;
+  return {
+    kind: 'reply',
+    decision: 'ack',
+    reply,
+    destination: { kind: 'sender' },
+    events: [bootEvent('dhcp-ack', request, mac, plan.answer, context, ip, reply.file)],
+  };
+}
+
+function decideAuthoritative(request: DhcpRequest, mac: Mac, context: DecideContext): Outcome {
+  const subnet = subnetForRequest(context.settings, request.giaddr);
+  if (!subnet) return silent('no-subnet');
+  switch (request.messageType) {
+    case 'discover':
+      return offerAddress(request, mac, subnet, context);
+    case 'request':
+      return answerRequest(request, mac, subnet, context);
+    case 'decline':
+      return recordDecline(request, mac, subnet, context);
+    case 'release':
+      return recordRelease(request, mac, context);
+    case 'inform':
+      return answerInform(request, mac, subnet, context);
+  }
+  return silent('no-client-state');
+}
+
+function offerAddress(
+  request: DhcpRequest,
+  mac: Mac,
+  subnet: SubnetSettings,
+  context: DecideContext,
+): Outcome {
+  const { settings, leases, now } = context;
+  const requested = readAddress(request.options, Option.requestedAddress);
+  const ip = leases.chooseAddress({
+    mac,
+    reserved: settings.reservedAddressOf.get(mac),
+    requested: requested === undefined ? undefined : ipToNumber(requested),
+    pool: subnet.pool,
+    reservations: settings.reservations,
+    now,
+  });
+  if (ip === undefined)
+    return silent('pool-exhausted', [plainEvent('dhcp-ignored', request, mac, { reason: 'pool-exhausted' })]);
+  const leaseChange: LeaseChange = { kind: 'offer', mac, ip, expiresAt: now + OFFER_HOLD_MS };
+  return addressReply(request, mac, 'offer', numberToIp(ip), subnet, context, leaseChange);
+}
+
+/** RFC 2131 §4.3.2: the client's state follows from which of option 54, option 50 and ciaddr it sent. */
+function answerRequest(
+  request: DhcpRequest,
+  mac: Mac,
+  subnet: SubnetSettings,
+  context: DecideContext,
+): Outcome {
+  const { settings, leases } = context;
+  const serverId = readAddress(request.options, Option.serverIdentifier);
+  const requested = readAddress(request.options, Option.requestedAddress);
+  const ciaddr = request.ciaddr === ZERO ? undefined : request.ciaddr;
+
+  if (serverId !== undefined) {
+    // SELECTING. Another server's id means the client took that offer: free ours, stay silent.
+    if (serverId !== settings.serverAddress) {
+      const own = leases.leaseOf(mac);
+      const leaseChange: LeaseChange | undefined =
+        own?.state === 'offered' ? { kind: 'release', mac, ip: own.ip, at: context.now } : undefined;
+      return { kind: 'silent', reason: 'other-server', events: [], ...(leaseChange ? { leaseChange } : {}) };
+    }
+    const chosen = requested ?? ciaddr;
+    if (chosen === undefined) return nak(request, mac, 'no address requested', context);
+    return bindAddress(request, mac, chosen, subnet, context);
+  }
+  if (requested !== undefined && ciaddr === undefined) {
+    // INIT-REBOOT: NAK a wrong address; with no record of the client, stay silent (§4.3.2).
+    if (!cidrContains(subnet.pool.subnet, ipToNumber(requested))) {
+      return nak(request, mac, 'requested address is not on this network', context);
+    }
+    const own = leases.leaseOf(mac);
+    if (!own) return silent('no-binding');
+    if (numberToIp(own.ip) !== requested) return nak(request, mac, 'requested address is not yours', context);
+    return bindAddress(request, mac, requested, subnet, context);
+  }
+  if (ciaddr !== undefined) return bindAddress(request, mac, ciaddr, subnet, context);
+  return silent('no-client-state');
+}
+
+/** ACK `address` to `mac` if it may have it (extending a lease it holds), else NAK. */
+function bindAddress(
+  request: DhcpRequest,
+  mac: Mac,
+  address: string,
+  subnet: SubnetSettings,
+  context: DecideContext,
+): Outcome {
+  const { settings, leases, now } = context;
+  const ip = ipToNumber(address);
+  const reserved = settings.reservedAddressOf.get(mac);
+  const { pool } = subnet;
+  const inPool = ip >= pool.first && ip <= pool.last && !pool.excluded.has(ip);
+  const allowed = reserved !== undefined && cidrContains(pool.subnet, reserved) ? ip === reserved : inPool;
+  if (!cidrContains(pool.subnet, ip) || !allowed)
+    return nak(request, mac, 'address not offered to you', context);
+  if (!leases.isAvailable(ip, mac, settings.reservations, now))
+    return nak(request, mac, 'address in use', context);
+  const assignment = context.decision.assignmentFor(mac);
+  const leaseChange: LeaseChange = {
+    kind: 'bind',
+    mac,
+    ip,
+    expiresAt: now + subnet.leaseSeconds * 1000,
+    hostname: assignment?.hostname,
+  };
+  return addressReply(request, mac, 'ack', address, subnet, context, leaseChange);
+}
+
+/**
+ * OFFER or ACK carrying an address: network options, lease timers and, for boot clients of ours,
+ * the boot file. Unknown or unsupported boot clients still get an address here (the network is
+ * ours and they need one); they just get no boot file, so their firmware moves on to the next device.
+ */
+function addressReply(
+  request: DhcpRequest,
+  mac: Mac,
+  type: 'offer' | 'ack',
+  address: string,
+  subnet: SubnetSettings,
+  context: DecideContext,
+  leaseChange: LeaseChange,
+): Outcome {
+  const reply = replyTo(request, type, context.settings);
+  reply.yiaddr = address;
+  if (type === 'ack') reply.ciaddr = request.ciaddr;
+  const leaseSeconds = subnet.leaseSeconds;
+  reply.options.set(Option.leaseTime, encodeOption.uint32(leaseSeconds));
+  reply.options.set(Option.renewalTime, encodeOption.uint32(Math.floor(leaseSeconds * 0.5)));
+  reply.options.set(Option.rebindingTime, encodeOption.uint32(Math.floor(leaseSeconds * 0.875)));
+  setNetworkOptions(reply, subnet);
+  const plan = planBoot(request, mac, context);
+  const hostname = plan.ok ? plan.answer.assignment.hostname : context.decision.assignmentFor(mac)?.hostname;
+  if (hostname) reply.options.set(Option.hostName, encodeOption.text(hostname));
+  const eventType = type === 'offer' ? 'dhcp-offer' : 'dhcp-ack';
+  let event: MachineEventInput;
+  if (plan.ok) {
+    reply.siaddr = context.settings.serverAddress;
+    setBootFile(reply, plan.answer);
+    if (plan.answer.firmware.firmware === 'uefi-http') {
+      reply.options.set(Option.vendorClass, encodeOption.text('HTTPClient'));
+    }
+    if (plan.answer.firmware.firmware === 'ipxe') {
+      // iPXE sub-option 176 (no-pxedhcp) = 1: we are the only server, so iPXE need not wait ~3 s for ProxyDHCP.
+      reply.options.set(Option.ipxeEncapsulated, encodeOption.encapsulated([[176, encodeOption.uint8(1)]]));
+    }
+    event = bootEvent(eventType, request, mac, plan.answer, context, address, reply.file);
+  } else {
+    const reason = plan.reason === 'not-boot-client' ? undefined : plan.reason;
+    event = plainEvent(eventType, request, mac, {
+      ip: address,
+      ...(plan.firmware ? firmwareDetail(plan.firmware) : {}),
+      ...(reason ? { reason } : {}),
+    });
+    event.ip = address;
+  }
+  return {
+    kind: 'reply',
+    decision: type,
+    reply,
+    destination: destinationOf(request, type),
+    events: [event],
+    leaseChange,
+  };
+}
+
+function nak(request: DhcpRequest, mac: Mac, message: string, context: DecideContext): Outcome {
+  const reply = replyTo(request, 'nak', context.settings);
+  reply.options.set(Option.message, encodeOption.text(message));
+  return {
+    kind: 'reply',
+    decision: 'nak',
+    reply,
+    destination: destinationOf(request, 'nak'),
+    events: [plainEvent('dhcp-nak', request, mac, { message })],
+  };
+}
+
+function recordDecline(
+  request: DhcpRequest,
+  mac: Mac,
+  subnet: SubnetSettings,
+  context: DecideContext,
+): Outcome {
+  const declined = readAddress(request.options, Option.requestedAddress);
+  const serverId = readAddress(request.options, Option.serverIdentifier);
+  if (!declined || (serverId !== undefined && serverId !== context.settings.serverAddress)) {
+    return silent('other-server');
+  }
+  const until = context.now + subnet.leaseSeconds * 1000;
+  return {
+    kind: 'silent',
+    reason: 'declined',
+    events: [plainEvent('dhcp-decline', request, mac, { ip: declined })],
+    leaseChange: { kind: 'decline', ip: ipToNumber(declined), until },
+  };
+}
+
+function recordRelease(request: DhcpRequest, mac: Mac, context: DecideContext): Outcome {
+  const own = context.leases.leaseOf(mac);
+  const events = [plainEvent('dhcp-release', request, mac, { ip: request.ciaddr })];
+  if (!own || numberToIp(own.ip) !== request.ciaddr || own.state === 'free') {
+    return { kind: 'silent', reason: 'released', events };
+  }
+  return {
+    kind: 'silent',
+    reason: 'released',
+    events,
+    leaseChange: { kind: 'release', mac, ip: own.ip, at: context.now },
+  };
+}
+
+/** RFC 2131 §4.3.5: configuration only; no lease time, yiaddr 0, sent to ciaddr. */
+function answerInform(
+  request: DhcpRequest,
+  mac: Mac,
+  subnet: SubnetSettings,
+  context: DecideContext,
+): Outcome {
+  const reply = replyTo(request, 'ack', context.settings);
+  reply.ciaddr = request.ciaddr;
+  setNetworkOptions(reply, subnet);
+  return {
+    kind: 'reply',
+    decision: 'ack',
+    reply,
+    destination: destinationOf(request, 'inform'),
+    events: [plainEvent('dhcp-inform', request, mac, { ip: request.ciaddr })],
+  };
+}
+
+/** RFC 2131 Table 3: copied xid, flags, giaddr, chaddr; option 53 first, then 54; client id echoed (RFC 6842). */
+function replyTo(request: DhcpRequest, type: 'offer' | 'ack' | 'nak', settings: DhcpSettings): DhcpPacket {
+  const options = new Map<number, Buffer>();
+  options.set(Option.messageType, messageTypeOption(type));
+  options.set(Option.serverIdentifier, encodeOption.addresses(settings.serverAddress));
+  const reply: DhcpPacket = {
+    op: BOOTREPLY,
+    htype: request.htype,
+    hlen: request.hlen,
+    hops: 0,
+    xid: request.xid,
+    secs: 0,
+    flags: request.flags & BROADCAST_FLAG,
+    ciaddr: ZERO,
+    yiaddr: ZERO,
+    siaddr: ZERO,
+    giaddr: request.giaddr,
+    chaddr: request.chaddr,
+    sname: '',
+    file: '',
+    options,
+  };
+  echo(request, reply, Option.clientIdentifier);
+  return reply;
+}
+
+function setNetworkOptions(reply: DhcpPacket, subnet: SubnetSettings): void {
+  reply.options.set(Option.subnetMask, encodeOption.addresses(subnet.mask));
+  if (subnet.router) reply.options.set(Option.router, encodeOption.addresses(subnet.router));
+  if (subnet.dns.length > 0) reply.options.set(Option.dnsServers, encodeOption.addresses(...subnet.dns));
+  if (subnet.domain) reply.options.set(Option.domainName, encodeOption.text(subnet.domain));
+}
+
+/**
+ * PXE ROMs read siaddr + the `file` field (some old Intel ROMs mangle option 67), so the file field
+ * always carries it; URLs also go in option 67, which iPXE and EDK2 HTTP Boot read first.
+ */
+function setBootFile(reply: DhcpPacket, answer: BootAnswer): void {
+  reply.file = answer.bootFile;
+  if (answer.bootFile.startsWith('http://')) {
+    reply.options.set(Option.bootFileName, encodeOption.text(answer.bootFile));
+  }
+}
+
+function echo(request: DhcpPacket, reply: DhcpPacket, code: number): void {
+  const value = request.options.get(code);
+  if (value) reply.options.set(code, value);
+}
+
+/** RFC 2131 §4.1: relay first, NAK broadcast, then ciaddr, else broadcast. */
+function destinationOf(request: DhcpRequest, type: 'offer' | 'ack' | 'nak' | 'inform'): Destination {
+  if (request.giaddr !== ZERO) return { kind: 'relay', address: request.giaddr };
+  if (type === 'nak') return { kind: 'broadcast' };
+  if (request.ciaddr !== ZERO && (type === 'ack' || type === 'inform'))
+    return { kind: 'client', address: request.ciaddr };
+  // Unicast to yiaddr needs the L2 destination set to chaddr (no ARP yet), which Node cannot do.
+  return { kind: 'broadcast' };
+}
+
+function silent(reason: SilenceReason, events: MachineEventInput[] = []): Outcome {
+  return { kind: 'silent', reason, events };
+}
+
+/** A boot client we do not answer is worth an event (the operator wants to see unknown machines). */
+function silentBoot(
+  request: DhcpRequest,
+  mac: Mac,
+  plan: { reason: SilenceReason; firmware?: BootFirmware },
+  context: DecideContext,
+): Outcome {
+  if (!plan.firmware) return silent(plan.reason);
+  return silent(plan.reason, [
+    plainEvent('dhcp-ignored', request, mac, {
+      reason: plan.reason,
+      mode: context.settings.mode,
+      ...firmwareDetail(plan.firmware),
+    }),
+  ]);
+}
+
+function firmwareDetail(firmware: BootFirmware) {
+  return { firmware: firmware.firmware, arch: firmware.arch, archCode: firmware.archCode };
+}
+
+function bootEvent(
+  type: string,
+  request: DhcpRequest,
+  mac: Mac,
+  answer: BootAnswer,
+  context: DecideContext,
+  ip: string | undefined,
+  bootFile: string | undefined,
+): MachineEventInput {
+  const event = plainEvent(type, request, mac, {
+    ...firmwareDetail(answer.firmware),
+    mode: context.settings.mode,
+    bootFile,
+    ...(ip ? { ip } : {}),
+    ...(context.port === 'boot-server' ? { port: 'boot-server' } : {}),
+  });
+  if (ip) event.ip = ip;
+  return event;
+}
+
+function plainEvent(
+  type: string,
+  request: DhcpRequest,
+  mac: Mac,
+  detail: Record<string, unknown>,
+): MachineEventInput {
+  const vendorClass = readText(request.options, Option.vendorClass);
+  return {
+    mac,
+    source: 'dhcp',
+    type,
+    detail: {
+      xid: request.xid.toString(16).padStart(8, '0'),
+      ...(vendorClass ? { vendorClass } : {}),
+      ...(request.giaddr !== ZERO ? { relay: request.giaddr } : {}),
+      ...detail,
+    },
+  };
+}

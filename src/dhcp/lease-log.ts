@@ -1,0 +1,172 @@
+import { type FileHandle, mkdir, open, readFile, rename } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Mac } from '../boot-plan.js';
+import { parseMac } from '../inventory/mac.js';
+import { ipToNumber, numberToIp } from './address.js';
+import type { LeaseChange } from './leases.js';
+
+/**
+ * Durable lease changes: an append-only file of JSON lines under server.state, written with group
+ * commit — changes that arrive while one fdatasync runs share the next one — so an ACK waits for
+ * at most two syncs and a burst of clients costs a few syncs, not one each. A kill -9 can tear only
+ * the last line, whose change was never acknowledged; replay skips it. At start the file is
+ * rewritten from the replayed table (write, fdatasync, rename), and again when it has grown well
+ * past the live state.
+ */
+
+export const LEASE_LOG_FILE = 'dhcp-leases.jsonl';
+
+interface Pending {
+  line: string;
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+type StoredChange =
+  | { t: 'bind'; mac: string; ip: string; exp: number; host?: string }
+  | { t: 'release'; mac: string; ip: string; at: number }
+  | { t: 'decline'; ip: string; until: number };
+
+export class LeaseLog {
+  private pending: Pending[] = [];
+  private flushing: Promise<void> | undefined;
+  private linesSinceCompaction = 0;
+  private closed = false;
+
+  private constructor(
+    private readonly file: string,
+    private handle: FileHandle,
+    /** The current table as changes, for compaction. */
+    private readonly snapshot: () => LeaseChange[],
+  ) {}
+
+  /** Reads every durable change (in order) and opens the log for appending. */
+  static async open(
+    directory: string,
+    snapshot: () => LeaseChange[],
+  ): Promise<{ log: LeaseLog; changes: LeaseChange[]; tornLines: number }> {
+    await mkdir(directory, { recursive: true });
+    const file = join(directory, LEASE_LOG_FILE);
+    let text = '';
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    const changes: LeaseChange[] = [];
+    let tornLines = 0;
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      const change = parseLine(line);
+      if (change) changes.push(change);
+      else tornLines += 1;
+    }
+    const handle = await open(file, 'a');
+    return { log: new LeaseLog(file, handle, snapshot), changes, tornLines };
+  }
+
+  /** Resolves once the change is on disk (fdatasync done). */
+  append(change: LeaseChange): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('lease log is closed'));
+    return new Promise((resolve, reject) => {
+      this.pending.push({ line: `${JSON.stringify(toStored(change))}\n`, resolve, reject });
+      this.flushing ??= this.flush();
+    });
+  }
+
+  /**
+   * Rewrites the file as the current table. At start, before the first append; later only from
+   * the flush loop, between batches, so no write races the file swap.
+   */
+  async compact(): Promise<void> {
+    const temporary = `${this.file}.tmp`;
+    const lines = this.snapshot().map((change) => `${JSON.stringify(toStored(change))}\n`);
+    const output = await open(temporary, 'w');
+    try {
+      await output.write(lines.join(''));
+      await output.datasync();
+    } finally {
+      await output.close();
+    }
+    await rename(temporary, this.file);
+    const directory = await open(dirname(this.file), 'r');
+    await directory.sync().finally(() => directory.close());
+    const previous = this.handle;
+    this.handle = await open(this.file, 'a');
+    await previous.close();
+    this.linesSinceCompaction = lines.length;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.flushing;
+    await this.handle.close();
+  }
+
+  private async flush(): Promise<void> {
+    while (this.pending.length > 0) {
+      const batch = this.pending;
+      this.pending = [];
+      try {
+        await this.handle.write(batch.map((entry) => entry.line).join(''));
+        await this.handle.datasync();
+        for (const entry of batch) entry.resolve();
+      } catch (error) {
+        for (const entry of batch) entry.reject(error as Error);
+      }
+      this.linesSinceCompaction += batch.length;
+      if (this.linesSinceCompaction > COMPACTION_MIN_LINES && !this.closed) {
+        // A failed rewrite leaves the old file and handle in place; appending to it stays correct.
+        if (this.linesSinceCompaction > 4 * this.snapshot().length) {
+          await this.compact().catch(() => {
+            this.linesSinceCompaction = 0;
+          });
+        }
+      }
+    }
+    this.flushing = undefined;
+  }
+}
+
+const COMPACTION_MIN_LINES = 100_000;
+
+function toStored(change: LeaseChange): StoredChange {
+  switch (change.kind) {
+    case 'bind':
+      return {
+        t: 'bind',
+        mac: change.mac,
+        ip: numberToIp(change.ip),
+        exp: change.expiresAt,
+        ...(change.hostname ? { host: change.hostname } : {}),
+      };
+    case 'release':
+      return { t: 'release', mac: change.mac, ip: numberToIp(change.ip), at: change.at };
+    case 'decline':
+      return { t: 'decline', ip: numberToIp(change.ip), until: change.until };
+    case 'offer':
+      throw new Error('offers are tentative and never written to the lease log');
+  }
+}
+
+/** undefined for a line that is not a complete change (the torn tail of a crash). */
+function parseLine(line: string): LeaseChange | undefined {
+  let stored: Partial<Record<string, unknown>>;
+  try {
+    stored = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  const mac = typeof stored.mac === 'string' ? (parseMac(stored.mac) as Mac | undefined) : undefined;
+  const ip = typeof stored.ip === 'string' ? ipToNumber(stored.ip) : undefined;
+  if (ip === undefined) return undefined;
+  if (stored.t === 'bind' && mac && typeof stored.exp === 'number') {
+    const hostname = typeof stored.host === 'string' ? stored.host : undefined;
+    return { kind: 'bind', mac, ip, expiresAt: stored.exp, hostname };
+  }
+  if (stored.t === 'release' && mac && typeof stored.at === 'number')
+    return { kind: 'release', mac, ip, at: stored.at };
+  if (stored.t === 'decline' && typeof stored.until === 'number')
+    return { kind: 'decline', ip, until: stored.until };
+  return undefined;
+}

@@ -1,0 +1,204 @@
+import { ipToNumber, numberToIp } from './address.js';
+import { MessageType, type MessageTypeName, messageTypeName, Option, type OptionMap } from './options.js';
+
+/** RFC 2131 §2 message, with addresses as dotted strings and options by code. */
+export interface DhcpPacket {
+  op: number;
+  htype: number;
+  hlen: number;
+  hops: number;
+  xid: number;
+  secs: number;
+  flags: number;
+  ciaddr: string;
+  yiaddr: string;
+  siaddr: string;
+  giaddr: string;
+  /** The first `hlen` bytes of the 16-byte chaddr field. */
+  chaddr: Buffer;
+  /** Empty when the field carried options (option 52). */
+  sname: string;
+  file: string;
+  options: OptionMap;
+}
+
+export const BOOTREQUEST = 1;
+export const BOOTREPLY = 2;
+export const BROADCAST_FLAG = 0x8000;
+export const MAGIC_COOKIE = 0x63825363;
+
+const HEADER_BYTES = 236;
+const SNAME_OFFSET = 44;
+const SNAME_BYTES = 64;
+const FILE_OFFSET = 108;
+const FILE_BYTES = 128;
+const OPTIONS_OFFSET = 240;
+/** RFC 951/2131: BOOTP relays and old clients expect at least 300 bytes. */
+const MINIMUM_MESSAGE_BYTES = 300;
+/** RFC 2131 §2: every client accepts 576-byte messages; a reply never needs more. */
+const MAXIMUM_MESSAGE_BYTES = 576;
+
+export type MalformedReason =
+  | 'short'
+  | 'bad-hlen'
+  | 'bad-cookie'
+  | 'option-overrun'
+  | 'bad-overload'
+  | 'wrong-op'
+  | 'no-message-type'
+  | 'bad-message-type';
+
+export type Decoded<T> = { ok: true; packet: T } | { ok: false; reason: MalformedReason };
+
+/** A request the server can act on: BOOTREQUEST with a known DHCP message type. */
+export interface DhcpRequest extends DhcpPacket {
+  messageType: MessageTypeName;
+}
+
+/**
+ * Bytes → packet, refusing rather than guessing: a length that runs past the end, a bad cookie or
+ * hlen > 16 is an error, never an exception.
+ */
+export function decodeDhcpPacket(bytes: Buffer): Decoded<DhcpPacket> {
+  if (bytes.length < OPTIONS_OFFSET) return { ok: false, reason: 'short' };
+  const hlen = bytes[2] ?? 0;
+  if (hlen > 16) return { ok: false, reason: 'bad-hlen' };
+  if (bytes.readUInt32BE(HEADER_BYTES) !== MAGIC_COOKIE) return { ok: false, reason: 'bad-cookie' };
+
+  const options: OptionMap = new Map();
+  if (!readOptionArea(bytes, OPTIONS_OFFSET, bytes.length, options))
+    return { ok: false, reason: 'option-overrun' };
+
+  // RFC 2132 §9.3: the overloaded fields are read after the options field, `file` first, then `sname`.
+  let overload = 0;
+  const overloadValue = options.get(Option.overload);
+  if (overloadValue) {
+    overload = overloadValue.length === 1 ? (overloadValue[0] ?? 0) : 0;
+    if (overload < 1 || overload > 3) return { ok: false, reason: 'bad-overload' };
+    options.delete(Option.overload);
+    const fileOk = !(overload & 1) || readOptionArea(bytes, FILE_OFFSET, FILE_OFFSET + FILE_BYTES, options);
+    const snameOk =
+      !(overload & 2) || readOptionArea(bytes, SNAME_OFFSET, SNAME_OFFSET + SNAME_BYTES, options);
+    if (!fileOk || !snameOk) return { ok: false, reason: 'option-overrun' };
+    // An overloaded area that itself contains option 52 means nothing more (§9.3 allows one level).
+    options.delete(Option.overload);
+  }
+
+  return {
+    ok: true,
+    packet: {
+      op: bytes[0] ?? 0,
+      htype: bytes[1] ?? 0,
+      hlen,
+      hops: bytes[3] ?? 0,
+      xid: bytes.readUInt32BE(4),
+      secs: bytes.readUInt16BE(8),
+      flags: bytes.readUInt16BE(10),
+      ciaddr: numberToIp(bytes.readUInt32BE(12)),
+      yiaddr: numberToIp(bytes.readUInt32BE(16)),
+      siaddr: numberToIp(bytes.readUInt32BE(20)),
+      giaddr: numberToIp(bytes.readUInt32BE(24)),
+      chaddr: Buffer.from(bytes.subarray(28, 28 + hlen)),
+      sname: overload & 2 ? '' : readNulTerminated(bytes, SNAME_OFFSET, SNAME_BYTES),
+      file: overload & 1 ? '' : readNulTerminated(bytes, FILE_OFFSET, FILE_BYTES),
+      options,
+    },
+  };
+}
+
+/** decodeDhcpPacket plus what a server needs before deciding: a BOOTREQUEST carrying option 53. */
+export function decodeDhcpRequest(bytes: Buffer): Decoded<DhcpRequest> {
+  const decoded = decodeDhcpPacket(bytes);
+  if (!decoded.ok) return decoded;
+  const packet = decoded.packet;
+  // RFC 2131 §4.1: a server only acts on BOOTREQUEST; replies heard on the wire (other servers) are dropped.
+  if (packet.op !== BOOTREQUEST) return { ok: false, reason: 'wrong-op' };
+  const typeValue = packet.options.get(Option.messageType);
+  // BOOTP requests (no option 53) are not served: every PXE ROM and iPXE speak DHCP.
+  if (!typeValue) return { ok: false, reason: 'no-message-type' };
+  const messageType = typeValue.length === 1 ? messageTypeName(typeValue[0] ?? 0) : undefined;
+  if (!messageType || isServerMessage(messageType)) return { ok: false, reason: 'bad-message-type' };
+  return { ok: true, packet: Object.assign(packet, { messageType }) };
+}
+
+function isServerMessage(type: MessageTypeName): boolean {
+  return type === 'offer' || type === 'ack' || type === 'nak';
+}
+
+/**
+ * Reads code/length/value triples in [start, end) into `options`, concatenating repeated codes
+ * (RFC 3396). PAD is one byte with no length; END or the end of the area stops. Returns false when
+ * a length byte or a value runs past the end of the area.
+ */
+function readOptionArea(bytes: Buffer, start: number, end: number, options: OptionMap): boolean {
+  let offset = start;
+  while (offset < end) {
+    const code = bytes[offset] as number;
+    if (code === Option.end) return true;
+    if (code === Option.pad) {
+      offset += 1;
+      continue;
+    }
+    if (offset + 1 >= end) return false;
+    const length = bytes[offset + 1] as number;
+    const valueStart = offset + 2;
+    const valueEnd = valueStart + length;
+    if (valueEnd > end) return false;
+    const value = bytes.subarray(valueStart, valueEnd);
+    const previous = options.get(code);
+    options.set(code, previous ? Buffer.concat([previous, value]) : value);
+    offset = valueEnd;
+  }
+  return true;
+}
+
+function readNulTerminated(bytes: Buffer, offset: number, length: number): string {
+  const nul = bytes.indexOf(0, offset);
+  const end = nul === -1 || nul > offset + length ? offset + length : nul;
+  return bytes.toString('latin1', offset, end);
+}
+
+/**
+ * Packet → bytes. Options are written in insertion order (option 53 first by convention); values
+ * longer than 255 bytes are split into several instances (RFC 3396). Never uses overload: old PXE
+ * ROMs choke on it. Throws only on a reply we built wrong (too big for 576 bytes), never on input.
+ */
+export function encodeDhcpPacket(packet: DhcpPacket): Buffer {
+  const bytes = Buffer.alloc(MAXIMUM_MESSAGE_BYTES);
+  bytes[0] = packet.op;
+  bytes[1] = packet.htype;
+  bytes[2] = packet.hlen;
+  bytes[3] = packet.hops;
+  bytes.writeUInt32BE(packet.xid >>> 0, 4);
+  bytes.writeUInt16BE(packet.secs & 0xffff, 8);
+  bytes.writeUInt16BE(packet.flags & 0xffff, 10);
+  bytes.writeUInt32BE(ipToNumber(packet.ciaddr), 12);
+  bytes.writeUInt32BE(ipToNumber(packet.yiaddr), 16);
+  bytes.writeUInt32BE(ipToNumber(packet.siaddr), 20);
+  bytes.writeUInt32BE(ipToNumber(packet.giaddr), 24);
+  packet.chaddr.copy(bytes, 28, 0, Math.min(16, packet.chaddr.length));
+  bytes.write(packet.sname.slice(0, SNAME_BYTES - 1), SNAME_OFFSET, 'latin1');
+  bytes.write(packet.file.slice(0, FILE_BYTES - 1), FILE_OFFSET, 'latin1');
+  bytes.writeUInt32BE(MAGIC_COOKIE, HEADER_BYTES);
+
+  let offset = OPTIONS_OFFSET;
+  for (const [code, value] of packet.options) {
+    let chunk = 0;
+    do {
+      const piece = value.subarray(chunk, chunk + 255);
+      if (offset + 2 + piece.length + 1 > MAXIMUM_MESSAGE_BYTES) {
+        throw new Error(`DHCP reply does not fit in ${MAXIMUM_MESSAGE_BYTES} bytes (option ${code})`);
+      }
+      bytes[offset] = code;
+      bytes[offset + 1] = piece.length;
+      piece.copy(bytes, offset + 2);
+      offset += 2 + piece.length;
+      chunk += 255;
+    } while (chunk < value.length);
+  }
+  bytes[offset] = Option.end;
+  offset += 1;
+  return bytes.subarray(0, Math.max(offset, MINIMUM_MESSAGE_BYTES));
+}
+
+export const messageTypeOption = (type: MessageTypeName) => Buffer.from([MessageType[type]]);

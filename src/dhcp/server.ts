@@ -1,0 +1,243 @@
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { BootDecision, Mac } from '../boot-plan.js';
+import { macFromBytes } from '../inventory/mac.js';
+import type { Config } from '../inventory/schema.js';
+import type { RecordEvent } from '../lifecycle/events.js';
+import type { Logger } from '../log.js';
+import { ipToNumber } from './address.js';
+import { type DecideContext, type Destination, decide, type Outcome } from './decide.js';
+import { LeaseLog } from './lease-log.js';
+import { LeaseTable } from './leases.js';
+import { Option, readAddress } from './options.js';
+import { type DhcpRequest, decodeDhcpRequest, encodeDhcpPacket, type MalformedReason } from './packet.js';
+import { settingsFor } from './settings.js';
+
+/**
+ * The DHCP socket shell: receive → decode → decide → make the lease change durable and record
+ * events → encode → send. Every side effect lives here; every decision in decide.ts.
+ *
+ * Sockets (reference §9, verified on Linux): one socket on 0.0.0.0:67 receives broadcasts; a
+ * second one bound to server.address:67 sends, because Linux sends a limited broadcast out of the
+ * interface owning the sending socket's bound address — so replies leave by the provisioning
+ * interface on a multi-homed host without SO_BINDTODEVICE. Unicast to server.address:67 (renewals,
+ * relays) arrives on the more specific socket, so both are read. In proxy mode a third socket
+ * serves the PXE boot-server exchange on port 4011.
+ */
+
+export interface DhcpDeps {
+  /** Current config snapshot; read per packet, so a hot reload applies to the next packet. */
+  config: () => Config;
+  decision: BootDecision;
+  /** Provisioning events; resolves when durable. */
+  record: RecordEvent;
+  logger: Logger;
+}
+
+/** Counters for /metrics, shaped for a prom-client collector (one sample per entry). */
+export interface DhcpStats {
+  /** `type`: DHCP message type received; `decision`: offer | ack | nak | a SilenceReason. */
+  messages: { type: string; decision: string; count: number }[];
+  /** Packets dropped before a decision, by MalformedReason. */
+  malformed: { reason: MalformedReason; count: number }[];
+  /** Bound, unexpired leases (authoritative mode). */
+  boundLeases: number;
+}
+
+export interface DhcpServer {
+  close(): Promise<void>;
+  /** The MAC that holds (authoritative) or last asked for (proxy) an address; undefined if unknown. */
+  macForIp(ip: string): Mac | undefined;
+  stats(): DhcpStats;
+}
+
+const CLIENT_PORT = 68;
+const RELAY_PORT = 67;
+const LIMITED_BROADCAST = '255.255.255.255';
+/** Proxy mode learns addresses from requests it overhears; bounded so a busy LAN cannot grow it. */
+const LEARNED_ADDRESSES_MAX = 65_536;
+const ASSET_CHECK_TTL_MS = 10_000;
+
+export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
+  const { logger } = deps;
+  const initial = deps.config();
+  const leases = new LeaseTable();
+  const opened = await LeaseLog.open(initial.server.state, () => leases.snapshot(Date.now()));
+  for (const change of opened.changes) leases.apply(change);
+  await opened.log.compact();
+  const leaseLog = opened.log;
+  logger.info(
+    { leases: leases.boundLeases(Date.now()).length, tornLines: opened.tornLines },
+    'lease log replayed',
+  );
+
+  const messageCounts = new Map<string, { type: string; decision: string; count: number }>();
+  const malformedCounts = new Map<MalformedReason, number>();
+  const learnedAddresses = new Map<string, Mac>();
+  const assetChecks = new Map<string, { exists: boolean; checkedAt: number }>();
+
+  const assetExists = (path: string) => {
+    const now = Date.now();
+    const cached = assetChecks.get(path);
+    if (cached && now - cached.checkedAt < ASSET_CHECK_TTL_MS) return cached.exists;
+    const exists = existsSync(join(deps.config().server.assets, path));
+    assetChecks.set(path, { exists, checkedAt: now });
+    return exists;
+  };
+
+  const countMessage = (type: string, decision: string) => {
+    const key = `${type} ${decision}`;
+    const entry = messageCounts.get(key);
+    if (entry) entry.count += 1;
+    else messageCounts.set(key, { type, decision, count: 1 });
+  };
+
+  const learn = (request: DhcpRequest, mac: Mac) => {
+    const address =
+      request.ciaddr !== '0.0.0.0' ? request.ciaddr : readAddress(request.options, Option.requestedAddress);
+    if (!address || request.messageType === 'release' || request.messageType === 'decline') return;
+    learnedAddresses.delete(address);
+    learnedAddresses.set(address, mac);
+    if (learnedAddresses.size > LEARNED_ADDRESSES_MAX) {
+      const oldest = learnedAddresses.keys().next().value;
+      if (oldest !== undefined) learnedAddresses.delete(oldest);
+    }
+  };
+
+  const sockets: Socket[] = [];
+  const handle = (bytes: Buffer, peer: RemoteInfo, arrivedOn: Socket, port: DecideContext['port']) => {
+    const decoded = decodeDhcpRequest(bytes);
+    if (!decoded.ok) {
+      malformedCounts.set(decoded.reason, (malformedCounts.get(decoded.reason) ?? 0) + 1);
+      logger.debug(
+        { peer: `${peer.address}:${peer.port}`, reason: decoded.reason, bytes: bytes.length },
+        'malformed',
+      );
+      return;
+    }
+    const request = decoded.packet;
+    const now = Date.now();
+    let outcome: Outcome;
+    try {
+      outcome = decide(request, {
+        settings: settingsFor(deps.config()),
+        decision: deps.decision,
+        leases,
+        now,
+        port,
+        assetExists,
+      });
+    } catch (error) {
+      countMessage(request.messageType, 'internal-error');
+      logger.error({ err: error, xid: request.xid }, 'DHCP decision failed');
+      return;
+    }
+    countMessage(request.messageType, outcome.kind === 'reply' ? outcome.decision : outcome.reason);
+    if (request.hlen === 6) learn(request, macFromBytes(request.chaddr));
+
+    let durable: Promise<void> | undefined;
+    if (outcome.leaseChange) {
+      leases.apply(outcome.leaseChange);
+      if (outcome.leaseChange.kind !== 'offer') durable = leaseLog.append(outcome.leaseChange);
+    }
+    const recorded = Promise.all(outcome.events.map((event) => deps.record(event))).then(
+      () => undefined,
+      (error: unknown) => logger.warn({ err: error }, 'recording a DHCP event failed'),
+    );
+    if (outcome.kind === 'silent') {
+      durable?.catch((error: unknown) => logger.error({ err: error }, 'lease log write failed'));
+      logger.debug({ xid: request.xid, type: request.messageType, reason: outcome.reason }, 'silent');
+      return;
+    }
+    const reply = encodeDhcpPacket(outcome.reply);
+    const target = resolveDestination(outcome.destination, peer);
+    const socket = outcome.destination.kind === 'sender' ? arrivedOn : sender;
+    const send = () =>
+      socket.send(reply, target.port, target.address, (error) => {
+        if (error) logger.warn({ err: error, to: target.address }, 'DHCP send failed');
+      });
+    if (outcome.decision !== 'ack') {
+      send();
+      return;
+    }
+    // An ACK leaves only once its lease is on disk, so a crash cannot forget an address in use.
+    Promise.all([durable, recorded]).then(send, (error: unknown) =>
+      logger.error({ err: error, xid: request.xid }, 'lease log write failed; ACK withheld'),
+    );
+  };
+
+  const bindSocket = async (address: string, port: number, kind: DecideContext['port']) => {
+    const socket = createSocket({ type: 'udp4', reuseAddr: true });
+    socket.on('error', (error) => logger.error({ err: error, address, port }, 'DHCP socket error'));
+    socket.on('message', (bytes, peer) => handle(bytes, peer, socket, kind));
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind({ address, port }, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    socket.setBroadcast(true);
+    sockets.push(socket);
+    return socket;
+  };
+
+  const { dhcp: ports, address: serverAddress } = initial.server;
+  const listener = await bindSocket('0.0.0.0', ports.port, 'dhcp');
+  let sender = listener;
+  try {
+    sender = await bindSocket(serverAddress, ports.port, 'dhcp');
+  } catch (error) {
+    logger.warn(
+      { err: error, address: serverAddress },
+      'server.address is not an address of this host; broadcast replies follow the routing table',
+    );
+  }
+  try {
+    await bindSocket('0.0.0.0', ports.proxy_port, 'boot-server');
+  } catch (error) {
+    logger.warn(
+      { err: error, port: ports.proxy_port },
+      'PXE boot-server port unavailable; UEFI proxy boot-server style will not work',
+    );
+  }
+  logger.info(
+    { port: ports.port, proxyPort: ports.proxy_port, address: serverAddress, mode: initial.dhcp.mode },
+    'DHCP listening',
+  );
+
+  return {
+    async close() {
+      await Promise.all(
+        sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))),
+      );
+      await leaseLog.close();
+    },
+    macForIp(ip) {
+      const lease = leases.holderOf(ipToNumber(ip));
+      if (lease && lease.state !== 'free' && lease.expiresAt > Date.now()) return lease.mac;
+      return learnedAddresses.get(ip);
+    },
+    stats() {
+      return {
+        messages: [...messageCounts.values()].map((entry) => ({ ...entry })),
+        malformed: [...malformedCounts].map(([reason, count]) => ({ reason, count })),
+        boundLeases: leases.boundLeases(Date.now()).length,
+      };
+    },
+  };
+}
+
+function resolveDestination(destination: Destination, peer: RemoteInfo): { address: string; port: number } {
+  switch (destination.kind) {
+    case 'broadcast':
+      return { address: LIMITED_BROADCAST, port: CLIENT_PORT };
+    case 'relay':
+      return { address: destination.address, port: RELAY_PORT };
+    case 'client':
+      return { address: destination.address, port: CLIENT_PORT };
+    case 'sender':
+      return { address: peer.address, port: peer.port };
+  }
+}

@@ -1,0 +1,106 @@
+import type { Mac } from '../boot-plan.js';
+import type { Config } from '../inventory/schema.js';
+import { cidrContains, cidrMask, ipToNumber, numberToIp, parseCidr } from './address.js';
+import type { Pool, Reservations } from './leases.js';
+
+/**
+ * The part of the config the DHCP core reads, precomputed once per config snapshot (hot reload
+ * swaps the snapshot; `settingsFor` caches by identity) so the per-packet path does no parsing.
+ */
+export interface DhcpSettings {
+  mode: 'proxy' | 'authoritative' | 'off';
+  serverAddress: string;
+  /** `http://<server.address>:<http.port>` */
+  baseUrl: string;
+  efiBinary: string;
+  arm64EfiBinary: string;
+  uefiProxyStyle: 'boot-server' | 'direct';
+  /** The directly attached subnet first, then the relay subnets. Empty in proxy mode. */
+  subnets: SubnetSettings[];
+  reservations: Reservations;
+  /** The same reservations by MAC. */
+  reservedAddressOf: ReadonlyMap<Mac, number>;
+}
+
+export interface SubnetSettings {
+  pool: Pool;
+  mask: string;
+  router: string | undefined;
+  dns: string[];
+  domain: string | undefined;
+  leaseSeconds: number;
+}
+
+const cache = new WeakMap<Config, DhcpSettings>();
+
+export function settingsFor(config: Config): DhcpSettings {
+  const cached = cache.get(config);
+  if (cached) return cached;
+  const settings = buildSettings(config);
+  cache.set(config, settings);
+  return settings;
+}
+
+function buildSettings(config: Config): DhcpSettings {
+  const { dhcp, server } = config;
+  const serverAddress = server.address;
+  const subnets: SubnetSettings[] = [];
+  const excluded = new Set([ipToNumber(serverAddress)]);
+  if (dhcp.subnet && dhcp.range) {
+    const subnet = subnetSettings(dhcp.subnet, dhcp.range, dhcp, dhcp.lease_time, excluded);
+    if (subnet) subnets.push(subnet);
+  }
+  for (const relay of dhcp.subnets) {
+    const subnet = subnetSettings(relay.subnet, relay.range, relay, relay.lease_time, excluded);
+    if (subnet) subnets.push(subnet);
+  }
+  const reservations = new Map<number, Mac>();
+  const reservedAddressOf = new Map<Mac, number>();
+  for (const machine of config.machines) {
+    if (!machine.ip) continue;
+    reservations.set(ipToNumber(machine.ip), machine.mac);
+    reservedAddressOf.set(machine.mac, ipToNumber(machine.ip));
+  }
+  return {
+    mode: dhcp.mode,
+    serverAddress,
+    baseUrl: `http://${serverAddress}:${server.http.port}`,
+    efiBinary: dhcp.efi_binary,
+    arm64EfiBinary: dhcp.arm64_efi_binary,
+    uefiProxyStyle: dhcp.uefi_proxy_style,
+    subnets,
+    reservations,
+    reservedAddressOf,
+  };
+}
+
+function subnetSettings(
+  subnetText: string,
+  range: readonly [string, string],
+  options: { router?: string | undefined; dns?: string[] | undefined; domain?: string | undefined },
+  leaseSeconds: number,
+  serverAddresses: ReadonlySet<number>,
+): SubnetSettings | undefined {
+  const subnet = parseCidr(subnetText);
+  if (!subnet) return undefined;
+  const excluded = new Set(serverAddresses);
+  if (options.router) excluded.add(ipToNumber(options.router));
+  return {
+    pool: { name: subnetText, subnet, first: ipToNumber(range[0]), last: ipToNumber(range[1]), excluded },
+    mask: numberToIp(cidrMask(subnet)),
+    router: options.router,
+    dns: options.dns ?? [],
+    domain: options.domain,
+    leaseSeconds,
+  };
+}
+
+/**
+ * RFC 2131 §4.3.1: a relayed request is served from the subnet that contains giaddr; a direct
+ * one from the subnet the server itself is on (the first one configured).
+ */
+export function subnetForRequest(settings: DhcpSettings, giaddr: string): SubnetSettings | undefined {
+  if (giaddr === '0.0.0.0') return settings.subnets[0];
+  const relay = ipToNumber(giaddr);
+  return settings.subnets.find((subnet) => cidrContains(subnet.pool.subnet, relay));
+}
