@@ -79,7 +79,7 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     'duplicate MAC names both lines',
     `${header}machines:\n  - { mac: 52:54:00:00:00:01, profile: plain }\n  - { mac: 52-54-00-00-00-01, profile: plain }\n`,
     [
-      'rackboot.yaml:14:12: duplicate MAC 52:54:00:00:00:01: also at line 15',
+      'rackboot.yaml:14:12: duplicate MAC 52:54:00:00:00:01: also at line 15:12',
       'rackboot.yaml:15:12: duplicate MAC 52:54:00:00:00:01: also at line 14:12',
     ],
   ],

@@ -290,13 +290,12 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
       } else {
         const first = macLines.get(mac);
         if (first) {
+          // Both places are named, each pointing at the other, so either line leads to the fix.
           const earlier = locate.at([...first, 'mac'], '');
+          const later = locate.at([...base, 'mac'], '');
           problems.push(
-            locate.at([...base, 'mac'], `duplicate MAC ${mac}: also at line ${earlier.line}:${earlier.col}`),
-            {
-              ...earlier,
-              message: `duplicate MAC ${mac}: also at line ${locate.at([...base, 'mac'], '').line}`,
-            },
+            { ...later, message: `duplicate MAC ${mac}: also at line ${earlier.line}:${earlier.col}` },
+            { ...earlier, message: `duplicate MAC ${mac}: also at line ${later.line}:${later.col}` },
           );
         } else macLines.set(mac, base);
       }
