@@ -1,0 +1,424 @@
+import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
+import { posix, relative, resolve, sep } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { convertShape, isJsonObject, type JsonObject } from './shape.js';
+import { IGNITION_SPEC, type ObjectKind, type SpecVersion, snakeCase } from './spec.js';
+import type { NodePath, PathError } from './template.js';
+
+/**
+ * Butane (variant fcos, 1.4.0–1.6.0) → Ignition, the subset a fleet needs: every Ignition field under
+ * its snake_case name, plus Butane's sugar for `inline`/`local` contents, `contents_local`,
+ * `ssh_authorized_keys_local`, `storage.trees` and `with_mount_unit`. Semantics follow
+ * coreos/butane base/v0_6/translate.go; `boot_device` and `grub` are refused with a clear error
+ * rather than half-translated.
+ */
+export const BUTANE_VERSIONS: Record<string, SpecVersion> = {
+  '1.4.0': '3.3.0',
+  '1.5.0': '3.4.0',
+  '1.6.0': '3.5.0',
+};
+
+const EXTRA_KEYS: Partial<Record<ObjectKind, readonly string[]>> = {
+  root: ['variant', 'version', 'boot_device', 'grub'],
+  resource: ['inline', 'local'],
+  unit: ['contents_local'],
+  dropin: ['contents_local'],
+  user: ['ssh_authorized_keys_local'],
+  storage: ['trees'],
+  filesystem: ['with_mount_unit'],
+};
+
+/** Order of Butane's output (the Go struct order of Ignition's Config). */
+const TOP_LEVEL_ORDER = ['ignition', 'kernelArguments', 'passwd', 'storage', 'systemd'];
+
+export interface ButaneOptions {
+  /** Directory `local`, `contents_local`, `ssh_authorized_keys_local` and trees are read from (Butane's --files-dir). */
+  filesDir: string;
+}
+
+export function isButane(data: unknown): boolean {
+  return isJsonObject(data) && 'variant' in data;
+}
+
+export function translateButane(
+  data: unknown,
+  options: ButaneOptions,
+): { config: JsonObject; version: SpecVersion | undefined; errors: PathError[] } {
+  const errors: PathError[] = [];
+  if (!isJsonObject(data))
+    return { config: {}, version: undefined, errors: [{ path: [], message: 'not a config (empty)' }] };
+  if (data.variant !== 'fcos') {
+    errors.push({
+      path: ['variant'],
+      message: `variant ${String(data.variant)} is not supported; rackboot translates variant fcos`,
+    });
+  }
+  const version = BUTANE_VERSIONS[String(data.version)];
+  if (!version) {
+    errors.push({
+      path: ['version'],
+      message: `Butane version ${String(data.version)} is not supported; use ${Object.keys(BUTANE_VERSIONS).join(', ')}`,
+    });
+  }
+  for (const sugar of ['boot_device', 'grub']) {
+    if (data[sugar] !== undefined) {
+      errors.push({
+        path: [sugar],
+        message: `${sugar} is not supported by rackboot's Butane translator; write the storage entries it stands for`,
+      });
+    }
+  }
+  if (errors.length > 0 || !version) return { config: {}, version, errors };
+
+  const files = new LocalFiles(options.filesDir);
+  const generatedUnits: JsonObject[] = [];
+  const withoutHeader = {
+    ...data,
+    ignition: { ...(isJsonObject(data.ignition) ? data.ignition : {}), version: undefined },
+  };
+  const converted = convertShape(
+    withoutHeader,
+    { object: IGNITION_SPEC },
+    [],
+    {
+      version,
+      sourceKey: snakeCase,
+      extraKeys: (kind) => EXTRA_KEYS[kind] ?? [],
+      onObject: (kind, input, output, path) => {
+        switch (kind) {
+          case 'resource':
+            return translateResource(input, output, path, files, errors);
+          case 'unit':
+          case 'dropin':
+            return readContentsLocal(input, output, path, files, errors);
+          case 'user':
+            return readSshKeysLocal(input, output, path, files, errors);
+          case 'storage':
+            return expandTrees(input, output, path, files, errors);
+          case 'filesystem':
+            if (input.with_mount_unit === true) generatedUnits.push(...mountUnit(output, path, errors));
+            return;
+          default:
+            return;
+        }
+      },
+    },
+    errors,
+  );
+  const config = isJsonObject(converted) ? converted : {};
+  config.ignition = { ...(isJsonObject(config.ignition) ? config.ignition : {}), version };
+  if (generatedUnits.length > 0) {
+    const systemd = isJsonObject(config.systemd) ? config.systemd : {};
+    systemd.units = [...(Array.isArray(systemd.units) ? systemd.units : []), ...generatedUnits];
+    config.systemd = systemd;
+  }
+  return { config: inOrder(config), version, errors };
+}
+
+function inOrder(config: JsonObject): JsonObject {
+  return Object.fromEntries(
+    TOP_LEVEL_ORDER.filter((key) => config[key] !== undefined).map((key) => [key, config[key]]),
+  );
+}
+
+/** `inline` / `local` / `source`: at most one; the first two become data URLs (Butane's MakeDataURL). */
+function translateResource(
+  input: JsonObject,
+  output: JsonObject,
+  path: NodePath,
+  files: LocalFiles,
+  errors: PathError[],
+): void {
+  const given = ['inline', 'local', 'source'].filter(
+    (key) => input[key] !== undefined && input[key] !== null,
+  );
+  if (given.length > 1) {
+    errors.push({ path, message: 'only one of the following can be set: inline, local, source' });
+    return;
+  }
+  let bytes: Buffer | undefined;
+  if (input.inline !== undefined && input.inline !== null) {
+    if (typeof input.inline !== 'string') {
+      errors.push({ path: [...path, 'inline'], message: 'expected a string' });
+      return;
+    }
+    bytes = Buffer.from(input.inline, 'utf8');
+  } else if (typeof input.local === 'string') {
+    bytes = files.read(input.local, [...path, 'local'], errors);
+  }
+  if (bytes === undefined) return;
+  const userCompression = typeof output.compression === 'string' && output.compression !== '';
+  const encoded = makeDataUrl(bytes, !userCompression);
+  output.source = encoded.url;
+  if (!userCompression) output.compression = encoded.compression;
+}
+
+const UNRESERVED = /[A-Za-z0-9\-_.!~*'()]/;
+
+/**
+ * Butane's MakeDataURL: percent-encoding or base64, whichever is shorter; then gzip+base64 when allowed
+ * and more than 4 bytes shorter (the `compression` key it adds costs about that much).
+ */
+export function makeDataUrl(
+  bytes: Buffer,
+  allowCompression: boolean,
+): { url: string; compression: '' | 'gzip' } {
+  let escaped = 'data:,';
+  for (const byte of bytes) {
+    const character = String.fromCharCode(byte);
+    escaped +=
+      byte < 0x80 && UNRESERVED.test(character)
+        ? character
+        : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  const base64 = `data:;base64,${bytes.toString('base64')}`;
+  const best = base64.length < escaped.length ? base64 : escaped;
+  if (allowCompression) {
+    const compressed = `data:;base64,${gzipSync(bytes, { level: 9 }).toString('base64')}`;
+    if (compressed.length + 4 < best.length) return { url: compressed, compression: 'gzip' };
+  }
+  return { url: best, compression: '' };
+}
+
+function readContentsLocal(
+  input: JsonObject,
+  output: JsonObject,
+  path: NodePath,
+  files: LocalFiles,
+  errors: PathError[],
+): void {
+  if (input.contents_local === undefined || input.contents_local === null) return;
+  if (input.contents !== undefined && input.contents !== null) {
+    errors.push({
+      path: [...path, 'contents_local'],
+      message: 'only one of the following can be set: contents, contents_local',
+    });
+    return;
+  }
+  if (typeof input.contents_local !== 'string') {
+    errors.push({ path: [...path, 'contents_local'], message: 'expected a string' });
+    return;
+  }
+  const bytes = files.read(input.contents_local, [...path, 'contents_local'], errors);
+  if (bytes) output.contents = bytes.toString('utf8');
+}
+
+function readSshKeysLocal(
+  input: JsonObject,
+  output: JsonObject,
+  path: NodePath,
+  files: LocalFiles,
+  errors: PathError[],
+): void {
+  const locals = input.ssh_authorized_keys_local;
+  if (locals === undefined || locals === null) return;
+  if (!Array.isArray(locals)) {
+    errors.push({ path: [...path, 'ssh_authorized_keys_local'], message: 'expected a list' });
+    return;
+  }
+  const keys = Array.isArray(output.sshAuthorizedKeys) ? [...output.sshAuthorizedKeys] : [];
+  locals.forEach((local, index) => {
+    const at = [...path, 'ssh_authorized_keys_local', index];
+    if (typeof local !== 'string') {
+      errors.push({ path: at, message: 'expected a string' });
+      return;
+    }
+    const text = files.read(local, at, errors)?.toString('utf8') ?? '';
+    keys.push(
+      ...text
+        .split('\n')
+        .map((line) => line.trim())
+        .filter((line) => line !== '' && !line.startsWith('#')),
+    );
+  });
+  output.sshAuthorizedKeys = keys;
+}
+
+/**
+ * `storage.trees`: each regular file becomes a file (0755 when executable, else 0644), each symlink a
+ * link. An explicit entry with the same path keeps its other attributes and gets the tree's contents.
+ */
+function expandTrees(
+  input: JsonObject,
+  output: JsonObject,
+  path: NodePath,
+  files: LocalFiles,
+  errors: PathError[],
+): void {
+  const trees = input.trees;
+  if (trees === undefined || trees === null) return;
+  if (!Array.isArray(trees)) {
+    errors.push({ path: [...path, 'trees'], message: 'expected a list' });
+    return;
+  }
+  const fileEntries = (Array.isArray(output.files) ? output.files : []).filter(isJsonObject);
+  const linkEntries = (Array.isArray(output.links) ? output.links : []).filter(isJsonObject);
+  trees.forEach((tree, index) => {
+    const at = [...path, 'trees', index];
+    if (!isJsonObject(tree) || typeof tree.local !== 'string') {
+      errors.push({ path: at, message: 'a tree needs local: <directory under the files dir>' });
+      return;
+    }
+    const destination = typeof tree.path === 'string' ? tree.path : '/';
+    for (const entry of files.walk(tree.local, [...at, 'local'], errors)) {
+      const target = posix.join(destination, entry.relativePath);
+      if (entry.kind === 'link') {
+        const explicit = linkEntries.find((link) => link.path === target);
+        if (explicit?.target !== undefined) {
+          errors.push({
+            path: at,
+            message: `link ${target} comes from a tree; its explicit entry must not set target`,
+          });
+        } else if (explicit) explicit.target = entry.target;
+        else linkEntries.push({ path: target, target: entry.target });
+        continue;
+      }
+      const { url, compression } = makeDataUrl(entry.bytes, true);
+      const explicit = fileEntries.find((file) => file.path === target);
+      if (explicit?.contents !== undefined) {
+        errors.push({
+          path: at,
+          message: `file ${target} comes from a tree; its explicit entry must not set contents`,
+        });
+      } else if (explicit) {
+        explicit.contents = { compression, source: url };
+        explicit.mode ??= entry.executable ? 0o755 : 0o644;
+      } else {
+        fileEntries.push({
+          path: target,
+          contents: { compression, source: url },
+          mode: entry.executable ? 0o755 : 0o644,
+        });
+      }
+    }
+  });
+  if (fileEntries.length > 0) output.files = fileEntries;
+  if (linkEntries.length > 0) output.links = linkEntries;
+}
+
+/** systemd-escape --path (systemd's unit_name_path_escape). */
+export function systemdEscapePath(path: string): string {
+  const trimmed = posix.normalize(path).replace(/^\/+|\/+$/g, '');
+  if (trimmed === '') return '-';
+  let escaped = '';
+  for (const [index, character] of [...trimmed].entries()) {
+    if (character === '/') escaped += '-';
+    else if (/[A-Za-z0-9:_]/.test(character) || (character === '.' && index > 0)) escaped += character;
+    else for (const byte of Buffer.from(character)) escaped += `\\x${byte.toString(16).padStart(2, '0')}`;
+  }
+  return escaped;
+}
+
+function mountUnit(filesystem: JsonObject, path: NodePath, errors: PathError[]): JsonObject[] {
+  const device = typeof filesystem.device === 'string' ? filesystem.device : '';
+  const format = typeof filesystem.format === 'string' ? filesystem.format : '';
+  const escapedDevice = systemdEscapePath(device);
+  const options = Array.isArray(filesystem.mountOptions) ? filesystem.mountOptions.join(',') : '';
+  if (format === 'swap') {
+    const contents = ['# Generated by rackboot (Butane with_mount_unit)', '[Swap]', `What=${device}`].concat(
+      options ? [`Options=${options}`] : [],
+      ['', '[Install]', 'RequiredBy=swap.target', ''],
+    );
+    return [{ name: `${escapedDevice}.swap`, enabled: true, contents: contents.join('\n') }];
+  }
+  if (typeof filesystem.path !== 'string') {
+    errors.push({
+      path: [...path, 'with_mount_unit'],
+      message: 'with_mount_unit needs path (the mount point)',
+    });
+    return [];
+  }
+  const contents = [
+    '# Generated by rackboot (Butane with_mount_unit)',
+    '[Unit]',
+    'Before=local-fs.target',
+    `Requires=systemd-fsck@${escapedDevice}.service`,
+    `After=systemd-fsck@${escapedDevice}.service`,
+    '',
+    '[Mount]',
+    `Where=${filesystem.path}`,
+    `What=${device}`,
+    `Type=${format}`,
+    ...(options ? [`Options=${options}`] : []),
+    '',
+    '[Install]',
+    'RequiredBy=local-fs.target',
+    '',
+  ].join('\n');
+  return [{ name: `${systemdEscapePath(filesystem.path)}.mount`, enabled: true, contents }];
+}
+
+type TreeEntry =
+  | { kind: 'file'; relativePath: string; bytes: Buffer; executable: boolean }
+  | { kind: 'link'; relativePath: string; target: string };
+
+/** Butane's --files-dir: every local path must stay inside it, also through symlinks. */
+class LocalFiles {
+  constructor(private readonly root: string) {}
+
+  private inside(local: string, path: NodePath, errors: PathError[]): string | undefined {
+    const candidate = resolve(this.root, local);
+    const real = (() => {
+      try {
+        return realpathSync(candidate);
+      } catch {
+        return undefined;
+      }
+    })();
+    if (real === undefined) {
+      errors.push({ path, message: `local file ${local} not found in ${this.root}` });
+      return undefined;
+    }
+    const rootReal = realpathSync(this.root);
+    const within = relative(rootReal, real);
+    if (within.startsWith(`..${sep}`) || within === '..' || resolve(rootReal, within) !== real) {
+      errors.push({ path, message: `local file ${local} is outside the files directory ${this.root}` });
+      return undefined;
+    }
+    return real;
+  }
+
+  read(local: string, path: NodePath, errors: PathError[]): Buffer | undefined {
+    const file = this.inside(local, path, errors);
+    if (file === undefined) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (error) {
+      errors.push({
+        path,
+        message: `cannot read ${local}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
+      });
+      return undefined;
+    }
+  }
+
+  walk(local: string, path: NodePath, errors: PathError[]): TreeEntry[] {
+    const directory = this.inside(local, path, errors);
+    if (directory === undefined) return [];
+    const found: TreeEntry[] = [];
+    const visit = (absolute: string, relativePath: string) => {
+      for (const name of readdirSync(absolute).sort()) {
+        const child = `${absolute}/${name}`;
+        const childRelative = relativePath ? `${relativePath}/${name}` : name;
+        const stat = lstatSync(child);
+        if (stat.isDirectory()) visit(child, childRelative);
+        else if (stat.isSymbolicLink())
+          found.push({ kind: 'link', relativePath: childRelative, target: readlinkSync(child) });
+        else if (stat.isFile()) {
+          found.push({
+            kind: 'file',
+            relativePath: childRelative,
+            bytes: readFileSync(child),
+            executable: (stat.mode & 0o111) !== 0,
+          });
+        } else
+          errors.push({
+            path,
+            message: `${local}/${childRelative} is neither a file, a directory nor a symlink`,
+          });
+      }
+    };
+    visit(directory, '');
+    return found;
+  }
+}

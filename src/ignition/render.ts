@@ -1,0 +1,115 @@
+import { dirname } from 'node:path';
+import type { Problem } from '../inventory/problems.js';
+import { isButane, translateButane } from './butane.js';
+import { isJsonObject, type JsonObject } from './shape.js';
+import { snakeCase } from './spec.js';
+import {
+  type NodePath,
+  type ParsedTemplate,
+  type PathError,
+  problemAt,
+  substitute,
+  type TemplateVars,
+} from './template.js';
+import { checkIgnitionShape, validateIgnition } from './validate.js';
+
+export type RenderedIgnition =
+  | { ok: true; config: JsonObject; text: string }
+  | { ok: false; problems: Problem[] };
+
+/** Name of the first-boot unit that reports `installed`; a template defining a unit of this name replaces it. */
+export const REPORT_UNIT_NAME = 'rackboot-report-installed.service';
+const REPORTED_MARKER = '/var/lib/rackboot/installed-reported';
+
+/**
+ * Template + one machine's variables → validated Ignition JSON, or problems at FILE:LINE:COL.
+ * The pipeline is matchbox's (render → translate Butane → validate), with rackboot's first-boot
+ * report unit added so the install loop ends without touching the BIOS boot order.
+ */
+export function renderIgnition(template: ParsedTemplate, vars: TemplateVars): RenderedIgnition {
+  if (template.problems.length > 0) return { ok: false, problems: template.problems };
+  const substituted = substitute(template.data, vars);
+  if (substituted.errors.length > 0)
+    return { ok: false, problems: located(template, substituted.errors, false) };
+  const butane = isButane(substituted.value);
+  const translated = butane
+    ? translateButane(substituted.value, { filesDir: dirname(template.file) })
+    : checkIgnitionShape(substituted.value);
+  if (translated.errors.length > 0)
+    return { ok: false, problems: located(template, translated.errors, false) };
+  const config = withReportUnit(translated.config, vars.events_url);
+  const errors = [...validateIgnition(config), ...decimalLookingModes(config)];
+  if (errors.length > 0) return { ok: false, problems: located(template, errors, butane) };
+  return { ok: true, config, text: JSON.stringify(config) };
+}
+
+/** Ignition paths name Ignition keys; a Butane template's source spells them in snake_case. */
+function located(template: ParsedTemplate, errors: PathError[], ignitionKeysInButane: boolean): Problem[] {
+  return errors.map((error) => {
+    const path: NodePath = ignitionKeysInButane
+      ? error.path.map((part) => (typeof part === 'string' ? snakeCase(part) : part))
+      : error.path;
+    return problemAt(template, path, error.message);
+  });
+}
+
+/**
+ * The unit that tells rackboot the installed system is up: runs after the network is online, retries
+ * (curl --retry-all-errors, then systemd restarts), and once it succeeded never again (marker file).
+ */
+export function reportInstalledUnit(eventsUrl: string): string {
+  // systemd expands % specifiers in ExecStart; the URL is ours (no %), but escape it anyway.
+  const url = eventsUrl.replaceAll('%', '%%');
+  return [
+    '[Unit]',
+    'Description=Report to rackboot that this machine is installed',
+    'Wants=network-online.target',
+    'After=network-online.target',
+    `ConditionPathExists=!${REPORTED_MARKER}`,
+    '',
+    '[Service]',
+    'Type=oneshot',
+    `ExecStart=/usr/bin/curl --fail --silent --show-error --retry 20 --retry-delay 5 --retry-all-errors --max-time 30 -X POST -H 'Content-Type: application/json' --data '{"type":"installed"}' ${url}`,
+    `ExecStartPost=/usr/bin/mkdir -p ${dirname(REPORTED_MARKER)}`,
+    `ExecStartPost=/usr/bin/touch ${REPORTED_MARKER}`,
+    'Restart=on-failure',
+    'RestartSec=30',
+    '',
+    '[Install]',
+    'WantedBy=multi-user.target',
+    '',
+  ].join('\n');
+}
+
+function withReportUnit(config: JsonObject, eventsUrl: string): JsonObject {
+  const systemd = isJsonObject(config.systemd) ? config.systemd : {};
+  const units = Array.isArray(systemd.units) ? systemd.units : [];
+  if (units.some((unit) => isJsonObject(unit) && unit.name === REPORT_UNIT_NAME)) return config;
+  const report = { name: REPORT_UNIT_NAME, enabled: true, contents: reportInstalledUnit(eventsUrl) };
+  return { ...config, systemd: { ...systemd, units: [...units, report] } };
+}
+
+/**
+ * `mode: 644` is decimal 644 = octal 01204 (sticky bit, owner cannot read). Butane only warns
+ * ("unreasonable mode would be reasonable if specified in octal"); a fleet template with it is
+ * always a mistake, so it is an error here.
+ */
+function decimalLookingModes(config: JsonObject): PathError[] {
+  const errors: PathError[] = [];
+  const storage = isJsonObject(config.storage) ? config.storage : {};
+  for (const kind of ['files', 'directories']) {
+    const nodes = Array.isArray(storage[kind]) ? storage[kind] : [];
+    nodes.forEach((node: unknown, index: number) => {
+      const mode = isJsonObject(node) ? node.mode : undefined;
+      if (typeof mode !== 'number' || mode <= 0o777) return;
+      const digits = String(mode);
+      if (/^[0-7]{3,4}$/.test(digits)) {
+        errors.push({
+          path: ['storage', kind, index, 'mode'],
+          message: `mode ${digits} is decimal (octal ${mode.toString(8).padStart(4, '0')}); write 0${digits} in Butane or ${Number.parseInt(digits, 8)} in JSON`,
+        });
+      }
+    });
+  }
+  return errors;
+}

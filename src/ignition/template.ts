@@ -1,0 +1,188 @@
+import { readFileSync } from 'node:fs';
+import { type Document, LineCounter, parseDocument, visit } from 'yaml';
+import type { Problem } from '../inventory/problems.js';
+
+/** A path into a template's data: mapping keys and sequence indices, as `yaml`'s `getIn` takes them. */
+export type NodePath = (string | number)[];
+
+/** An error found in a template's data, before it is pinned to a line and column. */
+export interface PathError {
+  path: NodePath;
+  message: string;
+}
+
+/** Template variables (CONTRACT.md); every value a string, as they end up inside YAML/JSON strings. */
+export interface TemplateVars {
+  mac: string;
+  hostname: string;
+  ip: string;
+  profile: string;
+  base_url: string;
+  ignition_url: string;
+  events_url: string;
+  vars: Record<string, string | number | boolean>;
+}
+
+const TOP_LEVEL_VARIABLES = new Set([
+  'mac',
+  'hostname',
+  'ip',
+  'profile',
+  'base_url',
+  'ignition_url',
+  'events_url',
+]);
+const PLACEHOLDER = /\{\{\s*([^{}]*?)\s*\}\}/g;
+
+/**
+ * A template file parsed once: the YAML document (kept for line/column lookups) and its data.
+ * JSON is YAML, so Ignition JSON templates take the same path as Butane.
+ */
+export interface ParsedTemplate {
+  file: string;
+  text: string;
+  document: Document;
+  lineCounter: LineCounter;
+  data: unknown;
+  /** YAML syntax errors and unknown `{{...}}` names; a template with problems is never rendered. */
+  problems: Problem[];
+}
+
+export function readTemplate(file: string): ParsedTemplate {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+    return parseTemplateWithProblem(file, `cannot read template (${reason})`);
+  }
+  return parseTemplate(file, text);
+}
+
+function parseTemplateWithProblem(file: string, message: string): ParsedTemplate {
+  const parsed = parseTemplate(file, '');
+  parsed.problems.push({ file, line: 1, col: 1, message });
+  return parsed;
+}
+
+export function parseTemplate(file: string, text: string): ParsedTemplate {
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, keepSourceTokens: true, prettyErrors: false });
+  const problems: Problem[] = document.errors.map((error) => {
+    const position = lineCounter.linePos(error.pos[0]);
+    return { file, line: position.line, col: position.col, message: error.message.split('\n')[0] ?? '' };
+  });
+  const parsed: ParsedTemplate = { file, text, document, lineCounter, data: undefined, problems };
+  if (problems.length > 0) return parsed;
+  readOctalModes(document);
+  parsed.data = document.toJS();
+  checkPlaceholderNames(parsed);
+  return parsed;
+}
+
+/**
+ * Butane is read by go-yaml, which takes `mode: 0644` as octal (YAML 1.1); YAML 1.2 says decimal 644.
+ * Operators copy Butane examples, so follow Butane.
+ */
+function readOctalModes(document: Document): void {
+  visit(document, {
+    Scalar(_key, node) {
+      const source = node.srcToken && 'source' in node.srcToken ? node.srcToken.source : undefined;
+      if (node.type === 'PLAIN' && typeof source === 'string' && /^0[0-7]+$/.test(source)) {
+        node.value = Number.parseInt(source, 8);
+      }
+    },
+  });
+}
+
+function checkPlaceholderNames(parsed: ParsedTemplate): void {
+  visit(parsed.document, {
+    Scalar(key, node) {
+      if (key === 'key' || typeof node.value !== 'string' || !node.range) return;
+      for (const match of node.value.matchAll(PLACEHOLDER)) {
+        const name = match[1] ?? '';
+        if (isKnownVariableName(name)) continue;
+        const inSource = parsed.text.indexOf(match[0], node.range[0]);
+        const offset = inSource >= 0 && inSource < node.range[1] ? inSource : node.range[0];
+        parsed.problems.push({
+          ...positionAt(parsed, offset),
+          message: `unknown template variable {{${name}}}; known: ${[...TOP_LEVEL_VARIABLES].join(', ')}, vars.NAME`,
+        });
+      }
+    },
+  });
+}
+
+function isKnownVariableName(name: string): boolean {
+  return TOP_LEVEL_VARIABLES.has(name) || /^vars\.[A-Za-z0-9_-]+$/.test(name);
+}
+
+function positionAt(parsed: ParsedTemplate, offset: number): Problem {
+  const position = parsed.lineCounter.linePos(offset);
+  return { file: parsed.file, line: position.line, col: position.col, message: '' };
+}
+
+/**
+ * The template's data with every `{{...}}` in string values replaced. Substituting after parsing
+ * means a value can never change the YAML structure (a hostname or var with `: ` or a newline stays
+ * one string). A `{{vars.NAME}}` the machine does not define is an error at its path.
+ */
+export function substitute(data: unknown, vars: TemplateVars): { value: unknown; errors: PathError[] } {
+  const errors: PathError[] = [];
+  const walk = (value: unknown, path: NodePath): unknown => {
+    if (typeof value === 'string') return substituteString(value, vars, path, errors);
+    if (Array.isArray(value)) return value.map((item, index) => walk(item, [...path, index]));
+    if (value !== null && typeof value === 'object') {
+      return Object.fromEntries(
+        Object.entries(value).map(([key, item]) => [key, walk(item, [...path, key])]),
+      );
+    }
+    return value;
+  };
+  return { value: walk(data, []), errors };
+}
+
+/** Substitutes in one string (kernel `args` use this too). */
+export function substituteString(
+  text: string,
+  vars: TemplateVars,
+  path: NodePath,
+  errors: PathError[],
+): string {
+  if (!text.includes('{{')) return text;
+  return text.replace(PLACEHOLDER, (whole, name: string) => {
+    if (name.startsWith('vars.')) {
+      const value = vars.vars[name.slice(5)];
+      if (value !== undefined) return String(value);
+      errors.push({
+        path,
+        message: `{{${name}}} is not set for machine ${vars.mac} (add it under the machine's vars)`,
+      });
+      return whole;
+    }
+    if (TOP_LEVEL_VARIABLES.has(name)) return vars[name as Exclude<keyof TemplateVars, 'vars'>];
+    errors.push({ path, message: `unknown template variable {{${name}}}` });
+    return whole;
+  });
+}
+
+/**
+ * FILE:LINE:COL of a data path, falling back to the closest enclosing node that exists in the source
+ * (entries generated by the translator have no line of their own).
+ */
+export function problemAt(parsed: ParsedTemplate, path: NodePath, message: string): Problem {
+  for (let length = path.length; length >= 0; length--) {
+    const node = parsed.document.getIn(path.slice(0, length), true);
+    const range = (node as { range?: [number, number, number] | null } | undefined)?.range;
+    if (range) return { ...positionAt(parsed, range[0]), message };
+    if (length > 0 && typeof path[length - 1] === 'string') {
+      // A key whose value is missing or null still has a position: the key itself.
+      const parent = parsed.document.getIn(path.slice(0, length - 1), true) as
+        | { items?: { key?: { value?: unknown; range?: [number, number, number] } }[] }
+        | undefined;
+      const pair = parent?.items?.find((item) => item.key?.value === path[length - 1]);
+      if (pair?.key?.range) return { ...positionAt(parsed, pair.key.range[0]), message };
+    }
+  }
+  return { file: parsed.file, line: 1, col: 1, message };
+}

@@ -1,0 +1,50 @@
+import type { MachineAssignment } from '../boot-plan.js';
+import type { Mac } from '../inventory/mac.js';
+import type { Config, MachineConfig } from '../inventory/schema.js';
+import type { TemplateVars } from './template.js';
+
+/** `http://<server.address>:<http.port>`: the host in every URL handed to machines (common brief). */
+export function baseUrlOf(config: Config): string {
+  return `http://${config.server.address}:${config.server.http.port}`;
+}
+
+/** The MAC as it appears in URLs: iPXE's `${mac:hexhyp}` spelling, safe in paths and kernel command lines. */
+export function macInUrl(mac: Mac): string {
+  return mac.replaceAll(':', '-');
+}
+
+export function ignitionUrl(baseUrl: string, mac: Mac, token: string): string {
+  return `${baseUrl}/ignition/${macInUrl(mac)}.ign?token=${token}`;
+}
+
+/** CONTRACT.md's `POST /api/v1/machines/{mac}/events`, with the machine's token. */
+export function eventsUrl(baseUrl: string, mac: Mac, token: string): string {
+  return `${baseUrl}/api/v1/machines/${macInUrl(mac)}/events?token=${token}`;
+}
+
+const machineIndexes = new WeakMap<Config, Map<Mac, MachineConfig>>();
+
+/** The machine's entry in `machines`, indexed once per config snapshot (snapshots are replaced whole). */
+export function machineEntry(config: Config, mac: Mac): MachineConfig | undefined {
+  let index = machineIndexes.get(config);
+  if (!index) {
+    index = new Map(config.machines.map((machine) => [machine.mac, machine]));
+    machineIndexes.set(config, index);
+  }
+  return index.get(mac);
+}
+
+/** Template variables of one machine (CONTRACT.md); `token` is its credential from MachineSecrets. */
+export function machineVars(config: Config, assignment: MachineAssignment, token: string): TemplateVars {
+  const baseUrl = baseUrlOf(config);
+  return {
+    mac: assignment.mac,
+    hostname: assignment.hostname ?? '',
+    ip: assignment.ip ?? '',
+    profile: assignment.profile,
+    base_url: baseUrl,
+    ignition_url: ignitionUrl(baseUrl, assignment.mac, token),
+    events_url: eventsUrl(baseUrl, assignment.mac, token),
+    vars: machineEntry(config, assignment.mac)?.vars ?? {},
+  };
+}
