@@ -1,0 +1,611 @@
+import t from 'tap';
+import type { Mac } from '../src/boot-plan.js';
+import { ipToNumber } from '../src/dhcp/address.js';
+import { type DecideContext, decide, type Outcome } from '../src/dhcp/decide.js';
+import { LeaseTable } from '../src/dhcp/leases.js';
+import { Option, readAddress, readText, readUint32 } from '../src/dhcp/options.js';
+import { BROADCAST_FLAG, type DhcpPacket, decodeDhcpRequest } from '../src/dhcp/packet.js';
+import { settingsFor } from '../src/dhcp/settings.js';
+import type { Config } from '../src/inventory/schema.js';
+import {
+  FIRMWARE,
+  INSTALLED_MAC,
+  LISTED_MAC,
+  loadTestConfig,
+  type RequestSpec,
+  requestBytes,
+  testDecision,
+  UNLISTED_MAC,
+} from './dhcp/fixtures.js';
+
+const SERVER = '10.77.5.1';
+const BASE = `http://${SERVER}:8080`;
+const NOW = Date.UTC(2026, 10, 25, 12);
+
+const configs = {
+  authoritative: await loadTestConfig({ subnet: 5, mode: 'authoritative', state: '/nonexistent/state' }),
+  proxy: await loadTestConfig({ subnet: 5, mode: 'proxy', state: '/nonexistent/state' }),
+  proxyDirect: await loadTestConfig({
+    subnet: 5,
+    mode: 'proxy',
+    state: '/nonexistent/state',
+    uefiProxyStyle: 'direct',
+  }),
+  unknownBooted: await loadTestConfig({
+    subnet: 5,
+    mode: 'authoritative',
+    state: '/nonexistent/state',
+    unknownMachines: 'coreos',
+  }),
+};
+
+interface Scenario {
+  config: Config;
+  leases?: LeaseTable;
+  port?: DecideContext['port'];
+  now?: number;
+  assets?: string[];
+}
+
+/** Encodes the request to bytes and decodes it again, as the shell does, then decides. */
+function decideFor(spec: RequestSpec, scenario: Scenario): Outcome {
+  const decoded = decodeDhcpRequest(requestBytes(spec));
+  if (!decoded.ok) throw new Error(decoded.reason);
+  const leases = scenario.leases ?? new LeaseTable();
+  const outcome = decide(decoded.packet, {
+    settings: settingsFor(scenario.config),
+    decision: testDecision(() => scenario.config),
+    leases,
+    now: scenario.now ?? NOW,
+    port: scenario.port ?? 'dhcp',
+    assetExists: (path) => (scenario.assets ?? []).includes(path),
+  });
+  if (outcome.leaseChange) leases.apply(outcome.leaseChange);
+  return outcome;
+}
+
+function replyOf(outcome: Outcome): DhcpPacket & { decision: string; destination: unknown } {
+  if (outcome.kind !== 'reply') throw new Error(`expected a reply, got silence: ${outcome.reason}`);
+  return Object.assign(outcome.reply, { decision: outcome.decision, destination: outcome.destination });
+}
+
+const bootFileOf = (reply: DhcpPacket) => reply.file;
+
+interface BootCase {
+  name: string;
+  options: (mac: Mac) => Map<number, Buffer>;
+  file: string;
+  firmware: string;
+  arch: string;
+  vendorEcho?: string;
+}
+
+const BOOT_CASES: BootCase[] = [
+  {
+    name: 'BIOS PXE (arch 0)',
+    options: FIRMWARE.biosPxe,
+    file: 'undionly.kpxe',
+    firmware: 'bios-pxe',
+    arch: 'x86_64',
+  },
+  {
+    name: 'UEFI x64 (arch 7)',
+    options: () => FIRMWARE.uefiPxe(7),
+    file: 'ipxe.efi',
+    firmware: 'uefi-pxe',
+    arch: 'x86_64',
+  },
+  {
+    name: 'UEFI x64 (arch 9)',
+    options: () => FIRMWARE.uefiPxe(9),
+    file: 'ipxe.efi',
+    firmware: 'uefi-pxe',
+    arch: 'x86_64',
+  },
+  {
+    name: 'UEFI arm64 (arch 11)',
+    options: () => FIRMWARE.uefiPxe(11),
+    file: 'arm64-efi/ipxe.efi',
+    firmware: 'uefi-pxe',
+    arch: 'aarch64',
+  },
+  {
+    name: 'UEFI HTTP Boot (arch 16)',
+    options: () => FIRMWARE.uefiHttp(16),
+    file: `${BASE}/assets/ipxe.efi`,
+    firmware: 'uefi-http',
+    arch: 'x86_64',
+    vendorEcho: 'HTTPClient',
+  },
+  {
+    name: 'iPXE ROM on BIOS',
+    options: FIRMWARE.biosIpxeRom,
+    file: `${BASE}/boot.ipxe`,
+    firmware: 'ipxe',
+    arch: 'x86_64',
+  },
+  {
+    name: 'iPXE after EDK2',
+    options: FIRMWARE.ipxeEfi,
+    file: `${BASE}/boot.ipxe`,
+    firmware: 'ipxe',
+    arch: 'x86_64',
+  },
+];
+
+t.test('authoritative mode: each firmware gets its boot file, next-server and an address', async (t) => {
+  for (const boot of BOOT_CASES) {
+    const leases = new LeaseTable();
+    const scenario = { config: configs.authoritative, leases, assets: ['arm64-efi/ipxe.efi'] };
+    const offer = replyOf(
+      decideFor({ type: 'discover', mac: LISTED_MAC, options: boot.options(LISTED_MAC) }, scenario),
+    );
+    t.equal(offer.decision, 'offer', `${boot.name}: offer`);
+    t.equal(offer.yiaddr, '10.77.5.21', `${boot.name}: the reserved address`);
+    t.equal(offer.siaddr, SERVER, `${boot.name}: next-server`);
+    t.equal(bootFileOf(offer), boot.file, `${boot.name}: boot file`);
+    t.equal(readAddress(offer.options, Option.serverIdentifier), SERVER);
+    t.equal(readAddress(offer.options, Option.subnetMask), '255.255.255.0');
+    t.equal(readAddress(offer.options, Option.router), SERVER);
+    t.equal(readUint32(offer.options, Option.leaseTime), 3600);
+    t.equal(readUint32(offer.options, Option.renewalTime), 1800);
+    t.equal(readUint32(offer.options, Option.rebindingTime), 3150);
+    t.equal(readText(offer.options, Option.hostName), 'node1');
+    t.equal(readText(offer.options, Option.domainName), 'lab.test');
+    t.equal(readText(offer.options, Option.vendorClass), boot.vendorEcho, `${boot.name}: option 60 echo`);
+    if (boot.firmware === 'ipxe') {
+      // 175 → sub-option 176 (no-pxedhcp) = 1, END
+      t.same(
+        [...(offer.options.get(Option.ipxeEncapsulated) ?? [])],
+        [176, 1, 1, 255],
+        'iPXE told not to wait',
+      );
+    } else {
+      t.notOk(offer.options.has(Option.ipxeEncapsulated));
+    }
+    const ack = replyOf(
+      decideFor(
+        {
+          type: 'request',
+          mac: LISTED_MAC,
+          options: boot.options(LISTED_MAC),
+          requested: offer.yiaddr,
+          serverId: SERVER,
+        },
+        scenario,
+      ),
+    );
+    t.equal(ack.decision, 'ack', `${boot.name}: ack`);
+    t.equal(bootFileOf(ack), boot.file);
+    t.equal(ack.yiaddr, '10.77.5.21');
+    const event = decideFor(
+      { type: 'discover', mac: LISTED_MAC, options: boot.options(LISTED_MAC) },
+      scenario,
+    ).events[0];
+    t.match(
+      event?.detail,
+      { firmware: boot.firmware, arch: boot.arch, bootFile: boot.file },
+      `${boot.name}: event`,
+    );
+  }
+});
+
+t.test('proxy mode: boot info only, no address, broadcast, PXEClient identity and GUID echo', async (t) => {
+  for (const boot of BOOT_CASES) {
+    const scenario = { config: configs.proxy, assets: ['arm64-efi/ipxe.efi'] };
+    const spec: RequestSpec = {
+      type: 'discover',
+      mac: LISTED_MAC,
+      options: boot.options(LISTED_MAC),
+      broadcast: false,
+    };
+    const offer = replyOf(decideFor(spec, scenario));
+    t.equal(offer.yiaddr, '0.0.0.0', `${boot.name}: no address`);
+    t.notOk(offer.options.has(Option.leaseTime), `${boot.name}: no lease time`);
+    t.notOk(offer.options.has(Option.subnetMask));
+    t.notOk(offer.options.has(Option.router));
+    t.equal(offer.flags & BROADCAST_FLAG, BROADCAST_FLAG, 'broadcast flag set');
+    t.same(offer.destination, { kind: 'broadcast' });
+    t.equal(offer.siaddr, SERVER);
+    t.equal(readAddress(offer.options, Option.serverIdentifier), SERVER);
+    t.equal(readText(offer.options, Option.vendorClass), boot.vendorEcho ?? 'PXEClient');
+    t.same(offer.options.get(Option.clientMachineId), boot.options(LISTED_MAC).get(Option.clientMachineId));
+    t.notOk(offer.options.has(Option.ipxeEncapsulated), 'no no-pxedhcp: we are the proxy');
+    const expectedFile = boot.firmware === 'uefi-pxe' ? '' : boot.file;
+    t.equal(bootFileOf(offer), expectedFile, `${boot.name}: file in the offer`);
+    const bypass = offer.options.get(Option.vendorSpecific);
+    if (boot.firmware === 'bios-pxe')
+      t.same([...(bypass ?? [])], [6, 1, 8, 255], 'BIOS: option 43 discovery bypass');
+    else t.notOk(bypass, `${boot.name}: no option 43`);
+  }
+});
+
+t.test(
+  'proxy mode, boot-server style: UEFI asks on port 4011 and gets the file in a unicast ACK',
+  async (t) => {
+    for (const arch of [7, 9, 11]) {
+      const scenario = {
+        config: configs.proxy,
+        assets: ['arm64-efi/ipxe.efi'],
+        port: 'boot-server' as const,
+      };
+      const request: RequestSpec = {
+        type: 'request',
+        mac: LISTED_MAC,
+        options: FIRMWARE.uefiPxe(arch),
+        ciaddr: '10.77.5.150',
+        serverId: SERVER,
+        broadcast: false,
+      };
+      const ack = replyOf(decideFor(request, scenario));
+      t.equal(ack.decision, 'ack');
+      t.same(ack.destination, { kind: 'sender' });
+      t.equal(ack.yiaddr, '0.0.0.0');
+      t.equal(ack.ciaddr, '10.77.5.150');
+      t.equal(ack.siaddr, SERVER);
+      t.equal(ack.file, arch === 11 ? 'arm64-efi/ipxe.efi' : 'ipxe.efi');
+      t.equal(readText(ack.options, Option.vendorClass), 'PXEClient');
+      t.ok(ack.options.has(Option.clientMachineId));
+    }
+  },
+);
+
+t.test(
+  'proxy mode, direct style: UEFI gets file, siaddr and the option 43 bypass in the offer',
+  async (t) => {
+    const offer = replyOf(
+      decideFor(
+        { type: 'discover', mac: LISTED_MAC, options: FIRMWARE.uefiPxe(7) },
+        { config: configs.proxyDirect },
+      ),
+    );
+    t.equal(offer.file, 'ipxe.efi');
+    t.equal(offer.siaddr, SERVER);
+    t.same([...(offer.options.get(Option.vendorSpecific) ?? [])], [6, 1, 8, 255]);
+  },
+);
+
+t.test('proxy mode stays out of the LAN server’s business', async (t) => {
+  const scenario = { config: configs.proxy };
+  const linux = decideFor(
+    { type: 'discover', mac: LISTED_MAC, options: FIRMWARE.linux(LISTED_MAC) },
+    scenario,
+  );
+  t.match(linux, { kind: 'silent', reason: 'not-boot-client', events: [] });
+  const pxeRequest = decideFor(
+    {
+      type: 'request',
+      mac: LISTED_MAC,
+      options: FIRMWARE.uefiPxe(7),
+      requested: '10.77.5.150',
+      serverId: '10.77.5.254',
+    },
+    scenario,
+  );
+  t.match(pxeRequest, { kind: 'silent', reason: 'not-for-proxy' });
+});
+
+t.test('the chain cannot loop: iPXE never gets an iPXE binary, for any arch and either marker', async (t) => {
+  let checked = 0;
+  for (const config of [configs.authoritative, configs.proxy, configs.proxyDirect]) {
+    for (let arch = 0; arch <= 41; arch += 1) {
+      for (const marker of ['user-class', 'option-175', 'rfc3004-user-class']) {
+        const options = FIRMWARE.uefiPxe(arch);
+        if (marker === 'user-class') options.set(Option.userClass, Buffer.from('iPXE'));
+        if (marker === 'option-175') options.set(Option.ipxeEncapsulated, Buffer.from([0x13, 1, 1]));
+        if (marker === 'rfc3004-user-class') options.set(Option.userClass, Buffer.from('\x04iPXE', 'latin1'));
+        const offer = replyOf(
+          decideFor(
+            { type: 'discover', mac: LISTED_MAC, options },
+            { config, assets: ['arm64-efi/ipxe.efi'] },
+          ),
+        );
+        t.equal(offer.file, `${BASE}/boot.ipxe`, `arch ${arch} ${marker}`);
+        checked += 1;
+      }
+    }
+  }
+  // And the step before: what firmware gets is always an iPXE binary, which then identifies as iPXE.
+  const first = replyOf(
+    decideFor(
+      { type: 'discover', mac: LISTED_MAC, options: FIRMWARE.biosPxe() },
+      { config: configs.authoritative },
+    ),
+  );
+  t.equal(first.file, 'undionly.kpxe');
+  t.equal(checked, 3 * 42 * 3);
+});
+
+t.test('unknown machines follow unknown_machines; installed machines still get their answer', async (t) => {
+  const proxyUnknown = decideFor(
+    { type: 'discover', mac: UNLISTED_MAC, options: FIRMWARE.uefiPxe(7) },
+    { config: configs.proxy },
+  );
+  t.match(proxyUnknown, { kind: 'silent', reason: 'unknown-machine' });
+  t.match(proxyUnknown.events[0], {
+    type: 'dhcp-ignored',
+    mac: UNLISTED_MAC,
+    detail: { reason: 'unknown-machine', arch: 'x86_64' },
+  });
+
+  const authoritativeUnknown = replyOf(
+    decideFor(
+      { type: 'discover', mac: UNLISTED_MAC, options: FIRMWARE.uefiPxe(7) },
+      { config: configs.authoritative },
+    ),
+  );
+  t.equal(authoritativeUnknown.file, '', 'an address but no boot file');
+  t.ok(authoritativeUnknown.yiaddr.startsWith('10.77.5.'));
+
+  const booted = replyOf(
+    decideFor(
+      { type: 'discover', mac: UNLISTED_MAC, options: FIRMWARE.uefiPxe(7) },
+      { config: configs.unknownBooted },
+    ),
+  );
+  t.equal(booted.file, 'ipxe.efi', 'unknown_machines: coreos boots unknown MACs');
+
+  const installed = replyOf(
+    decideFor(
+      { type: 'discover', mac: INSTALLED_MAC, options: FIRMWARE.ipxeEfi(INSTALLED_MAC) },
+      { config: configs.proxy },
+    ),
+  );
+  t.equal(installed.file, `${BASE}/boot.ipxe`, 'the script, not silence, sends it to its disk');
+});
+
+t.test(
+  'arm64 without its binary under assets, and unsupported arches, are not answered with a file',
+  async (t) => {
+    const missing = decideFor(
+      { type: 'discover', mac: LISTED_MAC, options: FIRMWARE.uefiPxe(11) },
+      { config: configs.proxy },
+    );
+    t.match(missing, { kind: 'silent', reason: 'arm64-binary-missing' });
+    const ia32 = decideFor(
+      { type: 'discover', mac: LISTED_MAC, options: FIRMWARE.uefiPxe(6) },
+      { config: configs.proxy },
+    );
+    t.match(ia32, { kind: 'silent', reason: 'unsupported-arch' });
+    const http = decideFor(
+      { type: 'discover', mac: LISTED_MAC, options: FIRMWARE.uefiHttp(19) },
+      { config: configs.proxy, assets: ['arm64-efi/ipxe.efi'] },
+    );
+    t.equal(replyOf(http).file, `${BASE}/assets/arm64-efi/ipxe.efi`);
+  },
+);
+
+t.test('RFC 2131 client states in authoritative mode', async (t) => {
+  const config = configs.authoritative;
+  const mac = '52:54:00:10:00:01' as Mac;
+  const options = FIRMWARE.linux(mac);
+  const leases = new LeaseTable();
+  const scenario = { config, leases };
+
+  const offer = replyOf(decideFor({ type: 'discover', mac, options }, scenario));
+  t.equal(offer.yiaddr, '10.77.5.100', 'first pool address');
+  t.same(offer.options.get(Option.clientIdentifier), options.get(Option.clientIdentifier), 'RFC 6842 echo');
+  t.notOk(offer.options.has(Option.requestedAddress));
+  t.notOk(offer.options.has(Option.parameterRequestList));
+
+  t.test('the offered address is held for the client', async (t) => {
+    const other = replyOf(decideFor({ type: 'discover', mac: '52:54:00:10:00:02' as Mac }, scenario));
+    t.not(other.yiaddr, offer.yiaddr);
+  });
+
+  t.test('SELECTING another server: silent, our offer freed', async (t) => {
+    const table = new LeaseTable();
+    const held = replyOf(decideFor({ type: 'discover', mac, options }, { config, leases: table }));
+    const chose = decideFor(
+      { type: 'request', mac, options, requested: '10.77.5.250', serverId: '10.77.5.254' },
+      { config, leases: table },
+    );
+    t.match(chose, { kind: 'silent', reason: 'other-server' });
+    t.equal(table.leaseOf(mac)?.state, 'free');
+    t.ok(table.isAvailable(ipToNumber(held.yiaddr), '52:54:00:77:77:77' as Mac, new Map(), NOW));
+  });
+
+  const ack = replyOf(
+    decideFor({ type: 'request', mac, options, requested: offer.yiaddr, serverId: SERVER }, scenario),
+  );
+  t.equal(ack.decision, 'ack');
+  t.equal(ack.yiaddr, offer.yiaddr);
+  t.same(ack.destination, { kind: 'broadcast' });
+  t.equal(leases.leaseOf(mac)?.state, 'bound');
+
+  t.test('SELECTING an address we did not offer: NAK', async (t) => {
+    const wrong = replyOf(
+      decideFor({ type: 'request', mac, options, requested: '10.77.5.22', serverId: SERVER }, scenario),
+    );
+    t.equal(wrong.decision, 'nak');
+    t.equal(wrong.yiaddr, '0.0.0.0');
+    t.notOk(wrong.options.has(Option.leaseTime), 'no lease time in a NAK');
+    t.same(wrong.destination, { kind: 'broadcast' });
+    // the failed attempt does not steal the binding
+    t.equal(leases.leaseOf(mac)?.ip, ipToNumber(offer.yiaddr));
+  });
+
+  t.test('INIT-REBOOT', async (t) => {
+    const again = replyOf(decideFor({ type: 'request', mac, options, requested: offer.yiaddr }, scenario));
+    t.equal(again.decision, 'ack', 'own address: ACK');
+    const wrongNet = replyOf(
+      decideFor({ type: 'request', mac, options, requested: '192.168.1.5' }, scenario),
+    );
+    t.equal(wrongNet.decision, 'nak', 'other network: NAK');
+    const notYours = replyOf(
+      decideFor({ type: 'request', mac, options, requested: '10.77.5.150' }, scenario),
+    );
+    t.equal(notYours.decision, 'nak', 'not its address: NAK');
+    const stranger = decideFor(
+      { type: 'request', mac: '52:54:00:10:00:09' as Mac, requested: '10.77.5.150' },
+      scenario,
+    );
+    t.match(stranger, { kind: 'silent', reason: 'no-binding' }, 'no record: silence');
+  });
+
+  t.test('RENEWING (unicast) and REBINDING (broadcast) extend the lease; ACK goes to ciaddr', async (t) => {
+    const later = NOW + 1_800_000;
+    const renew = replyOf(
+      decideFor(
+        { type: 'request', mac, options, ciaddr: offer.yiaddr, broadcast: false },
+        { ...scenario, now: later },
+      ),
+    );
+    t.equal(renew.decision, 'ack');
+    t.equal(renew.ciaddr, offer.yiaddr);
+    t.same(renew.destination, { kind: 'client', address: offer.yiaddr });
+    t.equal(leases.leaseOf(mac)?.expiresAt, later + 3_600_000);
+    const rebind = replyOf(
+      decideFor({ type: 'request', mac, options, ciaddr: offer.yiaddr }, { ...scenario, now: later }),
+    );
+    t.equal(rebind.decision, 'ack');
+    const thief = replyOf(
+      decideFor(
+        { type: 'request', mac: '52:54:00:10:00:08' as Mac, ciaddr: offer.yiaddr },
+        { ...scenario, now: later },
+      ),
+    );
+    t.equal(thief.decision, 'nak', 'renewing an address someone else holds: NAK');
+  });
+
+  t.test('INFORM: configuration only, to ciaddr', async (t) => {
+    const inform = replyOf(
+      decideFor({ type: 'inform', mac, options, ciaddr: '10.77.5.50', broadcast: false }, scenario),
+    );
+    t.equal(inform.decision, 'ack');
+    t.equal(inform.yiaddr, '0.0.0.0');
+    t.notOk(inform.options.has(Option.leaseTime));
+    t.equal(readAddress(inform.options, Option.router), SERVER);
+    t.same(inform.destination, { kind: 'client', address: '10.77.5.50' });
+  });
+
+  t.test('DECLINE takes the address out of the pool', async (t) => {
+    const table = new LeaseTable();
+    const held = replyOf(decideFor({ type: 'discover', mac, options }, { config, leases: table }));
+    decideFor(
+      { type: 'request', mac, options, requested: held.yiaddr, serverId: SERVER },
+      { config, leases: table },
+    );
+    const declined = decideFor(
+      { type: 'decline', mac, options, requested: held.yiaddr, serverId: SERVER },
+      { config, leases: table },
+    );
+    t.match(declined, { kind: 'silent', reason: 'declined', events: [{ type: 'dhcp-decline' }] });
+    const next = replyOf(decideFor({ type: 'discover', mac, options }, { config, leases: table }));
+    t.not(next.yiaddr, held.yiaddr);
+  });
+
+  t.test('RELEASE frees the address; the client gets it back first later', async (t) => {
+    const released = decideFor(
+      { type: 'release', mac, options, ciaddr: offer.yiaddr, serverId: SERVER },
+      scenario,
+    );
+    t.match(released, { kind: 'silent', reason: 'released', events: [{ type: 'dhcp-release' }] });
+    t.equal(leases.leaseOf(mac)?.state, 'free');
+    const back = replyOf(decideFor({ type: 'discover', mac, options }, scenario));
+    t.equal(back.yiaddr, offer.yiaddr);
+  });
+});
+
+t.test('reservations: never handed to another MAC; the owner is NAKed off other addresses', async (t) => {
+  const leases = new LeaseTable();
+  const stranger = '52:54:00:20:00:01' as Mac;
+  const stolen = replyOf(
+    decideFor(
+      { type: 'request', mac: stranger, ciaddr: '10.77.5.21' },
+      { config: configs.authoritative, leases },
+    ),
+  );
+  t.equal(stolen.decision, 'nak');
+  const strangerOffer = replyOf(
+    decideFor(
+      { type: 'discover', mac: stranger, requested: '10.77.5.21' },
+      { config: configs.authoritative, leases },
+    ),
+  );
+  t.not(strangerOffer.yiaddr, '10.77.5.21');
+  const owner = replyOf(
+    decideFor(
+      { type: 'request', mac: LISTED_MAC, requested: '10.77.5.120', serverId: SERVER },
+      { config: configs.authoritative, leases },
+    ),
+  );
+  t.equal(owner.decision, 'nak');
+});
+
+t.test('relay: giaddr picks the pool and the reply goes to giaddr:67', async (t) => {
+  const leases = new LeaseTable();
+  const mac = '52:54:00:30:00:01' as Mac;
+  const offer = replyOf(
+    decideFor(
+      { type: 'discover', mac, options: FIRMWARE.biosPxe(), giaddr: '10.77.6.1', broadcast: false },
+      { config: configs.authoritative, leases },
+    ),
+  );
+  t.equal(offer.yiaddr, '10.77.6.10', 'from the relay subnet');
+  t.equal(offer.giaddr, '10.77.6.1');
+  t.same(offer.destination, { kind: 'relay', address: '10.77.6.1' });
+  t.equal(readUint32(offer.options, Option.leaseTime), 1800, 'the relay subnet’s lease time');
+  t.equal(readAddress(offer.options, Option.router), '10.77.6.1');
+  t.equal(offer.file, '');
+  const unknownRelay = decideFor(
+    { type: 'discover', mac, giaddr: '10.99.0.1' },
+    { config: configs.authoritative, leases },
+  );
+  t.match(unknownRelay, { kind: 'silent', reason: 'no-subnet' });
+  const nak = replyOf(
+    decideFor(
+      { type: 'request', mac, requested: '10.77.5.150', giaddr: '10.77.6.1' },
+      { config: configs.authoritative, leases },
+    ),
+  );
+  t.equal(nak.decision, 'nak');
+  t.same(nak.destination, { kind: 'relay', address: '10.77.6.1' });
+});
+
+t.test('the pool runs out: silence and an event, no duplicate address', async (t) => {
+  const small = await loadTestConfig({
+    subnet: 5,
+    mode: 'authoritative',
+    state: '/nonexistent',
+    poolEnd: 103,
+  });
+  const leases = new LeaseTable();
+  const given = new Set<string>();
+  for (let index = 0; index < 4; index += 1) {
+    const mac = `52:54:00:40:00:0${index}` as Mac;
+    const offer = replyOf(decideFor({ type: 'discover', mac }, { config: small, leases }));
+    given.add(offer.yiaddr);
+    replyOf(
+      decideFor(
+        { type: 'request', mac, requested: offer.yiaddr, serverId: SERVER },
+        { config: small, leases },
+      ),
+    );
+  }
+  t.equal(given.size, 4);
+  const fifth = decideFor({ type: 'discover', mac: '52:54:00:40:00:09' as Mac }, { config: small, leases });
+  t.match(fifth, { kind: 'silent', reason: 'pool-exhausted', events: [{ type: 'dhcp-ignored' }] });
+  const afterExpiry = replyOf(
+    decideFor(
+      { type: 'discover', mac: '52:54:00:40:00:09' as Mac },
+      { config: small, leases, now: NOW + 3_600_001 },
+    ),
+  );
+  t.ok(given.has(afterExpiry.yiaddr), 'an expired lease is reused');
+});
+
+t.test('non-Ethernet hardware is declined by the core', async (t) => {
+  const decoded = decodeDhcpRequest(requestBytes({ type: 'discover', mac: LISTED_MAC }));
+  if (!decoded.ok) throw new Error(decoded.reason);
+  decoded.packet.htype = 32;
+  const outcome = decide(decoded.packet, {
+    settings: settingsFor(configs.authoritative),
+    decision: testDecision(() => configs.authoritative),
+    leases: new LeaseTable(),
+    now: NOW,
+    port: 'dhcp',
+    assetExists: () => false,
+  });
+  t.match(outcome, { kind: 'silent', reason: 'unsupported-hardware' });
+});
