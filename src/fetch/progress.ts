@@ -77,7 +77,7 @@ export function progressLine(
   if (!total) return `${label}  ${amounts}`.slice(0, columns - 1);
   const fraction = Math.min(bytes / total, 1);
   const percent = `${Math.floor(fraction * 100)}%`.padStart(4);
-  const barWidth = Math.max(columns - label.length - amounts.length - percent.length - 8, 0);
+  const barWidth = Math.max(columns - label.length - amounts.length - percent.length - 7, 0);
   const filled = Math.round(fraction * barWidth);
   const bar = barWidth > 0 ? ` [${'#'.repeat(filled)}${'-'.repeat(barWidth - filled)}]` : '';
   return `${label}${bar} ${percent}  ${amounts}`.slice(0, columns - 1);
