@@ -1,0 +1,37 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+
+/** Runs a command to completion, bounded in time; the error names the command and its stderr. */
+export async function runCommand(
+  command: string,
+  args: readonly string[],
+  options: { timeoutMs?: number; cwd?: string } = {},
+): Promise<string> {
+  try {
+    const { stdout } = await execFileAsync(command, [...args], {
+      timeout: options.timeoutMs ?? 30_000,
+      cwd: options.cwd,
+      maxBuffer: 64 << 20,
+    });
+    return stdout;
+  } catch (error) {
+    const failure = error as { stderr?: string; message: string };
+    throw new Error(`${command} ${args.join(' ')} failed: ${failure.stderr?.trim() || failure.message}`);
+  }
+}
+
+/** Fails with the reason (never skips) when a tool the lab needs is missing. */
+export async function requireLabTools(tools: readonly string[]): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    throw new Error('the lab needs root (network namespaces, tap devices)');
+  }
+  const missing: string[] = [];
+  for (const tool of tools) {
+    await runCommand('sh', ['-c', `command -v ${tool}`]).catch(() => missing.push(tool));
+  }
+  if (missing.length > 0) {
+    throw new Error(`the lab needs ${missing.join(', ')} on PATH (Debian packages in .ci/apt-packages.txt)`);
+  }
+}

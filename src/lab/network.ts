@@ -1,0 +1,245 @@
+import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
+import { runCommand } from './command.js';
+
+/**
+ * The lab's private network: one namespace holding a bridge on 10.77.<subnet>.0/24 with rackboot's
+ * address (.1), a veth port (so the bridge has carrier and an IPv6 link-local address before any
+ * VM starts), and one tap per VM. Nothing routes out of the namespace. Every process started here
+ * runs under coreutils `timeout`, so it ends at its hard limit even if this Node process is killed
+ * before it can clean up; `cleanup()` ends processes by PID and deletes the namespace (which takes
+ * the bridge and taps with it).
+ */
+
+export const LAB_NAMESPACE_PREFIX = 'rblab-';
+export const LAB_BRIDGE = 'rblab0';
+const CARRIER_PORT = 'rblabport0';
+const CARRIER_PEER = 'rblabpeer0';
+const KILL_GRACE_SECONDS = 5;
+
+export interface LabProcessOptions extends SpawnOptions {
+  /** Hard limit after which `timeout` ends the process whatever happens to the harness. */
+  hardLimitSeconds: number;
+}
+
+export interface LabNetwork {
+  namespace: string;
+  subnet: number;
+  /** rackboot's address on the bridge: 10.77.<subnet>.1 */
+  serverAddress: string;
+  /** 10.77.<subnet> */
+  prefix: string;
+  /** Runs a command inside the namespace to completion. */
+  exec(command: string, args: readonly string[], timeoutMs?: number): Promise<string>;
+  /** Starts a long-running process inside the namespace; cleanup() ends it. */
+  spawn(command: string, args: readonly string[], options: LabProcessOptions): ChildProcess;
+  /** Creates a tap device attached to the bridge and returns its name. */
+  addTap(): Promise<string>;
+  /** PIDs of the processes this lab started that are still running. */
+  livePids(): number[];
+  cleanup(): Promise<void>;
+}
+
+const activeLabs = new Set<{ namespace: string; pids: () => number[] }>();
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Last-resort cleanup when the harness process is being torn down (signal, or tap's test timeout):
+ * synchronous, so it finishes before the process dies.
+ */
+function cleanupActiveLabsNow(): void {
+  for (const lab of activeLabs) {
+    let inside: number[] = [];
+    try {
+      inside = parsePids(execFileSync('ip', ['netns', 'pids', lab.namespace], { timeout: 5000 }).toString());
+    } catch {
+      // namespace already gone
+    }
+    killAll([...lab.pids(), ...inside]);
+    try {
+      execFileSync('ip', ['netns', 'del', lab.namespace], { stdio: 'ignore', timeout: 5000 });
+    } catch {
+      // already gone
+    }
+  }
+  activeLabs.clear();
+}
+
+function parsePids(listing: string): number[] {
+  return listing
+    .split('\n')
+    .filter((line) => /^\d+$/.test(line.trim()))
+    .map(Number);
+}
+
+function killAll(pids: readonly number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/**
+ * Every process inside a lab namespace was started by that lab (QEMU, rackboot, radvd, dnsmasq);
+ * the ones a SIGKILLed `timeout` wrapper left behind are found here and ended by PID.
+ */
+async function killNamespaceProcesses(namespace: string): Promise<void> {
+  killAll(parsePids(await runCommand('ip', ['netns', 'pids', namespace]).catch(() => '')));
+}
+
+let exitHooksInstalled = false;
+function installExitHooks(): void {
+  if (exitHooksInstalled) return;
+  exitHooksInstalled = true;
+  process.on('exit', cleanupActiveLabsNow);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = () => {
+      cleanupActiveLabsNow();
+      process.removeListener(signal, onSignal);
+      // Let the default action (or another handler, e.g. the test runner's) end the process.
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    };
+    process.on(signal, onSignal);
+  }
+}
+
+/**
+ * Removes namespaces left by a lab whose process died without cleaning up (SIGKILL): the owner PID
+ * is part of the name, so only namespaces of dead harness processes are touched.
+ */
+export async function removeStaleLabNamespaces(): Promise<string[]> {
+  const listing = await runCommand('ip', ['netns', 'list']);
+  const removed: string[] = [];
+  for (const line of listing.split('\n')) {
+    const name = line.split(' ')[0] ?? '';
+    const owner = new RegExp(`^${LAB_NAMESPACE_PREFIX}(\\d+)-\\d+$`).exec(name)?.[1];
+    if (!owner || isAlive(Number(owner))) continue;
+    await killNamespaceProcesses(name);
+    await runCommand('ip', ['netns', 'del', name]).catch(() => undefined);
+    removed.push(name);
+  }
+  return removed;
+}
+
+export async function createLabNetwork(subnet: number): Promise<LabNetwork> {
+  if (!Number.isInteger(subnet) || subnet < 0 || subnet > 255) throw new Error(`bad lab subnet ${subnet}`);
+  installExitHooks();
+  await removeStaleLabNamespaces();
+  const namespace = `${LAB_NAMESPACE_PREFIX}${process.pid}-${subnet}`;
+  const prefix = `10.77.${subnet}`;
+  const serverAddress = `${prefix}.1`;
+  const children = new Set<ChildProcess>();
+  let tapCount = 0;
+  const livePids = () =>
+    [...children].flatMap((child) =>
+      child.pid !== undefined && child.exitCode === null && child.signalCode === null ? [child.pid] : [],
+    );
+  const registration = { namespace, pids: livePids };
+
+  const exec = (command: string, args: readonly string[], timeoutMs?: number) =>
+    runCommand('ip', ['netns', 'exec', namespace, command, ...args], { timeoutMs });
+  const inNamespace = (...args: string[]) => runCommand('ip', ['-n', namespace, ...args]);
+
+  await runCommand('ip', ['netns', 'add', namespace]);
+  activeLabs.add(registration);
+  try {
+    await inNamespace('link', 'set', 'lo', 'up');
+    // No DAD: the bridge's link-local address is usable at once, so radvd can start immediately.
+    // Forwarding on (inside this namespace only) because radvd refuses to advertise without it.
+    await exec('sysctl', [
+      '-qw',
+      'net.ipv6.conf.default.accept_dad=0',
+      'net.ipv6.conf.all.accept_dad=0',
+      'net.ipv6.conf.all.forwarding=1',
+    ]);
+    await inNamespace(
+      'link',
+      'add',
+      LAB_BRIDGE,
+      'type',
+      'bridge',
+      'forward_delay',
+      '0',
+      'mcast_snooping',
+      '0',
+    );
+    // A veth pair with one end on the bridge (the dummy driver is not in every kernel).
+    await inNamespace('link', 'add', CARRIER_PORT, 'type', 'veth', 'peer', 'name', CARRIER_PEER);
+    await inNamespace('link', 'set', CARRIER_PORT, 'master', LAB_BRIDGE, 'up');
+    await inNamespace('link', 'set', CARRIER_PEER, 'up');
+    await inNamespace('addr', 'add', `${serverAddress}/24`, 'dev', LAB_BRIDGE);
+    await inNamespace('link', 'set', LAB_BRIDGE, 'up');
+  } catch (error) {
+    activeLabs.delete(registration);
+    await runCommand('ip', ['netns', 'del', namespace]).catch(() => undefined);
+    throw error;
+  }
+
+  return {
+    namespace,
+    subnet,
+    serverAddress,
+    prefix,
+    exec,
+    spawn(command, args, options) {
+      const { hardLimitSeconds, ...spawnOptions } = options;
+      const child = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          namespace,
+          'timeout',
+          '-k',
+          String(KILL_GRACE_SECONDS),
+          String(Math.ceil(hardLimitSeconds)),
+          command,
+          ...args,
+        ],
+        { stdio: 'pipe', ...spawnOptions },
+      );
+      children.add(child);
+      child.once('exit', () => children.delete(child));
+      // A failed spawn is reported through 'exit'/'error' to whoever waits on the child.
+      child.on('error', () => children.delete(child));
+      return child;
+    },
+    async addTap() {
+      tapCount += 1;
+      const tap = `rbtap${tapCount}`;
+      await inNamespace('tuntap', 'add', 'dev', tap, 'mode', 'tap');
+      await inNamespace('link', 'set', tap, 'master', LAB_BRIDGE, 'up');
+      return tap;
+    },
+    livePids,
+    async cleanup() {
+      await Promise.all([...children].map((child) => stopChild(child)));
+      await killNamespaceProcesses(namespace);
+      await runCommand('ip', ['netns', 'del', namespace]).catch(() => undefined);
+      activeLabs.delete(registration);
+    },
+  };
+}
+
+/** SIGTERM, then SIGKILL after a grace period; resolves when the process is gone. */
+export function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return resolve();
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
