@@ -109,7 +109,9 @@ async function startMirror(t: Test, arches = ['x86_64', 'aarch64']) {
     }
     const content = file.content;
     if (behaviour.stall.has(path)) {
+      // Headers and a first chunk, then silence: the idle timer must cover the body, not only the headers.
       response.writeHead(200, { 'content-length': content.length });
+      response.write(content.subarray(0, 1000));
       return;
     }
     const range = /^bytes=(\d+)-$/.exec(request.headers.range ?? '');
