@@ -3,7 +3,13 @@ import type { BootDecision, Mac } from '../boot-plan.js';
 import type { MachineSecrets } from '../ignition/tokens.js';
 import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
+import type { Lifecycle } from '../lifecycle/store.js';
 import type { Logger } from '../log.js';
+import { type AdoptMachine, apiRoutes } from './api-routes.js';
+import { bootService } from './boot-service.js';
+import { dashboardRoutes } from './dashboard/routes.js';
+import { eventsStream } from './events-stream.js';
+import { type DhcpCounters, metricsRoutes } from './metrics.js';
 
 /** Everything the HTTP routes need, handed in by rackboot.ts (or a test). */
 export interface AppDeps {
@@ -15,6 +21,12 @@ export interface AppDeps {
   secrets: MachineSecrets;
   /** Authoritative mode: the MAC holding a lease on this IP, to bind Ignition to the machine's address. */
   macForIp?: (ip: string) => Mac | undefined;
+  /** Machine states and history: /api/v1/machines, the SSE stream, the dashboard. */
+  lifecycle: Lifecycle;
+  /** Writes an adopted machine into the config file (rackboot.ts: adoptIntoFile on the current file). */
+  adopt?: AdoptMachine;
+  /** The DHCP server's counters for /metrics; absent when DHCP is off. */
+  dhcpStats?: () => DhcpCounters;
 }
 
 /** The whole HTTP surface as a fastify instance; never listens (rackboot.ts or a test does). */
@@ -24,5 +36,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // Every route logs what matters about the machine itself; per-request lines would drown boot storms.
     disableRequestLogging: true,
   });
+  // First: its request counter hooks the whole app, so it must be in place before the other plugins.
+  await app.register(metricsRoutes, { lifecycle: deps.lifecycle, dhcpStats: deps.dhcpStats });
+  await app.register(apiRoutes, { ...deps, adopt: deps.adopt });
+  await app.register(eventsStream, { lifecycle: deps.lifecycle });
+  await app.register(dashboardRoutes);
   return app;
 }

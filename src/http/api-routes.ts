@@ -1,0 +1,249 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { type Static, Type } from '@sinclair/typebox';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { BootDecision } from '../boot-plan.js';
+import type { MachineSecrets } from '../ignition/tokens.js';
+import type { AdoptRequest, AdoptResult } from '../inventory/adopt.js';
+import { type Mac, parseMac } from '../inventory/mac.js';
+import type { Config } from '../inventory/schema.js';
+import type { MachineEvent } from '../lifecycle/events.js';
+import type { Lifecycle, MachineRecord } from '../lifecycle/store.js';
+import { authorizeMachine, requesterIp } from './machine-auth.js';
+
+/** Adds a machine to the config file; rackboot.ts passes inventory/adopt.ts adoptIntoFile on the current file. */
+export type AdoptMachine = (request: AdoptRequest) => Promise<AdoptResult>;
+
+export interface ApiRoutesOptions {
+  lifecycle: Lifecycle;
+  config: () => Config;
+  decision: BootDecision;
+  /** Checks the per-machine token of `{{events_url}}`. */
+  secrets: MachineSecrets;
+  /** Authoritative mode: binds a machine's token to the address leased to it (see machine-auth.ts). */
+  macForIp?: ((ip: string) => Mac | undefined) | undefined;
+  /** Absent: adoption is not available on this server (503). */
+  adopt?: AdoptMachine | undefined;
+  now?: () => number;
+}
+
+/** Recent events returned with one machine: about a dozen boots' worth. */
+const MACHINE_EVENTS_LIMIT = 300;
+/** Types only the servers or the operator may record; a machine reporting them is refused. */
+const RESERVED_TYPE =
+  /^(dhcp-|tftp-|state-changed$|transition-rejected$|reprovision$|adopt$|ipxe-script$|asset-download$|ignition-fetch$|unknown-machine$)/;
+export const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
+
+const MacParams = Type.Object({ mac: Type.String() });
+type MacParams = Static<typeof MacParams>;
+const MachineReport = Type.Object(
+  {
+    type: Type.String({ pattern: '^[a-z][a-z0-9-]{0,63}$' }),
+    message: Type.Optional(Type.String({ maxLength: 2000 })),
+  },
+  { additionalProperties: false },
+);
+const TokenQuery = Type.Object({ token: Type.Optional(Type.String({ maxLength: 200 })) });
+const AdoptBody = Type.Object(
+  {
+    profile: Type.String({ minLength: 1, maxLength: 200 }),
+    hostname: Type.Optional(
+      Type.String({ pattern: '^[A-Za-z0-9]([A-Za-z0-9-.]*[A-Za-z0-9])?$', maxLength: 253 }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** What the API and the dashboard show for one machine: its record merged with its config entry. */
+export interface MachineView {
+  mac: Mac;
+  hostname: string | null;
+  profile: string | null;
+  /** Listed under `machines` in the config (false: discovered, adopt it to keep it). */
+  listed: boolean;
+  /** null: listed but never seen network-booting. */
+  state: MachineRecord['state'] | null;
+  ip: string | null;
+  updated_at: string | null;
+  state_since: string | null;
+  first_seen_at: string | null;
+  installed_at: string | null;
+  last_event: string | null;
+  arch: string | null;
+  firmware: string | null;
+  vendor: string | null;
+  /** Correlation id of the latest boot. */
+  boot: string | null;
+}
+
+/**
+ * `/api/v1/machines…`: the fleet, one machine with its history, machine reports (authorised by the
+ * machine's own token) and operator actions (authorised by server.api_token).
+ */
+export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, options) => {
+  const { lifecycle, config, decision } = options;
+  const now = options.now ?? Date.now;
+
+  const view = (mac: Mac): MachineView => {
+    const record = lifecycle.machine(mac);
+    const assignment = decision.assignmentFor(mac);
+    return {
+      mac,
+      hostname: assignment?.hostname ?? null,
+      profile: assignment?.profile ?? null,
+      listed: assignment?.listed ?? false,
+      state: record?.state ?? null,
+      ip: record?.ip ?? assignment?.ip ?? null,
+      updated_at: record?.lastEvent.time ?? null,
+      state_since: record?.stateSince ?? null,
+      first_seen_at: record?.firstSeen ?? null,
+      installed_at: record?.installedAt ?? null,
+      last_event: record?.lastEvent.type ?? null,
+      arch: record?.arch ?? null,
+      firmware: record?.firmware ?? null,
+      vendor: record?.vendor ?? null,
+      boot: record?.boot.correlationId ?? null,
+    };
+  };
+  const knownMacs = (): Mac[] => {
+    const macs = new Set<Mac>(config().machines.map((machine) => machine.mac));
+    for (const record of lifecycle.machines()) macs.add(record.mac);
+    return [...macs].sort();
+  };
+  const isKnown = (mac: Mac) => lifecycle.machine(mac) !== undefined || decision.assignmentFor(mac)?.listed;
+
+  app.get('/api/v1/machines', async (_request, reply) => {
+    reply.header(LAST_EVENT_ID_HEADER, String(lifecycle.lastEventId()));
+    return knownMacs().map(view);
+  });
+
+  app.get<{ Params: MacParams }>(
+    '/api/v1/machines/:mac',
+    { schema: { params: MacParams } },
+    async (request, reply) => {
+      const mac = macParam(request, reply);
+      if (!mac) return reply;
+      if (!isKnown(mac)) return reply.code(404).send({ error: `no machine ${mac}` });
+      reply.header(LAST_EVENT_ID_HEADER, String(lifecycle.lastEventId()));
+      return { ...view(mac), events: lifecycle.latestEvents({ mac, limit: MACHINE_EVENTS_LIMIT }) };
+    },
+  );
+
+  app.post<{ Params: MacParams; Body: Static<typeof MachineReport>; Querystring: Static<typeof TokenQuery> }>(
+    '/api/v1/machines/:mac/events',
+    { schema: { params: MacParams, body: MachineReport, querystring: TokenQuery }, bodyLimit: 16 * 1024 },
+    async (request, reply) => {
+      const mac = macParam(request, reply);
+      if (!mac) return reply;
+      const ip = requesterIp(request);
+      const token = request.query.token ?? bearerToken(request);
+      const authorization = authorizeMachine(options.secrets, options.macForIp, {
+        mac,
+        token,
+        ip,
+        now: now(),
+      });
+      if (!authorization.ok) return reply.code(401).send({ error: authorization.reason });
+      const { type, message } = request.body;
+      if (RESERVED_TYPE.test(type)) {
+        return reply.code(400).send({ error: `a machine cannot report ${type}` });
+      }
+      const appended = lifecycle.append({
+        mac,
+        ip,
+        source: 'machine',
+        type,
+        ...(message === undefined ? {} : { detail: { message } }),
+      });
+      await appended.durable;
+      return reply.code(202).send(outcome(lifecycle, mac, appended.events));
+    },
+  );
+
+  app.post<{ Params: MacParams }>(
+    '/api/v1/machines/:mac/reprovision',
+    { schema: { params: MacParams } },
+    async (request, reply) => {
+      if (!operatorAuthorized(request, reply, config())) return reply;
+      const mac = macParam(request, reply);
+      if (!mac) return reply;
+      const appended = lifecycle.append({
+        mac,
+        ip: requesterIp(request),
+        source: 'operator',
+        type: 'reprovision',
+      });
+      await appended.durable;
+      const result = outcome(lifecycle, mac, appended.events);
+      return reply.code(result.rejected ? 409 : 200).send(result);
+    },
+  );
+
+  app.post<{ Params: MacParams; Body: Static<typeof AdoptBody> }>(
+    '/api/v1/machines/:mac/adopt',
+    { schema: { params: MacParams, body: AdoptBody } },
+    async (request, reply) => {
+      if (!operatorAuthorized(request, reply, config())) return reply;
+      const mac = macParam(request, reply);
+      if (!mac) return reply;
+      if (!options.adopt) return reply.code(503).send({ error: 'this server cannot edit its config file' });
+      const adopted = await options.adopt({ mac, ...request.body });
+      if (!adopted.ok) {
+        const status = adopted.code === 'already-listed' ? 409 : 400;
+        return reply.code(status).send({ error: adopted.message, code: adopted.code });
+      }
+      await lifecycle.record({
+        mac,
+        ip: requesterIp(request),
+        source: 'operator',
+        type: 'adopt',
+        detail: { ...request.body },
+      });
+      return reply.code(201).send({ mac, ...request.body });
+    },
+  );
+};
+
+function macParam(request: FastifyRequest<{ Params: MacParams }>, reply: FastifyReply): Mac | undefined {
+  const mac = parseMac(request.params.mac);
+  if (!mac) void reply.code(400).send({ error: `not a MAC address: ${request.params.mac}` });
+  return mac;
+}
+
+/** The answer to a recorded event: its id, the machine's state after it, and a rejection's reason. */
+function outcome(lifecycle: Lifecycle, mac: Mac, events: MachineEvent[]) {
+  const rejected = events.find((event) => event.type === 'transition-rejected');
+  return {
+    mac,
+    id: events[0]?.id ?? null,
+    state: lifecycle.stateOf(mac) ?? null,
+    ...(rejected ? { rejected: String(rejected.detail?.reason) } : {}),
+  };
+}
+
+function bearerToken(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
+  return match?.[1];
+}
+
+/**
+ * Operator calls need `Authorization: Bearer <server.api_token>`. Without a configured token the
+ * operator API is off (403), so a server never runs with operator actions open to the LAN.
+ */
+function operatorAuthorized(request: FastifyRequest, reply: FastifyReply, config: Config): boolean {
+  const expected = config.server.api_token;
+  if (!expected) {
+    void reply
+      .code(403)
+      .send({ error: 'operator API disabled: set server.api_token or $RACKBOOT_API_TOKEN' });
+    return false;
+  }
+  const given = bearerToken(request);
+  // Compare digests so neither the length nor the content leaks through timing.
+  const digest = (text: string) => createHash('sha256').update(text).digest();
+  if (!given || !timingSafeEqual(digest(given), digest(expected))) {
+    void reply.code(401).send({ error: 'operator token required: Authorization: Bearer <server.api_token>' });
+    return false;
+  }
+  return true;
+}

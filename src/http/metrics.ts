@@ -1,0 +1,151 @@
+import type { FastifyPluginAsync } from 'fastify';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { MachineEvent } from '../lifecycle/events.js';
+import { MACHINE_STATES } from '../lifecycle/events.js';
+import type { Lifecycle } from '../lifecycle/store.js';
+
+/** The DHCP server's counters (src/dhcp/server.ts DhcpStats), read at every scrape. */
+export interface DhcpCounters {
+  messages: { type: string; decision: string; count: number }[];
+  malformed: { reason: string; count: number }[];
+  boundLeases: number;
+}
+
+export interface MetricsOptions {
+  lifecycle: Lifecycle;
+  /** Absent when DHCP is off. */
+  dhcpStats?: (() => DhcpCounters) | undefined;
+}
+
+/** Outcomes of a TFTP transfer that are not a success (`probe` is EDK2's size query, by design). */
+const TFTP_ERROR_OUTCOMES = new Set(['aborted', 'timeout', 'refused']);
+/** A Fedora CoreOS install over a LAN takes minutes; TCG-emulated labs take longer. */
+const INSTALL_SECONDS_BUCKETS = [30, 60, 120, 180, 300, 450, 600, 900, 1200, 1800, 3600];
+
+/**
+ * `/metrics` in Prometheus text format. DHCP counters come from the DHCP server's stats() at scrape
+ * time; TFTP transfers and the install-time histogram from the durable events (the TFTP server
+ * records every transfer with its outcome and bytes); HTTP requests from an onResponse hook on the
+ * whole app; machines by state from the lifecycle's memory; plus Node process metrics.
+ */
+export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, options) => {
+  const { lifecycle } = options;
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  const dhcpStats = options.dhcpStats;
+  if (dhcpStats) {
+    new Counter({
+      name: 'rackboot_dhcp_messages_total',
+      help: 'DHCP messages received, by message type and what the server decided.',
+      labelNames: ['type', 'decision'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { type, decision, count } of dhcpStats().messages) this.inc({ type, decision }, count);
+      },
+    });
+    new Counter({
+      name: 'rackboot_dhcp_malformed_total',
+      help: 'DHCP packets dropped before a decision, by reason.',
+      labelNames: ['reason'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const { reason, count } of dhcpStats().malformed) this.inc({ reason }, count);
+      },
+    });
+    new Gauge({
+      name: 'rackboot_dhcp_bound_leases',
+      help: 'Bound, unexpired leases (authoritative mode).',
+      registers: [registry],
+      collect() {
+        this.set(dhcpStats().boundLeases);
+      },
+    });
+  }
+
+  const tftpTransfers = new Counter({
+    name: 'rackboot_tftp_transfers_total',
+    help: 'TFTP transfers finished, by outcome (complete, probe, aborted, timeout, refused).',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  const tftpBytes = new Counter({
+    name: 'rackboot_tftp_bytes_total',
+    help: 'Bytes sent by TFTP transfers, by outcome.',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  const tftpErrors = new Counter({
+    name: 'rackboot_tftp_errors_total',
+    help: 'TFTP transfers that failed (aborted, timeout, refused), by outcome.',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  const httpRequests = new Counter({
+    name: 'rackboot_http_requests_total',
+    help: 'HTTP requests answered, by method, route pattern and status code.',
+    labelNames: ['method', 'route', 'status'],
+    registers: [registry],
+  });
+  const events = new Counter({
+    name: 'rackboot_events_total',
+    help: 'Provisioning events recorded, by source.',
+    labelNames: ['source'],
+    registers: [registry],
+  });
+  const installSeconds = new Histogram({
+    name: 'rackboot_install_duration_seconds',
+    help: 'Time from the first DHCP packet of a boot to the machine reporting installed.',
+    buckets: INSTALL_SECONDS_BUCKETS,
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'rackboot_machines',
+    help: 'Machines by provisioning state.',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const counts = new Map<string, number>(MACHINE_STATES.map((state) => [state, 0]));
+      for (const machine of lifecycle.machines())
+        counts.set(machine.state, (counts.get(machine.state) ?? 0) + 1);
+      for (const [state, count] of counts) this.set({ state }, count);
+    },
+  });
+
+  const countEvent = (event: MachineEvent) => {
+    events.inc({ source: event.source });
+    const detail = event.detail ?? {};
+    if (event.type === 'tftp-transfer' && typeof detail.outcome === 'string') {
+      const outcome = detail.outcome;
+      tftpTransfers.inc({ outcome });
+      if (typeof detail.bytes === 'number') tftpBytes.inc({ outcome }, detail.bytes);
+      if (TFTP_ERROR_OUTCOMES.has(outcome)) tftpErrors.inc({ outcome });
+    } else if (
+      event.type === 'state-changed' &&
+      detail.to === 'installed' &&
+      typeof detail.sinceBootMs === 'number'
+    ) {
+      installSeconds.observe(detail.sinceBootMs / 1000);
+    }
+  };
+  const unsubscribe = lifecycle.subscribe(countEvent);
+  app.addHook('onClose', async () => unsubscribe());
+
+  app.get('/metrics', async (_request, reply) => {
+    reply.type(registry.contentType);
+    return registry.metrics();
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    httpRequests.inc({
+      method: request.method,
+      route: request.routeOptions.url ?? 'unmatched',
+      status: String(reply.statusCode),
+    });
+  });
+};
+// Request counting must see every route of the app, so this plugin runs in the context it is
+// registered in (what fastify-plugin sets): register it first, before the plugins it should count.
+Object.assign(metricsRoutes, { [Symbol.for('skip-override')]: true });
