@@ -45,15 +45,21 @@ async function startMirror(t: Test, arches = ['x86_64', 'aarch64']) {
     server.close();
   });
 
-  for (const arch of arches) {
-    locations[arch] = {} as Record<PxeArtifact, string>;
-    for (const artifact of PXE_ARTIFACTS) {
-      const name = `fedora-coreos-${RELEASE}-live-${artifact}.${arch}${artifact === 'kernel' ? '' : '.img'}`;
-      const path = `/prod/streams/stable/builds/${RELEASE}/${arch}/${name}`;
-      files.set(path, { content: randomBytes(SIZES[artifact]) });
-      locations[arch][artifact] = path;
+  let release = '';
+  /** A new build: fresh artifacts under new names; the old ones stay downloadable, as on the real mirror. */
+  const publish = (newRelease: string) => {
+    release = newRelease;
+    for (const arch of arches) {
+      locations[arch] = {} as Record<PxeArtifact, string>;
+      for (const artifact of PXE_ARTIFACTS) {
+        const name = `fedora-coreos-${release}-live-${artifact}.${arch}${artifact === 'kernel' ? '' : '.img'}`;
+        const path = `/prod/streams/stable/builds/${release}/${arch}/${name}`;
+        files.set(path, { content: randomBytes(SIZES[artifact]) });
+        locations[arch][artifact] = path;
+      }
     }
-  }
+  };
+  publish(RELEASE);
 
   const metadata = (stream = 'stable') => ({
     stream,
@@ -64,7 +70,7 @@ async function startMirror(t: Test, arches = ['x86_64', 'aarch64']) {
         {
           artifacts: {
             metal: {
-              release: RELEASE,
+              release,
               formats: {
                 pxe: Object.fromEntries(
                   PXE_ARTIFACTS.map((artifact) => {
@@ -137,7 +143,7 @@ async function startMirror(t: Test, arches = ['x86_64', 'aarch64']) {
   }
 
   const artifactRequests = () => requests.filter((entry) => entry.path.startsWith('/prod/'));
-  return { base, files, locations, behaviour, requests, artifactRequests, metadata };
+  return { base, files, locations, behaviour, requests, artifactRequests, publish };
 }
 
 function tempDir(t: Test, prefix: string): string {
