@@ -41,5 +41,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(apiRoutes, { ...deps, adopt: deps.adopt });
   await app.register(eventsStream, { lifecycle: deps.lifecycle });
   await app.register(dashboardRoutes);
+  await app.register(bootService, deps);
   return app;
 }

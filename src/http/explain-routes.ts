@@ -1,0 +1,100 @@
+import { type Static, Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import type { Arch, Mac } from '../boot-plan.js';
+import { isJsonObject } from '../ignition/shape.js';
+import { machineVars } from '../ignition/vars.js';
+import { parseMac } from '../inventory/mac.js';
+import { formatProblem } from '../inventory/problems.js';
+import type { BootServiceContext } from './boot-service.js';
+import { archFromBuildarch } from './ipxe.js';
+import { machineScript, type ScriptKind } from './machine-script.js';
+
+const ExplainQuery = Type.Object({
+  mac: Type.String({ maxLength: 32 }),
+  arch: Type.Optional(Type.String({ maxLength: 32 })),
+});
+
+export interface Explanation {
+  mac: Mac;
+  arch: Arch;
+  listed: boolean;
+  profile: string | undefined;
+  state: string | undefined;
+  script: ScriptKind;
+  /** Why, in order: inventory match, state, profile and assets. */
+  reasons: string[];
+  /** The iPXE script the machine gets now, credentials redacted. */
+  ipxe: string;
+  /** Its Ignition config, credentials and password hashes redacted; undefined for unknown machines. */
+  ignition: unknown;
+  /** Why its Ignition cannot be rendered (the machine gets 503 until fixed). */
+  ignitionProblems: string[];
+}
+
+/**
+ * The answer to "why didn't my machine boot": the same decision the boot routes take, with reasons.
+ * Shared with `rackboot render` so the CLI and the API agree.
+ */
+export function explainMachine(
+  context: Pick<BootServiceContext, 'deps' | 'ignition'>,
+  mac: Mac,
+  arch: Arch,
+  now: number,
+): Explanation {
+  const { deps } = context;
+  const config = deps.config();
+  const assignment = deps.decision.assignmentFor(mac);
+  const token = deps.secrets.tokenFor(mac, now);
+  const vars = assignment && machineVars(config, assignment, token);
+  const script = machineScript(config, mac, assignment, arch, vars);
+  const explanation: Explanation = {
+    mac,
+    arch,
+    listed: assignment?.listed ?? false,
+    profile: assignment?.profile,
+    state: assignment?.state,
+    script: script.kind,
+    reasons: script.reasons,
+    ipxe: redactToken(script.script, token),
+    ignition: undefined,
+    ignitionProblems: [],
+  };
+  if (assignment && vars) {
+    const rendered = context.ignition(config, assignment, vars);
+    if (rendered.ok)
+      explanation.ignition = JSON.parse(redactToken(JSON.stringify(redactSecrets(rendered.config)), token));
+    else explanation.ignitionProblems = rendered.problems.map((problem) => formatProblem(problem));
+  }
+  return explanation;
+}
+
+export async function explainRoutes(app: FastifyInstance, context: BootServiceContext): Promise<void> {
+  app.get<{ Querystring: Static<typeof ExplainQuery> }>(
+    '/api/v1/explain',
+    { schema: { querystring: ExplainQuery } },
+    async (request, reply) => {
+      const mac = parseMac(request.query.mac);
+      if (!mac)
+        return reply
+          .code(400)
+          .send({ error: 'bad request', message: `not a MAC address: ${request.query.mac}` });
+      return explainMachine(context, mac, archFromBuildarch(request.query.arch), Date.now());
+    },
+  );
+}
+
+function redactToken(text: string, token: string): string {
+  return text.replaceAll(token, '[redacted]');
+}
+
+/** Password hashes and inline file contents (keys, certificates) stay on the server. */
+function redactSecrets(value: unknown, key = ''): unknown {
+  if (key === 'passwordHash' && typeof value === 'string') return '[redacted]';
+  if (key === 'source' && typeof value === 'string' && value.startsWith('data:')) {
+    return `data:[redacted, ${value.length} characters]`;
+  }
+  if (Array.isArray(value)) return value.map((item) => redactSecrets(item));
+  if (isJsonObject(value))
+    return Object.fromEntries(Object.entries(value).map(([k, item]) => [k, redactSecrets(item, k)]));
+  return value;
+}

@@ -1,0 +1,156 @@
+import type { Arch, Mac } from '../boot-plan.js';
+
+/**
+ * iPXE script text, pure: no config, no I/O. Every script starts with `#!ipxe` and talks to the
+ * console in lines starting `rackboot:` so an operator watching a serial console knows who spoke.
+ */
+
+/** Failed downloads allowed per boot before the machine gives up and reboots (each waits RETRY_WAIT_SECONDS). */
+export const MAX_DOWNLOAD_FAILURES = 5;
+const RETRY_WAIT_SECONDS = 5;
+/** Time an operator gets to read a message before the machine reboots. */
+export const MESSAGE_WAIT_SECONDS = 60;
+
+/** iPXE's `${buildarch}` names → Fedora CoreOS architecture names. */
+export function archFromBuildarch(buildarch: string | undefined): Arch {
+  switch (buildarch) {
+    case 'x86_64':
+    case 'i386':
+    case 'arm32':
+      return buildarch;
+    case 'arm64':
+    case 'aarch64':
+      return 'aarch64';
+    default:
+      return 'unknown';
+  }
+}
+
+/**
+ * `/boot.ipxe`, the same for every machine: iPXE fills in the booting NIC's MAC (`netX` is the
+ * device it booted from, which matters on multi-NIC servers), its build architecture, platform
+ * (pcbios/efi) and SMBIOS UUID, and chains to the machine's own script.
+ */
+export function entryScript(baseUrl: string): string {
+  const machineUrl =
+    `${baseUrl}/boot/\${netX/mac:hexhyp}.ipxe` +
+    '?arch=${buildarch:uristring}&platform=${platform:uristring}&uuid=${uuid:uristring}';
+  return [
+    '#!ipxe',
+    ':rb-chain',
+    `chain --autofree ${machineUrl} || goto rb-retry`,
+    ':rb-retry',
+    ...retryLines('fetching the boot script of this machine failed', 'rb-chain'),
+    '',
+  ].join('\n');
+}
+
+export interface InitrdImage {
+  /** iPXE image name; the kernel command line names it with `initrd=<name>`. */
+  name: string;
+  url: string;
+}
+
+export interface BootScriptInput {
+  /** First console line: who this is and what it boots. */
+  banner: string;
+  kernelUrl: string;
+  initrds: InitrdImage[];
+  /** Kernel arguments after the `initrd=` ones (which this function adds). */
+  args: string[];
+}
+
+/**
+ * Kernel + initrds + boot, each download retried (bounded: MAX_DOWNLOAD_FAILURES for the whole
+ * script) so one lost packet does not cost a boot. Every initrd is named and listed as
+ * `initrd=<name>`: the Linux EFI stub loads only initrds named on the command line (seen with
+ * OVMF + iPXE: "VFS: Unable to mount root fs" without it); BIOS ignores the argument.
+ */
+export function bootScript(input: BootScriptInput): string {
+  const kernelArgs = [...input.initrds.map((initrd) => `initrd=${initrd.name}`), ...input.args];
+  const lines = [
+    '#!ipxe',
+    `echo rackboot: ${consoleText(input.banner)}`,
+    ':rb-kernel',
+    'set rb-step rb-kernel',
+  ];
+  lines.push(`kernel ${[input.kernelUrl, ...kernelArgs].join(' ')} || goto rb-retry`);
+  input.initrds.forEach((initrd, index) => {
+    lines.push(`:rb-initrd${index}`, `set rb-step rb-initrd${index}`);
+    lines.push(`initrd --name ${initrd.name} ${initrd.url} || goto rb-retry`);
+  });
+  lines.push('boot || goto rb-failed', ':rb-retry');
+  lines.push(...retryLines('download of ${rb-step} failed', '${rb-step}'));
+  return `${lines.join('\n')}\n`;
+}
+
+/** Counts failures in a string (`x` per failure): iPXE has no arithmetic in every build, but has `iseq`. */
+function retryLines(what: string, label: string): string[] {
+  return [
+    'set rb-tries ${rb-tries}x',
+    `iseq \${rb-tries} ${'x'.repeat(MAX_DOWNLOAD_FAILURES)} && goto rb-failed || echo rackboot: ${what}, retrying in ${RETRY_WAIT_SECONDS} s`,
+    `sleep ${RETRY_WAIT_SECONDS}`,
+    `goto ${label}`,
+    ':rb-failed',
+    `echo rackboot: giving up after ${MAX_DOWNLOAD_FAILURES} failed downloads, rebooting in ${MESSAGE_WAIT_SECONDS} s`,
+    `sleep ${MESSAGE_WAIT_SECONDS}`,
+    'reboot',
+  ];
+}
+
+/**
+ * An installed machine boots its own disk. BIOS: `sanboot --drive 0x80` hands over to the first
+ * hard disk directly; UEFI (and BIOS if that fails): `exit` returns to the firmware, which moves on
+ * to the next boot option.
+ */
+export function localDiskScript(who: string, mac: Mac): string {
+  return [
+    '#!ipxe',
+    `echo rackboot: ${consoleText(who)} is installed, booting from the local disk`,
+    `echo rackboot: to install it again run: rackboot reprovision ${mac}`,
+    'sleep 3',
+    'iseq ${platform} pcbios || exit',
+    'sanboot --no-describe --drive 0x80 || exit',
+    '',
+  ].join('\n');
+}
+
+/** A MAC the inventory does not know: say so clearly, then reboot (the operator may adopt it meanwhile). */
+export function unknownMachineScript(mac: Mac): string {
+  return messageScript([
+    `this machine (${mac}) is not in the rackboot inventory`,
+    `add it under machines: in rackboot.yaml, or adopt it: rackboot machines adopt ${mac} with a profile`,
+  ]);
+}
+
+/** The machine is known but its boot cannot be built (missing asset, broken template). */
+export function unavailableScript(who: string, reason: string): string {
+  return messageScript([`cannot boot ${who}: ${reason}`, 'fix the config, the server reloads it by itself']);
+}
+
+function messageScript(lines: string[]): string {
+  return [
+    '#!ipxe',
+    'echo',
+    ...lines.map((line) => `echo rackboot: ${consoleText(line)}`),
+    `echo rackboot: rebooting in ${MESSAGE_WAIT_SECONDS} s`,
+    `sleep ${MESSAGE_WAIT_SECONDS}`,
+    'reboot',
+    '',
+  ].join('\n');
+}
+
+/**
+ * Text safe inside an iPXE `echo`: iPXE expands `${...}`, splits commands at `;`, `&&`, `||`, and
+ * a word starting with `-` would be parsed as an option of echo (and fail the script).
+ */
+export function consoleText(text: string): string {
+  return text
+    .replace(/[\r\n]+/g, ' ')
+    .replaceAll('${', '$ {')
+    .replaceAll(';', ',')
+    .replace(/["']/g, '')
+    .replaceAll('&&', 'and')
+    .replaceAll('||', 'or')
+    .replace(/(^|\s)-+/g, '$1');
+}
