@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { registerFetch } from './fetch.js';
+import { registerRender } from './render.js';
 import { registerSchema } from './schema.js';
 import { registerServe } from './serve.js';
 import { registerValidate } from './validate.js';
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
   registerValidate(program);
   registerSchema(program);
   registerFetch(program);
+  registerRender(program);
   return program;
 }
 

@@ -1,0 +1,69 @@
+import type { Command } from 'commander';
+import { archFromBuildarch } from '../http/ipxe.js';
+import { machineScript } from '../http/machine-script.js';
+import { checkTemplate } from '../ignition/check.js';
+import { createMachineIgnition } from '../ignition/machine-ignition.js';
+import { openMachineSecrets } from '../ignition/tokens.js';
+import { machineVars } from '../ignition/vars.js';
+import { createBootDecision } from '../inventory/decision.js';
+import { loadConfigFile } from '../inventory/load.js';
+import { parseMac } from '../inventory/mac.js';
+import { formatProblem } from '../inventory/problems.js';
+import { addConfigOption, resolveConfigPath } from './config-option.js';
+
+/**
+ * `rackboot render ipxe|ignition --mac MAC`: the exact bytes the server sends that machine (same
+ * functions, same server secret from server.state, so the token in the URLs is the real one), as
+ * for a machine that is not installed yet (an installed one gets the local-disk script).
+ */
+export function registerRender(program: Command): void {
+  addConfigOption(program.command('render'))
+    .description('print the iPXE script or Ignition config a machine would get')
+    .argument('<what>', 'ipxe or ignition')
+    .requiredOption('--mac <mac>', 'the machine, any MAC spelling')
+    .option('--arch <arch>', "the machine's architecture as iPXE reports it (x86_64, arm64, i386)", 'x86_64')
+    .action(async (what: string, options: { config?: string; mac: string; arch: string }) => {
+      if (what !== 'ipxe' && what !== 'ignition')
+        throw new Error(`render ipxe or render ignition, not ${what}`);
+      const mac = parseMac(options.mac);
+      if (!mac) throw new Error(`not a MAC address: ${options.mac}`);
+      const loaded = await loadConfigFile(resolveConfigPath(options.config), {
+        missingAssets: 'warn',
+        checkTemplate,
+      });
+      if (!loaded.ok) {
+        for (const problem of loaded.problems) console.error(formatProblem(problem));
+        process.exitCode = 1;
+        return;
+      }
+      const config = loaded.config;
+      const assignment = createBootDecision(
+        () => config,
+        () => undefined,
+      ).assignmentFor(mac);
+      const token = openMachineSecrets(config.server.state, () => config.ignition.token_ttl).tokenFor(
+        mac,
+        Date.now(),
+      );
+      const vars = assignment && machineVars(config, assignment, token);
+      if (what === 'ipxe') {
+        process.stdout.write(
+          machineScript(config, mac, assignment, archFromBuildarch(options.arch), vars).script,
+        );
+        return;
+      }
+      if (!assignment || !vars) {
+        console.error(`${mac} is not in the inventory (unknown_machines: ignore); the server answers 404`);
+        process.exitCode = 1;
+        return;
+      }
+      const rendered = createMachineIgnition()(config, assignment, vars);
+      if (!rendered.ok) {
+        for (const problem of rendered.problems) console.error(formatProblem(problem));
+        console.error('the server answers 503 until this is fixed');
+        process.exitCode = 1;
+        return;
+      }
+      process.stdout.write(`${rendered.text}\n`);
+    });
+}
