@@ -47,7 +47,8 @@ export function registerFetch(program: Command): void {
         now: () => new Date(),
       });
       reporter.line(`manifest: ${result.manifestFile}`);
-      reporter.line(`profiles with "coreos: {stream: ${stream}}" boot it after a config reload`);
+      // profileAssets reads the manifest per boot script, so nothing has to be reloaded.
+      reporter.line(`profiles with "coreos: {stream: ${stream}}" boot this from their next boot script on`);
     });
 
   addConfigOption(fetch.command('ipxe'))
