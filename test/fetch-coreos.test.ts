@@ -10,7 +10,10 @@ import t, { type Test } from 'tap';
 import { type FetchCoreosOptions, fetchCoreos } from '../src/fetch/coreos.js';
 import { MANIFEST_PATH, PXE_ARTIFACTS, type PxeArtifact, parseManifest } from '../src/fetch/manifest.js';
 import { createReporter } from '../src/fetch/progress.js';
+import { machineScript } from '../src/http/machine-script.js';
+import { loadConfigText } from '../src/inventory/load.js';
 import { profileAssets } from '../src/inventory/profile-assets.js';
+import type { Config } from '../src/inventory/schema.js';
 
 const run = promisify(execFile);
 const RELEASE = '43.20261101.3.0';
@@ -466,3 +469,77 @@ t.test('the CLI fetches into --dest and prints where the manifest is', async (t)
   t.match(stdout, `manifest: ${join(dest, MANIFEST_PATH)}`);
   t.ok(existsSync(join(dest, MANIFEST_PATH)));
 });
+
+t.test(
+  'a profile naming the stream boots the fetched release; the next fetch switches it, without reload',
+  async (t) => {
+    const mirror = await startMirror(t, ['x86_64']);
+    const directory = tempDir(t, 'rackboot-config-');
+    const yaml = `server:
+  address: 10.77.0.1
+profiles:
+  fcos:
+    kind: coreos-install
+    coreos: { stream: stable }
+    install_device: /dev/vda
+machines:
+  - { mac: 52:54:00:12:34:56, hostname: node1, profile: fcos }
+`;
+    const file = join(directory, 'rackboot.yaml');
+    const dest = join(directory, 'boot-assets');
+    const baseUrl = 'http://10.77.0.1:8080';
+    const scriptFor = (config: Config) => {
+      const machine = config.machines[0];
+      if (!machine) throw new Error('no machine');
+      const assignment = {
+        mac: machine.mac,
+        hostname: machine.hostname,
+        profile: machine.profile,
+        ip: undefined,
+        listed: true,
+        state: undefined,
+      };
+      const vars = {
+        mac: machine.mac,
+        hostname: 'node1',
+        ip: '',
+        profile: 'fcos',
+        base_url: baseUrl,
+        ignition_url: `${baseUrl}/ignition/${machine.mac}`,
+        events_url: `${baseUrl}/api/v1/machines/${machine.mac}/events`,
+        vars: {},
+      };
+      return machineScript(config, machine.mac, assignment, 'x86_64', vars);
+    };
+    const expectUrls = (script: string, release: string) => {
+      const dir = `${baseUrl}/assets/fedora-coreos/stable/x86_64/fedora-coreos-${release}-live`;
+      t.match(
+        script,
+        `kernel ${dir}-kernel.x86_64 initrd=main coreos.live.rootfs_url=${dir}-rootfs.x86_64.img `,
+      );
+      t.match(script, `initrd --name main ${dir}-initramfs.x86_64.img`);
+    };
+
+    const before = await loadConfigText(yaml, file);
+    t.match(
+      before,
+      {
+        ok: false,
+        problems: [{ message: /manifest\.json does not exist; run rackboot fetch coreos --stream stable/ }],
+      },
+      'serve refuses before the fetch',
+    );
+
+    await fetchCoreos(options(mirror, dest));
+    const loaded = await loadConfigText(yaml, file);
+    if (!loaded.ok) throw new Error(loaded.problems.map((problem) => problem.message).join('\n'));
+    const first = scriptFor(loaded.config);
+    t.equal(first.kind, 'install');
+    expectUrls(first.script, RELEASE);
+
+    mirror.publish('43.20261115.3.0');
+    await fetchCoreos(options(mirror, dest));
+    // The same loaded config: the manifest is read per script, so no reload or restart is needed.
+    expectUrls(scriptFor(loaded.config).script, '43.20261115.3.0');
+  },
+);
