@@ -1,0 +1,170 @@
+import type { Command } from 'commander';
+import { loadConfigFile } from '../inventory/load.js';
+import { formatProblem } from '../inventory/problems.js';
+import type { MachineEvent } from '../lifecycle/events.js';
+import { addConfigOption, resolveConfigPath } from './config-option.js';
+
+/** A running server as the verbs see it: where it answers and the operator token, if any. */
+export interface ServerTarget {
+  url: string;
+  token: string | undefined;
+}
+
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+/** `--url` and `-c` for a verb that talks to a running server. */
+export function addServerOptions(command: Command): Command {
+  return addConfigOption(command).option(
+    '--url <url>',
+    'the server (default: http://<server.address>:<server.http.port> from the config)',
+  );
+}
+
+/**
+ * `--url` as given, else from the config file (CONTRACT.md); the operator token from
+ * $RACKBOOT_API_TOKEN, else server.api_token (the loader applies the variable over the file).
+ */
+export async function resolveServer(options: { url?: string; config?: string }): Promise<ServerTarget> {
+  const envToken = process.env.RACKBOOT_API_TOKEN || undefined;
+  const file = resolveConfigPath(options.config);
+  const loaded = await loadConfigFile(file, { missingAssets: 'warn' });
+  if (options.url) {
+    return {
+      url: options.url.replace(/\/+$/, ''),
+      token: envToken ?? (loaded.ok ? loaded.config.server.api_token : undefined),
+    };
+  }
+  if (!loaded.ok) {
+    const problems = loaded.problems.map((problem) => formatProblem(problem)).join('\n');
+    throw new Error(`no --url given and the config does not load:\n${problems}`);
+  }
+  const { address, http } = loaded.config.server;
+  return { url: `http://${address}:${http.port}`, token: envToken ?? loaded.config.server.api_token };
+}
+
+async function request<T>(target: ServerTarget, path: string, init: RequestInit = {}): Promise<T> {
+  let response: Response;
+  try {
+    response = await fetch(`${target.url}${path}`, {
+      ...init,
+      headers: { accept: 'application/json', ...(init.headers as Record<string, string> | undefined) },
+    });
+  } catch (error) {
+    const cause = (error as { cause?: { message?: string } }).cause?.message ?? (error as Error).message;
+    throw new ApiError(`cannot reach ${target.url}: ${cause}`, 0);
+  }
+  const text = await response.text();
+  const body = text ? (JSON.parse(text) as unknown) : undefined;
+  if (!response.ok) {
+    const answer = body as { error?: string; rejected?: string } | undefined;
+    throw new ApiError(answer?.rejected ?? answer?.error ?? `HTTP ${response.status}`, response.status);
+  }
+  return body as T;
+}
+
+export function getJson<T>(target: ServerTarget, path: string): Promise<T> {
+  return request<T>(target, path);
+}
+
+/** An operator call: needs the token (server.api_token or $RACKBOOT_API_TOKEN). */
+export function postOperator<T>(target: ServerTarget, path: string, body: unknown = {}): Promise<T> {
+  if (!target.token) {
+    return Promise.reject(
+      new ApiError('no operator token: set $RACKBOOT_API_TOKEN or server.api_token', 401),
+    );
+  }
+  return request<T>(target, path, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${target.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+}
+
+export interface FollowOptions {
+  mac?: string | undefined;
+  /** Resume after this event id; without it, live events only. */
+  after?: number | undefined;
+  signal?: AbortSignal | undefined;
+  /** Pause before reconnecting a dropped stream (the server also suggests one with `retry:`). */
+  reconnectDelayMs?: number;
+  /** Called when the stream drops, before reconnecting. */
+  onDisconnect?: (reason: string) => void;
+}
+
+/**
+ * The provisioning events from `GET /api/v1/events` (Server-Sent Events), following until `signal`
+ * aborts. A dropped stream is reopened with `Last-Event-ID`, so nothing is missed or repeated.
+ */
+export async function* followEvents(
+  target: ServerTarget,
+  options: FollowOptions = {},
+): AsyncGenerator<MachineEvent> {
+  let lastId = options.after;
+  let retryMs = options.reconnectDelayMs ?? 1000;
+  const query = options.mac ? `?mac=${encodeURIComponent(options.mac)}` : '';
+  while (!options.signal?.aborted) {
+    let reason = 'stream ended';
+    try {
+      const response = await fetch(`${target.url}/api/v1/events${query}`, {
+        headers: {
+          accept: 'text/event-stream',
+          ...(lastId === undefined ? {} : { 'last-event-id': String(lastId) }),
+        },
+        signal: options.signal,
+      });
+      if (!response.ok || !response.body) throw new ApiError(`HTTP ${response.status}`, response.status);
+      for await (const message of serverSentEvents(response.body)) {
+        if (message.retry !== undefined) retryMs = message.retry;
+        if (message.data === undefined) continue;
+        if (message.id !== undefined) lastId = Number(message.id);
+        yield JSON.parse(message.data) as MachineEvent;
+      }
+    } catch (error) {
+      if (options.signal?.aborted) return;
+      if (error instanceof ApiError && error.status >= 400 && error.status < 500) throw error;
+      reason = (error as Error).message;
+    }
+    options.onDisconnect?.(reason);
+    await new Promise((resolve) => setTimeout(resolve, retryMs));
+  }
+}
+
+interface SseMessage {
+  id?: string;
+  data?: string;
+  retry?: number;
+}
+
+/** The event-stream format (HTML Living Standard §9.2.6): fields per line, a blank line ends a message. */
+async function* serverSentEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<SseMessage> {
+  const decoder = new TextDecoder();
+  let buffered = '';
+  let message: SseMessage = {};
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    buffered += decoder.decode(chunk, { stream: true });
+    let newline = buffered.search(/\r\n|\r|\n/);
+    while (newline !== -1) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + (buffered.startsWith('\r\n', newline) ? 2 : 1));
+      if (line === '') {
+        if (message.data !== undefined || message.retry !== undefined) yield message;
+        message = {};
+      } else if (!line.startsWith(':')) {
+        const colon = line.indexOf(':');
+        const field = colon === -1 ? line : line.slice(0, colon);
+        const value = colon === -1 ? '' : line.slice(colon + 1).replace(/^ /, '');
+        if (field === 'data') message.data = message.data === undefined ? value : `${message.data}\n${value}`;
+        else if (field === 'id') message.id = value;
+        else if (field === 'retry' && /^\d+$/.test(value)) message.retry = Number(value);
+      }
+      newline = buffered.search(/\r\n|\r|\n/);
+    }
+  }
+}

@@ -1,0 +1,264 @@
+import { readFileSync } from 'node:fs';
+import t from 'tap';
+import type { MachineEventInput } from '../src/lifecycle/events.js';
+import { API_TOKEN, FIXTURE_YAML, LISTED_MAC, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
+
+const operator = { authorization: `Bearer ${API_TOKEN}` };
+
+const install = (mac = LISTED_MAC): MachineEventInput[] => [
+  {
+    mac,
+    source: 'dhcp',
+    type: 'dhcp-ack',
+    ip: '10.77.0.100',
+    detail: { firmware: 'bios-pxe', arch: 'x86_64' },
+  },
+  {
+    mac,
+    source: 'tftp',
+    type: 'tftp-transfer',
+    detail: { file: 'undionly.kpxe', outcome: 'complete', bytes: 70_000 },
+  },
+  { mac, source: 'http', type: 'ipxe-script', detail: { script: 'install' } },
+  { mac, source: 'http', type: 'ignition-fetch' },
+];
+
+t.test('GET /api/v1/machines: listed machines, seen or not, and discovered ones', async (t) => {
+  const { app, lifecycle } = await startLifecycleApp(t);
+  const empty = await app.inject('/api/v1/machines');
+  t.same(empty.json(), [
+    {
+      mac: LISTED_MAC,
+      hostname: 'node1',
+      profile: 'worker',
+      listed: true,
+      state: null,
+      ip: null,
+      updated_at: null,
+      state_since: null,
+      first_seen_at: null,
+      installed_at: null,
+      last_event: null,
+      arch: null,
+      firmware: null,
+      vendor: null,
+      boot: null,
+    },
+  ]);
+  await lifecycle.record({
+    mac: UNLISTED_MAC,
+    source: 'dhcp',
+    type: 'dhcp-ignored',
+    detail: { firmware: 'uefi-pxe', arch: 'x86_64', reason: 'unknown-machine' },
+  });
+  const listed = await app.inject('/api/v1/machines');
+  t.equal(listed.headers['x-rackboot-last-event-id'], String(lifecycle.lastEventId()));
+  t.match(listed.json(), [
+    { mac: LISTED_MAC, state: null },
+    {
+      mac: UNLISTED_MAC,
+      listed: false,
+      hostname: null,
+      profile: null,
+      state: 'discovered',
+      vendor: 'Supermicro',
+      firmware: 'uefi-pxe',
+      arch: 'x86_64',
+      last_event: 'dhcp-ignored',
+      boot: 'ac1f6b000007-1',
+    },
+  ]);
+});
+
+t.test('GET /api/v1/machines/{mac}: any spelling, with its events', async (t) => {
+  const { app, lifecycle } = await startLifecycleApp(t);
+  for (const event of install()) await lifecycle.record(event);
+  const response = await app.inject('/api/v1/machines/525400123456');
+  t.equal(response.statusCode, 200);
+  const machine = response.json() as { state: string; events: { type: string; correlationId: string }[] };
+  t.equal(machine.state, 'installing');
+  t.same(
+    machine.events.map((event) => event.type),
+    [
+      'dhcp-ack',
+      'state-changed',
+      'tftp-transfer',
+      'state-changed',
+      'ipxe-script',
+      'ignition-fetch',
+      'state-changed',
+    ],
+  );
+  t.ok(machine.events.every((event) => event.correlationId === '525400123456-1'));
+  t.equal((await app.inject('/api/v1/machines/52-54-00-00-00-01')).statusCode, 404, 'never seen, not listed');
+  t.equal((await app.inject('/api/v1/machines/not-a-mac')).statusCode, 400);
+});
+
+t.test('POST /api/v1/machines/{mac}/events needs that machine’s own token', async (t) => {
+  const { app, lifecycle, secrets } = await startLifecycleApp(t);
+  for (const event of install()) await lifecycle.record(event);
+  const token = secrets.tokenFor(LISTED_MAC, Date.now());
+  const post = (url: string, payload: object, headers: Record<string, string> = {}) =>
+    app.inject({ method: 'POST', url, payload, headers });
+  const url = `/api/v1/machines/${LISTED_MAC}/events`;
+
+  t.equal((await post(url, { type: 'installed' })).statusCode, 401, 'no token');
+  const otherToken = secrets.tokenFor(UNLISTED_MAC, Date.now());
+  t.equal(
+    (await post(`${url}?token=${otherToken}`, { type: 'installed' })).statusCode,
+    401,
+    'another machine’s token',
+  );
+  t.equal(
+    (await post(`${url}?token=${token}`, { type: 'reprovision' })).statusCode,
+    400,
+    'operator types refused',
+  );
+  t.equal((await post(`${url}?token=${token}`, { type: 'Installed!' })).statusCode, 400, 'schema');
+  t.equal(lifecycle.stateOf(LISTED_MAC), 'installing', 'nothing refused changed the state');
+
+  const accepted = await post(`${url}?token=${token}`, { type: 'installed' });
+  t.equal(accepted.statusCode, 202);
+  t.match(accepted.json(), { mac: LISTED_MAC, state: 'installed' });
+  t.equal(lifecycle.stateOf(LISTED_MAC), 'installed');
+  const viaHeader = await post(
+    url,
+    { type: 'failed', message: 'disk gone' },
+    { authorization: `Bearer ${token}` },
+  );
+  t.equal(viaHeader.statusCode, 202, 'the token also works as a bearer header');
+  t.match(lifecycle.latestEvents({ mac: LISTED_MAC, limit: 2 }), [
+    { type: 'failed', source: 'machine', detail: { message: 'disk gone' } },
+    { type: 'state-changed', detail: { from: 'installed', to: 'failed' } },
+  ]);
+});
+
+t.test(
+  'POST /api/v1/machines/{mac}/reprovision: operator token; only installed or failed machines',
+  async (t) => {
+    const { app, lifecycle, secrets } = await startLifecycleApp(t);
+    const url = `/api/v1/machines/${LISTED_MAC}/reprovision`;
+    for (const event of install()) await lifecycle.record(event);
+    t.equal((await app.inject({ method: 'POST', url })).statusCode, 401, 'no token');
+    t.equal(
+      (await app.inject({ method: 'POST', url, headers: { authorization: 'Bearer wrong-token-000000000' } }))
+        .statusCode,
+      401,
+    );
+    const early = await app.inject({ method: 'POST', url, headers: operator });
+    t.equal(early.statusCode, 409, 'an installing machine is not reprovisioned');
+    t.match(early.json(), { state: 'installing', rejected: /installs at its next network boot/ });
+
+    const token = secrets.tokenFor(LISTED_MAC, Date.now());
+    await app.inject({
+      method: 'POST',
+      url: `/api/v1/machines/${LISTED_MAC}/events?token=${token}`,
+      payload: { type: 'installed' },
+    });
+    const done = await app.inject({ method: 'POST', url, headers: operator });
+    t.equal(done.statusCode, 200);
+    t.match(done.json(), { mac: LISTED_MAC, state: 'discovered' });
+    t.equal(lifecycle.stateOf(LISTED_MAC), 'discovered');
+  },
+);
+
+t.test('without server.api_token the operator API is off', async (t) => {
+  const { app } = await startLifecycleApp(t, FIXTURE_YAML.replace(/ {2}api_token: .*\n/, ''));
+  const response = await app.inject({
+    method: 'POST',
+    url: `/api/v1/machines/${LISTED_MAC}/reprovision`,
+    headers: operator,
+  });
+  t.equal(response.statusCode, 403);
+});
+
+t.test('POST /api/v1/machines/{mac}/adopt writes the machine into the YAML', async (t) => {
+  const { app, lifecycle, configFile } = await startLifecycleApp(t);
+  await lifecycle.record({
+    mac: UNLISTED_MAC,
+    source: 'dhcp',
+    type: 'dhcp-ignored',
+    detail: { firmware: 'bios-pxe' },
+  });
+  const url = `/api/v1/machines/${UNLISTED_MAC}/adopt`;
+  t.equal((await app.inject({ method: 'POST', url, payload: { profile: 'worker' } })).statusCode, 401);
+  const unknownProfile = await app.inject({
+    method: 'POST',
+    url,
+    headers: operator,
+    payload: { profile: 'nope' },
+  });
+  t.equal(unknownProfile.statusCode, 400);
+  const adopted = await app.inject({
+    method: 'POST',
+    url,
+    headers: operator,
+    payload: { profile: 'spare', hostname: 'node7' },
+  });
+  t.equal(adopted.statusCode, 201);
+  const text = readFileSync(configFile, 'utf8');
+  t.ok(text.startsWith(FIXTURE_YAML), 'the file is unchanged up to the new entry');
+  t.equal(
+    text.slice(FIXTURE_YAML.length),
+    `  - mac: ${UNLISTED_MAC}\n    hostname: node7\n    profile: spare\n`,
+  );
+  const machines = (await app.inject('/api/v1/machines')).json() as {
+    mac: string;
+    listed: boolean;
+    hostname: string;
+  }[];
+  t.match(
+    machines.find((machine) => machine.mac === UNLISTED_MAC),
+    { listed: true, hostname: 'node7', profile: 'spare' },
+  );
+  t.match(lifecycle.latestEvents({ mac: UNLISTED_MAC, limit: 1 }), [
+    { type: 'adopt', source: 'operator', detail: { profile: 'spare' } },
+  ]);
+  const again = await app.inject({ method: 'POST', url, headers: operator, payload: { profile: 'spare' } });
+  t.equal(again.statusCode, 409, 'already listed');
+});
+
+t.test('/metrics: machines by state, install histogram, TFTP outcomes, HTTP requests, process', async (t) => {
+  const { app, lifecycle, secrets } = await startLifecycleApp(t, undefined, () => ({
+    messages: [{ type: 'discover', decision: 'offer', count: 3 }],
+    malformed: [{ reason: 'short', count: 1 }],
+    boundLeases: 2,
+  }));
+  for (const event of install()) await lifecycle.record(event);
+  await lifecycle.record({
+    mac: UNLISTED_MAC,
+    source: 'tftp',
+    type: 'tftp-transfer',
+    detail: { outcome: 'timeout', bytes: 512 },
+  });
+  const token = secrets.tokenFor(LISTED_MAC, Date.now());
+  await app.inject({
+    method: 'POST',
+    url: `/api/v1/machines/${LISTED_MAC}/events?token=${token}`,
+    payload: { type: 'installed' },
+  });
+  await app.inject('/api/v1/machines');
+  await app.inject('/no/such/route');
+  const response = await app.inject('/metrics');
+  t.equal(response.statusCode, 200);
+  t.match(response.headers['content-type'], /^text\/plain/);
+  const text = response.body;
+  for (const line of [
+    'rackboot_machines{state="installed"} 1',
+    'rackboot_machines{state="discovered"} 1',
+    'rackboot_machines{state="failed"} 0',
+    'rackboot_install_duration_seconds_count 1',
+    'rackboot_tftp_transfers_total{outcome="complete"} 1',
+    'rackboot_tftp_bytes_total{outcome="complete"} 70000',
+    'rackboot_tftp_errors_total{outcome="timeout"} 1',
+    'rackboot_http_requests_total{method="GET",route="/api/v1/machines",status="200"} 1',
+    'rackboot_http_requests_total{method="POST",route="/api/v1/machines/:mac/events",status="202"} 1',
+    'rackboot_http_requests_total{method="GET",route="unmatched",status="404"} 1',
+    'rackboot_dhcp_messages_total{type="discover",decision="offer"} 3',
+    'rackboot_dhcp_malformed_total{reason="short"} 1',
+    'rackboot_dhcp_bound_leases 2',
+  ]) {
+    t.ok(text.includes(line), line);
+  }
+  t.match(text, /^process_cpu_user_seconds_total \d/m, 'process metrics');
+});

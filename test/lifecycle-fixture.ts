@@ -1,0 +1,100 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import type { Test } from 'tap';
+import { buildApp } from '../src/http/app.js';
+import type { DhcpCounters } from '../src/http/metrics.js';
+import { createMachineSecrets, type MachineSecrets } from '../src/ignition/tokens.js';
+import { adoptIntoFile } from '../src/inventory/adopt.js';
+import { createBootDecision } from '../src/inventory/decision.js';
+import { loadConfigFile } from '../src/inventory/load.js';
+import { type Mac, parseMac } from '../src/inventory/mac.js';
+import type { Config } from '../src/inventory/schema.js';
+import { type Lifecycle, openLifecycle } from '../src/lifecycle/store.js';
+
+export const API_TOKEN = 'operator-token-0123456789';
+export const LISTED_MAC = mac('52:54:00:12:34:56');
+export const UNLISTED_MAC = mac('ac:1f:6b:00:00:07');
+
+export const FIXTURE_YAML = `# rackboot test config
+server:
+  address: 10.77.0.1        # provisioning LAN
+  api_token: ${API_TOKEN}
+  state: state
+  assets: assets
+
+# two profiles; worker is the usual one
+profiles:
+  worker:
+    kind: linux
+    kernel: vmlinuz
+    args: [console=ttyS0]   # serial console
+  spare: { kind: linux, kernel: vmlinuz }
+
+machines:
+  # first rack
+  - mac: ${LISTED_MAC}
+    hostname: node1
+    profile: worker
+`;
+
+export function mac(text: string): Mac {
+  const parsed = parseMac(text);
+  if (!parsed) throw new Error(`fixture MAC ${text}`);
+  return parsed;
+}
+
+export interface LifecycleFixture {
+  app: FastifyInstance;
+  lifecycle: Lifecycle;
+  secrets: MachineSecrets;
+  configFile: string;
+  config: () => Config;
+}
+
+/**
+ * The real HTTP app (buildApp) over a real lifecycle store and config file in a temporary directory;
+ * removed at teardown. Adoption reloads the config the way the server's file watcher would.
+ */
+export async function startLifecycleApp(
+  t: Test,
+  yaml = FIXTURE_YAML,
+  dhcpStats?: () => DhcpCounters,
+): Promise<LifecycleFixture> {
+  const directory = mkdtempSync(join(tmpdir(), 'rackboot-api-'));
+  const configFile = join(directory, 'rackboot.yaml');
+  writeFileSync(configFile, yaml);
+  const load = async () => {
+    const loaded = await loadConfigFile(configFile, { missingAssets: 'warn', env: {} });
+    if (!loaded.ok) throw new Error(`fixture config: ${JSON.stringify(loaded.problems)}`);
+    return loaded.config;
+  };
+  let current = await load();
+  const config = () => current;
+  const logger = pino({ level: 'silent' });
+  const lifecycle = openLifecycle({ stateDir: current.server.state, retention: 100_000, logger });
+  const secrets = createMachineSecrets(randomBytes(32));
+  const app = await buildApp({
+    config,
+    decision: createBootDecision(config, lifecycle.stateOf),
+    record: lifecycle.record,
+    logger,
+    secrets,
+    lifecycle,
+    ...(dhcpStats ? { dhcpStats } : {}),
+    adopt: async (request) => {
+      const adopted = await adoptIntoFile(configFile, request);
+      if (adopted.ok) current = await load();
+      return adopted;
+    },
+  });
+  t.teardown(async () => {
+    await app.close();
+    await lifecycle.close();
+    rmSync(directory, { recursive: true, force: true });
+  });
+  return { app, lifecycle, secrets, configFile, config };
+}
