@@ -61,15 +61,12 @@ export async function downloadVerified(
   }
   await mkdir(dirname(file), { recursive: true });
   const retries = options.retries ?? 0;
-  let resumed = false;
   for (let attempt = 0; ; attempt++) {
     try {
       const result = await attemptDownload(options);
-      resumed ||= result.resumed;
-      return { outcome: resumed ? 'resumed' : 'downloaded', bytes: result.bytes };
+      return { outcome: result.resumed ? 'resumed' : 'downloaded', bytes: result.bytes };
     } catch (error) {
       if (!(error instanceof FetchError) || !error.retryable || attempt >= retries) throw error;
-      resumed = true;
       const delayMs = (attempt + 1) * (options.retryDelayMs ?? 2000);
       options.events?.retry?.(error, delayMs);
       await sleep(delayMs);
@@ -78,7 +75,7 @@ export async function downloadVerified(
 }
 
 /** sha256 and size of a file, or undefined when there is none. */
-export async function fileSha256(file: string): Promise<{ digest: string; bytes: number } | undefined> {
+async function fileSha256(file: string): Promise<{ digest: string; bytes: number } | undefined> {
   const hash = createHash('sha256');
   const bytes = await hashInto(hash, file);
   return bytes === undefined ? undefined : { digest: hash.digest('hex'), bytes };
@@ -136,6 +133,8 @@ interface OpenResponse {
 }
 
 async function request(url: string, offset: number, idleTimeoutMs: number): Promise<OpenResponse> {
+  if (!/^https?:\/\/[^/]/i.test(url) || !URL.canParse(url))
+    throw new FetchError(`not an http(s) URL: ${url}`);
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
@@ -291,7 +290,11 @@ function networkError(url: string, error: unknown): FetchError {
   if (reason.message === 'fetch failed' && cause) {
     return new FetchError(`cannot reach ${host}: ${code ?? cause.message} (${url})`, true);
   }
-  return new FetchError(`download from ${host} interrupted: ${code ?? reason.message} (${url})`, true);
+  // undici ends a cut body with TypeError('terminated'), the socket's reason in `cause`.
+  return new FetchError(
+    `download from ${host} interrupted: ${cause?.message ?? reason.message} (${url})`,
+    true,
+  );
 }
 
 function diskError(part: string, error: unknown, written: number): FetchError {
