@@ -22,6 +22,8 @@ export interface TestConfigOptions {
   leaseTime?: string;
   /** Last octet of the pool range end (pool starts at .100). */
   poolEnd?: number;
+  /** Replaces the /24 pool (and drops the relay subnet, which would overlap). */
+  pool?: { subnet: string; range: [string, string] };
   extraYaml?: string;
 }
 
@@ -31,6 +33,14 @@ export const UNLISTED_MAC = '52:54:00:00:00:99' as Mac;
 
 export function testConfigYaml(options: TestConfigOptions): string {
   const net = `10.77.${options.subnet}`;
+  const relay = `10.77.${options.subnet + 1}`;
+  const subnets = options.pool
+    ? '[]'
+    : `
+    - subnet: ${relay}.0/24
+      range: [${relay}.10, ${relay}.20]
+      router: ${relay}.1
+      lease_time: 30m`;
   return `
 server:
   address: ${net}.1
@@ -39,18 +49,14 @@ server:
   assets: ${options.assets ?? options.state}
 dhcp:
   mode: ${options.mode}
-  subnet: ${net}.0/24
-  range: [${net}.100, ${net}.${options.poolEnd ?? 199}]
+  subnet: ${options.pool?.subnet ?? `${net}.0/24`}
+  range: [${options.pool?.range.join(', ') ?? `${net}.100, ${net}.${options.poolEnd ?? 199}`}]
   router: ${net}.1
   dns: [${net}.1]
   domain: lab.test
   lease_time: ${options.leaseTime ?? '1h'}
   uefi_proxy_style: ${options.uefiProxyStyle ?? 'boot-server'}
-  subnets:
-    - subnet: 10.77.${options.subnet + 1}.0/24
-      range: [10.77.${options.subnet + 1}.10, 10.77.${options.subnet + 1}.20]
-      router: 10.77.${options.subnet + 1}.1
-      lease_time: 30m
+  subnets: ${subnets}
 unknown_machines: ${options.unknownMachines ?? 'ignore'}
 profiles:
   coreos:
