@@ -427,6 +427,11 @@ t.test('GPG: a good signature passes, a bad one removes the file', async (t) => 
     if (served) served.signature = await sign(served.content);
   }
   const dest = tempDir(t, 'rackboot-fetch-');
+  await t.rejects(
+    fetchCoreos(options(mirror, dest, { keyring: join(gnupgHome, 'typo.asc') })),
+    /cannot read keyring .*typo\.asc: ENOENT/,
+  );
+  t.equal(mirror.artifactRequests().length, 0, 'a bad --keyring fails before any download');
   const good = options(mirror, dest, { keyring });
   await fetchCoreos(good);
   t.match(good.output.join(''), /x86_64 rootfs: downloaded, 293\.0 KiB, sha256 and signature verified/);

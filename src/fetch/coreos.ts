@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { downloadVerified, FetchError, fetchBytes, writeAtomically } from './download.js';
-import { verifyDetachedSignature } from './gpg.js';
+import { checkSignatureTools, verifyDetachedSignature } from './gpg.js';
 import {
   emptyManifest,
   formatManifest,
@@ -46,6 +46,7 @@ export interface FetchCoreosResult {
  */
 export async function fetchCoreos(options: FetchCoreosOptions): Promise<FetchCoreosResult> {
   const { stream, reporter } = options;
+  if (options.keyring) await checkSignatureTools(options.keyring);
   const metadataUrl = options.metadataUrl ?? streamMetadataUrl(stream);
   reporter.line(`stream ${stream}: reading ${metadataUrl}`);
   const metadata = parseJson(await fetchBytes(metadataUrl, options.idleTimeoutMs), metadataUrl);

@@ -33,6 +33,20 @@ export async function verifyDetachedSignature(
   }
 }
 
+/**
+ * Checks up front what `verifyDetachedSignature` needs (gpgv installed, keyring readable), so a
+ * typo in --keyring fails before the first download rather than after it.
+ */
+export async function checkSignatureTools(keyring: string): Promise<void> {
+  const scratch = await mkdtemp(join(tmpdir(), 'rackboot-gpgv-'));
+  try {
+    await binaryKeyring(resolve(keyring), scratch);
+    await run('gpgv', ['--version']);
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
 async function binaryKeyring(keyring: string, scratch: string): Promise<string> {
   let content: Buffer;
   try {
