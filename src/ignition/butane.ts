@@ -65,6 +65,7 @@ export function translateButane(
       errors.push({
         path: [sugar],
         message: `${sugar} is not supported by rackboot's Butane translator; write the storage entries it stands for`,
+        onKey: true,
       });
     }
   }
@@ -106,7 +107,7 @@ export function translateButane(
     errors,
   );
   const config = isJsonObject(converted) ? converted : {};
-  config.ignition = { ...(isJsonObject(config.ignition) ? config.ignition : {}), version };
+  config.ignition = { version, ...(isJsonObject(config.ignition) ? config.ignition : {}) };
   if (generatedUnits.length > 0) {
     const systemd = isJsonObject(config.systemd) ? config.systemd : {};
     systemd.units = [...(Array.isArray(systemd.units) ? systemd.units : []), ...generatedUnits];

@@ -49,7 +49,7 @@ function located(template: ParsedTemplate, errors: PathError[], ignitionKeysInBu
     const path: NodePath = ignitionKeysInButane
       ? error.path.map((part) => (typeof part === 'string' ? snakeCase(part) : part))
       : error.path;
-    return problemAt(template, path, error.message);
+    return problemAt(template, path, error.message, error.onKey);
   });
 }
 

@@ -73,12 +73,17 @@ function convertObject(
       errors.push({
         path: [...path, key],
         message: `unknown key ${key}${hint ? `; did you mean ${hint}?` : ''}`,
+        onKey: true,
       });
       continue;
     }
     const required = spec.since?.[field];
     if (required && !isAtLeast(options.version, required)) {
-      errors.push({ path: [...path, key], message: `${key} needs Ignition spec ${required} or later` });
+      errors.push({
+        path: [...path, key],
+        message: `${key} needs Ignition spec ${required} or later`,
+        onKey: true,
+      });
       continue;
     }
     if (item === null || item === undefined) continue;

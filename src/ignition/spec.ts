@@ -131,7 +131,7 @@ const storage = object(
           cex: object({ enabled: 'boolean' }),
         },
         'other',
-        { cex: '3.5.0' },
+        { discard: '3.4.0', openOptions: '3.4.0', cex: '3.5.0' },
       ),
     ),
   },
