@@ -1,7 +1,9 @@
 import { mkdir } from 'node:fs/promises';
 import { type DhcpServer, startDhcpServer } from './dhcp/server.js';
 import { buildApp } from './http/app.js';
+import { checkTemplate } from './ignition/check.js';
 import { openMachineSecrets } from './ignition/tokens.js';
+import { adoptIntoFile } from './inventory/adopt.js';
 import { createBootDecision } from './inventory/decision.js';
 import { type LoadOptions, loadConfigFile } from './inventory/load.js';
 import { formatProblem, type Problem } from './inventory/problems.js';
@@ -36,7 +38,7 @@ export async function startRackboot(options: {
   /** Made once the config is known, so server.log_level applies to every component logger. */
   makeLogger: (config: Config) => Logger;
 }): Promise<RunningRackboot> {
-  const loadOptions: LoadOptions = { missingAssets: 'error' };
+  const loadOptions: LoadOptions = { missingAssets: 'error', checkTemplate };
   const loaded = await loadConfigFile(options.configFile, loadOptions);
   if (!loaded.ok) throw new ConfigProblemsError(loaded.problems);
   const initial = loaded.config;
@@ -63,18 +65,17 @@ export async function startRackboot(options: {
 
   try {
     const decision = createBootDecision(source.current, lifecycle.stateOf);
-    const secrets = openMachineSecrets(initial.server.state);
-    let dhcp: DhcpServer | undefined;
-    if (initial.dhcp.mode !== 'off') {
-      dhcp = await startDhcpServer({
-        config: source.current,
-        decision,
-        record: lifecycle.record,
-        logger: componentLogger(logger, 'dhcp'),
-      });
-      const running = dhcp;
-      closers.push(() => running.close());
-    }
+    const secrets = openMachineSecrets(initial.server.state, () => source.current().ignition.token_ttl);
+    const dhcp: DhcpServer | undefined =
+      initial.dhcp.mode === 'off'
+        ? undefined
+        : await startDhcpServer({
+            config: source.current,
+            decision,
+            record: lifecycle.record,
+            logger: componentLogger(logger, 'dhcp'),
+          });
+    if (dhcp) closers.push(() => dhcp.close());
     const macForIp = (ip: string) => dhcp?.macForIp(ip);
     const tftp = await startTftpServer({
       config: source.current,
@@ -91,6 +92,9 @@ export async function startRackboot(options: {
       logger: componentLogger(logger, 'http'),
       secrets,
       macForIp: initial.dhcp.mode === 'authoritative' ? macForIp : undefined,
+      lifecycle,
+      adopt: (request) => adoptIntoFile(source.current().file, request),
+      dhcpStats: dhcp ? () => dhcp.stats() : undefined,
     });
     closers.push(() => app.close());
     const { port, listen } = initial.server.http;

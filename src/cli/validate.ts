@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { checkTemplate } from '../ignition/check.js';
 import { loadConfigFile } from '../inventory/load.js';
 import { formatProblem } from '../inventory/problems.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
@@ -16,6 +17,7 @@ export function registerValidate(program: Command): void {
       const file = resolveConfigPath(options.config);
       const loaded = await loadConfigFile(file, {
         missingAssets: options.strict ? 'error' : 'warn',
+        checkTemplate,
       });
       if (!loaded.ok) {
         for (const problem of loaded.problems) console.error(formatProblem(problem));
