@@ -1,6 +1,9 @@
 import { Command } from 'commander';
 import { registerFetch } from './fetch.js';
+import { registerLogs } from './logs.js';
+import { registerMachines } from './machines.js';
 import { registerRender } from './render.js';
+import { registerReprovision } from './reprovision.js';
 import { registerSchema } from './schema.js';
 import { registerServe } from './serve.js';
 import { registerValidate } from './validate.js';
@@ -19,6 +22,9 @@ export function buildProgram(): Command {
   registerSchema(program);
   registerFetch(program);
   registerRender(program);
+  registerMachines(program);
+  registerLogs(program);
+  registerReprovision(program);
   return program;
 }
 

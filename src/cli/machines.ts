@@ -1,0 +1,70 @@
+import type { Command } from 'commander';
+import type { MachineView } from '../http/api-routes.js';
+import { adoptIntoFile } from '../inventory/adopt.js';
+import { parseMac } from '../inventory/mac.js';
+import { addServerOptions, getJson, resolveServer } from './client.js';
+import { addConfigOption, resolveConfigPath } from './config-option.js';
+
+export function registerMachines(program: Command): void {
+  const machines = addServerOptions(program.command('machines'))
+    .description('table of machines and their provisioning state, from a running server')
+    .option('--json', 'the API answer as JSON')
+    .action(async (options: { url?: string; config?: string; json?: boolean }) => {
+      const target = await resolveServer(options);
+      const list = await getJson<MachineView[]>(target, '/api/v1/machines');
+      console.log(options.json ? JSON.stringify(list, null, 2) : machinesTable(list, Date.now()));
+    });
+
+  addConfigOption(machines.command('adopt <mac>'))
+    .description('add a discovered machine to the config file, keeping its comments and layout')
+    .requiredOption('--profile <name>', 'profile the machine boots')
+    .option('--hostname <name>', 'its hostname')
+    .action(async (macText: string, _options: unknown, command: Command) => {
+      // -c may be given before or after `adopt`; commander files it under either command.
+      const options = command.optsWithGlobals<{ config?: string; profile: string; hostname?: string }>();
+      const mac = parseMac(macText);
+      if (!mac) throw new Error(`not a MAC address: ${macText}`);
+      const file = resolveConfigPath(options.config);
+      const adopted = await adoptIntoFile(file, {
+        mac,
+        profile: options.profile,
+        hostname: options.hostname,
+      });
+      if (!adopted.ok) throw new Error(adopted.message);
+      const name = options.hostname ? ` (${options.hostname})` : '';
+      console.log(`${mac}${name} added to ${file} with profile ${options.profile}`);
+    });
+}
+
+const COLUMNS = ['MAC', 'HOSTNAME', 'PROFILE', 'STATE', 'IP', 'LAST EVENT', 'AGE'] as const;
+
+/** The `rackboot machines` table: one row per machine, columns padded to the widest cell. */
+export function machinesTable(machines: MachineView[], nowMs: number): string {
+  const rows = machines.map((machine) => [
+    machine.mac,
+    machine.hostname ?? (machine.listed ? '' : '(discovered)'),
+    machine.profile ?? '',
+    machine.state ?? 'not seen',
+    machine.ip ?? '',
+    machine.last_event ?? '',
+    machine.updated_at ? age(nowMs - Date.parse(machine.updated_at)) : '',
+  ]);
+  const all = [[...COLUMNS], ...rows];
+  const widths = COLUMNS.map((_, column) => Math.max(...all.map((row) => row[column]?.length ?? 0)));
+  return all
+    .map((row) =>
+      row
+        .map((cell, column) => cell.padEnd(widths[column] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+function age(milliseconds: number): string {
+  const seconds = Math.max(0, Math.round(milliseconds / 1000));
+  if (seconds < 60) return `${seconds}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h`;
+  return `${Math.floor(seconds / 86_400)}d`;
+}

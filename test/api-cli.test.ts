@@ -1,0 +1,146 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import t from 'tap';
+import type { MachineEventInput } from '../src/lifecycle/events.js';
+import { FIXTURE_YAML, LISTED_MAC, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+const execFileAsync = promisify(execFile);
+const env = { ...process.env, RACKBOOT_API_TOKEN: '', RACKBOOT_CONFIG: '' };
+
+/** Runs the real CLI entry point; resolves with its exit code and output. */
+async function rackboot(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await execFileAsync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+      env,
+      timeout: 30_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+const install: MachineEventInput[] = [
+  { mac: LISTED_MAC, source: 'dhcp', type: 'dhcp-ack', ip: '10.77.0.100', detail: { firmware: 'ipxe' } },
+  { mac: LISTED_MAC, source: 'http', type: 'ipxe-script', detail: { script: 'install' } },
+  { mac: LISTED_MAC, source: 'http', type: 'ignition-fetch' },
+  { mac: LISTED_MAC, source: 'machine', type: 'installed' },
+  { mac: UNLISTED_MAC, source: 'dhcp', type: 'dhcp-ignored', detail: { firmware: 'bios-pxe' } },
+];
+
+t.test('machines, logs, reprovision and machines adopt against a running server', async (t) => {
+  const { app, lifecycle, configFile } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  for (const event of install) await lifecycle.record(event);
+
+  const table = await rackboot('machines', '--url', url, '-c', configFile);
+  t.equal(table.code, 0, table.stderr);
+  const [header, ...rows] = table.stdout.trimEnd().split('\n');
+  t.match(header, /^MAC\s+HOSTNAME\s+PROFILE\s+STATE\s+IP\s+LAST EVENT\s+AGE$/);
+  t.match(
+    rows[0],
+    new RegExp(`^${LISTED_MAC}\\s+node1\\s+worker\\s+installed\\s+10\\.77\\.0\\.100\\s+installed\\s+\\d+s$`),
+  );
+  t.match(rows[1], new RegExp(`^${UNLISTED_MAC}\\s+\\(discovered\\)\\s+discovered\\s+dhcp-ignored`));
+
+  const json = await rackboot(
+    'logs',
+    '--url',
+    url,
+    '-c',
+    configFile,
+    '--json',
+    '--mac',
+    LISTED_MAC,
+    '-n',
+    '3',
+  );
+  t.equal(json.code, 0, json.stderr);
+  const events = json.stdout
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { type: string; mac: string });
+  t.same(
+    events.map((event) => event.type),
+    ['state-changed', 'installed', 'state-changed'],
+    'the last three events of that machine',
+  );
+  const human = await rackboot('logs', '--url', url, '-c', configFile);
+  t.match(
+    human.stdout,
+    new RegExp(
+      `\\d\\d:\\d\\d:\\d\\d\\.\\d{3} ${LISTED_MAC} lifecycle +state-changed +installing → installed \\(installed\\)`,
+    ),
+  );
+
+  const reprovisioned = await rackboot(
+    'reprovision',
+    LISTED_MAC.replaceAll(':', '-'),
+    '--url',
+    url,
+    '-c',
+    configFile,
+  );
+  t.equal(reprovisioned.code, 0, reprovisioned.stderr);
+  t.match(reprovisioned.stdout, /installs again at its next network boot \(now discovered\)/);
+  const refused = await rackboot('reprovision', LISTED_MAC, '--url', url, '-c', configFile);
+  t.equal(refused.code, 1, 'a machine that is not installed is refused');
+  t.match(refused.stderr, /only installed or failed machines are reprovisioned/);
+
+  const adopted = await rackboot(
+    'machines',
+    'adopt',
+    UNLISTED_MAC,
+    '--profile',
+    'spare',
+    '--hostname',
+    'node7',
+    '-c',
+    configFile,
+  );
+  t.equal(adopted.code, 0, adopted.stderr);
+  t.equal(
+    readFileSync(configFile, 'utf8'),
+    `${FIXTURE_YAML}  - mac: ${UNLISTED_MAC}\n    hostname: node7\n    profile: spare\n`,
+    'appended, every comment kept',
+  );
+});
+
+t.test('logs -f prints new events as they happen', async (t) => {
+  const { app, lifecycle, configFile } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  const follower: ChildProcess = spawn(
+    process.execPath,
+    ['--import', 'tsx', MAIN, 'logs', '-f', '--url', url, '-c', configFile, '--mac', UNLISTED_MAC],
+    { env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  t.teardown(() => {
+    if (follower.exitCode === null) follower.kill('SIGKILL');
+  });
+  let output = '';
+  follower.stdout?.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  // Until the follower is connected (it subscribes after printing the empty history), keep recording.
+  const deadline = Date.now() + 20_000;
+  let step = 0;
+  while (!output.includes('dhcp-ignored') && Date.now() < deadline) {
+    await lifecycle.record({
+      mac: UNLISTED_MAC,
+      source: 'dhcp',
+      type: 'dhcp-ignored',
+      detail: { firmware: 'bios-pxe', step },
+    });
+    step += 1;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  t.match(output, new RegExp(`${UNLISTED_MAC} dhcp +dhcp-ignored +firmware=bios-pxe step=\\d+`));
+  t.notMatch(output, LISTED_MAC, 'filtered by MAC');
+  const exited = new Promise((resolve) => follower.once('exit', resolve));
+  follower.kill('SIGINT');
+  t.equal(await exited, 0, 'Ctrl-C ends it cleanly');
+});
