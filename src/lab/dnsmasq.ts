@@ -1,5 +1,3 @@
-import { LAB_BRIDGE } from './network.js';
-
 /**
  * dnsmasq inside the lab namespace, in one of two roles:
  * - `addresses-only`: the LAN's ordinary DHCP server that knows nothing of network boot (the proxy
@@ -12,6 +10,8 @@ export type DnsmasqRole =
   | { kind: 'boot-peer'; tftpRoot: string; httpBase: string };
 
 export interface DnsmasqOptions {
+  /** The interface dnsmasq serves (the lab bridge, or the LAN host's interface). */
+  interface: string;
   prefix: string;
   leaseFile: string;
   role: DnsmasqRole;
@@ -29,7 +29,7 @@ export function dnsmasqArguments(options: DnsmasqOptions): string[] {
     // DHCP (and TFTP) only: no DNS server.
     '--port=0',
     '--user=root',
-    `--interface=${LAB_BRIDGE}`,
+    `--interface=${options.interface}`,
     '--bind-interfaces',
     `--dhcp-range=${prefix}.100,${prefix}.199,255.255.255.0,1h`,
     `--dhcp-leasefile=${options.leaseFile}`,

@@ -14,6 +14,8 @@ export const LAB_NAMESPACE_PREFIX = 'rblab-';
 export const LAB_BRIDGE = 'rblab0';
 const CARRIER_PORT = 'rblabport0';
 const CARRIER_PEER = 'rblabpeer0';
+/** The interface of the LAN host namespace (the far end of the carrier veth). */
+export const LAN_HOST_INTERFACE = 'lan0';
 const KILL_GRACE_SECONDS = 5;
 
 export interface LabProcessOptions extends SpawnOptions {
@@ -21,25 +23,35 @@ export interface LabProcessOptions extends SpawnOptions {
   hardLimitSeconds: number;
 }
 
-export interface LabNetwork {
+export interface NamespaceHandle {
   namespace: string;
+  /** This namespace's address on the lab LAN. */
+  address: string;
+  /** Runs a command inside the namespace to completion. */
+  exec(command: string, args: readonly string[], timeoutMs?: number): Promise<string>;
+  /** Starts a long-running process inside the namespace; cleanup() ends it. */
+  spawn(command: string, args: readonly string[], options: LabProcessOptions): ChildProcess;
+}
+
+export interface LabNetwork extends NamespaceHandle {
   subnet: number;
   /** rackboot's address on the bridge: 10.77.<subnet>.1 */
   serverAddress: string;
   /** 10.77.<subnet> */
   prefix: string;
-  /** Runs a command inside the namespace to completion. */
-  exec(command: string, args: readonly string[], timeoutMs?: number): Promise<string>;
-  /** Starts a long-running process inside the namespace; cleanup() ends it. */
-  spawn(command: string, args: readonly string[], options: LabProcessOptions): ChildProcess;
   /** Creates a tap device attached to the bridge and returns its name. */
   addTap(): Promise<string>;
+  /**
+   * A second host on the same LAN (10.77.<subnet>.2, interface lan0), in its own namespace: the
+   * place for the LAN's own DHCP server in proxy mode, which must not share rackboot's port 67.
+   */
+  lanHost(): Promise<NamespaceHandle>;
   /** PIDs of the processes this lab started that are still running. */
   livePids(): number[];
   cleanup(): Promise<void>;
 }
 
-const activeLabs = new Set<{ namespace: string; pids: () => number[] }>();
+const activeLabs = new Set<{ namespaces: string[]; pids: () => number[] }>();
 
 function isAlive(pid: number): boolean {
   try {
@@ -56,17 +68,14 @@ function isAlive(pid: number): boolean {
  */
 function cleanupActiveLabsNow(): void {
   for (const lab of activeLabs) {
-    let inside: number[] = [];
-    try {
-      inside = parsePids(execFileSync('ip', ['netns', 'pids', lab.namespace], { timeout: 5000 }).toString());
-    } catch {
-      // namespace already gone
-    }
-    killAll([...lab.pids(), ...inside]);
-    try {
-      execFileSync('ip', ['netns', 'del', lab.namespace], { stdio: 'ignore', timeout: 5000 });
-    } catch {
-      // already gone
+    killAll(lab.pids());
+    for (const namespace of lab.namespaces) {
+      try {
+        killAll(parsePids(execFileSync('ip', ['netns', 'pids', namespace], { timeout: 5000 }).toString()));
+        execFileSync('ip', ['netns', 'del', namespace], { stdio: 'ignore', timeout: 5000 });
+      } catch {
+        // already gone
+      }
     }
   }
   activeLabs.clear();
@@ -122,13 +131,35 @@ export async function removeStaleLabNamespaces(): Promise<string[]> {
   const removed: string[] = [];
   for (const line of listing.split('\n')) {
     const name = line.split(' ')[0] ?? '';
-    const owner = new RegExp(`^${LAB_NAMESPACE_PREFIX}(\\d+)-\\d+$`).exec(name)?.[1];
+    const owner = new RegExp(`^${LAB_NAMESPACE_PREFIX}(\\d+)-\\d+(-lan)?$`).exec(name)?.[1];
     if (!owner || isAlive(Number(owner))) continue;
     await killNamespaceProcesses(name);
     await runCommand('ip', ['netns', 'del', name]).catch(() => undefined);
     removed.push(name);
   }
   return removed;
+}
+
+function namespaceHandle(namespace: string, address: string, children: Set<ChildProcess>): NamespaceHandle {
+  return {
+    namespace,
+    address,
+    exec: (command, args, timeoutMs) =>
+      runCommand('ip', ['netns', 'exec', namespace, command, ...args], { timeoutMs }),
+    spawn(command, args, options) {
+      const { hardLimitSeconds, ...spawnOptions } = options;
+      const limit = ['-k', String(KILL_GRACE_SECONDS), String(Math.ceil(hardLimitSeconds))];
+      const child = spawn('ip', ['netns', 'exec', namespace, 'timeout', ...limit, command, ...args], {
+        stdio: 'pipe',
+        ...spawnOptions,
+      });
+      children.add(child);
+      child.once('exit', () => children.delete(child));
+      // A failed spawn is reported through 'exit'/'error' to whoever waits on the child.
+      child.on('error', () => children.delete(child));
+      return child;
+    },
+  };
 }
 
 export async function createLabNetwork(subnet: number): Promise<LabNetwork> {
@@ -139,93 +170,79 @@ export async function createLabNetwork(subnet: number): Promise<LabNetwork> {
   const prefix = `10.77.${subnet}`;
   const serverAddress = `${prefix}.1`;
   const children = new Set<ChildProcess>();
+  const namespaces = [namespace];
   let tapCount = 0;
+  let lan: NamespaceHandle | undefined;
   const livePids = () =>
     [...children].flatMap((child) =>
       child.pid !== undefined && child.exitCode === null && child.signalCode === null ? [child.pid] : [],
     );
-  const registration = { namespace, pids: livePids };
-
-  const exec = (command: string, args: readonly string[], timeoutMs?: number) =>
-    runCommand('ip', ['netns', 'exec', namespace, command, ...args], { timeoutMs });
-  const inNamespace = (...args: string[]) => runCommand('ip', ['-n', namespace, ...args]);
+  const registration = { namespaces, pids: livePids };
+  const main = namespaceHandle(namespace, serverAddress, children);
+  const inNamespace = (name: string, ...args: string[]) => runCommand('ip', ['-n', name, ...args]);
+  const removeAll = async () => {
+    for (const name of namespaces) {
+      await killNamespaceProcesses(name);
+      // Deleting a namespace also removes the bridge, taps and veths inside it.
+      await runCommand('ip', ['netns', 'del', name]).catch(() => undefined);
+    }
+  };
 
   await runCommand('ip', ['netns', 'add', namespace]);
   activeLabs.add(registration);
   try {
-    await inNamespace('link', 'set', 'lo', 'up');
+    await inNamespace(namespace, 'link', 'set', 'lo', 'up');
     // No DAD: the bridge's link-local address is usable at once, so radvd can start immediately.
     // Forwarding on (inside this namespace only) because radvd refuses to advertise without it.
-    await exec('sysctl', [
+    await main.exec('sysctl', [
       '-qw',
       'net.ipv6.conf.default.accept_dad=0',
       'net.ipv6.conf.all.accept_dad=0',
       'net.ipv6.conf.all.forwarding=1',
     ]);
-    await inNamespace(
-      'link',
-      'add',
-      LAB_BRIDGE,
-      'type',
-      'bridge',
-      'forward_delay',
-      '0',
-      'mcast_snooping',
-      '0',
-    );
-    // A veth pair with one end on the bridge (the dummy driver is not in every kernel).
-    await inNamespace('link', 'add', CARRIER_PORT, 'type', 'veth', 'peer', 'name', CARRIER_PEER);
-    await inNamespace('link', 'set', CARRIER_PORT, 'master', LAB_BRIDGE, 'up');
-    await inNamespace('link', 'set', CARRIER_PEER, 'up');
-    await inNamespace('addr', 'add', `${serverAddress}/24`, 'dev', LAB_BRIDGE);
-    await inNamespace('link', 'set', LAB_BRIDGE, 'up');
+    await inNamespace(namespace, 'link', 'add', LAB_BRIDGE, 'type', 'bridge', 'forward_delay', '0');
+    // A veth pair with one end on the bridge gives the bridge carrier before any VM starts (the
+    // dummy driver is not in every kernel); its far end becomes the LAN host's interface.
+    await inNamespace(namespace, 'link', 'add', CARRIER_PORT, 'type', 'veth', 'peer', 'name', CARRIER_PEER);
+    await inNamespace(namespace, 'link', 'set', CARRIER_PORT, 'master', LAB_BRIDGE, 'up');
+    await inNamespace(namespace, 'link', 'set', CARRIER_PEER, 'up');
+    await inNamespace(namespace, 'addr', 'add', `${serverAddress}/24`, 'dev', LAB_BRIDGE);
+    await inNamespace(namespace, 'link', 'set', LAB_BRIDGE, 'up');
   } catch (error) {
+    await removeAll();
     activeLabs.delete(registration);
-    await runCommand('ip', ['netns', 'del', namespace]).catch(() => undefined);
     throw error;
   }
 
   return {
-    namespace,
+    ...main,
     subnet,
     serverAddress,
     prefix,
-    exec,
-    spawn(command, args, options) {
-      const { hardLimitSeconds, ...spawnOptions } = options;
-      const child = spawn(
-        'ip',
-        [
-          'netns',
-          'exec',
-          namespace,
-          'timeout',
-          '-k',
-          String(KILL_GRACE_SECONDS),
-          String(Math.ceil(hardLimitSeconds)),
-          command,
-          ...args,
-        ],
-        { stdio: 'pipe', ...spawnOptions },
-      );
-      children.add(child);
-      child.once('exit', () => children.delete(child));
-      // A failed spawn is reported through 'exit'/'error' to whoever waits on the child.
-      child.on('error', () => children.delete(child));
-      return child;
-    },
     async addTap() {
       tapCount += 1;
       const tap = `rbtap${tapCount}`;
-      await inNamespace('tuntap', 'add', 'dev', tap, 'mode', 'tap');
-      await inNamespace('link', 'set', tap, 'master', LAB_BRIDGE, 'up');
+      await inNamespace(namespace, 'tuntap', 'add', 'dev', tap, 'mode', 'tap');
+      await inNamespace(namespace, 'link', 'set', tap, 'master', LAB_BRIDGE, 'up');
       return tap;
+    },
+    async lanHost() {
+      if (lan) return lan;
+      const name = `${namespace}-lan`;
+      await runCommand('ip', ['netns', 'add', name]);
+      namespaces.push(name);
+      await inNamespace(name, 'link', 'set', 'lo', 'up');
+      await inNamespace(namespace, 'link', 'set', CARRIER_PEER, 'netns', name);
+      await inNamespace(name, 'link', 'set', CARRIER_PEER, 'name', LAN_HOST_INTERFACE);
+      await inNamespace(name, 'addr', 'add', `${prefix}.2/24`, 'dev', LAN_HOST_INTERFACE);
+      await inNamespace(name, 'link', 'set', LAN_HOST_INTERFACE, 'up');
+      lan = namespaceHandle(name, `${prefix}.2`, children);
+      return lan;
     },
     livePids,
     async cleanup() {
       await Promise.all([...children].map((child) => stopChild(child)));
-      await killNamespaceProcesses(namespace);
-      await runCommand('ip', ['netns', 'del', namespace]).catch(() => undefined);
+      await removeAll();
       activeLabs.delete(registration);
     },
   };

@@ -7,11 +7,11 @@ import { join, normalize } from 'node:path';
  * The "static HTTP server" of the baseline: what a dnsmasq shop would put next to dnsmasq. Serves
  * files under a root (GET and HEAD, as UEFI HTTP Boot needs Content-Length on HEAD), answers every
  * POST with 204, and prints one JSON line per request so the benchmark can time the guest's fetches.
- * Usage: node --import tsx bench/e2e/static-server.ts ROOT ADDRESS PORT
+ * Usage: node peer-http-server.js ROOT ADDRESS PORT (lab.ts starts it inside the namespace)
  */
 const [root, address, port] = process.argv.slice(2);
 if (!root || !address || !port) {
-  console.error('usage: static-server.ts ROOT ADDRESS PORT');
+  console.error('usage: peer-http-server ROOT ADDRESS PORT');
   process.exit(2);
 }
 

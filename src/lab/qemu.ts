@@ -107,7 +107,7 @@ const ANSI_ESCAPE = /\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1bc/g;
 export function startVm(
   network: LabNetwork,
   spec: VmSpec,
-  options: { hardLimitSeconds: number; serialLog?: string },
+  options: { hardLimitSeconds: number; serialLog?: string; onLine?: (line: SerialLine) => void },
 ): VmRun {
   const startedAt = Date.now();
   const child: ChildProcess = network.spawn('qemu-system-x86_64', qemuArguments(spec), {
@@ -128,6 +128,7 @@ export function startVm(
       if (text === '') continue;
       const line = { atMs, text };
       lines.push(line);
+      options.onLine?.(line);
       for (const listener of listeners) listener(line);
     }
   };
