@@ -457,10 +457,19 @@ function setBootFile(reply: DhcpPacket, answer: BootAnswer): void {
   }
 }
 
+/**
+ * Echoes a client option, within sane bounds: a PXE GUID (97) is 17 bytes (RFC 4578 §2.3), and a
+ * client identifier longer than 64 bytes is not a real one — echoing arbitrary lengths could push a
+ * reply past 576 bytes.
+ */
 function echo(request: DhcpPacket, reply: DhcpPacket, code: number): void {
   const value = request.options.get(code);
-  if (value) reply.options.set(code, value);
+  if (!value) return;
+  const acceptable = code === Option.clientMachineId ? value.length === 17 : value.length <= MAX_ECHOED_BYTES;
+  if (acceptable) reply.options.set(code, value);
 }
+
+const MAX_ECHOED_BYTES = 64;
 
 /** RFC 2131 §4.1: relay first, NAK broadcast, then ciaddr, else broadcast. */
 function destinationOf(request: DhcpRequest, type: 'offer' | 'ack' | 'nak' | 'inform'): Destination {

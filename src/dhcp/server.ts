@@ -141,7 +141,8 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       leases.apply(outcome.leaseChange);
       if (outcome.leaseChange.kind !== 'offer') durable = leaseLog.append(outcome.leaseChange);
     }
-    const recorded = Promise.all(outcome.events.map((event) => deps.record(event))).then(
+    // async wrapper: a record() that throws synchronously becomes a rejection, not a crash.
+    const recorded = Promise.all(outcome.events.map(async (event) => deps.record(event))).then(
       () => undefined,
       (error: unknown) => logger.warn({ err: error }, 'recording a DHCP event failed'),
     );
@@ -150,7 +151,14 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       logger.debug({ xid: request.xid, type: request.messageType, reason: outcome.reason }, 'silent');
       return;
     }
-    const reply = encodeDhcpPacket(outcome.reply);
+    let reply: Buffer;
+    try {
+      reply = encodeDhcpPacket(outcome.reply);
+    } catch (error) {
+      countMessage(request.messageType, 'internal-error');
+      logger.error({ err: error, xid: request.xid }, 'DHCP reply could not be encoded');
+      return;
+    }
     const target = resolveDestination(outcome.destination, peer);
     const socket = outcome.destination.kind === 'sender' ? arrivedOn : sender;
     const send = () =>
