@@ -139,7 +139,7 @@ t.test('checkTemplate renders for the machines that use the template, as load.ts
   t.equal(problems.length, 1, 'one problem, not one per machine');
   t.match(problems[0], {
     file: worker,
-    line: 17,
+    line: 16,
     message: /\{\{vars\.rack\}\} is not set for machine 52:54:00:12:34:56/,
   });
 
