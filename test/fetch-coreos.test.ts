@@ -1,13 +1,22 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
-import { type FetchCoreosOptions, fetchCoreos } from '../src/fetch/coreos.js';
+import { type FetchCoreosOptions, fetchCoreos, LOCK_PATH } from '../src/fetch/coreos.js';
 import { MANIFEST_PATH, PXE_ARTIFACTS, type PxeArtifact, parseManifest } from '../src/fetch/manifest.js';
 import { createReporter } from '../src/fetch/progress.js';
 import { machineScript } from '../src/http/machine-script.js';
@@ -548,3 +557,23 @@ machines:
     expectUrls(scriptFor(loaded.config).script, '43.20261115.3.0');
   },
 );
+
+t.test('one fetch at a time per assets directory; a dead owner’s lock is taken over', async (t) => {
+  const mirror = await startMirror(t, ['x86_64']);
+  const dest = tempDir(t, 'rackboot-fetch-');
+  const lockFile = join(dest, LOCK_PATH);
+  mkdirSync(dirname(lockFile), { recursive: true });
+  writeFileSync(lockFile, `${process.pid}\n`);
+  await t.rejects(
+    fetchCoreos(options(mirror, dest)),
+    new RegExp(`another fetch \\(pid ${process.pid}\\) is writing here; wait for it or remove ${lockFile}`),
+  );
+  t.equal(mirror.artifactRequests().length, 0);
+
+  const exited = spawn('true');
+  await new Promise((resolve) => exited.on('exit', resolve));
+  writeFileSync(lockFile, `${exited.pid}\n`);
+  await fetchCoreos(options(mirror, dest));
+  t.ok(existsSync(join(dest, MANIFEST_PATH)), 'the fetch ran');
+  t.notOk(existsSync(lockFile), 'and released the lock');
+});

@@ -3,6 +3,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { downloadVerified, FetchError, fetchBytes, writeAtomically } from './download.js';
 import { checkSignatureTools, verifyDetachedSignature } from './gpg.js';
+import { withLock } from './lock.js';
 import {
   emptyManifest,
   formatManifest,
@@ -16,6 +17,9 @@ import {
 } from './manifest.js';
 import type { FetchReporter } from './progress.js';
 import { artifactPath, type PxeFile, type PxeRelease, pickPxeRelease, streamMetadataUrl } from './stream.js';
+
+/** Held while a fetch writes under the assets directory. */
+export const LOCK_PATH = 'fedora-coreos/.fetch.lock';
 
 export interface FetchCoreosOptions {
   stream: Stream;
@@ -63,12 +67,14 @@ export async function fetchCoreos(options: FetchCoreosOptions): Promise<FetchCor
   });
 
   const entries: FetchCoreosResult['entries'] = [];
-  for (const { arch, release } of releases) {
-    reporter.line(`${arch}: Fedora CoreOS ${release.release}`);
-    const entry = await fetchRelease(options, metadataUrl, arch, release);
-    await recordInManifest(options.dest, stream, arch, entry, reporter);
-    entries.push({ arch, entry });
-  }
+  await withLock(join(options.dest, LOCK_PATH), async () => {
+    for (const { arch, release } of releases) {
+      reporter.line(`${arch}: Fedora CoreOS ${release.release}`);
+      const entry = await fetchRelease(options, metadataUrl, arch, release);
+      await recordInManifest(options.dest, stream, arch, entry, reporter);
+      entries.push({ arch, entry });
+    }
+  });
   return { manifestFile: join(options.dest, MANIFEST_PATH), entries };
 }
 
