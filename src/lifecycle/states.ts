@@ -134,7 +134,8 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
     mac,
     state,
     stateSince: changed || !previous ? stamp.time : previous.stateSince,
-    ip: input.ip ?? previous?.ip,
+    // An operator's address is not the machine's.
+    ip: (input.source === 'operator' ? undefined : input.ip) ?? previous?.ip,
     arch: arch ?? previous?.arch,
     firmware: (startsBoot ? firmware : undefined) ?? previous?.firmware ?? firmware,
     vendor: previous ? previous.vendor : vendorOf(mac),

@@ -126,7 +126,7 @@ function renderFleet() {
         element('td', {}, machine.profile ?? ''),
         element('td', {}, stateBadge(machine.state)),
         element('td', {}, machine.ip ?? ''),
-        element('td', {}, hardware(machine)),
+        element('td', { className: 'hardware' }, hardware(machine)),
         element('td', {}, machine.last_event ?? ''),
         element(
           'td',
@@ -258,7 +258,11 @@ function renderDetail() {
           dataset: { type: event.type, source: event.source },
           className: event.type === 'state-changed' ? 'stage' : '',
         },
-        element('time', { dateTime: event.time }, new Date(event.time).toLocaleTimeString()),
+        element(
+          'time',
+          { dateTime: event.time },
+          new Date(event.time).toLocaleTimeString([], { hour12: false }),
+        ),
         element('span', { className: 'delta' }, since),
         element('span', { className: 'source' }, event.source),
         element('span', { className: 'type' }, event.type),
@@ -285,7 +289,7 @@ function apply(event) {
     // A machine never seen before: its hostname and profile come from the server.
     machines.set(event.mac, { mac: event.mac, listed: false, state: event.state ?? null });
     void refreshMachine(event.mac);
-  } else if (event.source !== 'lifecycle') {
+  } else if (event.source !== 'lifecycle' && event.source !== 'operator') {
     machine.updated_at = event.time;
     machine.last_event = event.type;
     if (event.ip) machine.ip = event.ip;
