@@ -462,9 +462,11 @@ t.test('GPG: a good signature passes, a bad one removes the file', async (t) => 
   );
 });
 
-t.test('the CLI fetches into --dest and prints where the manifest is', async (t) => {
+t.test('the CLI fetches into server.assets of the config and prints where the manifest is', async (t) => {
   const mirror = await startMirror(t, ['x86_64']);
-  const dest = tempDir(t, 'rackboot-fetch-');
+  const directory = tempDir(t, 'rackboot-fetch-');
+  const config = join(directory, 'rackboot.yaml');
+  writeFileSync(config, 'server:\n  address: 10.77.0.1\n  assets: served-here\n');
   const { stdout } = await run(
     process.execPath,
     [
@@ -473,13 +475,15 @@ t.test('the CLI fetches into --dest and prints where the manifest is', async (t)
       'src/cli/main.ts',
       'fetch',
       'coreos',
-      '--dest',
-      dest,
+      '-c',
+      config,
       '--metadata-url',
       `${mirror.base}/streams/stable.json`,
     ],
     { cwd: join(import.meta.dirname, '..') },
   );
+  const dest = join(directory, 'served-here');
+  t.match(stdout, `destination: ${dest} (server.assets of ${config})`);
   t.match(stdout, `manifest: ${join(dest, MANIFEST_PATH)}`);
   t.ok(existsSync(join(dest, MANIFEST_PATH)));
 });
