@@ -68,7 +68,7 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
   const row = page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`);
   await row.locator('.state', { hasText: 'installing' }).waitFor({ timeout: 10_000 });
   t.match(
-    await row.innerText(),
+    (await row.locator('td').allTextContents()).join(' '),
     /node1\s+worker\s+installing\s+10\.77\.0\.100\s+QEMU · x86_64 · bios-pxe\s+ignition-fetch/,
   );
   await page.locator('#connection[data-status="live"]').waitFor({ timeout: 10_000 });
@@ -92,12 +92,12 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
     ['new → discovered', 'discovered → booting', 'booting → installing', 'installing → installed'],
     'the timeline shows every stage of the boot',
   );
-  t.match(await page.locator('#timeline li.boot').first().innerText(), /boot 525400123456-1/);
+  t.match(await page.locator('#timeline li.boot').first().textContent(), /boot 525400123456-1/);
   t.equal(await page.locator('#reprovision').isVisible(), true, 'an installed machine can be reprovisioned');
 
   // The discovered machine, adopted from the page.
   const discovered = page.locator(`#discovered tr[data-mac="${UNLISTED_MAC}"]`);
-  t.match(await discovered.innerText(), /Supermicro · x86_64 · uefi-pxe/);
+  t.match(await discovered.locator('td').allTextContents(), [UNLISTED_MAC, 'Supermicro · x86_64 · uefi-pxe']);
   await page.fill('#token', API_TOKEN);
   await page.locator('#token').dispatchEvent('change');
   await discovered.locator('input[placeholder="profile"]').fill('spare');
