@@ -96,6 +96,8 @@ export interface FixtureOptions {
   files?: Record<string, string>;
   macForIp?: (ip: string) => Mac | undefined;
   tokenTtlSeconds?: number;
+  /** Load as `validate` does (missing assets are warnings), to test how a broken profile is served. */
+  allowMissingAssets?: boolean;
 }
 
 export async function bootFixture(options: FixtureOptions = {}): Promise<BootFixture> {
@@ -113,6 +115,7 @@ export async function bootFixture(options: FixtureOptions = {}): Promise<BootFix
   }
   const loaded = await loadConfigText(files['rackboot.yaml'] ?? '', join(dir, 'rackboot.yaml'), {
     checkTemplate,
+    missingAssets: options.allowMissingAssets ? 'warn' : 'error',
   });
   if (!loaded.ok) throw new Error(`fixture config invalid: ${JSON.stringify(loaded.problems)}`);
   const config = loaded.config;

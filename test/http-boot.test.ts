@@ -1,0 +1,250 @@
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import t, { type Test } from 'tap';
+import type { Mac } from '../src/boot-plan.js';
+import { bootFixture, fixtureApp } from './ignition/boot-fixture.js';
+
+const execFileAsync = promisify(execFile);
+const NODE1 = '52:54:00:12:34:56' as Mac;
+const NODE2 = '52:54:00:12:34:57' as Mac;
+const NODE3 = '52:54:00:12:34:58' as Mac;
+const STRANGER = '52:54:00:aa:bb:cc' as Mac;
+
+async function setup(t: Test, options: Parameters<typeof bootFixture>[0] = {}) {
+  const fixture = await bootFixture(options);
+  const app = await fixtureApp(fixture);
+  t.teardown(async () => {
+    await app.close();
+    await fixture.cleanup();
+  });
+  const tokenOf = (mac: Mac) => fixture.deps.secrets.tokenFor(mac, Date.now());
+  const script = async (mac: string, query = '') => {
+    const response = await app.inject(`/boot/${mac}.ipxe${query}`);
+    t.equal(response.statusCode, 200);
+    t.match(response.headers['content-type'], /^text\/plain/);
+    return response.body;
+  };
+  /** Snapshots must not depend on the random per-fixture secret. */
+  const stable = (text: string) => text.replace(/token=[A-Za-z0-9_.-]+/g, 'token=TOKEN');
+  return { fixture, app, tokenOf, script, stable };
+}
+
+t.test('/boot.ipxe identifies the machine with iPXE variables and retries, bounded', async (t) => {
+  const { app, stable } = await setup(t);
+  const response = await app.inject('/boot.ipxe');
+  t.equal(response.statusCode, 200);
+  t.match(
+    response.body,
+    'chain --autofree http://10.77.0.1:8080/boot/${netX/mac:hexhyp}.ipxe?arch=${buildarch:uristring}&platform=${platform:uristring}&uuid=${uuid:uristring} || goto rb-retry',
+  );
+  t.match(response.body, 'iseq ${rb-tries} xxxxx && goto rb-failed');
+  t.matchSnapshot(stable(response.body), 'entry script');
+  const withoutPort = await app.inject({ url: '/boot.ipxe', headers: { host: '10.77.0.1' } });
+  t.equal(withoutPort.body, response.body, 'the Host header does not matter');
+});
+
+t.test('coreos-install scripts per firmware arch: kargs, initrd=main, retries', async (t) => {
+  const { script, stable, tokenOf } = await setup(t);
+  const efi = await script('52-54-00-12-34-56', '?arch=x86_64&platform=efi&uuid=1234');
+  const kernelLine = efi.split('\n').find((line) => line.startsWith('kernel '));
+  t.equal(
+    kernelLine,
+    'kernel http://10.77.0.1:8080/assets/fcos/kernel initrd=main' +
+      ' coreos.live.rootfs_url=http://10.77.0.1:8080/assets/fcos/rootfs.img coreos.inst.install_dev=/dev/sda' +
+      ` coreos.inst.ignition_url=http://10.77.0.1:8080/ignition/52-54-00-12-34-56.ign?token=${tokenOf(NODE1)}` +
+      ' console=tty0 console=ttyS0,115200n8 || goto rb-retry',
+  );
+  t.match(efi, 'initrd --name main http://10.77.0.1:8080/assets/fcos/initramfs.img || goto rb-retry');
+  t.matchSnapshot(stable(efi), 'coreos-install x86_64 efi');
+  // BIOS iPXE (undionly) is a 32-bit build and reports i386: it gets the x86_64 assets.
+  const bios = await script('5254.0012.3456', '?arch=i386&platform=pcbios');
+  t.match(bios, 'kernel http://10.77.0.1:8080/assets/fcos/kernel initrd=main');
+  t.matchSnapshot(stable(bios), 'coreos-install i386 (BIOS iPXE) gets x86_64');
+  const arm = await script('52-54-00-12-34-58', '?arch=arm64&platform=efi');
+  t.match(arm, 'kernel http://10.77.0.1:8080/assets/fcos-arm/kernel initrd=main');
+  t.match(
+    arm,
+    'coreos.live.rootfs_url=http://10.77.0.1:8080/assets/fcos-arm/rootfs.img coreos.inst.install_dev=/dev/vda',
+  );
+  t.match(arm, 'console=tty0 console=ttyS0,115200n8', 'default console args when the profile names none');
+  t.matchSnapshot(stable(arm), 'coreos-install per-arch assets, arm64');
+});
+
+t.test('linux profile: every initrd named and listed as initrd=, templated args', async (t) => {
+  const { script, stable, tokenOf } = await setup(t);
+  const linux = await script('525400123457', '?arch=x86_64&platform=efi');
+  const token = tokenOf(NODE2);
+  t.match(
+    linux,
+    'kernel http://10.77.0.1:8080/assets/linux/vmlinuz initrd=initramfs.img initrd=extra.cpio console=ttyS0' +
+      ` my.ignition=http://10.77.0.1:8080/ignition/52-54-00-12-34-57.ign?token=${token}` +
+      ` my.report=http://10.77.0.1:8080/api/v1/machines/52-54-00-12-34-57/events?token=${token} role=storage || goto rb-retry`,
+  );
+  t.match(
+    linux,
+    'initrd --name initramfs.img http://10.77.0.1:8080/assets/linux/initramfs.img || goto rb-retry',
+  );
+  t.match(linux, 'initrd --name extra.cpio http://10.77.0.1:8080/assets/linux/extra.cpio || goto rb-retry');
+  t.notMatch(linux, 'coreos.', 'kind linux gets exactly its own args');
+  t.matchSnapshot(stable(linux), 'linux x86_64');
+});
+
+t.test('installed machines boot their disk; unknown ones are told so; events name the script', async (t) => {
+  const { fixture, script, stable } = await setup(t);
+  fixture.states.set(NODE1, 'installed');
+  const local = await script('52-54-00-12-34-56', '?arch=x86_64&platform=pcbios');
+  t.match(local, 'iseq ${platform} pcbios || exit');
+  t.match(local, 'sanboot --no-describe --drive 0x80 || exit');
+  t.match(local, 'rackboot reprovision 52:54:00:12:34:56');
+  t.notMatch(local, 'kernel');
+  t.matchSnapshot(stable(local), 'installed: local disk');
+
+  const unknown = await script('52-54-00-AA-BB-CC');
+  t.match(unknown, 'echo rackboot: this machine (52:54:00:aa:bb:cc) is not in the rackboot inventory');
+  t.match(unknown, /sleep 60\nreboot/);
+  t.matchSnapshot(unknown, 'unknown machine');
+
+  t.match(fixture.events, [
+    { mac: NODE1, source: 'http', type: 'ipxe-script', detail: { script: 'local-disk', platform: 'pcbios' } },
+    { mac: STRANGER, source: 'http', type: 'unknown-machine', detail: { script: 'unknown' } },
+  ]);
+  t.equal(fixture.events.length, 2);
+
+  fixture.states.set(NODE1, 'discovered');
+  t.match(
+    await script('52-54-00-12-34-56'),
+    'coreos.inst.install_dev=/dev/sda',
+    'reprovisioned: the installer again',
+  );
+});
+
+t.test('a machine whose boot cannot be built is told why on its console', async (t) => {
+  const yaml = `server: { address: 10.77.0.1, assets: assets, state: state }
+profiles:
+  streamed: { kind: coreos-install, coreos: { stream: stable }, install_device: /dev/sda }
+machines:
+  - { mac: "52:54:00:12:34:56", profile: streamed }
+`;
+  const fixture = await bootFixture({ yaml, allowMissingAssets: true });
+  const app = await fixtureApp(fixture);
+  t.teardown(async () => {
+    await app.close();
+    await fixture.cleanup();
+  });
+  const response = await app.inject('/boot/52-54-00-12-34-56.ipxe?arch=x86_64');
+  t.equal(response.statusCode, 200);
+  t.match(response.body, /echo rackboot: cannot boot 52:54:00:12:34:56: .*rackboot fetch coreos/);
+  t.notMatch(response.body, /\$\{(?!platform)/, 'no text iPXE would expand');
+  t.match(fixture.events, [{ type: 'ipxe-script', detail: { script: 'unavailable' } }]);
+});
+
+t.test('malformed script requests', async (t) => {
+  const { app } = await setup(t);
+  t.equal((await app.inject('/boot/not-a-mac.ipxe')).statusCode, 404);
+  t.equal((await app.inject('/boot/52-54-00-12-34-56.txt')).statusCode, 404);
+  t.equal((await app.inject(`/boot/52-54-00-12-34-56.ipxe?arch=${'x'.repeat(100)}`)).statusCode, 400);
+});
+
+t.test('Ignition only for its machine: token, address, 503 while broken, 404 for strangers', async (t) => {
+  const leases = new Map<string, Mac>([['10.77.0.21', NODE1]]);
+  const { fixture, app, tokenOf } = await setup(t, { macForIp: (ip) => leases.get(ip) });
+  const url = (mac: string, token?: string) =>
+    `/ignition/${mac}.ign${token === undefined ? '' : `?token=${token}`}`;
+  const get = (path: string, remoteAddress = '10.77.0.21') => app.inject({ url: path, remoteAddress });
+
+  const ok = await get(url('52-54-00-12-34-56', tokenOf(NODE1)));
+  t.equal(ok.statusCode, 200);
+  t.match(ok.headers['content-type'], /^application\/json/);
+  const config = ok.json();
+  t.equal(config.ignition.version, '3.4.0');
+  t.match(JSON.stringify(config), 'rackboot-report-installed.service');
+  t.match(fixture.events.at(-1), {
+    mac: NODE1,
+    type: 'ignition-fetch',
+    ip: '10.77.0.21',
+    detail: { profile: 'coreos' },
+  });
+
+  for (const [name, response] of [
+    ["machine B's token", await get(url('52-54-00-12-34-56', tokenOf(NODE2)))],
+    ['no token', await get(url('52-54-00-12-34-56'))],
+    ['empty token', await get(url('52-54-00-12-34-56', ''))],
+    ['garbage token', await get(url('52-54-00-12-34-56', 'AAAAAAAAAAAAAAAAAAAAAA'))],
+    ['right token, another IP', await get(url('52-54-00-12-34-56', tokenOf(NODE1)), '10.77.0.99')],
+  ] as const) {
+    t.equal(response.statusCode, 403, name);
+    t.equal(response.json().error, 'forbidden', `${name}: JSON error`);
+  }
+  const refusals = fixture.logs.filter((line) => line.msg === 'Ignition refused');
+  t.equal(refusals.length, 5, 'every refusal is logged');
+  t.match(refusals.at(-1), { mac: NODE1, requester: '10.77.0.99', level: 40 });
+  t.notMatch(JSON.stringify(fixture.logs), tokenOf(NODE1), 'no log line carries the token');
+
+  const unknown = await get(url('52-54-00-aa-bb-cc', tokenOf(STRANGER)), '10.77.0.21');
+  t.equal(unknown.statusCode, 403, 'a stranger is not leased this address either');
+  leases.set('10.77.0.30', STRANGER);
+  t.equal((await get(url('52-54-00-aa-bb-cc', tokenOf(STRANGER)), '10.77.0.30')).statusCode, 404);
+
+  writeFileSync(
+    join(fixture.dir, 'ignition', 'plain.ign'),
+    '{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"relative"}]}}',
+  );
+  leases.set('10.77.0.22', NODE2);
+  const broken = await get(url('52-54-00-12-34-57', tokenOf(NODE2)), '10.77.0.22');
+  t.equal(broken.statusCode, 503, 'Ignition retries 5xx; 404 would be fatal');
+  t.equal(broken.headers['retry-after'], '10');
+  t.match(broken.json().problems, [/plain\.ign:1:\d+: path not absolute/]);
+});
+
+t.test('token expiry (ignition.token_ttl)', async (t) => {
+  const { app, fixture } = await setup(t, { tokenTtlSeconds: 60 });
+  const stale = fixture.deps.secrets.tokenFor(NODE1, Date.now() - 61_000);
+  t.equal((await app.inject(`/ignition/52-54-00-12-34-56.ign?token=${stale}`)).statusCode, 403);
+  const fresh = fixture.deps.secrets.tokenFor(NODE1, Date.now());
+  t.equal((await app.inject(`/ignition/52-54-00-12-34-56.ign?token=${fresh}`)).statusCode, 200);
+});
+
+t.test('explain: profile, reasons, script and Ignition, credentials redacted', async (t) => {
+  const { app, tokenOf } = await setup(t);
+  const response = await app.inject('/api/v1/explain?mac=52-54-00-12-34-56&arch=arm64');
+  t.equal(response.statusCode, 200);
+  const explanation = response.json();
+  t.match(explanation, { mac: NODE1, listed: true, profile: 'coreos', script: 'install', arch: 'aarch64' });
+  t.match(explanation.reasons[0], 'listed under machines: with profile coreos');
+  t.match(
+    explanation.ipxe,
+    'coreos.inst.ignition_url=http://10.77.0.1:8080/ignition/52-54-00-12-34-56.ign?token=[redacted]',
+  );
+  t.equal(explanation.ignition.passwd.users[0].passwordHash, '[redacted]');
+  t.notMatch(response.body, tokenOf(NODE1));
+  t.notMatch(response.body, 'secret-hash');
+
+  const stranger = (await app.inject('/api/v1/explain?mac=52:54:00:aa:bb:cc')).json();
+  t.match(stranger, { script: 'unknown', listed: false });
+  t.match(stranger.reasons[0], 'unknown_machines is ignore');
+  t.equal((await app.inject('/api/v1/explain?mac=nope')).statusCode, 400);
+});
+
+t.test('rackboot render prints exactly what the server sends', async (t) => {
+  const { app, fixture, tokenOf } = await setup(t);
+  const cli = (...args: string[]) =>
+    execFileAsync(process.execPath, [
+      '--import',
+      'tsx',
+      'src/cli/main.ts',
+      'render',
+      ...args,
+      '-c',
+      join(fixture.dir, 'rackboot.yaml'),
+    ]);
+  const ipxe = await cli('ipxe', '--mac', '52-54-00-12-34-57', '--arch', 'x86_64');
+  t.equal(ipxe.stdout, (await app.inject('/boot/52-54-00-12-34-57.ipxe?arch=x86_64')).body);
+  const ignition = await cli('ignition', '--mac', '525400123456');
+  t.equal(
+    ignition.stdout,
+    `${(await app.inject(`/ignition/52-54-00-12-34-56.ign?token=${tokenOf(NODE1)}`)).body}\n`,
+  );
+  await t.rejects(cli('ignition', '--mac', '52:54:00:aa:bb:cc'), /not in the inventory/);
+});
