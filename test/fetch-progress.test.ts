@@ -33,10 +33,20 @@ t.test('on a TTY the bar is redrawn in place, at most ten times a second', async
   clock += 200;
   download.retry?.(new FetchError('cut'), 1000);
   download.end('downloaded', 1000, 'sha256 verified');
-  t.same(writes, [
-    '\r\x1b[Kkernel [######--------------]  30%  300 B/1000 B  2.4 KiB/s',
-    '\r\x1b[K',
-    'kernel: cut; retrying in 1s\n',
-    'kernel: downloaded, 1000 B, sha256 verified\n',
-  ]);
+  clock += 200;
+  download.progress?.(1000);
+  download.abandon();
+  download.abandon();
+  t.same(
+    writes,
+    [
+      '\r\x1b[Kkernel [######--------------]  30%  300 B/1000 B  2.4 KiB/s',
+      '\r\x1b[K',
+      'kernel: cut; retrying in 1s\n',
+      'kernel: downloaded, 1000 B, sha256 verified\n',
+      '\r\x1b[Kkernel [###################] 100%  1000 B/1000 B  1.9 KiB/s',
+      '\r\x1b[K',
+    ],
+    'a failed download clears its bar once',
+  );
 });

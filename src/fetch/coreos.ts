@@ -100,6 +100,9 @@ async function fetchRelease(
       retryDelayMs: options.retryDelayMs,
       idleTimeoutMs: options.idleTimeoutMs,
       verify: keyring ? (candidate) => verifySignature(options, keyring, source, file, candidate) : undefined,
+    }).catch((error: unknown) => {
+      events.abandon();
+      throw error;
     });
     events.end(outcome, bytes, keyring ? 'sha256 and signature verified' : 'sha256 verified');
     files[artifact] = { path, sha256: source.sha256, url: source.location };

@@ -7,9 +7,11 @@ import type { DownloadEvents, DownloadOutcome } from './download.js';
 export interface FetchReporter {
   line(message: string): void;
   /** Events for one download, labelled e.g. `x86_64 rootfs`. */
-  download(
-    label: string,
-  ): DownloadEvents & { end(outcome: DownloadOutcome, bytes: number, note: string): void };
+  download(label: string): DownloadEvents & {
+    end(outcome: DownloadOutcome, bytes: number, note: string): void;
+    /** The download failed: take the bar off the line so the error message starts clean. */
+    abandon(): void;
+  };
 }
 
 export interface ReporterOutput {
@@ -53,6 +55,7 @@ export function createReporter(out: ReporterOutput, now: () => number = Date.now
           clear();
           out.write(`${label}: ${error.message}; retrying in ${delayMs / 1000}s\n`);
         },
+        abandon: clear,
         end(outcome, bytes, note) {
           clear();
           const verb = { present: 'already present', downloaded: 'downloaded', resumed: 'resumed' }[outcome];
