@@ -16,7 +16,11 @@ export function parseMac(text: string): Mac | undefined {
   return digits.replace(/(..)(?!$)/g, '$1:') as Mac;
 }
 
-/** Canonical MAC from the first six bytes of a hardware address (DHCP chaddr). */
+const HEX_BYTES = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
+
+/** Canonical MAC from the first six bytes of a hardware address (DHCP chaddr); on the per-packet path. */
 export function macFromBytes(bytes: Uint8Array): Mac {
-  return Array.from(bytes.subarray(0, 6), (byte) => byte.toString(16).padStart(2, '0')).join(':') as Mac;
+  let mac = HEX_BYTES[bytes[0] ?? 0] as string;
+  for (let index = 1; index < 6; index += 1) mac += `:${HEX_BYTES[bytes[index] ?? 0]}`;
+  return mac as Mac;
 }

@@ -1,0 +1,221 @@
+/**
+ * DHCP benchmark (not part of the tests): full DORAs/s and DISCOVER→ACK latency for PXE clients
+ * against rackboot, dnsmasq and Kea, each started by this script inside a network namespace, with
+ * the same load client (test/dhcp/dora-client.ts) in a second namespace.
+ *   npm run bench:dhcp -- [--clients 2000] [--concurrency 64]
+ * Namespaces on 10.77.200.0/24; the pool is 10.77.200.2–10.77.207.254 inside 10.77.200.0/21.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
+import { createLinkedPair, requireTools, waitForOutput } from '../../test/helpers/netns.js';
+
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const DORA_CLIENT = fileURLToPath(new URL('../../test/dhcp/dora-client.ts', import.meta.url));
+const LAUNCH = fileURLToPath(new URL('../../test/dhcp/launch.ts', import.meta.url));
+
+const argument = (name: string, fallback: number) => {
+  const index = process.argv.indexOf(`--${name}`);
+  return index === -1 ? fallback : Number(process.argv[index + 1]);
+};
+const CLIENTS = argument('clients', 2000);
+const CONCURRENCY = argument('concurrency', 64);
+/** Warms the JIT of the Node peers; small, so warm-up and measured clients fit the 2,045-address pool. */
+const WARMUP_CLIENTS = 40;
+const onlyIndex = process.argv.indexOf('--only');
+const ONLY = onlyIndex === -1 ? undefined : process.argv[onlyIndex + 1];
+
+const SERVER = '10.77.200.1';
+const SUBNET = '10.77.200.0/21';
+const POOL: [string, string] = ['10.77.200.2', '10.77.207.254'];
+
+await requireTools('ip', 'dnsmasq', 'kea-dhcp4');
+const pair = await createLinkedPair(200);
+const directory = await mkdtemp(join(tmpdir(), 'rackboot-bench-dhcp-'));
+const cleanup = async () => {
+  await pair.network.cleanup();
+  await rm(directory, { recursive: true, force: true });
+};
+process.on('SIGINT', () => {
+  cleanup().finally(() => process.exit(130));
+});
+await pair.client.exec('ip', ['route', 'add', 'default', 'dev', pair.clientInterface]);
+
+interface Peer {
+  name: string;
+  /** Starts the server in the server namespace; resolves when it serves. */
+  start(state: string): Promise<ChildProcess>;
+  durability: string;
+}
+
+const peers: Peer[] = [
+  {
+    name: 'rackboot',
+    durability: 'fdatasync (group commit) before each ACK',
+    async start(state) {
+      const config = join(state, 'rackboot.yaml');
+      await writeFile(
+        config,
+        [
+          'server:',
+          `  address: ${SERVER}`,
+          `  state: ${state}`,
+          `  assets: ${state}`,
+          'dhcp:',
+          '  mode: authoritative',
+          `  subnet: ${SUBNET}`,
+          `  range: [${POOL.join(', ')}]`,
+          `  router: ${SERVER}`,
+          `  dns: [${SERVER}]`,
+          '  lease_time: 1h',
+          'unknown_machines: coreos',
+          'profiles:',
+          '  coreos: { kind: linux, kernel: vmlinuz, initrd: [initrd.img] }',
+        ].join('\n'),
+      );
+      const child = pair.server.spawn(process.execPath, ['--import', 'tsx', LAUNCH, config], {
+        cwd: REPO_ROOT,
+      });
+      await waitForOutput(child, (line) => line === 'READY', 30_000);
+      return child;
+    },
+  },
+  {
+    name: 'kea',
+    durability: 'memfile CSV append, no fsync',
+    async start(state) {
+      const config = join(state, 'kea.json');
+      await writeFile(
+        config,
+        JSON.stringify({
+          Dhcp4: {
+            'interfaces-config': { interfaces: [pair.serverInterface] },
+            'lease-database': {
+              type: 'memfile',
+              persist: true,
+              name: join(state, 'kea-leases4.csv'),
+              'lfc-interval': 0,
+            },
+            'valid-lifetime': 3600,
+            subnet4: [
+              {
+                id: 1,
+                subnet: SUBNET,
+                pools: [{ pool: `${POOL[0]} - ${POOL[1]}` }],
+                'next-server': SERVER,
+                'boot-file-name': 'undionly.kpxe',
+                'option-data': [
+                  { name: 'routers', data: SERVER },
+                  { name: 'domain-name-servers', data: SERVER },
+                ],
+              },
+            ],
+            loggers: [{ name: 'kea-dhcp4', output_options: [{ output: 'stdout' }], severity: 'INFO' }],
+          },
+        }),
+      );
+      const child = pair.server.spawn('kea-dhcp4', ['-c', config], {
+        env: { ...process.env, KEA_PIDFILE_DIR: state, KEA_LOCKFILE_DIR: state },
+      });
+      await waitForOutput(child, (line) => line.includes('DHCP4_STARTED'), 30_000);
+      return child;
+    },
+  },
+  {
+    name: 'dnsmasq',
+    durability: 'lease file rewritten, no fsync',
+    async start(state) {
+      const child = pair.server.spawn('dnsmasq', [
+        '--no-daemon',
+        '--no-ping',
+        '--port=0',
+        `--interface=${pair.serverInterface}`,
+        '--bind-interfaces',
+        `--dhcp-range=${POOL[0]},${POOL[1]},255.255.248.0,1h`,
+        `--dhcp-leasefile=${join(state, 'dnsmasq.leases')}`,
+        `--pid-file=${join(state, 'dnsmasq.pid')}`,
+        '--dhcp-boot=undionly.kpxe',
+        '--dhcp-authoritative',
+        '--dhcp-lease-max=100000',
+        `--dhcp-option=3,${SERVER}`,
+        '--log-facility=-',
+        '--conf-file=/dev/null',
+      ]);
+      await waitForOutput(child, (line) => line.includes('DHCP, IP range'), 30_000);
+      return child;
+    },
+  },
+];
+
+function runLoad(options: DoraOptions): Promise<DoraResult> {
+  const child = pair.client.spawn(
+    process.execPath,
+    ['--import', 'tsx', DORA_CLIENT, JSON.stringify(options)],
+    {
+      cwd: REPO_ROOT,
+    },
+  );
+  return waitForOutput(child, (line) => line.startsWith('RESULT '), options.deadlineMs + 30_000).then(
+    (line) => JSON.parse(line.slice('RESULT '.length)) as DoraResult,
+  );
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+interface Row {
+  name: string;
+  durability: string;
+  rate: number;
+  result: DoraResult;
+}
+
+const rows: Row[] = [];
+try {
+  for (const [index, peer] of peers.entries()) {
+    if (ONLY && peer.name !== ONLY) continue;
+    const state = join(directory, peer.name);
+    await rm(state, { recursive: true, force: true });
+    await mkdir(state, { recursive: true });
+    const child = await peer.start(state);
+    const common = {
+      mode: 'dora' as const,
+      concurrency: CONCURRENCY,
+      pxe: true,
+      timeoutMs: 1000,
+      deadlineMs: 120_000,
+    };
+    await runLoad({ ...common, clients: WARMUP_CLIENTS, macPrefix: `52:55:${(index + 0xa0).toString(16)}` });
+    const result = await runLoad({
+      ...common,
+      clients: CLIENTS,
+      macPrefix: `52:54:${(index + 0xb0).toString(16)}`,
+    });
+    await stop(child);
+    const rate = (result.acked.length / result.durationMs) * 1000;
+    rows.push({ name: peer.name, durability: peer.durability, rate, result });
+    process.stdout.write(
+      `${peer.name.padEnd(9)} ${rate.toFixed(0).padStart(6)} DORA/s  p50 ${result.latencyMs.p50.toFixed(2)} ms  ` +
+        `p99 ${result.latencyMs.p99.toFixed(2)} ms  acked ${result.acked.length}/${CLIENTS}  ` +
+        `retries ${result.retries}  naks ${result.naks}  (${peer.durability})\n`,
+    );
+  }
+} finally {
+  await cleanup();
+}
+
+const rateOf = (name: string) => rows.find((row) => row.name === name)?.rate ?? Number.NaN;
+const ours = rateOf('rackboot');
+process.stdout.write(
+  `\n${CLIENTS} PXE clients, concurrency ${CONCURRENCY}: rackboot/kea ${(ours / rateOf('kea')).toFixed(2)}x, ` +
+    `rackboot/dnsmasq ${(ours / rateOf('dnsmasq')).toFixed(2)}x\n`,
+);
