@@ -1,0 +1,128 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import t from 'tap';
+import { bootFixture, fixtureApp } from './ignition/boot-fixture.js';
+
+const SIZE = 64 * 1024 * 1024;
+
+/** A raw HTTP request (fetch would normalise `..` and set Host itself). */
+function raw(
+  port: number,
+  options: { method?: string; path: string; headers?: Record<string, string> },
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const outgoing = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: options.method ?? 'GET',
+        path: options.path,
+        headers: options.headers,
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            headers: response.headers,
+            body: Buffer.concat(chunks),
+          }),
+        );
+        response.on('error', reject);
+      },
+    );
+    outgoing.on('error', reject);
+    outgoing.setTimeout(30_000, () => outgoing.destroy(new Error('timeout')));
+    outgoing.end();
+  });
+}
+
+t.test('assets over a real socket: exact Range bytes of a 64 MiB file, HEAD sizes, no escape', async (t) => {
+  const fixture = await bootFixture();
+  const image = randomBytes(SIZE);
+  writeFileSync(join(fixture.dir, 'assets', 'fcos', 'big.img'), image);
+  writeFileSync(join(fixture.dir, 'assets', '.partial'), 'half a download');
+  writeFileSync(join(fixture.dir, 'secret.txt'), 'outside the assets root');
+  symlinkSync(join(fixture.dir, 'secret.txt'), join(fixture.dir, 'assets', 'escape'));
+  mkdirSync(join(fixture.dir, 'assets', 'current'));
+  symlinkSync('../fcos/kernel', join(fixture.dir, 'assets', 'current', 'kernel'));
+  const app = await fixtureApp(fixture);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  t.teardown(async () => {
+    await app.close();
+    await fixture.cleanup();
+  });
+  const port = (app.server.address() as AddressInfo).port;
+
+  const whole = await raw(port, { path: '/assets/fcos/big.img' });
+  t.equal(whole.status, 200);
+  t.equal(whole.headers['content-length'], String(SIZE));
+  t.equal(
+    createHash('sha256').update(whole.body).digest('hex'),
+    createHash('sha256').update(image).digest('hex'),
+  );
+
+  const ranges: [string, number, number][] = [
+    ['bytes=0-0', 0, 0],
+    ['bytes=1000-1999', 1000, 1999],
+    ['bytes=33554430-33620000', 33554430, 33620000],
+    [`bytes=${SIZE - 4096}-`, SIZE - 4096, SIZE - 1],
+    ['bytes=-65536', SIZE - 65536, SIZE - 1],
+  ];
+  for (const [range, start, end] of ranges) {
+    const part = await raw(port, { path: '/assets/fcos/big.img', headers: { range } });
+    t.equal(part.status, 206, range);
+    t.equal(part.headers['content-range'], `bytes ${start}-${end}/${SIZE}`, `${range}: Content-Range`);
+    t.ok(part.body.equals(image.subarray(start, end + 1)), `${range}: exact bytes`);
+  }
+  const unsatisfiable = await raw(port, {
+    path: '/assets/fcos/big.img',
+    headers: { range: `bytes=${SIZE}-` },
+  });
+  t.equal(unsatisfiable.status, 416);
+
+  // UEFI HTTP Boot: HEAD first, Host without the port, needs Content-Length.
+  const head = await raw(port, {
+    method: 'HEAD',
+    path: '/assets/fcos/big.img',
+    headers: { host: '10.77.0.1', 'user-agent': 'UefiHttpBoot/1.0' },
+  });
+  t.equal(head.status, 200);
+  t.equal(head.headers['content-length'], String(SIZE));
+  t.equal(head.headers['accept-ranges'], 'bytes');
+  t.equal(head.body.length, 0);
+
+  t.equal(
+    (await raw(port, { path: '/assets/current/kernel' })).body.toString(),
+    'contents of fcos/kernel\n',
+    'symlinks inside the root work',
+  );
+  for (const path of [
+    '/assets/../secret.txt',
+    '/assets/%2e%2e/secret.txt',
+    '/assets/fcos/%2e%2e/%2e%2e/secret.txt',
+    '/assets/escape',
+    '/assets/.partial',
+    '/assets/fcos/',
+    '/assets/',
+  ]) {
+    const response = await raw(port, { path });
+    t.ok(response.status >= 400 && response.status < 500, `${path}: refused (${response.status})`);
+    t.notMatch(
+      response.body.toString(),
+      /outside the assets root|half a download|kernel/,
+      `${path}: nothing leaked`,
+    );
+  }
+
+  const downloads = fixture.events.filter((event) => event.type === 'asset-download');
+  t.ok(downloads.length >= ranges.length + 1, 'downloads are recorded');
+  t.match(downloads[1], {
+    source: 'http',
+    detail: { file: 'fcos/big.img', status: 206, bytes: 1, range: 'bytes=0-0' },
+  });
+});
