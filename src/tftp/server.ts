@@ -1,0 +1,435 @@
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { performance } from 'node:perf_hooks';
+import type { Mac } from '../inventory/mac.js';
+import type { Config } from '../inventory/schema.js';
+import type { RecordEvent } from '../lifecycle/events.js';
+import type { Logger } from '../log.js';
+import { FileCache, type PayloadSource } from './file-cache.js';
+import {
+  decodeClientPacket,
+  decodeRequest,
+  ErrorCode,
+  encodeDataHeader,
+  encodeError,
+  encodeOack,
+  type Negotiated,
+  negotiateOptions,
+} from './packet.js';
+import { normalizeRequestedName, refusalMessage, resolveServedFile } from './paths.js';
+import {
+  acknowledgedBytes,
+  blockRange,
+  expireTimer,
+  type RetransmitTiming,
+  receiveAck,
+  receiveClientError,
+  type Step,
+  startTransfer,
+  type TransferOutcome,
+  type TransferState,
+} from './transfer.js';
+
+export interface TftpServerDeps {
+  /** Read per request: server.tftp.* and server.assets follow hot reloads (port and listen do not). */
+  config: () => Config;
+  record: RecordEvent;
+  logger: Logger;
+  macForIp: (ip: string) => Mac | undefined;
+}
+
+export type TftpOutcome = TransferOutcome | 'refused';
+
+/** Counters for /metrics; all totals since start except `activeTransfers` and `cacheBytes`. */
+export interface TftpStats {
+  activeTransfers: number;
+  transfers: Record<TftpOutcome, number>;
+  /** Payload bytes acknowledged by clients. */
+  bytesSent: number;
+  packetsSent: number;
+  retransmittedPackets: number;
+  cacheBytes: number;
+  errors: {
+    /** Undecodable packets on the request port or a transfer port. */
+    malformed: number;
+    /** Packets from a foreign transfer ID, answered with ERROR 5 (RFC 1350 §4). */
+    foreignTid: number;
+    /** Requests dropped because max_transfers or max_transfers_per_client was reached. */
+    busy: number;
+    /** Duplicate ACKs, ignored (never answered with a resend). */
+    duplicateAcks: number;
+    /** Socket or disk errors that ended a transfer or a send. */
+    io: number;
+  };
+}
+
+export interface TftpServer {
+  close(): Promise<void>;
+  address(): { port: number };
+  stats(): TftpStats;
+}
+
+/** See transfer.ts RetransmitTiming; a boot LAN round trip is well under a millisecond. */
+const TIMING: RetransmitTiming = { initialTimeoutMs: 500, minTimeoutMs: 20, maxTimeoutMs: 5000 };
+/** Boot programs are small; the 40 MiB-class images (kernels, initrds) stream from disk. */
+const CACHE_LIMITS = { maxFileBytes: 16 << 20, capacityBytes: 128 << 20, readAheadBytes: 256 << 10 };
+/** ERROR replies to unvalidated sources are rate-limited so the server is a poor reflector. */
+const ERROR_REPLIES_PER_SECOND = 200;
+
+export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer> {
+  const { port, listen } = deps.config().server.tftp;
+  const cache = new FileCache(CACHE_LIMITS);
+  const active = new Map<string, ActiveTransfer | 'starting'>();
+  const perClient = new Map<string, number>();
+  const stats: TftpStats = {
+    activeTransfers: 0,
+    transfers: { complete: 0, aborted: 0, timeout: 0, refused: 0, probe: 0 },
+    bytesSent: 0,
+    packetsSent: 0,
+    retransmittedPackets: 0,
+    cacheBytes: 0,
+    errors: { malformed: 0, foreignTid: 0, busy: 0, duplicateAcks: 0, io: 0 },
+  };
+  const errorReplies = tokenBucket(ERROR_REPLIES_PER_SECOND);
+  const requestSocket = createSocket({ type: 'udp4', reuseAddr: false });
+  requestSocket.on('error', (error) => {
+    stats.errors.io += 1;
+    deps.logger.warn({ err: error }, 'tftp request socket error');
+  });
+
+  const sendError = (socket: Socket, peer: RemoteInfo, code: ErrorCode, message: string) => {
+    if (!errorReplies(performance.now())) return;
+    socket.send(encodeError(code, message), peer.port, peer.address);
+  };
+
+  const recordTransfer = (peer: RemoteInfo, detail: Record<string, unknown> & { outcome: TftpOutcome }) => {
+    stats.transfers[detail.outcome] += 1;
+    deps
+      .record({
+        mac: deps.macForIp(peer.address),
+        ip: peer.address,
+        source: 'tftp',
+        type: 'tftp-transfer',
+        detail,
+      })
+      .catch((error: unknown) => deps.logger.error({ err: error }, 'recording a tftp-transfer event failed'));
+  };
+
+  const refuse = (peer: RemoteInfo, file: string, code: ErrorCode, message: string, reason: string) => {
+    sendError(requestSocket, peer, code, message);
+    deps.logger.info({ client: peer.address, request: { file }, reason }, 'tftp request refused');
+    recordTransfer(peer, { file, outcome: 'refused', reason, bytes: 0, durationMs: 0 });
+  };
+
+  const release = (key: string, client: string) => {
+    active.delete(key);
+    const count = (perClient.get(client) ?? 1) - 1;
+    if (count <= 0) perClient.delete(client);
+    else perClient.set(client, count);
+    stats.activeTransfers = active.size;
+  };
+
+  const handleRequest = async (message: Buffer, peer: RemoteInfo) => {
+    const decoded = decodeRequest(message);
+    if (!decoded.ok) {
+      stats.errors.malformed += 1;
+      deps.logger.debug({ client: peer.address, reason: decoded.reason }, 'malformed tftp request');
+      if (decoded.reason !== 'not-a-request') {
+        sendError(requestSocket, peer, ErrorCode.illegalOperation, 'Malformed request');
+      }
+      return;
+    }
+    const { request } = decoded;
+    const key = `${peer.address}:${peer.port}`;
+    // A client that retransmits its RRQ is already being served from the transfer's own socket.
+    if (active.has(key)) return;
+    if (request.kind === 'write') {
+      return refuse(peer, request.filename, ErrorCode.accessViolation, 'Read-only server', 'write-request');
+    }
+    // netascii is served as octet (tftp.md §1: boot clients all ask for octet). Any other mode
+    // means the name was cut at an embedded NUL and the rest misread as a mode: refuse it.
+    if (request.mode !== 'octet' && request.mode !== 'netascii') {
+      return refuse(peer, request.filename, ErrorCode.accessViolation, 'Access violation', 'unknown-mode');
+    }
+    const config = deps.config();
+    const limits = config.server.tftp;
+    const clientCount = perClient.get(peer.address) ?? 0;
+    if (active.size >= limits.max_transfers || clientCount >= limits.max_transfers_per_client) {
+      // Silence rather than an ERROR: firmware retries its RRQ, an ERROR would end its boot attempt.
+      stats.errors.busy += 1;
+      deps.logger.debug(
+        { client: peer.address, active: active.size, clientCount },
+        'tftp busy, request dropped',
+      );
+      return;
+    }
+    active.set(key, 'starting');
+    perClient.set(peer.address, clientCount + 1);
+    stats.activeTransfers = active.size;
+
+    const name = normalizeRequestedName(request.filename);
+    if (!name.ok) {
+      release(key, peer.address);
+      return refuse(peer, request.filename, name.code, refusalMessage(name.code), name.reason);
+    }
+    const file = await resolveServedFile(config.server.assets, name.relative);
+    if (!file.ok) {
+      release(key, peer.address);
+      return refuse(peer, name.relative, file.code, refusalMessage(file.code), file.reason);
+    }
+    let source: PayloadSource;
+    try {
+      source = await cache.open(file);
+    } catch (error) {
+      release(key, peer.address);
+      stats.errors.io += 1;
+      deps.logger.warn({ err: error, request: { file: name.relative } }, 'tftp file unreadable');
+      return refuse(peer, name.relative, ErrorCode.accessViolation, 'Access violation', 'unreadable');
+    }
+    const negotiated = negotiateOptions(request.options, file.size, {
+      maxBlksize: limits.max_blksize,
+      maxWindowsize: limits.max_windowsize,
+    });
+    const timing: RetransmitTiming =
+      negotiated.timeoutSeconds === undefined
+        ? TIMING
+        : { ...TIMING, maxTimeoutMs: negotiated.timeoutSeconds * 1000 };
+    const transfer = new ActiveTransfer({
+      peer,
+      file: name.relative,
+      negotiated,
+      source,
+      listen,
+      startedAt: performance.now(),
+      stats,
+      logger: deps.logger,
+      onEnd: (outcome, detail) => {
+        release(key, peer.address);
+        recordTransfer(peer, { file: name.relative, outcome, ...detail });
+      },
+    });
+    active.set(key, transfer);
+    try {
+      await transfer.start({
+        fileSize: file.size,
+        blksize: negotiated.blksize,
+        windowsize: negotiated.windowsize,
+        sendOack: negotiated.oack !== undefined,
+        maxRetries: limits.retries,
+        timing,
+      });
+    } catch (error) {
+      stats.errors.io += 1;
+      deps.logger.warn({ err: error }, 'tftp transfer socket failed');
+      transfer.end('aborted', 'socket');
+    }
+  };
+
+  requestSocket.on('message', (message, peer) => {
+    handleRequest(message, peer).catch((error: unknown) => {
+      stats.errors.io += 1;
+      deps.logger.error({ err: error, client: peer.address }, 'tftp request failed');
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    requestSocket.once('error', reject);
+    requestSocket.bind({ port, address: listen }, () => {
+      requestSocket.off('error', reject);
+      resolve();
+    });
+  });
+  deps.logger.info({ port: requestSocket.address().port, address: listen }, 'tftp listening');
+
+  return {
+    address: () => ({ port: requestSocket.address().port }),
+    stats: () => ({
+      ...stats,
+      cacheBytes: cache.bytes,
+      transfers: { ...stats.transfers },
+      errors: { ...stats.errors },
+    }),
+    close: async () => {
+      for (const transfer of active.values())
+        if (transfer !== 'starting') transfer.end('aborted', 'shutdown');
+      await new Promise<void>((resolve) => requestSocket.close(() => resolve()));
+    },
+  };
+}
+
+interface ActiveTransferOptions {
+  peer: RemoteInfo;
+  file: string;
+  negotiated: Negotiated;
+  source: PayloadSource;
+  listen: string;
+  startedAt: number;
+  stats: TftpStats;
+  logger: Logger;
+  onEnd: (outcome: TransferOutcome, detail: Record<string, unknown>) => void;
+}
+
+/** The socket shell of one transfer: its own port (its TID), its timer, and transfer.ts deciding. */
+class ActiveTransfer {
+  private state: TransferState | undefined;
+  private readonly socket: Socket;
+  private timer: NodeJS.Timeout | undefined;
+  private timerFiresAt = Number.POSITIVE_INFINITY;
+  private ended = false;
+
+  constructor(private readonly options: ActiveTransferOptions) {
+    this.socket = createSocket('udp4');
+    this.socket.on('error', (error) => {
+      options.stats.errors.io += 1;
+      options.logger.debug({ err: error, client: options.peer.address }, 'tftp transfer socket error');
+    });
+    this.socket.on('message', (message, from) => this.onMessage(message, from));
+  }
+
+  async start(parameters: Parameters<typeof startTransfer>[0]): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.socket.once('error', reject);
+      this.socket.bind({ port: 0, address: this.options.listen }, () => {
+        this.socket.off('error', reject);
+        resolve();
+      });
+    });
+    if (this.ended) return;
+    this.apply(startTransfer(parameters, performance.now()));
+  }
+
+  end(outcome: TransferOutcome, reason?: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    clearTimeout(this.timer);
+    this.socket.close();
+    this.options.source.close();
+    const state = this.state;
+    const bytes = state ? acknowledgedBytes(state) : 0;
+    this.options.stats.bytesSent += bytes;
+    const durationMs = Math.round(performance.now() - this.options.startedAt);
+    const detail = {
+      options: Object.fromEntries(this.options.negotiated.oack ?? []),
+      bytes,
+      durationMs,
+      ...(reason === undefined ? {} : { reason }),
+    };
+    const level = outcome === 'complete' ? 'info' : outcome === 'probe' ? 'debug' : 'warn';
+    this.options.logger[level](
+      { client: this.options.peer.address, request: { file: this.options.file }, outcome, ...detail },
+      'tftp transfer ended',
+    );
+    this.options.onEnd(outcome, detail);
+  }
+
+  private onMessage(message: Buffer, from: RemoteInfo): void {
+    const { peer, stats } = this.options;
+    if (from.address !== peer.address || from.port !== peer.port) {
+      // RFC 1350 §4: answer the stranger with ERROR 5 and carry on with the real client.
+      stats.errors.foreignTid += 1;
+      this.socket.send(
+        encodeError(ErrorCode.unknownTransferId, 'Unknown transfer ID'),
+        from.port,
+        from.address,
+      );
+      return;
+    }
+    const state = this.state;
+    const packet = decodeClientPacket(message);
+    if (state === undefined || packet === undefined || packet.kind === 'other') {
+      stats.errors.malformed += 1;
+      return;
+    }
+    if (packet.kind === 'error') {
+      this.apply(receiveClientError(state), `client error ${packet.code}`);
+      return;
+    }
+    this.apply(receiveAck(state, packet.block, performance.now()));
+  }
+
+  private onTimer(): void {
+    this.timer = undefined;
+    this.timerFiresAt = Number.POSITIVE_INFINITY;
+    const state = this.state;
+    if (state === undefined || this.ended) return;
+    this.apply(expireTimer(state, performance.now()));
+  }
+
+  private apply(step: Step, reason?: string): void {
+    if (this.ended) return;
+    this.state = step.state;
+    if (step.ignored === 'duplicate-ack') this.options.stats.errors.duplicateAcks += 1;
+    for (const outgoing of step.send) {
+      if (outgoing.kind === 'oack') this.sendPacket([encodeOack(this.options.negotiated.oack ?? new Map())]);
+      else this.sendBlocks(step.state, outgoing.firstBlock, outgoing.lastBlock, step.retransmitted === true);
+    }
+    if (step.outcome !== undefined) {
+      this.end(step.outcome, reason);
+      return;
+    }
+    this.armTimer(step.state.deadline);
+  }
+
+  /**
+   * One timer per transfer, re-armed only when it fires early: moving it on every ACK would cost
+   * a clearTimeout/setTimeout pair per packet.
+   */
+  private armTimer(deadline: number): void {
+    if (this.timer !== undefined && this.timerFiresAt <= deadline) return;
+    clearTimeout(this.timer);
+    this.timerFiresAt = deadline;
+    this.timer = setTimeout(() => this.onTimer(), Math.max(0, deadline - performance.now()));
+  }
+
+  private sendBlocks(
+    state: TransferState,
+    firstBlock: number,
+    lastBlock: number,
+    retransmission: boolean,
+  ): void {
+    const first = blockRange(state, firstBlock);
+    const last = blockRange(state, lastBlock);
+    const length = last.offset + last.length - first.offset;
+    const sendAll = (payload: Buffer) => {
+      for (let block = firstBlock; block <= lastBlock; block += 1) {
+        const start = (block - firstBlock) * state.blksize;
+        this.sendPacket([encodeDataHeader(block), payload.subarray(start, start + state.blksize)]);
+        if (retransmission) this.options.stats.retransmittedPackets += 1;
+      }
+    };
+    const payload = this.options.source.read(first.offset, length);
+    if (Buffer.isBuffer(payload)) {
+      sendAll(payload);
+      return;
+    }
+    payload.then(
+      (read) => {
+        if (!this.ended) sendAll(read);
+      },
+      (error: unknown) => {
+        if (this.ended) return;
+        this.options.stats.errors.io += 1;
+        this.options.logger.warn({ err: error, request: { file: this.options.file } }, 'tftp read failed');
+        this.sendPacket([encodeError(ErrorCode.notDefined, 'Read error')]);
+        this.end('aborted', 'read-error');
+      },
+    );
+  }
+
+  private sendPacket(parts: Buffer[]): void {
+    this.options.stats.packetsSent += 1;
+    this.socket.send(parts, this.options.peer.port, this.options.peer.address);
+  }
+}
+
+/** true while under `perSecond` sends per second (bursts up to one second's worth). */
+function tokenBucket(perSecond: number): (now: number) => boolean {
+  let tokens = perSecond;
+  let updatedAt = 0;
+  return (now) => {
+    tokens = Math.min(perSecond, tokens + ((now - updatedAt) / 1000) * perSecond);
+    updatedAt = now;
+    if (tokens < 1) return false;
+    tokens -= 1;
+    return true;
+  };
+}
