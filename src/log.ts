@@ -1,4 +1,4 @@
-import { type Logger, pino } from 'pino';
+import { type DestinationStream, type Logger, pino } from 'pino';
 
 export type { Logger };
 export type Component = 'dhcp' | 'tftp' | 'http' | 'lifecycle' | 'config' | 'fetch' | 'lab';
@@ -28,7 +28,7 @@ export function createRootLogger(options: LogOptions = {}): Logger {
     });
   }
   return options.destination
-    ? pino({ level, redact }, options.destination as pino.DestinationStream)
+    ? pino({ level, redact }, options.destination as DestinationStream)
     : pino({ level, redact });
 }
 
