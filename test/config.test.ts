@@ -226,6 +226,12 @@ t.test("the README's config reference is the one generated from the schema", asy
   const { readFileSync } = await import('node:fs');
   const { configReferenceMarkdown } = await import('../src/inventory/reference.js');
   const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-  const section = /<!-- config-reference:start -->\n([\s\S]*?)\n<!-- config-reference:end -->/.exec(readme)?.[1];
-  t.equal(section, configReferenceMarkdown(), 'paste the output of `rackboot schema --markdown` into README.md');
+  const section = /<!-- config-reference:start -->\n([\s\S]*?)\n<!-- config-reference:end -->/.exec(
+    readme,
+  )?.[1];
+  t.equal(
+    section,
+    configReferenceMarkdown(),
+    'paste the output of `rackboot schema --markdown` into README.md',
+  );
 });

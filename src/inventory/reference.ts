@@ -21,10 +21,16 @@ export function configReferenceMarkdown(): string {
   const visit = (node: SchemaNode, path: string) => {
     const container = node.type === 'object' && !node.description;
     if (path && path !== '$schema' && !path.endsWith('[]') && !container) {
-      const fallback = node.default === undefined || isEmptyObject(node.default) ? '' : `\`${JSON.stringify(node.default)}\``;
-      rows.push(`| \`${path}\` | ${typeName(node)} | ${fallback} | ${(node.description ?? '').replace(/\|/g, '\\|')} |`);
+      const fallback =
+        node.default === undefined || isEmptyObject(node.default)
+          ? ''
+          : `\`${JSON.stringify(node.default)}\``;
+      rows.push(
+        `| \`${path}\` | ${typeName(node)} | ${fallback} | ${(node.description ?? '').replace(/\|/g, '\\|')} |`,
+      );
     }
-    for (const [key, child] of Object.entries(node.properties ?? {})) visit(child, path ? `${path}.${key}` : key);
+    for (const [key, child] of Object.entries(node.properties ?? {}))
+      visit(child, path ? `${path}.${key}` : key);
     const record = Object.values(node.patternProperties ?? {})[0];
     if (record) visit(record, `${path}.<name>`);
     const item = Array.isArray(node.items) ? undefined : node.items;
