@@ -189,3 +189,18 @@ t.test(
     t.throws(() => openMachineSecrets(join(dir, 'state')), /is not a rackboot secret/);
   },
 );
+
+t.test('the example templates in ignition/ render and validate', async (t) => {
+  const repo = join(import.meta.dirname, '..');
+  const { loadConfigFile } = await import('../src/inventory/load.js');
+  const loaded = await loadConfigFile(join(repo, 'rackboot.yaml'), { missingAssets: 'warn', checkTemplate });
+  t.ok(loaded.ok, 'rackboot.yaml with ignition/worker.bu for its machines');
+  for (const file of ['worker.bu', 'storage-node.bu']) {
+    const { readTemplate } = await import('../src/ignition/template.js');
+    const rendered = renderIgnition(readTemplate(join(repo, 'ignition', file)), {
+      ...CORPUS_VARS,
+      vars: { role: 'worker', data_disk: 'pci-0000:00:1f.2-ata-2' },
+    });
+    t.ok(rendered.ok, file, rendered.ok ? {} : { problems: rendered.problems });
+  }
+});

@@ -1,0 +1,306 @@
+/**
+ * HTTP benchmark (not part of the tests), all on loopback, every peer started by this script:
+ *   npm run bench:http -- [--machines 10000] [--seconds 10] [--connections 32]
+ * 1. rackboot (`rackboot serve`, DHCP off, TFTP on loopback) with N machines: per-machine iPXE
+ *    scripts and Ignition configs, each request for a random machine (wrk Lua), req/s, p99, RSS.
+ * 2. A plain node:http handler returning a fixed text of the script's size: the Node ceiling.
+ * 3. A 64 MiB asset: rackboot /assets/ vs nginx (started here with a temporary config) in MB/s.
+ * Ratios are computed from this one run.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { Mac } from '../../src/boot-plan.js';
+import { openMachineSecrets } from '../../src/ignition/tokens.js';
+import { macInUrl } from '../../src/ignition/vars.js';
+
+const execFileAsync = promisify(execFile);
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const argument = (name: string, fallback: number) => {
+  const index = process.argv.indexOf(`--${name}`);
+  return index === -1 ? fallback : Number(process.argv[index + 1]);
+};
+const MACHINES = argument('machines', 10_000);
+const SECONDS = argument('seconds', 10);
+const CONNECTIONS = argument('connections', 32);
+const ASSET_BYTES = 64 * 1024 * 1024;
+const RACKBOOT_PORT = 18080;
+const NGINX_PORT = 18081;
+
+interface WrkResult {
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  megabytesPerSecond: number;
+  errors: string;
+}
+
+const children: ChildProcess[] = [];
+
+async function main(): Promise<void> {
+  for (const tool of ['wrk', 'nginx'])
+    await execFileAsync('sh', ['-c', `command -v ${tool}`]).catch(() => {
+      throw new Error(`the bench needs ${tool} (.ci/apt-packages.txt)`);
+    });
+  const dir = await mkdtemp(join(tmpdir(), 'rackboot-bench-http-'));
+  try {
+    const macs = await writeFixture(dir);
+    const rackboot = await startProcess(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/cli/main.ts',
+        'serve',
+        '-c',
+        join(dir, 'rackboot.yaml'),
+        '--log-level',
+        'warn',
+      ],
+      /rackboot serving|"level":[345]0/,
+    );
+    await waitForHttp(`http://127.0.0.1:${RACKBOOT_PORT}/boot.ipxe`);
+    const secrets = openMachineSecrets(join(dir, 'state'));
+    const scriptPaths = macs.map((mac) => `/boot/${macInUrl(mac)}.ipxe?arch=x86_64&platform=efi`);
+    const ignitionPaths = macs.map(
+      (mac) => `/ignition/${macInUrl(mac)}.ign?token=${secrets.tokenFor(mac, Date.now())}`,
+    );
+    const sample = await fetch(`http://127.0.0.1:${RACKBOOT_PORT}${scriptPaths[0]}`).then((response) =>
+      response.text(),
+    );
+    const ignitionSample = await fetch(`http://127.0.0.1:${RACKBOOT_PORT}${ignitionPaths[0]}`);
+    if (ignitionSample.status !== 200)
+      throw new Error(`Ignition answered ${ignitionSample.status}: ${await ignitionSample.text()}`);
+
+    const scriptLua = await pathsLua(dir, 'scripts.lua', scriptPaths);
+    const ignitionLua = await pathsLua(dir, 'ignition.lua', ignitionPaths);
+    // Warm-up (JIT, template cache), not measured.
+    await wrk(`http://127.0.0.1:${RACKBOOT_PORT}`, 2, CONNECTIONS, scriptLua);
+    await wrk(`http://127.0.0.1:${RACKBOOT_PORT}`, 2, CONNECTIONS, ignitionLua);
+    const scripts = await wrk(`http://127.0.0.1:${RACKBOOT_PORT}`, SECONDS, CONNECTIONS, scriptLua);
+    const ignition = await wrk(`http://127.0.0.1:${RACKBOOT_PORT}`, SECONDS, CONNECTIONS, ignitionLua);
+    const rss = await memoryOf(rackboot);
+
+    const plain = await startProcess(
+      process.execPath,
+      ['--import', 'tsx', 'bench/http/plain-server.ts', String(Buffer.byteLength(sample))],
+      /listening \d+/,
+    );
+    const plainPort = Number(/listening (\d+)/.exec(plain.output())?.[1]);
+    await wrk(`http://127.0.0.1:${plainPort}/`, 2, CONNECTIONS);
+    const ceiling = await wrk(`http://127.0.0.1:${plainPort}/`, SECONDS, CONNECTIONS);
+    plain.stop();
+
+    const assetConnections = 4;
+    const rackbootAsset = await wrk(
+      `http://127.0.0.1:${RACKBOOT_PORT}/assets/big.img`,
+      SECONDS,
+      assetConnections,
+    );
+    rackboot.stop();
+    const nginx = await startNginx(dir);
+    await waitForHttp(`http://127.0.0.1:${NGINX_PORT}/boot.ipxe`, 404);
+    const nginxAsset = await wrk(`http://127.0.0.1:${NGINX_PORT}/big.img`, SECONDS, assetConnections);
+    nginx.stop();
+
+    const report = {
+      machines: MACHINES,
+      seconds: SECONDS,
+      connections: CONNECTIONS,
+      scriptBytes: Buffer.byteLength(sample),
+      scripts,
+      ignition,
+      plainNodeHttp: ceiling,
+      rackbootRssMB: rss,
+      assets64MiB: { rackboot: rackbootAsset, nginx: nginxAsset, connections: assetConnections },
+      ratios: {
+        scriptsVsPlainNode: round(scripts.requestsPerSecond / ceiling.requestsPerSecond),
+        assetsVsNginx: round(rackbootAsset.megabytesPerSecond / nginxAsset.megabytesPerSecond),
+      },
+      targets: {
+        scriptsVsPlainNode: '>= 0.8',
+        scriptsP99Ms: '<= 5',
+        rssMB: '<= 200',
+        assetsVsNginx: '>= 0.9',
+      },
+    };
+    console.log(JSON.stringify(report, null, 2));
+  } finally {
+    for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function writeFixture(dir: string): Promise<Mac[]> {
+  const macs = Array.from({ length: MACHINES }, (_, index) => {
+    const hex = (index + 1).toString(16).padStart(6, '0');
+    return `52:54:01:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}` as Mac;
+  });
+  const machines = macs
+    .map(
+      (mac, index) =>
+        `  - { mac: "${mac}", hostname: node${index + 1}, profile: worker, vars: { role: worker } }`,
+    )
+    .join('\n');
+  await mkdir(join(dir, 'assets', 'fcos'), { recursive: true });
+  await mkdir(join(dir, 'ignition'), { recursive: true });
+  for (const file of ['kernel', 'initramfs.img', 'rootfs.img'])
+    await writeFile(join(dir, 'assets', 'fcos', file), file);
+  await writeFile(join(dir, 'assets', 'big.img'), Buffer.alloc(ASSET_BYTES, 0x5a));
+  await writeFile(
+    join(dir, 'ignition', 'worker.bu'),
+    await readFile(join(REPO_ROOT, 'ignition', 'worker.bu'), 'utf8'),
+  );
+  await writeFile(
+    join(dir, 'rackboot.yaml'),
+    `server:
+  address: 127.0.0.1
+  http: { port: ${RACKBOOT_PORT}, listen: 127.0.0.1 }
+  tftp: { port: 16969, listen: 127.0.0.1 }
+  assets: assets
+  state: state
+  log_level: warn
+dhcp: { mode: "off" }
+profiles:
+  worker:
+    kind: coreos-install
+    kernel: fcos/kernel
+    initrd: [fcos/initramfs.img]
+    rootfs: fcos/rootfs.img
+    install_device: /dev/sda
+    ignition: ignition/worker.bu
+    args: [console=tty0, "console=ttyS0,115200n8"]
+machines:
+${machines}
+`,
+  );
+  return macs;
+}
+
+/** A wrk Lua script requesting a random one of `paths` each time. */
+async function pathsLua(dir: string, name: string, paths: string[]): Promise<string> {
+  const file = join(dir, name);
+  const table = paths.map((path) => `"${path}"`).join(',\n');
+  await writeFile(
+    file,
+    `local paths = {\n${table}\n}\nmath.randomseed(42)\nrequest = function()\n  return wrk.format("GET", paths[math.random(#paths)])\nend\n`,
+  );
+  return file;
+}
+
+async function wrk(url: string, seconds: number, connections: number, lua?: string): Promise<WrkResult> {
+  const args = [
+    '-t1',
+    `-c${connections}`,
+    `-d${seconds}s`,
+    '--latency',
+    '--timeout',
+    '10s',
+    ...(lua ? ['-s', lua] : []),
+    url,
+  ];
+  const { stdout } = await execFileAsync('wrk', args, { timeout: (seconds + 30) * 1000 });
+  const latency = (label: string) => {
+    const match = new RegExp(`${label}%\\s+([\\d.]+)(us|ms|s)`).exec(stdout);
+    if (!match) return Number.NaN;
+    const value = Number(match[1]);
+    return round(match[2] === 'us' ? value / 1000 : match[2] === 's' ? value * 1000 : value);
+  };
+  const transfer = /Transfer\/sec:\s+([\d.]+)(B|KB|MB|GB)/.exec(stdout);
+  const unit: Record<string, number> = { B: 1 / 1024 / 1024, KB: 1 / 1024, MB: 1, GB: 1024 };
+  return {
+    requestsPerSecond: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]),
+    p50Ms: latency('50'),
+    p99Ms: latency('99'),
+    megabytesPerSecond: transfer ? round(Number(transfer[1]) * (unit[transfer[2] ?? 'MB'] ?? 1)) : Number.NaN,
+    errors: /(Non-2xx.*|Socket errors.*)/.exec(stdout)?.[0] ?? 'none',
+  };
+}
+
+async function startNginx(dir: string) {
+  const config = join(dir, 'nginx.conf');
+  await writeFile(
+    config,
+    `daemon off;
+master_process off;
+worker_processes 1;
+pid ${join(dir, 'nginx.pid')};
+error_log ${join(dir, 'nginx-error.log')} warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path ${join(dir, 'nginx-body')};
+  proxy_temp_path ${join(dir, 'nginx-proxy')};
+  fastcgi_temp_path ${join(dir, 'nginx-fastcgi')};
+  uwsgi_temp_path ${join(dir, 'nginx-uwsgi')};
+  scgi_temp_path ${join(dir, 'nginx-scgi')};
+  server {
+    listen 127.0.0.1:${NGINX_PORT};
+    root ${join(dir, 'assets')};
+  }
+}
+`,
+  );
+  return startProcess('nginx', ['-c', config, '-p', dir, '-e', join(dir, 'nginx-error.log')], undefined);
+}
+
+function startProcess(command: string, args: string[], ready: RegExp | undefined) {
+  const child = spawn(command, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let output = '';
+  const collect = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-20_000);
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const handle = {
+    child,
+    output: () => output,
+    stop: () => child.exitCode === null && child.kill('SIGTERM'),
+  };
+  if (!ready) return handle;
+  return new Promise<typeof handle>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${command} not ready in 60 s: ${output}`)), 60_000);
+    const check = () => {
+      if (ready.test(output)) {
+        clearTimeout(timer);
+        resolve(handle);
+      }
+    };
+    child.stdout?.on('data', check);
+    child.stderr?.on('data', check);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${command} exited ${code}: ${output}`));
+    });
+  });
+}
+
+async function waitForHttp(url: string, status = 200): Promise<void> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const answered = await fetch(url)
+      .then((response) => response.status)
+      .catch(() => 0);
+    if (answered === status) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${url} did not answer ${status}`);
+}
+
+/** Resident and peak memory of the server process, from /proc. */
+async function memoryOf(handle: { child: ChildProcess }): Promise<{ rss: number; peak: number }> {
+  const status = await readFile(`/proc/${handle.child.pid}/status`, 'utf8');
+  const kilobytes = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1]) / 1024;
+  return { rss: round(kilobytes('VmRSS')), peak: round(kilobytes('VmHWM')) };
+}
+
+function round(value: number): number {
+  return Math.round(value * 100) / 100;
+}
+
+await main();
