@@ -1,0 +1,119 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import t from 'tap';
+import { cliCommand } from './helpers/cli.js';
+import { waitForOutput } from './helpers/netns.js';
+
+/**
+ * `rackboot serve` as a real process on loopback (DHCP off, so nothing touches a real interface):
+ * it serves, applies a valid edit without a restart, keeps serving through an invalid one, and
+ * shuts down cleanly on SIGTERM.
+ */
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  if (typeof address !== 'object' || address === null) throw new Error('no port');
+  return address.port;
+}
+
+function configText(httpPort: number, tftpPort: number, machines: string): string {
+  return `server:
+  address: 127.0.0.1
+  http: { port: ${httpPort}, listen: 127.0.0.1 }
+  tftp: { port: ${tftpPort}, listen: 127.0.0.1 }
+  api_token: operator-token-0123456789
+dhcp:
+  mode: off
+profiles:
+  plain:
+    kind: linux
+    kernel: vmlinuz
+    initrd: [initrd.img]
+    args: [console=ttyS0]
+machines:
+${machines}`;
+}
+
+function saveLikeAnEditor(file: string, text: string) {
+  writeFileSync(`${file}.tmp`, text);
+  renameSync(`${file}.tmp`, file);
+}
+
+function startServe(configFile: string): ChildProcess {
+  const [command, args] = cliCommand(['serve', '-c', configFile]);
+  return spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+t.test('serve: hot reload and graceful shutdown', async (t) => {
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
+  const [httpPort, tftpPort] = [await freePort(), await freePort()];
+  const file = join(directory, 'rackboot.yaml');
+  writeFileSync(
+    file,
+    configText(httpPort, tftpPort, '  - { mac: 52:54:00:00:00:01, profile: plain, hostname: one }\n'),
+  );
+  const child = startServe(file);
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
+  const base = `http://127.0.0.1:${httpPort}`;
+
+  const script = await fetch(`${base}/boot.ipxe`);
+  t.equal(script.status, 200, 'serves the iPXE entry script');
+  t.match(await script.text(), /^#!ipxe/);
+
+  const reloaded = waitForOutput(child, (line) => line.includes('config reloaded'), 10_000);
+  saveLikeAnEditor(
+    file,
+    configText(
+      httpPort,
+      tftpPort,
+      '  - { mac: 52:54:00:00:00:01, profile: plain, hostname: one }\n  - { mac: 52:54:00:00:00:02, profile: plain, hostname: two }\n',
+    ),
+  );
+  t.match(await reloaded, /machines added: 52:54:00:00:00:02/, 'the reload is logged with what changed');
+  const explained = await fetch(`${base}/api/v1/explain?mac=52-54-00-00-00-02`);
+  t.equal(explained.status, 200, 'the new machine is known without a restart');
+  t.match(JSON.stringify(await explained.json()), /two/);
+
+  const rejected = waitForOutput(child, (line) => line.includes('config edit rejected'), 10_000);
+  saveLikeAnEditor(file, `${readFileSync(file, 'utf8')}  - { mac: 52:54:00:00:00:02, profile: plain }\n`);
+  t.match(
+    await rejected,
+    /rackboot\.yaml:17:12: duplicate MAC 52:54:00:00:00:02: also at line 16:12/,
+    'the bad edit is logged at its line',
+  );
+  const stillServing = await fetch(`${base}/api/v1/explain?mac=52:54:00:00:00:02`);
+  t.equal(stillServing.status, 200, 'the previous config keeps serving');
+  t.match(JSON.stringify(await stillServing.json()), /two/);
+
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const stopped = waitForOutput(child, (line) => line.includes('"msg":"stopped"'), 10_000);
+  child.kill('SIGTERM');
+  await stopped;
+  t.equal(await exited, 0, 'exits 0 after SIGTERM');
+  await t.rejects(fetch(`${base}/boot.ipxe`), 'the HTTP socket is closed');
+});
+
+t.test('serve refuses to start on a missing boot file, naming its line', async (t) => {
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel' } });
+  const file = join(directory, 'rackboot.yaml');
+  writeFileSync(
+    file,
+    configText(await freePort(), await freePort(), '  []\n').replace('machines:\n  []', 'machines: []'),
+  );
+  const child = startServe(file);
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk;
+  });
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  t.equal(code, 1);
+  t.match(stderr, /rackboot\.yaml:12:14: initrd\.img not found under/);
+});
