@@ -49,7 +49,7 @@ t.test('an option longer than 255 bytes is split on encode and joined on decode 
 
 t.test('PAD is one byte: the option after it is read from the right offset', async (t) => {
   // The `dhcp` npm package skips one byte too many after PAD and misreads exactly this.
-  const decoded = decodeDhcpRequest(withOptions([0x35, 1, 1, 0, 0, 0x3c, 4, 0x50, 0x58, 0x45, 0x43, 0xff]));
+  const decoded = decodeDhcpRequest(withOptions([0x35, 1, 1, 0, 0x3c, 4, 0x50, 0x58, 0x45, 0x43, 0xff]));
   if (!decoded.ok) throw new Error(decoded.reason);
   t.equal(decoded.packet.options.get(Option.vendorClass)?.toString(), 'PXEC');
 });
