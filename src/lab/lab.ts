@@ -144,11 +144,14 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   const running = new Set<VmRun>();
   let bootCount = 0;
 
-  const close = async () => {
-    await Promise.all([...running].map((vm) => vm.stop()));
-    await network.cleanup();
-    if (!options.keepDirectory) await rm(directory, { recursive: true, force: true });
-  };
+  let closing: Promise<void> | undefined;
+  // Idempotent: a test's last step and its teardown may both close the lab.
+  const close = () =>
+    (closing ??= (async () => {
+      await Promise.all([...running].map((vm) => vm.stop()));
+      await network.cleanup();
+      if (!options.keepDirectory) await rm(directory, { recursive: true, force: true });
+    })());
 
   try {
     const spawnServer = (where: NamespaceHandle, name: string, command: string, args: string[]) => {
@@ -184,7 +187,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       );
       if (options.server.dhcpMode === 'proxy') {
         // The LAN's own DHCP server, on another host: rackboot in proxy mode adds only the boot.
-        const lan = await network.lanHost();
+        const lan = network.lanHost;
         const dnsmasq = spawnServer(
           lan,
           'dnsmasq',

@@ -45,7 +45,7 @@ export interface LabNetwork extends NamespaceHandle {
    * A second host on the same LAN (10.77.<subnet>.2, interface lan0), in its own namespace: the
    * place for the LAN's own DHCP server in proxy mode, which must not share rackboot's port 67.
    */
-  lanHost(): Promise<NamespaceHandle>;
+  lanHost: NamespaceHandle;
   /** PIDs of the processes this lab started that are still running. */
   livePids(): number[];
   cleanup(): Promise<void>;
@@ -170,15 +170,16 @@ export async function createLabNetwork(subnet: number): Promise<LabNetwork> {
   const prefix = `10.77.${subnet}`;
   const serverAddress = `${prefix}.1`;
   const children = new Set<ChildProcess>();
-  const namespaces = [namespace];
+  const lanNamespace = `${namespace}-lan`;
+  const namespaces = [namespace, lanNamespace];
   let tapCount = 0;
-  let lan: NamespaceHandle | undefined;
   const livePids = () =>
     [...children].flatMap((child) =>
       child.pid !== undefined && child.exitCode === null && child.signalCode === null ? [child.pid] : [],
     );
   const registration = { namespaces, pids: livePids };
   const main = namespaceHandle(namespace, serverAddress, children);
+  const lanHost = namespaceHandle(lanNamespace, `${prefix}.2`, children);
   const inNamespace = (name: string, ...args: string[]) => runCommand('ip', ['-n', name, ...args]);
   const removeAll = async () => {
     for (const name of namespaces) {
@@ -188,10 +189,12 @@ export async function createLabNetwork(subnet: number): Promise<LabNetwork> {
     }
   };
 
-  await runCommand('ip', ['netns', 'add', namespace]);
   activeLabs.add(registration);
   try {
+    await runCommand('ip', ['netns', 'add', namespace]);
+    await runCommand('ip', ['netns', 'add', lanNamespace]);
     await inNamespace(namespace, 'link', 'set', 'lo', 'up');
+    await inNamespace(lanNamespace, 'link', 'set', 'lo', 'up');
     // No DAD: the bridge's link-local address is usable at once, so radvd can start immediately.
     // Forwarding on (inside this namespace only) because radvd refuses to advertise without it.
     await main.exec('sysctl', [
@@ -201,11 +204,15 @@ export async function createLabNetwork(subnet: number): Promise<LabNetwork> {
       'net.ipv6.conf.all.forwarding=1',
     ]);
     await inNamespace(namespace, 'link', 'add', LAB_BRIDGE, 'type', 'bridge', 'forward_delay', '0');
-    // A veth pair with one end on the bridge gives the bridge carrier before any VM starts (the
-    // dummy driver is not in every kernel); its far end becomes the LAN host's interface.
+    // A veth pair from the bridge to the LAN host gives the bridge carrier before any VM starts
+    // (the dummy driver is not in every kernel). Its far end must leave rackboot's namespace: a
+    // second interface on the same segment there would hand every broadcast to rackboot twice.
     await inNamespace(namespace, 'link', 'add', CARRIER_PORT, 'type', 'veth', 'peer', 'name', CARRIER_PEER);
+    await inNamespace(namespace, 'link', 'set', CARRIER_PEER, 'netns', lanNamespace);
+    await inNamespace(lanNamespace, 'link', 'set', CARRIER_PEER, 'name', LAN_HOST_INTERFACE);
+    await inNamespace(lanNamespace, 'addr', 'add', `${prefix}.2/24`, 'dev', LAN_HOST_INTERFACE);
+    await inNamespace(lanNamespace, 'link', 'set', LAN_HOST_INTERFACE, 'up');
     await inNamespace(namespace, 'link', 'set', CARRIER_PORT, 'master', LAB_BRIDGE, 'up');
-    await inNamespace(namespace, 'link', 'set', CARRIER_PEER, 'up');
     await inNamespace(namespace, 'addr', 'add', `${serverAddress}/24`, 'dev', LAB_BRIDGE);
     await inNamespace(namespace, 'link', 'set', LAB_BRIDGE, 'up');
   } catch (error) {
@@ -226,19 +233,7 @@ export async function createLabNetwork(subnet: number): Promise<LabNetwork> {
       await inNamespace(namespace, 'link', 'set', tap, 'master', LAB_BRIDGE, 'up');
       return tap;
     },
-    async lanHost() {
-      if (lan) return lan;
-      const name = `${namespace}-lan`;
-      await runCommand('ip', ['netns', 'add', name]);
-      namespaces.push(name);
-      await inNamespace(name, 'link', 'set', 'lo', 'up');
-      await inNamespace(namespace, 'link', 'set', CARRIER_PEER, 'netns', name);
-      await inNamespace(name, 'link', 'set', CARRIER_PEER, 'name', LAN_HOST_INTERFACE);
-      await inNamespace(name, 'addr', 'add', `${prefix}.2/24`, 'dev', LAN_HOST_INTERFACE);
-      await inNamespace(name, 'link', 'set', LAN_HOST_INTERFACE, 'up');
-      lan = namespaceHandle(name, `${prefix}.2`, children);
-      return lan;
-    },
+    lanHost,
     livePids,
     async cleanup() {
       await Promise.all([...children].map((child) => stopChild(child)));
