@@ -55,8 +55,9 @@ export function createMachineSecrets(
       if (!match) return false;
       const expiresAtSeconds = match[1] === undefined ? undefined : Number(match[1]);
       if (expiresAtSeconds !== undefined && expiresAtSeconds * 1000 < now) return false;
-      const given = Buffer.from(match[2] ?? '', 'base64url');
-      const expected = sign(mac, expiresAtSeconds);
+      // Compared as text: base64url's last character carries unused bits, so decoding would accept variants.
+      const given = Buffer.from(match[2] ?? '', 'ascii');
+      const expected = Buffer.from(sign(mac, expiresAtSeconds).toString('base64url'), 'ascii');
       return given.length === expected.length && timingSafeEqual(given, expected);
     },
   };
