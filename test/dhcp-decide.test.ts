@@ -561,6 +561,7 @@ t.test('relay: giaddr picks the pool and the reply goes to giaddr:67', async (t)
   );
   t.equal(nak.decision, 'nak');
   t.same(nak.destination, { kind: 'relay', address: '10.77.6.1' });
+  t.equal(nak.flags & BROADCAST_FLAG, BROADCAST_FLAG, 'relayed NAK has the broadcast bit');
 });
 
 t.test('the pool runs out: silence and an event, no duplicate address', async (t) => {

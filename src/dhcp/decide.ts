@@ -350,6 +350,8 @@ function addressReply(
 
 function nak(request: DhcpRequest, mac: Mac, message: string, context: DecideContext): Outcome {
   const reply = replyTo(request, 'nak', context.settings);
+  // RFC 2131 §4.3.2: a relayed NAK carries the broadcast bit, so the relay broadcasts it on.
+  if (request.giaddr !== ZERO) reply.flags |= BROADCAST_FLAG;
   reply.options.set(Option.message, encodeOption.text(message));
   return {
     kind: 'reply',
