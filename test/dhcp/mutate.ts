@@ -89,7 +89,8 @@ export function mutatePacket(seed: Buffer, random: () => number): Buffer {
 }
 
 function randomBytes(length: number, random: () => number): Buffer {
-  const bytes = Buffer.alloc(length);
-  for (let index = 0; index < length; index += 1) bytes[index] = Math.floor(random() * 256);
-  return bytes;
+  const bytes = Buffer.alloc(length + 3);
+  for (let index = 0; index < length; index += 4)
+    bytes.writeUInt32LE(Math.floor(random() * 0x1_0000_0000), index);
+  return bytes.subarray(0, length);
 }
