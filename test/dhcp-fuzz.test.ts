@@ -97,7 +97,7 @@ t.test(`${PURE_PACKETS} mutated packets through decode + decide + encode: no thr
     t.ok((malformed.get(reason) ?? 0) > 0, `mutations reached "${reason}"`);
   }
   t.ok(
-    (decisions.get('offer') ?? 0) > 0 && (decisions.get('ack') ?? 0) > 0,
+    (outcomes.get('offer') ?? 0) > 0 && (outcomes.get('ack') ?? 0) > 0,
     'mutated but valid packets were answered',
   );
 });
@@ -144,7 +144,7 @@ t.test(
     const stats = await server.stats();
     const malformedTotal = stats.malformed.reduce((sum, entry) => sum + entry.count, 0);
     const decidedTotal = stats.messages.reduce((sum, entry) => sum + entry.count, 0);
-    t.ok(malformedTotal > 1000, `malformed packets counted (${malformedTotal})`);
+    t.ok(malformedTotal > 100, `malformed packets counted (${malformedTotal})`);
     t.ok(decidedTotal > 0, `valid mutants were decided (${decidedTotal})`);
     t.comment(`${malformedTotal + decidedTotal} of ${SOCKET_PACKETS} datagrams reached the server`);
   },
