@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { registerFetch } from './fetch.js';
+import { registerLab } from './lab.js';
 import { registerLogs } from './logs.js';
 import { registerMachines } from './machines.js';
 import { registerRender } from './render.js';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerMachines(program);
   registerLogs(program);
   registerReprovision(program);
+  registerLab(program);
   return program;
 }
 

@@ -1,0 +1,128 @@
+import type { Command } from 'commander';
+import type { AcceleratorChoice, LabFirmware } from '../lab/index.js';
+import { formatEvent } from './logs.js';
+
+interface LabCommandOptions {
+  firmware: string;
+  vms: string;
+  subnet: string;
+  accel: string;
+  serial?: boolean;
+  keep?: boolean;
+}
+
+const FIRMWARE_NAMES: Record<string, LabFirmware> = {
+  bios: 'bios',
+  uefi: 'uefi-pxe',
+  'uefi-pxe': 'uefi-pxe',
+  'uefi-http': 'uefi-http',
+};
+const MAX_VMS = 8;
+/** A VM that has not installed by then has failed (TCG on a busy host is slow; KVM much faster). */
+const BOOT_LIMIT_MS = 420_000;
+
+/**
+ * `rackboot lab`: the e2e harness for people. Builds a private LAN in a network namespace, runs
+ * rackboot on it, boots QEMU VMs through real firmware, prints the provisioning events live, and
+ * removes everything on exit or Ctrl-C.
+ */
+export function registerLab(program: Command): void {
+  program
+    .command('lab')
+    .description(
+      'boot VMs in a private network through DHCP, TFTP, iPXE, Ignition; live log; cleans up (root, QEMU)',
+    )
+    .option('--firmware <firmware>', 'bios | uefi (OVMF PXE) | uefi-http (OVMF HTTP Boot)', 'bios')
+    .option('--vms <count>', `how many VMs boot at once (1-${MAX_VMS})`, '1')
+    .option('--subnet <n>', 'lab LAN 10.77.<n>.0/24, private to the lab namespace', '120')
+    .option('--accel <accelerator>', 'auto (KVM if the firmware runs under it, else TCG) | kvm | tcg', 'auto')
+    .option('--serial', 'also print the VMs’ serial consoles')
+    .option('--keep', 'keep the lab directory (config, state, serial logs) afterwards')
+    .action(async (options: LabCommandOptions) => {
+      const firmware = FIRMWARE_NAMES[options.firmware];
+      if (!firmware) throw new Error(`--firmware must be one of ${Object.keys(FIRMWARE_NAMES).join(', ')}`);
+      const vms = Number(options.vms);
+      if (!Number.isInteger(vms) || vms < 1 || vms > MAX_VMS)
+        throw new Error(`--vms must be 1 to ${MAX_VMS}`);
+      const subnet = Number(options.subnet);
+      if (!Number.isInteger(subnet) || subnet < 0 || subnet > 255)
+        throw new Error('--subnet must be 0 to 255');
+      if (!['auto', 'kvm', 'tcg'].includes(options.accel))
+        throw new Error('--accel must be auto, kvm or tcg');
+      process.exitCode = await runLab({
+        firmware,
+        vms,
+        subnet,
+        accelerator: options.accel as AcceleratorChoice,
+        serial: options.serial ?? false,
+        keep: options.keep ?? false,
+      });
+    });
+}
+
+async function runLab(options: {
+  firmware: LabFirmware;
+  vms: number;
+  subnet: number;
+  accelerator: AcceleratorChoice;
+  serial: boolean;
+  keep: boolean;
+}): Promise<number> {
+  const { startLab, formatTimeline } = await import('../lab/index.js');
+  const say = (line: string) => process.stdout.write(`rackboot lab: ${line}\n`);
+  const lab = await startLab({
+    subnet: options.subnet,
+    server: { kind: 'rackboot', dhcpMode: 'authoritative' },
+    machines: Array.from({ length: options.vms }, () => ({ firmware: options.firmware })),
+    accelerator: options.accelerator,
+    keepDirectory: options.keep,
+    hardLimitSeconds: BOOT_LIMIT_MS / 1000 + 120,
+    progress: say,
+  });
+  let interrupted = false;
+  const onInterrupt = () => {
+    interrupted = true;
+    say('interrupted: stopping the VMs and removing the lab');
+    void lab.close().then(() => process.exit(130));
+  };
+  process.once('SIGINT', onInterrupt);
+  process.once('SIGTERM', onInterrupt);
+  try {
+    say(`LAN ${lab.network.prefix}.0/24 in namespace ${lab.network.namespace}; rackboot at ${lab.baseUrl}`);
+    const hostnames = new Map(lab.machines.map((machine) => [machine.mac, machine.hostname]));
+    const events = lab.api?.followEvents(
+      (event) => {
+        const host = (event.mac && hostnames.get(event.mac)) ?? '';
+        process.stdout.write(`${host.padEnd(6)} ${formatEvent(event)}\n`);
+      },
+      BOOT_LIMIT_MS / 1000 + 60,
+    );
+    const outcomes = await Promise.all(
+      lab.machines.map((machine) =>
+        lab.boot(machine, {
+          timeoutMs: BOOT_LIMIT_MS,
+          onSerialLine: options.serial
+            ? (line) => process.stdout.write(`${machine.hostname.padEnd(6)} | ${line.text}\n`)
+            : undefined,
+        }),
+      ),
+    );
+    events?.stop();
+    if (interrupted) return 130;
+    say('results (seconds since power-on, read from the serial console):');
+    for (const outcome of outcomes) {
+      say(
+        `  ${outcome.machine.hostname} ${outcome.machine.mac} ${outcome.result}: ${formatTimeline(outcome.timeline)}`,
+      );
+      if (outcome.result !== 'installed') say(`  last console lines:\n${outcome.tail}`);
+    }
+    if (options.keep) say(`lab directory kept: ${lab.directory}`);
+    return outcomes.every((outcome) => outcome.result === 'installed') ? 0 : 1;
+  } finally {
+    if (!interrupted) {
+      await lab.close();
+      process.off('SIGINT', onInterrupt);
+      process.off('SIGTERM', onInterrupt);
+    }
+  }
+}
