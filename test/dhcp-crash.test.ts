@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import type { DoraOptions, DoraResult } from './dhcp/dora-client.js';
 import { testConfigYaml } from './dhcp/fixtures.js';
-import { launchDhcp, REPO_ROOT } from './dhcp/harness.js';
+import { launchDhcp, REPO_ROOT, waitForLine } from './dhcp/harness.js';
 import { createLinkedPair, requireTools, waitForOutput } from './helpers/netns.js';
 
 // kill -9 in the middle of 500 DORAs, restart on the same state: no lease lost, no address twice.
@@ -42,7 +42,7 @@ function startDoraClient(options: DoraOptions): { child: ChildProcess; result: P
       cwd: REPO_ROOT,
     },
   );
-  const result = waitForOutput(child, (line) => line.startsWith('RESULT '), options.deadlineMs + 15_000).then(
+  const result = waitForLine(child, (line) => line.startsWith('RESULT '), options.deadlineMs + 15_000).then(
     (line) => JSON.parse(line.slice('RESULT '.length)) as DoraResult,
   );
   return { child, result };

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
+import { waitForLine } from '../../test/dhcp/harness.js';
 import { createLinkedPair, requireTools, waitForOutput } from '../../test/helpers/netns.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -161,7 +162,7 @@ function runLoad(options: DoraOptions): Promise<DoraResult> {
       cwd: REPO_ROOT,
     },
   );
-  return waitForOutput(child, (line) => line.startsWith('RESULT '), options.deadlineMs + 30_000).then(
+  return waitForLine(child, (line) => line.startsWith('RESULT '), options.deadlineMs + 30_000).then(
     (line) => JSON.parse(line.slice('RESULT '.length)) as DoraResult,
   );
 }

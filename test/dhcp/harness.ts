@@ -12,6 +12,25 @@ export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const LAUNCH = fileURLToPath(new URL('./launch.ts', import.meta.url));
 const PROBE = fileURLToPath(new URL('./probe.ts', import.meta.url));
 
+/**
+ * Resolves with the first complete stdout line matching `predicate` (waitForOutput may match a
+ * partial line, which breaks long JSON lines); bounded by `timeoutMs`.
+ */
+export function waitForLine(child: ChildProcess, predicate: (line: string) => boolean, timeoutMs: number) {
+  return new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no matching line within ${timeoutMs} ms`)), timeoutMs);
+    onLines(child, (line) => {
+      if (!predicate(line)) return;
+      clearTimeout(timer);
+      resolve(line);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`process exited (${code}) before the expected line`));
+    });
+  });
+}
+
 function onLines(child: ChildProcess, handle: (line: string) => void): void {
   let buffered = '';
   child.stdout?.on('data', (chunk: Buffer) => {
