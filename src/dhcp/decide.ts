@@ -102,14 +102,6 @@ export function planBoot(request: DhcpPacket, mac: Mac, context: DecideContext):
   const assignment = context.decision.assignmentFor(mac);
   if (!assignment) return { ok: false, reason: 'unknown-machine', firmware };
   const { settings } = context;
-  const archCode = firmware.archCode;
-  const efiBinary = () => {
-    if (archCode !== undefined && X64_UEFI_ARCHES.has(archCode)) return settings.efiBinary;
-    if (archCode !== undefined && ARM64_UEFI_ARCHES.has(archCode)) {
-      return context.assetExists(settings.arm64EfiBinary) ? settings.arm64EfiBinary : 'arm64-binary-missing';
-    }
-    return 'unsupported-arch';
-  };
   let bootFile: string;
   switch (firmware.firmware) {
     case 'ipxe':
@@ -120,15 +112,28 @@ export function planBoot(request: DhcpPacket, mac: Mac, context: DecideContext):
       break;
     case 'uefi-pxe':
     case 'uefi-http': {
-      const binary = efiBinary();
-      if (binary === 'arm64-binary-missing' || binary === 'unsupported-arch') {
-        return { ok: false, reason: binary, firmware };
-      }
-      bootFile = firmware.firmware === 'uefi-http' ? `${settings.baseUrl}/assets/${binary}` : binary;
+      const binary = efiBinaryFor(firmware.archCode, context);
+      if (!binary.ok) return { ok: false, reason: binary.reason, firmware };
+      bootFile =
+        firmware.firmware === 'uefi-http' ? `${settings.baseUrl}/assets/${binary.path}` : binary.path;
       break;
     }
   }
   return { ok: true, answer: { firmware, assignment, bootFile } };
+}
+
+/** The iPXE EFI build for a UEFI arch; the arm64 build only when it is present under assets. */
+function efiBinaryFor(
+  archCode: number | undefined,
+  context: DecideContext,
+): { ok: true; path: string } | { ok: false; reason: 'arm64-binary-missing' | 'unsupported-arch' } {
+  const { settings } = context;
+  if (archCode !== undefined && X64_UEFI_ARCHES.has(archCode)) return { ok: true, path: settings.efiBinary };
+  if (archCode === undefined || !ARM64_UEFI_ARCHES.has(archCode))
+    return { ok: false, reason: 'unsupported-arch' };
+  return context.assetExists(settings.arm64EfiBinary)
+    ? { ok: true, path: settings.arm64EfiBinary }
+    : { ok: false, reason: 'arm64-binary-missing' };
 }
 
 function decideProxy(request: DhcpRequest, mac: Mac, context: DecideContext): Outcome {
@@ -141,20 +146,18 @@ function decideProxy(request: DhcpRequest, mac: Mac, context: DecideContext): Ou
   const reply = replyTo(request, 'offer', context.settings);
   reply.flags |= BROADCAST_FLAG;
   reply.siaddr = context.settings.serverAddress;
-  const bypassDiscovery =
-    answer.firmware.firmware === 'bios-pxe' ||
-    (answer.firmware.firmware === 'uefi-pxe' && context.settings.uefiProxyStyle === 'direct');
   // PXE 2.1: a ProxyDHCP offer identifies as PXEClient, and echoes the client's GUID (option 97).
   reply.options.set(Option.vendorClass, encodeOption.text(answer.firmware.vendorClass));
   echo(request, reply, Option.clientMachineId);
-  if (bypassDiscovery) {
+  const firmware = answer.firmware.firmware;
+  // boot-server style leaves UEFI PXE without a file: EDK2 then asks on port 4011 (ProxyBinl), as
+  // with dnsmasq and pixiecore.
+  const leaveToBootServer = firmware === 'uefi-pxe' && context.settings.uefiProxyStyle === 'boot-server';
+  if (!leaveToBootServer) setBootFile(reply, answer);
+  if (!leaveToBootServer && (firmware === 'bios-pxe' || firmware === 'uefi-pxe')) {
     // Option 43 sub-option 6 (discovery control) = 8: skip boot-server discovery, boot `file`.
     reply.options.set(Option.vendorSpecific, encodeOption.encapsulated([[6, encodeOption.uint8(8)]]));
-    setBootFile(reply, answer);
-  } else if (answer.firmware.firmware !== 'uefi-pxe') {
-    setBootFile(reply, answer);
   }
-  // boot-server style leaves the file out: EDK2 then asks us on port 4011 (ProxyBinl), as with dnsmasq.
   return {
     kind: 'reply',
     decision: 'offer',
