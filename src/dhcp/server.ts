@@ -177,12 +177,16 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
 
   const bindSocket = async (address: string, port: number, kind: DecideContext['port']) => {
     const socket = createSocket({ type: 'udp4', reuseAddr: true });
-    socket.on('error', (error) => logger.error({ err: error, address, port }, 'DHCP socket error'));
     socket.on('message', (bytes, peer) => handle(bytes, peer, socket, kind));
     await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
+      const fail = (error: Error) => {
+        socket.close();
+        reject(error);
+      };
+      socket.once('error', fail);
       socket.bind({ address, port }, () => {
-        socket.off('error', reject);
+        socket.off('error', fail);
+        socket.on('error', (error) => logger.error({ err: error, address, port }, 'DHCP socket error'));
         resolve();
       });
     });
