@@ -1,6 +1,6 @@
 /**
  * HTTP benchmark (not part of the tests), all on loopback, every peer started by this script:
- *   npm run bench:http -- [--machines 10000] [--seconds 10] [--connections 32]
+ *   npm run bench:http -- [--machines 10000] [--seconds 10] [--connections 32] [--cpu-prof DIR]
  * 1. rackboot (`rackboot serve`, DHCP off, TFTP on loopback) with N machines: per-machine iPXE
  *    scripts and Ignition configs, each request for a random machine (wrk Lua), req/s, p99, RSS.
  * 2. A plain node:http handler returning a fixed text of the script's size: the Node ceiling.
@@ -8,7 +8,9 @@
  * Ratios are computed from this one run.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,8 +29,10 @@ const MACHINES = argument('machines', 10_000);
 const SECONDS = argument('seconds', 10);
 const CONNECTIONS = argument('connections', 32);
 const ASSET_BYTES = 64 * 1024 * 1024;
-const RACKBOOT_PORT = 18080;
-const NGINX_PORT = 18081;
+/** `--cpu-prof DIR`: the rackboot server writes a V8 CPU profile there when it stops. */
+const PROFILE_DIR = process.argv.includes('--cpu-prof')
+  ? process.argv[process.argv.indexOf('--cpu-prof') + 1]
+  : undefined;
 
 interface WrkResult {
   requestsPerSecond: number;
@@ -39,6 +43,25 @@ interface WrkResult {
 }
 
 const children: ChildProcess[] = [];
+/** Ports the kernel says are free now (other engineers' servers share this machine). */
+const RACKBOOT_PORT = await freePort('tcp');
+const NGINX_PORT = await freePort('tcp');
+const TFTP_PORT = await freePort('udp');
+
+async function freePort(kind: 'tcp' | 'udp'): Promise<number> {
+  if (kind === 'udp') {
+    const socket = createSocket('udp4');
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    const { port } = socket.address();
+    socket.close();
+    return port;
+  }
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 async function main(): Promise<void> {
   for (const tool of ['wrk', 'nginx'])
@@ -47,22 +70,25 @@ async function main(): Promise<void> {
     });
   const dir = await mkdtemp(join(tmpdir(), 'rackboot-bench-http-'));
   try {
+    // The built server, as `npx rackboot serve` runs it (no TypeScript loader in the measured process).
+    await execFileAsync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT, timeout: 300_000 });
     const macs = await writeFixture(dir);
     const rackboot = await startProcess(
       process.execPath,
       [
-        '--import',
-        'tsx',
-        'src/cli/main.ts',
+        ...(PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []),
+        'bin/rackboot.js',
         'serve',
         '-c',
         join(dir, 'rackboot.yaml'),
         '--log-level',
         'warn',
       ],
-      /rackboot serving|"level":[345]0/,
+      undefined,
     );
-    await waitForHttp(`http://127.0.0.1:${RACKBOOT_PORT}/boot.ipxe`);
+    await waitForHttp(`http://127.0.0.1:${RACKBOOT_PORT}/boot.ipxe`).catch((error: Error) => {
+      throw new Error(`${error.message}; server output: ${rackboot.output()}`);
+    });
     const secrets = openMachineSecrets(join(dir, 'state'));
     const scriptPaths = macs.map((mac) => `/boot/${macInUrl(mac)}.ipxe?arch=x86_64&platform=efi`);
     const ignitionPaths = macs.map(
@@ -86,7 +112,7 @@ async function main(): Promise<void> {
 
     const plain = await startProcess(
       process.execPath,
-      ['--import', 'tsx', 'bench/http/plain-server.ts', String(Buffer.byteLength(sample))],
+      ['bench/http/plain-server.mjs', String(Buffer.byteLength(sample))],
       /listening \d+/,
     );
     const plainPort = Number(/listening (\d+)/.exec(plain.output())?.[1]);
@@ -159,7 +185,7 @@ async function writeFixture(dir: string): Promise<Mac[]> {
     `server:
   address: 127.0.0.1
   http: { port: ${RACKBOOT_PORT}, listen: 127.0.0.1 }
-  tftp: { port: 16969, listen: 127.0.0.1 }
+  tftp: { port: ${TFTP_PORT}, listen: 127.0.0.1 }
   assets: assets
   state: state
   log_level: warn
@@ -282,7 +308,7 @@ function startProcess(command: string, args: string[], ready: RegExp | undefined
 }
 
 async function waitForHttp(url: string, status = 200): Promise<void> {
-  for (let attempt = 0; attempt < 100; attempt++) {
+  for (let attempt = 0; attempt < 600; attempt++) {
     const answered = await fetch(url)
       .then((response) => response.status)
       .catch(() => 0);

@@ -1,9 +1,18 @@
 import { realpathSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
-import fastifyStatic from '@fastify/static';
+import fastifyStatic, { type SendOptions } from '@fastify/static';
 import type { FastifyInstance } from 'fastify';
 import type { BootServiceContext } from './boot-service.js';
 import { requesterIp } from './machine-auth.js';
+
+/**
+ * Bytes read from disk per chunk. send's default (64 KiB) moved 64 MiB over loopback at about a
+ * quarter of the speed of 1 MiB chunks on this machine (243 MB/s vs 1.06 GB/s, bench/http); bigger
+ * chunks gained nothing more.
+ */
+const READ_AHEAD_BYTES = 1024 * 1024;
+/** @fastify/send takes highWaterMark; @fastify/static's SendOptions type does not list it. */
+const SEND_OPTIONS: SendOptions & { highWaterMark: number } = { highWaterMark: READ_AHEAD_BYTES };
 
 /**
  * `GET|HEAD /assets/…`: files under `server.assets` via @fastify/static (send): streamed, Range and
@@ -14,17 +23,35 @@ import { requesterIp } from './machine-auth.js';
  */
 export async function assetsRoutes(app: FastifyInstance, context: BootServiceContext): Promise<void> {
   const root = context.deps.config().server.assets;
+  // serve: false: @fastify/static only decorates reply.sendFile; the route below adds the
+  // read-ahead option its own route does not pass on.
   await app.register(fastifyStatic, {
     root,
-    prefix: '/assets/',
-    decorateReply: false,
+    serve: false,
     index: false,
     list: false,
     dotfiles: 'ignore',
     acceptRanges: true,
     cacheControl: false,
-    allowedPath: (pathname) => staysInside(root, pathname),
   });
+  app.get<{ Params: { '*': string } }>(
+    '/assets/*',
+    {
+      errorHandler(error, request, reply) {
+        // A client that hangs up mid-download (iPXE retrying, a firmware timeout) is not an error.
+        if ((error as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
+          request.raw.destroy();
+          return;
+        }
+        reply.send(error);
+      },
+    },
+    (request, reply) => {
+      const pathname = `/${request.params['*']}`;
+      if (!staysInside(root, pathname)) return reply.callNotFound();
+      return reply.sendFile(pathname, root, SEND_OPTIONS);
+    },
+  );
 
   app.addHook('onResponse', async (request, reply) => {
     if (request.method !== 'GET' || (reply.statusCode !== 200 && reply.statusCode !== 206)) return;

@@ -43,10 +43,19 @@ export function createMachineSecrets(
       .digest()
       .subarray(0, SIGNATURE_BYTES);
 
+  // Without expiry a machine's token never changes: computed once per MAC (a boot storm asks often).
+  const permanentTokens = new Map<Mac, string>();
   return {
     tokenFor(mac, now) {
       const ttl = tokenTtlSeconds();
-      if (ttl <= 0) return sign(mac, undefined).toString('base64url');
+      if (ttl <= 0) {
+        let token = permanentTokens.get(mac);
+        if (token === undefined) {
+          token = sign(mac, undefined).toString('base64url');
+          permanentTokens.set(mac, token);
+        }
+        return token;
+      }
       const expiresAtSeconds = Math.floor(now / 1000) + ttl;
       return `${expiresAtSeconds}.${sign(mac, expiresAtSeconds).toString('base64url')}`;
     },
