@@ -98,7 +98,8 @@ export function decodeDhcpPacket(bytes: Buffer): Decoded<DhcpPacket> {
       yiaddr: numberToIp(bytes.readUInt32BE(16)),
       siaddr: numberToIp(bytes.readUInt32BE(20)),
       giaddr: numberToIp(bytes.readUInt32BE(24)),
-      chaddr: Buffer.from(bytes.subarray(28, 28 + hlen)),
+      // A view, like the option values: each datagram arrives in its own Buffer, never reused.
+      chaddr: bytes.subarray(28, 28 + hlen),
       sname: overload & 2 ? '' : readNulTerminated(bytes, SNAME_OFFSET, SNAME_BYTES),
       file: overload & 1 ? '' : readNulTerminated(bytes, FILE_OFFSET, FILE_BYTES),
       options,

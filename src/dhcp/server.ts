@@ -161,10 +161,8 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     }
     const target = resolveDestination(outcome.destination, peer);
     const socket = outcome.destination.kind === 'sender' ? arrivedOn : sender;
-    const send = () =>
-      socket.send(reply, target.port, target.address, (error) => {
-        if (error) logger.warn({ err: error, to: target.address }, 'DHCP send failed');
-      });
+    // Without a callback, a failed send is emitted as the socket's 'error' event, which is logged.
+    const send = () => socket.send(reply, target.port, target.address);
     if (outcome.decision !== 'ack') {
       send();
       return;
