@@ -1,10 +1,18 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { Mac } from '../inventory/mac.js';
 import type { Logger } from '../log.js';
 import type { MachineEvent, MachineEventInput, MachineState, RecordEvent } from './events.js';
 import { type MachineRecord, step } from './states.js';
+import {
+  eventValues,
+  type WriteBatch,
+  type WriterData,
+  type WriterReply,
+  type WriterRequest,
+} from './write-batch.js';
 
 export type { MachineRecord };
 
@@ -59,6 +67,21 @@ export interface LifecycleOptions {
 }
 
 export const DATABASE_FILE_NAME = 'lifecycle.sqlite';
+/**
+ * The writer thread: the compiled writer.js in dist/. When this module runs from source (tsx, tap),
+ * the worker loads writer.ts after registering tsx itself: a worker does not reliably get the main
+ * thread's TypeScript loader (seen here: "Unknown file extension .ts" for a worker started with
+ * `--import tsx` in its execArgv, depending on the working directory).
+ */
+function startWriter(workerData: WriterData): Worker {
+  const fromSource = import.meta.url.endsWith('.ts');
+  const writer = new URL(fromSource ? './writer.ts' : './writer.js', import.meta.url);
+  if (!fromSource) return new Worker(writer, { workerData });
+  const tsx = JSON.stringify(import.meta.resolve('tsx/esm/api'));
+  const load = `import(${tsx}).then((tsx) => { tsx.register(); return import(${JSON.stringify(writer.href)}); })`;
+  return new Worker(load, { eval: true, workerData });
+}
+
 const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10_000;
 
@@ -80,8 +103,9 @@ interface EventRow {
  * already have pruned.
  *
  * Writes never stall the DHCP/TFTP hot paths: `record` only folds the event into memory and queues
- * it; everything queued during one turn of the event loop is committed in one transaction on the
- * next (`setImmediate`). WAL with synchronous=NORMAL makes a commit a write to the WAL file without
+ * it; everything queued during one turn of the event loop goes, on the next (`setImmediate`), to a
+ * writer thread (writer.ts) that commits it in one transaction, so SQLite's blocking I/O never runs
+ * on the thread that answers packets. WAL with synchronous=NORMAL makes a commit a write to the WAL file without
  * fsync: durable across a crash of this process; a power cut may lose the last commits, never the
  * database's consistency (https://sqlite.org/wal.html#performance_considerations).
  */
@@ -109,11 +133,6 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   `);
   const columns = 'id, time, mac, ip, source, type, state, correlation_id, detail';
   const statements = {
-    insertEvent: database.prepare(
-      `INSERT INTO events (${columns}) VALUES (@id, @time, @mac, @ip, @source, @type, @state, @correlation_id, @detail)`,
-    ),
-    saveMachine: database.prepare('INSERT OR REPLACE INTO machines (mac, record) VALUES (?, ?)'),
-    prune: database.prepare('DELETE FROM events WHERE id <= ?'),
     after: database.prepare(`SELECT ${columns} FROM events WHERE id > ? ORDER BY id LIMIT ?`),
     afterForMac: database.prepare(
       `SELECT ${columns} FROM events WHERE mac = ? AND id > ? ORDER BY id LIMIT ?`,
@@ -136,10 +155,39 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   let batch: { done: Promise<void>; resolve: () => void; timer: NodeJS.Immediate } | undefined;
   let closed = false;
 
-  const commit = database.transaction((events: MachineEvent[], macs: Mac[]) => {
-    for (const event of events) statements.insertEvent.run(toRow(event));
-    for (const mac of macs) statements.saveMachine.run(mac, JSON.stringify(machines.get(mac)));
-    statements.prune.run(lastId - options.retention);
+  // This connection only reads; every write goes through the writer thread.
+  const writer = startWriter({ file: join(options.stateDir, DATABASE_FILE_NAME) });
+  writer.unref();
+  let batchNumber = 0;
+  const inFlight = new Map<number, { events: MachineEvent[]; resolve: () => void }>();
+  let writerFailure: string | undefined;
+
+  function settle(batchId: number, error: string | undefined): void {
+    const written = inFlight.get(batchId);
+    if (!written) return;
+    inFlight.delete(batchId);
+    if (inFlight.size === 0) writer.unref();
+    if (error) {
+      // Disk full or the file gone: memory stays right, the history has a hole; say so once per batch.
+      logger.error({ error, events: written.events.length }, 'lifecycle: could not write events');
+    } else {
+      durableId = written.events.at(-1)?.id ?? durableId;
+    }
+    written.resolve();
+    for (const event of written.events) {
+      for (const listener of listeners) {
+        try {
+          listener(event);
+        } catch (listenerError) {
+          logger.error({ err: listenerError }, 'lifecycle: event listener failed');
+        }
+      }
+    }
+  }
+  writer.on('message', (reply: WriterReply) => settle(reply.batch, reply.error));
+  writer.on('error', (error) => {
+    writerFailure = `writer thread failed: ${error.message}`;
+    for (const batchId of [...inFlight.keys()]) settle(batchId, writerFailure);
   });
 
   function flush(): void {
@@ -147,26 +195,27 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     if (!current) return;
     batch = undefined;
     clearImmediate(current.timer);
-    const events = pending;
+    batchNumber += 1;
+    const request: WriteBatch = {
+      kind: 'write',
+      batch: batchNumber,
+      eventValues: pending.flatMap(eventValues),
+      machineValues: [...dirtyMachines].flatMap((mac) => [mac, JSON.stringify(machines.get(mac))]),
+      pruneThroughId: lastId - options.retention,
+    };
+    inFlight.set(request.batch, { events: pending, resolve: current.resolve });
     pending = [];
-    const macs = [...dirtyMachines];
     dirtyMachines.clear();
-    try {
-      commit(events, macs);
-      durableId = events.at(-1)?.id ?? durableId;
-    } catch (error) {
-      // Disk full or the file gone: memory stays right, the history has a hole; say so loudly once per batch.
-      logger.error({ err: error, events: events.length }, 'lifecycle: could not write events');
+    if (writerFailure) {
+      settle(request.batch, writerFailure);
+      return;
     }
-    current.resolve();
-    for (const event of events) {
-      for (const listener of listeners) {
-        try {
-          listener(event);
-        } catch (error) {
-          logger.error({ err: error }, 'lifecycle: event listener failed');
-        }
-      }
+    try {
+      writer.ref();
+      writer.postMessage(request);
+    } catch (error) {
+      // An event detail that cannot be cloned (a function, a socket) is a bug in its recorder.
+      settle(request.batch, (error as Error).message);
     }
   }
 
@@ -232,23 +281,15 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       if (closed) return;
       flush();
       closed = true;
+      // The writer handles the queued batches before the close request, then exits.
+      const exited = new Promise((resolve) => writer.once('exit', resolve));
+      writer.ref();
+      writer.postMessage({ kind: 'close' } satisfies WriterRequest);
+      await exited;
+      for (const batchId of [...inFlight.keys()]) settle(batchId, 'writer thread exited before writing');
       listeners.clear();
       database.close();
     },
-  };
-}
-
-function toRow(event: MachineEvent): EventRow {
-  return {
-    id: event.id,
-    time: event.time,
-    mac: event.mac ?? null,
-    ip: event.ip ?? null,
-    source: event.source,
-    type: event.type,
-    state: event.state ?? null,
-    correlation_id: event.correlationId ?? null,
-    detail: event.detail === undefined ? null : JSON.stringify(event.detail),
   };
 }
 

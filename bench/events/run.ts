@@ -1,0 +1,180 @@
+/**
+ * Event pipeline benchmark (not part of the tests): 1,000 machines × 10 events/s for 30 s recorded
+ * into the lifecycle store of a running server (DHCP + lifecycle + HTTP, bench/events/server.ts)
+ * while the dashboard's SSE stream is open (bench/events/watch.ts). Reports event→SSE latency and
+ * how much the DHCP server's full-DORA rate drops under that load compared with the same server idle,
+ * measured by the DHCP bench's load client (test/dhcp/dora-client.ts).
+ *   npm run bench:events -- [--machines 1000] [--rate 10000] [--seconds 30] [--clients 3000]
+ * Namespaces on 10.77.208.0/20 (server .208.1); nothing leaves them.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
+import { createLinkedPair, requireTools, waitForOutput } from '../../test/helpers/netns.js';
+
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const SERVER_SCRIPT = fileURLToPath(new URL('./server.ts', import.meta.url));
+const WATCH_SCRIPT = fileURLToPath(new URL('./watch.ts', import.meta.url));
+const DORA_CLIENT = fileURLToPath(new URL('../../test/dhcp/dora-client.ts', import.meta.url));
+
+const argument = (name: string, fallback: number) => {
+  const index = process.argv.indexOf(`--${name}`);
+  return index === -1 ? fallback : Number(process.argv[index + 1]);
+};
+const MACHINES = argument('machines', 1000);
+const RATE = argument('rate', 10_000);
+const SECONDS = argument('seconds', 30);
+const CLIENTS = argument('clients', 3000);
+const CONCURRENCY = argument('concurrency', 64);
+const SERVER = '10.77.208.1';
+
+await requireTools('ip');
+const pair = await createLinkedPair(208);
+const directory = await mkdtemp(join(tmpdir(), 'rackboot-bench-events-'));
+const cleanup = async () => {
+  await pair.network.cleanup();
+  await rm(directory, { recursive: true, force: true });
+};
+process.on('SIGINT', () => {
+  cleanup().finally(() => process.exit(130));
+});
+await pair.client.exec('ip', ['route', 'add', 'default', 'dev', pair.clientInterface]);
+
+const configFile = join(directory, 'rackboot.yaml');
+await writeFile(
+  configFile,
+  [
+    'server:',
+    `  address: ${SERVER}`,
+    `  state: ${join(directory, 'state')}`,
+    `  assets: ${directory}`,
+    'dhcp:',
+    '  mode: authoritative',
+    '  subnet: 10.77.208.0/20',
+    '  range: [10.77.208.10, 10.77.223.250]',
+    `  router: ${SERVER}`,
+    '  lease_time: 1h',
+    'unknown_machines: coreos',
+    'profiles:',
+    '  coreos: { kind: linux, kernel: vmlinuz, initrd: [initrd.img] }',
+  ].join('\n'),
+);
+
+function lines(child: ChildProcess, handle: (line: string) => void): void {
+  let buffered = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    const complete = buffered.split('\n');
+    buffered = complete.pop() ?? '';
+    for (const line of complete) handle(line);
+  });
+}
+
+function nextLine(child: ChildProcess, prefix: string, timeoutMs: number): Promise<string> {
+  return waitForOutput(child, (line) => line.startsWith(prefix), timeoutMs).then((line) =>
+    line.slice(prefix.length),
+  );
+}
+
+/** Runs DORA rounds with the same MACs (renewals after the first): one, then more until `untilMs` (performance.now()). */
+async function doraRounds(untilMs: number): Promise<{ acked: number; durationMs: number; p99: number[] }> {
+  let acked = 0;
+  let durationMs = 0;
+  const p99: number[] = [];
+  do {
+    const options: DoraOptions = {
+      mode: 'dora',
+      clients: CLIENTS,
+      concurrency: CONCURRENCY,
+      macPrefix: '52:54:c0',
+      pxe: true,
+      timeoutMs: 1000,
+      deadlineMs: 60_000,
+    };
+    const child = pair.client.spawn(
+      process.execPath,
+      ['--import', 'tsx', DORA_CLIENT, JSON.stringify(options)],
+      {
+        cwd: REPO_ROOT,
+      },
+    );
+    const result = JSON.parse(await nextLine(child, 'RESULT ', 90_000)) as DoraResult;
+    acked += result.acked.length;
+    durationMs += result.durationMs;
+    p99.push(result.latencyMs.p99);
+  } while (performance.now() < untilMs);
+  return { acked, durationMs, p99 };
+}
+
+const rate = (rounds: { acked: number; durationMs: number }) => (rounds.acked / rounds.durationMs) * 1000;
+
+try {
+  const server = pair.server.spawn(process.execPath, ['--import', 'tsx', SERVER_SCRIPT, configFile], {
+    cwd: REPO_ROOT,
+  });
+  await waitForOutput(server, (line) => line === 'READY', 60_000);
+
+  // The first round hands out the leases; every later round renews them, idle and loaded alike.
+  await doraRounds(0);
+  const idle = await doraRounds(performance.now() + SECONDS * 500);
+
+  const watcher = pair.client.spawn(
+    process.execPath,
+    ['--import', 'tsx', WATCH_SCRIPT, `http://${SERVER}:8080`],
+    {
+      cwd: REPO_ROOT,
+    },
+  );
+  // The watcher is connected once it sees an event; DORA rounds make some (bounded: 10 rounds).
+  let connected = false;
+  lines(watcher, (line) => {
+    connected ||= line === 'FIRST';
+  });
+  for (let round = 0; !connected; round += 1) {
+    if (round === 10) throw new Error('the SSE watcher saw no event');
+    await doraRounds(0);
+  }
+  const loaded = nextLine(server, 'LOADED ', (SECONDS + 60) * 1000);
+  const loadStarted = performance.now();
+  server.stdin?.write(`load ${MACHINES} ${RATE} ${SECONDS}\n`);
+  const busy = await doraRounds(loadStarted + (SECONDS - 4) * 1000);
+  const load = JSON.parse(await loaded) as {
+    sent: number;
+    durationMs: number;
+    loopDelayMs: { p99: number; max: number };
+  };
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const watched = nextLine(watcher, 'RESULT ', 30_000);
+  watcher.stdin?.write('stop\n');
+  const latency = JSON.parse(await watched) as {
+    received: number;
+    measured: number;
+    p50: number;
+    p99: number;
+    max: number;
+  };
+
+  const idleRate = rate(idle);
+  const busyRate = rate(busy);
+  const drop = (1 - busyRate / idleRate) * 100;
+  process.stdout.write(
+    [
+      `events: ${load.sent} recorded in ${(load.durationMs / 1000).toFixed(1)} s ` +
+        `(${((load.sent / load.durationMs) * 1000).toFixed(0)}/s over ${MACHINES} machines); ` +
+        `server event-loop delay p99 ${load.loopDelayMs.p99.toFixed(1)} ms, max ${load.loopDelayMs.max.toFixed(1)} ms`,
+      `SSE: ${latency.measured} of ${load.sent} generated events seen (${latency.received} with derived state changes); ` +
+        `event→SSE latency p50 ${latency.p50.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms`,
+      `DHCP: idle ${idleRate.toFixed(0)} DORA/s (${idle.acked} ACKs), under event load ${busyRate.toFixed(0)} DORA/s ` +
+        `(${busy.acked} ACKs): ${drop >= 0 ? 'drop' : 'gain'} ${Math.abs(drop).toFixed(1)}% ` +
+        `(${CLIENTS} PXE clients per round, concurrency ${CONCURRENCY})`,
+    ].join('\n') + '\n',
+  );
+  const exited = new Promise((resolve) => server.once('exit', resolve));
+  server.kill('SIGTERM');
+  await exited;
+} finally {
+  await cleanup();
+}
