@@ -610,3 +610,30 @@ t.test('non-Ethernet hardware is declined by the core', async (t) => {
   });
   t.match(outcome, { kind: 'silent', reason: 'unsupported-hardware' });
 });
+
+t.test('hot reload: the next packet is decided with the new snapshot', async (t) => {
+  const before = configs.proxy;
+  const after: Config = { ...before, dhcp: { ...before.dhcp, efi_binary: 'snponly.efi' } };
+  let current = before;
+  const decision = testDecision(() => current);
+  const leases = new LeaseTable();
+  const bootServerAnswer = () => {
+    const decoded = decodeDhcpRequest(
+      requestBytes({ type: 'request', mac: LISTED_MAC, ciaddr: '10.77.5.150', options: FIRMWARE.uefiPxe(7) }),
+    );
+    if (!decoded.ok) throw new Error(decoded.reason);
+    return replyOf(
+      decide(decoded.packet, {
+        settings: settingsFor(current),
+        decision,
+        leases,
+        now: NOW,
+        port: 'boot-server',
+        assetExists: () => false,
+      }),
+    );
+  };
+  t.equal(bootServerAnswer().file, 'ipxe.efi');
+  current = after;
+  t.equal(bootServerAnswer().file, 'snponly.efi');
+});
