@@ -89,6 +89,7 @@ async function main(): Promise<void> {
     await waitForHttp(`http://127.0.0.1:${RACKBOOT_PORT}/boot.ipxe`).catch((error: Error) => {
       throw new Error(`${error.message}; server output: ${rackboot.output()}`);
     });
+    const rssAfterStart = await memoryOf(rackboot);
     const secrets = openMachineSecrets(join(dir, 'state'));
     const scriptPaths = macs.map((mac) => `/boot/${macInUrl(mac)}.ipxe?arch=x86_64&platform=efi`);
     const ignitionPaths = macs.map(
@@ -110,15 +111,19 @@ async function main(): Promise<void> {
     const ignition = await wrk(`http://127.0.0.1:${RACKBOOT_PORT}`, SECONDS, CONNECTIONS, ignitionLua);
     const rss = await memoryOf(rackboot);
 
-    const plain = await startProcess(
-      process.execPath,
-      ['bench/http/plain-server.mjs', String(Buffer.byteLength(sample))],
-      /listening \d+/,
-    );
-    const plainPort = Number(/listening (\d+)/.exec(plain.output())?.[1]);
-    await wrk(`http://127.0.0.1:${plainPort}/`, 2, CONNECTIONS);
-    const ceiling = await wrk(`http://127.0.0.1:${plainPort}/`, SECONDS, CONNECTIONS);
-    plain.stop();
+    const ceilings: Record<string, WrkResult> = {};
+    for (const kind of ['node', 'fastify']) {
+      const peer = await startProcess(
+        process.execPath,
+        ['bench/http/plain-server.mjs', String(Buffer.byteLength(sample)), kind],
+        /listening \d+/,
+      );
+      const port = Number(/listening (\d+)/.exec(peer.output())?.[1]);
+      await wrk(`http://127.0.0.1:${port}/`, 2, CONNECTIONS);
+      ceilings[kind] = await wrk(`http://127.0.0.1:${port}/`, SECONDS, CONNECTIONS);
+      peer.stop();
+    }
+    const ceiling = ceilings.node as WrkResult;
 
     const assetConnections = 4;
     const rackbootAsset = await wrk(
@@ -140,10 +145,15 @@ async function main(): Promise<void> {
       scripts,
       ignition,
       plainNodeHttp: ceiling,
-      rackbootRssMB: rss,
+      plainFastify: ceilings.fastify,
+      rackbootRssMB: { afterStart: rssAfterStart, afterLoad: rss },
       assets64MiB: { rackboot: rackbootAsset, nginx: nginxAsset, connections: assetConnections },
       ratios: {
         scriptsVsPlainNode: round(scripts.requestsPerSecond / ceiling.requestsPerSecond),
+        scriptsVsPlainFastify: round(
+          scripts.requestsPerSecond / (ceilings.fastify?.requestsPerSecond ?? Number.NaN),
+        ),
+        ignitionVsPlainNode: round(ignition.requestsPerSecond / ceiling.requestsPerSecond),
         assetsVsNginx: round(rackbootAsset.megabytesPerSecond / nginxAsset.megabytesPerSecond),
       },
       targets: {

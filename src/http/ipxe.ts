@@ -140,11 +140,14 @@ function messageScript(lines: string[]): string {
   ].join('\n');
 }
 
+const NEEDS_CONSOLE_ESCAPE = /[\r\n$;&|"']|(^|\s)-/;
+
 /**
  * Text safe inside an iPXE `echo`: iPXE expands `${...}`, splits commands at `;`, `&&`, `||`, and
  * a word starting with `-` would be parsed as an option of echo (and fail the script).
  */
 export function consoleText(text: string): string {
+  if (!NEEDS_CONSOLE_ESCAPE.test(text)) return text;
   return text
     .replace(/[\r\n]+/g, ' ')
     .replaceAll('${', '$ {')

@@ -107,9 +107,13 @@ function bootPlan(
   return { kernelUrl: assetUrl(assets.kernel, vars.base_url), initrds, args };
 }
 
+/** The common case, a relative path that needs no escaping (checked first: every script names three). */
+const PLAIN_ASSET_PATH = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
+
 /** A path under server.assets becomes an /assets/ URL; an http(s) URL is used as it is. */
 export function assetUrl(asset: string, baseUrl: string): string {
   if (/^https?:\/\//.test(asset)) return asset;
+  if (PLAIN_ASSET_PATH.test(asset)) return `${baseUrl}/assets/${asset}`;
   const path = asset
     .split('/')
     .filter((part) => part !== '')

@@ -160,10 +160,24 @@ const UNRESERVED = /[A-Za-z0-9\-_.!~*'()]/;
  * Butane's MakeDataURL: percent-encoding or base64, whichever is shorter; then gzip+base64 when allowed
  * and more than 4 bytes shorter (the `compression` key it adds costs about that much).
  */
-export function makeDataUrl(
-  bytes: Buffer,
-  allowCompression: boolean,
-): { url: string; compression: '' | 'gzip' } {
+export function makeDataUrl(bytes: Buffer, allowCompression: boolean): DataUrl {
+  if (bytes.length > DATA_URL_MEMO_MAX_BYTES) return encodeDataUrl(bytes, allowCompression);
+  // Most contents are the same for every machine of a template (only a few embed {{...}}): encode once.
+  const key = `${allowCompression ? 'z' : '-'}${bytes.toString('latin1')}`;
+  const known = dataUrls.get(key);
+  if (known) return known;
+  const encoded = encodeDataUrl(bytes, allowCompression);
+  if (dataUrls.size >= DATA_URL_MEMO_ENTRIES) dataUrls.delete(dataUrls.keys().next().value ?? '');
+  dataUrls.set(key, encoded);
+  return encoded;
+}
+
+type DataUrl = { url: string; compression: '' | 'gzip' };
+const DATA_URL_MEMO_ENTRIES = 512;
+const DATA_URL_MEMO_MAX_BYTES = 64 * 1024;
+const dataUrls = new Map<string, DataUrl>();
+
+function encodeDataUrl(bytes: Buffer, allowCompression: boolean): DataUrl {
   let escaped = 'data:,';
   for (const byte of bytes) {
     const character = String.fromCharCode(byte);

@@ -59,9 +59,7 @@ function convertObject(
     errors.push({ path, message: `expected a mapping, found ${describe(value)}` });
     return undefined;
   }
-  const fieldBySourceKey = new Map(
-    Object.keys(spec.fields).map((field) => [options.sourceKey(field), field]),
-  );
+  const fieldBySourceKey = sourceKeysOf(spec, options.sourceKey);
   const extras = options.extraKeys?.(spec.kind) ?? [];
   const output: JsonObject = {};
   for (const [key, item] of Object.entries(value)) {
@@ -92,6 +90,23 @@ function convertObject(
   }
   options.onObject?.(spec.kind, value, output, path);
   return output;
+}
+
+const sourceKeyTables = new WeakMap<ObjectSpec, Map<(key: string) => string, Map<string, string>>>();
+
+/** Input spelling → Ignition field, built once per object spec and spelling (templates render per request). */
+function sourceKeysOf(spec: ObjectSpec, sourceKey: (key: string) => string): Map<string, string> {
+  let bySpelling = sourceKeyTables.get(spec);
+  if (!bySpelling) {
+    bySpelling = new Map();
+    sourceKeyTables.set(spec, bySpelling);
+  }
+  let table = bySpelling.get(sourceKey);
+  if (!table) {
+    table = new Map(Object.keys(spec.fields).map((field) => [sourceKey(field), field]));
+    bySpelling.set(sourceKey, table);
+  }
+  return table;
 }
 
 function checkScalar(value: unknown, type: 'string' | 'integer' | 'boolean'): boolean {

@@ -26,19 +26,15 @@ export function specVersionOf(config: JsonObject): SpecVersion | PathError {
   return version as SpecVersion;
 }
 
+const sameKey = (key: string) => key;
+
 /** Type check of an Ignition JSON template: returns the config without nulls, and errors. */
 export function checkIgnitionShape(value: unknown): { config: JsonObject; errors: PathError[] } {
   const errors: PathError[] = [];
   if (!isJsonObject(value)) return { config: {}, errors: [{ path: [], message: 'not a config (empty)' }] };
   const version = specVersionOf(value);
   if (typeof version !== 'string') return { config: {}, errors: [version] };
-  const config = convertShape(
-    value,
-    { object: IGNITION_SPEC },
-    [],
-    { version, sourceKey: (key) => key },
-    errors,
-  );
+  const config = convertShape(value, { object: IGNITION_SPEC }, [], { version, sourceKey: sameKey }, errors);
   return { config: isJsonObject(config) ? config : {}, errors };
 }
 
