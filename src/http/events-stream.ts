@@ -39,6 +39,16 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
   const keepAliveMs = options.keepAliveMs ?? 15_000;
   const maxQueuedBytes = options.maxQueuedBytes ?? 4 << 20;
   const open = new Set<ServerResponse>();
+  // Every watcher gets the same event object from the store: serialise it once for all of them.
+  const frames = new WeakMap<MachineEvent, string>();
+  const frameOf = (event: MachineEvent) => {
+    let frame = frames.get(event);
+    if (frame === undefined) {
+      frame = `id: ${event.id}\ndata: ${JSON.stringify(event)}\n\n`;
+      frames.set(event, frame);
+    }
+    return frame;
+  };
   // Long-lived streams would hold app.close() open forever; end them before the server closes.
   app.addHook('preClose', async () => {
     for (const response of open) response.end();
@@ -76,7 +86,7 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
       });
       response.write(`retry: ${RETRY_MS}\n\n`);
       open.add(response);
-      streamEvents(lifecycle, response, { mac, resumeFrom, maxQueuedBytes });
+      streamEvents(lifecycle, response, { mac, resumeFrom, maxQueuedBytes, frameOf });
       const keepAlive = setInterval(() => response.write(': keep-alive\n\n'), keepAliveMs);
       response.on('close', () => {
         clearInterval(keepAlive);
@@ -96,7 +106,12 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
 function streamEvents(
   lifecycle: Lifecycle,
   response: ServerResponse,
-  stream: { mac: Mac | undefined; resumeFrom: number | undefined; maxQueuedBytes: number },
+  stream: {
+    mac: Mac | undefined;
+    resumeFrom: number | undefined;
+    maxQueuedBytes: number;
+    frameOf: (event: MachineEvent) => string;
+  },
 ): void {
   let sentId = stream.resumeFrom ?? lifecycle.lastEventId();
   let replaying = stream.resumeFrom !== undefined;
@@ -104,7 +119,7 @@ function streamEvents(
   const send = (event: MachineEvent) => {
     if (event.id <= sentId || response.destroyed) return;
     sentId = event.id;
-    response.write(`id: ${event.id}\ndata: ${JSON.stringify(event)}\n\n`);
+    response.write(stream.frameOf(event));
     if (response.writableLength > stream.maxQueuedBytes) response.destroy();
   };
   const unsubscribe = lifecycle.subscribe((event) => {
