@@ -637,3 +637,13 @@ t.test('hot reload: the next packet is decided with the new snapshot', async (t)
   current = after;
   t.equal(bootServerAnswer().file, 'snponly.efi');
 });
+
+t.test('relay-only configuration: direct requests are not served from a relay pool', async (t) => {
+  const { subnet: _subnet, range: _range, ...rest } = configs.authoritative.dhcp;
+  const relayOnly: Config = { ...configs.authoritative, dhcp: rest };
+  const mac = '52:54:00:31:00:01' as Mac;
+  const direct = decideFor({ type: 'discover', mac }, { config: relayOnly });
+  t.match(direct, { kind: 'silent', reason: 'no-subnet' });
+  const relayed = replyOf(decideFor({ type: 'discover', mac, giaddr: '10.77.6.1' }, { config: relayOnly }));
+  t.equal(relayed.yiaddr, '10.77.6.10');
+});

@@ -15,7 +15,9 @@ export interface DhcpSettings {
   efiBinary: string;
   arm64EfiBinary: string;
   uefiProxyStyle: 'boot-server' | 'direct';
-  /** The directly attached subnet first, then the relay subnets. Empty in proxy mode. */
+  /** `dhcp.subnet`: the network the server is attached to; undefined in proxy mode. */
+  localSubnet: SubnetSettings | undefined;
+  /** `dhcp.subnet` (a relay may sit on it too) and every `dhcp.subnets` entry. */
   subnets: SubnetSettings[];
   reservations: Reservations;
   /** The same reservations by MAC. */
@@ -46,10 +48,11 @@ function buildSettings(config: Config): DhcpSettings {
   const serverAddress = server.address;
   const subnets: SubnetSettings[] = [];
   const excluded = new Set([ipToNumber(serverAddress)]);
-  if (dhcp.subnet && dhcp.range) {
-    const subnet = subnetSettings(dhcp.subnet, dhcp.range, dhcp, dhcp.lease_time, excluded);
-    if (subnet) subnets.push(subnet);
-  }
+  const localSubnet =
+    dhcp.subnet && dhcp.range
+      ? subnetSettings(dhcp.subnet, dhcp.range, dhcp, dhcp.lease_time, excluded)
+      : undefined;
+  if (localSubnet) subnets.push(localSubnet);
   for (const relay of dhcp.subnets) {
     const subnet = subnetSettings(relay.subnet, relay.range, relay, relay.lease_time, excluded);
     if (subnet) subnets.push(subnet);
@@ -68,6 +71,7 @@ function buildSettings(config: Config): DhcpSettings {
     efiBinary: dhcp.efi_binary,
     arm64EfiBinary: dhcp.arm64_efi_binary,
     uefiProxyStyle: dhcp.uefi_proxy_style,
+    localSubnet,
     subnets,
     reservations,
     reservedAddressOf,
@@ -97,10 +101,10 @@ function subnetSettings(
 
 /**
  * RFC 2131 §4.3.1: a relayed request is served from the subnet that contains giaddr; a direct
- * one from the subnet the server itself is on (the first one configured).
+ * one from the subnet the server itself is on (`dhcp.subnet`), never from a relay subnet.
  */
 export function subnetForRequest(settings: DhcpSettings, giaddr: string): SubnetSettings | undefined {
-  if (giaddr === '0.0.0.0') return settings.subnets[0];
+  if (giaddr === '0.0.0.0') return settings.localSubnet;
   const relay = ipToNumber(giaddr);
   return settings.subnets.find((subnet) => cidrContains(subnet.pool.subnet, relay));
 }
