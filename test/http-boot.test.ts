@@ -9,7 +9,6 @@ import { bootFixture, fixtureApp } from './ignition/boot-fixture.js';
 const execFileAsync = promisify(execFile);
 const NODE1 = '52:54:00:12:34:56' as Mac;
 const NODE2 = '52:54:00:12:34:57' as Mac;
-const NODE3 = '52:54:00:12:34:58' as Mac;
 const STRANGER = '52:54:00:aa:bb:cc' as Mac;
 
 async function setup(t: Test, options: Parameters<typeof bootFixture>[0] = {}) {

@@ -81,7 +81,5 @@ function staysInside(root: string, pathname: string): boolean {
     return true;
   }
   const within = relative(realpathSync(root), real);
-  return (
-    within === '' || !(within === '..' || within.startsWith(`..${sep}`) || resolve('/', within) === within)
-  );
+  return !(within === '..' || within.startsWith(`..${sep}`) || isAbsolute(within));
 }
