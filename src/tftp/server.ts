@@ -69,7 +69,12 @@ export interface TftpServer {
 }
 
 /** See transfer.ts RetransmitTiming; a boot LAN round trip is well under a millisecond. */
-const TIMING: RetransmitTiming = { initialTimeoutMs: 500, minTimeoutMs: 20, maxTimeoutMs: 5000 };
+const TIMING: RetransmitTiming = {
+  initialTimeoutMs: 500,
+  minTimeoutMs: 20,
+  maxTimeoutMs: 5000,
+  minStallMs: 3000,
+};
 /** Boot programs are small; the 40 MiB-class images (kernels, initrds) stream from disk. */
 const CACHE_LIMITS = { maxFileBytes: 16 << 20, capacityBytes: 128 << 20, readAheadBytes: 256 << 10 };
 /** ERROR replies to unvalidated sources are rate-limited so the server is a poor reflector. */
@@ -409,8 +414,13 @@ class ActiveTransfer {
         if (this.ended) return;
         this.options.stats.errors.io += 1;
         this.options.logger.warn({ err: error, request: { file: this.options.file } }, 'tftp read failed');
-        this.sendPacket([encodeError(ErrorCode.notDefined, 'Read error')]);
-        this.end('aborted', 'read-error');
+        // Closing before the send completes would drop the ERROR: end in its callback.
+        this.socket.send(
+          encodeError(ErrorCode.notDefined, 'Read error'),
+          this.options.peer.port,
+          this.options.peer.address,
+          () => this.end('aborted', 'read-error'),
+        );
       },
     );
   }

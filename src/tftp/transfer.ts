@@ -27,6 +27,12 @@ export interface RetransmitTiming {
   minTimeoutMs: number;
   /** Ceiling of the back-off; the client's RFC 2349 timeout when it sent one. */
   maxTimeoutMs: number;
+  /**
+   * A transfer is dropped only when its retries are spent AND it has made no progress for this
+   * long: with a sub-millisecond LAN round trip the back-off alone would give up within a second,
+   * which one garbage-collection pause or a busy host can exceed.
+   */
+  minStallMs: number;
 }
 
 export type Outgoing = { kind: 'oack' } | { kind: 'data'; firstBlock: number; lastBlock: number };
@@ -51,6 +57,7 @@ export interface TransferState {
   /** Karn's rule: no round-trip sample from a window that was retransmitted. */
   readonly windowRetransmitted: boolean;
   readonly deadline: number;
+  readonly lastProgressAt: number;
 }
 
 export interface Step {
@@ -81,6 +88,7 @@ export function startTransfer(parameters: TransferParameters, now: number): Step
     windowSentAt: now,
     windowRetransmitted: false,
     deadline: 0,
+    lastProgressAt: now,
   };
   if (parameters.sendOack) {
     return { state: { ...initial, deadline: now + initial.timeoutMs }, send: [{ kind: 'oack' }] };
@@ -104,7 +112,7 @@ export function receiveAck(state: TransferState, wireBlock: number, now: number)
   if (state.phase === 'negotiating') {
     // RFC 2347: the reading client accepts the OACK with ACK 0.
     if (wireBlock !== 0) return { state, send: [], ignored: 'unexpected-ack' };
-    return sendWindow(withRttSample(state, now), now, false);
+    return sendWindow({ ...withRttSample(state, now), lastProgressAt: now }, now, false);
   }
   const block = absoluteBlock(state, wireBlock);
   if (block === undefined) return { state, send: [], ignored: 'stale-ack' };
@@ -116,6 +124,7 @@ export function receiveAck(state: TransferState, wireBlock: number, now: number)
     ...(fullWindow ? withRttSample(state, now) : state),
     acknowledged: block,
     retries: 0,
+    lastProgressAt: now,
   };
   if (block === state.totalBlocks) {
     return { state: { ...progressed, phase: 'finished' }, send: [], outcome: 'complete' };
@@ -126,7 +135,7 @@ export function receiveAck(state: TransferState, wireBlock: number, now: number)
 
 export function expireTimer(state: TransferState, now: number): Step {
   if (state.phase === 'finished' || now < state.deadline) return { state, send: [] };
-  if (state.retries >= state.maxRetries) {
+  if (state.retries >= state.maxRetries && now - state.lastProgressAt >= state.timing.minStallMs) {
     return { state: { ...state, phase: 'finished' }, send: [], outcome: 'timeout' };
   }
   // RFC 1123 §4.2.3.2: exponential back-off on every timeout.

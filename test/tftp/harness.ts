@@ -7,7 +7,7 @@ import { loadConfigText } from '../../src/inventory/load.js';
 import type { Mac } from '../../src/inventory/mac.js';
 import type { Config } from '../../src/inventory/schema.js';
 import type { MachineEventInput } from '../../src/lifecycle/events.js';
-import { startTftpServer, type TftpServer } from '../../src/tftp/server.js';
+import { startTftpServer, type TftpServer, type TftpStats } from '../../src/tftp/server.js';
 
 /** The files every TFTP test serves; contents random so a wrong byte anywhere shows. */
 export interface AssetsFixture {
@@ -44,6 +44,9 @@ export interface RunningServer {
   port: number;
   events: MachineEventInput[];
   config: Config;
+  /** Resolves once `predicate` holds for the recorded events (polled, bounded). */
+  waitForEvents(predicate: (events: MachineEventInput[]) => boolean, timeoutMs?: number): Promise<void>;
+  waitForStats(predicate: (stats: TftpStats) => boolean, timeoutMs?: number): Promise<void>;
 }
 
 export async function startTestServer(
@@ -71,5 +74,20 @@ export async function startTestServer(
     logger: pino({ level: process.env.TFTP_TEST_LOG ?? 'silent' }),
     macForIp: (ip) => options.macs?.[ip],
   });
-  return { server, port: server.address().port, events, config };
+  return {
+    server,
+    port: server.address().port,
+    events,
+    config,
+    waitForEvents: (predicate, timeoutMs) => pollUntil(() => predicate(events), 'events', timeoutMs),
+    waitForStats: (predicate, timeoutMs) => pollUntil(() => predicate(server.stats()), 'stats', timeoutMs),
+  };
+}
+
+async function pollUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`${what} not as expected within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }

@@ -1,0 +1,146 @@
+import { createSocket, type RemoteInfo } from 'node:dgram';
+import { performance } from 'node:perf_hooks';
+
+/**
+ * A small TFTP read client for the benchmark (and the tests that need windowsize, which curl,
+ * tftp-hpa and atftp do not offer): RRQ with blksize/windowsize/tsize, ACK per window (RFC 7440),
+ * block numbers wrapping to 0 after 65535, and its own resend of the last ACK on silence.
+ */
+
+export interface FetchOptions {
+  host: string;
+  port: number;
+  file: string;
+  blksize?: number;
+  windowsize?: number;
+  tsize?: boolean;
+  /** Client-side wait before resending its last packet. */
+  resendAfterMs?: number;
+  /** Whole-transfer bound. */
+  deadlineMs?: number;
+}
+
+export interface FetchResult {
+  content: Buffer;
+  durationMs: number;
+  /** Options the server acknowledged (empty without OACK). */
+  oack: Record<string, string>;
+  /** DATA packets that arrived twice or out of order. */
+  unexpectedData: number;
+}
+
+export function fetchFile(options: FetchOptions): Promise<FetchResult> {
+  const socket = createSocket('udp4');
+  const startedAt = performance.now();
+  const requestOptions: string[] = [];
+  if (options.blksize !== undefined) requestOptions.push('blksize', String(options.blksize));
+  if (options.windowsize !== undefined) requestOptions.push('windowsize', String(options.windowsize));
+  if (options.tsize) requestOptions.push('tsize', '0');
+  const request = Buffer.from(
+    `\0\x01${options.file}\0octet\0${requestOptions.map((part) => `${part}\0`).join('')}`,
+    'latin1',
+  );
+
+  return new Promise<FetchResult>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const oack: Record<string, string> = {};
+    let server: RemoteInfo | undefined;
+    let blksize = 512;
+    let windowsize = 1;
+    let received = 0; // absolute number of the last in-order block
+    let inWindow = 0;
+    let unexpectedData = 0;
+    let lastSent: Buffer = request;
+    let done = false;
+    let silence: NodeJS.Timeout | undefined;
+    const overall = setTimeout(
+      () => finish(new Error(`${options.file}: no completion within ${options.deadlineMs} ms`)),
+      options.deadlineMs ?? 60_000,
+    );
+
+    let lastSendDone: Promise<void> = Promise.resolve();
+    const send = (packet: Buffer) => {
+      lastSent = packet;
+      lastSendDone = new Promise((sent) =>
+        socket.send(packet, server?.port ?? options.port, server?.address ?? options.host, () => sent()),
+      );
+      armSilenceTimer();
+    };
+    const armSilenceTimer = () => {
+      clearTimeout(silence);
+      silence = setTimeout(() => {
+        if (!done) send(lastSent);
+      }, options.resendAfterMs ?? 1000);
+    };
+    const ack = (block: number) => {
+      const packet = Buffer.alloc(4);
+      packet.writeUInt16BE(4, 0);
+      packet.writeUInt16BE(block & 0xffff, 2);
+      send(packet);
+    };
+    const finish = (error?: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(silence);
+      clearTimeout(overall);
+      // dgram sends are asynchronous: closing at once could drop the final ACK.
+      void lastSendDone.then(() => socket.close());
+      if (error) reject(error);
+      else
+        resolve({
+          content: Buffer.concat(chunks),
+          durationMs: performance.now() - startedAt,
+          oack,
+          unexpectedData,
+        });
+    };
+
+    socket.on('error', (error) => finish(error));
+    socket.on('message', (message, from) => {
+      if (server === undefined) server = from;
+      else if (from.port !== server.port || from.address !== server.address) return;
+      if (message.length < 4) return;
+      const opcode = message.readUInt16BE(0);
+      if (opcode === 5) {
+        finish(
+          new Error(
+            `${options.file}: server error ${message.readUInt16BE(2)} ${message.toString('latin1', 4, message.length - 1)}`,
+          ),
+        );
+        return;
+      }
+      if (opcode === 6) {
+        if (received > 0) return;
+        const fields = message.toString('latin1', 2, message.length - 1).split('\0');
+        for (let index = 0; index + 1 < fields.length; index += 2)
+          oack[fields[index] ?? ''] = fields[index + 1] ?? '';
+        blksize = Number(oack.blksize ?? 512);
+        windowsize = Number(oack.windowsize ?? 1);
+        ack(0);
+        return;
+      }
+      if (opcode !== 3) return;
+      const wireBlock = message.readUInt16BE(2);
+      if (wireBlock !== ((received + 1) & 0xffff)) {
+        // RFC 7440 §4: on a gap, acknowledge the last block received in order.
+        unexpectedData += 1;
+        inWindow = 0;
+        ack(received);
+        return;
+      }
+      received += 1;
+      inWindow += 1;
+      const payload = message.subarray(4);
+      chunks.push(payload);
+      const last = payload.length < blksize;
+      if (last || inWindow >= windowsize) {
+        inWindow = 0;
+        ack(received);
+      } else {
+        armSilenceTimer();
+      }
+      if (last) finish();
+    });
+    socket.bind(0, () => send(request));
+  });
+}
