@@ -6,13 +6,7 @@ import type { Mac } from '../inventory/mac.js';
 import type { Logger } from '../log.js';
 import type { MachineEvent, MachineEventInput, MachineState, RecordEvent } from './events.js';
 import { type MachineRecord, step } from './states.js';
-import {
-  eventValues,
-  type WriteBatch,
-  type WriterData,
-  type WriterReply,
-  type WriterRequest,
-} from './write-batch.js';
+import type { WriteBatch, WriterData, WriterReply, WriterRequest } from './writer.js';
 
 export type { MachineRecord };
 
@@ -199,8 +193,8 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     const request: WriteBatch = {
       kind: 'write',
       batch: batchNumber,
-      eventValues: pending.flatMap(eventValues),
-      machineValues: [...dirtyMachines].flatMap((mac) => [mac, JSON.stringify(machines.get(mac))]),
+      events: pending,
+      machines: [...dirtyMachines].flatMap((mac) => machines.get(mac) ?? []),
       pruneThroughId: lastId - options.retention,
     };
     inFlight.set(request.batch, { events: pending, resolve: current.resolve });

@@ -1,18 +1,48 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import {
-  EVENT_COLUMNS,
-  type WriteBatch,
-  type WriterData,
-  type WriterReply,
-  type WriterRequest,
-} from './write-batch.js';
+import type { MachineEvent } from './events.js';
+import type { MachineRecord } from './states.js';
 
 /**
  * The lifecycle store's writer thread. SQLite calls block the thread that makes them (writes to the
  * WAL, checkpoints); here they block this thread only, never the one answering DHCP and TFTP.
  * Batches arrive in order and are acknowledged in order, each in one transaction.
  */
+
+/** One transaction: the events of one event-loop turn and the machine records they changed. */
+export interface WriteBatch {
+  kind: 'write';
+  batch: number;
+  events: MachineEvent[];
+  machines: MachineRecord[];
+  /** Events with an id up to this one are pruned (retention). */
+  pruneThroughId: number;
+}
+
+export type WriterRequest = WriteBatch | { kind: 'close' };
+export type WriterReply = { kind: 'written'; batch: number; error?: string };
+
+export interface WriterData {
+  file: string;
+}
+
+/** The events table's columns, in the order eventValues() gives them. */
+const EVENT_COLUMNS = ['id', 'time', 'mac', 'ip', 'source', 'type', 'state', 'correlation_id', 'detail'];
+
+/** The values of one event in EVENT_COLUMNS order. */
+function eventValues(event: MachineEvent): (string | number | null)[] {
+  return [
+    event.id,
+    event.time,
+    event.mac ?? null,
+    event.ip ?? null,
+    event.source,
+    event.type,
+    event.state ?? null,
+    event.correlationId ?? null,
+    event.detail === undefined ? null : JSON.stringify(event.detail),
+  ];
+}
 
 const port = parentPort;
 if (!port) throw new Error('writer.ts runs as a worker thread of the lifecycle store');
@@ -27,13 +57,8 @@ const saveMachine = database.prepare('INSERT OR REPLACE INTO machines (mac, reco
 const prune = database.prepare('DELETE FROM events WHERE id <= ?');
 
 const commit = database.transaction((request: WriteBatch) => {
-  const values = request.eventValues;
-  for (let offset = 0; offset < values.length; offset += EVENT_COLUMNS.length) {
-    insertEvent.run(values.slice(offset, offset + EVENT_COLUMNS.length));
-  }
-  const machines = request.machineValues;
-  for (let offset = 0; offset < machines.length; offset += 2)
-    saveMachine.run(machines[offset], machines[offset + 1]);
+  for (const event of request.events) insertEvent.run(eventValues(event));
+  for (const machine of request.machines) saveMachine.run(machine.mac, JSON.stringify(machine));
   prune.run(request.pruneThroughId);
 });
 
