@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { BootDecision, Mac } from '../boot-plan.js';
 import type { MachineSecrets } from '../ignition/tokens.js';
 import type { Config } from '../inventory/schema.js';
@@ -34,7 +34,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     // Every route logs what matters about the machine itself; per-request lines would drown boot storms.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
   });
   // First: its request counter hooks the whole app, so it must be in place before the other plugins.
   await app.register(metricsRoutes, { lifecycle: deps.lifecycle, dhcpStats: deps.dhcpStats });
