@@ -145,3 +145,26 @@ t.test('an event after close is dropped with a warning, not thrown at the record
   t.match(lines.join(''), /event after close dropped/);
   t.equal(lifecycle.stateOf(mac), undefined);
 });
+
+t.test(
+  'an event that cannot be written is logged, never thrown at the recorder; later ones are written',
+  async (t) => {
+    const lines: string[] = [];
+    const lifecycle = openLifecycle({
+      stateDir: stateDirFor(t),
+      retention: 1000,
+      logger: pino({ level: 'error' }, { write: (line: string) => lines.push(line) }),
+    });
+    t.teardown(() => lifecycle.close());
+    // A function in a detail cannot cross to the writer thread: a bug in its recorder, not a crash here.
+    await lifecycle.record({ mac, source: 'http', type: 'asset-download', detail: { callback: () => 1 } });
+    t.match(lines.join(''), /could not write events/);
+    t.equal(lifecycle.stateOf(mac), 'discovered', 'memory still follows the event');
+    await lifecycle.record({ mac, source: 'machine', type: 'progress' });
+    t.same(
+      lifecycle.eventsAfter(0).map((event) => event.type),
+      ['progress'],
+      'the next batch is written',
+    );
+  },
+);

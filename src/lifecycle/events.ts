@@ -15,7 +15,10 @@ export interface MachineEventInput {
   mac: Mac | undefined;
   ip?: string | undefined;
   source: EventSource;
-  /** e.g. `dhcp-offer`, `tftp-transfer`, `ipxe-script`, `ignition-fetch`, `installed`, `state-changed`. */
+  /**
+   * e.g. `dhcp-offer`, `tftp-transfer`, `ipxe-script`, `ignition-fetch`, `installed`; the lifecycle adds
+   * `state-changed` (detail: from, to, cause, causeId) and `transition-rejected` (detail: reason).
+   */
   type: string;
   /** Ties together all events of one boot (DHCP xid → TFTP → HTTP). */
   correlationId?: string | undefined;

@@ -155,6 +155,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   let batchNumber = 0;
   const inFlight = new Map<number, { events: MachineEvent[]; resolve: () => void }>();
   let writerFailure: string | undefined;
+  const writerExited = new Promise<void>((resolve) => writer.once('exit', () => resolve()));
 
   function settle(batchId: number, error: string | undefined): void {
     const written = inFlight.get(batchId);
@@ -276,10 +277,11 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       flush();
       closed = true;
       // The writer handles the queued batches before the close request, then exits.
-      const exited = new Promise((resolve) => writer.once('exit', resolve));
-      writer.ref();
-      writer.postMessage({ kind: 'close' } satisfies WriterRequest);
-      await exited;
+      if (!writerFailure) {
+        writer.ref();
+        writer.postMessage({ kind: 'close' } satisfies WriterRequest);
+      }
+      await writerExited;
       for (const batchId of [...inFlight.keys()]) settle(batchId, 'writer thread exited before writing');
       listeners.clear();
       database.close();
