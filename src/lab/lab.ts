@@ -1,4 +1,3 @@
-import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,6 +28,7 @@ import {
 } from './network.js';
 import { type LabFirmware, OVMF_VARS_TEMPLATE, type SerialLine, startVm, type VmRun } from './qemu.js';
 import { radvdArguments, radvdConfig } from './router-advertisement.js';
+import { waitForApi, watchProcess, withTimeout } from './server-process.js';
 import { type BootTimeline, bootTimeline } from './timings.js';
 
 /**
@@ -209,7 +209,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
         configFile,
       ]);
       api = labApi(network, baseUrl, apiToken);
-      await waitForApi(api, rackboot);
+      await waitForApi(api, rackboot, SERVER_READY_LIMIT_MS);
     } else {
       const root = join(directory, 'www');
       await installBootAssets(assets, join(root, 'assets'));
@@ -337,90 +337,4 @@ export async function startLab(options: LabOptions): Promise<Lab> {
     await close();
     throw error;
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Waits for `promise` at most `ms`; the timer never outlives the wait. */
-async function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
-  clearTimeout(timer);
-}
-
-interface WatchedProcess {
-  child: ChildProcess;
-  /** Resolves once the output so far (or later) matches; rejects on exit or after `limitMs`. */
-  waitFor(pattern: RegExp, limitMs: number): Promise<void>;
-  /** The last few KB of output, for error messages. */
-  recent(): string;
-}
-
-const WATCHED_OUTPUT_LIMIT = 256 * 1024;
-
-/** Records a server's output from its first byte, so a readiness line printed early is not missed. */
-function watchProcess(child: ChildProcess, name: string, onLine: (line: string) => void): WatchedProcess {
-  let output = '';
-  const waiters = new Set<() => void>();
-  for (const stream of [child.stdout, child.stderr]) {
-    let partial = '';
-    stream?.on('data', (chunk: Buffer) => {
-      const text = chunk.toString('utf8');
-      output = (output + text).slice(-WATCHED_OUTPUT_LIMIT);
-      const lines = (partial + text).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) if (line.trim() !== '') onLine(line);
-      for (const waiter of waiters) waiter();
-    });
-  }
-  const recent = () => output.slice(-3000);
-  return {
-    child,
-    recent,
-    waitFor(pattern, limitMs) {
-      return new Promise((resolve, reject) => {
-        const finish = (error?: Error) => {
-          clearTimeout(timer);
-          waiters.delete(check);
-          child.off('exit', onExit);
-          if (error) reject(error);
-          else resolve();
-        };
-        const check = () => {
-          if (pattern.test(output)) finish();
-        };
-        const onExit = (code: number | null) =>
-          finish(new Error(`${name} exited (${code}) before it was ready:\n${recent()}`));
-        const timer = setTimeout(
-          () => finish(new Error(`${name} not ready within ${limitMs} ms:\n${recent()}`)),
-          limitMs,
-        );
-        waiters.add(check);
-        child.once('exit', onExit);
-        check();
-      });
-    },
-  };
-}
-
-/** rackboot is ready when its API answers; bounded, and fails at once if the process exits. */
-async function waitForApi(api: LabApi, rackboot: WatchedProcess): Promise<void> {
-  const { child } = rackboot;
-  const deadline = Date.now() + SERVER_READY_LIMIT_MS;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(
-        `rackboot exited (${child.exitCode ?? child.signalCode}) at start:\n${rackboot.recent()}`,
-      );
-    }
-    const answered = await api.get('/api/v1/machines').then(
-      (response) => response.status === 200,
-      () => false,
-    );
-    if (answered) return;
-    await delay(250);
-  }
-  throw new Error(`rackboot's API did not answer within ${SERVER_READY_LIMIT_MS} ms:\n${rackboot.recent()}`);
 }

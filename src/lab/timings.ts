@@ -6,7 +6,15 @@ import type { LabFirmware, SerialLine } from './qemu.js';
  * and the dnsmasq baseline are timed by one yardstick. Each phase is the first matching line after
  * the previous phase's line; a phase that never printed stays undefined.
  */
-export const BOOT_PHASES = ['dhcp', 'boot-program', 'ipxe-dhcp', 'kernel', 'ignition', 'installed'] as const;
+export const BOOT_PHASES = [
+  'console',
+  'dhcp',
+  'boot-program',
+  'ipxe-dhcp',
+  'kernel',
+  'ignition',
+  'installed',
+] as const;
 export type BootPhase = (typeof BOOT_PHASES)[number];
 export type BootTimeline = Partial<Record<BootPhase, number>>;
 
@@ -26,6 +34,9 @@ function phasePatterns(firmware: LabFirmware): [BootPhase, RegExp][] {
           ['ipxe-dhcp', IPXE_DHCP_DONE],
         ];
   return [
+    // The firmware's first console output: before it, the firmware only initialises the machine
+    // (OVMF under TCG: 6 to 20 s depending on host load), which no boot server influences.
+    ['console', /./],
     ...firmwareDhcp,
     ['kernel', /Linux version \d/],
     ['ignition', new RegExp(GUEST_MARKERS.ignitionFetched)],

@@ -217,6 +217,7 @@ t.test('boot timeline from serial lines', async (t) => {
     [20600, `RB-LAB-RESULT installed mac=${mac} ip=10.77.140.190`],
   ].map(([atMs, text]) => ({ atMs: Number(atMs), text: String(text) }));
   t.same(bootTimeline('uefi-pxe', lines), {
+    console: 0.4,
     dhcp: 8.4,
     'boot-program': 13.4,
     'ipxe-dhcp': 15.5,
@@ -224,8 +225,19 @@ t.test('boot timeline from serial lines', async (t) => {
     ignition: 20.5,
     installed: 20.6,
   });
-  t.same(bootTimeline('bios', lines), { dhcp: 15.5, kernel: 17.2, ignition: 20.5, installed: 20.6 });
-  t.same(bootTimeline('bios', lines.slice(0, 3)), {}, 'phases that never printed stay undefined');
+  t.same(bootTimeline('bios', lines), {
+    console: 0.4,
+    dhcp: 15.5,
+    kernel: 17.2,
+    ignition: 20.5,
+    installed: 20.6,
+  });
+  t.same(
+    bootTimeline('bios', lines.slice(0, 3)),
+    { console: 0.4 },
+    'phases that never printed stay undefined',
+  );
+  t.same(bootTimeline('bios', []), {});
 });
 
 t.test('the baseline script names the initrd for the EFI stub', async (t) => {
