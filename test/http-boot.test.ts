@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
@@ -246,4 +246,20 @@ t.test('rackboot render prints exactly what the server sends', async (t) => {
     `${(await app.inject(`/ignition/52-54-00-12-34-56.ign?token=${tokenOf(NODE1)}`)).body}\n`,
   );
   await t.rejects(cli('ignition', '--mac', '52:54:00:aa:bb:cc'), /not in the inventory/);
+});
+
+t.test('an edited template applies to the next request; a broken edit answers 503 until fixed', async (t) => {
+  const { app, fixture, tokenOf } = await setup(t);
+  const url = `/ignition/52-54-00-12-34-56.ign?token=${tokenOf(NODE1)}`;
+  t.notMatch((await app.inject(url)).body, '/etc/motd');
+  const worker = join(fixture.dir, 'ignition', 'worker.bu');
+  const original = readFileSync(worker, 'utf8');
+  writeFileSync(worker, `${original}    - path: /etc/motd\n      contents: { inline: edited }\n`);
+  t.match((await app.inject(url)).body, '"path":"/etc/motd"');
+  writeFileSync(worker, `${original}    - path: etc/motd\n`);
+  const broken = await app.inject(url);
+  t.equal(broken.statusCode, 503);
+  t.match(broken.json().problems, [/worker\.bu:15:13: path not absolute/]);
+  writeFileSync(worker, original);
+  t.equal((await app.inject(url)).statusCode, 200);
 });
