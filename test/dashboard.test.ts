@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import t from 'tap';
+import type { Mac } from '../src/inventory/mac.js';
 import { requireTools } from './helpers/netns.js';
 import { API_TOKEN, LISTED_MAC, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
 
@@ -111,6 +112,26 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
     0,
     'no longer in discovered',
   );
+
+  // A machine that network-boots while the page is open appears with what the server knows of it.
+  const newcomer = '00:50:56:00:00:42' as Mac;
+  await lifecycle.record({
+    mac: newcomer,
+    source: 'dhcp',
+    type: 'dhcp-ignored',
+    detail: { firmware: 'ipxe', arch: 'x86_64' },
+  });
+  const newRow = page.locator(`#machines tr[data-mac="${newcomer}"]`);
+  await newRow.locator('td', { hasText: 'VMware · x86_64 · ipxe' }).waitFor({ timeout: 10_000 });
+  t.match(await newRow.locator('td').allTextContents(), [
+    newcomer,
+    '',
+    '',
+    'discovered',
+    '',
+    'VMware · x86_64 · ipxe',
+    'dhcp-ignored',
+  ]);
 
   await page.click('#filters button[data-filter="installed"]');
   t.equal(await page.locator('#machines tbody tr').count(), 1, 'filter by state');

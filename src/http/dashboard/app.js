@@ -158,7 +158,7 @@ function renderDiscovered() {
             if (hostname.value.trim()) body.hostname = hostname.value.trim();
             await operatorCall(`/api/v1/machines/${machine.mac}/adopt`, body);
             message.textContent = 'added to the config';
-            await refreshMachine(machine.mac);
+            refreshMachine(machine.mac);
           } catch (error) {
             message.textContent = error.message;
           }
@@ -273,34 +273,57 @@ function renderDetail() {
   $('timeline').replaceChildren(...items);
 }
 
-async function refreshMachine(mac) {
+// What events do not say about a machine (its config entry, vendor) comes from the server; a boot
+// storm of new machines is fetched a few at a time, and only those fields are merged, so a fetch
+// that answers late never rolls back a state the stream already moved on.
+const INVENTORY_FIELDS = ['hostname', 'profile', 'listed', 'vendor', 'first_seen_at', 'arch', 'firmware'];
+const toFetch = new Set();
+let fetching = 0;
+
+function refreshMachine(mac) {
+  toFetch.add(mac);
+  while (fetching < 4 && toFetch.size > 0) {
+    const next = toFetch.values().next().value;
+    toFetch.delete(next);
+    fetching += 1;
+    void fetchInventoryFields(next).finally(() => {
+      fetching -= 1;
+      if (toFetch.size > 0) refreshMachine(toFetch.values().next().value);
+    });
+  }
+}
+
+async function fetchInventoryFields(mac) {
   const response = await api(`/api/v1/machines/${mac}`);
   if (!response.ok) return;
-  const { events, ...machine } = await response.json();
-  machines.set(mac, machine);
+  const view = await response.json();
+  const machine = machines.get(mac);
+  if (!machine) return;
+  for (const field of INVENTORY_FIELDS) machine[field] = view[field] ?? machine[field] ?? null;
   if (machine.profile) profiles.add(machine.profile);
   queueRender();
 }
 
 function apply(event) {
   if (!event.mac) return;
-  const machine = machines.get(event.mac);
+  let machine = machines.get(event.mac);
   if (!machine) {
-    // A machine never seen before: its hostname and profile come from the server.
-    machines.set(event.mac, { mac: event.mac, listed: false, state: event.state ?? null });
-    void refreshMachine(event.mac);
-  } else if (event.source !== 'lifecycle' && event.source !== 'operator') {
+    machine = { mac: event.mac, listed: false, state: null };
+    machines.set(event.mac, machine);
+    refreshMachine(event.mac);
+  }
+  if (event.source !== 'lifecycle') {
     machine.updated_at = event.time;
     machine.last_event = event.type;
-    if (event.ip) machine.ip = event.ip;
     if (event.correlationId) machine.boot = event.correlationId;
+    // An operator's address is not the machine's.
+    if (event.ip && event.source !== 'operator') machine.ip = event.ip;
   }
-  const current = machines.get(event.mac);
   if (event.type === 'state-changed') {
-    current.state = event.detail.to;
-    current.state_since = event.time;
+    machine.state = event.detail.to;
+    machine.state_since = event.time;
   } else if (event.type === 'adopt') {
-    void refreshMachine(event.mac);
+    refreshMachine(event.mac);
   }
   if (event.mac === selected) selectedEvents.push(event);
   queueRender();
