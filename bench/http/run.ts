@@ -1,6 +1,6 @@
 /**
  * HTTP benchmark (not part of the tests), all on loopback, every peer started by this script:
- *   npm run bench:http -- [--machines 10000] [--seconds 10] [--connections 32] [--cpu-prof DIR]
+ *   npm run bench:http -- [--machines 10000] [--seconds 10] [--connections 16] [--cpu-prof DIR]
  * 1. rackboot (`rackboot serve`, DHCP off, TFTP on loopback) with N machines: per-machine iPXE
  *    scripts and Ignition configs, each request for a random machine (wrk Lua), req/s, p99, RSS.
  * 2. A plain node:http handler returning a fixed text of the script's size: the Node ceiling.
@@ -27,7 +27,7 @@ const argument = (name: string, fallback: number) => {
 };
 const MACHINES = argument('machines', 10_000);
 const SECONDS = argument('seconds', 10);
-const CONNECTIONS = argument('connections', 32);
+const CONNECTIONS = argument('connections', 16);
 const ASSET_BYTES = 64 * 1024 * 1024;
 /** `--cpu-prof DIR`: the rackboot server writes a V8 CPU profile there when it stops. */
 const PROFILE_DIR = process.argv.includes('--cpu-prof')
