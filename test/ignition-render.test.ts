@@ -204,3 +204,20 @@ t.test('the example templates in ignition/ render and validate', async (t) => {
     t.ok(rendered.ok, file, rendered.ok ? {} : { problems: rendered.problems });
   }
 });
+
+t.test('checkTemplate: unused profiles get sample vars; unknown_machines profiles have none', async (t) => {
+  const fixture = await bootFixture();
+  t.teardown(fixture.cleanup);
+  const worker = join(fixture.dir, 'ignition', 'worker.bu');
+  const unused = { ...fixture.config, machines: [] };
+  t.strictSame(await checkTemplate(worker, unused), [], 'no machine uses it: rendered with placeholder vars');
+  const forStrangers = { ...fixture.config, unknown_machines: 'coreos' };
+  const problems = await checkTemplate(worker, forStrangers);
+  t.equal(problems.length, 1);
+  t.match(problems[0], {
+    file: worker,
+    line: 14,
+    message:
+      /\{\{vars\.role\}\} cannot be filled for machines not in the inventory \(unknown_machines: coreos\)/,
+  });
+});

@@ -23,33 +23,54 @@ export async function checkTemplate(templateFile: string, config: Config): Promi
     .map(([name]) => name);
   const machines = config.machines.filter((machine) => profiles.includes(machine.profile));
   const usedVars = varsUsedBy(template);
+  const samples: Sample[] = machines.map((machine) => ({ ...machine, unlisted: false }));
+  if (samples.length === 0) {
+    samples.push({
+      mac: SAMPLE_MAC,
+      profile: profiles[0] ?? 'sample',
+      vars: sampleVars(usedVars),
+      unlisted: false,
+    });
+  }
+  // Machines booted through `unknown_machines` have no entry, so no vars and no hostname.
+  if (profiles.includes(config.unknown_machines)) {
+    samples.push({ mac: SAMPLE_MAC, profile: config.unknown_machines, vars: {}, unlisted: true });
+  }
   const problems = new Map<string, Problem>();
   const renderedKeys = new Set<string>();
-  const samples: MachineConfig[] =
-    machines.length > 0
-      ? machines
-      : [{ mac: SAMPLE_MAC, profile: profiles[0] ?? 'sample', vars: sampleVars(usedVars) }];
   for (const machine of samples) {
-    const key = JSON.stringify(usedVars.map((name) => machine.vars[name] ?? null));
+    const key = `${machine.unlisted}${JSON.stringify(usedVars.map((name) => machine.vars[name] ?? null))}`;
     if (renderedKeys.has(key)) continue;
     renderedKeys.add(key);
     const assignment = {
       mac: machine.mac,
-      hostname: machine.hostname ?? 'sample-host',
+      hostname: machine.unlisted ? undefined : (machine.hostname ?? 'sample-host'),
       profile: machine.profile,
       ip: machine.ip ?? '10.77.0.2',
-      listed: true,
+      listed: !machine.unlisted,
       state: undefined,
     };
-    const rendered = renderIgnition(template, machineVars(config, assignment, CHECK_TOKEN));
+    const vars = { ...machineVars(config, assignment, CHECK_TOKEN), vars: machine.vars };
+    const rendered = renderIgnition(template, vars);
     if (rendered.ok) continue;
-    for (const problem of rendered.problems) {
+    for (const found of rendered.problems) {
+      const problem = machine.unlisted
+        ? {
+            ...found,
+            message: found.message.replace(
+              /is not set for machine \S+ \(add it under the machine's vars\)/,
+              `cannot be filled for machines not in the inventory (unknown_machines: ${machine.profile}): they have no vars`,
+            ),
+          }
+        : found;
       const identity = `${problem.line}:${problem.col}:${problem.message.replace(machine.mac, '')}`;
       if (!problems.has(identity)) problems.set(identity, problem);
     }
   }
   return [...problems.values()];
 }
+
+type Sample = Omit<MachineConfig, 'hostname'> & { hostname?: string; unlisted: boolean };
 
 const VARS_PLACEHOLDER = /\{\{\s*vars\.([A-Za-z0-9_-]+)\s*\}\}/g;
 
