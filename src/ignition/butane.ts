@@ -173,8 +173,9 @@ export function makeDataUrl(bytes: Buffer, allowCompression: boolean): DataUrl {
 }
 
 type DataUrl = { url: string; compression: '' | 'gzip' };
-const DATA_URL_MEMO_ENTRIES = 512;
-const DATA_URL_MEMO_MAX_BYTES = 64 * 1024;
+const DATA_URL_MEMO_ENTRIES = 256;
+// At most 256 × 16 KiB of memo, whatever the templates hold.
+const DATA_URL_MEMO_MAX_BYTES = 16 * 1024;
 const dataUrls = new Map<string, DataUrl>();
 
 function encodeDataUrl(bytes: Buffer, allowCompression: boolean): DataUrl {
