@@ -174,7 +174,7 @@ export function makeDataUrl(bytes: Buffer, allowCompression: boolean): DataUrl {
 
 type DataUrl = { url: string; compression: '' | 'gzip' };
 const DATA_URL_MEMO_ENTRIES = 256;
-// At most 256 × 16 KiB of memo, whatever the templates hold.
+// Bounded whatever the templates hold: 256 entries of at most 16 KiB input (about 10 MiB with their URLs).
 const DATA_URL_MEMO_MAX_BYTES = 16 * 1024;
 const dataUrls = new Map<string, DataUrl>();
 
