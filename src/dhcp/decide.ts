@@ -5,7 +5,7 @@ import { cidrContains, ipToNumber, numberToIp } from './address.js';
 import { type BootFirmware, classifyFirmware } from './firmware.js';
 import type { LeaseChange, LeaseTable } from './leases.js';
 import { encodeOption, Option, readAddress, readText } from './options.js';
-import { BOOTREPLY, BROADCAST_FLAG, type DhcpPacket, type DhcpRequest, messageTypeOption } from './packet.js';
+import { BOOTREPLY, BROADCAST_FLAG, type DhcpPacket, type DhcpRequest } from './packet.js';
 import { type DhcpSettings, type SubnetSettings, subnetForRequest } from './settings.js';
 
 /**
@@ -81,6 +81,17 @@ const ARM64_UEFI_ARCHES = new Set([11, 19]);
 const OFFER_HOLD_MS = 60_000;
 const ZERO = '0.0.0.0';
 
+// Constant option values, encoded once. Replies share them: nothing mutates an option value.
+const MESSAGE_TYPE_VALUES = { offer: Buffer.from([2]), ack: Buffer.from([5]), nak: Buffer.from([6]) };
+const VENDOR_CLASS_VALUES = {
+  PXEClient: encodeOption.text('PXEClient'),
+  HTTPClient: encodeOption.text('HTTPClient'),
+};
+/** Option 43 sub-option 6 (discovery control) = 8: skip boot-server discovery, boot `file`. */
+const SKIP_DISCOVERY = encodeOption.encapsulated([[6, encodeOption.uint8(8)]]);
+/** Option 175 sub-option 176 (no-pxedhcp) = 1: iPXE need not wait ~3 s for ProxyDHCP offers. */
+const IPXE_NO_PROXYDHCP = encodeOption.encapsulated([[176, encodeOption.uint8(1)]]);
+
 export function decide(request: DhcpRequest, context: DecideContext): Outcome {
   // Leases and the inventory are keyed by Ethernet MAC; other hardware types cannot PXE boot here.
   if (request.htype !== 1 || request.hlen !== 6) return silent('unsupported-hardware');
@@ -147,7 +158,7 @@ function decideProxy(request: DhcpRequest, mac: Mac, context: DecideContext): Ou
   reply.flags |= BROADCAST_FLAG;
   reply.siaddr = context.settings.serverAddress;
   // PXE 2.1: a ProxyDHCP offer identifies as PXEClient, and echoes the client's GUID (option 97).
-  reply.options.set(Option.vendorClass, encodeOption.text(answer.firmware.vendorClass));
+  reply.options.set(Option.vendorClass, VENDOR_CLASS_VALUES[answer.firmware.vendorClass]);
   echo(request, reply, Option.clientMachineId);
   const firmware = answer.firmware.firmware;
   // boot-server style leaves UEFI PXE without a file: EDK2 then asks on port 4011 (ProxyBinl), as
@@ -155,8 +166,7 @@ function decideProxy(request: DhcpRequest, mac: Mac, context: DecideContext): Ou
   const leaveToBootServer = firmware === 'uefi-pxe' && context.settings.uefiProxyStyle === 'boot-server';
   if (!leaveToBootServer) setBootFile(reply, answer);
   if (!leaveToBootServer && (firmware === 'bios-pxe' || firmware === 'uefi-pxe')) {
-    // Option 43 sub-option 6 (discovery control) = 8: skip boot-server discovery, boot `file`.
-    reply.options.set(Option.vendorSpecific, encodeOption.encapsulated([[6, encodeOption.uint8(8)]]));
+    reply.options.set(Option.vendorSpecific, SKIP_DISCOVERY);
   }
   return {
     kind: 'reply',
@@ -174,7 +184,7 @@ function decideBootServer(request: DhcpRequest, mac: Mac, context: DecideContext
   const reply = replyTo(request, 'ack', context.settings);
   reply.ciaddr = request.ciaddr;
   reply.siaddr = context.settings.serverAddress;
-  reply.options.set(Option.vendorClass, encodeOption.text(plan.answer.firmware.vendorClass));
+  reply.options.set(Option.vendorClass, VENDOR_CLASS_VALUES[plan.answer.firmware.vendorClass]);
   echo(request, reply, Option.clientMachineId);
   setBootFile(reply, plan.answer);
   const ip = request.ciaddr === ZERO ? undefined : request.ciaddr;
@@ -311,10 +321,7 @@ function addressReply(
   const reply = replyTo(request, type, context.settings);
   reply.yiaddr = address;
   if (type === 'ack') reply.ciaddr = request.ciaddr;
-  const leaseSeconds = subnet.leaseSeconds;
-  reply.options.set(Option.leaseTime, encodeOption.uint32(leaseSeconds));
-  reply.options.set(Option.renewalTime, encodeOption.uint32(Math.floor(leaseSeconds * 0.5)));
-  reply.options.set(Option.rebindingTime, encodeOption.uint32(Math.floor(leaseSeconds * 0.875)));
+  for (const [code, value] of subnet.leaseOptions) reply.options.set(code, value);
   setNetworkOptions(reply, subnet);
   const plan = planBoot(request, mac, context);
   const hostname = plan.ok ? plan.answer.assignment.hostname : context.decision.assignmentFor(mac)?.hostname;
@@ -325,11 +332,11 @@ function addressReply(
     reply.siaddr = context.settings.serverAddress;
     setBootFile(reply, plan.answer);
     if (plan.answer.firmware.firmware === 'uefi-http') {
-      reply.options.set(Option.vendorClass, encodeOption.text('HTTPClient'));
+      reply.options.set(Option.vendorClass, VENDOR_CLASS_VALUES.HTTPClient);
     }
     if (plan.answer.firmware.firmware === 'ipxe') {
-      // iPXE sub-option 176 (no-pxedhcp) = 1: we are the only server, so iPXE need not wait ~3 s for ProxyDHCP.
-      reply.options.set(Option.ipxeEncapsulated, encodeOption.encapsulated([[176, encodeOption.uint8(1)]]));
+      // We are the only server on this network: no ProxyDHCP offer will come.
+      reply.options.set(Option.ipxeEncapsulated, IPXE_NO_PROXYDHCP);
     }
     event = bootEvent(eventType, request, mac, plan.answer, context, address, reply.file);
   } else {
@@ -421,8 +428,8 @@ function answerInform(
 /** RFC 2131 Table 3: copied xid, flags, giaddr, chaddr; option 53 first, then 54; client id echoed (RFC 6842). */
 function replyTo(request: DhcpRequest, type: 'offer' | 'ack' | 'nak', settings: DhcpSettings): DhcpPacket {
   const options = new Map<number, Buffer>();
-  options.set(Option.messageType, messageTypeOption(type));
-  options.set(Option.serverIdentifier, encodeOption.addresses(settings.serverAddress));
+  options.set(Option.messageType, MESSAGE_TYPE_VALUES[type]);
+  options.set(Option.serverIdentifier, settings.serverIdentifier);
   const reply: DhcpPacket = {
     op: BOOTREPLY,
     htype: request.htype,
@@ -445,10 +452,7 @@ function replyTo(request: DhcpRequest, type: 'offer' | 'ack' | 'nak', settings: 
 }
 
 function setNetworkOptions(reply: DhcpPacket, subnet: SubnetSettings): void {
-  reply.options.set(Option.subnetMask, encodeOption.addresses(subnet.mask));
-  if (subnet.router) reply.options.set(Option.router, encodeOption.addresses(subnet.router));
-  if (subnet.dns.length > 0) reply.options.set(Option.dnsServers, encodeOption.addresses(...subnet.dns));
-  if (subnet.domain) reply.options.set(Option.domainName, encodeOption.text(subnet.domain));
+  for (const [code, value] of subnet.networkOptions) reply.options.set(code, value);
 }
 
 /**

@@ -1,3 +1,4 @@
+import { fdatasync, write } from 'node:fs';
 import { type FileHandle, mkdir, open, readFile, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Mac } from '../boot-plan.js';
@@ -110,8 +111,9 @@ export class LeaseLog {
       const batch = this.pending;
       this.pending = [];
       try {
-        await this.handle.write(batch.map((entry) => entry.line).join(''));
-        await this.handle.datasync();
+        // The callback API on the raw fd: FileHandle's promise wrappers cost more than the write
+        // itself at one batch per ACK.
+        await writeAndSync(this.handle.fd, batch.map((entry) => entry.line).join(''));
         this.syncs += 1;
         for (const entry of batch) entry.resolve();
       } catch (error) {
@@ -132,6 +134,15 @@ export class LeaseLog {
 }
 
 const COMPACTION_MIN_LINES = 100_000;
+
+function writeAndSync(fd: number, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    write(fd, text, (writeError) => {
+      if (writeError) return reject(writeError);
+      fdatasync(fd, (syncError) => (syncError ? reject(syncError) : resolve()));
+    });
+  });
+}
 
 function toStored(change: LeaseChange): StoredChange {
   switch (change.kind) {

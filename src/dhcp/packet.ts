@@ -1,5 +1,5 @@
 import { ipToNumber, numberToIp } from './address.js';
-import { MessageType, type MessageTypeName, messageTypeName, Option, type OptionMap } from './options.js';
+import { type MessageTypeName, messageTypeName, Option, type OptionMap } from './options.js';
 
 /** RFC 2131 §2 message, with addresses as dotted strings and options by code. */
 export interface DhcpPacket {
@@ -165,7 +165,10 @@ function readNulTerminated(bytes: Buffer, offset: number, length: number): strin
  * ROMs choke on it. Throws only on a reply we built wrong (too big for 576 bytes), never on input.
  */
 export function encodeDhcpPacket(packet: DhcpPacket): Buffer {
-  const bytes = Buffer.alloc(MAXIMUM_MESSAGE_BYTES);
+  // Not zero-filled: the header is zeroed here, the padding up to 300 bytes at the end, the rest
+  // is written.
+  const bytes = Buffer.allocUnsafe(MAXIMUM_MESSAGE_BYTES);
+  bytes.fill(0, 0, OPTIONS_OFFSET);
   bytes[0] = packet.op;
   bytes[1] = packet.htype;
   bytes[2] = packet.hlen;
@@ -177,9 +180,9 @@ export function encodeDhcpPacket(packet: DhcpPacket): Buffer {
   bytes.writeUInt32BE(ipToNumber(packet.yiaddr), 16);
   bytes.writeUInt32BE(ipToNumber(packet.siaddr), 20);
   bytes.writeUInt32BE(ipToNumber(packet.giaddr), 24);
-  packet.chaddr.copy(bytes, 28, 0, Math.min(16, packet.chaddr.length));
-  bytes.write(packet.sname.slice(0, SNAME_BYTES - 1), SNAME_OFFSET, 'latin1');
-  bytes.write(packet.file.slice(0, FILE_BYTES - 1), FILE_OFFSET, 'latin1');
+  bytes.set(packet.chaddr.subarray(0, 16), 28);
+  if (packet.sname) bytes.write(packet.sname.slice(0, SNAME_BYTES - 1), SNAME_OFFSET, 'latin1');
+  if (packet.file) bytes.write(packet.file.slice(0, FILE_BYTES - 1), FILE_OFFSET, 'latin1');
   bytes.writeUInt32BE(MAGIC_COOKIE, HEADER_BYTES);
 
   let offset = OPTIONS_OFFSET;
@@ -192,14 +195,13 @@ export function encodeDhcpPacket(packet: DhcpPacket): Buffer {
       }
       bytes[offset] = code;
       bytes[offset + 1] = piece.length;
-      piece.copy(bytes, offset + 2);
+      bytes.set(piece, offset + 2);
       offset += 2 + piece.length;
       chunk += 255;
     } while (chunk < value.length);
   }
   bytes[offset] = Option.end;
   offset += 1;
+  if (offset < MINIMUM_MESSAGE_BYTES) bytes.fill(Option.pad, offset, MINIMUM_MESSAGE_BYTES);
   return bytes.subarray(0, Math.max(offset, MINIMUM_MESSAGE_BYTES));
 }
-
-export const messageTypeOption = (type: MessageTypeName) => Buffer.from([MessageType[type]]);

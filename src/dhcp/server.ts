@@ -118,10 +118,11 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     }
     const request = decoded.packet;
     const now = Date.now();
+    const settings = settingsFor(deps.config());
     let outcome: Outcome;
     try {
       outcome = decide(request, {
-        settings: settingsFor(deps.config()),
+        settings,
         decision: deps.decision,
         leases,
         now,
@@ -134,7 +135,8 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       return;
     }
     countMessage(request.messageType, outcome.kind === 'reply' ? outcome.decision : outcome.reason);
-    if (request.hlen === 6) learn(request, macFromBytes(request.chaddr));
+    // Authoritative mode knows addresses from its leases; proxy mode learns them from what it overhears.
+    if (settings.mode === 'proxy' && request.hlen === 6) learn(request, macFromBytes(request.chaddr));
 
     let durable: Promise<void> | undefined;
     if (outcome.leaseChange) {

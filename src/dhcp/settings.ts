@@ -2,6 +2,7 @@ import type { Mac } from '../boot-plan.js';
 import type { Config } from '../inventory/schema.js';
 import { cidrContains, cidrMask, ipToNumber, numberToIp, parseCidr } from './address.js';
 import type { Pool, Reservations } from './leases.js';
+import { encodeOption, Option } from './options.js';
 
 /**
  * The part of the config the DHCP core reads, precomputed once per config snapshot (hot reload
@@ -19,6 +20,8 @@ export interface DhcpSettings {
   localSubnet: SubnetSettings | undefined;
   /** `dhcp.subnet` (a relay may sit on it too) and every `dhcp.subnets` entry. */
   subnets: SubnetSettings[];
+  /** Option 54 value. */
+  serverIdentifier: Buffer;
   reservations: Reservations;
   /** The same reservations by MAC. */
   reservedAddressOf: ReadonlyMap<Mac, number>;
@@ -26,11 +29,11 @@ export interface DhcpSettings {
 
 export interface SubnetSettings {
   pool: Pool;
-  mask: string;
-  router: string | undefined;
-  dns: string[];
-  domain: string | undefined;
   leaseSeconds: number;
+  /** Options 1, 3, 6, 15, encoded once per config snapshot (the per-packet path only copies them). */
+  networkOptions: ReadonlyArray<readonly [number, Buffer]>;
+  /** Options 51, 58 (T1 = ½ lease) and 59 (T2 = ⅞ lease), RFC 2131 §4.4.5. */
+  leaseOptions: ReadonlyArray<readonly [number, Buffer]>;
 }
 
 const cache = new WeakMap<Config, DhcpSettings>();
@@ -68,6 +71,7 @@ function buildSettings(config: Config): DhcpSettings {
     mode: dhcp.mode,
     serverAddress,
     baseUrl: `http://${serverAddress}:${server.http.port}`,
+    serverIdentifier: encodeOption.addresses(serverAddress),
     efiBinary: dhcp.efi_binary,
     arm64EfiBinary: dhcp.arm64_efi_binary,
     uefiProxyStyle: dhcp.uefi_proxy_style,
@@ -89,13 +93,21 @@ function subnetSettings(
   if (!subnet) return undefined;
   const excluded = new Set(serverAddresses);
   if (options.router) excluded.add(ipToNumber(options.router));
+  const networkOptions: [number, Buffer][] = [
+    [Option.subnetMask, encodeOption.addresses(numberToIp(cidrMask(subnet)))],
+  ];
+  if (options.router) networkOptions.push([Option.router, encodeOption.addresses(options.router)]);
+  if (options.dns?.length) networkOptions.push([Option.dnsServers, encodeOption.addresses(...options.dns)]);
+  if (options.domain) networkOptions.push([Option.domainName, encodeOption.text(options.domain)]);
   return {
     pool: { name: subnetText, subnet, first: ipToNumber(range[0]), last: ipToNumber(range[1]), excluded },
-    mask: numberToIp(cidrMask(subnet)),
-    router: options.router,
-    dns: options.dns ?? [],
-    domain: options.domain,
     leaseSeconds,
+    networkOptions,
+    leaseOptions: [
+      [Option.leaseTime, encodeOption.uint32(leaseSeconds)],
+      [Option.renewalTime, encodeOption.uint32(Math.floor(leaseSeconds * 0.5))],
+      [Option.rebindingTime, encodeOption.uint32(Math.floor(leaseSeconds * 0.875))],
+    ],
   };
 }
 
