@@ -1,0 +1,239 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  createLinkedPair,
+  type LinkedPair,
+  requireTools,
+  run,
+  waitForOutput,
+} from '../../test/helpers/netns.js';
+import { fetchWith, sha256, sha256OfFile } from '../../test/tftp/clients.js';
+import { createAssets } from '../../test/tftp/harness.js';
+
+/**
+ * rackboot's TFTP server against tftpd-hpa (in.tftpd) and dnsmasq, all started here inside a
+ * private namespace pair (10.77.210.0/24; the loss scenario on 10.77.211.0/24), measured in the
+ * same run with the same client. `npm run bench:tftp` (root). Prints a Markdown table.
+ *
+ *   --skip-loss   leave out the 5%-loss scenario (dnsmasq alone needs about two minutes for it)
+ */
+
+type ServerKind = 'rackboot' | 'tftpd-hpa' | 'dnsmasq';
+interface LoadResult {
+  transfers: number;
+  failed: number;
+  corrupt: number;
+  megabytesPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+await requireTools('ip', 'iptables', 'in.tftpd', 'dnsmasq', 'curl');
+const skipLoss = process.argv.includes('--skip-loss');
+const assets = await createAssets();
+// in.tftpd and dnsmasq read the files as another user: open the temporary tree up.
+await chmod(join(assets.root, '..'), 0o755);
+await chmod(assets.root, 0o755);
+await chmod(join(assets.root, assets.files.one.name), 0o644);
+const expected = sha256(assets.files.one.content);
+const scratch = await mkdtemp(join(tmpdir(), 'rackboot-bench-tftp-'));
+const pairs: LinkedPair[] = [];
+
+try {
+  const pair = await createLinkedPair(210);
+  pairs.push(pair);
+  const rows: string[] = [];
+  const measured = new Map<string, LoadResult>();
+  const scenarios = [1, 10, 50].flatMap((concurrency) =>
+    [512, 1468].map((blksize) => ({ concurrency, blksize })),
+  );
+  const variants: { server: ServerKind; windowsize?: number }[] = [
+    { server: 'rackboot' },
+    { server: 'rackboot', windowsize: 8 },
+    { server: 'tftpd-hpa' },
+    { server: 'dnsmasq' },
+  ];
+  for (const server of ['rackboot', 'tftpd-hpa', 'dnsmasq'] as const) {
+    const serverProcess = await startServer(server, pair, scratch);
+    try {
+      for (const variant of variants.filter((candidate) => candidate.server === server)) {
+        for (const scenario of scenarios) {
+          const result = await runLoad(pair, { ...scenario, windowsize: variant.windowsize });
+          const label = `${server}${variant.windowsize ? ` w${variant.windowsize}` : ''}`;
+          measured.set(`${label}|${scenario.concurrency}|${scenario.blksize}`, result);
+          rows.push(
+            `| ${label} | ${scenario.concurrency} | ${scenario.blksize} | ${result.megabytesPerSecond.toFixed(1)} | ${result.p50Ms.toFixed(0)} | ${result.p99Ms.toFixed(0)} | ${result.transfers} | ${result.failed + result.corrupt} |`,
+          );
+          console.error(rows.at(-1));
+        }
+      }
+    } finally {
+      await stop(serverProcess);
+    }
+  }
+  console.log('| server | clients | blksize | MB/s | p50 ms | p99 ms | transfers | failed/corrupt |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const row of rows) console.log(row);
+  const rate = (key: string) => measured.get(key)?.megabytesPerSecond ?? Number.NaN;
+  console.log('');
+  for (const blksize of [512, 1468]) {
+    for (const concurrency of [1, 10, 50]) {
+      const key = `|${concurrency}|${blksize}`;
+      console.log(
+        `- ${concurrency} clients, blksize ${blksize}: rackboot/dnsmasq ${(rate(`rackboot${key}`) / rate(`dnsmasq${key}`)).toFixed(2)}x, rackboot/tftpd-hpa ${(rate(`rackboot${key}`) / rate(`tftpd-hpa${key}`)).toFixed(2)}x, windowsize 8 / lock-step ${(rate(`rackboot w8${key}`) / rate(`rackboot${key}`)).toFixed(2)}x`,
+      );
+    }
+  }
+
+  if (!skipLoss) {
+    const lossy = await createLinkedPair(211);
+    pairs.push(lossy);
+    const drop = [
+      '-A',
+      'INPUT',
+      '-p',
+      'udp',
+      '-m',
+      'statistic',
+      '--mode',
+      'random',
+      '--probability',
+      '0.05',
+      '-j',
+      'DROP',
+    ];
+    await lossy.server.exec('iptables', drop);
+    await lossy.client.exec('iptables', drop);
+    console.log('\n5% loss each way, 20 concurrent curl clients, 1 MiB at 512-byte blocks:');
+    const p50s = new Map<ServerKind, number>();
+    for (const server of ['rackboot', 'dnsmasq'] as const) {
+      const serverProcess = await startServer(server, lossy, scratch);
+      try {
+        const started = performance.now();
+        const results = await Promise.all(
+          Array.from({ length: 20 }, async (_, index) => {
+            const output = join(scratch, `${server}-loss-${index}`);
+            const durationMs = await fetchWith('curl', {
+              host: lossy.serverAddress,
+              port: 69,
+              file: assets.files.one.name,
+              output,
+              prefix: ['ip', 'netns', 'exec', lossy.client.name],
+            }).catch(() => Number.NaN);
+            return { durationMs, exact: (await sha256OfFile(output)) === expected };
+          }),
+        );
+        const times = results.map((result) => result.durationMs).sort((a, b) => a - b);
+        const p50 = times[10] ?? Number.NaN;
+        p50s.set(server, p50);
+        console.log(
+          `- ${server}: all done in ${((performance.now() - started) / 1000).toFixed(1)} s, p50 ${(p50 / 1000).toFixed(1)} s, p99 ${((times.at(-1) ?? 0) / 1000).toFixed(1)} s, byte-exact ${results.filter((result) => result.exact).length}/20`,
+        );
+      } finally {
+        await stop(serverProcess);
+      }
+    }
+    console.log(
+      `- p50 ratio rackboot/dnsmasq: ${((p50s.get('rackboot') ?? 0) / (p50s.get('dnsmasq') ?? 1)).toFixed(3)}x`,
+    );
+  }
+} finally {
+  for (const pair of pairs) await pair.network.cleanup();
+  await rm(scratch, { recursive: true, force: true });
+  await assets.remove();
+}
+
+async function startServer(
+  kind: ServerKind,
+  pair: LinkedPair,
+  scratchDirectory: string,
+): Promise<ChildProcess> {
+  const root = assets.root;
+  const address = pair.serverAddress;
+  const child =
+    kind === 'rackboot'
+      ? pair.server.spawn('node', [
+          '--import',
+          'tsx',
+          'test/tftp/serve.ts',
+          JSON.stringify({
+            root,
+            listen: address,
+            tftp: { port: 69, max_transfers: 500, max_transfers_per_client: 100 },
+          }),
+        ])
+      : kind === 'tftpd-hpa'
+        ? pair.server.spawn('in.tftpd', ['--foreground', '--address', `${address}:69`, '--secure', root])
+        : pair.server.spawn('dnsmasq', [
+            '--no-daemon',
+            '--conf-file=/dev/null',
+            '--port=0',
+            '--enable-tftp',
+            `--tftp-root=${root}`,
+            `--interface=${pair.serverInterface}`,
+            '--bind-interfaces',
+            '--tftp-max=500',
+            '--quiet-tftp',
+            '--log-facility=-',
+            `--pid-file=${join(scratchDirectory, `${kind}.pid`)}`,
+          ]);
+  child.stdout?.resume();
+  child.stderr?.resume();
+  if (kind === 'rackboot') await waitForOutput(child, (line) => line.includes('"listening"'), 30_000);
+  // Ready when a real client gets the file; bounded.
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      await run('ip', [
+        'netns',
+        'exec',
+        pair.client.name,
+        'curl',
+        '-s',
+        '--max-time',
+        '2',
+        '-o',
+        '/dev/null',
+        `tftp://${address}/${assets.files.one.name}`,
+      ]);
+      return child;
+    } catch (error) {
+      if (attempt >= 20) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+async function runLoad(
+  pair: LinkedPair,
+  scenario: { concurrency: number; blksize: number; windowsize: number | undefined },
+): Promise<LoadResult> {
+  const rounds = scenario.concurrency === 1 ? 20 : scenario.concurrency === 10 ? 4 : 2;
+  const child = spawn('ip', [
+    'netns',
+    'exec',
+    pair.client.name,
+    'node',
+    '--import',
+    'tsx',
+    'bench/tftp/load.ts',
+    JSON.stringify({
+      host: pair.serverAddress,
+      port: 69,
+      file: assets.files.one.name,
+      sha256: expected,
+      rounds,
+      ...scenario,
+    }),
+  ]);
+  const line = await waitForOutput(child, (text) => text.startsWith('{') && text.endsWith('}'), 300_000);
+  return JSON.parse(line) as LoadResult;
+}

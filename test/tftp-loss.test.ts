@@ -1,0 +1,89 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { createLinkedPair, requireTools, waitForOutput } from './helpers/netns.js';
+import { fetchWith, sha256, sha256OfFile } from './tftp/clients.js';
+import { createAssets } from './tftp/harness.js';
+
+// 5% random loss of every UDP packet in both namespaces (this kernel has no netem), 20 concurrent
+// curl clients, 1 MiB each at 512-byte blocks: every transfer must finish byte-exact, and quickly,
+// because the retransmit timeout follows the measured round trip (RFC 1123 §4.2.3.2).
+
+await requireTools('ip', 'iptables', 'curl', 'node');
+const assets = await createAssets();
+const downloads = await mkdtemp(join(tmpdir(), 'rackboot-tftp-loss-'));
+const pair = await createLinkedPair(21);
+t.teardown(async () => {
+  await pair.network.cleanup();
+  await assets.remove();
+  await rm(downloads, { recursive: true, force: true });
+});
+
+const dropFivePercent = [
+  '-A',
+  'INPUT',
+  '-p',
+  'udp',
+  '-m',
+  'statistic',
+  '--mode',
+  'random',
+  '--probability',
+  '0.05',
+  '-j',
+  'DROP',
+];
+await pair.server.exec('iptables', dropFivePercent);
+await pair.client.exec('iptables', dropFivePercent);
+
+const server = pair.server.spawn(
+  'node',
+  [
+    '--import',
+    'tsx',
+    'test/tftp/serve.ts',
+    JSON.stringify({ root: assets.root, listen: pair.serverAddress, tftp: { port: 69 } }),
+  ],
+  { cwd: process.cwd() },
+);
+await waitForOutput(server, (line) => line.includes('"listening"'), 30_000);
+
+t.test('20 concurrent 1 MiB transfers under 5% loss each way complete byte-exact', async (t) => {
+  const expected = sha256(assets.files.one.content);
+  const results = await Promise.all(
+    Array.from({ length: 20 }, async (_, index) => {
+      const output = join(downloads, `loss-${index}`);
+      const durationMs = await fetchWith('curl', {
+        host: pair.serverAddress,
+        port: 69,
+        file: 'one.bin',
+        output,
+        prefix: ['ip', 'netns', 'exec', pair.client.name],
+      });
+      return { durationMs, hash: await sha256OfFile(output) };
+    }),
+  );
+  t.equal(results.filter((result) => result.hash === expected).length, 20, 'all 20 byte-exact');
+  const times = results.map((result) => result.durationMs).sort((a, b) => a - b);
+  const p50 = times[Math.floor(times.length / 2)] ?? Number.NaN;
+  t.comment(
+    `per-transfer p50 ${(p50 / 1000).toFixed(1)} s, max ${((times.at(-1) ?? 0) / 1000).toFixed(1)} s`,
+  );
+  // dnsmasq measured here needs p50 72 s for this (issue 4); bench/tftp compares in the same run.
+  t.ok(p50 < 30_000, 'p50 well below a fixed-timeout server');
+
+  const report = waitForOutput(server, (line) => line.startsWith('{"stats"') && line.endsWith('}'), 10_000);
+  server.kill('SIGTERM');
+  const { stats } = JSON.parse(await report) as {
+    stats: { retransmittedPackets: number; transfers: Record<string, number> };
+  };
+  t.ok(
+    stats.retransmittedPackets > 0,
+    `losses were recovered by retransmission (${stats.retransmittedPackets})`,
+  );
+  t.ok(
+    stats.transfers.complete !== undefined && stats.transfers.complete >= 18,
+    'the server saw the transfers through',
+  );
+});
