@@ -43,6 +43,7 @@ export async function startRackboot(options: {
   if (!loaded.ok) throw new ConfigProblemsError(loaded.problems);
   const initial = loaded.config;
   const logger = options.makeLogger(initial);
+  for (const warning of loaded.warnings) logger.warn(formatProblem(warning));
   await mkdir(initial.server.state, { recursive: true, mode: 0o750 });
 
   const source = watchConfig(initial, { logger: componentLogger(logger, 'config'), load: loadOptions });

@@ -235,3 +235,16 @@ t.test("the README's config reference is the one generated from the schema", asy
     'paste the output of `rackboot schema --markdown` into README.md',
   );
 });
+
+t.test('an argument split at a comma by a YAML flow sequence is a warning with the fix', async (t) => {
+  const directory = workspace(t);
+  const yaml = `${header}    args: [console=tty0, console=ttyS0,115200n8, quiet]\n`;
+  const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'));
+  if (!loaded.ok) throw new Error('must load');
+  t.same(
+    loaded.warnings.map((problem) => formatProblem(problem, directory)),
+    [
+      'rackboot.yaml:13:40: "115200n8" looks like the rest of "console=ttyS0,115200n8" split at a comma by YAML; quote it: "console=ttyS0,115200n8"',
+    ],
+  );
+});

@@ -83,7 +83,10 @@ export async function loadConfigText(text: string, file: string, options: LoadOp
   const templateProblems = await templateFileProblems(config, locate, options.checkTemplate);
   const errors = [...templateProblems, ...(options.missingAssets === 'warn' ? [] : assetProblems)];
   if (errors.length > 0) return { ok: false, problems: errors.sort(byPosition) };
-  const warnings = options.missingAssets === 'warn' ? assetProblems : [];
+  const warnings = [
+    ...(options.missingAssets === 'warn' ? assetProblems : []),
+    ...splitArgumentWarnings(config, locate),
+  ];
   return { ok: true, config: deepFreeze(config), warnings: warnings.sort(byPosition) };
 }
 
@@ -380,6 +383,27 @@ function normalise(raw: RawConfig, file: string, env: Record<string, string | un
     })),
     ignition: { token_ttl: durationSeconds(raw.ignition.token_ttl) },
   };
+}
+
+/**
+ * `args: [console=ttyS0,115200n8]` is valid YAML but a flow sequence splits it at the comma, so the
+ * kernel would get `console=ttyS0` and a stray `115200n8`. An argument with no `=` that follows one
+ * with `=` is almost always such a tail; say how to quote it. (Flags such as `quiet` or `rd.shell`
+ * have letters and no digits-first shape, so they are not flagged.)
+ */
+function splitArgumentWarnings(config: Config, locate: Locator): Problem[] {
+  return Object.entries(config.profiles).flatMap(([name, profile]) =>
+    (profile.args ?? []).flatMap((argument, index) => {
+      const previous = profile.args?.[index - 1];
+      if (!previous?.includes('=') || argument.includes('=') || !/^[\d,]/.test(argument)) return [];
+      return [
+        locate.at(
+          ['profiles', name, 'args', index],
+          `"${argument}" looks like the rest of "${previous},${argument}" split at a comma by YAML; quote it: "${previous},${argument}"`,
+        ),
+      ];
+    }),
+  );
 }
 
 function missingAssetProblems(config: Config, locate: Locator): Problem[] {
