@@ -4,7 +4,7 @@ import type { MachineEventInput } from '../lifecycle/events.js';
 import { cidrContains, ipToNumber, numberToIp } from './address.js';
 import { type BootFirmware, classifyFirmware } from './firmware.js';
 import type { LeaseChange, LeaseTable } from './leases.js';
-import { encodeOption, Option, readAddress, readText } from './options.js';
+import { encodeOption, Option, readAddress } from './options.js';
 import { BOOTREPLY, BROADCAST_FLAG, type DhcpPacket, type DhcpRequest } from './packet.js';
 import { type DhcpSettings, type SubnetSettings, subnetForRequest } from './settings.js';
 
@@ -173,7 +173,13 @@ function decideProxy(request: DhcpRequest, mac: Mac, context: DecideContext): Ou
     decision: 'offer',
     reply,
     destination: destinationOf(request, 'offer'),
-    events: [bootEvent('dhcp-offer', request, mac, answer, context, undefined, reply.file || undefined)],
+    events: [
+      dhcpEvent('dhcp-offer', request, mac, {
+        firmware: answer.firmware,
+        mode: context.settings.mode,
+        bootFile: reply.file || undefined,
+      }),
+    ],
   };
 }
 
@@ -193,7 +199,15 @@ function decideBootServer(request: DhcpRequest, mac: Mac, context: DecideContext
     decision: 'ack',
     reply,
     destination: { kind: 'sender' },
-    events: [bootEvent('dhcp-ack', request, mac, plan.answer, context, ip, reply.file)],
+    events: [
+      dhcpEvent('dhcp-ack', request, mac, {
+        firmware: plan.answer.firmware,
+        mode: context.settings.mode,
+        bootFile: reply.file,
+        ip,
+        bootServer: true,
+      }),
+    ],
   };
 }
 
@@ -232,7 +246,7 @@ function offerAddress(
     now,
   });
   if (ip === undefined)
-    return silent('pool-exhausted', [plainEvent('dhcp-ignored', request, mac, { reason: 'pool-exhausted' })]);
+    return silent('pool-exhausted', [dhcpEvent('dhcp-ignored', request, mac, { reason: 'pool-exhausted' })]);
   const leaseChange: LeaseChange = { kind: 'offer', mac, ip, expiresAt: now + OFFER_HOLD_MS };
   return addressReply(request, mac, 'offer', numberToIp(ip), subnet, context, leaseChange);
 }
@@ -338,15 +352,18 @@ function addressReply(
       // We are the only server on this network: no ProxyDHCP offer will come.
       reply.options.set(Option.ipxeEncapsulated, IPXE_NO_PROXYDHCP);
     }
-    event = bootEvent(eventType, request, mac, plan.answer, context, address, reply.file);
-  } else {
-    const reason = plan.reason === 'not-boot-client' ? undefined : plan.reason;
-    event = plainEvent(eventType, request, mac, {
+    event = dhcpEvent(eventType, request, mac, {
+      firmware: plan.answer.firmware,
+      mode: context.settings.mode,
+      bootFile: reply.file,
       ip: address,
-      ...(plan.firmware ? firmwareDetail(plan.firmware) : {}),
-      ...(reason ? { reason } : {}),
     });
-    event.ip = address;
+  } else {
+    event = dhcpEvent(eventType, request, mac, {
+      ip: address,
+      firmware: plan.firmware,
+      reason: plan.reason === 'not-boot-client' ? undefined : plan.reason,
+    });
   }
   return {
     kind: 'reply',
@@ -368,7 +385,7 @@ function nak(request: DhcpRequest, mac: Mac, message: string, context: DecideCon
     decision: 'nak',
     reply,
     destination: destinationOf(request, 'nak'),
-    events: [plainEvent('dhcp-nak', request, mac, { message })],
+    events: [dhcpEvent('dhcp-nak', request, mac, { message })],
   };
 }
 
@@ -387,14 +404,14 @@ function recordDecline(
   return {
     kind: 'silent',
     reason: 'declined',
-    events: [plainEvent('dhcp-decline', request, mac, { ip: declined })],
+    events: [dhcpEvent('dhcp-decline', request, mac, { ip: declined })],
     leaseChange: { kind: 'decline', ip: ipToNumber(declined), until },
   };
 }
 
 function recordRelease(request: DhcpRequest, mac: Mac, context: DecideContext): Outcome {
   const own = context.leases.leaseOf(mac);
-  const events = [plainEvent('dhcp-release', request, mac, { ip: request.ciaddr })];
+  const events = [dhcpEvent('dhcp-release', request, mac, { ip: request.ciaddr })];
   if (!own || numberToIp(own.ip) !== request.ciaddr || own.state === 'free') {
     return { kind: 'silent', reason: 'released', events };
   }
@@ -421,7 +438,7 @@ function answerInform(
     decision: 'ack',
     reply,
     destination: destinationOf(request, 'inform'),
-    events: [plainEvent('dhcp-inform', request, mac, { ip: request.ciaddr })],
+    events: [dhcpEvent('dhcp-inform', request, mac, { ip: request.ciaddr })],
   };
 }
 
@@ -503,54 +520,43 @@ function silentBoot(
 ): Outcome {
   if (!plan.firmware) return silent(plan.reason);
   return silent(plan.reason, [
-    plainEvent('dhcp-ignored', request, mac, {
+    dhcpEvent('dhcp-ignored', request, mac, {
       reason: plan.reason,
       mode: context.settings.mode,
-      ...firmwareDetail(plan.firmware),
+      firmware: plan.firmware,
     }),
   ]);
 }
 
-function firmwareDetail(firmware: BootFirmware) {
-  return { firmware: firmware.firmware, arch: firmware.arch, archCode: firmware.archCode };
+interface EventFields {
+  ip?: string | undefined;
+  firmware?: BootFirmware | undefined;
+  mode?: DhcpSettings['mode'];
+  bootFile?: string | undefined;
+  reason?: string | undefined;
+  message?: string;
+  /** The answer went out on the PXE boot-server port (4011). */
+  bootServer?: boolean;
 }
 
-function bootEvent(
-  type: string,
-  request: DhcpRequest,
-  mac: Mac,
-  answer: BootAnswer,
-  context: DecideContext,
-  ip: string | undefined,
-  bootFile: string | undefined,
-): MachineEventInput {
-  const event = plainEvent(type, request, mac, {
-    ...firmwareDetail(answer.firmware),
-    mode: context.settings.mode,
-    bootFile,
-    ...(ip ? { ip } : {}),
-    ...(context.port === 'boot-server' ? { port: 'boot-server' } : {}),
-  });
-  if (ip) event.ip = ip;
+/** One provisioning event; built by assignment, as it is on the per-packet path. */
+function dhcpEvent(type: string, request: DhcpRequest, mac: Mac, fields: EventFields): MachineEventInput {
+  const detail: Record<string, unknown> = { xid: request.xid.toString(16).padStart(8, '0') };
+  const vendorClass = request.options.get(Option.vendorClass);
+  if (vendorClass) detail.vendorClass = vendorClass.toString('latin1');
+  if (request.giaddr !== ZERO) detail.relay = request.giaddr;
+  if (fields.firmware) {
+    detail.firmware = fields.firmware.firmware;
+    detail.arch = fields.firmware.arch;
+    detail.archCode = fields.firmware.archCode;
+  }
+  if (fields.mode) detail.mode = fields.mode;
+  if (fields.bootFile !== undefined) detail.bootFile = fields.bootFile;
+  if (fields.ip) detail.ip = fields.ip;
+  if (fields.reason) detail.reason = fields.reason;
+  if (fields.message) detail.message = fields.message;
+  if (fields.bootServer) detail.port = 'boot-server';
+  const event: MachineEventInput = { mac, source: 'dhcp', type, detail };
+  if (fields.ip) event.ip = fields.ip;
   return event;
-}
-
-function plainEvent(
-  type: string,
-  request: DhcpRequest,
-  mac: Mac,
-  detail: Record<string, unknown>,
-): MachineEventInput {
-  const vendorClass = readText(request.options, Option.vendorClass);
-  return {
-    mac,
-    source: 'dhcp',
-    type,
-    detail: {
-      xid: request.xid.toString(16).padStart(8, '0'),
-      ...(vendorClass ? { vendorClass } : {}),
-      ...(request.giaddr !== ZERO ? { relay: request.giaddr } : {}),
-      ...detail,
-    },
-  };
 }

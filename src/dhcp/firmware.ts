@@ -55,8 +55,7 @@ export function isIpxe(options: OptionMap): boolean {
 export function classifyFirmware(options: OptionMap): BootFirmware | undefined {
   const vendorClass = readText(options, Option.vendorClass) ?? '';
   const archList = readUint16List(options, Option.clientArchitecture);
-  const vendorArch = /^(?:PXE|HTTP)Client:Arch:(\d{5})/.exec(vendorClass)?.[1];
-  const archCode = archList?.[0] ?? (vendorArch === undefined ? undefined : Number(vendorArch));
+  const archCode = archList?.[0] ?? archFromVendorClass(vendorClass);
   const ipxe = isIpxe(options);
   const pxe = vendorClass.startsWith('PXEClient');
   const http =
@@ -69,4 +68,10 @@ export function classifyFirmware(options: OptionMap): BootFirmware | undefined {
   if (http) return { firmware: 'uefi-http', arch, archCode, vendorClass: 'HTTPClient' };
   const firmware = archCode === undefined || archCode === 0 ? 'bios-pxe' : 'uefi-pxe';
   return { firmware, arch: archCode === undefined ? 'x86_64' : arch, archCode, vendorClass: 'PXEClient' };
+}
+
+/** PXE 2.1 / UEFI: `PXEClient:Arch:xxxxx:UNDI:yyyzzz`; only read when option 93 is missing. */
+function archFromVendorClass(vendorClass: string): number | undefined {
+  const digits = /^(?:PXE|HTTP)Client:Arch:(\d{5})/.exec(vendorClass)?.[1];
+  return digits === undefined ? undefined : Number(digits);
 }
