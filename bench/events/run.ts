@@ -5,7 +5,7 @@
  * how much the DHCP server's full-DORA rate drops under that load compared with the same server idle,
  * measured by the DHCP bench's load client (test/dhcp/dora-client.ts).
  *   npm run bench:events -- [--machines 1000] [--rate 10000] [--seconds 30] [--clients 3000]
- * Namespaces on 10.77.208.0/20 (server .208.1); nothing leaves them.
+ * Namespaces on 10.77.216.0/21 (server .216.1); nothing leaves them.
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -27,12 +27,12 @@ const argument = (name: string, fallback: number) => {
 const MACHINES = argument('machines', 1000);
 const RATE = argument('rate', 10_000);
 const SECONDS = argument('seconds', 30);
-const CLIENTS = argument('clients', 3000);
+const CLIENTS = argument('clients', 2000);
 const CONCURRENCY = argument('concurrency', 64);
-const SERVER = '10.77.208.1';
+const SERVER = '10.77.216.1';
 
 await requireTools('ip');
-const pair = await createLinkedPair(208);
+const pair = await createLinkedPair(216);
 const directory = await mkdtemp(join(tmpdir(), 'rackboot-bench-events-'));
 const cleanup = async () => {
   await pair.network.cleanup();
@@ -53,8 +53,8 @@ await writeFile(
     `  assets: ${directory}`,
     'dhcp:',
     '  mode: authoritative',
-    '  subnet: 10.77.208.0/20',
-    '  range: [10.77.208.10, 10.77.223.250]',
+    '  subnet: 10.77.216.0/21',
+    '  range: [10.77.216.10, 10.77.223.250]',
     `  router: ${SERVER}`,
     '  lease_time: 1h',
     'unknown_machines: coreos',
@@ -73,10 +73,23 @@ function lines(child: ChildProcess, handle: (line: string) => void): void {
   });
 }
 
+/**
+ * The rest of the first complete stdout line starting with `prefix` (a RESULT line with 2,000 leases
+ * spans several pipe chunks, so partial lines must not match); bounded by `timeoutMs`.
+ */
 function nextLine(child: ChildProcess, prefix: string, timeoutMs: number): Promise<string> {
-  return waitForOutput(child, (line) => line.startsWith(prefix), timeoutMs).then((line) =>
-    line.slice(prefix.length),
-  );
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`no ${prefix.trim()} line within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    lines(child, (line) => {
+      if (!line.startsWith(prefix)) return;
+      clearTimeout(timer);
+      resolve(line.slice(prefix.length));
+    });
+    child.once('exit', (code) => reject(new Error(`exited (${code}) before a ${prefix.trim()} line`)));
+  });
 }
 
 /** Runs DORA rounds with the same MACs (renewals after the first): one, then more until `untilMs` (performance.now()). */

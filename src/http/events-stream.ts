@@ -116,11 +116,19 @@ function streamEvents(
   let sentId = stream.resumeFrom ?? lifecycle.lastEventId();
   let replaying = stream.resumeFrom !== undefined;
   const held: MachineEvent[] = [];
+  // The store hands over a committed batch event by event; one socket write per batch, not per event.
+  let queued: string[] = [];
+  const writeQueued = () => {
+    if (queued.length === 0 || response.destroyed) return;
+    response.write(queued.join(''));
+    queued = [];
+    if (response.writableLength > stream.maxQueuedBytes) response.destroy();
+  };
   const send = (event: MachineEvent) => {
     if (event.id <= sentId || response.destroyed) return;
     sentId = event.id;
-    response.write(stream.frameOf(event));
-    if (response.writableLength > stream.maxQueuedBytes) response.destroy();
+    if (queued.length === 0) queueMicrotask(writeQueued);
+    queued.push(stream.frameOf(event));
   };
   const unsubscribe = lifecycle.subscribe((event) => {
     if (stream.mac !== undefined && event.mac !== stream.mac) return;
@@ -133,6 +141,7 @@ function streamEvents(
   const replay = () => {
     const batch = lifecycle.eventsAfter(sentId, { mac: stream.mac, limit: REPLAY_BATCH });
     for (const event of batch) send(event);
+    writeQueued();
     if (batch.length === REPLAY_BATCH && !response.destroyed) {
       // Let the socket drain between batches so a long catch-up does not sit in memory.
       if (response.writableNeedDrain) response.once('drain', replay);
