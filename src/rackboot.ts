@@ -1,11 +1,10 @@
 import { mkdir } from 'node:fs/promises';
 import { type DhcpServer, startDhcpServer } from './dhcp/server.js';
 import { buildApp } from './http/app.js';
-import { checkTemplate } from './ignition/check.js';
 import { openMachineSecrets } from './ignition/tokens.js';
 import { adoptIntoFile } from './inventory/adopt.js';
 import { createBootDecision } from './inventory/decision.js';
-import { type LoadOptions, loadConfigFile } from './inventory/load.js';
+import { loadConfigInWorker } from './inventory/load-in-worker.js';
 import { formatProblem, type Problem } from './inventory/problems.js';
 import type { Config } from './inventory/schema.js';
 import { type ConfigSource, watchConfig } from './inventory/source.js';
@@ -37,16 +36,18 @@ export async function startRackboot(options: {
   configFile: string;
   /** Made once the config is known, so server.log_level applies to every component logger. */
   makeLogger: (config: Config) => Logger;
+  /** For $RACKBOOT_API_TOKEN. */
+  env: Record<string, string | undefined>;
 }): Promise<RunningRackboot> {
-  const loadOptions: LoadOptions = { missingAssets: 'error', checkTemplate };
-  const loaded = await loadConfigFile(options.configFile, loadOptions);
+  const load = (file: string) => loadConfigInWorker({ file, missingAssets: 'error', env: options.env });
+  const loaded = await load(options.configFile);
   if (!loaded.ok) throw new ConfigProblemsError(loaded.problems);
   const initial = loaded.config;
   const logger = options.makeLogger(initial);
   for (const warning of loaded.warnings) logger.warn(formatProblem(warning));
   await mkdir(initial.server.state, { recursive: true, mode: 0o750 });
 
-  const source = watchConfig(initial, { logger: componentLogger(logger, 'config'), load: loadOptions });
+  const source = watchConfig(initial, { logger: componentLogger(logger, 'config'), load });
   const lifecycle = openLifecycle({
     stateDir: initial.server.state,
     retention: initial.events.retention,

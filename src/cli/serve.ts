@@ -18,6 +18,7 @@ export function registerServe(program: Command): void {
       try {
         running = await startRackboot({
           configFile: resolveConfigPath(options.config),
+          env: process.env,
           makeLogger: (config) =>
             createRootLogger({ pretty: options.pretty, level: options.logLevel ?? config.server.log_level }),
         });

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { type FSWatcher, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from '../log.js';
-import { type LoadOptions, loadConfigFile } from './load.js';
+import { type Loaded, loadConfigFile } from './load.js';
 import { formatProblem } from './problems.js';
 import type { Config } from './schema.js';
 
@@ -31,7 +31,12 @@ export interface ConfigSource {
  */
 export function watchConfig(
   initial: Config,
-  options: { logger: Logger; load?: LoadOptions; debounceMs?: number },
+  options: {
+    logger: Logger;
+    /** How a changed file is loaded (rackboot.ts: in a worker thread, templates checked). */
+    load?: (file: string) => Promise<Loaded>;
+    debounceMs?: number;
+  },
 ): ConfigSource {
   const { logger } = options;
   const events = new EventEmitter();
@@ -78,7 +83,7 @@ export function watchConfig(
   };
 
   const reloadOnce = async (): Promise<boolean> => {
-    const loaded = await loadConfigFile(config.file, options.load);
+    const loaded = await (options.load ?? loadConfigFile)(config.file);
     if (closed) return false;
     if (!loaded.ok) {
       logger.error(

@@ -1,0 +1,15 @@
+import { Worker } from 'node:worker_threads';
+
+/**
+ * Starts the module `name` (without extension, beside `base`, the caller's import.meta.url) in a
+ * worker thread. Compiled code runs dist/…/name.js directly; from source (tests, tsx) the worker
+ * registers tsx first, since a worker's entry does not go through the parent's TypeScript loader.
+ */
+export function startModuleWorker(name: string, base: string, workerData: unknown): Worker {
+  const fromSource = base.endsWith('.ts');
+  const entry = new URL(`./${name}${fromSource ? '.ts' : '.js'}`, base);
+  if (!fromSource) return new Worker(entry, { workerData });
+  const tsx = JSON.stringify(import.meta.resolve('tsx/esm/api'));
+  const load = `import(${tsx}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); })`;
+  return new Worker(load, { eval: true, workerData });
+}
