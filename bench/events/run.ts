@@ -125,9 +125,16 @@ async function doraRounds(untilMs: number): Promise<{ acked: number; durationMs:
 const rate = (rounds: { acked: number; durationMs: number }) => (rounds.acked / rounds.durationMs) * 1000;
 
 try {
-  const server = pair.server.spawn(process.execPath, ['--import', 'tsx', SERVER_SCRIPT, configFile], {
-    cwd: REPO_ROOT,
-  });
+  // RACKBOOT_BENCH_PROFILE=DIR writes a CPU profile of the server's main thread there.
+  const profile = process.env.RACKBOOT_BENCH_PROFILE;
+  const profiling = profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [];
+  const server = pair.server.spawn(
+    process.execPath,
+    [...profiling, '--import', 'tsx', SERVER_SCRIPT, configFile],
+    {
+      cwd: REPO_ROOT,
+    },
+  );
   await waitForOutput(server, (line) => line === 'READY', 60_000);
 
   // The first round hands out the leases; every later round renews them, idle and loaded alike.

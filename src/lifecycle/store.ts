@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import type { Mac } from '../inventory/mac.js';
 import type { Logger } from '../log.js';
 import type { MachineEvent, MachineEventInput, MachineState, RecordEvent } from './events.js';
-import { type MachineRecord, step } from './states.js';
+import { type MachineRecord, stampEvent, step } from './states.js';
 import type { WriteBatch, WriterData, WriterReply, WriterRequest } from './writer.js';
 
 export type { MachineRecord };
@@ -178,16 +178,31 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
         }
       }
     }
+    flush();
+    if (!batch && inFlight.size === 0) for (const drained of drainWaiters.splice(0)) drained();
   }
+  /** Resolves once every event recorded so far has been handed to the writer and settled. */
+  const drainWaiters: (() => void)[] = [];
+  const drained = () =>
+    new Promise<void>((resolve) => {
+      if (!batch && inFlight.size === 0) resolve();
+      else drainWaiters.push(resolve);
+    });
   writer.on('message', (reply: WriterReply) => settle(reply.batch, reply.error));
   writer.on('error', (error) => {
     writerFailure = `writer thread failed: ${error.message}`;
     for (const batchId of [...inFlight.keys()]) settle(batchId, writerFailure);
   });
 
+  /**
+   * Sends the pending events to the writer. At most one batch is in flight: while the writer commits,
+   * the next batch grows, so a burst or a slow disk makes fewer, larger transactions (each machine
+   * record written once per batch) instead of a queue of small ones that every waiting DHCP ACK would
+   * sit behind.
+   */
   function flush(): void {
     const current = batch;
-    if (!current) return;
+    if (!current || (inFlight.size > 0 && !writerFailure)) return;
     batch = undefined;
     clearImmediate(current.timer);
     batchNumber += 1;
@@ -225,13 +240,13 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     const events = [result.event];
     for (const derived of result.derived) {
       lastId += 1;
-      events.push({ ...derived, id: lastId, time });
+      events.push(stampEvent(derived, { id: lastId, time }));
     }
     if (input.mac && result.record) {
       machines.set(input.mac, result.record);
       dirtyMachines.add(input.mac);
     }
-    pending.push(...events);
+    for (const event of events) pending.push(event);
     if (!batch) {
       let resolve = () => {};
       const done = new Promise<void>((settle) => {
@@ -276,7 +291,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       if (closed) return;
       flush();
       closed = true;
-      // The writer handles the queued batches before the close request, then exits.
+      await drained();
       if (!writerFailure) {
         writer.ref();
         writer.postMessage({ kind: 'close' } satisfies WriterRequest);
