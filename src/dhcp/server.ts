@@ -164,7 +164,10 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     const target = resolveDestination(outcome.destination, peer);
     const socket = outcome.destination.kind === 'sender' ? arrivedOn : sender;
     // Without a callback, a failed send is emitted as the socket's 'error' event, which is logged.
-    const send = () => socket.send(reply, target.port, target.address);
+    const send =
+      outcome.destination.kind === 'broadcast' && broadcaster
+        ? () => broadcaster?.send(reply)
+        : () => socket.send(reply, target.port, target.address);
     if (outcome.decision !== 'ack') {
       send();
       return;
@@ -205,6 +208,17 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       { err: error, address: serverAddress },
       'server.address is not an address of this host; broadcast replies follow the routing table',
     );
+  }
+  // Most replies are limited broadcasts: a socket connected to 255.255.255.255:68 sends them
+  // without dgram's per-send address lookup. Connected, it receives nothing (no packet comes from
+  // that address), so unicast requests still reach `sender`.
+  let broadcaster: Socket | undefined;
+  if (sender !== listener) {
+    const socket = await bindSocket(serverAddress, ports.port, 'dhcp');
+    broadcaster = await new Promise<Socket | undefined>((resolve) => {
+      socket.connect(CLIENT_PORT, LIMITED_BROADCAST, () => resolve(socket));
+      socket.once('error', () => resolve(undefined));
+    });
   }
   try {
     await bindSocket('0.0.0.0', ports.proxy_port, 'boot-server');
