@@ -18,6 +18,7 @@ import { createAssets } from '../../test/tftp/harness.js';
  * same run with the same client. `npm run bench:tftp` (root). Prints a Markdown table.
  *
  *   --skip-loss   leave out the 5%-loss scenario (dnsmasq alone needs about two minutes for it)
+ *   --loss-only   run only the 5%-loss scenario
  */
 
 type ServerKind = 'rackboot' | 'tftpd-hpa' | 'dnsmasq';
@@ -32,6 +33,7 @@ interface LoadResult {
 
 await requireTools('ip', 'iptables', 'in.tftpd', 'dnsmasq', 'curl');
 const skipLoss = process.argv.includes('--skip-loss');
+const lossOnly = process.argv.includes('--loss-only');
 const assets = await createAssets();
 // in.tftpd and dnsmasq read the files as another user: open the temporary tree up.
 await chmod(join(assets.root, '..'), 0o755);
@@ -55,7 +57,7 @@ try {
     { server: 'tftpd-hpa' },
     { server: 'dnsmasq' },
   ];
-  for (const server of ['rackboot', 'tftpd-hpa', 'dnsmasq'] as const) {
+  for (const server of lossOnly ? [] : (['rackboot', 'tftpd-hpa', 'dnsmasq'] as const)) {
     const serverProcess = await startServer(server, pair, scratch);
     try {
       for (const variant of variants.filter((candidate) => candidate.server === server)) {
@@ -73,19 +75,7 @@ try {
       await stop(serverProcess);
     }
   }
-  console.log('| server | clients | blksize | MB/s | p50 ms | p99 ms | transfers | failed/corrupt |');
-  console.log('|---|---|---|---|---|---|---|---|');
-  for (const row of rows) console.log(row);
-  const rate = (key: string) => measured.get(key)?.megabytesPerSecond ?? Number.NaN;
-  console.log('');
-  for (const blksize of [512, 1468]) {
-    for (const concurrency of [1, 10, 50]) {
-      const key = `|${concurrency}|${blksize}`;
-      console.log(
-        `- ${concurrency} clients, blksize ${blksize}: rackboot/dnsmasq ${(rate(`rackboot${key}`) / rate(`dnsmasq${key}`)).toFixed(2)}x, rackboot/tftpd-hpa ${(rate(`rackboot${key}`) / rate(`tftpd-hpa${key}`)).toFixed(2)}x, windowsize 8 / lock-step ${(rate(`rackboot w8${key}`) / rate(`rackboot${key}`)).toFixed(2)}x`,
-      );
-    }
-  }
+  if (!lossOnly) printLoadTable(rows, measured);
 
   if (!skipLoss) {
     const lossy = await createLinkedPair(211);
@@ -195,7 +185,7 @@ async function startServer(
         '2',
         '-o',
         '/dev/null',
-        `tftp://${address}/${assets.files.one.name}`,
+        `tftp://${address}/${assets.files.small.name}`,
       ]);
       return child;
     } catch (error) {
@@ -236,4 +226,20 @@ async function runLoad(
   ]);
   const line = await waitForOutput(child, (text) => text.startsWith('{') && text.endsWith('}'), 300_000);
   return JSON.parse(line) as LoadResult;
+}
+
+function printLoadTable(rows: string[], measured: Map<string, LoadResult>): void {
+  console.log('| server | clients | blksize | MB/s | p50 ms | p99 ms | transfers | failed/corrupt |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const row of rows) console.log(row);
+  const rate = (key: string) => measured.get(key)?.megabytesPerSecond ?? Number.NaN;
+  console.log('');
+  for (const blksize of [512, 1468]) {
+    for (const concurrency of [1, 10, 50]) {
+      const key = `|${concurrency}|${blksize}`;
+      console.log(
+        `- ${concurrency} clients, blksize ${blksize}: rackboot/dnsmasq ${(rate(`rackboot${key}`) / rate(`dnsmasq${key}`)).toFixed(2)}x, rackboot/tftpd-hpa ${(rate(`rackboot${key}`) / rate(`tftpd-hpa${key}`)).toFixed(2)}x, windowsize 8 / lock-step ${(rate(`rackboot w8${key}`) / rate(`rackboot${key}`)).toFixed(2)}x`,
+      );
+    }
+  }
 }

@@ -95,6 +95,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     errors: { malformed: 0, foreignTid: 0, busy: 0, duplicateAcks: 0, io: 0 },
   };
   const errorReplies = tokenBucket(ERROR_REPLIES_PER_SECOND);
+  let closed = false;
   const requestSocket = createSocket({ type: 'udp4', reuseAddr: false });
   requestSocket.on('error', (error) => {
     stats.errors.io += 1;
@@ -190,6 +191,12 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
       deps.logger.warn({ err: error, request: { file: name.relative } }, 'tftp file unreadable');
       return refuse(peer, name.relative, ErrorCode.accessViolation, 'Access violation', 'unreadable');
     }
+    if (closed) {
+      // The server closed while this request was resolving its file.
+      source.close();
+      release(key, peer.address);
+      return;
+    }
     const negotiated = negotiateOptions(request.options, file.size, {
       maxBlksize: limits.max_blksize,
       maxWindowsize: limits.max_windowsize,
@@ -254,6 +261,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
       errors: { ...stats.errors },
     }),
     close: async () => {
+      closed = true;
       for (const transfer of active.values())
         if (transfer !== 'starting') transfer.end('aborted', 'shutdown');
       await new Promise<void>((resolve) => requestSocket.close(() => resolve()));

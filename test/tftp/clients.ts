@@ -9,7 +9,7 @@ export const CLIENT_KINDS: ClientKind[] = ['curl', 'curl-1468', 'tftp-hpa', 'atf
 export function clientCommand(kind: ClientKind, host: string, port: number, file: string, output: string) {
   switch (kind) {
     case 'curl':
-      return ['curl', '-sS', '--max-time', '120', '-o', output, `tftp://${host}:${port}/${file}`];
+      return ['curl', '-sS', '--max-time', '300', '-o', output, `tftp://${host}:${port}/${file}`];
     case 'curl-1468':
       return [
         'curl',
@@ -39,7 +39,7 @@ export async function fetchWith(
     ...clientCommand(kind, target.host, target.port, target.file, target.output),
   ];
   const startedAt = performance.now();
-  await run(command ?? 'false', args, 180_000);
+  await run(command ?? 'false', args, 320_000);
   return performance.now() - startedAt;
 }
 
