@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { constants, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -25,6 +26,7 @@ import {
   LAN_HOST_INTERFACE,
   type LabNetwork,
   type NamespaceHandle,
+  onEmergencyCleanup,
 } from './network.js';
 import { type LabFirmware, OVMF_VARS_TEMPLATE, type SerialLine, startVm, type VmRun } from './qemu.js';
 import { radvdArguments, radvdConfig } from './router-advertisement.js';
@@ -131,7 +133,14 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   const assets = await prepareLabAssets(cacheDirectory, progress);
   const accelerators = await chooseAccelerators(options.accelerator ?? 'auto', cacheDirectory);
   const directory = await mkdtemp(join(tmpdir(), 'rackboot-lab-'));
-  const network = await createLabNetwork(options.subnet);
+  const forgetDirectory = onEmergencyCleanup(() => {
+    if (!options.keepDirectory) rmSync(directory, { recursive: true, force: true });
+  });
+  const network = await createLabNetwork(options.subnet).catch(async (error: unknown) => {
+    forgetDirectory();
+    await rm(directory, { recursive: true, force: true });
+    throw error;
+  });
   const machines: LabMachine[] = options.machines.map((machine, index) => ({
     hostname: machine.hostname ?? `lab-${index + 1}`,
     mac: labMachineMac(options.subnet, index + 1),
@@ -151,6 +160,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
       await Promise.all([...running].map((vm) => vm.stop()));
       await network.cleanup();
       if (!options.keepDirectory) await rm(directory, { recursive: true, force: true });
+      forgetDirectory();
     })());
 
   try {

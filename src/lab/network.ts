@@ -62,16 +62,35 @@ function isAlive(pid: number): boolean {
   }
 }
 
+const emergencyHooks = new Set<() => void>();
+
+/**
+ * Adds a synchronous step to the last-resort cleanup (e.g. removing a lab's scratch directory);
+ * returns the function that takes it out again once the lab closed normally.
+ */
+export function onEmergencyCleanup(hook: () => void): () => void {
+  emergencyHooks.add(hook);
+  return () => emergencyHooks.delete(hook);
+}
+
 /**
  * Last-resort cleanup when the harness process is being torn down (signal, or tap's test timeout):
- * synchronous, so it finishes before the process dies.
+ * synchronous, so it finishes before the process dies. The `timeout` wrappers and what they run
+ * are all inside the lab namespaces, so the namespace's own PID list is the complete set; if that
+ * listing fails (the signal that ends us may also hit our children), SIGTERM goes to the wrappers,
+ * which pass it on to QEMU and the servers.
  */
 function cleanupActiveLabsNow(): void {
+  for (const hook of emergencyHooks) hook();
+  emergencyHooks.clear();
   for (const lab of activeLabs) {
-    killAll(lab.pids());
     for (const namespace of lab.namespaces) {
       try {
         killAll(parsePids(execFileSync('ip', ['netns', 'pids', namespace], { timeout: 5000 }).toString()));
+      } catch {
+        killAll(lab.pids(), 'SIGTERM');
+      }
+      try {
         execFileSync('ip', ['netns', 'del', namespace], { stdio: 'ignore', timeout: 5000 });
       } catch {
         // already gone
@@ -88,10 +107,10 @@ function parsePids(listing: string): number[] {
     .map(Number);
 }
 
-function killAll(pids: readonly number[]): void {
+function killAll(pids: readonly number[], signal: NodeJS.Signals = 'SIGKILL'): void {
   for (const pid of pids) {
     try {
-      process.kill(pid, 'SIGKILL');
+      process.kill(pid, signal);
     } catch {
       // already gone
     }
@@ -115,8 +134,9 @@ function installExitHooks(): void {
     const onSignal = () => {
       cleanupActiveLabsNow();
       process.removeListener(signal, onSignal);
-      // Let the default action (or another handler, e.g. the test runner's) end the process.
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+      // Raise it again: with no listener left the default action ends the process; a handler that
+      // stays (tap's signal-exit defers while other listeners exist) now sees only itself and exits.
+      process.kill(process.pid, signal);
     };
     process.on(signal, onSignal);
   }

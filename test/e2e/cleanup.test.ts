@@ -1,0 +1,100 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+import { runCommand } from '../../src/lab/command.js';
+import { removeStaleLabNamespaces } from '../../src/lab/network.js';
+
+// Cleanup when the harness does not end normally: a test runner's SIGTERM (tap on timeout) and a
+// SIGKILL, after which the next lab start sweeps what the dead harness left. A real QEMU and
+// server-like processes run in the lab namespaces each time.
+
+const fixture = fileURLToPath(new URL('./abandoned-lab.ts', import.meta.url));
+
+interface Abandoned {
+  namespaces: string[];
+  pids: number[];
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function existingNamespaces(names: string[]): Promise<string[]> {
+  const listing = await runCommand('ip', ['netns', 'list']);
+  return names.filter((name) => listing.split('\n').some((line) => line.split(' ')[0] === name));
+}
+
+/** Starts the fixture harness and resolves with what it built, once QEMU runs. */
+function startAbandonedLab(subnet: number) {
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture, String(subnet)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const report = new Promise<Abandoned>((resolve, reject) => {
+    let output = '';
+    const timer = setTimeout(() => reject(new Error(`fixture did not report:\n${output}`)), 60_000);
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+      const line = output.split('\n').find((candidate) => candidate.startsWith('{'));
+      if (!line) return;
+      clearTimeout(timer);
+      resolve(JSON.parse(line) as Abandoned);
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.once('exit', (code) => reject(new Error(`fixture exited (${code}):\n${output}`)));
+  });
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  return { child, exited, report };
+}
+
+async function waitUntil(condition: () => Promise<boolean>, limitMs: number): Promise<boolean> {
+  const deadline = Date.now() + limitMs;
+  while (Date.now() < deadline) {
+    if (await condition()) return true;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return condition();
+}
+
+t.test('SIGTERM to the harness (a test runner timing out) removes the lab at once', async (t) => {
+  const { child, exited, report } = startAbandonedLab(103);
+  const made = await report;
+  t.equal(made.namespaces.length, 2);
+  t.ok(made.pids.length >= 5, 'QEMU, two sleeps and their timeout wrappers were running');
+  child.kill('SIGTERM');
+  await exited;
+  t.same(await existingNamespaces(made.namespaces), [], 'namespaces (bridge, tap, veth) removed');
+  t.ok(await waitUntil(async () => made.pids.every((pid) => !isRunning(pid)), 5000), 'every process ended');
+});
+
+t.test(
+  'after a SIGKILL, the next lab start sweeps the dead harness’s namespaces and processes',
+  async (t) => {
+    const { child, exited, report } = startAbandonedLab(104);
+    const made = await report;
+    child.kill('SIGKILL');
+    await exited;
+    t.same(
+      await existingNamespaces(made.namespaces),
+      made.namespaces,
+      'nothing could clean up inside the harness',
+    );
+    const removed = await removeStaleLabNamespaces();
+    t.same(
+      [...removed].sort(),
+      [...made.namespaces].sort(),
+      'exactly the dead harness’s namespaces are swept',
+    );
+    t.same(await existingNamespaces(made.namespaces), []);
+    t.ok(await waitUntil(async () => made.pids.every((pid) => !isRunning(pid)), 5000), 'every process ended');
+  },
+);
