@@ -144,7 +144,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       if (outcome.leaseChange.kind !== 'offer') durable = leaseLog.append(outcome.leaseChange);
     }
     // async wrapper: a record() that throws synchronously becomes a rejection, not a crash.
-    const recorded = Promise.all(outcome.events.map(async (event) => deps.record(event))).then(
+    void Promise.all(outcome.events.map(async (event) => deps.record(event))).then(
       () => undefined,
       (error: unknown) => logger.warn({ err: error }, 'recording a DHCP event failed'),
     );
@@ -172,8 +172,11 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       send();
       return;
     }
-    // An ACK leaves only once its lease is on disk, so a crash cannot forget an address in use.
-    Promise.all([durable, recorded]).then(send, (error: unknown) =>
+    // An ACK leaves only once its lease is on disk, so a crash cannot forget an address in use. It
+    // does not wait for the provisioning event: the lease log is what must survive a crash, and
+    // waiting behind the history's group commit made DORA latency follow the event rate
+    // (bench/events: -82 % DORA/s at 10,000 events/s).
+    (durable ?? Promise.resolve()).then(send, (error: unknown) =>
       logger.error({ err: error, xid: request.xid }, 'lease log write failed; ACK withheld'),
     );
   };
