@@ -1,5 +1,5 @@
 import { startModuleWorker } from '../worker-thread.js';
-import type { Loaded } from './load.js';
+import { deepFreeze, type Loaded } from './load.js';
 
 export interface LoadRequest {
   file: string;
@@ -18,20 +18,12 @@ export function loadConfigInWorker(request: LoadRequest): Promise<Loaded> {
     let settled = false;
     worker.once('message', (loaded: Loaded) => {
       settled = true;
-      resolve(deepFreeze(loaded));
+      // A structured clone arrives unfrozen.
+      resolve(deepFreeze(loaded) as Loaded);
     });
     worker.once('error', reject);
     worker.once('exit', (code) => {
       if (!settled) reject(new Error(`config loader thread exited with code ${code} before answering`));
     });
   });
-}
-
-/** A structured clone arrives unfrozen; the config contract is a frozen snapshot. */
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value)) deepFreeze(child);
-  }
-  return value;
 }

@@ -443,7 +443,8 @@ function isRegularFile(path: string): boolean {
   return existsSync(path) && statSync(path).isFile();
 }
 
-function deepFreeze<T>(value: T): Readonly<T> {
+/** The config contract is a frozen snapshot; also used for a config that crossed a thread. */
+export function deepFreeze<T>(value: T): Readonly<T> {
   if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const child of Object.values(value)) deepFreeze(child);
