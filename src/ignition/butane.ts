@@ -219,6 +219,22 @@ function readContentsLocal(
   if (bytes) output.contents = bytes.toString('utf8');
 }
 
+/** An optional list key: absent or null gives undefined; anything but a list is an error at that key. */
+function optionalList(
+  input: JsonObject,
+  key: string,
+  path: NodePath,
+  errors: PathError[],
+): unknown[] | undefined {
+  const value = input[key];
+  if (value === undefined || value === null) return undefined;
+  if (!Array.isArray(value)) {
+    errors.push({ path: [...path, key], message: 'expected a list' });
+    return undefined;
+  }
+  return value;
+}
+
 function readSshKeysLocal(
   input: JsonObject,
   output: JsonObject,
@@ -226,12 +242,8 @@ function readSshKeysLocal(
   files: LocalFiles,
   errors: PathError[],
 ): void {
-  const locals = input.ssh_authorized_keys_local;
-  if (locals === undefined || locals === null) return;
-  if (!Array.isArray(locals)) {
-    errors.push({ path: [...path, 'ssh_authorized_keys_local'], message: 'expected a list' });
-    return;
-  }
+  const locals = optionalList(input, 'ssh_authorized_keys_local', path, errors);
+  if (!locals) return;
   const keys = Array.isArray(output.sshAuthorizedKeys) ? [...output.sshAuthorizedKeys] : [];
   locals.forEach((local, index) => {
     const at = [...path, 'ssh_authorized_keys_local', index];
@@ -261,12 +273,8 @@ function expandTrees(
   files: LocalFiles,
   errors: PathError[],
 ): void {
-  const trees = input.trees;
-  if (trees === undefined || trees === null) return;
-  if (!Array.isArray(trees)) {
-    errors.push({ path: [...path, 'trees'], message: 'expected a list' });
-    return;
-  }
+  const trees = optionalList(input, 'trees', path, errors);
+  if (!trees) return;
   const fileEntries = (Array.isArray(output.files) ? output.files : []).filter(isJsonObject);
   const linkEntries = (Array.isArray(output.links) ? output.links : []).filter(isJsonObject);
   trees.forEach((tree, index) => {
