@@ -8,45 +8,30 @@
  * Namespaces on 10.77.200.0/24; the pool is 10.77.200.2–10.77.207.254 inside 10.77.200.0/21.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
 import { waitForLine } from '../../test/dhcp/harness.js';
-import { createLinkedPair, requireTools, waitForOutput } from '../../test/helpers/netns.js';
+import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
+import { numberOption, REPO_ROOT, startNamespaceBench, textOption } from '../plumbing.js';
 
-const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const DORA_CLIENT = fileURLToPath(new URL('../../test/dhcp/dora-client.ts', import.meta.url));
 const LAUNCH = fileURLToPath(new URL('../../test/dhcp/launch.ts', import.meta.url));
 
-const argument = (name: string, fallback: number) => {
-  const index = process.argv.indexOf(`--${name}`);
-  return index === -1 ? fallback : Number(process.argv[index + 1]);
-};
-const CLIENTS = argument('clients', 2000);
-const CONCURRENCY = argument('concurrency', 64);
-const ROUNDS = argument('rounds', 2);
+const CLIENTS = numberOption('clients', 2000);
+const CONCURRENCY = numberOption('concurrency', 64);
+const ROUNDS = numberOption('rounds', 2);
 /** Warms the JIT of the Node peers; small, so warm-up and measured clients fit the 2,045-address pool. */
 const WARMUP_CLIENTS = 40;
-const onlyIndex = process.argv.indexOf('--only');
-const ONLY = onlyIndex === -1 ? undefined : process.argv[onlyIndex + 1];
+const ONLY = textOption('only');
 
 const SERVER = '10.77.200.1';
 const SUBNET = '10.77.200.0/21';
 const POOL: [string, string] = ['10.77.200.2', '10.77.207.254'];
 
 await requireTools('ip', 'dnsmasq', 'kea-dhcp4');
-const pair = await createLinkedPair(200);
-const directory = await mkdtemp(join(tmpdir(), 'rackboot-bench-dhcp-'));
-const cleanup = async () => {
-  await pair.network.cleanup();
-  await rm(directory, { recursive: true, force: true });
-};
-process.on('SIGINT', () => {
-  cleanup().finally(() => process.exit(130));
-});
-await pair.client.exec('ip', ['route', 'add', 'default', 'dev', pair.clientInterface]);
+const { pair, directory, cleanup } = await startNamespaceBench(200, 'dhcp');
 
 interface Peer {
   name: string;

@@ -8,40 +8,26 @@
  * Namespaces on 10.77.216.0/21 (server .216.1); nothing leaves them.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
-import { createLinkedPair, requireTools, waitForOutput } from '../../test/helpers/netns.js';
+import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
+import { numberOption, REPO_ROOT, startNamespaceBench } from '../plumbing.js';
 
-const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const SERVER_SCRIPT = fileURLToPath(new URL('./server.ts', import.meta.url));
 const WATCH_SCRIPT = fileURLToPath(new URL('./watch.ts', import.meta.url));
 const DORA_CLIENT = fileURLToPath(new URL('../../test/dhcp/dora-client.ts', import.meta.url));
 
-const argument = (name: string, fallback: number) => {
-  const index = process.argv.indexOf(`--${name}`);
-  return index === -1 ? fallback : Number(process.argv[index + 1]);
-};
-const MACHINES = argument('machines', 1000);
-const RATE = argument('rate', 10_000);
-const SECONDS = argument('seconds', 30);
-const CLIENTS = argument('clients', 2000);
-const CONCURRENCY = argument('concurrency', 64);
+const MACHINES = numberOption('machines', 1000);
+const RATE = numberOption('rate', 10_000);
+const SECONDS = numberOption('seconds', 30);
+const CLIENTS = numberOption('clients', 2000);
+const CONCURRENCY = numberOption('concurrency', 64);
 const SERVER = '10.77.216.1';
 
 await requireTools('ip');
-const pair = await createLinkedPair(216);
-const directory = await mkdtemp(join(tmpdir(), 'rackboot-bench-events-'));
-const cleanup = async () => {
-  await pair.network.cleanup();
-  await rm(directory, { recursive: true, force: true });
-};
-process.on('SIGINT', () => {
-  cleanup().finally(() => process.exit(130));
-});
-await pair.client.exec('ip', ['route', 'add', 'default', 'dev', pair.clientInterface]);
+const { pair, directory, cleanup } = await startNamespaceBench(216, 'events');
 
 const configFile = join(directory, 'rackboot.yaml');
 await writeFile(

@@ -13,26 +13,19 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Mac } from '../../src/boot-plan.js';
 import { openMachineSecrets } from '../../src/ignition/tokens.js';
 import { macInUrl } from '../../src/ignition/vars.js';
+import { numberOption, REPO_ROOT, textOption } from '../plumbing.js';
 
 const execFileAsync = promisify(execFile);
-const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const argument = (name: string, fallback: number) => {
-  const index = process.argv.indexOf(`--${name}`);
-  return index === -1 ? fallback : Number(process.argv[index + 1]);
-};
-const MACHINES = argument('machines', 10_000);
-const SECONDS = argument('seconds', 10);
-const CONNECTIONS = argument('connections', 16);
+const MACHINES = numberOption('machines', 10_000);
+const SECONDS = numberOption('seconds', 10);
+const CONNECTIONS = numberOption('connections', 16);
 const ASSET_BYTES = 64 * 1024 * 1024;
 /** `--cpu-prof DIR`: the rackboot server writes a V8 CPU profile there when it stops. */
-const PROFILE_DIR = process.argv.includes('--cpu-prof')
-  ? process.argv[process.argv.indexOf('--cpu-prof') + 1]
-  : undefined;
+const PROFILE_DIR = textOption('cpu-prof');
 
 interface WrkResult {
   requestsPerSecond: number;
