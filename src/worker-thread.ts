@@ -3,7 +3,9 @@ import { Worker } from 'node:worker_threads';
 /**
  * Starts the module `name` (without extension, beside `base`, the caller's import.meta.url) in a
  * worker thread. Compiled code runs dist/…/name.js directly; from source (tests, tsx) the worker
- * registers tsx first, since a worker's entry does not go through the parent's TypeScript loader.
+ * registers tsx first: a worker does not reliably get the main thread's TypeScript loader (seen
+ * here: "Unknown file extension .ts" for a worker started with `--import tsx` in its execArgv,
+ * depending on the working directory).
  */
 export function startModuleWorker(name: string, base: string, workerData: unknown): Worker {
   const fromSource = base.endsWith('.ts');

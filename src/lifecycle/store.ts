@@ -1,9 +1,9 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { Mac } from '../inventory/mac.js';
 import type { Logger } from '../log.js';
+import { startModuleWorker } from '../worker-thread.js';
 import type { MachineEvent, MachineEventInput, MachineState, RecordEvent } from './events.js';
 import { type MachineRecord, stampEvent, step } from './states.js';
 import type { WriteBatch, WriterData, WriterReply, WriterRequest } from './writer.js';
@@ -66,20 +66,6 @@ export interface LifecycleOptions {
 }
 
 export const DATABASE_FILE_NAME = 'lifecycle.sqlite';
-/**
- * The writer thread: the compiled writer.js in dist/. When this module runs from source (tsx, tap),
- * the worker loads writer.ts after registering tsx itself: a worker does not reliably get the main
- * thread's TypeScript loader (seen here: "Unknown file extension .ts" for a worker started with
- * `--import tsx` in its execArgv, depending on the working directory).
- */
-function startWriter(workerData: WriterData): Worker {
-  const fromSource = import.meta.url.endsWith('.ts');
-  const writer = new URL(fromSource ? './writer.ts' : './writer.js', import.meta.url);
-  if (!fromSource) return new Worker(writer, { workerData });
-  const tsx = JSON.stringify(import.meta.resolve('tsx/esm/api'));
-  const load = `import(${tsx}).then((tsx) => { tsx.register(); return import(${JSON.stringify(writer.href)}); })`;
-  return new Worker(load, { eval: true, workerData });
-}
 
 const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10_000;
@@ -178,7 +164,9 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   let closed = false;
 
   // This connection only reads; every write goes through the writer thread.
-  const writer = startWriter({ file: join(options.stateDir, DATABASE_FILE_NAME) });
+  const writer = startModuleWorker('writer', import.meta.url, {
+    file: join(options.stateDir, DATABASE_FILE_NAME),
+  } satisfies WriterData);
   writer.unref();
   let batchNumber = 0;
   const inFlight = new Map<number, { events: MachineEvent[]; resolve: () => void }>();
