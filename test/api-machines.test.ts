@@ -102,11 +102,11 @@ t.test('POST /api/v1/machines/{mac}/events needs that machine’s own token', as
     app.inject({ method: 'POST', url, payload, headers });
   const url = `/api/v1/machines/${LISTED_MAC}/events`;
 
-  t.equal((await post(url, { type: 'installed' })).statusCode, 401, 'no token');
+  t.equal((await post(url, { type: 'installed' })).statusCode, 403, 'no token');
   const otherToken = secrets.tokenFor(UNLISTED_MAC, Date.now());
   t.equal(
     (await post(`${url}?token=${otherToken}`, { type: 'installed' })).statusCode,
-    401,
+    403,
     'another machine’s token',
   );
   t.equal(

@@ -142,7 +142,11 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
         ip,
         now: now(),
       });
-      if (!authorization.ok) return reply.code(401).send({ error: authorization.reason });
+      // Same rule as the Ignition URL (issue 5): a machine credential that does not fit is 403, logged with who asked.
+      if (!authorization.ok) {
+        request.log.warn({ mac, ip, reason: authorization.reason }, 'machine event refused');
+        return reply.code(403).send({ error: authorization.reason });
+      }
       const { type, message } = request.body;
       if (RESERVED_TYPE.test(type)) {
         return reply.code(400).send({ error: `a machine cannot report ${type}` });
