@@ -1,13 +1,12 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import type { DoraOptions, DoraResult } from './dhcp/dora-client.js';
 import { testConfigYaml } from './dhcp/fixtures.js';
 import { launchDhcp, REPO_ROOT, waitForLine } from './dhcp/harness.js';
-import { createLinkedPair, requireTools, waitForOutput } from './helpers/netns.js';
+import { createRoutedPair, requireTools, waitForOutput } from './helpers/netns.js';
 
 // kill -9 in the middle of 500 DORAs, restart on the same state: no lease lost, no address twice.
 // Namespaces on 10.77.8.0/24; the pool is 10.77.9.0–10.77.10.255 inside 10.77.8.0/22.
@@ -16,13 +15,8 @@ const CLIENTS = 500;
 const DORA_CLIENT = fileURLToPath(new URL('./dhcp/dora-client.ts', import.meta.url));
 
 await requireTools('ip');
-const pair = await createLinkedPair(SUBNET);
-const directory = await mkdtemp(join(tmpdir(), 'rackboot-dhcp-crash-'));
-t.teardown(async () => {
-  await pair.network.cleanup();
-  await rm(directory, { recursive: true, force: true });
-});
-await pair.client.exec('ip', ['route', 'add', 'default', 'dev', pair.clientInterface]);
+const { pair, directory, cleanup } = await createRoutedPair(SUBNET, 'dhcp-crash');
+t.teardown(cleanup);
 const configFile = join(directory, 'rackboot.yaml');
 await writeFile(
   configFile,

@@ -1,5 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import type { Mac } from '../src/boot-plan.js';
@@ -18,7 +17,7 @@ import {
 } from './dhcp/fixtures.js';
 import { launchDhcp, startProbe } from './dhcp/harness.js';
 import { mutatePacket, seededRandom } from './dhcp/mutate.js';
-import { createLinkedPair, requireTools } from './helpers/netns.js';
+import { createRoutedPair, requireTools } from './helpers/netns.js';
 
 // Socket part in namespaces on 10.77.6.0/24.
 const SUBNET = 6;
@@ -106,13 +105,8 @@ t.test(
   `${SOCKET_PACKETS} mutated packets over the socket, then a good DISCOVER still gets its OFFER`,
   async (t) => {
     await requireTools('ip');
-    const pair = await createLinkedPair(SUBNET);
-    const directory = await mkdtemp(join(tmpdir(), 'rackboot-dhcp-fuzz-'));
-    t.teardown(async () => {
-      await pair.network.cleanup();
-      await rm(directory, { recursive: true, force: true });
-    });
-    await pair.client.exec('ip', ['route', 'add', 'default', 'dev', pair.clientInterface]);
+    const { pair, directory, cleanup } = await createRoutedPair(SUBNET, 'dhcp-fuzz');
+    t.teardown(cleanup);
     const configFile = join(directory, 'rackboot.yaml');
     await writeFile(configFile, testConfigYaml({ subnet: SUBNET, mode: 'authoritative', state: directory }));
     const server = await launchDhcp(pair.server, configFile);

@@ -1,7 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
@@ -9,7 +8,7 @@ import { Option, readText } from '../src/dhcp/options.js';
 import type { MachineEvent } from '../src/lifecycle/events.js';
 import { FIRMWARE, requestBytes } from './dhcp/fixtures.js';
 import { type Probe, type Received, startProbe } from './dhcp/harness.js';
-import { createLinkedPair, requireTools, waitForOutput } from './helpers/netns.js';
+import { createRoutedPair, requireTools, waitForOutput } from './helpers/netns.js';
 import { API_TOKEN, mac } from './lifecycle-fixture.js';
 
 // The whole server (`rackboot serve`) in one namespace, a simulated machine in another, on 10.77.60.0/24.
@@ -22,13 +21,8 @@ const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 await requireTools('ip', 'curl', 'tftp', 'node');
-const pair = await createLinkedPair(SUBNET);
-const directory = await mkdtemp(join(tmpdir(), 'rackboot-provisioning-'));
-t.teardown(async () => {
-  await pair.network.cleanup();
-  await rm(directory, { recursive: true, force: true });
-});
-await pair.client.exec('ip', ['route', 'add', 'default', 'dev', pair.clientInterface]);
+const { pair, directory, cleanup } = await createRoutedPair(SUBNET, 'provisioning');
+t.teardown(cleanup);
 
 const assets = join(directory, 'assets');
 await mkdir(join(directory, 'ignition'), { recursive: true });

@@ -1,4 +1,7 @@
 import { type ChildProcess, execFile, type SpawnOptions, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
@@ -148,6 +151,38 @@ export async function createLinkedPair(subnet: number): Promise<LinkedPair> {
     await network.cleanup();
     throw error;
   }
+}
+
+export interface RoutedPair {
+  pair: LinkedPair;
+  /** Scratch directory (configs, state); removed by `cleanup`. */
+  directory: string;
+  /** Removes the namespaces, their processes and the directory. */
+  cleanup(): Promise<void>;
+}
+
+/**
+ * A linked pair whose client routes everything out through its veth, so that DHCP clients there
+ * reach the limited broadcast and a server's whole pool (a route inside the test's own namespace),
+ * plus a scratch directory named `rackboot-<scratchName>-…`.
+ */
+export async function createRoutedPair(subnet: number, scratchName: string): Promise<RoutedPair> {
+  const pair = await createLinkedPair(subnet);
+  const directory = await mkdtemp(join(tmpdir(), `rackboot-${scratchName}-`)).catch(async (error) => {
+    await pair.network.cleanup();
+    throw error;
+  });
+  const cleanup = async () => {
+    await pair.network.cleanup();
+    await rm(directory, { recursive: true, force: true });
+  };
+  try {
+    await pair.client.exec('ip', ['route', 'add', 'default', 'dev', pair.clientInterface]);
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+  return { pair, directory, cleanup };
 }
 
 /** Resolves when `predicate` is true for a line of the child's stdout or stderr; bounded by `timeoutMs`. */
