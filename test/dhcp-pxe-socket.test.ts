@@ -1,13 +1,12 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { Mac } from '../src/boot-plan.js';
 import { Option, readText } from '../src/dhcp/options.js';
 import { BOOTREPLY } from '../src/dhcp/packet.js';
 import { FIRMWARE, LISTED_MAC, requestBytes, testConfigYaml } from './dhcp/fixtures.js';
 import { launchDhcp, type Received, startProbe } from './dhcp/harness.js';
-import { createLinkedPair, requireTools } from './helpers/netns.js';
+import { createRoutedPair, requireTools } from './helpers/netns.js';
 
 // Namespaces on 10.77.2.0/24 (server .1, client .2); relay subnet 10.77.3.0/24.
 const SUBNET = 2;
@@ -16,14 +15,8 @@ const RELAY = `10.77.${SUBNET + 1}.1`;
 const BASE = `http://${SERVER}:8080`;
 
 await requireTools('ip', 'node');
-const pair = await createLinkedPair(SUBNET);
-const directory = await mkdtemp(join(tmpdir(), 'rackboot-dhcp-pxe-'));
-t.teardown(async () => {
-  await pair.network.cleanup();
-  await rm(directory, { recursive: true, force: true });
-});
-// The client side reaches the limited broadcast through its veth (a route inside the test's own namespace).
-await pair.client.exec('ip', ['route', 'add', 'default', 'dev', pair.clientInterface]);
+const { pair, directory, cleanup } = await createRoutedPair(SUBNET, 'dhcp-pxe');
+t.teardown(cleanup);
 await mkdir(join(directory, 'assets', 'arm64-efi'), { recursive: true });
 await writeFile(join(directory, 'assets', 'arm64-efi', 'ipxe.efi'), 'not really an EFI binary');
 
@@ -49,13 +42,18 @@ const replyFor = (xid: number, type: number) => (received: Received) =>
   received.packet.xid === xid &&
   received.packet.options.get(Option.messageType)?.[0] === type;
 
-t.test('authoritative over sockets: crafted PXE DISCOVERs get address, next-server and file', async (t) => {
-  const server = await launchDhcp(pair.server, await configFile('authoritative', 'authoritative'));
+/**
+ * Starts a server in `mode` and a client probe, then broadcasts each case's DISCOVER in turn (xids
+ * after `firstXid`) and collects its OFFER; `nextXid` is the first xid not used yet.
+ */
+async function offerForEachCase(t: Test, mode: 'proxy' | 'authoritative', firstXid: number) {
+  const server = await launchDhcp(pair.server, await configFile(mode, mode));
   t.teardown(() => {
     server.child.kill('SIGKILL');
   });
   const probe = await startProbe(pair.client, '0.0.0.0:68');
-  let xid = 0x1000;
+  const offers: { test: (typeof CASES)[number]; offer: Received }[] = [];
+  let xid = firstXid;
   for (const test of CASES) {
     xid += 1;
     probe.send(
@@ -63,7 +61,14 @@ t.test('authoritative over sockets: crafted PXE DISCOVERs get address, next-serv
       '255.255.255.255',
       67,
     );
-    const offer = await probe.next(replyFor(xid, 2));
+    offers.push({ test, offer: await probe.next(replyFor(xid, 2)) });
+  }
+  return { server, probe, offers, nextXid: xid + 1 };
+}
+
+t.test('authoritative over sockets: crafted PXE DISCOVERs get address, next-server and file', async (t) => {
+  const { server, probe, offers, nextXid } = await offerForEachCase(t, 'authoritative', 0x1000);
+  for (const { test, offer } of offers) {
     t.equal(offer.from, SERVER, `${test.name}: from the provisioning address`);
     t.equal(offer.port, 67);
     t.equal(offer.packet.yiaddr, `10.77.${SUBNET}.21`, `${test.name}: reserved address`);
@@ -71,7 +76,7 @@ t.test('authoritative over sockets: crafted PXE DISCOVERs get address, next-serv
     t.equal(offer.packet.file, test.file, `${test.name}: file`);
   }
   // Full exchange for the iPXE case: ACK carries the script URL and no-pxedhcp.
-  xid += 1;
+  const xid = nextXid;
   const ipxe = FIRMWARE.ipxeEfi(LISTED_MAC);
   probe.send(
     requestBytes({
@@ -146,27 +151,15 @@ t.test('relay: giaddr set â†’ unicast reply to giaddr:67 from the relay subnetâ€
 });
 
 t.test('proxy over sockets: offers carry no address; UEFI fetches its file on port 4011', async (t) => {
-  const server = await launchDhcp(pair.server, await configFile('proxy', 'proxy'));
-  t.teardown(() => {
-    server.child.kill('SIGKILL');
-  });
-  const probe = await startProbe(pair.client, '0.0.0.0:68');
-  let xid = 0x3000;
-  for (const test of CASES) {
-    xid += 1;
-    probe.send(
-      requestBytes({ type: 'discover', mac: LISTED_MAC, xid, options: test.options }),
-      '255.255.255.255',
-      67,
-    );
-    const offer = await probe.next(replyFor(xid, 2));
+  const { server, probe, offers, nextXid } = await offerForEachCase(t, 'proxy', 0x3000);
+  for (const { test, offer } of offers) {
     t.equal(offer.packet.yiaddr, '0.0.0.0', `${test.name}: no address`);
     t.notOk(offer.packet.options.has(Option.leaseTime));
     const uefiPxe = test.name.includes('UEFI') && !test.name.includes('HTTP');
     t.equal(offer.packet.file, uefiPxe ? '' : test.file, `${test.name}: file in the offer`);
   }
   // EDK2's next step (ProxyBinl): REQUEST unicast to the proxy's port 4011, from its new address.
-  xid += 1;
+  const xid = nextXid;
   probe.send(
     requestBytes({
       type: 'request',
