@@ -17,6 +17,7 @@ import { promisify } from 'node:util';
 import type { Mac } from '../../src/boot-plan.js';
 import { openMachineSecrets } from '../../src/ignition/tokens.js';
 import { macInUrl } from '../../src/ignition/vars.js';
+import { COREOS_PROFILE_YAML } from '../../test/ignition/boot-fixture.js';
 import { numberOption, REPO_ROOT, textOption } from '../plumbing.js';
 
 const execFileAsync = promisify(execFile);
@@ -195,13 +196,7 @@ async function writeFixture(dir: string): Promise<Mac[]> {
 dhcp: { mode: "off" }
 profiles:
   worker:
-    kind: coreos-install
-    kernel: fcos/kernel
-    initrd: [fcos/initramfs.img]
-    rootfs: fcos/rootfs.img
-    install_device: /dev/sda
-    ignition: ignition/worker.bu
-    args: [console=tty0, "console=ttyS0,115200n8"]
+${COREOS_PROFILE_YAML}
 machines:
 ${machines}
 `,

@@ -28,6 +28,15 @@ export interface BootFixture {
   cleanup(): Promise<void>;
 }
 
+/** The Fedora CoreOS install profile over ASSET_FILES' fcos/ layout, indented to sit under `profiles.<name>:`. */
+export const COREOS_PROFILE_YAML = `    kind: coreos-install
+    kernel: fcos/kernel
+    initrd: [fcos/initramfs.img]
+    rootfs: fcos/rootfs.img
+    install_device: /dev/sda
+    ignition: ignition/worker.bu
+    args: [console=tty0, "console=ttyS0,115200n8"]`;
+
 export const BASE_YAML = `
 server:
   address: 10.77.0.1
@@ -36,13 +45,7 @@ server:
   state: state
 profiles:
   coreos:
-    kind: coreos-install
-    kernel: fcos/kernel
-    initrd: [fcos/initramfs.img]
-    rootfs: fcos/rootfs.img
-    install_device: /dev/sda
-    ignition: ignition/worker.bu
-    args: [console=tty0, "console=ttyS0,115200n8"]
+${COREOS_PROFILE_YAML}
   multiarch:
     kind: coreos-install
     install_device: /dev/vda
