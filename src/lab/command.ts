@@ -35,3 +35,13 @@ export async function requireLabTools(tools: readonly string[]): Promise<void> {
     throw new Error(`the lab needs ${missing.join(', ')} on PATH (Debian packages in .ci/apt-packages.txt)`);
   }
 }
+
+/** Whether a process of ours still exists (signal 0 checks without sending anything). */
+export function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

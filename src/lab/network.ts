@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
-import { runCommand } from './command.js';
+import { isRunning, runCommand } from './command.js';
 
 /**
  * The lab's private network: one namespace holding a bridge on 10.77.<subnet>.0/24 with rackboot's
@@ -52,15 +52,6 @@ export interface LabNetwork extends NamespaceHandle {
 }
 
 const activeLabs = new Set<{ namespaces: string[]; pids: () => number[] }>();
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const emergencyHooks = new Set<() => void>();
 
@@ -152,7 +143,7 @@ export async function removeStaleLabNamespaces(): Promise<string[]> {
   for (const line of listing.split('\n')) {
     const name = line.split(' ')[0] ?? '';
     const owner = new RegExp(`^${LAB_NAMESPACE_PREFIX}(\\d+)-\\d+(-lan)?$`).exec(name)?.[1];
-    if (!owner || isAlive(Number(owner))) continue;
+    if (!owner || isRunning(Number(owner))) continue;
     await killNamespaceProcesses(name);
     await runCommand('ip', ['netns', 'del', name]).catch(() => undefined);
     removed.push(name);

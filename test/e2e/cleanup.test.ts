@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { runCommand } from '../../src/lab/command.js';
+import { isRunning, runCommand } from '../../src/lab/command.js';
 import { removeStaleLabNamespaces } from '../../src/lab/network.js';
 
 // Cleanup when the harness does not end normally: a test runner's SIGTERM (tap on timeout) and a
@@ -13,15 +13,6 @@ const fixture = fileURLToPath(new URL('./abandoned-lab.ts', import.meta.url));
 interface Abandoned {
   namespaces: string[];
   pids: number[];
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function existingNamespaces(names: string[]): Promise<string[]> {

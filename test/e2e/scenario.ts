@@ -1,5 +1,5 @@
 import type { Test as Tap } from 'tap';
-import { runCommand } from '../../src/lab/command.js';
+import { isRunning, runCommand } from '../../src/lab/command.js';
 import { type BootOutcome, type Lab, type LabOptions, startLab } from '../../src/lab/lab.js';
 import { ignitionProblem, type LabMachine } from '../../src/lab/lab-config.js';
 import { formatTimeline } from '../../src/lab/timings.js';
@@ -22,15 +22,6 @@ export async function scenarioLab(t: Tap, options: LabOptions): Promise<Lab> {
   const lab = await startLab({ progress: (message) => t.comment(message), ...options });
   t.teardown(() => lab.close());
   return lab;
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Last subtest of each file: after close(), no namespace, tap, bridge or process of the lab remains. */
