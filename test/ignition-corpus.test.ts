@@ -86,6 +86,7 @@ const errorCases: [string, string][] = [
   ['duplicate-path.bu', '7:13: duplicate entry defined'],
   ['inline-and-source.bu', '7:9: only one of the following can be set: inline, local, source'],
   ['local-escape.bu', '6:26: local file ../../../../../etc/passwd is outside the files directory'],
+  ['local-escape-missing.bu', '6:26: local file ../outside/secret is outside the files directory'],
   ['missing-var.bu', '6:27: {{vars.rack}} is not set for machine 52:54:00:12:34:56'],
   ['path-through-link.bu', '8:13: file path includes link in config'],
   ['relative-path.bu', '5:13: path not absolute'],

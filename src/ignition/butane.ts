@@ -1,5 +1,5 @@
 import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
-import { posix, relative, resolve, sep } from 'node:path';
+import { isAbsolute, posix, relative, resolve, sep } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { convertShape, isJsonObject, type JsonObject } from './shape.js';
 import { IGNITION_SPEC, type ObjectKind, type SpecVersion, snakeCase } from './spec.js';
@@ -376,12 +376,23 @@ type TreeEntry =
   | { kind: 'file'; relativePath: string; bytes: Buffer; executable: boolean }
   | { kind: 'link'; relativePath: string; target: string };
 
+function escapes(root: string, target: string): boolean {
+  const within = relative(root, target);
+  return within === '..' || within.startsWith(`..${sep}`) || isAbsolute(within);
+}
+
 /** Butane's --files-dir: every local path must stay inside it, also through symlinks. */
 class LocalFiles {
   constructor(private readonly root: string) {}
 
   private inside(local: string, path: NodePath, errors: PathError[]): string | undefined {
+    const outside = () => {
+      errors.push({ path, message: `local file ${local} is outside the files directory ${this.root}` });
+      return undefined;
+    };
+    // The lexical check comes first so an escape is named as such whether or not its target exists.
     const candidate = resolve(this.root, local);
+    if (escapes(resolve(this.root), candidate)) return outside();
     const real = (() => {
       try {
         return realpathSync(candidate);
@@ -393,12 +404,7 @@ class LocalFiles {
       errors.push({ path, message: `local file ${local} not found in ${this.root}` });
       return undefined;
     }
-    const rootReal = realpathSync(this.root);
-    const within = relative(rootReal, real);
-    if (within.startsWith(`..${sep}`) || within === '..' || resolve(rootReal, within) !== real) {
-      errors.push({ path, message: `local file ${local} is outside the files directory ${this.root}` });
-      return undefined;
-    }
+    if (escapes(realpathSync(this.root), real)) return outside();
     return real;
   }
 
