@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { createLinkedPair, requireTools, waitForOutput } from './helpers/netns.js';
+import { createLinkedPair, randomUdpDrop, requireTools, waitForOutput } from './helpers/netns.js';
 import { fetchWith, sha256, sha256OfFile } from './tftp/clients.js';
 import { createAssets } from './tftp/harness.js';
 
@@ -20,20 +20,7 @@ t.teardown(async () => {
   await rm(downloads, { recursive: true, force: true });
 });
 
-const dropFivePercent = [
-  '-A',
-  'INPUT',
-  '-p',
-  'udp',
-  '-m',
-  'statistic',
-  '--mode',
-  'random',
-  '--probability',
-  '0.05',
-  '-j',
-  'DROP',
-];
+const dropFivePercent = randomUdpDrop(0.05);
 await pair.server.exec('iptables', dropFivePercent);
 await pair.client.exec('iptables', dropFivePercent);
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import {
   createLinkedPair,
   type LinkedPair,
+  randomUdpDrop,
   requireTools,
   run,
   waitForOutput,
@@ -83,20 +84,7 @@ try {
   if (!skipLoss) {
     const lossy = await createLinkedPair(211);
     pairs.push(lossy);
-    const drop = [
-      '-A',
-      'INPUT',
-      '-p',
-      'udp',
-      '-m',
-      'statistic',
-      '--mode',
-      'random',
-      '--probability',
-      '0.05',
-      '-j',
-      'DROP',
-    ];
+    const drop = randomUdpDrop(0.05);
     if (!lossClientSideOnly) await lossy.server.exec('iptables', drop);
     await lossy.client.exec('iptables', drop);
     console.log(
