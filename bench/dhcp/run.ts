@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
 import { waitForLine } from '../../test/dhcp/harness.js';
 import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
-import { numberOption, REPO_ROOT, startNamespaceBench, textOption } from '../plumbing.js';
+import { compiledScript, numberOption, REPO_ROOT, startNamespaceBench, textOption } from '../plumbing.js';
 
 const DORA_CLIENT = fileURLToPath(new URL('../../test/dhcp/dora-client.ts', import.meta.url));
 const LAUNCH = fileURLToPath(new URL('../../test/dhcp/launch.ts', import.meta.url));
@@ -65,7 +65,7 @@ const peers: Peer[] = [
           '  coreos: { kind: linux, kernel: vmlinuz, initrd: [initrd.img] }',
         ].join('\n'),
       );
-      const child = pair.server.spawn(process.execPath, ['--import', 'tsx', LAUNCH, config], {
+      const child = pair.server.spawn(process.execPath, [await compiledScript(LAUNCH), config], {
         cwd: REPO_ROOT,
       });
       await waitForOutput(child, (line) => line === 'READY', 30_000);
@@ -142,10 +142,10 @@ const peers: Peer[] = [
   },
 ];
 
-function runLoad(options: DoraOptions): Promise<DoraResult> {
+async function runLoad(options: DoraOptions): Promise<DoraResult> {
   const child = pair.client.spawn(
     process.execPath,
-    ['--import', 'tsx', DORA_CLIENT, JSON.stringify(options)],
+    [await compiledScript(DORA_CLIENT), JSON.stringify(options)],
     {
       cwd: REPO_ROOT,
     },

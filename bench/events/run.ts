@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
 import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
-import { numberOption, REPO_ROOT, startNamespaceBench } from '../plumbing.js';
+import { compiledScript, numberOption, REPO_ROOT, startNamespaceBench } from '../plumbing.js';
 
 const SERVER_SCRIPT = fileURLToPath(new URL('./server.ts', import.meta.url));
 const WATCH_SCRIPT = fileURLToPath(new URL('./watch.ts', import.meta.url));
@@ -95,7 +95,7 @@ async function doraRounds(untilMs: number): Promise<{ acked: number; durationMs:
     };
     const child = pair.client.spawn(
       process.execPath,
-      ['--import', 'tsx', DORA_CLIENT, JSON.stringify(options)],
+      [await compiledScript(DORA_CLIENT), JSON.stringify(options)],
       {
         cwd: REPO_ROOT,
       },
@@ -116,7 +116,7 @@ try {
   const profiling = profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [];
   const server = pair.server.spawn(
     process.execPath,
-    [...profiling, '--import', 'tsx', SERVER_SCRIPT, configFile],
+    [...profiling, await compiledScript(SERVER_SCRIPT), configFile],
     {
       cwd: REPO_ROOT,
     },
@@ -129,7 +129,7 @@ try {
 
   const watcher = pair.client.spawn(
     process.execPath,
-    ['--import', 'tsx', WATCH_SCRIPT, `http://${SERVER}:8080`],
+    [await compiledScript(WATCH_SCRIPT), `http://${SERVER}:8080`],
     {
       cwd: REPO_ROOT,
     },

@@ -12,6 +12,7 @@ import {
 } from '../../test/helpers/netns.js';
 import { fetchWith, sha256, sha256OfFile } from '../../test/tftp/clients.js';
 import { createAssets } from '../../test/tftp/harness.js';
+import { compiledScript, REPO_ROOT } from '../plumbing.js';
 
 /**
  * rackboot's TFTP server against tftpd-hpa (in.tftpd) and dnsmasq, all started here inside a
@@ -138,9 +139,7 @@ async function startServer(
   const child =
     kind === 'rackboot'
       ? pair.server.spawn('node', [
-          '--import',
-          'tsx',
-          'test/tftp/serve.ts',
+          await compiledScript(join(REPO_ROOT, 'test/tftp/serve.ts')),
           JSON.stringify({
             root,
             listen: address,
@@ -205,9 +204,7 @@ async function runLoad(
     'exec',
     pair.client.name,
     'node',
-    '--import',
-    'tsx',
-    'bench/tftp/load.ts',
+    await compiledScript(join(REPO_ROOT, 'bench/tftp/load.ts')),
     JSON.stringify({
       host: pair.serverAddress,
       port: 69,
