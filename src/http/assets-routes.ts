@@ -1,7 +1,8 @@
 import { realpathSync } from 'node:fs';
-import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { resolve } from 'node:path';
 import fastifyStatic, { type SendOptions } from '@fastify/static';
 import type { FastifyInstance } from 'fastify';
+import { escapesRoot } from '../path-inside.js';
 import type { BootServiceContext } from './boot-service.js';
 import { requesterIp } from './machine-auth.js';
 
@@ -80,6 +81,5 @@ function staysInside(root: string, pathname: string): boolean {
   } catch {
     return true;
   }
-  const within = relative(realpathSync(root), real);
-  return !(within === '..' || within.startsWith(`..${sep}`) || isAbsolute(within));
+  return !escapesRoot(realpathSync(root), real);
 }

@@ -1,6 +1,7 @@
 import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
-import { isAbsolute, posix, relative, resolve, sep } from 'node:path';
+import { posix, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { escapesRoot } from '../path-inside.js';
 import { convertShape, isJsonObject, type JsonObject } from './shape.js';
 import { IGNITION_SPEC, type ObjectKind, type SpecVersion, snakeCase } from './spec.js';
 import type { NodePath, PathError } from './template.js';
@@ -376,11 +377,6 @@ type TreeEntry =
   | { kind: 'file'; relativePath: string; bytes: Buffer; executable: boolean }
   | { kind: 'link'; relativePath: string; target: string };
 
-function escapes(root: string, target: string): boolean {
-  const within = relative(root, target);
-  return within === '..' || within.startsWith(`..${sep}`) || isAbsolute(within);
-}
-
 /** Butane's --files-dir: every local path must stay inside it, also through symlinks. */
 class LocalFiles {
   constructor(private readonly root: string) {}
@@ -392,7 +388,7 @@ class LocalFiles {
     };
     // The lexical check comes first so an escape is named as such whether or not its target exists.
     const candidate = resolve(this.root, local);
-    if (escapes(resolve(this.root), candidate)) return outside();
+    if (escapesRoot(resolve(this.root), candidate)) return outside();
     const real = (() => {
       try {
         return realpathSync(candidate);
@@ -404,7 +400,7 @@ class LocalFiles {
       errors.push({ path, message: `local file ${local} not found in ${this.root}` });
       return undefined;
     }
-    if (escapes(realpathSync(this.root), real)) return outside();
+    if (escapesRoot(realpathSync(this.root), real)) return outside();
     return real;
   }
 

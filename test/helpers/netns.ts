@@ -34,8 +34,6 @@ export async function requireTools(...tools: string[]): Promise<void> {
   }
 }
 
-let sequence = 0;
-/** A short unique name (interface names are limited to 15 characters). */
 /** iptables arguments that drop this share of the UDP packets a namespace receives (the kernel has no netem). */
 export function randomUdpDrop(probability: number): string[] {
   return [
@@ -54,6 +52,8 @@ export function randomUdpDrop(probability: number): string[] {
   ];
 }
 
+let sequence = 0;
+/** A short unique name (interface names are limited to 15 characters). */
 export function uniqueName(prefix: string): string {
   sequence += 1;
   return `${prefix}${process.pid.toString(36)}${sequence.toString(36)}`.slice(0, 15);
