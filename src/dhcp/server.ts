@@ -6,6 +6,7 @@ import { macFromBytes } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
+import { bindUdp } from '../udp.js';
 import { ipToNumber } from './address.js';
 import { type DecideContext, type Destination, decide, type Outcome } from './decide.js';
 import { LeaseLog } from './lease-log.js';
@@ -184,18 +185,11 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   const bindSocket = async (address: string, port: number, kind: DecideContext['port']) => {
     const socket = createSocket({ type: 'udp4', reuseAddr: true });
     socket.on('message', (bytes, peer) => handle(bytes, peer, socket, kind));
-    await new Promise<void>((resolve, reject) => {
-      const fail = (error: Error) => {
-        socket.close();
-        reject(error);
-      };
-      socket.once('error', fail);
-      socket.bind({ address, port }, () => {
-        socket.off('error', fail);
-        socket.on('error', (error) => logger.error({ err: error, address, port }, 'DHCP socket error'));
-        resolve();
-      });
+    await bindUdp(socket, address, port).catch((error: unknown) => {
+      socket.close();
+      throw error;
     });
+    socket.on('error', (error) => logger.error({ err: error, address, port }, 'DHCP socket error'));
     socket.setBroadcast(true);
     sockets.push(socket);
     return socket;
@@ -218,9 +212,10 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   let broadcaster: Socket | undefined;
   if (sender !== listener) {
     const socket = await bindSocket(serverAddress, ports.port, 'dhcp');
+    // With a callback, dgram hands a connect failure to it instead of emitting 'error' (Node's
+    // lib/dgram.js doConnect; @types/node declares the callback without the argument).
     broadcaster = await new Promise<Socket | undefined>((resolve) => {
-      socket.connect(CLIENT_PORT, LIMITED_BROADCAST, () => resolve(socket));
-      socket.once('error', () => resolve(undefined));
+      socket.connect(CLIENT_PORT, LIMITED_BROADCAST, (error?: Error) => resolve(error ? undefined : socket));
     });
   }
   try {

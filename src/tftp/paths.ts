@@ -1,5 +1,6 @@
 import { realpath, stat } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { join } from 'node:path';
+import { escapesRoot } from '../path-inside.js';
 import { ErrorCode } from './packet.js';
 
 /**
@@ -14,7 +15,7 @@ export type Refusal = {
   reason: string;
 };
 
-export const MAX_NAME_BYTES = 255;
+const MAX_NAME_BYTES = 255;
 
 export function normalizeRequestedName(raw: string): { ok: true; relative: string } | Refusal {
   let name = raw;
@@ -45,7 +46,7 @@ export async function resolveServedFile(root: string, relative: string): Promise
   try {
     const realRoot = await realpath(root);
     const realFile = await realpath(join(realRoot, relative));
-    if (!realFile.startsWith(realRoot + sep)) return refuse(ErrorCode.accessViolation, 'outside-root');
+    if (escapesRoot(realRoot, realFile)) return refuse(ErrorCode.accessViolation, 'outside-root');
     const status = await stat(realFile);
     if (!status.isFile()) return refuse(ErrorCode.accessViolation, 'not-a-regular-file');
     return {

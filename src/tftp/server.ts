@@ -4,6 +4,7 @@ import type { Mac } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
+import { bindUdp } from '../udp.js';
 import { FileCache, type PayloadSource } from './file-cache.js';
 import {
   decodeClientPacket,
@@ -26,6 +27,7 @@ import {
   type Step,
   startTransfer,
   type TransferOutcome,
+  type TransferParameters,
   type TransferState,
 } from './transfer.js';
 
@@ -38,6 +40,9 @@ export interface TftpServerDeps {
 }
 
 export type TftpOutcome = TransferOutcome | 'refused';
+
+/** What the server counts itself; stats() adds the two gauges, read from the live state. */
+type TftpCounters = Omit<TftpStats, 'activeTransfers' | 'cacheBytes'>;
 
 /** Counters for /metrics; all totals since start except `activeTransfers` and `cacheBytes`. */
 export interface TftpStats {
@@ -85,13 +90,11 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
   const cache = new FileCache(CACHE_LIMITS);
   const active = new Map<string, ActiveTransfer | 'starting'>();
   const perClient = new Map<string, number>();
-  const stats: TftpStats = {
-    activeTransfers: 0,
+  const stats: TftpCounters = {
     transfers: { complete: 0, aborted: 0, timeout: 0, refused: 0, probe: 0 },
     bytesSent: 0,
     packetsSent: 0,
     retransmittedPackets: 0,
-    cacheBytes: 0,
     errors: { malformed: 0, foreignTid: 0, busy: 0, duplicateAcks: 0, io: 0 },
   };
   const errorReplies = tokenBucket(ERROR_REPLIES_PER_SECOND);
@@ -131,7 +134,6 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     const count = (perClient.get(client) ?? 1) - 1;
     if (count <= 0) perClient.delete(client);
     else perClient.set(client, count);
-    stats.activeTransfers = active.size;
   };
 
   const handleRequest = async (message: Buffer, peer: RemoteInfo) => {
@@ -170,7 +172,6 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     }
     active.set(key, 'starting');
     perClient.set(peer.address, clientCount + 1);
-    stats.activeTransfers = active.size;
 
     const name = normalizeRequestedName(request.filename);
     if (!name.ok) {
@@ -243,12 +244,9 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    requestSocket.once('error', reject);
-    requestSocket.bind({ port, address: listen }, () => {
-      requestSocket.off('error', reject);
-      resolve();
-    });
+  await bindUdp(requestSocket, listen, port).catch((error: unknown) => {
+    requestSocket.close();
+    throw error;
   });
   deps.logger.info({ port: requestSocket.address().port, address: listen }, 'tftp listening');
 
@@ -256,6 +254,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     address: () => ({ port: requestSocket.address().port }),
     stats: () => ({
       ...stats,
+      activeTransfers: active.size,
       cacheBytes: cache.bytes,
       transfers: { ...stats.transfers },
       errors: { ...stats.errors },
@@ -276,7 +275,7 @@ interface ActiveTransferOptions {
   source: PayloadSource;
   listen: string;
   startedAt: number;
-  stats: TftpStats;
+  stats: TftpCounters;
   logger: Logger;
   onEnd: (outcome: TransferOutcome, detail: Record<string, unknown>) => void;
 }
@@ -298,14 +297,8 @@ class ActiveTransfer {
     this.socket.on('message', (message, from) => this.onMessage(message, from));
   }
 
-  async start(parameters: Parameters<typeof startTransfer>[0]): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.socket.once('error', reject);
-      this.socket.bind({ port: 0, address: this.options.listen }, () => {
-        this.socket.off('error', reject);
-        resolve();
-      });
-    });
+  async start(parameters: TransferParameters): Promise<void> {
+    await bindUdp(this.socket, this.options.listen, 0);
     if (this.ended) return;
     this.apply(startTransfer(parameters, performance.now()));
   }
