@@ -4,7 +4,7 @@ import type { MachineEventInput } from '../lifecycle/events.js';
 import { cidrContains, ipToNumber, numberToIp } from './address.js';
 import { type BootFirmware, classifyFirmware } from './firmware.js';
 import type { LeaseChange, LeaseTable } from './leases.js';
-import { encodeOption, Option, readAddress } from './options.js';
+import { encodeOption, MessageType, Option, readAddress, readText } from './options.js';
 import { BOOTREPLY, BROADCAST_FLAG, type DhcpPacket, type DhcpRequest } from './packet.js';
 import { type DhcpSettings, type SubnetSettings, subnetForRequest } from './settings.js';
 
@@ -82,7 +82,11 @@ const OFFER_HOLD_MS = 60_000;
 const ZERO = '0.0.0.0';
 
 // Constant option values, encoded once. Replies share them: nothing mutates an option value.
-const MESSAGE_TYPE_VALUES = { offer: Buffer.from([2]), ack: Buffer.from([5]), nak: Buffer.from([6]) };
+const MESSAGE_TYPE_VALUES = {
+  offer: encodeOption.uint8(MessageType.offer),
+  ack: encodeOption.uint8(MessageType.ack),
+  nak: encodeOption.uint8(MessageType.nak),
+};
 const VENDOR_CLASS_VALUES = {
   PXEClient: encodeOption.text('PXEClient'),
   HTTPClient: encodeOption.text('HTTPClient'),
@@ -164,9 +168,10 @@ function decideProxy(request: DhcpRequest, mac: Mac, context: DecideContext): Ou
   // boot-server style leaves UEFI PXE without a file: EDK2 then asks on port 4011 (ProxyBinl), as
   // with dnsmasq and pixiecore.
   const leaveToBootServer = firmware === 'uefi-pxe' && context.settings.uefiProxyStyle === 'boot-server';
-  if (!leaveToBootServer) setBootFile(reply, answer);
-  if (!leaveToBootServer && (firmware === 'bios-pxe' || firmware === 'uefi-pxe')) {
-    reply.options.set(Option.vendorSpecific, SKIP_DISCOVERY);
+  if (!leaveToBootServer) {
+    setBootFile(reply, answer);
+    if (firmware === 'bios-pxe' || firmware === 'uefi-pxe')
+      reply.options.set(Option.vendorSpecific, SKIP_DISCOVERY);
   }
   return {
     kind: 'reply',
@@ -542,8 +547,8 @@ interface EventFields {
 /** One provisioning event; built by assignment, as it is on the per-packet path. */
 function dhcpEvent(type: string, request: DhcpRequest, mac: Mac, fields: EventFields): MachineEventInput {
   const detail: Record<string, unknown> = { xid: request.xid.toString(16).padStart(8, '0') };
-  const vendorClass = request.options.get(Option.vendorClass);
-  if (vendorClass) detail.vendorClass = vendorClass.toString('latin1');
+  const vendorClass = readText(request.options, Option.vendorClass);
+  if (vendorClass !== undefined) detail.vendorClass = vendorClass;
   if (request.giaddr !== ZERO) detail.relay = request.giaddr;
   if (fields.firmware) {
     detail.firmware = fields.firmware.firmware;
