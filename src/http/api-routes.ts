@@ -10,7 +10,7 @@ import type { MachineEvent } from '../lifecycle/events.js';
 import type { Lifecycle, MachineRecord } from '../lifecycle/store.js';
 import { authorizeMachine, requesterIp } from './machine-auth.js';
 
-/** Adds a machine to the config file; rackboot.ts passes inventory/adopt.ts adoptIntoFile on the current file. */
+/** Adds a machine to the config file; rackboot.ts passes inventory/adopt.ts adoptInWorker on the current file. */
 export type AdoptMachine = (request: AdoptRequest) => Promise<AdoptResult>;
 
 export interface ApiRoutesOptions {
@@ -31,7 +31,7 @@ const MACHINE_EVENTS_LIMIT = 300;
 /** Types only the servers or the operator may record; a machine reporting them is refused. */
 const RESERVED_TYPE =
   /^(dhcp-|tftp-|state-changed$|transition-rejected$|reprovision$|adopt$|ipxe-script$|asset-download$|ignition-fetch$|unknown-machine$)/;
-export const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
+const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
 
 const MacParams = Type.Object({ mac: Type.String() });
 type MacParams = Static<typeof MacParams>;

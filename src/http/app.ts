@@ -23,7 +23,7 @@ export interface AppDeps {
   macForIp?: (ip: string) => Mac | undefined;
   /** Machine states and history: /api/v1/machines, the SSE stream, the dashboard. */
   lifecycle: Lifecycle;
-  /** Writes an adopted machine into the config file (rackboot.ts: adoptIntoFile on the current file). */
+  /** Writes an adopted machine into the config file (rackboot.ts: adoptInWorker on the current file). */
   adopt?: AdoptMachine;
   /** The DHCP server's counters for /metrics; absent when DHCP is off. */
   dhcpStats?: () => DhcpCounters;
@@ -38,7 +38,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   // First: its request counter hooks the whole app, so it must be in place before the other plugins.
   await app.register(metricsRoutes, { lifecycle: deps.lifecycle, dhcpStats: deps.dhcpStats });
-  await app.register(apiRoutes, { ...deps, adopt: deps.adopt });
+  await app.register(apiRoutes, deps);
   await app.register(eventsStream, { lifecycle: deps.lifecycle });
   await app.register(dashboardRoutes);
   await app.register(bootService, deps);

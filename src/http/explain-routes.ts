@@ -14,7 +14,7 @@ const ExplainQuery = Type.Object({
   arch: Type.Optional(Type.String({ maxLength: 32 })),
 });
 
-export interface Explanation {
+interface Explanation {
   mac: Mac;
   arch: Arch;
   listed: boolean;
@@ -33,9 +33,10 @@ export interface Explanation {
 
 /**
  * The answer to "why didn't my machine boot": the same decision the boot routes take, with reasons.
- * Shared with `rackboot render` so the CLI and the API agree.
+ * `rackboot render` calls the same functions (machineVars, machineScript, the Ignition renderer) and
+ * prints their output unredacted.
  */
-export function explainMachine(
+function explainMachine(
   context: Pick<BootServiceContext, 'deps' | 'ignition'>,
   mac: Mac,
   arch: Arch,

@@ -6,10 +6,10 @@ import type { Arch, Mac } from '../boot-plan.js';
  */
 
 /** Failed downloads allowed per boot before the machine gives up and reboots (each waits RETRY_WAIT_SECONDS). */
-export const MAX_DOWNLOAD_FAILURES = 5;
+const MAX_DOWNLOAD_FAILURES = 5;
 const RETRY_WAIT_SECONDS = 5;
 /** Time an operator gets to read a message before the machine reboots. */
-export const MESSAGE_WAIT_SECONDS = 60;
+const MESSAGE_WAIT_SECONDS = 60;
 
 /** iPXE's `${buildarch}` names → Fedora CoreOS architecture names. */
 export function archFromBuildarch(buildarch: string | undefined): Arch {
@@ -51,7 +51,7 @@ export interface InitrdImage {
   url: string;
 }
 
-export interface BootScriptInput {
+interface BootScriptInput {
   /** First console line: who this is and what it boots. */
   banner: string;
   kernelUrl: string;
@@ -146,7 +146,7 @@ const NEEDS_CONSOLE_ESCAPE = /[\r\n$;&|"']|(^|\s)-/;
  * Text safe inside an iPXE `echo`: iPXE expands `${...}`, splits commands at `;`, `&&`, `||`, and
  * a word starting with `-` would be parsed as an option of echo (and fail the script).
  */
-export function consoleText(text: string): string {
+function consoleText(text: string): string {
   if (!NEEDS_CONSOLE_ESCAPE.test(text)) return text;
   return text
     .replace(/[\r\n]+/g, ' ')

@@ -2,7 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import type { Mac } from '../boot-plan.js';
 import type { MachineSecrets } from '../ignition/tokens.js';
 
-export type MachineAuthorization = { ok: true } | { ok: false; reason: string };
+type MachineAuthorization = { ok: true } | { ok: false; reason: string };
 
 /**
  * The rule for every machine credential (`{{ignition_url}}`, `{{events_url}}`): the token must be

@@ -13,7 +13,7 @@ import {
 
 export type ScriptKind = 'install' | 'local-disk' | 'unknown' | 'unavailable';
 
-export interface MachineScript {
+interface MachineScript {
   kind: ScriptKind;
   script: string;
   /** Why this script, in sentences an operator can act on (explain, logs). */
@@ -21,7 +21,7 @@ export interface MachineScript {
 }
 
 /** Console args added to coreos-install profiles that name no `console=` themselves. */
-export const DEFAULT_CONSOLE_ARGS = ['console=tty0', 'console=ttyS0,115200n8'];
+const DEFAULT_CONSOLE_ARGS = ['console=tty0', 'console=ttyS0,115200n8'];
 
 /**
  * The iPXE script one machine gets, and why: the single decision behind `/boot/<mac>.ipxe`,
@@ -111,7 +111,7 @@ function bootPlan(
 const PLAIN_ASSET_PATH = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 
 /** A path under server.assets becomes an /assets/ URL; an http(s) URL is used as it is. */
-export function assetUrl(asset: string, baseUrl: string): string {
+function assetUrl(asset: string, baseUrl: string): string {
   if (/^https?:\/\//.test(asset)) return asset;
   if (PLAIN_ASSET_PATH.test(asset)) return `${baseUrl}/assets/${asset}`;
   const path = asset

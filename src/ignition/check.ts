@@ -70,7 +70,7 @@ export async function checkTemplate(templateFile: string, config: Config): Promi
   return [...problems.values()];
 }
 
-type Sample = Omit<MachineConfig, 'hostname'> & { hostname?: string; unlisted: boolean };
+type Sample = MachineConfig & { unlisted: boolean };
 
 const VARS_PLACEHOLDER = /\{\{\s*vars\.([A-Za-z0-9_-]+)\s*\}\}/g;
 

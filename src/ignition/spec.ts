@@ -201,16 +201,8 @@ export const IGNITION_SPEC: ObjectSpec = {
 
 /** Butane's snake_case name of an Ignition key (`sizeMiB` → `size_mib`, `sshAuthorizedKeys` → `ssh_authorized_keys`). */
 export function snakeCase(key: string): string {
-  let snake = snakeNames.get(key);
-  if (snake === undefined) {
-    snake = key.replace(/MiB$/, 'Mib').replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
-    snakeNames.set(key, snake);
-  }
-  return snake;
+  return key.replace(/MiB$/, 'Mib').replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
 }
-
-/** Keys are looked up per object per render; the names are a small fixed set (unknown keys are errors). */
-const snakeNames = new Map<string, string>();
 
 export function isAtLeast(version: SpecVersion, required: SpecVersion): boolean {
   return SPEC_VERSIONS.indexOf(version) >= SPEC_VERSIONS.indexOf(required);

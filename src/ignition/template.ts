@@ -191,6 +191,5 @@ function keyRangeOf(parsed: ParsedTemplate, path: NodePath): [number, number, nu
   const parent = parsed.document.getIn(path.slice(0, -1), true) as
     | { items?: { key?: { value?: unknown; range?: [number, number, number] | null } }[] }
     | undefined;
-  const root = path.length === 1 ? (parsed.document.contents as typeof parent) : parent;
-  return root?.items?.find((item) => item.key?.value === last)?.key?.range ?? undefined;
+  return parent?.items?.find((item) => item.key?.value === last)?.key?.range ?? undefined;
 }

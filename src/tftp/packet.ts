@@ -4,7 +4,7 @@
  * never an exception.
  */
 
-export const Opcode = { RRQ: 1, WRQ: 2, DATA: 3, ACK: 4, ERROR: 5, OACK: 6 } as const;
+const Opcode = { RRQ: 1, WRQ: 2, DATA: 3, ACK: 4, ERROR: 5, OACK: 6 } as const;
 
 /** RFC 1350 §5 error codes, plus 8 from RFC 2347. */
 export const ErrorCode = {
@@ -17,7 +17,7 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
-export const DEFAULT_BLKSIZE = 512;
+const DEFAULT_BLKSIZE = 512;
 /** RFC 2347: a request carrying options fits in 512 bytes; we allow some slack for sloppy clients. */
 const MAX_REQUEST_BYTES = 1024;
 /** pixiecore truncates at 500; short ASCII is all a client shows. */
