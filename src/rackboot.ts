@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { type DhcpServer, startDhcpServer } from './dhcp/server.js';
 import { buildApp } from './http/app.js';
 import { openMachineSecrets } from './ignition/tokens.js';
-import { adoptIntoFile } from './inventory/adopt.js';
+import { adoptInWorker } from './inventory/adopt.js';
 import { createBootDecision } from './inventory/decision.js';
 import { loadConfigInWorker } from './inventory/load-in-worker.js';
 import { formatProblem, type Problem } from './inventory/problems.js';
@@ -95,7 +95,7 @@ export async function startRackboot(options: {
       secrets,
       macForIp: initial.dhcp.mode === 'authoritative' ? macForIp : undefined,
       lifecycle,
-      adopt: (request) => adoptIntoFile(source.current().file, request),
+      adopt: (request) => adoptInWorker(source.current().file, request),
       dhcpStats: dhcp ? () => dhcp.stats() : undefined,
     });
     closers.push(() => app.close());

@@ -15,3 +15,22 @@ export function startModuleWorker(name: string, base: string, workerData: unknow
   const load = `import(${tsx}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); })`;
   return new Worker(load, { eval: true, workerData });
 }
+
+/**
+ * Runs the module `name` as a one-shot worker (startModuleWorker): resolves with the first message
+ * it posts, rejects with its error or when it exits without answering.
+ */
+export function runModuleWorker<T>(name: string, base: string, workerData: unknown): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const worker = startModuleWorker(name, base, workerData);
+    let settled = false;
+    worker.once('message', (answer: T) => {
+      settled = true;
+      resolve(answer);
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) => {
+      if (!settled) reject(new Error(`${name} thread exited with code ${code} before answering`));
+    });
+  });
+}

@@ -8,7 +8,7 @@ import type { Test } from 'tap';
 import { buildApp } from '../src/http/app.js';
 import type { DhcpCounters } from '../src/http/metrics.js';
 import { createMachineSecrets, type MachineSecrets } from '../src/ignition/tokens.js';
-import { adoptIntoFile } from '../src/inventory/adopt.js';
+import { adoptInWorker } from '../src/inventory/adopt.js';
 import { createBootDecision } from '../src/inventory/decision.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import { type Mac, parseMac } from '../src/inventory/mac.js';
@@ -86,7 +86,7 @@ export async function startLifecycleApp(
     lifecycle,
     ...(dhcpStats ? { dhcpStats } : {}),
     adopt: async (request) => {
-      const adopted = await adoptIntoFile(configFile, request);
+      const adopted = await adoptInWorker(configFile, request);
       if (adopted.ok) current = await load();
       return adopted;
     },

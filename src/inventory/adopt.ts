@@ -1,5 +1,6 @@
 import { readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { isMap, isScalar, isSeq, parse, parseDocument } from 'yaml';
+import { runModuleWorker } from '../worker-thread.js';
 import { loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
 import { formatProblem } from './problems.js';
@@ -134,4 +135,21 @@ export async function adoptIntoFile(file: string, request: AdoptRequest): Promis
   await writeFile(temporary, adopted.text, { mode: (await stat(file)).mode & 0o777 });
   await rename(temporary, file);
   return adopted;
+}
+
+export interface AdoptInWorker {
+  file: string;
+  request: AdoptRequest;
+}
+
+/**
+ * adoptIntoFile in a worker thread, for the running server: with 10,000 machines, parsing the config
+ * twice (to find the list, then to validate the result) takes seconds the DHCP and TFTP packet loop
+ * must not wait (load-in-worker.ts measures the same parse).
+ */
+export function adoptInWorker(file: string, request: AdoptRequest): Promise<AdoptResult> {
+  return runModuleWorker<AdoptResult>('adopt-worker', import.meta.url, {
+    file,
+    request,
+  } satisfies AdoptInWorker);
 }
