@@ -103,6 +103,19 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
   await page.locator('#token').dispatchEvent('change');
   await discovered.locator('input[placeholder="profile"]').fill('spare');
   await discovered.locator('input[placeholder="hostname"]').fill('node7');
+  // An event arriving while the operator types re-renders the page; the form keeps its text.
+  await lifecycle.record({
+    mac: UNLISTED_MAC,
+    source: 'dhcp',
+    type: 'dhcp-ignored',
+    ip: '10.77.0.150',
+    detail: { firmware: 'uefi-pxe', arch: 'x86_64' },
+  });
+  await page
+    .locator(`#machines tr[data-mac="${UNLISTED_MAC}"] td`, { hasText: '10.77.0.150' })
+    .waitFor({ timeout: 10_000 });
+  t.equal(await discovered.locator('input[placeholder="profile"]').inputValue(), 'spare');
+  t.equal(await discovered.locator('input[placeholder="hostname"]').inputValue(), 'node7');
   await discovered.locator('button[type="submit"]').click();
   await page
     .locator(`#machines tr[data-mac="${UNLISTED_MAC}"] td`, { hasText: 'node7' })

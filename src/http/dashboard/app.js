@@ -140,49 +140,75 @@ function renderFleet() {
   $('empty').hidden = machines.size > 0;
 }
 
+/**
+ * One row per discovered MAC, kept across renders: every incoming event re-renders, and a rebuilt
+ * form would drop what the operator is typing into it (and its focus) during a boot storm.
+ */
+const discoveredRows = new Map();
+
+function discoveredRow(mac) {
+  const profile = element('input', { placeholder: 'profile', required: true, size: 10 });
+  profile.setAttribute('list', 'profiles');
+  const hostname = element('input', { placeholder: 'hostname', size: 10 });
+  const message = element('span', { className: 'message' });
+  const form = element(
+    'form',
+    {
+      onsubmit: async (submitted) => {
+        submitted.preventDefault();
+        try {
+          const body = { profile: profile.value.trim() };
+          if (hostname.value.trim()) body.hostname = hostname.value.trim();
+          await operatorCall(`/api/v1/machines/${mac}/adopt`, body);
+          message.textContent = 'added to the config';
+          refreshMachine(mac);
+        } catch (error) {
+          message.textContent = error.message;
+        }
+      },
+    },
+    profile,
+    hostname,
+    element('button', { type: 'submit' }, 'Adopt'),
+    message,
+  );
+  return element(
+    'tr',
+    { dataset: { mac } },
+    element('td', { className: 'mac' }, mac),
+    element('td'),
+    element('td'),
+    element('td', {}, form),
+  );
+}
+
 function renderDiscovered() {
   const rows = [];
   for (const machine of machines.values()) {
-    if (machine.listed) continue;
-    const profile = element('input', { placeholder: 'profile', required: true, size: 10 });
-    profile.setAttribute('list', 'profiles');
-    const hostname = element('input', { placeholder: 'hostname', size: 10 });
-    const message = element('span', { className: 'message' });
-    const form = element(
-      'form',
-      {
-        onsubmit: async (submitted) => {
-          submitted.preventDefault();
-          try {
-            const body = { profile: profile.value.trim() };
-            if (hostname.value.trim()) body.hostname = hostname.value.trim();
-            await operatorCall(`/api/v1/machines/${machine.mac}/adopt`, body);
-            message.textContent = 'added to the config';
-            refreshMachine(machine.mac);
-          } catch (error) {
-            message.textContent = error.message;
-          }
-        },
-      },
-      profile,
-      hostname,
-      element('button', { type: 'submit' }, 'Adopt'),
-      message,
-    );
-    rows.push(
-      element(
-        'tr',
-        { dataset: { mac: machine.mac } },
-        element('td', { className: 'mac' }, machine.mac),
-        element('td', {}, hardware(machine)),
-        element('td', {}, machine.first_seen_at ? `${age(machine.first_seen_at)} ago` : ''),
-        element('td', {}, form),
-      ),
-    );
+    if (machine.listed) {
+      discoveredRows.delete(machine.mac);
+      continue;
+    }
+    let row = discoveredRows.get(machine.mac);
+    if (!row) {
+      row = discoveredRow(machine.mac);
+      discoveredRows.set(machine.mac, row);
+    }
+    row.cells[1].textContent = hardware(machine);
+    row.cells[2].textContent = machine.first_seen_at ? `${age(machine.first_seen_at)} ago` : '';
+    rows.push(row);
   }
-  $('discovered').tBodies[0].replaceChildren(...rows);
+  const body = $('discovered').tBodies[0];
+  // Moving a row out and back in would blur a focused input: only re-attach when the rows changed.
+  if (rows.length !== body.rows.length || rows.some((row, index) => body.rows[index] !== row)) {
+    body.replaceChildren(...rows);
+  }
   $('none-discovered').hidden = rows.length > 0;
-  $('profiles').replaceChildren(...[...profiles].sort().map((name) => element('option', { value: name })));
+  const names = [...profiles].sort();
+  const list = $('profiles');
+  if (names.join('\n') !== [...list.options].map((option) => option.value).join('\n')) {
+    list.replaceChildren(...names.map((name) => element('option', { value: name })));
+  }
 }
 
 async function select(mac) {
