@@ -1,5 +1,6 @@
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { isRunning } from '../lab/command.js';
 import { FetchError } from './download.js';
 
 /**
@@ -31,20 +32,10 @@ async function acquire(lockFile: string): Promise<void> {
       }
     }
     const owner = Number.parseInt(await readFile(lockFile, 'utf8').catch(() => ''), 10);
-    if (Number.isInteger(owner) && owner > 0 && isAlive(owner)) {
+    if (Number.isInteger(owner) && owner > 0 && isRunning(owner)) {
       throw new FetchError(`another fetch (pid ${owner}) is writing here; wait for it or remove ${lockFile}`);
     }
     await rm(lockFile, { force: true });
   }
   throw new FetchError(`cannot take ${lockFile}: another fetch keeps creating it`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: the process exists but belongs to someone else.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

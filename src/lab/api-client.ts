@@ -22,24 +22,15 @@ export interface MachineView {
 }
 
 export interface LabApi {
-  baseUrl: string;
   get(path: string): Promise<ApiResponse>;
-  /** POST as the operator (Bearer api_token). */
-  post(path: string, body?: unknown): Promise<ApiResponse>;
   machine(mac: string): Promise<MachineView>;
   /** Follows the SSE stream; `onEvent` sees each event once. Ends with the lab or `stop()`. */
   followEvents(onEvent: (event: MachineEvent) => void, hardLimitSeconds: number): { stop(): void };
 }
 
-export function labApi(namespace: NamespaceHandle, baseUrl: string, apiToken: string): LabApi {
-  const call = async (method: 'GET' | 'POST', path: string, body?: unknown): Promise<ApiResponse> => {
-    const args = ['-sS', '-m', String(CALL_TIMEOUT_SECONDS), '-X', method, '-w', '\n%{http_code}'];
-    if (method === 'POST') {
-      args.push('-H', `Authorization: Bearer ${apiToken}`);
-      if (body !== undefined)
-        args.push('-H', 'Content-Type: application/json', '--data', JSON.stringify(body));
-    }
-    args.push(`${baseUrl}${path}`);
+export function labApi(namespace: NamespaceHandle, baseUrl: string): LabApi {
+  const get = async (path: string): Promise<ApiResponse> => {
+    const args = ['-sS', '-m', String(CALL_TIMEOUT_SECONDS), '-w', '\n%{http_code}', `${baseUrl}${path}`];
     const output = await namespace.exec('curl', args, (CALL_TIMEOUT_SECONDS + 5) * 1000);
     const split = output.lastIndexOf('\n');
     const text = output.slice(0, split);
@@ -53,11 +44,9 @@ export function labApi(namespace: NamespaceHandle, baseUrl: string, apiToken: st
     return { status, body: parsed };
   };
   return {
-    baseUrl,
-    get: (path) => call('GET', path),
-    post: (path, body) => call('POST', path, body),
+    get,
     async machine(mac) {
-      const response = await call('GET', `/api/v1/machines/${mac}`);
+      const response = await get(`/api/v1/machines/${mac}`);
       if (response.status !== 200) {
         throw new Error(`GET /api/v1/machines/${mac}: ${response.status} ${JSON.stringify(response.body)}`);
       }

@@ -36,12 +36,13 @@ export async function requireLabTools(tools: readonly string[]): Promise<void> {
   }
 }
 
-/** Whether a process of ours still exists (signal 0 checks without sending anything). */
+/** Whether a process exists (signal 0 checks without sending anything); the lab sweep and the fetch lock use it. */
 export function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
-  } catch {
-    return false;
+  } catch (error) {
+    // EPERM: the process exists but belongs to someone else.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

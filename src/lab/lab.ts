@@ -218,7 +218,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
         '-c',
         configFile,
       ]);
-      api = labApi(network, baseUrl, apiToken);
+      api = labApi(network, baseUrl);
       await waitForApi(api, rackboot, SERVER_READY_LIMIT_MS);
     } else {
       const root = join(directory, 'www');

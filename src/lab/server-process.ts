@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { LabApi } from './api-client.js';
 
 /**
@@ -6,10 +7,6 @@ import type { LabApi } from './api-client.js';
  * processes: output recorded from the first byte, readiness awaited on a line or on the API, every
  * wait bounded.
  */
-
-export function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** Waits for `promise` at most `ms`; the timer never outlives the wait. */
 export async function withTimeout(promise: Promise<unknown>, ms: number): Promise<void> {
@@ -92,7 +89,7 @@ export async function waitForApi(api: LabApi, rackboot: WatchedProcess, limitMs:
       () => false,
     );
     if (answered) return;
-    await delay(250);
+    await sleep(250);
   }
   throw new Error(`rackboot's API did not answer within ${limitMs} ms:\n${rackboot.recent()}`);
 }

@@ -141,23 +141,22 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   const tail = database.prepare(
     `SELECT ${columns} FROM events WHERE id > ? AND source != 'lifecycle' ORDER BY id`,
   );
+  // Machines changed since the last snapshot; written with a batch at most once per interval.
+  const dirtyMachines = new Set<Mac>();
   for (const row of tail.iterate(snapshotThroughId) as Iterable<EventRow>) {
     const event = fromRow(row);
     if (!event.mac) continue;
     const replayed = step(machines.get(event.mac), event, event).record;
-    if (replayed) machines.set(event.mac, replayed);
+    if (replayed) {
+      machines.set(event.mac, replayed);
+      dirtyMachines.add(event.mac);
+    }
   }
   let lastId = (database.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0;
   let durableId = lastId;
   const listeners = new Set<(event: MachineEvent) => void>();
 
   let pending: MachineEvent[] = [];
-  // Machines changed since the last snapshot; written with a batch at most once per interval.
-  const dirtyMachines = new Set<Mac>(
-    [...machines.values()]
-      .filter((record) => record.lastEvent.id > snapshotThroughId)
-      .map((record) => record.mac),
-  );
   const snapshotIntervalMs = options.snapshotIntervalMs ?? 1000;
   let lastSnapshotAt = now();
   let batch: { done: Promise<void>; resolve: () => void; timer: NodeJS.Immediate } | undefined;
