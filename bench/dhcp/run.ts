@@ -11,6 +11,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stopChild } from '../../src/lab/network.js';
 import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
 import { waitForLine } from '../../test/dhcp/harness.js';
 import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
@@ -155,15 +156,6 @@ async function runLoad(options: DoraOptions): Promise<DoraResult> {
   );
 }
 
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
-
 interface Row {
   name: string;
   durability: string;
@@ -207,7 +199,7 @@ try {
         macPrefix: `52:54:${(index + 0xb0).toString(16)}`,
       });
       const cpuMsPerDora = ((await cpuTimeMs(child.pid)) - cpuBefore) / result.acked.length;
-      await stop(child);
+      await stopChild(child, 5000);
       const rate = (result.acked.length / result.durationMs) * 1000;
       rows.push({ name: peer.name, durability: peer.durability, rate, result, cpuMsPerDora });
       process.stdout.write(

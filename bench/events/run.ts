@@ -12,6 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
+import { onLines, waitForLine } from '../../test/dhcp/harness.js';
 import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
 import { compiledScript, numberOption, REPO_ROOT, startNamespaceBench } from '../plumbing.js';
 
@@ -49,33 +50,11 @@ await writeFile(
   ].join('\n'),
 );
 
-function lines(child: ChildProcess, handle: (line: string) => void): void {
-  let buffered = '';
-  child.stdout?.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    const complete = buffered.split('\n');
-    buffered = complete.pop() ?? '';
-    for (const line of complete) handle(line);
-  });
-}
-
-/**
- * The rest of the first complete stdout line starting with `prefix` (a RESULT line with 2,000 leases
- * spans several pipe chunks, so partial lines must not match); bounded by `timeoutMs`.
- */
+/** The rest of the first complete stdout line starting with `prefix`; bounded by `timeoutMs`. */
 function nextLine(child: ChildProcess, prefix: string, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`no ${prefix.trim()} line within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-    lines(child, (line) => {
-      if (!line.startsWith(prefix)) return;
-      clearTimeout(timer);
-      resolve(line.slice(prefix.length));
-    });
-    child.once('exit', (code) => reject(new Error(`exited (${code}) before a ${prefix.trim()} line`)));
-  });
+  return waitForLine(child, (line) => line.startsWith(prefix), timeoutMs).then((line) =>
+    line.slice(prefix.length),
+  );
 }
 
 /** Runs DORA rounds with the same MACs (renewals after the first): one, then more until `untilMs` (performance.now()). */
@@ -136,7 +115,7 @@ try {
   );
   // The watcher is connected once it sees an event; DORA rounds make some (bounded: 10 rounds).
   let connected = false;
-  lines(watcher, (line) => {
+  onLines(watcher, (line) => {
     connected ||= line === 'FIRST';
   });
   for (let round = 0; !connected; round += 1) {

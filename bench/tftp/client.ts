@@ -1,5 +1,6 @@
 import { createSocket, type RemoteInfo } from 'node:dgram';
 import { performance } from 'node:perf_hooks';
+import { ackPacket, blockOf, errorText, opcodeOf, rrq } from '../../test/tftp/udp.js';
 
 /**
  * A small TFTP read client for the benchmark (and the tests that need windowsize, which curl,
@@ -32,14 +33,11 @@ export interface FetchResult {
 export function fetchFile(options: FetchOptions): Promise<FetchResult> {
   const socket = createSocket('udp4');
   const startedAt = performance.now();
-  const requestOptions: string[] = [];
-  if (options.blksize !== undefined) requestOptions.push('blksize', String(options.blksize));
-  if (options.windowsize !== undefined) requestOptions.push('windowsize', String(options.windowsize));
-  if (options.tsize) requestOptions.push('tsize', '0');
-  const request = Buffer.from(
-    `\0\x01${options.file}\0octet\0${requestOptions.map((part) => `${part}\0`).join('')}`,
-    'latin1',
-  );
+  const requestOptions: Record<string, string> = {};
+  if (options.blksize !== undefined) requestOptions.blksize = String(options.blksize);
+  if (options.windowsize !== undefined) requestOptions.windowsize = String(options.windowsize);
+  if (options.tsize) requestOptions.tsize = '0';
+  const request = rrq(options.file, requestOptions);
 
   return new Promise<FetchResult>((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -72,12 +70,7 @@ export function fetchFile(options: FetchOptions): Promise<FetchResult> {
         if (!done) send(lastSent);
       }, options.resendAfterMs ?? 1000);
     };
-    const ack = (block: number) => {
-      const packet = Buffer.alloc(4);
-      packet.writeUInt16BE(4, 0);
-      packet.writeUInt16BE(block & 0xffff, 2);
-      send(packet);
-    };
+    const ack = (block: number) => send(ackPacket(block));
     const finish = (error?: Error) => {
       if (done) return;
       done = true;
@@ -100,13 +93,9 @@ export function fetchFile(options: FetchOptions): Promise<FetchResult> {
       if (server === undefined) server = from;
       else if (from.port !== server.port || from.address !== server.address) return;
       if (message.length < 4) return;
-      const opcode = message.readUInt16BE(0);
+      const opcode = opcodeOf(message);
       if (opcode === 5) {
-        finish(
-          new Error(
-            `${options.file}: server error ${message.readUInt16BE(2)} ${message.toString('latin1', 4, message.length - 1)}`,
-          ),
-        );
+        finish(new Error(`${options.file}: server error ${message.readUInt16BE(2)} ${errorText(message)}`));
         return;
       }
       if (opcode === 6) {
@@ -120,7 +109,7 @@ export function fetchFile(options: FetchOptions): Promise<FetchResult> {
         return;
       }
       if (opcode !== 3) return;
-      const wireBlock = message.readUInt16BE(2);
+      const wireBlock = blockOf(message);
       if (wireBlock !== ((received + 1) & 0xffff)) {
         // RFC 7440 §4: on a gap, acknowledge the last block received in order.
         unexpectedData += 1;

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +7,6 @@ import {
   type LinkedPair,
   randomUdpDrop,
   requireTools,
-  run,
   waitForOutput,
 } from '../../test/helpers/netns.js';
 import { fetchWith, sha256, sha256OfFile } from '../../test/tftp/clients.js';
@@ -167,11 +166,7 @@ async function startServer(
   // Ready when a real client gets the file; bounded.
   for (let attempt = 0; ; attempt += 1) {
     try {
-      await run('ip', [
-        'netns',
-        'exec',
-        pair.client.name,
-        'curl',
+      await pair.client.exec('curl', [
         '-s',
         '--max-time',
         '2',
@@ -199,11 +194,7 @@ async function runLoad(
   scenario: { concurrency: number; blksize: number; windowsize: number | undefined },
 ): Promise<LoadResult> {
   const rounds = scenario.concurrency === 1 ? 20 : scenario.concurrency === 10 ? 4 : 2;
-  const child = spawn('ip', [
-    'netns',
-    'exec',
-    pair.client.name,
-    'node',
+  const child = pair.client.spawn('node', [
     await compiledScript(join(REPO_ROOT, 'bench/tftp/load.ts')),
     JSON.stringify({
       host: pair.serverAddress,

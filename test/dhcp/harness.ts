@@ -31,7 +31,8 @@ export function waitForLine(child: ChildProcess, predicate: (line: string) => bo
   });
 }
 
-function onLines(child: ChildProcess, handle: (line: string) => void): void {
+/** Calls `handle` with each complete stdout line of `child`. */
+export function onLines(child: ChildProcess, handle: (line: string) => void): void {
   let buffered = '';
   child.stdout?.on('data', (chunk: Buffer) => {
     buffered += chunk.toString();

@@ -1,10 +1,9 @@
-import { type ChildProcess, execFile, type SpawnOptions, spawn } from 'node:child_process';
+import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-
-const execFileAsync = promisify(execFile);
+import { runCommand } from '../../src/lab/command.js';
+import { stopChild } from '../../src/lab/network.js';
 
 /**
  * Private test networks: network namespaces joined by veth pairs or a bridge, with addresses from
@@ -12,14 +11,9 @@ const execFileAsync = promisify(execFile);
  * test fails; processes are killed by PID, never by name.
  */
 
-export async function run(command: string, args: string[], timeoutMs = 30_000): Promise<string> {
-  try {
-    const { stdout } = await execFileAsync(command, args, { timeout: timeoutMs, maxBuffer: 64 << 20 });
-    return stdout;
-  } catch (error) {
-    const failure = error as { stderr?: string; message: string };
-    throw new Error(`${command} ${args.join(' ')} failed: ${failure.stderr?.trim() || failure.message}`);
-  }
+/** runCommand (src/lab) with the timeout as a plain argument, as the tests call it. */
+export function run(command: string, args: string[], timeoutMs = 30_000): Promise<string> {
+  return runCommand(command, args, { timeoutMs });
 }
 
 /** Fails loudly (never skips) when the test cannot create namespaces or lacks a tool. */
@@ -114,22 +108,7 @@ export function createTestNetwork(): TestNetwork & { createNamespace(role: strin
       return found;
     },
     async cleanup() {
-      await Promise.all(
-        [...children].map(
-          (child) =>
-            new Promise<void>((resolve) => {
-              if (child.exitCode !== null || child.signalCode !== null) return resolve();
-              const timer = setTimeout(() => {
-                child.kill('SIGKILL');
-              }, 3000);
-              child.once('exit', () => {
-                clearTimeout(timer);
-                resolve();
-              });
-              child.kill('SIGTERM');
-            }),
-        ),
-      );
+      await Promise.all([...children].map((child) => stopChild(child)));
       for (const namespace of namespaces.values()) {
         // Deleting the namespace also removes the veth ends and bridges inside it.
         await run('ip', ['netns', 'del', namespace.name]).catch(() => undefined);
