@@ -16,5 +16,6 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends ipxe ca-certificates gpgv && rm -rf /var/lib/apt/lists/*
 COPY --from=build /app /app
 WORKDIR /srv/rackboot
-ENTRYPOINT ["node", "/app/bin/rackboot.js"]
+# The executable itself, not `node bin/rackboot.js`: its first line carries the V8 flags.
+ENTRYPOINT ["/app/bin/rackboot.js"]
 CMD ["serve", "-c", "/srv/rackboot/rackboot.yaml"]

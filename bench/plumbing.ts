@@ -4,6 +4,7 @@
  * also on Ctrl-C.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { cp, rm } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +12,18 @@ import { promisify } from 'node:util';
 import { createRoutedPair, type RoutedPair } from '../test/helpers/netns.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * The V8 flags the rackboot executable runs with, read from bin/rackboot.js's `#!/usr/bin/env -S
+ * node …` line, so a bench launching its own server script measures the same runtime as
+ * `npx rackboot serve`.
+ */
+export const SERVER_NODE_FLAGS: string[] = (() => {
+  const shebang = readFileSync(join(REPO_ROOT, 'bin', 'rackboot.js'), 'utf8').split('\n')[0] ?? '';
+  const match = /^#!\/usr\/bin\/env -S node((?: --[\w-]+(?:=\S+)?)*)$/.exec(shebang);
+  if (!match) throw new Error(`bin/rackboot.js starts with an unexpected line: ${shebang}`);
+  return (match[1] ?? '').split(' ').filter(Boolean);
+})();
 
 const COMPILED_DIRECTORY = join(REPO_ROOT, '.scratch', 'bench-build');
 let compiled: Promise<void> | undefined;

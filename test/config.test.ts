@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { durationSeconds, loadConfigText } from '../src/inventory/load.js';
+import { parseMac } from '../src/inventory/mac.js';
 import { formatProblem } from '../src/inventory/problems.js';
 
 /** A directory with assets and a template, so only the case under test is wrong. */
@@ -247,4 +248,26 @@ t.test('an argument split at a comma by a YAML flow sequence is a warning with t
       'rackboot.yaml:13:40: "115200n8" looks like the rest of "console=ttyS0,115200n8" split at a comma by YAML; quote it: "console=ttyS0,115200n8"',
     ],
   );
+});
+
+t.test('MAC spellings: every common form becomes the canonical one, anything else is refused', async (t) => {
+  const canonical = '52:54:00:ab:cd:ef';
+  for (const spelling of [
+    '52:54:00:ab:cd:ef',
+    '52-54-00-AB-CD-EF',
+    ' 52:54:00:Ab:cD:eF ',
+    '5254.00ab.cdef',
+    '525400ABCDEF',
+  ])
+    t.equal(parseMac(spelling), canonical, spelling);
+  for (const wrong of [
+    '52:54-00:ab:cd:ef',
+    '52:54:00:ab:cd',
+    '52:54:00:ab:cd:ef:01',
+    '5254.00ab.cdeg',
+    '525400abcde',
+    '52.54.00.ab.cd.ef',
+    '',
+  ])
+    t.equal(parseMac(wrong), undefined, JSON.stringify(wrong));
 });

@@ -51,7 +51,6 @@ t.test('real iPXE runs the entry and machine scripts, retries failed downloads, 
   );
   let serial = '';
   qemu.stdout.on('data', (chunk: Buffer) => {
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: ANSI escapes from the firmware serial
     serial += chunk.toString().replace(/\x1b\[[0-9;]*[A-Za-z]|\r/g, '');
   });
   qemu.stderr.on('data', (chunk: Buffer) => {

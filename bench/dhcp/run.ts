@@ -15,7 +15,14 @@ import { stopChild } from '../../src/lab/network.js';
 import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
 import { waitForLine } from '../../test/dhcp/harness.js';
 import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
-import { compiledScript, numberOption, REPO_ROOT, startNamespaceBench, textOption } from '../plumbing.js';
+import {
+  compiledScript,
+  numberOption,
+  REPO_ROOT,
+  SERVER_NODE_FLAGS,
+  startNamespaceBench,
+  textOption,
+} from '../plumbing.js';
 
 const DORA_CLIENT = fileURLToPath(new URL('../../test/dhcp/dora-client.ts', import.meta.url));
 const LAUNCH = fileURLToPath(new URL('../../test/dhcp/launch.ts', import.meta.url));
@@ -66,9 +73,13 @@ const peers: Peer[] = [
           '  coreos: { kind: linux, kernel: vmlinuz, initrd: [initrd.img] }',
         ].join('\n'),
       );
-      const child = pair.server.spawn(process.execPath, [await compiledScript(LAUNCH), config], {
-        cwd: REPO_ROOT,
-      });
+      const child = pair.server.spawn(
+        process.execPath,
+        [...SERVER_NODE_FLAGS, await compiledScript(LAUNCH), config],
+        {
+          cwd: REPO_ROOT,
+        },
+      );
       await waitForOutput(child, (line) => line === 'READY', 30_000);
       return child;
     },

@@ -14,7 +14,13 @@ import { fileURLToPath } from 'node:url';
 import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
 import { onLines, waitForLine } from '../../test/dhcp/harness.js';
 import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
-import { compiledScript, numberOption, REPO_ROOT, startNamespaceBench } from '../plumbing.js';
+import {
+  compiledScript,
+  numberOption,
+  REPO_ROOT,
+  SERVER_NODE_FLAGS,
+  startNamespaceBench,
+} from '../plumbing.js';
 
 const SERVER_SCRIPT = fileURLToPath(new URL('./server.ts', import.meta.url));
 const WATCH_SCRIPT = fileURLToPath(new URL('./watch.ts', import.meta.url));
@@ -95,7 +101,7 @@ try {
   const profiling = profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [];
   const server = pair.server.spawn(
     process.execPath,
-    [...profiling, await compiledScript(SERVER_SCRIPT), configFile],
+    [...SERVER_NODE_FLAGS, ...profiling, await compiledScript(SERVER_SCRIPT), configFile],
     {
       cwd: REPO_ROOT,
     },

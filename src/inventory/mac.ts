@@ -2,17 +2,19 @@
 export type Mac = string & { readonly __brand: 'Mac' };
 
 const HEX_ONLY = /^[0-9a-f]{12}$/;
+const SEPARATED = /^[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}$/;
+const DOTTED = /^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}$/;
 
 /**
  * Accepts every common spelling (`52:54:00:12:34:56`, `52-54-00-12-34-56`, `5254.0012.3456`,
  * `525400123456`, any case) and returns the canonical form, or undefined when it is not a MAC.
+ * On the per-request path of /boot/<mac>.ipxe: the separated spellings return without rebuilding.
  */
 export function parseMac(text: string): Mac | undefined {
   const trimmed = text.trim().toLowerCase();
-  const separated = /^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$/.test(trimmed);
-  const dotted = /^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}$/.test(trimmed);
-  const digits = trimmed.replace(/[:.-]/g, '');
-  if (!(separated || dotted || HEX_ONLY.test(trimmed)) || !HEX_ONLY.test(digits)) return undefined;
+  if (SEPARATED.test(trimmed)) return (trimmed[2] === ':' ? trimmed : trimmed.replaceAll('-', ':')) as Mac;
+  const digits = DOTTED.test(trimmed) ? trimmed.replaceAll('.', '') : trimmed;
+  if (!HEX_ONLY.test(digits)) return undefined;
   return digits.replace(/(..)(?!$)/g, '$1:') as Mac;
 }
 
