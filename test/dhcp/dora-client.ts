@@ -4,7 +4,8 @@
  * `dora`: every client does DISCOVER → OFFER → REQUEST → ACK (broadcast, like PXE ROMs), starting
  * over after a timeout or NAK, until the deadline. `reboot`: every (mac, ip) in `verify` sends an
  * INIT-REBOOT REQUEST for its address and must get an ACK for it. Prints `PROGRESS <acked>` every
- * `progressEvery` ACKs and finally `RESULT <json DoraResult>`.
+ * `progressEvery` ACKs, `WARMED` when the unmeasured warm-up clients are done, and finally
+ * `RESULT <json DoraResult>`.
  */
 import { createSocket } from 'node:dgram';
 import { MessageType, Option, readAddress } from '../../src/dhcp/options.js';
@@ -28,6 +29,12 @@ export interface DoraOptions {
   deadlineMs: number;
   progressEvery?: number;
   verify?: [string, string][];
+  /**
+   * `dora` mode: this many clients (MACs under `warmupMacPrefix`) do their DORA first, unmeasured,
+   * so this process's own JIT warm-up does not land in the measured latencies.
+   */
+  warmupClients?: number;
+  warmupMacPrefix?: string;
 }
 
 export interface DoraResult {
@@ -115,26 +122,26 @@ function exchange(bytes: Buffer, xid: number, accept: number[]) {
 }
 
 const ip = (text: string) => Buffer.from(text.split('.').map(Number));
-const macBytes = (index: number) =>
+const macBytes = (prefix: string, index: number) =>
   Buffer.from([
-    ...options.macPrefix.split(':').map((part) => Number.parseInt(part, 16)),
+    ...prefix.split(':').map((part) => Number.parseInt(part, 16)),
     (index >> 16) & 0xff,
     (index >> 8) & 0xff,
     index & 0xff,
   ]);
 const macText = (mac: Buffer) => [...mac].map((byte) => byte.toString(16).padStart(2, '0')).join(':');
 
-const started = performance.now();
+let started = performance.now();
 const deadline = started + options.deadlineMs;
-const acked: [string, string][] = [];
-const latencies: number[] = [];
+let acked: [string, string][] = [];
+let latencies: number[] = [];
 let failed = 0;
 let naks = 0;
 let retries = 0;
 let mismatched = 0;
 
-async function dora(index: number): Promise<void> {
-  const mac = macBytes(index);
+async function dora(index: number, prefix = options.macPrefix): Promise<void> {
+  const mac = macBytes(prefix, index);
   while (performance.now() < deadline) {
     const begin = performance.now();
     const discover = request(mac, MessageType.discover, []);
@@ -185,17 +192,31 @@ async function reboot(index: number): Promise<void> {
   failed += 1;
 }
 
-const total = options.mode === 'reboot' ? (options.verify?.length ?? 0) : options.clients;
-let next = 0;
-await Promise.all(
-  Array.from({ length: Math.min(options.concurrency, total) }, async () => {
-    while (next < total) {
-      const index = next;
-      next += 1;
-      await (options.mode === 'reboot' ? reboot(index) : dora(index));
-    }
-  }),
-);
+/** Runs `total` clients, `concurrency` at a time, each through `one(index)`. */
+async function runAll(total: number, one: (index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(options.concurrency, total) }, async () => {
+      while (next < total) {
+        const index = next;
+        next += 1;
+        await one(index);
+      }
+    }),
+  );
+}
+
+if (options.mode === 'dora' && options.warmupClients && options.warmupMacPrefix) {
+  const prefix = options.warmupMacPrefix;
+  await runAll(options.warmupClients, (index) => dora(index, prefix));
+  started = performance.now();
+  acked = [];
+  latencies = [];
+  failed = naks = retries = mismatched = 0;
+  process.stdout.write('WARMED\n');
+}
+if (options.mode === 'reboot') await runAll(options.verify?.length ?? 0, reboot);
+else await runAll(options.clients, dora);
 latencies.sort((a, b) => a - b);
 const percentile = (fraction: number) =>
   latencies.length === 0
