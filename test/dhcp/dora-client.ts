@@ -35,6 +35,8 @@ export interface DoraOptions {
    */
   warmupClients?: number;
   warmupMacPrefix?: string;
+  /** The warm-up's own deadline; the measured clients then get a fresh `deadlineMs`. */
+  warmupDeadlineMs?: number;
 }
 
 export interface DoraResult {
@@ -132,7 +134,7 @@ const macBytes = (prefix: string, index: number) =>
 const macText = (mac: Buffer) => [...mac].map((byte) => byte.toString(16).padStart(2, '0')).join(':');
 
 let started = performance.now();
-const deadline = started + options.deadlineMs;
+let deadline = started + options.deadlineMs;
 let acked: [string, string][] = [];
 let latencies: number[] = [];
 let failed = 0;
@@ -208,8 +210,10 @@ async function runAll(total: number, one: (index: number) => Promise<void>): Pro
 
 if (options.mode === 'dora' && options.warmupClients && options.warmupMacPrefix) {
   const prefix = options.warmupMacPrefix;
+  deadline = performance.now() + (options.warmupDeadlineMs ?? options.deadlineMs);
   await runAll(options.warmupClients, (index) => dora(index, prefix));
   started = performance.now();
+  deadline = started + options.deadlineMs;
   acked = [];
   latencies = [];
   failed = naks = retries = mismatched = 0;
