@@ -59,7 +59,7 @@ interface Peer {
 const peers: Peer[] = [
   {
     name: 'rackboot',
-    durability: 'fdatasync (group commit) before each ACK',
+    durability: 'O_DSYNC write (group commit) before each ACK',
     async start(state) {
       const config = join(state, 'rackboot.yaml');
       await writeFile(
