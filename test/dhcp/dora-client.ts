@@ -37,6 +37,13 @@ export interface DoraOptions {
   warmupMacPrefix?: string;
   /** The warm-up's own deadline; the measured clients then get a fresh `deadlineMs`. */
   warmupDeadlineMs?: number;
+  /**
+   * `dora` mode: client `index` uses MAC number `index % distinctMacs`, so a long run renews the
+   * same leases (default: every client its own MAC).
+   */
+  distinctMacs?: number;
+  /** Start no new client after this long (measured phase); the ones running finish. */
+  stopAfterMs?: number;
 }
 
 export interface DoraResult {
@@ -143,7 +150,7 @@ let retries = 0;
 let mismatched = 0;
 
 async function dora(index: number, prefix = options.macPrefix): Promise<void> {
-  const mac = macBytes(prefix, index);
+  const mac = macBytes(prefix, options.distinctMacs ? index % options.distinctMacs : index);
   while (performance.now() < deadline) {
     const begin = performance.now();
     const discover = request(mac, MessageType.discover, []);
@@ -194,12 +201,16 @@ async function reboot(index: number): Promise<void> {
   failed += 1;
 }
 
-/** Runs `total` clients, `concurrency` at a time, each through `one(index)`. */
-async function runAll(total: number, one: (index: number) => Promise<void>): Promise<void> {
+/** Runs `total` clients, `concurrency` at a time, each through `one(index)`, until `stopAt`. */
+async function runAll(
+  total: number,
+  one: (index: number) => Promise<void>,
+  stopAt = Number.POSITIVE_INFINITY,
+): Promise<void> {
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(options.concurrency, total) }, async () => {
-      while (next < total) {
+      while (next < total && performance.now() < stopAt) {
         const index = next;
         next += 1;
         await one(index);
@@ -220,7 +231,7 @@ if (options.mode === 'dora' && options.warmupClients && options.warmupMacPrefix)
   process.stdout.write('WARMED\n');
 }
 if (options.mode === 'reboot') await runAll(options.verify?.length ?? 0, reboot);
-else await runAll(options.clients, dora);
+else await runAll(options.clients, dora, started + (options.stopAfterMs ?? Number.POSITIVE_INFINITY));
 latencies.sort((a, b) => a - b);
 const percentile = (fraction: number) =>
   latencies.length === 0
