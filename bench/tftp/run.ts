@@ -11,7 +11,7 @@ import {
 } from '../../test/helpers/netns.js';
 import { fetchWith, sha256, sha256OfFile } from '../../test/tftp/clients.js';
 import { createAssets } from '../../test/tftp/harness.js';
-import { compiledScript, REPO_ROOT } from '../plumbing.js';
+import { compiledScript, REPO_ROOT, SERVER_NODE_FLAGS } from '../plumbing.js';
 
 /**
  * rackboot's TFTP server against tftpd-hpa (in.tftpd) and dnsmasq, all started here inside a
@@ -137,7 +137,8 @@ async function startServer(
   const address = pair.serverAddress;
   const child =
     kind === 'rackboot'
-      ? pair.server.spawn('node', [
+      ? pair.server.spawn(process.execPath, [
+          ...SERVER_NODE_FLAGS,
           await compiledScript(join(REPO_ROOT, 'test/tftp/serve.ts')),
           JSON.stringify({
             root,
@@ -194,7 +195,7 @@ async function runLoad(
   scenario: { concurrency: number; blksize: number; windowsize: number | undefined },
 ): Promise<LoadResult> {
   const rounds = scenario.concurrency === 1 ? 20 : scenario.concurrency === 10 ? 4 : 2;
-  const child = pair.client.spawn('node', [
+  const child = pair.client.spawn(process.execPath, [
     await compiledScript(join(REPO_ROOT, 'bench/tftp/load.ts')),
     JSON.stringify({
       host: pair.serverAddress,
