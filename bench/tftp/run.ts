@@ -139,6 +139,10 @@ async function startServer(
     kind === 'rackboot'
       ? pair.server.spawn(process.execPath, [
           ...SERVER_NODE_FLAGS,
+          // RACKBOOT_BENCH_PROFILE=DIR writes a CPU profile of the server's main thread there (as bench/events).
+          ...(process.env.RACKBOOT_BENCH_PROFILE
+            ? ['--cpu-prof', '--cpu-prof-dir', process.env.RACKBOOT_BENCH_PROFILE]
+            : []),
           await compiledScript(join(REPO_ROOT, 'test/tftp/serve.ts')),
           JSON.stringify({
             root,
