@@ -25,6 +25,15 @@ export const SERVER_NODE_FLAGS: string[] = (() => {
   return (match[1] ?? '').split(' ').filter(Boolean);
 })();
 
+/**
+ * Node options for a measured server process: the executable's flags and, with
+ * RACKBOOT_BENCH_PROFILE=DIR, a CPU profile of its main thread written to DIR when it exits.
+ */
+export function serverNodeOptions(): string[] {
+  const profile = process.env.RACKBOOT_BENCH_PROFILE;
+  return [...SERVER_NODE_FLAGS, ...(profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [])];
+}
+
 const COMPILED_DIRECTORY = join(REPO_ROOT, '.scratch', 'bench-build');
 let compiled: Promise<void> | undefined;
 

@@ -21,7 +21,7 @@ import {
   compiledScript,
   numberOption,
   REPO_ROOT,
-  SERVER_NODE_FLAGS,
+  serverNodeOptions,
   startNamespaceBench,
   textOption,
 } from '../plumbing.js';
@@ -81,12 +81,9 @@ const peers: Peer[] = [
           '  coreos: { kind: linux, kernel: vmlinuz, initrd: [initrd.img] }',
         ].join('\n'),
       );
-      // RACKBOOT_BENCH_PROFILE=DIR writes a CPU profile of the server's main thread there (as bench/events).
-      const profile = process.env.RACKBOOT_BENCH_PROFILE;
-      const profiling = profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [];
       const child = pair.server.spawn(
         process.execPath,
-        [...SERVER_NODE_FLAGS, ...profiling, await compiledScript(LAUNCH), config],
+        [...serverNodeOptions(), await compiledScript(LAUNCH), config],
         {
           cwd: REPO_ROOT,
         },

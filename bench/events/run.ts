@@ -18,7 +18,7 @@ import {
   compiledScript,
   numberOption,
   REPO_ROOT,
-  SERVER_NODE_FLAGS,
+  serverNodeOptions,
   startNamespaceBench,
 } from '../plumbing.js';
 
@@ -95,12 +95,9 @@ async function doraPhase(measureMs: number): Promise<DoraResult> {
 const rate = (result: DoraResult) => (result.acked.length / result.durationMs) * 1000;
 
 try {
-  // RACKBOOT_BENCH_PROFILE=DIR writes a CPU profile of the server's main thread there.
-  const profile = process.env.RACKBOOT_BENCH_PROFILE;
-  const profiling = profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [];
   const server = pair.server.spawn(
     process.execPath,
-    [...SERVER_NODE_FLAGS, ...profiling, await compiledScript(SERVER_SCRIPT), configFile],
+    [...serverNodeOptions(), await compiledScript(SERVER_SCRIPT), configFile],
     {
       cwd: REPO_ROOT,
     },

@@ -11,7 +11,7 @@ import {
 } from '../../test/helpers/netns.js';
 import { fetchWith, sha256, sha256OfFile } from '../../test/tftp/clients.js';
 import { createAssets } from '../../test/tftp/harness.js';
-import { compiledScript, REPO_ROOT, SERVER_NODE_FLAGS } from '../plumbing.js';
+import { compiledScript, REPO_ROOT, serverNodeOptions } from '../plumbing.js';
 
 /**
  * rackboot's TFTP server against tftpd-hpa (in.tftpd) and dnsmasq, all started here inside a
@@ -138,11 +138,7 @@ async function startServer(
   const child =
     kind === 'rackboot'
       ? pair.server.spawn(process.execPath, [
-          ...SERVER_NODE_FLAGS,
-          // RACKBOOT_BENCH_PROFILE=DIR writes a CPU profile of the server's main thread there (as bench/events).
-          ...(process.env.RACKBOOT_BENCH_PROFILE
-            ? ['--cpu-prof', '--cpu-prof-dir', process.env.RACKBOOT_BENCH_PROFILE]
-            : []),
+          ...serverNodeOptions(),
           await compiledScript(join(REPO_ROOT, 'test/tftp/serve.ts')),
           JSON.stringify({
             root,
