@@ -1,12 +1,12 @@
 import t from 'tap';
 import type { Mac } from '../src/boot-plan.js';
-import { ipToNumber } from '../src/dhcp/address.js';
 import { type DecideContext, decide, type Outcome } from '../src/dhcp/decide.js';
 import { LeaseTable } from '../src/dhcp/leases.js';
 import { Option, readAddress, readText, readUint32 } from '../src/dhcp/options.js';
 import { BROADCAST_FLAG, type DhcpPacket, decodeDhcpRequest } from '../src/dhcp/packet.js';
 import { settingsFor } from '../src/dhcp/settings.js';
 import type { Config } from '../src/inventory/schema.js';
+import { ipToNumber } from '../src/ipv4.js';
 import {
   FIRMWARE,
   INSTALLED_MAC,

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import type { Mac } from '../src/boot-plan.js';
-import { ipToNumber } from '../src/dhcp/address.js';
 import { LEASE_LOG_FILE, LeaseLog } from '../src/dhcp/lease-log.js';
 import { type LeaseChange, LeaseTable } from '../src/dhcp/leases.js';
+import { ipToNumber } from '../src/ipv4.js';
 
 const NOW = Date.UTC(2026, 10, 25, 12);
 const macOf = (index: number) =>

@@ -1,7 +1,7 @@
 import type { BootDecision, Mac, MachineAssignment } from '../boot-plan.js';
 import { macFromBytes } from '../inventory/mac.js';
+import { cidrContains, ipToNumber, numberToIp } from '../ipv4.js';
 import type { MachineEventInput } from '../lifecycle/events.js';
-import { cidrContains, ipToNumber, numberToIp } from './address.js';
 import { type BootFirmware, classifyFirmware } from './firmware.js';
 import type { LeaseChange, LeaseTable } from './leases.js';
 import { encodeOption, MessageType, Option, readAddress, readText } from './options.js';

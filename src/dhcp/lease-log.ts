@@ -3,7 +3,7 @@ import { type FileHandle, mkdir, open, readFile, rename } from 'node:fs/promises
 import { dirname, join } from 'node:path';
 import type { Mac } from '../boot-plan.js';
 import { parseMac } from '../inventory/mac.js';
-import { ipToNumber, numberToIp } from './address.js';
+import { ipToNumber, numberToIp } from '../ipv4.js';
 import type { LeaseChange } from './leases.js';
 
 /**

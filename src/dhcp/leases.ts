@@ -1,5 +1,5 @@
 import type { Mac } from '../boot-plan.js';
-import { type Cidr, cidrContains } from './address.js';
+import { type Cidr, cidrContains } from '../ipv4.js';
 
 /**
  * The authoritative-mode lease table: who holds which address until when. In memory, rebuilt at

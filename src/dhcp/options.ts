@@ -1,4 +1,4 @@
-import { ipToNumber, numberToIp } from './address.js';
+import { ipToNumber, numberToIp } from '../ipv4.js';
 
 /** Option codes used here (RFC 2132, RFC 4578, RFC 6842, iPXE dhcp.h). */
 export const Option = {

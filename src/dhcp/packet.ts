@@ -1,4 +1,4 @@
-import { ipToNumber, numberToIp } from './address.js';
+import { ipToNumber, numberToIp } from '../ipv4.js';
 import { type MessageTypeName, messageTypeName, Option, type OptionMap } from './options.js';
 
 /** RFC 2131 §2 message, with addresses as dotted strings and options by code. */

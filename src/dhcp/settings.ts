@@ -1,6 +1,6 @@
 import type { Mac } from '../boot-plan.js';
 import type { Config } from '../inventory/schema.js';
-import { cidrContains, cidrMask, ipToNumber, numberToIp, parseCidr } from './address.js';
+import { cidrContains, cidrMask, ipToNumber, numberToIp, parseCidr } from '../ipv4.js';
 import type { Pool, Reservations } from './leases.js';
 import { encodeOption, Option } from './options.js';
 
@@ -90,7 +90,7 @@ function subnetSettings(
   serverAddresses: ReadonlySet<number>,
 ): SubnetSettings | undefined {
   const subnet = parseCidr(subnetText);
-  if (!subnet) return undefined;
+  if ('error' in subnet) return undefined;
   const excluded = new Set(serverAddresses);
   if (options.router) excluded.add(ipToNumber(options.router));
   const networkOptions: [number, Buffer][] = [

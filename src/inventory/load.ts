@@ -4,7 +4,7 @@ import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { FormatRegistry, type TSchema } from '@sinclair/typebox';
 import { Value, type ValueError, ValueErrorType } from '@sinclair/typebox/value';
 import { type Document, isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
-import { ipv4ToNumber, isIpv4, parseSubnet, type Subnet, subnetContains } from './ipv4.js';
+import { type Cidr, cidrContains, ipToNumber, isIpv4, parseCidr } from '../ipv4.js';
 import { parseMac } from './mac.js';
 import { byPosition, closestName, type Problem } from './problems.js';
 import { missingAssets } from './profile-assets.js';
@@ -215,24 +215,24 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
   const profileNames = Object.keys(profiles);
   const authoritative = dhcp.mode === 'authoritative';
 
-  const subnetAt = (path: Path, text: unknown): Subnet | undefined => {
+  const subnetAt = (path: Path, text: unknown): Cidr | undefined => {
     if (typeof text !== 'string') return undefined;
-    const parsed = parseSubnet(text);
+    const parsed = parseCidr(text);
     if ('error' in parsed) {
       problems.push(locate.at(path, `${dotted(path)}: ${parsed.error}`));
       return undefined;
     }
     return parsed;
   };
-  const checkRange = (path: Path, range: unknown, subnet: Subnet | undefined) => {
+  const checkRange = (path: Path, range: unknown, subnet: Cidr | undefined) => {
     const [first, last] = asArray(range);
     if (typeof first !== 'string' || typeof last !== 'string' || !isIpv4(first) || !isIpv4(last)) return;
-    if (ipv4ToNumber(first) > ipv4ToNumber(last)) {
+    if (ipToNumber(first) > ipToNumber(last)) {
       problems.push(locate.at(path, `${dotted(path)}: range is reversed: ${first} comes after ${last}`));
     }
     if (!subnet) return;
     [first, last].forEach((address, index) => {
-      if (!subnetContains(subnet, address)) {
+      if (!cidrContains(subnet, ipToNumber(address))) {
         problems.push(locate.at([...path, index], `${dotted(path)}: ${address} is outside the subnet`));
       }
     });
@@ -245,7 +245,7 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
     problems.push(locate.at(['dhcp', 'subnet'], 'dhcp.mode authoritative needs dhcp.range'));
   }
   checkRange(['dhcp', 'range'], dhcp.range, mainSubnet);
-  const subnets: Subnet[] = mainSubnet ? [mainSubnet] : [];
+  const subnets: Cidr[] = mainSubnet ? [mainSubnet] : [];
   asArray(dhcp.subnets).forEach((entry, index) => {
     const relay = asRecord(entry);
     const subnet = subnetAt(['dhcp', 'subnets', index, 'subnet'], relay.subnet);
@@ -317,7 +317,8 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
           ),
         );
       } else ipLines.set(machine.ip, base);
-      if (subnets.length > 0 && !subnets.some((subnet) => subnetContains(subnet, machine.ip as string))) {
+      const reserved = ipToNumber(machine.ip);
+      if (subnets.length > 0 && !subnets.some((subnet) => cidrContains(subnet, reserved))) {
         problems.push(
           locate.at([...base, 'ip'], `reserved IP ${machine.ip} is outside dhcp.subnet ${dhcp.subnet}`),
         );
