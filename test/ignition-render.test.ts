@@ -78,6 +78,34 @@ t.test('variables are substituted after parsing: a value cannot change the YAML 
   t.equal(decodeDataUrl(files[0]?.contents.source ?? '').toString('utf8'), hostile);
 });
 
+t.test('a missing {{vars.NAME}} says what to do, for listed and unlisted machines alike', async (t) => {
+  const template = parseTemplate(
+    '/t/role.bu',
+    'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/role\n      contents: { inline: "{{vars.role}}" }\n',
+  );
+  const listed = renderIgnition(template, { ...CORPUS_VARS, vars: {} });
+  t.match(listed, {
+    ok: false,
+    problems: [
+      {
+        line: 6,
+        message: `{{vars.role}} is not set for machine ${CORPUS_VARS.mac} (add it under the machine's vars)`,
+      },
+    ],
+  });
+  // A machine booted through unknown_machines has no inventory entry, so no vars to add to.
+  const unlisted = renderIgnition(template, { ...CORPUS_VARS, vars: undefined });
+  t.match(unlisted, {
+    ok: false,
+    problems: [
+      {
+        line: 6,
+        message: `{{vars.role}} cannot be filled for machines not in the inventory (unknown_machines: ${CORPUS_VARS.profile}): they have no vars`,
+      },
+    ],
+  });
+});
+
 t.test('Ignition JSON templates are type-checked and validated too', async (t) => {
   const good = renderIgnition(
     parseTemplate(

@@ -50,19 +50,13 @@ export async function checkTemplate(templateFile: string, config: Config): Promi
       listed: !machine.unlisted,
       state: undefined,
     };
-    const vars = { ...machineVars(config, assignment, CHECK_TOKEN), vars: machine.vars };
+    const vars = {
+      ...machineVars(config, assignment, CHECK_TOKEN),
+      vars: machine.unlisted ? undefined : machine.vars,
+    };
     const rendered = renderIgnition(template, vars);
     if (rendered.ok) continue;
-    for (const found of rendered.problems) {
-      const problem = machine.unlisted
-        ? {
-            ...found,
-            message: found.message.replace(
-              /is not set for machine \S+ \(add it under the machine's vars\)/,
-              `cannot be filled for machines not in the inventory (unknown_machines: ${machine.profile}): they have no vars`,
-            ),
-          }
-        : found;
+    for (const problem of rendered.problems) {
       const identity = `${problem.line}:${problem.col}:${problem.message.replace(machine.mac, '')}`;
       if (!problems.has(identity)) problems.set(identity, problem);
     }

@@ -22,7 +22,8 @@ export interface TemplateVars {
   base_url: string;
   ignition_url: string;
   events_url: string;
-  vars: Record<string, string | number | boolean>;
+  /** The machine's `vars`; undefined when it has no inventory entry (booted through unknown_machines). */
+  vars: Record<string, string | number | boolean> | undefined;
 }
 
 const TOP_LEVEL_VARIABLES = new Set([
@@ -154,11 +155,13 @@ export function substituteString(
   if (!text.includes('{{')) return text;
   return text.replace(PLACEHOLDER, (whole, name: string) => {
     if (name.startsWith('vars.')) {
-      const value = vars.vars[name.slice(5)];
+      const value = vars.vars?.[name.slice(5)];
       if (value !== undefined) return String(value);
       errors.push({
         path,
-        message: `{{${name}}} is not set for machine ${vars.mac} (add it under the machine's vars)`,
+        message: vars.vars
+          ? `{{${name}}} is not set for machine ${vars.mac} (add it under the machine's vars)`
+          : `{{${name}}} cannot be filled for machines not in the inventory (unknown_machines: ${vars.profile}): they have no vars`,
       });
       return whole;
     }

@@ -45,6 +45,6 @@ export function machineVars(config: Config, assignment: MachineAssignment, token
     base_url: baseUrl,
     ignition_url: ignitionUrl(baseUrl, assignment.mac, token),
     events_url: eventsUrl(baseUrl, assignment.mac, token),
-    vars: machineEntry(config, assignment.mac)?.vars ?? {},
+    vars: machineEntry(config, assignment.mac)?.vars,
   };
 }
