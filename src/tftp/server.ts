@@ -287,6 +287,8 @@ class ActiveTransfer {
   private timer: NodeJS.Timeout | undefined;
   private timerFiresAt = Number.POSITIVE_INFINITY;
   private ended = false;
+  /** Encoded on first send, reused when the timer resends it. */
+  private oack: Buffer | undefined;
 
   constructor(private readonly options: ActiveTransferOptions) {
     this.socket = createSocket('udp4');
@@ -365,8 +367,11 @@ class ActiveTransfer {
     this.state = step.state;
     if (step.ignored === 'duplicate-ack') this.options.stats.errors.duplicateAcks += 1;
     for (const outgoing of step.send) {
-      if (outgoing.kind === 'oack') this.sendPacket([encodeOack(this.options.negotiated.oack ?? new Map())]);
-      else this.sendBlocks(step.state, outgoing.firstBlock, outgoing.lastBlock, step.retransmitted === true);
+      if (outgoing.kind === 'oack') {
+        this.oack ??= encodeOack(this.options.negotiated.oack ?? new Map());
+        this.sendPacket([this.oack]);
+      } else
+        this.sendBlocks(step.state, outgoing.firstBlock, outgoing.lastBlock, step.retransmitted === true);
     }
     if (step.outcome !== undefined) {
       this.end(step.outcome, reason);
