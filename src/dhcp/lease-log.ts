@@ -11,10 +11,10 @@ import type { LeaseChange } from './leases.js';
  * commit — changes that arrive while one synced write runs share the next one — so an ACK waits
  * for at most two syncs and a burst of clients costs a few syncs, not one each. The file is opened
  * O_DSYNC: each write returns once its data is on disk (what write + fdatasync did), in one
- * thread-pool round trip instead of two, which is most of what an ACK waits for at moderate load. A kill -9 can tear only
- * the last line, whose change was never acknowledged; replay skips it. At start the file is
- * rewritten from the replayed table (write, fdatasync, rename), and again when it has grown well
- * past the live state.
+ * thread-pool round trip instead of two, which is most of what an ACK waits for at moderate load.
+ * A kill -9 can tear only the last line, whose change was never acknowledged; replay skips it. At
+ * start the file is rewritten from the replayed table (write, fdatasync, rename), and again when it
+ * has grown well past the live state.
  */
 
 export const LEASE_LOG_FILE = 'dhcp-leases.jsonl';
