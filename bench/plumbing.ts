@@ -9,7 +9,9 @@ import { cp, rm } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { createRoutedPair, type RoutedPair } from '../test/helpers/netns.js';
+import type { DoraOptions, DoraResult } from '../test/dhcp/dora-client.js';
+import { waitForLine } from '../test/dhcp/harness.js';
+import { createRoutedPair, type Namespace, type RoutedPair } from '../test/helpers/netns.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -18,7 +20,7 @@ export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
  * node …` line, so a bench launching its own server script measures the same runtime as
  * `npx rackboot serve`.
  */
-export const SERVER_NODE_FLAGS: string[] = (() => {
+const SERVER_NODE_FLAGS: string[] = (() => {
   const shebang = readFileSync(join(REPO_ROOT, 'bin', 'rackboot.js'), 'utf8').split('\n')[0] ?? '';
   const match = /^#!\/usr\/bin\/env -S node((?: --[\w-]+(?:=\S+)?)*)$/.exec(shebang);
   if (!match) throw new Error(`bin/rackboot.js starts with an unexpected line: ${shebang}`);
@@ -26,12 +28,15 @@ export const SERVER_NODE_FLAGS: string[] = (() => {
 })();
 
 /**
- * Node options for a measured server process: the executable's flags and, with
- * RACKBOOT_BENCH_PROFILE=DIR, a CPU profile of its main thread written to DIR when it exits.
+ * Node options for a measured server process: the executable's flags and, given a directory
+ * (RACKBOOT_BENCH_PROFILE=DIR by default), a CPU profile of its main thread written there when it
+ * exits.
  */
-export function serverNodeOptions(): string[] {
-  const profile = process.env.RACKBOOT_BENCH_PROFILE;
-  return [...SERVER_NODE_FLAGS, ...(profile ? ['--cpu-prof', '--cpu-prof-dir', profile] : [])];
+export function serverNodeOptions(profileDirectory = process.env.RACKBOOT_BENCH_PROFILE): string[] {
+  return [
+    ...SERVER_NODE_FLAGS,
+    ...(profileDirectory ? ['--cpu-prof', '--cpu-prof-dir', profileDirectory] : []),
+  ];
 }
 
 const COMPILED_DIRECTORY = join(REPO_ROOT, '.scratch', 'bench-build');
@@ -62,6 +67,33 @@ export async function compiledScript(sourceFile: string): Promise<string> {
   await compiled;
   const source = relative(REPO_ROOT, sourceFile);
   return join(COMPILED_DIRECTORY, source.replace(/\.ts$/, '.js'));
+}
+
+const DORA_CLIENT = join(REPO_ROOT, 'test', 'dhcp', 'dora-client.ts');
+
+/**
+ * Starts the DHCP load client (test/dhcp/dora-client.ts, compiled) in `namespace`: `warmed` once its
+ * unmeasured warm-up clients are done (bench/dhcp reads the server's CPU time then), `result` at
+ * the end. Both are bounded by the deadlines in `options`.
+ */
+export async function startDoraLoad(namespace: Namespace, options: DoraOptions) {
+  const child = namespace.spawn(
+    process.execPath,
+    [await compiledScript(DORA_CLIENT), JSON.stringify(options)],
+    {
+      cwd: REPO_ROOT,
+    },
+  );
+  const timeoutMs = (options.warmupDeadlineMs ?? 0) + options.deadlineMs + 30_000;
+  const warmed = waitForLine(child, (line) => line === 'WARMED', timeoutMs);
+  // A client that dies before warming up fails `result` too, which every caller awaits.
+  warmed.catch(() => {});
+  return {
+    warmed,
+    result: waitForLine(child, (line) => line.startsWith('RESULT '), timeoutMs).then(
+      (line) => JSON.parse(line.slice('RESULT '.length)) as DoraResult,
+    ),
+  };
 }
 
 /** The value after `--name` on the command line, or undefined when the option is not given. */

@@ -8,25 +8,25 @@
  * clients (the issue's figure) last well under a second; `--clients 10000` runs for seconds, so
  * that one hiccup of the host weighs less in the p99.
  * Namespaces on 10.77.200.0/24; the pool is 10.77.200.2–10.77.247.254 (12,285 addresses, enough
- * for the warm-up and 10,000 measured clients) inside 10.77.192.0/18. */
+ * for the warm-up and 10,000 measured clients) inside 10.77.192.0/18.
+ */
 import type { ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stopChild } from '../../src/lab/network.js';
-import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
-import { waitForLine } from '../../test/dhcp/harness.js';
+import type { DoraResult } from '../../test/dhcp/dora-client.js';
 import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
 import {
   compiledScript,
   numberOption,
   REPO_ROOT,
   serverNodeOptions,
+  startDoraLoad,
   startNamespaceBench,
   textOption,
 } from '../plumbing.js';
 
-const DORA_CLIENT = fileURLToPath(new URL('../../test/dhcp/dora-client.ts', import.meta.url));
 const LAUNCH = fileURLToPath(new URL('../../test/dhcp/launch.ts', import.meta.url));
 
 const CLIENTS = numberOption('clients', 2000);
@@ -162,24 +162,6 @@ const peers: Peer[] = [
   },
 ];
 
-/** Starts the load client: `warmed` once its unmeasured warm-up clients are done, then `result`. */
-async function startLoad(options: DoraOptions) {
-  const child = pair.client.spawn(
-    process.execPath,
-    [await compiledScript(DORA_CLIENT), JSON.stringify(options)],
-    {
-      cwd: REPO_ROOT,
-    },
-  );
-  const timeoutMs = (options.warmupDeadlineMs ?? 0) + options.deadlineMs + 30_000;
-  return {
-    warmed: waitForLine(child, (line) => line === 'WARMED', timeoutMs),
-    result: waitForLine(child, (line) => line.startsWith('RESULT '), timeoutMs).then(
-      (line) => JSON.parse(line.slice('RESULT '.length)) as DoraResult,
-    ),
-  };
-}
-
 interface Row {
   name: string;
   concurrency: number;
@@ -208,7 +190,7 @@ try {
         const child = await peer.start(state);
         // One client process warms itself and the server up (JIT, caches) on its first clients, then
         // measures the rest: neither side's start-up lands in the figures, whichever peer runs.
-        const load = await startLoad({
+        const load = await startDoraLoad(pair.client, {
           mode: 'dora',
           concurrency,
           pxe: true,

@@ -19,12 +19,12 @@ import {
   numberOption,
   REPO_ROOT,
   serverNodeOptions,
+  startDoraLoad,
   startNamespaceBench,
 } from '../plumbing.js';
 
 const SERVER_SCRIPT = fileURLToPath(new URL('./server.ts', import.meta.url));
 const WATCH_SCRIPT = fileURLToPath(new URL('./watch.ts', import.meta.url));
-const DORA_CLIENT = fileURLToPath(new URL('../../test/dhcp/dora-client.ts', import.meta.url));
 
 const MACHINES = numberOption('machines', 1000);
 const RATE = numberOption('rate', 10_000);
@@ -82,14 +82,7 @@ async function doraPhase(measureMs: number): Promise<DoraResult> {
     timeoutMs: 1000,
     deadlineMs: measureMs + 60_000,
   };
-  const child = pair.client.spawn(
-    process.execPath,
-    [await compiledScript(DORA_CLIENT), JSON.stringify(options)],
-    {
-      cwd: REPO_ROOT,
-    },
-  );
-  return JSON.parse(await nextLine(child, 'RESULT ', measureMs + 150_000)) as DoraResult;
+  return (await startDoraLoad(pair.client, options)).result;
 }
 
 const rate = (result: DoraResult) => (result.acked.length / result.durationMs) * 1000;

@@ -18,7 +18,7 @@ import type { Mac } from '../../src/boot-plan.js';
 import { openMachineSecrets } from '../../src/ignition/tokens.js';
 import { macInUrl } from '../../src/ignition/vars.js';
 import { COREOS_PROFILE_YAML } from '../../test/ignition/boot-fixture.js';
-import { numberOption, REPO_ROOT, SERVER_NODE_FLAGS, textOption } from '../plumbing.js';
+import { numberOption, REPO_ROOT, serverNodeOptions, textOption } from '../plumbing.js';
 
 const execFileAsync = promisify(execFile);
 const MACHINES = numberOption('machines', 10_000);
@@ -70,8 +70,7 @@ async function main(): Promise<void> {
     const rackboot = await startProcess(
       process.execPath,
       [
-        ...SERVER_NODE_FLAGS,
-        ...(PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []),
+        ...serverNodeOptions(PROFILE_DIR),
         'bin/rackboot.js',
         'serve',
         '-c',
