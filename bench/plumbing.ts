@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { cp, rm } from 'node:fs/promises';
+import { cp, readFile, rm } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -115,4 +115,11 @@ export async function startNamespaceBench(subnet: number, name: string): Promise
     bench.cleanup().finally(() => process.exit(130));
   });
   return bench;
+}
+
+/** utime + stime of a process in ms, all its threads (/proc/PID/stat fields 14 and 15, 10 ms ticks). */
+export async function cpuTimeMs(pid: number | undefined): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
 }

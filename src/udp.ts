@@ -1,4 +1,23 @@
-import type { Socket } from 'node:dgram';
+import { createSocket, type Socket } from 'node:dgram';
+import { lookup as dnsLookup } from 'node:dns';
+import { isIPv4 } from 'node:net';
+
+/**
+ * An IPv4 UDP socket that sends to address literals without a resolver round: dgram passes every
+ * send's address through `lookup`, and the default one (dns.lookup) answers a literal only on the
+ * next tick. Every peer here is a literal taken from a received packet, so a TFTP transfer would
+ * pay that detour once per DATA packet.
+ */
+export function createUdp4Socket(options: { reuseAddr?: boolean } = {}): Socket {
+  return createSocket({
+    type: 'udp4',
+    reuseAddr: options.reuseAddr ?? false,
+    lookup: (address, family, callback) => {
+      if (isIPv4(address)) callback(null, address, 4);
+      else dnsLookup(address, family, callback);
+    },
+  });
+}
 
 /** Binds a UDP socket; a bind failure rejects, and closing the socket is left to its owner. */
 export function bindUdp(socket: Socket, address: string, port: number): Promise<void> {

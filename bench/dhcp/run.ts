@@ -11,7 +11,7 @@
  * for the warm-up and 10,000 measured clients) inside 10.77.192.0/18.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stopChild } from '../../src/lab/network.js';
@@ -19,6 +19,7 @@ import type { DoraResult } from '../../test/dhcp/dora-client.js';
 import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
 import {
   compiledScript,
+  cpuTimeMs,
   numberOption,
   REPO_ROOT,
   serverNodeOptions,
@@ -172,13 +173,6 @@ interface Row {
   cpuMsPerDora: number;
 }
 
-/** utime + stime of a process in ms (/proc/PID/stat fields 14 and 15, in clock ticks of 10 ms). */
-async function cpuTimeMs(pid: number | undefined): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
 const rows: Row[] = [];
 try {
   for (let round = 1; round <= ROUNDS; round += 1) {
@@ -214,6 +208,7 @@ try {
           `round ${round} c${concurrency} ${peer.name.padEnd(9)} ${rate.toFixed(0).padStart(6)} DORA/s  p50 ${result.latencyMs.p50.toFixed(2)} ms  ` +
             `p99 ${result.latencyMs.p99.toFixed(2)} ms  acked ${result.acked.length}/${CLIENTS}  ` +
             `retries ${result.retries}  naks ${result.naks}  server CPU ${(cpuMsPerDora * 1000).toFixed(0)} µs/DORA  ` +
+            `load client CPU ${((result.cpuMs / result.acked.length) * 1000).toFixed(0)} µs/DORA  ` +
             `(${peer.durability})\n`,
         );
       }

@@ -1,5 +1,6 @@
-import { createSocket, type RemoteInfo } from 'node:dgram';
+import type { RemoteInfo } from 'node:dgram';
 import { performance } from 'node:perf_hooks';
+import { createUdp4Socket } from '../../src/udp.js';
 import { ackPacket, blockOf, errorText, opcodeOf, rrq } from '../../test/tftp/udp.js';
 
 /**
@@ -31,7 +32,7 @@ export interface FetchResult {
 }
 
 export function fetchFile(options: FetchOptions): Promise<FetchResult> {
-  const socket = createSocket('udp4');
+  const socket = createUdp4Socket();
   const startedAt = performance.now();
   const requestOptions: Record<string, string> = {};
   if (options.blksize !== undefined) requestOptions.blksize = String(options.blksize);
@@ -56,28 +57,35 @@ export function fetchFile(options: FetchOptions): Promise<FetchResult> {
       options.deadlineMs ?? 60_000,
     );
 
-    let lastSendDone: Promise<void> = Promise.resolve();
-    const send = (packet: Buffer) => {
-      lastSent = packet;
-      lastSendDone = new Promise((sent) =>
-        socket.send(packet, server?.port ?? options.port, server?.address ?? options.host, () => sent()),
-      );
-      armSilenceTimer();
+    const resendAfterMs = options.resendAfterMs ?? 1000;
+    let lastActivityAt = 0;
+    // One timer, moved on only when it fires early: a clearTimeout/setTimeout pair per DATA packet
+    // would make this load client, not the server under test, the bench's bottleneck.
+    const onSilence = () => {
+      silence = undefined;
+      if (done) return;
+      const quietMs = performance.now() - lastActivityAt;
+      if (quietMs >= resendAfterMs) send(lastSent);
+      else silence = setTimeout(onSilence, resendAfterMs - quietMs);
     };
-    const armSilenceTimer = () => {
-      clearTimeout(silence);
-      silence = setTimeout(() => {
-        if (!done) send(lastSent);
-      }, options.resendAfterMs ?? 1000);
+    const noteActivity = () => {
+      lastActivityAt = performance.now();
+      silence ??= setTimeout(onSilence, resendAfterMs);
+    };
+    const send = (packet: Buffer, afterSent?: () => void) => {
+      lastSent = packet;
+      socket.send(packet, server?.port ?? options.port, server?.address ?? options.host, afterSent);
+      noteActivity();
     };
     const ack = (block: number) => send(ackPacket(block));
-    const finish = (error?: Error) => {
+    const finish = (error?: Error, finalPacket?: Buffer) => {
       if (done) return;
       done = true;
       clearTimeout(silence);
       clearTimeout(overall);
-      // dgram sends are asynchronous: closing at once could drop the final ACK.
-      void lastSendDone.then(() => socket.close());
+      // dgram sends are asynchronous: the socket closes once the final ACK has left.
+      if (finalPacket) send(finalPacket, () => socket.close());
+      else socket.close();
       if (error) reject(error);
       else
         resolve({
@@ -121,14 +129,16 @@ export function fetchFile(options: FetchOptions): Promise<FetchResult> {
       inWindow += 1;
       const payload = message.subarray(4);
       chunks.push(payload);
-      const last = payload.length < blksize;
-      if (last || inWindow >= windowsize) {
+      if (payload.length < blksize) {
+        finish(undefined, ackPacket(received));
+        return;
+      }
+      if (inWindow >= windowsize) {
         inWindow = 0;
         ack(received);
       } else {
-        armSilenceTimer();
+        noteActivity();
       }
-      if (last) finish();
     });
     socket.bind(0, () => send(request));
   });

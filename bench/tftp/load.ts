@@ -23,6 +23,7 @@ let bytes = 0;
 let corrupt = 0;
 let failed = 0;
 const startedAt = performance.now();
+const cpuAtStart = process.cpuUsage();
 await Promise.all(
   Array.from({ length: settings.concurrency }, async () => {
     for (let round = 0; round < settings.rounds; round += 1) {
@@ -46,6 +47,7 @@ await Promise.all(
   }),
 );
 const elapsedMs = performance.now() - startedAt;
+const cpuUsed = process.cpuUsage(cpuAtStart);
 times.sort((a, b) => a - b);
 const percentile = (fraction: number) =>
   times[Math.min(times.length - 1, Math.floor(fraction * times.length))] ?? Number.NaN;
@@ -58,5 +60,6 @@ process.stdout.write(
     p50Ms: percentile(0.5),
     p99Ms: percentile(0.99),
     elapsedMs,
+    cpuMs: (cpuUsed.user + cpuUsed.system) / 1000,
   })}\n`,
 );

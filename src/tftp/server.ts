@@ -1,10 +1,10 @@
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import type { RemoteInfo, Socket } from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import type { Mac } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
-import { bindUdp } from '../udp.js';
+import { bindUdp, createUdp4Socket } from '../udp.js';
 import { FileCache, type PayloadSource } from './file-cache.js';
 import {
   decodeClientPacket,
@@ -99,7 +99,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
   };
   const errorReplies = tokenBucket(ERROR_REPLIES_PER_SECOND);
   let closed = false;
-  const requestSocket = createSocket({ type: 'udp4', reuseAddr: false });
+  const requestSocket = createUdp4Socket();
   requestSocket.on('error', (error) => {
     stats.errors.io += 1;
     deps.logger.warn({ err: error }, 'tftp request socket error');
@@ -291,7 +291,7 @@ class ActiveTransfer {
   private oack: Buffer | undefined;
 
   constructor(private readonly options: ActiveTransferOptions) {
-    this.socket = createSocket('udp4');
+    this.socket = createUdp4Socket();
     this.socket.on('error', (error) => {
       options.stats.errors.io += 1;
       options.logger.debug({ err: error, client: options.peer.address }, 'tftp transfer socket error');

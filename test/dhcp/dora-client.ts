@@ -53,6 +53,8 @@ export interface DoraResult {
   retries: number;
   mismatched: number;
   durationMs: number;
+  /** This load process's own CPU time (user + system) over the measured phase. */
+  cpuMs: number;
   latencyMs: { p50: number; p99: number; max: number };
 }
 
@@ -141,6 +143,7 @@ const macBytes = (prefix: string, index: number) =>
 const macText = (mac: Buffer) => [...mac].map((byte) => byte.toString(16).padStart(2, '0')).join(':');
 
 let started = performance.now();
+let cpuAtStart = process.cpuUsage();
 let deadline = started + options.deadlineMs;
 let acked: [string, string][] = [];
 let latencies: number[] = [];
@@ -224,6 +227,7 @@ if (options.mode === 'dora' && options.warmupClients && options.warmupMacPrefix)
   deadline = performance.now() + (options.warmupDeadlineMs ?? options.deadlineMs);
   await runAll(options.warmupClients, (index) => dora(index, prefix));
   started = performance.now();
+  cpuAtStart = process.cpuUsage();
   deadline = started + options.deadlineMs;
   acked = [];
   latencies = [];
@@ -232,6 +236,7 @@ if (options.mode === 'dora' && options.warmupClients && options.warmupMacPrefix)
 }
 if (options.mode === 'reboot') await runAll(options.verify?.length ?? 0, reboot);
 else await runAll(options.clients, dora, started + (options.stopAfterMs ?? Number.POSITIVE_INFINITY));
+const cpuUsed = process.cpuUsage(cpuAtStart);
 latencies.sort((a, b) => a - b);
 const percentile = (fraction: number) =>
   latencies.length === 0
@@ -244,6 +249,7 @@ const result: DoraResult = {
   retries,
   mismatched,
   durationMs: performance.now() - started,
+  cpuMs: (cpuUsed.user + cpuUsed.system) / 1000,
   latencyMs: { p50: percentile(0.5), p99: percentile(0.99), max: latencies.at(-1) ?? Number.NaN },
 };
 process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
