@@ -117,9 +117,13 @@ export async function startNamespaceBench(subnet: number, name: string): Promise
   return bench;
 }
 
-/** utime + stime of a process in ms, all its threads (/proc/PID/stat fields 14 and 15, 10 ms ticks). */
+/**
+ * CPU time of a process in ms: all its threads and its children it has reaped (/proc/PID/stat
+ * utime, stime, cutime, cstime; 10 ms ticks). The children count because in.tftpd forks one per
+ * transfer.
+ */
 export async function cpuTimeMs(pid: number | undefined): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+  return [11, 12, 13, 14].reduce((sum, index) => sum + Number(fields[index]), 0) * 10;
 }
