@@ -242,3 +242,23 @@ t.test('timeouts adapt to the round trip, back off, and end the transfer after t
   t.equal(recovered.state.retries, 0, 'progress restores the budget');
   t.equal(recovered.state.timeoutMs, 160, 'Karn: no sample from a retransmitted block; back-off kept');
 });
+
+t.test('every step leaves the state it was given untouched (the shell may still hold it)', async (t) => {
+  // Frozen inputs: a step that wrote to its input would throw here (ES modules are strict).
+  const frozen = (step: Step) => Object.freeze(step.state);
+  let step = startTransfer(parameters({ fileSize: 512 * 6, windowsize: 2, sendOack: true }), 0);
+  let before = { ...frozen(step) };
+  step = receiveAck(frozen(step), 0, 1);
+  t.equal(before.phase, 'negotiating');
+  before = { ...frozen(step) };
+  const expired = expireTimer(frozen(step), 1000);
+  t.same(dataBlocks(expired), [1, 2]);
+  t.same(step.state, before, 'the timeout returned a new state');
+  step = receiveAck(frozen(expired), 2, 1001);
+  step = receiveAck(frozen(step), 2, 1002);
+  t.equal(step.ignored, 'duplicate-ack');
+  for (let block = 4; block <= 6; block += 2) step = receiveAck(frozen(step), block, 1000 + block);
+  step = receiveAck(frozen(step), 7, 1010);
+  t.equal(step.outcome, 'complete');
+  t.equal(receiveClientError(frozen(step)).outcome, undefined, 'a finished transfer stays finished');
+});
