@@ -22,12 +22,14 @@ import { compiledScript, cpuTimeMs, REPO_ROOT, serverNodeOptions, textOption } f
  *   --loss-only   run only the 5%-loss scenario
  *   --loss-client-side   drop only in the client namespace (DATA lost, ACKs not), as the issue's
  *                 dnsmasq figure (p50 72 s) was measured; default: both namespaces, as the test
- *   --only rackboot,dnsmasq   the servers to run (default all three)
+ *   --only rackboot,dnsmasq   the servers to run (default all four: node-floor is bench/tftp/node-floor.ts,
+ *                 the least a Node process does per datagram, so the table shows what is Node's
+ *                 and what is rackboot's)
  *   --clients 50 --blksize 1468   the load scenarios to run (lists; default 1,10,50 and 512,1468)
  *   --repeat N   run each server's scenarios N times (servers alternate), for a steadier figure
  */
 
-type ServerKind = 'rackboot' | 'tftpd-hpa' | 'dnsmasq';
+type ServerKind = 'rackboot' | 'tftpd-hpa' | 'dnsmasq' | 'node-floor';
 interface LoadResult {
   transfers: number;
   failed: number;
@@ -44,7 +46,12 @@ const skipLoss = process.argv.includes('--skip-loss');
 const lossOnly = process.argv.includes('--loss-only');
 const lossClientSideOnly = process.argv.includes('--loss-client-side');
 const numberList = (name: string, fallback: number[]) => textOption(name)?.split(',').map(Number) ?? fallback;
-const servers = (textOption('only')?.split(',') ?? ['rackboot', 'tftpd-hpa', 'dnsmasq']) as ServerKind[];
+const servers = (textOption('only')?.split(',') ?? [
+  'rackboot',
+  'tftpd-hpa',
+  'dnsmasq',
+  'node-floor',
+]) as ServerKind[];
 const repeat = Number(textOption('repeat') ?? 1);
 const assets = await createAssets();
 // in.tftpd and dnsmasq read the files as another user: open the temporary tree up.
@@ -68,6 +75,7 @@ try {
     { server: 'rackboot', windowsize: 8 },
     { server: 'tftpd-hpa' },
     { server: 'dnsmasq' },
+    { server: 'node-floor' },
   ];
   const runs = lossOnly ? [] : Array.from({ length: repeat }, () => servers).flat();
   for (const server of runs) {
@@ -150,35 +158,50 @@ async function startServer(
 ): Promise<ChildProcess> {
   const root = assets.root;
   const address = pair.serverAddress;
-  const child =
-    kind === 'rackboot'
-      ? pair.server.spawn(process.execPath, [
-          ...serverNodeOptions(),
-          await compiledScript(join(REPO_ROOT, 'test/tftp/serve.ts')),
-          JSON.stringify({
-            root,
-            listen: address,
-            tftp: { port: 69, max_transfers: 500, max_transfers_per_client: 100 },
-          }),
-        ])
-      : kind === 'tftpd-hpa'
-        ? pair.server.spawn('in.tftpd', ['--foreground', '--address', `${address}:69`, '--secure', root])
-        : pair.server.spawn('dnsmasq', [
-            '--no-daemon',
-            '--conf-file=/dev/null',
-            '--port=0',
-            '--enable-tftp',
-            `--tftp-root=${root}`,
-            `--interface=${pair.serverInterface}`,
-            '--bind-interfaces',
-            '--tftp-max=500',
-            '--quiet-tftp',
-            '--log-facility=-',
-            `--pid-file=${join(scratchDirectory, `${kind}.pid`)}`,
-          ]);
+  const nodeServer = async (script: string, settings: object) =>
+    pair.server.spawn(process.execPath, [
+      ...serverNodeOptions(),
+      await compiledScript(join(REPO_ROOT, script)),
+      JSON.stringify(settings),
+    ]);
+  const child = await (async () => {
+    switch (kind) {
+      case 'rackboot':
+        return nodeServer('test/tftp/serve.ts', {
+          root,
+          listen: address,
+          tftp: { port: 69, max_transfers: 500, max_transfers_per_client: 100 },
+        });
+      case 'node-floor':
+        return nodeServer('bench/tftp/node-floor.ts', { root, listen: address, port: 69 });
+      case 'tftpd-hpa':
+        return pair.server.spawn('in.tftpd', [
+          '--foreground',
+          '--address',
+          `${address}:69`,
+          '--secure',
+          root,
+        ]);
+      case 'dnsmasq':
+        return pair.server.spawn('dnsmasq', [
+          '--no-daemon',
+          '--conf-file=/dev/null',
+          '--port=0',
+          '--enable-tftp',
+          `--tftp-root=${root}`,
+          `--interface=${pair.serverInterface}`,
+          '--bind-interfaces',
+          '--tftp-max=500',
+          '--quiet-tftp',
+          '--log-facility=-',
+          `--pid-file=${join(scratchDirectory, `${kind}.pid`)}`,
+        ]);
+    }
+  })();
   child.stdout?.resume();
   child.stderr?.resume();
-  if (kind === 'rackboot') await waitForOutput(child, (line) => line.includes('"listening"'), 30_000);
+  if (kind === 'rackboot' || kind === 'node-floor')
+    await waitForOutput(child, (line) => line.includes('"listening"'), 30_000);
   // Ready when a real client gets the file; bounded.
   for (let attempt = 0; ; attempt += 1) {
     try {
@@ -240,7 +263,7 @@ function printLoadTable(
   for (const { concurrency, blksize } of scenarios) {
     const key = `|${concurrency}|${blksize}`;
     console.log(
-      `- ${concurrency} clients, blksize ${blksize}: rackboot/dnsmasq ${(rate(`rackboot${key}`) / rate(`dnsmasq${key}`)).toFixed(2)}x, rackboot/tftpd-hpa ${(rate(`rackboot${key}`) / rate(`tftpd-hpa${key}`)).toFixed(2)}x, windowsize 8 / lock-step ${(rate(`rackboot w8${key}`) / rate(`rackboot${key}`)).toFixed(2)}x`,
+      `- ${concurrency} clients, blksize ${blksize}: rackboot/dnsmasq ${(rate(`rackboot${key}`) / rate(`dnsmasq${key}`)).toFixed(2)}x, rackboot/tftpd-hpa ${(rate(`rackboot${key}`) / rate(`tftpd-hpa${key}`)).toFixed(2)}x, rackboot/node-floor ${(rate(`rackboot${key}`) / rate(`node-floor${key}`)).toFixed(2)}x, node-floor/dnsmasq ${(rate(`node-floor${key}`) / rate(`dnsmasq${key}`)).toFixed(2)}x, windowsize 8 / lock-step ${(rate(`rackboot w8${key}`) / rate(`rackboot${key}`)).toFixed(2)}x`,
     );
   }
 }
