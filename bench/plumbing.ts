@@ -118,9 +118,8 @@ export async function startNamespaceBench(subnet: number, name: string): Promise
 }
 
 /**
- * CPU time of a process in ms: all its threads and its children it has reaped (/proc/PID/stat
- * utime, stime, cutime, cstime; 10 ms ticks). The children count because in.tftpd forks one per
- * transfer.
+ * CPU time of a process in ms: all its threads and the children it has waited for (/proc/PID/stat
+ * utime, stime, cutime, cstime; 10 ms ticks).
  */
 export async function cpuTimeMs(pid: number | undefined): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
