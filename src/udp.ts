@@ -5,8 +5,8 @@ import { isIPv4 } from 'node:net';
 /**
  * An IPv4 UDP socket that sends to address literals without a resolver round: dgram passes every
  * send's address through `lookup`, and the default one (dns.lookup) answers a literal only on the
- * next tick. Every peer here is a literal taken from a received packet, so a TFTP transfer would
- * pay that detour once per DATA packet.
+ * next tick. Every destination here is a literal (a received packet's source, giaddr, ciaddr, the
+ * broadcast address), so a TFTP transfer would pay that detour once per DATA packet.
  */
 export function createUdp4Socket(options: { reuseAddr?: boolean } = {}): Socket {
   return createSocket({

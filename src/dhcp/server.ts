@@ -1,4 +1,4 @@
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import type { RemoteInfo, Socket } from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BootDecision, Mac } from '../boot-plan.js';
@@ -7,7 +7,7 @@ import type { Config } from '../inventory/schema.js';
 import { ipToNumber } from '../ipv4.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
-import { bindUdp } from '../udp.js';
+import { bindUdp, createUdp4Socket } from '../udp.js';
 import { type DecideContext, type Destination, decide, type Outcome } from './decide.js';
 import { LeaseLog } from './lease-log.js';
 import { LeaseTable } from './leases.js';
@@ -183,7 +183,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   };
 
   const bindSocket = async (address: string, port: number, kind: DecideContext['port']) => {
-    const socket = createSocket({ type: 'udp4', reuseAddr: true });
+    const socket = createUdp4Socket({ reuseAddr: true });
     socket.on('message', (bytes, peer) => handle(bytes, peer, socket, kind));
     await bindUdp(socket, address, port).catch((error: unknown) => {
       socket.close();
