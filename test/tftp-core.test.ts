@@ -1,4 +1,5 @@
 import t from 'tap';
+import { toNetascii } from '../src/tftp/netascii.js';
 import {
   decodeClientPacket,
   decodeRequest,
@@ -261,4 +262,16 @@ t.test('every step leaves the state it was given untouched (the shell may still 
   step = receiveAck(frozen(step), 7, 1010);
   t.equal(step.outcome, 'complete');
   t.equal(receiveClientError(frozen(step)).outcome, undefined, 'a finished transfer stays finished');
+});
+
+t.test('netascii encoding: LF as CR LF, bare CR as CR NUL, nothing else touched', async (t) => {
+  const encode = (text: string) => toNetascii(Buffer.from(text, 'latin1')).toString('latin1');
+  t.equal(encode('a\nb'), 'a\r\nb');
+  t.equal(encode('a\rb'), 'a\r\0b');
+  t.equal(encode('a\r\nb'), 'a\r\0\r\nb', 'a file CR LF is a CR then a line end');
+  t.equal(encode('\n\n\r'), '\r\n\r\n\r\0', 'at both ends');
+  t.equal(encode('\0\xff'), '\0\xff');
+  const plain = Buffer.from('no line ends');
+  t.equal(toNetascii(plain), plain, 'nothing to encode: the same buffer, no copy');
+  t.equal(toNetascii(Buffer.alloc(0)).length, 0);
 });

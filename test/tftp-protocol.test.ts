@@ -1,8 +1,11 @@
-import { access } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { fetchFile } from '../bench/tftp/client.js';
 import type { Mac } from '../src/inventory/mac.js';
+import { toNetascii } from '../src/tftp/netascii.js';
+import { requireTools, run } from './helpers/netns.js';
 import { createAssets, startTestServer } from './tftp/harness.js';
 import { ackPacket, blockOf, errorText, opcodeOf, rrq, udpPeer } from './tftp/udp.js';
 
@@ -202,3 +205,44 @@ t.test('malformed packets on the request port are counted, the server keeps serv
   t.ok(result.content.equals(assets.files.small.content));
   t.equal(running.server.stats().errors.malformed - before, 2);
 });
+
+t.test(
+  'netascii: tftp-hpa in its default mode gets files byte-exact; too-large files name octet',
+  async (t) => {
+    await requireTools('tftp');
+    // Bare CR, CR LF, LF and NUL: every case the encoding has to get right, then 1 MiB of random bytes.
+    const mixed = Buffer.from('line\r\nbare\rcr\nend\0\r', 'latin1');
+    await writeFile(join(assets.root, 'mixed.txt'), mixed);
+    const scratch = await mkdtemp(join(tmpdir(), 'rackboot-netascii-'));
+    t.teardown(() => rm(scratch, { recursive: true, force: true }));
+    for (const [name, content] of [
+      ['mixed.txt', mixed],
+      [assets.files.one.name, assets.files.one.content],
+    ] as const) {
+      const output = join(scratch, name.replaceAll('/', '_'));
+      // No -m: tftp-hpa's client asks for netascii unless told otherwise.
+      await run('tftp', ['127.0.0.1', String(port), '-c', 'get', name, output], 60_000);
+      t.ok(
+        (await readFile(output)).equals(content),
+        `${name}: byte-exact after the client's netascii decoding`,
+      );
+    }
+
+    const peer = await udpPeer();
+    peer.send(rrq('mixed.txt', { tsize: '0' }, 1, 'netascii'), port);
+    const { message: oack, from } = await peer.next();
+    t.equal(opcodeOf(oack), 6);
+    t.match(oack.toString('latin1'), `tsize\0${toNetascii(mixed).length}\0`, 'tsize is the encoded length');
+    // End it as firmware ends a size probe: ERROR 8 after the OACK.
+    peer.send(Buffer.from([0, 5, 0, 8, 0]), from.port);
+    await peer.close();
+
+    const large = await udpPeer();
+    large.send(rrq(assets.files.forty.name, {}, 1, 'NetASCII'), port);
+    const refusal = (await large.next()).message;
+    await large.close();
+    t.equal(opcodeOf(refusal), 5);
+    t.equal(blockOf(refusal), 0, 'ERROR 0 (not defined), with the reason in the text');
+    t.match(errorText(refusal), /up to 16 MiB; ask for octet/);
+  },
+);

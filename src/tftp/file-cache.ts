@@ -1,4 +1,5 @@
 import { type FileHandle, open, readFile } from 'node:fs/promises';
+import { toNetascii } from './netascii.js';
 
 /**
  * Where DATA payloads come from. Boot programs (ipxe.efi, undionly.kpxe: 0.1–2 MiB) are fetched by
@@ -9,9 +10,20 @@ import { type FileHandle, open, readFile } from 'node:fs/promises';
  */
 
 export interface PayloadSource {
+  /** Bytes this transfer sends: the file's size, or its netascii encoding's. */
+  size: number;
   /** A slice for files in the cache; a promise for files read from disk. */
   read(offset: number, length: number): Buffer | Promise<Buffer>;
   close(): void;
+}
+
+export type TransferMode = 'octet' | 'netascii';
+
+/** A netascii request for a file too large to encode in the cache. */
+export class NetasciiTooLargeError extends Error {
+  constructor(readonly limitBytes: number) {
+    super(`netascii is served for files up to ${limitBytes >> 20} MiB`);
+  }
 }
 
 interface CacheEntry {
@@ -34,22 +46,42 @@ export class FileCache {
 
   constructor(private readonly limits: FileCacheLimits) {}
 
-  async open(file: { path: string; size: number; version: string }): Promise<PayloadSource> {
-    if (file.size > this.limits.maxFileBytes) return openFromDisk(file.path, this.limits.readAheadBytes);
-    const key = `${file.path}\0${file.version}`;
+  /**
+   * netascii files are encoded once into the cache, so only files the cache may hold are served in
+   * that mode; larger ones reject with NetasciiTooLargeError.
+   */
+  async open(
+    file: { path: string; size: number; version: string },
+    mode: TransferMode = 'octet',
+  ): Promise<PayloadSource> {
+    if (file.size > this.limits.maxFileBytes) {
+      if (mode === 'netascii') throw new NetasciiTooLargeError(this.limits.maxFileBytes);
+      return openFromDisk(file.path, file.size, this.limits.readAheadBytes);
+    }
+    const key = `${file.path}\0${file.version}\0${mode}`;
     let entry = this.entries.get(key);
     if (entry) {
       // Map order is insertion order: re-inserting marks the entry most recently used.
       this.entries.delete(key);
     } else {
-      entry = { content: readFile(file.path), bytes: file.size };
+      const read = readFile(file.path);
+      entry = { content: mode === 'netascii' ? read.then(toNetascii) : read, bytes: file.size };
       this.cachedBytes += file.size;
     }
     this.entries.set(key, entry);
     this.evictBeyondCapacity();
     try {
       const content = await entry.content;
-      return { read: (offset, length) => content.subarray(offset, offset + length), close: () => undefined };
+      // An encoded file is longer than the size counted up front; count what it holds.
+      if (content.length !== entry.bytes && this.entries.get(key) === entry) {
+        this.cachedBytes += content.length - entry.bytes;
+        entry.bytes = content.length;
+      }
+      return {
+        size: content.length,
+        read: (offset, length) => content.subarray(offset, offset + length),
+        close: () => undefined,
+      };
     } catch (error) {
       this.forget(key);
       throw error;
@@ -79,11 +111,12 @@ export class FileCache {
  * Reads ahead in chunks so most blocks are served synchronously from the transfer's one chunk
  * buffer; a lock-step transfer would otherwise wait for a thread-pool read on every block.
  */
-async function openFromDisk(path: string, chunkBytes: number): Promise<PayloadSource> {
+async function openFromDisk(path: string, size: number, chunkBytes: number): Promise<PayloadSource> {
   const handle: FileHandle = await open(path, 'r');
   let chunk = { offset: 0, data: Buffer.alloc(0) };
   let closed = false;
   return {
+    size,
     read: (offset, length) => {
       const start = offset - chunk.offset;
       if (start >= 0 && start + length <= chunk.data.length)

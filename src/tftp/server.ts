@@ -5,7 +5,7 @@ import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
 import { bindUdp, createUdp4Socket } from '../udp.js';
-import { FileCache, type PayloadSource } from './file-cache.js';
+import { FileCache, NetasciiTooLargeError, type PayloadSource } from './file-cache.js';
 import {
   decodeClientPacket,
   decodeRequest,
@@ -153,9 +153,10 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     if (request.kind === 'write') {
       return refuse(peer, request.filename, ErrorCode.accessViolation, 'Read-only server', 'write-request');
     }
-    // netascii is served as octet (tftp.md §1: boot clients all ask for octet). Any other mode
-    // means the name was cut at an embedded NUL and the rest misread as a mode: refuse it.
-    if (request.mode !== 'octet' && request.mode !== 'netascii') {
+    // Any mode but these two means the name was cut at an embedded NUL and the rest misread as a
+    // mode: refuse it.
+    const mode = request.mode;
+    if (mode !== 'octet' && mode !== 'netascii') {
       return refuse(peer, request.filename, ErrorCode.accessViolation, 'Access violation', 'unknown-mode');
     }
     const config = deps.config();
@@ -185,9 +186,13 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     }
     let source: PayloadSource;
     try {
-      source = await cache.open(file);
+      source = await cache.open(file, mode);
     } catch (error) {
       release(key, peer.address);
+      if (error instanceof NetasciiTooLargeError) {
+        const message = `${error.message}; ask for octet (binary) mode`;
+        return refuse(peer, name.relative, ErrorCode.notDefined, message, 'netascii-too-large');
+      }
       stats.errors.io += 1;
       deps.logger.warn({ err: error, request: { file: name.relative } }, 'tftp file unreadable');
       return refuse(peer, name.relative, ErrorCode.accessViolation, 'Access violation', 'unreadable');
@@ -198,7 +203,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
       release(key, peer.address);
       return;
     }
-    const negotiated = negotiateOptions(request.options, file.size, {
+    const negotiated = negotiateOptions(request.options, source.size, {
       maxBlksize: limits.max_blksize,
       maxWindowsize: limits.max_windowsize,
     });
@@ -223,7 +228,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     active.set(key, transfer);
     try {
       await transfer.start({
-        fileSize: file.size,
+        fileSize: source.size,
         blksize: negotiated.blksize,
         windowsize: negotiated.windowsize,
         sendOack: negotiated.oack !== undefined,

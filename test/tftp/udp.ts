@@ -54,8 +54,8 @@ export async function udpPeer(address = '127.0.0.1'): Promise<UdpPeer> {
   };
 }
 
-export function rrq(file: string, options: Record<string, string> = {}, opcode = 1): Buffer {
-  const fields = [file, 'octet', ...Object.entries(options).flat()];
+export function rrq(file: string, options: Record<string, string> = {}, opcode = 1, mode = 'octet'): Buffer {
+  const fields = [file, mode, ...Object.entries(options).flat()];
   return Buffer.concat([
     Buffer.from([0, opcode]),
     Buffer.from(fields.map((field) => `${field}\0`).join(''), 'latin1'),
