@@ -64,7 +64,7 @@ t.test('20 concurrent 1 MiB transfers under 5% loss each way complete byte-exact
   server.kill('SIGTERM');
   const { stats, events } = JSON.parse((await report).slice(7, -4)) as {
     stats: { retransmittedPackets: number; transfers: Record<string, number> };
-    events: { outcome: string; durationMs: number }[];
+    events: { outcome: string; durationMs: number; bytes: number }[];
   };
   const serverTimes = events
     .filter((event) => event.outcome === 'complete')
@@ -77,8 +77,14 @@ t.test('20 concurrent 1 MiB transfers under 5% loss each way complete byte-exact
     stats.retransmittedPackets > 0,
     `losses were recovered by retransmission (${stats.retransmittedPackets})`,
   );
-  t.ok(
-    stats.transfers.complete !== undefined && stats.transfers.complete >= 18,
-    'the server saw the transfers through',
+  // The client's final ACK can be lost too (RFC 1350 leaves the sender of the last DATA unsure):
+  // that transfer ends as a timeout, or aborted at the shutdown below, after every byte was
+  // acknowledged. One such loss in 20 is expected at 5%; three or more happen in ~7% of runs.
+  const fileBytes = assets.files.one.content.length;
+  t.equal(events.length, 20, 'one transfer per client');
+  t.equal(
+    events.filter((event) => event.outcome === 'complete' || event.bytes === fileBytes).length,
+    20,
+    `the server saw every transfer through (${stats.transfers.complete ?? 0} with the final ACK)`,
   );
 });
