@@ -227,6 +227,12 @@ t.test(
         `${name}: byte-exact after the client's netascii decoding`,
       );
     }
+    await running.waitForEvents(() =>
+      eventsFor('mixed.txt').some(
+        (event) => event.detail?.mode === 'netascii' && event.detail.outcome === 'complete',
+      ),
+    );
+    t.pass('the transfer event names the mode');
 
     const peer = await udpPeer();
     peer.send(rrq('mixed.txt', { tsize: '0' }, 1, 'netascii'), port);

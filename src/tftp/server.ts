@@ -5,7 +5,7 @@ import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
 import { bindUdp, createUdp4Socket } from '../udp.js';
-import { FileCache, NetasciiTooLargeError, type PayloadSource } from './file-cache.js';
+import { FileCache, NetasciiTooLargeError, type PayloadSource, type TransferMode } from './file-cache.js';
 import {
   decodeClientPacket,
   decodeRequest,
@@ -214,6 +214,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     const transfer = new ActiveTransfer({
       peer,
       file: name.relative,
+      mode,
       negotiated,
       source,
       listen,
@@ -276,6 +277,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
 interface ActiveTransferOptions {
   peer: RemoteInfo;
   file: string;
+  mode: TransferMode;
   negotiated: Negotiated;
   source: PayloadSource;
   listen: string;
@@ -321,6 +323,7 @@ class ActiveTransfer {
     this.options.stats.bytesSent += bytes;
     const durationMs = Math.round(performance.now() - this.options.startedAt);
     const detail = {
+      mode: this.options.mode,
       options: Object.fromEntries(this.options.negotiated.oack ?? []),
       bytes,
       durationMs,
