@@ -82,8 +82,23 @@ function curl(...args: string[]): Promise<string> {
   );
 }
 
-const machineView = async () =>
-  JSON.parse(await curl(`${BASE}/api/v1/machines/${MACHINE}`)) as { state: string; events: MachineEvent[] };
+type MachineView = { state: string; events: MachineEvent[] };
+const machineView = async () => JSON.parse(await curl(`${BASE}/api/v1/machines/${MACHINE}`)) as MachineView;
+
+/**
+ * The machine once `ready(view)` holds. The API lists events once the writer thread has committed
+ * them, and a script is served without waiting for that, so the view right after a script fetch
+ * may not show its event yet. Bounded: after 5 s the last view is returned as is, and the
+ * caller's assertions show what was there.
+ */
+async function machineViewWhen(ready: (view: MachineView) => boolean): Promise<MachineView> {
+  const deadline = performance.now() + 5000;
+  for (;;) {
+    const view = await machineView();
+    if (ready(view) || performance.now() > deadline) return view;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
 
 let xid = 0x6000;
 /** One DHCP DISCOVER/REQUEST exchange as the given firmware; resolves with the ACK. */
@@ -182,7 +197,7 @@ t.test('DHCP → TFTP → script → Ignition → installed, restart, local disk
   const localBoot = await ipxeBoot(t, probe);
   t.match(localBoot, /sanboot --no-describe --drive 0x80/, 'an installed machine boots its disk');
   t.notMatch(localBoot, /my\.ignition=/);
-  const afterLocal = await machineView();
+  const afterLocal = await machineViewWhen((view) => view.events.at(-1)?.type === 'ipxe-script');
   t.equal(afterLocal.state, 'installed');
   t.match(afterLocal.events.at(-1), {
     type: 'ipxe-script',
@@ -203,7 +218,9 @@ t.test('DHCP → TFTP → script → Ignition → installed, restart, local disk
   t.equal(answer.state, 'discovered');
   const installAgain = await ipxeBoot(t, probe);
   t.match(installAgain, /my\.ignition=/, 'after reprovision the next boot installs again');
-  const reinstalling = await machineView();
+  const reinstalling = await machineViewWhen(
+    (view) => view.events.at(-1)?.correlationId === '525400600001-3',
+  );
   t.equal(reinstalling.state, 'booting');
   t.equal(reinstalling.events.at(-1)?.correlationId, '525400600001-3');
   await stopServer(server);
