@@ -2,6 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stopChild } from '../../src/lab/network.js';
 import {
   createLinkedPair,
   type LinkedPair,
@@ -11,7 +12,14 @@ import {
 } from '../../test/helpers/netns.js';
 import { fetchWith, sha256, sha256OfFile } from '../../test/tftp/clients.js';
 import { createAssets } from '../../test/tftp/harness.js';
-import { compiledScript, cpuTimeMs, REPO_ROOT, serverNodeOptions, textOption } from '../plumbing.js';
+import {
+  compiledScript,
+  cpuTimeMs,
+  numberOption,
+  REPO_ROOT,
+  serverNodeOptions,
+  textOption,
+} from '../plumbing.js';
 
 /**
  * rackboot's TFTP server against tftpd-hpa (in.tftpd) and dnsmasq, all started here inside a
@@ -52,7 +60,7 @@ const servers = (textOption('only')?.split(',') ?? [
   'dnsmasq',
   'node-floor',
 ]) as ServerKind[];
-const repeat = Number(textOption('repeat') ?? 1);
+const repeat = numberOption('repeat', 1);
 const assets = await createAssets();
 // in.tftpd and dnsmasq read the files as another user: open the temporary tree up.
 await chmod(join(assets.root, '..'), 0o755);
@@ -100,7 +108,7 @@ try {
         }
       }
     } finally {
-      await stop(serverProcess);
+      await stopChild(serverProcess);
     }
   }
   if (!lossOnly) printLoadTable(rows, measured, scenarios);
@@ -139,7 +147,7 @@ try {
           `- ${server}: all done in ${((performance.now() - started) / 1000).toFixed(1)} s, p50 ${(p50 / 1000).toFixed(1)} s, p99 ${((times.at(-1) ?? 0) / 1000).toFixed(1)} s, byte-exact ${results.filter((result) => result.exact).length}/20`,
         );
       } finally {
-        await stop(serverProcess);
+        await stopChild(serverProcess);
       }
     }
     console.log(
@@ -220,13 +228,6 @@ async function startServer(
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
   }
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  await exited;
 }
 
 async function runLoad(

@@ -52,7 +52,7 @@ export class FileCache {
    */
   async open(
     file: { path: string; size: number; version: string },
-    mode: TransferMode = 'octet',
+    mode: TransferMode,
   ): Promise<PayloadSource> {
     if (file.size > this.limits.maxFileBytes) {
       if (mode === 'netascii') throw new NetasciiTooLargeError(this.limits.maxFileBytes);

@@ -7,7 +7,6 @@
  * `progressEvery` ACKs, `WARMED` when the unmeasured warm-up clients are done, and finally
  * `RESULT <json DoraResult>`.
  */
-import { createSocket } from 'node:dgram';
 import { MessageType, Option, readAddress } from '../../src/dhcp/options.js';
 import {
   BOOTREPLY,
@@ -16,6 +15,7 @@ import {
   decodeDhcpPacket,
   encodeDhcpPacket,
 } from '../../src/dhcp/packet.js';
+import { createUdp4Socket } from '../../src/udp.js';
 
 export interface DoraOptions {
   mode: 'dora' | 'reboot';
@@ -59,7 +59,7 @@ export interface DoraResult {
 }
 
 const options = JSON.parse(process.argv[2] ?? '{}') as DoraOptions;
-const socket = createSocket({ type: 'udp4', reuseAddr: true });
+const socket = createUdp4Socket({ reuseAddr: true });
 const waiting = new Map<number, (type: number, yiaddr: string, serverId: string | undefined) => void>();
 socket.on('error', (error) => process.stderr.write(`dora socket error: ${error.message}\n`));
 socket.on('message', (bytes) => {
