@@ -39,16 +39,6 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
   const keepAliveMs = options.keepAliveMs ?? 15_000;
   const maxQueuedBytes = options.maxQueuedBytes ?? 4 << 20;
   const open = new Set<ServerResponse>();
-  // Every watcher gets the same event object from the store: serialise it once for all of them.
-  const frames = new WeakMap<MachineEvent, string>();
-  const frameOf = (event: MachineEvent) => {
-    let frame = frames.get(event);
-    if (frame === undefined) {
-      frame = `id: ${event.id}\ndata: ${JSON.stringify(event)}\n\n`;
-      frames.set(event, frame);
-    }
-    return frame;
-  };
   // Long-lived streams would hold app.close() open forever; end them before the server closes.
   app.addHook('preClose', async () => {
     for (const response of open) response.end();
@@ -86,7 +76,7 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
       });
       response.write(`retry: ${RETRY_MS}\n\n`);
       open.add(response);
-      streamEvents(lifecycle, response, { mac, resumeFrom, maxQueuedBytes, frameOf });
+      streamEvents(lifecycle, response, { mac, resumeFrom, maxQueuedBytes });
       const keepAlive = setInterval(() => response.write(': keep-alive\n\n'), keepAliveMs);
       response.on('close', () => {
         clearInterval(keepAlive);
@@ -110,12 +100,11 @@ function streamEvents(
     mac: Mac | undefined;
     resumeFrom: number | undefined;
     maxQueuedBytes: number;
-    frameOf: (event: MachineEvent) => string;
   },
 ): void {
   let sentId = stream.resumeFrom ?? lifecycle.lastEventId();
   let replaying = stream.resumeFrom !== undefined;
-  const held: MachineEvent[] = [];
+  const held: [MachineEvent, string][] = [];
   // The store hands over a committed batch event by event; one socket write per batch, not per event.
   let queued: string[] = [];
   const writeQueued = () => {
@@ -124,23 +113,24 @@ function streamEvents(
     queued = [];
     if (response.writableLength > stream.maxQueuedBytes) response.destroy();
   };
-  const send = (event: MachineEvent) => {
+  // `json` is the event as the store serialised it once for every watcher (and its own writes).
+  const send = (event: MachineEvent, json: string) => {
     if (event.id <= sentId || response.destroyed) return;
     sentId = event.id;
     if (queued.length === 0) queueMicrotask(writeQueued);
-    queued.push(stream.frameOf(event));
+    queued.push(`id: ${event.id}\ndata: ${json}\n\n`);
   };
-  const unsubscribe = lifecycle.subscribe((event) => {
+  const unsubscribe = lifecycle.subscribe((event, json) => {
     if (stream.mac !== undefined && event.mac !== stream.mac) return;
-    if (replaying) held.push(event);
-    else send(event);
+    if (replaying) held.push([event, json]);
+    else send(event, json);
   });
   response.on('close', unsubscribe);
   if (!replaying) return;
 
   const replay = () => {
     const batch = lifecycle.eventsAfter(sentId, { mac: stream.mac, limit: REPLAY_BATCH });
-    for (const event of batch) send(event);
+    for (const event of batch) send(event, JSON.stringify(event));
     writeQueued();
     if (batch.length === REPLAY_BATCH && !response.destroyed) {
       // Let the socket drain between batches so a long catch-up does not sit in memory.
@@ -149,7 +139,7 @@ function streamEvents(
       return;
     }
     replaying = false;
-    for (const event of held.splice(0)) send(event);
+    for (const [event, json] of held.splice(0)) send(event, json);
   };
   replay();
 }

@@ -5,6 +5,7 @@ import type { Mac } from '../inventory/mac.js';
 import type { Logger } from '../log.js';
 import { startModuleWorker } from '../worker-thread.js';
 import type { MachineEvent, MachineEventInput, MachineState, RecordEvent } from './events.js';
+import { MacEventIndex } from './mac-index.js';
 import { type MachineRecord, stampEvent, step } from './states.js';
 import type { WriteBatch, WriterData, WriterReply, WriterRequest } from './writer.js';
 
@@ -45,12 +46,15 @@ export interface Lifecycle {
   lastEventId(): number;
   /**
    * Called with every event once it is durable, in id order, so a watcher never sees an event that
-   * a restart could lose. Returns the unsubscribe function.
+   * a restart could lose; `json` is the event as stored, for listeners that send it on. Returns the
+   * unsubscribe function.
    */
-  subscribe(listener: (event: MachineEvent) => void): () => void;
+  subscribe(listener: EventListener): () => void;
   /** Flushes pending events and closes the database. */
   close(): Promise<void>;
 }
+
+export type EventListener = (event: MachineEvent, json: string) => void;
 
 export interface LifecycleOptions {
   stateDir: string;
@@ -62,6 +66,12 @@ export interface LifecycleOptions {
    * restart replays the events after the last snapshot. Keeps each commit short under a flood.
    */
   snapshotIntervalMs?: number;
+  /**
+   * Batches go to the writer at most this often (default 5 ms). An event after a quiet spell goes at
+   * once; under a flood, each batch costs a message to the writer thread, a transaction and a write
+   * per SSE watcher, so a batch per event-loop turn (one or two DHCP events) cost more than the events.
+   */
+  batchIntervalMs?: number;
   now?: () => number;
 }
 
@@ -70,17 +80,8 @@ export const DATABASE_FILE_NAME = 'lifecycle.sqlite';
 const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10_000;
 
-interface EventRow {
-  id: number;
-  time: string;
-  mac: string | null;
-  ip: string | null;
-  source: string;
-  type: string;
-  state: string | null;
-  correlation_id: string | null;
-  detail: string | null;
-}
+/** `PRAGMA user_version` of the layout below; 0 is the first one (an events column per field). */
+const SCHEMA_VERSION = 2;
 
 /**
  * Opens (creating if needed) `<stateDir>/lifecycle.sqlite`. Machine records are stored as snapshots
@@ -89,7 +90,7 @@ interface EventRow {
  * history that retention may already have cut.
  *
  * Writes never stall the DHCP/TFTP hot paths: `record` only folds the event into memory and queues
- * it; everything queued during one turn of the event loop goes, on the next (`setImmediate`), to a
+ * it; the queue goes, on the next event-loop turn or at most every `batchIntervalMs` under load, to a
  * writer thread (writer.ts) that commits it in one transaction, so SQLite's blocking I/O never runs
  * on the thread that answers packets. WAL with synchronous=NORMAL makes a commit a write to the WAL file without
  * fsync: durable across a crash of this process; a power cut may lose the last commits, never the
@@ -102,31 +103,13 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   const database = new Database(join(options.stateDir, DATABASE_FILE_NAME));
   database.pragma('journal_mode = WAL');
   database.pragma('synchronous = NORMAL');
-  database.exec(`
-    CREATE TABLE IF NOT EXISTS events (
-      id INTEGER PRIMARY KEY,
-      time TEXT NOT NULL,
-      mac TEXT,
-      ip TEXT,
-      source TEXT NOT NULL,
-      type TEXT NOT NULL,
-      state TEXT,
-      correlation_id TEXT,
-      detail TEXT
-    );
-    CREATE INDEX IF NOT EXISTS events_by_mac ON events (mac, id);
-    CREATE TABLE IF NOT EXISTS machines (mac TEXT PRIMARY KEY, record TEXT NOT NULL);
-    CREATE TABLE IF NOT EXISTS snapshot (one INTEGER PRIMARY KEY CHECK (one = 1), through_id INTEGER NOT NULL);
-    INSERT OR IGNORE INTO snapshot (one, through_id) VALUES (1, 0);
-  `);
-  const columns = 'id, time, mac, ip, source, type, state, correlation_id, detail';
+  migrate(database);
   const statements = {
-    after: database.prepare(`SELECT ${columns} FROM events WHERE id > ? ORDER BY id LIMIT ?`),
-    afterForMac: database.prepare(
-      `SELECT ${columns} FROM events WHERE mac = ? AND id > ? ORDER BY id LIMIT ?`,
+    after: database.prepare('SELECT event FROM events WHERE id > ? ORDER BY id LIMIT ?'),
+    latest: database.prepare('SELECT event FROM events ORDER BY id DESC LIMIT ?'),
+    byIds: database.prepare(
+      'SELECT event FROM events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id',
     ),
-    latest: database.prepare(`SELECT ${columns} FROM events ORDER BY id DESC LIMIT ?`),
-    latestForMac: database.prepare(`SELECT ${columns} FROM events WHERE mac = ? ORDER BY id DESC LIMIT ?`),
   };
 
   const machines = new Map<Mac, MachineRecord>();
@@ -138,14 +121,12 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   let snapshotThroughId = (
     database.prepare('SELECT through_id FROM snapshot').get() as { through_id: number }
   ).through_id;
-  const tail = database.prepare(
-    `SELECT ${columns} FROM events WHERE id > ? AND source != 'lifecycle' ORDER BY id`,
-  );
+  const tail = database.prepare('SELECT event FROM events WHERE id > ? ORDER BY id');
   // Machines changed since the last snapshot; written with a batch at most once per interval.
   const dirtyMachines = new Set<Mac>();
   for (const row of tail.iterate(snapshotThroughId) as Iterable<EventRow>) {
     const event = fromRow(row);
-    if (!event.mac) continue;
+    if (!event.mac || event.source === 'lifecycle') continue;
     const replayed = step(machines.get(event.mac), event, event).record;
     if (replayed) {
       machines.set(event.mac, replayed);
@@ -154,12 +135,25 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   }
   let lastId = (database.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0;
   let durableId = lastId;
-  const listeners = new Set<(event: MachineEvent) => void>();
+  const listeners = new Set<EventListener>();
+  // Twice the retention (at least 10,000 more) before a sweep: amortised, and never per event.
+  const eventsByMac = new MacEventIndex(options.retention + Math.max(options.retention, 10_000));
+  for (const row of database
+    .prepare('SELECT id, mac FROM events WHERE mac IS NOT NULL ORDER BY id')
+    .iterate() as Iterable<{
+    id: number;
+    mac: Mac;
+  }>) {
+    eventsByMac.add(row.mac, row.id);
+  }
 
   let pending: MachineEvent[] = [];
   const snapshotIntervalMs = options.snapshotIntervalMs ?? 1000;
   let lastSnapshotAt = now();
-  let batch: { done: Promise<void>; resolve: () => void; timer: NodeJS.Immediate } | undefined;
+  const batchIntervalMs = options.batchIntervalMs ?? 25;
+  let lastFlushAt = Number.NEGATIVE_INFINITY;
+  /** The events recorded since the last flush; `due` once its time has come (see batchIntervalMs). */
+  let batch: { done: Promise<void>; resolve: () => void; due: boolean; cancelTimer: () => void } | undefined;
   let closed = false;
 
   // This connection only reads; every write goes through the writer thread.
@@ -168,7 +162,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   } satisfies WriterData);
   writer.unref();
   let batchNumber = 0;
-  const inFlight = new Map<number, { events: MachineEvent[]; resolve: () => void }>();
+  const inFlight = new Map<number, { events: MachineEvent[]; rows: string[]; resolve: () => void }>();
   let writerFailure: string | undefined;
   const writerExited = new Promise<void>((resolve) => writer.once('exit', () => resolve()));
 
@@ -184,10 +178,12 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       durableId = written.events.at(-1)?.id ?? durableId;
     }
     written.resolve();
-    for (const event of written.events) {
-      for (const listener of listeners) {
+    const listening = [...listeners];
+    for (let index = 0; index < written.events.length; index += 1) {
+      const event = written.events[index] as MachineEvent;
+      for (const listener of listening) {
         try {
-          listener(event);
+          listener(event, written.rows[index] as string);
         } catch (listenerError) {
           logger.error({ err: listenerError }, 'lifecycle: event listener failed');
         }
@@ -217,9 +213,10 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
    */
   function flush(): void {
     const current = batch;
-    if (!current || (inFlight.size > 0 && !writerFailure)) return;
+    if (!current?.due || (inFlight.size > 0 && !writerFailure)) return;
     batch = undefined;
-    clearImmediate(current.timer);
+    current.cancelTimer();
+    lastFlushAt = performance.now();
     batchNumber += 1;
     const snapshotDue = closed || now() - lastSnapshotAt >= snapshotIntervalMs;
     const batchLastId = pending.at(-1)?.id ?? lastId;
@@ -227,29 +224,44 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       lastSnapshotAt = now();
       snapshotThroughId = batchLastId;
     }
+    const pruneThroughId = Math.min(lastId - options.retention, snapshotThroughId);
+    const rows = pending.map(serialise);
     const request: WriteBatch = {
       kind: 'write',
       batch: batchNumber,
-      events: pending,
+      ids: pending.map((event) => event.id),
+      macs: pending.map((event) => event.mac ?? null),
+      rows,
       snapshot: snapshotDue
         ? { machines: [...dirtyMachines].flatMap((mac) => machines.get(mac) ?? []), throughId: batchLastId }
         : undefined,
       // Never prune what a restart would still have to replay.
-      pruneThroughId: Math.min(lastId - options.retention, snapshotThroughId),
+      pruneThroughId,
     };
-    inFlight.set(request.batch, { events: pending, resolve: current.resolve });
+    eventsByMac.prune(pruneThroughId);
+    inFlight.set(request.batch, { events: pending, rows, resolve: current.resolve });
     pending = [];
     if (snapshotDue) dirtyMachines.clear();
     if (writerFailure) {
       settle(request.batch, writerFailure);
       return;
     }
+    writer.ref();
+    writer.postMessage(request);
+  }
+
+  /**
+   * The stored form of an event, made once: the writer stores it, the SSE stream sends it as it is.
+   * A detail JSON cannot hold (a BigInt, a cycle) is a bug in its recorder: the event is kept, with
+   * its detail replaced by the reason.
+   */
+  function serialise(event: MachineEvent): string {
     try {
-      writer.ref();
-      writer.postMessage(request);
+      return JSON.stringify(event);
     } catch (error) {
-      // An event detail that cannot be cloned (a function, a socket) is a bug in its recorder.
-      settle(request.batch, (error as Error).message);
+      const reason = (error as Error).message;
+      logger.error({ type: event.type, mac: event.mac, reason }, 'lifecycle: event detail cannot be stored');
+      return JSON.stringify({ ...event, detail: { unstorable: reason } });
     }
   }
 
@@ -258,7 +270,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       logger.warn({ type: input.type, mac: input.mac }, 'lifecycle: event after close dropped');
       return { events: [], durable: Promise.resolve() };
     }
-    const time = new Date(now()).toISOString();
+    const time = isoTime(now());
     lastId += 1;
     const result = step(input.mac ? machines.get(input.mac) : undefined, input, { id: lastId, time });
     const events = [result.event];
@@ -270,8 +282,22 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       machines.set(input.mac, result.record);
       dirtyMachines.add(input.mac);
     }
-    for (const event of events) pending.push(event);
+    for (const event of events) {
+      pending.push(event);
+      if (event.mac) eventsByMac.add(event.mac, event.id);
+    }
     return { events, durable: ensureBatch().done };
+  }
+
+  // Events come in floods within one millisecond: format each millisecond once (~1.5 µs a call).
+  let formattedMs = Number.NaN;
+  let formatted = '';
+  function isoTime(ms: number): string {
+    if (ms !== formattedMs) {
+      formattedMs = ms;
+      formatted = new Date(ms).toISOString();
+    }
+    return formatted;
   }
 
   function ensureBatch() {
@@ -280,9 +306,27 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       const done = new Promise<void>((settle) => {
         resolve = settle;
       });
-      batch = { done, resolve, timer: setImmediate(flush) };
+      const opened = { done, resolve, due: false, cancelTimer: () => {} };
+      const fire = () => {
+        opened.due = true;
+        flush();
+      };
+      // Monotonic, not options.now: tests move that clock by hours.
+      const wait = lastFlushAt + batchIntervalMs - performance.now();
+      if (wait <= 0) {
+        const immediate = setImmediate(fire);
+        opened.cancelTimer = () => clearImmediate(immediate);
+      } else {
+        const timeout = setTimeout(fire, wait);
+        opened.cancelTimer = () => clearTimeout(timeout);
+      }
+      batch = opened;
     }
     return batch;
+  }
+
+  function byIds(ids: number[]): EventRow[] {
+    return ids.length === 0 ? [] : (statements.byIds.all(JSON.stringify(ids)) as EventRow[]);
   }
 
   function query(single: EventFilter | undefined): { mac: Mac | undefined; limit: number } {
@@ -298,17 +342,17 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     machine: (mac) => machines.get(mac),
     eventsAfter(id, filter) {
       const { mac, limit } = query(filter);
-      const rows = (
-        mac ? statements.afterForMac.all(mac, id, limit) : statements.after.all(id, limit)
-      ) as EventRow[];
+      const rows = mac
+        ? byIds(eventsByMac.after(mac, id, durableId, limit))
+        : (statements.after.all(id, limit) as EventRow[]);
       return rows.map(fromRow);
     },
     latestEvents(filter) {
       const { mac, limit } = query(filter);
-      const rows = (
-        mac ? statements.latestForMac.all(mac, limit) : statements.latest.all(limit)
-      ) as EventRow[];
-      return rows.reverse().map(fromRow);
+      const rows = mac
+        ? byIds(eventsByMac.latest(mac, durableId, limit))
+        : (statements.latest.all(limit) as EventRow[]).reverse();
+      return rows.map(fromRow);
     },
     lastEventId: () => durableId,
     subscribe(listener) {
@@ -321,7 +365,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       closed = true;
       // A last batch, even an empty one, carries the final snapshot: a clean restart replays nothing.
       if (dirtyMachines.size > 0) {
-        ensureBatch();
+        ensureBatch().due = true;
         flush();
         await drained();
       }
@@ -337,16 +381,52 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   };
 }
 
+interface EventRow {
+  event: string;
+}
+
 function fromRow(row: EventRow): MachineEvent {
-  return {
-    id: row.id,
-    time: row.time,
-    mac: (row.mac ?? undefined) as Mac | undefined,
-    ...(row.ip === null ? {} : { ip: row.ip }),
-    source: row.source as MachineEvent['source'],
-    type: row.type,
-    ...(row.state === null ? {} : { state: row.state as MachineState }),
-    ...(row.correlation_id === null ? {} : { correlationId: row.correlation_id }),
-    ...(row.detail === null ? {} : { detail: JSON.parse(row.detail) as Record<string, unknown> }),
-  };
+  return JSON.parse(row.event) as MachineEvent;
+}
+
+/**
+ * Creates the tables, or brings an older layout up to SCHEMA_VERSION in one transaction. Version 2
+ * stores each event as the JSON the SSE stream sends (one serialisation per event, none to read a
+ * column back) and indexes events by MAC in memory (mac-index.ts), not in SQLite.
+ */
+function migrate(database: Database.Database): void {
+  const version = database.pragma('user_version', { simple: true }) as number;
+  if (version > SCHEMA_VERSION) {
+    throw new Error(
+      `${database.name} has schema version ${version}, newer than this rackboot's ${SCHEMA_VERSION}: ` +
+        'run the rackboot that wrote it, or move the file away to start a new history',
+    );
+  }
+  const hasFieldColumns = (database.pragma('table_info(events)') as { name: string }[]).some(
+    (column) => column.name === 'detail',
+  );
+  database.transaction(() => {
+    if (hasFieldColumns) database.exec('ALTER TABLE events RENAME TO events_by_field');
+    database.exec(`
+      CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, mac TEXT, event TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS machines (mac TEXT PRIMARY KEY, record TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS snapshot (one INTEGER PRIMARY KEY CHECK (one = 1), through_id INTEGER NOT NULL);
+      INSERT OR IGNORE INTO snapshot (one, through_id) VALUES (1, 0);
+    `);
+    if (hasFieldColumns) {
+      // The JSON.stringify form: fields that were undefined (NULL here) are left out, not null.
+      database.exec(`
+        INSERT INTO events (id, mac, event)
+        SELECT id, mac, json_remove(
+          json_object('id', id, 'time', time, 'mac', mac, 'ip', ip, 'source', source, 'type', type,
+            'correlationId', correlation_id, 'detail', json(detail), 'state', state),
+          iif(mac IS NULL, '$.mac', '$.kept'), iif(ip IS NULL, '$.ip', '$.kept'),
+          iif(correlation_id IS NULL, '$.correlationId', '$.kept'),
+          iif(detail IS NULL, '$.detail', '$.kept'), iif(state IS NULL, '$.state', '$.kept'))
+        FROM events_by_field ORDER BY id;
+        DROP TABLE events_by_field;
+      `);
+    }
+    database.pragma(`user_version = ${SCHEMA_VERSION}`);
+  })();
 }
