@@ -120,11 +120,13 @@ export async function* followEvents(
         signal: options.signal,
       });
       if (!response.ok || !response.body) throw new ApiError(`HTTP ${response.status}`, response.status);
-      for await (const message of serverSentEvents(response.body)) {
-        if (message.retry !== undefined) retryMs = message.retry;
-        if (message.data === undefined) continue;
-        if (message.id !== undefined) lastId = Number(message.id);
-        yield JSON.parse(message.data) as MachineEvent;
+      for await (const messages of serverSentEvents(response.body as unknown as AsyncIterable<Uint8Array>)) {
+        for (const message of messages) {
+          if (message.retry !== undefined) retryMs = message.retry;
+          if (message.data === undefined) continue;
+          if (message.id !== undefined) lastId = Number(message.id);
+          yield JSON.parse(message.data) as MachineEvent;
+        }
       }
     } catch (error) {
       if (options.signal?.aborted) return;
@@ -136,35 +138,56 @@ export async function* followEvents(
   }
 }
 
-interface SseMessage {
+export interface SseMessage {
   id?: string;
   data?: string;
   retry?: number;
 }
 
-/** The event-stream format (HTML Living Standard §9.2.6): fields per line, a blank line ends a message. */
-async function* serverSentEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<SseMessage> {
+/**
+ * The event-stream format (HTML Living Standard §9.2.6): fields per line, a blank line ends a message.
+ * Yields the messages each chunk completes, together: a watcher of a busy server gets hundreds per
+ * chunk, and a generator step per message cost more than parsing it.
+ */
+export async function* serverSentEvents(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<SseMessage[]> {
   const decoder = new TextDecoder();
   let buffered = '';
   let message: SseMessage = {};
-  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-    buffered += decoder.decode(chunk, { stream: true });
-    let newline = buffered.search(/\r\n|\r|\n/);
-    while (newline !== -1) {
-      const line = buffered.slice(0, newline);
-      buffered = buffered.slice(newline + (buffered.startsWith('\r\n', newline) ? 2 : 1));
-      if (line === '') {
-        if (message.data !== undefined || message.retry !== undefined) yield message;
-        message = {};
-      } else if (!line.startsWith(':')) {
-        const colon = line.indexOf(':');
-        const field = colon === -1 ? line : line.slice(0, colon);
-        const value = colon === -1 ? '' : line.slice(colon + 1).replace(/^ /, '');
-        if (field === 'data') message.data = message.data === undefined ? value : `${message.data}\n${value}`;
-        else if (field === 'id') message.id = value;
-        else if (field === 'retry' && /^\d+$/.test(value)) message.retry = Number(value);
-      }
-      newline = buffered.search(/\r\n|\r|\n/);
+  const endLine = (line: string, messages: SseMessage[]) => {
+    if (line === '') {
+      if (message.data !== undefined || message.retry !== undefined) messages.push(message);
+      message = {};
+      return;
     }
+    if (line.startsWith(':')) return;
+    const colon = line.indexOf(':');
+    const field = colon === -1 ? line : line.slice(0, colon);
+    const value = colon === -1 ? '' : line.slice(line.startsWith(' ', colon + 1) ? colon + 2 : colon + 1);
+    if (field === 'data') message.data = message.data === undefined ? value : `${message.data}\n${value}`;
+    else if (field === 'id') message.id = value;
+    else if (field === 'retry' && /^\d+$/.test(value)) message.retry = Number(value);
+  };
+  for await (const chunk of chunks) {
+    buffered += decoder.decode(chunk, { stream: true });
+    const messages: SseMessage[] = [];
+    let start = 0;
+    // Lines end in \n, \r\n or \r; rackboot sends \n, so look for \r once per chunk, not per line.
+    let carriageReturn = buffered.indexOf('\r');
+    for (;;) {
+      if (carriageReturn !== -1 && carriageReturn < start) carriageReturn = buffered.indexOf('\r', start);
+      const lineFeed = buffered.indexOf('\n', start);
+      const end =
+        carriageReturn === -1
+          ? lineFeed
+          : lineFeed === -1
+            ? carriageReturn
+            : Math.min(lineFeed, carriageReturn);
+      // A \r last in the chunk may be the first half of a \r\n: decide with the next chunk.
+      if (end === -1 || (end === carriageReturn && end === buffered.length - 1)) break;
+      endLine(buffered.slice(start, end), messages);
+      start = end + (end === carriageReturn && buffered.startsWith('\n', end + 1) ? 2 : 1);
+    }
+    buffered = buffered.slice(start);
+    if (messages.length > 0) yield messages;
   }
 }
