@@ -117,9 +117,12 @@ export async function startNamespaceBench(subnet: number, name: string): Promise
   return bench;
 }
 
-/** CPU time of a process in ms, all its threads (/proc/PID/stat utime + stime, in 10 ms ticks). */
-export async function cpuTimeMs(pid: number | undefined): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+/**
+ * CPU time of a process in ms, all its threads (/proc/PID/stat utime + stime, in 10 ms ticks); with
+ * `mainThreadOnly`, of its main thread alone (/proc/PID/task/PID/stat).
+ */
+export async function cpuTimeMs(pid: number | undefined, mainThreadOnly = false): Promise<number> {
+  const stat = await readFile(mainThreadOnly ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }

@@ -3,19 +3,23 @@
  * into the lifecycle store of a running server (DHCP + lifecycle + HTTP, bench/events/server.ts)
  * while the dashboard's SSE stream is open (bench/events/watch.ts). Reports event→SSE latency and
  * how much the DHCP server's full-DORA rate drops under that load compared with the same server idle,
- * measured by the DHCP bench's load client (test/dhcp/dora-client.ts).
- *   npm run bench:events -- [--machines 1000] [--rate 10000] [--seconds 30] [--clients 2000] [--concurrency 64]
+ * measured by the DHCP bench's load client (test/dhcp/dora-client.ts), in alternating idle and loaded
+ * phases (`--rounds`), with the CPU each process used.
+ *   npm run bench:events -- [--machines 1000] [--rate 10000] [--seconds 30] [--clients 2000] [--concurrency 64] [--rounds 3]
  * Namespaces on 10.77.216.0/21 (server .216.1); nothing leaves them.
  */
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import type { DoraOptions, DoraResult } from '../../test/dhcp/dora-client.js';
 import { onLines, waitForLine } from '../../test/dhcp/harness.js';
 import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
 import {
   compiledScript,
+  cpuTimeMs,
   numberOption,
   REPO_ROOT,
   serverNodeOptions,
@@ -31,7 +35,9 @@ const RATE = numberOption('rate', 10_000);
 const SECONDS = numberOption('seconds', 30);
 const CLIENTS = numberOption('clients', 2000);
 const CONCURRENCY = numberOption('concurrency', 64);
+const ROUNDS = numberOption('rounds', 3);
 const SERVER = '10.77.216.1';
+const execFileAsync = promisify(execFile);
 
 await requireTools('ip');
 const { pair, directory, cleanup } = await startNamespaceBench(216, 'events');
@@ -67,7 +73,9 @@ function nextLine(child: ChildProcess, prefix: string, timeoutMs: number): Promi
  * One load client renewing the same CLIENTS leases: a first pass unmeasured (its own JIT warm-up,
  * and the leases handed out on the first call), then DORAs measured for `measureMs`.
  */
-async function doraPhase(measureMs: number): Promise<DoraResult> {
+async function doraPhase(measureMs: number, pids: (number | undefined)[] = []): Promise<Measured> {
+  const sample = () =>
+    Promise.all([...pids.map((pid) => cpuTimeMs(pid)), ...pids.map((pid) => cpuTimeMs(pid, true))]);
   const options: DoraOptions = {
     mode: 'dora',
     clients: Number.MAX_SAFE_INTEGER,
@@ -82,10 +90,24 @@ async function doraPhase(measureMs: number): Promise<DoraResult> {
     timeoutMs: 1000,
     deadlineMs: measureMs + 60_000,
   };
-  return (await startDoraLoad(pair.client, options)).result;
+  const load = await startDoraLoad(pair.client, options);
+  // The load client's warm-up pass is not part of what it measures.
+  await load.warmed;
+  const cpuBefore = await sample();
+  const result = await load.result;
+  const cpuAfter = await sample();
+  const used = cpuAfter.map((after, index) => after - (cpuBefore[index] as number));
+  return { result, cpuMs: used.slice(0, pids.length), mainThreadCpuMs: used.slice(pids.length) };
 }
 
-const rate = (result: DoraResult) => (result.acked.length / result.durationMs) * 1000;
+interface Measured {
+  result: DoraResult;
+  /** CPU time of each of the given processes while the DORAs were measured; of their main threads. */
+  cpuMs: number[];
+  mainThreadCpuMs: number[];
+}
+
+const rate = ({ result }: Measured) => (result.acked.length / result.durationMs) * 1000;
 
 try {
   const server = pair.server.spawn(
@@ -97,9 +119,6 @@ try {
   );
   await waitForOutput(server, (line) => line === 'READY', 60_000);
 
-  // The first pass hands out the leases; everything after renews them, idle and loaded alike.
-  const idle = await doraPhase(SECONDS * 500);
-
   const watcher = pair.client.spawn(
     process.execPath,
     [await compiledScript(WATCH_SCRIPT), `http://${SERVER}:8080`],
@@ -107,7 +126,8 @@ try {
       cwd: REPO_ROOT,
     },
   );
-  // The watcher is connected once it sees an event; DORA passes make some (bounded: 10 passes).
+  // The watcher is connected once it sees an event; DORA passes make some (bounded: 10 passes). The
+  // first pass hands out the leases; every pass after renews them, idle and loaded alike.
   let connected = false;
   onLines(watcher, (line) => {
     connected ||= line === 'FIRST';
@@ -116,15 +136,44 @@ try {
     if (round === 10) throw new Error('the SSE watcher saw no event');
     await doraPhase(0);
   }
-  const loaded = nextLine(server, 'LOADED ', (SECONDS + 60) * 1000);
-  server.stdin?.write(`load ${MACHINES} ${RATE} ${SECONDS}\n`);
-  // Its warm-up pass runs in the load's first second; the measured part ends before the load does.
-  const busy = await doraPhase((SECONDS - 6) * 1000);
-  const load = JSON.parse(await loaded) as {
-    sent: number;
-    durationMs: number;
-    loopDelayMs: { p99: number; max: number };
-  };
+
+  /** CPU cores a process kept busy during a phase (1.0 = one core all the time). */
+  const cores = (phase: Measured, index: number, mainThread = false) =>
+    ((mainThread ? phase.mainThreadCpuMs : phase.cpuMs)[index] as number) / phase.result.durationMs;
+  const clientCores = (phase: Measured) => phase.result.cpuMs / phase.result.durationMs;
+  const drops: number[] = [];
+  // Idle and loaded phases alternate: on this shared host one pair's ratio moves by ±15 points.
+  for (let round = 1; round <= ROUNDS; round += 1) {
+    // A loaded phase leaves ~100 MB of SQLite writes in the page cache; their writeback would slow the
+    // next idle phase's durable lease writes and hide part of the drop.
+    await execFileAsync('sync');
+    const idle = await doraPhase(SECONDS * 500, [server.pid]);
+    const loaded = nextLine(server, 'LOADED ', (SECONDS + 60) * 1000);
+    server.stdin?.write(`load ${MACHINES} ${RATE} ${SECONDS}\n`);
+    // Its warm-up pass runs in the load's first second; the measured part ends before the load does.
+    const busy = await doraPhase((SECONDS - 6) * 1000, [server.pid, watcher.pid]);
+    const load = JSON.parse(await loaded) as {
+      sent: number;
+      durationMs: number;
+      loopDelayMs: { p99: number; max: number };
+    };
+    const drop = (1 - rate(busy) / rate(idle)) * 100;
+    drops.push(drop);
+    process.stdout.write(
+      [
+        `round ${round}: events: ${load.sent} recorded in ${(load.durationMs / 1000).toFixed(1)} s ` +
+          `(${((load.sent / load.durationMs) * 1000).toFixed(0)}/s over ${MACHINES} machines); ` +
+          `server event-loop delay p99 ${load.loopDelayMs.p99.toFixed(1)} ms, max ${load.loopDelayMs.max.toFixed(1)} ms`,
+        `  DHCP: idle ${rate(idle).toFixed(0)} DORA/s (${idle.result.acked.length} ACKs, p99 ${idle.result.latencyMs.p99.toFixed(1)} ms), ` +
+          `under event load ${rate(busy).toFixed(0)} DORA/s (${busy.result.acked.length} ACKs, p99 ${busy.result.latencyMs.p99.toFixed(1)} ms): ` +
+          `${drop >= 0 ? 'drop' : 'gain'} ${Math.abs(drop).toFixed(1)}%`,
+        `  CPU cores busy, idle → under event load: server ${cores(idle, 0).toFixed(2)} → ${cores(busy, 0).toFixed(2)} ` +
+          `(main thread ${cores(idle, 0, true).toFixed(2)} → ${cores(busy, 0, true).toFixed(2)}), ` +
+          `DHCP load client ${clientCores(idle).toFixed(2)} → ${clientCores(busy).toFixed(2)}, ` +
+          `SSE watcher ${cores(busy, 1).toFixed(2)} (this host has ${availableParallelism()})`,
+      ].join('\n') + '\n',
+    );
+  }
   await new Promise((resolve) => setTimeout(resolve, 1000));
   const watched = nextLine(watcher, 'RESULT ', 30_000);
   watcher.stdin?.write('stop\n');
@@ -135,21 +184,16 @@ try {
     p99: number;
     max: number;
   };
-
-  const idleRate = rate(idle);
-  const busyRate = rate(busy);
-  const drop = (1 - busyRate / idleRate) * 100;
+  const sorted = [...drops].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)] as number;
   process.stdout.write(
     [
-      `events: ${load.sent} recorded in ${(load.durationMs / 1000).toFixed(1)} s ` +
-        `(${((load.sent / load.durationMs) * 1000).toFixed(0)}/s over ${MACHINES} machines); ` +
-        `server event-loop delay p99 ${load.loopDelayMs.p99.toFixed(1)} ms, max ${load.loopDelayMs.max.toFixed(1)} ms`,
-      `SSE: ${latency.measured} of ${load.sent} generated events seen (${latency.received} with derived state changes); ` +
-        `event→SSE latency p50 ${latency.p50.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms`,
-      `DHCP: idle ${idleRate.toFixed(0)} DORA/s (${idle.acked.length} ACKs, p99 ${idle.latencyMs.p99.toFixed(1)} ms), ` +
-        `under event load ${busyRate.toFixed(0)} DORA/s (${busy.acked.length} ACKs, p99 ${busy.latencyMs.p99.toFixed(1)} ms): ` +
-        `${drop >= 0 ? 'drop' : 'gain'} ${Math.abs(drop).toFixed(1)}% ` +
-        `(${CLIENTS} PXE clients renewing, concurrency ${CONCURRENCY}, after an unmeasured pass)`,
+      `SSE: ${latency.measured} of ${ROUNDS * RATE * SECONDS} generated events seen (${latency.received} with ` +
+        `derived state changes and the DHCP passes' own events); event→SSE latency p50 ${latency.p50.toFixed(1)} ms, ` +
+        `p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms`,
+      `DHCP DORA/s under event load, median of ${ROUNDS} rounds: ${median >= 0 ? 'drop' : 'gain'} ${Math.abs(median).toFixed(1)}% ` +
+        `(rounds: ${drops.map((drop) => `${drop.toFixed(1)}%`).join(', ')}; ${CLIENTS} PXE clients renewing, ` +
+        `concurrency ${CONCURRENCY}, each phase after an unmeasured pass)`,
     ].join('\n') + '\n',
   );
   const exited = new Promise((resolve) => server.once('exit', resolve));
