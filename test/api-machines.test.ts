@@ -260,5 +260,15 @@ t.test('/metrics: machines by state, install histogram, TFTP outcomes, HTTP requ
   ]) {
     t.ok(text.includes(line), line);
   }
+  const bySource = new Map<string, number>();
+  for (const event of lifecycle.eventsAfter(0))
+    bySource.set(event.source, (bySource.get(event.source) ?? 0) + 1);
+  t.ok(bySource.size >= 4, `events of ${[...bySource.keys()].join(', ')}`);
+  for (const [source, count] of bySource) {
+    t.ok(
+      text.includes(`rackboot_events_total{source="${source}"} ${count}`),
+      `${count} ${source} events counted`,
+    );
+  }
   t.match(text, /^process_cpu_user_seconds_total \d/m, 'process metrics');
 });

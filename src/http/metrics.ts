@@ -83,24 +83,15 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
     labelNames: ['outcome'],
     registers: [registry],
   });
-  // Counted in a plain map and handed to prom-client at scrape time: its per-call label hashing
-  // showed up in every boot script's profile (bench/http).
-  const answered = new Map<string, { method: string; route: string; status: string; count: number }>();
-  new Counter({
+  const countRequest = scrapeTimeCounter(registry, {
     name: 'rackboot_http_requests_total',
     help: 'HTTP requests answered, by method, route pattern and status code.',
     labelNames: ['method', 'route', 'status'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const { count, ...labels } of answered.values()) this.inc(labels, count);
-    },
   });
-  const events = new Counter({
+  const countEventSource = scrapeTimeCounter(registry, {
     name: 'rackboot_events_total',
     help: 'Provisioning events recorded, by source.',
     labelNames: ['source'],
-    registers: [registry],
   });
   const installSeconds = new Histogram({
     name: 'rackboot_install_duration_seconds',
@@ -122,7 +113,7 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
   });
 
   const countEvent = (event: MachineEvent) => {
-    events.inc({ source: event.source });
+    countEventSource(event.source, { source: event.source });
     const detail = event.detail ?? {};
     if (event.type === 'tftp-transfer' && typeof detail.outcome === 'string') {
       const outcome = detail.outcome;
@@ -147,13 +138,39 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
 
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
-    const key = `${request.method} ${reply.statusCode} ${route}`;
-    const counted = answered.get(key);
-    if (counted) counted.count += 1;
-    else answered.set(key, { method: request.method, route, status: String(reply.statusCode), count: 1 });
+    countRequest(`${request.method} ${reply.statusCode} ${route}`, {
+      method: request.method,
+      route,
+      status: String(reply.statusCode),
+    });
     done();
   });
 };
+/**
+ * A counter kept in a plain map and handed to prom-client at scrape time: prom-client's per-call
+ * label hashing showed up in every boot script's profile (bench/http) and per recorded event under
+ * an event flood (bench/events). Returns `count(key, labels)`; `labels` are read for a new key only.
+ */
+function scrapeTimeCounter<Label extends string>(
+  registry: Registry,
+  metric: { name: string; help: string; labelNames: Label[] },
+): (key: string, labels: Record<Label, string>) => void {
+  const counts = new Map<string, { labels: Record<Label, string>; count: number }>();
+  new Counter({
+    ...metric,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const { labels, count } of counts.values()) this.inc(labels, count);
+    },
+  });
+  return (key, labels) => {
+    const counted = counts.get(key);
+    if (counted) counted.count += 1;
+    else counts.set(key, { labels, count: 1 });
+  };
+}
+
 // Request counting must see every route of the app, so this plugin runs in the context it is
 // registered in (what fastify-plugin sets): register it first, before the plugins it should count.
 Object.assign(metricsRoutes, { [Symbol.for('skip-override')]: true });
