@@ -73,32 +73,73 @@ t.test('history and states survive a restart', async (t) => {
   t.equal(next?.correlationId, '525400aabb01-2', 'the next boot gets the next correlation id');
 });
 
-t.test('record: memory at once, one transaction per event-loop turn, listeners after commit', async (t) => {
-  const lifecycle = openLifecycle({ stateDir: stateDirFor(t), retention: 1000, logger });
-  t.teardown(() => lifecycle.close());
-  const seen: MachineEvent[] = [];
-  const unsubscribe = lifecycle.subscribe((event) => {
-    seen.push(event);
-    t.ok(
-      lifecycle.eventsAfter(event.id - 1, { limit: 1 }).length === 1,
-      `event ${event.id} is durable when seen`,
+t.test(
+  'record: memory at once, one transaction for what one turn records, listeners after commit',
+  async (t) => {
+    const lifecycle = openLifecycle({ stateDir: stateDirFor(t), retention: 1000, logger });
+    t.teardown(() => lifecycle.close());
+    const seen: MachineEvent[] = [];
+    const unsubscribe = lifecycle.subscribe((event) => {
+      seen.push(event);
+      t.ok(
+        lifecycle.eventsAfter(event.id - 1, { limit: 1 }).length === 1,
+        `event ${event.id} is durable when seen`,
+      );
+    });
+    const writes = install().map((event) => lifecycle.record(event));
+    t.equal(lifecycle.stateOf(mac), 'installed', 'state is updated synchronously');
+    t.equal(lifecycle.eventsAfter(0).length, 0, 'nothing is written before the batch commits');
+    t.equal(seen.length, 0, 'no listener hears an event before it is durable');
+    await Promise.all(writes);
+    t.equal(lifecycle.eventsAfter(0).length, 8);
+    t.same(
+      seen.map((event) => event.id),
+      [1, 2, 3, 4, 5, 6, 7, 8],
+      'listeners get every event in id order',
     );
-  });
-  const writes = install().map((event) => lifecycle.record(event));
-  t.equal(lifecycle.stateOf(mac), 'installed', 'state is updated synchronously');
-  t.equal(lifecycle.eventsAfter(0).length, 0, 'nothing is written before the batch commits');
-  t.equal(seen.length, 0, 'no listener hears an event before it is durable');
-  await Promise.all(writes);
-  t.equal(lifecycle.eventsAfter(0).length, 8);
-  t.same(
-    seen.map((event) => event.id),
-    [1, 2, 3, 4, 5, 6, 7, 8],
-    'listeners get every event in id order',
-  );
-  unsubscribe();
-  await lifecycle.record({ mac, source: 'machine', type: 'progress' });
-  t.equal(seen.length, 8, 'unsubscribed listener hears nothing more');
-});
+    unsubscribe();
+    await lifecycle.record({ mac, source: 'machine', type: 'progress' });
+    t.equal(seen.length, 8, 'unsubscribed listener hears nothing more');
+  },
+);
+
+t.test(
+  'events recorded on several turns within batchIntervalMs share one batch; a first one goes at once',
+  async (t) => {
+    const lifecycle = openLifecycle({
+      stateDir: stateDirFor(t),
+      retention: 1000,
+      logger,
+      batchIntervalMs: 1000,
+    });
+    t.teardown(() => lifecycle.close());
+    // The listener hears a batch's events in one synchronous run: a microtask marks its end.
+    const batches: number[][] = [];
+    let current: number[] | undefined;
+    lifecycle.subscribe((event) => {
+      if (!current) {
+        const batch: number[] = [];
+        batches.push(batch);
+        current = batch;
+        queueMicrotask(() => {
+          current = undefined;
+        });
+      }
+      current.push(event.id);
+    });
+    const transfer = { mac: undefined, source: 'tftp', type: 'tftp-transfer' } as const;
+    const started = performance.now();
+    await lifecycle.record(transfer);
+    t.ok(performance.now() - started < 1000, 'the first event did not wait for the interval');
+    const later: Promise<void>[] = [];
+    for (let turn = 0; turn < 3; turn += 1) {
+      later.push(lifecycle.record(transfer));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await Promise.all(later);
+    t.same(batches, [[1], [2, 3, 4]], 'three turns 30 ms apart, one batch');
+  },
+);
 
 t.test('append reports what an event caused, rejections included', async (t) => {
   const lifecycle = openLifecycle({ stateDir: stateDirFor(t), retention: 1000, logger });

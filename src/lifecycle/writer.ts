@@ -9,7 +9,7 @@ import type { MachineRecord } from './states.js';
  */
 
 /**
- * One transaction: the events of one event-loop turn and the machine records they changed. Events
+ * One transaction: the events recorded since the last batch and the machine records they changed. Events
  * come as three parallel arrays of primitives, each event already serialised: cloning strings to
  * this thread costs a copy, cloning event objects cost the main thread ~8 µs per event.
  */
