@@ -134,7 +134,8 @@ t.test(
     const later: Promise<void>[] = [];
     for (let turn = 0; turn < 3; turn += 1) {
       later.push(lifecycle.record(transfer));
-      await new Promise((resolve) => setImmediate(resolve));
+      // Time enough for a batch of its own to commit, were it sent at once.
+      await new Promise((resolve) => setTimeout(resolve, 30));
     }
     await Promise.all(later);
     t.same(batches, [[1], [2, 3, 4]], 'three turns 30 ms apart, one batch');
