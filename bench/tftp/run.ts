@@ -262,10 +262,24 @@ function printLoadTable(
   for (const row of rows) console.log(row);
   const rate = (key: string) => measured.get(key)?.megabytesPerSecond ?? Number.NaN;
   console.log('');
+  // Ratios of the peers this run measured (`--only` leaves some out).
+  const pairs: [label: string, numerator: string, denominator: string][] = [
+    ['rackboot/dnsmasq', 'rackboot', 'dnsmasq'],
+    ['rackboot/tftpd-hpa', 'rackboot', 'tftpd-hpa'],
+    ['rackboot/node-floor', 'rackboot', 'node-floor'],
+    ['node-floor/dnsmasq', 'node-floor', 'dnsmasq'],
+    ['windowsize 8 / lock-step', 'rackboot w8', 'rackboot'],
+  ];
   for (const { concurrency, blksize } of scenarios) {
     const key = `|${concurrency}|${blksize}`;
-    console.log(
-      `- ${concurrency} clients, blksize ${blksize}: rackboot/dnsmasq ${(rate(`rackboot${key}`) / rate(`dnsmasq${key}`)).toFixed(2)}x, rackboot/tftpd-hpa ${(rate(`rackboot${key}`) / rate(`tftpd-hpa${key}`)).toFixed(2)}x, rackboot/node-floor ${(rate(`rackboot${key}`) / rate(`node-floor${key}`)).toFixed(2)}x, node-floor/dnsmasq ${(rate(`node-floor${key}`) / rate(`dnsmasq${key}`)).toFixed(2)}x, windowsize 8 / lock-step ${(rate(`rackboot w8${key}`) / rate(`rackboot${key}`)).toFixed(2)}x`,
-    );
+    const ratios = pairs
+      .filter(
+        ([, numerator, denominator]) => measured.has(numerator + key) && measured.has(denominator + key),
+      )
+      .map(
+        ([label, numerator, denominator]) =>
+          `${label} ${(rate(numerator + key) / rate(denominator + key)).toFixed(2)}x`,
+      );
+    console.log(`- ${concurrency} clients, blksize ${blksize}: ${ratios.join(', ')}`);
   }
 }
