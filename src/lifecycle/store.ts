@@ -67,7 +67,7 @@ export interface LifecycleOptions {
    */
   snapshotIntervalMs?: number;
   /**
-   * Batches go to the writer at most this often (default 5 ms). An event after a quiet spell goes at
+   * Batches go to the writer at most this often (default 25 ms). An event after a quiet spell goes at
    * once; under a flood, each batch costs a message to the writer thread, a transaction and a write
    * per SSE watcher, so a batch per event-loop turn (one or two DHCP events) cost more than the events.
    */
