@@ -76,6 +76,8 @@ export class FileCache {
       if (content.length !== entry.bytes && this.entries.get(key) === entry) {
         this.cachedBytes += content.length - entry.bytes;
         entry.bytes = content.length;
+        // The growth can take the cache past its capacity: hold the bound now, not at the next open.
+        this.evictBeyondCapacity();
       }
       return {
         size: content.length,
