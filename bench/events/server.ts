@@ -42,55 +42,53 @@ const app = await buildApp({
 await app.listen({ port: loaded.config.server.http.port, host: '0.0.0.0' });
 process.stdout.write('READY\n');
 
-/** One install as the servers report it, ten events; the operator's reprovision starts it over. */
+/**
+ * One install as the servers report it, ten events; the operator's reprovision starts it over. Each
+ * detail is an object literal, as the servers build theirs: spreading a shared part in cost ~3 µs per
+ * event on Node 20, a cost of this stand-in that no server pays.
+ */
 function storyEvent(mac: Mac, step: number, sentAt: number): MachineEventInput {
-  const detail = { sentAt };
   switch (step) {
     case 0:
       return {
         mac,
         source: 'dhcp',
         type: 'dhcp-offer',
-        detail: { ...detail, firmware: 'bios-pxe', arch: 'x86_64' },
+        detail: { sentAt, firmware: 'bios-pxe', arch: 'x86_64' },
       };
     case 1:
       return {
         mac,
         source: 'dhcp',
         type: 'dhcp-ack',
-        detail: { ...detail, firmware: 'bios-pxe', arch: 'x86_64' },
+        detail: { sentAt, firmware: 'bios-pxe', arch: 'x86_64' },
       };
     case 2:
       return {
         mac,
         source: 'tftp',
         type: 'tftp-transfer',
-        detail: { ...detail, outcome: 'complete', bytes: 70_000 },
+        detail: { sentAt, outcome: 'complete', bytes: 70_000 },
       };
     case 3:
-      return {
-        mac,
-        source: 'dhcp',
-        type: 'dhcp-ack',
-        detail: { ...detail, firmware: 'ipxe', arch: 'x86_64' },
-      };
+      return { mac, source: 'dhcp', type: 'dhcp-ack', detail: { sentAt, firmware: 'ipxe', arch: 'x86_64' } };
     case 4:
-      return { mac, source: 'http', type: 'ipxe-script', detail: { ...detail, script: 'install' } };
+      return { mac, source: 'http', type: 'ipxe-script', detail: { sentAt, script: 'install' } };
     case 5:
       return {
         mac,
         source: 'http',
         type: 'asset-download',
-        detail: { ...detail, file: 'kernel', status: 200 },
+        detail: { sentAt, file: 'kernel', status: 200 },
       };
     case 6:
-      return { mac, source: 'http', type: 'ignition-fetch', detail };
+      return { mac, source: 'http', type: 'ignition-fetch', detail: { sentAt } };
     case 7:
-      return { mac, source: 'machine', type: 'progress', detail };
+      return { mac, source: 'machine', type: 'progress', detail: { sentAt } };
     case 8:
-      return { mac, source: 'machine', type: 'installed', detail };
+      return { mac, source: 'machine', type: 'installed', detail: { sentAt } };
     default:
-      return { mac, source: 'operator', type: 'reprovision', detail };
+      return { mac, source: 'operator', type: 'reprovision', detail: { sentAt } };
   }
 }
 
