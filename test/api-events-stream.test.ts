@@ -125,6 +125,13 @@ t.test('?mac= filters; Accept: application/json answers the history', async (t) 
       .map((event) => event.id),
     'the latest three of that machine',
   );
+  t.match(history.headers['content-type'], /^application\/json/);
+  t.same(events, lifecycle.latestEvents({ mac: LISTED_MAC, limit: 3 }), 'each event whole, as stored');
+  const none = await app.inject({
+    url: '/api/v1/events?after=1000000',
+    headers: { accept: 'application/json' },
+  });
+  t.same(none.json(), [], 'an empty history is an empty JSON array');
   const after = await app.inject({ url: '/api/v1/events?after=4', headers: { accept: 'application/json' } });
   t.ok(
     (after.json() as MachineEvent[]).every((event) => event.id > 4),

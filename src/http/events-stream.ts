@@ -2,7 +2,6 @@ import type { ServerResponse } from 'node:http';
 import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyPluginAsync } from 'fastify';
 import { type Mac, parseMac } from '../inventory/mac.js';
-import type { MachineEvent } from '../lifecycle/events.js';
 import type { Lifecycle } from '../lifecycle/store.js';
 
 export interface EventsStreamOptions {
@@ -55,9 +54,14 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
       const accept = request.headers.accept ?? '';
       if (accept.includes('application/json') && !accept.includes('text/event-stream')) {
         const filter = { mac, limit: request.query.limit };
-        return request.query.after === undefined
-          ? lifecycle.latestEvents(filter)
-          : lifecycle.eventsAfter(request.query.after, filter);
+        const stored =
+          request.query.after === undefined
+            ? lifecycle.storedLatestEvents(filter)
+            : lifecycle.storedEventsAfter(request.query.after, filter);
+        // The events as stored are JSON already: up to 10,000 of them, not parsed to be serialised again.
+        return reply
+          .type('application/json; charset=utf-8')
+          .send(`[${stored.map((row) => row.event).join(',')}]`);
       }
       const lastEventId = request.headers['last-event-id'];
       const resumeFrom =
@@ -104,7 +108,7 @@ function streamEvents(
 ): void {
   let sentId = stream.resumeFrom ?? lifecycle.lastEventId();
   let replaying = stream.resumeFrom !== undefined;
-  const held: [MachineEvent, string][] = [];
+  const held: [number, string][] = [];
   // The store hands over a committed batch event by event; one socket write per batch, not per event.
   let queued: string[] = [];
   const writeQueued = () => {
@@ -113,24 +117,24 @@ function streamEvents(
     queued = [];
     if (response.writableLength > stream.maxQueuedBytes) response.destroy();
   };
-  // `json` is the event as the store serialised it once for every watcher (and its own writes).
-  const send = (event: MachineEvent, json: string) => {
-    if (event.id <= sentId || response.destroyed) return;
-    sentId = event.id;
+  // `json` is the event as the store serialised it once, for every watcher and its own writes.
+  const send = (id: number, json: string) => {
+    if (id <= sentId || response.destroyed) return;
+    sentId = id;
     if (queued.length === 0) queueMicrotask(writeQueued);
-    queued.push(`id: ${event.id}\ndata: ${json}\n\n`);
+    queued.push(`id: ${id}\ndata: ${json}\n\n`);
   };
   const unsubscribe = lifecycle.subscribe((event, json) => {
     if (stream.mac !== undefined && event.mac !== stream.mac) return;
-    if (replaying) held.push([event, json]);
-    else send(event, json);
+    if (replaying) held.push([event.id, json]);
+    else send(event.id, json);
   });
   response.on('close', unsubscribe);
   if (!replaying) return;
 
   const replay = () => {
-    const batch = lifecycle.eventsAfter(sentId, { mac: stream.mac, limit: REPLAY_BATCH });
-    for (const event of batch) send(event, JSON.stringify(event));
+    const batch = lifecycle.storedEventsAfter(sentId, { mac: stream.mac, limit: REPLAY_BATCH });
+    for (const stored of batch) send(stored.id, stored.event);
     writeQueued();
     if (batch.length === REPLAY_BATCH && !response.destroyed) {
       // Let the socket drain between batches so a long catch-up does not sit in memory.
@@ -139,7 +143,7 @@ function streamEvents(
       return;
     }
     replaying = false;
-    for (const [event, json] of held.splice(0)) send(event, json);
+    for (const [id, json] of held.splice(0)) send(id, json);
   };
   replay();
 }

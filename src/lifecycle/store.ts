@@ -42,6 +42,10 @@ export interface Lifecycle {
   eventsAfter(id: number, filter?: EventFilter): MachineEvent[];
   /** The newest durable events (oldest of them first). */
   latestEvents(filter?: EventFilter): MachineEvent[];
+  /** As `eventsAfter`, as stored: for senders of the JSON, which need not parse it to send it again. */
+  storedEventsAfter(id: number, filter?: EventFilter): StoredEvent[];
+  /** As `latestEvents`, as stored. */
+  storedLatestEvents(filter?: EventFilter): StoredEvent[];
   /** The id of the newest durable event (0 when there is none). */
   lastEventId(): number;
   /**
@@ -55,6 +59,12 @@ export interface Lifecycle {
 }
 
 export type EventListener = (event: MachineEvent, json: string) => void;
+
+/** An event as the history holds it: its id, and its JSON exactly as the SSE stream sends it. */
+export interface StoredEvent {
+  id: number;
+  event: string;
+}
 
 export interface LifecycleOptions {
   stateDir: string;
@@ -105,10 +115,10 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   database.pragma('synchronous = NORMAL');
   migrate(database);
   const statements = {
-    after: database.prepare('SELECT event FROM events WHERE id > ? ORDER BY id LIMIT ?'),
-    latest: database.prepare('SELECT event FROM events ORDER BY id DESC LIMIT ?'),
+    after: database.prepare('SELECT id, event FROM events WHERE id > ? ORDER BY id LIMIT ?'),
+    latest: database.prepare('SELECT id, event FROM events ORDER BY id DESC LIMIT ?'),
     byIds: database.prepare(
-      'SELECT event FROM events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id',
+      'SELECT id, event FROM events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id',
     ),
   };
 
@@ -124,7 +134,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   const tail = database.prepare('SELECT event FROM events WHERE id > ? ORDER BY id');
   // Machines changed since the last snapshot; written with a batch at most once per interval.
   const dirtyMachines = new Set<Mac>();
-  for (const row of tail.iterate(snapshotThroughId) as Iterable<EventRow>) {
+  for (const row of tail.iterate(snapshotThroughId) as Iterable<Pick<StoredEvent, 'event'>>) {
     const event = fromRow(row);
     if (!event.mac || event.source === 'lifecycle') continue;
     const replayed = step(machines.get(event.mac), event, event).record;
@@ -325,8 +335,22 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     return batch;
   }
 
-  function byIds(ids: number[]): EventRow[] {
-    return ids.length === 0 ? [] : (statements.byIds.all(JSON.stringify(ids)) as EventRow[]);
+  function byIds(ids: number[]): StoredEvent[] {
+    return ids.length === 0 ? [] : (statements.byIds.all(JSON.stringify(ids)) as StoredEvent[]);
+  }
+
+  function storedEventsAfter(id: number, filter?: EventFilter): StoredEvent[] {
+    const { mac, limit } = query(filter);
+    return mac
+      ? byIds(eventsByMac.after(mac, id, durableId, limit))
+      : (statements.after.all(id, limit) as StoredEvent[]);
+  }
+
+  function storedLatestEvents(filter?: EventFilter): StoredEvent[] {
+    const { mac, limit } = query(filter);
+    return mac
+      ? byIds(eventsByMac.latest(mac, durableId, limit))
+      : (statements.latest.all(limit) as StoredEvent[]).reverse();
   }
 
   function query(single: EventFilter | undefined): { mac: Mac | undefined; limit: number } {
@@ -340,20 +364,10 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     stateOf: (mac) => machines.get(mac)?.state,
     machines: () => [...machines.values()],
     machine: (mac) => machines.get(mac),
-    eventsAfter(id, filter) {
-      const { mac, limit } = query(filter);
-      const rows = mac
-        ? byIds(eventsByMac.after(mac, id, durableId, limit))
-        : (statements.after.all(id, limit) as EventRow[]);
-      return rows.map(fromRow);
-    },
-    latestEvents(filter) {
-      const { mac, limit } = query(filter);
-      const rows = mac
-        ? byIds(eventsByMac.latest(mac, durableId, limit))
-        : (statements.latest.all(limit) as EventRow[]).reverse();
-      return rows.map(fromRow);
-    },
+    eventsAfter: (id, filter) => storedEventsAfter(id, filter).map(fromRow),
+    latestEvents: (filter) => storedLatestEvents(filter).map(fromRow),
+    storedEventsAfter,
+    storedLatestEvents,
     lastEventId: () => durableId,
     subscribe(listener) {
       listeners.add(listener);
@@ -381,11 +395,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   };
 }
 
-interface EventRow {
-  event: string;
-}
-
-function fromRow(row: EventRow): MachineEvent {
+function fromRow(row: Pick<StoredEvent, 'event'>): MachineEvent {
   return JSON.parse(row.event) as MachineEvent;
 }
 
