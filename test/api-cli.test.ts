@@ -8,6 +8,7 @@ import { registerLogs } from '../src/cli/logs.js';
 import { registerMachines } from '../src/cli/machines.js';
 import { registerReprovision } from '../src/cli/reprovision.js';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
+import { waitUntil } from './helpers/poll.js';
 import { FIXTURE_YAML, LISTED_MAC, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
@@ -156,18 +157,22 @@ t.test('logs -f prints new events as they happen', async (t) => {
     output += chunk.toString();
   });
   // Until the follower is connected (it subscribes after printing the empty history), keep recording.
-  const deadline = Date.now() + 20_000;
   let step = 0;
-  while (!output.includes('dhcp-ignored') && Date.now() < deadline) {
-    await lifecycle.record({
-      mac: UNLISTED_MAC,
-      source: 'dhcp',
-      type: 'dhcp-ignored',
-      detail: { firmware: 'bios-pxe', step },
-    });
-    step += 1;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+  await waitUntil(
+    async () => {
+      if (output.includes('dhcp-ignored')) return true;
+      await lifecycle.record({
+        mac: UNLISTED_MAC,
+        source: 'dhcp',
+        type: 'dhcp-ignored',
+        detail: { firmware: 'bios-pxe', step },
+      });
+      step += 1;
+      return false;
+    },
+    20_000,
+    200,
+  );
   t.match(output, new RegExp(`${UNLISTED_MAC} dhcp +dhcp-ignored +firmware=bios-pxe step=\\d+`));
   t.notMatch(output, LISTED_MAC, 'filtered by MAC');
   const exited = new Promise((resolve) => follower.once('exit', resolve));

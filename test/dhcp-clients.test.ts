@@ -5,6 +5,7 @@ import t from 'tap';
 import { testConfigYaml } from './dhcp/fixtures.js';
 import { launchDhcp } from './dhcp/harness.js';
 import { createLinkedPair, requireTools } from './helpers/netns.js';
+import { waitUntil } from './helpers/poll.js';
 
 // Real clients, authoritative mode, namespaces on 10.77.4.0/24 (server .1, client .2).
 const SUBNET = 4;
@@ -40,12 +41,12 @@ async function clientScript(name: string, body: string): Promise<{ script: strin
 
 /** Waits (bounded) until the client script logged a line matching `pattern`. */
 async function logged(log: string, pattern: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const match = (await readFile(log, 'utf8')).match(pattern);
-    if (match) return match;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  let match: RegExpMatchArray | null = null;
+  const matched = await waitUntil(async () => {
+    match = (await readFile(log, 'utf8')).match(pattern);
+    return match !== null;
+  }, timeoutMs);
+  if (matched && match) return match;
   throw new Error(`client log never matched ${pattern}:\n${await readFile(log, 'utf8')}`);
 }
 

@@ -9,6 +9,7 @@ import type { MachineEvent } from '../src/lifecycle/events.js';
 import { FIRMWARE, requestBytes } from './dhcp/fixtures.js';
 import { type Probe, type Received, startProbe } from './dhcp/harness.js';
 import { createRoutedPair, requireTools, waitForOutput } from './helpers/netns.js';
+import { waitUntil } from './helpers/poll.js';
 import { API_TOKEN, mac } from './lifecycle-fixture.js';
 
 // The whole server (`rackboot serve`) in one namespace, a simulated machine in another, on 10.77.60.0/24.
@@ -92,12 +93,16 @@ const machineView = async () => JSON.parse(await curl(`${BASE}/api/v1/machines/$
  * caller's assertions show what was there.
  */
 async function machineViewWhen(ready: (view: MachineView) => boolean): Promise<MachineView> {
-  const deadline = performance.now() + 5000;
-  for (;;) {
-    const view = await machineView();
-    if (ready(view) || performance.now() > deadline) return view;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  let view = await machineView();
+  await waitUntil(
+    async () => {
+      view = await machineView();
+      return ready(view);
+    },
+    5000,
+    50,
+  );
+  return view;
 }
 
 let xid = 0x6000;

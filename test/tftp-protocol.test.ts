@@ -6,6 +6,7 @@ import { fetchFile } from '../bench/tftp/client.js';
 import type { Mac } from '../src/inventory/mac.js';
 import { toNetascii } from '../src/tftp/netascii.js';
 import { requireTools, run } from './helpers/netns.js';
+import { waitUntil } from './helpers/poll.js';
 import { createAssets, startTestServer } from './tftp/harness.js';
 import { ackPacket, blockOf, errorText, opcodeOf, rrq, udpPeer } from './tftp/udp.js';
 
@@ -184,10 +185,7 @@ t.test('per-client limit and stalled transfers dropped after the retry budget', 
   );
   t.equal(running.server.stats().errors.busy - before.errors.busy, 1);
   // retries: 1 → the first DATA, one retransmission, then the transfer is dropped.
-  const deadline = Date.now() + 8000;
-  while (running.server.stats().transfers.timeout - before.transfers.timeout < 4 && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  await waitUntil(() => running.server.stats().transfers.timeout - before.transfers.timeout >= 4, 8000);
   await Promise.all(peers.map((peer) => peer.close()));
   t.equal(running.server.stats().transfers.timeout - before.transfers.timeout, 4, 'all four timed out');
   t.equal(running.server.stats().activeTransfers, 0, 'slots released');

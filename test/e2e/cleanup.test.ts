@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { isRunning, runCommand } from '../../src/lab/command.js';
 import { removeStaleLabNamespaces } from '../../src/lab/network.js';
+import { waitUntil } from '../helpers/poll.js';
 
 // Cleanup when the harness does not end normally: a test runner's SIGTERM (tap on timeout) and a
 // SIGKILL, after which the next lab start sweeps what the dead harness left. A real QEMU and
@@ -45,15 +46,6 @@ function startAbandonedLab(subnet: number) {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
   return { child, exited, report };
-}
-
-async function waitUntil(condition: () => Promise<boolean>, limitMs: number): Promise<boolean> {
-  const deadline = Date.now() + limitMs;
-  while (Date.now() < deadline) {
-    if (await condition()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return condition();
 }
 
 t.test('SIGTERM to the harness (a test runner timing out) removes the lab at once', async (t) => {

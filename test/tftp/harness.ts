@@ -8,6 +8,7 @@ import type { Mac } from '../../src/inventory/mac.js';
 import type { Config } from '../../src/inventory/schema.js';
 import type { MachineEventInput } from '../../src/lifecycle/events.js';
 import { startTftpServer, type TftpServer, type TftpStats } from '../../src/tftp/server.js';
+import { waitUntil } from '../helpers/poll.js';
 
 /** The files every TFTP test serves; contents random so a wrong byte anywhere shows. */
 export interface AssetsFixture {
@@ -85,9 +86,7 @@ export async function startTestServer(
 }
 
 async function pollUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`${what} not as expected within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+  if (!(await waitUntil(condition, timeoutMs, 20))) {
+    throw new Error(`${what} not as expected within ${timeoutMs} ms`);
   }
 }
