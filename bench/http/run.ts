@@ -5,7 +5,8 @@
  *    scripts and Ignition configs, each request for a random machine (wrk Lua), req/s, p99, RSS.
  * 2. A plain node:http handler returning a fixed text of the script's size: the Node ceiling.
  * 3. A 64 MiB asset: rackboot /assets/ vs nginx (started here with a temporary config) in MB/s.
- * Ratios are computed from this one run.
+ * Each server process's CPU per request (all threads) is reported beside its req/s. Ratios are
+ * computed from this one run.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
@@ -18,7 +19,7 @@ import type { Mac } from '../../src/boot-plan.js';
 import { openMachineSecrets } from '../../src/ignition/tokens.js';
 import { macInUrl } from '../../src/ignition/vars.js';
 import { COREOS_PROFILE_YAML } from '../../test/ignition/boot-fixture.js';
-import { numberOption, REPO_ROOT, serverNodeOptions, textOption } from '../plumbing.js';
+import { cpuTimeMs, numberOption, REPO_ROOT, serverNodeOptions, textOption } from '../plumbing.js';
 
 const execFileAsync = promisify(execFile);
 const MACHINES = numberOption('machines', 10_000);
@@ -34,6 +35,11 @@ interface WrkResult {
   p99Ms: number;
   megabytesPerSecond: number;
   errors: string;
+}
+
+interface ServerCpu {
+  /** CPU time of the server process, all threads, per request answered (µs). */
+  serverCpuUsPerRequest: number;
 }
 
 const children: ChildProcess[] = [];
@@ -101,11 +107,22 @@ async function main(): Promise<void> {
     // Warm-up (JIT, template cache), not measured.
     await wrk(`http://127.0.0.1:${RACKBOOT_PORT}`, 2, CONNECTIONS, scriptLua);
     await wrk(`http://127.0.0.1:${RACKBOOT_PORT}`, 2, CONNECTIONS, ignitionLua);
-    const scripts = await wrk(`http://127.0.0.1:${RACKBOOT_PORT}`, SECONDS, CONNECTIONS, scriptLua);
-    const ignition = await wrk(`http://127.0.0.1:${RACKBOOT_PORT}`, SECONDS, CONNECTIONS, ignitionLua);
+    const rackbootPid = rackboot.child.pid;
+    const scripts = await wrkWithCpu(
+      rackbootPid,
+      `http://127.0.0.1:${RACKBOOT_PORT}`,
+      CONNECTIONS,
+      scriptLua,
+    );
+    const ignition = await wrkWithCpu(
+      rackbootPid,
+      `http://127.0.0.1:${RACKBOOT_PORT}`,
+      CONNECTIONS,
+      ignitionLua,
+    );
     const rss = await memoryOf(rackboot);
 
-    const ceilings: Record<string, WrkResult> = {};
+    const ceilings: Record<string, WrkResult & ServerCpu> = {};
     for (const kind of ['node', 'fastify']) {
       const peer = await startProcess(
         process.execPath,
@@ -114,10 +131,10 @@ async function main(): Promise<void> {
       );
       const port = Number(/listening (\d+)/.exec(peer.output())?.[1]);
       await wrk(`http://127.0.0.1:${port}/`, 2, CONNECTIONS);
-      ceilings[kind] = await wrk(`http://127.0.0.1:${port}/`, SECONDS, CONNECTIONS);
+      ceilings[kind] = await wrkWithCpu(peer.child.pid, `http://127.0.0.1:${port}/`, CONNECTIONS);
       peer.stop();
     }
-    const ceiling = ceilings.node as WrkResult;
+    const ceiling = ceilings.node as WrkResult & ServerCpu;
 
     const assetConnections = 4;
     const rackbootAsset = await wrk(
@@ -148,6 +165,7 @@ async function main(): Promise<void> {
           scripts.requestsPerSecond / (ceilings.fastify?.requestsPerSecond ?? Number.NaN),
         ),
         ignitionVsPlainNode: round(ignition.requestsPerSecond / ceiling.requestsPerSecond),
+        scriptServerCpuVsPlainNode: round(scripts.serverCpuUsPerRequest / ceiling.serverCpuUsPerRequest),
         assetsVsNginx: round(rackbootAsset.megabytesPerSecond / nginxAsset.megabytesPerSecond),
       },
       targets: {
@@ -202,6 +220,22 @@ ${machines}
 `,
   );
   return macs;
+}
+
+/**
+ * `wrk` for SECONDS against a server process, with the CPU that process used per request. On two
+ * cores shared with wrk, req/s alone cannot tell a server's own cost from waiting for the CPU.
+ */
+async function wrkWithCpu(
+  pid: number | undefined,
+  url: string,
+  connections: number,
+  lua?: string,
+): Promise<WrkResult & ServerCpu> {
+  const before = await cpuTimeMs(pid);
+  const result = await wrk(url, SECONDS, connections, lua);
+  const usedMs = (await cpuTimeMs(pid)) - before;
+  return { ...result, serverCpuUsPerRequest: round((usedMs * 1000) / (result.requestsPerSecond * SECONDS)) };
 }
 
 /** A wrk Lua script requesting a random one of `paths` each time. */
