@@ -9,6 +9,7 @@ import {
   type LabFirmware,
   startLab,
 } from '../../src/lab/index.js';
+import { median } from '../plumbing.js';
 
 /**
  * Boot timings per firmware, rackboot against the classic set-up (dnsmasq for DHCP + TFTP and a
@@ -74,13 +75,6 @@ try {
   }
 } finally {
   await Promise.all([labs.rackboot.close(), labs.dnsmasq.close()]);
-}
-
-function median(values: number[]): number | undefined {
-  if (values.length === 0) return undefined;
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle] : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
 
 const phaseMedian = (timelines: BootTimeline[], phase: BootPhase) =>

@@ -20,6 +20,7 @@ import { requireTools, waitForOutput } from '../../test/helpers/netns.js';
 import {
   compiledScript,
   cpuTimeMs,
+  median,
   numberOption,
   REPO_ROOT,
   serverNodeOptions,
@@ -184,14 +185,13 @@ try {
     p99: number;
     max: number;
   };
-  const sorted = [...drops].sort((a, b) => a - b);
-  const median = sorted[Math.floor(sorted.length / 2)] as number;
+  const medianDrop = median(drops) as number;
   process.stdout.write(
     [
       `SSE: ${latency.measured} of ${ROUNDS * RATE * SECONDS} generated events seen (${latency.received} with ` +
         `derived state changes and the DHCP passes' own events); event→SSE latency p50 ${latency.p50.toFixed(1)} ms, ` +
         `p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms`,
-      `DHCP DORA/s under event load, median of ${ROUNDS} rounds: ${median >= 0 ? 'drop' : 'gain'} ${Math.abs(median).toFixed(1)}% ` +
+      `DHCP DORA/s under event load, median of ${ROUNDS} rounds: ${medianDrop >= 0 ? 'drop' : 'gain'} ${Math.abs(medianDrop).toFixed(1)}% ` +
         `(rounds: ${drops.map((drop) => `${drop.toFixed(1)}%`).join(', ')}; ${CLIENTS} PXE clients renewing, ` +
         `concurrency ${CONCURRENCY}, each phase after an unmeasured pass)`,
     ].join('\n') + '\n',
