@@ -29,3 +29,25 @@ export function bindUdp(socket: Socket, address: string, port: number): Promise<
     });
   });
 }
+
+/**
+ * Sends, returning the error instead of throwing it. dgram's `send` throws synchronously for
+ * destination port 0 (a datagram's source port is whatever its sender wrote, so a spoofed packet can
+ * ask for it) and on a closed socket (a reply finishing after shutdown began); thrown from a socket
+ * or promise callback, either would end the whole process. A send that fails later, in the kernel,
+ * is still emitted as the socket's 'error' event. `port` and `address` are left out on a connected socket.
+ */
+export function trySend(
+  socket: Socket,
+  message: Buffer | Buffer[],
+  port?: number,
+  address?: string,
+): Error | undefined {
+  try {
+    if (port === undefined) socket.send(message);
+    else socket.send(message, port, address);
+    return undefined;
+  } catch (error) {
+    return error as Error;
+  }
+}

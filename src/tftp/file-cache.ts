@@ -5,8 +5,8 @@ import { toNetascii } from './netascii.js';
  * Where DATA payloads come from. Boot programs (ipxe.efi, undionly.kpxe: 0.1–2 MiB) are fetched by
  * every machine of a rack at once, so small files are read once into a cache shared by all
  * transfers and sent as slices without copying. Larger files are read from disk one chunk at a
- * time per transfer. Either way memory is bounded: the cache by `capacityBytes`, a transfer by its
- * read-ahead chunk.
+ * time per transfer. Either way memory is bounded: file contents by `capacityBytes`, counting those
+ * that open transfers still send from, and a transfer reading from disk by its read-ahead chunk.
  */
 
 export interface PayloadSource {
@@ -26,23 +26,47 @@ export class NetasciiTooLargeError extends Error {
   }
 }
 
+/** A netascii request while open transfers hold so much of the cache that its encoding cannot fit. */
+export class CacheFullError extends Error {
+  constructor() {
+    super('no room in the file cache beside the files open transfers hold');
+  }
+}
+
 interface CacheEntry {
   content: Promise<Buffer>;
+  /**
+   * Counted against the capacity: until a netascii encoding is done, twice the file's size (the
+   * most it can grow to, every byte a line end), then the content's length.
+   */
   bytes: number;
+  /** Open sources sending from the content: while there are any, eviction would free nothing. */
+  users: number;
 }
 
 export interface FileCacheLimits {
   /** Files up to this size are cached whole. */
   maxFileBytes: number;
-  /** Total cached bytes; least recently used files are dropped beyond it. */
+  /**
+   * All file contents held in memory, cached or still sent from after eviction would have dropped
+   * them; with room for at least one netascii file (2 × maxFileBytes).
+   */
   capacityBytes: number;
-  /** Per transfer of an uncached file: the read-ahead buffer. */
+  /** Per transfer reading from disk: the read-ahead buffer. */
   readAheadBytes: number;
 }
 
+/**
+ * An entry stays while a transfer sends from it, so every transfer of one file version shares one
+ * buffer, and only unused entries are evicted. When the entries in use leave no room for a file,
+ * octet transfers read it from disk like a large file; netascii (encoded whole) is refused with
+ * CacheFullError.
+ */
 export class FileCache {
   private readonly entries = new Map<string, CacheEntry>();
   private cachedBytes = 0;
+  /** The part of cachedBytes in entries with users: eviction cannot lower it. */
+  private inUseBytes = 0;
 
   constructor(private readonly limits: FileCacheLimits) {}
 
@@ -59,51 +83,77 @@ export class FileCache {
       return openFromDisk(file.path, file.size, this.limits.readAheadBytes);
     }
     const key = `${file.path}\0${file.version}\0${mode}`;
-    let entry = this.entries.get(key);
-    if (entry) {
-      // Map order is insertion order: re-inserting marks the entry most recently used.
-      this.entries.delete(key);
-    } else {
-      const read = readFile(file.path);
-      entry = { content: mode === 'netascii' ? read.then(toNetascii) : read, bytes: file.size };
-      this.cachedBytes += file.size;
+    const entry = this.entries.get(key) ?? this.admit(file, mode);
+    if (entry === undefined) {
+      if (mode === 'netascii') throw new CacheFullError();
+      return openFromDisk(file.path, file.size, this.limits.readAheadBytes);
     }
+    // Map order is insertion order: re-inserting marks the entry most recently used.
+    this.entries.delete(key);
     this.entries.set(key, entry);
-    this.evictBeyondCapacity();
+    this.use(entry);
+    let content: Buffer;
     try {
-      const content = await entry.content;
-      // An encoded file is longer than the size counted up front; count what it holds.
-      if (content.length !== entry.bytes && this.entries.get(key) === entry) {
-        this.cachedBytes += content.length - entry.bytes;
-        entry.bytes = content.length;
-        // The growth can take the cache past its capacity: hold the bound now, not at the next open.
-        this.evictBeyondCapacity();
-      }
-      return {
-        size: content.length,
-        read: (offset, length) => content.subarray(offset, offset + length),
-        close: () => undefined,
-      };
+      content = await entry.content;
     } catch (error) {
-      this.forget(key);
+      this.release(entry);
+      this.forget(key, entry);
       throw error;
     }
+    if (content.length !== entry.bytes) {
+      // The first opener to resume settles the count; the entry is in use, so both totals change.
+      this.cachedBytes += content.length - entry.bytes;
+      this.inUseBytes += content.length - entry.bytes;
+      entry.bytes = content.length;
+    }
+    let closed = false;
+    return {
+      size: content.length,
+      read: (offset, length) => content.subarray(offset, offset + length),
+      close: () => {
+        if (closed) return;
+        closed = true;
+        this.release(entry);
+      },
+    };
   }
 
+  /** Bytes of file contents in memory: cached, or held by open transfers. */
   get bytes(): number {
     return this.cachedBytes;
   }
 
-  private evictBeyondCapacity(): void {
-    for (const key of this.entries.keys()) {
-      if (this.cachedBytes <= this.limits.capacityBytes || this.entries.size <= 1) return;
-      this.forget(key);
-    }
+  /** A new entry reading the file, if evicting unused entries makes room for it. */
+  private admit(file: { path: string; size: number }, mode: TransferMode): CacheEntry | undefined {
+    const bytes = mode === 'netascii' ? 2 * file.size : file.size;
+    if (!this.makeRoom(bytes)) return undefined;
+    this.cachedBytes += bytes;
+    const read = readFile(file.path);
+    return { content: mode === 'netascii' ? read.then(toNetascii) : read, bytes, users: 0 };
   }
 
-  private forget(key: string): void {
-    const entry = this.entries.get(key);
-    if (!entry) return;
+  /** Evicts unused entries, least recently used first, until `bytes` more fit; false if they cannot. */
+  private makeRoom(bytes: number): boolean {
+    if (this.inUseBytes + bytes > this.limits.capacityBytes) return false;
+    for (const [key, entry] of this.entries) {
+      if (this.cachedBytes + bytes <= this.limits.capacityBytes) break;
+      if (entry.users === 0) this.forget(key, entry);
+    }
+    return true;
+  }
+
+  private use(entry: CacheEntry): void {
+    entry.users += 1;
+    if (entry.users === 1) this.inUseBytes += entry.bytes;
+  }
+
+  private release(entry: CacheEntry): void {
+    entry.users -= 1;
+    if (entry.users === 0) this.inUseBytes -= entry.bytes;
+  }
+
+  private forget(key: string, entry: CacheEntry): void {
+    if (this.entries.get(key) !== entry) return;
     this.entries.delete(key);
     this.cachedBytes -= entry.bytes;
   }
@@ -124,6 +174,7 @@ async function openFromDisk(path: string, size: number, chunkBytes: number): Pro
       if (start >= 0 && start + length <= chunk.data.length)
         return chunk.data.subarray(start, start + length);
       return (async () => {
+        // The server negotiates windows to fit in a chunk; a longer read still gets all its bytes.
         const data = Buffer.allocUnsafe(Math.max(length, chunkBytes));
         const { bytesRead } = await handle.read(data, 0, data.length, offset);
         chunk = { offset, data: data.subarray(0, bytesRead) };

@@ -6,14 +6,13 @@
 
 const Opcode = { RRQ: 1, WRQ: 2, DATA: 3, ACK: 4, ERROR: 5, OACK: 6 } as const;
 
-/** RFC 1350 §5 error codes, plus 8 from RFC 2347. */
+/** The RFC 1350 §5 error codes this server sends. */
 export const ErrorCode = {
   notDefined: 0,
   fileNotFound: 1,
   accessViolation: 2,
   illegalOperation: 4,
   unknownTransferId: 5,
-  optionRefused: 8,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -75,6 +74,11 @@ export function decodeClientPacket(bytes: Buffer): ClientPacket | undefined {
   return { kind: 'other', opcode };
 }
 
+/** The ERROR opcode, however malformed the rest: the server never answers such a packet. */
+export function isErrorPacket(bytes: Buffer): boolean {
+  return bytes.length >= 2 && bytes.readUInt16BE(0) === Opcode.ERROR;
+}
+
 /** The 4-byte DATA header; the payload is sent alongside it (scatter/gather), never copied. */
 export function encodeDataHeader(wireBlock: number): Buffer {
   const header = Buffer.allocUnsafe(4);
@@ -104,6 +108,8 @@ export function encodeOack(options: ReadonlyMap<string, string>): Buffer {
 export interface NegotiationLimits {
   maxBlksize: number;
   maxWindowsize: number;
+  /** When set, a window (blocks × blksize) is cut to fit in this many bytes, at least one block. */
+  maxWindowBytes?: number;
 }
 
 /** What the transfer runs with, and the OACK that announces it (undefined: answer with DATA 1). */
@@ -149,7 +155,11 @@ export function negotiateOptions(
   const askedWindowsize = parseDecimal(requested.get('windowsize'), 1, 65535);
   let windowsize = 1;
   if (askedWindowsize !== undefined) {
-    windowsize = Math.min(askedWindowsize, limits.maxWindowsize);
+    const fittingBlocks = Math.max(
+      1,
+      Math.floor((limits.maxWindowBytes ?? Number.POSITIVE_INFINITY) / blksize),
+    );
+    windowsize = Math.min(askedWindowsize, limits.maxWindowsize, fittingBlocks);
     oack.set('windowsize', String(windowsize));
   }
   return { blksize, windowsize, timeoutSeconds, oack: oack.size > 0 ? oack : undefined };

@@ -22,7 +22,6 @@ export function normalizeRequestedName(raw: string): { ok: true; relative: strin
   // Some Intel PXE 2.1 ROMs append a byte (0xFF) to the name they took from option 67 (pxe-dhcp.md §4).
   if (name.length > 0 && isJunkByte(name.charCodeAt(name.length - 1))) name = name.slice(0, -1);
   if (name.length > MAX_NAME_BYTES) return refuse(ErrorCode.accessViolation, 'name-too-long');
-  if (name.includes('\0')) return refuse(ErrorCode.accessViolation, 'nul-byte');
   if (/[^\x20-\x7e]/.test(name)) return refuse(ErrorCode.accessViolation, 'control-or-non-ascii');
   // Backslashes could be Windows-style separators or escapes; neither has a meaning under our root.
   if (name.includes('\\')) return refuse(ErrorCode.accessViolation, 'backslash');

@@ -4,8 +4,14 @@ import type { Mac } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
-import { bindUdp, createUdp4Socket } from '../udp.js';
-import { FileCache, NetasciiTooLargeError, type PayloadSource, type TransferMode } from './file-cache.js';
+import { bindUdp, createUdp4Socket, trySend } from '../udp.js';
+import {
+  CacheFullError,
+  FileCache,
+  NetasciiTooLargeError,
+  type PayloadSource,
+  type TransferMode,
+} from './file-cache.js';
 import {
   decodeClientPacket,
   decodeRequest,
@@ -13,6 +19,7 @@ import {
   encodeDataHeader,
   encodeError,
   encodeOack,
+  isErrorPacket,
   type Negotiated,
   negotiateOptions,
 } from './packet.js';
@@ -51,14 +58,24 @@ export interface TftpStats {
   /** Payload bytes acknowledged by clients. */
   bytesSent: number;
   packetsSent: number;
+  /** DATA and OACK packets sent again: on a timeout, and blocks resent after a partial ACK. */
   retransmittedPackets: number;
+  /** File contents in memory: cached, or held by open transfers. */
   cacheBytes: number;
   errors: {
     /** Undecodable packets on the request port or a transfer port. */
     malformed: number;
-    /** Packets from a foreign transfer ID, answered with ERROR 5 (RFC 1350 §4). */
+    /**
+     * Packets from a foreign transfer ID, answered with ERROR 5 (RFC 1350 §4) within the rate limit
+     * for unvalidated sources; an ERROR among them is never answered.
+     */
     foreignTid: number;
-    /** Requests dropped because max_transfers or max_transfers_per_client was reached. */
+    /** Datagrams from UDP source port 0, dropped unanswered: no reply can be sent to port 0. */
+    sourcePortZero: number;
+    /**
+     * Requests dropped because max_transfers or max_transfers_per_client was reached, or (netascii)
+     * the file cache had no room left beside the files open transfers hold.
+     */
     busy: number;
     /** Duplicate ACKs, ignored (never answered with a resend). */
     duplicateAcks: number;
@@ -95,7 +112,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     bytesSent: 0,
     packetsSent: 0,
     retransmittedPackets: 0,
-    errors: { malformed: 0, foreignTid: 0, busy: 0, duplicateAcks: 0, io: 0 },
+    errors: { malformed: 0, foreignTid: 0, sourcePortZero: 0, busy: 0, duplicateAcks: 0, io: 0 },
   };
   const errorReplies = tokenBucket(ERROR_REPLIES_PER_SECOND);
   let closed = false;
@@ -105,9 +122,40 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     deps.logger.warn({ err: error }, 'tftp request socket error');
   });
 
-  const sendError = (socket: Socket, peer: RemoteInfo, code: ErrorCode, message: string) => {
-    if (!errorReplies(performance.now())) return;
-    socket.send(encodeError(code, message), peer.port, peer.address);
+  const send: SendPacket = (socket, message, to) => {
+    const error = trySend(socket, message, to.port, to.address);
+    if (error === undefined) return;
+    stats.errors.io += 1;
+    deps.logger.warn({ err: error, client: to.address }, 'tftp send failed');
+  };
+
+  /**
+   * Every ERROR the server sends. Any datagram can claim any source, so replies to a source nothing
+   * has validated (a request, a stranger on a transfer port) share one budget per second: the
+   * server stays a poor reflector. A transfer's own client is answered without it.
+   */
+  const sendError: SendError = (socket, to, code, message, source) => {
+    if (source === 'unvalidated' && !errorReplies(performance.now())) return;
+    send(socket, encodeError(code, message), to);
+  };
+
+  /** dgram cannot send to port 0, so nothing from there can be answered; counted, then ignored. */
+  const fromPortZero = (from: RemoteInfo): boolean => {
+    if (from.port !== 0) return false;
+    stats.errors.sourcePortZero += 1;
+    return true;
+  };
+
+  /**
+   * RFC 1350 §4: a packet from anyone but a transfer's client gets ERROR 5 and the transfer goes
+   * on. An ERROR is never answered (RFC 1350 §7): two sockets answering each other's ERROR 5 would
+   * never stop.
+   */
+  const answerStranger = (socket: Socket, message: Buffer, from: RemoteInfo) => {
+    if (fromPortZero(from)) return;
+    stats.errors.foreignTid += 1;
+    if (isErrorPacket(message)) return;
+    sendError(socket, from, ErrorCode.unknownTransferId, 'Unknown transfer ID', 'unvalidated');
   };
 
   const recordTransfer = (peer: RemoteInfo, detail: Record<string, unknown> & { outcome: TftpOutcome }) => {
@@ -124,7 +172,8 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
   };
 
   const refuse = (peer: RemoteInfo, file: string, code: ErrorCode, message: string, reason: string) => {
-    sendError(requestSocket, peer, code, message);
+    // A refusal can be decided after close() (its file was still resolving); it is recorded all the same.
+    if (!closed) sendError(requestSocket, peer, code, message, 'unvalidated');
     deps.logger.info({ client: peer.address, request: { file }, reason }, 'tftp request refused');
     recordTransfer(peer, { file, outcome: 'refused', reason, bytes: 0, durationMs: 0 });
   };
@@ -142,7 +191,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
       stats.errors.malformed += 1;
       deps.logger.debug({ client: peer.address, reason: decoded.reason }, 'malformed tftp request');
       if (decoded.reason !== 'not-a-request') {
-        sendError(requestSocket, peer, ErrorCode.illegalOperation, 'Malformed request');
+        sendError(requestSocket, peer, ErrorCode.illegalOperation, 'Malformed request', 'unvalidated');
       }
       return;
     }
@@ -189,6 +238,12 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
       source = await cache.open(file, mode);
     } catch (error) {
       release(key, peer.address);
+      if (error instanceof CacheFullError) {
+        // As for the transfer limits: silence, and the client's retried RRQ finds room later.
+        stats.errors.busy += 1;
+        deps.logger.debug({ client: peer.address, request: { file: name.relative } }, 'tftp cache full');
+        return;
+      }
       if (error instanceof NetasciiTooLargeError) {
         const message = `${error.message}; ask for octet (binary) mode`;
         return refuse(peer, name.relative, ErrorCode.notDefined, message, 'netascii-too-large');
@@ -206,6 +261,8 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     const negotiated = negotiateOptions(request.options, source.size, {
       maxBlksize: limits.max_blksize,
       maxWindowsize: limits.max_windowsize,
+      // A window is read from disk in one piece: no larger than the read-ahead the docs promise.
+      maxWindowBytes: CACHE_LIMITS.readAheadBytes,
     });
     const timing: RetransmitTiming =
       negotiated.timeoutSeconds === undefined
@@ -221,6 +278,9 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
       startedAt: performance.now(),
       stats,
       logger: deps.logger,
+      send,
+      sendError,
+      answerStranger,
       onEnd: (outcome, detail) => {
         release(key, peer.address);
         recordTransfer(peer, { file: name.relative, outcome, ...detail });
@@ -244,6 +304,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
   };
 
   requestSocket.on('message', (message, peer) => {
+    if (fromPortZero(peer)) return;
     handleRequest(message, peer).catch((error: unknown) => {
       stats.errors.io += 1;
       deps.logger.error({ err: error, client: peer.address }, 'tftp request failed');
@@ -284,8 +345,22 @@ interface ActiveTransferOptions {
   startedAt: number;
   stats: TftpCounters;
   logger: Logger;
+  send: SendPacket;
+  sendError: SendError;
+  answerStranger: (socket: Socket, message: Buffer, from: RemoteInfo) => void;
   onEnd: (outcome: TransferOutcome, detail: Record<string, unknown>) => void;
 }
+
+type Destination = Pick<RemoteInfo, 'address' | 'port'>;
+/** Sends without ever throwing: a failure is counted and logged. */
+type SendPacket = (socket: Socket, message: Buffer | Buffer[], to: Destination) => void;
+type SendError = (
+  socket: Socket,
+  to: Destination,
+  code: ErrorCode,
+  message: string,
+  source: 'unvalidated' | 'client',
+) => void;
 
 /** The socket shell of one transfer: its own port (its TID), its timer, and transfer.ts deciding. */
 class ActiveTransfer {
@@ -340,13 +415,7 @@ class ActiveTransfer {
   private onMessage(message: Buffer, from: RemoteInfo): void {
     const { peer, stats } = this.options;
     if (from.address !== peer.address || from.port !== peer.port) {
-      // RFC 1350 §4: answer the stranger with ERROR 5 and carry on with the real client.
-      stats.errors.foreignTid += 1;
-      this.socket.send(
-        encodeError(ErrorCode.unknownTransferId, 'Unknown transfer ID'),
-        from.port,
-        from.address,
-      );
+      this.options.answerStranger(this.socket, message, from);
       return;
     }
     const state = this.state;
@@ -374,12 +443,13 @@ class ActiveTransfer {
     if (this.ended) return;
     this.state = step.state;
     if (step.ignored === 'duplicate-ack') this.options.stats.errors.duplicateAcks += 1;
+    const resent = step.resent ?? 0;
     for (const outgoing of step.send) {
       if (outgoing.kind === 'oack') {
         this.oack ??= encodeOack(this.options.negotiated.oack ?? new Map());
         this.sendPacket([this.oack]);
-      } else
-        this.sendBlocks(step.state, outgoing.firstBlock, outgoing.lastBlock, step.retransmitted === true);
+        this.options.stats.retransmittedPackets += resent;
+      } else this.sendBlocks(step.state, outgoing.firstBlock, outgoing.lastBlock, resent);
     }
     if (step.outcome !== undefined) {
       this.end(step.outcome, reason);
@@ -399,12 +469,8 @@ class ActiveTransfer {
     this.timer = setTimeout(() => this.onTimer(), Math.max(0, deadline - performance.now()));
   }
 
-  private sendBlocks(
-    state: TransferState,
-    firstBlock: number,
-    lastBlock: number,
-    retransmission: boolean,
-  ): void {
+  /** `resent`: how many of these blocks went out before, counted once they are sent again. */
+  private sendBlocks(state: TransferState, firstBlock: number, lastBlock: number, resent: number): void {
     const first = blockRange(state, firstBlock);
     const last = blockRange(state, lastBlock);
     const length = last.offset + last.length - first.offset;
@@ -412,8 +478,8 @@ class ActiveTransfer {
       for (let block = firstBlock; block <= lastBlock; block += 1) {
         const start = (block - firstBlock) * state.blksize;
         this.sendPacket([encodeDataHeader(block), payload.subarray(start, start + state.blksize)]);
-        if (retransmission) this.options.stats.retransmittedPackets += 1;
       }
+      this.options.stats.retransmittedPackets += resent;
     };
     const payload = this.options.source.read(first.offset, length);
     if (Buffer.isBuffer(payload)) {
@@ -428,20 +494,17 @@ class ActiveTransfer {
         if (this.ended) return;
         this.options.stats.errors.io += 1;
         this.options.logger.warn({ err: error, request: { file: this.options.file } }, 'tftp read failed');
-        // Closing before the send completes would drop the ERROR: end in its callback.
-        this.socket.send(
-          encodeError(ErrorCode.notDefined, 'Read error'),
-          this.options.peer.port,
-          this.options.peer.address,
-          () => this.end('aborted', 'read-error'),
-        );
+        // Ending closes the socket at once: dgram hands a datagram to the kernel right away unless
+        // earlier sends are still queued, the one case where the ERROR is lost (the client times out).
+        this.options.sendError(this.socket, this.options.peer, ErrorCode.notDefined, 'Read error', 'client');
+        this.end('aborted', 'read-error');
       },
     );
   }
 
   private sendPacket(parts: Buffer[]): void {
     this.options.stats.packetsSent += 1;
-    this.socket.send(parts, this.options.peer.port, this.options.peer.address);
+    this.options.send(this.socket, parts, this.options.peer);
   }
 }
 

@@ -67,7 +67,8 @@ export interface Step {
   outcome?: TransferOutcome;
   /** Why an ACK was ignored (counted by the shell), e.g. a duplicate. */
   ignored?: 'duplicate-ack' | 'stale-ack' | 'unexpected-ack';
-  retransmitted?: boolean;
+  /** How many of the packets in `send` went out before: retransmissions, for the counters. */
+  resent?: number;
 }
 
 export function startTransfer(parameters: TransferParameters, now: number): Step {
@@ -146,7 +147,7 @@ export function expireTimer(state: TransferState, now: number): Step {
   backedOff.windowRetransmitted = true;
   if (state.phase === 'negotiating') {
     backedOff.deadline = now + backedOff.timeoutMs;
-    return { state: backedOff, send: [{ kind: 'oack' }], retransmitted: true };
+    return { state: backedOff, send: [{ kind: 'oack' }], resent: 1 };
   }
   return sendWindow(backedOff, now, true);
 }
@@ -161,16 +162,21 @@ export function receiveClientError(state: TransferState): Step {
   };
 }
 
-/** Sends the window after the last acknowledged block; `next` is a fresh copy, changed in place. */
+/**
+ * Sends the window after the last acknowledged block; `next` is a fresh copy, changed in place.
+ * `retransmission`: the timer expired (Karn's rule). Blocks already sent are counted as resent
+ * either way: after a partial ACK the window starts inside the one sent before.
+ */
 function sendWindow(next: Writable<TransferState>, now: number, retransmission: boolean): Step {
   const firstBlock = next.acknowledged + 1;
   const lastBlock = Math.min(next.acknowledged + next.windowsize, next.totalBlocks);
+  const resent = Math.max(0, Math.min(lastBlock, next.sentThrough) - firstBlock + 1);
   next.phase = 'sending';
   next.sentThrough = Math.max(lastBlock, next.sentThrough);
   if (!retransmission) next.windowSentAt = now;
   next.windowRetransmitted = retransmission;
   next.deadline = now + next.timeoutMs;
-  return { state: next, send: [{ kind: 'data', firstBlock, lastBlock }], retransmitted: retransmission };
+  return { state: next, send: [{ kind: 'data', firstBlock, lastBlock }], resent };
 }
 
 /** The absolute block an ACK refers to, if it lies in [acknowledged, sentThrough]. */

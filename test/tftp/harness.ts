@@ -50,22 +50,33 @@ export interface RunningServer {
   waitForStats(predicate: (stats: TftpStats) => boolean, timeoutMs?: number): Promise<void>;
 }
 
-export async function startTestServer(
+export interface TestServerOptions {
+  listen?: string;
+  tftp?: Record<string, number>;
+  macs?: Record<string, Mac>;
+}
+
+/** The config a test server runs with: `root` as the assets, `options.tftp` over the defaults. */
+export async function loadTestConfig(
   root: string,
-  options: { listen?: string; tftp?: Record<string, number>; macs?: Record<string, Mac> } = {},
-): Promise<RunningServer> {
+  options: Omit<TestServerOptions, 'macs'> = {},
+): Promise<Config> {
   const tftp = { port: 0, listen: options.listen ?? '127.0.0.1', ...options.tftp };
   // port 0 is outside the schema's range: load with a placeholder, then ask the kernel for a port.
   const yaml = `server:\n  address: 10.77.20.1\n  assets: ${JSON.stringify(root)}\n  tftp: ${JSON.stringify({ ...tftp, port: 6969 })}\n`;
   const loaded = await loadConfigText(yaml, join(root, '..', 'rackboot.yaml'));
   if (!loaded.ok) throw new Error(`fixture config invalid: ${JSON.stringify(loaded.problems)}`);
-  const config: Config = {
+  return {
     ...loaded.config,
     server: {
       ...loaded.config.server,
       tftp: { ...loaded.config.server.tftp, port: tftp.port === 0 ? 0 : tftp.port },
     },
   };
+}
+
+export async function startTestServer(root: string, options: TestServerOptions = {}): Promise<RunningServer> {
+  const config = await loadTestConfig(root, options);
   const events: MachineEventInput[] = [];
   const server = await startTftpServer({
     config: () => config,

@@ -1,0 +1,137 @@
+import { performance } from 'node:perf_hooks';
+import { pino } from 'pino';
+import t from 'tap';
+import type { MachineEventInput } from '../src/lifecycle/events.js';
+import { startTftpServer, type TftpServer } from '../src/tftp/server.js';
+import { createTestNetwork, requireTools } from './helpers/netns.js';
+import { waitUntil } from './helpers/poll.js';
+import { createAssets, loadTestConfig, startTestServer } from './tftp/harness.js';
+import { ackPacket, blockOf, opcodeOf, rrq, udpPeer } from './tftp/udp.js';
+
+// Datagrams no real client sends, and a shutdown racing a request: the server neither crashes, nor
+// loops, nor reflects, and keeps serving.
+
+const assets = await createAssets();
+const running = await startTestServer(assets.root);
+t.teardown(async () => {
+  await running.server.close();
+  await assets.remove();
+});
+const { port } = running;
+const errorPacket = (code: number, text: string) =>
+  Buffer.concat([Buffer.from([0, 5, 0, code]), Buffer.from(`${text}\0`, 'latin1')]);
+
+/** A transfer of one.bin held open (lock-step, DATA 1 unacknowledged); returns its port and an end. */
+async function openTransfer() {
+  const client = await udpPeer();
+  client.send(rrq(assets.files.one.name), port);
+  const { from } = await client.next();
+  return {
+    transferPort: from.port,
+    end: async () => {
+      client.send(errorPacket(0, 'done'), from.port);
+      await client.close();
+    },
+  };
+}
+
+t.test('an ERROR from a stranger to a transfer port is not answered; other packets are', async (t) => {
+  const { transferPort, end } = await openTransfer();
+  const stranger = await udpPeer();
+  const before = running.server.stats().errors.foreignTid;
+  // Answering an ERROR 5 with an ERROR 5 lets two such sockets (or one spoofed to itself) loop.
+  stranger.send(errorPacket(5, 'Unknown transfer ID'), transferPort);
+  stranger.send(ackPacket(1), transferPort);
+  const replies = await stranger.collect(500);
+  await stranger.close();
+  await end();
+  t.equal(replies.length, 1, 'one reply, to the ACK');
+  t.equal(opcodeOf(replies[0] ?? Buffer.alloc(4)), 5);
+  t.equal(blockOf(replies[0] ?? Buffer.alloc(4)), 5, 'ERROR 5 unknown transfer ID');
+  t.equal(running.server.stats().errors.foreignTid - before, 2, 'both counted as foreign');
+});
+
+t.test('ERROR 5 replies to strangers share the 200/s limit for unvalidated sources', async (t) => {
+  const { transferPort, end } = await openTransfer();
+  const stranger = await udpPeer();
+  const before = running.server.stats().errors.foreignTid;
+  const startedAt = performance.now();
+  // In batches, yielding between them, so no socket buffer overflows and every packet is seen.
+  for (let batch = 0; batch < 16; batch += 1) {
+    for (let packet = 0; packet < 25; packet += 1) stranger.send(ackPacket(1), transferPort);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await waitUntil(() => running.server.stats().errors.foreignTid - before >= 400, 5000, 10);
+  const elapsedSeconds = (performance.now() - startedAt) / 1000;
+  const replies = await stranger.collect(300);
+  await stranger.close();
+  await end();
+  // A full bucket (one second's worth) plus what refilled while the packets arrived.
+  const allowed = 200 + Math.ceil(200 * elapsedSeconds);
+  const received = running.server.stats().errors.foreignTid - before;
+  t.ok(received > allowed, `the server saw ${received} packets, more than the limit lets it answer`);
+  t.ok(replies.length > 0, 'strangers still get ERROR 5');
+  t.ok(replies.length <= allowed, `${replies.length} replies to 400 packets, at most ${allowed}`);
+});
+
+t.test('a refusal decided after close() began is recorded, not logged as a failure', async (t) => {
+  const config = await loadTestConfig(assets.root);
+  const events: MachineEventInput[] = [];
+  const problems: string[] = [];
+  let server: TftpServer | undefined;
+  server = await startTftpServer({
+    // Called once at startup, then once per request: close while the request resolves its file.
+    config: () => {
+      if (server !== undefined) void server.close();
+      return config;
+    },
+    record: async (event) => {
+      events.push(event);
+    },
+    logger: pino(
+      { level: 'warn' },
+      {
+        write: (line: string) => {
+          problems.push(line);
+        },
+      },
+    ),
+    macForIp: () => undefined,
+  });
+  const serverPort = server.address().port;
+  const client = await udpPeer();
+  client.send(rrq('missing.bin'), serverPort);
+  const recorded = await waitUntil(() => events.length > 0, 3000, 10);
+  await client.close();
+  t.ok(recorded, 'the refusal is recorded');
+  t.match(events[0]?.detail, { file: 'missing.bin', outcome: 'refused', reason: 'not-found' });
+  t.same(problems, [], 'nothing logged at warn or above');
+  t.equal(server.stats().errors.io, 0, 'no send on the closed socket');
+});
+
+t.test('datagrams from source port 0 are dropped on the request and transfer ports', async (t) => {
+  await requireTools('ip', 'iptables', 'node');
+  const network = createTestNetwork();
+  t.teardown(() => network.cleanup());
+  const namespace = await network.createNamespace('portzero');
+  const spoofedPort = 40000;
+  // No socket can bind port 0: NAT rewrites a real one to it, inside the namespace only.
+  await namespace.exec('iptables', [
+    ...['-t', 'nat', '-A', 'POSTROUTING', '-p', 'udp', '--sport', String(spoofedPort)],
+    ...['-j', 'SNAT', '--to-source', '127.0.0.1:0'],
+  ]);
+  const output = await namespace.exec(
+    'node',
+    ['--import', 'tsx', 'test/tftp/port-zero.ts', String(spoofedPort)],
+    60_000,
+  );
+  const seen = JSON.parse(output.trim().split('\n').at(-1) ?? '{}') as {
+    stats: { errors: Record<string, number> };
+    outcomes: string[];
+    fetchedIntact: boolean;
+  };
+  t.equal(seen.stats.errors.sourcePortZero, 3, 'two requests and one ACK dropped and counted');
+  t.equal(seen.stats.errors.io, 0, 'no send was attempted to port 0');
+  t.same(seen.outcomes, ['complete', 'complete'], 'no transfer or refusal for the port-0 requests');
+  t.ok(seen.fetchedIntact, 'the server kept serving: a fetch afterwards is byte-exact');
+});
