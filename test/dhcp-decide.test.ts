@@ -3,7 +3,7 @@ import type { Mac } from '../src/boot-plan.js';
 import { type DecideContext, decide, type Outcome } from '../src/dhcp/decide.js';
 import { LeaseTable } from '../src/dhcp/leases.js';
 import { Option, readAddress, readText, readUint32 } from '../src/dhcp/options.js';
-import { BROADCAST_FLAG, type DhcpPacket, decodeDhcpRequest } from '../src/dhcp/packet.js';
+import { BROADCAST_FLAG, type DhcpPacket, decodeDhcpRequest, encodeDhcpPacket } from '../src/dhcp/packet.js';
 import { settingsFor } from '../src/dhcp/settings.js';
 import type { Config } from '../src/inventory/schema.js';
 import { ipToNumber } from '../src/ipv4.js';
@@ -413,7 +413,7 @@ t.test('RFC 2131 client states in authoritative mode', async (t) => {
   t.same(ack.destination, { kind: 'broadcast' });
   t.equal(leases.leaseOf(mac)?.state, 'bound');
 
-  t.test('SELECTING an address we did not offer: NAK', async (t) => {
+  t.test('SELECTING an address outside the pool: NAK', async (t) => {
     const wrong = replyOf(
       decideFor({ type: 'request', mac, options, requested: '10.77.5.22', serverId: SERVER }, scenario),
     );
@@ -423,6 +423,22 @@ t.test('RFC 2131 client states in authoritative mode', async (t) => {
     t.same(wrong.destination, { kind: 'broadcast' });
     // the failed attempt does not steal the binding
     t.equal(leases.leaseOf(mac)?.ip, ipToNumber(offer.yiaddr));
+  });
+
+  t.test('SELECTING a free pool address we did not offer: ACK', async (t) => {
+    // Deliberately lenient, as Kea is: offers are not durable, so after a restart every REQUEST in
+    // flight names an address this server has no offer for, and a strict server would NAK them all.
+    const table = new LeaseTable();
+    const newcomer = '52:54:00:10:00:07' as Mac;
+    const ack = replyOf(
+      decideFor(
+        { type: 'request', mac: newcomer, requested: '10.77.5.150', serverId: SERVER },
+        { config, leases: table },
+      ),
+    );
+    t.equal(ack.decision, 'ack');
+    t.equal(ack.yiaddr, '10.77.5.150');
+    t.equal(table.leaseOf(newcomer)?.state, 'bound');
   });
 
   t.test('INIT-REBOOT', async (t) => {
@@ -495,6 +511,47 @@ t.test('RFC 2131 client states in authoritative mode', async (t) => {
     t.not(next.yiaddr, held.yiaddr);
   });
 
+  t.test('DECLINE is honoured only from the client that holds the address', async (t) => {
+    const table = new LeaseTable();
+    const scenario = { config, leases: table };
+    const held = replyOf(decideFor({ type: 'discover', mac, options }, scenario));
+    decideFor({ type: 'request', mac, options, requested: held.yiaddr, serverId: SERVER }, scenario);
+    const stranger = '52:54:00:10:00:66' as Mac;
+    const cases: [string, RequestSpec, string][] = [
+      [
+        'a stranger declines a bound address',
+        { type: 'decline', mac: stranger, requested: held.yiaddr },
+        'decline-not-holder',
+      ],
+      [
+        'a stranger declines a free address',
+        { type: 'decline', mac: stranger, requested: '10.77.5.180' },
+        'decline-not-holder',
+      ],
+      [
+        'the holder declines an address off our networks',
+        { type: 'decline', mac, requested: '192.0.2.1' },
+        'decline-not-holder',
+      ],
+      ['a DECLINE without option 50', { type: 'decline', mac, serverId: SERVER }, 'decline-without-address'],
+      [
+        'a DECLINE to another server',
+        { type: 'decline', mac, requested: held.yiaddr, serverId: '10.77.5.254' },
+        'other-server',
+      ],
+    ];
+    for (const [name, spec, reason] of cases) {
+      const outcome = decideFor(spec, scenario);
+      t.match(outcome, { kind: 'silent', reason, events: [] }, name);
+      t.equal(outcome.leaseChange, undefined, `${name}: nothing recorded`);
+    }
+    t.equal(table.leaseOf(mac)?.state, 'bound', 'the holder keeps its lease');
+    t.ok(
+      table.isAvailable(ipToNumber('10.77.5.180'), stranger, new Map(), NOW),
+      'the free address stays free',
+    );
+  });
+
   t.test('RELEASE frees the address; the client gets it back first later', async (t) => {
     const released = decideFor(
       { type: 'release', mac, options, ciaddr: offer.yiaddr, serverId: SERVER },
@@ -533,6 +590,80 @@ t.test('reservations: never handed to another MAC; the owner is NAKed off other 
   t.equal(owner.decision, 'nak');
 });
 
+t.test(
+  'a reserved machine whose reservation is unavailable is bound to a pool address, and moves back to the reservation once it is free',
+  async (t) => {
+    const leases = new LeaseTable();
+    const scenario = { config: configs.authoritative, leases };
+    const options = FIRMWARE.uefiPxe(7);
+    const bound = replyOf(decideFor({ type: 'discover', mac: LISTED_MAC, options }, scenario));
+    t.equal(bound.yiaddr, '10.77.5.21');
+    decideFor(
+      { type: 'request', mac: LISTED_MAC, options, requested: '10.77.5.21', serverId: SERVER },
+      scenario,
+    );
+    // Another host answers ARP for 10.77.5.21: the machine declines it, for one lease time.
+    decideFor(
+      { type: 'decline', mac: LISTED_MAC, options, requested: '10.77.5.21', serverId: SERVER },
+      scenario,
+    );
+
+    const offer = replyOf(decideFor({ type: 'discover', mac: LISTED_MAC, options }, scenario));
+    t.not(offer.yiaddr, '10.77.5.21', 'offered a pool address');
+    const ack = decideFor(
+      { type: 'request', mac: LISTED_MAC, options, requested: offer.yiaddr, serverId: SERVER },
+      scenario,
+    );
+    t.match(
+      ack,
+      { kind: 'reply', decision: 'ack', events: [{ detail: { reservationUnavailable: '10.77.5.21' } }] },
+      'and bound to it; the event says why',
+    );
+    const renewal = replyOf(
+      decideFor(
+        { type: 'request', mac: LISTED_MAC, options, ciaddr: offer.yiaddr },
+        { ...scenario, now: NOW + 1_800_000 },
+      ),
+    );
+    t.equal(renewal.decision, 'ack', 'renewed while the reservation is declined');
+
+    const afterDecline = NOW + 3_600_001;
+    const moved = replyOf(
+      decideFor(
+        { type: 'request', mac: LISTED_MAC, options, ciaddr: offer.yiaddr },
+        { ...scenario, now: afterDecline },
+      ),
+    );
+    t.equal(moved.decision, 'nak', 'the reservation is free again: the pool address is NAKed');
+    const back = replyOf(
+      decideFor({ type: 'discover', mac: LISTED_MAC, options }, { ...scenario, now: afterDecline }),
+    );
+    t.equal(back.yiaddr, '10.77.5.21', 'and the reservation offered');
+
+    // A reservation added by a reload while another client holds the address: the same rule.
+    const held = new LeaseTable();
+    held.apply({
+      kind: 'bind',
+      mac: '52:54:00:20:00:09' as Mac,
+      ip: ipToNumber('10.77.5.21'),
+      expiresAt: NOW + 3_600_000,
+    });
+    const elsewhere = replyOf(
+      decideFor(
+        { type: 'discover', mac: LISTED_MAC, options },
+        { config: configs.authoritative, leases: held },
+      ),
+    );
+    const heldAck = replyOf(
+      decideFor(
+        { type: 'request', mac: LISTED_MAC, options, requested: elsewhere.yiaddr, serverId: SERVER },
+        { config: configs.authoritative, leases: held },
+      ),
+    );
+    t.equal(heldAck.decision, 'ack', 'bound to the pool address it was offered');
+  },
+);
+
 t.test('relay: giaddr picks the pool and the reply goes to giaddr:67', async (t) => {
   const leases = new LeaseTable();
   const mac = '52:54:00:30:00:01' as Mac;
@@ -563,6 +694,108 @@ t.test('relay: giaddr picks the pool and the reply goes to giaddr:67', async (t)
   t.same(nak.destination, { kind: 'relay', address: '10.77.6.1' });
   t.equal(nak.flags & BROADCAST_FLAG, BROADCAST_FLAG, 'relayed NAK has the broadcast bit');
 });
+
+t.test('a relayed client renews, informs and releases by unicast, from its relay subnet', async (t) => {
+  const { subnet: _subnet, range: _range, ...relayOnlyDhcp } = configs.authoritative.dhcp;
+  const relayOnly: Config = { ...configs.authoritative, dhcp: relayOnlyDhcp };
+  for (const [name, config] of [
+    ['with a local subnet', configs.authoritative],
+    ['relay-only', relayOnly],
+  ] as const) {
+    const leases = new LeaseTable();
+    const scenario = { config, leases };
+    const mac = '52:54:00:30:00:02' as Mac;
+    const offer = replyOf(
+      decideFor({ type: 'discover', mac, giaddr: '10.77.6.1', broadcast: false }, scenario),
+    );
+    decideFor(
+      { type: 'request', mac, giaddr: '10.77.6.1', requested: offer.yiaddr, serverId: SERVER },
+      scenario,
+    );
+    // RENEWING: unicast straight to the server, so no relay and no giaddr (RFC 2131 §4.3.2).
+    const later = NOW + 900_000;
+    const renewal = replyOf(
+      decideFor(
+        { type: 'request', mac, ciaddr: offer.yiaddr, broadcast: false },
+        { ...scenario, now: later },
+      ),
+    );
+    t.equal(renewal.decision, 'ack', `${name}: RENEW ACKed`);
+    t.equal(readUint32(renewal.options, Option.leaseTime), 1800, `${name}: the relay subnet’s lease time`);
+    t.equal(leases.leaseOf(mac)?.expiresAt, later + 1_800_000);
+    const inform = replyOf(
+      decideFor({ type: 'inform', mac, ciaddr: offer.yiaddr, broadcast: false }, scenario),
+    );
+    t.equal(
+      readAddress(inform.options, Option.router),
+      '10.77.6.1',
+      `${name}: INFORM gets the relay subnet’s router`,
+    );
+    const release = decideFor({ type: 'release', mac, ciaddr: offer.yiaddr, serverId: SERVER }, scenario);
+    t.match(
+      release,
+      { reason: 'released', leaseChange: { kind: 'release' } },
+      `${name}: RELEASE frees the lease`,
+    );
+  }
+});
+
+t.test('the network and broadcast addresses are never handed out', async (t) => {
+  const wholeSubnet = await loadTestConfig({
+    subnet: 5,
+    mode: 'authoritative',
+    state: '/nonexistent',
+    pool: { subnet: '10.77.5.0/24', range: ['10.77.5.0', '10.77.5.255'] },
+  });
+  const leases = new LeaseTable();
+  const offered = new Set<string>();
+  for (let index = 0; index < 256; index += 1) {
+    const mac = `52:54:00:41:00:${index.toString(16).padStart(2, '0')}` as Mac;
+    const outcome = decideFor({ type: 'discover', mac }, { config: wholeSubnet, leases });
+    if (outcome.kind === 'reply') offered.add(outcome.reply.yiaddr);
+  }
+  t.notOk(offered.has('10.77.5.0'), 'not the network address');
+  t.notOk(offered.has('10.77.5.255'), 'not the broadcast address');
+  t.equal(offered.size, 252, 'every other address but the server’s and the reservation');
+  const asked = replyOf(
+    decideFor(
+      { type: 'request', mac: '52:54:00:41:01:00' as Mac, requested: '10.77.5.255', serverId: SERVER },
+      { config: wholeSubnet, leases: new LeaseTable() },
+    ),
+  );
+  t.equal(asked.decision, 'nak', 'a REQUEST for the broadcast address is NAKed');
+});
+
+t.test(
+  'a reply larger than the client accepts leaves out the host name first; option 57 raises the limit',
+  async (t) => {
+    const longName = Array.from({ length: 4 }, () => 'a'.repeat(62)).join('.');
+    const config: Config = {
+      ...configs.authoritative,
+      machines: configs.authoritative.machines.map((machine) =>
+        machine.mac === LISTED_MAC ? { ...machine, hostname: longName } : machine,
+      ),
+    };
+    const options = FIRMWARE.ipxeEfi(LISTED_MAC);
+    const outcome = decideFor({ type: 'discover', mac: LISTED_MAC, options }, { config });
+    const offer = replyOf(outcome);
+    t.ok(encodeDhcpPacket(offer).length <= 548, 'fits the 548 bytes every client accepts');
+    t.notOk(offer.options.has(Option.hostName), 'without the host name');
+    t.equal(readText(offer.options, Option.domainName), 'lab.test', 'the rest is kept');
+    t.equal(offer.file, `${BASE}/boot.ipxe`);
+    t.match(
+      outcome.events[0]?.detail,
+      { omittedOptions: [Option.hostName] },
+      'the event says what was left out',
+    );
+
+    // RFC 2132 §9.10: option 57 is the largest IP datagram the client accepts.
+    options.set(Option.maxMessageSize, Buffer.from([0x05, 0xdc]));
+    const larger = replyOf(decideFor({ type: 'discover', mac: LISTED_MAC, options }, { config }));
+    t.equal(readText(larger.options, Option.hostName), longName, 'a client that accepts 1500 bytes gets it');
+    t.ok(encodeDhcpPacket(larger).length <= 1472);
+  },
+);
 
 t.test('the pool runs out: silence and an event, no duplicate address', async (t) => {
   const small = await loadTestConfig({

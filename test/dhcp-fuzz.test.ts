@@ -5,7 +5,7 @@ import type { Mac } from '../src/boot-plan.js';
 import { decide } from '../src/dhcp/decide.js';
 import { LeaseTable } from '../src/dhcp/leases.js';
 import { Option } from '../src/dhcp/options.js';
-import { BOOTREPLY, decodeDhcpRequest, encodeDhcpPacket } from '../src/dhcp/packet.js';
+import { BOOTREPLY, decodeDhcpRequest, encodeDhcpPacket, maxReplyBytes } from '../src/dhcp/packet.js';
 import { settingsFor } from '../src/dhcp/settings.js';
 import {
   FIRMWARE,
@@ -45,9 +45,20 @@ const SEEDS = [
   requestBytes({ type: 'inform', mac, ciaddr: '10.77.6.150' }),
 ];
 
+// A host name too long for a 548-byte reply: the replies to `mac` must be fitted to the client.
+const LONG_HOSTNAME_MACHINE = `
+  - mac: ${mac}
+    hostname: ${Array.from({ length: 4 }, () => 'a'.repeat(62)).join('.')}
+    profile: coreos`;
+
 t.test(`${PURE_PACKETS} mutated packets through decode + decide + encode: no throw`, async (t) => {
   const configs = [
-    await loadTestConfig({ subnet: SUBNET, mode: 'authoritative', state: '/nonexistent' }),
+    await loadTestConfig({
+      subnet: SUBNET,
+      mode: 'authoritative',
+      state: '/nonexistent',
+      extraYaml: LONG_HOSTNAME_MACHINE,
+    }),
     await loadTestConfig({ subnet: SUBNET, mode: 'proxy', state: '/nonexistent' }),
   ];
   const decisions = configs.map((config) => testDecision(() => config));
@@ -55,6 +66,7 @@ t.test(`${PURE_PACKETS} mutated packets through decode + decide + encode: no thr
   const leases = new LeaseTable();
   const malformed = new Map<string, number>();
   const outcomes = new Map<string, number>();
+  let fitted = 0;
   const started = performance.now();
   for (let index = 0; index < PURE_PACKETS; index += 1) {
     const seed = SEEDS[index % SEEDS.length] as Buffer;
@@ -80,8 +92,10 @@ t.test(`${PURE_PACKETS} mutated packets through decode + decide + encode: no thr
       const label = outcome.kind === 'reply' ? outcome.decision : outcome.reason;
       outcomes.set(label, (outcomes.get(label) ?? 0) + 1);
       if (outcome.kind === 'reply') {
+        if (outcome.events.some((event) => event.detail?.omittedOptions)) fitted += 1;
         const reply = encodeDhcpPacket(outcome.reply);
-        if (reply.length > 576) throw new Error(`reply of ${reply.length} bytes`);
+        const limit = maxReplyBytes(decoded.packet);
+        if (reply.length > limit) throw new Error(`reply of ${reply.length} bytes, limit ${limit}`);
       }
     } catch (error) {
       t.fail(`packet ${index} threw: ${(error as Error).message}; bytes ${bytes.toString('hex')}`);
@@ -99,6 +113,7 @@ t.test(`${PURE_PACKETS} mutated packets through decode + decide + encode: no thr
     (outcomes.get('offer') ?? 0) > 0 && (outcomes.get('ack') ?? 0) > 0,
     'mutated but valid packets were answered',
   );
+  t.ok(fitted > 0, `replies too large for their client were fitted to it (${fitted})`);
 });
 
 t.test(

@@ -1,11 +1,16 @@
-import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import fsPromises, { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import type { Mac } from '../src/boot-plan.js';
 import { LEASE_LOG_FILE, LeaseLog } from '../src/dhcp/lease-log.js';
 import { type LeaseChange, LeaseTable } from '../src/dhcp/leases.js';
 import { ipToNumber } from '../src/ipv4.js';
+import { REPO_ROOT, waitForLine } from './dhcp/harness.js';
+import { requireTools } from './helpers/netns.js';
 
 const NOW = Date.UTC(2026, 10, 25, 12);
 const macOf = (index: number) =>
@@ -19,10 +24,15 @@ async function tempDirectory(t: Test): Promise<string> {
 
 async function openTable(directory: string) {
   const table = new LeaseTable();
-  const opened = await LeaseLog.open(directory, () => table.snapshot(NOW));
+  const compactionErrors: Error[] = [];
+  const opened = await LeaseLog.open(
+    directory,
+    () => table.snapshot(NOW),
+    (error) => compactionErrors.push(error),
+  );
   for (const change of opened.changes) table.apply(change);
   await opened.log.compact();
-  return { table, log: opened.log, tornLines: opened.tornLines };
+  return { table, log: opened.log, tornLines: opened.tornLines, compactionErrors };
 }
 
 t.test('concurrent appends share fdatasyncs and all survive a reopen', async (t) => {
@@ -68,6 +78,113 @@ t.test('a torn last line (kill -9 mid-write) is skipped; everything before it is
   const text = await readFile(join(directory, LEASE_LOG_FILE), 'utf8');
   t.equal(text.split('\n').filter(Boolean).length, 1, 'the start-up rewrite dropped the torn line');
 });
+
+t.test('a line whose address is not an IPv4 address is skipped and counted like a torn one', async (t) => {
+  const directory = await tempDirectory(t);
+  await appendFile(
+    join(directory, LEASE_LOG_FILE),
+    `{"t":"bind","mac":"52:54:00:50:00:03","ip":"not-an-ip","exp":${NOW + 60_000}}\n`,
+  );
+  const reopened = await openTable(directory);
+  t.equal(reopened.tornLines, 1);
+  t.equal(reopened.table.leaseOf(macOf(3)), undefined);
+  await reopened.log.close();
+});
+
+t.test(
+  'a write the disk takes only in part fails its batch, and the next write starts on a new line',
+  async (t) => {
+    await requireTools('unshare', 'mount');
+    const directory = await tempDirectory(t);
+    // A 16 KiB tmpfs in a mount namespace of its own: it fills up for real, and vanishes with the child.
+    const child = spawn(
+      'unshare',
+      [
+        '--mount',
+        'sh',
+        '-c',
+        'mount -t tmpfs -o size=16k tmpfs "$1" && exec "$2" --import tsx "$3" "$1"',
+        'sh',
+        directory,
+        process.execPath,
+        fileURLToPath(new URL('./dhcp/full-disk.ts', import.meta.url)),
+      ],
+      { cwd: REPO_ROOT },
+    );
+    const line = await waitForLine(child, (line) => line.startsWith('RESULT '), 30_000);
+    const { resolved, replayed, tornLines } = JSON.parse(line.slice('RESULT '.length)) as {
+      resolved: string[];
+      replayed: string[];
+      tornLines: number;
+    };
+    t.ok(
+      resolved.length < 102,
+      `the appends that did not fit were rejected (${resolved.length} of 102 resolved)`,
+    );
+    t.same(
+      resolved.filter((mac) => !replayed.includes(mac)),
+      [],
+      'every resolved append is replayed',
+    );
+    t.ok(resolved.includes('52:54:00:51:00:65'), 'the append after the space was freed resolved');
+    t.equal(tornLines, 1, 'only the torn line is skipped');
+  },
+);
+
+t.test(
+  'a compaction that fails after its rename is logged, and later appends reach the live file',
+  async (t) => {
+    const directory = await tempDirectory(t);
+    const { table, log, compactionErrors } = await openTable(directory);
+    // Fault injection: the first open under the directory after the lease file was replaced fails.
+    const { open, rename } = fsPromises;
+    let replaced = false;
+    let injected = false;
+    Object.assign(fsPromises, {
+      rename: async (from: string, to: string) => {
+        await rename(from, to);
+        replaced ||= to === join(directory, LEASE_LOG_FILE);
+      },
+      open: async (path: string, flags?: string | number) => {
+        if (replaced && !injected && path.startsWith(directory)) {
+          injected = true;
+          throw Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' });
+        }
+        return open(path, flags);
+      },
+    });
+    syncBuiltinESMExports();
+    t.teardown(() => {
+      Object.assign(fsPromises, { open, rename });
+      syncBuiltinESMExports();
+    });
+
+    const first: LeaseChange = {
+      kind: 'bind',
+      mac: macOf(10),
+      ip: ipToNumber('10.77.9.10'),
+      expiresAt: NOW + 60_000,
+    };
+    table.apply(first);
+    // Past the compaction threshold (100,000 lines and four times the live state).
+    await Promise.all(Array.from({ length: 100_001 }, () => log.append(first)));
+    const later: LeaseChange = {
+      kind: 'bind',
+      mac: macOf(11),
+      ip: ipToNumber('10.77.9.11'),
+      expiresAt: NOW + 60_000,
+    };
+    table.apply(later);
+    await log.append(later);
+    await log.close();
+    t.ok(injected, 'the fault was injected after the rename');
+    t.match(compactionErrors, [{ code: 'EMFILE' }], 'the failed compaction was reported');
+
+    const reopened = await openTable(directory);
+    t.equal(reopened.table.leaseOf(macOf(11))?.ip, ipToNumber('10.77.9.11'), 'the later lease survived');
+    await reopened.log.close();
+  },
+);
 
 t.test('release and decline replay; offers are never written', async (t) => {
   const directory = await tempDirectory(t);

@@ -5,7 +5,14 @@ import type { MachineEventInput } from '../lifecycle/events.js';
 import { type BootFirmware, classifyFirmware } from './firmware.js';
 import type { LeaseChange, LeaseTable } from './leases.js';
 import { encodeOption, MessageType, Option, readAddress, readText } from './options.js';
-import { BOOTREPLY, BROADCAST_FLAG, type DhcpPacket, type DhcpRequest } from './packet.js';
+import {
+  BOOTREPLY,
+  BROADCAST_FLAG,
+  type DhcpPacket,
+  type DhcpRequest,
+  encodedLength,
+  maxReplyBytes,
+} from './packet.js';
 import { type DhcpSettings, type SubnetSettings, subnetForRequest } from './settings.js';
 
 /**
@@ -47,6 +54,8 @@ export type SilenceReason =
   | 'no-subnet'
   | 'pool-exhausted'
   | 'other-server'
+  | 'decline-without-address'
+  | 'decline-not-holder'
   | 'no-binding'
   | 'no-client-state'
   | 'declined'
@@ -97,6 +106,12 @@ const SKIP_DISCOVERY = encodeOption.encapsulated([[6, encodeOption.uint8(8)]]);
 const IPXE_NO_PROXYDHCP = encodeOption.encapsulated([[176, encodeOption.uint8(1)]]);
 
 export function decide(request: DhcpRequest, context: DecideContext): Outcome {
+  const outcome = decideMessage(request, context);
+  if (outcome.kind === 'reply') fitReply(outcome, maxReplyBytes(request));
+  return outcome;
+}
+
+function decideMessage(request: DhcpRequest, context: DecideContext): Outcome {
   // Leases and the inventory are keyed by Ethernet MAC; other hardware types cannot PXE boot here.
   if (request.htype !== 1 || request.hlen !== 6) return silent('unsupported-hardware');
   const mac = macFromBytes(request.chaddr);
@@ -105,6 +120,23 @@ export function decide(request: DhcpRequest, context: DecideContext): Outcome {
   if (context.port === 'boot-server') return decideBootServer(request, mac, context);
   if (settings.mode === 'proxy') return decideProxy(request, mac, context);
   return decideAuthoritative(request, mac, context);
+}
+
+/** What a client can boot without, least needed first. */
+const OPTIONAL_OPTIONS = [Option.hostName, Option.domainName, Option.dnsServers];
+
+/**
+ * Leaves optional options out of a reply larger than its client accepts (long host names, domain
+ * and DNS lists come from the config), rather than sending nothing; the event says which.
+ */
+function fitReply(outcome: Extract<Outcome, { kind: 'reply' }>, maxBytes: number): void {
+  const omitted: number[] = [];
+  for (const code of OPTIONAL_OPTIONS) {
+    if (encodedLength(outcome.reply) <= maxBytes) break;
+    if (outcome.reply.options.delete(code)) omitted.push(code);
+  }
+  if (omitted.length === 0) return;
+  for (const event of outcome.events) event.detail = { ...event.detail, omittedOptions: omitted };
 }
 
 /**
@@ -217,7 +249,7 @@ function decideBootServer(request: DhcpRequest, mac: Mac, context: DecideContext
 }
 
 function decideAuthoritative(request: DhcpRequest, mac: Mac, context: DecideContext): Outcome {
-  const subnet = subnetForRequest(context.settings, request.giaddr);
+  const subnet = subnetForRequest(context.settings, request);
   if (!subnet) return silent('no-subnet');
   switch (request.messageType) {
     case 'discover':
@@ -294,7 +326,13 @@ function answerRequest(
   return silent('no-client-state');
 }
 
-/** ACK `address` to `mac` if it may have it (extending a lease it holds), else NAK. */
+/**
+ * ACK `address` to `mac` if it may have it (extending a lease it holds), else NAK. A machine with a
+ * reservation in this subnet may have only that address, or, as long as the reservation cannot be
+ * given to it (declined, or held by another client since a reload), a pool address: what
+ * chooseAddress offers it. Once the reservation is free, the pool address is NAKed, so the machine
+ * starts over and is offered its reservation.
+ */
 function bindAddress(
   request: DhcpRequest,
   mac: Mac,
@@ -304,10 +342,13 @@ function bindAddress(
 ): Outcome {
   const { settings, leases, now } = context;
   const ip = ipToNumber(address);
-  const reserved = settings.reservedAddressOf.get(mac);
   const { pool } = subnet;
+  const reservation = reservationIn(subnet, mac, settings);
   const inPool = ip >= pool.first && ip <= pool.last && !pool.excluded.has(ip);
-  const allowed = reserved !== undefined && cidrContains(pool.subnet, reserved) ? ip === reserved : inPool;
+  const allowed =
+    reservation === undefined || !leases.isAvailable(reservation, mac, settings.reservations, now)
+      ? inPool
+      : ip === reservation;
   if (!cidrContains(pool.subnet, ip) || !allowed)
     return nak(request, mac, 'address not offered to you', context);
   if (!leases.isAvailable(ip, mac, settings.reservations, now))
@@ -346,6 +387,10 @@ function addressReply(
   const hostname = plan.ok ? plan.answer.assignment.hostname : context.decision.assignmentFor(mac)?.hostname;
   if (hostname) reply.options.set(Option.hostName, encodeOption.text(hostname));
   const eventType = type === 'offer' ? 'dhcp-offer' : 'dhcp-ack';
+  // Offer and bind give a reserved machine another address only while its reservation is unavailable.
+  const reservation = reservationIn(subnet, mac, context.settings);
+  const reservationUnavailable =
+    reservation !== undefined && reservation !== leaseChange.ip ? numberToIp(reservation) : undefined;
   let event: MachineEventInput;
   if (plan.ok) {
     reply.siaddr = context.settings.serverAddress;
@@ -362,12 +407,14 @@ function addressReply(
       mode: context.settings.mode,
       bootFile: reply.file,
       ip: address,
+      reservationUnavailable,
     });
   } else {
     event = dhcpEvent(eventType, request, mac, {
       ip: address,
       firmware: plan.firmware,
       reason: plan.reason === 'not-boot-client' ? undefined : plan.reason,
+      reservationUnavailable,
     });
   }
   return {
@@ -402,15 +449,21 @@ function recordDecline(
 ): Outcome {
   const declined = readAddress(request.options, Option.requestedAddress);
   const serverId = readAddress(request.options, Option.serverIdentifier);
-  if (!declined || (serverId !== undefined && serverId !== context.settings.serverAddress)) {
-    return silent('other-server');
+  if (serverId !== undefined && serverId !== context.settings.serverAddress) return silent('other-server');
+  if (declined === undefined) return silent('decline-without-address');
+  // RFC 2131 §4.3.3: a client declines the address it was given. Anyone else's DECLINE would take
+  // an address from its holder, and fill the table and the lease log with addresses at will.
+  const own = context.leases.leaseOf(mac);
+  const ip = ipToNumber(declined);
+  if (!own || own.state === 'free' || own.ip !== ip || !cidrContains(subnet.pool.subnet, ip)) {
+    return silent('decline-not-holder');
   }
   const until = context.now + subnet.leaseSeconds * 1000;
   return {
     kind: 'silent',
     reason: 'declined',
     events: [dhcpEvent('dhcp-decline', request, mac, { ip: declined })],
-    leaseChange: { kind: 'decline', ip: ipToNumber(declined), until },
+    leaseChange: { kind: 'decline', ip, until },
   };
 }
 
@@ -473,6 +526,12 @@ function replyTo(request: DhcpRequest, type: 'offer' | 'ack' | 'nak', settings: 
   return reply;
 }
 
+/** The address reserved for `mac` if it lies in `subnet`; a reservation elsewhere does not bind it here. */
+function reservationIn(subnet: SubnetSettings, mac: Mac, settings: DhcpSettings): number | undefined {
+  const reserved = settings.reservedAddressOf.get(mac);
+  return reserved !== undefined && cidrContains(subnet.pool.subnet, reserved) ? reserved : undefined;
+}
+
 function setNetworkOptions(reply: DhcpPacket, subnet: SubnetSettings): void {
   for (const [code, value] of subnet.networkOptions) reply.options.set(code, value);
 }
@@ -491,7 +550,7 @@ function setBootFile(reply: DhcpPacket, answer: BootAnswer): void {
 /**
  * Echoes a client option, within sane bounds: a PXE GUID (97) is 17 bytes (RFC 4578 §2.3), and a
  * client identifier longer than 64 bytes is not a real one — echoing arbitrary lengths could push a
- * reply past 576 bytes.
+ * reply past the 548 bytes every client accepts.
  */
 function echo(request: DhcpPacket, reply: DhcpPacket, code: number): void {
   const value = request.options.get(code);
@@ -542,6 +601,8 @@ interface EventFields {
   message?: string;
   /** The answer went out on the PXE boot-server port (4011). */
   bootServer?: boolean;
+  /** The machine's reserved address, when it got another one because that one was unavailable. */
+  reservationUnavailable?: string | undefined;
 }
 
 /** One provisioning event; built by assignment, as it is on the per-packet path. */
@@ -561,6 +622,7 @@ function dhcpEvent(type: string, request: DhcpRequest, mac: Mac, fields: EventFi
   if (fields.reason) detail.reason = fields.reason;
   if (fields.message) detail.message = fields.message;
   if (fields.bootServer) detail.port = 'boot-server';
+  if (fields.reservationUnavailable) detail.reservationUnavailable = fields.reservationUnavailable;
   const event: MachineEventInput = { mac, source: 'dhcp', type, detail };
   if (fields.ip) event.ip = fields.ip;
   return event;

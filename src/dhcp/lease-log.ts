@@ -3,7 +3,7 @@ import { type FileHandle, mkdir, open, readFile, rename } from 'node:fs/promises
 import { dirname, join } from 'node:path';
 import type { Mac } from '../boot-plan.js';
 import { parseMac } from '../inventory/mac.js';
-import { ipToNumber, numberToIp } from '../ipv4.js';
+import { ipToNumber, isIpv4, numberToIp } from '../ipv4.js';
 import type { LeaseChange } from './leases.js';
 
 /**
@@ -12,9 +12,11 @@ import type { LeaseChange } from './leases.js';
  * for at most two syncs and a burst of clients costs a few syncs, not one each. The file is opened
  * O_DSYNC: each write returns once its data is on disk (what write + fdatasync did), in one
  * thread-pool round trip instead of two, which is most of what an ACK waits for at moderate load.
- * A kill -9 can tear only the last line, whose change was never acknowledged; replay skips it. At
- * start the file is rewritten from the replayed table (write, fdatasync, rename), and again when it
- * has grown well past the live state.
+ * A kill -9 can tear only the last line, whose change was never acknowledged; replay skips it. A
+ * write that fails part-way (disk full, file size limit) fails its whole batch and can leave a torn
+ * line mid-file: the next write starts on a new line, so replay skips only that one. At start the
+ * file is rewritten from the replayed table (synced write, rename, directory fsync), and again when
+ * it has grown well past the live state.
  */
 
 export const LEASE_LOG_FILE = 'dhcp-leases.jsonl';
@@ -35,6 +37,10 @@ export class LeaseLog {
   private flushing: Promise<void> | undefined;
   private linesSinceCompaction = 0;
   private closed = false;
+  /** The last write failed, so the file may end in the middle of a line. */
+  private endsMidLine = false;
+  /** A compaction's rename is not known to be on disk until its directory is synced. */
+  private directorySynced = true;
   /** Synced writes so far: with group commit, far fewer than appends under load. */
   syncs = 0;
 
@@ -43,12 +49,18 @@ export class LeaseLog {
     private handle: FileHandle,
     /** The current table as changes, for compaction. */
     private readonly snapshot: () => LeaseChange[],
+    /** A compaction started by the log itself failed; appends go on (to the live file). */
+    private readonly onCompactionError: (error: Error) => void,
   ) {}
 
-  /** Reads every durable change (in order) and opens the log for appending. */
+  /**
+   * Reads every durable change (in order) and opens the log for appending. `tornLines` counts the
+   * lines that are not a complete, valid change (torn by a crash or a failed write), which are skipped.
+   */
   static async open(
     directory: string,
     snapshot: () => LeaseChange[],
+    onCompactionError: (error: Error) => void,
   ): Promise<{ log: LeaseLog; changes: LeaseChange[]; tornLines: number }> {
     await mkdir(directory, { recursive: true });
     const file = join(directory, LEASE_LOG_FILE);
@@ -67,7 +79,7 @@ export class LeaseLog {
       else tornLines += 1;
     }
     const handle = await open(file, APPEND_DSYNC);
-    return { log: new LeaseLog(file, handle, snapshot), changes, tornLines };
+    return { log: new LeaseLog(file, handle, snapshot, onCompactionError), changes, tornLines };
   }
 
   /** Resolves once the change is on disk (its synced write returned). */
@@ -86,20 +98,24 @@ export class LeaseLog {
   async compact(): Promise<void> {
     const temporary = `${this.file}.tmp`;
     const lines = this.snapshot().map((change) => `${JSON.stringify(toStored(change))}\n`);
-    const output = await open(temporary, 'w');
+    // The rewrite is written through the handle later appends use, so the moment the rename is done
+    // that handle is on the live file: nothing after the rename can leave appends going to the
+    // replaced one. A failure before it leaves the old file and handle in use.
+    const rewritten = await open(temporary, APPEND_DSYNC | constants.O_TRUNC);
     try {
-      await output.write(lines.join(''));
-      await output.datasync();
-    } finally {
-      await output.close();
+      await writeFully(rewritten.fd, Buffer.from(lines.join('')));
+      await rename(temporary, this.file);
+    } catch (error) {
+      await rewritten.close();
+      throw error;
     }
-    await rename(temporary, this.file);
-    const directory = await open(dirname(this.file), 'r');
-    await directory.sync().finally(() => directory.close());
     const previous = this.handle;
-    this.handle = await open(this.file, APPEND_DSYNC);
-    await previous.close();
+    this.handle = rewritten;
+    this.endsMidLine = false;
+    this.directorySynced = false;
     this.linesSinceCompaction = lines.length;
+    await previous.close();
+    await this.syncDirectory();
   }
 
   async close(): Promise<void> {
@@ -112,26 +128,39 @@ export class LeaseLog {
     while (this.pending.length > 0) {
       const batch = this.pending;
       this.pending = [];
+      const text = (this.endsMidLine ? '\n' : '') + batch.map((entry) => entry.line).join('');
       try {
-        // The callback API on the raw fd: FileHandle's promise wrappers cost more than the write
-        // itself at one batch per ACK.
-        await syncedWrite(this.handle.fd, batch.map((entry) => entry.line).join(''));
+        // A change appended to a file whose rename may not be on disk would not survive a crash.
+        if (!this.directorySynced) await this.syncDirectory();
+        await writeFully(this.handle.fd, Buffer.from(text));
+        this.endsMidLine = false;
         this.syncs += 1;
         for (const entry of batch) entry.resolve();
       } catch (error) {
+        this.endsMidLine = true;
         for (const entry of batch) entry.reject(error as Error);
       }
       this.linesSinceCompaction += batch.length;
       if (this.linesSinceCompaction > COMPACTION_MIN_LINES && !this.closed) {
-        // A failed rewrite leaves the old file and handle in place; appending to it stays correct.
         if (this.linesSinceCompaction > 4 * this.snapshot().length) {
-          await this.compact().catch(() => {
+          await this.compact().catch((error: Error) => {
             this.linesSinceCompaction = 0;
+            this.onCompactionError(error);
           });
         }
       }
     }
     this.flushing = undefined;
+  }
+
+  private async syncDirectory(): Promise<void> {
+    const directory = await open(dirname(this.file), 'r');
+    try {
+      await directory.sync();
+    } finally {
+      await directory.close();
+    }
+    this.directorySynced = true;
   }
 }
 
@@ -139,9 +168,21 @@ const COMPACTION_MIN_LINES = 100_000;
 
 const APPEND_DSYNC = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_DSYNC;
 
-function syncedWrite(fd: number, text: string): Promise<void> {
+/**
+ * Writes all of `bytes` to an O_DSYNC fd. A write can return short (disk full, file size limit):
+ * the rest is written by the next call, which then succeeds or fails with the reason. The callback
+ * API on the raw fd: FileHandle's promise wrappers cost more than the write itself at one batch per ACK.
+ */
+function writeFully(fd: number, bytes: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
-    write(fd, text, (error) => (error ? reject(error) : resolve()));
+    const writeFrom = (offset: number) => {
+      write(fd, bytes, offset, bytes.length - offset, null, (error, written) => {
+        if (error) reject(error);
+        else if (offset + written < bytes.length) writeFrom(offset + written);
+        else resolve();
+      });
+    };
+    writeFrom(0);
   });
 }
 
@@ -164,7 +205,7 @@ function toStored(change: LeaseChange): StoredChange {
   }
 }
 
-/** undefined for a line that is not a complete change (the torn tail of a crash). */
+/** undefined for a line that is not a complete, valid change (a torn write, or damage). */
 function parseLine(line: string): LeaseChange | undefined {
   let stored: Partial<Record<string, unknown>>;
   try {
@@ -173,7 +214,7 @@ function parseLine(line: string): LeaseChange | undefined {
     return undefined;
   }
   const mac = typeof stored.mac === 'string' ? (parseMac(stored.mac) as Mac | undefined) : undefined;
-  const ip = typeof stored.ip === 'string' ? ipToNumber(stored.ip) : undefined;
+  const ip = typeof stored.ip === 'string' && isIpv4(stored.ip) ? ipToNumber(stored.ip) : undefined;
   if (ip === undefined) return undefined;
   if (stored.t === 'bind' && mac && typeof stored.exp === 'number') {
     const hostname = typeof stored.host === 'string' ? stored.host : undefined;

@@ -59,6 +59,11 @@ export function readUint8(options: OptionMap, code: number): number | undefined 
   return value?.length === 1 ? value[0] : undefined;
 }
 
+export function readUint16(options: OptionMap, code: number): number | undefined {
+  const value = options.get(code);
+  return value?.length === 2 ? value.readUInt16BE(0) : undefined;
+}
+
 export function readUint32(options: OptionMap, code: number): number | undefined {
   const value = options.get(code);
   return value?.length === 4 ? value.readUInt32BE(0) : undefined;

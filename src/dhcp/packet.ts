@@ -1,5 +1,5 @@
 import { ipToNumber, numberToIp } from '../ipv4.js';
-import { type MessageTypeName, messageTypeName, Option, type OptionMap } from './options.js';
+import { type MessageTypeName, messageTypeName, Option, type OptionMap, readUint16 } from './options.js';
 
 /** RFC 2131 §2 message, with addresses as dotted strings and options by code. */
 export interface DhcpPacket {
@@ -35,8 +35,13 @@ const FILE_BYTES = 128;
 const OPTIONS_OFFSET = 240;
 /** RFC 951/2131: BOOTP relays and old clients expect at least 300 bytes. */
 const MINIMUM_MESSAGE_BYTES = 300;
-/** RFC 2131 §2: every client accepts 576-byte messages; a reply never needs more. */
-const MAXIMUM_MESSAGE_BYTES = 576;
+const IP_AND_UDP_HEADER_BYTES = 28;
+/** RFC 2131 §2: every client accepts a 576-byte IP datagram. */
+const GUARANTEED_DATAGRAM_BYTES = 576;
+/** An Ethernet frame's payload: no reply is larger, whatever option 57 allows. */
+const ETHERNET_DATAGRAM_BYTES = 1500;
+/** The largest message the encoder writes. */
+const LARGEST_MESSAGE_BYTES = ETHERNET_DATAGRAM_BYTES - IP_AND_UDP_HEADER_BYTES;
 
 export type MalformedReason =
   | 'short'
@@ -127,6 +132,27 @@ function isServerMessage(type: MessageTypeName): boolean {
 }
 
 /**
+ * The largest reply `request`'s sender accepts, in bytes of DHCP message: 548 (a 576-byte IP
+ * datagram, RFC 2131 §2), or more if it sent option 57 (RFC 2132 §9.10: the largest IP datagram it
+ * accepts, at least 576), up to an Ethernet frame.
+ */
+export function maxReplyBytes(request: DhcpPacket): number {
+  const datagram = readUint16(request.options, Option.maxMessageSize) ?? GUARANTEED_DATAGRAM_BYTES;
+  const bounded = Math.min(Math.max(datagram, GUARANTEED_DATAGRAM_BYTES), ETHERNET_DATAGRAM_BYTES);
+  return bounded - IP_AND_UDP_HEADER_BYTES;
+}
+
+/** The bytes encodeDhcpPacket writes for `packet`, before padding to the BOOTP minimum. */
+export function encodedLength(packet: DhcpPacket): number {
+  let length = OPTIONS_OFFSET + 1; // + END
+  for (const value of packet.options.values()) {
+    // RFC 3396: one code and length byte per 255-byte piece; an empty value is one piece.
+    length += value.length + 2 * Math.max(1, Math.ceil(value.length / 255));
+  }
+  return length;
+}
+
+/**
  * Reads code/length/value triples in [start, end) into `options`, concatenating repeated codes
  * (RFC 3396). PAD is one byte with no length; END or the end of the area stops. Returns false when
  * a length byte or a value runs past the end of the area.
@@ -162,12 +188,12 @@ function readNulTerminated(bytes: Buffer, offset: number, length: number): strin
 /**
  * Packet → bytes. Options are written in insertion order (option 53 first by convention); values
  * longer than 255 bytes are split into several instances (RFC 3396). Never uses overload: old PXE
- * ROMs choke on it. Throws only on a reply we built wrong (too big for 576 bytes), never on input.
+ * ROMs choke on it. Throws only on a packet we built wrong (larger than `maxBytes`), never on input.
  */
-export function encodeDhcpPacket(packet: DhcpPacket): Buffer {
+export function encodeDhcpPacket(packet: DhcpPacket, maxBytes = LARGEST_MESSAGE_BYTES): Buffer {
   // Not zero-filled: the header is zeroed here, the padding up to 300 bytes at the end, the rest
   // is written.
-  const bytes = Buffer.allocUnsafe(MAXIMUM_MESSAGE_BYTES);
+  const bytes = Buffer.allocUnsafe(maxBytes);
   bytes.fill(0, 0, OPTIONS_OFFSET);
   bytes[0] = packet.op;
   bytes[1] = packet.htype;
@@ -190,8 +216,8 @@ export function encodeDhcpPacket(packet: DhcpPacket): Buffer {
     let chunk = 0;
     do {
       const piece = value.subarray(chunk, chunk + 255);
-      if (offset + 2 + piece.length + 1 > MAXIMUM_MESSAGE_BYTES) {
-        throw new Error(`DHCP reply does not fit in ${MAXIMUM_MESSAGE_BYTES} bytes (option ${code})`);
+      if (offset + 2 + piece.length + 1 > maxBytes) {
+        throw new Error(`DHCP message does not fit in ${maxBytes} bytes (option ${code})`);
       }
       bytes[offset] = code;
       bytes[offset + 1] = piece.length;

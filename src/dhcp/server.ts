@@ -7,12 +7,18 @@ import type { Config } from '../inventory/schema.js';
 import { ipToNumber } from '../ipv4.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
-import { bindUdp, createUdp4Socket } from '../udp.js';
+import { bindUdp, createUdp4Socket, trySend } from '../udp.js';
 import { type DecideContext, type Destination, decide, type Outcome } from './decide.js';
 import { LeaseLog } from './lease-log.js';
 import { LeaseTable } from './leases.js';
 import { Option, readAddress } from './options.js';
-import { type DhcpRequest, decodeDhcpRequest, encodeDhcpPacket, type MalformedReason } from './packet.js';
+import {
+  type DhcpRequest,
+  decodeDhcpRequest,
+  encodeDhcpPacket,
+  type MalformedReason,
+  maxReplyBytes,
+} from './packet.js';
 import { settingsFor } from './settings.js';
 
 /**
@@ -36,12 +42,18 @@ export interface DhcpDeps {
   logger: Logger;
 }
 
+/**
+ * Why a datagram was dropped before a decision: it does not decode, or it came from UDP port 0,
+ * which no client sends from and no reply can be sent to.
+ */
+export type DropReason = MalformedReason | 'source-port-zero';
+
 /** Counters for /metrics, shaped for a prom-client collector (one sample per entry). */
 export interface DhcpStats {
   /** `type`: DHCP message type received; `decision`: offer | ack | nak | a SilenceReason. */
   messages: { type: string; decision: string; count: number }[];
-  /** Packets dropped before a decision, by MalformedReason. */
-  malformed: { reason: MalformedReason; count: number }[];
+  /** Datagrams dropped before a decision, by DropReason. */
+  malformed: { reason: DropReason; count: number }[];
   /** Bound, unexpired leases (authoritative mode). */
   boundLeases: number;
 }
@@ -64,7 +76,11 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   const { logger } = deps;
   const initial = deps.config();
   const leases = new LeaseTable();
-  const opened = await LeaseLog.open(initial.server.state, () => leases.snapshot(Date.now()));
+  const opened = await LeaseLog.open(
+    initial.server.state,
+    () => leases.snapshot(Date.now()),
+    (error) => logger.error({ err: error }, 'lease log compaction failed'),
+  );
   for (const change of opened.changes) leases.apply(change);
   await opened.log.compact();
   const leaseLog = opened.log;
@@ -74,7 +90,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   );
 
   const messageCounts = new Map<string, { type: string; decision: string; count: number }>();
-  const malformedCounts = new Map<MalformedReason, number>();
+  const malformedCounts = new Map<DropReason, number>();
   const learnedAddresses = new Map<string, Mac>();
   const assetChecks = new Map<string, { exists: boolean; checkedAt: number }>();
 
@@ -106,15 +122,22 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     }
   };
 
+  const drop = (reason: DropReason, peer: RemoteInfo, bytes: Buffer) => {
+    malformedCounts.set(reason, (malformedCounts.get(reason) ?? 0) + 1);
+    logger.debug({ peer: `${peer.address}:${peer.port}`, reason, bytes: bytes.length }, 'malformed');
+  };
+
   const sockets: Socket[] = [];
+  let closing = false;
   const handle = (bytes: Buffer, peer: RemoteInfo, arrivedOn: Socket, port: DecideContext['port']) => {
+    if (closing) return;
+    if (peer.port === 0) {
+      drop('source-port-zero', peer, bytes);
+      return;
+    }
     const decoded = decodeDhcpRequest(bytes);
     if (!decoded.ok) {
-      malformedCounts.set(decoded.reason, (malformedCounts.get(decoded.reason) ?? 0) + 1);
-      logger.debug(
-        { peer: `${peer.address}:${peer.port}`, reason: decoded.reason, bytes: bytes.length },
-        'malformed',
-      );
+      drop(decoded.reason, peer, bytes);
       return;
     }
     const request = decoded.packet;
@@ -156,7 +179,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     }
     let reply: Buffer;
     try {
-      reply = encodeDhcpPacket(outcome.reply);
+      reply = encodeDhcpPacket(outcome.reply, maxReplyBytes(request));
     } catch (error) {
       countMessage(request.messageType, 'internal-error');
       logger.error({ err: error, xid: request.xid }, 'DHCP reply could not be encoded');
@@ -164,11 +187,20 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     }
     const target = resolveDestination(outcome.destination, peer);
     const socket = outcome.destination.kind === 'sender' ? arrivedOn : sender;
-    // Without a callback, a failed send is emitted as the socket's 'error' event, which is logged.
-    const send =
-      outcome.destination.kind === 'broadcast' && broadcaster
-        ? () => broadcaster?.send(reply)
-        : () => socket.send(reply, target.port, target.address);
+    const viaBroadcaster = outcome.destination.kind === 'broadcast' ? broadcaster : undefined;
+    // A send that fails at once (closed socket, bad port) is logged here, never thrown: from a promise
+    // callback it would end the process. One that fails later is the socket's 'error' event, also logged.
+    const send = () => {
+      const error = viaBroadcaster
+        ? trySend(viaBroadcaster, reply)
+        : trySend(socket, reply, target.port, target.address);
+      if (error) {
+        logger.warn(
+          { err: error, xid: request.xid, to: `${target.address}:${target.port}` },
+          'DHCP reply not sent',
+        );
+      }
+    };
     if (outcome.decision !== 'ack') {
       send();
       return;
@@ -233,10 +265,16 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
 
   return {
     async close() {
-      await Promise.all(
-        sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))),
-      );
-      await leaseLog.close();
+      // New requests are ignored; ACKs waiting for their lease line leave as the log finishes, while
+      // the sockets are still open; then the sockets close.
+      closing = true;
+      try {
+        await leaseLog.close();
+      } finally {
+        await Promise.all(
+          sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))),
+        );
+      }
     },
     macForIp(ip) {
       const lease = leases.holderOf(ipToNumber(ip));

@@ -93,6 +93,11 @@ function subnetSettings(
   if ('error' in subnet) return undefined;
   const excluded = new Set(serverAddresses);
   if (options.router) excluded.add(ipToNumber(options.router));
+  // The network and broadcast addresses are no host's; a /31 or /32 has neither (RFC 3021).
+  if (subnet.prefixLength <= 30) {
+    excluded.add(subnet.network);
+    excluded.add(subnet.network + subnet.size - 1);
+  }
   const networkOptions: [number, Buffer][] = [
     [Option.subnetMask, encodeOption.addresses(numberToIp(cidrMask(subnet)))],
   ];
@@ -112,11 +117,23 @@ function subnetSettings(
 }
 
 /**
- * RFC 2131 §4.3.1: a relayed request is served from the subnet that contains giaddr; a direct
- * one from the subnet the server itself is on (`dhcp.subnet`), never from a relay subnet.
+ * The subnet a request is served from (RFC 2131 §4.3.1, §4.3.2, §4.3.5): a relayed one from the
+ * subnet containing giaddr; a direct one with ciaddr set (RENEWING, RELEASE and INFORM are unicast
+ * without a relay, also by clients behind one) from the subnet containing ciaddr; any other from
+ * the subnet the server itself is on (`dhcp.subnet`), never from a relay subnet.
  */
-export function subnetForRequest(settings: DhcpSettings, giaddr: string): SubnetSettings | undefined {
-  if (giaddr === '0.0.0.0') return settings.localSubnet;
-  const relay = ipToNumber(giaddr);
-  return settings.subnets.find((subnet) => cidrContains(subnet.pool.subnet, relay));
+export function subnetForRequest(
+  settings: DhcpSettings,
+  request: { giaddr: string; ciaddr: string },
+): SubnetSettings | undefined {
+  if (request.giaddr !== UNSET) return subnetContaining(settings, ipToNumber(request.giaddr));
+  const byClientAddress =
+    request.ciaddr === UNSET ? undefined : subnetContaining(settings, ipToNumber(request.ciaddr));
+  return byClientAddress ?? settings.localSubnet;
+}
+
+const UNSET = '0.0.0.0';
+
+function subnetContaining(settings: DhcpSettings, address: number): SubnetSettings | undefined {
+  return settings.subnets.find((subnet) => cidrContains(subnet.pool.subnet, address));
 }

@@ -50,10 +50,17 @@ export interface RunningDhcp {
   event(predicate: (event: MachineEventInput) => boolean, timeoutMs?: number): Promise<MachineEventInput>;
 }
 
-export async function launchDhcp(namespace: Namespace, configFile: string): Promise<RunningDhcp> {
-  const child = namespace.spawn(process.execPath, ['--import', 'tsx', LAUNCH, configFile, '--events'], {
-    cwd: REPO_ROOT,
-  });
+/** `flags`: launch.ts flags besides --events. */
+export async function launchDhcp(
+  namespace: Namespace,
+  configFile: string,
+  flags: string[] = [],
+): Promise<RunningDhcp> {
+  const child = namespace.spawn(
+    process.execPath,
+    ['--import', 'tsx', LAUNCH, configFile, '--events', ...flags],
+    { cwd: REPO_ROOT },
+  );
   const events: MachineEventInput[] = [];
   const statsWaiters: ((stats: DhcpStats) => void)[] = [];
   const eventWaiters = new Set<() => void>();

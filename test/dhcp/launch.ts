@@ -1,8 +1,10 @@
 /**
  * Runs the DHCP server alone, for tests and the bench, inside the namespace it is started in:
- *   ip netns exec NS node --import tsx test/dhcp/launch.ts CONFIG.yaml [--events]
+ *   ip netns exec NS node --import tsx test/dhcp/launch.ts CONFIG.yaml [--events] [--close-after-acks N]
  * Prints `READY` once the sockets are bound; with --events, one `EVENT <json>` line per recorded
- * event. On stdin, `stats` prints `STATS <json>`. SIGTERM closes the server and exits 0.
+ * event. On stdin, `stats` prints `STATS <json>`. SIGTERM closes the server and exits 0. With
+ * --close-after-acks, the server is closed as soon as the Nth ACK is decided, before its lease line
+ * is synced, and `CLOSED` is printed once it is.
  */
 import { createInterface } from 'node:readline';
 import { startDhcpServer } from '../../src/dhcp/server.js';
@@ -24,6 +26,9 @@ if (!loaded.ok) {
 }
 const config = loaded.config;
 const printEvents = flags.includes('--events');
+const closeAfterAcksFlag = flags.indexOf('--close-after-acks');
+const closeAfterAcks = closeAfterAcksFlag === -1 ? undefined : Number(flags[closeAfterAcksFlag + 1]);
+let acks = 0;
 const logger = createRootLogger({
   level: process.env.RACKBOOT_LOG_LEVEL ?? 'warn',
   destination: process.stderr,
@@ -37,6 +42,9 @@ const server = await startDhcpServer({
   ),
   record: async (event) => {
     if (printEvents) process.stdout.write(`EVENT ${JSON.stringify(event)}\n`);
+    if (event.type === 'dhcp-ack' && ++acks === closeAfterAcks) {
+      void server.close().then(() => process.stdout.write('CLOSED\n'));
+    }
   },
   logger: logger.child({ component: 'dhcp' }),
 });
