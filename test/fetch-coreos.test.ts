@@ -1,5 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import {
   existsSync,
   mkdirSync,
@@ -8,15 +9,18 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
+import * as fsPromises from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { type FetchCoreosOptions, fetchCoreos, LOCK_PATH } from '../src/fetch/coreos.js';
+import { withLock } from '../src/fetch/lock.js';
 import { MANIFEST_PATH, PXE_ARTIFACTS, type PxeArtifact, parseManifest } from '../src/fetch/manifest.js';
 import { createReporter } from '../src/fetch/progress.js';
 import { machineScript } from '../src/http/machine-script.js';
@@ -36,7 +40,7 @@ interface Served {
 /**
  * A stand-in for builds.coreos.fedoraproject.org on 127.0.0.1: one stream document and the PXE
  * artifacts it lists (random bytes with their real sha256), with switches for the failures a real
- * mirror shows: a connection cut mid-body, no Range support, a stall, a wrong checksum.
+ * mirror shows: a connection cut mid-body, no Range support, short ranges, a stall, a wrong checksum.
  */
 async function startMirror(t: Test, arches = ['x86_64', 'aarch64']) {
   const files = new Map<string, Served>();
@@ -45,6 +49,8 @@ async function startMirror(t: Test, arches = ['x86_64', 'aarch64']) {
     cutOnce: new Set<string>(),
     stall: new Set<string>(),
     ignoreRange: false,
+    /** Answer Range with a 206 that covers only the next 1000 bytes (legal, but not the rest). */
+    shortRange: false,
     wrongSha: new Set<string>(),
     metadataStatus: 200,
   };
@@ -139,11 +145,12 @@ async function startMirror(t: Test, arches = ['x86_64', 'aarch64']) {
         response.writeHead(416, { 'content-range': `bytes */${content.length}` }).end();
         return;
       }
+      const end = behaviour.shortRange ? Math.min(start + 1000, content.length) - 1 : content.length - 1;
       response.writeHead(206, {
-        'content-length': content.length - start,
-        'content-range': `bytes ${start}-${content.length - 1}/${content.length}`,
+        'content-length': end + 1 - start,
+        'content-range': `bytes ${start}-${end}/${content.length}`,
       });
-      response.end(content.subarray(start));
+      response.end(content.subarray(start, end + 1));
       return;
     }
     response.writeHead(200, { 'content-length': content.length });
@@ -183,14 +190,17 @@ function options(
   };
 }
 
-/** Every file under dir, relative, so a test can say exactly what was left behind. */
+/**
+ * Every file under dir, relative, so a test can say exactly what was left behind; except the
+ * fetch lock, whose newest entry stays after each run (the lock tests look at it).
+ */
 function listFiles(dir: string, prefix = ''): string[] {
   if (!existsSync(dir)) return [];
-  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
-    entry.isDirectory()
-      ? listFiles(join(dir, entry.name), `${prefix}${entry.name}/`)
-      : [`${prefix}${entry.name}`],
-  );
+  return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
+    const path = `${prefix}${entry.name}`;
+    if (path === LOCK_PATH) return [];
+    return entry.isDirectory() ? listFiles(join(dir, entry.name), `${path}/`) : [path];
+  });
 }
 
 t.test('full fetch of two architectures writes verified files and the manifest', async (t) => {
@@ -316,6 +326,63 @@ t.test('a server without Range support restarts the file from the first byte', a
   t.ok(readFileSync(target).equals(mirror.files.get(rootfsPath)?.content ?? Buffer.alloc(0)));
 });
 
+t.test(
+  'a damaged .part fails the resumed checksum; one attempt from the first byte repairs it',
+  async (t) => {
+    const mirror = await startMirror(t, ['x86_64']);
+    const dest = tempDir(t, 'rackboot-fetch-');
+    const rootfsPath = mirror.locations.x86_64?.rootfs ?? '';
+    const target = join(dest, 'fedora-coreos/stable/x86_64', basename(rootfsPath));
+    const good = mirror.files.get(rootfsPath)?.content ?? Buffer.alloc(0);
+    // What a machine crash can leave: the first bytes right, then zeros where the data never landed.
+    const damaged = Buffer.concat([good.subarray(0, 100_000), Buffer.alloc(4096)]);
+    mkdirSync(dirname(target), { recursive: true });
+
+    writeFileSync(`${target}.part`, damaged);
+    await t.rejects(
+      fetchCoreos(options(mirror, dest, { retries: 0 })),
+      /checksum mismatch for .*live-rootfs\.x86_64\.img after resuming at byte 104096, so the bytes kept from before were probably damaged; the \.part was removed, so the next attempt downloads from the first byte/,
+      'without retries: a message that points at the kept bytes, not at the mirror',
+    );
+    t.notOk(existsSync(`${target}.part`), 'the damaged .part is gone');
+
+    writeFileSync(`${target}.part`, damaged);
+    const retried = options(mirror, dest, { retries: 3 });
+    await fetchCoreos(retried);
+    t.ok(readFileSync(target).equals(good), 'with retries: the file is complete');
+    t.same(
+      mirror.requests.filter((entry) => entry.path === rootfsPath).map((entry) => entry.range),
+      ['bytes=104096-', 'bytes=104096-', undefined],
+      'each run resumed once; the retry started from the first byte',
+    );
+    t.match(retried.output.join(''), /x86_64 rootfs: checksum mismatch .* after resuming .*; retrying in 0s/);
+  },
+);
+
+t.test('a 206 that covers less than the rest is not appended; the download starts over', async (t) => {
+  const mirror = await startMirror(t, ['x86_64']);
+  const dest = tempDir(t, 'rackboot-fetch-');
+  mirror.behaviour.shortRange = true;
+  const rootfsPath = mirror.locations.x86_64?.rootfs ?? '';
+  const target = join(dest, 'fedora-coreos/stable/x86_64', basename(rootfsPath));
+  const good = mirror.files.get(rootfsPath)?.content ?? Buffer.alloc(0);
+  mkdirSync(dirname(target), { recursive: true });
+  writeFileSync(`${target}.part`, good.subarray(0, 200_000));
+
+  const run1 = options(mirror, dest, { retries: 1 });
+  await fetchCoreos(run1);
+  t.ok(readFileSync(target).equals(good));
+  t.same(
+    mirror.requests.filter((entry) => entry.path === rootfsPath).map((entry) => entry.range),
+    ['bytes=200000-', undefined],
+  );
+  t.match(
+    run1.output.join(''),
+    `x86_64 rootfs: GET ${mirror.base}${rootfsPath}: asked for bytes 200000- but got bytes 200000-200999/300000; ` +
+      'the .part was removed, so the next attempt downloads from the first byte; retrying in 0s',
+  );
+});
+
 t.test('checksum mismatch: an error, and neither file nor .part left', async (t) => {
   const mirror = await startMirror(t, ['x86_64']);
   const dest = tempDir(t, 'rackboot-fetch-');
@@ -400,41 +467,93 @@ t.test('disk full is reported and leaves no file under its final name', async (t
     listFiles(dest).some((name) => name.endsWith('rootfs.x86_64.img')),
     'the rootfs is only a .part',
   );
+  const part = listFiles(dest).find((name) => name.endsWith('rootfs.x86_64.img.part'));
+  t.ok(part !== undefined && statSync(join(dest, part)).size > 0, 'the .part is kept for resuming');
+
+  await run('mount', ['-o', 'remount,size=1m', dest]);
+  const again = options(mirror, dest);
+  await fetchCoreos(again);
+  t.match(
+    again.output.join(''),
+    /x86_64 rootfs: resumed, 293\.0 KiB, sha256 verified/,
+    'with space, it resumes',
+  );
 });
 
-t.test('GPG: a good signature passes, a bad one removes the file', async (t) => {
+t.test('disk full reported only by fsync names the .part and keeps it', async (t) => {
+  const mirror = await startMirror(t, ['x86_64']);
+  const dest = tempDir(t, 'rackboot-fetch-');
+  // Delayed allocation (ext4, XFS, NFS) accepts the writes and fails the fsync; tmpfs cannot show that.
+  const { downloadVerified } = await t.mockImport<typeof import('../src/fetch/download.js')>(
+    '../src/fetch/download.js',
+    {
+      'node:fs/promises': {
+        ...fsPromises,
+        open: async (...args: Parameters<typeof fsPromises.open>) => {
+          const handle = await fsPromises.open(...args);
+          return {
+            write: (chunk: Uint8Array) => handle.write(chunk),
+            sync: () =>
+              Promise.reject(
+                Object.assign(new Error('ENOSPC: no space left on device, fsync'), { code: 'ENOSPC' }),
+              ),
+            close: () => handle.close(),
+          };
+        },
+      },
+    },
+  );
+  const kernelPath = mirror.locations.x86_64?.kernel ?? '';
+  const content = mirror.files.get(kernelPath)?.content ?? Buffer.alloc(0);
+  const file = join(dest, 'kernel');
+  await t.rejects(
+    downloadVerified({
+      url: mirror.base + kernelPath,
+      file,
+      sha256: createHash('sha256').update(content).digest('hex'),
+    }),
+    new RegExp(
+      `disk full writing ${file}\\.part after ${SIZES.kernel} bytes; free space and run again to resume`,
+    ),
+  );
+  t.equal(statSync(`${file}.part`).size, SIZES.kernel, 'the .part is kept');
+  t.notOk(existsSync(file));
+});
+
+/** A throwaway signing key in its own GNUPGHOME; `keyring` is its armored public key, as fedora.gpg is. */
+async function signingKey(t: Test, name: string) {
   const gnupgHome = tempDir(t, 'rackboot-gnupg-');
   const env = { ...process.env, GNUPGHOME: gnupgHome };
   t.teardown(() => run('gpgconf', ['--kill', 'all'], { env }).catch(() => undefined));
-  await run(
-    'gpg',
-    [
-      '--batch',
-      '--passphrase',
-      '',
-      '--quick-gen-key',
-      'rackboot test <test@example.invalid>',
-      'ed25519',
-      'sign',
-      'never',
-    ],
-    { env },
-  );
+  const userId = `${name} <${name}@example.invalid>`;
+  await run('gpg', ['--batch', '--passphrase', '', '--quick-gen-key', userId, 'ed25519', 'sign', 'never'], {
+    env,
+  });
   const keyring = join(gnupgHome, 'signing-key.asc');
-  const armored = (await run('gpg', ['--batch', '--armor', '--export'], { env })).stdout;
-  writeFileSync(keyring, armored);
+  writeFileSync(keyring, (await run('gpg', ['--batch', '--armor', '--export'], { env })).stdout);
   const sign = async (content: Buffer) => {
     const input = join(gnupgHome, 'to-sign');
     writeFileSync(input, content);
     await run('gpg', ['--batch', '--yes', '--detach-sign', '-o', `${input}.sig`, input], { env });
     return readFileSync(`${input}.sig`);
   };
+  return { gnupgHome, keyring, sign };
+}
 
-  const mirror = await startMirror(t, ['x86_64']);
+async function signAll(
+  mirror: Awaited<ReturnType<typeof startMirror>>,
+  sign: (content: Buffer) => Promise<Buffer>,
+) {
   for (const path of Object.values(mirror.locations.x86_64 ?? {})) {
     const served = mirror.files.get(path);
     if (served) served.signature = await sign(served.content);
   }
+}
+
+t.test('GPG: a good signature passes, a bad one removes the file', async (t) => {
+  const { gnupgHome, keyring, sign } = await signingKey(t, 'rackboot-test');
+  const mirror = await startMirror(t, ['x86_64']);
+  await signAll(mirror, sign);
   const dest = tempDir(t, 'rackboot-fetch-');
   await t.rejects(
     fetchCoreos(options(mirror, dest, { keyring: join(gnupgHome, 'typo.asc') })),
@@ -460,6 +579,83 @@ t.test('GPG: a good signature passes, a bad one removes the file', async (t) => 
     [],
     'neither rootfs, .part nor .sig left',
   );
+});
+
+t.test('GPG: an installed file whose re-check fails stays, and so does the manifest', async (t) => {
+  const release = await signingKey(t, 'release-key');
+  const other = await signingKey(t, 'other-key');
+  const mirror = await startMirror(t, ['x86_64']);
+  await signAll(mirror, release.sign);
+  const dest = tempDir(t, 'rackboot-fetch-');
+  await fetchCoreos(options(mirror, dest, { keyring: release.keyring }));
+  const manifestFile = join(dest, MANIFEST_PATH);
+  const manifest = readFileSync(manifestFile, 'utf8');
+  const before = listFiles(dest);
+  const kernel = join(dest, 'fedora-coreos/stable/x86_64', basename(mirror.locations.x86_64?.kernel ?? ''));
+
+  // A keyring that is outdated or wrong: the files are as good as before, the keyring is not.
+  await t.rejects(
+    fetchCoreos(options(mirror, dest, { keyring: other.keyring })),
+    /signature check of .*live-kernel\.x86_64 failed \(keyring .*\): .*; .*live-kernel\.x86_64 was installed by an earlier run and is left in place/,
+  );
+  t.same(
+    listFiles(dest).filter((name) => !name.endsWith('.sig')),
+    before.filter((name) => !name.endsWith('.sig')),
+    'every artifact is still there',
+  );
+  t.equal(readFileSync(manifestFile, 'utf8'), manifest, 'the manifest is untouched');
+  t.notOk(existsSync(`${kernel}.sig`), 'the .sig that failed is dropped, to be fetched again');
+
+  // A damaged kept signature: the next run with the right keyring fetches it again and passes.
+  await fetchCoreos(options(mirror, dest, { keyring: release.keyring }));
+  writeFileSync(`${kernel}.sig`, 'damaged');
+  await t.rejects(
+    fetchCoreos(options(mirror, dest, { keyring: release.keyring })),
+    /signature check of .*live-kernel\.x86_64 failed.*left in place/,
+  );
+  t.ok(existsSync(kernel), 'the kernel is still there');
+  const repaired = options(mirror, dest, { keyring: release.keyring });
+  await fetchCoreos(repaired);
+  t.match(repaired.output.join(''), /x86_64 kernel: already present, .* sha256 and signature verified/);
+  t.same(listFiles(dest), before, 'files and signatures as after the first fetch');
+  t.equal(
+    mirror.artifactRequests().filter((entry) => !entry.path.endsWith('.sig')).length,
+    3,
+    'no artifact fetched twice',
+  );
+});
+
+t.test('an empty keyring is refused, never read as "no signature check"', async (t) => {
+  const mirror = await startMirror(t, ['x86_64']);
+  const dest = tempDir(t, 'rackboot-fetch-');
+  await t.rejects(fetchCoreos(options(mirror, dest, { keyring: '' })), /cannot read keyring/);
+  const cli = (args: string[], env: NodeJS.ProcessEnv = process.env) =>
+    run(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/cli/main.ts',
+        'fetch',
+        'coreos',
+        '--dest',
+        dest,
+        '--metadata-url',
+        `${mirror.base}/streams/stable.json`,
+        ...args,
+      ],
+      { cwd: join(import.meta.dirname, '..'), env },
+    ).then(
+      () => ({ code: 0, stderr: '' }),
+      (error: { code: number; stderr: string }) => error,
+    );
+  const flag = await cli(['--keyring', '']);
+  t.equal(flag.code, 1);
+  t.match(flag.stderr, 'rackboot: --keyring is empty; name a keyring file');
+  const variable = await cli([], { ...process.env, RACKBOOT_FETCH_KEYRING: '' });
+  t.equal(variable.code, 1);
+  t.match(variable.stderr, 'rackboot: RACKBOOT_FETCH_KEYRING is empty; name a keyring file');
+  t.equal(mirror.artifactRequests().length, 0, 'nothing downloaded');
 });
 
 t.test('the CLI fetches into server.assets of the config and prints where the manifest is', async (t) => {
@@ -565,19 +761,102 @@ machines:
 t.test('one fetch at a time per assets directory; a dead owner’s lock is taken over', async (t) => {
   const mirror = await startMirror(t, ['x86_64']);
   const dest = tempDir(t, 'rackboot-fetch-');
-  const lockFile = join(dest, LOCK_PATH);
-  mkdirSync(dirname(lockFile), { recursive: true });
-  writeFileSync(lockFile, `${process.pid}\n`);
+  const lockDirectory = join(dest, LOCK_PATH);
+  mkdirSync(lockDirectory, { recursive: true });
+  writeFileSync(join(lockDirectory, '1'), `${process.pid}\n`);
   await t.rejects(
     fetchCoreos(options(mirror, dest)),
-    new RegExp(`another fetch \\(pid ${process.pid}\\) is writing here; wait for it or remove ${lockFile}`),
+    new RegExp(
+      `another fetch \\(pid ${process.pid}\\) is writing here; wait for it or remove ${lockDirectory}`,
+    ),
   );
   t.equal(mirror.artifactRequests().length, 0);
 
   const exited = spawn('true');
   await new Promise((resolve) => exited.on('exit', resolve));
-  writeFileSync(lockFile, `${exited.pid}\n`);
+  writeFileSync(join(lockDirectory, '2'), `${exited.pid}\n`);
   await fetchCoreos(options(mirror, dest));
   t.ok(existsSync(join(dest, MANIFEST_PATH)), 'the fetch ran');
-  t.notOk(existsSync(lockFile), 'and released the lock');
+  t.same(readdirSync(lockDirectory), ['4'], 'only the newest lock entry is left');
+  t.equal(readFileSync(join(lockDirectory, '4'), 'utf8'), 'released');
+  await fetchCoreos(options(mirror, dest));
+  t.same(readdirSync(lockDirectory), ['6'], 'a released lock is taken at once');
+});
+
+t.test('a lock entry without a PID counts as held for a minute, then is taken over', async (t) => {
+  const dest = tempDir(t, 'rackboot-lock-');
+  const lockDirectory = join(dest, LOCK_PATH);
+  mkdirSync(lockDirectory, { recursive: true });
+  // What a machine crash can leave behind: the entry's name, not its content.
+  writeFileSync(join(lockDirectory, '1'), '');
+  await t.rejects(
+    withLock(lockDirectory, async () => undefined),
+    /1 names no fetch; it counts as held until it is 60 s old; wait for it or remove/,
+  );
+  const old = new Date(Date.now() - 61_000);
+  utimesSync(join(lockDirectory, '1'), old, old);
+  t.equal(await withLock(lockDirectory, async () => 'ran'), 'ran');
+});
+
+t.test('runs started at the same instant never hold the lock together', async (t) => {
+  const work = tempDir(t, 'rackboot-lock-race-');
+  const lockModule = join(import.meta.dirname, '..', 'src', 'fetch', 'lock.ts');
+  const ROUNDS = 6;
+  const WORKERS = 4;
+  const rounds = Array.from({ length: ROUNDS }, (_, round) => join(work, `round-${round}`, LOCK_PATH));
+  // Every other round starts from the lock of a run that was SIGKILLed while holding it.
+  const staleRounds = rounds.filter((_, round) => round % 2 === 1);
+  const killedHolder = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      `import { withLock } from ${JSON.stringify(lockModule)};
+       const hold = (dirs) => dirs.length === 0 ? process.kill(process.pid, 'SIGKILL') : withLock(dirs[0], () => hold(dirs.slice(1)));
+       await hold(process.argv.slice(1));`,
+      ...staleRounds,
+    ],
+    { stdio: 'inherit' },
+  );
+  t.equal((await once(killedHolder, 'exit'))[1], 'SIGKILL', 'the holder of the stale locks was killed');
+
+  const startAt = Date.now() + 3000;
+  const worker = `
+    import { appendFileSync } from 'node:fs';
+    import { setTimeout as sleep } from 'node:timers/promises';
+    import { withLock } from ${JSON.stringify(lockModule)};
+    const [startAt, ...rounds] = process.argv.slice(1);
+    for (const [index, lock] of rounds.entries()) {
+      while (Date.now() < Number(startAt) + index * 500) {} // all workers leave this loop together
+      const log = (line) => appendFileSync(lock + '.log', line + ' ' + process.pid + '\\n');
+      await withLock(lock, async () => {
+        log('in');
+        await sleep(100);
+        log('out');
+      }).catch(() => log('refused'));
+    }`;
+  const workers = Array.from({ length: WORKERS }, () =>
+    spawn(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', worker, String(startAt), ...rounds],
+      { stdio: 'inherit' },
+    ),
+  );
+  await Promise.all(workers.map((child) => once(child, 'exit')));
+
+  for (const [round, lock] of rounds.entries()) {
+    const lines = readFileSync(`${lock}.log`, 'utf8').trim().split('\n');
+    const count = (word: string) => lines.filter((line) => line.startsWith(`${word} `)).length;
+    let holders = 0;
+    let mostAtOnce = 0;
+    for (const line of lines) {
+      holders += line.startsWith('in ') ? 1 : line.startsWith('out ') ? -1 : 0;
+      mostAtOnce = Math.max(mostAtOnce, holders);
+    }
+    const name = `round ${round}${staleRounds.includes(lock) ? ' (after a killed holder)' : ''}`;
+    t.equal(mostAtOnce, 1, `${name}: one holder at a time`);
+    t.equal(count('in') + count('refused'), WORKERS, `${name}: every run held the lock or was refused`);
+  }
 });

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { fetchCoreos } from '../fetch/coreos.js';
 import { FetchError } from '../fetch/download.js';
-import { ARM64_IPXE_HINT, fetchIpxe, IPXE_PACKAGE_HINT } from '../fetch/ipxe.js';
+import { ARM64_IPXE_HINT, fetchIpxe, missingRequiredIpxe } from '../fetch/ipxe.js';
 import { isStream, STREAMS } from '../fetch/manifest.js';
 import { createReporter, type FetchReporter } from '../fetch/progress.js';
 import { DEFAULT_STREAM_BASE_URL } from '../fetch/stream.js';
@@ -41,7 +41,7 @@ export function registerFetch(program: Command): void {
         arches: [...new Set(arches)],
         dest: await destination(options, reporter),
         metadataUrl: options.metadataUrl,
-        keyring: options.keyring ?? process.env.RACKBOOT_FETCH_KEYRING,
+        keyring: keyringSetting(options.keyring),
         retries,
         reporter,
         now: () => new Date(),
@@ -66,12 +66,25 @@ export function registerFetch(program: Command): void {
         const verb = copy.outcome === 'copied' ? 'copied from' : 'unchanged, from';
         reporter.line(`${copy.target}: ${verb} ${copy.source}`);
       }
-      const requiredMissing = result.missing.filter((missing) => missing.required).map((m) => m.target);
       if (result.missing.some((missing) => !missing.required)) reporter.line(ARM64_IPXE_HINT);
-      if (requiredMissing.length > 0) {
-        throw new FetchError(`${requiredMissing.join(', ')} not found; ${IPXE_PACKAGE_HINT}`);
-      }
+      const missingRequired = missingRequiredIpxe(result);
+      if (missingRequired) throw missingRequired;
     });
+}
+
+/**
+ * --keyring, else $RACKBOOT_FETCH_KEYRING. An empty value is refused rather than read as "no
+ * keyring": a script whose variable expanded to nothing must not switch signature checks off.
+ */
+function keyringSetting(option: string | undefined): string | undefined {
+  const [keyring, source] =
+    option === undefined
+      ? [process.env.RACKBOOT_FETCH_KEYRING, 'RACKBOOT_FETCH_KEYRING']
+      : [option, '--keyring'];
+  if (keyring === '') {
+    throw new FetchError(`${source} is empty; name a keyring file, or leave it out to check sha256 only`);
+  }
+  return keyring;
 }
 
 interface DestinationOptions {

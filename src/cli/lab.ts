@@ -83,7 +83,12 @@ async function runLab(options: {
   const onInterrupt = () => {
     interrupted = true;
     say('interrupted: stopping the VMs and removing the lab');
-    void lab.close().then(() => process.exit(130));
+    // 130 either way (the conventional status after Ctrl-C); the exit hooks of the lab network then
+    // remove by PID and namespace whatever a failed close left.
+    void lab
+      .close()
+      .catch((error: unknown) => say(`cleanup failed: ${(error as Error).message}`))
+      .finally(() => process.exit(130));
   };
   process.once('SIGINT', onInterrupt);
   process.once('SIGTERM', onInterrupt);

@@ -50,14 +50,14 @@ export interface FetchCoreosResult {
  */
 export async function fetchCoreos(options: FetchCoreosOptions): Promise<FetchCoreosResult> {
   const { stream, reporter } = options;
-  if (options.keyring) await checkSignatureTools(options.keyring);
+  if (options.keyring !== undefined) await checkSignatureTools(options.keyring);
   const metadataUrl = options.metadataUrl ?? streamMetadataUrl(stream);
   reporter.line(`stream ${stream}: reading ${metadataUrl}`);
   const metadata = parseJson(await fetchBytes(metadataUrl, options.idleTimeoutMs), metadataUrl);
   const releases = options.arches.map((arch) => {
     const release = pickPxeRelease(metadata, stream, arch, metadataUrl);
     if ('error' in release) throw new FetchError(release.error);
-    if (options.keyring) {
+    if (options.keyring !== undefined) {
       const unsigned = PXE_ARTIFACTS.filter((artifact) => !release.files[artifact].signature);
       if (unsigned.length > 0) {
         throw new FetchError(`${metadataUrl} lists no signature for ${arch} ${unsigned.join(', ')}`);
@@ -99,12 +99,15 @@ async function fetchRelease(
       retries: options.retries,
       retryDelayMs: options.retryDelayMs,
       idleTimeoutMs: options.idleTimeoutMs,
-      verify: keyring ? (candidate) => verifySignature(options, keyring, source, file, candidate) : undefined,
+      verify:
+        keyring === undefined
+          ? undefined
+          : (candidate) => verifySignature(options, keyring, source, file, candidate),
     }).catch((error: unknown) => {
       events.abandon();
       throw error;
     });
-    events.end(outcome, bytes, keyring ? 'sha256 and signature verified' : 'sha256 verified');
+    events.end(outcome, bytes, keyring === undefined ? 'sha256 verified' : 'sha256 and signature verified');
     files[artifact] = { path, sha256: source.sha256, url: source.location };
   }
   return {
@@ -117,7 +120,8 @@ async function fetchRelease(
 
 /**
  * The signature is kept next to the artifact (`<file>.sig`, as coreos-installer download does) and
- * reused by later runs; a signature that fails is removed with the artifact, so the next run fetches both.
+ * reused by later runs; a signature that fails is removed, so the next run fetches it again (a
+ * damaged .sig must not fail every later run).
  */
 async function verifySignature(
   options: FetchCoreosOptions,

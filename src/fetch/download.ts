@@ -21,6 +21,9 @@ export class FetchError extends Error {
   }
 }
 
+/** Ends the message of every failure that discards a .part instead of trusting it again. */
+const RESTART_NOTE = 'the .part was removed, so the next attempt downloads from the first byte';
+
 export type DownloadOutcome = 'present' | 'downloaded' | 'resumed';
 
 export interface DownloadEvents {
@@ -44,8 +47,9 @@ export interface DownloadOptions {
   /** Delay before retry n is n × this. */
   retryDelayMs?: number;
   /**
-   * A further check (the GPG signature) of a file whose sha256 matched, before it takes its final
-   * name; when it throws, the file is removed.
+   * A further check (the GPG signature) of a file whose sha256 matched. A new download that fails
+   * it is removed before it takes its final name; a file already under its final name is only
+   * reported, never removed, since the manifest may name it and machines may be fetching it.
    */
   verify?(file: string): Promise<void>;
 }
@@ -56,7 +60,7 @@ export async function downloadVerified(
   const { file, sha256 } = options;
   const present = await fileSha256(file);
   if (present?.digest === sha256) {
-    await verifyOrRemove(options, file);
+    await recheckInstalled(options);
     return { outcome: 'present', bytes: present.bytes };
   }
   await mkdir(dirname(file), { recursive: true });
@@ -71,6 +75,21 @@ export async function downloadVerified(
       options.events?.retry?.(error, delayMs);
       await sleep(delayMs);
     }
+  }
+}
+
+/**
+ * Checks a file an earlier run installed. A failure here says as much about the keyring or the
+ * kept signature (outdated keyring, damaged .sig, gpgv timing out) as about the file, which matched
+ * its sha256 and may be in use, so it stays where it is.
+ */
+async function recheckInstalled(options: DownloadOptions): Promise<void> {
+  try {
+    await options.verify?.(options.file);
+  } catch (error) {
+    throw new FetchError(
+      `${(error as Error).message}; ${options.file} was installed by an earlier run and is left in place`,
+    );
   }
 }
 
@@ -104,21 +123,32 @@ async function attemptDownload(options: DownloadOptions): Promise<{ resumed: boo
   try {
     if (response.status === 416 && offset > 0) {
       // The .part already holds the whole file (interrupted between last byte and rename).
-      return { resumed: true, bytes: await finish(hash, part, options, offset) };
+      return { resumed: true, bytes: await finish(hash, part, options, offset, offset) };
     }
+    let total: number | undefined;
     if (response.status === 200) {
       // No Range support, or no .part: start from the first byte.
       offset = 0;
       hash = createHash('sha256');
+      total = contentLength(response);
     } else if (response.status !== 206) {
       throw httpError(url, response);
-    } else if (rangeStart(response) !== offset) {
-      await unlink(part);
-      throw new FetchError(`GET ${url}: the server answered Range with other bytes; starting over`, true);
+    } else {
+      const range = contentRange(response);
+      if (range === undefined || !coversRestFrom(range, offset)) {
+        await rm(part, { force: true });
+        const answered = response.headers.get('content-range') ?? 'no Content-Range';
+        throw new FetchError(
+          `GET ${url}: asked for bytes ${offset}- but got ${answered}; ${RESTART_NOTE}`,
+          true,
+        );
+      }
+      const length = contentLength(response);
+      total = range.total ?? (length === undefined ? undefined : offset + length);
     }
-    events?.start?.(offset, totalSize(response, offset));
+    events?.start?.(offset, total);
     const bytes = await receive(response, part, offset, hash, events);
-    return { resumed: offset > 0, bytes: await finish(hash, part, options, bytes) };
+    return { resumed: offset > 0, bytes: await finish(hash, part, options, bytes, offset) };
   } finally {
     response.abort();
   }
@@ -216,58 +246,92 @@ async function receive(
     throw diskError(part, error, offset);
   }
   let bytes = offset;
+  // Delayed allocation (ext4, XFS, NFS) reports a full disk at fsync or close, not at write.
+  const onDisk = (operation: Promise<unknown>) =>
+    operation.catch((error: unknown) => {
+      throw diskError(part, error, bytes);
+    });
   try {
     for await (const chunk of response.body ?? []) {
-      try {
-        await handle.write(chunk);
-      } catch (error) {
-        throw diskError(part, error, bytes);
-      }
+      await onDisk(handle.write(chunk));
       hash.update(chunk);
       bytes += chunk.length;
       events?.progress?.(bytes);
     }
-    await handle.sync();
+    await onDisk(handle.sync());
   } finally {
-    await handle.close();
+    await onDisk(handle.close());
   }
   return bytes;
 }
 
-/** Checks digest and signature, then renames into place; a failure leaves neither file nor .part. */
-async function finish(hash: Hash, part: string, options: DownloadOptions, bytes: number): Promise<number> {
+/**
+ * Checks digest and signature, then renames into place; a failure leaves neither file nor .part.
+ * `resumedFrom` is how many bytes came from an earlier attempt's .part.
+ */
+async function finish(
+  hash: Hash,
+  part: string,
+  options: DownloadOptions,
+  bytes: number,
+  resumedFrom: number,
+): Promise<number> {
   const digest = hash.digest('hex');
   if (digest !== options.sha256) {
     await unlink(part).catch(() => undefined);
+    if (resumedFrom > 0) {
+      // The kept bytes are the likelier culprit (a crash can leave zeros at the end of a .part), so
+      // one attempt from the first byte, which no longer depends on them, settles it.
+      throw new FetchError(
+        `checksum mismatch for ${options.file} after resuming at byte ${resumedFrom}, so the bytes kept ` +
+          `from before were probably damaged; ${RESTART_NOTE}`,
+        true,
+      );
+    }
     throw new FetchError(
       `checksum mismatch for ${options.file}: expected sha256 ${options.sha256}, got ${digest}; the download was removed`,
     );
   }
-  await verifyOrRemove(options, part);
+  try {
+    await options.verify?.(part);
+  } catch (error) {
+    await unlink(part).catch(() => undefined);
+    throw error;
+  }
   await rename(part, options.file);
   return bytes;
 }
 
-async function verifyOrRemove(options: DownloadOptions, file: string): Promise<void> {
-  try {
-    await options.verify?.(file);
-  } catch (error) {
-    await unlink(file).catch(() => undefined);
-    throw error;
-  }
+interface ContentRange {
+  start: number;
+  end: number;
+  /** undefined for `*`: the server does not know the full length. */
+  total: number | undefined;
 }
 
-/** `Content-Range: bytes START-END/TOTAL` (RFC 9110 §14.4); the start must be where we resume. */
-function rangeStart(response: OpenResponse): number | undefined {
-  const match = /^bytes (\d+)-\d+\/(\d+|\*)$/.exec(response.headers.get('content-range') ?? '');
-  return match?.[1] === undefined ? undefined : Number(match[1]);
+/** `Content-Range: bytes START-END/TOTAL` of a 206 (RFC 9110 §14.4). */
+function contentRange(response: OpenResponse): ContentRange | undefined {
+  const match = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(response.headers.get('content-range') ?? '');
+  if (!match?.[1] || !match[2] || !match[3]) return undefined;
+  return {
+    start: Number(match[1]),
+    end: Number(match[2]),
+    total: match[3] === '*' ? undefined : Number(match[3]),
+  };
 }
 
-function totalSize(response: OpenResponse, offset: number): number | undefined {
-  const total = /\/(\d+)$/.exec(response.headers.get('content-range') ?? '')?.[1];
-  if (total !== undefined) return Number(total);
+/**
+ * Whether a 206 answers `Range: bytes=OFFSET-`: it starts at OFFSET and runs to the last byte. A
+ * server may legally send less; appended to the .part, that would only fail the checksum later.
+ */
+function coversRestFrom(range: ContentRange, offset: number): boolean {
+  if (range.start !== offset || range.end < range.start) return false;
+  return range.total === undefined || range.end === range.total - 1;
+}
+
+function contentLength(response: OpenResponse): number | undefined {
   const length = response.headers.get('content-length');
-  return length === null ? undefined : offset + Number(length);
+  return length === null ? undefined : Number(length);
 }
 
 function httpError(url: string, response: OpenResponse): FetchError {

@@ -20,13 +20,13 @@ export async function verifyDetachedSignature(
     // --homedir: an empty directory, so no ~/.gnupg/trustedkeys.kbx widens what is trusted.
     const result = await run('gpgv', ['--homedir', scratch, '--keyring', keyringFile, signature, data]);
     if (result.code === 0) return;
-    const detail = result.stderr
+    const lines = result.stderr
       .split('\n')
       .map((line) => line.replace(/^gpgv: /, '').trim())
-      .filter((line) => /BAD signature|No public key|invalid|error|Can't/i.test(line))
-      .join('; ');
+      .filter((line) => line !== '');
+    const reasons = lines.filter((line) => /BAD signature|No public key|invalid|error|Can't/i.test(line));
     throw new FetchError(
-      `signature check of ${data} failed (keyring ${keyring}): ${detail || result.stderr}`,
+      `signature check of ${data} failed (keyring ${keyring}): ${(reasons.length > 0 ? reasons : lines).join('; ')}`,
     );
   } finally {
     await rm(scratch, { recursive: true, force: true });
@@ -79,9 +79,11 @@ export function dearmor(text: string): Buffer {
   return Buffer.concat(parts);
 }
 
+const GPGV_LIMIT_MS = 60_000;
+
 function run(command: string, args: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolvePromise, reject) => {
-    execFile(command, args, { timeout: 60_000 }, (error, _stdout, stderr) => {
+    execFile(command, args, { timeout: GPGV_LIMIT_MS }, (error, _stdout, stderr) => {
       const code = (error as NodeJS.ErrnoException | null)?.code;
       if (code === 'ENOENT') {
         reject(
@@ -89,7 +91,11 @@ function run(command: string, args: string[]): Promise<{ code: number; stderr: s
         );
         return;
       }
-      resolvePromise({ code: error ? Number((error as { code?: unknown }).code ?? 1) || 1 : 0, stderr });
+      const timedOut = (error as { killed?: boolean } | null)?.killed === true;
+      resolvePromise({
+        code: error ? Number((error as { code?: unknown }).code ?? 1) || 1 : 0,
+        stderr: timedOut ? `${stderr}\n${command} did not finish within ${GPGV_LIMIT_MS / 1000} s` : stderr,
+      });
     });
   });
 }

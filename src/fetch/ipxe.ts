@@ -40,7 +40,7 @@ const IPXE_BINARIES: IpxeBinary[] = [
   },
 ];
 
-export const IPXE_PACKAGE_HINT =
+const IPXE_PACKAGE_HINT =
   'install the iPXE package: apt-get install ipxe (Debian, Ubuntu) or dnf install ipxe-bootimgs-x86 (Fedora, RHEL)';
 export const ARM64_IPXE_HINT =
   'no arm64 iPXE found: dnf install ipxe-bootimgs-aarch64 (Fedora, RHEL); Debian 12 packages none, ' +
@@ -85,4 +85,12 @@ export async function fetchIpxe(
     result.copied.push({ target: binary.target, source, outcome: 'copied' });
   }
   return result;
+}
+
+/** The error for x86 binaries that no source directory had, or undefined when all were found. */
+export function missingRequiredIpxe(result: FetchIpxeResult): FetchError | undefined {
+  const missing = result.missing.filter((binary) => binary.required).map((binary) => binary.target);
+  return missing.length === 0
+    ? undefined
+    : new FetchError(`${missing.join(', ')} not found; ${IPXE_PACKAGE_HINT}`);
 }

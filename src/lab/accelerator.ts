@@ -1,8 +1,9 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { runCommand } from './command.js';
+import { runCommand, timeoutArguments } from './command.js';
+import { onEmergencyCleanup } from './network.js';
 import { type Accelerator, type LabFirmware, OVMF_CODE, OVMF_VARS_TEMPLATE } from './qemu.js';
 
 /**
@@ -18,6 +19,7 @@ type FirmwareFamily = 'bios' | 'uefi';
 type Verdicts = Record<FirmwareFamily, Accelerator>;
 
 const PROBE_LIMIT_MS: Record<FirmwareFamily, number> = { bios: 6000, uefi: 10_000 };
+const PROBE_HARD_LIMIT_MARGIN_SECONDS = 5;
 /** Output that shows the firmware runs: iPXE finished its device set-up / OVMF started PXE. */
 const PROBE_SUCCESS: Record<FirmwareFamily, RegExp> = {
   bios: /iPXE initialising devices\.\.\.ok/,
@@ -79,15 +81,22 @@ async function firmwareRunsUnderKvm(family: FirmwareFamily, work: string): Promi
       'virtio-net-pci,netdev=net0,bootindex=1,romfile=',
     );
   }
+  // The verdict comes from the timer below; `timeout` bounds QEMU when this process is gone first.
+  const hardLimitSeconds = PROBE_LIMIT_MS[family] / 1000 + PROBE_HARD_LIMIT_MARGIN_SECONDS;
   return new Promise<boolean>((resolve) => {
-    const child = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('timeout', timeoutArguments(hardLimitSeconds, 'qemu-system-x86_64', args), {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    // This runs before createLabNetwork, whose exit hooks would otherwise leave QEMU behind on Ctrl-C.
+    const forgetProbe = onEmergencyCleanup(() => killProbe(child));
     let output = '';
     let settled = false;
     const settle = (verdict: boolean) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      child.kill('SIGKILL');
+      killProbe(child);
+      forgetProbe();
       resolve(verdict);
     };
     const timer = setTimeout(() => settle(false), PROBE_LIMIT_MS[family]);
@@ -102,4 +111,19 @@ async function firmwareRunsUnderKvm(family: FirmwareFamily, work: string): Promi
     // An exit before the firmware got going (triple fault with -no-reboot, KVM refused) is a failure.
     child.once('exit', () => settle(false));
   });
+}
+
+/**
+ * SIGKILL to the probe's process group, which `timeout` leads, so QEMU goes too; and to `timeout`
+ * itself in case it has not made its group yet (then QEMU has not started either).
+ */
+function killProbe(probe: ChildProcess): void {
+  if (probe.pid === undefined || probe.exitCode !== null || probe.signalCode !== null) return;
+  for (const target of [-probe.pid, probe.pid]) {
+    try {
+      process.kill(target, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
 }

@@ -3,18 +3,17 @@ import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { fetchIpxe, missingRequiredIpxe } from '../fetch/ipxe.js';
 import { runCommand } from './command.js';
 import { type CpioEntry, writeCpioNewc } from './cpio.js';
 import { guestInitScript, jsonCheckAwk, NIC_MODULES, udhcpcScript } from './guest-init.js';
 
 /**
  * Lab assets: a Debian cloud kernel (from the apt archive), the busybox test initramfs built around
- * guest-init.ts, and Debian's iPXE binaries. Kernel and initramfs are cached under a directory keyed
- * by versions and content hashes, so a second run prepares nothing.
+ * guest-init.ts, and the system's iPXE binaries. Kernel and initramfs are cached under a directory
+ * keyed by versions and content hashes, so a second run prepares nothing.
  */
 
-export const IPXE_DIRECTORY = '/usr/lib/ipxe';
-export const IPXE_BINARIES = ['undionly.kpxe', 'ipxe.efi', 'snponly.efi'] as const;
 const BUSYBOX = '/bin/busybox';
 const KERNEL_METAPACKAGE = 'linux-image-cloud-amd64';
 /** Applets /init and the udhcpc script call by name. */
@@ -60,15 +59,17 @@ export async function prepareLabAssets(
   return { kernelVersion, kernel: join(kernelDirectory, 'vmlinuz'), initramfs };
 }
 
-/** Copies kernel, initramfs and the iPXE binaries into the directory rackboot serves as assets. */
+/**
+ * Copies kernel, initramfs and the iPXE binaries into the directory rackboot serves as assets; iPXE
+ * the way `rackboot fetch ipxe` does, so the lab boots what an operator's installation would.
+ */
 export async function installBootAssets(assets: LabAssets, bootAssetsDirectory: string): Promise<void> {
   await mkdir(bootAssetsDirectory, { recursive: true });
   // Copies, not symlinks: the TFTP and HTTP servers refuse links that leave the assets root.
   await copyFile(assets.kernel, join(bootAssetsDirectory, BOOT_ASSET_NAMES.kernel));
   await copyFile(assets.initramfs, join(bootAssetsDirectory, BOOT_ASSET_NAMES.initramfs));
-  for (const binary of IPXE_BINARIES) {
-    await copyFile(join(IPXE_DIRECTORY, binary), join(bootAssetsDirectory, binary));
-  }
+  const missingRequired = missingRequiredIpxe(await fetchIpxe(bootAssetsDirectory));
+  if (missingRequired) throw missingRequired;
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -2,6 +2,20 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
+const KILL_GRACE_SECONDS = 5;
+
+/**
+ * Arguments for coreutils `timeout` that run `command` for at most `hardLimitSeconds` (then
+ * SIGTERM, SIGKILL after a grace period): the bound holds even if the harness is SIGKILLed.
+ * `timeout` leads its own process group, so signalling -PID reaches the command too.
+ */
+export function timeoutArguments(
+  hardLimitSeconds: number,
+  command: string,
+  args: readonly string[],
+): string[] {
+  return ['-k', String(KILL_GRACE_SECONDS), String(Math.ceil(hardLimitSeconds)), command, ...args];
+}
 
 /** Runs a command to completion, bounded in time; the error names the command and its stderr. */
 export async function runCommand(

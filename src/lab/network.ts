@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
-import { isRunning, runCommand } from './command.js';
+import { isRunning, runCommand, timeoutArguments } from './command.js';
 
 /**
  * The lab's private network: one namespace holding a bridge on 10.77.<subnet>.0/24 with rackboot's
@@ -16,7 +16,6 @@ const CARRIER_PORT = 'rblabport0';
 const CARRIER_PEER = 'rblabpeer0';
 /** The interface of the LAN host namespace (the far end of the carrier veth). */
 export const LAN_HOST_INTERFACE = 'lan0';
-const KILL_GRACE_SECONDS = 5;
 
 export interface LabProcessOptions extends SpawnOptions {
   /** Hard limit after which `timeout` ends the process whatever happens to the harness. */
@@ -56,10 +55,12 @@ const activeLabs = new Set<{ namespaces: string[]; pids: () => number[] }>();
 const emergencyHooks = new Set<() => void>();
 
 /**
- * Adds a synchronous step to the last-resort cleanup (e.g. removing a lab's scratch directory);
- * returns the function that takes it out again once the lab closed normally.
+ * Adds a synchronous step to the last-resort cleanup (e.g. removing a lab's scratch directory, or
+ * ending the KVM probe that runs before any network exists); returns the function that takes it
+ * out again once the lab closed normally.
  */
 export function onEmergencyCleanup(hook: () => void): () => void {
+  installExitHooks();
   emergencyHooks.add(hook);
   return () => emergencyHooks.delete(hook);
 }
@@ -159,8 +160,8 @@ function namespaceHandle(namespace: string, address: string, children: Set<Child
       runCommand('ip', ['netns', 'exec', namespace, command, ...args], { timeoutMs }),
     spawn(command, args, options) {
       const { hardLimitSeconds, ...spawnOptions } = options;
-      const limit = ['-k', String(KILL_GRACE_SECONDS), String(Math.ceil(hardLimitSeconds))];
-      const child = spawn('ip', ['netns', 'exec', namespace, 'timeout', ...limit, command, ...args], {
+      const limited = timeoutArguments(hardLimitSeconds, command, args);
+      const child = spawn('ip', ['netns', 'exec', namespace, 'timeout', ...limited], {
         stdio: 'pipe',
         ...spawnOptions,
       });
