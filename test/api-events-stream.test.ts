@@ -133,12 +133,70 @@ t.test('?mac= filters; Accept: application/json answers the history', async (t) 
   });
   t.same(none.json(), [], 'an empty history is an empty JSON array');
   const after = await app.inject({ url: '/api/v1/events?after=4', headers: { accept: 'application/json' } });
-  t.ok(
-    (after.json() as MachineEvent[]).every((event) => event.id > 4),
-    'after= pages forward',
+  const pagedIds = (after.json() as MachineEvent[]).map((event) => event.id);
+  t.ok(pagedIds.length > 0, 'the store holds events above id 4');
+  t.same(
+    pagedIds,
+    lifecycle.eventsAfter(4).map((event) => event.id),
+    'after= pages forward: every stored event above id 4, none below',
   );
   const bad = await app.inject({ url: '/api/v1/events?mac=nope', headers: { accept: 'application/json' } });
   t.equal(bad.statusCode, 400);
+});
+
+/** The raw text of an event stream, read as far as a test needs. */
+function streamText(response: Response) {
+  const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  return {
+    async until(done: (text: string) => boolean, timeoutMs = 10_000): Promise<string> {
+      const deadline = Date.now() + timeoutMs;
+      while (!done(text)) {
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`stream so far:\n${text}`)), deadline - Date.now());
+        });
+        const chunk = await Promise.race([reader.read(), timeout]).finally(() => clearTimeout(timer));
+        if (chunk.done) throw new Error(`stream ended:\n${text}`);
+        text += decoder.decode(chunk.value, { stream: true });
+      }
+      return text;
+    },
+  };
+}
+
+const idsIn = (text: string) => [...text.matchAll(/^id: (\d+)$/gm)].map((match) => Number(match[1]));
+
+t.test('a Last-Event-ID beyond the stored history (state wiped) replays all of it and says so', async (t) => {
+  const { app, lifecycle } = await startLifecycleApp(t);
+  const address = await app.listen({ port: 0, host: '127.0.0.1' });
+  await Promise.all([0, 1, 2].map((step) => lifecycle.record(progress(LISTED_MAC, step))));
+  const stored = lifecycle.eventsAfter(0).map((event) => event.id);
+  const newest = lifecycle.lastEventId();
+  const fromOldHistory = newest + 1000;
+  const abort = new AbortController();
+  t.teardown(() => abort.abort());
+  const response = await fetch(`${address}/api/v1/events`, {
+    headers: { accept: 'text/event-stream', 'last-event-id': String(fromOldHistory) },
+    signal: abort.signal,
+  });
+  const stream = streamText(response);
+  const replayed = await stream.until((text) => idsIn(text).length >= stored.length);
+  t.match(
+    replayed,
+    `: history reset: event ${fromOldHistory} is beyond the newest stored event ${newest}; replaying from the first\n\n`,
+    'a comment (ignored by EventSource) says why old ids come again',
+  );
+  t.same(idsIn(replayed), stored, 'every stored event, in order');
+
+  await lifecycle.record(progress(UNLISTED_MAC, 3));
+  const live = await stream.until((text) => idsIn(text).length > stored.length);
+  t.same(
+    idsIn(live),
+    lifecycle.eventsAfter(0).map((event) => event.id),
+    'then the live ones',
+  );
 });
 
 t.test('closing the app ends open streams instead of hanging', async (t) => {

@@ -126,3 +126,27 @@ t.test('assets over a real socket: exact Range bytes of a 64 MiB file, HEAD size
     detail: { file: 'fcos/big.img', status: 206, bytes: 1, range: 'bytes=0-0' },
   });
 });
+
+t.test('a suffix range longer than the file gets the whole file (RFC 9110 §14.1.1)', async (t) => {
+  const fixture = await bootFixture();
+  const app = await fixtureApp(fixture);
+  t.teardown(async () => {
+    await app.close();
+    await fixture.cleanup();
+  });
+  const kernel = 'contents of fcos/kernel\n';
+  const get = (range: string) => app.inject({ url: '/assets/fcos/kernel', headers: { range } });
+  for (const [range, contentRange, body] of [
+    ['bytes=-1000', 'bytes 0-23/24', kernel],
+    ['bytes=-25', 'bytes 0-23/24', kernel],
+    ['bytes=-24', 'bytes 0-23/24', kernel],
+    ['bytes=-5', 'bytes 19-23/24', 'rnel\n'],
+  ] as const) {
+    const response = await get(range);
+    t.equal(response.statusCode, 206, range);
+    t.equal(response.headers['content-range'], contentRange, `${range}: Content-Range`);
+    t.equal(response.body, body, `${range}: bytes`);
+  }
+  t.equal((await get('bytes=-0')).statusCode, 416, 'an empty suffix stays unsatisfiable');
+  t.equal((await get('bytes=100-')).statusCode, 416, 'so does a start beyond the end');
+});

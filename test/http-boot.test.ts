@@ -39,6 +39,13 @@ t.test('/boot.ipxe identifies the machine with iPXE variables and retries, bound
     'chain --autofree http://10.77.0.1:8080/boot/${netX/mac:hexhyp}.ipxe?arch=${buildarch:uristring}&platform=${platform:uristring}&uuid=${uuid:uristring} || goto rb-retry',
   );
   t.match(response.body, 'iseq ${rb-tries} xxxxx && goto rb-failed');
+  // An installed machine's script ends with `exit`, which returns from `chain` with success (real
+  // iPXE: test/http-ipxe-firmware.test.ts); the entry script must exit too, not fall into its retry.
+  t.match(
+    response.body,
+    /\|\| goto rb-retry\nexit\n:rb-retry\n/,
+    'a machine script that exits ends this one',
+  );
   t.matchSnapshot(stable(response.body), 'entry script');
   const withoutPort = await app.inject({ url: '/boot.ipxe', headers: { host: '10.77.0.1' } });
   t.equal(withoutPort.body, response.body, 'the Host header does not matter');
@@ -225,6 +232,66 @@ t.test('explain: profile, reasons, script and Ignition, credentials redacted', a
   t.match(stranger.reasons[0], 'unknown_machines is ignore');
   t.equal((await app.inject('/api/v1/explain?mac=nope')).statusCode, 400);
 });
+
+t.test('explain redacts HTTP header values and URL credentials, keeps header names', async (t) => {
+  const template = `variant: fcos
+version: 1.5.0
+ignition:
+  proxy: { https_proxy: "http://proxyuser:proxypass@proxy.example:3128" }
+storage:
+  files:
+    - path: /etc/app/secret.env
+      contents:
+        source: https://deploy:hunter2@vault.example/app.env
+        http_headers: [{ name: Authorization, value: "Bearer s3cr3t-api-key" }]
+    - path: /etc/app/other.env
+      contents: { source: "https://ghp_t0ken@git.example/raw/other.env" }
+`;
+  const { app } = await setup(t, { files: { 'ignition/worker.bu': template } });
+  const response = await app.inject('/api/v1/explain?mac=52:54:00:12:34:56');
+  t.equal(response.statusCode, 200);
+  const { ignition } = response.json();
+  t.strictSame(ignition.storage.files[0].contents, {
+    source: 'https://deploy:[redacted]@vault.example/app.env',
+    httpHeaders: [{ name: 'Authorization', value: '[redacted]' }],
+  });
+  t.equal(ignition.storage.files[1].contents.source, 'https://[redacted]@git.example/raw/other.env');
+  t.equal(ignition.ignition.proxy.httpsProxy, 'http://proxyuser:[redacted]@proxy.example:3128');
+  for (const secret of ['hunter2', 's3cr3t-api-key', 'ghp_t0ken', 'proxypass'])
+    t.notMatch(response.body, secret, `${secret} stays on the server`);
+});
+
+t.test(
+  'an unhandled error is a 500 logged with route, request and machine; successes log nothing',
+  async (t) => {
+    const { app, fixture } = await setup(t);
+    t.equal((await app.inject('/boot/52-54-00-12-34-56.ipxe')).statusCode, 200);
+    t.strictSame(fixture.logs, [], 'no line for a request that succeeded');
+    fixture.decision.assignmentFor = () => {
+      throw new Error('inventory index broken');
+    };
+    const response = await app.inject({
+      url: '/boot/52-54-00-12-34-56.ipxe?arch=x86_64',
+      remoteAddress: '10.77.0.21',
+    });
+    t.equal(response.statusCode, 500);
+    t.match(fixture.logs, [
+      {
+        level: 50,
+        msg: 'request failed',
+        statusCode: 500,
+        method: 'GET',
+        route: '/boot/:name',
+        url: '/boot/52-54-00-12-34-56.ipxe?arch=x86_64',
+        reqId: String,
+        requester: '10.77.0.21',
+        mac: NODE1,
+        err: { message: 'inventory index broken', stack: String },
+      },
+    ]);
+    t.equal(fixture.logs.length, 1);
+  },
+);
 
 t.test('rackboot render prints exactly what the server sends', async (t) => {
   const { app, fixture, tokenOf } = await setup(t);

@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import t from 'tap';
 import type { Mac } from '../src/boot-plan.js';
@@ -9,8 +11,11 @@ import { checkTemplate } from '../src/ignition/check.js';
 import { REPORT_UNIT_NAME, renderIgnition } from '../src/ignition/render.js';
 import { parseTemplate } from '../src/ignition/template.js';
 import { createMachineSecrets, openMachineSecrets, SECRET_FILE_NAME } from '../src/ignition/tokens.js';
+import { requireTools } from './helpers/netns.js';
 import { BASE_YAML, bootFixture } from './ignition/boot-fixture.js';
 import { CORPUS_VARS } from './ignition/corpus-vars.js';
+
+const execFileAsync = promisify(execFile);
 
 const MAC_A = '52:54:00:12:34:56' as Mac;
 const MAC_B = '52:54:00:12:34:57' as Mac;
@@ -59,6 +64,229 @@ t.test('modes follow Butane: 0644 is octal, 0o644 too, a quoted mode is a type e
   }
   const quoted = render('"0644"');
   t.ok(!quoted.ok && quoted.problems[0]?.message.startsWith('expected an integer'), 'quoted mode refused');
+});
+
+t.test(
+  'modes with setuid, setgid or sticky bits are taken as written (Butane CheckForDecimalMode)',
+  async (t) => {
+    const problemsOf = (text: string) => {
+      const rendered = renderIgnition(parseTemplate('/t/mode.bu', text), CORPUS_VARS);
+      return rendered.ok ? [] : rendered.problems.map((problem) => problem.message);
+    };
+    const butane = (kind: 'files' | 'directories', mode: string) =>
+      problemsOf(
+        `variant: fcos\nversion: 1.5.0\nstorage:\n  ${kind}:\n    - path: /srv/x\n      mode: ${mode}\n`,
+      );
+    for (const [kind, mode] of [
+      ['directories', '01777'],
+      ['directories', '02775'],
+      ['files', '04755'],
+      ['files', '02755'],
+      ['files', '0600'],
+      ['directories', '0750'],
+    ] as const) {
+      t.strictSame(butane(kind, mode), [], `${kind} ${mode}`);
+    }
+    t.strictSame(
+      problemsOf(
+        '{"ignition":{"version":"3.4.0"},"storage":{"directories":[{"path":"/var/shared","mode":1023}]}}',
+      ),
+      [],
+      'JSON 1023 is 01777',
+    );
+    t.strictSame(butane('files', '644'), [
+      'mode 644 is decimal (octal 1204); write 0644 in Butane or 420 in JSON',
+    ]);
+    t.strictSame(butane('files', '444'), [
+      'mode 444 is decimal (octal 0674); write 0444 in Butane or 292 in JSON',
+    ]);
+    t.strictSame(butane('directories', '1777'), [
+      'mode 1777 is decimal (octal 3361); write 01777 in Butane or 1023 in JSON',
+    ]);
+  },
+);
+
+/**
+ * Rules Ignition enforces that a template once passed here and then stopped the machine in the
+ * initramfs: [what, config sections (Ignition 3.3.0 JSON), Ignition's message]. Each is also run
+ * through Debian's ignition-validate, so the expectation is Ignition's, not ours.
+ */
+const IGNITION_RULES: [string, string, string][] = [
+  [
+    'ext4 label over 16 bytes',
+    '"storage":{"filesystems":[{"device":"/dev/sdb","format":"ext4","label":"containers-storage01"}]}',
+    'filesystem labels cannot be longer than 16 characters when using ext4',
+  ],
+  [
+    'label without format',
+    '"storage":{"filesystems":[{"device":"/dev/sdb","label":"data"}]}',
+    'filesystem must specify format if label is specified',
+  ],
+  [
+    'mount path without format',
+    '"storage":{"filesystems":[{"device":"/dev/sdb","path":"/var/data"}]}',
+    'format cannot be empty when path, label, uuid, wipeFilesystem, options, or mountOptions is specified',
+  ],
+  [
+    'partition label with a colon',
+    '"storage":{"disks":[{"device":"/dev/sdb","partitions":[{"number":1,"label":"a:b"}]}]}',
+    'partition label will be truncated to text before the colon',
+  ],
+  [
+    'partition without number or label',
+    '"storage":{"disks":[{"device":"/dev/sdb","partitions":[{"sizeMiB":10}]}]}',
+    'a partition number >= 1 or a label must be specified',
+  ],
+  [
+    'one partition label twice',
+    '"storage":{"disks":[{"device":"/dev/sdb","partitions":[{"number":1,"label":"x"},{"number":2,"label":"x"}]}]}',
+    'cannot use the same partition label twice',
+  ],
+  [
+    'a partition to delete, described',
+    '"storage":{"disks":[{"device":"/dev/sdb","partitions":[{"number":1,"shouldExist":false,"sizeMiB":5}]}]}',
+    'shouldExist specified false with other options also specified',
+  ],
+  [
+    'a partition to delete beside a numberless one',
+    '"storage":{"disks":[{"device":"/dev/sdb","partitions":[{"number":1,"shouldExist":false},{"label":"z"}]}]}',
+    'shouldExist is false for a partition and other partition(s) has start or size 0',
+  ],
+  [
+    'partition GUID',
+    '"storage":{"disks":[{"device":"/dev/sdb","partitions":[{"number":1,"typeGuid":"raid_member"}]}]}',
+    'doesn\'t match the form "01234567-89AB-CDEF-EDCB-A98765432101"',
+  ],
+  [
+    'raid without level',
+    '"storage":{"raid":[{"name":"md0","devices":["/dev/sdb","/dev/sdc"]}]}',
+    'raid level is required',
+  ],
+  [
+    'raid level',
+    '"storage":{"raid":[{"name":"md0","level":"raid7","devices":["/dev/sdb"]}]}',
+    'unrecognized raid level',
+  ],
+  [
+    'raid0 spares',
+    '"storage":{"raid":[{"name":"md0","level":"raid0","spares":1,"devices":["/dev/sdb"]}]}',
+    'spares unsupported for linear and raid0 arrays',
+  ],
+  ['raid without devices', '"storage":{"raid":[{"name":"md0","level":"raid1"}]}', 'raid devices required'],
+  [
+    'luks name with a slash',
+    '"storage":{"luks":[{"name":"a/b","device":"/dev/sdb"}]}',
+    'device names cannot contain slashes',
+  ],
+  [
+    'luks label over 47 bytes',
+    `"storage":{"luks":[{"name":"x","device":"/dev/sdb","label":"${'l'.repeat(48)}"}]}`,
+    'luks device labels cannot be longer than 47 characters',
+  ],
+  [
+    'custom clevis without pin',
+    '"storage":{"luks":[{"name":"x","device":"/dev/sdb","clevis":{"custom":{"config":"{}"}}}]}',
+    'missing required custom clevis pin',
+  ],
+  [
+    'custom clevis pin',
+    '"storage":{"luks":[{"name":"x","device":"/dev/sdb","clevis":{"custom":{"pin":"yubikey","config":"{}"}}}]}',
+    'unsupported clevis pin',
+  ],
+  [
+    'custom clevis without config',
+    '"storage":{"luks":[{"name":"x","device":"/dev/sdb","clevis":{"custom":{"pin":"tpm2"}}}]}',
+    'missing required custom clevis config',
+  ],
+  [
+    'custom clevis with tpm2',
+    '"storage":{"luks":[{"name":"x","device":"/dev/sdb","clevis":{"tpm2":true,"custom":{"pin":"tpm2","config":"{}"}}}]}',
+    'cannot use custom clevis config with tpm2, tang, or threshold',
+  ],
+  [
+    'tang without thumbprint',
+    '"storage":{"luks":[{"name":"x","device":"/dev/sdb","clevis":{"tang":[{"url":"http://tang"}]}}]}',
+    'thumbprint is required',
+  ],
+  [
+    'tang url scheme',
+    '"storage":{"luks":[{"name":"x","device":"/dev/sdb","clevis":{"tang":[{"url":"ftp://tang","thumbprint":"t"}]}}]}',
+    'invalid url scheme',
+  ],
+  ['merge without source', '"ignition":{"version":"3.3.0","config":{"merge":[{}]}}', 'source is required'],
+  [
+    'certificate authority without source',
+    '"ignition":{"version":"3.3.0","security":{"tls":{"certificateAuthorities":[{}]}}}',
+    'source is required',
+  ],
+  [
+    'a kernel argument both kept and removed',
+    '"kernelArguments":{"shouldExist":["quiet"],"shouldNotExist":["quiet"]}',
+    'duplicate entry defined',
+  ],
+  [
+    'directory through a link',
+    '"storage":{"links":[{"path":"/a","target":"/b"}],"directories":[{"path":"/a/b"}]}',
+    'directory path includes link in config',
+  ],
+  [
+    'link through a link',
+    '"storage":{"links":[{"path":"/a","target":"/b"},{"path":"/a/c","target":"/d"}]}',
+    'link path includes link in config',
+  ],
+];
+
+t.test('Ignition validation rules, with ignition-validate as the reference', async (t) => {
+  await requireTools('ignition-validate');
+  const scratch = mkdtempSync(join(tmpdir(), 'rackboot-rules-'));
+  t.teardown(() => rmSync(scratch, { recursive: true, force: true }));
+  for (const [what, sections, message] of IGNITION_RULES) {
+    const text = sections.startsWith('"ignition"')
+      ? `{${sections}}`
+      : `{"ignition":{"version":"3.3.0"},${sections}}`;
+    const rendered = renderIgnition(parseTemplate('/t/rule.ign', text), CORPUS_VARS);
+    const ours = rendered.ok ? [] : rendered.problems.map((problem) => problem.message);
+    t.ok(ours.includes(message), `${what}: ${message}`, { found: ours });
+    const file = join(scratch, 'rule.ign');
+    writeFileSync(file, text);
+    const theirs = await execFileAsync('ignition-validate', [file]).then(
+      () => '',
+      (error: { stdout: string; stderr: string }) => `${error.stdout}${error.stderr}`,
+    );
+    t.match(theirs, `: ${message}\n`, `${what}: ignition-validate says the same`);
+  }
+  const valid = [
+    '"storage":{"filesystems":[{"device":"/dev/sdb","format":"ext4","label":"containers-data1"}]}',
+    '"storage":{"filesystems":[{"device":"/dev/sdb","format":"none"}]}',
+    '"storage":{"raid":[{"name":"md0","level":"mirror","devices":["/dev/sdb","/dev/sdc"]}]}',
+    '"storage":{"luks":[{"name":"x","device":"/dev/sdb","clevis":{"custom":{"pin":"sss","config":"{}"}}}]}',
+  ];
+  for (const sections of valid) {
+    const rendered = renderIgnition(
+      parseTemplate('/t/valid.ign', `{"ignition":{"version":"3.3.0"},${sections}}`),
+      CORPUS_VARS,
+    );
+    t.ok(rendered.ok, sections, rendered.ok ? {} : { problems: rendered.problems });
+  }
+});
+
+t.test('a tree whose local is a file is a template problem at its line, not an exception', async (t) => {
+  const fixture = await bootFixture();
+  t.teardown(fixture.cleanup);
+  const worker = join(fixture.dir, 'ignition', 'worker.bu');
+  writeFileSync(join(fixture.dir, 'ignition', 'motd.txt'), 'hello\n');
+  writeFileSync(
+    worker,
+    'variant: fcos\nversion: 1.5.0\nstorage:\n  trees:\n    - local: motd.txt\n      path: /etc\n',
+  );
+  const expected = { file: worker, line: 5, col: 14, message: 'root of tree must be a directory' };
+  t.match(renderIgnition(parseTemplate(worker, readFileSync(worker, 'utf8')), CORPUS_VARS), {
+    ok: false,
+    problems: [expected],
+  });
+  const { loadConfigText } = await import('../src/inventory/load.js');
+  const loaded = await loadConfigText(BASE_YAML, join(fixture.dir, 'rackboot.yaml'), { checkTemplate });
+  t.match(loaded, { ok: false, problems: [expected] }, 'rackboot validate shows FILE:LINE:COL');
 });
 
 t.test('variables are substituted after parsing: a value cannot change the YAML structure', async (t) => {
@@ -248,4 +476,84 @@ t.test('checkTemplate: unused profiles get sample vars; unknown_machines profile
     message:
       /\{\{vars\.role\}\} cannot be filled for machines not in the inventory \(unknown_machines: coreos\)/,
   });
+});
+
+t.test('checkTemplate renders each machine with the hostname and address the server gives it', async (t) => {
+  const fixture = await bootFixture();
+  t.teardown(fixture.cleanup);
+  const worker = join(fixture.dir, 'ignition', 'worker.bu');
+  const machine = (
+    mac: string,
+    extra: { hostname?: string; ip?: string; vars?: Record<string, string> },
+  ) => ({
+    mac: mac as Mac,
+    profile: 'coreos',
+    vars: { role: 'worker' },
+    ...extra,
+  });
+  const fleet = {
+    ...fixture.config,
+    machines: [
+      machine('52:54:00:00:00:01', { hostname: 'node1', ip: '10.77.0.21' }),
+      machine('52:54:00:00:00:02', { hostname: 'storage-node-17' }),
+      machine('52:54:00:00:00:03', { vars: {} }),
+    ],
+  };
+  const check = async (template: string) => {
+    writeFileSync(worker, `variant: fcos\nversion: 1.5.0\nstorage:\n${template}`);
+    return (await checkTemplate(worker, fleet)).map(
+      (problem) => `${problem.line}:${problem.col}: ${problem.message}`,
+    );
+  };
+
+  t.strictSame(
+    await check('  filesystems:\n    - device: /dev/sdb\n      format: xfs\n      label: "{{hostname}}"\n'),
+    ['7:14: filesystem labels cannot be longer than 12 characters when using xfs (for 52:54:00:00:00:02)'],
+    'a hostname too long for an xfs label, on the one machine that has it',
+  );
+  t.strictSame(
+    await check('  directories:\n    - path: "/var/lib/nodes/{{hostname}}"\n'),
+    ['5:13: path is not fully simplified (for 52:54:00:00:00:03)'],
+    'no hostname is an empty string, as the server fills it in',
+  );
+  t.strictSame(
+    await check('  directories:\n    - path: "/srv/{{ip}}/"\n'),
+    ['5:13: path is not fully simplified'],
+    'a problem every machine has names none',
+  );
+  t.strictSame(
+    await check('  files:\n    - path: /etc/role\n      contents: { inline: "{{vars.role}}" }\n'),
+    ["6:27: {{vars.role}} is not set for machine 52:54:00:00:00:03 (add it under the machine's vars)"],
+  );
+  const racked = {
+    ...fleet,
+    machines: [...fleet.machines, machine('52:54:00:00:00:04', { vars: { rack: 'r1' } })],
+  };
+  writeFileSync(
+    worker,
+    'variant: fcos\nversion: 1.5.0\nstorage:\n  directories:\n    - path: "/srv/{{vars.rack}}"\n',
+  );
+  t.match(
+    await checkTemplate(worker, racked),
+    [{ line: 5, message: /is not set for machine 52:54:00:00:00:01 .*\(and 2 other machines\)$/ }],
+    'one problem for the three machines without the var, saying how many',
+  );
+});
+
+t.test('a TTL turned on or shortened retires the tokens issued before', async (t) => {
+  let ttl = 0;
+  const secrets = createMachineSecrets(Buffer.alloc(32, 7), () => ttl);
+  const now = Date.UTC(2026, 10, 26, 12, 0, 0);
+  const permanent = secrets.tokenFor(MAC_A, now);
+  t.ok(secrets.verify(MAC_A, permanent, now + 86_400_000), 'without a TTL a token does not expire');
+  ttl = 3600;
+  t.notOk(secrets.verify(MAC_A, permanent, now), 'a token without expiry is refused once a TTL is set');
+  const fresh = secrets.tokenFor(MAC_A, now);
+  t.ok(secrets.verify(MAC_A, fresh, now + 1000));
+  ttl = 600;
+  t.notOk(secrets.verify(MAC_A, fresh, now + 1000), 'a token outliving the shortened TTL is refused');
+  t.ok(secrets.verify(MAC_A, secrets.tokenFor(MAC_A, now), now + 1000), 'one issued under it is not');
+  ttl = 0;
+  t.ok(secrets.verify(MAC_A, fresh, now + 1000), 'with the TTL off, an expiring token lives to its expiry');
+  t.notOk(secrets.verify(MAC_A, fresh, now + 3_601_000));
 });

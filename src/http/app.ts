@@ -1,6 +1,13 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from 'fastify';
 import type { BootDecision, Mac } from '../boot-plan.js';
 import type { MachineSecrets } from '../ignition/tokens.js';
+import { parseMac } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Lifecycle } from '../lifecycle/store.js';
@@ -9,6 +16,7 @@ import { type AdoptMachine, apiRoutes } from './api-routes.js';
 import { bootService } from './boot-service.js';
 import { dashboardRoutes } from './dashboard/routes.js';
 import { eventsStream } from './events-stream.js';
+import { requesterIp } from './machine-auth.js';
 import { type DhcpCounters, metricsRoutes } from './metrics.js';
 
 /** Everything the HTTP routes need, handed in by rackboot.ts (or a test). */
@@ -34,7 +42,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     // Every route logs what matters about the machine itself; per-request lines would drown boot storms.
-    logController: new LogController({ disableRequestLogging: true }),
+    logController: new ServerErrorLog({ disableRequestLogging: true }),
     // With no per-request lines there is nothing for a request-id child to tie together, and
     // creating one per request was a tenth of a boot script's CPU (bench/http profile).
     childLoggerFactory: (logger) => logger,
@@ -46,4 +54,38 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(dashboardRoutes);
   await app.register(bootService, deps);
   return app;
+}
+
+/**
+ * fastify gates its log of unhandled errors behind the same switch as the per-request lines, so
+ * with those off a 500 left no trace. This logs every 5xx that reaches fastify's default error
+ * handler (a route that throws), and nothing for the requests that succeed.
+ */
+class ServerErrorLog extends LogController {
+  override defaultErrorLog(error: Error, request: FastifyRequest, reply: FastifyReply): void {
+    if (reply.statusCode < 500) return;
+    reply.log.error(
+      {
+        err: error,
+        statusCode: reply.statusCode,
+        method: request.method,
+        route: request.routeOptions.url,
+        url: request.url,
+        reqId: request.id,
+        requester: requesterIp(request),
+        mac: machineNamedBy(request),
+      },
+      'request failed',
+    );
+  }
+}
+
+/** The MAC in a route parameter (`/boot/<mac>.ipxe`, `/ignition/<mac>.ign`, `/api/v1/machines/<mac>/…`). */
+function machineNamedBy(request: FastifyRequest): Mac | undefined {
+  const params = (request.params ?? {}) as Record<string, unknown>;
+  for (const value of Object.values(params)) {
+    const mac = typeof value === 'string' ? parseMac(value.replace(/\.(ipxe|ign)$/, '')) : undefined;
+    if (mac) return mac;
+  }
+  return undefined;
 }

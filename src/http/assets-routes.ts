@@ -1,4 +1,4 @@
-import { realpathSync } from 'node:fs';
+import { realpathSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import fastifyStatic, { type SendOptions } from '@fastify/static';
 import type { FastifyInstance } from 'fastify';
@@ -50,6 +50,10 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
     (request, reply) => {
       const pathname = `/${request.params['*']}`;
       if (!staysInside(root, pathname)) return reply.callNotFound();
+      const range = request.raw.headers.range;
+      // send reads the Range header from the raw request.
+      if (range !== undefined && SUFFIX_RANGE.test(range))
+        request.raw.headers.range = wholeFileForLongSuffixes(range, resolve(root, `.${pathname}`));
       return reply.sendFile(pathname, root, SEND_OPTIONS);
     },
   );
@@ -71,6 +75,26 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
       },
     });
   });
+}
+
+/** A Range header with a suffix range (`bytes=-N`, the last N bytes) anywhere in its list. */
+const SUFFIX_RANGE = /^\s*bytes=(.*,)?\s*-\d/;
+
+/**
+ * RFC 9110 §14.1.1: a suffix range longer than the file means the whole file. send's parser drops
+ * such a range (416 for `bytes=-1000` on a 24-byte file), so it is rewritten as `0-` first.
+ */
+function wholeFileForLongSuffixes(range: string, file: string): string {
+  let size: number;
+  try {
+    size = statSync(file).size;
+  } catch {
+    return range;
+  }
+  if (size === 0) return range;
+  return range.replace(/([=,]\s*)-(\d+)(?=\s*(,|$))/g, (whole, before: string, length: string) =>
+    Number(length) > size ? `${before}0-` : whole,
+  );
 }
 
 /** True unless the file resolves (through symlinks) outside `root`; a missing file is left to send's 404. */

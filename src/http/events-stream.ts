@@ -64,10 +64,15 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
           .send(`[${stored.map((row) => row.event).join(',')}]`);
       }
       const lastEventId = request.headers['last-event-id'];
-      const resumeFrom =
+      const requestedResume =
         typeof lastEventId === 'string' && /^\d+$/.test(lastEventId)
           ? Number(lastEventId)
           : request.query.after;
+      // Ids only grow and a watcher only sees committed ones, so an id beyond the newest stored
+      // event means the history was reset (state directory wiped): every stored event is new to it.
+      const newestId = lifecycle.lastEventId();
+      const historyReset = requestedResume !== undefined && requestedResume > newestId;
+      const resumeFrom = historyReset ? 0 : requestedResume;
 
       reply.hijack();
       const response = reply.raw;
@@ -79,6 +84,11 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
         'x-accel-buffering': 'no',
       });
       response.write(`retry: ${RETRY_MS}\n\n`);
+      if (historyReset) {
+        response.write(
+          `: history reset: event ${requestedResume} is beyond the newest stored event ${newestId}; replaying from the first\n\n`,
+        );
+      }
       open.add(response);
       streamEvents(lifecycle, response, { mac, resumeFrom, maxQueuedBytes });
       const keepAlive = setInterval(() => response.write(': keep-alive\n\n'), keepAliveMs);

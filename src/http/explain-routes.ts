@@ -55,8 +55,8 @@ function explainMachine(
     profile: assignment?.profile,
     state: assignment?.state,
     script: script.kind,
-    reasons: script.reasons,
-    ipxe: redactToken(script.script, token),
+    reasons: script.reasons.map(redactUrlCredentials),
+    ipxe: redactUrlCredentials(redactToken(script.script, token)),
     ignition: undefined,
     ignitionProblems: [],
   };
@@ -84,16 +84,38 @@ export async function explainRoutes(app: FastifyInstance, context: BootServiceCo
   );
 }
 
+const REDACTED = '[redacted]';
+
 function redactToken(text: string, token: string): string {
-  return text.replaceAll(token, '[redacted]');
+  return text.replaceAll(token, REDACTED);
 }
 
-/** Password hashes and inline file contents (keys, certificates) stay on the server. */
+/** `scheme://user:password@` and `scheme://userinfo@` (a lone userinfo is usually a token). */
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s/?#@:]*)(:[^\s/?#@]*)?@/gi;
+
+/** The password of `user:password@` in every URL of `text`, or the whole userinfo when it has no password. */
+function redactUrlCredentials(text: string): string {
+  return text.replace(URL_USERINFO, (_whole, scheme: string, user: string, password?: string) =>
+    password === undefined ? `${scheme}${REDACTED}@` : `${scheme}${user}:${REDACTED}@`,
+  );
+}
+
+/**
+ * Password hashes, inline file contents (keys, certificates), HTTP header values (Authorization,
+ * API keys) and URL credentials (sources, proxies, Tang servers) stay on the server; header names
+ * and the rest of each URL are kept so the answer still explains what the machine fetches.
+ */
 function redactSecrets(value: unknown, key = ''): unknown {
-  if (key === 'passwordHash' && typeof value === 'string') return '[redacted]';
+  if (key === 'passwordHash' && typeof value === 'string') return REDACTED;
   if (key === 'source' && typeof value === 'string' && value.startsWith('data:')) {
     return `data:[redacted, ${value.length} characters]`;
   }
+  if (key === 'httpHeaders' && Array.isArray(value)) {
+    return value.map((header) =>
+      isJsonObject(header) && header.value !== undefined ? { ...header, value: REDACTED } : header,
+    );
+  }
+  if (typeof value === 'string') return redactUrlCredentials(value);
   if (Array.isArray(value)) return value.map((item) => redactSecrets(item));
   if (isJsonObject(value))
     return Object.fromEntries(Object.entries(value).map(([k, item]) => [k, redactSecrets(item, k)]));

@@ -30,6 +30,13 @@ export function archFromBuildarch(buildarch: string | undefined): Arch {
  * `/boot.ipxe`, the same for every machine: iPXE fills in the booting NIC's MAC (`netX` is the
  * device it booted from, which matters on multi-NIC servers), its build architecture, platform
  * (pcbios/efi) and SMBIOS UUID, and chains to the machine's own script.
+ *
+ * The `exit` after the chain is what sends an installed machine to its disk. The local-disk script
+ * ends with `exit`, and in iPXE that ends only the innermost script: exit_exec() (src/core/exec.c)
+ * sets SHELL_STOP_COMMAND_SEQUENCE, the chained script stops on it and shell_stopped() clears it
+ * (terminate_on_exit_or_failure() in src/image/script.c), so `chain` returns 0 here. Without this
+ * `exit` the entry script would carry on into its retry lines, chain again and reboot into the
+ * network boot for ever; with it, control goes back to the firmware, which tries the next boot option.
  */
 export function entryScript(baseUrl: string): string {
   const machineUrl =
@@ -39,6 +46,7 @@ export function entryScript(baseUrl: string): string {
     '#!ipxe',
     ':rb-chain',
     `chain --autofree ${machineUrl} || goto rb-retry`,
+    'exit',
     ':rb-retry',
     ...retryLines('fetching the boot script of this machine failed', 'rb-chain'),
     '',

@@ -1,5 +1,5 @@
-import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
-import { posix, resolve } from 'node:path';
+import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { posix, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { escapesRoot } from '../path-inside.js';
 import { convertShape, isJsonObject, type JsonObject } from './shape.js';
@@ -179,6 +179,9 @@ const DATA_URL_MEMO_ENTRIES = 256;
 const DATA_URL_MEMO_MAX_BYTES = 16 * 1024;
 const dataUrls = new Map<string, DataUrl>();
 
+/** `data:;base64,` and a 20-byte gzip member (10-byte header, an empty final block, 8-byte trailer). */
+const SHORTEST_GZIP_DATA_URL = 'data:;base64,'.length + 28;
+
 function encodeDataUrl(bytes: Buffer, allowCompression: boolean): DataUrl {
   let escaped = 'data:,';
   for (const byte of bytes) {
@@ -190,7 +193,8 @@ function encodeDataUrl(bytes: Buffer, allowCompression: boolean): DataUrl {
   }
   const base64 = `data:;base64,${bytes.toString('base64')}`;
   const best = base64.length < escaped.length ? base64 : escaped;
-  if (allowCompression) {
+  // gzip cannot win below this length, so zlib (most of a short file's cost) is not run at all.
+  if (allowCompression && best.length > SHORTEST_GZIP_DATA_URL + 4) {
     const compressed = `data:;base64,${gzipSync(bytes, { level: 9 }).toString('base64')}`;
     if (compressed.length + 4 < best.length) return { url: compressed, compression: 'gzip' };
   }
@@ -418,6 +422,11 @@ class LocalFiles {
     }
   }
 
+  /**
+   * Every file and symlink under `local`. Filesystem errors (a file named as the tree, a directory
+   * that cannot be read) are template problems at `path`, like a missing local file: the template
+   * is answered 503 and `rackboot validate` shows FILE:LINE:COL instead of a bare ENOTDIR.
+   */
   walk(local: string, path: NodePath, errors: PathError[]): TreeEntry[] {
     const directory = this.inside(local, path, errors);
     if (directory === undefined) return [];
@@ -444,7 +453,18 @@ class LocalFiles {
           });
       }
     };
-    visit(directory, '');
+    try {
+      if (!statSync(directory).isDirectory()) {
+        errors.push({ path, message: 'root of tree must be a directory' });
+        return [];
+      }
+      visit(directory, '');
+    } catch (error) {
+      const { code, path: failed } = error as NodeJS.ErrnoException;
+      const where = failed === undefined ? local : posix.join(local, relative(directory, failed));
+      errors.push({ path, message: `cannot read tree ${local}: ${code ?? 'error'} at ${where}` });
+      return [];
+    }
     return found;
   }
 }

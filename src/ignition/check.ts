@@ -1,78 +1,127 @@
+import type { MachineAssignment } from '../boot-plan.js';
+import { createBootDecision } from '../inventory/decision.js';
 import type { Mac } from '../inventory/mac.js';
 import type { Problem } from '../inventory/problems.js';
-import type { Config, MachineConfig } from '../inventory/schema.js';
+import type { Config } from '../inventory/schema.js';
 import { renderIgnition } from './render.js';
-import { type ParsedTemplate, readTemplate } from './template.js';
+import { readTemplate, type TemplateVars, variablesUsedBy } from './template.js';
+import { createMachineSecrets } from './tokens.js';
 import { machineVars } from './vars.js';
 
-/** Stands in for a real token when a template is rendered only to be checked. */
-const CHECK_TOKEN = 'template-check';
 const SAMPLE_MAC = '52:54:00:00:00:00' as Mac;
+
+interface Sample {
+  /** Who the render stands for, in messages: a MAC, or the machines booted through unknown_machines. */
+  who: string;
+  vars: TemplateVars;
+}
 
 /**
  * For load.ts (`LoadOptions.checkTemplate`): renders `templateFile` the way the server will and
- * returns every problem at FILE:LINE:COL. Rendered once per distinct set of `vars` the template uses
- * among the machines of the profiles pointing at it, so 10,000 machines cost a handful of renders;
- * a machine lacking a `{{vars.NAME}}` the template uses is reported once per name.
+ * returns every problem at FILE:LINE:COL. Each machine of the profiles pointing at it is rendered
+ * with exactly the variables the server will give it (machineVars over the same BootDecision: no
+ * hostname is '', no reservation is ''), but machines that agree on every variable the template
+ * names share one render, so 10,000 machines of a template without per-machine variables cost one.
+ * A problem that only some machines have names them.
  */
 export async function checkTemplate(templateFile: string, config: Config): Promise<Problem[]> {
   const template = readTemplate(templateFile);
   if (template.problems.length > 0) return template.problems;
-  const profiles = Object.entries(config.profiles)
-    .filter(([, profile]) => profile.ignition === templateFile)
-    .map(([name]) => name);
-  const machines = config.machines.filter((machine) => profiles.includes(machine.profile));
-  const usedVars = varsUsedBy(template);
-  const samples: Sample[] = machines.map((machine) => ({ ...machine, unlisted: false }));
-  if (samples.length === 0) {
-    samples.push({
-      mac: SAMPLE_MAC,
-      profile: profiles[0] ?? 'sample',
-      vars: sampleVars(usedVars),
-      unlisted: false,
-    });
+  const profiles = new Set(
+    Object.entries(config.profiles)
+      .filter(([, profile]) => profile.ignition === templateFile)
+      .map(([name]) => name),
+  );
+  const used = variablesUsedBy(template);
+  const samples = samplesFor(config, profiles, used);
+  const groups = new Map<string, Sample[]>();
+  for (const sample of samples) {
+    const key = JSON.stringify(used.map((name) => variableValue(sample.vars, name)));
+    const group = groups.get(key);
+    if (group) group.push(sample);
+    else groups.set(key, [sample]);
   }
-  // Machines booted through `unknown_machines` have no entry, so no vars and no hostname.
-  if (profiles.includes(config.unknown_machines)) {
-    samples.push({ mac: SAMPLE_MAC, profile: config.unknown_machines, vars: {}, unlisted: true });
-  }
-  const problems = new Map<string, Problem>();
-  const renderedKeys = new Set<string>();
-  for (const machine of samples) {
-    const key = `${machine.unlisted}${JSON.stringify(usedVars.map((name) => machine.vars[name] ?? null))}`;
-    if (renderedKeys.has(key)) continue;
-    renderedKeys.add(key);
-    const assignment = {
-      mac: machine.mac,
-      hostname: machine.unlisted ? undefined : (machine.hostname ?? 'sample-host'),
-      profile: machine.profile,
-      ip: machine.ip ?? '10.77.0.2',
-      listed: !machine.unlisted,
-      state: undefined,
-    };
-    const vars = {
-      ...machineVars(config, assignment, CHECK_TOKEN),
-      vars: machine.unlisted ? undefined : machine.vars,
-    };
-    const rendered = renderIgnition(template, vars);
+  const problems = new Map<string, { problem: Problem; who: string[] }>();
+  for (const group of groups.values()) {
+    const [first] = group;
+    if (!first) continue;
+    const rendered = renderIgnition(template, first.vars);
     if (rendered.ok) continue;
     for (const problem of rendered.problems) {
-      const identity = `${problem.line}:${problem.col}:${problem.message.replace(machine.mac, '')}`;
-      if (!problems.has(identity)) problems.set(identity, problem);
+      const identity = `${problem.line}:${problem.col}:${problem.message.replace(first.vars.mac, '')}`;
+      const known = problems.get(identity);
+      if (known) known.who.push(...group.map((sample) => sample.who));
+      else problems.set(identity, { problem, who: group.map((sample) => sample.who) });
     }
   }
-  return [...problems.values()];
+  return [...problems.values()].map(({ problem, who }) => ({
+    ...problem,
+    message: namingMachines(problem.message, who, samples.length),
+  }));
 }
 
-type Sample = MachineConfig & { unlisted: boolean };
-
-const VARS_PLACEHOLDER = /\{\{\s*vars\.([A-Za-z0-9_-]+)\s*\}\}/g;
-
-function varsUsedBy(template: ParsedTemplate): string[] {
-  return [...new Set([...template.text.matchAll(VARS_PLACEHOLDER)].map((match) => match[1] ?? ''))].sort();
+function samplesFor(config: Config, profiles: Set<string>, used: string[]): Sample[] {
+  // A token of the real shape (length, expiry prefix) from a throwaway secret, one for all: the
+  // server's secret stays in server.state, and only the shape of a token can matter to a template.
+  const token = createMachineSecrets(Buffer.alloc(32), () => config.ignition.token_ttl).tokenFor(
+    SAMPLE_MAC,
+    Date.now(),
+  );
+  const decision = createBootDecision(
+    () => config,
+    () => undefined,
+  );
+  const varsOf = (assignment: MachineAssignment) => machineVars(config, assignment, token);
+  const samples: Sample[] = [];
+  for (const machine of config.machines) {
+    const assignment = profiles.has(machine.profile) ? decision.assignmentFor(machine.mac) : undefined;
+    if (assignment) samples.push({ who: machine.mac, vars: varsOf(assignment) });
+  }
+  if (samples.length === 0) {
+    // A profile nobody uses yet is still checked, as a plausible machine with a placeholder per var.
+    const [profile = 'sample'] = profiles;
+    const assignment = {
+      mac: SAMPLE_MAC,
+      hostname: 'sample-host',
+      profile,
+      ip: '10.77.0.2',
+      listed: true,
+      state: undefined,
+    };
+    samples.push({ who: SAMPLE_MAC, vars: { ...varsOf(assignment), vars: sampleVars(used) } });
+  }
+  if (profiles.has(config.unknown_machines)) {
+    // What the BootDecision hands out for a MAC that is not listed: no hostname, no address, no vars.
+    const assignment = {
+      mac: SAMPLE_MAC,
+      hostname: undefined,
+      profile: config.unknown_machines,
+      ip: undefined,
+      listed: false,
+      state: undefined,
+    };
+    samples.push({ who: 'machines not in the inventory', vars: { ...varsOf(assignment), vars: undefined } });
+  }
+  return samples;
 }
 
-/** A profile nobody uses yet is still checked, with a placeholder for each var. */
-function sampleVars(names: string[]): Record<string, string> {
+function variableValue(vars: TemplateVars, name: string): unknown {
+  if (!name.startsWith('vars.')) return vars[name as keyof TemplateVars] ?? null;
+  // Machines without an inventory entry have no vars at all, which renders differently from one missing var.
+  return vars.vars === undefined ? undefined : (vars.vars[name.slice(5)] ?? null);
+}
+
+/** Placeholders for the vars of a profile no machine uses yet. */
+function sampleVars(used: string[]): Record<string, string> {
+  const names = used.filter((name) => name.startsWith('vars.')).map((name) => name.slice(5));
   return Object.fromEntries(names.map((name) => [name, `sample-${name}`]));
+}
+
+/** Says which machines a problem is about when not all of the template's machines have it. */
+function namingMachines(message: string, who: string[], total: number): string {
+  if (who.length === total) return message;
+  const [first = '', ...others] = who;
+  const more = others.length === 0 ? '' : `${others.length} other machine${others.length === 1 ? '' : 's'}`;
+  if (message.includes(first)) return more === '' ? message : `${message} (and ${more})`;
+  return `${message} (for ${first}${more === '' ? '' : ` and ${more}`})`;
 }

@@ -92,7 +92,9 @@ function withReportUnit(config: JsonObject, eventsUrl: string): JsonObject {
 /**
  * `mode: 644` is decimal 644 = octal 01204 (sticky bit, owner cannot read). Butane only warns
  * ("unreasonable mode would be reasonable if specified in octal"); a fleet template with it is
- * always a mistake, so it is an error here.
+ * always a mistake, so it is an error here. Butane's rule exactly (base/util CheckForDecimalMode):
+ * the mode as written is unusual and its decimal digits read as octal give a usual mode, so
+ * 01777, 02775 and 04755 (1023, 1533 and 2541 in JSON) are taken as they are.
  */
 function decimalLookingModes(config: JsonObject): PathError[] {
   const errors: PathError[] = [];
@@ -101,15 +103,40 @@ function decimalLookingModes(config: JsonObject): PathError[] {
     const nodes = Array.isArray(storage[kind]) ? storage[kind] : [];
     nodes.forEach((node: unknown, index: number) => {
       const mode = isJsonObject(node) ? node.mode : undefined;
-      if (typeof mode !== 'number' || mode <= 0o777) return;
-      const digits = String(mode);
-      if (/^[0-7]{3,4}$/.test(digits)) {
-        errors.push({
-          path: ['storage', kind, index, 'mode'],
-          message: `mode ${digits} is decimal (octal ${mode.toString(8).padStart(4, '0')}); write 0${digits} in Butane or ${Number.parseInt(digits, 8)} in JSON`,
-        });
-      }
+      if (typeof mode !== 'number' || !/^[0-7]{1,4}$/.test(String(mode))) return;
+      const directory = kind === 'directories';
+      const meant = Number.parseInt(String(mode), 8);
+      if (isUsualMode(mode, directory) || !isUsualMode(meant, directory)) return;
+      errors.push({
+        path: ['storage', kind, index, 'mode'],
+        message: `mode ${mode} is decimal (octal ${mode.toString(8).padStart(4, '0')}); write 0${mode} in Butane or ${meant} in JSON`,
+      });
     });
   }
   return errors;
+}
+
+/** Butane's isTypicalMode: permissions an operator would plausibly mean. */
+function isUsualMode(mode: number, directory: boolean): boolean {
+  if (mode === 0) return true;
+  let readable = false;
+  let writable = false;
+  let executable = false;
+  // other, group, user: each must hold every bit the less specific ones have.
+  for (const shift of [0, 3, 6]) {
+    const permission = (mode >> shift) & 0o7;
+    const read = (permission & 4) !== 0;
+    const write = (permission & 2) !== 0;
+    const execute = (permission & 1) !== 0;
+    if ((!read && readable) || (!write && writable) || (!execute && executable)) return false;
+    if (execute && readable && !executable) return false;
+    if ((write || execute) && !read) return false;
+    readable ||= read;
+    writable ||= write;
+    executable ||= execute;
+  }
+  if (!readable) return false;
+  if (directory) return executable && (mode & 0o4000) === 0 && ((mode & 0o3000) === 0 || writable);
+  if ((mode & 0o6000) !== 0 && (!executable || (mode & 0o002) !== 0)) return false;
+  return (mode & 0o1000) === 0;
 }

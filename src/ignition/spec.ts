@@ -123,7 +123,11 @@ const storage = object(
           openOptions: strings,
           wipeVolume: 'boolean',
           clevis: object({
-            tang: array(object({ url: 'string', thumbprint: 'string', advertisement: 'string' })),
+            tang: array(
+              object({ url: 'string', thumbprint: 'string', advertisement: 'string' }, 'other', {
+                advertisement: '3.4.0',
+              }),
+            ),
             tpm2: 'boolean',
             threshold: 'integer',
             custom: object({ pin: 'string', config: 'string', needsNetwork: 'boolean' }),

@@ -116,6 +116,11 @@ function checkPlaceholderNames(parsed: ParsedTemplate): void {
   });
 }
 
+/** The names of the `{{...}}` placeholders in the template's text, each once, sorted. */
+export function variablesUsedBy(parsed: ParsedTemplate): string[] {
+  return [...new Set([...parsed.text.matchAll(PLACEHOLDER)].map((match) => match[1] ?? ''))].sort();
+}
+
 function isKnownVariableName(name: string): boolean {
   return TOP_LEVEL_VARIABLES.has(name) || /^vars\.[A-Za-z0-9_-]+$/.test(name);
 }

@@ -11,7 +11,11 @@ import type { Mac } from '../inventory/mac.js';
 export interface MachineSecrets {
   /** The token for this machine at `now` (ms since the epoch). Stable across calls when no TTL is set. */
   tokenFor(mac: Mac, now: number): string;
-  /** True when `token` was issued for exactly this MAC by this server and has not expired at `now` (ms). */
+  /**
+   * True when `token` was issued for exactly this MAC by this server and is valid at `now` (ms) under
+   * the token_ttl in force now: not expired, and, when a TTL is set, carrying an expiry no later
+   * than a token issued now would (so turning the TTL on or shortening it retires older tokens).
+   */
   verify(mac: Mac, token: string, now: number): boolean;
 }
 
@@ -22,7 +26,8 @@ const SIGNATURE_BYTES = 16;
 
 /**
  * Reads the server secret from `<stateDir>/rackboot-http-secret`, creating it (mode 0600) on first
- * use. `tokenTtlSeconds` is read at every `tokenFor` so a config reload applies at once; 0 = no expiry.
+ * use. `tokenTtlSeconds` is read at every `tokenFor` and `verify` so a config reload applies at once;
+ * 0 = no expiry.
  * Throws at startup when the file exists but is not a secret this server wrote.
  */
 export function openMachineSecrets(
@@ -64,6 +69,9 @@ export function createMachineSecrets(
       if (!match) return false;
       const expiresAtSeconds = match[1] === undefined ? undefined : Number(match[1]);
       if (expiresAtSeconds !== undefined && expiresAtSeconds * 1000 < now) return false;
+      const ttl = tokenTtlSeconds();
+      if (ttl > 0 && (expiresAtSeconds ?? Number.POSITIVE_INFINITY) > Math.floor(now / 1000) + ttl)
+        return false;
       // Compared as text: base64url's last character carries unused bits, so decoding would accept variants.
       const given = Buffer.from(match[2] ?? '', 'ascii');
       const expected = Buffer.from(sign(mac, expiresAtSeconds).toString('base64url'), 'ascii');

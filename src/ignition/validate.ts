@@ -63,8 +63,36 @@ const UNIT_SUFFIXES = [
   '.scope',
 ];
 const FILESYSTEM_FORMATS = new Set(['ext4', 'btrfs', 'xfs', 'vfat', 'swap', 'none']);
-const LABEL_LIMITS: Record<string, number> = { xfs: 12, vfat: 11, swap: 15, btrfs: 256 };
+/** mkfs limits in bytes (Ignition measures with Go's len). */
+const LABEL_LIMITS: Record<string, number> = { ext4: 16, xfs: 12, vfat: 11, swap: 15, btrfs: 256 };
 const GUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+const RAID_LEVELS_WITHOUT_SPARES = new Set(['linear', 'raid0', '0', 'stripe']);
+const RAID_LEVELS = new Set([
+  ...RAID_LEVELS_WITHOUT_SPARES,
+  ...['raid1', '1', 'mirror', 'raid4', '4', 'raid5', '5', 'raid6', '6', 'raid10', '10'],
+]);
+const CLEVIS_PINS = new Set(['tpm2', 'tang', 'sss']);
+/** How Ignition names a node in "… path includes link in config". */
+const NODE_KIND: Record<string, string> = { files: 'file', directories: 'directory', links: 'link' };
+
+type ReportError = (path: NodePath, message: string) => void;
+
+/** Ignition's util.NotEmpty: a string that is set and not empty. */
+function isSet(value: unknown): value is string {
+  return typeof value === 'string' && value !== '';
+}
+
+function byteLength(text: string): number {
+  return Buffer.byteLength(text, 'utf8');
+}
+
+/** The entries of a list inside `parent`, with paths from the config root. */
+function children(parent: Entry, ...keys: string[]): Entry[] {
+  return entries(parent.value, ...keys).map((child) => ({
+    value: child.value,
+    path: [...parent.path, ...child.path],
+  }));
+}
 
 /** Semantic rules over a shape-checked config (Ignition key names). */
 export function validateIgnition(config: JsonObject): PathError[] {
@@ -77,7 +105,7 @@ export function validateIgnition(config: JsonObject): PathError[] {
   const nodes = [...files, ...directories, ...links];
   for (const node of nodes) checkNodePath(node.value.path, [...node.path, 'path'], error);
   for (const filesystem of entries(config, 'storage', 'filesystems')) {
-    if (filesystem.value.path !== undefined)
+    if (isSet(filesystem.value.path))
       checkNodePath(filesystem.value.path, [...filesystem.path, 'path'], error);
   }
   requireUnique(nodes, 'path', error);
@@ -88,7 +116,8 @@ export function validateIgnition(config: JsonObject): PathError[] {
     const path = node.value.path;
     if (typeof path !== 'string') continue;
     for (let parent = posix.dirname(path); parent !== '/' && parent !== '.'; parent = posix.dirname(parent)) {
-      if (linkPaths.has(parent)) error([...node.path, 'path'], 'file path includes link in config');
+      if (linkPaths.has(parent))
+        error([...node.path, 'path'], `${NODE_KIND[String(node.path[1])]} path includes link in config`);
     }
   }
   for (const link of links) {
@@ -121,74 +150,26 @@ export function validateIgnition(config: JsonObject): PathError[] {
   }
 
   for (const resource of resources(config)) checkResource(resource, error);
+  for (const fetched of [
+    ...entries(config, 'ignition', 'config', 'merge'),
+    ...entries(config, 'ignition', 'security', 'tls', 'certificateAuthorities'),
+  ]) {
+    if (!isSet(fetched.value.source)) error(fetched.path, 'source is required');
+  }
 
   const disks = entries(config, 'storage', 'disks');
   requireUnique(disks, 'device', error);
-  for (const disk of disks) {
-    checkAbsolute(disk.value.device, [...disk.path, 'device'], error);
-    const partitions = entries(disk.value, 'partitions').map((partition) => ({
-      value: partition.value,
-      path: [...disk.path, ...partition.path],
-    }));
-    requireUnique(
-      partitions.filter(
-        (partition) => typeof partition.value.number === 'number' && partition.value.number !== 0,
-      ),
-      'number',
-      error,
-    );
-    requireUnique(
-      partitions.filter((partition) => !partition.value.number && typeof partition.value.label === 'string'),
-      'label',
-      error,
-    );
-    for (const partition of partitions) {
-      const label = partition.value.label;
-      if (typeof label === 'string' && label.length > 36) {
-        error([...partition.path, 'label'], 'partition labels may not exceed 36 characters');
-      }
-      for (const key of ['typeGuid', 'guid']) {
-        const guid = partition.value[key];
-        if (typeof guid === 'string' && guid !== '' && !GUID.test(guid))
-          error([...partition.path, key], 'invalid guid');
-      }
-    }
-  }
+  for (const disk of disks) checkDisk(disk, error);
   const filesystems = entries(config, 'storage', 'filesystems');
   requireUnique(filesystems, 'device', error);
-  for (const filesystem of filesystems) {
-    checkAbsolute(filesystem.value.device, [...filesystem.path, 'device'], error);
-    const format = filesystem.value.format;
-    if (typeof format === 'string' && format !== '' && !FILESYSTEM_FORMATS.has(format)) {
-      error([...filesystem.path, 'format'], 'invalid filesystem format');
-    }
-    const label = filesystem.value.label;
-    const limit = typeof format === 'string' ? LABEL_LIMITS[format] : undefined;
-    if (typeof label === 'string' && limit !== undefined && label.length > limit) {
-      error(
-        [...filesystem.path, 'label'],
-        `filesystem labels cannot be longer than ${limit} characters when using ${format}`,
-      );
-    }
-  }
+  for (const filesystem of filesystems) checkFilesystem(filesystem, error);
   const raids = entries(config, 'storage', 'raid');
   requireUnique(raids, 'name', error);
-  for (const raid of raids) {
-    const devices = raid.value.devices;
-    if (Array.isArray(devices))
-      for (const [index, device] of devices.entries())
-        checkAbsolute(device, [...raid.path, 'devices', index], error);
-  }
+  for (const raid of raids) checkRaid(raid, error);
   const luks = entries(config, 'storage', 'luks');
   requireUnique(luks, 'name', error);
-  for (const volume of luks) {
-    checkAbsolute(volume.value.device, [...volume.path, 'device'], error);
-    const tangs = entries(volume.value, 'clevis', 'tang').map((tang) => ({
-      value: tang.value,
-      path: [...volume.path, ...tang.path],
-    }));
-    requireUnique(tangs, 'url', error);
-  }
+  for (const volume of luks) checkLuks(volume, error);
+  checkKernelArguments(config, error);
 
   const units = entries(config, 'systemd', 'units');
   requireUnique(units, 'name', error);
@@ -198,10 +179,7 @@ export function validateIgnition(config: JsonObject): PathError[] {
     else if (!UNIT_SUFFIXES.some((suffix) => name.endsWith(suffix)))
       error([...unit.path, 'name'], 'invalid systemd unit extension');
     checkUnitContents(unit.value.contents, [...unit.path, 'contents'], error);
-    const dropins = entries(unit.value, 'dropins').map((dropin) => ({
-      value: dropin.value,
-      path: [...unit.path, ...dropin.path],
-    }));
+    const dropins = children(unit, 'dropins');
     requireUnique(dropins, 'name', error);
     for (const dropin of dropins) {
       const dropinName = dropin.value.name;
@@ -230,6 +208,169 @@ export function validateIgnition(config: JsonObject): PathError[] {
     }
   }
   return errors;
+}
+
+function checkDisk(disk: Entry, error: ReportError): void {
+  checkDevice(disk.value.device, [...disk.path, 'device'], 'disk device is required', error);
+  const partitions = children(disk, 'partitions');
+  requireUnique(
+    partitions.filter(
+      (partition) => typeof partition.value.number === 'number' && partition.value.number !== 0,
+    ),
+    'number',
+    error,
+  );
+  requireUnique(
+    partitions.filter((partition) => !partition.value.number && typeof partition.value.label === 'string'),
+    'label',
+    error,
+  );
+  const labels = new Set<string>();
+  for (const partition of partitions) {
+    checkPartition(partition, error);
+    const label = partition.value.label;
+    if (typeof label !== 'string') continue;
+    if (labels.has(label)) error(partition.path, 'cannot use the same partition label twice');
+    labels.add(label);
+  }
+  const removesOne = partitions.some((partition) => partition.value.shouldExist === false);
+  if (removesOne && partitions.some((partition) => !partition.value.number)) {
+    error(
+      [...disk.path, 'partitions'],
+      'shouldExist is false for a partition and other partition(s) has start or size 0',
+    );
+  }
+}
+
+function checkPartition({ value, path }: Entry, error: ReportError): void {
+  const describesPartition =
+    value.label !== undefined ||
+    isSet(value.typeGuid) ||
+    isSet(value.guid) ||
+    value.startMiB !== undefined ||
+    value.sizeMiB !== undefined;
+  if (value.shouldExist === false && describesPartition)
+    error(path, 'shouldExist specified false with other options also specified');
+  if (!value.number && value.label === undefined)
+    error(path, 'a partition number >= 1 or a label must be specified');
+  const label = value.label;
+  if (typeof label === 'string' && byteLength(label) > 36)
+    error([...path, 'label'], 'partition labels may not exceed 36 characters');
+  else if (typeof label === 'string' && label.includes(':'))
+    error([...path, 'label'], 'partition label will be truncated to text before the colon');
+  for (const key of ['typeGuid', 'guid']) {
+    const guid = value[key];
+    if (isSet(guid) && !GUID.test(guid))
+      error([...path, key], 'doesn\'t match the form "01234567-89AB-CDEF-EDCB-A98765432101"');
+  }
+}
+
+function checkFilesystem({ value, path }: Entry, error: ReportError): void {
+  checkDevice(value.device, [...path, 'device'], 'path not specified', error);
+  const { format, label } = value;
+  if (!isSet(format)) {
+    const needsFormat =
+      isSet(value.path) ||
+      isSet(label) ||
+      isSet(value.uuid) ||
+      value.wipeFilesystem === true ||
+      isNonEmptyList(value.mountOptions) ||
+      isNonEmptyList(value.options);
+    if (needsFormat) {
+      error(
+        [...path, 'format'],
+        'format cannot be empty when path, label, uuid, wipeFilesystem, options, or mountOptions is specified',
+      );
+    }
+  } else if (!FILESYSTEM_FORMATS.has(format)) error([...path, 'format'], 'invalid filesystem format');
+  if (!isSet(label)) return;
+  if (!isSet(format)) {
+    error([...path, 'label'], 'filesystem must specify format if label is specified');
+    return;
+  }
+  const limit = LABEL_LIMITS[format];
+  if (limit !== undefined && byteLength(label) > limit) {
+    error(
+      [...path, 'label'],
+      `filesystem labels cannot be longer than ${limit} characters when using ${format}`,
+    );
+  }
+}
+
+function checkRaid({ value, path }: Entry, error: ReportError): void {
+  const level = value.level;
+  if (!isSet(level)) error([...path, 'level'], 'raid level is required');
+  else if (!RAID_LEVELS.has(level)) error([...path, 'level'], 'unrecognized raid level');
+  else if (RAID_LEVELS_WITHOUT_SPARES.has(level) && typeof value.spares === 'number' && value.spares !== 0)
+    error([...path, 'level'], 'spares unsupported for linear and raid0 arrays');
+  const devices = Array.isArray(value.devices) ? value.devices : [];
+  if (devices.length === 0) error([...path, 'devices'], 'raid devices required');
+  for (const [index, device] of devices.entries())
+    checkDevice(device, [...path, 'devices', index], 'path not specified', error);
+}
+
+function checkLuks(volume: Entry, error: ReportError): void {
+  const { value, path } = volume;
+  if (typeof value.name === 'string' && value.name.includes('/'))
+    error([...path, 'name'], 'device names cannot contain slashes');
+  if (isSet(value.label) && byteLength(value.label) > 47)
+    error([...path, 'label'], 'luks device labels cannot be longer than 47 characters');
+  checkDevice(value.device, [...path, 'device'], 'disk device is required', error);
+  const clevis = isJsonObject(value.clevis) ? value.clevis : {};
+  const custom = isJsonObject(clevis.custom) ? clevis.custom : {};
+  const tangs = children(volume, 'clevis', 'tang');
+  const otherPins =
+    tangs.length > 0 ||
+    clevis.tpm2 === true ||
+    (typeof clevis.threshold === 'number' && clevis.threshold !== 0);
+  if (isSet(custom.pin) && otherPins)
+    error([...path, 'clevis'], 'cannot use custom clevis config with tpm2, tang, or threshold');
+  if (isSet(custom.pin) || isSet(custom.config) || custom.needsNetwork === true) {
+    if (!isSet(custom.pin)) error([...path, 'clevis', 'custom', 'pin'], 'missing required custom clevis pin');
+    else if (!CLEVIS_PINS.has(custom.pin))
+      error([...path, 'clevis', 'custom', 'pin'], 'unsupported clevis pin');
+    if (!isSet(custom.config))
+      error([...path, 'clevis', 'custom', 'config'], 'missing required custom clevis config');
+  }
+  requireUnique(tangs, 'url', error);
+  for (const tang of tangs) checkTang(tang, error);
+}
+
+function checkTang({ value, path }: Entry, error: ReportError): void {
+  const url = typeof value.url === 'string' ? value.url : '';
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
+  if (scheme !== 'http' && scheme !== 'https') error([...path, 'url'], 'invalid url scheme');
+  else if (!URL.canParse(url)) error([...path, 'url'], 'unable to parse url');
+  if (!isSet(value.thumbprint)) error([...path, 'thumbprint'], 'thumbprint is required');
+  if (isSet(value.advertisement) && !isJson(value.advertisement))
+    error([...path, 'advertisement'], 'advertisement is not valid JSON');
+}
+
+/** shouldExist and shouldNotExist are one key space: an argument may appear once in both together. */
+function checkKernelArguments(config: JsonObject, error: ReportError): void {
+  const kernelArguments = isJsonObject(config.kernelArguments) ? config.kernelArguments : {};
+  const seen = new Set<unknown>();
+  for (const list of ['shouldExist', 'shouldNotExist']) {
+    const values = kernelArguments[list];
+    if (!Array.isArray(values)) continue;
+    for (const [index, argument] of values.entries()) {
+      if (seen.has(argument)) error(['kernelArguments', list, index], 'duplicate entry defined');
+      seen.add(argument);
+    }
+  }
+}
+
+function isNonEmptyList(value: unknown): boolean {
+  return Array.isArray(value) && value.length > 0;
+}
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function resources(config: JsonObject): Entry[] {
@@ -262,7 +403,7 @@ function resources(config: JsonObject): Entry[] {
   );
 }
 
-function checkResource(resource: Entry, error: (path: NodePath, message: string) => void): void {
+function checkResource(resource: Entry, error: ReportError): void {
   const { value, path } = resource;
   if (typeof value.__duplicate === 'string') {
     error(path, value.__duplicate);
@@ -313,7 +454,7 @@ function isDataUrl(url: string): boolean {
   return !/%(?![0-9A-Fa-f]{2})/.test(data);
 }
 
-function checkHash(hash: unknown, path: NodePath, error: (path: NodePath, message: string) => void): void {
+function checkHash(hash: unknown, path: NodePath, error: ReportError): void {
   if (typeof hash !== 'string') return;
   const match = /^([a-z0-9]+)-([0-9a-f]*)$/.exec(hash);
   if (!match) {
@@ -329,7 +470,7 @@ function checkHash(hash: unknown, path: NodePath, error: (path: NodePath, messag
   if ((match[2] ?? '').length !== expected) error(path, 'incorrect size for hash sum');
 }
 
-function checkNodePath(path: unknown, at: NodePath, error: (path: NodePath, message: string) => void): void {
+function checkNodePath(path: unknown, at: NodePath, error: ReportError): void {
   if (typeof path !== 'string' || path === '') {
     error(at, 'path not specified');
     return;
@@ -342,21 +483,14 @@ function checkNodePath(path: unknown, at: NodePath, error: (path: NodePath, mess
     error(at, 'path is not fully simplified');
 }
 
-function checkAbsolute(
-  device: unknown,
-  at: NodePath,
-  error: (path: NodePath, message: string) => void,
-): void {
-  if (typeof device !== 'string' || device === '') error(at, 'device is required');
+/** A device path; Ignition words a missing one differently per section. */
+function checkDevice(device: unknown, at: NodePath, missingMessage: string, error: ReportError): void {
+  if (!isSet(device)) error(at, missingMessage);
   else if (!device.startsWith('/')) error(at, 'path not absolute');
 }
 
 /** go-systemd's unit parser: sections, `Key=Value` inside a section, comments, `\` continuations. */
-function checkUnitContents(
-  contents: unknown,
-  path: NodePath,
-  error: (path: NodePath, message: string) => void,
-): void {
+function checkUnitContents(contents: unknown, path: NodePath, error: ReportError): void {
   if (typeof contents !== 'string') return;
   let inSection = false;
   let continued = false;
@@ -379,7 +513,7 @@ function checkUnitContents(
   }
 }
 
-function requireUnique(items: Entry[], key: string, error: (path: NodePath, message: string) => void): void {
+function requireUnique(items: Entry[], key: string, error: ReportError): void {
   const seen = new Set<unknown>();
   for (const item of items) {
     const value = item.value[key];

@@ -9,6 +9,7 @@ exports[`test/http-boot.test.ts > TAP > /boot.ipxe identifies the machine with i
 #!ipxe
 :rb-chain
 chain --autofree http://10.77.0.1:8080/boot/\${netX/mac:hexhyp}.ipxe?arch=\${buildarch:uristring}&platform=\${platform:uristring}&uuid=\${uuid:uristring} || goto rb-retry
+exit
 :rb-retry
 set rb-tries \${rb-tries}x
 iseq \${rb-tries} xxxxx && goto rb-failed || echo rackboot: fetching the boot script of this machine failed, retrying in 5 s
