@@ -35,6 +35,11 @@ export interface MachineAssignment {
   listed: boolean;
   /** Provisioning state, undefined before the first event about the machine. */
   state: MachineState | undefined;
+  /**
+   * It completed an install and has not been reprovisioned since: it boots from its local disk,
+   * even once a later report made it `failed` (MachineRecord.bootsFromDisk).
+   */
+  bootsFromDisk: boolean;
 }
 
 /**

@@ -39,6 +39,11 @@ export interface Cidr {
   size: number;
 }
 
+/** The network and broadcast addresses of `cidr`, which no host may have; a /31 or /32 has neither (RFC 3021). */
+export function unassignableAddresses(cidr: Cidr): number[] {
+  return cidr.prefixLength <= 30 ? [cidr.network, cidr.network + cidr.size - 1] : [];
+}
+
 /** `10.77.0.0/24` → Cidr, or an explanation of what is wrong. */
 export function parseCidr(text: string): Cidr | { error: string } {
   const match = /^([\d.]+)\/(\d{1,2})$/.exec(text);

@@ -47,18 +47,8 @@ export async function startRackboot(options: {
   for (const warning of loaded.warnings) logger.warn(formatProblem(warning));
   await mkdir(initial.server.state, { recursive: true, mode: 0o750 });
 
-  const source = watchConfig(initial, { logger: componentLogger(logger, 'config'), load });
-  const lifecycle = openLifecycle({
-    stateDir: initial.server.state,
-    retention: initial.events.retention,
-    logger: componentLogger(logger, 'lifecycle'),
-  });
-  const closers: (() => Promise<void>)[] = [
-    async () => {
-      source.close();
-    },
-    () => lifecycle.close(),
-  ];
+  // Each part that starts adds its closer, so a failure further on closes what did start.
+  const closers: (() => Promise<void>)[] = [];
   const close = async () => {
     for (const closer of closers.reverse()) {
       await closer().catch((error: unknown) => logger.error({ err: error }, 'error while shutting down'));
@@ -66,7 +56,15 @@ export async function startRackboot(options: {
   };
 
   try {
-    const decision = createBootDecision(source.current, lifecycle.stateOf);
+    const source = watchConfig(initial, { logger: componentLogger(logger, 'config'), load });
+    closers.push(async () => source.close());
+    const lifecycle = openLifecycle({
+      stateDir: initial.server.state,
+      retention: initial.events.retention,
+      logger: componentLogger(logger, 'lifecycle'),
+    });
+    closers.push(() => lifecycle.close());
+    const decision = createBootDecision(source.current, lifecycle.stateOf, lifecycle.bootsFromDisk);
     const secrets = openMachineSecrets(initial.server.state, () => source.current().ignition.token_ttl);
     const dhcp: DhcpServer | undefined =
       initial.dhcp.mode === 'off'

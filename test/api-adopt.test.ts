@@ -1,6 +1,11 @@
-import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import t, { type Test } from 'tap';
 import { parse } from 'yaml';
-import { adoptMachine } from '../src/inventory/adopt.js';
+import { adoptIntoFile, adoptInWorker, adoptMachine } from '../src/inventory/adopt.js';
+import { loadConfigFile } from '../src/inventory/load.js';
+import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
 import { mac } from './lifecycle-fixture.js';
 
 const NEW = mac('52:54:00:00:00:09');
@@ -77,4 +82,79 @@ t.test('refusals', async (t) => {
     code: 'invalid',
   });
   t.match(adoptMachine('profiles: [\n', { mac: NEW, profile: 'worker' }), { ok: false, code: 'invalid' });
+});
+
+/** A config whose template needs `{{vars.role}}`, and the machines already in it. */
+function configWithTemplate(
+  t: Test,
+  machines = 'machines:\n  - { mac: 52:54:00:00:00:01, profile: worker, vars: { role: db } }\n',
+) {
+  const directory = t.testdir({
+    'worker.bu':
+      'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/role\n      contents:\n        inline: "{{vars.role}}"\n',
+  });
+  const file = join(directory, 'rackboot.yaml');
+  writeFileSync(
+    file,
+    `server:\n  address: 10.77.0.1\nprofiles:\n  worker: { kind: linux, kernel: https://example.com/vmlinuz, ignition: worker.bu }\n  plain: { kind: linux, kernel: https://example.com/vmlinuz }\n${machines}`,
+  );
+  return file;
+}
+
+const adoptedMacs = (file: string) =>
+  (parse(readFileSync(file, 'utf8')) as { machines: { mac: string }[] }).machines.map(
+    (machine) => machine.mac,
+  );
+
+t.test('adopt refuses what validate refuses, templates included, and leaves the file alone', async (t) => {
+  const file = configWithTemplate(t);
+  const before = readFileSync(file, 'utf8');
+  const result = await adoptIntoFile(file, { mac: NEW, profile: 'worker' });
+  t.match(result, {
+    ok: false,
+    code: 'invalid',
+    message: /\{\{vars\.role\}\} is not set for machine 52:54:00:00:00:09/,
+  });
+  t.equal(readFileSync(file, 'utf8'), before, 'the file is unchanged');
+  const loaded = await loadConfigFile(file, VALIDATE_CHECKS);
+  t.ok(loaded.ok, 'and still validates');
+});
+
+t.test(
+  'concurrent adopts all land in the file, in one process and through the server’s workers',
+  async (t) => {
+    const macs = [2, 3, 4, 5].map((last) => mac(`52:54:00:00:00:0${last}`));
+    const inProcess = configWithTemplate(t, 'machines: []\n');
+    const results = await Promise.all(
+      macs.map((each) => adoptIntoFile(inProcess, { mac: each, profile: 'plain' })),
+    );
+    t.ok(
+      results.every((result) => result.ok),
+      'every adopt succeeds',
+    );
+    t.same(adoptedMacs(inProcess).sort(), macs, 'every machine is in the file');
+
+    const viaWorkers = configWithTemplate(t, 'machines: []\n');
+    const inWorkers = await Promise.all(
+      macs.map((each) => adoptInWorker(viaWorkers, { mac: each, profile: 'plain' })),
+    );
+    t.ok(
+      inWorkers.every((result) => result.ok),
+      'every adopt succeeds',
+    );
+    t.same(adoptedMacs(viaWorkers).sort(), macs, 'every machine is in the file');
+    t.same(
+      readdirSync(dirname(viaWorkers)).sort(),
+      ['rackboot.yaml', 'worker.bu'],
+      'no temporary or lock file is left behind',
+    );
+  },
+);
+
+t.test('a lock left by a process that no longer runs does not block adopts', async (t) => {
+  const file = configWithTemplate(t, 'machines: []\n');
+  const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);
+  writeFileSync(`${file}.adopt-lock`, `${gone.stdout.toString()}\n`);
+  t.match(await adoptIntoFile(file, { mac: NEW, profile: 'plain' }), { ok: true });
+  t.same(adoptedMacs(file), [NEW]);
 });

@@ -1,5 +1,8 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Command } from 'commander';
@@ -7,9 +10,10 @@ import t from 'tap';
 import { registerLogs } from '../src/cli/logs.js';
 import { registerMachines } from '../src/cli/machines.js';
 import { registerReprovision } from '../src/cli/reprovision.js';
+import { adoptMachine } from '../src/inventory/adopt.js';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
 import { waitUntil } from './helpers/poll.js';
-import { FIXTURE_YAML, LISTED_MAC, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
+import { FIXTURE_YAML, LISTED_MAC, mac, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const execFileAsync = promisify(execFile);
@@ -178,4 +182,65 @@ t.test('logs -f prints new events as they happen', async (t) => {
   const exited = new Promise((resolve) => follower.once('exit', resolve));
   follower.kill('SIGINT');
   t.equal(await exited, 0, 'Ctrl-C ends it cleanly');
+});
+
+t.test(
+  'machines adopt waits for another adopter holding the file and keeps its machine; one validate would refuse exits 1',
+  async (t) => {
+    const directory = t.testdir({
+      'worker.bu':
+        'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/role\n      contents:\n        inline: "{{vars.role}}"\n',
+    });
+    const shared = join(directory, 'rackboot.yaml');
+    writeFileSync(shared, FIXTURE_YAML);
+    const templated = join(directory, 'templated.yaml');
+    const templatedYaml = FIXTURE_YAML.replace(
+      'spare: { kind: linux, kernel: vmlinuz }',
+      'spare: { kind: linux, kernel: vmlinuz, ignition: worker.bu }',
+    );
+    writeFileSync(templated, templatedYaml);
+    const refusal = rackboot('machines', 'adopt', UNLISTED_MAC, '--profile', 'spare', '-c', templated);
+
+    // This test is the other adopter (the server, another CLI): it holds the lock from its read of
+    // the file to its write, long enough for the CLI to have finished were it not waiting.
+    const lock = `${shared}.adopt-lock`;
+    writeFileSync(lock, `${process.pid}\n`);
+    const read = readFileSync(shared, 'utf8');
+    const waiting = rackboot('machines', 'adopt', UNLISTED_MAC, '--profile', 'spare', '-c', shared);
+    const first = await Promise.race([waiting.then(() => 'finished'), delay(10_000, 'still waiting')]);
+    t.equal(first, 'still waiting', 'the CLI waits while another adopter holds the file');
+    const other = adoptMachine(read, { mac: mac('52:54:00:00:00:0a'), profile: 'worker' });
+    if (!other.ok) throw new Error(other.message);
+    writeFileSync(shared, other.text);
+    rmSync(lock);
+    const adopted = await waiting;
+    t.equal(adopted.code, 0, adopted.stderr);
+    const text = readFileSync(shared, 'utf8');
+    t.ok(
+      text.includes('mac: 52:54:00:00:00:0a') && text.includes(`mac: ${UNLISTED_MAC}`),
+      'both machines are in the file',
+    );
+
+    const refused = await refusal;
+    t.equal(refused.code, 1, 'an adopt validate would refuse exits 1');
+    t.match(refused.stderr, /\{\{vars\.role\}\} is not set/);
+    t.equal(readFileSync(templated, 'utf8'), templatedYaml, 'and leaves the file alone');
+  },
+);
+
+t.test('a --url that answers HTML, not the API, is named with its HTTP status', async (t) => {
+  const { configFile } = await startLifecycleApp(t);
+  const server = createServer((_request, response) => {
+    response.writeHead(404, { 'content-type': 'text/html' }).end('<html><body>Not Found</body></html>');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise((resolve) => server.close(resolve)));
+  const address = server.address();
+  if (typeof address !== 'object' || address === null) throw new Error('no port');
+  const url = `http://127.0.0.1:${address.port}`;
+  const listed = await inProcess('machines', '--url', url, '-c', configFile);
+  t.equal(
+    listed.error?.message,
+    `${url}/api/v1/machines answered HTTP 404 with text/html, not JSON: is --url a rackboot server?`,
+  );
 });

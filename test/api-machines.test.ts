@@ -1,6 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import t from 'tap';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
+import { DATABASE_FILE_NAME } from '../src/lifecycle/store.js';
 import { API_TOKEN, FIXTURE_YAML, LISTED_MAC, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
 
 const operator = { authorization: `Bearer ${API_TOKEN}` };
@@ -131,6 +134,32 @@ t.test('POST /api/v1/machines/{mac}/events needs that machine’s own token', as
     { type: 'failed', source: 'machine', detail: { message: 'disk gone' } },
     { type: 'state-changed', detail: { from: 'installed', to: 'failed' } },
   ]);
+  // A report cannot wipe an installed disk: only `reprovision` sends the machine to the installer again.
+  const script = await app.inject(`/boot/${LISTED_MAC.replaceAll(':', '-')}.ipxe?arch=x86_64&platform=efi`);
+  t.match(script.body, /booting from the local disk/, 'failed after an install: still the local disk');
+  t.notMatch(script.body, /coreos\.inst/, 'not the installer');
+});
+
+t.test('POST /api/v1/machines/{mac}/events answers 503 when its event could not be stored', async (t) => {
+  const { app, lifecycle, secrets, config } = await startLifecycleApp(t);
+  for (const event of install()) await lifecycle.record(event);
+  const history = new Database(join(config().server.state, DATABASE_FILE_NAME));
+  history.exec(
+    `CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`,
+  );
+  history.close();
+  const token = secrets.tokenFor(LISTED_MAC, Date.now());
+  const response = await app.inject({
+    method: 'POST',
+    url: `/api/v1/machines/${LISTED_MAC}/events?token=${token}`,
+    payload: { type: 'installed' },
+  });
+  t.equal(response.statusCode, 503, 'not a 202 for an event the history does not have');
+  t.match(response.json(), { error: /could not be written to the history/ });
+  t.notOk(
+    lifecycle.eventsAfter(0).some((event) => event.type === 'installed'),
+    'the history indeed lacks it',
+  );
 });
 
 t.test(
@@ -216,6 +245,28 @@ t.test('POST /api/v1/machines/{mac}/adopt writes the machine into the YAML', asy
   ]);
   const again = await app.inject({ method: 'POST', url, headers: operator, payload: { profile: 'spare' } });
   t.equal(again.statusCode, 409, 'already listed');
+});
+
+t.test('POST /api/v1/machines/{mac}/adopt refuses an entry validate would refuse (400)', async (t) => {
+  const template = join(t.testdir(), 'worker.bu');
+  writeFileSync(
+    template,
+    'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/role\n      contents:\n        inline: "{{vars.role}}"\n',
+  );
+  const yaml = FIXTURE_YAML.replace(
+    'spare: { kind: linux, kernel: vmlinuz }',
+    `spare: { kind: linux, kernel: vmlinuz, ignition: ${template} }`,
+  );
+  const { app, configFile } = await startLifecycleApp(t, yaml);
+  const response = await app.inject({
+    method: 'POST',
+    url: `/api/v1/machines/${UNLISTED_MAC}/adopt`,
+    headers: operator,
+    payload: { profile: 'spare' },
+  });
+  t.equal(response.statusCode, 400);
+  t.match(response.json(), { code: 'invalid', error: /\{\{vars\.role\}\} is not set for machine/ });
+  t.equal(readFileSync(configFile, 'utf8'), yaml, 'the file is unchanged');
 });
 
 t.test('/metrics: machines by state, install histogram, TFTP outcomes, HTTP requests, process', async (t) => {

@@ -95,6 +95,11 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ['rackboot.yaml:14:51: reserved IP 10.77.9.5 is outside dhcp.subnet 10.77.0.0/24'],
   ],
   [
+    'reserved IP at the broadcast address',
+    `${header}machines:\n  - { mac: 52:54:00:00:00:01, profile: plain, ip: 10.77.0.255 }\n`,
+    ['rackboot.yaml:14:51: reserved IP 10.77.0.255 is the network or broadcast address of 10.77.0.0/24'],
+  ],
+  [
     'range outside subnet',
     header.replace('[10.77.0.100, 10.77.0.199]', '[10.77.0.100, 10.77.1.10]'),
     ['rackboot.yaml:6:24: dhcp.range: 10.77.1.10 is outside the subnet'],
@@ -117,6 +122,28 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     [
       'rackboot.yaml:13:19: unknown_machines names profile "discovery", which does not exist (profiles: plain)',
     ],
+  ],
+  [
+    'a machine naming an inherited property instead of a profile',
+    `${header}machines:\n  - { mac: 52:54:00:00:00:01, profile: toString }\n`,
+    ['rackboot.yaml:14:40: machines[0].profile names profile "toString", which does not exist'],
+  ],
+  [
+    'unknown_machines naming an inherited property instead of a profile',
+    `${header}unknown_machines: constructor\n`,
+    ['rackboot.yaml:13:19: unknown_machines names profile "constructor", which does not exist'],
+  ],
+  [
+    'an alias naming no anchor',
+    `${header}unknown_machines: *nope\n`,
+    ['rackboot.yaml:13:19: alias *nope has no anchor &nope before it'],
+  ],
+  [
+    'aliases expanding past the guard against alias bombs',
+    `a: &a [x, x, x, x, x, x, x, x, x, x]\n${[...'bcdefg']
+      .map((level, index) => `${level}: &${level} [${Array(10).fill(`*${'abcdefg'[index]}`).join(', ')}]`)
+      .join('\n')}\n${header}`,
+    ['rackboot.yaml:2:8: the YAML aliases cannot be expanded: Excessive alias count'],
   ],
   [
     'bad duration',
@@ -203,6 +230,35 @@ t.test('durations', async (t) => {
   t.equal(durationSeconds('1h30m'), 5400);
   t.equal(durationSeconds('7d'), 604800);
   t.equal(durationSeconds(42), 42);
+});
+
+t.test('machines by the thousand may share one anchored vars map', async (t) => {
+  const directory = workspace(t);
+  const machines = Array.from({ length: 2000 }, (_, index) => {
+    const mac = `52:54:00:00:${(index >> 8).toString(16).padStart(2, '0')}:${(index & 255).toString(16).padStart(2, '0')}`;
+    return `  - { mac: ${mac}, profile: plain, vars: ${index === 0 ? '&common { role: worker }' : '*common'} }`;
+  });
+  const loaded = await loadConfigText(
+    `${header}machines:\n${machines.join('\n')}\n`,
+    join(directory, 'rackboot.yaml'),
+  );
+  if (!loaded.ok) throw new Error(loaded.problems.map((problem) => formatProblem(problem)).join('\n'));
+  t.equal(loaded.config.machines.length, 2000);
+  t.same(loaded.config.machines[1999]?.vars, { role: 'worker' });
+});
+
+t.test('$RACKBOOT_API_TOKEN is held to the length server.api_token must have', async (t) => {
+  const directory = workspace(t);
+  const loaded = await loadConfigText(header, join(directory, 'rackboot.yaml'), {
+    env: { RACKBOOT_API_TOKEN: 'abc' },
+  });
+  t.notOk(loaded.ok);
+  if (!loaded.ok) {
+    t.match(
+      formatProblem(loaded.problems[0] as (typeof loaded.problems)[0], directory),
+      /\$RACKBOOT_API_TOKEN is 3 characters; an API token needs at least 16/,
+    );
+  }
 });
 
 t.test('$RACKBOOT_API_TOKEN overrides server.api_token', async (t) => {

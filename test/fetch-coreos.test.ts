@@ -712,6 +712,7 @@ machines:
         ip: undefined,
         listed: true,
         state: undefined,
+        bootsFromDisk: false,
       };
       const vars = {
         mac: machine.mac,

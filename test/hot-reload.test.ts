@@ -84,3 +84,70 @@ t.test('a valid edit is applied and logged with what changed; an invalid one is 
   t.match(rejected.problems?.[0], /rackboot\.yaml:8:12: "not-a-mac" is not a MAC address/);
   t.equal(source.current(), before, 'the previous config keeps serving');
 });
+
+t.test('a reload that cannot load keeps the running config and is logged, never thrown', async (t) => {
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'k' } });
+  const file = join(directory, 'rackboot.yaml');
+  writeFileSync(file, base);
+  const loaded = await loadConfigFile(file);
+  if (!loaded.ok) throw new Error('fixture config must load');
+  const { logger, records } = logSink();
+  const broken = watchConfig(loaded.config, {
+    logger,
+    load: async () => {
+      throw new Error('load worker exited with code 1 before answering');
+    },
+  });
+  t.teardown(() => broken.close());
+  t.equal(await broken.reload(), false, 'a loader that throws is a rejected reload');
+  t.equal(broken.current(), loaded.config, 'the previous config keeps serving');
+  t.ok(records.some((record) => record.msg.startsWith('config reload failed, still serving')));
+
+  const source = watchConfig(loaded.config, { logger });
+  t.teardown(() => source.close());
+  writeFileSync(file, `${base}unknown_machines: *nope\n`);
+  t.equal(await source.reload(), false, 'an alias naming no anchor is a rejected edit');
+  t.equal(source.current(), loaded.config);
+  const rejected = records.find((record) => record.msg.startsWith('config edit rejected'));
+  t.match(rejected?.problems?.[0], /rackboot\.yaml:7:19: alias \*nope has no anchor &nope before it/);
+});
+
+t.test('start-time settings keep their running values until a restart, with a warning', async (t) => {
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'k' } });
+  const file = join(directory, 'rackboot.yaml');
+  const settings = (port: number, mode: string, retention: number, token: string) =>
+    base.replace(
+      'server:\n  address: 10.77.0.1\n',
+      `server:\n  address: 10.77.0.1\n  http: { port: ${port} }\n  api_token: ${token}\n` +
+        `dhcp: { mode: ${mode} }\nevents: { retention: ${retention} }\n`,
+    );
+  writeFileSync(file, settings(8080, 'proxy', 5000, 'operator-token-aaaaaaaa'));
+  const loaded = await loadConfigFile(file);
+  if (!loaded.ok) throw new Error('fixture config must load');
+  const { logger, records } = logSink();
+  const source = watchConfig(loaded.config, { logger });
+  t.teardown(() => source.close());
+
+  writeFileSync(
+    file,
+    `${settings(8081, 'off', 9000, 'operator-token-bbbbbbbb')}  - { mac: 52:54:00:00:00:02, profile: plain }\n`,
+  );
+  t.equal(await source.reload(), true);
+  const config = source.current();
+  t.equal(config.server.http.port, 8080, 'HTTP keeps the port it listens on, and the URLs with it');
+  t.equal(config.dhcp.mode, 'proxy', 'the DHCP server started with the process');
+  t.equal(config.events.retention, 5000, 'the store was opened with it');
+  t.equal(config.server.api_token, 'operator-token-bbbbbbbb', 'read per request: applied');
+  t.equal(config.machines.length, 2, 'the machines are applied');
+  t.ok(Object.isFrozen(config.server.http), 'still frozen');
+  const warning = records.find((record) => record.level === 40);
+  t.match(
+    warning?.msg,
+    'still the running value until a restart: server.http.port, dhcp.mode, events.retention',
+  );
+  t.match(
+    records.find((record) => record.msg.startsWith('config reloaded'))?.msg,
+    /machines added: 52:54:00:00:00:02; settings changed: server$/,
+    'the settings named as changed are the ones applied',
+  );
+});

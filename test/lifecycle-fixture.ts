@@ -13,7 +13,8 @@ import { createBootDecision } from '../src/inventory/decision.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import { type Mac, parseMac } from '../src/inventory/mac.js';
 import type { Config } from '../src/inventory/schema.js';
-import { type Lifecycle, openLifecycle } from '../src/lifecycle/store.js';
+import type { MachineEvent } from '../src/lifecycle/events.js';
+import { type EventFilter, type Lifecycle, openLifecycle } from '../src/lifecycle/store.js';
 
 export const API_TOKEN = 'operator-token-0123456789';
 export const LISTED_MAC = mac('52:54:00:12:34:56');
@@ -47,9 +48,23 @@ export function mac(text: string): Mac {
   return parsed;
 }
 
+/** The store with its history parsed, as tests compare it (the server sends events as stored). */
+export type TestLifecycle = Lifecycle & {
+  /** Durable events with an id above `id`, oldest first. */
+  eventsAfter(id: number, filter?: EventFilter): MachineEvent[];
+};
+
+export function withParsedHistory(lifecycle: Lifecycle): TestLifecycle {
+  return {
+    ...lifecycle,
+    eventsAfter: (id, filter) =>
+      lifecycle.storedEventsAfter(id, filter).map((stored) => JSON.parse(stored.event) as MachineEvent),
+  };
+}
+
 export interface LifecycleFixture {
   app: FastifyInstance;
-  lifecycle: Lifecycle;
+  lifecycle: TestLifecycle;
   secrets: MachineSecrets;
   configFile: string;
   config: () => Config;
@@ -79,7 +94,7 @@ export async function startLifecycleApp(
   const secrets = createMachineSecrets(randomBytes(32));
   const app = await buildApp({
     config,
-    decision: createBootDecision(config, lifecycle.stateOf),
+    decision: createBootDecision(config, lifecycle.stateOf, lifecycle.bootsFromDisk),
     record: lifecycle.record,
     logger,
     secrets,
@@ -96,5 +111,5 @@ export async function startLifecycleApp(
     await lifecycle.close();
     rmSync(directory, { recursive: true, force: true });
   });
-  return { app, lifecycle, secrets, configFile, config };
+  return { app, lifecycle: withParsedHistory(lifecycle), secrets, configFile, config };
 }

@@ -100,6 +100,35 @@ t.test('transition table: event sequences and the states they lead to', async (t
       ['discovered', 'booting', 'installing', 'installed', 'discovered', 'discovered', 'booting'],
     ],
     [
+      'a failed report after the install: its boots change nothing until reprovision',
+      [
+        firmwareDhcp('ipxe'),
+        script('install'),
+        ignition,
+        installed,
+        failed,
+        firmwareDhcp('ipxe'),
+        script('local-disk'),
+        ignition,
+        reprovision,
+        firmwareDhcp('ipxe'),
+        script('install'),
+      ],
+      [
+        'discovered',
+        'booting',
+        'installing',
+        'installed',
+        'failed',
+        'failed',
+        'failed',
+        'failed',
+        'discovered',
+        'discovered',
+        'booting',
+      ],
+    ],
+    [
       'failed from installing; a new boot retries',
       [firmwareDhcp('ipxe'), script('install'), ignition, failed, firmwareDhcp('ipxe')],
       ['discovered', 'booting', 'installing', 'failed', 'discovered'],
@@ -227,3 +256,36 @@ t.test('discovery: arch, firmware kind and vendor from the OUI', async (t) => {
   t.equal(step(undefined, { ...firmwareDhcp(), mac: supermicro }, stamp).record?.vendor, 'Supermicro');
   t.equal(step(undefined, { ...firmwareDhcp(), mac: unknownVendor }, stamp).record?.vendor, undefined);
 });
+
+t.test(
+  'bootsFromDisk: set by the install report, kept through a failed report, cleared by reprovision',
+  async (t) => {
+    const marks = (events: MachineEventInput[]) => {
+      let record: MachineRecord | undefined;
+      return events.map((input, index) => {
+        record = step(record, input, {
+          id: index + 1,
+          time: new Date(T0 + index * 1000).toISOString(),
+        }).record;
+        return record?.bootsFromDisk;
+      });
+    };
+    t.same(
+      marks([
+        firmwareDhcp('ipxe'),
+        script('install'),
+        ignition,
+        installed,
+        failed,
+        firmwareDhcp('ipxe'),
+        reprovision,
+      ]),
+      [false, false, false, true, true, true, false],
+    );
+    t.same(
+      marks([firmwareDhcp('ipxe'), script('install'), ignition, failed, firmwareDhcp('ipxe')]),
+      [false, false, false, false, false],
+      'a failed install leaves it to install again',
+    );
+  },
+);

@@ -4,14 +4,18 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
+import { createBootDecision } from '../src/inventory/decision.js';
 import { parseMac } from '../src/inventory/mac.js';
+import type { Config } from '../src/inventory/schema.js';
 import type { MachineEvent, MachineEventInput } from '../src/lifecycle/events.js';
-import { DATABASE_FILE_NAME, openLifecycle } from '../src/lifecycle/store.js';
+import { DATABASE_FILE_NAME, type LifecycleOptions, openLifecycle } from '../src/lifecycle/store.js';
+import { withParsedHistory } from './lifecycle-fixture.js';
 
 const mac = parseMac('52:54:00:aa:bb:01');
 const other = parseMac('52:54:00:aa:bb:02');
 if (!mac || !other) throw new Error('fixture MACs');
 const logger = pino({ level: 'silent' });
+const openStore = (options: LifecycleOptions) => withParsedHistory(openLifecycle(options));
 
 function stateDirFor(t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'rackboot-lifecycle-'));
@@ -35,13 +39,13 @@ const install = (target = mac): MachineEventInput[] => [
 t.test('history and states survive a restart', async (t) => {
   const stateDir = stateDirFor(t);
   let clock = Date.parse('2026-11-25T10:00:00Z');
-  const first = openLifecycle({ stateDir, retention: 1000, logger, now: () => (clock += 1000) });
+  const first = openStore({ stateDir, retention: 1000, logger, now: () => (clock += 1000) });
   await Promise.all(install().map((event) => first.record(event)));
   t.equal(first.stateOf(mac), 'installed');
   const before = first.eventsAfter(0);
   await first.close();
 
-  const second = openLifecycle({ stateDir, retention: 1000, logger, now: () => (clock += 1000) });
+  const second = openStore({ stateDir, retention: 1000, logger, now: () => (clock += 1000) });
   t.teardown(() => second.close());
   t.equal(second.stateOf(mac), 'installed', 'state read back without replay');
   t.match(second.machine(mac), {
@@ -76,7 +80,7 @@ t.test('history and states survive a restart', async (t) => {
 t.test(
   'record: memory at once, one transaction for what one turn records, listeners after commit',
   async (t) => {
-    const lifecycle = openLifecycle({ stateDir: stateDirFor(t), retention: 1000, logger });
+    const lifecycle = openStore({ stateDir: stateDirFor(t), retention: 1000, logger });
     t.teardown(() => lifecycle.close());
     const seen: MachineEvent[] = [];
     const unsubscribe = lifecycle.subscribe((event) => {
@@ -106,7 +110,7 @@ t.test(
 t.test(
   'events recorded on several turns within batchIntervalMs share one batch; a first one goes at once',
   async (t) => {
-    const lifecycle = openLifecycle({
+    const lifecycle = openStore({
       stateDir: stateDirFor(t),
       retention: 1000,
       logger,
@@ -143,7 +147,7 @@ t.test(
 );
 
 t.test('append reports what an event caused, rejections included', async (t) => {
-  const lifecycle = openLifecycle({ stateDir: stateDirFor(t), retention: 1000, logger });
+  const lifecycle = openStore({ stateDir: stateDirFor(t), retention: 1000, logger });
   t.teardown(() => lifecycle.close());
   await Promise.all(
     install()
@@ -155,13 +159,13 @@ t.test('append reports what an event caused, rejections included', async (t) => 
     appended.events.map((event) => event.type),
     ['reprovision', 'transition-rejected'],
   );
-  await appended.durable;
+  await appended.stored;
   t.equal(lifecycle.lastEventId(), appended.events.at(-1)?.id);
 });
 
 t.test('queries: by MAC, after an id, newest first limited, retention', async (t) => {
   // Snapshot with every batch: pruning never removes events a restart would still replay.
-  const lifecycle = openLifecycle({ stateDir: stateDirFor(t), retention: 10, logger, snapshotIntervalMs: 0 });
+  const lifecycle = openStore({ stateDir: stateDirFor(t), retention: 10, logger, snapshotIntervalMs: 0 });
   t.teardown(() => lifecycle.close());
   for (const event of [...install(mac), ...install(other)]) await lifecycle.record(event);
   const forOther = lifecycle.eventsAfter(0, { mac: other });
@@ -179,7 +183,7 @@ t.test('queries: by MAC, after an id, newest first limited, retention', async (t
 
 t.test('an event after close is dropped with a warning, not thrown at the recording server', async (t) => {
   const lines: string[] = [];
-  const lifecycle = openLifecycle({
+  const lifecycle = openStore({
     stateDir: stateDirFor(t),
     retention: 1000,
     logger: pino({ level: 'warn' }, { write: (line: string) => lines.push(line) }),
@@ -194,7 +198,7 @@ t.test(
   'an event whose detail JSON cannot hold is logged and stored without it, never thrown at the recorder',
   async (t) => {
     const lines: string[] = [];
-    const lifecycle = openLifecycle({
+    const lifecycle = openStore({
       stateDir: stateDirFor(t),
       retention: 1000,
       logger: pino({ level: 'error' }, { write: (line: string) => lines.push(line) }),
@@ -255,7 +259,7 @@ t.test('a history written in the first layout (a column per field) is migrated o
   insert.run(3, time, null, '10.77.0.9', 'tftp', 'tftp-transfer', null, null, null);
   old.close();
 
-  const lifecycle = openLifecycle({ stateDir, retention: 1000, logger });
+  const lifecycle = openStore({ stateDir, retention: 1000, logger });
   t.teardown(() => lifecycle.close());
   t.same(lifecycle.eventsAfter(0), [
     {
@@ -286,7 +290,7 @@ t.test('a history written in the first layout (a column per field) is migrated o
     'the MAC index is built from the migrated rows',
   );
   const appended = lifecycle.append({ mac, source: 'machine', type: 'progress' });
-  await appended.durable;
+  await appended.stored;
   t.equal(lifecycle.eventsAfter(3)[0]?.id, 4, 'new events continue after the migrated ones');
 });
 
@@ -305,16 +309,93 @@ t.test(
     let clock = Date.parse('2026-11-25T10:00:00Z');
     const options = { stateDir, retention: 1000, logger, now: () => (clock += 1000) };
     // As if the process died before its next snapshot: no snapshot during the test, no close.
-    const crashed = openLifecycle({ ...options, snapshotIntervalMs: 3_600_000 });
+    const crashed = openStore({ ...options, snapshotIntervalMs: 3_600_000 });
     for (const event of [...install(mac), ...install(other)]) await crashed.record(event);
-    const reopened = openLifecycle(options);
+    const reopened = openStore(options);
     t.same(reopened.machine(mac), crashed.machine(mac), 'replayed from the history to the same record');
     t.same(reopened.machine(other), crashed.machine(other));
     t.equal(reopened.stateOf(mac), 'installed');
     await reopened.close();
     await crashed.close();
-    const clean = openLifecycle(options);
+    const clean = openStore(options);
     t.teardown(() => clean.close());
     t.same(clean.machines(), crashed.machines(), 'a clean close leaves a complete snapshot');
+  },
+);
+
+t.test(
+  'a failed write: watchers never hear its events, the appender is told, and its ids are not reused',
+  async (t) => {
+    const stateDir = stateDirFor(t);
+    const first = openStore({ stateDir, retention: 1000, logger });
+    const heard: number[] = [];
+    first.subscribe((event) => heard.push(event.id));
+    await first.record(install()[0] as MachineEventInput);
+    // Every insert fails from now on, as on a full or failing disk.
+    const side = new Database(join(stateDir, DATABASE_FILE_NAME));
+    side.exec(
+      `CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`,
+    );
+    side.close();
+    const lost = first.append({ mac, source: 'machine', type: 'failed', detail: { message: 'disk' } });
+    t.equal(await lost.stored, false, 'the appender learns the events were not stored');
+    t.same(heard, [1, 2], 'watchers heard only the committed events');
+    t.equal(first.lastEventId(), 2);
+    await first.close();
+    const repaired = new Database(join(stateDir, DATABASE_FILE_NAME));
+    repaired.exec('DROP TRIGGER disk_full');
+    repaired.close();
+
+    const second = openStore({ stateDir, retention: 1000, logger });
+    t.teardown(() => second.close());
+    const next = second.append({ mac, source: 'operator', type: 'reprovision' });
+    t.equal(await next.stored, true);
+    const lostIds = lost.events.map((event) => event.id);
+    t.ok(
+      (next.events[0]?.id ?? 0) > Math.max(...lostIds),
+      `ids after the restart (${next.events[0]?.id}) continue after those of the failed write (${lostIds})`,
+    );
+  },
+);
+
+t.test(
+  'a machine that completed an install boots from its disk after a failed report, across restarts',
+  async (t) => {
+    const stateDir = stateDirFor(t);
+    const first = openStore({ stateDir, retention: 1000, logger });
+    for (const event of install()) await first.record(event);
+    await first.record({ mac, source: 'machine', type: 'failed', detail: { message: 'health check' } });
+    t.equal(first.stateOf(mac), 'failed');
+    t.equal(first.bootsFromDisk(mac), true);
+    const decision = createBootDecision(
+      () => ({ unknown_machines: 'any', machines: [] }) as unknown as Config,
+      first.stateOf,
+      first.bootsFromDisk,
+    );
+    t.match(
+      decision.assignmentFor(mac),
+      { state: 'failed', bootsFromDisk: true },
+      'the boot decision is told',
+    );
+    await first.close();
+
+    const second = openStore({ stateDir, retention: 1000, logger });
+    t.equal(second.bootsFromDisk(mac), true, 'read back from the snapshot');
+    await second.record({ mac, source: 'operator', type: 'reprovision' });
+    t.equal(second.bootsFromDisk(mac), false, 'until reprovision');
+    await second.close();
+
+    // A snapshot written before the mark existed: an installed machine had completed its install.
+    const old = new Database(join(stateDir, DATABASE_FILE_NAME));
+    const record = {
+      ...JSON.parse(String(old.prepare('SELECT record FROM machines').pluck().get())),
+      state: 'installed',
+    };
+    delete record.bootsFromDisk;
+    old.prepare('UPDATE machines SET record = ?').run(JSON.stringify(record));
+    old.close();
+    const third = openStore({ stateDir, retention: 1000, logger });
+    t.teardown(() => third.close());
+    t.equal(third.bootsFromDisk(mac), true);
   },
 );

@@ -1,9 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import t from 'tap';
-import { cliCommand } from './helpers/cli.js';
+import { DATABASE_FILE_NAME } from '../src/lifecycle/store.js';
+import { cliCommand, runCli } from './helpers/cli.js';
 import { waitForOutput } from './helpers/netns.js';
 
 /**
@@ -116,4 +118,21 @@ t.test('serve refuses to start on a missing boot file, naming its line', async (
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   t.equal(code, 1);
   t.match(stderr, /rackboot\.yaml:12:14: initrd\.img not found under/);
+});
+
+t.test('serve exits 1 when the history cannot be opened, closing what it had started', async (t) => {
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
+  const file = join(directory, 'rackboot.yaml');
+  writeFileSync(
+    file,
+    configText(await freePort(), await freePort(), '  []\n').replace('machines:\n  []', 'machines: []'),
+  );
+  mkdirSync(join(directory, 'state'));
+  const newer = new Database(join(directory, 'state', DATABASE_FILE_NAME));
+  newer.pragma('user_version = 99');
+  newer.close();
+  // The config watcher starts before the store: left open, it kept the process alive.
+  const result = await runCli(['serve', '-c', file], { timeoutMs: 20_000 });
+  t.equal(result.code, 1);
+  t.match(result.stderr, /schema version 99, newer than this rackboot's/);
 });

@@ -61,7 +61,17 @@ async function request<T>(target: ServerTarget, path: string, init: RequestInit 
     throw new ApiError(`cannot reach ${target.url}: ${cause}`, 0);
   }
   const text = await response.text();
-  const body = text ? (JSON.parse(text) as unknown) : undefined;
+  let body: unknown;
+  try {
+    body = text ? JSON.parse(text) : undefined;
+  } catch {
+    // A wrong --url (another web server, a proxy's error page) answers HTML, not the API's JSON.
+    const type = response.headers.get('content-type') ?? 'no content type';
+    throw new ApiError(
+      `${target.url}${path} answered HTTP ${response.status} with ${type}, not JSON: is --url a rackboot server?`,
+      response.status,
+    );
+  }
   if (!response.ok) {
     const answer = body as { error?: string; rejected?: string } | undefined;
     throw new ApiError(answer?.rejected ?? answer?.error ?? `HTTP ${response.status}`, response.status);

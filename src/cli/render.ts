@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { archFromBuildarch } from '../http/ipxe.js';
 import { machineScript } from '../http/machine-script.js';
-import { checkTemplate } from '../ignition/check.js';
 import { createMachineIgnition } from '../ignition/machine-ignition.js';
 import { openMachineSecrets } from '../ignition/tokens.js';
 import { machineVars } from '../ignition/vars.js';
@@ -9,6 +8,7 @@ import { createBootDecision } from '../inventory/decision.js';
 import { loadConfigFile } from '../inventory/load.js';
 import { parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
+import { VALIDATE_CHECKS } from '../inventory/validate-checks.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
 /**
@@ -27,10 +27,7 @@ export function registerRender(program: Command): void {
         throw new Error(`render ipxe or render ignition, not ${what}`);
       const mac = parseMac(options.mac);
       if (!mac) throw new Error(`not a MAC address: ${options.mac}`);
-      const loaded = await loadConfigFile(resolveConfigPath(options.config), {
-        missingAssets: 'warn',
-        checkTemplate,
-      });
+      const loaded = await loadConfigFile(resolveConfigPath(options.config), VALIDATE_CHECKS);
       if (!loaded.ok) {
         for (const problem of loaded.problems) console.error(formatProblem(problem));
         process.exitCode = 1;

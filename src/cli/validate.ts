@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { checkTemplate } from '../ignition/check.js';
 import { loadConfigFile } from '../inventory/load.js';
 import { formatProblem } from '../inventory/problems.js';
+import { VALIDATE_CHECKS } from '../inventory/validate-checks.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
 /**
@@ -15,10 +15,10 @@ export function registerValidate(program: Command): void {
     .option('--strict', 'treat missing boot assets as errors, as serve does')
     .action(async (options: { config?: string; strict?: boolean }) => {
       const file = resolveConfigPath(options.config);
-      const loaded = await loadConfigFile(file, {
-        missingAssets: options.strict ? 'error' : 'warn',
-        checkTemplate,
-      });
+      const loaded = await loadConfigFile(
+        file,
+        options.strict ? { ...VALIDATE_CHECKS, missingAssets: 'error' } : VALIDATE_CHECKS,
+      );
       if (!loaded.ok) {
         for (const problem of loaded.problems) console.error(formatProblem(problem));
         process.exitCode = 1;

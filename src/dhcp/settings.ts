@@ -1,6 +1,6 @@
 import type { Mac } from '../boot-plan.js';
 import type { Config } from '../inventory/schema.js';
-import { cidrContains, cidrMask, ipToNumber, numberToIp, parseCidr } from '../ipv4.js';
+import { cidrContains, cidrMask, ipToNumber, numberToIp, parseCidr, unassignableAddresses } from '../ipv4.js';
 import type { Pool, Reservations } from './leases.js';
 import { encodeOption, Option } from './options.js';
 
@@ -93,11 +93,7 @@ function subnetSettings(
   if ('error' in subnet) return undefined;
   const excluded = new Set(serverAddresses);
   if (options.router) excluded.add(ipToNumber(options.router));
-  // The network and broadcast addresses are no host's; a /31 or /32 has neither (RFC 3021).
-  if (subnet.prefixLength <= 30) {
-    excluded.add(subnet.network);
-    excluded.add(subnet.network + subnet.size - 1);
-  }
+  for (const address of unassignableAddresses(subnet)) excluded.add(address);
   const networkOptions: [number, Buffer][] = [
     [Option.subnetMask, encodeOption.addresses(numberToIp(cidrMask(subnet)))],
   ];

@@ -32,6 +32,8 @@ const MACHINE_EVENTS_LIMIT = 300;
 const RESERVED_TYPE =
   /^(dhcp-|tftp-|state-changed$|transition-rejected$|reprovision$|adopt$|ipxe-script$|asset-download$|ignition-fetch$|unknown-machine$)/;
 const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
+/** The answer when the history could not be written (disk full or failing): nothing is claimed stored. */
+const EVENT_NOT_STORED = 'the event could not be written to the history (see the server log)';
 
 const MacParams = Type.Object({ mac: Type.String() });
 type MacParams = Static<typeof MacParams>;
@@ -158,7 +160,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
         type,
         ...(message === undefined ? {} : { detail: { message } }),
       });
-      await appended.durable;
+      if (!(await appended.stored)) return reply.code(503).send({ error: EVENT_NOT_STORED });
       return reply.code(202).send(outcome(lifecycle, mac, appended.events));
     },
   );
@@ -176,7 +178,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
         source: 'operator',
         type: 'reprovision',
       });
-      await appended.durable;
+      if (!(await appended.stored)) return reply.code(503).send({ error: EVENT_NOT_STORED });
       const result = outcome(lifecycle, mac, appended.events);
       return reply.code(result.rejected ? 409 : 200).send(result);
     },
@@ -192,7 +194,9 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
       if (!options.adopt) return reply.code(503).send({ error: 'this server cannot edit its config file' });
       const adopted = await options.adopt({ mac, ...request.body });
       if (!adopted.ok) {
-        const status = adopted.code === 'already-listed' ? 409 : 400;
+        // A conflict with the file's state (listed already, edited or being adopted into meanwhile)
+        // is 409: trying again may succeed. A bad request stays bad.
+        const status = adopted.code === 'already-listed' || adopted.code === 'busy' ? 409 : 400;
         return reply.code(status).send({ error: adopted.message, code: adopted.code });
       }
       await lifecycle.record({

@@ -47,8 +47,10 @@ export function machineScript(
       ? `${mac} is listed under machines: with profile ${assignment.profile}`
       : `${mac} is not listed; unknown_machines: ${assignment.profile} applies`,
   ];
-  if (assignment.state === 'installed') {
-    reasons.push('its state is installed, so it boots from its local disk until `rackboot reprovision`');
+  if (assignment.bootsFromDisk) {
+    reasons.push(
+      `its state is ${assignment.state}; it completed an install, so it boots from its local disk until \`rackboot reprovision\``,
+    );
     return { kind: 'local-disk', script: localDiskScript(who, mac), reasons };
   }
   reasons.push(`its state is ${assignment.state ?? 'new (no events yet)'}, so it gets the installer`);

@@ -87,6 +87,7 @@ function samplesFor(config: Config, profiles: Set<string>, used: string[]): Samp
       ip: '10.77.0.2',
       listed: true,
       state: undefined,
+      bootsFromDisk: false,
     };
     samples.push({ who: SAMPLE_MAC, vars: { ...varsOf(assignment), vars: sampleVars(used) } });
   }
@@ -99,6 +100,7 @@ function samplesFor(config: Config, profiles: Set<string>, used: string[]): Samp
       ip: undefined,
       listed: false,
       state: undefined,
+      bootsFromDisk: false,
     };
     samples.push({ who: 'machines not in the inventory', vars: { ...varsOf(assignment), vars: undefined } });
   }

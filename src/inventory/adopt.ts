@@ -1,9 +1,12 @@
-import { readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { setTimeout } from 'node:timers/promises';
 import { isMap, isScalar, isSeq, parse, parseDocument } from 'yaml';
 import { runModuleWorker } from '../worker-thread.js';
 import { loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
 import { formatProblem } from './problems.js';
+import { VALIDATE_CHECKS } from './validate-checks.js';
 
 export interface AdoptRequest {
   mac: Mac;
@@ -13,7 +16,7 @@ export interface AdoptRequest {
 
 export type AdoptResult =
   | { ok: true; text: string }
-  | { ok: false; code: 'already-listed' | 'unknown-profile' | 'invalid'; message: string };
+  | { ok: false; code: 'already-listed' | 'unknown-profile' | 'invalid' | 'busy'; message: string };
 
 /**
  * Adds `{mac, hostname, profile}` to the end of `machines` in the YAML text. The Document is only
@@ -118,23 +121,87 @@ function insertAfterLine(text: string, offset: number, lines: string): string {
   return newline === -1 ? `${text}\n${lines}` : splice(text, newline + 1, 0, lines);
 }
 
+/** How long an adopt waits for another one (the server's, another CLI's) to finish with the file. */
+const LOCK_WAIT_MS = 30_000;
+const LOCK_POLL_MS = 50;
+
 /**
- * Adopts into the config file: the new text must load as a valid config (same checks as
- * `rackboot validate`, missing assets only warned), then replaces the file atomically, keeping its
- * mode, so a watching server reloads a whole file, never a half-written one.
+ * Adopts into the config file: the new text must pass the checks of `rackboot validate`
+ * (VALIDATE_CHECKS), then replaces the file atomically, keeping its mode, so a watching server
+ * reloads a whole file, never a half-written one. Adopts of one file take turns (lockConfigFile), so
+ * two never start from the same text and lose each other's machine; a file changed meanwhile by
+ * anything else (an editor) is left alone and the adopt refused.
  */
 export async function adoptIntoFile(file: string, request: AdoptRequest): Promise<AdoptResult> {
-  const adopted = adoptMachine(await readFile(file, 'utf8'), request);
-  if (!adopted.ok) return adopted;
-  const loaded = await loadConfigText(adopted.text, file, { missingAssets: 'warn' });
-  if (!loaded.ok) {
-    const message = loaded.problems.map((problem) => formatProblem(problem)).join('\n');
-    return { ok: false, code: 'invalid', message: `the config would not be valid:\n${message}` };
+  const lock = await lockConfigFile(file);
+  if (!lock.ok) return lock;
+  try {
+    const original = await readFile(file, 'utf8');
+    const adopted = adoptMachine(original, request);
+    if (!adopted.ok) return adopted;
+    const loaded = await loadConfigText(adopted.text, file, VALIDATE_CHECKS);
+    if (!loaded.ok) {
+      const message = loaded.problems.map((problem) => formatProblem(problem)).join('\n');
+      return { ok: false, code: 'invalid', message: `the config would not be valid:\n${message}` };
+    }
+    const temporary = `${file}.adopt-${randomUUID()}`;
+    await writeFile(temporary, adopted.text, { mode: (await stat(file)).mode & 0o777 });
+    if ((await readFile(file, 'utf8')) !== original) {
+      await rm(temporary, { force: true });
+      return {
+        ok: false,
+        code: 'busy',
+        message: `${file} changed while adopting; nothing written, run it again`,
+      };
+    }
+    await rename(temporary, file);
+    return adopted;
+  } finally {
+    await lock.release();
   }
-  const temporary = `${file}.adopt-${process.pid}`;
-  await writeFile(temporary, adopted.text, { mode: (await stat(file)).mode & 0o777 });
-  await rename(temporary, file);
-  return adopted;
+}
+
+type ConfigLock = { ok: true; release(): Promise<void> } | { ok: false; code: 'busy'; message: string };
+
+/**
+ * An exclusive lock file next to the config, holding the holder's pid; across processes, as the
+ * server and a CLI may adopt at once. A lock whose holder no longer runs (a killed CLI) is taken over.
+ */
+async function lockConfigFile(file: string): Promise<ConfigLock> {
+  const path = `${file}.adopt-lock`;
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      await writeFile(path, `${process.pid}\n`, { flag: 'wx' });
+      return { ok: true, release: () => rm(path, { force: true }) };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    // Empty while its holder is still writing it: wait, as for a live holder.
+    const holder = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+    if (holder > 0 && !isRunning(holder)) {
+      await rm(path, { force: true });
+      continue;
+    }
+    if (Date.now() >= deadline) {
+      return {
+        ok: false,
+        code: 'busy',
+        message: `another adopt still holds ${path} after ${LOCK_WAIT_MS / 1000} s; if none is running, delete that file`,
+      };
+    }
+    await setTimeout(LOCK_POLL_MS);
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it runs, as another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 export interface AdoptInWorker {
@@ -145,11 +212,15 @@ export interface AdoptInWorker {
 /**
  * adoptIntoFile in a worker thread, for the running server: with 10,000 machines, parsing the config
  * twice (to find the list, then to validate the result) takes seconds the DHCP and TFTP packet loop
- * must not wait (load-in-worker.ts measures the same parse).
+ * must not wait (load-in-worker.ts measures the same parse). One at a time: each worker holds a parse
+ * of the whole config, and concurrent ones would only wait on the file's lock.
  */
 export function adoptInWorker(file: string, request: AdoptRequest): Promise<AdoptResult> {
-  return runModuleWorker<AdoptResult>('adopt-worker', import.meta.url, {
-    file,
-    request,
-  } satisfies AdoptInWorker);
+  const adopted = serverAdopts.then(() =>
+    runModuleWorker<AdoptResult>('adopt-worker', import.meta.url, { file, request } satisfies AdoptInWorker),
+  );
+  serverAdopts = adopted.catch(() => undefined);
+  return adopted;
 }
+
+let serverAdopts: Promise<unknown> = Promise.resolve();

@@ -6,10 +6,12 @@ import type { Config, MachineConfig } from './schema.js';
 /**
  * The inventory's BootDecision: a listed machine, else the `unknown_machines` profile, else nothing.
  * Reads the config snapshot in force at each call, so a hot reload takes effect on the next packet.
+ * Without `bootsFromDisk`, an installed machine is taken to boot from its disk.
  */
 export function createBootDecision(
   currentConfig: () => Config,
   stateOf: (mac: Mac) => MachineState | undefined,
+  bootsFromDisk: (mac: Mac) => boolean = (mac) => stateOf(mac) === 'installed',
 ): BootDecision {
   // One index per config snapshot; snapshots are frozen and replaced whole, so identity is the key.
   const indexes = new WeakMap<Config, Map<Mac, MachineConfig>>();
@@ -34,6 +36,7 @@ export function createBootDecision(
           ip: listed.ip,
           listed: true,
           state: stateOf(mac),
+          bootsFromDisk: bootsFromDisk(mac),
         };
       }
       if (config.unknown_machines === 'ignore') return undefined;
@@ -44,6 +47,7 @@ export function createBootDecision(
         ip: undefined,
         listed: false,
         state: stateOf(mac),
+        bootsFromDisk: bootsFromDisk(mac),
       };
     },
   };

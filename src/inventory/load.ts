@@ -3,12 +3,31 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { FormatRegistry, type TSchema } from '@sinclair/typebox';
 import { Value, type ValueError, ValueErrorType } from '@sinclair/typebox/value';
-import { type Document, isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from 'yaml';
-import { type Cidr, cidrContains, ipToNumber, isIpv4, parseCidr } from '../ipv4.js';
+import {
+  type Alias,
+  type Document,
+  isAlias,
+  isMap,
+  isPair,
+  isScalar,
+  LineCounter,
+  type Node,
+  parseDocument,
+  visit,
+} from 'yaml';
+import {
+  type Cidr,
+  cidrContains,
+  ipToNumber,
+  isIpv4,
+  numberToIp,
+  parseCidr,
+  unassignableAddresses,
+} from '../ipv4.js';
 import { parseMac } from './mac.js';
 import { byPosition, closestName, type Problem } from './problems.js';
 import { missingAssets } from './profile-assets.js';
-import { type Config, ConfigSchema, DURATION_PATTERN } from './schema.js';
+import { API_TOKEN_MIN_LENGTH, type Config, ConfigSchema, DURATION_PATTERN } from './schema.js';
 
 export type { Problem };
 
@@ -65,7 +84,9 @@ export async function loadConfigText(text: string, file: string, options: LoadOp
       })),
     };
   }
-  const raw: unknown = document.toJS() ?? {};
+  const data = plainData(document, locate);
+  if ('problems' in data) return { ok: false, problems: data.problems };
+  const raw: unknown = data.value ?? {};
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     return {
       ok: false,
@@ -73,12 +94,23 @@ export async function loadConfigText(text: string, file: string, options: LoadOp
     };
   }
 
+  const env = options.env ?? process.env;
   const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as Record<string, unknown>;
   const problems = structuralProblems(withDefaults, locate);
   problems.push(...crossFieldProblems(withDefaults, locate));
+  const environmentToken = env.RACKBOOT_API_TOKEN;
+  if (environmentToken && environmentToken.length < API_TOKEN_MIN_LENGTH) {
+    // The override takes the place of server.api_token, so it is held to the same rule; it has no line.
+    problems.push(
+      locate.at(
+        ['server', 'api_token'],
+        `$RACKBOOT_API_TOKEN is ${environmentToken.length} characters; an API token needs at least ${API_TOKEN_MIN_LENGTH}`,
+      ),
+    );
+  }
   if (problems.length > 0) return { ok: false, problems: problems.sort(byPosition) };
 
-  const config = normalise(withDefaults as unknown as RawConfig, absolute, options.env ?? process.env);
+  const config = normalise(withDefaults as unknown as RawConfig, absolute, env);
   const assetProblems = missingAssetProblems(config, locate);
   const templateProblems = await templateFileProblems(config, locate, options.checkTemplate);
   const errors = [...templateProblems, ...(options.missingAssets === 'warn' ? [] : assetProblems)];
@@ -97,6 +129,8 @@ interface Locator {
   at(path: Path, message: string): Problem;
   /** Problem at the key of the last segment of `path`. */
   atKey(path: Path, message: string): Problem;
+  /** Problem at `node` (the document's start when there is none). */
+  atNode(node: Node | undefined, message: string): Problem;
 }
 
 function locator(file: string, document: Document, lineCounter: LineCounter): Locator {
@@ -125,7 +159,47 @@ function locator(file: string, document: Document, lineCounter: LineCounter): Lo
       }
       return { ...position(nearest(path)), message };
     },
+    atNode: (node, message) => ({ ...position(node), message }),
   };
+}
+
+/**
+ * yaml's default (100) refuses an inventory where more than 100 machines share one anchored
+ * `vars`; an alias bomb multiplies per level, so a million still stops one at its sixth level of
+ * ten, in milliseconds.
+ */
+const MAX_ALIAS_EXPANSION = 1_000_000;
+
+/**
+ * The document as plain data. yaml resolves aliases only here, and throws on an alias naming no
+ * earlier anchor or on aliases that expand past its guard against alias bombs (maxAliasCount); both
+ * become problems at an alias instead, so a bad edit is reported, never thrown at a running server.
+ */
+function plainData(document: Document, locate: Locator): { value: unknown } | { problems: Problem[] } {
+  const aliases: Alias[] = [];
+  const anchors = new Set<string>();
+  const problems: Problem[] = [];
+  // Document order, as yaml resolves them: an alias refers to the last anchor of its name before it.
+  visit(document, {
+    Node(_key, node) {
+      if (isAlias(node)) {
+        aliases.push(node);
+        if (!anchors.has(node.source)) {
+          problems.push(locate.atNode(node, `alias *${node.source} has no anchor &${node.source} before it`));
+        }
+      } else if (node.anchor) anchors.add(node.anchor);
+    },
+  });
+  if (problems.length > 0) return { problems };
+  try {
+    return { value: document.toJS({ maxAliasCount: MAX_ALIAS_EXPANSION }) };
+  } catch (error) {
+    // yaml's error names no node; the first alias is where the expansion starts.
+    const where = aliases[0] ?? document.contents ?? undefined;
+    return {
+      problems: [locate.atNode(where, `the YAML aliases cannot be expanded: ${(error as Error).message}`)],
+    };
+  }
 }
 
 const pointerToPath = (pointer: string): Path =>
@@ -254,7 +328,11 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
   });
 
   const unknownMachines = value.unknown_machines;
-  if (typeof unknownMachines === 'string' && unknownMachines !== 'ignore' && !(unknownMachines in profiles)) {
+  if (
+    typeof unknownMachines === 'string' &&
+    unknownMachines !== 'ignore' &&
+    !Object.hasOwn(profiles, unknownMachines)
+  ) {
     problems.push(missingProfile(['unknown_machines'], unknownMachines, profileNames, locate));
   }
 
@@ -303,7 +381,7 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
         } else macLines.set(mac, base);
       }
     }
-    if (typeof machine.profile === 'string' && !(machine.profile in profiles)) {
+    if (typeof machine.profile === 'string' && !Object.hasOwn(profiles, machine.profile)) {
       problems.push(missingProfile([...base, 'profile'], machine.profile, profileNames, locate));
     }
     if (typeof machine.ip === 'string' && isIpv4(machine.ip)) {
@@ -318,9 +396,17 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
         );
       } else ipLines.set(machine.ip, base);
       const reserved = ipToNumber(machine.ip);
-      if (subnets.length > 0 && !subnets.some((subnet) => cidrContains(subnet, reserved))) {
+      const subnet = subnets.find((candidate) => cidrContains(candidate, reserved));
+      if (subnets.length > 0 && !subnet) {
         problems.push(
           locate.at([...base, 'ip'], `reserved IP ${machine.ip} is outside dhcp.subnet ${dhcp.subnet}`),
+        );
+      } else if (subnet && unassignableAddresses(subnet).includes(reserved)) {
+        problems.push(
+          locate.at(
+            [...base, 'ip'],
+            `reserved IP ${machine.ip} is the network or broadcast address of ${numberToIp(subnet.network)}/${subnet.prefixLength}`,
+          ),
         );
       }
     }

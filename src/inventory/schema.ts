@@ -11,6 +11,8 @@ const Port = (fallback: number, description: string) =>
   Type.Integer({ minimum: 1, maximum: 65535, default: fallback, description });
 
 /** A duration such as `90s`, `30m`, `1h`, `7d`, `1h30m`, or a number of seconds. */
+/** Shorter operator tokens are guessable; server.api_token and $RACKBOOT_API_TOKEN alike. */
+export const API_TOKEN_MIN_LENGTH = 16;
 export const DURATION_PATTERN = '^(\\d+(ms|s|m|h|d))+$';
 const Duration = (fallback: string | number, description: string) =>
   Type.Union([Type.String({ pattern: DURATION_PATTERN }), Type.Integer({ minimum: 0 })], {
@@ -95,7 +97,7 @@ const ServerSchema = Type.Object(
     }),
     api_token: Type.Optional(
       Type.String({
-        minLength: 16,
+        minLength: API_TOKEN_MIN_LENGTH,
         description:
           'Bearer token for operator API calls (reprovision, adopt). $RACKBOOT_API_TOKEN overrides it.',
       }),
@@ -243,7 +245,7 @@ const IgnitionSettingsSchema = Type.Object(
   {
     token_ttl: Duration(
       0,
-      'Lifetime of the credential in {{ignition_url}} and {{events_url}}; 0 = no expiry.',
+      'Lifetime of the credential in {{ignition_url}} and {{events_url}}; 0 = no expiry. Turning it on or shortening it retires the URLs already handed out.',
     ),
   },
   { additionalProperties: false, default: {} },

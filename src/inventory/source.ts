@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { type FSWatcher, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from '../log.js';
-import { type Loaded, loadConfigFile } from './load.js';
+import { deepFreeze, type Loaded, loadConfigFile } from './load.js';
 import { formatProblem } from './problems.js';
 import type { Config } from './schema.js';
 
@@ -26,8 +26,9 @@ export interface ConfigSource {
 
 /**
  * Holds the config and watches its file and the templates it names. A valid edit replaces the config
- * whole and is logged with what changed; an invalid one is logged with its FILE:LINE:COL problems and
- * the previous config keeps serving.
+ * whole and is logged with what changed, except the START_TIME_SETTINGS, which keep their running
+ * values until a restart (logged as a warning); an invalid one is logged with its FILE:LINE:COL
+ * problems and the previous config keeps serving.
  */
 export function watchConfig(
   initial: Config,
@@ -83,7 +84,14 @@ export function watchConfig(
   };
 
   const reloadOnce = async (): Promise<boolean> => {
-    const loaded = await (options.load ?? loadConfigFile)(config.file);
+    let loaded: Loaded;
+    try {
+      loaded = await (options.load ?? loadConfigFile)(config.file);
+    } catch (error) {
+      // A loader that throws (a bug, a worker that died) must not take the running server with it.
+      logger.error({ err: error }, 'config reload failed, still serving the previous config');
+      return false;
+    }
     if (closed) return false;
     if (!loaded.ok) {
       logger.error(
@@ -92,13 +100,17 @@ export function watchConfig(
       );
       return false;
     }
-    const diff = diffConfigs(config, loaded.config);
+    const { effective, awaitingRestart } = keepStartTimeSettings(initial, loaded.config);
+    const diff = diffConfigs(config, effective);
     const previousFiles = [...watchedFiles(config)].join('\n');
-    config = loaded.config;
+    config = effective;
     if ([...watchedFiles(config)].join('\n') !== previousFiles) rewatch();
     logger.info({ diff }, `config reloaded: ${describeDiff(diff)}`);
-    if (diff.otherKeysChanged.includes('server')) {
-      logger.warn('server.* changes (ports, addresses, directories) take effect at the next restart');
+    if (awaitingRestart.length > 0) {
+      logger.warn(
+        { awaitingRestart },
+        `changed in the file, still the running value until a restart: ${awaitingRestart.join(', ')}`,
+      );
     }
     events.emit('change', config, diff);
     return true;
@@ -122,6 +134,58 @@ export function watchConfig(
       for (const watcher of watchers) watcher.close();
     },
   };
+}
+
+/**
+ * Settings read once at start: sockets bound to them, the state directory opened, the logger made,
+ * the DHCP server started or not. Everything else is read per request, so a reload applies it.
+ */
+const START_TIME_SETTINGS = [
+  ['server', 'address'],
+  ['server', 'http', 'port'],
+  ['server', 'http', 'listen'],
+  ['server', 'tftp', 'port'],
+  ['server', 'tftp', 'listen'],
+  ['server', 'dhcp', 'port'],
+  ['server', 'dhcp', 'proxy_port'],
+  ['server', 'assets'],
+  ['server', 'state'],
+  ['server', 'log_level'],
+  ['dhcp', 'mode'],
+  ['events', 'retention'],
+] as const;
+
+/**
+ * The reloaded config with every start-time setting put back to its running value (a new
+ * server.http.port in the URLs handed to machines, while HTTP still listens on the old one, would
+ * fail every boot), and the dotted names of those the file changed.
+ */
+function keepStartTimeSettings(
+  running: Config,
+  reloaded: Config,
+): { effective: Config; awaitingRestart: string[] } {
+  let effective = reloaded;
+  const awaitingRestart: string[] = [];
+  for (const path of START_TIME_SETTINGS) {
+    const value = valueAt(running, path);
+    if (value === valueAt(reloaded, path)) continue;
+    awaitingRestart.push(path.join('.'));
+    effective = withValueAt(effective, path, value);
+  }
+  return { effective: deepFreeze(effective), awaitingRestart };
+}
+
+type Path = readonly string[];
+
+function valueAt(value: unknown, path: Path): unknown {
+  return path.reduce<unknown>((parent, key) => (parent as Record<string, unknown>)[key], value);
+}
+
+/** A copy of `value` with `path` set, sharing every branch it does not change. */
+function withValueAt<T>(value: T, [key, ...rest]: Path, replacement: unknown): T {
+  if (key === undefined) return replacement as T;
+  const parent = value as Record<string, unknown>;
+  return { ...parent, [key]: withValueAt(parent[key], rest, replacement) } as T;
 }
 
 export function diffConfigs(before: Config, after: Config): ConfigDiff {

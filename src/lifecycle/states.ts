@@ -29,6 +29,12 @@ export interface MachineRecord {
   lastEvent: { id: number; type: string; time: string };
   boot: BootRecord;
   installedAt: string | undefined;
+  /**
+   * True from the machine's `installed` report until `reprovision`: its network boots go to its local
+   * disk whatever its state, so a `failed` report after the install (anyone holding the machine's
+   * events token can send one) cannot make its next boot install over the disk.
+   */
+  bootsFromDisk: boolean;
 }
 
 /** What the store stamps on an event it appends. */
@@ -78,6 +84,8 @@ type Transition =
  * - the machine reporting `installed` (only after booting an installer) → `installed`,
  * - `failed` from any state; operator `reprovision` takes an installed or failed machine back to
  *   `discovered`, so its next boot installs again.
+ * A machine that completed an install (`bootsFromDisk`) boots from its disk until `reprovision`,
+ * even once `failed`: its boots then change nothing but the history, as an installed machine's.
  * A transition the table forbids is not thrown: it comes back as a `transition-rejected` event with
  * the reason, and the state stays.
  */
@@ -98,7 +106,7 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
   const boot = nextBoot(previous, input, firmware, stamp, mac);
   const startsBoot = boot.number !== previous?.boot.number;
   const from = previous?.state;
-  const transition = transitionFor(from, startsBoot, input);
+  const transition = transitionFor(from, previous?.bootsFromDisk ?? false, startsBoot, input);
   // A machine seen for the first time is at least discovered, whatever it did first.
   const state = transition.kind === 'change' ? transition.to : (from ?? 'discovered');
   const changed = state !== from;
@@ -140,12 +148,16 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
     lastEvent: { id: stamp.id, type: input.type, time: stamp.time },
     boot,
     installedAt: changed && state === 'installed' ? stamp.time : previous?.installedAt,
+    // Set by the install's report, cleared only by reprovision.
+    bootsFromDisk:
+      state === 'installed' || (input.type !== 'reprovision' && (previous?.bootsFromDisk ?? false)),
   };
   return { event, record, derived };
 }
 
 function transitionFor(
   current: MachineState | undefined,
+  bootsFromDisk: boolean,
   startsBoot: boolean,
   input: MachineEventInput,
 ): Transition {
@@ -170,8 +182,7 @@ function transitionFor(
   }
   const stage = impliedStage(input, startsBoot);
   if (stage === undefined) return { kind: 'none' };
-  if (current === undefined || current === 'failed') return { kind: 'change', to: stage };
-  if (current === 'installed') {
+  if (current === 'installed' || bootsFromDisk) {
     return stage === 'installing'
       ? {
           kind: 'reject',
@@ -180,6 +191,7 @@ function transitionFor(
         }
       : { kind: 'none' };
   }
+  if (current === undefined || current === 'failed') return { kind: 'change', to: stage };
   if (startsBoot && stage === 'discovered' && current !== 'discovered') return { kind: 'change', to: stage };
   return STAGE_RANK[stage] > STAGE_RANK[current] ? { kind: 'change', to: stage } : { kind: 'none' };
 }

@@ -21,8 +21,8 @@ export interface EventFilter {
 export interface Appended {
   /** The event itself first, then its derived `state-changed` / `transition-rejected` events. */
   events: MachineEvent[];
-  /** Resolves once all of `events` are committed. */
-  durable: Promise<void>;
+  /** Resolves true once all of `events` are committed, false when their write failed (logged). */
+  stored: Promise<boolean>;
 }
 
 /**
@@ -36,13 +36,13 @@ export interface Lifecycle {
   append(input: MachineEventInput): Appended;
   /** Synchronous, from memory. undefined: no network boot of this MAC was ever seen. */
   stateOf(mac: Mac): MachineState | undefined;
+  /** Synchronous, from memory: the machine completed an install and was not reprovisioned since. */
+  bootsFromDisk(mac: Mac): boolean;
   machines(): MachineRecord[];
   machine(mac: Mac): MachineRecord | undefined;
-  /** Durable events with an id above `id`, oldest first. */
-  eventsAfter(id: number, filter?: EventFilter): MachineEvent[];
   /** The newest durable events (oldest of them first). */
   latestEvents(filter?: EventFilter): MachineEvent[];
-  /** As `eventsAfter`, as stored: for senders of the JSON, which need not parse it to send it again. */
+  /** Durable events with an id above `id`, oldest first, as stored (the SSE replay sends them as they are). */
   storedEventsAfter(id: number, filter?: EventFilter): StoredEvent[];
   /** As `latestEvents`, as stored. */
   storedLatestEvents(filter?: EventFilter): StoredEvent[];
@@ -50,8 +50,9 @@ export interface Lifecycle {
   lastEventId(): number;
   /**
    * Called with every event once it is durable, in id order, so a watcher never sees an event that
-   * a restart could lose; `json` is the event as stored, for listeners that send it on. Returns the
-   * unsubscribe function.
+   * a restart could lose; the events of a failed write are never heard (their ids are skipped, never
+   * reused). `json` is the event as stored, for listeners that send it on. Returns the unsubscribe
+   * function.
    */
   subscribe(listener: EventListener): () => void;
   /** Flushes pending events and closes the database. */
@@ -111,9 +112,14 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   const logger = options.logger;
   mkdirSync(options.stateDir, { recursive: true });
   const database = new Database(join(options.stateDir, DATABASE_FILE_NAME));
-  database.pragma('journal_mode = WAL');
-  database.pragma('synchronous = NORMAL');
-  migrate(database);
+  try {
+    database.pragma('journal_mode = WAL');
+    database.pragma('synchronous = NORMAL');
+    migrate(database);
+  } catch (error) {
+    database.close();
+    throw error;
+  }
   const statements = {
     after: database.prepare('SELECT id, event FROM events WHERE id > ? ORDER BY id LIMIT ?'),
     latest: database.prepare('SELECT id, event FROM events ORDER BY id DESC LIMIT ?'),
@@ -125,6 +131,8 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   const machines = new Map<Mac, MachineRecord>();
   for (const row of database.prepare('SELECT record FROM machines').all() as { record: string }[]) {
     const record = JSON.parse(row.record) as MachineRecord;
+    // Snapshots from before the mark: an installed machine had completed its install.
+    record.bootsFromDisk ??= record.state === 'installed';
     machines.set(record.mac, record);
   }
   // The snapshot is at most one interval behind the history: fold in what came after it.
@@ -143,8 +151,12 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       dirtyMachines.add(event.mac);
     }
   }
-  let lastId = (database.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0;
-  let durableId = lastId;
+  // A batch that carried only the snapshot (a close after a failed write) may mark ids no event row
+  // holds: ids continue after both, so none a machine record or a watcher saw is handed out again.
+  const newestStoredId =
+    (database.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0;
+  let lastId = Math.max(newestStoredId, snapshotThroughId);
+  let durableId = newestStoredId;
   const listeners = new Set<EventListener>();
   // Twice the retention (at least 10,000 more) before a sweep: amortised, and never per event.
   const eventsByMac = new MacEventIndex(options.retention + Math.max(options.retention, 10_000));
@@ -163,7 +175,16 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   const batchIntervalMs = options.batchIntervalMs ?? 25;
   let lastFlushAt = Number.NEGATIVE_INFINITY;
   /** The events recorded since the last flush; `due` once its time has come (see batchIntervalMs). */
-  let batch: { done: Promise<void>; resolve: () => void; due: boolean; cancelTimer: () => void } | undefined;
+  let batch:
+    | {
+        /** Whether the batch was committed; `done` is the same moment for recorders that need not know. */
+        stored: Promise<boolean>;
+        done: Promise<void>;
+        resolve: (stored: boolean) => void;
+        due: boolean;
+        cancelTimer: () => void;
+      }
+    | undefined;
   let closed = false;
 
   // This connection only reads; every write goes through the writer thread.
@@ -172,7 +193,10 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   } satisfies WriterData);
   writer.unref();
   let batchNumber = 0;
-  const inFlight = new Map<number, { events: MachineEvent[]; rows: string[]; resolve: () => void }>();
+  const inFlight = new Map<
+    number,
+    { events: MachineEvent[]; rows: string[]; resolve: (stored: boolean) => void }
+  >();
   let writerFailure: string | undefined;
   const writerExited = new Promise<void>((resolve) => writer.once('exit', () => resolve()));
 
@@ -181,26 +205,30 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     if (!written) return;
     inFlight.delete(batchId);
     if (inFlight.size === 0) writer.unref();
+    written.resolve(!error);
     if (error) {
-      // Disk full or the file gone: memory stays right, the history has a hole; say so once per batch.
+      // Disk full or the file gone: memory stays right, the history has a hole, and no watcher hears
+      // of events a restart will not have; say so once per batch.
       logger.error({ error, events: written.events.length }, 'lifecycle: could not write events');
     } else {
       durableId = written.events.at(-1)?.id ?? durableId;
+      notify(written.events, written.rows);
     }
-    written.resolve();
+    flush();
+    if (!batch && inFlight.size === 0) for (const drained of drainWaiters.splice(0)) drained();
+  }
+  function notify(events: MachineEvent[], rows: string[]): void {
     const listening = [...listeners];
-    for (let index = 0; index < written.events.length; index += 1) {
-      const event = written.events[index] as MachineEvent;
+    for (let index = 0; index < events.length; index += 1) {
+      const event = events[index] as MachineEvent;
       for (const listener of listening) {
         try {
-          listener(event, written.rows[index] as string);
+          listener(event, rows[index] as string);
         } catch (listenerError) {
           logger.error({ err: listenerError }, 'lifecycle: event listener failed');
         }
       }
     }
-    flush();
-    if (!batch && inFlight.size === 0) for (const drained of drainWaiters.splice(0)) drained();
   }
   /** Resolves once every event recorded so far has been handed to the writer and settled. */
   const drainWaiters: (() => void)[] = [];
@@ -276,9 +304,15 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   }
 
   function append(input: MachineEventInput): Appended {
+    const events = addToBatch(input);
+    return events ? { events, stored: ensureBatch().stored } : { events: [], stored: Promise.resolve(false) };
+  }
+
+  /** Stamps the event, folds it into memory and queues it with what it caused; undefined after close. */
+  function addToBatch(input: MachineEventInput): MachineEvent[] | undefined {
     if (closed) {
       logger.warn({ type: input.type, mac: input.mac }, 'lifecycle: event after close dropped');
-      return { events: [], durable: Promise.resolve() };
+      return undefined;
     }
     const time = isoTime(now());
     lastId += 1;
@@ -296,7 +330,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       pending.push(event);
       if (event.mac) eventsByMac.add(event.mac, event.id);
     }
-    return { events, durable: ensureBatch().done };
+    return events;
   }
 
   // Events come in floods within one millisecond: format each millisecond once (~1.5 µs a call).
@@ -312,11 +346,11 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
 
   function ensureBatch() {
     if (!batch) {
-      let resolve = () => {};
-      const done = new Promise<void>((settle) => {
+      let resolve = (_stored: boolean) => {};
+      const stored = new Promise<boolean>((settle) => {
         resolve = settle;
       });
-      const opened = { done, resolve, due: false, cancelTimer: () => {} };
+      const opened = { stored, done: stored.then(() => {}), resolve, due: false, cancelTimer: () => {} };
       const fire = () => {
         opened.due = true;
         flush();
@@ -359,12 +393,12 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   }
 
   return {
-    record: (input) => append(input).durable,
+    record: (input) => (addToBatch(input) ? ensureBatch().done : Promise.resolve()),
     append,
     stateOf: (mac) => machines.get(mac)?.state,
+    bootsFromDisk: (mac) => machines.get(mac)?.bootsFromDisk ?? false,
     machines: () => [...machines.values()],
     machine: (mac) => machines.get(mac),
-    eventsAfter: (id, filter) => storedEventsAfter(id, filter).map(fromRow),
     latestEvents: (filter) => storedLatestEvents(filter).map(fromRow),
     storedEventsAfter,
     storedLatestEvents,
