@@ -1,7 +1,7 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { loadConfigFile } from '../src/inventory/load.js';
 import type { Config } from '../src/inventory/schema.js';
 import { type ConfigDiff, watchConfig } from '../src/inventory/source.js';
@@ -25,6 +25,16 @@ function logSink() {
   return { logger: createRootLogger({ level: 'info', destination: stream }), records };
 }
 
+/** A config file in a fresh test directory, loaded, and a log sink for the watcher to write to. */
+async function loadedFixture(t: Test, text: string) {
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'k' } });
+  const file = join(directory, 'rackboot.yaml');
+  writeFileSync(file, text);
+  const loaded = await loadConfigFile(file);
+  if (!loaded.ok) throw new Error('fixture config must load');
+  return { file, config: loaded.config, ...logSink() };
+}
+
 /** Writes like an editor does: a temp file renamed over the original. */
 function saveLikeAnEditor(file: string, text: string) {
   writeFileSync(`${file}.swp`, text);
@@ -40,13 +50,8 @@ function waitFor<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 t.test('a valid edit is applied and logged with what changed; an invalid one is rejected', async (t) => {
-  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'k' } });
-  const file = join(directory, 'rackboot.yaml');
-  writeFileSync(file, base);
-  const loaded = await loadConfigFile(file);
-  if (!loaded.ok) throw new Error('fixture config must load');
-  const { logger, records } = logSink();
-  const source = watchConfig(loaded.config, { logger, debounceMs: 50 });
+  const { file, config: initial, logger, records } = await loadedFixture(t, base);
+  const source = watchConfig(initial, { logger, debounceMs: 50 });
   t.teardown(() => source.close());
 
   const applied = new Promise<[Config, ConfigDiff]>((resolve) =>
@@ -86,13 +91,8 @@ t.test('a valid edit is applied and logged with what changed; an invalid one is 
 });
 
 t.test('a reload that cannot load keeps the running config and is logged, never thrown', async (t) => {
-  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'k' } });
-  const file = join(directory, 'rackboot.yaml');
-  writeFileSync(file, base);
-  const loaded = await loadConfigFile(file);
-  if (!loaded.ok) throw new Error('fixture config must load');
-  const { logger, records } = logSink();
-  const broken = watchConfig(loaded.config, {
+  const { file, config, logger, records } = await loadedFixture(t, base);
+  const broken = watchConfig(config, {
     logger,
     load: async () => {
       throw new Error('load worker exited with code 1 before answering');
@@ -100,32 +100,30 @@ t.test('a reload that cannot load keeps the running config and is logged, never 
   });
   t.teardown(() => broken.close());
   t.equal(await broken.reload(), false, 'a loader that throws is a rejected reload');
-  t.equal(broken.current(), loaded.config, 'the previous config keeps serving');
+  t.equal(broken.current(), config, 'the previous config keeps serving');
   t.ok(records.some((record) => record.msg.startsWith('config reload failed, still serving')));
 
-  const source = watchConfig(loaded.config, { logger });
+  const source = watchConfig(config, { logger });
   t.teardown(() => source.close());
   writeFileSync(file, `${base}unknown_machines: *nope\n`);
   t.equal(await source.reload(), false, 'an alias naming no anchor is a rejected edit');
-  t.equal(source.current(), loaded.config);
+  t.equal(source.current(), config);
   const rejected = records.find((record) => record.msg.startsWith('config edit rejected'));
   t.match(rejected?.problems?.[0], /rackboot\.yaml:7:19: alias \*nope has no anchor &nope before it/);
 });
 
 t.test('start-time settings keep their running values until a restart, with a warning', async (t) => {
-  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'k' } });
-  const file = join(directory, 'rackboot.yaml');
   const settings = (port: number, mode: string, retention: number, token: string) =>
     base.replace(
       'server:\n  address: 10.77.0.1\n',
       `server:\n  address: 10.77.0.1\n  http: { port: ${port} }\n  api_token: ${token}\n` +
         `dhcp: { mode: ${mode} }\nevents: { retention: ${retention} }\n`,
     );
-  writeFileSync(file, settings(8080, 'proxy', 5000, 'operator-token-aaaaaaaa'));
-  const loaded = await loadConfigFile(file);
-  if (!loaded.ok) throw new Error('fixture config must load');
-  const { logger, records } = logSink();
-  const source = watchConfig(loaded.config, { logger });
+  const { file, config: initial, logger, records } = await loadedFixture(
+    t,
+    settings(8080, 'proxy', 5000, 'operator-token-aaaaaaaa'),
+  );
+  const source = watchConfig(initial, { logger });
   t.teardown(() => source.close());
 
   writeFileSync(
