@@ -323,40 +323,48 @@ t.test(
   },
 );
 
-t.test(
-  'a failed write: watchers never hear its events, the appender is told, and its ids are not reused',
-  async (t) => {
-    const stateDir = stateDirFor(t);
-    const first = openStore({ stateDir, retention: 1000, logger });
-    const heard: number[] = [];
-    first.subscribe((event) => heard.push(event.id));
-    await first.record(install()[0] as MachineEventInput);
-    // Every insert fails from now on, as on a full or failing disk.
-    const side = new Database(join(stateDir, DATABASE_FILE_NAME));
-    side.exec(
-      `CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`,
-    );
-    side.close();
-    const lost = first.append({ mac, source: 'machine', type: 'failed', detail: { message: 'disk' } });
-    t.equal(await lost.stored, false, 'the appender learns the events were not stored');
-    t.same(heard, [1, 2], 'watchers heard only the committed events');
-    t.equal(first.lastEventId(), 2);
-    await first.close();
-    const repaired = new Database(join(stateDir, DATABASE_FILE_NAME));
-    repaired.exec('DROP TRIGGER disk_full');
-    repaired.close();
+// The failed batch carries the machine snapshot (interval 0) or not (an hour): both must end the same.
+for (const snapshotIntervalMs of [0, 3_600_000]) {
+  t.test(
+    `a failed write: watchers never hear its events, the appender is told, and its ids are not reused (snapshots every ${snapshotIntervalMs} ms)`,
+    async (t) => {
+      const stateDir = stateDirFor(t);
+      const first = openStore({ stateDir, retention: 1000, logger, snapshotIntervalMs });
+      const heard: number[] = [];
+      first.subscribe((event) => heard.push(event.id));
+      await first.record(install()[0] as MachineEventInput);
+      // Every insert fails from now on, as on a full or failing disk.
+      const side = new Database(join(stateDir, DATABASE_FILE_NAME));
+      side.exec(
+        `CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`,
+      );
+      side.close();
+      const lost = first.append({ mac, source: 'machine', type: 'failed', detail: { message: 'disk' } });
+      t.equal(await lost.stored, false, 'the appender learns the events were not stored');
+      t.same(heard, [1, 2], 'watchers heard only the committed events');
+      t.equal(first.lastEventId(), 2);
+      await first.close();
+      const repaired = new Database(join(stateDir, DATABASE_FILE_NAME));
+      repaired.exec('DROP TRIGGER disk_full');
+      repaired.close();
 
-    const second = openStore({ stateDir, retention: 1000, logger });
-    t.teardown(() => second.close());
-    const next = second.append({ mac, source: 'operator', type: 'reprovision' });
-    t.equal(await next.stored, true);
-    const lostIds = lost.events.map((event) => event.id);
-    t.ok(
-      (next.events[0]?.id ?? 0) > Math.max(...lostIds),
-      `ids after the restart (${next.events[0]?.id}) continue after those of the failed write (${lostIds})`,
-    );
-  },
-);
+      const second = openStore({ stateDir, retention: 1000, logger });
+      t.teardown(() => second.close());
+      t.equal(
+        second.stateOf(mac),
+        'failed',
+        'the record the failed write changed was written by the next one',
+      );
+      const next = second.append({ mac, source: 'operator', type: 'reprovision' });
+      t.equal(await next.stored, true);
+      const lostIds = lost.events.map((event) => event.id);
+      t.ok(
+        (next.events[0]?.id ?? 0) > Math.max(...lostIds),
+        `ids after the restart (${next.events[0]?.id}) continue after those of the failed write (${lostIds})`,
+      );
+    },
+  );
+}
 
 t.test(
   'a machine that completed an install boots from its disk after a failed report, across restarts',

@@ -195,8 +195,20 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   let batchNumber = 0;
   const inFlight = new Map<
     number,
-    { events: MachineEvent[]; rows: string[]; resolve: (stored: boolean) => void }
+    {
+      events: MachineEvent[];
+      rows: string[];
+      /** The machines whose records the batch's snapshot carried, if it carried one. */
+      snapshotMacs: Mac[] | undefined;
+      resolve: (stored: boolean) => void;
+    }
   >();
+  /**
+   * A batch failed since the last snapshot was committed: the next batch carries one (and a close
+   * writes one), so the records it lost are written and the mark passes the ids it used, which a
+   * restart then never hands out again.
+   */
+  let snapshotOwed = false;
   let writerFailure: string | undefined;
   const writerExited = new Promise<void>((resolve) => writer.once('exit', () => resolve()));
 
@@ -210,6 +222,10 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       // Disk full or the file gone: memory stays right, the history has a hole, and no watcher hears
       // of events a restart will not have; say so once per batch.
       logger.error({ error, events: written.events.length }, 'lifecycle: could not write events');
+      snapshotOwed = true;
+      for (const mac of written.snapshotMacs ?? []) dirtyMachines.add(mac);
+      for (const event of written.events)
+        if (event.mac && machines.has(event.mac)) dirtyMachines.add(event.mac);
     } else {
       durableId = written.events.at(-1)?.id ?? durableId;
       notify(written.events, written.rows);
@@ -256,7 +272,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     current.cancelTimer();
     lastFlushAt = performance.now();
     batchNumber += 1;
-    const snapshotDue = closed || now() - lastSnapshotAt >= snapshotIntervalMs;
+    const snapshotDue = closed || snapshotOwed || now() - lastSnapshotAt >= snapshotIntervalMs;
     const batchLastId = pending.at(-1)?.id ?? lastId;
     if (snapshotDue) {
       lastSnapshotAt = now();
@@ -277,9 +293,17 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       pruneThroughId,
     };
     eventsByMac.prune(pruneThroughId);
-    inFlight.set(request.batch, { events: pending, rows, resolve: current.resolve });
+    inFlight.set(request.batch, {
+      events: pending,
+      rows,
+      snapshotMacs: request.snapshot?.machines.map((machine) => machine.mac),
+      resolve: current.resolve,
+    });
     pending = [];
-    if (snapshotDue) dirtyMachines.clear();
+    if (snapshotDue) {
+      dirtyMachines.clear();
+      snapshotOwed = false;
+    }
     if (writerFailure) {
       settle(request.batch, writerFailure);
       return;
@@ -412,7 +436,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       await drained();
       closed = true;
       // A last batch, even an empty one, carries the final snapshot: a clean restart replays nothing.
-      if (dirtyMachines.size > 0) {
+      if (dirtyMachines.size > 0 || snapshotOwed) {
         ensureBatch().due = true;
         flush();
         await drained();
