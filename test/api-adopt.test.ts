@@ -1,9 +1,16 @@
-import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import t, { type Test } from 'tap';
 import { parse } from 'yaml';
-import { adoptIntoFile, adoptInWorker, adoptMachine } from '../src/inventory/adopt.js';
+import {
+  ADOPT_LOCK_PATH,
+  type AdoptResult,
+  adoptIntoFile,
+  adoptInWorker,
+  adoptMachine,
+} from '../src/inventory/adopt.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
 import { mac } from './lifecycle-fixture.js';
@@ -84,21 +91,33 @@ t.test('refusals', async (t) => {
   t.match(adoptMachine('profiles: [\n', { mac: NEW, profile: 'worker' }), { ok: false, code: 'invalid' });
 });
 
-/** A config whose template needs `{{vars.role}}`, and the machines already in it. */
-function configWithTemplate(
-  t: Test,
-  machines = 'machines:\n  - { mac: 52:54:00:00:00:01, profile: worker, vars: { role: db } }\n',
-) {
-  const directory = t.testdir({
-    'worker.bu':
-      'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/role\n      contents:\n        inline: "{{vars.role}}"\n',
-  });
-  const file = join(directory, 'rackboot.yaml');
-  writeFileSync(
-    file,
-    `server:\n  address: 10.77.0.1\nprofiles:\n  worker: { kind: linux, kernel: https://example.com/vmlinuz, ignition: worker.bu }\n  plain: { kind: linux, kernel: https://example.com/vmlinuz }\n${machines}`,
-  );
-  return file;
+const TEMPLATE =
+  'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/role\n      contents:\n        inline: "{{vars.role}}"\n';
+const WITH_A_MACHINE = 'machines:\n  - { mac: 52:54:00:00:00:01, profile: worker, vars: { role: db } }\n';
+
+/**
+ * A config whose template needs `{{vars.role}}`, and the machines already in it; its server.state is
+ * ../state, beside the config's directory, so the tests see that adopts leave that directory alone.
+ */
+function configDirectory(machines: string) {
+  return {
+    config: {
+      'worker.bu': TEMPLATE,
+      'rackboot.yaml': `server:\n  address: 10.77.0.1\n  state: ../state\nprofiles:\n  worker: { kind: linux, kernel: https://example.com/vmlinuz, ignition: worker.bu }\n  plain: { kind: linux, kernel: https://example.com/vmlinuz }\n${machines}`,
+    },
+  };
+}
+
+function configWithTemplate(t: Test, machines = WITH_A_MACHINE) {
+  return join(t.testdir(configDirectory(machines)), 'config', 'rackboot.yaml');
+}
+
+/** Where adopts into `file` (a configDirectory config) take turns. */
+const adoptLockOf = (file: string) => join(dirname(file), '..', 'state', ADOPT_LOCK_PATH);
+
+/** The PID of a process that has exited. */
+function goneProcess(): number {
+  return Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout);
 }
 
 const adoptedMacs = (file: string) =>
@@ -146,15 +165,87 @@ t.test(
     t.same(
       readdirSync(dirname(viaWorkers)).sort(),
       ['rackboot.yaml', 'worker.bu'],
-      'no temporary or lock file is left behind',
+      'no temporary or lock file is left beside the config',
     );
+    const lockEntries = readdirSync(adoptLockOf(viaWorkers));
+    t.equal(lockEntries.length, 1, 'the lock under server.state keeps only its newest entry');
+    t.equal(readFileSync(join(adoptLockOf(viaWorkers), lockEntries[0] ?? ''), 'utf8'), 'released');
   },
 );
 
 t.test('a lock left by a process that no longer runs does not block adopts', async (t) => {
   const file = configWithTemplate(t, 'machines: []\n');
-  const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);
-  writeFileSync(`${file}.adopt-lock`, `${gone.stdout.toString()}\n`);
+  // What a holder killed while adopting leaves: the newest entry names its PID.
+  mkdirSync(adoptLockOf(file), { recursive: true });
+  writeFileSync(join(adoptLockOf(file), '1'), `${goneProcess()}\n`);
   t.match(await adoptIntoFile(file, { mac: NEW, profile: 'plain' }), { ok: true });
   t.same(adoptedMacs(file), [NEW]);
+});
+
+t.test('adopters in separate processes that find the same stale lock never hold it together', async (t) => {
+  const ROUNDS = 5;
+  const ADOPTERS = 4;
+  const ROUND_MS = 500;
+  // Each round is a config whose lock was left by a killed holder; a round's adopters all start on it
+  // at the same instant. Were two to hold the lock together, both would start from the same text: one
+  // would be refused (the file changed meanwhile) or lose the other's machine.
+  const gone = goneProcess();
+  const directory = t.testdir(
+    Object.fromEntries(
+      Array.from({ length: ROUNDS }, (_, round) => [
+        `round-${round}`,
+        { ...configDirectory('machines: []\n'), state: { [ADOPT_LOCK_PATH]: { '1': `${gone}\n` } } },
+      ]),
+    ),
+  );
+  const files = Array.from({ length: ROUNDS }, (_, round) =>
+    join(directory, `round-${round}`, 'config', 'rackboot.yaml'),
+  );
+  const roundMacs = (round: number) =>
+    Array.from({ length: ADOPTERS }, (_, adopter) => mac(`52:54:00:00:0${round}:0${adopter}`));
+  const adoptModule = join(import.meta.dirname, '..', 'src', 'inventory', 'adopt.ts');
+  // Says `ready` once loaded (seconds on a busy host), then reads the start time from stdin.
+  const adopter = `
+    import { text } from 'node:stream/consumers';
+    import { adoptIntoFile } from ${JSON.stringify(adoptModule)};
+    const [adopter, ...files] = process.argv.slice(1);
+    process.stdout.write('ready\\n');
+    const startAt = Number(await text(process.stdin));
+    const results = [];
+    for (const [round, file] of files.entries()) {
+      while (Date.now() < startAt + round * ${ROUND_MS}) {} // every adopter leaves this loop together
+      results.push(await adoptIntoFile(file, { mac: '52:54:00:00:0' + round + ':0' + adopter, profile: 'plain' }));
+    }
+    process.stdout.write(JSON.stringify(results) + '\\n');`;
+  const adopters = Array.from({ length: ADOPTERS }, (_, index) =>
+    spawn(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', adopter, String(index), ...files],
+      { stdio: ['pipe', 'pipe', 'inherit'], timeout: 60_000 },
+    ),
+  );
+  const lines = adopters.map((child) => createInterface({ input: child.stdout })[Symbol.asyncIterator]());
+  t.same(
+    (await Promise.all(lines.map((each) => each.next()))).map((line) => line.value),
+    Array(ADOPTERS).fill('ready'),
+    'every adopter is loaded',
+  );
+  const startAt = Date.now() + 200;
+  for (const child of adopters) child.stdin.end(String(startAt));
+  const results = await Promise.all(
+    lines.map(async (each) => JSON.parse((await each.next()).value ?? '[]') as AdoptResult[]),
+  );
+  t.ok(
+    Date.now() - startAt < ROUNDS * ROUND_MS + 10_000,
+    'the rounds end long before an adopter would give up waiting',
+  );
+
+  for (const [round, file] of files.entries()) {
+    t.same(
+      results.map((each) => each[round]?.ok),
+      Array(ADOPTERS).fill(true),
+      `round ${round}: every adopt succeeds`,
+    );
+    t.same(adoptedMacs(file).sort(), roundMacs(round), `round ${round}: every machine is in the file`);
+  }
 });

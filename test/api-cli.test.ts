@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -10,7 +10,7 @@ import t from 'tap';
 import { registerLogs } from '../src/cli/logs.js';
 import { registerMachines } from '../src/cli/machines.js';
 import { registerReprovision } from '../src/cli/reprovision.js';
-import { adoptMachine } from '../src/inventory/adopt.js';
+import { ADOPT_LOCK_PATH, adoptMachine } from '../src/inventory/adopt.js';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
 import { waitUntil } from './helpers/poll.js';
 import { FIXTURE_YAML, LISTED_MAC, mac, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
@@ -194,17 +194,19 @@ t.test(
     const shared = join(directory, 'rackboot.yaml');
     writeFileSync(shared, FIXTURE_YAML);
     const templated = join(directory, 'templated.yaml');
+    // Its own server.state, so its adopt does not wait for the lock the test holds below.
     const templatedYaml = FIXTURE_YAML.replace(
       'spare: { kind: linux, kernel: vmlinuz }',
       'spare: { kind: linux, kernel: vmlinuz, ignition: worker.bu }',
-    );
+    ).replace('state: state', 'state: templated-state');
     writeFileSync(templated, templatedYaml);
     const refusal = rackboot('machines', 'adopt', UNLISTED_MAC, '--profile', 'spare', '-c', templated);
 
     // This test is the other adopter (the server, another CLI): it holds the lock from its read of
     // the file to its write, long enough for the CLI to have finished were it not waiting.
-    const lock = `${shared}.adopt-lock`;
-    writeFileSync(lock, `${process.pid}\n`);
+    const lock = join(directory, 'state', ADOPT_LOCK_PATH);
+    mkdirSync(lock, { recursive: true });
+    writeFileSync(join(lock, '1'), `${process.pid}\n`);
     const read = readFileSync(shared, 'utf8');
     const waiting = rackboot('machines', 'adopt', UNLISTED_MAC, '--profile', 'spare', '-c', shared);
     const first = await Promise.race([waiting.then(() => 'finished'), delay(10_000, 'still waiting')]);
@@ -212,7 +214,8 @@ t.test(
     const other = adoptMachine(read, { mac: mac('52:54:00:00:00:0a'), profile: 'worker' });
     if (!other.ok) throw new Error(other.message);
     writeFileSync(shared, other.text);
-    rmSync(lock);
+    // What releasing leaves: the next entry, `released`.
+    writeFileSync(join(lock, '2'), 'released');
     const adopted = await waiting;
     t.equal(adopted.code, 0, adopted.stderr);
     const text = readFileSync(shared, 'utf8');

@@ -119,10 +119,12 @@ t.test('start-time settings keep their running values until a restart, with a wa
       `server:\n  address: 10.77.0.1\n  http: { port: ${port} }\n  api_token: ${token}\n` +
         `dhcp: { mode: ${mode} }\nevents: { retention: ${retention} }\n`,
     );
-  const { file, config: initial, logger, records } = await loadedFixture(
-    t,
-    settings(8080, 'proxy', 5000, 'operator-token-aaaaaaaa'),
-  );
+  const {
+    file,
+    config: initial,
+    logger,
+    records,
+  } = await loadedFixture(t, settings(8080, 'proxy', 5000, 'operator-token-aaaaaaaa'));
   const source = watchConfig(initial, { logger });
   t.teardown(() => source.close());
 

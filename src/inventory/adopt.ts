@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { setTimeout } from 'node:timers/promises';
-import { isMap, isScalar, isSeq, parse, parseDocument } from 'yaml';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { type Document, isMap, isScalar, isSeq, parse, parseDocument } from 'yaml';
+import { type FileLockOptions, withFileLock } from '../file-lock.js';
 import { runModuleWorker } from '../worker-thread.js';
 import { loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
 import { formatProblem } from './problems.js';
+import { ConfigSchema } from './schema.js';
 import { VALIDATE_CHECKS } from './validate-checks.js';
 
 export interface AdoptRequest {
@@ -22,10 +24,14 @@ export type AdoptResult =
  * Adds `{mac, hostname, profile}` to the end of `machines` in the YAML text. The Document is only
  * read to find where the list is; the entry is spliced into the text, so every other byte (comments,
  * blank lines, alignment, flow collections) stays as the operator wrote it. The entry takes the
- * style of the entries before it (block or flow map, same indentation).
+ * style of the entries before it (block or flow map, same indentation). `document` is the text's
+ * parse, when the caller has it already.
  */
-export function adoptMachine(text: string, request: AdoptRequest): AdoptResult {
-  const document = parseDocument(text);
+export function adoptMachine(
+  text: string,
+  request: AdoptRequest,
+  document: Document = parseDocument(text),
+): AdoptResult {
   if (document.errors.length > 0) {
     return {
       ok: false,
@@ -121,87 +127,87 @@ function insertAfterLine(text: string, offset: number, lines: string): string {
   return newline === -1 ? `${text}\n${lines}` : splice(text, newline + 1, 0, lines);
 }
 
+/** The adopt lock, under server.state: beside the config it would clutter a directory often kept in git. */
+export const ADOPT_LOCK_PATH = 'adopt.lock';
 /** How long an adopt waits for another one (the server's, another CLI's) to finish with the file. */
 const LOCK_WAIT_MS = 30_000;
-const LOCK_POLL_MS = 50;
+const DEFAULT_STATE_DIRECTORY: string = ConfigSchema.properties.server.properties.state.default;
 
 /**
  * Adopts into the config file: the new text must pass the checks of `rackboot validate`
  * (VALIDATE_CHECKS), then replaces the file atomically, keeping its mode, so a watching server
- * reloads a whole file, never a half-written one. Adopts of one file take turns (lockConfigFile), so
- * two never start from the same text and lose each other's machine; a file changed meanwhile by
- * anything else (an editor) is left alone and the adopt refused.
+ * reloads a whole file, never a half-written one. Adopts of one file take turns, holding the lock
+ * `<server.state>/adopt.lock` from reading the file to renaming over it, so two never start from the
+ * same text and lose each other's machine; a file changed meanwhile by anything else (an editor) is
+ * left alone and the adopt refused.
  */
 export async function adoptIntoFile(file: string, request: AdoptRequest): Promise<AdoptResult> {
-  const lock = await lockConfigFile(file);
-  if (!lock.ok) return lock;
+  // The file names its own lock's place, so the server and a CLI find the same one whatever state
+  // directory the server started with. It is read again under the lock; the first parse (a second
+  // for 10,000 machines) is kept when nothing changed in between.
+  const textBeforeLock = await readFile(file, 'utf8');
+  const documentBeforeLock = parseDocument(textBeforeLock);
+  const stateDirectory = stateDirectoryOf(file, documentBeforeLock);
+  // As the server creates it at start: the CLI may adopt before a server ever ran.
+  await mkdir(stateDirectory, { recursive: true, mode: 0o750 });
+  const lockOptions: FileLockOptions = {
+    task: 'adopt',
+    describeHolder: (pid) => `another adopt (pid ${pid}) is still running`,
+    waitMs: LOCK_WAIT_MS,
+    error: (message, reason) => (reason === 'held' ? new AdoptLockHeld(message) : new Error(message)),
+  };
   try {
-    const original = await readFile(file, 'utf8');
-    const adopted = adoptMachine(original, request);
-    if (!adopted.ok) return adopted;
-    const loaded = await loadConfigText(adopted.text, file, VALIDATE_CHECKS);
-    if (!loaded.ok) {
-      const message = loaded.problems.map((problem) => formatProblem(problem)).join('\n');
-      return { ok: false, code: 'invalid', message: `the config would not be valid:\n${message}` };
-    }
-    const temporary = `${file}.adopt-${randomUUID()}`;
-    await writeFile(temporary, adopted.text, { mode: (await stat(file)).mode & 0o777 });
-    if ((await readFile(file, 'utf8')) !== original) {
-      await rm(temporary, { force: true });
-      return {
-        ok: false,
-        code: 'busy',
-        message: `${file} changed while adopting; nothing written, run it again`,
-      };
-    }
-    await rename(temporary, file);
-    return adopted;
-  } finally {
-    await lock.release();
-  }
-}
-
-type ConfigLock = { ok: true; release(): Promise<void> } | { ok: false; code: 'busy'; message: string };
-
-/**
- * An exclusive lock file next to the config, holding the holder's pid; across processes, as the
- * server and a CLI may adopt at once. A lock whose holder no longer runs (a killed CLI) is taken over.
- */
-async function lockConfigFile(file: string): Promise<ConfigLock> {
-  const path = `${file}.adopt-lock`;
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      await writeFile(path, `${process.pid}\n`, { flag: 'wx' });
-      return { ok: true, release: () => rm(path, { force: true }) };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    // Empty while its holder is still writing it: wait, as for a live holder.
-    const holder = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-    if (holder > 0 && !isRunning(holder)) {
-      await rm(path, { force: true });
-      continue;
-    }
-    if (Date.now() >= deadline) {
-      return {
-        ok: false,
-        code: 'busy',
-        message: `another adopt still holds ${path} after ${LOCK_WAIT_MS / 1000} s; if none is running, delete that file`,
-      };
-    }
-    await setTimeout(LOCK_POLL_MS);
-  }
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
+    return await withFileLock(join(stateDirectory, ADOPT_LOCK_PATH), lockOptions, async () => {
+      const original = await readFile(file, 'utf8');
+      const document = original === textBeforeLock ? documentBeforeLock : parseDocument(original);
+      // server.state changed meanwhile: adopts of the file as it is now take another lock, not this one.
+      if (stateDirectoryOf(file, document) !== stateDirectory) return changedWhileAdopting(file);
+      return adoptHoldingLock(file, original, document, request);
+    });
   } catch (error) {
-    // EPERM: it runs, as another user.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    if (error instanceof AdoptLockHeld) return { ok: false, code: 'busy', message: error.message };
+    throw error;
   }
+}
+
+/** The lock stayed held for the whole wait: a busy refusal, not a failure. */
+class AdoptLockHeld extends Error {}
+
+/** server.state as load.ts resolves it: relative to the config file. */
+function stateDirectoryOf(file: string, document: Document): string {
+  const state = document.getIn(['server', 'state']);
+  return resolve(dirname(resolve(file)), typeof state === 'string' ? state : DEFAULT_STATE_DIRECTORY);
+}
+
+async function adoptHoldingLock(
+  file: string,
+  original: string,
+  document: Document,
+  request: AdoptRequest,
+): Promise<AdoptResult> {
+  const adopted = adoptMachine(original, request, document);
+  if (!adopted.ok) return adopted;
+  const loaded = await loadConfigText(adopted.text, file, VALIDATE_CHECKS);
+  if (!loaded.ok) {
+    const message = loaded.problems.map((problem) => formatProblem(problem)).join('\n');
+    return { ok: false, code: 'invalid', message: `the config would not be valid:\n${message}` };
+  }
+  const temporary = `${file}.adopt-${randomUUID()}`;
+  await writeFile(temporary, adopted.text, { mode: (await stat(file)).mode & 0o777 });
+  if ((await readFile(file, 'utf8')) !== original) {
+    await rm(temporary, { force: true });
+    return changedWhileAdopting(file);
+  }
+  await rename(temporary, file);
+  return adopted;
+}
+
+function changedWhileAdopting(file: string): AdoptResult {
+  return {
+    ok: false,
+    code: 'busy',
+    message: `${file} changed while adopting; nothing written, run it again`,
+  };
 }
 
 export interface AdoptInWorker {
@@ -213,7 +219,7 @@ export interface AdoptInWorker {
  * adoptIntoFile in a worker thread, for the running server: with 10,000 machines, parsing the config
  * twice (to find the list, then to validate the result) takes seconds the DHCP and TFTP packet loop
  * must not wait (load-in-worker.ts measures the same parse). One at a time: each worker holds a parse
- * of the whole config, and concurrent ones would only wait on the file's lock.
+ * of the whole config, and concurrent ones would only wait on the adopt lock.
  */
 export function adoptInWorker(file: string, request: AdoptRequest): Promise<AdoptResult> {
   const adopted = serverAdopts.then(() =>

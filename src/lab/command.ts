@@ -50,7 +50,7 @@ export async function requireLabTools(tools: readonly string[]): Promise<void> {
   }
 }
 
-/** Whether a process exists (signal 0 checks without sending anything); the lab sweep and the fetch lock use it. */
+/** Whether a process exists (signal 0 checks without sending anything); the lab sweep and src/file-lock.ts use it. */
 export function isRunning(pid: number): boolean {
   try {
     process.kill(pid, 0);

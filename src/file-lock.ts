@@ -1,0 +1,182 @@
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isRunning } from './lab/command.js';
+
+/**
+ * A lock across processes (a server and a CLI, a cron job and an operator), for work two runs must
+ * not do at once.
+ *
+ * The lock is a directory of numbered entries; the highest number is the current state, either
+ * the PID of the run that holds it or `released`. A run takes the lock by creating the next number
+ * with link(2), which publishes a complete file and fails when the name exists: of two runs that
+ * read the same state only one can create its successor, whether that state was released or left
+ * by a process that is gone (killed, machine rebooted). The highest entry is never replaced or
+ * removed, so no run can take away a lock another run just got; entries below it are removed, and
+ * a run that finds a higher number than the one it created has lost to a faster run and steps back.
+ */
+
+export interface FileLockOptions {
+  /** What runs under the lock, as messages name it: `fetch`, `adopt`. */
+  task: string;
+  /** A live holder, as the refusal names it: `another fetch (pid 12) is writing here`. */
+  describeHolder: (pid: number) => string;
+  /** How long a live holder is waited for, looking again every POLL_MS; 0 refuses at once. */
+  waitMs: number;
+  /**
+   * The error thrown when the lock is not taken, so each caller keeps its own kind (FetchError):
+   * `held` by another run, or `unusable` when the lock directory cannot be read or written.
+   */
+  error: (message: string, reason: 'held' | 'unusable') => Error;
+}
+
+interface Lock {
+  directory: string;
+  options: FileLockOptions;
+}
+
+const RELEASED = 'released';
+/**
+ * An entry without a PID cannot come from a live run (link publishes whole files), but a machine
+ * crash can leave one empty; it counts as held until it is this old.
+ */
+const ENTRY_WITHOUT_PID_STALE_MS = 60_000;
+/** Each failed try means another run changed the lock meanwhile; a handful settles any contest. */
+const ATTEMPTS = 5;
+const POLL_MS = 50;
+const DRAFT = /^draft-(\d+)-/;
+
+/** Runs `work` holding the lock `directory` (created if missing); throws `options.error` when not taken. */
+export async function withFileLock<T>(
+  directory: string,
+  options: FileLockOptions,
+  work: () => Promise<T>,
+): Promise<T> {
+  const lock = { directory, options };
+  await mkdir(directory, { recursive: true }).catch((error: Error) => {
+    throw options.error(`cannot create ${directory}: ${error.message}`, 'unusable');
+  });
+  // Written before the work: releasing must succeed even when the work has filled the disk.
+  const releasedDraft = await writeDraft(lock, RELEASED);
+  try {
+    const held = await acquire(lock);
+    try {
+      return await work();
+    } finally {
+      const released = await publish(lock, releasedDraft, held + 1);
+      if (released) await removeOldEntries(lock, held + 1);
+    }
+  } finally {
+    await rm(releasedDraft, { force: true });
+  }
+}
+
+async function acquire(lock: Lock): Promise<number> {
+  const { directory, options } = lock;
+  const deadline = Date.now() + options.waitMs;
+  // Tries lost in a row; waiting for a holder starts a new contest, so a long wait is not a lost one.
+  let lost = 0;
+  while (lost < ATTEMPTS) {
+    const top = Math.max(0, ...(await entryNumbers(lock)));
+    if (top > 0) {
+      const holder = await readHolder(lock, top);
+      // Removed after the listing, which only happens below a newer entry: read the state again.
+      if (holder === undefined) {
+        lost++;
+        continue;
+      }
+      if (holder.held) {
+        if (Date.now() >= deadline) {
+          const waited = options.waitMs > 0 ? `after waiting ${options.waitMs / 1000} s, ` : '';
+          throw options.error(`${waited}${holder.description}; wait for it or remove ${directory}`, 'held');
+        }
+        await sleep(POLL_MS);
+        lost = 0;
+        continue;
+      }
+    }
+    const mine = top + 1;
+    const draft = await writeDraft(lock, `${process.pid}\n`);
+    const created = await publish(lock, draft, mine).finally(() => rm(draft, { force: true }));
+    if (!created) {
+      lost++;
+      continue;
+    }
+    if ((await entryNumbers(lock)).some((number) => number > mine)) {
+      await rm(join(directory, String(mine)), { force: true });
+      lost++;
+      continue;
+    }
+    await removeOldEntries(lock, mine);
+    return mine;
+  }
+  throw options.error(`cannot take ${directory}: other ${options.task} runs keep changing it`, 'held');
+}
+
+async function entryNumbers(lock: Lock): Promise<number[]> {
+  return (await listLock(lock)).filter((name) => /^\d+$/.test(name)).map(Number);
+}
+
+async function listLock({ directory, options }: Lock): Promise<string[]> {
+  return readdir(directory).catch((error: Error) => {
+    throw options.error(`cannot read ${directory}: ${error.message}`, 'unusable');
+  });
+}
+
+async function readHolder(
+  { directory, options }: Lock,
+  number: number,
+): Promise<{ held: boolean; description: string } | undefined> {
+  const entry = join(directory, String(number));
+  let content: string;
+  let modifiedMs: number;
+  try {
+    content = (await readFile(entry, 'utf8')).trim();
+    modifiedMs = (await stat(entry)).mtimeMs;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw options.error(`cannot read ${entry}: ${(error as Error).message}`, 'unusable');
+  }
+  if (content === RELEASED) return { held: false, description: 'released' };
+  const pid = /^\d+$/.test(content) ? Number(content) : 0;
+  if (pid > 0) return { held: isRunning(pid), description: options.describeHolder(pid) };
+  return {
+    held: Date.now() - modifiedMs < ENTRY_WITHOUT_PID_STALE_MS,
+    description: `${entry} names no ${options.task}; it counts as held until it is ${ENTRY_WITHOUT_PID_STALE_MS / 1000} s old`,
+  };
+}
+
+async function writeDraft({ directory, options }: Lock, content: string): Promise<string> {
+  const draft = join(directory, `draft-${process.pid}-${randomBytes(6).toString('hex')}`);
+  try {
+    await writeFile(draft, content);
+    return draft;
+  } catch (error) {
+    await rm(draft, { force: true });
+    throw options.error(`cannot write ${draft}: ${(error as Error).message}`, 'unusable');
+  }
+}
+
+/** Makes `draft` entry `number`, whole or not at all; false when that entry exists already. */
+async function publish({ directory, options }: Lock, draft: string, number: number): Promise<boolean> {
+  try {
+    await link(draft, join(directory, String(number)));
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw options.error(
+      `cannot write the ${options.task} lock in ${directory}: ${(error as Error).message}`,
+      'unusable',
+    );
+  }
+}
+
+/** Entries below `current`, and drafts of runs that were killed before they removed them. */
+async function removeOldEntries(lock: Lock, current: number): Promise<void> {
+  for (const name of await listLock(lock)) {
+    const draftOwner = DRAFT.exec(name)?.[1];
+    const stale = draftOwner === undefined ? Number(name) < current : !isRunning(Number(draftOwner));
+    if (stale) await rm(join(lock.directory, name), { force: true });
+  }
+}
