@@ -22,6 +22,11 @@ async function tempDirectory(t: Test): Promise<string> {
   return directory;
 }
 
+/** Machine n's one-minute lease on 10.77.9.n. */
+function bindOf(n: number): LeaseChange {
+  return { kind: 'bind', mac: macOf(n), ip: ipToNumber(`10.77.9.${n}`), expiresAt: NOW + 60_000 };
+}
+
 async function openTable(directory: string) {
   const table = new LeaseTable();
   const compactionErrors: Error[] = [];
@@ -60,12 +65,7 @@ t.test('concurrent appends share fdatasyncs and all survive a reopen', async (t)
 t.test('a torn last line (kill -9 mid-write) is skipped; everything before it is kept', async (t) => {
   const directory = await tempDirectory(t);
   const { table, log } = await openTable(directory);
-  const bind: LeaseChange = {
-    kind: 'bind',
-    mac: macOf(1),
-    ip: ipToNumber('10.77.9.1'),
-    expiresAt: NOW + 60_000,
-  };
+  const bind = bindOf(1);
   table.apply(bind);
   await log.append(bind);
   await log.close();
@@ -159,21 +159,11 @@ t.test(
       syncBuiltinESMExports();
     });
 
-    const first: LeaseChange = {
-      kind: 'bind',
-      mac: macOf(10),
-      ip: ipToNumber('10.77.9.10'),
-      expiresAt: NOW + 60_000,
-    };
+    const first = bindOf(10);
     table.apply(first);
     // Past the compaction threshold (100,000 lines and four times the live state).
     await Promise.all(Array.from({ length: 100_001 }, () => log.append(first)));
-    const later: LeaseChange = {
-      kind: 'bind',
-      mac: macOf(11),
-      ip: ipToNumber('10.77.9.11'),
-      expiresAt: NOW + 60_000,
-    };
+    const later = bindOf(11);
     table.apply(later);
     await log.append(later);
     await log.close();

@@ -625,27 +625,30 @@ t.test('GPG: an installed file whose re-check fails stays, and so does the manif
   );
 });
 
+/** `rackboot fetch coreos` from the sources, against the test mirror's stream metadata. */
+function fetchCoreosCli(mirror: { base: string }, args: string[], env: NodeJS.ProcessEnv = process.env) {
+  return run(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      'src/cli/main.ts',
+      'fetch',
+      'coreos',
+      '--metadata-url',
+      `${mirror.base}/streams/stable.json`,
+      ...args,
+    ],
+    { cwd: join(import.meta.dirname, '..'), env },
+  );
+}
+
 t.test('an empty keyring is refused, never read as "no signature check"', async (t) => {
   const mirror = await startMirror(t, ['x86_64']);
   const dest = tempDir(t, 'rackboot-fetch-');
   await t.rejects(fetchCoreos(options(mirror, dest, { keyring: '' })), /cannot read keyring/);
   const cli = (args: string[], env: NodeJS.ProcessEnv = process.env) =>
-    run(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'src/cli/main.ts',
-        'fetch',
-        'coreos',
-        '--dest',
-        dest,
-        '--metadata-url',
-        `${mirror.base}/streams/stable.json`,
-        ...args,
-      ],
-      { cwd: join(import.meta.dirname, '..'), env },
-    ).then(
+    fetchCoreosCli(mirror, ['--dest', dest, ...args], env).then(
       () => ({ code: 0, stderr: '' }),
       (error: { code: number; stderr: string }) => error,
     );
@@ -663,21 +666,7 @@ t.test('the CLI fetches into server.assets of the config and prints where the ma
   const directory = tempDir(t, 'rackboot-fetch-');
   const config = join(directory, 'rackboot.yaml');
   writeFileSync(config, 'server:\n  address: 10.77.0.1\n  assets: served-here\n');
-  const { stdout } = await run(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'src/cli/main.ts',
-      'fetch',
-      'coreos',
-      '-c',
-      config,
-      '--metadata-url',
-      `${mirror.base}/streams/stable.json`,
-    ],
-    { cwd: join(import.meta.dirname, '..') },
-  );
+  const { stdout } = await fetchCoreosCli(mirror, ['-c', config]);
   const dest = join(directory, 'served-here');
   t.match(stdout, `destination: ${dest} (server.assets of ${config})`);
   t.match(stdout, `manifest: ${join(dest, MANIFEST_PATH)}`);
