@@ -4,7 +4,7 @@ import type { Mac } from '../inventory/mac.js';
 import type { Problem } from '../inventory/problems.js';
 import type { Config } from '../inventory/schema.js';
 import { renderIgnition } from './render.js';
-import { readTemplate, type TemplateVars, variablesUsedBy } from './template.js';
+import { type ParsedTemplate, readTemplate, type TemplateVars, variablesUsedBy } from './template.js';
 import { createMachineSecrets } from './tokens.js';
 import { machineVars } from './vars.js';
 
@@ -33,34 +33,47 @@ export async function checkTemplate(templateFile: string, config: Config): Promi
       .map(([name]) => name),
   );
   const used = variablesUsedBy(template);
-  const samples = samplesFor(config, profiles, used);
-  const groups = new Map<string, Sample[]>();
-  for (const sample of samples) {
-    const key = JSON.stringify(used.map((name) => variableValue(sample.vars, name)));
-    const group = groups.get(key);
-    if (group) group.push(sample);
-    else groups.set(key, [sample]);
-  }
+  // Machine by machine, keeping only each render's problems: with a render per machine (a
+  // template naming {{hostname}}), holding every machine's variables first added ~5 MB to the
+  // load's peak RSS for 10,000 machines.
+  const problemsOfRender = new Map<string, string[]>();
   const problems = new Map<string, { problem: Problem; who: string[] }>();
-  for (const group of groups.values()) {
-    const [first] = group;
-    if (!first) continue;
-    const rendered = renderIgnition(template, first.vars);
-    if (rendered.ok) continue;
-    for (const problem of rendered.problems) {
-      const identity = `${problem.line}:${problem.col}:${problem.message.replace(first.vars.mac, '')}`;
-      const known = problems.get(identity);
-      if (known) known.who.push(...group.map((sample) => sample.who));
-      else problems.set(identity, { problem, who: group.map((sample) => sample.who) });
+  let machines = 0;
+  for (const sample of samplesFor(config, profiles, used)) {
+    machines += 1;
+    const key = JSON.stringify(used.map((name) => variableValue(sample.vars, name)));
+    let identities = problemsOfRender.get(key);
+    if (identities === undefined) {
+      identities = renderProblems(template, sample, problems);
+      problemsOfRender.set(key, identities);
     }
+    for (const identity of identities) problems.get(identity)?.who.push(sample.who);
   }
   return [...problems.values()].map(({ problem, who }) => ({
     ...problem,
-    message: namingMachines(problem.message, who, samples.length),
+    message: namingMachines(problem.message, who, machines),
   }));
 }
 
-function samplesFor(config: Config, profiles: Set<string>, used: string[]): Sample[] {
+const NO_PROBLEMS: string[] = [];
+
+/** Renders for `sample`, adds its new problems to `problems`, and returns the identities of all it had. */
+function renderProblems(
+  template: ParsedTemplate,
+  sample: Sample,
+  problems: Map<string, { problem: Problem; who: string[] }>,
+): string[] {
+  const rendered = renderIgnition(template, sample.vars);
+  if (rendered.ok) return NO_PROBLEMS;
+  return rendered.problems.map((problem) => {
+    // The same mistake for another machine differs only by its MAC in the message.
+    const identity = `${problem.line}:${problem.col}:${problem.message.replace(sample.vars.mac, '')}`;
+    if (!problems.has(identity)) problems.set(identity, { problem, who: [] });
+    return identity;
+  });
+}
+
+function* samplesFor(config: Config, profiles: Set<string>, used: string[]): Generator<Sample> {
   // A token of the real shape (length, expiry prefix) from a throwaway secret, one for all: the
   // server's secret stays in server.state, and only the shape of a token can matter to a template.
   const token = createMachineSecrets(Buffer.alloc(32), () => config.ignition.token_ttl).tokenFor(
@@ -72,12 +85,15 @@ function samplesFor(config: Config, profiles: Set<string>, used: string[]): Samp
     () => undefined,
   );
   const varsOf = (assignment: MachineAssignment) => machineVars(config, assignment, token);
-  const samples: Sample[] = [];
+  let listed = 0;
   for (const machine of config.machines) {
     const assignment = profiles.has(machine.profile) ? decision.assignmentFor(machine.mac) : undefined;
-    if (assignment) samples.push({ who: machine.mac, vars: varsOf(assignment) });
+    if (assignment) {
+      listed += 1;
+      yield { who: machine.mac, vars: varsOf(assignment) };
+    }
   }
-  if (samples.length === 0) {
+  if (listed === 0) {
     // A profile nobody uses yet is still checked, as a plausible machine with a placeholder per var.
     const [profile = 'sample'] = profiles;
     const assignment = {
@@ -89,7 +105,7 @@ function samplesFor(config: Config, profiles: Set<string>, used: string[]): Samp
       state: undefined,
       bootsFromDisk: false,
     };
-    samples.push({ who: SAMPLE_MAC, vars: { ...varsOf(assignment), vars: sampleVars(used) } });
+    yield { who: SAMPLE_MAC, vars: { ...varsOf(assignment), vars: sampleVars(used) } };
   }
   if (profiles.has(config.unknown_machines)) {
     // What the BootDecision hands out for a MAC that is not listed: no hostname, no address, no vars.
@@ -102,9 +118,8 @@ function samplesFor(config: Config, profiles: Set<string>, used: string[]): Samp
       state: undefined,
       bootsFromDisk: false,
     };
-    samples.push({ who: 'machines not in the inventory', vars: { ...varsOf(assignment), vars: undefined } });
+    yield { who: 'machines not in the inventory', vars: { ...varsOf(assignment), vars: undefined } };
   }
-  return samples;
 }
 
 function variableValue(vars: TemplateVars, name: string): unknown {
