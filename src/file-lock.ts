@@ -47,6 +47,13 @@ const ATTEMPTS = 5;
 const POLL_MS = 50;
 const DRAFT = /^draft-(\d+)-/;
 
+/**
+ * The entries and drafts this process holds right now. An entry naming this process's own PID that
+ * is not among them was left by an earlier process that had the same PID (a server restarted as
+ * PID 1 in a container, a reused PID after a reboot): `isRunning` cannot tell that one apart.
+ */
+const ownedHere = new Set<string>();
+
 /** Runs `work` holding the lock `directory` (created if missing); throws `options.error` when not taken. */
 export async function withFileLock<T>(
   directory: string,
@@ -61,14 +68,17 @@ export async function withFileLock<T>(
   const releasedDraft = await writeDraft(lock, RELEASED);
   try {
     const held = await acquire(lock);
+    const heldEntry = join(directory, String(held));
+    ownedHere.add(heldEntry);
     try {
       return await work();
     } finally {
+      ownedHere.delete(heldEntry);
       const released = await publish(lock, releasedDraft, held + 1);
       if (released) await removeOldEntries(lock, held + 1);
     }
   } finally {
-    await rm(releasedDraft, { force: true });
+    await removeDraft(releasedDraft);
   }
 }
 
@@ -98,7 +108,7 @@ async function acquire(lock: Lock): Promise<number> {
     }
     const mine = top + 1;
     const draft = await writeDraft(lock, `${process.pid}\n`);
-    const created = await publish(lock, draft, mine).finally(() => rm(draft, { force: true }));
+    const created = await publish(lock, draft, mine).finally(() => removeDraft(draft));
     if (!created) {
       lost++;
       continue;
@@ -140,7 +150,7 @@ async function readHolder(
   }
   if (content === RELEASED) return { held: false, description: 'released' };
   const pid = /^\d+$/.test(content) ? Number(content) : 0;
-  if (pid > 0) return { held: isRunning(pid), description: options.describeHolder(pid) };
+  if (pid > 0) return { held: isLive(pid, entry), description: options.describeHolder(pid) };
   return {
     held: Date.now() - modifiedMs < ENTRY_WITHOUT_PID_STALE_MS,
     description: `${entry} names no ${options.task}; it counts as held until it is ${ENTRY_WITHOUT_PID_STALE_MS / 1000} s old`,
@@ -149,11 +159,12 @@ async function readHolder(
 
 async function writeDraft({ directory, options }: Lock, content: string): Promise<string> {
   const draft = join(directory, `draft-${process.pid}-${randomBytes(6).toString('hex')}`);
+  ownedHere.add(draft);
   try {
     await writeFile(draft, content);
     return draft;
   } catch (error) {
-    await rm(draft, { force: true });
+    await removeDraft(draft);
     throw options.error(`cannot write ${draft}: ${(error as Error).message}`, 'unusable');
   }
 }
@@ -172,11 +183,22 @@ async function publish({ directory, options }: Lock, draft: string, number: numb
   }
 }
 
+async function removeDraft(draft: string): Promise<void> {
+  await rm(draft, { force: true });
+  ownedHere.delete(draft);
+}
+
+/** Whether the process `pid` that wrote `path` still holds it: this one only if it says so. */
+function isLive(pid: number, path: string): boolean {
+  return pid === process.pid ? ownedHere.has(path) : isRunning(pid);
+}
+
 /** Entries below `current`, and drafts of runs that were killed before they removed them. */
 async function removeOldEntries(lock: Lock, current: number): Promise<void> {
   for (const name of await listLock(lock)) {
+    const path = join(lock.directory, name);
     const draftOwner = DRAFT.exec(name)?.[1];
-    const stale = draftOwner === undefined ? Number(name) < current : !isRunning(Number(draftOwner));
-    if (stale) await rm(join(lock.directory, name), { force: true });
+    const stale = draftOwner === undefined ? Number(name) < current : !isLive(Number(draftOwner), path);
+    if (stale) await rm(path, { force: true });
   }
 }

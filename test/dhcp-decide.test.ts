@@ -43,6 +43,8 @@ interface Scenario {
   config: Config;
   leases?: LeaseTable;
   port?: DecideContext['port'];
+  /** Sent to the server's address rather than broadcast (a renewal). */
+  unicast?: boolean;
   now?: number;
   assets?: string[];
 }
@@ -58,6 +60,7 @@ function decideFor(spec: RequestSpec, scenario: Scenario): Outcome {
     leases,
     now: scenario.now ?? NOW,
     port: scenario.port ?? 'dhcp',
+    unicast: scenario.unicast ?? false,
     assetExists: (path) => (scenario.assets ?? []).includes(path),
   });
   if (outcome.leaseChange) leases.apply(outcome.leaseChange);
@@ -717,21 +720,27 @@ t.test('a relayed client renews, informs and releases by unicast, from its relay
     const renewal = replyOf(
       decideFor(
         { type: 'request', mac, ciaddr: offer.yiaddr, broadcast: false },
-        { ...scenario, now: later },
+        { ...scenario, now: later, unicast: true },
       ),
     );
     t.equal(renewal.decision, 'ack', `${name}: RENEW ACKed`);
     t.equal(readUint32(renewal.options, Option.leaseTime), 1800, `${name}: the relay subnet’s lease time`);
     t.equal(leases.leaseOf(mac)?.expiresAt, later + 1_800_000);
     const inform = replyOf(
-      decideFor({ type: 'inform', mac, ciaddr: offer.yiaddr, broadcast: false }, scenario),
+      decideFor(
+        { type: 'inform', mac, ciaddr: offer.yiaddr, broadcast: false },
+        { ...scenario, unicast: true },
+      ),
     );
     t.equal(
       readAddress(inform.options, Option.router),
       '10.77.6.1',
       `${name}: INFORM gets the relay subnet’s router`,
     );
-    const release = decideFor({ type: 'release', mac, ciaddr: offer.yiaddr, serverId: SERVER }, scenario);
+    const release = decideFor(
+      { type: 'release', mac, ciaddr: offer.yiaddr, serverId: SERVER },
+      { ...scenario, unicast: true },
+    );
     t.match(
       release,
       { reason: 'released', leaseChange: { kind: 'release' } },
@@ -739,6 +748,45 @@ t.test('a relayed client renews, informs and releases by unicast, from its relay
     );
   }
 });
+
+t.test(
+  'a broadcast from the local segment is served from the local subnet, whatever its ciaddr',
+  async (t) => {
+    const leases = new LeaseTable();
+    const scenario = { config: configs.authoritative, leases };
+    const mac = '52:54:00:30:00:03' as Mac;
+    // A stale ciaddr in a DISCOVER (RFC 2131 says 0) does not move the client to a relay subnet.
+    const offer = replyOf(decideFor({ type: 'discover', mac, ciaddr: '10.77.6.15' }, scenario));
+    t.ok(offer.yiaddr.startsWith('10.77.5.'), `offered ${offer.yiaddr} from the local pool`);
+    // A machine moved from a relayed rack onto the local segment rebinds by broadcast: NAKed, so it
+    // starts over with a local address instead of keeping one that is not routed here.
+    const relayed = replyOf(
+      decideFor({ type: 'discover', mac: '52:54:00:30:00:04' as Mac, giaddr: '10.77.6.1' }, scenario),
+    );
+    decideFor(
+      {
+        type: 'request',
+        mac: '52:54:00:30:00:04' as Mac,
+        giaddr: '10.77.6.1',
+        requested: relayed.yiaddr,
+        serverId: SERVER,
+      },
+      scenario,
+    );
+    const rebind = replyOf(
+      decideFor({ type: 'request', mac: '52:54:00:30:00:04' as Mac, ciaddr: relayed.yiaddr }, scenario),
+    );
+    t.equal(rebind.decision, 'nak', 'broadcast REBIND of a relay-subnet address from the local segment');
+    // The same request sent to the server's address is a renewal through the router: ACKed.
+    const renewal = replyOf(
+      decideFor(
+        { type: 'request', mac: '52:54:00:30:00:04' as Mac, ciaddr: relayed.yiaddr },
+        { ...scenario, unicast: true },
+      ),
+    );
+    t.equal(renewal.decision, 'ack');
+  },
+);
 
 t.test('the network and broadcast addresses are never handed out', async (t) => {
   const wholeSubnet = await loadTestConfig({
@@ -839,6 +887,7 @@ t.test('non-Ethernet hardware is declined by the core', async (t) => {
     leases: new LeaseTable(),
     now: NOW,
     port: 'dhcp',
+    unicast: false,
     assetExists: () => false,
   });
   t.match(outcome, { kind: 'silent', reason: 'unsupported-hardware' });
@@ -862,6 +911,7 @@ t.test('hot reload: the next packet is decided with the new snapshot', async (t)
         leases,
         now: NOW,
         port: 'boot-server',
+        unicast: true,
         assetExists: () => false,
       }),
     );

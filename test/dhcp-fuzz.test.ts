@@ -86,6 +86,7 @@ t.test(`${PURE_PACKETS} mutated packets through decode + decide + encode: no thr
         leases,
         now: 1_800_000_000_000 + index,
         port: index % 7 === 0 ? 'boot-server' : 'dhcp',
+        unicast: index % 5 === 0,
         assetExists: () => index % 3 === 0,
       });
       if (outcome.leaseChange) leases.apply(outcome.leaseChange);

@@ -753,11 +753,14 @@ t.test('one fetch at a time per assets directory; a dead owner’s lock is taken
   const dest = tempDir(t, 'rackboot-fetch-');
   const lockDirectory = join(dest, LOCK_PATH);
   mkdirSync(lockDirectory, { recursive: true });
-  writeFileSync(join(lockDirectory, '1'), `${process.pid}\n`);
+  // A live holder: another process (this one's own PID would be an earlier process's entry).
+  const holder = spawn('sleep', ['60']);
+  t.teardown(() => holder.kill());
+  writeFileSync(join(lockDirectory, '1'), `${holder.pid}\n`);
   await t.rejects(
     fetchCoreos(options(mirror, dest)),
     new RegExp(
-      `another fetch \\(pid ${process.pid}\\) is writing here; wait for it or remove ${lockDirectory}`,
+      `another fetch \\(pid ${holder.pid}\\) is writing here; wait for it or remove ${lockDirectory}`,
     ),
   );
   t.equal(mirror.artifactRequests().length, 0);
@@ -787,6 +790,27 @@ t.test('a lock entry without a PID counts as held for a minute, then is taken ov
   utimesSync(join(lockDirectory, '1'), old, old);
   t.equal(await withLock(lockDirectory, async () => 'ran'), 'ran');
 });
+
+t.test(
+  "an entry naming this PID that this process does not hold is an earlier process's, taken over",
+  async (t) => {
+    const lockDirectory = join(tempDir(t, 'rackboot-lock-'), LOCK_PATH);
+    mkdirSync(lockDirectory, { recursive: true });
+    // A server killed mid-adopt and restarted with the same PID (PID 1 in a container) finds this.
+    writeFileSync(join(lockDirectory, '7'), `${process.pid}\n`);
+    writeFileSync(join(lockDirectory, `draft-${process.pid}-0123456789ab`), `${process.pid}\n`);
+    t.equal(await withLock(lockDirectory, async () => 'ran'), 'ran');
+    t.same(readdirSync(lockDirectory), ['9'], 'only the released state is left');
+    t.equal(readFileSync(join(lockDirectory, '9'), 'utf8'), 'released');
+    // While this process holds it, its own PID is a live holder.
+    await withLock(lockDirectory, async () => {
+      await t.rejects(
+        withLock(lockDirectory, async () => undefined),
+        /another fetch \(pid \d+\) is writing here/,
+      );
+    });
+  },
+);
 
 t.test('runs started at the same instant never hold the lock together', async (t) => {
   const work = tempDir(t, 'rackboot-lock-race-');

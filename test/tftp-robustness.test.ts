@@ -51,6 +51,17 @@ t.test('an ERROR from a stranger to a transfer port is not answered; other packe
   t.equal(running.server.stats().errors.foreignTid - before, 2, 'both counted as foreign');
 });
 
+t.test('a malformed ERROR to the request port is not answered; other malformed requests are', async (t) => {
+  const stranger = await udpPeer();
+  stranger.send(Buffer.from([0, 5, 0]), port); // too short to be a whole ERROR
+  stranger.send(Buffer.from([0, 1, 0]), port); // too short to be a whole RRQ
+  const replies = await stranger.collect(500);
+  await stranger.close();
+  t.equal(replies.length, 1, 'one reply, to the RRQ');
+  t.equal(opcodeOf(replies[0] ?? Buffer.alloc(4)), 5);
+  t.equal(blockOf(replies[0] ?? Buffer.alloc(4)), 4, 'ERROR 4 illegal operation');
+});
+
 t.test('ERROR 5 replies to strangers share the 200/s limit for unvalidated sources', async (t) => {
   const { transferPort, end } = await openTransfer();
   const stranger = await udpPeer();

@@ -29,6 +29,8 @@ export interface DecideContext {
   now: number;
   /** `dhcp`: the request came to port 67; `boot-server`: to the PXE boot-server port 4011. */
   port: 'dhcp' | 'boot-server';
+  /** The request was sent to the server's own address (a renewal, a relay), not broadcast. */
+  unicast: boolean;
   /** Whether a path under server.assets exists (the arm64 iPXE build is optional). */
   assetExists: (path: string) => boolean;
 }
@@ -249,7 +251,7 @@ function decideBootServer(request: DhcpRequest, mac: Mac, context: DecideContext
 }
 
 function decideAuthoritative(request: DhcpRequest, mac: Mac, context: DecideContext): Outcome {
-  const subnet = subnetForRequest(context.settings, request);
+  const subnet = subnetForRequest(context.settings, request, context.unicast);
   if (!subnet) return silent('no-subnet');
   switch (request.messageType) {
     case 'discover':

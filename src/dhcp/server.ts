@@ -129,7 +129,13 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
 
   const sockets: Socket[] = [];
   let closing = false;
-  const handle = (bytes: Buffer, peer: RemoteInfo, arrivedOn: Socket, port: DecideContext['port']) => {
+  const handle = (
+    bytes: Buffer,
+    peer: RemoteInfo,
+    arrivedOn: Socket,
+    port: DecideContext['port'],
+    unicast: boolean,
+  ) => {
     if (closing) return;
     if (peer.port === 0) {
       drop('source-port-zero', peer, bytes);
@@ -151,6 +157,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
         leases,
         now,
         port,
+        unicast,
         assetExists,
       });
     } catch (error) {
@@ -216,7 +223,9 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
 
   const bindSocket = async (address: string, port: number, kind: DecideContext['port']) => {
     const socket = createUdp4Socket({ reuseAddr: true });
-    socket.on('message', (bytes, peer) => handle(bytes, peer, socket, kind));
+    // A socket bound to server.address receives only what was sent to it; 0.0.0.0 gets the broadcasts.
+    const unicast = address !== '0.0.0.0';
+    socket.on('message', (bytes, peer) => handle(bytes, peer, socket, kind, unicast));
     await bindUdp(socket, address, port).catch((error: unknown) => {
       socket.close();
       throw error;

@@ -114,17 +114,20 @@ function subnetSettings(
 
 /**
  * The subnet a request is served from (RFC 2131 §4.3.1, §4.3.2, §4.3.5): a relayed one from the
- * subnet containing giaddr; a direct one with ciaddr set (RENEWING, RELEASE and INFORM are unicast
- * without a relay, also by clients behind one) from the subnet containing ciaddr; any other from
- * the subnet the server itself is on (`dhcp.subnet`), never from a relay subnet.
+ * subnet containing giaddr; one sent to the server's own address with ciaddr set (RENEWING, RELEASE
+ * and INFORM are unicast without a relay, also by clients behind one) from the subnet containing
+ * ciaddr; any other from the subnet the server itself is on (`dhcp.subnet`), never from a relay
+ * subnet: a broadcast never crosses a router, so a broadcast REBIND from a relay subnet's address
+ * comes from a machine moved onto the local segment, and is NAKed there.
  */
 export function subnetForRequest(
   settings: DhcpSettings,
   request: { giaddr: string; ciaddr: string },
+  unicast: boolean,
 ): SubnetSettings | undefined {
   if (request.giaddr !== UNSET) return subnetContaining(settings, ipToNumber(request.giaddr));
   const byClientAddress =
-    request.ciaddr === UNSET ? undefined : subnetContaining(settings, ipToNumber(request.ciaddr));
+    unicast && request.ciaddr !== UNSET ? subnetContaining(settings, ipToNumber(request.ciaddr)) : undefined;
   return byClientAddress ?? settings.localSubnet;
 }
 

@@ -190,7 +190,8 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     if (!decoded.ok) {
       stats.errors.malformed += 1;
       deps.logger.debug({ client: peer.address, reason: decoded.reason }, 'malformed tftp request');
-      if (decoded.reason !== 'not-a-request') {
+      // An ERROR, however malformed, is never answered (RFC 1350 §7), here as on the transfer ports.
+      if (decoded.reason !== 'not-a-request' && !isErrorPacket(message)) {
         sendError(requestSocket, peer, ErrorCode.illegalOperation, 'Malformed request', 'unvalidated');
       }
       return;
