@@ -111,7 +111,12 @@ t.test(
  * initramfs: [what, config sections (Ignition 3.3.0 JSON), Ignition's message]. Each is also run
  * through Debian's ignition-validate, so the expectation is Ignition's, not ours.
  */
+const tangAt = (url: string) =>
+  `"storage":{"luks":[{"name":"x","device":"/dev/sdb","clevis":{"tang":[{"url":"${url}","thumbprint":"t"}]}}]}`;
+
 const IGNITION_RULES: [string, string, string][] = [
+  ['a Tang URL whose port is not a number', tangAt('http://tang:abc/'), 'unable to parse url'],
+  ['a Tang URL with a broken escape', tangAt('http://tang/%zz'), 'unable to parse url'],
   [
     'ext4 label over 16 bytes',
     '"storage":{"filesystems":[{"device":"/dev/sdb","format":"ext4","label":"containers-storage01"}]}',
@@ -260,13 +265,17 @@ t.test('Ignition validation rules, with ignition-validate as the reference', asy
     '"storage":{"filesystems":[{"device":"/dev/sdb","format":"none"}]}',
     '"storage":{"raid":[{"name":"md0","level":"mirror","devices":["/dev/sdb","/dev/sdc"]}]}',
     '"storage":{"luks":[{"name":"x","device":"/dev/sdb","clevis":{"custom":{"pin":"sss","config":"{}"}}}]}',
+    // Go's url.Parse takes these where WHATWG's URL does not: an IPv6 zone, a port above 65535.
+    tangAt('http://[fe80::1%25eth0]:7500/'),
+    tangAt('http://tang:99999/'),
   ];
   for (const sections of valid) {
-    const rendered = renderIgnition(
-      parseTemplate('/t/valid.ign', `{"ignition":{"version":"3.3.0"},${sections}}`),
-      CORPUS_VARS,
-    );
+    const text = `{"ignition":{"version":"3.3.0"},${sections}}`;
+    const rendered = renderIgnition(parseTemplate('/t/valid.ign', text), CORPUS_VARS);
     t.ok(rendered.ok, sections, rendered.ok ? {} : { problems: rendered.problems });
+    const file = join(scratch, 'valid.ign');
+    writeFileSync(file, text);
+    await t.resolves(execFileAsync('ignition-validate', [file]), `ignition-validate accepts ${sections}`);
   }
 });
 

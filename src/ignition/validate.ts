@@ -336,11 +336,30 @@ function checkLuks(volume: Entry, error: ReportError): void {
   for (const tang of tangs) checkTang(tang, error);
 }
 
+/**
+ * Whether Go's net/url.Parse, which Ignition uses, accepts `text`. WHATWG's URL refuses what Go
+ * takes (a port above 65535, `999.1.1.1`, an IPv6 zone such as `[fe80::1%25eth0]`, an empty host),
+ * and a refusal here stops a machine's install, so this follows Go: no control characters, every
+ * `%` a valid escape, in the host none below 0x80 but `%25` (the zone's), and a port of digits.
+ */
+function parsesAsGoUrl(text: string): boolean {
+  if (/[\x00-\x1f\x7f]/.test(text) || /%(?![0-9A-Fa-f]{2})/.test(text)) return false;
+  const authority = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/.exec(text)?.[1];
+  if (authority === undefined) return true;
+  const host = authority.slice(authority.lastIndexOf('@') + 1);
+  const bracketed = /^\[[^\]]*\]/.exec(host)?.[0];
+  if (host.startsWith('[') && bracketed === undefined) return false;
+  const name = bracketed ?? host.replace(/:[^:]*$/, '');
+  const port = host.slice(name.length);
+  const lowEscape = /%(?!25)[0-7][0-9A-Fa-f]/;
+  return /^(:\d*)?$/.test(port) && !lowEscape.test(name) && /^[\w\-.~!$&'()*+,;=%:[\]<>"]*$/.test(name);
+}
+
 function checkTang({ value, path }: Entry, error: ReportError): void {
   const url = typeof value.url === 'string' ? value.url : '';
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
   if (scheme !== 'http' && scheme !== 'https') error([...path, 'url'], 'invalid url scheme');
-  else if (!URL.canParse(url)) error([...path, 'url'], 'unable to parse url');
+  else if (!parsesAsGoUrl(url)) error([...path, 'url'], 'unable to parse url');
   if (!isSet(value.thumbprint)) error([...path, 'thumbprint'], 'thumbprint is required');
   if (isSet(value.advertisement) && !isJson(value.advertisement))
     error([...path, 'advertisement'], 'advertisement is not valid JSON');
@@ -424,7 +443,7 @@ function checkResource(resource: Entry, error: ReportError): void {
   let scheme: string | undefined;
   if (source !== undefined) {
     scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(source)?.[1]?.toLowerCase();
-    if (scheme === undefined || !URL.canParse(source)) error([...path, 'source'], 'unable to parse url');
+    if (scheme === undefined || !parsesAsGoUrl(source)) error([...path, 'source'], 'unable to parse url');
     else if (!SCHEMES.has(scheme)) error([...path, 'source'], 'invalid url scheme');
     else if (scheme === 'data' && !isDataUrl(source)) error([...path, 'source'], 'invalid data url');
     if (scheme === 's3' && compression === 'gzip')
