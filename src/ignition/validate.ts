@@ -336,6 +336,11 @@ function checkLuks(volume: Entry, error: ReportError): void {
   for (const tang of tangs) checkTang(tang, error);
 }
 
+/** The scheme of a URL, lower-cased (RFC 3986 §3.1); undefined when the text has none. */
+function urlScheme(text: string): string | undefined {
+  return /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(text)?.[1]?.toLowerCase();
+}
+
 /**
  * Whether Go's net/url.Parse, which Ignition uses, accepts `text`. WHATWG's URL refuses what Go
  * takes (a port above 65535, `999.1.1.1`, an IPv6 zone such as `[fe80::1%25eth0]`, an empty host),
@@ -357,7 +362,7 @@ function parsesAsGoUrl(text: string): boolean {
 
 function checkTang({ value, path }: Entry, error: ReportError): void {
   const url = typeof value.url === 'string' ? value.url : '';
-  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
+  const scheme = urlScheme(url);
   if (scheme !== 'http' && scheme !== 'https') error([...path, 'url'], 'invalid url scheme');
   else if (!parsesAsGoUrl(url)) error([...path, 'url'], 'unable to parse url');
   if (!isSet(value.thumbprint)) error([...path, 'thumbprint'], 'thumbprint is required');
@@ -442,7 +447,7 @@ function checkResource(resource: Entry, error: ReportError): void {
   const headers = Array.isArray(value.httpHeaders) ? value.httpHeaders : [];
   let scheme: string | undefined;
   if (source !== undefined) {
-    scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(source)?.[1]?.toLowerCase();
+    scheme = urlScheme(source);
     if (scheme === undefined || !parsesAsGoUrl(source)) error([...path, 'source'], 'unable to parse url');
     else if (!SCHEMES.has(scheme)) error([...path, 'source'], 'invalid url scheme');
     else if (scheme === 'data' && !isDataUrl(source)) error([...path, 'source'], 'invalid data url');
