@@ -710,6 +710,7 @@ machines:
         profile: 'fcos',
         base_url: baseUrl,
         ignition_url: `${baseUrl}/ignition/${machine.mac}`,
+        installer_ignition_url: `${baseUrl}/ignition/installer/${machine.mac}`,
         events_url: `${baseUrl}/api/v1/machines/${machine.mac}/events`,
         vars: {},
       };

@@ -4,6 +4,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import type { Mac } from '../src/boot-plan.js';
+import { buildApp } from '../src/http/app.js';
+import { DISK_WRITTEN_UNIT_NAME } from '../src/ignition/render.js';
+import { createBootDecision } from '../src/inventory/decision.js';
+import { requireTools } from './helpers/netns.js';
 import { bootFixture, fixtureApp } from './ignition/boot-fixture.js';
 
 const execFileAsync = promisify(execFile);
@@ -60,6 +64,8 @@ t.test('coreos-install scripts per firmware arch: kargs, initrd=main, retries', 
     'kernel http://10.77.0.1:8080/assets/fcos/kernel initrd=main' +
       ' coreos.live.rootfs_url=http://10.77.0.1:8080/assets/fcos/rootfs.img coreos.inst.install_dev=/dev/sda' +
       ` coreos.inst.ignition_url=http://10.77.0.1:8080/ignition/52-54-00-12-34-56.ign?token=${tokenOf(NODE1)}` +
+      ' ignition.firstboot ignition.platform.id=metal' +
+      ` ignition.config.url=http://10.77.0.1:8080/ignition/installer/52-54-00-12-34-56.ign?token=${tokenOf(NODE1)}` +
       ' console=tty0 console=ttyS0,115200n8 || goto rb-retry',
   );
   t.match(efi, 'initrd --name main http://10.77.0.1:8080/assets/fcos/initramfs.img || goto rb-retry');
@@ -77,6 +83,145 @@ t.test('coreos-install scripts per firmware arch: kargs, initrd=main, retries', 
   t.match(arm, 'console=tty0 console=ttyS0,115200n8', 'default console args when the profile names none');
   t.matchSnapshot(stable(arm), 'coreos-install per-arch assets, arm64');
 });
+
+t.test('a profile that brings its own live Ignition config gets no installer hook', async (t) => {
+  const yaml = `server: { address: 10.77.0.1, assets: assets, state: state }
+profiles:
+  own:
+    kind: coreos-install
+    kernel: fcos/kernel
+    initrd: [fcos/initramfs.img]
+    rootfs: fcos/rootfs.img
+    install_device: /dev/sda
+    args: [ignition.firstboot, ignition.platform.id=qemu, "ignition.config.url=http://10.77.0.9/live.ign"]
+  platform:
+    kind: coreos-install
+    kernel: fcos/kernel
+    initrd: [fcos/initramfs.img]
+    rootfs: fcos/rootfs.img
+    install_device: /dev/sda
+    args: [ignition.platform.id=qemu]
+machines:
+  - { mac: "52:54:00:12:34:56", profile: own }
+  - { mac: "52:54:00:12:34:57", profile: platform }
+`;
+  const { script } = await setup(t, { yaml });
+  const own = await script('52-54-00-12-34-56');
+  t.notMatch(own, '/ignition/installer/', 'the profile owns the live config');
+  t.equal(own.match(/ignition\.(firstboot|platform\.id|config\.url)/g)?.length, 3, 'its args, once each');
+  const platform = await script('52-54-00-12-34-57');
+  t.match(
+    platform,
+    /ignition\.firstboot ignition\.config\.url=http:\/\/10\.77\.0\.1:8080\/ignition\/installer\//,
+  );
+  t.equal(
+    platform.match(/ignition\.platform\.id=/g)?.length,
+    1,
+    "the profile's platform id, not metal as well",
+  );
+});
+
+t.test(
+  'network-first firmware: the installer reports the disk written, the reboot boots the disk',
+  async (t) => {
+    const fixture = await bootFixture();
+    const { lifecycle } = fixture;
+    // The real lifecycle drives the boot decision here, as in `rackboot serve`.
+    const app = await buildApp({
+      ...fixture.deps,
+      decision: createBootDecision(() => fixture.config, lifecycle.stateOf, lifecycle.bootsFromDisk),
+      record: lifecycle.record,
+    });
+    t.teardown(async () => {
+      await app.close();
+      await fixture.cleanup();
+    });
+    const firmwareBoot = async () => {
+      await lifecycle.record({
+        mac: NODE1,
+        source: 'dhcp',
+        type: 'dhcp-ack',
+        detail: { firmware: 'bios-pxe', arch: 'x86_64' },
+      });
+      await lifecycle.record({
+        mac: NODE1,
+        source: 'tftp',
+        type: 'tftp-transfer',
+        detail: { outcome: 'complete' },
+      });
+      await lifecycle.record({
+        mac: NODE1,
+        source: 'dhcp',
+        type: 'dhcp-ack',
+        detail: { firmware: 'ipxe', arch: 'i386' },
+      });
+      const response = await app.inject('/boot/52-54-00-12-34-56.ipxe?arch=i386&platform=pcbios');
+      t.equal(response.statusCode, 200);
+      return response.body;
+    };
+    const get = (url: string) => app.inject(url.replace('http://10.77.0.1:8080', ''));
+
+    const installer = await firmwareBoot();
+    const installerUrl = /ignition\.config\.url=(\S+)/.exec(installer)?.[1] ?? '';
+    const installedUrl = /coreos\.inst\.ignition_url=(\S+)/.exec(installer)?.[1] ?? '';
+    t.match(installerUrl, '/ignition/installer/52-54-00-12-34-56.ign?token=');
+
+    const refused = await get(installerUrl.replace(/token=.*/, 'token=forged'));
+    t.equal(refused.statusCode, 403, 'the installer config is only for its machine');
+    const live = await get(installerUrl);
+    t.equal(live.statusCode, 200);
+    const liveConfig = live.json() as {
+      ignition: { version: string };
+      systemd: { units: { name: string; enabled: boolean; contents: string }[] };
+    };
+    const [hook] = liveConfig.systemd.units;
+    t.equal(hook?.name, DISK_WRITTEN_UNIT_NAME);
+    t.equal(hook?.enabled, true);
+    for (const line of [
+      'Requires=coreos-installer.service',
+      'After=coreos-installer.service',
+      'Before=coreos-installer.target',
+      'WantedBy=coreos-installer.target',
+    ])
+      t.match(hook?.contents, line);
+    const report = /--data '(\{[^']*\})' (\S+)/.exec(hook?.contents ?? '');
+    t.equal(report?.[1], '{"type":"disk-written"}');
+    t.equal(lifecycle.stateOf(NODE1), 'booting', 'fetching the live config is not the install');
+
+    // Debian's ignition-validate (Ignition 2.14, specs up to 3.3.0) on the exact bytes served.
+    await requireTools('ignition-validate');
+    const served = join(fixture.dir, 'installer.ign');
+    writeFileSync(served, live.body);
+    const validated = await execFileAsync('ignition-validate', [served]);
+    t.equal(`${validated.stdout}${validated.stderr}`, '', 'ignition-validate: no errors, no warnings');
+
+    t.equal((await get(installedUrl)).statusCode, 200, 'coreos-installer fetches the installed config');
+    t.equal(lifecycle.stateOf(NODE1), 'installing');
+    const eventsPath = (report?.[2] ?? '').replace('http://10.77.0.1:8080', '');
+    const postReport = (payload: string) =>
+      app.inject({
+        method: 'POST',
+        url: eventsPath,
+        headers: { 'content-type': 'application/json' },
+        payload,
+      });
+    const posted = await postReport(report?.[1] ?? '');
+    t.equal(posted.statusCode, 202, 'the hook reports with the URL and token it carries');
+
+    // coreos-installer reboots; the firmware tries the network first.
+    const reboot = await firmwareBoot();
+    t.match(reboot, 'sanboot --no-describe --drive 0x80', 'the reboot boots the disk');
+    t.notMatch(reboot, 'coreos.inst', 'no second install');
+    t.equal(lifecycle.stateOf(NODE1), 'installing', 'installed only once the installed system says so');
+
+    const installed = await postReport('{"type":"installed"}');
+    t.equal(installed.statusCode, 202);
+    t.equal(lifecycle.stateOf(NODE1), 'installed');
+    const types = lifecycle.latestEvents({ mac: NODE1 }).map((event) => event.type);
+    await lifecycle.close();
+    t.ok(types.includes('installer-ignition-fetch'), 'the live config fetch is in the history');
+  },
+);
 
 t.test('linux profile: every initrd named and listed as initrd=, templated args', async (t) => {
   const { script, stable, tokenOf } = await setup(t);

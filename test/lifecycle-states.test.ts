@@ -30,6 +30,7 @@ const script = (kind: string): MachineEventInput => ({
 });
 const ignition: MachineEventInput = { mac, source: 'http', type: 'ignition-fetch' };
 const installed: MachineEventInput = { mac, source: 'machine', type: 'installed' };
+const diskWritten: MachineEventInput = { mac, source: 'machine', type: 'disk-written' };
 const failed: MachineEventInput = { mac, source: 'machine', type: 'failed', detail: { message: 'disk' } };
 const reprovision: MachineEventInput = { mac, source: 'operator', type: 'reprovision' };
 
@@ -140,6 +141,45 @@ t.test('transition table: event sequences and the states they lead to', async (t
       ['discovered', 'booting', 'installing', 'installing', 'discovered'],
     ],
     [
+      'network-first firmware: the reboot after the disk is written stays installing, then installed',
+      [
+        firmwareDhcp(),
+        tftp('complete'),
+        firmwareDhcp('ipxe'),
+        script('install'),
+        ignition,
+        diskWritten,
+        firmwareDhcp(),
+        tftp('complete'),
+        firmwareDhcp('ipxe'),
+        script('local-disk'),
+        installed,
+      ],
+      [
+        'discovered',
+        'booting',
+        'booting',
+        'booting',
+        'installing',
+        'installing',
+        'installing',
+        'installing',
+        'installing',
+        'installing',
+        'installed',
+      ],
+    ],
+    [
+      'disk written without a seen Ignition fetch: installing',
+      [firmwareDhcp('ipxe'), script('install'), diskWritten],
+      ['discovered', 'booting', 'installing'],
+    ],
+    [
+      'disk written before any installer was booted is rejected',
+      [firmwareDhcp(), diskWritten],
+      ['discovered', 'discovered'],
+    ],
+    [
       'installed before any installer was booted is rejected',
       [firmwareDhcp(), installed],
       ['discovered', 'discovered'],
@@ -161,6 +201,24 @@ t.test('transition table: event sequences and the states they lead to', async (t
   for (const [name, events, expected] of cases) {
     t.same(fold(events).states, expected, name);
   }
+});
+
+t.test('disk-written sends the network boots to the disk until reprovision', async (t) => {
+  const install = [firmwareDhcp('ipxe'), script('install'), ignition];
+  t.equal(fold(install).record?.bootsFromDisk, false, 'not while the installer runs');
+  t.equal(fold([...install, diskWritten]).record?.bootsFromDisk, true, 'from the report on');
+  t.equal(
+    fold([...install, diskWritten, firmwareDhcp('ipxe'), ignition]).derived.at(-1)?.[0],
+    'transition-rejected:installing',
+    'an Ignition fetch after the disk was written is rejected',
+  );
+  t.equal(fold([...install, diskWritten, failed]).record?.bootsFromDisk, true, 'a failed report keeps it');
+  t.equal(
+    fold([...install, diskWritten, installed, reprovision]).record?.bootsFromDisk,
+    false,
+    'reprovision ends it',
+  );
+  t.equal(fold([firmwareDhcp(), diskWritten]).record?.bootsFromDisk, false, 'a rejected report sets nothing');
 });
 
 t.test('every transition is a state-changed event; forbidden ones are recorded as rejected', async (t) => {

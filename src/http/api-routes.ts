@@ -30,7 +30,7 @@ export interface ApiRoutesOptions {
 const MACHINE_EVENTS_LIMIT = 300;
 /** Types only the servers or the operator may record; a machine reporting them is refused. */
 const RESERVED_TYPE =
-  /^(dhcp-|tftp-|state-changed$|transition-rejected$|reprovision$|adopt$|ipxe-script$|asset-download$|ignition-fetch$|unknown-machine$)/;
+  /^(dhcp-|tftp-|state-changed$|transition-rejected$|reprovision$|adopt$|ipxe-script$|asset-download$|ignition-fetch$|installer-ignition-fetch$|unknown-machine$)/;
 const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
 /** The answer when the history could not be written (disk full or failing): nothing is claimed stored. */
 const EVENT_NOT_STORED = 'the event could not be written to the history (see the server log)';

@@ -1,5 +1,6 @@
 import { type Static, Type } from '@sinclair/typebox';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { installerIgnition } from '../ignition/render.js';
 import { machineVars } from '../ignition/vars.js';
 import { parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
@@ -13,68 +14,101 @@ const IgnitionQuery = Type.Object({ token: Type.Optional(Type.String({ maxLength
 const RETRY_AFTER_SECONDS = 10;
 
 /**
- * `GET /ignition/<mac>.ign?token=…`, the URL `{{ignition_url}}` hands out. Served only to its
- * machine (authorizeMachine); 403 JSON otherwise, logged with the requester.
+ * `GET /ignition/<mac>.ign?token=…`, the URL `{{ignition_url}}` hands out, and
+ * `GET /ignition/installer/<mac>.ign?token=…` (`{{installer_ignition_url}}`), the live installer
+ * environment's own config. Each is served only to its machine (authorizeMachine); 403 JSON
+ * otherwise, logged with the requester.
  */
 export async function ignitionRoutes(app: FastifyInstance, context: BootServiceContext): Promise<void> {
   const { deps } = context;
-  app.get<{ Params: Static<typeof IgnitionParams>; Querystring: Static<typeof IgnitionQuery> }>(
-    '/ignition/:name',
-    { schema: { params: IgnitionParams, querystring: IgnitionQuery } },
-    async (request, reply) => {
-      const mac = request.params.name.endsWith('.ign')
-        ? parseMac(request.params.name.slice(0, -4))
-        : undefined;
-      if (!mac)
-        return reply.code(404).send({ error: 'not found', message: 'use /ignition/<mac>.ign?token=…' });
-      const ip = requesterIp(request);
-      const now = Date.now();
-      const authorization = authorizeMachine(deps.secrets, deps.macForIp, {
-        mac,
-        token: request.query.token,
-        ip,
-        now,
-      });
-      if (!authorization.ok) {
-        deps.logger.warn({ mac, requester: ip, reason: authorization.reason }, 'Ignition refused');
-        return reply.code(403).send({ error: 'forbidden', message: authorization.reason });
-      }
-      const config = deps.config();
-      const assignment = deps.decision.assignmentFor(mac);
-      if (!assignment) {
-        return reply
-          .code(404)
-          .send({ error: 'unknown machine', message: `${mac} is no longer in the inventory` });
-      }
-      const rendered = context.ignition(
-        config,
-        assignment,
-        machineVars(config, assignment, deps.secrets.tokenFor(mac, now)),
+  type IgnitionRequest = FastifyRequest<{
+    Params: Static<typeof IgnitionParams>;
+    Querystring: Static<typeof IgnitionQuery>;
+  }>;
+  const schema = { params: IgnitionParams, querystring: IgnitionQuery };
+
+  /** The machine named by `<mac>.ign` once its credential fits; undefined once an error was sent. */
+  const authorizedMachine = (request: IgnitionRequest, reply: FastifyReply, usage: string) => {
+    const mac = request.params.name.endsWith('.ign') ? parseMac(request.params.name.slice(0, -4)) : undefined;
+    if (!mac) {
+      void reply.code(404).send({ error: 'not found', message: `use ${usage}` });
+      return undefined;
+    }
+    const ip = requesterIp(request);
+    const now = Date.now();
+    const authorization = authorizeMachine(deps.secrets, deps.macForIp, {
+      mac,
+      token: request.query.token,
+      ip,
+      now,
+    });
+    if (!authorization.ok) {
+      deps.logger.warn({ mac, requester: ip, reason: authorization.reason }, 'Ignition refused');
+      void reply.code(403).send({ error: 'forbidden', message: authorization.reason });
+      return undefined;
+    }
+    const assignment = deps.decision.assignmentFor(mac);
+    if (!assignment) {
+      void reply
+        .code(404)
+        .send({ error: 'unknown machine', message: `${mac} is no longer in the inventory` });
+      return undefined;
+    }
+    const config = deps.config();
+    return {
+      mac,
+      ip,
+      assignment,
+      config,
+      vars: machineVars(config, assignment, deps.secrets.tokenFor(mac, now)),
+    };
+  };
+
+  const sendIgnition = (reply: FastifyReply, text: string) =>
+    reply.type('application/json').header('cache-control', 'no-store').send(text);
+
+  app.get('/ignition/:name', { schema }, async (request: IgnitionRequest, reply) => {
+    const machine = authorizedMachine(request, reply, '/ignition/<mac>.ign?token=…');
+    if (!machine) return reply;
+    const { mac, ip, assignment, config, vars } = machine;
+    const rendered = context.ignition(config, assignment, vars);
+    if (!rendered.ok) {
+      const problems = rendered.problems.map((problem) => formatProblem(problem));
+      deps.logger.error(
+        { mac, requester: ip, problems },
+        'Ignition cannot be rendered; answering 503 so Ignition retries',
       );
-      if (!rendered.ok) {
-        const problems = rendered.problems.map((problem) => formatProblem(problem));
-        deps.logger.error(
-          { mac, requester: ip, problems },
-          'Ignition cannot be rendered; answering 503 so Ignition retries',
-        );
-        return reply.code(503).header('retry-after', String(RETRY_AFTER_SECONDS)).send({
-          error: 'config unavailable',
-          message: "this machine's Ignition cannot be rendered yet",
-          problems,
-        });
-      }
-      context.record({
-        mac,
-        ip,
-        source: 'http',
-        type: 'ignition-fetch',
-        detail: {
-          profile: assignment.profile,
-          bytes: rendered.text.length,
-          userAgent: request.headers['user-agent'],
-        },
+      return reply.code(503).header('retry-after', String(RETRY_AFTER_SECONDS)).send({
+        error: 'config unavailable',
+        message: "this machine's Ignition cannot be rendered yet",
+        problems,
       });
-      return reply.type('application/json').header('cache-control', 'no-store').send(rendered.text);
-    },
-  );
+    }
+    context.record({
+      mac,
+      ip,
+      source: 'http',
+      type: 'ignition-fetch',
+      detail: {
+        profile: assignment.profile,
+        bytes: rendered.text.length,
+        userAgent: request.headers['user-agent'],
+      },
+    });
+    return sendIgnition(reply, rendered.text);
+  });
+
+  app.get('/ignition/installer/:name', { schema }, async (request: IgnitionRequest, reply) => {
+    const machine = authorizedMachine(request, reply, '/ignition/installer/<mac>.ign?token=…');
+    if (!machine) return reply;
+    const text = installerIgnition(machine.vars.events_url);
+    context.record({
+      mac: machine.mac,
+      ip: machine.ip,
+      source: 'http',
+      type: 'installer-ignition-fetch',
+      detail: { profile: machine.assignment.profile, userAgent: request.headers['user-agent'] },
+    });
+    return sendIgnition(reply, text);
+  });
 }

@@ -48,8 +48,12 @@ export function machineScript(
       : `${mac} is not listed; unknown_machines: ${assignment.profile} applies`,
   ];
   if (assignment.bootsFromDisk) {
+    const why =
+      assignment.state === 'installing'
+        ? 'its installer reported the disk written'
+        : 'it completed an install';
     reasons.push(
-      `its state is ${assignment.state}; it completed an install, so it boots from its local disk until \`rackboot reprovision\``,
+      `its state is ${assignment.state}; ${why}, so it boots from its local disk until \`rackboot reprovision\``,
     );
     return { kind: 'local-disk', script: localDiskScript(who, mac), reasons };
   }
@@ -98,15 +102,30 @@ function bootPlan(
 
   if (assets.rootfs === undefined) return { error: `no rootfs for ${arch}: set rootfs or coreos.stream` };
   if (!profile.install_device) return { error: 'no install_device (e.g. /dev/sda)' };
-  const consoleArgs = profileArgs.some((arg) => arg.startsWith('console=')) ? [] : DEFAULT_CONSOLE_ARGS;
+  const hasArg = (name: string) => profileArgs.some((arg) => arg === name || arg.startsWith(`${name}=`));
   const args = [
     `coreos.live.rootfs_url=${assetUrl(assets.rootfs, vars.base_url)}`,
     `coreos.inst.install_dev=${profile.install_device}`,
     `coreos.inst.ignition_url=${vars.ignition_url}`,
-    ...consoleArgs,
+    ...installerIgnitionArgs(hasArg, vars.installer_ignition_url),
+    ...(hasArg('console') ? [] : DEFAULT_CONSOLE_ARGS),
     ...profileArgs,
   ];
   return { kernelUrl: assetUrl(assets.kernel, vars.base_url), initrds, args };
+}
+
+/**
+ * The live environment's own Ignition config, which reports `disk-written` after coreos-installer
+ * (render.ts installerIgnition), with the arguments Ignition needs to run on a live PXE boot. A profile
+ * that sets `ignition.config.url` itself brings its own live config, and its own report.
+ */
+function installerIgnitionArgs(hasArg: (name: string) => boolean, url: string): string[] {
+  if (hasArg('ignition.config.url')) return [];
+  return [
+    ...(hasArg('ignition.firstboot') ? [] : ['ignition.firstboot']),
+    ...(hasArg('ignition.platform.id') ? [] : ['ignition.platform.id=metal']),
+    `ignition.config.url=${url}`,
+  ];
 }
 
 /** The common case, a relative path that needs no escaping (checked first: every script names three). */

@@ -53,13 +53,18 @@ function located(template: ParsedTemplate, errors: PathError[], ignitionKeysInBu
   });
 }
 
+/** An ExecStart line posting `{"type": TYPE}` to the machine's events URL, retrying for a few minutes. */
+function reportCommand(eventsUrl: string, type: 'installed' | 'disk-written'): string {
+  // systemd expands % specifiers in ExecStart; the URL is ours (no %), but escape it anyway.
+  const url = eventsUrl.replaceAll('%', '%%');
+  return `ExecStart=/usr/bin/curl --fail --silent --show-error --retry 20 --retry-delay 5 --retry-all-errors --max-time 30 -X POST -H 'Content-Type: application/json' --data '{"type":"${type}"}' ${url}`;
+}
+
 /**
  * The unit that tells rackboot the installed system is up: runs after the network is online, retries
  * (curl --retry-all-errors, then systemd restarts), and once it succeeded never again (marker file).
  */
 export function reportInstalledUnit(eventsUrl: string): string {
-  // systemd expands % specifiers in ExecStart; the URL is ours (no %), but escape it anyway.
-  const url = eventsUrl.replaceAll('%', '%%');
   return [
     '[Unit]',
     'Description=Report to rackboot that this machine is installed',
@@ -69,7 +74,7 @@ export function reportInstalledUnit(eventsUrl: string): string {
     '',
     '[Service]',
     'Type=oneshot',
-    `ExecStart=/usr/bin/curl --fail --silent --show-error --retry 20 --retry-delay 5 --retry-all-errors --max-time 30 -X POST -H 'Content-Type: application/json' --data '{"type":"installed"}' ${url}`,
+    reportCommand(eventsUrl, 'installed'),
     `ExecStartPost=/usr/bin/mkdir -p ${dirname(REPORTED_MARKER)}`,
     `ExecStartPost=/usr/bin/touch ${REPORTED_MARKER}`,
     'Restart=on-failure',
@@ -79,6 +84,40 @@ export function reportInstalledUnit(eventsUrl: string): string {
     'WantedBy=multi-user.target',
     '',
   ].join('\n');
+}
+
+/** Name of the live installer environment's unit that reports `disk-written`. */
+export const DISK_WRITTEN_UNIT_NAME = 'rackboot-report-disk-written.service';
+
+/**
+ * The Ignition config of the live installer environment (`ignition.config.url` beside the
+ * `coreos.inst.*` arguments): coreos-installer's documented post-install hook
+ * (https://coreos.github.io/coreos-installer/customizing-install/), which tells rackboot that the
+ * disk now holds the install. From then on the machine's network boots go to its disk, so a
+ * firmware that tries the network first does not reinstall at the reboot that follows, before the
+ * installed system could report `installed`. Requires= keeps a failed install from reporting;
+ * WantedBy= (not RequiredBy=) lets the reboot go ahead if rackboot cannot be reached.
+ */
+export function installerIgnition(eventsUrl: string): string {
+  const unit = [
+    '[Unit]',
+    "Description=Report to rackboot that coreos-installer wrote this machine's disk",
+    'Requires=coreos-installer.service',
+    'After=coreos-installer.service',
+    'Before=coreos-installer.target',
+    '',
+    '[Service]',
+    'Type=oneshot',
+    reportCommand(eventsUrl, 'disk-written'),
+    '',
+    '[Install]',
+    'WantedBy=coreos-installer.target',
+    '',
+  ].join('\n');
+  return JSON.stringify({
+    ignition: { version: '3.3.0' },
+    systemd: { units: [{ name: DISK_WRITTEN_UNIT_NAME, enabled: true, contents: unit }] },
+  });
 }
 
 function withReportUnit(config: JsonObject, eventsUrl: string): JsonObject {

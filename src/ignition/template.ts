@@ -21,6 +21,8 @@ export interface TemplateVars {
   profile: string;
   base_url: string;
   ignition_url: string;
+  /** The live installer's own Ignition config (its disk-written hook); coreos-install scripts add it themselves. */
+  installer_ignition_url: string;
   events_url: string;
   /** The machine's `vars`; undefined when it has no inventory entry (booted through unknown_machines). */
   vars: Record<string, string | number | boolean> | undefined;
@@ -33,6 +35,7 @@ const TOP_LEVEL_VARIABLES = new Set([
   'profile',
   'base_url',
   'ignition_url',
+  'installer_ignition_url',
   'events_url',
 ]);
 const PLACEHOLDER = /\{\{\s*([^{}]*?)\s*\}\}/g;

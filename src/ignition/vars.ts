@@ -17,6 +17,14 @@ export function ignitionUrl(baseUrl: string, mac: Mac, token: string): string {
   return `${baseUrl}/ignition/${macInUrl(mac)}.ign?token=${token}`;
 }
 
+/**
+ * The Ignition config of the live installer environment itself (not of the installed system): the
+ * hook that reports `disk-written` once coreos-installer has written the disk.
+ */
+export function installerIgnitionUrl(baseUrl: string, mac: Mac, token: string): string {
+  return `${baseUrl}/ignition/installer/${macInUrl(mac)}.ign?token=${token}`;
+}
+
 /** CONTRACT.md's `POST /api/v1/machines/{mac}/events`, with the machine's token. */
 export function eventsUrl(baseUrl: string, mac: Mac, token: string): string {
   return `${baseUrl}/api/v1/machines/${macInUrl(mac)}/events?token=${token}`;
@@ -44,6 +52,7 @@ export function machineVars(config: Config, assignment: MachineAssignment, token
     profile: assignment.profile,
     base_url: baseUrl,
     ignition_url: ignitionUrl(baseUrl, assignment.mac, token),
+    installer_ignition_url: installerIgnitionUrl(baseUrl, assignment.mac, token),
     events_url: eventsUrl(baseUrl, assignment.mac, token),
     vars: machineEntry(config, assignment.mac)?.vars,
   };

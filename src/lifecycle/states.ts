@@ -30,9 +30,10 @@ export interface MachineRecord {
   boot: BootRecord;
   installedAt: string | undefined;
   /**
-   * True from the machine's `installed` report until `reprovision`: its network boots go to its local
-   * disk whatever its state, so a `failed` report after the install (anyone holding the machine's
-   * events token can send one) cannot make its next boot install over the disk.
+   * True from the installer's `disk-written` report (or the `installed` one) until `reprovision`: its
+   * network boots go to its local disk whatever its state, so a `failed` report after the install
+   * (anyone holding the machine's events token can send one) cannot make its next boot install over
+   * the disk.
    */
   bootsFromDisk: boolean;
 }
@@ -81,6 +82,9 @@ type Transition =
  *   its next boots go to local disk),
  * - a complete TFTP transfer or an install script served → `booting`,
  * - Ignition fetched → `installing`,
+ * - the live installer reporting `disk-written` (only after booting an installer) → `installing`, and
+ *   its network boots go to its disk from then on: a firmware that tries the network first must not
+ *   reinstall at the reboot before the installed system can report,
  * - the machine reporting `installed` (only after booting an installer) → `installed`,
  * - `failed` from any state; operator `reprovision` takes an installed or failed machine back to
  *   `discovered`, so its next boot installs again.
@@ -148,9 +152,11 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
     lastEvent: { id: stamp.id, type: input.type, time: stamp.time },
     boot,
     installedAt: changed && state === 'installed' ? stamp.time : previous?.installedAt,
-    // Set by the install's report, cleared only by reprovision.
+    // Set by the installer's or the installed system's report, cleared only by reprovision.
     bootsFromDisk:
-      state === 'installed' || (input.type !== 'reprovision' && (previous?.bootsFromDisk ?? false)),
+      state === 'installed' ||
+      (input.type === 'disk-written' && transition.kind !== 'reject') ||
+      (input.type !== 'reprovision' && (previous?.bootsFromDisk ?? false)),
   };
   return { event, record, derived };
 }
@@ -170,13 +176,18 @@ function transitionFor(
         reason: `only installed or failed machines are reprovisioned; a machine in ${current} installs at its next network boot anyway`,
       };
     case 'installed':
-      if (current === 'installed') return { kind: 'none' };
-      if (current === 'booting' || current === 'installing') return { kind: 'change', to: 'installed' };
+    case 'disk-written': {
+      // The disk holds the install but the installed system has not reported yet: still installing.
+      const to = input.type === 'installed' ? 'installed' : 'installing';
+      if (current === 'installed' || (to === 'installing' && bootsFromDisk)) return { kind: 'none' };
+      if (current === 'booting' || current === 'installing')
+        return current === to ? { kind: 'none' } : { kind: 'change', to };
       return {
         kind: 'reject',
-        to: 'installed',
-        reason: `installed reported while ${current ?? 'never seen'}: this server booted no installer on it`,
+        to,
+        reason: `${input.type} reported while ${current ?? 'never seen'}: this server booted no installer on it`,
       };
+    }
     case 'failed':
       return current === 'failed' ? { kind: 'none' } : { kind: 'change', to: 'failed' };
   }

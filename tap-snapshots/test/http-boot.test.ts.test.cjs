@@ -27,7 +27,7 @@ exports[`test/http-boot.test.ts > TAP > coreos-install scripts per firmware arch
 echo rackboot: node1 (52:54:00:12:34:56): profile coreos (coreos-install, i386)
 :rb-kernel
 set rb-step rb-kernel
-kernel http://10.77.0.1:8080/assets/fcos/kernel initrd=main coreos.live.rootfs_url=http://10.77.0.1:8080/assets/fcos/rootfs.img coreos.inst.install_dev=/dev/sda coreos.inst.ignition_url=http://10.77.0.1:8080/ignition/52-54-00-12-34-56.ign?token=TOKEN console=tty0 console=ttyS0,115200n8 || goto rb-retry
+kernel http://10.77.0.1:8080/assets/fcos/kernel initrd=main coreos.live.rootfs_url=http://10.77.0.1:8080/assets/fcos/rootfs.img coreos.inst.install_dev=/dev/sda coreos.inst.ignition_url=http://10.77.0.1:8080/ignition/52-54-00-12-34-56.ign?token=TOKEN ignition.firstboot ignition.platform.id=metal ignition.config.url=http://10.77.0.1:8080/ignition/installer/52-54-00-12-34-56.ign?token=TOKEN console=tty0 console=ttyS0,115200n8 || goto rb-retry
 :rb-initrd0
 set rb-step rb-initrd0
 initrd --name main http://10.77.0.1:8080/assets/fcos/initramfs.img || goto rb-retry
@@ -49,7 +49,7 @@ exports[`test/http-boot.test.ts > TAP > coreos-install scripts per firmware arch
 echo rackboot: node3 (52:54:00:12:34:58): profile multiarch (coreos-install, aarch64)
 :rb-kernel
 set rb-step rb-kernel
-kernel http://10.77.0.1:8080/assets/fcos-arm/kernel initrd=main coreos.live.rootfs_url=http://10.77.0.1:8080/assets/fcos-arm/rootfs.img coreos.inst.install_dev=/dev/vda coreos.inst.ignition_url=http://10.77.0.1:8080/ignition/52-54-00-12-34-58.ign?token=TOKEN console=tty0 console=ttyS0,115200n8 || goto rb-retry
+kernel http://10.77.0.1:8080/assets/fcos-arm/kernel initrd=main coreos.live.rootfs_url=http://10.77.0.1:8080/assets/fcos-arm/rootfs.img coreos.inst.install_dev=/dev/vda coreos.inst.ignition_url=http://10.77.0.1:8080/ignition/52-54-00-12-34-58.ign?token=TOKEN ignition.firstboot ignition.platform.id=metal ignition.config.url=http://10.77.0.1:8080/ignition/installer/52-54-00-12-34-58.ign?token=TOKEN console=tty0 console=ttyS0,115200n8 || goto rb-retry
 :rb-initrd0
 set rb-step rb-initrd0
 initrd --name main http://10.77.0.1:8080/assets/fcos-arm/initramfs.img || goto rb-retry
@@ -71,7 +71,7 @@ exports[`test/http-boot.test.ts > TAP > coreos-install scripts per firmware arch
 echo rackboot: node1 (52:54:00:12:34:56): profile coreos (coreos-install, x86_64)
 :rb-kernel
 set rb-step rb-kernel
-kernel http://10.77.0.1:8080/assets/fcos/kernel initrd=main coreos.live.rootfs_url=http://10.77.0.1:8080/assets/fcos/rootfs.img coreos.inst.install_dev=/dev/sda coreos.inst.ignition_url=http://10.77.0.1:8080/ignition/52-54-00-12-34-56.ign?token=TOKEN console=tty0 console=ttyS0,115200n8 || goto rb-retry
+kernel http://10.77.0.1:8080/assets/fcos/kernel initrd=main coreos.live.rootfs_url=http://10.77.0.1:8080/assets/fcos/rootfs.img coreos.inst.install_dev=/dev/sda coreos.inst.ignition_url=http://10.77.0.1:8080/ignition/52-54-00-12-34-56.ign?token=TOKEN ignition.firstboot ignition.platform.id=metal ignition.config.url=http://10.77.0.1:8080/ignition/installer/52-54-00-12-34-56.ign?token=TOKEN console=tty0 console=ttyS0,115200n8 || goto rb-retry
 :rb-initrd0
 set rb-step rb-initrd0
 initrd --name main http://10.77.0.1:8080/assets/fcos/initramfs.img || goto rb-retry

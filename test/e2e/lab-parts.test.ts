@@ -167,6 +167,7 @@ t.test('the Ignition template renders through rackboot and names the machine', a
     profile: 'lab',
     base_url: 'http://10.77.100.1:8080',
     ignition_url: 'http://10.77.100.1:8080/ignition?token=x',
+    installer_ignition_url: 'http://10.77.100.1:8080/ignition/installer?token=x',
     events_url: 'http://10.77.100.1:8080/api/v1/machines/x/events?token=x',
     vars: {},
   });

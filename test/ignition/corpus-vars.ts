@@ -8,6 +8,7 @@ export const CORPUS_VARS: TemplateVars = {
   profile: 'coreos',
   base_url: 'http://10.77.0.1:8080',
   ignition_url: 'http://10.77.0.1:8080/ignition/52-54-00-12-34-56.ign?token=corpus-token',
+  installer_ignition_url: 'http://10.77.0.1:8080/ignition/installer/52-54-00-12-34-56.ign?token=corpus-token',
   events_url: 'http://10.77.0.1:8080/api/v1/machines/52-54-00-12-34-56/events?token=corpus-token',
   vars: { role: 'worker', dc: 'ams1' },
 };
