@@ -53,3 +53,6 @@ export interface BootDecision {
    */
   assignmentFor(mac: Mac): MachineAssignment | undefined;
 }
+
+/** The iPXE build DHCP offers BIOS PXE firmware; the name is fixed, not a config key. */
+export const BIOS_BOOT_PROGRAM = 'undionly.kpxe';

@@ -1,4 +1,3 @@
-import { mkdir } from 'node:fs/promises';
 import { type DhcpServer, startDhcpServer } from './dhcp/server.js';
 import { buildApp } from './http/app.js';
 import { openMachineSecrets } from './ignition/tokens.js';
@@ -8,6 +7,7 @@ import { loadConfigInWorker } from './inventory/load-in-worker.js';
 import { formatProblem, type Problem } from './inventory/problems.js';
 import type { Config } from './inventory/schema.js';
 import { type ConfigSource, watchConfig } from './inventory/source.js';
+import { stateDirectoryProblem } from './inventory/validate-checks.js';
 import { openLifecycle } from './lifecycle/store.js';
 import { componentLogger, type Logger } from './log.js';
 import { startTftpServer } from './tftp/server.js';
@@ -17,6 +17,36 @@ export class ConfigProblemsError extends Error {
   constructor(readonly problems: Problem[]) {
     super(problems.map((problem) => formatProblem(problem)).join('\n'));
   }
+}
+
+/** Where a server binds, named by the config keys that choose it. */
+export interface BindTarget {
+  portKey: string;
+  port: number;
+  /** Absent when the address is fixed (DHCP listens on 0.0.0.0 for broadcasts). */
+  addressKey?: string;
+  address: string;
+}
+
+/** A server could not bind its socket (port taken, privileged, address not on this host). */
+export class BindError extends Error {
+  constructor(
+    readonly target: BindTarget,
+    readonly code: string,
+    options: { cause: unknown },
+  ) {
+    super(`cannot bind ${target.address}:${target.port} (${code})`, options);
+  }
+}
+
+/** Errors of bind(2) and listen(2) that a config change fixes. */
+const BIND_ERROR_CODES = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL']);
+
+function binding<T>(target: BindTarget, start: Promise<T>): Promise<T> {
+  return start.catch((error: unknown) => {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw code && BIND_ERROR_CODES.has(code) ? new BindError(target, code, { cause: error }) : error;
+  });
 }
 
 export interface RunningRackboot {
@@ -45,7 +75,9 @@ export async function startRackboot(options: {
   const initial = loaded.config;
   const logger = options.makeLogger(initial);
   for (const warning of loaded.warnings) logger.warn(formatProblem(warning));
-  await mkdir(initial.server.state, { recursive: true, mode: 0o750 });
+  for (const note of loaded.notes) logger.info(formatProblem(note));
+  const stateProblem = await stateDirectoryProblem(initial, { create: true });
+  if (stateProblem) throw new ConfigProblemsError([stateProblem]);
 
   // Each part that starts adds its closer, so a failure further on closes what did start.
   const closers: (() => Promise<void>)[] = [];
@@ -69,20 +101,31 @@ export async function startRackboot(options: {
     const dhcp: DhcpServer | undefined =
       initial.dhcp.mode === 'off'
         ? undefined
-        : await startDhcpServer({
-            config: source.current,
-            decision,
-            record: lifecycle.record,
-            logger: componentLogger(logger, 'dhcp'),
-          });
+        : await binding(
+            { portKey: 'server.dhcp.port', port: initial.server.dhcp.port, address: '0.0.0.0' },
+            startDhcpServer({
+              config: source.current,
+              decision,
+              record: lifecycle.record,
+              logger: componentLogger(logger, 'dhcp'),
+            }),
+          );
     if (dhcp) closers.push(() => dhcp.close());
     const macForIp = (ip: string) => dhcp?.macForIp(ip);
-    const tftp = await startTftpServer({
-      config: source.current,
-      record: lifecycle.record,
-      logger: componentLogger(logger, 'tftp'),
-      macForIp,
-    });
+    const tftp = await binding(
+      {
+        portKey: 'server.tftp.port',
+        port: initial.server.tftp.port,
+        addressKey: 'server.tftp.listen',
+        address: initial.server.tftp.listen,
+      },
+      startTftpServer({
+        config: source.current,
+        record: lifecycle.record,
+        logger: componentLogger(logger, 'tftp'),
+        macForIp,
+      }),
+    );
     closers.push(() => tftp.close());
 
     const app = await buildApp({
@@ -98,7 +141,10 @@ export async function startRackboot(options: {
     });
     closers.push(() => app.close());
     const { port, listen } = initial.server.http;
-    await app.listen({ port, host: listen });
+    await binding(
+      { portKey: 'server.http.port', port, addressKey: 'server.http.listen', address: listen },
+      app.listen({ port, host: listen }),
+    );
     const httpUrl = `http://${listen === '0.0.0.0' ? '127.0.0.1' : listen}:${port}`;
     logger.info(
       {

@@ -1,36 +1,53 @@
-import { Worker } from 'node:worker_threads';
+import { type TransferListItem, Worker } from 'node:worker_threads';
 
 /**
  * Starts the module `name` (without extension, beside `base`, the caller's import.meta.url) in a
- * worker thread. Compiled code runs dist/…/name.js directly; from source (tests, tsx) the worker
+ * worker thread, moving the buffers in `transferList` (parts of `workerData`) to it instead of
+ * copying them. Compiled code runs dist/…/name.js directly; from source (tests, tsx) the worker
  * registers tsx first: a worker does not reliably get the main thread's TypeScript loader (seen
  * here: "Unknown file extension .ts" for a worker started with `--import tsx` in its execArgv,
  * depending on the working directory).
  */
-export function startModuleWorker(name: string, base: string, workerData: unknown): Worker {
+export function startModuleWorker(
+  name: string,
+  base: string,
+  workerData: unknown,
+  transferList: TransferListItem[] = [],
+): Worker {
   const fromSource = base.endsWith('.ts');
   const entry = new URL(`./${name}${fromSource ? '.ts' : '.js'}`, base);
-  if (!fromSource) return new Worker(entry, { workerData });
+  if (!fromSource) return new Worker(entry, { workerData, transferList });
   const tsx = JSON.stringify(import.meta.resolve('tsx/esm/api'));
   const load = `import(${tsx}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); })`;
-  return new Worker(load, { eval: true, workerData });
+  return new Worker(load, { eval: true, workerData, transferList });
 }
 
 /**
  * Runs the module `name` as a one-shot worker (startModuleWorker): resolves with the first message
- * it posts, rejects with its error or when it exits without answering.
+ * it posts once the thread has ended, rejects with its error or when it exits without answering.
+ * Waiting for the end means the thread's heap is gone before the caller goes on: a loader thread
+ * torn down while the caller starts the next one, or the servers, overlapped the two at the
+ * process's memory peak (docs/http.md).
  */
-export function runModuleWorker<T>(name: string, base: string, workerData: unknown): Promise<T> {
+export function runModuleWorker<T>(
+  name: string,
+  base: string,
+  workerData: unknown,
+  transferList: TransferListItem[] = [],
+): Promise<T> {
   return new Promise((resolve, reject) => {
-    const worker = startModuleWorker(name, base, workerData);
-    let settled = false;
-    worker.once('message', (answer: T) => {
-      settled = true;
-      resolve(answer);
+    const worker = startModuleWorker(name, base, workerData, transferList);
+    let answer: { value: T } | undefined;
+    let failure: Error | undefined;
+    worker.once('message', (value: T) => {
+      answer = { value };
     });
-    worker.once('error', reject);
+    worker.once('error', (error) => {
+      failure = error;
+    });
     worker.once('exit', (code) => {
-      if (!settled) reject(new Error(`${name} thread exited with code ${code} before answering`));
+      if (answer) resolve(answer.value);
+      else reject(failure ?? new Error(`${name} thread exited with code ${code} before answering`));
     });
   });
 }

@@ -13,7 +13,8 @@ import {
 } from '../src/inventory/adopt.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
-import { mac } from './lifecycle-fixture.js';
+import { runCli } from './helpers/cli.js';
+import { API_TOKEN, mac, startLifecycleApp } from './lifecycle-fixture.js';
 
 const NEW = mac('52:54:00:00:00:09');
 const PROFILES = 'profiles:\n  worker: {kind: linux}   # the usual\n  "123": {kind: linux}\n';
@@ -91,6 +92,32 @@ t.test('refusals', async (t) => {
   t.match(adoptMachine('profiles: [\n', { mac: NEW, profile: 'worker' }), { ok: false, code: 'invalid' });
 });
 
+t.test('vars are written as a flow map in block and flow entries, quoted where YAML needs it', async (t) => {
+  const vars = { role: 'worker', rack: '12', note: 'a, b' };
+  const cases: [string, string, string][] = [
+    [
+      'block list',
+      `${PROFILES}machines:\n  - mac: 52:54:00:00:00:01\n    profile: worker\n`,
+      `  - mac: ${NEW}\n    profile: worker\n    vars: { role: worker, rack: "12", note: "a, b" }\n`,
+    ],
+    [
+      'flow maps',
+      `${PROFILES}machines:\n  - { mac: 52:54:00:00:00:01, profile: worker }\n`,
+      `  - { mac: ${NEW}, profile: worker, vars: { role: worker, rack: "12", note: "a, b" } }\n`,
+    ],
+  ];
+  for (const [name, before, entry] of cases) {
+    const result = adoptMachine(before, { mac: NEW, profile: 'worker', vars });
+    if (!result.ok) throw new Error(result.message);
+    t.equal(result.text, `${before}${entry}`, name);
+    t.same((parse(result.text) as { machines: { vars?: unknown }[] }).machines.at(-1)?.vars, vars);
+  }
+  t.match(adoptMachine(PROFILES, { mac: NEW, profile: 'worker', vars: { 'not-a-name': 'x' } }), {
+    ok: false,
+    code: 'invalid',
+  });
+});
+
 const TEMPLATE =
   'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/role\n      contents:\n        inline: "{{vars.role}}"\n';
 const WITH_A_MACHINE = 'machines:\n  - { mac: 52:54:00:00:00:01, profile: worker, vars: { role: db } }\n';
@@ -137,6 +164,41 @@ t.test('adopt refuses what validate refuses, templates included, and leaves the 
   t.equal(readFileSync(file, 'utf8'), before, 'the file is unchanged');
   const loaded = await loadConfigFile(file, VALIDATE_CHECKS);
   t.ok(loaded.ok, 'and still validates');
+});
+
+t.test('machines adopt --var sets the vars a template needs', async (t) => {
+  const file = configWithTemplate(t);
+  const adoptCli = (...extra: string[]) =>
+    runCli(['machines', 'adopt', NEW, '--profile', 'worker', '-c', file, ...extra]);
+  const refused = await adoptCli('--var', 'role');
+  t.equal(refused.code, 1, 'NAME without =VALUE');
+  t.match(refused.stderr, /expected NAME=VALUE/);
+  const result = await adoptCli('--var', 'role=storage', '--var', 'zone=b=2');
+  t.equal(result.code, 0, result.stderr);
+  const machines = (parse(readFileSync(file, 'utf8')) as { machines: { mac: string; vars?: unknown }[] })
+    .machines;
+  t.same(machines.at(-1), { mac: NEW, profile: 'worker', vars: { role: 'storage', zone: 'b=2' } });
+});
+
+t.test('POST /api/v1/machines/{mac}/adopt takes vars; a bad name is refused, not dropped', async (t) => {
+  const { app, configFile } = await startLifecycleApp(t);
+  const adopt = (vars: Record<string, string>) =>
+    app.inject({
+      method: 'POST',
+      url: `/api/v1/machines/${NEW}/adopt`,
+      headers: { authorization: `Bearer ${API_TOKEN}` },
+      payload: { profile: 'spare', vars },
+    });
+  const refused = await adopt({ 'bad-name': 'x' });
+  t.equal(refused.statusCode, 400, refused.body);
+  t.notMatch(readFileSync(configFile, 'utf8'), NEW, 'nothing written');
+  const created = await adopt({ role: 'db' });
+  t.equal(created.statusCode, 201, created.body);
+  t.match(created.json(), { mac: NEW, profile: 'spare', vars: { role: 'db' } });
+  const machines = (
+    parse(readFileSync(configFile, 'utf8')) as { machines: { mac: string; vars?: unknown }[] }
+  ).machines;
+  t.same(machines.at(-1), { mac: NEW, profile: 'spare', vars: { role: 'db' } });
 });
 
 t.test(

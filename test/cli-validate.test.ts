@@ -52,3 +52,72 @@ t.test('--help lists the contract verbs', async (t) => {
   t.equal(result.code, 0);
   for (const verb of ['serve', 'validate']) t.match(result.stdout, new RegExp(`\\n  ${verb}\\b`));
 });
+
+t.test('listen addresses are IPv4 addresses, as the servers bind them', async (t) => {
+  const directory = t.testdir({
+    'rackboot.yaml': `server:
+  address: 10.77.0.1
+  http: { listen: 10.0.0.300 }
+  tftp: { listen: eth0 }
+dhcp: { mode: off }
+`,
+  });
+  const result = await runCli(['validate', '-c', 'rackboot.yaml'], { cwd: directory });
+  t.equal(result.code, 1);
+  t.same(result.stderr.trim().split('\n'), [
+    'rackboot.yaml:3:19: server.http.listen: "10.0.0.300" is not an IPv4 address',
+    'rackboot.yaml:4:19: server.tftp.listen: "eth0" is not an IPv4 address',
+  ]);
+});
+
+t.test(
+  'missing iPXE programs are warnings naming the fetch; proxy mode notes the keys it ignores',
+  async (t) => {
+    const proxy = `server:
+  address: 10.77.0.1
+dhcp:
+  mode: proxy
+  subnet: 10.77.0.0/24
+  router: 10.77.0.1
+  lease_time: 2h
+machines:
+  - { mac: 52:54:00:00:00:01, profile: p, ip: 10.77.0.5 }
+profiles:
+  p: { kind: linux, kernel: https://example.com/vmlinuz }
+`;
+    const directory = t.testdir({ 'rackboot.yaml': proxy, 'boot-assets': { 'undionly.kpxe': 'bios' } });
+    const result = await runCli(['validate', '-c', 'rackboot.yaml'], { cwd: directory });
+    t.equal(result.code, 0, result.stderr);
+    t.same(result.stderr.trim().split('\n'), [
+      `rackboot.yaml:4:9: warning: ipxe.efi (iPXE for x86-64 UEFI, dhcp.efi_binary) not found under ${join(directory, 'boot-assets')}; run rackboot fetch ipxe`,
+      "rackboot.yaml:4:9: note: dhcp.mode proxy leaves addresses to the LAN's DHCP server, so dhcp.subnet, dhcp.router, dhcp.lease_time, machines[].ip (1 machine) have no effect (they apply in authoritative mode)",
+    ]);
+
+    const off = t.testdir({ 'rackboot.yaml': 'server: { address: 10.77.0.1 }\ndhcp: { mode: off }\n' });
+    const quiet = await runCli(['validate', '-c', 'rackboot.yaml'], { cwd: off });
+    t.equal(quiet.stderr, '', 'no DHCP, no boot programs needed');
+  },
+);
+
+t.test('a server.state serve could not use is a warning at its line', async (t) => {
+  const directory = t.testdir({
+    'rackboot.yaml': 'server:\n  address: 10.77.0.1\n  state: taken\ndhcp: { mode: off }\n',
+    taken: 'a file',
+  });
+  const result = await runCli(['validate', '-c', 'rackboot.yaml'], { cwd: directory });
+  t.equal(result.code, 0, result.stderr);
+  t.match(
+    result.stderr,
+    `rackboot.yaml:3:10: warning: server.state ${join(directory, 'taken')} is not a directory;`,
+  );
+});
+
+t.test('a problem on a tab-indented line says tabs are the cause', async (t) => {
+  const directory = t.testdir({ 'rackboot.yaml': 'server:\n\t address: 10.77.0.1\n  http: 1\n' });
+  const result = await runCli(['validate', '-c', 'rackboot.yaml'], { cwd: directory });
+  t.equal(result.code, 1);
+  t.match(
+    result.stderr,
+    'rackboot.yaml:2:12: YAML syntax error: Nested mappings are not allowed in compact mappings (YAML indentation must use spaces, not tabs)',
+  );
+});

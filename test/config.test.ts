@@ -7,7 +7,13 @@ import { formatProblem } from '../src/inventory/problems.js';
 /** A directory with assets and a template, so only the case under test is wrong. */
 function workspace(t: Test): string {
   const directory = t.testdir({
-    'boot-assets': { vmlinuz: 'kernel', 'initramfs.img': 'initrd', 'rootfs.img': 'rootfs' },
+    'boot-assets': {
+      vmlinuz: 'kernel',
+      'initramfs.img': 'initrd',
+      'rootfs.img': 'rootfs',
+      'undionly.kpxe': 'ipxe',
+      'ipxe.efi': 'ipxe',
+    },
     ignition: { 'worker.bu': 'variant: fcos\nversion: 1.5.0\n' },
   });
   return directory;
@@ -261,6 +267,18 @@ t.test('$RACKBOOT_API_TOKEN is held to the length server.api_token must have', a
   }
 });
 
+t.test('a short server.api_token is refused by its length, never echoed', async (t) => {
+  const directory = workspace(t);
+  const yaml = header.replace('  address: 10.77.0.1', '  address: 10.77.0.1\n  api_token: hunter2-secret');
+  const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'), { env: {} });
+  t.notOk(loaded.ok);
+  if (!loaded.ok) {
+    const lines = loaded.problems.map((problem) => formatProblem(problem, directory));
+    t.same(lines, ['rackboot.yaml:3:14: server.api_token is 14 characters; an API token needs at least 16']);
+    t.notMatch(lines.join('\n'), 'hunter2');
+  }
+});
+
 t.test('$RACKBOOT_API_TOKEN overrides server.api_token', async (t) => {
   const directory = workspace(t);
   const loaded = await loadConfigText(header, join(directory, 'rackboot.yaml'), {
@@ -304,6 +322,29 @@ t.test('an argument split at a comma by a YAML flow sequence is a warning with t
       'rackboot.yaml:13:40: "115200n8" looks like the rest of "console=ttyS0,115200n8" split at a comma by YAML; quote it: "console=ttyS0,115200n8"',
     ],
   );
+});
+
+t.test('a bare-hex MAC left unquoted, which YAML reads as a number, is read as written', async (t) => {
+  const directory = workspace(t);
+  const yaml = `${header}machines:
+  - mac: 525400123456
+    profile: plain
+  - { mac: 001122334455, profile: plain }
+  - mac: 1e2233445566
+    profile: plain
+`;
+  const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'), { env: {} });
+  t.ok(loaded.ok, loaded.ok ? 'loads' : JSON.stringify(loaded.problems));
+  if (loaded.ok)
+    t.same(
+      loaded.config.machines.map((machine) => machine.mac),
+      ['52:54:00:12:34:56', '00:11:22:33:44:55', '1e:22:33:44:55:66'],
+    );
+  const number = await loadConfigText(
+    `${header}    args: [525400123456]\n`,
+    join(directory, 'rackboot.yaml'),
+  );
+  t.notOk(number.ok, 'a number anywhere else stays a number (args must be strings)');
 });
 
 t.test('MAC spellings: every common form becomes the canonical one, anything else is refused', async (t) => {

@@ -136,3 +136,50 @@ t.test('serve exits 1 when the history cannot be opened, closing what it had sta
   t.equal(result.code, 1);
   t.match(result.stderr, /schema version 99, newer than this rackboot's/);
 });
+
+t.test('start-up failures are one line naming the setting, exit 1, no stack', async (t) => {
+  const httpPort = await freePort();
+  const occupier = createServer();
+  await new Promise<void>((resolve) => occupier.listen(httpPort, '127.0.0.1', resolve));
+  t.teardown(() => new Promise((resolve) => occupier.close(resolve)));
+  const base = configText(httpPort, await freePort(), '  - { mac: 52:54:00:00:00:01, profile: plain }\n');
+  const cases: [string, string, string[], RegExp][] = [
+    [
+      'HTTP port in use',
+      base,
+      [],
+      new RegExp(
+        `^rackboot could not start: server\\.http\\.port ${httpPort} is already in use on 127\\.0\\.0\\.1;`,
+      ),
+    ],
+    [
+      'listen address not on this host',
+      base.replace('listen: 127.0.0.1 }', 'listen: 10.77.254.254 }'),
+      [],
+      /^rackboot could not start: server\.http\.listen 10\.77\.254\.254 is not an address of this host;/,
+    ],
+    [
+      'state directory is a file',
+      base.replace('address: 127.0.0.1', 'address: 127.0.0.1\n  state: taken'),
+      [],
+      /:\d+:\d+: server\.state .*taken is not a directory/,
+    ],
+    [
+      'unknown log level',
+      base,
+      ['--log-level', 'verbose'],
+      /argument 'verbose' is invalid\. Allowed choices are trace, debug, info, warn, error/,
+    ],
+  ];
+  for (const [name, text, extra, expected] of cases) {
+    const directory = t.testdir({
+      'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' },
+      taken: 'a file',
+    });
+    writeFileSync(join(directory, 'rackboot.yaml'), text);
+    const result = await runCli(['serve', '-c', join(directory, 'rackboot.yaml'), ...extra]);
+    t.equal(result.code, 1, `${name}: exit 1`);
+    t.match(result.stderr.trim().split('\n')[0], expected, name);
+    t.notMatch(result.stderr, /\n\s+at /, `${name}: no stack trace`);
+  }
+});

@@ -9,17 +9,14 @@
  * computed from this one run.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { createSocket } from 'node:dgram';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { type AddressInfo, createServer } from 'node:net';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { Mac } from '../../src/boot-plan.js';
 import { openMachineSecrets } from '../../src/ignition/tokens.js';
 import { macInUrl } from '../../src/ignition/vars.js';
-import { COREOS_PROFILE_YAML } from '../../test/ignition/boot-fixture.js';
 import { cpuTimeMs, numberOption, REPO_ROOT, serverNodeOptions, textOption } from '../plumbing.js';
+import { freePort, processMemoryMB, waitForHttp, writeHttpBenchFixture } from './bench-server.js';
 
 const execFileAsync = promisify(execFile);
 const MACHINES = numberOption('machines', 10_000);
@@ -43,25 +40,9 @@ interface ServerCpu {
 }
 
 const children: ChildProcess[] = [];
-/** Ports the kernel says are free now (other engineers' servers share this machine). */
 const RACKBOOT_PORT = await freePort('tcp');
 const NGINX_PORT = await freePort('tcp');
 const TFTP_PORT = await freePort('udp');
-
-async function freePort(kind: 'tcp' | 'udp'): Promise<number> {
-  if (kind === 'udp') {
-    const socket = createSocket('udp4');
-    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-    const { port } = socket.address();
-    socket.close();
-    return port;
-  }
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function main(): Promise<void> {
   for (const tool of ['wrk', 'nginx'])
@@ -72,7 +53,12 @@ async function main(): Promise<void> {
   try {
     // The built server, as `npx rackboot serve` runs it (no TypeScript loader in the measured process).
     await execFileAsync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT, timeout: 300_000 });
-    const macs = await writeFixture(dir);
+    const macs = await writeHttpBenchFixture(dir, {
+      machines: MACHINES,
+      httpPort: RACKBOOT_PORT,
+      tftpPort: TFTP_PORT,
+    });
+    await writeFile(join(dir, 'assets', 'big.img'), Buffer.alloc(ASSET_BYTES, 0x5a));
     const rackboot = await startProcess(
       process.execPath,
       [
@@ -89,7 +75,7 @@ async function main(): Promise<void> {
     await waitForHttp(`http://127.0.0.1:${RACKBOOT_PORT}/boot.ipxe`).catch((error: Error) => {
       throw new Error(`${error.message}; server output: ${rackboot.output()}`);
     });
-    const rssAfterStart = await memoryOf(rackboot);
+    const rssAfterStart = await processMemoryMB(rackboot.child.pid);
     const secrets = openMachineSecrets(join(dir, 'state'));
     const scriptPaths = macs.map((mac) => `/boot/${macInUrl(mac)}.ipxe?arch=x86_64&platform=efi`);
     const ignitionPaths = macs.map(
@@ -120,7 +106,7 @@ async function main(): Promise<void> {
       CONNECTIONS,
       ignitionLua,
     );
-    const rss = await memoryOf(rackboot);
+    const rss = await processMemoryMB(rackboot.child.pid);
 
     const ceilings: Record<string, WrkResult & ServerCpu> = {};
     for (const kind of ['node', 'fastify']) {
@@ -180,46 +166,6 @@ async function main(): Promise<void> {
     for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-async function writeFixture(dir: string): Promise<Mac[]> {
-  const macs = Array.from({ length: MACHINES }, (_, index) => {
-    const hex = (index + 1).toString(16).padStart(6, '0');
-    return `52:54:01:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}` as Mac;
-  });
-  const machines = macs
-    .map(
-      (mac, index) =>
-        `  - { mac: "${mac}", hostname: node${index + 1}, profile: worker, vars: { role: worker } }`,
-    )
-    .join('\n');
-  await mkdir(join(dir, 'assets', 'fcos'), { recursive: true });
-  await mkdir(join(dir, 'ignition'), { recursive: true });
-  for (const file of ['kernel', 'initramfs.img', 'rootfs.img'])
-    await writeFile(join(dir, 'assets', 'fcos', file), file);
-  await writeFile(join(dir, 'assets', 'big.img'), Buffer.alloc(ASSET_BYTES, 0x5a));
-  await writeFile(
-    join(dir, 'ignition', 'worker.bu'),
-    await readFile(join(REPO_ROOT, 'ignition', 'worker.bu'), 'utf8'),
-  );
-  await writeFile(
-    join(dir, 'rackboot.yaml'),
-    `server:
-  address: 127.0.0.1
-  http: { port: ${RACKBOOT_PORT}, listen: 127.0.0.1 }
-  tftp: { port: ${TFTP_PORT}, listen: 127.0.0.1 }
-  assets: assets
-  state: state
-  log_level: warn
-dhcp: { mode: "off" }
-profiles:
-  worker:
-${COREOS_PROFILE_YAML}
-machines:
-${machines}
-`,
-  );
-  return macs;
 }
 
 /**
@@ -337,24 +283,6 @@ function startProcess(command: string, args: string[], ready: RegExp | undefined
       reject(new Error(`${command} exited ${code}: ${output}`));
     });
   });
-}
-
-async function waitForHttp(url: string, status = 200): Promise<void> {
-  for (let attempt = 0; attempt < 600; attempt++) {
-    const answered = await fetch(url)
-      .then((response) => response.status)
-      .catch(() => 0);
-    if (answered === status) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${url} did not answer ${status}`);
-}
-
-/** Resident and peak memory of the server process, from /proc. */
-async function memoryOf(handle: { child: ChildProcess }): Promise<{ rss: number; peak: number }> {
-  const status = await readFile(`/proc/${handle.child.pid}/status`, 'utf8');
-  const kilobytes = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1]) / 1024;
-  return { rss: round(kilobytes('VmRSS')), peak: round(kilobytes('VmHWM')) };
 }
 
 function round(value: number): number {

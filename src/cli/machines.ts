@@ -1,6 +1,6 @@
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import type { MachineView } from '../http/api-routes.js';
-import { adoptIntoFile } from '../inventory/adopt.js';
+import { adoptIntoFile, VAR_NAME_PATTERN } from '../inventory/adopt.js';
 import { parseMac } from '../inventory/mac.js';
 import { addServerOptions, getJson, resolveServer } from './client.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
@@ -19,9 +19,15 @@ export function registerMachines(program: Command): void {
     .description('add a discovered machine to the config file, keeping its comments and layout')
     .requiredOption('--profile <name>', 'profile the machine boots')
     .option('--hostname <name>', 'its hostname')
+    .option('--var <NAME=VALUE>', 'a template variable, {{vars.NAME}} (repeatable)', collectVar)
     .action(async (macText: string, _options: unknown, command: Command) => {
       // -c may be given before or after `adopt`; commander files it under either command.
-      const options = command.optsWithGlobals<{ config?: string; profile: string; hostname?: string }>();
+      const options = command.optsWithGlobals<{
+        config?: string;
+        profile: string;
+        hostname?: string;
+        var?: Record<string, string>;
+      }>();
       const mac = parseMac(macText);
       if (!mac) throw new Error(`not a MAC address: ${macText}`);
       const file = resolveConfigPath(options.config);
@@ -29,11 +35,23 @@ export function registerMachines(program: Command): void {
         mac,
         profile: options.profile,
         hostname: options.hostname,
+        vars: options.var,
       });
       if (!adopted.ok) throw new Error(adopted.message);
       const name = options.hostname ? ` (${options.hostname})` : '';
       console.log(`${mac}${name} added to ${file} with profile ${options.profile}`);
     });
+}
+
+/** `--var role=worker`, repeated: the value is everything after the first `=`. */
+function collectVar(text: string, vars: Record<string, string> = {}): Record<string, string> {
+  const separator = text.indexOf('=');
+  const name = separator === -1 ? text : text.slice(0, separator);
+  if (separator === -1 || !new RegExp(VAR_NAME_PATTERN).test(name)) {
+    throw new InvalidArgumentError(`expected NAME=VALUE with NAME matching ${VAR_NAME_PATTERN}`);
+  }
+  if (Object.hasOwn(vars, name)) throw new InvalidArgumentError(`${name} is given twice`);
+  return { ...vars, [name]: text.slice(separator + 1) };
 }
 
 const COLUMNS = ['MAC', 'HOSTNAME', 'PROFILE', 'STATE', 'IP', 'LAST EVENT', 'AGE'] as const;

@@ -1,19 +1,48 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
+import { formatProblem } from '../inventory/problems.js';
+import { ConfigSchema } from '../inventory/schema.js';
 import { createRootLogger } from '../log.js';
-import type { RunningRackboot } from '../rackboot.js';
+import type { BindError, RunningRackboot } from '../rackboot.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
 /** Upper bound on a graceful shutdown; a stuck socket must not keep the process alive forever. */
 const SHUTDOWN_LIMIT_MS = 10_000;
 
+const LOG_LEVELS = ConfigSchema.properties.server.properties.log_level.anyOf.map((level) => level.const);
+
+/** One line naming the setting to change, for the errors an operator causes by configuration. */
+function bindFailure({ target, code }: BindError): string {
+  const { portKey, port, addressKey, address } = target;
+  switch (code) {
+    case 'EADDRINUSE':
+      return `${portKey} ${port} is already in use on ${address}; stop the other server or change ${portKey}`;
+    case 'EACCES': {
+      const dhcpOff = portKey === 'server.dhcp.port' ? ', set dhcp.mode: off,' : '';
+      return (
+        `${portKey} ${port} needs root or CAP_NET_BIND_SERVICE (a port below 1024); ` +
+        `run as root, grant the capability${dhcpOff} or change ${portKey}`
+      );
+    }
+    default:
+      // EADDRNOTAVAIL: the address is not one of this host's.
+      return addressKey
+        ? `${addressKey} ${address} is not an address of this host; use one of its addresses or 0.0.0.0`
+        : `cannot bind ${address}:${port} (${code})`;
+  }
+}
+
 export function registerServe(program: Command): void {
   addConfigOption(program.command('serve'))
     .description('run the DHCP, TFTP and HTTP servers (JSON logs on stdout)')
     .option('--pretty', 'human-readable logs instead of JSON')
-    .option('--log-level <level>', 'trace, debug, info, warn or error (overrides server.log_level)')
+    .addOption(
+      new Option('--log-level <level>', 'least severe level logged (overrides server.log_level)').choices(
+        LOG_LEVELS,
+      ),
+    )
     .action(async (options: { config?: string; pretty?: boolean; logLevel?: string }) => {
       // Loaded here, not at the top: other verbs need not load every server.
-      const { ConfigProblemsError, startRackboot } = await import('../rackboot.js');
+      const { BindError, ConfigProblemsError, startRackboot } = await import('../rackboot.js');
       let running: RunningRackboot;
       try {
         running = await startRackboot({
@@ -24,7 +53,9 @@ export function registerServe(program: Command): void {
         });
       } catch (error) {
         if (error instanceof ConfigProblemsError) {
-          for (const line of error.message.split('\n')) console.error(line);
+          for (const problem of error.problems) console.error(formatProblem(problem));
+        } else if (error instanceof BindError) {
+          console.error(`rackboot could not start: ${bindFailure(error)}`);
         } else {
           console.error(`rackboot could not start: ${(error as Error).stack ?? error}`);
         }

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../inventory/load.js';
-import { formatProblem } from '../inventory/problems.js';
-import { VALIDATE_CHECKS } from '../inventory/validate-checks.js';
+import { byPosition, formatProblem } from '../inventory/problems.js';
+import { stateDirectoryProblem, VALIDATE_CHECKS } from '../inventory/validate-checks.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
 /**
@@ -24,8 +24,13 @@ export function registerValidate(program: Command): void {
         process.exitCode = 1;
         return;
       }
-      for (const warning of loaded.warnings)
+      // serve refuses a state directory it cannot write; validate may run where serve will not.
+      const stateProblem = await stateDirectoryProblem(loaded.config, { create: false });
+      const warnings = [...loaded.warnings, ...(stateProblem ? [stateProblem] : [])];
+      for (const warning of warnings.sort(byPosition))
         console.error(formatProblem({ ...warning, message: `warning: ${warning.message}` }));
+      for (const note of loaded.notes)
+        console.error(formatProblem({ ...note, message: `note: ${note.message}` }));
       const { machines, profiles } = loaded.config;
       console.log(`${file}: valid (${machines.length} machines, ${Object.keys(profiles).length} profiles)`);
     });

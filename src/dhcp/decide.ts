@@ -1,4 +1,4 @@
-import type { BootDecision, Mac, MachineAssignment } from '../boot-plan.js';
+import { BIOS_BOOT_PROGRAM, type BootDecision, type Mac, type MachineAssignment } from '../boot-plan.js';
 import { macFromBytes } from '../inventory/mac.js';
 import { cidrContains, ipToNumber, numberToIp } from '../ipv4.js';
 import type { MachineEventInput } from '../lifecycle/events.js';
@@ -157,7 +157,7 @@ export function planBoot(request: DhcpPacket, mac: Mac, context: DecideContext):
       bootFile = `${settings.baseUrl}/boot.ipxe`;
       break;
     case 'bios-pxe':
-      bootFile = 'undionly.kpxe';
+      bootFile = BIOS_BOOT_PROGRAM;
       break;
     case 'uefi-pxe':
     case 'uefi-http': {

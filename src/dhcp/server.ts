@@ -243,7 +243,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     sender = await bindSocket(serverAddress, ports.port, 'dhcp');
   } catch (error) {
     logger.warn(
-      { err: error, address: serverAddress },
+      { address: serverAddress, reason: (error as Error).message },
       'server.address is not an address of this host; broadcast replies follow the routing table',
     );
   }

@@ -3,7 +3,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { BootDecision } from '../boot-plan.js';
 import type { MachineSecrets } from '../ignition/tokens.js';
-import type { AdoptRequest, AdoptResult } from '../inventory/adopt.js';
+import { type AdoptRequest, type AdoptResult, VAR_NAME_PATTERN } from '../inventory/adopt.js';
 import { type Mac, parseMac } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
 import type { MachineEvent } from '../lifecycle/events.js';
@@ -50,6 +50,14 @@ const AdoptBody = Type.Object(
     profile: Type.String({ minLength: 1, maxLength: 200 }),
     hostname: Type.Optional(
       Type.String({ pattern: '^[A-Za-z0-9]([A-Za-z0-9-.]*[A-Za-z0-9])?$', maxLength: 253 }),
+    ),
+    // propertyNames, not a pattern-keyed record: fastify's ajv removes additional properties, so a
+    // badly named var would be dropped silently instead of refused.
+    vars: Type.Optional(
+      Type.Record(Type.String(), Type.String({ maxLength: 2000 }), {
+        propertyNames: { pattern: VAR_NAME_PATTERN },
+        maxProperties: 100,
+      }),
     ),
   },
   { additionalProperties: false },

@@ -14,14 +14,19 @@ export interface AdoptRequest {
   mac: Mac;
   profile: string;
   hostname?: string | undefined;
+  /** The machine's `vars` (for `{{vars.NAME}}` in its templates); names match VAR_NAME_PATTERN. */
+  vars?: Record<string, string> | undefined;
 }
+
+/** Names adopt accepts under `vars`: the ones a template can spell as `{{vars.NAME}}`. */
+export const VAR_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_]*$';
 
 export type AdoptResult =
   | { ok: true; text: string }
   | { ok: false; code: 'already-listed' | 'unknown-profile' | 'invalid' | 'busy'; message: string };
 
 /**
- * Adds `{mac, hostname, profile}` to the end of `machines` in the YAML text. The Document is only
+ * Adds `{mac, hostname, profile, vars}` to the end of `machines` in the YAML text. The Document is only
  * read to find where the list is; the entry is spliced into the text, so every other byte (comments,
  * blank lines, alignment, flow collections) stays as the operator wrote it. The entry takes the
  * style of the entries before it (block or flow map, same indentation). `document` is the text's
@@ -47,10 +52,23 @@ export function adoptMachine(
       message: `no profile named ${request.profile} under profiles`,
     };
   }
+  const badName = Object.keys(request.vars ?? {}).find((name) => !new RegExp(VAR_NAME_PATTERN).test(name));
+  if (badName !== undefined) {
+    return {
+      ok: false,
+      code: 'invalid',
+      message: `vars name ${JSON.stringify(badName)} must match ${VAR_NAME_PATTERN}`,
+    };
+  }
+  const vars = Object.entries(request.vars ?? {});
+  // Each value is YAML text already: `vars` is a flow map in block and flow entries alike.
   const fields: [string, string][] = [
-    ['mac', request.mac],
-    ...(request.hostname ? [['hostname', request.hostname] as [string, string]] : []),
-    ['profile', request.profile],
+    ['mac', scalar(request.mac)],
+    ...(request.hostname ? [['hostname', scalar(request.hostname)] as [string, string]] : []),
+    ['profile', scalar(request.profile)],
+    ...(vars.length > 0
+      ? [['vars', flowMap(vars.map(([name, value]) => [name, scalar(value)]))] as [string, string]]
+      : []),
   ];
   const node = document.get('machines', true);
   if (node !== undefined && !isSeq(node) && !(isScalar(node) && node.value === null)) {
@@ -94,19 +112,32 @@ function blockEntry(fields: [string, string][], dashColumn: number, fieldColumn:
   return fields
     .map(([key, value], index) =>
       index === 0
-        ? `${' '.repeat(dashColumn)}-${' '.repeat(Math.max(1, fieldColumn - dashColumn - 1))}${key}: ${scalar(value)}\n`
-        : `${' '.repeat(fieldColumn)}${key}: ${scalar(value)}\n`,
+        ? `${' '.repeat(dashColumn)}-${' '.repeat(Math.max(1, fieldColumn - dashColumn - 1))}${key}: ${value}\n`
+        : `${' '.repeat(fieldColumn)}${key}: ${value}\n`,
     )
     .join('');
 }
 
 function flowMap(fields: [string, string][]): string {
-  return `{ ${fields.map(([key, value]) => `${key}: ${scalar(value)}`).join(', ')} }`;
+  return `{ ${fields.map(([key, value]) => `${key}: ${value}`).join(', ')} }`;
 }
 
-/** Plain when YAML reads it back as the same string (a MAC, a hostname); quoted otherwise (`true`, `123`). */
+/**
+ * Plain when YAML reads it back as the same string in a block and in a flow map (a MAC, a hostname);
+ * quoted otherwise (`true`, `123`, `a, b`, `{x}`).
+ */
 function scalar(value: string): string {
-  return parse(`${value}\n`) === value ? value : JSON.stringify(value);
+  const readsBack = (text: string, read: (parsed: unknown) => unknown) => {
+    try {
+      return read(parse(text)) === value;
+    } catch {
+      return false;
+    }
+  };
+  const plain =
+    readsBack(`${value}\n`, (parsed) => parsed) &&
+    readsBack(`{ value: ${value} }`, (parsed) => (parsed as { value?: unknown } | null)?.value);
+  return plain ? value : JSON.stringify(value);
 }
 
 function splice(text: string, at: number, remove: number, insert: string): string {

@@ -1,20 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { FormatRegistry, type TSchema } from '@sinclair/typebox';
 import { Value, type ValueError, ValueErrorType } from '@sinclair/typebox/value';
-import {
-  type Alias,
-  type Document,
-  isAlias,
-  isMap,
-  isPair,
-  isScalar,
-  LineCounter,
-  type Node,
-  parseDocument,
-  visit,
-} from 'yaml';
 import {
   type Cidr,
   cidrContains,
@@ -25,15 +12,22 @@ import {
   unassignableAddresses,
 } from '../ipv4.js';
 import { parseMac } from './mac.js';
+import { type Locator, type Path, parseConfigText, readConfigFile } from './parse.js';
 import { byPosition, closestName, type Problem } from './problems.js';
-import { missingAssets } from './profile-assets.js';
+import { missingAssets, missingBootPrograms } from './profile-assets.js';
 import { API_TOKEN_MIN_LENGTH, type Config, ConfigSchema, DURATION_PATTERN } from './schema.js';
 
 export type { Problem };
 
 FormatRegistry.Set('ipv4', isIpv4);
 
-export type Loaded = { ok: true; config: Config; warnings: Problem[] } | { ok: false; problems: Problem[] };
+/**
+ * `warnings`: something in a valid config will fail (a missing asset, a split kernel argument);
+ * `notes`: something in it has no effect.
+ */
+export type Loaded =
+  | { ok: true; config: Config; warnings: Problem[]; notes: Problem[] }
+  | { ok: false; problems: Problem[] };
 
 export interface LoadOptions {
   /**
@@ -52,48 +46,29 @@ export interface LoadOptions {
 }
 
 export async function loadConfigFile(file: string, options: LoadOptions = {}): Promise<Loaded> {
-  const absolute = resolve(file);
-  let text: string;
-  try {
-    text = await readFile(absolute, 'utf8');
-  } catch (error) {
-    const reason =
-      (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (error as Error).message;
-    return {
-      ok: false,
-      problems: [{ file: absolute, line: 1, col: 1, message: `cannot read config: ${reason}` }],
-    };
-  }
-  return loadConfigText(text, absolute, options);
+  const read = await readConfigFile(file);
+  if (!read.ok) return read;
+  return loadConfigText(read.text, file, options);
 }
 
 /** YAML text → one validated Config, or every problem found, each at its node. Reads only asset/template paths. */
 export async function loadConfigText(text: string, file: string, options: LoadOptions = {}): Promise<Loaded> {
   const absolute = resolve(file);
-  const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  const locate = locator(absolute, document, lineCounter);
+  const parsed = parseConfigText(text, absolute);
+  if (!parsed.ok) return parsed;
+  return checkConfigData(parsed.data, parsed.locate, absolute, options);
+}
 
-  if (document.errors.length > 0) {
-    return {
-      ok: false,
-      problems: document.errors.map((error) => ({
-        file: absolute,
-        ...lineCounter.linePos(error.pos[0]),
-        message: `YAML syntax error: ${error.message.split('\n')[0]}`,
-      })),
-    };
-  }
-  const data = plainData(document, locate);
-  if ('problems' in data) return { ok: false, problems: data.problems };
-  const raw: unknown = data.value ?? {};
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    return {
-      ok: false,
-      problems: [locate.at([], 'the config must be a mapping of keys (server:, dhcp:, profiles:, …)')],
-    };
-  }
-
+/**
+ * Parsed config data (parse.ts) → one validated Config, or every problem found, placed by `locate`.
+ * `file` is the config's absolute path.
+ */
+export async function checkConfigData(
+  raw: Record<string, unknown>,
+  locate: Locator,
+  file: string,
+  options: LoadOptions = {},
+): Promise<Loaded> {
   const env = options.env ?? process.env;
   const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as Record<string, unknown>;
   const problems = structuralProblems(withDefaults, locate);
@@ -110,7 +85,7 @@ export async function loadConfigText(text: string, file: string, options: LoadOp
   }
   if (problems.length > 0) return { ok: false, problems: problems.sort(byPosition) };
 
-  const config = normalise(withDefaults as unknown as RawConfig, absolute, env);
+  const config = normalise(withDefaults as unknown as RawConfig, file, env);
   const assetProblems = missingAssetProblems(config, locate);
   const templateProblems = await templateFileProblems(config, locate, options.checkTemplate);
   const errors = [...templateProblems, ...(options.missingAssets === 'warn' ? [] : assetProblems)];
@@ -118,88 +93,16 @@ export async function loadConfigText(text: string, file: string, options: LoadOp
   const warnings = [
     ...(options.missingAssets === 'warn' ? assetProblems : []),
     ...splitArgumentWarnings(config, locate),
+    ...missingBootPrograms(config.dhcp, config.server.assets).map((missing) =>
+      locate.at(missing.field.split('.'), missing.message),
+    ),
   ];
-  return { ok: true, config: deepFreeze(config), warnings: warnings.sort(byPosition) };
-}
-
-type Path = (string | number)[];
-
-interface Locator {
-  /** Problem at the value node of `path` (or its nearest existing ancestor). */
-  at(path: Path, message: string): Problem;
-  /** Problem at the key of the last segment of `path`. */
-  atKey(path: Path, message: string): Problem;
-  /** Problem at `node` (the document's start when there is none). */
-  atNode(node: Node | undefined, message: string): Problem;
-}
-
-function locator(file: string, document: Document, lineCounter: LineCounter): Locator {
-  const position = (node: Node | undefined | null, fallbackOffset = 0) => {
-    const offset = node?.range?.[0] ?? fallbackOffset;
-    const { line, col } = lineCounter.linePos(offset);
-    return { file, line, col };
-  };
-  const nearest = (path: Path): Node | undefined => {
-    for (let length = path.length; length > 0; length--) {
-      const node = document.getIn(path.slice(0, length), true);
-      if (node && typeof node === 'object' && 'range' in node) return node as Node;
-    }
-    return document.contents ?? undefined;
-  };
   return {
-    at: (path, message) => ({ ...position(nearest(path)), message }),
-    atKey: (path, message) => {
-      const parent = path.length > 1 ? document.getIn(path.slice(0, -1), true) : document.contents;
-      const key = path[path.length - 1];
-      if (isMap(parent)) {
-        const pair = parent.items.find(
-          (item) => isPair(item) && isScalar(item.key) && item.key.value === key,
-        );
-        if (pair && isScalar(pair.key)) return { ...position(pair.key), message };
-      }
-      return { ...position(nearest(path)), message };
-    },
-    atNode: (node, message) => ({ ...position(node), message }),
+    ok: true,
+    config: deepFreeze(config),
+    warnings: warnings.sort(byPosition),
+    notes: ignoredInProxyModeNotes(config, locate),
   };
-}
-
-/**
- * yaml's default (100) refuses an inventory where more than 100 machines share one anchored
- * `vars`; an alias bomb multiplies per level, so a million still stops one at its sixth level of
- * ten, in milliseconds.
- */
-const MAX_ALIAS_EXPANSION = 1_000_000;
-
-/**
- * The document as plain data. yaml resolves aliases only here, and throws on an alias naming no
- * earlier anchor or on aliases that expand past its guard against alias bombs (maxAliasCount); both
- * become problems at an alias instead, so a bad edit is reported, never thrown at a running server.
- */
-function plainData(document: Document, locate: Locator): { value: unknown } | { problems: Problem[] } {
-  const aliases: Alias[] = [];
-  const anchors = new Set<string>();
-  const problems: Problem[] = [];
-  // Document order, as yaml resolves them: an alias refers to the last anchor of its name before it.
-  visit(document, {
-    Node(_key, node) {
-      if (isAlias(node)) {
-        aliases.push(node);
-        if (!anchors.has(node.source)) {
-          problems.push(locate.atNode(node, `alias *${node.source} has no anchor &${node.source} before it`));
-        }
-      } else if (node.anchor) anchors.add(node.anchor);
-    },
-  });
-  if (problems.length > 0) return { problems };
-  try {
-    return { value: document.toJS({ maxAliasCount: MAX_ALIAS_EXPANSION }) };
-  } catch (error) {
-    // yaml's error names no node; the first alias is where the expansion starts.
-    const where = aliases[0] ?? document.contents ?? undefined;
-    return {
-      problems: [locate.atNode(where, `the YAML aliases cannot be expanded: ${(error as Error).message}`)],
-    };
-  }
 }
 
 const pointerToPath = (pointer: string): Path =>
@@ -217,6 +120,8 @@ const dotted = (path: Path) =>
   );
 
 /** Schema errors, one per offending node, in words an operator can act on. */
+const SECRET_TOKEN_POINTER = '/server/api_token';
+
 function structuralProblems(value: unknown, locate: Locator): Problem[] {
   const problems: Problem[] = [];
   const seen = new Set<string>();
@@ -228,6 +133,12 @@ function structuralProblems(value: unknown, locate: Locator): Problem[] {
       problems.push(unknownKeyProblem(error, path, locate));
     } else if (error.type === ValueErrorType.ObjectRequiredProperty) {
       problems.push(locate.at(path.slice(0, -1), `missing required key "${dotted(path)}"`));
+    } else if (error.path === SECRET_TOKEN_POINTER) {
+      // A problem line ends up in logs and terminals: the token's length, never its value.
+      const length = typeof error.value === 'string' ? `${error.value.length} characters` : 'not a string';
+      problems.push(
+        locate.at(path, `${dotted(path)} is ${length}; an API token needs at least ${API_TOKEN_MIN_LENGTH}`),
+      );
     } else {
       problems.push(locate.at(path, `${dotted(path)}: ${describeError(error)}`));
     }
@@ -436,6 +347,8 @@ export function durationSeconds(value: string | number): number {
   return Math.round(total);
 }
 
+const DEFAULT_LEASE_SECONDS = durationSeconds(ConfigSchema.properties.dhcp.properties.lease_time.default);
+
 function normalise(raw: RawConfig, file: string, env: Record<string, string | undefined>): Config {
   const base = dirname(file);
   const inBase = (path: string) => (isAbsolute(path) ? path : resolve(base, path));
@@ -491,6 +404,34 @@ function splitArgumentWarnings(config: Config, locate: Locator): Problem[] {
       ];
     }),
   );
+}
+
+/**
+ * Keys set in the file that only authoritative mode reads. lease_time has a default, so it is named
+ * only when it differs from it.
+ */
+function ignoredInProxyModeNotes(config: Config, locate: Locator): Problem[] {
+  if (config.dhcp.mode !== 'proxy') return [];
+  const { dhcp } = config;
+  const reservations = config.machines.filter((machine) => machine.ip !== undefined).length;
+  const ignored = [
+    ['dhcp.subnet', dhcp.subnet !== undefined],
+    ['dhcp.range', dhcp.range !== undefined],
+    ['dhcp.router', dhcp.router !== undefined],
+    ['dhcp.dns', dhcp.dns !== undefined],
+    ['dhcp.domain', dhcp.domain !== undefined],
+    ['dhcp.lease_time', dhcp.lease_time !== DEFAULT_LEASE_SECONDS],
+    ['dhcp.subnets', dhcp.subnets.length > 0],
+    [`machines[].ip (${reservations} machine${reservations === 1 ? '' : 's'})`, reservations > 0],
+  ].flatMap(([key, set]) => (set ? [key as string] : []));
+  if (ignored.length === 0) return [];
+  return [
+    locate.at(
+      ['dhcp', 'mode'],
+      `dhcp.mode proxy leaves addresses to the LAN's DHCP server, so ${ignored.join(', ')} ` +
+        'have no effect (they apply in authoritative mode)',
+    ),
+  ];
 }
 
 function missingAssetProblems(config: Config, locate: Locator): Problem[] {

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Arch } from '../boot-plan.js';
+import { type Arch, BIOS_BOOT_PROGRAM } from '../boot-plan.js';
 import {
   isInsideRoot,
   MANIFEST_PATH,
@@ -9,7 +9,7 @@ import {
   parseManifest,
   type Stream,
 } from '../fetch/manifest.js';
-import type { ProfileConfig } from './schema.js';
+import type { Config, ProfileConfig } from './schema.js';
 
 /** What a profile boots on one architecture. Each value is a path under server.assets or an http(s) URL. */
 export interface ProfileAssets {
@@ -18,9 +18,9 @@ export interface ProfileAssets {
   rootfs: string | undefined;
 }
 
-/** One asset a profile names that is not on disk; `field` is the key path inside the profile. */
+/** One asset that is not on disk; `field` is the key path that names it. */
 export interface MissingAsset {
-  /** e.g. `kernel`, `initrd.1`, `arch.aarch64.rootfs`, `coreos.stream`. */
+  /** Inside a profile (`kernel`, `initrd.1`, `arch.aarch64.rootfs`, `coreos.stream`), or in the config (`dhcp.mode`). */
   field: string;
   /** Absolute path that was looked for. */
   path: string;
@@ -110,6 +110,27 @@ export function missingAssets(profile: ProfileConfig, assetsRoot: string): Missi
     profile.kernel === undefined || profile.initrd === undefined || profile.rootfs === undefined;
   if (stream && needsManifest) missing.push(...missingStreamFiles(assetsRoot, stream));
   return missing;
+}
+
+/**
+ * The iPXE programs DHCP offers that are not under assets: firmware that is told to fetch them gets
+ * a TFTP error and stops. `field` is dhcp.mode, which makes DHCP offer them. The arm64 build
+ * is offered only when present, so its absence is no mistake.
+ */
+export function missingBootPrograms(dhcp: Config['dhcp'], assetsRoot: string): MissingAsset[] {
+  if (dhcp.mode === 'off') return [];
+  const offered = [
+    { file: BIOS_BOOT_PROGRAM, firmware: 'BIOS PXE' },
+    { file: dhcp.efi_binary, firmware: 'x86-64 UEFI, dhcp.efi_binary' },
+  ];
+  return offered
+    .map(({ file, firmware }) => ({ file, firmware, path: join(assetsRoot, file) }))
+    .filter(({ path }) => !existsSync(path))
+    .map(({ file, firmware, path }) => ({
+      field: 'dhcp.mode',
+      path,
+      message: `${file} (iPXE for ${firmware}) not found under ${assetsRoot}; run rackboot fetch ipxe`,
+    }));
 }
 
 function missingStreamFiles(assetsRoot: string, stream: Stream): MissingAsset[] {

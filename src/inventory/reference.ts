@@ -4,6 +4,7 @@ import { ConfigSchema } from './schema.js';
 interface SchemaNode extends TSchema {
   type?: string;
   properties?: Record<string, SchemaNode>;
+  required?: string[];
   patternProperties?: Record<string, SchemaNode>;
   items?: SchemaNode | SchemaNode[];
   anyOf?: SchemaNode[];
@@ -15,28 +16,41 @@ interface SchemaNode extends TSchema {
   maximum?: number;
 }
 
-/** The README's config reference: every key, its type, default and meaning, generated from the schema. */
+/** A map's entries in key paths: `profiles.<name>.kind`. An entry is there if its map has it, never "required". */
+const MAP_ENTRY = '<name>';
+
+/**
+ * The README's config reference: every key, its type, default and meaning, generated from the schema.
+ * A key that must be in every file (or in every list item or map entry) shows **required** in place
+ * of a default; one required only inside an optional section, or only in some cases, says so in
+ * its meaning.
+ */
 export function configReferenceMarkdown(): string {
   const rows: string[] = ['| key | type | default | meaning |', '| --- | --- | --- | --- |'];
-  const visit = (node: SchemaNode, path: string) => {
+  /** `always`: the node is there whenever its list item or map entry is (required, or defaulted). */
+  const visit = (node: SchemaNode, path: string, always: boolean) => {
     const container = node.type === 'object' && !node.description;
-    if (path && path !== '$schema' && !path.endsWith('[]') && !container) {
+    if (path && !path.endsWith('[]') && !container) {
       const fallback =
-        node.default === undefined || isEmptyObject(node.default)
-          ? ''
-          : `\`${JSON.stringify(node.default)}\``;
+        node.default !== undefined
+          ? `\`${JSON.stringify(node.default)}\``
+          : always && !path.endsWith(MAP_ENTRY)
+            ? '**required**'
+            : '';
       rows.push(
         `| \`${path}\` | ${typeName(node)} | ${fallback} | ${(node.description ?? '').replace(/\|/g, '\\|')} |`,
       );
     }
-    for (const [key, child] of Object.entries(node.properties ?? {}))
-      visit(child, path ? `${path}.${key}` : key);
+    for (const [key, child] of Object.entries(node.properties ?? {})) {
+      const childAlways = always && (node.required?.includes(key) === true || child.default !== undefined);
+      visit(child, path ? `${path}.${key}` : key, childAlways);
+    }
     const record = Object.values(node.patternProperties ?? {})[0];
-    if (record) visit(record, `${path}.<name>`);
+    if (record) visit(record, `${path}.${MAP_ENTRY}`, true);
     const item = Array.isArray(node.items) ? undefined : node.items;
-    if (item?.properties) visit(item, `${path}[]`);
+    if (item?.properties) visit(item, `${path}[]`, true);
   };
-  visit(ConfigSchema as SchemaNode, '');
+  visit(ConfigSchema as SchemaNode, '', true);
   return rows.join('\n');
 }
 
@@ -57,8 +71,4 @@ function typeName(node: SchemaNode): string {
   }
   if ((node as { pattern?: string }).pattern?.includes('ms|s|m|h|d')) return 'duration';
   return node.type ?? 'any';
-}
-
-function isEmptyObject(value: unknown): boolean {
-  return typeof value === 'object' && value !== null && Object.keys(value).length === 0;
 }

@@ -2,7 +2,7 @@ import { type Static, Type } from '@sinclair/typebox';
 
 /**
  * The one schema of rackboot.yaml: the TypeScript type, the defaults, the JSON Schema shipped for
- * editors (schema/rackboot.schema.json, written by `npm run build`) and the structural validation all
+ * editors (schema/rackboot.schema.json, written by `npm run schema`) and the structural validation all
  * come from here. Checks that span several keys (duplicates, ranges inside subnets, profile names)
  * live in validate.ts.
  */
@@ -20,15 +20,19 @@ const Duration = (fallback: string | number, description: string) =>
     description: `${description} A duration: 90s, 30m, 1h, 7d, 1h30m, or seconds as a number.`,
   });
 
-const Ipv4 = (description: string) => Type.String({ format: 'ipv4', description });
+const Ipv4 = (description: string, fallback?: string) =>
+  Type.String({ format: 'ipv4', description, ...(fallback === undefined ? {} : { default: fallback }) });
+
+/** The servers bind IPv4 sockets only (udp4, and URLs built as http://LISTEN:PORT), so no names or IPv6. */
+const ListenAddress = (description: string) =>
+  Ipv4(`${description} An IPv4 address of this host, or 0.0.0.0 for all.`, '0.0.0.0');
 
 const HttpSchema = Type.Object(
   {
     port: Port(8080, 'TCP port of the HTTP server (boot scripts, assets, Ignition, API, dashboard).'),
-    listen: Type.String({
-      default: '0.0.0.0',
-      description: 'Address the HTTP server binds; URLs handed to machines always use server.address.',
-    }),
+    listen: ListenAddress(
+      'Address the HTTP server binds; URLs handed to machines always use server.address.',
+    ),
   },
   { additionalProperties: false, default: {} },
 );
@@ -36,7 +40,7 @@ const HttpSchema = Type.Object(
 const TftpSchema = Type.Object(
   {
     port: Port(69, 'UDP port of the TFTP server.'),
-    listen: Type.String({ default: '0.0.0.0', description: 'Address the TFTP server binds.' }),
+    listen: ListenAddress('Address the TFTP server binds.'),
     max_blksize: Type.Integer({
       minimum: 512,
       maximum: 65464,
@@ -80,7 +84,8 @@ const DhcpPortsSchema = Type.Object(
 const ServerSchema = Type.Object(
   {
     address: Ipv4(
-      'This host on the provisioning LAN: DHCP server identifier, next-server, and the host in every URL.',
+      'This host on the provisioning LAN: DHCP server identifier, next-server, and the host in every URL. ' +
+        'Must be an address of this host on that LAN.',
     ),
     http: HttpSchema,
     tftp: TftpSchema,
@@ -110,18 +115,24 @@ const ServerSchema = Type.Object(
   { additionalProperties: false },
 );
 
-const PoolFields = {
-  subnet: Type.String({ description: 'Network in CIDR form, e.g. 10.77.0.0/24.' }),
+/**
+ * The keys of an address pool. The top-level pool's descriptions say when they matter (`needed`:
+ * subnet and range; `effect`: all of them); a relay subnet's always do.
+ */
+const poolFields = (needed = '', effect = '') => ({
+  subnet: Type.String({ description: `Network in CIDR form, e.g. 10.77.0.0/24.${needed}${effect}` }),
   range: Type.Tuple([Ipv4('First pool address.'), Ipv4('Last pool address.')], {
-    description: 'First and last address handed out dynamically.',
+    description: `First and last address handed out dynamically.${needed}${effect}`,
   }),
-  router: Type.Optional(Ipv4('Default gateway (option 3).')),
-  dns: Type.Optional(Type.Array(Ipv4('DNS server.'), { description: 'DNS servers (option 6).' })),
-  domain: Type.Optional(Type.String({ description: 'Domain name (option 15).' })),
-};
+  router: Type.Optional(Ipv4(`Default gateway (option 3).${effect}`)),
+  dns: Type.Optional(Type.Array(Ipv4('DNS server.'), { description: `DNS servers (option 6).${effect}` })),
+  domain: Type.Optional(Type.String({ description: `Domain name (option 15).${effect}` })),
+});
+const RelayPoolFields = poolFields();
+const MainPoolFields = poolFields(' Required in authoritative mode.', ' Ignored in proxy mode.');
 
 const RelaySubnetSchema = Type.Object(
-  { ...PoolFields, lease_time: Type.Optional(Duration('1h', 'Lease length for this subnet.')) },
+  { ...RelayPoolFields, lease_time: Type.Optional(Duration('1h', 'Lease length for this subnet.')) },
   { additionalProperties: false, description: 'A subnet served through a DHCP relay (giaddr inside it).' },
 );
 
@@ -133,12 +144,12 @@ const DhcpSchema = Type.Object(
         'proxy: answer only network-boot clients and leave addresses to the LAN DHCP server; ' +
         'authoritative: own the addresses of the provisioning network; off: no DHCP.',
     }),
-    subnet: Type.Optional(PoolFields.subnet),
-    range: Type.Optional(PoolFields.range),
-    router: PoolFields.router,
-    dns: PoolFields.dns,
-    domain: PoolFields.domain,
-    lease_time: Duration('1h', 'Lease length (authoritative mode).'),
+    subnet: Type.Optional(MainPoolFields.subnet),
+    range: Type.Optional(MainPoolFields.range),
+    router: MainPoolFields.router,
+    dns: MainPoolFields.dns,
+    domain: MainPoolFields.domain,
+    lease_time: Duration('1h', 'Lease length (authoritative mode; ignored in proxy mode).'),
     subnets: Type.Array(RelaySubnetSchema, {
       default: [],
       description: 'Further subnets reached through DHCP relays (authoritative mode).',
@@ -178,9 +189,19 @@ const ProfileSchema = Type.Object(
         'coreos-install adds the Fedora CoreOS live and install kernel arguments itself; linux boots ' +
         'kernel + initrds with exactly the given args.',
     }),
-    kernel: Type.Optional(Type.String({ description: 'Path under assets, or an http(s) URL.' })),
+    kernel: Type.Optional(
+      Type.String({
+        description:
+          'Path under assets, or an http(s) URL. Required unless coreos.stream or arch.<name>.kernel gives it.',
+      }),
+    ),
     initrd: Type.Optional(Type.Array(Type.String(), { description: 'Paths under assets, or http(s) URLs.' })),
-    rootfs: Type.Optional(Type.String({ description: 'Fedora CoreOS rootfs image (coreos-install).' })),
+    rootfs: Type.Optional(
+      Type.String({
+        description:
+          'Fedora CoreOS rootfs image. Required for coreos-install unless coreos.stream or arch.<name>.rootfs gives it.',
+      }),
+    ),
     coreos: Type.Optional(
       Type.Object(
         {
@@ -197,7 +218,7 @@ const ProfileSchema = Type.Object(
       }),
     ),
     install_device: Type.Optional(
-      Type.String({ description: 'Target disk (coreos-install), e.g. /dev/sda.' }),
+      Type.String({ description: 'Target disk, e.g. /dev/sda. Required for coreos-install.' }),
     ),
     ignition: Type.Optional(
       Type.String({
@@ -221,11 +242,14 @@ const MachineSchema = Type.Object(
       }),
     ),
     profile: Type.String({ description: 'Name of a profile under profiles.' }),
-    ip: Type.Optional(Ipv4('Reserved address (authoritative mode).')),
-    vars: Type.Record(Type.String(), Type.Union([Type.String(), Type.Number(), Type.Boolean()]), {
-      default: {},
-      description: 'Values for templates as {{vars.NAME}}.',
-    }),
+    ip: Type.Optional(Ipv4('Reserved address (authoritative mode; ignored in proxy mode).')),
+    vars: Type.Record(
+      Type.String(),
+      Type.Union([Type.String(), Type.Number(), Type.Boolean()], {
+        description: 'One template value, e.g. role: worker for {{vars.role}}.',
+      }),
+      { default: {}, description: 'Values for templates as {{vars.NAME}}.' },
+    ),
   },
   { additionalProperties: false },
 );
@@ -253,15 +277,27 @@ const IgnitionSettingsSchema = Type.Object(
 
 export const ConfigSchema = Type.Object(
   {
-    $schema: Type.Optional(Type.String()),
+    $schema: Type.Optional(
+      Type.String({
+        description:
+          'JSON Schema for editors, e.g. ./schema/rackboot.schema.json (the same as the yaml-language-server comment); rackboot ignores it.',
+      }),
+    ),
     server: ServerSchema,
     dhcp: DhcpSchema,
     unknown_machines: Type.String({
       default: 'ignore',
       description: 'ignore (no answer) or the name of a profile booted for any MAC not listed.',
     }),
-    profiles: Type.Record(Type.String({ pattern: '^[A-Za-z0-9_-]+$' }), ProfileSchema, { default: {} }),
-    machines: Type.Array(MachineSchema, { default: [] }),
+    profiles: Type.Record(Type.String({ pattern: '^[A-Za-z0-9_-]+$' }), ProfileSchema, {
+      default: {},
+      description:
+        'What machines boot, by name (letters, digits, _ and -); machines[].profile and unknown_machines name them.',
+    }),
+    machines: Type.Array(MachineSchema, {
+      default: [],
+      description: 'The machines rackboot knows, by MAC (`rackboot machines adopt` appends to it).',
+    }),
     events: EventsSchema,
     ignition: IgnitionSettingsSchema,
   },

@@ -106,6 +106,8 @@ export function watchConfig(
     config = effective;
     if ([...watchedFiles(config)].join('\n') !== previousFiles) rewatch();
     logger.info({ diff }, `config reloaded: ${describeDiff(diff)}`);
+    for (const warning of loaded.warnings) logger.warn(formatProblem(warning));
+    for (const note of loaded.notes) logger.info(formatProblem(note));
     if (awaitingRestart.length > 0) {
       logger.warn(
         { awaitingRestart },

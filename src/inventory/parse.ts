@@ -1,0 +1,203 @@
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import {
+  type Alias,
+  type Document,
+  isAlias,
+  isMap,
+  isPair,
+  isScalar,
+  LineCounter,
+  type Node,
+  parseDocument,
+  visit,
+} from 'yaml';
+import type { Problem } from './problems.js';
+
+// Imports yaml and nothing heavier: the loader's parse thread loads this module and nothing else,
+// and every megabyte of code in that thread adds to the process's memory peak (docs/http.md,
+// "The start-up peak").
+
+export type Path = (string | number)[];
+
+/** Where a problem found in the plain data is in the YAML text. */
+export interface Locator {
+  /** Problem at the value node of `path` (or its nearest existing ancestor). */
+  at(path: Path, message: string): Problem;
+  /** Problem at the key of the last segment of `path`. */
+  atKey(path: Path, message: string): Problem;
+}
+
+export type Parsed =
+  | { ok: true; data: Record<string, unknown>; locate: Locator }
+  | { ok: false; problems: Problem[] };
+
+/** The config file's text, or why it cannot be read as a problem at its first line. */
+export async function readConfigFile(
+  file: string,
+): Promise<{ ok: true; text: string } | { ok: false; problems: Problem[] }> {
+  const absolute = resolve(file);
+  try {
+    return { ok: true, text: await readFile(absolute, 'utf8') };
+  } catch (error) {
+    const reason =
+      (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (error as Error).message;
+    return {
+      ok: false,
+      problems: [{ file: absolute, line: 1, col: 1, message: `cannot read config: ${reason}` }],
+    };
+  }
+}
+
+/**
+ * YAML text → plain data with every alias resolved, or its syntax and alias problems at FILE:LINE:COL.
+ * `locate` keeps the parsed document (and so its node positions) alive as long as it is held.
+ */
+export function parseConfigText(text: string, file: string): Parsed {
+  const { document, lineCounter } = parseWithPositions(text);
+  const position = positionIn(file, lineCounter);
+  if (document.errors.length > 0) {
+    const lines = text.split('\n');
+    return {
+      ok: false,
+      problems: document.errors.map((error) => {
+        const at = lineCounter.linePos(error.pos[0]);
+        const message = `YAML syntax error: ${error.message.split('\n')[0]}`;
+        return { file, ...at, message: withTabHint(message, lines[at.line - 1]) };
+      }),
+    };
+  }
+  const data = plainData(document, position);
+  if ('problems' in data) return { ok: false, problems: data.problems };
+  const value: unknown = data.value ?? {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return {
+      ok: false,
+      problems: [
+        {
+          ...position(document.contents),
+          message: 'the config must be a mapping of keys (server:, dhcp:, profiles:, …)',
+        },
+      ],
+    };
+  }
+  return { ok: true, data: value as Record<string, unknown>, locate: locator(document, position) };
+}
+
+/** yaml's message for a tab in indentation ("nested mappings are not allowed…") never says "tab". */
+const TAB_IN_INDENTATION = /^[ ]*\t/;
+
+function withTabHint(message: string, line: string | undefined): string {
+  return TAB_IN_INDENTATION.test(line ?? '') && !/\btabs?\b/i.test(message)
+    ? `${message} (YAML indentation must use spaces, not tabs)`
+    : message;
+}
+
+/**
+ * A Locator for data parsed from `text` that parses `text` again, with positions, on its first use.
+ * Most loads have nothing to locate, so the document (several times the size of the data) need not
+ * outlive the parse; the same text gives the same positions.
+ */
+export function locatorOnDemand(text: string, file: string): Locator {
+  let parsed: Locator | undefined;
+  const locate = (): Locator => {
+    if (parsed === undefined) {
+      const { document, lineCounter } = parseWithPositions(text);
+      parsed = locator(document, positionIn(file, lineCounter));
+    }
+    return parsed;
+  };
+  return {
+    at: (path, message) => locate().at(path, message),
+    atKey: (path, message) => locate().atKey(path, message),
+  };
+}
+
+function parseWithPositions(text: string): { document: Document; lineCounter: LineCounter } {
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  return { document, lineCounter };
+}
+
+type Position = (node: Node | undefined | null) => Omit<Problem, 'message'>;
+
+/** The position of a node (the document's start when there is none). */
+function positionIn(file: string, lineCounter: LineCounter): Position {
+  return (node) => ({ file, ...lineCounter.linePos(node?.range?.[0] ?? 0) });
+}
+
+function locator(document: Document, position: Position): Locator {
+  const nearest = (path: Path): Node | undefined => {
+    for (let length = path.length; length > 0; length--) {
+      const node = document.getIn(path.slice(0, length), true);
+      if (node && typeof node === 'object' && 'range' in node) return node as Node;
+    }
+    return document.contents ?? undefined;
+  };
+  return {
+    at: (path, message) => ({ ...position(nearest(path)), message }),
+    atKey: (path, message) => {
+      const parent = path.length > 1 ? document.getIn(path.slice(0, -1), true) : document.contents;
+      const key = path[path.length - 1];
+      if (isMap(parent)) {
+        const pair = parent.items.find(
+          (item) => isPair(item) && isScalar(item.key) && item.key.value === key,
+        );
+        if (pair && isScalar(pair.key)) return { ...position(pair.key), message };
+      }
+      return { ...position(nearest(path)), message };
+    },
+  };
+}
+
+/**
+ * yaml's default (100) refuses an inventory where more than 100 machines share one anchored
+ * `vars`; an alias bomb multiplies per level, so a million still stops one at its sixth level of
+ * ten, in milliseconds.
+ */
+const MAX_ALIAS_EXPANSION = 1_000_000;
+
+/**
+ * The document as plain data. yaml resolves aliases only here, and throws on an alias naming no
+ * earlier anchor or on aliases that expand past its guard against alias bombs (maxAliasCount); both
+ * become problems at an alias instead, so a bad edit is reported, never thrown at a running server.
+ */
+function plainData(document: Document, position: Position): { value: unknown } | { problems: Problem[] } {
+  const aliases: Alias[] = [];
+  const anchors = new Set<string>();
+  const problems: Problem[] = [];
+  // Document order, as yaml resolves them: an alias refers to the last anchor of its name before it.
+  visit(document, {
+    Node(_key, node) {
+      if (isAlias(node)) {
+        aliases.push(node);
+        if (!anchors.has(node.source)) {
+          problems.push({
+            ...position(node),
+            message: `alias *${node.source} has no anchor &${node.source} before it`,
+          });
+        }
+      } else if (node.anchor) anchors.add(node.anchor);
+    },
+    Pair(_key, pair) {
+      // CONTRACT.md's bare-hex spelling, unquoted, is a YAML number (525400123456, or 001122334455
+      // without its zeros, or 1e2233445566 as Infinity): a MAC is read as it is written.
+      if (isScalar(pair.key) && pair.key.value === 'mac' && isScalar(pair.value)) {
+        const { value } = pair;
+        if (value.type === 'PLAIN' && typeof value.value !== 'string' && value.source) value.value = value.source;
+      }
+    },
+  });
+  if (problems.length > 0) return { problems };
+  try {
+    return { value: document.toJS({ maxAliasCount: MAX_ALIAS_EXPANSION }) };
+  } catch (error) {
+    // yaml's error names no node; the first alias is where the expansion starts.
+    const where = aliases[0] ?? document.contents;
+    return {
+      problems: [
+        { ...position(where), message: `the YAML aliases cannot be expanded: ${(error as Error).message}` },
+      ],
+    };
+  }
+}
