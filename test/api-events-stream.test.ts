@@ -1,7 +1,22 @@
-import t from 'tap';
-import { followEvents, type ServerTarget } from '../src/cli/client.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { type ClientRequest, get, type IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import Fastify from 'fastify';
+import { pino } from 'pino';
+import t, { type Test } from 'tap';
+import { followEvents, type HistoryGap, type ServerTarget } from '../src/cli/client.js';
+import {
+  type EventsStreamOptions,
+  eventsStream,
+  MAX_EVENT_STREAMS,
+  MAX_EVENT_STREAMS_PER_CLIENT,
+} from '../src/http/events-stream.js';
 import type { MachineEvent, MachineEventInput } from '../src/lifecycle/events.js';
-import { LISTED_MAC, mac, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
+import { DATABASE_FILE_NAME, type LifecycleOptions, openLifecycle } from '../src/lifecycle/store.js';
+import { LISTED_MAC, mac, startLifecycleApp, UNLISTED_MAC, withParsedHistory } from './lifecycle-fixture.js';
 
 const progress = (target = LISTED_MAC, step = 0): MachineEventInput => ({
   mac: target,
@@ -173,8 +188,7 @@ t.test('a Last-Event-ID beyond the stored history (state wiped) replays all of i
   const address = await app.listen({ port: 0, host: '127.0.0.1' });
   await Promise.all([0, 1, 2].map((step) => lifecycle.record(progress(LISTED_MAC, step))));
   const stored = lifecycle.eventsAfter(0).map((event) => event.id);
-  const newest = lifecycle.lastEventId();
-  const fromOldHistory = newest + 1000;
+  const fromOldHistory = lifecycle.lastEventId() + 1000;
   const abort = new AbortController();
   t.teardown(() => abort.abort());
   const response = await fetch(`${address}/api/v1/events`, {
@@ -183,10 +197,10 @@ t.test('a Last-Event-ID beyond the stored history (state wiped) replays all of i
   });
   const stream = streamText(response);
   const replayed = await stream.until((text) => idsIn(text).length >= stored.length);
-  t.match(
-    replayed,
-    `: history reset: event ${fromOldHistory} is beyond the newest stored event ${newest}; replaying from the first\n\n`,
-    'a comment (ignored by EventSource) says why old ids come again',
+  t.equal(
+    replayed.slice(0, replayed.indexOf('id: ')),
+    `retry: 1000\n\nevent: history-gap\ndata: {"after":${fromOldHistory},"resumesAt":${stored[0]},"reason":"reset"}\n\n`,
+    'a named event (EventSource clients see it; it carries no id) says why old ids come again, first',
   );
   t.same(idsIn(replayed), stored, 'every stored event, in order');
 
@@ -198,6 +212,212 @@ t.test('a Last-Event-ID beyond the stored history (state wiped) replays all of i
     'then the live ones',
   );
 });
+
+/**
+ * The events stream alone over a real store in a temporary directory, for what the app's defaults
+ * hide: a short retention, a short drain timeout, a store whose writes fail.
+ */
+async function startStreamServer(
+  t: Test,
+  store: Partial<LifecycleOptions> = {},
+  stream: Partial<EventsStreamOptions> = {},
+) {
+  const stateDir = mkdtempSync(join(tmpdir(), 'rackboot-stream-'));
+  const lifecycle = withParsedHistory(
+    openLifecycle({ stateDir, retention: 100_000, logger: pino({ level: 'silent' }), ...store }),
+  );
+  const app = Fastify();
+  await app.register(eventsStream, { lifecycle, ...stream });
+  const address = await app.listen({ port: 0, host: '127.0.0.1' });
+  t.teardown(async () => {
+    await app.close();
+    await lifecycle.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+  return { app, lifecycle, address, stateDir };
+}
+
+/** A whole response body. */
+async function text(body: AsyncIterable<Buffer | string>): Promise<string> {
+  let whole = '';
+  for await (const chunk of body) whole += chunk.toString();
+  return whole;
+}
+
+/** Polls `done` every 50 ms, failing after `timeoutMs`. */
+async function eventually(done: () => Promise<boolean> | boolean, what: string, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await done())) {
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+t.test(
+  'a Last-Event-ID that retention pruned past: a history-gap event before the replay, and logs -f says so',
+  async (t) => {
+    // A snapshot with every batch, so retention alone decides what is pruned.
+    const { lifecycle, address } = await startStreamServer(t, { retention: 10, snapshotIntervalMs: 0 });
+    for (let step = 0; step < 40; step += 1) await lifecycle.record(progress(UNLISTED_MAC, step));
+    const stored = lifecycle.eventsAfter(0).map((event) => event.id);
+    const oldest = stored[0] as number;
+    t.ok(oldest > 20, `events up to ${oldest - 1} were pruned`);
+    const read = async (lastEventId: number) => {
+      const abort = new AbortController();
+      t.teardown(() => abort.abort());
+      const response = await fetch(`${address}/api/v1/events`, {
+        headers: { accept: 'text/event-stream', 'last-event-id': String(lastEventId) },
+        signal: abort.signal,
+      });
+      const replayed = await streamText(response).until((text) => idsIn(text).at(-1) === stored.at(-1));
+      return replayed.slice(0, replayed.indexOf('id: '));
+    };
+    t.equal(
+      await read(5),
+      `retry: 1000\n\nevent: history-gap\ndata: {"after":5,"resumesAt":${oldest},"reason":"pruned"}\n\n`,
+    );
+    t.equal(await read(oldest - 1), 'retry: 1000\n\n', 'no gap when the next stored event is the next one');
+
+    const abort = new AbortController();
+    t.teardown(() => abort.abort());
+    const gaps: HistoryGap[] = [];
+    const watcher = collector(
+      followEvents(
+        { url: address, token: undefined },
+        { after: 5, signal: abort.signal, onHistoryGap: (gap) => gaps.push(gap) },
+      ),
+    );
+    await watcher.until(stored.length);
+    t.same(gaps, [{ after: 5, resumesAt: oldest, reason: 'pruned' }], 'the client hears of the gap');
+    t.same(
+      watcher.seen.map((event) => event.id),
+      stored,
+      'and yields only the events, not the gap as one',
+    );
+  },
+);
+
+t.test(
+  'a ?mac= replay after a failed history write goes on to the newest event, not stopping short',
+  async (t) => {
+    const { lifecycle, address, stateDir } = await startStreamServer(t);
+    await lifecycle.record(progress(LISTED_MAC, 0));
+    const sql = (statement: string) => {
+      const side = new Database(join(stateDir, DATABASE_FILE_NAME));
+      side.exec(statement);
+      side.close();
+    };
+    // As in test/lifecycle-store.test.ts: every insert fails, as on a full disk; then the disk recovers.
+    sql(`CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`);
+    t.equal(await lifecycle.append(progress(LISTED_MAC, 1)).stored, false);
+    sql('DROP TRIGGER disk_full');
+    // More than one replay batch of this MAC's events after the hole.
+    await Promise.all(
+      Array.from({ length: 600 }, (_, step) => lifecycle.record(progress(LISTED_MAC, 2 + step))),
+    );
+    const stored = lifecycle.eventsAfter(0, { mac: LISTED_MAC, limit: 10_000 }).map((event) => event.id);
+
+    const abort = new AbortController();
+    t.teardown(() => abort.abort());
+    const response = await fetch(`${address}/api/v1/events?mac=${LISTED_MAC}`, {
+      headers: { accept: 'text/event-stream', 'last-event-id': '0' },
+      signal: abort.signal,
+    });
+    const replayed = await streamText(response).until((text) => idsIn(text).at(-1) === stored.at(-1));
+    t.same(idsIn(replayed), stored, 'every stored event of the MAC, in order');
+  },
+);
+
+t.test(
+  'a watcher that stops reading during the replay is disconnected, holding no live events',
+  async (t) => {
+    const drainTimeoutMs = 300;
+    const { app, lifecycle, address } = await startStreamServer(t, {}, { drainTimeoutMs });
+    // ~20 MB of history: more than loopback's socket buffers take from a reader that stopped.
+    const padding = 'x'.repeat(1000);
+    const record = (count: number) =>
+      Promise.all(
+        Array.from({ length: count }, (_, step) =>
+          lifecycle.record({ ...progress(UNLISTED_MAC, step), detail: { padding } }),
+        ),
+      );
+    for (let round = 0; round < 20; round += 1) await record(1000);
+    const connections = () =>
+      new Promise<number>((resolve, reject) =>
+        app.server.getConnections((error, count) => (error ? reject(error) : resolve(count))),
+      );
+    const socket = connect(Number(new URL(address).port), '127.0.0.1');
+    t.teardown(() => socket.destroy());
+    socket.pause();
+    socket.write(
+      'GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 0\r\n\r\n',
+    );
+    await eventually(async () => (await connections()) === 1, 'the watcher connected');
+    // Live events during the stalled replay: before, each was held in memory for the watcher.
+    await record(1000);
+    await eventually(
+      async () => (await connections()) === 0,
+      'the server dropped the stalled watcher',
+      drainTimeoutMs + 10_000,
+    );
+    t.pass('disconnected');
+  },
+);
+
+t.test(
+  `at most ${MAX_EVENT_STREAMS} streams, ${MAX_EVENT_STREAMS_PER_CLIENT} per client address; then 503 with Retry-After`,
+  async (t) => {
+    const { app } = await startLifecycleApp(t);
+    const address = await app.listen({ port: 0, host: '127.0.0.1' });
+    // One connection per stream (no agent), so closing one is at once a socket closed on the server.
+    const streams: ClientRequest[] = [];
+    t.teardown(() => {
+      for (const stream of streams) stream.destroy();
+    });
+    const openStream = () =>
+      new Promise<IncomingMessage>((resolve, reject) => {
+        const stream = get(`${address}/api/v1/events`, { agent: false }, resolve);
+        stream.on('error', reject);
+        streams.push(stream);
+      });
+    for (let stream = 0; stream < MAX_EVENT_STREAMS_PER_CLIENT; stream += 1)
+      t.equal((await openStream()).statusCode, 200);
+    const refused = await openStream();
+    t.equal(refused.statusCode, 503, 'one more from the same address is refused');
+    t.equal(refused.headers['retry-after'], '10');
+    t.match(JSON.parse(await text(refused)), {
+      error: 'too many event streams',
+      message: /8 of them from 127\.0\.0\.1/,
+    });
+
+    streams[0]?.destroy();
+    await eventually(async () => (await openStream()).statusCode === 200, 'a closed stream frees its place');
+
+    // Other addresses fill the server (injected requests: tests bind loopback only); each injected
+    // stream answers once its head is written.
+    const others = await Promise.all(
+      Array.from({ length: MAX_EVENT_STREAMS - MAX_EVENT_STREAMS_PER_CLIENT }, (_, index) =>
+        app.inject({ url: '/api/v1/events', remoteAddress: `10.0.0.${index + 1}`, payloadAsStream: true }),
+      ),
+    );
+    t.ok(
+      others.every((stream) => stream.statusCode === 200),
+      `${others.length} streams from other addresses`,
+    );
+    // As a stream too: were it accepted, the test would fail here rather than wait for it to end.
+    const full = await app.inject({
+      url: '/api/v1/events',
+      remoteAddress: '10.9.9.9',
+      payloadAsStream: true,
+    });
+    t.equal(full.statusCode, 503, 'a new address is refused once the server is full');
+    t.equal(full.headers['retry-after'], '10');
+    t.match(JSON.parse(await text(full.stream())), {
+      error: 'too many event streams',
+      message: /^32 streams are open/,
+    });
+  },
+);
 
 t.test('closing the app ends open streams instead of hanging', async (t) => {
   const { app } = await startLifecycleApp(t);

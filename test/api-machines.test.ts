@@ -323,3 +323,23 @@ t.test('/metrics: machines by state, install histogram, TFTP outcomes, HTTP requ
   }
   t.match(text, /^process_cpu_user_seconds_total \d/m, 'process metrics');
 });
+
+t.test('/metrics counts event streams, which end by a close rather than a finished response', async (t) => {
+  const { app } = await startLifecycleApp(t);
+  const address = await app.listen({ port: 0, host: '127.0.0.1' });
+  const streamsCounted = async () => {
+    const text = (await app.inject('/metrics')).body;
+    const line =
+      /^rackboot_http_requests_total\{method="GET",route="\/api\/v1\/events",status="200"\} (\d+)$/m;
+    return Number(line.exec(text)?.[1] ?? 0);
+  };
+  const abort = new AbortController();
+  const response = await fetch(`${address}/api/v1/events`, { signal: abort.signal });
+  t.equal(response.status, 200);
+  t.equal(await streamsCounted(), 0, 'not while it is open');
+  abort.abort();
+  const deadline = Date.now() + 10_000;
+  while ((await streamsCounted()) === 0 && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  t.equal(await streamsCounted(), 1, 'once the client closed it');
+});

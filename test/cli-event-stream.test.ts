@@ -11,7 +11,8 @@ async function parse(chunks: (string | Uint8Array)[]): Promise<SseMessage[]> {
 }
 
 // Every line ending the format allows, comments, a field without a colon, multi-line data, retry,
-// a value's one leading space stripped (and only one), a multi-byte character.
+// a value's one leading space stripped (and only one), a multi-byte character, named events (and
+// `message`, the name of an unnamed one).
 const STREAM =
   'retry: 1000\n\n' +
   ': keep-alive\r\n\r\n' +
@@ -20,6 +21,8 @@ const STREAM =
   'id: 9\rdata: é ✓\r\r' +
   'data\n\n' +
   'event: ignored\nid: 10\n\n' +
+  'event: history-gap\ndata: {"after":5}\n\n' +
+  'event: message\ndata: unnamed\n\n' +
   'id: 11\ndata: unterminated';
 const EXPECTED: SseMessage[] = [
   { retry: 1000 },
@@ -27,6 +30,8 @@ const EXPECTED: SseMessage[] = [
   { id: '8', data: ' two spaces\nsecond line' },
   { id: '9', data: 'é ✓' },
   { data: '' },
+  { event: 'history-gap', data: '{"after":5}' },
+  { data: 'unnamed' },
 ];
 
 t.test('parses every line ending, field form and message boundary of the format', async (t) => {

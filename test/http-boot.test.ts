@@ -406,6 +406,56 @@ storage:
     t.notMatch(response.body, secret, `${secret} stays on the server`);
 });
 
+t.test('explain shows systemd unit and drop-in contents by their size only', async (t) => {
+  const template = `variant: fcos
+version: 1.5.0
+systemd:
+  units:
+    - name: app.service
+      enabled: true
+      contents: |
+        [Service]
+        Environment=API_KEY=unit-s3cr3t
+        ExecStart=/usr/bin/app
+      dropins:
+        - name: token.conf
+          contents: "[Service]\\nEnvironment=DB_PASSWORD=dropin-s3cr3t\\n"
+`;
+  const { app } = await setup(t, { files: { 'ignition/worker.bu': template } });
+  const response = await app.inject('/api/v1/explain?mac=52:54:00:12:34:56');
+  t.equal(response.statusCode, 200);
+  const units = response.json().ignition.systemd.units as {
+    name: string;
+    contents?: string;
+    dropins?: { contents: string }[];
+  }[];
+  const unit = units.find((candidate) => candidate.name === 'app.service');
+  t.match(unit, {
+    contents: /^\[redacted, \d+ characters\]$/,
+    dropins: [{ name: 'token.conf', contents: /^\[redacted, \d+ characters\]$/ }],
+  });
+  for (const secret of ['unit-s3cr3t', 'dropin-s3cr3t'])
+    t.notMatch(response.body, secret, `${secret} stays on the server`);
+});
+
+t.test('explain asks for no token for a MAC the inventory does not assign', async (t) => {
+  const { app, fixture } = await setup(t);
+  const secrets = fixture.deps.secrets;
+  const tokenFor = secrets.tokenFor;
+  const asked: Mac[] = [];
+  secrets.tokenFor = (mac, now) => {
+    asked.push(mac);
+    return tokenFor(mac, now);
+  };
+  t.teardown(() => {
+    secrets.tokenFor = tokenFor;
+  });
+  t.equal((await app.inject(`/api/v1/explain?mac=${STRANGER}`)).statusCode, 200);
+  t.same(asked, [], 'any caller names any MAC: no token (and no cached one) for a stranger');
+  await app.inject(`/api/v1/explain?mac=${NODE1}`);
+  t.same(asked, [NODE1], 'a listed machine still gets its URLs, redacted');
+});
+
 t.test(
   'an unhandled error is a 500 logged with route, request and machine; successes log nothing',
   async (t) => {

@@ -3,6 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { gunzipSync } from 'node:zlib';
 import t from 'tap';
 import type { Mac } from '../src/boot-plan.js';
@@ -10,7 +12,12 @@ import { makeDataUrl } from '../src/ignition/butane.js';
 import { checkTemplate } from '../src/ignition/check.js';
 import { REPORT_UNIT_NAME, renderIgnition } from '../src/ignition/render.js';
 import { parseTemplate } from '../src/ignition/template.js';
-import { createMachineSecrets, openMachineSecrets, SECRET_FILE_NAME } from '../src/ignition/tokens.js';
+import {
+  CACHED_TOKENS,
+  createMachineSecrets,
+  openMachineSecrets,
+  SECRET_FILE_NAME,
+} from '../src/ignition/tokens.js';
 import { requireTools } from './helpers/netns.js';
 import { BASE_YAML, bootFixture } from './ignition/boot-fixture.js';
 import { CORPUS_VARS } from './ignition/corpus-vars.js';
@@ -546,6 +553,30 @@ t.test('checkTemplate renders each machine with the hostname and address the ser
     await checkTemplate(worker, racked),
     [{ line: 5, message: /is not set for machine 52:54:00:00:00:01 .*\(and 2 other machines\)$/ }],
     'one problem for the three machines without the var, saying how many',
+  );
+});
+
+t.test('tokens for MACs without end (unauthenticated requests name them) keep memory bounded', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const collectGarbage = runInNewContext('gc') as () => void;
+  const secrets = createMachineSecrets(Buffer.alloc(32, 9));
+  const now = Date.UTC(2026, 10, 26, 12, 0, 0);
+  const macOf = (index: number) =>
+    `52:54:${[index >>> 24, (index >>> 16) & 0xff, (index >>> 8) & 0xff, index & 0xff]
+      .map((byte) => byte.toString(16).padStart(2, '0'))
+      .join(':')}` as Mac;
+  const first = secrets.tokenFor(macOf(0), now);
+  collectGarbage();
+  const before = process.memoryUsage().heapUsed;
+  const asked = 20 * CACHED_TOKENS;
+  for (let index = 1; index <= asked; index += 1) secrets.tokenFor(macOf(index), now);
+  collectGarbage();
+  const grownMb = (process.memoryUsage().heapUsed - before) / 1e6;
+  t.ok(grownMb < 15, `${asked} MACs grew the heap by ${grownMb.toFixed(1)} MB`);
+  t.equal(
+    secrets.tokenFor(macOf(0), now),
+    first,
+    'a token evicted from the cache is the same when made again',
   );
 });
 

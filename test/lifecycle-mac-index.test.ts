@@ -47,3 +47,17 @@ t.test('ids kept while retention is not reached never make every add sweep', asy
   t.equal(index.size, 10_000, 'nothing pruned, nothing lost');
   t.same(index.after(macOf(7), 0, 10_000, 3), [7, 1007, 2007]);
 });
+
+t.test('forget drops the ids of a failed write, wherever they sit among newer ones', async (t) => {
+  const index = new MacEventIndex(1000);
+  for (let id = 1; id <= 12; id += 1) index.add(id % 2 ? a : b, id);
+  index.forget([
+    { id: 5, mac: a },
+    { id: 6, mac: b },
+    { id: 7, mac: a },
+    { id: 8, mac: undefined },
+  ]);
+  t.same(index.after(a, 0, 12, 100), [1, 3, 9, 11]);
+  t.same(index.after(b, 0, 12, 100), [2, 4, 8, 10, 12], 'an event without a MAC is in no list');
+  t.equal(index.size, 9);
+});

@@ -367,6 +367,46 @@ for (const snapshotIntervalMs of [0, 3_600_000]) {
 }
 
 t.test(
+  'a failed write leaves no ids in the MAC index: a page by MAC is full, up to the newest',
+  async (t) => {
+    const stateDir = stateDirFor(t);
+    const lifecycle = openStore({ stateDir, retention: 1000, logger });
+    t.teardown(() => lifecycle.close());
+    const progress = (step: number): MachineEventInput => ({
+      mac,
+      source: 'machine',
+      type: 'progress',
+      detail: { step },
+    });
+    await lifecycle.record(progress(0));
+    const sql = (statement: string) => {
+      const side = new Database(join(stateDir, DATABASE_FILE_NAME));
+      side.exec(statement);
+      side.close();
+    };
+    sql(`CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`);
+    const lost = lifecycle.append(progress(1));
+    t.equal(await lost.stored, false);
+    sql('DROP TRIGGER disk_full');
+    for (let step = 2; step < 12; step += 1) await lifecycle.record(progress(step));
+    const page = lifecycle.storedEventsAfter(0, { mac, limit: 5 }).map((event) => event.id);
+    t.equal(page.length, 5, 'as many as asked for (readers take a short page as the end)');
+    t.notOk(
+      page.some((id) => lost.events.some((event) => event.id === id)),
+      'none of the failed ids',
+    );
+    t.same(
+      lifecycle
+        .eventsAfter(0, { mac, limit: 100 })
+        .filter((event) => event.type === 'progress')
+        .map((event) => event.detail?.step),
+      [0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+      'every stored progress report, the lost one missing',
+    );
+  },
+);
+
+t.test(
   'a machine that completed an install boots from its disk after a failed report, across restarts',
   async (t) => {
     const stateDir = stateDirFor(t);

@@ -106,11 +106,23 @@ export interface FollowOptions {
   reconnectDelayMs?: number;
   /** Called when the stream drops, before reconnecting. */
   onDisconnect?: (reason: string) => void;
+  /** Called when the server could not send every event after the resume point (`history-gap`). */
+  onHistoryGap?: (gap: HistoryGap) => void;
+}
+
+/** The `history-gap` event: events after `after` are gone; the stream goes on at `resumesAt`. */
+export interface HistoryGap {
+  after: number;
+  /** The next event's id; null when none is stored yet (the next one will be live). */
+  resumesAt: number | null;
+  /** `pruned`: retention removed them; `reset`: the server's history was replaced, ids start over. */
+  reason: 'pruned' | 'reset';
 }
 
 /**
  * The provisioning events from `GET /api/v1/events` (Server-Sent Events), following until `signal`
- * aborts. A dropped stream is reopened with `Last-Event-ID`, so nothing is missed or repeated.
+ * aborts. A dropped stream is reopened with `Last-Event-ID`, so nothing is missed or repeated, unless
+ * the server no longer holds what was missed: then `onHistoryGap` hears of it.
  */
 export async function* followEvents(
   target: ServerTarget,
@@ -135,7 +147,9 @@ export async function* followEvents(
           if (message.retry !== undefined) retryMs = message.retry;
           if (message.data === undefined) continue;
           if (message.id !== undefined) lastId = Number(message.id);
-          yield JSON.parse(message.data) as MachineEvent;
+          if (message.event === 'history-gap') options.onHistoryGap?.(JSON.parse(message.data) as HistoryGap);
+          // Provisioning events are unnamed; a name this client does not know is for newer clients.
+          if (message.event === undefined) yield JSON.parse(message.data) as MachineEvent;
         }
       }
     } catch (error) {
@@ -150,6 +164,8 @@ export async function* followEvents(
 
 export interface SseMessage {
   id?: string;
+  /** The `event:` name; absent for the default `message` type. */
+  event?: string;
   data?: string;
   retry?: number;
 }
@@ -175,6 +191,7 @@ export async function* serverSentEvents(chunks: AsyncIterable<Uint8Array>): Asyn
     const value = colon === -1 ? '' : line.slice(line.startsWith(' ', colon + 1) ? colon + 2 : colon + 1);
     if (field === 'data') message.data = message.data === undefined ? value : `${message.data}\n${value}`;
     else if (field === 'id') message.id = value;
+    else if (field === 'event' && value !== '' && value !== 'message') message.event = value;
     else if (field === 'retry' && /^\d+$/.test(value)) message.retry = Number(value);
   };
   for await (const chunk of chunks) {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { parseMac } from '../inventory/mac.js';
 import type { MachineEvent } from '../lifecycle/events.js';
-import { addServerOptions, followEvents, getJson, resolveServer } from './client.js';
+import { addServerOptions, followEvents, getJson, type HistoryGap, resolveServer } from './client.js';
 
 interface LogsOptions {
   url?: string;
@@ -40,9 +40,18 @@ export function registerLogs(program: Command): void {
         after: history.at(-1)?.id ?? 0,
         signal: stop.signal,
         onDisconnect: (reason) => process.stderr.write(`rackboot logs: ${reason}; reconnecting\n`),
+        onHistoryGap: (gap) => process.stderr.write(`rackboot logs: ${describeGap(gap)}\n`),
       });
       for await (const event of events) print(event);
     });
+}
+
+/** Why events are missing from what `logs -f` printed, in the words of the stderr line. */
+export function describeGap(gap: HistoryGap): string {
+  const next = gap.resumesAt === null ? 'the next live event' : `event ${gap.resumesAt}`;
+  return gap.reason === 'reset'
+    ? `the server's history was reset (event ${gap.after} is beyond it); continuing from ${next}`
+    : `events after ${gap.after} were pruned by retention before they were printed; continuing at ${next}`;
 }
 
 /** One event as a human line: time, MAC, source, type, then what matters about it. */

@@ -13,7 +13,19 @@ export interface EventsStreamOptions {
    * with Last-Event-ID and catches up from the store, so a slow browser costs bounded memory.
    */
   maxQueuedBytes?: number;
+  /** A watcher that takes nothing of a replay for this long is disconnected (it stopped reading). */
+  drainTimeoutMs?: number;
 }
+
+/**
+ * Open streams at most, and from one client address: each may hold up to `maxQueuedBytes` (plus the
+ * kernel's socket buffers) and the endpoint is unauthenticated. A fleet needs a few dashboards and
+ * `rackboot logs -f`, not hundreds.
+ */
+export const MAX_EVENT_STREAMS = 32;
+export const MAX_EVENT_STREAMS_PER_CLIENT = 8;
+/** What a refused watcher is told to wait before trying again. */
+const STREAMS_FULL_RETRY_AFTER_SECONDS = 10;
 
 const EventsQuery = Type.Object({
   mac: Type.Optional(Type.String()),
@@ -27,6 +39,12 @@ const REPLAY_BATCH = 500;
 /** Browsers reconnect after this long when the stream drops. */
 const RETRY_MS = 1000;
 
+/** Where a watcher resumes: after `afterId` as it asked, or from the first event when `reset`. */
+interface Resume {
+  afterId: number;
+  reset: boolean;
+}
+
 /**
  * `GET /api/v1/events`: Server-Sent Events of every durable event (`?mac=` filters). `id:` is the
  * event id, so a watcher reconnecting with `Last-Event-ID` (or `?after=`) first gets every event it
@@ -37,7 +55,9 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
   const { lifecycle } = options;
   const keepAliveMs = options.keepAliveMs ?? 15_000;
   const maxQueuedBytes = options.maxQueuedBytes ?? 4 << 20;
+  const drainTimeoutMs = options.drainTimeoutMs ?? 30_000;
   const open = new Set<ServerResponse>();
+  const openPerClient = new Map<string, number>();
   // Long-lived streams would hold app.close() open forever; end them before the server closes.
   app.addHook('preClose', async () => {
     for (const response of open) response.end();
@@ -63,6 +83,17 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
           .type('application/json; charset=utf-8')
           .send(`[${stored.map((row) => row.event).join(',')}]`);
       }
+      const client = request.ip;
+      const fromClient = openPerClient.get(client) ?? 0;
+      if (open.size >= MAX_EVENT_STREAMS || fromClient >= MAX_EVENT_STREAMS_PER_CLIENT) {
+        return reply
+          .code(503)
+          .header('retry-after', String(STREAMS_FULL_RETRY_AFTER_SECONDS))
+          .send({
+            error: 'too many event streams',
+            message: `${open.size} streams are open, ${fromClient} of them from ${client} (at most ${MAX_EVENT_STREAMS}, ${MAX_EVENT_STREAMS_PER_CLIENT} per client); retry later`,
+          });
+      }
       const lastEventId = request.headers['last-event-id'];
       const requestedResume =
         typeof lastEventId === 'string' && /^\d+$/.test(lastEventId)
@@ -70,11 +101,14 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
           : request.query.after;
       // Ids only grow and a watcher only sees committed ones, so an id beyond the newest stored
       // event means the history was reset (state directory wiped): every stored event is new to it.
-      const newestId = lifecycle.lastEventId();
-      const historyReset = requestedResume !== undefined && requestedResume > newestId;
-      const resumeFrom = historyReset ? 0 : requestedResume;
+      const resume =
+        requestedResume === undefined
+          ? undefined
+          : { afterId: requestedResume, reset: requestedResume > lifecycle.lastEventId() };
 
       reply.hijack();
+      // fastify counts a request when its response finishes; a stream usually ends by a close.
+      reply.countWhenClosed?.();
       const response = reply.raw;
       response.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
@@ -84,17 +118,16 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
         'x-accel-buffering': 'no',
       });
       response.write(`retry: ${RETRY_MS}\n\n`);
-      if (historyReset) {
-        response.write(
-          `: history reset: event ${requestedResume} is beyond the newest stored event ${newestId}; replaying from the first\n\n`,
-        );
-      }
       open.add(response);
-      streamEvents(lifecycle, response, { mac, resumeFrom, maxQueuedBytes });
+      openPerClient.set(client, fromClient + 1);
+      streamEvents(lifecycle, response, { mac, resume, maxQueuedBytes, drainTimeoutMs });
       const keepAlive = setInterval(() => response.write(': keep-alive\n\n'), keepAliveMs);
       response.on('close', () => {
         clearInterval(keepAlive);
         open.delete(response);
+        const stillOpen = (openPerClient.get(client) ?? 1) - 1;
+        if (stillOpen === 0) openPerClient.delete(client);
+        else openPerClient.set(client, stillOpen);
       });
       response.on('error', () => response.destroy());
     },
@@ -102,23 +135,26 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
 };
 
 /**
- * Replays from the store after `resumeFrom` (nothing without one: a fresh watcher sees live events
- * only), then live events. Subscribing before the replay and skipping ids already sent makes the
- * hand-over gap-free and duplicate-free: the store notifies only after commit, so an event is
- * either in the replayed rows or still to come from the listener.
+ * Replays from the store after the resume point (nothing without one: a fresh watcher sees live
+ * events only), then live events. Subscribing before the replay and skipping ids already sent makes
+ * the hand-over gap-free and duplicate-free: the store notifies only after commit, so an event heard
+ * while replaying is in the store for a later replay batch, and the replay ends in the same turn as
+ * its last read, after which events are sent as they are heard. Nothing is held for a watcher: what
+ * it has not taken yet stays in the store.
  */
 function streamEvents(
   lifecycle: Lifecycle,
   response: ServerResponse,
   stream: {
     mac: Mac | undefined;
-    resumeFrom: number | undefined;
+    resume: Resume | undefined;
     maxQueuedBytes: number;
+    drainTimeoutMs: number;
   },
 ): void {
-  let sentId = stream.resumeFrom ?? lifecycle.lastEventId();
-  let replaying = stream.resumeFrom !== undefined;
-  const held: [number, string][] = [];
+  const { resume } = stream;
+  let sentId = resume === undefined ? lifecycle.lastEventId() : resume.reset ? 0 : resume.afterId;
+  let replaying = resume !== undefined;
   // The store hands over a committed batch event by event; one socket write per batch, not per event.
   let queued: string[] = [];
   const writeQueued = () => {
@@ -135,25 +171,62 @@ function streamEvents(
     queued.push(`id: ${id}\ndata: ${json}\n\n`);
   };
   const unsubscribe = lifecycle.subscribe((event, json) => {
-    if (stream.mac !== undefined && event.mac !== stream.mac) return;
-    if (replaying) held.push([event.id, json]);
-    else send(event.id, json);
+    if (replaying || (stream.mac !== undefined && event.mac !== stream.mac)) return;
+    send(event.id, json);
   });
   response.on('close', unsubscribe);
-  if (!replaying) return;
+  if (resume === undefined) return;
 
+  let firstBatch = true;
   const replay = () => {
+    if (response.destroyed) return;
     const batch = lifecycle.storedEventsAfter(sentId, { mac: stream.mac, limit: REPLAY_BATCH });
+    if (firstBatch) {
+      firstBatch = false;
+      const reason = resume.reset ? 'reset' : prunedPast(lifecycle, resume.afterId) ? 'pruned' : undefined;
+      if (reason) {
+        const gap = { after: resume.afterId, resumesAt: batch[0]?.id ?? null, reason };
+        // A named event, not a comment: EventSource clients (the dashboard) see it and refetch.
+        response.write(`event: history-gap\ndata: ${JSON.stringify(gap)}\n\n`);
+      }
+    }
     for (const stored of batch) send(stored.id, stored.event);
     writeQueued();
-    if (batch.length === REPLAY_BATCH && !response.destroyed) {
-      // Let the socket drain between batches so a long catch-up does not sit in memory.
-      if (response.writableNeedDrain) response.once('drain', replay);
-      else setImmediate(replay);
+    if (batch.length < REPLAY_BATCH) {
+      replaying = false;
       return;
     }
-    replaying = false;
-    for (const [id, json] of held.splice(0)) send(id, json);
+    // Let the socket drain between batches so a long catch-up does not sit in memory.
+    if (response.writableNeedDrain) afterDrain(response, stream.drainTimeoutMs, replay);
+    else setImmediate(replay);
   };
   replay();
+}
+
+/**
+ * Whether retention removed events the watcher had not seen: ids are dense but for failed writes,
+ * so the oldest stored event sits right after `afterId` unless the events before it were pruned.
+ * Asked after the replay's first read, so a prune between the two cannot go unreported.
+ */
+function prunedPast(lifecycle: Lifecycle, afterId: number): boolean {
+  return (lifecycle.firstStoredEventId() ?? 0) > afterId + 1;
+}
+
+/**
+ * Calls `next` once the socket took what was written. A watcher that stopped reading never drains:
+ * it is disconnected after `timeoutMs`, and catches up from the store if it comes back.
+ */
+function afterDrain(response: ServerResponse, timeoutMs: number, next: () => void): void {
+  const stalled = setTimeout(() => response.destroy(), timeoutMs);
+  const stopWaiting = () => {
+    clearTimeout(stalled);
+    response.off('drain', drained);
+    response.off('close', stopWaiting);
+  };
+  const drained = () => {
+    stopWaiting();
+    next();
+  };
+  response.once('drain', drained);
+  response.once('close', stopWaiting);
 }

@@ -45,8 +45,10 @@ function explainMachine(
   const { deps } = context;
   const config = deps.config();
   const assignment = deps.decision.assignmentFor(mac);
-  const token = deps.secrets.tokenFor(mac, now);
-  const vars = assignment && machineVars(config, assignment, token);
+  // Only a machine with an assignment is handed URLs with a token, and any caller may name any MAC:
+  // no token work for the others.
+  const token = assignment ? deps.secrets.tokenFor(mac, now) : undefined;
+  const vars = assignment && token !== undefined ? machineVars(config, assignment, token) : undefined;
   const script = machineScript(config, mac, assignment, arch, vars);
   const explanation: Explanation = {
     mac,
@@ -86,8 +88,9 @@ export async function explainRoutes(app: FastifyInstance, context: BootServiceCo
 
 const REDACTED = '[redacted]';
 
-function redactToken(text: string, token: string): string {
-  return text.replaceAll(token, REDACTED);
+/** `token` is undefined for a machine without an assignment: nothing handed to it carries one. */
+function redactToken(text: string, token: string | undefined): string {
+  return token === undefined ? text : text.replaceAll(token, REDACTED);
 }
 
 /** `scheme://user:password@` and `scheme://userinfo@` (a lone userinfo is usually a token). */
@@ -100,16 +103,23 @@ function redactUrlCredentials(text: string): string {
   );
 }
 
+/** What is left of a secret-bearing text: its size, which still tells an empty file from a full one. */
+function sizeOnly(text: string, prefix = ''): string {
+  return `${prefix}[redacted, ${text.length} characters]`;
+}
+
 /**
- * Password hashes, inline file contents (keys, certificates), HTTP header values (Authorization,
- * API keys) and URL credentials (sources, proxies, Tang servers) stay on the server; header names
- * and the rest of each URL are kept so the answer still explains what the machine fetches.
+ * Password hashes, inline file contents (keys, certificates), systemd unit and drop-in contents
+ * (`Environment=` secrets), HTTP header values (Authorization, API keys) and URL credentials
+ * (sources, proxies, Tang servers) stay on the server; header names and the rest of each URL are
+ * kept so the answer still explains what the machine fetches.
  */
 function redactSecrets(value: unknown, key = ''): unknown {
   if (key === 'passwordHash' && typeof value === 'string') return REDACTED;
-  if (key === 'source' && typeof value === 'string' && value.startsWith('data:')) {
-    return `data:[redacted, ${value.length} characters]`;
-  }
+  if (key === 'source' && typeof value === 'string' && value.startsWith('data:'))
+    return sizeOnly(value, 'data:');
+  // Units and drop-ins carry their text in a string `contents`; a file's `contents` is an object.
+  if (key === 'contents' && typeof value === 'string') return sizeOnly(value);
   if (key === 'httpHeaders' && Array.isArray(value)) {
     return value.map((header) =>
       isJsonObject(header) && header.value !== undefined ? { ...header, value: REDACTED } : header,

@@ -1,8 +1,19 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { MachineEvent } from '../lifecycle/events.js';
 import { MACHINE_STATES } from '../lifecycle/events.js';
 import type { Lifecycle } from '../lifecycle/store.js';
+
+declare module 'fastify' {
+  interface FastifyReply {
+    /**
+     * For a reply its route hijacked (a stream): counts the request once the connection closes, as
+     * fastify's onResponse runs only for a response that finished, and a stream is mostly ended by
+     * its client. Absent when the metrics plugin is not registered.
+     */
+    countWhenClosed?: () => void;
+  }
+}
 
 /** The DHCP server's counters (src/dhcp/server.ts DhcpStats), read at every scrape. */
 export interface DhcpCounters {
@@ -136,14 +147,24 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
     return registry.metrics();
   });
 
-  app.addHook('onResponse', (request, reply, done) => {
+  const countResponse = (request: FastifyRequest, reply: FastifyReply) => {
     const route = request.routeOptions.url ?? 'unmatched';
     countRequest(`${request.method} ${reply.statusCode} ${route}`, {
       method: request.method,
       route,
       status: String(reply.statusCode),
     });
+  };
+  app.addHook('onResponse', (request, reply, done) => {
+    countResponse(request, reply);
     done();
+  });
+  // On the prototype, not a hook: the routes that stream pay for it, a boot script does not.
+  app.decorateReply('countWhenClosed', function (this: FastifyReply) {
+    // A stream the server ended (app close) finished, and onResponse counted it.
+    this.raw.once('close', () => {
+      if (!this.raw.writableFinished) countResponse(this.request, this);
+    });
   });
 };
 /**

@@ -23,6 +23,12 @@ export const SECRET_FILE_NAME = 'rackboot-http-secret';
 const SECRET_BYTES = 32;
 /** 128 bits of HMAC-SHA256 are far beyond guessing over HTTP and keep URLs short on kernel command lines. */
 const SIGNATURE_BYTES = 16;
+/**
+ * Tokens without expiry kept computed (about 2 MB): more than a large fleet boots, and a bound, as
+ * unauthenticated requests name MACs (boot scripts under `unknown_machines`). Past it the oldest goes;
+ * a token computed again costs one HMAC (~7 µs).
+ */
+export const CACHED_TOKENS = 16_384;
 
 /**
  * Reads the server secret from `<stateDir>/rackboot-http-secret`, creating it (mode 0600) on first
@@ -57,6 +63,10 @@ export function createMachineSecrets(
         let token = permanentTokens.get(mac);
         if (token === undefined) {
           token = sign(mac, undefined).toString('base64url');
+          if (permanentTokens.size >= CACHED_TOKENS) {
+            const [oldest] = permanentTokens.keys();
+            permanentTokens.delete(oldest as Mac);
+          }
           permanentTokens.set(mac, token);
         }
         return token;

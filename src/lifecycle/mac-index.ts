@@ -52,6 +52,38 @@ export class MacEventIndex {
     this.#prunedThrough = Math.max(this.#prunedThrough, throughId);
   }
 
+  /**
+   * Drops the ids of events that will never be stored (their write failed), given in ascending
+   * order. They are among the newest ids of their MACs, so each list is rewritten from the first
+   * of them only.
+   */
+  forget(events: readonly { id: number; mac?: Mac | undefined }[]): void {
+    const idsByMac = new Map<Mac, Set<number>>();
+    for (const { id, mac } of events) {
+      if (mac === undefined) continue;
+      let ids = idsByMac.get(mac);
+      if (!ids) {
+        ids = new Set();
+        idsByMac.set(mac, ids);
+      }
+      ids.add(id);
+    }
+    for (const [mac, ids] of idsByMac) {
+      const list = this.#lists.get(mac);
+      if (!list) continue;
+      const [oldest] = ids;
+      let kept = firstAbove(list, (oldest as number) - 1);
+      for (let index = kept; index < list.ids.length; index += 1) {
+        const id = list.ids[index] as number;
+        if (ids.has(id)) continue;
+        list.ids[kept] = id;
+        kept += 1;
+      }
+      this.#stored -= list.ids.length - kept;
+      list.ids.length = kept;
+    }
+  }
+
   /** The MAC's ids above `afterId` and at most `throughId`, oldest first, at most `limit`. */
   after(mac: Mac, afterId: number, throughId: number, limit: number): number[] {
     const list = this.#live(mac);

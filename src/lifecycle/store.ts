@@ -48,6 +48,8 @@ export interface Lifecycle {
   storedLatestEvents(filter?: EventFilter): StoredEvent[];
   /** The id of the newest durable event (0 when there is none). */
   lastEventId(): number;
+  /** The id of the oldest event the history still holds (retention prunes older ones); undefined when empty. */
+  firstStoredEventId(): number | undefined;
   /**
    * Called with every event once it is durable, in id order, so a watcher never sees an event that
    * a restart could lose; the events of a failed write are never heard (their ids are skipped, never
@@ -126,6 +128,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     byIds: database.prepare(
       'SELECT id, event FROM events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id',
     ),
+    firstId: database.prepare('SELECT min(id) AS id FROM events'),
   };
 
   const machines = new Map<Mac, MachineRecord>();
@@ -223,6 +226,8 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       // of events a restart will not have; say so once per batch.
       logger.error({ error, events: written.events.length }, 'lifecycle: could not write events');
       snapshotOwed = true;
+      // Readers by MAC page through the index: ids no row will ever hold would cut their pages short.
+      eventsByMac.forget(written.events);
       for (const mac of written.snapshotMacs ?? []) dirtyMachines.add(mac);
       for (const event of written.events)
         if (event.mac && machines.has(event.mac)) dirtyMachines.add(event.mac);
@@ -427,6 +432,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     storedEventsAfter,
     storedLatestEvents,
     lastEventId: () => durableId,
+    firstStoredEventId: () => (statements.firstId.get() as { id: number | null }).id ?? undefined,
     subscribe(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
