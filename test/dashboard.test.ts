@@ -1,18 +1,111 @@
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import t from 'tap';
+import { pino } from 'pino';
+import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import t, { type Test } from 'tap';
+import { buildApp } from '../src/http/app.js';
+import { createMachineSecrets } from '../src/ignition/tokens.js';
+import { createBootDecision } from '../src/inventory/decision.js';
+import { loadConfigFile } from '../src/inventory/load.js';
 import type { Mac } from '../src/inventory/mac.js';
+import { openLifecycle } from '../src/lifecycle/store.js';
 import { requireTools } from './helpers/netns.js';
-import { API_TOKEN, LISTED_MAC, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
+import {
+  API_TOKEN,
+  FIXTURE_YAML,
+  LISTED_MAC,
+  mac,
+  startLifecycleApp,
+  UNLISTED_MAC,
+} from './lifecycle-fixture.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
 
+/** One browser for every test here (each gets its own page); closed when the file ends. */
+let browser: Promise<BrowserContext> | undefined;
+function sharedBrowser(): Promise<BrowserContext> {
+  browser ??= (async () => {
+    await requireTools(CHROMIUM);
+    const profile = mkdtempSync(join(tmpdir(), 'rackboot-chromium-'));
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+      viewport: { width: 1400, height: 800 },
+    });
+    t.teardown(async () => {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    });
+    return context;
+  })();
+  return browser;
+}
+
+async function openDashboard(t: Test, url: string): Promise<{ page: Page; pageErrors: string[] }> {
+  const page = await (await sharedBrowser()).newPage();
+  t.teardown(() => page.close());
+  page.setDefaultTimeout(10_000);
+  const pageErrors: string[] = [];
+  page.on('pageerror', (error) => pageErrors.push(error.message));
+  await page.goto(url);
+  await page.locator('#connection[data-status="live"]').waitFor({ timeout: 10_000 });
+  return { page, pageErrors };
+}
+
+const bootEvent = (machine: Mac, firmware = 'bios-pxe') =>
+  ({ mac: machine, source: 'dhcp', type: 'dhcp-ack', detail: { firmware, arch: 'x86_64' } }) as const;
+const tftpComplete = (machine: Mac) =>
+  ({
+    mac: machine,
+    source: 'tftp',
+    type: 'tftp-transfer',
+    detail: { file: 'undionly.kpxe', outcome: 'complete', bytes: 70_000 },
+  }) as const;
+
+/** A promise the test resolves when it is ready (and teardown resolves, so no handler waits forever). */
+function gate(t: Test): { opened: Promise<void>; open: () => void } {
+  let open = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  t.teardown(() => open());
+  return { opened, open };
+}
+
+/** A human click: the button is held ~120 ms, long enough for frames to render in between. */
+async function slowClick(page: Page, selector: string): Promise<void> {
+  // A page that replaces its nodes may detach this one between the lookup and the measure.
+  let box = await page.locator(selector).boundingBox();
+  for (let tries = 0; !box && tries < 20; tries += 1) box = await page.locator(selector).boundingBox();
+  if (!box) throw new Error(`${selector} is not visible`);
+  await page.mouse.move(box.x + Math.min(20, box.width / 2), box.y + box.height / 2);
+  await page.mouse.down();
+  await page.waitForTimeout(120);
+  await page.mouse.up();
+}
+
+/** A URL's path as the server reads it (the page encodes the MAC in a path). */
+const pathOf = (url: string) => decodeURIComponent(new URL(url).pathname);
+const isEventStream = (url: URL) => url.pathname === '/api/v1/events';
+
+const visibleRows = (page: Page) =>
+  page.$$eval('#machines tbody tr:not([hidden])', (rows) => rows.map((row) => row.getAttribute('data-mac')));
+
 t.test('the dashboard lists machines, follows their state live and shows the timeline', async (t) => {
-  await requireTools(CHROMIUM);
   const { app, lifecycle, secrets } = await startLifecycleApp(t);
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   for (const event of [
@@ -23,12 +116,7 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
       ip: '10.77.0.100',
       detail: { firmware: 'bios-pxe', arch: 'x86_64' },
     },
-    {
-      mac: LISTED_MAC,
-      source: 'tftp',
-      type: 'tftp-transfer',
-      detail: { file: 'undionly.kpxe', outcome: 'complete', bytes: 70_000 },
-    },
+    tftpComplete(LISTED_MAC),
     { mac: LISTED_MAC, source: 'http', type: 'ipxe-script', detail: { script: 'install' } },
     { mac: LISTED_MAC, source: 'http', type: 'ignition-fetch' },
     {
@@ -41,30 +129,34 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
     await lifecycle.record(event);
   }
 
-  const profile = mkdtempSync(join(tmpdir(), 'rackboot-chromium-'));
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
+  const { page, pageErrors } = await openDashboard(t, url);
+
+  // Durations are rounded once, then split (no "1 min 60 s"); the function is the page's own.
+  t.same(
+    await page
+      .evaluate(async () => {
+        const { duration } = (await import('/dashboard/app.js' as string)) as {
+          duration: (ms: number) => string;
+        };
+        return [0, 999.6, 1000, 59_949, 59_950, 119_600, 119_400, 3_599_700, 3_600_000, 3_725_000].map(
+          duration,
+        );
+      })
+      .catch((error: Error) => error.message),
+    [
+      '0 ms',
+      '1.0 s',
+      '1.0 s',
+      '59.9 s',
+      '1 min 0 s',
+      '2 min 0 s',
+      '1 min 59 s',
+      '1 h 0 min 0 s',
+      '1 h 0 min 0 s',
+      '1 h 2 min 5 s',
     ],
-    viewport: { width: 1400, height: 800 },
-  });
-  t.teardown(async () => {
-    await browser.close();
-    rmSync(profile, { recursive: true, force: true });
-  });
-  const page = await browser.newPage();
-  const pageErrors: string[] = [];
-  page.on('pageerror', (error) => pageErrors.push(error.message));
-  await page.goto(url);
+    'durations never show 60 s or 60 min',
+  );
 
   const row = page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`);
   await row.locator('.state', { hasText: 'installing' }).waitFor({ timeout: 10_000 });
@@ -72,7 +164,6 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
     (await row.locator('td').allTextContents()).join(' '),
     /node1\s+worker\s+installing\s+10\.77\.0\.100\s+QEMU · x86_64 · bios-pxe\s+ignition-fetch/,
   );
-  await page.locator('#connection[data-status="live"]').waitFor({ timeout: 10_000 });
 
   await row.click();
   await page.locator('#timeline li[data-type="ignition-fetch"]').waitFor({ timeout: 10_000 });
@@ -96,13 +187,67 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
   t.match(await page.locator('#timeline li.boot').first().textContent(), /boot 525400123456-1/);
   t.equal(await page.locator('#reprovision').isVisible(), true, 'an installed machine can be reprovisioned');
 
+  // Events for MACs the server keeps no machine for are history only: no row, no adopt form.
+  const plainClient = mac('a4:5e:60:11:22:33');
+  const neverSeen = mac('de:ad:be:ef:00:01');
+  await lifecycle.record({
+    mac: plainClient,
+    source: 'dhcp',
+    type: 'dhcp-ack',
+    ip: '10.77.0.151',
+    detail: { vendorClass: 'android-dhcp-13' },
+  });
+  await lifecycle.record({ mac: neverSeen, source: 'operator', type: 'reprovision' });
+  await lifecycle.record({ mac: UNLISTED_MAC, source: 'http', type: 'ignition-fetch' });
+  await page
+    .locator(`#machines tr[data-mac="${UNLISTED_MAC}"] td`, { hasText: 'ignition-fetch' })
+    .waitFor({ timeout: 10_000 });
+  await page.waitForTimeout(300); // a fetch a row would wait for
+  const apiMacs = ((await (await fetch(`${url}/api/v1/machines`)).json()) as { mac: string }[]).map(
+    (machine) => machine.mac,
+  );
+  t.notOk(apiMacs.includes(plainClient) || apiMacs.includes(neverSeen), 'the server lists neither');
+  t.same(
+    await page.$$eval('#machines tbody tr, #discovered tbody tr', (rows) =>
+      rows.map((row) => row.getAttribute('data-mac')),
+    ),
+    [LISTED_MAC, UNLISTED_MAC, UNLISTED_MAC],
+    'no rows invented for a plain DHCP client or an operator call on an unknown MAC',
+  );
+
   // The discovered machine, adopted from the page.
   const discovered = page.locator(`#discovered tr[data-mac="${UNLISTED_MAC}"]`);
   t.match(await discovered.locator('td').allTextContents(), [UNLISTED_MAC, 'Supermicro · x86_64 · uefi-pxe']);
   await page.fill('#token', API_TOKEN);
   await page.locator('#token').dispatchEvent('change');
+  const adoptPosts: string[] = [];
+  page.on('request', (request) => {
+    if (request.method() === 'POST' && request.url().endsWith('/adopt'))
+      adoptPosts.push(request.postData() ?? '');
+  });
+  const message = discovered.locator('.message');
+  // Variables are checked before anything is sent.
+  await discovered.locator('input[placeholder="profile"]').fill('spare');
+  await discovered.locator('textarea.vars').fill('RACK=r7\nbad-name=1');
+  await discovered.locator('button[type="submit"]').click();
+  await message.filter({ hasText: 'bad-name' }).waitFor({ timeout: 5_000 });
+  t.match(await message.textContent(), /line 2: "bad-name" is not a variable name/);
+  t.same(adoptPosts, [], 'an invalid variable name is refused in the page');
+  // The server's refusal is shown as it said it (here its schema's, before any file is touched).
+  await discovered.locator('input[placeholder="hostname"]').fill('node_7');
+  await discovered.locator('textarea.vars').fill('');
+  await discovered.locator('button[type="submit"]').click();
+  await message.filter({ hasText: 'hostname' }).waitFor({ timeout: 10_000 });
+  t.match(await message.textContent(), /body\/hostname must match pattern/);
+  t.same(
+    adoptPosts.map((body) => JSON.parse(body)),
+    [{ profile: 'spare', hostname: 'node_7' }],
+    'no vars key when none are given',
+  );
+
   await discovered.locator('input[placeholder="profile"]').fill('spare');
   await discovered.locator('input[placeholder="hostname"]').fill('node7');
+  await discovered.locator('textarea.vars').fill('RACK=r7\n\n  NTP_SERVER = 10.0.0.1=x \n');
   // An event arriving while the operator types re-renders the page; the form keeps its text.
   await lifecycle.record({
     mac: UNLISTED_MAC,
@@ -116,7 +261,13 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
     .waitFor({ timeout: 10_000 });
   t.equal(await discovered.locator('input[placeholder="profile"]').inputValue(), 'spare');
   t.equal(await discovered.locator('input[placeholder="hostname"]').inputValue(), 'node7');
+  const adoptRequest = page.waitForRequest((request) => request.url().endsWith('/adopt'));
   await discovered.locator('button[type="submit"]').click();
+  t.same(
+    (await adoptRequest).postDataJSON(),
+    { profile: 'spare', hostname: 'node7', vars: { RACK: 'r7', NTP_SERVER: ' 10.0.0.1=x ' } },
+    'the variables are sent with the adopt',
+  );
   await page
     .locator(`#machines tr[data-mac="${UNLISTED_MAC}"] td`, { hasText: 'node7' })
     .waitFor({ timeout: 10_000 });
@@ -145,14 +296,295 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
     'VMware · x86_64 · ipxe',
     'dhcp-ignored',
   ]);
+  t.same(
+    await visibleRows(page),
+    [newcomer, LISTED_MAC, UNLISTED_MAC],
+    'a new machine takes its place in MAC order',
+  );
 
   await page.click('#filters button[data-filter="installed"]');
-  t.equal(await page.locator('#machines tbody tr').count(), 1, 'filter by state');
+  t.same(await visibleRows(page), [LISTED_MAC], 'filter by state');
+  t.equal(await page.locator('#filters button.active').textContent(), 'installed (1)');
 
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.click('#filters button[data-filter="all"]');
   await row.click();
   await page.locator('#timeline li[data-type="installed"]').waitFor({ timeout: 10_000 });
   await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png'), fullPage: true });
+  t.same(pageErrors, [], 'no script errors');
+});
+
+/**
+ * In the page (plain JS: the test is compiled without the DOM types): marks the fleet's rows and
+ * the filter buttons, and records which rows' cells change and how many rows or buttons are removed.
+ */
+const WATCH_MUTATIONS = `{
+  window.marked = [...document.querySelectorAll('#machines tbody tr, #filters button')];
+  window.changed = new Set();
+  window.removed = 0;
+  new MutationObserver((records) => {
+    for (const record of records) {
+      window.removed += [...record.removedNodes].filter((node) => node.nodeName === 'TR' || node.nodeName === 'BUTTON').length;
+      const target = record.target instanceof Element ? record.target : record.target.parentElement;
+      // Ages tick every 5 s, for every row.
+      if (target?.closest('td')?.classList.contains('age')) continue;
+      const row = target?.closest('tr[data-mac]');
+      if (row) window.changed.add(row.dataset.mac);
+    }
+  }).observe(document.body, { childList: true, subtree: true, characterData: true });
+}`;
+
+t.test('a stream of events patches the rows it touches and loses no click', async (t) => {
+  const { app, lifecycle } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  const busy = mac('02:00:00:00:00:01');
+  const quiet = mac('02:00:00:00:00:02');
+  const early = mac('02:00:00:00:00:00');
+  for (const machine of [LISTED_MAC, busy, quiet]) await lifecycle.record(bootEvent(machine));
+  const { page, pageErrors } = await openDashboard(t, url);
+  await page.locator(`#machines tr[data-mac="${quiet}"]`).waitFor({ timeout: 10_000 });
+
+  // Mark the elements and watch what changes under the tables and the filter bar.
+  await page.evaluate(WATCH_MUTATIONS);
+
+  // ~33 events a second for one machine while the operator clicks a row, then a filter.
+  let storming = true;
+  t.teardown(() => {
+    storming = false;
+  });
+  const storm = (async () => {
+    while (storming) {
+      await lifecycle.record({ mac: busy, source: 'dhcp', type: 'dhcp-ack', detail: { firmware: 'ipxe' } });
+      await new Promise((resolve) => setTimeout(resolve, 30));
+    }
+  })();
+  await page.waitForTimeout(300);
+  await slowClick(page, `#machines tr[data-mac="${LISTED_MAC}"]`);
+  await page.locator('#detail-title', { hasText: 'node1' }).waitFor({ timeout: 5_000 });
+  t.pass('a row clicked during the stream opens the machine');
+  await slowClick(page, '#filters button[data-filter="discovered"]');
+  await page.locator('#filters button.active[data-filter="discovered"]').waitFor({ timeout: 5_000 });
+  t.pass('a filter clicked during the stream is applied');
+
+  // Filtering and order stay right as machines change state and appear.
+  await lifecycle.record(tftpComplete(quiet));
+  await page.locator('#filters button[data-filter="booting"]', { hasText: 'booting (1)' }).waitFor();
+  t.same(await visibleRows(page), [busy, LISTED_MAC], 'a machine leaves the filter when its state changes');
+  t.equal(await page.locator('#filters button[data-filter="discovered"]').textContent(), 'discovered (2)');
+  await lifecycle.record(bootEvent(early));
+  await page.locator(`#machines tr[data-mac="${early}"]`).waitFor({ state: 'attached', timeout: 10_000 });
+  t.same(await visibleRows(page), [early, busy, LISTED_MAC], 'a new machine is sorted in, filtered');
+  await page.click('#filters button[data-filter="all"]');
+  t.same(await visibleRows(page), [early, busy, quiet, LISTED_MAC], 'all, in MAC order');
+  storming = false;
+  await storm;
+
+  const outcome = (await page.evaluate(`({
+    kept: window.marked.every((node) => node.isConnected),
+    changed: [...window.changed].sort(),
+    removed: window.removed,
+  })`)) as { kept: boolean; changed: string[]; removed: number };
+  t.ok(outcome.kept, 'rows and filter buttons are the same elements after the stream');
+  t.equal(outcome.removed, 0, 'no row or button was replaced');
+  t.same(
+    outcome.changed.filter((changed) => changed !== quiet && changed !== early),
+    [busy],
+    'only the rows the events touched changed (the new machine and the one that booted aside)',
+  );
+  t.same(pageErrors, [], 'no script errors');
+});
+
+t.test('reconnects: no duplicate events, no state rolled back, a closed stream reopened', async (t) => {
+  const { app, lifecycle, secrets } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  await lifecycle.record(bootEvent(LISTED_MAC));
+  const { page, pageErrors } = await openDashboard(t, url);
+  const row = page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`);
+  await row.waitFor({ timeout: 10_000 });
+  const timelineIds = () =>
+    page.$$eval('#timeline li[data-id]', (items) => items.map((item) => item.getAttribute('data-id')));
+
+  // The stream drops; an event happens; the operator opens the machine (its timeline includes the
+  // event) before the stream resumes and replays the same event.
+  const { opened: held, open: release } = gate(t);
+  await page.route(
+    isEventStream,
+    async (route) => {
+      await held;
+      await route.continue();
+    },
+    { times: 1 },
+  );
+  app.server.closeAllConnections();
+  await page.locator('#connection[data-status="reconnecting"]').waitFor({ timeout: 10_000 });
+  await lifecycle.record(tftpComplete(LISTED_MAC));
+  await row.click();
+  await page.locator('#timeline li[data-type="tftp-transfer"]').waitFor({ timeout: 10_000 });
+  release();
+  await page.locator('#connection[data-status="live"]').waitFor({ timeout: 10_000 });
+  await lifecycle.record({
+    mac: LISTED_MAC,
+    source: 'http',
+    type: 'ipxe-script',
+    detail: { script: 'install' },
+  });
+  await page.locator('#timeline li[data-type="ipxe-script"]').waitFor({ timeout: 10_000 });
+  let ids = await timelineIds();
+  t.same(ids, [...new Set(ids)], 'every event once in the timeline after the replay');
+  t.equal(await page.locator('#timeline li[data-type="tftp-transfer"]').count(), 1);
+
+  // A view fetched before a live state change answers after it: the state stays.
+  const { opened: answered, open: answer } = gate(t);
+  const isMachineView = (url: URL | { url(): string }) =>
+    pathOf(url instanceof URL ? url.href : url.url()) === `/api/v1/machines/${LISTED_MAC}`;
+  await page.route(
+    isMachineView,
+    async (route) => {
+      const response = await route.fetch();
+      await answered;
+      await route.fulfill({ response });
+    },
+    { times: 1 },
+  );
+  const fetched = page.waitForResponse(isMachineView);
+  await row.click();
+  const token = secrets.tokenFor(LISTED_MAC, Date.now());
+  const posted = await fetch(`${url}/api/v1/machines/${LISTED_MAC}/events?token=${token}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ type: 'installed' }),
+  });
+  t.equal(posted.status, 202);
+  await row.locator('.state', { hasText: 'installed' }).waitFor({ timeout: 10_000 });
+  answer();
+  await fetched;
+  await page.waitForTimeout(200);
+  t.equal(
+    await row.locator('.state').textContent(),
+    'installed',
+    'a late answer does not roll the state back',
+  );
+  t.equal(await page.locator('#detail-summary .state').textContent(), 'installed');
+
+  // A proxy answers 502 while the server restarts: EventSource gives up; the page opens a new stream
+  // after a back-off, from the last id it saw, and reads the fleet again.
+  await page.route(isEventStream, (route) => route.fulfill({ status: 502, body: 'bad gateway' }), {
+    times: 1,
+  });
+  const fleetReads: number[] = [];
+  page.on('request', (request) => {
+    if (pathOf(request.url()) === '/api/v1/machines') fleetReads.push(Date.now());
+  });
+  app.server.closeAllConnections();
+  await page.locator('#connection[data-status="disconnected"]').waitFor({ timeout: 10_000 });
+  t.match(await page.locator('#connection').textContent(), /disconnected, retrying in \d+ s/);
+  await lifecycle.record({ mac: LISTED_MAC, source: 'operator', type: 'reprovision' });
+  await page.locator('#connection[data-status="live"]').waitFor({ timeout: 10_000 });
+  await page.locator('#timeline li[data-type="reprovision"]').waitFor({ timeout: 10_000 });
+  await page.waitForTimeout(300);
+  t.ok(fleetReads.length > 0, 'the fleet is read again after a new stream');
+  ids = await timelineIds();
+  t.same(ids, [...new Set(ids)], 'every event once after the new stream');
+  t.same(pageErrors, [], 'no script errors');
+});
+
+/** The app over a store that keeps only `retention` events and prunes at every batch. */
+async function startSmallHistoryApp(t: Test, retention: number) {
+  const directory = mkdtempSync(join(tmpdir(), 'rackboot-dashboard-'));
+  const configFile = join(directory, 'rackboot.yaml');
+  writeFileSync(configFile, FIXTURE_YAML);
+  const loaded = await loadConfigFile(configFile, { missingAssets: 'warn', env: {} });
+  if (!loaded.ok) throw new Error(`fixture config: ${JSON.stringify(loaded.problems)}`);
+  const config = () => loaded.config;
+  const logger = pino({ level: 'silent' });
+  const lifecycle = openLifecycle({
+    stateDir: loaded.config.server.state,
+    retention,
+    snapshotIntervalMs: 0,
+    logger,
+  });
+  const app = await buildApp({
+    config,
+    decision: createBootDecision(config, lifecycle.stateOf, lifecycle.bootsFromDisk),
+    record: lifecycle.record,
+    logger,
+    secrets: createMachineSecrets(randomBytes(32)),
+    lifecycle,
+  });
+  t.teardown(async () => {
+    await app.close();
+    await lifecycle.close();
+    rmSync(directory, { recursive: true, force: true });
+  });
+  return { app, lifecycle };
+}
+
+/** Whether the server announces a resume from pruned history (`event: history-gap`). */
+async function serverSendsHistoryGap(url: string, lastEventId: number): Promise<boolean> {
+  const aborter = new AbortController();
+  const timer = setTimeout(() => aborter.abort(), 2000);
+  try {
+    const response = await fetch(`${url}/api/v1/events`, {
+      headers: { accept: 'text/event-stream', 'last-event-id': String(lastEventId) },
+      signal: aborter.signal,
+    });
+    const decoder = new TextDecoder();
+    let text = '';
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      text += decoder.decode(chunk, { stream: true });
+      if (/^event: history-gap$/m.test(text)) return true;
+      if (/^id: /m.test(text)) return false;
+    }
+    return false;
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+    aborter.abort();
+  }
+}
+
+t.test('a resume after pruned history reads the fleet again', async (t) => {
+  const retention = 20;
+  const { app, lifecycle } = await startSmallHistoryApp(t, retention);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  await lifecycle.record(bootEvent(LISTED_MAC));
+  const { page, pageErrors } = await openDashboard(t, url);
+  const row = page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`);
+  await row.locator('.state', { hasText: 'discovered' }).waitFor({ timeout: 10_000 });
+  await row.click();
+  await page.locator('#timeline li[data-type="state-changed"]').waitFor({ timeout: 10_000 });
+  const seen = lifecycle.lastEventId();
+
+  // The page's stream drops and stays down while the machine boots and retention drops the events.
+  const { opened: held, open: release } = gate(t);
+  await page.route(
+    isEventStream,
+    async (route) => {
+      await held;
+      return route.continue();
+    },
+    { times: 1 },
+  );
+  app.server.closeAllConnections();
+  await page.locator('#connection[data-status="reconnecting"]').waitFor({ timeout: 10_000 });
+  await lifecycle.record(tftpComplete(LISTED_MAC));
+  const booted = lifecycle.lastEventId();
+  for (let index = 0; index < retention * 3; index += 1) {
+    // A plain DHCP client: history only.
+    await lifecycle.record({ mac: mac('a4:5e:60:00:00:01'), source: 'dhcp', type: 'dhcp-ack' });
+  }
+  for (let tries = 0; (lifecycle.storedEventsAfter(0, { limit: 1 })[0]?.id ?? 0) <= booted + 1; tries += 1) {
+    if (tries > 100) throw new Error('the store did not prune');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  t.ok(await serverSendsHistoryGap(url, seen), 'the server announces the gap (event: history-gap)');
+  const reads: string[] = [];
+  page.on('request', (request) => reads.push(pathOf(request.url())));
+  release();
+  await row.locator('.state', { hasText: 'booting' }).waitFor({ timeout: 10_000 });
+  t.pass('the state the pruned events carried is read from the server');
+  t.ok(reads.includes('/api/v1/machines'), 'the fleet was read again');
+  t.ok(reads.includes(`/api/v1/machines/${LISTED_MAC}`), "the open machine's timeline was read again");
   t.same(pageErrors, [], 'no script errors');
 });

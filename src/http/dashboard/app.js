@@ -1,14 +1,42 @@
 // The rackboot dashboard: plain DOM, no build step, no CDN. Every value from the server (some of it
 // sent by machines: DHCP vendor class, failure messages) is put in the page as text, never as HTML.
+//
+// The page is built once and then patched: one row per MAC in each table, created when the machine
+// first appears and updated in place when an event touches it, and one button per state filter whose
+// label changes. A node that is replaced between mousedown and mouseup loses the click, so nothing an
+// operator may be clicking is ever rebuilt while events stream in.
 
 const STATES = ['discovered', 'booting', 'installing', 'installed', 'failed'];
+const FILTERS = ['all', ...STATES, 'unseen'];
 const TOKEN_KEY = 'rackboot.apiToken';
+const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
+/** A variable name as adopt's `vars` accepts it. */
+const VAR_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Back-off before a new stream when EventSource gave up (a 502 from a proxy during a restart). */
+const RETRY_MIN_MS = 1000;
+const RETRY_MAX_MS = 30_000;
+/** Events kept in the open timeline (the server sends the latest 300 with the machine). */
+const TIMELINE_LIMIT = 1000;
 
+/**
+ * mac → what the server listed (`GET /api/v1/machines` fields) plus `appliedId`: the newest event
+ * id already folded into it, so a replayed event or an older fetched view never moves it back.
+ */
 const machines = new Map();
 const profiles = new Set();
 let filter = 'all';
 let selected;
+/** The open machine's events, by id: a reconnect's replay and the fetched timeline overlap. */
 let selectedEvents = [];
+let selectedIds = new Set();
+/** The newest id the stream delivered: where a new EventSource resumes. */
+let lastEventId = '0';
+
+// What changed since the last frame.
+const dirtyMacs = new Set();
+let countsDirty = true;
+let detailDirty = true;
+let timelineDirty = true;
 let renderQueued = false;
 
 const $ = (id) => document.getElementById(id);
@@ -26,6 +54,11 @@ function element(tag, properties = {}, ...children) {
   return node;
 }
 
+/** Sets a node's text only when it differs: an unchanged cell is not touched at all. */
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 function age(time) {
   if (!time) return '';
   const seconds = Math.max(0, Math.round((Date.now() - Date.parse(time)) / 1000));
@@ -35,11 +68,41 @@ function age(time) {
   return `${Math.floor(seconds / 86400)}d`;
 }
 
-function duration(milliseconds) {
-  if (milliseconds < 1000) return `${milliseconds} ms`;
-  const seconds = milliseconds / 1000;
-  if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+/**
+ * A duration for people: `850 ms`, `12.3 s`, `1 min 59 s`, `1 h 0 min 0 s`. Rounded once, to the unit
+ * shown, before it is split, so 119,600 ms is `2 min 0 s`, never `1 min 60 s`. Exported for the test.
+ */
+export function duration(milliseconds) {
+  if (!Number.isFinite(milliseconds)) return '';
+  if (milliseconds < 0) return `−${duration(-milliseconds)}`;
+  if (Math.round(milliseconds) < 1000) return `${Math.round(milliseconds)} ms`;
+  const tenths = Math.round(milliseconds / 100);
+  if (tenths < 600) return `${(tenths / 10).toFixed(1)} s`;
+  const seconds = Math.round(milliseconds / 1000);
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+  return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min ${seconds % 60} s`;
+}
+
+/**
+ * The adopt form's variables, one `NAME=value` a line (the value is everything after the first `=`,
+ * as typed); blank lines are skipped. Throws with the line at fault. Exported for the test.
+ */
+export function parseVars(text) {
+  const vars = new Map();
+  for (const [index, line] of text.split('\n').entries()) {
+    const content = line.replace(/\r$/, '');
+    if (content.trim() === '') continue;
+    const equals = content.indexOf('=');
+    if (equals < 0) throw new Error(`vars line ${index + 1}: NAME=value expected`);
+    const name = content.slice(0, equals).trim();
+    if (!VAR_NAME.test(name)) {
+      throw new Error(`vars line ${index + 1}: "${name}" is not a variable name (letters, digits, _)`);
+    }
+    if (vars.has(name)) throw new Error(`vars line ${index + 1}: ${name} is set twice`);
+    vars.set(name, content.slice(equals + 1));
+  }
+  // fromEntries defines own properties: a variable called __proto__ stays a variable.
+  return Object.fromEntries(vars);
 }
 
 function hardware(machine) {
@@ -64,8 +127,12 @@ async function operatorCall(path, body) {
     body: JSON.stringify(body ?? {}),
   });
   const answer = await response.json().catch(() => ({}));
-  if (!response.ok)
-    throw new Error(answer.error ?? answer.rejected ?? answer.message ?? `HTTP ${response.status}`);
+  if (!response.ok) {
+    // Fastify's own refusals (a body its schema rejects) say what is wrong in `message`; `error`
+    // is only the status text there. rackboot's answers put the reason in `error`.
+    const reason = answer.statusCode ? answer.message : (answer.error ?? answer.rejected ?? answer.message);
+    throw new Error(reason ?? `HTTP ${response.status}`);
+  }
   return answer;
 }
 
@@ -78,78 +145,157 @@ function queueRender() {
   });
 }
 
+function touch(mac) {
+  dirtyMacs.add(mac);
+  countsDirty = true;
+  if (mac === selected) detailDirty = true;
+  queueRender();
+}
+
 function render() {
-  renderFilters();
-  renderFleet();
-  renderDiscovered();
-  renderDetail();
+  for (const mac of dirtyMacs) {
+    renderFleetRow(mac);
+    renderDiscoveredRow(mac);
+  }
+  dirtyMacs.clear();
+  if (countsDirty) renderFilters();
+  if (detailDirty || timelineDirty) renderDetail();
+}
+
+// ---- filters: one button per state, made once ----
+
+const filterButtons = new Map();
+
+function buildFilters() {
+  for (const key of FILTERS) {
+    filterButtons.set(
+      key,
+      element('button', { type: 'button', dataset: { filter: key }, onclick: () => setFilter(key) }, key),
+    );
+  }
+  $('filters').replaceChildren(...filterButtons.values());
 }
 
 function renderFilters() {
+  countsDirty = false;
   const counts = new Map([['all', machines.size]]);
   for (const machine of machines.values()) {
     const key = machine.state ?? 'unseen';
     counts.set(key, (counts.get(key) ?? 0) + 1);
   }
-  const buttons = ['all', ...STATES, 'unseen'].map((key) =>
-    element(
-      'button',
-      {
-        type: 'button',
-        className: key === filter ? 'active' : '',
-        dataset: { filter: key },
-        onclick: () => {
-          filter = key;
-          render();
-        },
-      },
-      `${key} (${counts.get(key) ?? 0})`,
-    ),
-  );
-  $('filters').replaceChildren(...buttons);
-}
-
-function renderFleet() {
-  const rows = [];
-  for (const machine of machines.values()) {
-    if (filter !== 'all' && (machine.state ?? 'unseen') !== filter) continue;
-    rows.push(
-      element(
-        'tr',
-        {
-          dataset: { mac: machine.mac, state: machine.state ?? 'unseen' },
-          className: machine.mac === selected ? 'selected' : '',
-          onclick: () => select(machine.mac),
-        },
-        element('td', { className: 'mac' }, machine.mac),
-        element('td', {}, machine.hostname ?? ''),
-        element('td', {}, machine.profile ?? ''),
-        element('td', {}, stateBadge(machine.state)),
-        element('td', {}, machine.ip ?? ''),
-        element('td', { className: 'hardware' }, hardware(machine)),
-        element('td', {}, machine.last_event ?? ''),
-        element(
-          'td',
-          { className: 'age', dataset: { time: machine.updated_at ?? '' } },
-          age(machine.updated_at),
-        ),
-      ),
-    );
+  for (const [key, button] of filterButtons) {
+    setText(button, `${key} (${counts.get(key) ?? 0})`);
+    button.classList.toggle('active', key === filter);
   }
-  $('machines').tBodies[0].replaceChildren(...rows);
   $('empty').hidden = machines.size > 0;
 }
 
+function matchesFilter(machine) {
+  return filter === 'all' || (machine.state ?? 'unseen') === filter;
+}
+
+function setFilter(key) {
+  if (key === filter) return;
+  filter = key;
+  for (const [mac, row] of fleetRows) {
+    const hidden = !matchesFilter(machines.get(mac));
+    if (row.hidden !== hidden) row.hidden = hidden;
+  }
+  renderFilters();
+}
+
+// ---- the fleet table: one row per MAC, in MAC order (as the API lists them) ----
+
+const fleetRows = new Map();
+const fleetOrder = [];
+
 /**
- * One row per discovered MAC, kept across renders: every incoming event re-renders, and a rebuilt
- * form would drop what the operator is typing into it (and its focus) during a boot storm.
+ * Inserts `row` where `mac` sorts among the rows of `body`: `order` holds their MACs in order and
+ * `rows` their elements (the API lists machines in MAC order, so a first load only appends).
  */
+function insertSorted(body, order, rows, mac, row) {
+  let low = order.length;
+  if (low > 0 && order[low - 1] > mac) {
+    let high = low;
+    low = 0;
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if (order[middle] < mac) low = middle + 1;
+      else high = middle;
+    }
+  }
+  const next = order[low];
+  order.splice(low, 0, mac);
+  body.insertBefore(row, next === undefined ? null : (rows.get(next) ?? null));
+}
+
+function removeSorted(order, mac, row) {
+  const index = order.indexOf(mac);
+  if (index >= 0) order.splice(index, 1);
+  row.remove();
+}
+
+function renderFleetRow(mac) {
+  const machine = machines.get(mac);
+  let row = fleetRows.get(mac);
+  if (!machine) {
+    if (row) removeSorted(fleetOrder, mac, row);
+    fleetRows.delete(mac);
+    return;
+  }
+  if (!row) {
+    row = element(
+      'tr',
+      { dataset: { mac } },
+      element('td', { className: 'mac' }, mac),
+      element('td'),
+      element('td'),
+      element('td', {}, stateBadge(null)),
+      element('td'),
+      element('td', { className: 'hardware' }),
+      element('td'),
+      element('td', { className: 'age' }),
+    );
+    insertSorted($('machines').tBodies[0], fleetOrder, fleetRows, mac, row);
+    fleetRows.set(mac, row);
+  }
+  const state = machine.state ?? 'unseen';
+  if (row.dataset.state !== state) {
+    row.dataset.state = state;
+    const badge = row.cells[3].firstChild;
+    badge.dataset.state = state;
+    badge.textContent = machine.state ?? 'not seen';
+  }
+  setText(row.cells[1], machine.hostname ?? '');
+  setText(row.cells[2], machine.profile ?? '');
+  setText(row.cells[4], machine.ip ?? '');
+  setText(row.cells[5], hardware(machine));
+  setText(row.cells[6], machine.last_event ?? '');
+  const ageCell = row.cells[7];
+  if (ageCell.dataset.time !== (machine.updated_at ?? '')) ageCell.dataset.time = machine.updated_at ?? '';
+  setText(ageCell, age(machine.updated_at));
+  row.classList.toggle('selected', mac === selected);
+  const hidden = !matchesFilter(machine);
+  if (row.hidden !== hidden) row.hidden = hidden;
+}
+
+// ---- discovered machines: one row per MAC, kept while the operator types into its form ----
+
 const discoveredRows = new Map();
+const discoveredOrder = [];
 
 function discoveredRow(mac) {
   const profile = element('input', { placeholder: 'profile', required: true, size: 10 });
   profile.setAttribute('list', 'profiles');
   const hostname = element('input', { placeholder: 'hostname', size: 10 });
+  const vars = element('textarea', {
+    className: 'vars',
+    placeholder: 'vars: NAME=value a line',
+    rows: 1,
+    cols: 16,
+    spellcheck: false,
+  });
+  vars.setAttribute('aria-label', 'template variables, NAME=value a line');
   const message = element('span', { className: 'message' });
   const form = element(
     'form',
@@ -159,16 +305,23 @@ function discoveredRow(mac) {
         try {
           const body = { profile: profile.value.trim() };
           if (hostname.value.trim()) body.hostname = hostname.value.trim();
-          await operatorCall(`/api/v1/machines/${mac}/adopt`, body);
+          const parsed = parseVars(vars.value);
+          if (Object.keys(parsed).length > 0) body.vars = parsed;
+          message.dataset.outcome = 'sending';
+          message.textContent = 'adding…';
+          await operatorCall(`/api/v1/machines/${encodeURIComponent(mac)}/adopt`, body);
+          message.dataset.outcome = 'done';
           message.textContent = 'added to the config';
           refreshMachine(mac);
         } catch (error) {
+          message.dataset.outcome = 'error';
           message.textContent = error.message;
         }
       },
     },
     profile,
     hostname,
+    vars,
     element('button', { type: 'submit' }, 'Adopt'),
     message,
   );
@@ -182,28 +335,28 @@ function discoveredRow(mac) {
   );
 }
 
-function renderDiscovered() {
-  const rows = [];
-  for (const machine of machines.values()) {
-    if (machine.listed) {
-      discoveredRows.delete(machine.mac);
-      continue;
+function renderDiscoveredRow(mac) {
+  const machine = machines.get(mac);
+  let row = discoveredRows.get(mac);
+  if (!machine || machine.listed) {
+    if (row) {
+      removeSorted(discoveredOrder, mac, row);
+      discoveredRows.delete(mac);
+      $('none-discovered').hidden = discoveredRows.size > 0;
     }
-    let row = discoveredRows.get(machine.mac);
-    if (!row) {
-      row = discoveredRow(machine.mac);
-      discoveredRows.set(machine.mac, row);
-    }
-    row.cells[1].textContent = hardware(machine);
-    row.cells[2].textContent = machine.first_seen_at ? `${age(machine.first_seen_at)} ago` : '';
-    rows.push(row);
+    return;
   }
-  const body = $('discovered').tBodies[0];
-  // Moving a row out and back in would blur a focused input: only re-attach when the rows changed.
-  if (rows.length !== body.rows.length || rows.some((row, index) => body.rows[index] !== row)) {
-    body.replaceChildren(...rows);
+  if (!row) {
+    row = discoveredRow(mac);
+    insertSorted($('discovered').tBodies[0], discoveredOrder, discoveredRows, mac, row);
+    discoveredRows.set(mac, row);
+    $('none-discovered').hidden = true;
   }
-  $('none-discovered').hidden = rows.length > 0;
+  setText(row.cells[1], hardware(machine));
+  setText(row.cells[2], machine.first_seen_at ? `${age(machine.first_seen_at)} ago` : '');
+}
+
+function renderProfiles() {
   const names = [...profiles].sort();
   const list = $('profiles');
   if (names.join('\n') !== [...list.options].map((option) => option.value).join('\n')) {
@@ -211,20 +364,129 @@ function renderDiscovered() {
   }
 }
 
-async function select(mac) {
+function addProfile(name) {
+  if (!name || profiles.has(name)) return;
+  profiles.add(name);
+  renderProfiles();
+}
+
+// ---- the machine's record: merging what the server says with what the stream already applied ----
+
+/** Fields no event changes: the config entry and the NIC/firmware facts. Always taken from a fetch. */
+const INVENTORY_FIELDS = ['hostname', 'profile', 'listed', 'vendor', 'first_seen_at', 'arch', 'firmware'];
+/** Fields events move: taken from a fetch only if it is at least as new as the stream for this MAC. */
+const LIVE_FIELDS = ['state', 'ip', 'updated_at', 'state_since', 'installed_at', 'last_event', 'boot'];
+
+/**
+ * Folds a machine view from the API into the page. `throughId` is the answer's
+ * x-rackboot-last-event-id: the view includes every event up to it (it is read from the server's
+ * memory, so it may include newer ones too). If the stream already applied a newer event for this
+ * MAC, the view may be older than the page: only its inventory fields are taken, and the live ones
+ * fill gaps, so a late answer never rolls a state back.
+ */
+function mergeView(view, throughId) {
+  let machine = machines.get(view.mac);
+  if (!machine) {
+    machine = { mac: view.mac, listed: false, state: null, appliedId: 0 };
+    machines.set(view.mac, machine);
+  }
+  for (const field of INVENTORY_FIELDS) machine[field] = view[field] ?? null;
+  const current = machine.appliedId <= throughId;
+  for (const field of LIVE_FIELDS) {
+    if (current || machine[field] === undefined || machine[field] === null) {
+      machine[field] = view[field] ?? null;
+    }
+  }
+  if (current) machine.appliedId = throughId;
+  addProfile(machine.profile);
+  touch(view.mac);
+  return machine;
+}
+
+function removeMachine(mac) {
+  machines.delete(mac);
+  if (selected === mac) selectMachine(undefined);
+  touch(mac);
+}
+
+const toFetch = new Set();
+let fetching = 0;
+
+/**
+ * Fetches one machine's view (a storm of new machines a few at a time) and merges it. A MAC the
+ * server answers 404 for is not a machine: nothing is added.
+ */
+function refreshMachine(mac) {
+  toFetch.add(mac);
+  while (fetching < 4 && toFetch.size > 0) {
+    const next = toFetch.values().next().value;
+    toFetch.delete(next);
+    fetching += 1;
+    void fetchMachine(next)
+      .catch(() => {})
+      .finally(() => {
+        fetching -= 1;
+        if (toFetch.size > 0) refreshMachine(toFetch.values().next().value);
+      });
+  }
+}
+
+async function fetchMachine(mac) {
+  const response = await api(`/api/v1/machines/${encodeURIComponent(mac)}`);
+  if (!response.ok) return undefined;
+  const throughId = Number(response.headers.get(LAST_EVENT_ID_HEADER) ?? 0);
+  const { events, ...view } = await response.json();
+  mergeView(view, throughId);
+  return events;
+}
+
+// ---- the open machine ----
+
+function selectMachine(mac) {
+  const previous = selected;
+  if (previous === mac) return;
   selected = mac;
   selectedEvents = [];
+  selectedIds = new Set();
   $('detail-message').textContent = '';
-  const response = await api(`/api/v1/machines/${mac}`);
-  if (!response.ok) return;
-  const view = await response.json();
+  if (previous) touch(previous);
+  if (mac) touch(mac);
+  detailDirty = true;
+  timelineDirty = true;
+  queueRender();
+}
+
+async function select(mac) {
+  selectMachine(mac);
+  await loadTimeline(mac);
+}
+
+async function loadTimeline(mac) {
+  const response = await api(`/api/v1/machines/${encodeURIComponent(mac)}`).catch(() => undefined);
+  if (!response?.ok || selected !== mac) return;
+  const throughId = Number(response.headers.get(LAST_EVENT_ID_HEADER) ?? 0);
+  const { events, ...view } = await response.json();
   if (selected !== mac) return;
-  const { events, ...machine } = view;
-  machines.set(mac, machine);
-  // Live events that arrived while loading are merged by id.
-  const known = new Set(events.map((event) => event.id));
-  selectedEvents = [...events, ...selectedEvents.filter((event) => !known.has(event.id))];
-  render();
+  mergeView(view, throughId);
+  // Live events that arrived while loading are kept; the overlap is merged by id.
+  for (const event of events) addToTimeline(event);
+  queueRender();
+}
+
+function addToTimeline(event) {
+  if (selectedIds.has(event.id)) return;
+  selectedIds.add(event.id);
+  const last = selectedEvents.at(-1);
+  selectedEvents.push(event);
+  if (last && last.id > event.id) selectedEvents.sort((a, b) => a.id - b.id);
+  if (selectedEvents.length > TIMELINE_LIMIT) {
+    for (const dropped of selectedEvents.splice(0, selectedEvents.length - TIMELINE_LIMIT)) {
+      selectedIds.delete(dropped.id);
+    }
+  }
+  timelineDirty = true;
+  detailDirty = true;
+  queueRender();
 }
 
 function summary(event) {
@@ -250,15 +512,18 @@ function summary(event) {
 }
 
 function renderDetail() {
+  detailDirty = false;
   const machine = selected ? machines.get(selected) : undefined;
   $('detail').hidden = !machine;
   if (!machine) return;
-  $('detail-title').textContent = machine.hostname ? `${machine.hostname} (${machine.mac})` : machine.mac;
+  setText($('detail-title'), machine.hostname ? `${machine.hostname} (${machine.mac})` : machine.mac);
   $('detail-summary').replaceChildren(
     stateBadge(machine.state),
     ` ${machine.profile ?? 'no profile'} · ${hardware(machine) || 'hardware unknown'} · boot ${machine.boot ?? '–'}`,
   );
   $('reprovision').hidden = !(machine.state === 'installed' || machine.state === 'failed');
+  if (!timelineDirty) return;
+  timelineDirty = false;
 
   const items = [];
   let boot;
@@ -281,7 +546,7 @@ function renderDetail() {
       element(
         'li',
         {
-          dataset: { type: event.type, source: event.source },
+          dataset: { id: String(event.id), type: event.type, source: event.source },
           className: event.type === 'state-changed' ? 'stage' : '',
         },
         element(
@@ -299,45 +564,32 @@ function renderDetail() {
   $('timeline').replaceChildren(...items);
 }
 
-// What events do not say about a machine (its config entry, vendor) comes from the server; a boot
-// storm of new machines is fetched a few at a time, and only those fields are merged, so a fetch
-// that answers late never rolls back a state the stream already moved on.
-const INVENTORY_FIELDS = ['hostname', 'profile', 'listed', 'vendor', 'first_seen_at', 'arch', 'firmware'];
-const toFetch = new Set();
-let fetching = 0;
+// ---- the stream ----
 
-function refreshMachine(mac) {
-  toFetch.add(mac);
-  while (fetching < 4 && toFetch.size > 0) {
-    const next = toFetch.values().next().value;
-    toFetch.delete(next);
-    fetching += 1;
-    void fetchInventoryFields(next).finally(() => {
-      fetching -= 1;
-      if (toFetch.size > 0) refreshMachine(toFetch.values().next().value);
-    });
-  }
-}
-
-async function fetchInventoryFields(mac) {
-  const response = await api(`/api/v1/machines/${mac}`);
-  if (!response.ok) return;
-  const view = await response.json();
-  const machine = machines.get(mac);
-  if (!machine) return;
-  for (const field of INVENTORY_FIELDS) machine[field] = view[field] ?? machine[field] ?? null;
-  if (machine.profile) profiles.add(machine.profile);
-  queueRender();
-}
-
+/**
+ * Folds one streamed event into its machine. Only machines the server has a record of get a row:
+ * a machine is created by its first network boot, which always records a `state-changed` for it; an
+ * adopt makes a listed machine of any MAC, so the server is asked. Other events for an unknown MAC
+ * (a plain DHCP client, an operator call on a MAC never seen) are history only, as on the server.
+ */
 function apply(event) {
   if (!event.mac) return;
-  let machine = machines.get(event.mac);
+  const machine = machines.get(event.mac);
   if (!machine) {
-    machine = { mac: event.mac, listed: false, state: null };
-    machines.set(event.mac, machine);
-    refreshMachine(event.mac);
+    if (event.type === 'state-changed') {
+      machines.set(event.mac, { mac: event.mac, listed: false, state: null, appliedId: 0 });
+      // Its arch, vendor, config entry and the event before (which created it) come from the server.
+      refreshMachine(event.mac);
+      apply(event);
+    } else if (event.type === 'adopt') {
+      refreshMachine(event.mac);
+    }
+    return;
   }
+  if (event.mac === selected) addToTimeline(event);
+  // Already in the record (a reconnect's replay, or a fetched view that included it).
+  if (event.id <= machine.appliedId) return;
+  machine.appliedId = event.id;
   if (event.source !== 'lifecycle') {
     machine.updated_at = event.time;
     machine.last_event = event.type;
@@ -351,48 +603,151 @@ function apply(event) {
   } else if (event.type === 'adopt') {
     refreshMachine(event.mac);
   }
-  if (event.mac === selected) selectedEvents.push(event);
-  queueRender();
+  touch(event.mac);
 }
 
-function connect(after) {
-  const source = new EventSource(`/api/v1/events?after=${after}`);
-  const status = $('connection');
+let resyncRunning = false;
+/** undefined, 'again' or 'reset': what the running resync still owes. */
+let resyncWanted;
+
+/**
+ * Reads the whole fleet again, after the stream skipped history (`history-gap`) or was reopened:
+ * machines the page missed appear, and those the server no longer has go, unless the stream has
+ * already applied a newer event for them than the answer includes. `reset`: the server's ids
+ * started again (its state was wiped), so the ids the page holds mean nothing.
+ */
+async function resync(reset) {
+  resyncWanted = reset || resyncWanted === 'reset' ? 'reset' : 'again';
+  if (resyncRunning) return;
+  resyncRunning = true;
+  try {
+    while (resyncWanted) {
+      const resetNow = resyncWanted === 'reset';
+      resyncWanted = undefined;
+      try {
+        await resyncOnce(resetNow);
+      } catch {
+        // The next gap or reopened stream tries again.
+      }
+    }
+  } finally {
+    resyncRunning = false;
+  }
+}
+
+async function resyncOnce(reset) {
+  const response = await api('/api/v1/machines');
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  const throughId = Number(response.headers.get(LAST_EVENT_ID_HEADER) ?? 0);
+  const list = await response.json();
+  if (reset) {
+    for (const machine of machines.values()) machine.appliedId = 0;
+    selectedEvents = [];
+    selectedIds = new Set();
+    timelineDirty = true;
+  }
+  const listed = new Set();
+  for (const view of list) {
+    listed.add(view.mac);
+    mergeView(view, throughId);
+  }
+  for (const [mac, machine] of machines) {
+    if (!listed.has(mac) && machine.appliedId <= throughId) removeMachine(mac);
+  }
+  if (selected) await loadTimeline(selected);
+}
+
+let stream;
+let retryDelay = RETRY_MIN_MS;
+
+function showStatus(status, text) {
+  const node = $('connection');
+  node.dataset.status = status;
+  setText(node, text);
+}
+
+/**
+ * Opens the stream after event `after`. EventSource reconnects by itself after a dropped
+ * connection (resuming with Last-Event-ID), but gives up for good on an answer that is not a
+ * stream (a proxy's 502 while the server restarts): then a new one is opened after a back-off,
+ * from the last id seen (`?after=`: a new EventSource cannot send Last-Event-ID), and the fleet is
+ * read again once it is open.
+ */
+function connect(after, resyncWhenOpen) {
+  const source = new EventSource(`/api/v1/events?after=${encodeURIComponent(after)}`);
+  stream = source;
+  let pendingResync = resyncWhenOpen;
   source.onopen = () => {
-    status.dataset.status = 'live';
-    status.textContent = 'live';
+    retryDelay = RETRY_MIN_MS;
+    showStatus('live', 'live');
+    if (pendingResync) {
+      pendingResync = false;
+      void resync(false);
+    }
   };
   source.onerror = () => {
-    // EventSource reconnects by itself and resumes with Last-Event-ID.
-    status.dataset.status = 'reconnecting';
-    status.textContent = 'reconnecting…';
+    if (source !== stream) return;
+    if (source.readyState !== EventSource.CLOSED) {
+      showStatus('reconnecting', 'reconnecting…');
+      return;
+    }
+    source.close();
+    const delay = retryDelay;
+    retryDelay = Math.min(retryDelay * 2, RETRY_MAX_MS);
+    showStatus('disconnected', `disconnected, retrying in ${Math.round(delay / 1000)} s`);
+    setTimeout(() => {
+      if (source !== stream) return;
+      showStatus('reconnecting', 'reconnecting…');
+      connect(lastEventId, true);
+    }, delay);
   };
-  source.onmessage = (message) => apply(JSON.parse(message.data));
+  source.onmessage = (message) => {
+    if (message.lastEventId) lastEventId = message.lastEventId;
+    apply(JSON.parse(message.data));
+  };
+  // The server resumed after history it no longer has (pruned, or a wiped state directory): the
+  // events in between are gone, so the fleet is read again.
+  source.addEventListener('history-gap', (message) => {
+    let gap = {};
+    try {
+      gap = JSON.parse(message.data);
+    } catch {
+      // Still a gap.
+    }
+    void resync(gap?.reason === 'reset');
+  });
 }
 
 async function start() {
+  buildFilters();
   const tokenInput = $('token');
   tokenInput.value = localStorage.getItem(TOKEN_KEY) ?? '';
   tokenInput.addEventListener('change', () => localStorage.setItem(TOKEN_KEY, tokenInput.value.trim()));
+  // One listener for every row, present and future.
+  $('machines').tBodies[0].addEventListener('click', (clicked) => {
+    const row = clicked.target.closest('tr[data-mac]');
+    if (row) void select(row.dataset.mac);
+  });
   $('reprovision').addEventListener('click', async () => {
     const mac = selected;
     try {
-      await operatorCall(`/api/v1/machines/${mac}/reprovision`);
+      await operatorCall(`/api/v1/machines/${encodeURIComponent(mac)}/reprovision`);
       $('detail-message').textContent = 'it installs again at its next network boot';
     } catch (error) {
       $('detail-message').textContent = error.message;
     }
   });
   const response = await api('/api/v1/machines');
-  for (const machine of await response.json()) {
-    machines.set(machine.mac, machine);
-    if (machine.profile) profiles.add(machine.profile);
-  }
+  const throughId = response.headers.get(LAST_EVENT_ID_HEADER) ?? '0';
+  for (const view of await response.json()) mergeView(view, Number(throughId));
   render();
-  connect(response.headers.get('x-rackboot-last-event-id') ?? '0');
+  lastEventId = throughId;
+  connect(throughId, false);
   // Ages tick without any event.
   setInterval(() => {
-    for (const cell of document.querySelectorAll('td.age')) cell.textContent = age(cell.dataset.time);
+    for (const cell of document.querySelectorAll('td.age')) setText(cell, age(cell.dataset.time));
+    for (const mac of discoveredRows.keys()) dirtyMacs.add(mac);
+    queueRender();
   }, 5000);
 }
 
