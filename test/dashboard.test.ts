@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import t, { type Test } from 'tap';
@@ -101,6 +102,25 @@ async function slowClick(page: Page, selector: string): Promise<void> {
 /** A URL's path as the server reads it (the page encodes the MAC in a path). */
 const pathOf = (url: string) => decodeURIComponent(new URL(url).pathname);
 const isEventStream = (url: URL) => url.pathname === '/api/v1/events';
+
+/**
+ * Drops the page's event stream and holds its reconnection until the returned function is called,
+ * once the page shows it is reconnecting.
+ */
+async function dropEventStream(t: Test, page: Page, app: FastifyInstance): Promise<() => void> {
+  const { opened: held, open: release } = gate(t);
+  await page.route(
+    isEventStream,
+    async (route) => {
+      await held;
+      await route.continue();
+    },
+    { times: 1 },
+  );
+  app.server.closeAllConnections();
+  await page.locator('#connection[data-status="reconnecting"]').waitFor({ timeout: 10_000 });
+  return release;
+}
 
 const visibleRows = (page: Page) =>
   page.$$eval('#machines tbody tr:not([hidden])', (rows) => rows.map((row) => row.getAttribute('data-mac')));
@@ -406,17 +426,7 @@ t.test('reconnects: no duplicate events, no state rolled back, a closed stream r
 
   // The stream drops; an event happens; the operator opens the machine (its timeline includes the
   // event) before the stream resumes and replays the same event.
-  const { opened: held, open: release } = gate(t);
-  await page.route(
-    isEventStream,
-    async (route) => {
-      await held;
-      await route.continue();
-    },
-    { times: 1 },
-  );
-  app.server.closeAllConnections();
-  await page.locator('#connection[data-status="reconnecting"]').waitFor({ timeout: 10_000 });
+  const release = await dropEventStream(t, page, app);
   await lifecycle.record(tftpComplete(LISTED_MAC));
   await row.click();
   await page.locator('#timeline li[data-type="tftp-transfer"]').waitFor({ timeout: 10_000 });
@@ -557,17 +567,7 @@ t.test('a resume after pruned history reads the fleet again', async (t) => {
   const seen = lifecycle.lastEventId();
 
   // The page's stream drops and stays down while the machine boots and retention drops the events.
-  const { opened: held, open: release } = gate(t);
-  await page.route(
-    isEventStream,
-    async (route) => {
-      await held;
-      return route.continue();
-    },
-    { times: 1 },
-  );
-  app.server.closeAllConnections();
-  await page.locator('#connection[data-status="reconnecting"]').waitFor({ timeout: 10_000 });
+  const release = await dropEventStream(t, page, app);
   await lifecycle.record(tftpComplete(LISTED_MAC));
   const booted = lifecycle.lastEventId();
   for (let index = 0; index < retention * 3; index += 1) {

@@ -10,7 +10,7 @@ import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Mac } from '../../src/boot-plan.js';
 import { COREOS_PROFILE_YAML } from '../../test/ignition/boot-fixture.js';
-import { REPO_ROOT } from '../plumbing.js';
+import { REPO_ROOT, serverNodeOptions } from '../plumbing.js';
 
 export interface HttpBenchFixture {
   machines: number;
@@ -94,4 +94,17 @@ export async function waitForHttp(url: string, status = 200): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`${url} did not answer ${status}`);
+}
+
+/** Node arguments that start `rackboot serve` as the benches do: the executable's V8 flags, warnings only. */
+export function serveArguments(configFile: string, profileDir?: string): string[] {
+  return [
+    ...serverNodeOptions(profileDir),
+    'bin/rackboot.js',
+    'serve',
+    '-c',
+    configFile,
+    '--log-level',
+    'warn',
+  ];
 }

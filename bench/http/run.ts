@@ -15,8 +15,14 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { openMachineSecrets } from '../../src/ignition/tokens.js';
 import { macInUrl } from '../../src/ignition/vars.js';
-import { cpuTimeMs, numberOption, REPO_ROOT, serverNodeOptions, textOption } from '../plumbing.js';
-import { freePort, processMemoryMB, waitForHttp, writeHttpBenchFixture } from './bench-server.js';
+import { cpuTimeMs, numberOption, REPO_ROOT, textOption } from '../plumbing.js';
+import {
+  freePort,
+  processMemoryMB,
+  serveArguments,
+  waitForHttp,
+  writeHttpBenchFixture,
+} from './bench-server.js';
 
 const execFileAsync = promisify(execFile);
 const MACHINES = numberOption('machines', 10_000);
@@ -61,15 +67,7 @@ async function main(): Promise<void> {
     await writeFile(join(dir, 'assets', 'big.img'), Buffer.alloc(ASSET_BYTES, 0x5a));
     const rackboot = await startProcess(
       process.execPath,
-      [
-        ...serverNodeOptions(PROFILE_DIR),
-        'bin/rackboot.js',
-        'serve',
-        '-c',
-        join(dir, 'rackboot.yaml'),
-        '--log-level',
-        'warn',
-      ],
+      serveArguments(join(dir, 'rackboot.yaml'), PROFILE_DIR),
       undefined,
     );
     await waitForHttp(`http://127.0.0.1:${RACKBOOT_PORT}/boot.ipxe`).catch((error: Error) => {

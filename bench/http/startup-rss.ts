@@ -12,8 +12,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { median, numberOption, REPO_ROOT, serverNodeOptions } from '../plumbing.js';
-import { freePort, processMemoryMB, waitForHttp, writeHttpBenchFixture } from './bench-server.js';
+import { median, numberOption, REPO_ROOT } from '../plumbing.js';
+import {
+  freePort,
+  processMemoryMB,
+  serveArguments,
+  waitForHttp,
+  writeHttpBenchFixture,
+} from './bench-server.js';
 
 const MACHINES = numberOption('machines', 10_000);
 const RUNS = numberOption('runs', 5);
@@ -38,19 +44,10 @@ async function main(): Promise<void> {
     for (let run = 0; run < RUNS; run++) {
       await rm(join(dir, 'state'), { recursive: true, force: true });
       const started = performance.now();
-      server = spawn(
-        process.execPath,
-        [
-          ...serverNodeOptions(),
-          'bin/rackboot.js',
-          'serve',
-          '-c',
-          join(dir, 'rackboot.yaml'),
-          '--log-level',
-          'warn',
-        ],
-        { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'inherit'] },
-      );
+      server = spawn(process.execPath, serveArguments(join(dir, 'rackboot.yaml')), {
+        cwd: REPO_ROOT,
+        stdio: ['ignore', 'ignore', 'inherit'],
+      });
       const exitedEarly = once(server, 'exit').then(([code]) => {
         throw new Error(`rackboot serve exited with code ${code} before answering`);
       });

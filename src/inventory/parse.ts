@@ -184,7 +184,8 @@ function plainData(document: Document, position: Position): { value: unknown } |
       // without its zeros, or 1e2233445566 as Infinity): a MAC is read as it is written.
       if (isScalar(pair.key) && pair.key.value === 'mac' && isScalar(pair.value)) {
         const { value } = pair;
-        if (value.type === 'PLAIN' && typeof value.value !== 'string' && value.source) value.value = value.source;
+        if (value.type === 'PLAIN' && typeof value.value !== 'string' && value.source)
+          value.value = value.source;
       }
     },
   });
