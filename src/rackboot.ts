@@ -42,10 +42,15 @@ export class BindError extends Error {
 /** Errors of bind(2) and listen(2) that a config change fixes. */
 const BIND_ERROR_CODES = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL']);
 
+/**
+ * A server's start, with a failure of bind(2) or listen(2) itself turned into a BindError. Other
+ * errors of the same codes (an EACCES opening the lease log) are not about the port and pass as they are.
+ */
 function binding<T>(target: BindTarget, start: Promise<T>): Promise<T> {
   return start.catch((error: unknown) => {
-    const code = (error as NodeJS.ErrnoException).code;
-    throw code && BIND_ERROR_CODES.has(code) ? new BindError(target, code, { cause: error }) : error;
+    const { code, syscall } = error as NodeJS.ErrnoException;
+    const bindFailure = code && BIND_ERROR_CODES.has(code) && (syscall === 'bind' || syscall === 'listen');
+    throw bindFailure ? new BindError(target, code, { cause: error }) : error;
   });
 }
 

@@ -27,25 +27,30 @@ export function startModuleWorker(
  * it posts once the thread has ended, rejects with its error or when it exits without answering.
  * Waiting for the end means the thread's heap is gone before the caller goes on: a loader thread
  * torn down while the caller starts the next one, or the servers, overlapped the two at the
- * process's memory peak (docs/http.md).
+ * process's memory peak (docs/http.md). A thread that answered but does not end by itself (a handle
+ * left open) is terminated after `exitGraceMs`, so it cannot hold up start-up or every later reload.
  */
 export function runModuleWorker<T>(
   name: string,
   base: string,
   workerData: unknown,
   transferList: TransferListItem[] = [],
+  exitGraceMs = 5000,
 ): Promise<T> {
   return new Promise((resolve, reject) => {
     const worker = startModuleWorker(name, base, workerData, transferList);
     let answer: { value: T } | undefined;
     let failure: Error | undefined;
+    let lingering: NodeJS.Timeout | undefined;
     worker.once('message', (value: T) => {
       answer = { value };
+      lingering = setTimeout(() => void worker.terminate(), exitGraceMs);
     });
     worker.once('error', (error) => {
       failure = error;
     });
     worker.once('exit', (code) => {
+      clearTimeout(lingering);
       if (answer) resolve(answer.value);
       else reject(failure ?? new Error(`${name} thread exited with code ${code} before answering`));
     });

@@ -85,6 +85,14 @@ t.test('refusals', async (t) => {
     { ok: false, code: 'already-listed' },
     'the same MAC in another spelling',
   );
+  t.match(
+    adoptMachine(`${PROFILES}machines:\n  - {mac: 525400000009, profile: worker}\n`, {
+      mac: NEW,
+      profile: 'worker',
+    }),
+    { ok: false, code: 'already-listed' },
+    'the same MAC as unquoted bare hex, which YAML reads as a number',
+  );
   t.match(adoptMachine(`${PROFILES}machines: {a: 1}\n`, { mac: NEW, profile: 'worker' }), {
     ok: false,
     code: 'invalid',
@@ -181,7 +189,7 @@ t.test('machines adopt --var sets the vars a template needs', async (t) => {
 });
 
 t.test('POST /api/v1/machines/{mac}/adopt takes vars; a bad name is refused, not dropped', async (t) => {
-  const { app, configFile } = await startLifecycleApp(t);
+  const { app, configFile, lifecycle } = await startLifecycleApp(t);
   const adopt = (vars: Record<string, string>) =>
     app.inject({
       method: 'POST',
@@ -199,6 +207,12 @@ t.test('POST /api/v1/machines/{mac}/adopt takes vars; a bad name is refused, not
     parse(readFileSync(configFile, 'utf8')) as { machines: { mac: string; vars?: unknown }[] }
   ).machines;
   t.same(machines.at(-1), { mac: NEW, profile: 'spare', vars: { role: 'db' } });
+  const recorded = lifecycle.latestEvents({ mac: NEW }).find((event) => event.type === 'adopt');
+  t.same(
+    recorded?.detail,
+    { profile: 'spare', vars: ['role'] },
+    'the history names the vars, not their values',
+  );
 });
 
 t.test(

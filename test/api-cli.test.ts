@@ -124,7 +124,10 @@ t.test('machines, logs, reprovision and machines adopt against a running server'
   // Through the real entry point: a refusal is one line on stderr and exit code 1.
   const refused = await rackboot('reprovision', LISTED_MAC, '--url', url, '-c', configFile);
   t.equal(refused.code, 1, 'a machine that is not installed is refused');
-  t.match(refused.stderr, /only installed or failed machines are reprovisioned/);
+  t.match(
+    refused.stderr,
+    /only installed or failed machines, or those whose disk holds an install, are reprovisioned/,
+  );
 
   const adopted = await inProcess(
     'machines',

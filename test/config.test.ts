@@ -329,6 +329,7 @@ t.test('a bare-hex MAC left unquoted, which YAML reads as a number, is read as w
   const yaml = `${header}machines:
   - mac: 525400123456
     profile: plain
+    vars: { mac: 12 }
   - { mac: 001122334455, profile: plain }
   - mac: 1e2233445566
     profile: plain
@@ -340,6 +341,7 @@ t.test('a bare-hex MAC left unquoted, which YAML reads as a number, is read as w
       loaded.config.machines.map((machine) => machine.mac),
       ['52:54:00:12:34:56', '00:11:22:33:44:55', '1e:22:33:44:55:66'],
     );
+  if (loaded.ok) t.equal(loaded.config.machines[0]?.vars?.mac, 12, 'a var named mac keeps its YAML type');
   const number = await loadConfigText(
     `${header}    args: [525400123456]\n`,
     join(directory, 'rackboot.yaml'),

@@ -182,6 +182,7 @@ t.test(
       'After=coreos-installer.service',
       'Before=coreos-installer.target',
       'WantedBy=coreos-installer.target',
+      'TimeoutStartSec=3min',
     ])
       t.match(hook?.contents, line);
     const report = /--data '(\{[^']*\})' (\S+)/.exec(hook?.contents ?? '');

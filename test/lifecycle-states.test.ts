@@ -219,6 +219,10 @@ t.test('disk-written sends the network boots to the disk until reprovision', asy
     'reprovision ends it',
   );
   t.equal(fold([firmwareDhcp(), diskWritten]).record?.bootsFromDisk, false, 'a rejected report sets nothing');
+  // The installed system never reported (its first boot failed): the operator reinstalls it.
+  const stuck = fold([...install, diskWritten, firmwareDhcp('ipxe'), script('local-disk'), reprovision]);
+  t.equal(stuck.states.at(-1), 'discovered', 'reprovision while installing with the disk written');
+  t.equal(stuck.record?.bootsFromDisk, false, 'and its next boot installs again');
 });
 
 t.test('every transition is a state-changed event; forbidden ones are recorded as rejected', async (t) => {

@@ -27,3 +27,17 @@ t.test('a one-shot worker that fails before answering rejects with its error', a
   );
   t.ok(existsSync(endedFile), 'the thread had ended when the error arrived');
 });
+
+t.test('a one-shot worker that answers but does not end is terminated after the grace time', async (t) => {
+  const bytes = new Uint8Array([7]);
+  const started = performance.now();
+  const answer = await runModuleWorker<number>(
+    'helpers/answering-worker',
+    import.meta.url,
+    { bytes, lingerMs: 120_000, endedFile: join(t.testdir(), 'ended') },
+    [bytes.buffer],
+    200,
+  );
+  t.equal(answer, 7);
+  t.ok(performance.now() - started < 30_000, 'not held for the thread’s two minutes');
+});

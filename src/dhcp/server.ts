@@ -263,8 +263,8 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     await bindSocket('0.0.0.0', ports.proxy_port, 'boot-server');
   } catch (error) {
     logger.warn(
-      { err: error, port: ports.proxy_port },
-      'PXE boot-server port unavailable; UEFI proxy boot-server style will not work',
+      { port: ports.proxy_port, reason: (error as Error).message },
+      'PXE boot-server port (server.dhcp.proxy_port) unavailable; UEFI proxy boot-server style will not work',
     );
   }
   logger.info(

@@ -212,7 +212,12 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
         ip: requesterIp(request),
         source: 'operator',
         type: 'adopt',
-        detail: { ...request.body },
+        // The history is readable without a token; a var's value may be a secret, so only its name.
+        detail: {
+          profile: request.body.profile,
+          hostname: request.body.hostname,
+          ...(request.body.vars ? { vars: Object.keys(request.body.vars) } : {}),
+        },
       });
       return reply.code(201).send({ mac, ...request.body });
     },

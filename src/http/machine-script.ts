@@ -48,10 +48,7 @@ export function machineScript(
       : `${mac} is not listed; unknown_machines: ${assignment.profile} applies`,
   ];
   if (assignment.bootsFromDisk) {
-    const why =
-      assignment.state === 'installing'
-        ? 'its installer reported the disk written'
-        : 'it completed an install';
+    const why = assignment.state === 'installed' ? 'it completed an install' : 'its disk holds an install';
     reasons.push(
       `its state is ${assignment.state}; ${why}, so it boots from its local disk until \`rackboot reprovision\``,
     );

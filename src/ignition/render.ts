@@ -96,7 +96,8 @@ export const DISK_WRITTEN_UNIT_NAME = 'rackboot-report-disk-written.service';
  * disk now holds the install. From then on the machine's network boots go to its disk, so a
  * firmware that tries the network first does not reinstall at the reboot that follows, before the
  * installed system could report `installed`. Requires= keeps a failed install from reporting;
- * WantedBy= (not RequiredBy=) lets the reboot go ahead if rackboot cannot be reached.
+ * WantedBy= (not RequiredBy=) lets the reboot go ahead, after at most TimeoutStartSec, if rackboot
+ * cannot be reached.
  */
 export function installerIgnition(eventsUrl: string): string {
   const unit = [
@@ -108,6 +109,8 @@ export function installerIgnition(eventsUrl: string): string {
     '',
     '[Service]',
     'Type=oneshot',
+    // curl's own retries against an unreachable server would hold the reboot for ~12 minutes.
+    'TimeoutStartSec=3min',
     reportCommand(eventsUrl, 'disk-written'),
     '',
     '[Install]',

@@ -76,8 +76,10 @@ export function adoptMachine(
   }
   const items = isSeq(node) ? node.items : [];
   const listed = items.some((item) => {
-    const mac = isMap(item) ? item.get('mac') : undefined;
-    return typeof mac === 'string' && parseMac(mac) === request.mac;
+    const mac = isMap(item) ? item.get('mac', true) : undefined;
+    // As the loader reads it (parse.ts): an unquoted bare-hex MAC by its written text, not its number.
+    const written = isScalar(mac) ? (typeof mac.value === 'string' ? mac.value : mac.source) : undefined;
+    return typeof written === 'string' && parseMac(written) === request.mac;
   });
   if (listed)
     return { ok: false, code: 'already-listed', message: `${request.mac} is already under machines` };

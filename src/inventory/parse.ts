@@ -7,8 +7,10 @@ import {
   isMap,
   isPair,
   isScalar,
+  isSeq,
   LineCounter,
   type Node,
+  type Pair,
   parseDocument,
   visit,
 } from 'yaml';
@@ -157,6 +159,20 @@ function locator(document: Document, position: Position): Locator {
  */
 const MAX_ALIAS_EXPANSION = 1_000_000;
 
+/** `machines[i].mac` in the block or flow layout: document > root map > machines pair > list > entry. */
+function isMachineMac(pair: Pair, path: readonly unknown[]): boolean {
+  const machines = path[2];
+  return (
+    path.length === 5 &&
+    isScalar(pair.key) &&
+    pair.key.value === 'mac' &&
+    isPair(machines) &&
+    isScalar(machines.key) &&
+    machines.key.value === 'machines' &&
+    isSeq(path[3])
+  );
+}
+
 /**
  * The document as plain data. yaml resolves aliases only here, and throws on an alias naming no
  * earlier anchor or on aliases that expand past its guard against alias bombs (maxAliasCount); both
@@ -179,10 +195,10 @@ function plainData(document: Document, position: Position): { value: unknown } |
         }
       } else if (node.anchor) anchors.add(node.anchor);
     },
-    Pair(_key, pair) {
+    Pair(_key, pair, path) {
       // CONTRACT.md's bare-hex spelling, unquoted, is a YAML number (525400123456, or 001122334455
-      // without its zeros, or 1e2233445566 as Infinity): a MAC is read as it is written.
-      if (isScalar(pair.key) && pair.key.value === 'mac' && isScalar(pair.value)) {
+      // without its zeros, or 1e2233445566 as Infinity): a machine's MAC is read as it is written.
+      if (isMachineMac(pair, path) && isScalar(pair.value)) {
         const { value } = pair;
         if (value.type === 'PLAIN' && typeof value.value !== 'string' && value.source)
           value.value = value.source;

@@ -169,11 +169,13 @@ function transitionFor(
 ): Transition {
   switch (input.type) {
     case 'reprovision':
-      if (current === 'installed' || current === 'failed') return { kind: 'change', to: 'discovered' };
+      // A disk written but never reported installed (its first boot failed) is the usual reinstall.
+      if (current === 'installed' || current === 'failed' || bootsFromDisk)
+        return { kind: 'change', to: 'discovered' };
       return {
         kind: 'reject',
         to: 'discovered',
-        reason: `only installed or failed machines are reprovisioned; a machine in ${current} installs at its next network boot anyway`,
+        reason: `only installed or failed machines, or those whose disk holds an install, are reprovisioned; a machine in ${current} installs at its next network boot anyway`,
       };
     case 'installed':
     case 'disk-written': {
@@ -185,7 +187,7 @@ function transitionFor(
       return {
         kind: 'reject',
         to,
-        reason: `${input.type} reported while ${current ?? 'never seen'}: this server booted no installer on it`,
+        reason: `${input.type} reported while ${current ?? 'never seen'}: only a machine this server is installing can report it`,
       };
     }
     case 'failed':
@@ -198,7 +200,8 @@ function transitionFor(
       ? {
           kind: 'reject',
           to: 'installing',
-          reason: 'Ignition fetched by an installed machine; reprovision it to install again',
+          reason:
+            'Ignition fetched by a machine whose disk holds an install; reprovision it to install again',
         }
       : { kind: 'none' };
   }
