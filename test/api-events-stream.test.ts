@@ -430,3 +430,93 @@ t.test('closing the app ends open streams instead of hanging', async (t) => {
   const body = await response.text();
   t.match(body, /^retry: \d+/, 'the stream opened with a reconnect hint and then ended');
 });
+
+t.test('retention pruning past a stalled replay is announced where the ids jump', async (t) => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'rackboot-prune-replay-'));
+  const lifecycle = openLifecycle({
+    stateDir,
+    retention: 4000,
+    snapshotIntervalMs: 0,
+    logger: pino({ level: 'silent' }),
+  });
+  const app = Fastify();
+  await app.register(eventsStream, { lifecycle, drainTimeoutMs: 60_000 });
+  const address = new URL(await app.listen({ port: 0, host: '127.0.0.1' }));
+  const socket = connect(Number(address.port), '127.0.0.1');
+  t.teardown(async () => {
+    socket.destroy();
+    await app.close();
+    await lifecycle.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+  // Large events, so that the replay fills the socket buffers and waits for a drain.
+  const padding = 'x'.repeat(6000);
+  const record = (count: number) =>
+    Promise.all(
+      Array.from({ length: count }, (_, step) =>
+        lifecycle.record({ mac: LISTED_MAC, source: 'dhcp', type: 'dhcp-offer', detail: { step, padding } }),
+      ),
+    );
+  for (let round = 0; round < 12; round += 1) await record(500);
+  const first = lifecycle.storedEventsAfter(0, { limit: 1 })[0]?.id ?? 0;
+  // Resuming right before the oldest stored event: nothing is missing when the replay starts.
+  socket.pause();
+  socket.write(
+    `GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nLast-Event-ID: ${first - 1}\r\n\r\n`,
+  );
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  // Retention prunes past the stalled replay's cursor.
+  for (let round = 0; round < 12; round += 1) await record(500);
+  let text = '';
+  socket.on('data', (chunk: Buffer) => {
+    text += chunk.toString();
+  });
+  socket.resume();
+  const newest = lifecycle.lastEventId();
+  for (let waited = 0; !text.includes(`id: ${newest}\n`); waited += 50) {
+    if (waited > 30_000) throw new Error(`the stream did not reach event ${newest}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const lines = text.split('\n');
+  const ids = lines.flatMap((line) => (/^id: \d+$/.test(line) ? [Number(line.slice(4))] : []));
+  const jumps = ids.flatMap((id, index) => (index > 0 && id !== (ids[index - 1] as number) + 1 ? [id] : []));
+  t.ok(jumps.length > 0, 'the stalled replay did lose events to retention');
+  const gaps = lines.flatMap((line, index) =>
+    line === 'event: history-gap' ? [JSON.parse((lines[index + 1] as string).slice(6)) as HistoryGap] : [],
+  );
+  t.same(
+    gaps.map((gap) => gap.resumesAt),
+    jumps,
+    'each jump is announced, with the id it resumes at',
+  );
+  t.ok(gaps.every((gap) => gap.reason === 'pruned'));
+});
+
+t.test('the history never lists a batch the writer committed before the server settled it', async (t) => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'rackboot-unsettled-'));
+  const lifecycle = openLifecycle({
+    stateDir,
+    retention: 100_000,
+    batchIntervalMs: 0,
+    logger: pino({ level: 'silent' }),
+  });
+  const side = new Database(join(stateDir, DATABASE_FILE_NAME), { readonly: true });
+  t.teardown(async () => {
+    side.close();
+    await lifecycle.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+  for (let step = 0; step < 5; step += 1) await lifecycle.record(progress(LISTED_MAC, step));
+  void lifecycle.record(progress(LISTED_MAC, 99));
+  await new Promise((resolve) => setImmediate(resolve));
+  // This thread stays busy (as under a DHCP storm) until the writer thread has committed the batch,
+  // so the writer's answer has not been handled yet.
+  const newest = side.prepare('SELECT max(id) AS id FROM events');
+  const settled = lifecycle.lastEventId();
+  const deadline = performance.now() + 10_000;
+  while ((newest.get() as { id: number }).id <= settled) {
+    if (performance.now() > deadline) throw new Error('the writer did not commit within 10 s');
+  }
+  t.equal(lifecycle.storedEventsAfter(0, {}).at(-1)?.id, settled, 'the replay read stops at lastEventId()');
+  t.equal(lifecycle.storedLatestEvents({}).at(-1)?.id, settled, 'and so does the history');
+});

@@ -588,3 +588,24 @@ t.test('a resume after pruned history reads the fleet again', async (t) => {
   t.ok(reads.includes(`/api/v1/machines/${LISTED_MAC}`), "the open machine's timeline was read again");
   t.same(pageErrors, [], 'no script errors');
 });
+
+t.test('a page opened while the server cannot answer keeps trying and then follows the fleet', async (t) => {
+  const { app, lifecycle } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  await lifecycle.record(bootEvent(LISTED_MAC));
+  const page = await (await sharedBrowser()).newPage();
+  t.teardown(() => page.close());
+  const pageErrors: string[] = [];
+  page.on('pageerror', (error) => pageErrors.push(error.message));
+  // A proxy's 502 while the server restarts, for the first read of the fleet.
+  await page.route(
+    (requested) => requested.pathname === '/api/v1/machines',
+    (route) => route.fulfill({ status: 502, body: 'bad gateway' }),
+    { times: 1 },
+  );
+  await page.goto(url);
+  await page.locator('#connection[data-status="disconnected"]').waitFor({ timeout: 10_000 });
+  await page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`).waitFor({ timeout: 15_000 });
+  await page.locator('#connection[data-status="live"]').waitFor({ timeout: 10_000 });
+  t.same(pageErrors, [], 'no script errors');
+});

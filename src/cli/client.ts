@@ -141,7 +141,12 @@ export async function* followEvents(
         },
         signal: options.signal,
       });
-      if (!response.ok || !response.body) throw new ApiError(`HTTP ${response.status}`, response.status);
+      if (!response.ok || !response.body) {
+        // A full server (503, too many event streams) says when to come back.
+        const retryAfter = Number(response.headers.get('retry-after'));
+        if (retryAfter > 0) retryMs = Math.max(retryMs, retryAfter * 1000);
+        throw new ApiError(`HTTP ${response.status}`, response.status);
+      }
       for await (const messages of serverSentEvents(response.body as unknown as AsyncIterable<Uint8Array>)) {
         for (const message of messages) {
           if (message.retry !== undefined) retryMs = message.retry;

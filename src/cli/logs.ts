@@ -51,7 +51,7 @@ export function describeGap(gap: HistoryGap): string {
   const next = gap.resumesAt === null ? 'the next live event' : `event ${gap.resumesAt}`;
   return gap.reason === 'reset'
     ? `the server's history was reset (event ${gap.after} is beyond it); continuing from ${next}`
-    : `events after ${gap.after} were pruned by retention before they were printed; continuing at ${next}`;
+    : `events after ${gap.after} were pruned by retention before they were printed (with --mac: maybe none of this machine's); continuing at ${next}`;
 }
 
 /** One event as a human line: time, MAC, source, type, then what matters about it. */

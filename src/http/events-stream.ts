@@ -181,15 +181,17 @@ function streamEvents(
   const replay = () => {
     if (response.destroyed) return;
     const batch = lifecycle.storedEventsAfter(sentId, { mac: stream.mac, limit: REPLAY_BATCH });
-    if (firstBatch) {
-      firstBatch = false;
-      const reason = resume.reset ? 'reset' : prunedPast(lifecycle, resume.afterId) ? 'pruned' : undefined;
-      if (reason) {
-        const gap = { after: resume.afterId, resumesAt: batch[0]?.id ?? null, reason };
-        // A named event, not a comment: EventSource clients (the dashboard) see it and refetch.
-        response.write(`event: history-gap\ndata: ${JSON.stringify(gap)}\n\n`);
-      }
+    // Every batch: retention may prune past a slow replay's cursor between two reads.
+    const reason =
+      firstBatch && resume.reset ? 'reset' : prunedPast(lifecycle, sentId) ? 'pruned' : undefined;
+    if (reason) {
+      const after = firstBatch ? resume.afterId : sentId;
+      const gap = { after, resumesAt: batch[0]?.id ?? null, reason };
+      // A named event, not a comment: EventSource clients (the dashboard) see it and refetch.
+      writeQueued();
+      response.write(`event: history-gap\ndata: ${JSON.stringify(gap)}\n\n`);
     }
+    firstBatch = false;
     for (const stored of batch) send(stored.id, stored.event);
     writeQueued();
     if (batch.length < REPLAY_BATCH) {
@@ -206,7 +208,8 @@ function streamEvents(
 /**
  * Whether retention removed events the watcher had not seen: ids are dense but for failed writes,
  * so the oldest stored event sits right after `afterId` unless the events before it were pruned.
- * Asked after the replay's first read, so a prune between the two cannot go unreported.
+ * Asked after each replay read, so a prune between the two cannot go unreported. For a `?mac=`
+ * stream it says events were pruned, not that this MAC had any among them.
  */
 function prunedPast(lifecycle: Lifecycle, afterId: number): boolean {
   return (lifecycle.firstStoredEventId() ?? 0) > afterId + 1;

@@ -123,8 +123,10 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     throw error;
   }
   const statements = {
-    after: database.prepare('SELECT id, event FROM events WHERE id > ? ORDER BY id LIMIT ?'),
-    latest: database.prepare('SELECT id, event FROM events ORDER BY id DESC LIMIT ?'),
+    // Bounded by durableId: a batch the writer committed but this thread has not settled yet is not
+    // history yet (its listeners have not heard it, and lastEventId() does not count it).
+    after: database.prepare('SELECT id, event FROM events WHERE id > ? AND id <= ? ORDER BY id LIMIT ?'),
+    latest: database.prepare('SELECT id, event FROM events WHERE id <= ? ORDER BY id DESC LIMIT ?'),
     byIds: database.prepare(
       'SELECT id, event FROM events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id',
     ),
@@ -406,14 +408,14 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     const { mac, limit } = query(filter);
     return mac
       ? byIds(eventsByMac.after(mac, id, durableId, limit))
-      : (statements.after.all(id, limit) as StoredEvent[]);
+      : (statements.after.all(id, durableId, limit) as StoredEvent[]);
   }
 
   function storedLatestEvents(filter?: EventFilter): StoredEvent[] {
     const { mac, limit } = query(filter);
     return mac
       ? byIds(eventsByMac.latest(mac, durableId, limit))
-      : (statements.latest.all(limit) as StoredEvent[]).reverse();
+      : (statements.latest.all(durableId, limit) as StoredEvent[]).reverse();
   }
 
   function query(single: EventFilter | undefined): { mac: Mac | undefined; limit: number } {

@@ -198,7 +198,10 @@ function setFilter(key) {
   if (key === filter) return;
   filter = key;
   for (const [mac, row] of fleetRows) {
-    const hidden = !matchesFilter(machines.get(mac));
+    const machine = machines.get(mac);
+    // A machine a resync just dropped keeps its row until the next frame removes it.
+    if (!machine) continue;
+    const hidden = !matchesFilter(machine);
     if (row.hidden !== hidden) row.hidden = hidden;
   }
   renderFilters();
@@ -338,7 +341,8 @@ function discoveredRow(mac) {
 function renderDiscoveredRow(mac) {
   const machine = machines.get(mac);
   let row = discoveredRows.get(mac);
-  if (!machine || machine.listed) {
+  // Only once the server said it is not in the config: a machine just seen is not known to be either.
+  if (machine?.listed !== false) {
     if (row) {
       removeSorted(discoveredOrder, mac, row);
       discoveredRows.delete(mac);
@@ -577,7 +581,7 @@ function apply(event) {
   const machine = machines.get(event.mac);
   if (!machine) {
     if (event.type === 'state-changed') {
-      machines.set(event.mac, { mac: event.mac, listed: false, state: null, appliedId: 0 });
+      machines.set(event.mac, { mac: event.mac, listed: undefined, state: null, appliedId: 0 });
       // Its arch, vendor, config entry and the event before (which created it) come from the server.
       refreshMachine(event.mac);
       apply(event);
@@ -718,6 +722,20 @@ function connect(after, resyncWhenOpen) {
   });
 }
 
+/** The first read of the fleet, retried with the stream's back-off while the server cannot answer. */
+async function firstFleet() {
+  for (let delay = RETRY_MIN_MS; ; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+    try {
+      const response = await api('/api/v1/machines');
+      if (response.ok) return response;
+    } catch {
+      // Not reachable yet: retried below.
+    }
+    showStatus('disconnected', `server unreachable, retrying in ${Math.round(delay / 1000)} s`);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+}
+
 async function start() {
   buildFilters();
   const tokenInput = $('token');
@@ -737,7 +755,7 @@ async function start() {
       $('detail-message').textContent = error.message;
     }
   });
-  const response = await api('/api/v1/machines');
+  const response = await firstFleet();
   const throughId = response.headers.get(LAST_EVENT_ID_HEADER) ?? '0';
   for (const view of await response.json()) mergeView(view, Number(throughId));
   render();
