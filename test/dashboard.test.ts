@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import t, { type Test } from 'tap';
 import { buildApp } from '../src/http/app.js';
-import { createMachineSecrets } from '../src/ignition/tokens.js';
+import { createMachineSecrets, type MachineSecrets } from '../src/ignition/tokens.js';
 import { createBootDecision } from '../src/inventory/decision.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import type { Mac } from '../src/inventory/mac.js';
@@ -76,6 +76,16 @@ const tftpComplete = (machine: Mac) =>
     type: 'tftp-transfer',
     detail: { file: 'undionly.kpxe', outcome: 'complete', bytes: 70_000 },
   }) as const;
+
+/** The machine's own report through its events endpoint, with its token, as its first boot sends it. */
+function reportInstalled(url: string, secrets: MachineSecrets): Promise<Response> {
+  const token = secrets.tokenFor(LISTED_MAC, Date.now());
+  return fetch(`${url}/api/v1/machines/${LISTED_MAC}/events?token=${token}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ type: 'installed' }),
+  });
+}
 
 /** A promise the test resolves when it is ready (and teardown resolves, so no handler waits forever). */
 function gate(t: Test): { opened: Promise<void>; open: () => void } {
@@ -189,13 +199,7 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
   await page.locator('#timeline li[data-type="ignition-fetch"]').waitFor({ timeout: 10_000 });
 
   // The machine reports back through its own endpoint: the page must change without a reload.
-  const token = secrets.tokenFor(LISTED_MAC, Date.now());
-  const posted = await fetch(`${url}/api/v1/machines/${LISTED_MAC}/events?token=${token}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ type: 'installed' }),
-  });
-  t.equal(posted.status, 202);
+  t.equal((await reportInstalled(url, secrets)).status, 202);
   await row.locator('.state', { hasText: 'installed' }).waitFor({ timeout: 10_000 });
   t.pass('the state changed live');
   const stages = await page.locator('#timeline li.stage .summary').allInnerTexts();
@@ -458,13 +462,7 @@ t.test('reconnects: no duplicate events, no state rolled back, a closed stream r
   );
   const fetched = page.waitForResponse(isMachineView);
   await row.click();
-  const token = secrets.tokenFor(LISTED_MAC, Date.now());
-  const posted = await fetch(`${url}/api/v1/machines/${LISTED_MAC}/events?token=${token}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ type: 'installed' }),
-  });
-  t.equal(posted.status, 202);
+  t.equal((await reportInstalled(url, secrets)).status, 202);
   await row.locator('.state', { hasText: 'installed' }).waitFor({ timeout: 10_000 });
   answer();
   await fetched;
