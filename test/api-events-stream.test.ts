@@ -432,23 +432,13 @@ t.test('closing the app ends open streams instead of hanging', async (t) => {
 });
 
 t.test('retention pruning past a stalled replay is announced where the ids jump', async (t) => {
-  const stateDir = mkdtempSync(join(tmpdir(), 'rackboot-prune-replay-'));
-  const lifecycle = openLifecycle({
-    stateDir,
-    retention: 4000,
-    snapshotIntervalMs: 0,
-    logger: pino({ level: 'silent' }),
-  });
-  const app = Fastify();
-  await app.register(eventsStream, { lifecycle, drainTimeoutMs: 60_000 });
-  const address = new URL(await app.listen({ port: 0, host: '127.0.0.1' }));
-  const socket = connect(Number(address.port), '127.0.0.1');
-  t.teardown(async () => {
-    socket.destroy();
-    await app.close();
-    await lifecycle.close();
-    rmSync(stateDir, { recursive: true, force: true });
-  });
+  const { lifecycle, address } = await startStreamServer(
+    t,
+    { retention: 4000, snapshotIntervalMs: 0 },
+    { drainTimeoutMs: 60_000 },
+  );
+  const socket = connect(Number(new URL(address).port), '127.0.0.1');
+  t.teardown(() => socket.destroy());
   // Large events, so that the replay fills the socket buffers and waits for a drain.
   const padding = 'x'.repeat(6000);
   const record = (count: number) =>
@@ -493,19 +483,9 @@ t.test('retention pruning past a stalled replay is announced where the ids jump'
 });
 
 t.test('the history never lists a batch the writer committed before the server settled it', async (t) => {
-  const stateDir = mkdtempSync(join(tmpdir(), 'rackboot-unsettled-'));
-  const lifecycle = openLifecycle({
-    stateDir,
-    retention: 100_000,
-    batchIntervalMs: 0,
-    logger: pino({ level: 'silent' }),
-  });
+  const { lifecycle, stateDir } = await startStreamServer(t, { batchIntervalMs: 0 });
   const side = new Database(join(stateDir, DATABASE_FILE_NAME), { readonly: true });
-  t.teardown(async () => {
-    side.close();
-    await lifecycle.close();
-    rmSync(stateDir, { recursive: true, force: true });
-  });
+  t.teardown(() => side.close());
   for (let step = 0; step < 5; step += 1) await lifecycle.record(progress(LISTED_MAC, step));
   void lifecycle.record(progress(LISTED_MAC, 99));
   await new Promise((resolve) => setImmediate(resolve));
