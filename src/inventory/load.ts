@@ -14,7 +14,7 @@ import {
 import { parseMac } from './mac.js';
 import { type Locator, type Path, parseConfigText, readConfigFile } from './parse.js';
 import { byPosition, closestName, type Problem } from './problems.js';
-import { missingAssets, missingBootPrograms } from './profile-assets.js';
+import { type MissingAsset, missingAssets, missingBootPrograms } from './profile-assets.js';
 import { API_TOKEN_MIN_LENGTH, type Config, ConfigSchema, DURATION_PATTERN } from './schema.js';
 
 export type { Problem };
@@ -94,7 +94,7 @@ export async function checkConfigData(
     ...(options.missingAssets === 'warn' ? assetProblems : []),
     ...splitArgumentWarnings(config, locate),
     ...missingBootPrograms(config.dhcp, config.server.assets).map((missing) =>
-      locate.at(missing.field.split('.'), missing.message),
+      locate.at(missingAssetPath(missing), missing.message),
     ),
   ];
   return {
@@ -111,6 +111,10 @@ const pointerToPath = (pointer: string): Path =>
     .slice(1)
     .map((segment) => segment.replace(/~1/g, '/').replace(/~0/g, '~'))
     .map((segment) => (/^\d+$/.test(segment) ? Number(segment) : segment));
+
+/** A MissingAsset's dotted `field` (`initrd.1`, `dhcp.mode`) as a path, list indexes as numbers. */
+const missingAssetPath = (missing: MissingAsset): Path =>
+  pointerToPath(`/${missing.field.replace(/\./g, '/')}`);
 
 const dotted = (path: Path) =>
   path.reduce<string>(
@@ -437,10 +441,7 @@ function ignoredInProxyModeNotes(config: Config, locate: Locator): Problem[] {
 function missingAssetProblems(config: Config, locate: Locator): Problem[] {
   return Object.entries(config.profiles).flatMap(([name, profile]) =>
     missingAssets(profile, config.server.assets).map((missing) =>
-      locate.at(
-        ['profiles', name, ...pointerToPath(`/${missing.field.replace(/\./g, '/')}`)],
-        missing.message,
-      ),
+      locate.at(['profiles', name, ...missingAssetPath(missing)], missing.message),
     ),
   );
 }
