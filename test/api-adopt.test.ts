@@ -13,6 +13,7 @@ import {
 } from '../src/inventory/adopt.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
+import { badVarName, VAR_NAME_PATTERN, VAR_NAME_RULE } from '../src/inventory/var-name.js';
 import { runCli } from './helpers/cli.js';
 import { API_TOKEN, mac, startLifecycleApp } from './lifecycle-fixture.js';
 
@@ -120,10 +121,30 @@ t.test('vars are written as a flow map in block and flow entries, quoted where Y
     t.equal(result.text, `${before}${entry}`, name);
     t.same((parse(result.text) as { machines: { vars?: unknown }[] }).machines.at(-1)?.vars, vars);
   }
-  t.match(adoptMachine(PROFILES, { mac: NEW, profile: 'worker', vars: { 'not-a-name': 'x' } }), {
+  t.match(adoptMachine(PROFILES, { mac: NEW, profile: 'worker', vars: { 'a.b': 'x' } }), {
     ok: false,
     code: 'invalid',
+    message: `bad vars name "a.b": ${VAR_NAME_RULE}`,
   });
+});
+
+t.test('adopt takes every vars name a template can spell as {{vars.NAME}}', async (t) => {
+  const vars = { 'rack-row': 'r7', '2nd': 'x', _a: 'y' };
+  const result = adoptMachine(PROFILES, { mac: NEW, profile: 'worker', vars });
+  if (!result.ok) return t.fail(result.message);
+  t.same((parse(result.text) as { machines: { vars?: unknown }[] }).machines.at(-1)?.vars, vars);
+  for (const name of ['a.b', 'a b', '', 'é']) {
+    t.match(
+      adoptMachine(PROFILES, { mac: NEW, profile: 'worker', vars: { [name]: 'x' } }),
+      { ok: false, code: 'invalid', message: badVarName(name) },
+      JSON.stringify(name),
+    );
+  }
+});
+
+t.test("the dashboard's adopt form checks vars names by the same pattern", async (t) => {
+  const page = readFileSync(new URL('../src/http/dashboard/app.js', import.meta.url), 'utf8');
+  t.equal(/\nconst VAR_NAME = \/(.*)\/;\n/.exec(page)?.[1], VAR_NAME_PATTERN);
 });
 
 const TEMPLATE =
@@ -181,11 +202,18 @@ t.test('machines adopt --var sets the vars a template needs', async (t) => {
   const refused = await adoptCli('--var', 'role');
   t.equal(refused.code, 1, 'NAME without =VALUE');
   t.match(refused.stderr, /expected NAME=VALUE/);
-  const result = await adoptCli('--var', 'role=storage', '--var', 'zone=b=2');
+  const badName = await adoptCli('--var', 'role=storage', '--var', 'a.b=1');
+  t.equal(badName.code, 1, 'a name no template can spell');
+  t.match(badName.stderr, `bad vars name "a.b": ${VAR_NAME_RULE}`);
+  const result = await adoptCli('--var', 'role=storage', '--var', 'zone=b=2', '--var', 'rack-row=r7');
   t.equal(result.code, 0, result.stderr);
   const machines = (parse(readFileSync(file, 'utf8')) as { machines: { mac: string; vars?: unknown }[] })
     .machines;
-  t.same(machines.at(-1), { mac: NEW, profile: 'worker', vars: { role: 'storage', zone: 'b=2' } });
+  t.same(machines.at(-1), {
+    mac: NEW,
+    profile: 'worker',
+    vars: { role: 'storage', zone: 'b=2', 'rack-row': 'r7' },
+  });
 });
 
 t.test('POST /api/v1/machines/{mac}/adopt takes vars; a bad name is refused, not dropped', async (t) => {
@@ -197,20 +225,21 @@ t.test('POST /api/v1/machines/{mac}/adopt takes vars; a bad name is refused, not
       headers: { authorization: `Bearer ${API_TOKEN}` },
       payload: { profile: 'spare', vars },
     });
-  const refused = await adopt({ 'bad-name': 'x' });
+  const refused = await adopt({ role: 'db', 'bad.name': 'x' });
   t.equal(refused.statusCode, 400, refused.body);
+  t.equal(refused.json().message, `body/vars: bad vars name "bad.name": ${VAR_NAME_RULE}`);
   t.notMatch(readFileSync(configFile, 'utf8'), NEW, 'nothing written');
-  const created = await adopt({ role: 'db' });
+  const created = await adopt({ role: 'db', 'rack-row': 'r7' });
   t.equal(created.statusCode, 201, created.body);
-  t.match(created.json(), { mac: NEW, profile: 'spare', vars: { role: 'db' } });
+  t.match(created.json(), { mac: NEW, profile: 'spare', vars: { role: 'db', 'rack-row': 'r7' } });
   const machines = (
     parse(readFileSync(configFile, 'utf8')) as { machines: { mac: string; vars?: unknown }[] }
   ).machines;
-  t.same(machines.at(-1), { mac: NEW, profile: 'spare', vars: { role: 'db' } });
+  t.same(machines.at(-1), { mac: NEW, profile: 'spare', vars: { role: 'db', 'rack-row': 'r7' } });
   const recorded = lifecycle.latestEvents({ mac: NEW }).find((event) => event.type === 'adopt');
   t.same(
     recorded?.detail,
-    { profile: 'spare', vars: ['role'] },
+    { profile: 'spare', vars: ['role', 'rack-row'] },
     'the history names the vars, not their values',
   );
 });

@@ -30,6 +30,29 @@ machines:
   t.equal(result.stdout, '');
 });
 
+t.test('a vars name no {{vars.NAME}} can spell is a validate error at its key', async (t) => {
+  const directory = t.testdir({
+    'rackboot.yaml': `server:
+  address: 10.77.0.1
+profiles:
+  plain: { kind: linux, kernel: https://example.com/vmlinuz }
+machines:
+  - { mac: 52:54:00:00:00:01, profile: plain, vars: { rack-row: r7, 2nd: x } }
+  - mac: 52:54:00:00:00:02
+    profile: plain
+    vars:
+      a.b: 1
+      "a b": 2
+`,
+  });
+  const result = await runCli(['validate'], { cwd: directory, env: { RACKBOOT_CONFIG: '' } });
+  t.equal(result.code, 1);
+  t.same(result.stderr.trim().split('\n'), [
+    'rackboot.yaml:10:7: machines[1].vars: bad vars name "a.b": vars names may hold letters, digits, _ and -',
+    'rackboot.yaml:11:7: machines[1].vars: bad vars name "a b": vars names may hold letters, digits, _ and -',
+  ]);
+});
+
 t.test('-c falls back to $RACKBOOT_CONFIG when ./rackboot.yaml does not exist', async (t) => {
   const directory = t.testdir({ 'elsewhere.yaml': 'server: { address: 10.77.0.1 }\n' });
   const result = await runCli(['validate'], {

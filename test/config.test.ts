@@ -184,6 +184,14 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ['rackboot.yaml:3:17: server.http.port: expected integer, got "web"'],
   ],
   [
+    'vars names no template can spell, each at its key',
+    `${header}machines:\n  - mac: 52:54:00:00:00:01\n    profile: plain\n    vars:\n      a.b: 1\n      rack-row: r7\n      "a b": x\n`,
+    [
+      'rackboot.yaml:17:7: machines[0].vars: bad vars name "a.b": vars names may hold letters, digits, _ and -',
+      'rackboot.yaml:19:7: machines[0].vars: bad vars name "a b": vars names may hold letters, digits, _ and -',
+    ],
+  ],
+  [
     'bad IPv4',
     header.replace('address: 10.77.0.1', 'address: 10.77.0.300'),
     ['rackboot.yaml:2:12: server.address: "10.77.0.300" is not an IPv4 address'],
@@ -229,6 +237,14 @@ t.test('missing assets are warnings when asked (validate) and errors otherwise (
     );
   const forServe = await loadConfigText(yaml, file);
   t.notOk(forServe.ok, 'refused for serve');
+});
+
+t.test('vars names hold letters, digits, _ and -, as {{vars.NAME}} does', async (t) => {
+  const directory = workspace(t);
+  const yaml = `${header}machines:\n  - { mac: 52:54:00:00:00:01, profile: plain, vars: { rack-row: r7, 2nd: x, _a: 1, B9: true } }\n`;
+  const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'));
+  if (!loaded.ok) throw new Error(loaded.problems.map((problem) => formatProblem(problem)).join('\n'));
+  t.same(loaded.config.machines[0]?.vars, { 'rack-row': 'r7', '2nd': 'x', _a: 1, B9: true });
 });
 
 t.test('durations', async (t) => {

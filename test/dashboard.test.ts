@@ -252,10 +252,10 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
   const message = discovered.locator('.message');
   // Variables are checked before anything is sent.
   await discovered.locator('input[placeholder="profile"]').fill('spare');
-  await discovered.locator('textarea.vars').fill('RACK=r7\nbad-name=1');
+  await discovered.locator('textarea.vars').fill('RACK=r7\nbad.name=1');
   await discovered.locator('button[type="submit"]').click();
-  await message.filter({ hasText: 'bad-name' }).waitFor({ timeout: 5_000 });
-  t.match(await message.textContent(), /line 2: "bad-name" is not a variable name/);
+  await message.filter({ hasText: 'bad.name' }).waitFor({ timeout: 5_000 });
+  t.match(await message.textContent(), /line 2: "bad.name" is not a variable name/);
   t.same(adoptPosts, [], 'an invalid variable name is refused in the page');
   // The server's refusal is shown as it said it (here its schema's, before any file is touched).
   await discovered.locator('input[placeholder="hostname"]').fill('node_7');
@@ -271,7 +271,7 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
 
   await discovered.locator('input[placeholder="profile"]').fill('spare');
   await discovered.locator('input[placeholder="hostname"]').fill('node7');
-  await discovered.locator('textarea.vars').fill('RACK=r7\n\n  NTP_SERVER = 10.0.0.1=x \n');
+  await discovered.locator('textarea.vars').fill('RACK=r7\n\n  NTP_SERVER = 10.0.0.1=x \nrack-row=2\n');
   // An event arriving while the operator types re-renders the page; the form keeps its text.
   await lifecycle.record({
     mac: UNLISTED_MAC,
@@ -289,7 +289,11 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
   await discovered.locator('button[type="submit"]').click();
   t.same(
     (await adoptRequest).postDataJSON(),
-    { profile: 'spare', hostname: 'node7', vars: { RACK: 'r7', NTP_SERVER: ' 10.0.0.1=x ' } },
+    {
+      profile: 'spare',
+      hostname: 'node7',
+      vars: { RACK: 'r7', NTP_SERVER: ' 10.0.0.1=x ', 'rack-row': '2' },
+    },
     'the variables are sent with the adopt',
   );
   await page

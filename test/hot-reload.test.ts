@@ -151,3 +151,56 @@ t.test('start-time settings keep their running values until a restart, with a wa
     'the settings named as changed are the ones applied',
   );
 });
+
+t.test(
+  'the restart warning is logged when the settings awaiting one change, not at every reload',
+  async (t) => {
+    const settings = (port: number, mode: string, machines = '') =>
+      `${base.replace(
+        'server:\n  address: 10.77.0.1\n',
+        `server:\n  address: 10.77.0.1\n  http: { port: ${port} }\ndhcp: { mode: ${mode} }\n`,
+      )}${machines}`;
+    const { file, config: initial, logger, records } = await loadedFixture(t, settings(8080, 'proxy'));
+    const source = watchConfig(initial, { logger });
+    t.teardown(() => source.close());
+    /** The restart warnings and the "matches again" notes logged by one reload with this text. */
+    const reloadWith = async (text: string) => {
+      const before = records.length;
+      writeFileSync(file, text);
+      t.equal(await source.reload(), true, 'applied');
+      return records
+        .slice(before)
+        .filter((record) => /until a restart|running value again/.test(record.msg))
+        .map(
+          (record) =>
+            `${record.level === 40 ? 'warn' : record.level === 30 ? 'info' : record.level}: ${record.msg}`,
+        );
+    };
+    const awaiting = 'warn: changed in the file, still the running value until a restart:';
+    const matching = 'info: the file matches the running value again, no restart needed:';
+
+    t.same(await reloadWith(settings(8081, 'proxy')), [`${awaiting} server.http.port`], 'the first time');
+    t.same(
+      await reloadWith(settings(8081, 'proxy', '  - { mac: 52:54:00:00:00:02, profile: plain }\n')),
+      [],
+      'an edit of a machine only: said already',
+    );
+    t.same(
+      await reloadWith(settings(8081, 'off', '  - { mac: 52:54:00:00:00:02, profile: plain }\n')),
+      [`${awaiting} server.http.port, dhcp.mode`],
+      'one more setting: the whole list again',
+    );
+    t.same(
+      await reloadWith(settings(8080, 'off')),
+      [`${matching} server.http.port`, `${awaiting} dhcp.mode`],
+      'one back to its running value',
+    );
+    t.same(await reloadWith(settings(8080, 'proxy')), [`${matching} dhcp.mode`], 'the file matches again');
+    t.same(await reloadWith(settings(8080, 'proxy', '  - { mac: 52:54:00:00:00:03, profile: plain }\n')), []);
+    t.same(
+      await reloadWith(settings(8081, 'proxy')),
+      [`${awaiting} server.http.port`],
+      'a difference reported before, gone, then back is reported again',
+    );
+  },
+);

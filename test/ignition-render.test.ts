@@ -18,6 +18,7 @@ import {
   openMachineSecrets,
   SECRET_FILE_NAME,
 } from '../src/ignition/tokens.js';
+import { VAR_NAME_RULE } from '../src/inventory/var-name.js';
 import { requireTools } from './helpers/netns.js';
 import { BASE_YAML, bootFixture } from './ignition/boot-fixture.js';
 import { CORPUS_VARS } from './ignition/corpus-vars.js';
@@ -320,6 +321,17 @@ t.test('variables are substituted after parsing: a value cannot change the YAML 
     ['/etc/role'],
   );
   t.equal(decodeDataUrl(files[0]?.contents.source ?? '').toString('utf8'), hostile);
+});
+
+t.test('{{vars.NAME}} takes the names machines[].vars may have, and says the rule otherwise', async (t) => {
+  const template = parseTemplate(
+    '/t/names.bu',
+    'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/rack\n      contents: { inline: "{{vars.rack-row}} {{ vars.2nd }} {{vars.a.b}}" }\n',
+  );
+  t.same(
+    template.problems.map((problem) => `${problem.line}: ${problem.message}`),
+    [`6: unknown template variable {{vars.a.b}}: ${VAR_NAME_RULE}`],
+  );
 });
 
 t.test('a missing {{vars.NAME}} says what to do, for listed and unlisted machines alike', async (t) => {

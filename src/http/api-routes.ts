@@ -1,11 +1,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { type Static, Type } from '@sinclair/typebox';
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify';
 import type { BootDecision } from '../boot-plan.js';
 import type { MachineSecrets } from '../ignition/tokens.js';
-import { type AdoptRequest, type AdoptResult, VAR_NAME_PATTERN } from '../inventory/adopt.js';
+import type { AdoptRequest, AdoptResult } from '../inventory/adopt.js';
 import { type Mac, parseMac } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
+import { badVarName, VAR_NAME_PATTERN } from '../inventory/var-name.js';
 import type { MachineEvent } from '../lifecycle/events.js';
 import type { Lifecycle, MachineRecord } from '../lifecycle/store.js';
 import { authorizeMachine, requesterIp } from './machine-auth.js';
@@ -62,6 +63,17 @@ const AdoptBody = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/**
+ * The adopt body's validation errors as fastify words them (`body/hostname must match pattern …`),
+ * except a badly named var, refused in the words adopt and the CLI use (ajv's own says only
+ * "property name must be valid").
+ */
+function adoptBodyError(errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const badName = errors.find((error) => error.keyword === 'propertyNames' && error.instancePath === '/vars');
+  if (badName) return new Error(`${dataVar}/vars: ${badVarName(String(badName.params.propertyName))}`);
+  return new Error(errors.map((error) => `${dataVar}${error.instancePath} ${error.message}`).join(', '));
+}
 
 /** What the API and the dashboard show for one machine: its record merged with its config entry. */
 export interface MachineView {
@@ -194,7 +206,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
 
   app.post<{ Params: MacParams; Body: Static<typeof AdoptBody> }>(
     '/api/v1/machines/:mac/adopt',
-    { schema: { params: MacParams, body: AdoptBody } },
+    { schema: { params: MacParams, body: AdoptBody }, schemaErrorFormatter: adoptBodyError },
     async (request, reply) => {
       if (!operatorAuthorized(request, reply, config())) return reply;
       const mac = macParam(request, reply);

@@ -9,17 +9,15 @@ import { type Mac, parseMac } from './mac.js';
 import { formatProblem } from './problems.js';
 import { ConfigSchema } from './schema.js';
 import { VALIDATE_CHECKS } from './validate-checks.js';
+import { badVarName, isVarName } from './var-name.js';
 
 export interface AdoptRequest {
   mac: Mac;
   profile: string;
   hostname?: string | undefined;
-  /** The machine's `vars` (for `{{vars.NAME}}` in its templates); names match VAR_NAME_PATTERN. */
+  /** The machine's `vars` (for `{{vars.NAME}}` in its templates); names follow var-name.ts. */
   vars?: Record<string, string> | undefined;
 }
-
-/** Names adopt accepts under `vars`: the ones a template can spell as `{{vars.NAME}}`. */
-export const VAR_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_]*$';
 
 export type AdoptResult =
   | { ok: true; text: string }
@@ -52,14 +50,8 @@ export function adoptMachine(
       message: `no profile named ${request.profile} under profiles`,
     };
   }
-  const badName = Object.keys(request.vars ?? {}).find((name) => !new RegExp(VAR_NAME_PATTERN).test(name));
-  if (badName !== undefined) {
-    return {
-      ok: false,
-      code: 'invalid',
-      message: `vars name ${JSON.stringify(badName)} must match ${VAR_NAME_PATTERN}`,
-    };
-  }
+  const badName = Object.keys(request.vars ?? {}).find((name) => !isVarName(name));
+  if (badName !== undefined) return { ok: false, code: 'invalid', message: badVarName(badName) };
   const vars = Object.entries(request.vars ?? {});
   // Each value is YAML text already: `vars` is a flow map in block and flow entries alike.
   const fields: [string, string][] = [

@@ -16,6 +16,7 @@ import { type Locator, type Path, parseConfigText, readConfigFile } from './pars
 import { byPosition, closestName, type Problem } from './problems.js';
 import { type MissingAsset, missingAssets, missingBootPrograms } from './profile-assets.js';
 import { API_TOKEN_MIN_LENGTH, type Config, ConfigSchema, DURATION_PATTERN } from './schema.js';
+import { badVarName, isVarName } from './var-name.js';
 
 export type { Problem };
 
@@ -147,7 +148,23 @@ function structuralProblems(value: unknown, locate: Locator): Problem[] {
       problems.push(locate.at(path, `${dotted(path)}: ${describeError(error)}`));
     }
   }
+  problems.push(...varNameProblems(value, locate));
   return problems;
+}
+
+/**
+ * machines[].vars keys against the schema's propertyNames (var-name.ts), which Value.Errors does not
+ * check: each bad name at its key, all of them at once.
+ */
+function varNameProblems(value: unknown, locate: Locator): Problem[] {
+  return asArray(asRecord(value).machines).flatMap((machine, index) =>
+    Object.keys(asRecord(asRecord(machine).vars))
+      .filter((name) => !isVarName(name))
+      .map((name) => {
+        const path = ['machines', index, 'vars', name];
+        return locate.atKey(path, `${dotted(path.slice(0, -1))}: ${badVarName(name)}`);
+      }),
+  );
 }
 
 function unknownKeyProblem(error: ValueError, path: Path, locate: Locator): Problem {

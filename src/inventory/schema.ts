@@ -1,4 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox';
+import { VAR_NAME_PATTERN, VAR_NAME_RULE } from './var-name.js';
 
 /**
  * The one schema of rackboot.yaml: the TypeScript type, the defaults, the JSON Schema shipped for
@@ -248,7 +249,12 @@ const MachineSchema = Type.Object(
       Type.Union([Type.String(), Type.Number(), Type.Boolean()], {
         description: 'One template value, e.g. role: worker for {{vars.role}}.',
       }),
-      { default: {}, description: 'Values for templates as {{vars.NAME}}.' },
+      {
+        default: {},
+        // TypeBox's Value.Errors skips propertyNames: load.ts checks it (varNameProblems); editors do too.
+        propertyNames: { pattern: VAR_NAME_PATTERN },
+        description: `Values for templates as {{vars.NAME}}; ${VAR_NAME_RULE}.`,
+      },
     ),
   },
   { additionalProperties: false },

@@ -27,8 +27,9 @@ export interface ConfigSource {
 /**
  * Holds the config and watches its file and the templates it names. A valid edit replaces the config
  * whole and is logged with what changed, except the START_TIME_SETTINGS, which keep their running
- * values until a restart (logged as a warning); an invalid one is logged with its FILE:LINE:COL
- * problems and the previous config keeps serving.
+ * values until a restart (logged as a warning when the list of such settings changes, and at info
+ * when one the file had changed is back to its running value); an invalid one is logged with its
+ * FILE:LINE:COL problems and the previous config keeps serving.
  */
 export function watchConfig(
   initial: Config,
@@ -46,6 +47,8 @@ export function watchConfig(
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
   let reloading: Promise<boolean> | undefined;
+  /** The start-time settings the last applied reload reported as awaiting a restart. */
+  let reportedAwaiting: readonly string[] = [];
 
   const watchedFiles = (current: Config) => {
     const files = new Set([current.file]);
@@ -108,14 +111,28 @@ export function watchConfig(
     logger.info({ diff }, `config reloaded: ${describeDiff(diff)}`);
     for (const warning of loaded.warnings) logger.warn(formatProblem(warning));
     for (const note of loaded.notes) logger.info(formatProblem(note));
+    reportAwaitingRestart(awaitingRestart);
+    events.emit('change', config, diff);
+    return true;
+  };
+
+  // Said once per change of the list, not at every reload (an edit of a machine changes none of them).
+  const reportAwaitingRestart = (awaitingRestart: string[]) => {
+    if (awaitingRestart.join('\n') === reportedAwaiting.join('\n')) return;
+    const matchingAgain = reportedAwaiting.filter((setting) => !awaitingRestart.includes(setting));
+    reportedAwaiting = awaitingRestart;
+    if (matchingAgain.length > 0) {
+      logger.info(
+        { matchingAgain },
+        `the file matches the running value again, no restart needed: ${matchingAgain.join(', ')}`,
+      );
+    }
     if (awaitingRestart.length > 0) {
       logger.warn(
         { awaitingRestart },
         `changed in the file, still the running value until a restart: ${awaitingRestart.join(', ')}`,
       );
     }
-    events.emit('change', config, diff);
-    return true;
   };
 
   const reload = (): Promise<boolean> => {

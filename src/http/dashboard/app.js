@@ -10,8 +10,8 @@ const STATES = ['discovered', 'booting', 'installing', 'installed', 'failed'];
 const FILTERS = ['all', ...STATES, 'unseen'];
 const TOKEN_KEY = 'rackboot.apiToken';
 const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
-/** A variable name as adopt's `vars` accepts it. */
-const VAR_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** A variable name as adopt's `vars` accepts it: src/inventory/var-name.ts VAR_NAME_PATTERN (a test keeps them equal). */
+const VAR_NAME = /^[A-Za-z0-9_-]+$/;
 /** Back-off before a new stream when EventSource gave up (a 502 from a proxy during a restart). */
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 30_000;
@@ -96,7 +96,9 @@ export function parseVars(text) {
     if (equals < 0) throw new Error(`vars line ${index + 1}: NAME=value expected`);
     const name = content.slice(0, equals).trim();
     if (!VAR_NAME.test(name)) {
-      throw new Error(`vars line ${index + 1}: "${name}" is not a variable name (letters, digits, _)`);
+      throw new Error(
+        `vars line ${index + 1}: "${name}" is not a variable name (vars names may hold letters, digits, _ and -)`,
+      );
     }
     if (vars.has(name)) throw new Error(`vars line ${index + 1}: ${name} is set twice`);
     vars.set(name, content.slice(equals + 1));
