@@ -1,11 +1,12 @@
 import t from 'tap';
 import { parseMac } from '../src/inventory/mac.js';
 import type { MachineEventInput, MachineState } from '../src/lifecycle/events.js';
-import { BOOT_GAP_MS, type MachineRecord, step } from '../src/lifecycle/states.js';
+import { BOOT_GAP_MS, type MachineRecord, type Stamp, step } from '../src/lifecycle/states.js';
 
 const mac = parseMac('52:54:00:12:34:56');
 if (!mac) throw new Error('fixture MAC');
 const T0 = Date.parse('2026-11-25T10:00:00.000Z');
+const stampAt = (id: number, ms: number): Stamp => ({ id, time: new Date(ms).toISOString(), ms });
 
 // The events of one boot, as the servers report them (names and detail per the event vocabulary).
 const firmwareDhcp = (firmware = 'bios-pxe'): MachineEventInput => ({
@@ -48,7 +49,7 @@ function fold(events: MachineEventInput[], gaps: Record<number, number> = {}): F
   const folded: Folded = { states: [], derived: [], correlationIds: [], record: undefined };
   events.forEach((input, index) => {
     time += gaps[index] ?? 1000;
-    const result = step(record, input, { id: index + 1, time: new Date(time).toISOString() });
+    const result = step(record, input, stampAt(index + 1, time));
     record = result.record;
     folded.states.push(record?.state);
     folded.derived.push(result.derived.map((event) => `${event.type}:${String(event.detail?.to)}`));
@@ -235,13 +236,13 @@ t.test('every transition is a state-changed event; forbidden ones are recorded a
     ['state-changed:installed'],
     [],
   ]);
-  const rejected = step(folded.record, ignition, { id: 99, time: new Date(T0 + 60_000).toISOString() });
+  const rejected = step(folded.record, ignition, stampAt(99, T0 + 60_000));
   const rejection = rejected.derived[0];
   t.equal(rejection?.type, 'transition-rejected');
   t.match(rejection?.detail, { from: 'installed', to: 'installing', cause: 'ignition-fetch', causeId: 99 });
   t.match(String(rejection?.detail?.reason), /reprovision/);
   t.equal(rejected.event.state, undefined, 'a rejected event does not carry a state');
-  const unknown = step(undefined, reprovision, { id: 1, time: new Date(T0).toISOString() });
+  const unknown = step(undefined, reprovision, stampAt(1, T0));
   t.equal(unknown.derived[0]?.type, 'transition-rejected', 'reprovisioning an unknown MAC is rejected too');
 });
 
@@ -249,10 +250,7 @@ t.test('state-changed detail: cause, time in the previous state and since the bo
   let record: MachineRecord | undefined;
   const times = [0, 2000, 5000, 65_000];
   const changes = [firmwareDhcp('ipxe'), script('install'), ignition, installed].map((input, index) => {
-    const result = step(record, input, {
-      id: index + 1,
-      time: new Date(T0 + (times[index] ?? 0)).toISOString(),
-    });
+    const result = step(record, input, stampAt(index + 1, T0 + (times[index] ?? 0)));
     record = result.record;
     return result;
   });
@@ -314,7 +312,7 @@ t.test('discovery: arch, firmware kind and vendor from the OUI', async (t) => {
   const supermicro = parseMac('ac:1f:6b:00:00:01');
   const unknownVendor = parseMac('02:00:00:00:00:01');
   if (!supermicro || !unknownVendor) throw new Error('fixture MACs');
-  const stamp = { id: 1, time: new Date(T0).toISOString() };
+  const stamp = stampAt(1, T0);
   t.equal(step(undefined, { ...firmwareDhcp(), mac: supermicro }, stamp).record?.vendor, 'Supermicro');
   t.equal(step(undefined, { ...firmwareDhcp(), mac: unknownVendor }, stamp).record?.vendor, undefined);
 });
@@ -325,10 +323,7 @@ t.test(
     const marks = (events: MachineEventInput[]) => {
       let record: MachineRecord | undefined;
       return events.map((input, index) => {
-        record = step(record, input, {
-          id: index + 1,
-          time: new Date(T0 + index * 1000).toISOString(),
-        }).record;
+        record = step(record, input, stampAt(index + 1, T0 + index * 1000)).record;
         return record?.bootsFromDisk;
       });
     };

@@ -150,7 +150,8 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   for (const row of tail.iterate(snapshotThroughId) as Iterable<Pick<StoredEvent, 'event'>>) {
     const event = fromRow(row);
     if (!event.mac || event.source === 'lifecycle') continue;
-    const replayed = step(machines.get(event.mac), event, event).record;
+    const stamp = { id: event.id, time: event.time, ms: Date.parse(event.time) };
+    const replayed = step(machines.get(event.mac), event, stamp).record;
     if (replayed) {
       machines.set(event.mac, replayed);
       dirtyMachines.add(event.mac);
@@ -345,13 +346,14 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       logger.warn({ type: input.type, mac: input.mac }, 'lifecycle: event after close dropped');
       return undefined;
     }
-    const time = isoTime(now());
+    const ms = now();
+    const time = isoTime(ms);
     lastId += 1;
-    const result = step(input.mac ? machines.get(input.mac) : undefined, input, { id: lastId, time });
+    const result = step(input.mac ? machines.get(input.mac) : undefined, input, { id: lastId, time, ms });
     const events = [result.event];
     for (const derived of result.derived) {
       lastId += 1;
-      events.push(stampEvent(derived, { id: lastId, time }));
+      events.push(stampEvent(derived, { id: lastId, time, ms }));
     }
     if (input.mac && result.record) {
       machines.set(input.mac, result.record);
