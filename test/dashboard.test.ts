@@ -132,8 +132,11 @@ async function dropEventStream(t: Test, page: Page, app: FastifyInstance): Promi
   return release;
 }
 
+/** The rows the page shows, in page order: drawn, not only without the hidden attribute (CSS could override it). */
 const visibleRows = (page: Page) =>
-  page.$$eval('#machines tbody tr:not([hidden])', (rows) => rows.map((row) => row.getAttribute('data-mac')));
+  page.$$eval('#machines tbody tr', (rows) =>
+    rows.filter((row) => row.checkVisibility()).map((row) => row.getAttribute('data-mac')),
+  );
 
 t.test('the dashboard lists machines, follows their state live and shows the timeline', async (t) => {
   const { app, lifecycle, secrets } = await startLifecycleApp(t);
@@ -419,6 +422,58 @@ t.test('a stream of events patches the rows it touches and loses no click', asyn
     [busy],
     'only the rows the events touched changed (the new machine and the one that booted aside)',
   );
+  t.same(pageErrors, [], 'no script errors');
+});
+
+t.test('a large fleet is drawn in sections: sorted across them, filtered without gaps', async (t) => {
+  const { app, lifecycle } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  // 250 machines at every other MAC number, so that the odd ones sort in between later.
+  const numbered = (number: number) =>
+    mac(
+      `02:00:00:00:${(number >> 8).toString(16).padStart(2, '0')}:${(number & 0xff).toString(16).padStart(2, '0')}`,
+    );
+  const fleet = Array.from({ length: 250 }, (_, index) => numbered(index * 2));
+  for (const machine of fleet) await lifecycle.record(bootEvent(machine));
+  const { page, pageErrors } = await openDashboard(t, url);
+  await page.locator(`#machines tr[data-mac="${fleet.at(-1)}"]`).waitFor({ state: 'attached' });
+  t.equal(await page.locator('#machines tbody').count(), 3, 'sections of 100 rows, filled in order');
+
+  // 150 machines sort in between: sections that reach 200 rows are split, the order holds.
+  const between = Array.from({ length: 150 }, (_, index) => numbered(index * 2 + 1));
+  for (const machine of between) await lifecycle.record(bootEvent(machine));
+  await page.locator(`#machines tr[data-mac="${between.at(-1)}"]`).waitFor({ state: 'attached' });
+  // The config's one machine is listed too; it sorts last.
+  const expected = [...fleet, ...between, LISTED_MAC].sort();
+  t.same(await visibleRows(page), expected, 'every row shown, in MAC order across the sections');
+  const sizes = await page.$$eval('#machines tbody', (sections) =>
+    sections.map((section) => section.rows.length),
+  );
+  t.ok(
+    sizes.every((size) => size > 0 && size < 200),
+    `no section empty or grown to 200 rows (${sizes.join(', ')})`,
+  );
+
+  // Every 7th machine boots; filtered, the table is exactly as tall as the rows it shows.
+  const booting = expected.filter((_, index) => index % 7 === 0);
+  for (const machine of booting) await lifecycle.record(tftpComplete(machine));
+  await page
+    .locator('#filters button[data-filter="booting"]', { hasText: `booting (${booting.length})` })
+    .waitFor();
+  await page.click('#filters button[data-filter="booting"]');
+  t.same(await visibleRows(page), booting, 'the filter shows exactly the booting machines');
+  const heights = await page.evaluate(`({
+    body: [...document.querySelectorAll('#machines tbody')].reduce((sum, section) => sum + section.getBoundingClientRect().height, 0),
+    row: document.querySelector('#machines tbody tr[data-state="booting"]').getBoundingClientRect().height,
+  })`);
+  const { body, row } = heights as { body: number; row: number };
+  t.ok(
+    Math.abs(body - booting.length * row) < 1,
+    `no gaps: ${body} px for ${booting.length} rows of ${row} px`,
+  );
+  await page.evaluate('window.scrollTo(0, document.body.scrollHeight)');
+  await page.locator(`#machines tr[data-mac="${booting.at(-1)}"]`).waitFor({ state: 'visible' });
+  t.pass('the last filtered row is reachable at the bottom of the page');
   t.same(pageErrors, [], 'no script errors');
 });
 

@@ -206,6 +206,7 @@ function setFilter(key) {
     const hidden = !matchesFilter(machine);
     if (row.hidden !== hidden) row.hidden = hidden;
   }
+  for (const section of $('machines').tBodies) fitSection(section);
   renderFilters();
 }
 
@@ -215,10 +216,19 @@ const fleetRows = new Map();
 const fleetOrder = [];
 
 /**
- * Inserts `row` where `mac` sorts among the rows of `body`: `order` holds their MACs in order and
- * `rows` their elements (the API lists machines in MAC order, so a first load only appends).
+ * Rows per section (tbody) of the fleet table. style.css lets the browser skip a section out of view
+ * as a whole (content-visibility): on every row it watched 10,000 elements per frame, and without it
+ * laid out and painted every row per event (bench/dashboard).
  */
-function insertSorted(body, order, rows, mac, row) {
+const FLEET_SECTION_ROWS = 100;
+
+/**
+ * Inserts `row` where `mac` sorts among the rows of `table`: `order` holds their MACs in order and
+ * `rows` their elements (the API lists machines in MAC order, so a first load only appends). With
+ * `sectionRows`, a row at the end starts a new section once the last one is full, and a section that
+ * grew to twice that is split in two.
+ */
+function insertSorted(table, order, rows, mac, row, sectionRows = Number.POSITIVE_INFINITY) {
   let low = order.length;
   if (low > 0 && order[low - 1] > mac) {
     let high = low;
@@ -231,13 +241,53 @@ function insertSorted(body, order, rows, mac, row) {
   }
   const next = order[low];
   order.splice(low, 0, mac);
-  body.insertBefore(row, next === undefined ? null : (rows.get(next) ?? null));
+  const nextRow = next === undefined ? null : (rows.get(next) ?? null);
+  let section = nextRow?.parentNode ?? table.tBodies[table.tBodies.length - 1];
+  if (!nextRow && section.rows.length >= sectionRows) section = addSection(table, section);
+  section.insertBefore(row, nextRow);
+  if (section.rows.length >= 2 * sectionRows) {
+    const second = addSection(table, section);
+    while (section.rows.length > sectionRows) second.prepend(section.rows[section.rows.length - 1]);
+    fitSection(second);
+  }
+  fitSection(section);
 }
 
+/** A new empty section right after `previous`. */
+function addSection(table, previous) {
+  const section = element('tbody');
+  section.setAttribute('role', 'rowgroup');
+  table.insertBefore(section, previous.nextSibling);
+  return section;
+}
+
+/** Removes the row, and its section if that was its last row (the first section always stays). */
 function removeSorted(order, mac, row) {
   const index = order.indexOf(mac);
   if (index >= 0) order.splice(index, 1);
+  const section = row.parentNode;
   row.remove();
+  if (!section) return;
+  if (section.rows.length === 0 && section !== section.parentNode?.tBodies[0]) section.remove();
+  else fitSection(section);
+}
+
+/**
+ * Hides a section without shown rows. A section out of view keeps the size it had when last drawn
+ * (content-visibility: auto), so when the count of its shown rows changes it is drawn once more
+ * (visible for two frames): otherwise a filter would leave gaps, or rows a section since showed
+ * would appear only once it was scrolled to.
+ */
+function fitSection(section) {
+  let shown = 0;
+  for (const row of section.rows) if (!row.hidden) shown += 1;
+  if (section.dataset.shown === String(shown)) return;
+  section.dataset.shown = String(shown);
+  section.hidden = shown === 0;
+  section.style.contentVisibility = 'visible';
+  requestAnimationFrame(() =>
+    requestAnimationFrame(() => section.style.removeProperty('content-visibility')),
+  );
 }
 
 function renderFleetRow(mac) {
@@ -261,7 +311,7 @@ function renderFleetRow(mac) {
       element('td'),
       element('td', { className: 'age' }),
     );
-    insertSorted($('machines').tBodies[0], fleetOrder, fleetRows, mac, row);
+    insertSorted($('machines'), fleetOrder, fleetRows, mac, row, FLEET_SECTION_ROWS);
     fleetRows.set(mac, row);
   }
   const state = machine.state ?? 'unseen';
@@ -281,7 +331,10 @@ function renderFleetRow(mac) {
   setText(ageCell, age(machine.updated_at));
   row.classList.toggle('selected', mac === selected);
   const hidden = !matchesFilter(machine);
-  if (row.hidden !== hidden) row.hidden = hidden;
+  if (row.hidden !== hidden) {
+    row.hidden = hidden;
+    fitSection(row.parentNode);
+  }
 }
 
 // ---- discovered machines: one row per MAC, kept while the operator types into its form ----
@@ -354,7 +407,7 @@ function renderDiscoveredRow(mac) {
   }
   if (!row) {
     row = discoveredRow(mac);
-    insertSorted($('discovered').tBodies[0], discoveredOrder, discoveredRows, mac, row);
+    insertSorted($('discovered'), discoveredOrder, discoveredRows, mac, row);
     discoveredRows.set(mac, row);
     $('none-discovered').hidden = true;
   }
@@ -744,7 +797,7 @@ async function start() {
   tokenInput.value = localStorage.getItem(TOKEN_KEY) ?? '';
   tokenInput.addEventListener('change', () => localStorage.setItem(TOKEN_KEY, tokenInput.value.trim()));
   // One listener for every row, present and future.
-  $('machines').tBodies[0].addEventListener('click', (clicked) => {
+  $('machines').addEventListener('click', (clicked) => {
     const row = clicked.target.closest('tr[data-mac]');
     if (row) void select(row.dataset.mac);
   });
