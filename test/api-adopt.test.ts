@@ -12,8 +12,8 @@ import {
   adoptMachine,
 } from '../src/inventory/adopt.js';
 import { loadConfigFile } from '../src/inventory/load.js';
+import { badName, NAME_PATTERN, nameRule } from '../src/inventory/names.js';
 import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
-import { badVarName, VAR_NAME_PATTERN, VAR_NAME_RULE } from '../src/inventory/var-name.js';
 import { runCli } from './helpers/cli.js';
 import { API_TOKEN, mac, startLifecycleApp } from './lifecycle-fixture.js';
 
@@ -124,7 +124,7 @@ t.test('vars are written as a flow map in block and flow entries, quoted where Y
   t.match(adoptMachine(PROFILES, { mac: NEW, profile: 'worker', vars: { 'a.b': 'x' } }), {
     ok: false,
     code: 'invalid',
-    message: `bad vars name "a.b": ${VAR_NAME_RULE}`,
+    message: `bad vars name "a.b": ${nameRule('vars')}`,
   });
 });
 
@@ -136,7 +136,7 @@ t.test('adopt takes every vars name a template can spell as {{vars.NAME}}', asyn
   for (const name of ['a.b', 'a b', '', 'é']) {
     t.match(
       adoptMachine(PROFILES, { mac: NEW, profile: 'worker', vars: { [name]: 'x' } }),
-      { ok: false, code: 'invalid', message: badVarName(name) },
+      { ok: false, code: 'invalid', message: badName('vars', name) },
       JSON.stringify(name),
     );
   }
@@ -144,7 +144,7 @@ t.test('adopt takes every vars name a template can spell as {{vars.NAME}}', asyn
 
 t.test("the dashboard's adopt form checks vars names by the same pattern", async (t) => {
   const page = readFileSync(new URL('../src/http/dashboard/app.js', import.meta.url), 'utf8');
-  t.equal(/\nconst VAR_NAME = \/(.*)\/;\n/.exec(page)?.[1], VAR_NAME_PATTERN);
+  t.equal(/\nconst VAR_NAME = \/(.*)\/;\n/.exec(page)?.[1], NAME_PATTERN);
 });
 
 const TEMPLATE =
@@ -204,7 +204,7 @@ t.test('machines adopt --var sets the vars a template needs', async (t) => {
   t.match(refused.stderr, /expected NAME=VALUE/);
   const badName = await adoptCli('--var', 'role=storage', '--var', 'a.b=1');
   t.equal(badName.code, 1, 'a name no template can spell');
-  t.match(badName.stderr, `bad vars name "a.b": ${VAR_NAME_RULE}`);
+  t.match(badName.stderr, `bad vars name "a.b": ${nameRule('vars')}`);
   const result = await adoptCli('--var', 'role=storage', '--var', 'zone=b=2', '--var', 'rack-row=r7');
   t.equal(result.code, 0, result.stderr);
   const machines = (parse(readFileSync(file, 'utf8')) as { machines: { mac: string; vars?: unknown }[] })
@@ -227,7 +227,7 @@ t.test('POST /api/v1/machines/{mac}/adopt takes vars; a bad name is refused, not
     });
   const refused = await adopt({ role: 'db', 'bad.name': 'x' });
   t.equal(refused.statusCode, 400, refused.body);
-  t.equal(refused.json().message, `body/vars: bad vars name "bad.name": ${VAR_NAME_RULE}`);
+  t.equal(refused.json().message, `body/vars: bad vars name "bad.name": ${nameRule('vars')}`);
   t.notMatch(readFileSync(configFile, 'utf8'), NEW, 'nothing written');
   const created = await adopt({ role: 'db', 'rack-row': 'r7' });
   t.equal(created.statusCode, 201, created.body);

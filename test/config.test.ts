@@ -192,6 +192,11 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ],
   ],
   [
+    'a profile name outside the rule, at its key',
+    header.replace('  plain:\n', '  plain.v2:\n'),
+    ['rackboot.yaml:8:3: profiles: bad profile name "plain.v2": profile names may hold letters, digits, _ and -'],
+  ],
+  [
     'bad IPv4',
     header.replace('address: 10.77.0.1', 'address: 10.77.0.300'),
     ['rackboot.yaml:2:12: server.address: "10.77.0.300" is not an IPv4 address'],

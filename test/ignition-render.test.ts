@@ -18,7 +18,7 @@ import {
   openMachineSecrets,
   SECRET_FILE_NAME,
 } from '../src/ignition/tokens.js';
-import { VAR_NAME_RULE } from '../src/inventory/var-name.js';
+import { nameRule } from '../src/inventory/names.js';
 import { requireTools } from './helpers/netns.js';
 import { BASE_YAML, bootFixture } from './ignition/boot-fixture.js';
 import { CORPUS_VARS } from './ignition/corpus-vars.js';
@@ -330,7 +330,7 @@ t.test('{{vars.NAME}} takes the names machines[].vars may have, and says the rul
   );
   t.same(
     template.problems.map((problem) => `${problem.line}: ${problem.message}`),
-    [`6: unknown template variable {{vars.a.b}}: ${VAR_NAME_RULE}`],
+    [`6: unknown template variable {{vars.a.b}}: ${nameRule('vars')}`],
   );
 });
 

@@ -2,7 +2,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import type { MachineView } from '../http/api-routes.js';
 import { adoptIntoFile } from '../inventory/adopt.js';
 import { parseMac } from '../inventory/mac.js';
-import { badVarName, isVarName, VAR_NAME_RULE } from '../inventory/var-name.js';
+import { badName, isName, nameRule } from '../inventory/names.js';
 import { addServerOptions, getJson, resolveServer } from './client.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
@@ -48,8 +48,8 @@ export function registerMachines(program: Command): void {
 function collectVar(text: string, vars: Record<string, string> = {}): Record<string, string> {
   const separator = text.indexOf('=');
   const name = separator === -1 ? text : text.slice(0, separator);
-  if (separator === -1) throw new InvalidArgumentError(`expected NAME=VALUE (${VAR_NAME_RULE})`);
-  if (!isVarName(name)) throw new InvalidArgumentError(badVarName(name));
+  if (separator === -1) throw new InvalidArgumentError(`expected NAME=VALUE (${nameRule('vars')})`);
+  if (!isName(name)) throw new InvalidArgumentError(badName('vars', name));
   if (Object.hasOwn(vars, name)) throw new InvalidArgumentError(`${name} is given twice`);
   return { ...vars, [name]: text.slice(separator + 1) };
 }

@@ -5,8 +5,8 @@ import type { BootDecision } from '../boot-plan.js';
 import type { MachineSecrets } from '../ignition/tokens.js';
 import type { AdoptRequest, AdoptResult } from '../inventory/adopt.js';
 import { type Mac, parseMac } from '../inventory/mac.js';
+import { badName, NAME_PATTERN } from '../inventory/names.js';
 import type { Config } from '../inventory/schema.js';
-import { badVarName, VAR_NAME_PATTERN } from '../inventory/var-name.js';
 import type { MachineEvent } from '../lifecycle/events.js';
 import type { Lifecycle, MachineRecord } from '../lifecycle/store.js';
 import { authorizeMachine, requesterIp } from './machine-auth.js';
@@ -56,7 +56,7 @@ const AdoptBody = Type.Object(
     // badly named var would be dropped silently instead of refused.
     vars: Type.Optional(
       Type.Record(Type.String(), Type.String({ maxLength: 2000 }), {
-        propertyNames: { pattern: VAR_NAME_PATTERN },
+        propertyNames: { pattern: NAME_PATTERN },
         maxProperties: 100,
       }),
     ),
@@ -70,8 +70,10 @@ const AdoptBody = Type.Object(
  * "property name must be valid").
  */
 function adoptBodyError(errors: FastifySchemaValidationError[], dataVar: string): Error {
-  const badName = errors.find((error) => error.keyword === 'propertyNames' && error.instancePath === '/vars');
-  if (badName) return new Error(`${dataVar}/vars: ${badVarName(String(badName.params.propertyName))}`);
+  const misnamed = errors.find(
+    (error) => error.keyword === 'propertyNames' && error.instancePath === '/vars',
+  );
+  if (misnamed) return new Error(`${dataVar}/vars: ${badName('vars', String(misnamed.params.propertyName))}`);
   return new Error(errors.map((error) => `${dataVar}${error.instancePath} ${error.message}`).join(', '));
 }
 

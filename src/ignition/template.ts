@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { type Document, LineCounter, parseDocument, visit } from 'yaml';
+import { isName, nameRule } from '../inventory/names.js';
 import type { Problem } from '../inventory/problems.js';
-import { isVarName, VAR_NAME_RULE } from '../inventory/var-name.js';
 
 /** A path into a template's data: mapping keys and sequence indices, as `yaml`'s `getIn` takes them. */
 export type NodePath = (string | number)[];
@@ -114,7 +114,7 @@ function checkPlaceholderNames(parsed: ParsedTemplate): void {
         parsed.problems.push({
           ...positionAt(parsed, offset),
           message: name.startsWith('vars.')
-            ? `unknown template variable {{${name}}}: ${VAR_NAME_RULE}`
+            ? `unknown template variable {{${name}}}: ${nameRule('vars')}`
             : `unknown template variable {{${name}}}; known: ${[...TOP_LEVEL_VARIABLES].join(', ')}, vars.NAME`,
         });
       }
@@ -128,7 +128,7 @@ export function variablesUsedBy(parsed: ParsedTemplate): string[] {
 }
 
 function isKnownVariableName(name: string): boolean {
-  return TOP_LEVEL_VARIABLES.has(name) || (name.startsWith('vars.') && isVarName(name.slice(5)));
+  return TOP_LEVEL_VARIABLES.has(name) || (name.startsWith('vars.') && isName(name.slice(5)));
 }
 
 function positionAt(parsed: ParsedTemplate, offset: number): Problem {

@@ -6,16 +6,16 @@ import { type FileLockOptions, withFileLock } from '../file-lock.js';
 import { runModuleWorker } from '../worker-thread.js';
 import { loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
+import { badName, isName } from './names.js';
 import { formatProblem } from './problems.js';
 import { ConfigSchema } from './schema.js';
 import { VALIDATE_CHECKS } from './validate-checks.js';
-import { badVarName, isVarName } from './var-name.js';
 
 export interface AdoptRequest {
   mac: Mac;
   profile: string;
   hostname?: string | undefined;
-  /** The machine's `vars` (for `{{vars.NAME}}` in its templates); names follow var-name.ts. */
+  /** The machine's `vars` (for `{{vars.NAME}}` in its templates); names follow names.ts. */
   vars?: Record<string, string> | undefined;
 }
 
@@ -50,8 +50,8 @@ export function adoptMachine(
       message: `no profile named ${request.profile} under profiles`,
     };
   }
-  const badName = Object.keys(request.vars ?? {}).find((name) => !isVarName(name));
-  if (badName !== undefined) return { ok: false, code: 'invalid', message: badVarName(badName) };
+  const misnamed = Object.keys(request.vars ?? {}).find((name) => !isName(name));
+  if (misnamed !== undefined) return { ok: false, code: 'invalid', message: badName('vars', misnamed) };
   const vars = Object.entries(request.vars ?? {});
   // Each value is YAML text already: `vars` is a flow map in block and flow entries alike.
   const fields: [string, string][] = [

@@ -12,11 +12,11 @@ import {
   unassignableAddresses,
 } from '../ipv4.js';
 import { parseMac } from './mac.js';
+import { badName, isName, type NameKind } from './names.js';
 import { type Locator, type Path, parseConfigText, readConfigFile } from './parse.js';
 import { byPosition, closestName, type Problem } from './problems.js';
 import { type MissingAsset, missingAssets, missingBootPrograms } from './profile-assets.js';
 import { API_TOKEN_MIN_LENGTH, type Config, ConfigSchema, DURATION_PATTERN } from './schema.js';
-import { badVarName, isVarName } from './var-name.js';
 
 export type { Problem };
 
@@ -148,22 +148,29 @@ function structuralProblems(value: unknown, locate: Locator): Problem[] {
       problems.push(locate.at(path, `${dotted(path)}: ${describeError(error)}`));
     }
   }
-  problems.push(...varNameProblems(value, locate));
+  problems.push(...nameProblems(value, locate));
   return problems;
 }
 
 /**
- * machines[].vars keys against the schema's propertyNames (var-name.ts), which Value.Errors does not
- * check: each bad name at its key, all of them at once.
+ * Profile names and machines[].vars names against the rule of names.ts, which the schema states (a
+ * key pattern, propertyNames) but TypeBox's Value.Errors does not check: each bad name at its key,
+ * all of them at once.
  */
-function varNameProblems(value: unknown, locate: Locator): Problem[] {
-  return asArray(asRecord(value).machines).flatMap((machine, index) =>
-    Object.keys(asRecord(asRecord(machine).vars))
-      .filter((name) => !isVarName(name))
-      .map((name) => {
-        const path = ['machines', index, 'vars', name];
-        return locate.atKey(path, `${dotted(path.slice(0, -1))}: ${badVarName(name)}`);
-      }),
+function nameProblems(value: unknown, locate: Locator): Problem[] {
+  const config = asRecord(value);
+  const named: { kind: NameKind; path: Path; names: string[] }[] = [
+    { kind: 'profile', path: ['profiles'], names: Object.keys(asRecord(config.profiles)) },
+    ...asArray(config.machines).map((machine, index) => ({
+      kind: 'vars' as const,
+      path: ['machines', index, 'vars'],
+      names: Object.keys(asRecord(asRecord(machine).vars)),
+    })),
+  ];
+  return named.flatMap(({ kind, path, names }) =>
+    names
+      .filter((name) => !isName(name))
+      .map((name) => locate.atKey([...path, name], `${dotted(path)}: ${badName(kind, name)}`)),
   );
 }
 

@@ -1,5 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox';
-import { VAR_NAME_PATTERN, VAR_NAME_RULE } from './var-name.js';
+import { NAME_PATTERN, nameRule } from './names.js';
 
 /**
  * The one schema of rackboot.yaml: the TypeScript type, the defaults, the JSON Schema shipped for
@@ -252,8 +252,8 @@ const MachineSchema = Type.Object(
       {
         default: {},
         // TypeBox's Value.Errors skips propertyNames: load.ts checks it (varNameProblems); editors do too.
-        propertyNames: { pattern: VAR_NAME_PATTERN },
-        description: `Values for templates as {{vars.NAME}}; ${VAR_NAME_RULE}.`,
+        propertyNames: { pattern: NAME_PATTERN },
+        description: `Values for templates as {{vars.NAME}}; ${nameRule('vars')}.`,
       },
     ),
   },
@@ -295,7 +295,7 @@ export const ConfigSchema = Type.Object(
       default: 'ignore',
       description: 'ignore (no answer) or the name of a profile booted for any MAC not listed.',
     }),
-    profiles: Type.Record(Type.String({ pattern: '^[A-Za-z0-9_-]+$' }), ProfileSchema, {
+    profiles: Type.Record(Type.String({ pattern: NAME_PATTERN }), ProfileSchema, {
       default: {},
       description:
         'What machines boot, by name (letters, digits, _ and -); machines[].profile and unknown_machines name them.',

@@ -10,7 +10,7 @@ const STATES = ['discovered', 'booting', 'installing', 'installed', 'failed'];
 const FILTERS = ['all', ...STATES, 'unseen'];
 const TOKEN_KEY = 'rackboot.apiToken';
 const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
-/** A variable name as adopt's `vars` accepts it: src/inventory/var-name.ts VAR_NAME_PATTERN (a test keeps them equal). */
+/** A variable name as adopt's `vars` accepts it: src/inventory/names.ts NAME_PATTERN (a test keeps them equal). */
 const VAR_NAME = /^[A-Za-z0-9_-]+$/;
 /** Back-off before a new stream when EventSource gave up (a 502 from a proxy during a restart). */
 const RETRY_MIN_MS = 1000;
