@@ -1,12 +1,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import t from 'tap';
 import { DATABASE_FILE_NAME } from '../src/lifecycle/store.js';
 import { cliCommand, runCli } from './helpers/cli.js';
-import { waitForOutput } from './helpers/netns.js';
+import { createTestNetwork, requireTools, waitForOutput } from './helpers/netns.js';
 
 /**
  * `rackboot serve` as a real process on loopback (DHCP off, so nothing touches a real interface):
@@ -182,4 +183,47 @@ t.test('start-up failures are one line naming the setting, exit 1, no stack', as
     t.match(result.stderr.trim().split('\n')[0], expected, name);
     t.notMatch(result.stderr, /\n\s+at /, `${name}: no stack trace`);
   }
+});
+
+t.test('a privileged port without the privilege: one line naming the key and the way out', async (t) => {
+  await requireTools('ip', 'setpriv', 'sysctl');
+  const network = createTestNetwork();
+  t.teardown(() => network.cleanup());
+  // Its own namespace, where ports below 1024 are privileged whatever the host says.
+  const namespace = await network.createNamespace('eacces');
+  await namespace.exec('sysctl', ['-w', 'net.ipv4.ip_unprivileged_port_start=1024']);
+  const state = mkdtempSync(join(tmpdir(), 'rackboot-eacces-'));
+  t.teardown(() => rmSync(state, { recursive: true, force: true }));
+  const nobody = 65534;
+  chownSync(state, nobody, nobody);
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
+  const text = configText(80, 16969, '  - { mac: 52:54:00:00:00:01, profile: plain }\n').replace(
+    'address: 127.0.0.1',
+    `address: 127.0.0.1\n  state: ${state}`,
+  );
+  writeFileSync(join(directory, 'rackboot.yaml'), text);
+  const [command, args] = cliCommand(['serve', '-c', join(directory, 'rackboot.yaml')]);
+  // Without tap's NODE_OPTIONS (its spawn hook puts them back into any env given here): its
+  // process-info hook would write under .tap/, which nobody may not.
+  const serve = namespace.spawn('setpriv', [
+    `--reuid=${nobody}`,
+    `--regid=${nobody}`,
+    '--clear-groups',
+    'env',
+    '-u',
+    'NODE_OPTIONS',
+    command,
+    ...args,
+  ]);
+  let stderr = '';
+  serve.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk;
+  });
+  const code = await new Promise<number | null>((resolve) => serve.once('exit', resolve));
+  t.equal(code, 1, 'exit 1');
+  t.equal(
+    stderr.trim(),
+    'rackboot could not start: server.http.port 80 needs root or CAP_NET_BIND_SERVICE (a port below 1024); ' +
+      'run as root, grant the capability or change server.http.port',
+  );
 });
