@@ -194,7 +194,9 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
   [
     'a profile name outside the rule, at its key',
     header.replace('  plain:\n', '  plain.v2:\n'),
-    ['rackboot.yaml:8:3: profiles: bad profile name "plain.v2": profile names may hold letters, digits, _ and -'],
+    [
+      'rackboot.yaml:8:3: profiles: bad profile name "plain.v2": profile names may hold letters, digits, _ and -',
+    ],
   ],
   [
     'bad IPv4',

@@ -251,7 +251,7 @@ const MachineSchema = Type.Object(
       }),
       {
         default: {},
-        // TypeBox's Value.Errors skips propertyNames: load.ts checks it (varNameProblems); editors do too.
+        // TypeBox's Value.Errors skips propertyNames: load.ts checks it (nameProblems); editors do too.
         propertyNames: { pattern: NAME_PATTERN },
         description: `Values for templates as {{vars.NAME}}; ${nameRule('vars')}.`,
       },
