@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
-import { type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import t, { type Test } from 'tap';
 import { buildApp } from '../src/http/app.js';
 import { createMachineSecrets, type MachineSecrets } from '../src/ignition/tokens.js';
@@ -13,6 +13,7 @@ import { createBootDecision } from '../src/inventory/decision.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import type { Mac } from '../src/inventory/mac.js';
 import { openLifecycle } from '../src/lifecycle/store.js';
+import { CHROMIUM, launchChromium } from './helpers/chromium.js';
 import { requireTools } from './helpers/netns.js';
 import {
   API_TOKEN,
@@ -23,7 +24,6 @@ import {
   UNLISTED_MAC,
 } from './lifecycle-fixture.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
 
 /** One browser for every test here (each gets its own page); closed when the file ends. */
@@ -32,21 +32,7 @@ function sharedBrowser(): Promise<BrowserContext> {
   browser ??= (async () => {
     await requireTools(CHROMIUM);
     const profile = mkdtempSync(join(tmpdir(), 'rackboot-chromium-'));
-    const context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-      viewport: { width: 1400, height: 800 },
-    });
+    const context = await launchChromium(profile);
     t.teardown(async () => {
       await context.close();
       rmSync(profile, { recursive: true, force: true });

@@ -13,15 +13,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
 import { macInUrl } from '../../src/ignition/vars.js';
+import { CHROMIUM, launchChromium } from '../../test/helpers/chromium.js';
 import { freePort, serveArguments, waitForHttp, writeHttpBenchFixture } from '../http/bench-server.js';
 import { numberOption, REPO_ROOT } from '../plumbing.js';
 
 const MACHINES = numberOption('machines', 10_000);
 const RATE = numberOption('rate', 20);
 const SECONDS = numberOption('seconds', 10);
-const CHROMIUM = '/usr/bin/chromium';
 /** DevTools Performance metrics reported as their change over the measured seconds. */
 const METRICS = ['LayoutDuration', 'LayoutCount', 'RecalcStyleDuration', 'ScriptDuration', 'TaskDuration'];
 
@@ -47,18 +46,7 @@ try {
   const base = `http://127.0.0.1:${httpPort}`;
   await waitForHttp(`${base}/boot.ipxe`);
 
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-    ],
-    viewport: { width: 1400, height: 800 },
-  });
+  const browser = await launchChromium(profile);
   try {
     const page = await browser.newPage();
     const opened = performance.now();
