@@ -59,6 +59,13 @@ function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
+/** A fleet cell's text, also as its tooltip: the grid's columns cut long values short (style.css). */
+function setCell(cell, text) {
+  if (cell.textContent === text) return;
+  cell.textContent = text;
+  cell.title = text;
+}
+
 function age(time) {
   if (!time) return '';
   const seconds = Math.max(0, Math.round((Date.now() - Date.parse(time)) / 1000));
@@ -284,11 +291,18 @@ function fitSection(section) {
   if (section.dataset.shown === String(shown)) return;
   section.dataset.shown = String(shown);
   section.hidden = shown === 0;
+  // Only the newest change's frames end it: an older one's would end the drawing before it is done.
+  const change = (sectionChanges.get(section) ?? 0) + 1;
+  sectionChanges.set(section, change);
   section.style.contentVisibility = 'visible';
   requestAnimationFrame(() =>
-    requestAnimationFrame(() => section.style.removeProperty('content-visibility')),
+    requestAnimationFrame(() => {
+      if (sectionChanges.get(section) === change) section.style.removeProperty('content-visibility');
+    }),
   );
 }
+
+const sectionChanges = new WeakMap();
 
 function renderFleetRow(mac) {
   const machine = machines.get(mac);
@@ -321,11 +335,11 @@ function renderFleetRow(mac) {
     badge.dataset.state = state;
     badge.textContent = machine.state ?? 'not seen';
   }
-  setText(row.cells[1], machine.hostname ?? '');
-  setText(row.cells[2], machine.profile ?? '');
-  setText(row.cells[4], machine.ip ?? '');
-  setText(row.cells[5], hardware(machine));
-  setText(row.cells[6], machine.last_event ?? '');
+  setCell(row.cells[1], machine.hostname ?? '');
+  setCell(row.cells[2], machine.profile ?? '');
+  setCell(row.cells[4], machine.ip ?? '');
+  setCell(row.cells[5], hardware(machine));
+  setCell(row.cells[6], machine.last_event ?? '');
   const ageCell = row.cells[7];
   if (ageCell.dataset.time !== (machine.updated_at ?? '')) ageCell.dataset.time = machine.updated_at ?? '';
   setText(ageCell, age(machine.updated_at));
