@@ -199,6 +199,14 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ],
   ],
   [
+    'a profile name YAML reads as a number, at its own key',
+    header.replace(
+      '    ignition: ignition/worker.bu\n',
+      '    ignition: ignition/worker.bu\n  1.5:\n    kind: linux\n    kernel: vmlinuz\n',
+    ),
+    ['rackboot.yaml:13:3: profiles: bad profile name "1.5": profile names may hold letters, digits, _ and -'],
+  ],
+  [
     'bad IPv4',
     header.replace('address: 10.77.0.1', 'address: 10.77.0.300'),
     ['rackboot.yaml:2:12: server.address: "10.77.0.300" is not an IPv4 address'],

@@ -143,7 +143,8 @@ t.test('start-time settings keep their running values until a restart, with a wa
   const warning = records.find((record) => record.level === 40);
   t.match(
     warning?.msg,
-    'still the running value until a restart: server.http.port, dhcp.mode, events.retention',
+    'still the running value until a restart: server.http.port (8081 in the file, 8080 running), ' +
+      'dhcp.mode ("off" in the file, "proxy" running), events.retention (9000 in the file, 5000 running)',
   );
   t.match(
     records.find((record) => record.msg.startsWith('config reloaded'))?.msg,
@@ -179,7 +180,9 @@ t.test(
     const awaiting = 'warn: changed in the file, still the running value until a restart:';
     const matching = 'info: the file matches the running value again, no restart needed:';
 
-    t.same(await reloadWith(settings(8081, 'proxy')), [`${awaiting} server.http.port`], 'the first time');
+    const port = (inFile: number) => `server.http.port (${inFile} in the file, 8080 running)`;
+    const mode = 'dhcp.mode ("off" in the file, "proxy" running)';
+    t.same(await reloadWith(settings(8081, 'proxy')), [`${awaiting} ${port(8081)}`], 'the first time');
     t.same(
       await reloadWith(settings(8081, 'proxy', '  - { mac: 52:54:00:00:00:02, profile: plain }\n')),
       [],
@@ -187,19 +190,24 @@ t.test(
     );
     t.same(
       await reloadWith(settings(8081, 'off', '  - { mac: 52:54:00:00:00:02, profile: plain }\n')),
-      [`${awaiting} server.http.port, dhcp.mode`],
+      [`${awaiting} ${port(8081)}, ${mode}`],
       'one more setting: the whole list again',
     );
     t.same(
+      await reloadWith(settings(8082, 'off', '  - { mac: 52:54:00:00:00:02, profile: plain }\n')),
+      [`${awaiting} ${port(8082)}, ${mode}`],
+      'another value for a setting already waiting: said again, with the value',
+    );
+    t.same(
       await reloadWith(settings(8080, 'off')),
-      [`${matching} server.http.port`, `${awaiting} dhcp.mode`],
+      [`${matching} server.http.port`, `${awaiting} ${mode}`],
       'one back to its running value',
     );
     t.same(await reloadWith(settings(8080, 'proxy')), [`${matching} dhcp.mode`], 'the file matches again');
     t.same(await reloadWith(settings(8080, 'proxy', '  - { mac: 52:54:00:00:00:03, profile: plain }\n')), []);
     t.same(
       await reloadWith(settings(8081, 'proxy')),
-      [`${awaiting} server.http.port`],
+      [`${awaiting} ${port(8081)}`],
       'a difference reported before, gone, then back is reported again',
     );
   },

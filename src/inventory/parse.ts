@@ -142,8 +142,9 @@ function locator(document: Document, position: Position): Locator {
       const parent = path.length > 1 ? document.getIn(path.slice(0, -1), true) : document.contents;
       const key = path[path.length - 1];
       if (isMap(parent)) {
+        // As text: a key YAML read as a number (`1.5:`) is a string once it is a JavaScript key.
         const pair = parent.items.find(
-          (item) => isPair(item) && isScalar(item.key) && item.key.value === key,
+          (item) => isPair(item) && isScalar(item.key) && String(item.key.value) === String(key),
         );
         if (pair && isScalar(pair.key)) return { ...position(pair.key), message };
       }

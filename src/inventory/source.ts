@@ -48,7 +48,7 @@ export function watchConfig(
   let closed = false;
   let reloading: Promise<boolean> | undefined;
   /** The start-time settings the last applied reload reported as awaiting a restart. */
-  let reportedAwaiting: readonly string[] = [];
+  let reportedAwaiting: readonly AwaitingRestart[] = [];
 
   const watchedFiles = (current: Config) => {
     const files = new Set([current.file]);
@@ -116,10 +116,16 @@ export function watchConfig(
     return true;
   };
 
-  // Said once per change of the list, not at every reload (an edit of a machine changes none of them).
-  const reportAwaitingRestart = (awaitingRestart: string[]) => {
-    if (awaitingRestart.join('\n') === reportedAwaiting.join('\n')) return;
-    const matchingAgain = reportedAwaiting.filter((setting) => !awaitingRestart.includes(setting));
+  // Said once per change of the list or of a value in it, not at every reload (an edit of a machine
+  // changes none of them).
+  const reportAwaitingRestart = (awaitingRestart: AwaitingRestart[]) => {
+    const key = (list: readonly AwaitingRestart[]) =>
+      list.map(({ setting, inFile }) => `${setting}=${JSON.stringify(inFile)}`).join('\n');
+    if (key(awaitingRestart) === key(reportedAwaiting)) return;
+    const stillAwaiting = new Set(awaitingRestart.map(({ setting }) => setting));
+    const matchingAgain = reportedAwaiting
+      .map(({ setting }) => setting)
+      .filter((setting) => !stillAwaiting.has(setting));
     reportedAwaiting = awaitingRestart;
     if (matchingAgain.length > 0) {
       logger.info(
@@ -128,9 +134,15 @@ export function watchConfig(
       );
     }
     if (awaitingRestart.length > 0) {
+      const listed = awaitingRestart
+        .map(
+          ({ setting, inFile, running }) =>
+            `${setting} (${JSON.stringify(inFile)} in the file, ${JSON.stringify(running)} running)`,
+        )
+        .join(', ');
       logger.warn(
         { awaitingRestart },
-        `changed in the file, still the running value until a restart: ${awaitingRestart.join(', ')}`,
+        `changed in the file, still the running value until a restart: ${listed}`,
       );
     }
   };
@@ -174,21 +186,29 @@ const START_TIME_SETTINGS = [
   ['events', 'retention'],
 ] as const;
 
+/** A start-time setting the file changed: its dotted name, the file's value and the running one. */
+interface AwaitingRestart {
+  setting: string;
+  inFile: unknown;
+  running: unknown;
+}
+
 /**
  * The reloaded config with every start-time setting put back to its running value (a new
  * server.http.port in the URLs handed to machines, while HTTP still listens on the old one, would
- * fail every boot), and the dotted names of those the file changed.
+ * fail every boot), and those the file changed.
  */
 function keepStartTimeSettings(
   running: Config,
   reloaded: Config,
-): { effective: Config; awaitingRestart: string[] } {
+): { effective: Config; awaitingRestart: AwaitingRestart[] } {
   let effective = reloaded;
-  const awaitingRestart: string[] = [];
+  const awaitingRestart: AwaitingRestart[] = [];
   for (const path of START_TIME_SETTINGS) {
     const value = valueAt(running, path);
-    if (value === valueAt(reloaded, path)) continue;
-    awaitingRestart.push(path.join('.'));
+    const inFile = valueAt(reloaded, path);
+    if (value === inFile) continue;
+    awaitingRestart.push({ setting: path.join('.'), inFile, running: value });
     effective = withValueAt(effective, path, value);
   }
   return { effective: deepFreeze(effective), awaitingRestart };
