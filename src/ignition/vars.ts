@@ -13,16 +13,19 @@ export function macInUrl(mac: Mac): string {
   return mac.replaceAll(':', '-');
 }
 
-export function ignitionUrl(baseUrl: string, mac: Mac, token: string): string {
-  return `${baseUrl}/ignition/${macInUrl(mac)}.ign?token=${token}`;
-}
-
 /**
- * The Ignition config of the live installer environment itself (not of the installed system): the
- * hook that reports `disk-written` once coreos-installer has written the disk.
+ * A machine's Ignition config: `installed`, the installed system's (`{{ignition_url}}`), or
+ * `installer`, the live installer environment's own (`{{installer_ignition_url}}`): the hook that
+ * reports `disk-written` once coreos-installer has written the disk.
  */
-export function installerIgnitionUrl(baseUrl: string, mac: Mac, token: string): string {
-  return `${baseUrl}/ignition/installer/${macInUrl(mac)}.ign?token=${token}`;
+export function ignitionUrl(
+  baseUrl: string,
+  mac: Mac,
+  token: string,
+  system: 'installed' | 'installer' = 'installed',
+): string {
+  const directory = system === 'installer' ? 'ignition/installer' : 'ignition';
+  return `${baseUrl}/${directory}/${macInUrl(mac)}.ign?token=${token}`;
 }
 
 /** CONTRACT.md's `POST /api/v1/machines/{mac}/events`, with the machine's token. */
@@ -52,7 +55,7 @@ export function machineVars(config: Config, assignment: MachineAssignment, token
     profile: assignment.profile,
     base_url: baseUrl,
     ignition_url: ignitionUrl(baseUrl, assignment.mac, token),
-    installer_ignition_url: installerIgnitionUrl(baseUrl, assignment.mac, token),
+    installer_ignition_url: ignitionUrl(baseUrl, assignment.mac, token, 'installer'),
     events_url: eventsUrl(baseUrl, assignment.mac, token),
     vars: machineEntry(config, assignment.mac)?.vars,
   };
