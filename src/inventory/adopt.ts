@@ -7,6 +7,7 @@ import { runModuleWorker } from '../worker-thread.js';
 import { loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
 import { badName, isName } from './names.js';
+import { macAsWritten } from './parse.js';
 import { formatProblem } from './problems.js';
 import { ConfigSchema } from './schema.js';
 import { VALIDATE_CHECKS } from './validate-checks.js';
@@ -69,9 +70,8 @@ export function adoptMachine(
   const items = isSeq(node) ? node.items : [];
   const listed = items.some((item) => {
     const mac = isMap(item) ? item.get('mac', true) : undefined;
-    // As the loader reads it (parse.ts): an unquoted bare-hex MAC by its written text, not its number.
-    const written = isScalar(mac) ? (typeof mac.value === 'string' ? mac.value : mac.source) : undefined;
-    return typeof written === 'string' && parseMac(written) === request.mac;
+    const written = isScalar(mac) ? macAsWritten(mac) : undefined;
+    return written !== undefined && parseMac(written) === request.mac;
   });
   if (listed)
     return { ok: false, code: 'already-listed', message: `${request.mac} is already under machines` };

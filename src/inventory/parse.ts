@@ -12,6 +12,7 @@ import {
   type Node,
   type Pair,
   parseDocument,
+  type Scalar,
   visit,
 } from 'yaml';
 import type { Problem } from './problems.js';
@@ -175,6 +176,16 @@ function isMachineMac(pair: Pair, path: readonly unknown[]): boolean {
 }
 
 /**
+ * A `mac:` value as its text. CONTRACT.md's bare-hex spelling, unquoted, is a YAML number
+ * (525400123456, or 001122334455 without its zeros, or 1e2233445566 as Infinity): a machine's MAC
+ * is read as it is written, here and by adopt when it looks for a MAC already listed.
+ */
+export function macAsWritten(value: Scalar): string | undefined {
+  if (typeof value.value === 'string') return value.value;
+  return value.type === 'PLAIN' && value.source ? value.source : undefined;
+}
+
+/**
  * The document as plain data. yaml resolves aliases only here, and throws on an alias naming no
  * earlier anchor or on aliases that expand past its guard against alias bombs (maxAliasCount); both
  * become problems at an alias instead, so a bad edit is reported, never thrown at a running server.
@@ -197,12 +208,9 @@ function plainData(document: Document, position: Position): { value: unknown } |
       } else if (node.anchor) anchors.add(node.anchor);
     },
     Pair(_key, pair, path) {
-      // CONTRACT.md's bare-hex spelling, unquoted, is a YAML number (525400123456, or 001122334455
-      // without its zeros, or 1e2233445566 as Infinity): a machine's MAC is read as it is written.
       if (isMachineMac(pair, path) && isScalar(pair.value)) {
-        const { value } = pair;
-        if (value.type === 'PLAIN' && typeof value.value !== 'string' && value.source)
-          value.value = value.source;
+        const written = macAsWritten(pair.value);
+        if (written !== undefined) pair.value.value = written;
       }
     },
   });
