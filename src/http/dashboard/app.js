@@ -504,12 +504,17 @@ function refreshMachine(mac) {
   }
 }
 
+/** The answer's x-rackboot-last-event-id: the newest event the listed views include. */
+function throughIdOf(response) {
+  return Number(response.headers.get(LAST_EVENT_ID_HEADER) ?? 0);
+}
+
+/** Merges the machine's view from the server; its latest events, or undefined when it has none. */
 async function fetchMachine(mac) {
   const response = await api(`/api/v1/machines/${encodeURIComponent(mac)}`);
   if (!response.ok) return undefined;
-  const throughId = Number(response.headers.get(LAST_EVENT_ID_HEADER) ?? 0);
   const { events, ...view } = await response.json();
-  mergeView(view, throughId);
+  mergeView(view, throughIdOf(response));
   return events;
 }
 
@@ -535,12 +540,8 @@ async function select(mac) {
 }
 
 async function loadTimeline(mac) {
-  const response = await api(`/api/v1/machines/${encodeURIComponent(mac)}`).catch(() => undefined);
-  if (!response?.ok || selected !== mac) return;
-  const throughId = Number(response.headers.get(LAST_EVENT_ID_HEADER) ?? 0);
-  const { events, ...view } = await response.json();
-  if (selected !== mac) return;
-  mergeView(view, throughId);
+  const events = await fetchMachine(mac).catch(() => undefined);
+  if (!events || selected !== mac) return;
   // Live events that arrived while loading are kept; the overlap is merged by id.
   for (const event of events) addToTimeline(event);
   queueRender();
@@ -711,7 +712,7 @@ async function resync(reset) {
 async function resyncOnce(reset) {
   const response = await api('/api/v1/machines');
   if (!response.ok) throw new Error(`HTTP ${response.status}`);
-  const throughId = Number(response.headers.get(LAST_EVENT_ID_HEADER) ?? 0);
+  const throughId = throughIdOf(response);
   const list = await response.json();
   if (reset) {
     for (const machine of machines.values()) machine.appliedId = 0;
