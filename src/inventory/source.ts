@@ -27,9 +27,9 @@ export interface ConfigSource {
 /**
  * Holds the config and watches its file and the templates it names. A valid edit replaces the config
  * whole and is logged with what changed, except the START_TIME_SETTINGS, which keep their running
- * values until a restart (logged as a warning when the list of such settings changes, and at info
- * when one the file had changed is back to its running value); an invalid one is logged with its
- * FILE:LINE:COL problems and the previous config keeps serving.
+ * values until a restart (logged as a warning when the list of such settings or the file's value of
+ * one changes, and at info when one the file had changed is back to its running value); an invalid
+ * one is logged with its FILE:LINE:COL problems and the previous config keeps serving.
  */
 export function watchConfig(
   initial: Config,
