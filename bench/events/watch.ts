@@ -8,8 +8,8 @@
  * events/s cost it 0.13 core that a dashboard's browser, on the operator's machine, would not take
  * from the server (docs/lifecycle.md has figures with both).
  */
+import { get } from 'node:http';
 import { createInterface } from 'node:readline';
-import { serverSentEvents } from '../../src/cli/client.js';
 
 const url = process.argv[2];
 if (!url) throw new Error('usage: watch.ts URL');
@@ -35,18 +35,41 @@ createInterface({ input: process.stdin }).on('line', (line) => {
 });
 
 const SENT_AT = '"sentAt":';
-const response = await fetch(`${url}/api/v1/events`, {
-  headers: { accept: 'text/event-stream' },
-  signal: stop.signal,
-});
-if (!response.ok || !response.body) throw new Error(`${url}/api/v1/events: HTTP ${response.status}`);
-for await (const messages of serverSentEvents(response.body as unknown as AsyncIterable<Uint8Array>)) {
-  const arrivedAt = performance.timeOrigin + performance.now();
-  for (const { data } of messages) {
-    if (data === undefined) continue;
+const DATA_LINE = '\ndata:';
+/** Counts the messages of `text` (whole messages only) and measures each one's `sentAt`. */
+function measure(text: string, arrivedAt: number): void {
+  for (let at = text.indexOf(DATA_LINE); at !== -1; at = text.indexOf(DATA_LINE, at + DATA_LINE.length)) {
     if (received === 0) process.stdout.write('FIRST\n');
     received += 1;
-    const at = data.indexOf(SENT_AT);
-    if (at !== -1) latencies.push(arrivedAt - Number.parseFloat(data.slice(at + SENT_AT.length)));
+  }
+  for (let at = text.indexOf(SENT_AT); at !== -1; at = text.indexOf(SENT_AT, at + SENT_AT.length)) {
+    latencies.push(arrivedAt - Number.parseFloat(text.slice(at + SENT_AT.length, at + SENT_AT.length + 24)));
   }
 }
+
+// node:http and a scan of the text rather than fetch and an event parser: ~0.02 of a core instead of
+// ~0.08 at this rate, on the cores the measured DHCP server shares.
+let unfinished = '';
+const request = get(
+  `${url}/api/v1/events`,
+  { headers: { accept: 'text/event-stream' }, signal: stop.signal },
+  (response) => {
+    if (response.statusCode !== 200) throw new Error(`${url}/api/v1/events: HTTP ${response.statusCode}`);
+    response.setEncoding('utf8');
+    response.on('data', (chunk: string) => {
+      const arrivedAt = performance.timeOrigin + performance.now();
+      const text = unfinished + chunk;
+      // rackboot ends every message with a blank line; the rest waits for the next chunk.
+      const end = text.lastIndexOf('\n\n');
+      if (end === -1) {
+        unfinished = text;
+        return;
+      }
+      unfinished = text.slice(end + 2);
+      measure(`\n${text.slice(0, end + 2)}`, arrivedAt);
+    });
+  },
+);
+request.on('error', (error) => {
+  if (!stop.signal.aborted) throw error;
+});
