@@ -9,6 +9,7 @@ import { parseMac } from '../src/inventory/mac.js';
 import type { Config } from '../src/inventory/schema.js';
 import type { MachineEvent, MachineEventInput } from '../src/lifecycle/events.js';
 import { DATABASE_FILE_NAME, type LifecycleOptions, openLifecycle } from '../src/lifecycle/store.js';
+import { startModuleWorker } from '../src/worker-thread.js';
 import { withParsedHistory } from './lifecycle-fixture.js';
 
 const mac = parseMac('52:54:00:aa:bb:01');
@@ -445,5 +446,92 @@ t.test(
     const third = openStore({ stateDir, retention: 1000, logger });
     t.teardown(() => third.close());
     t.equal(third.bootsFromDisk(mac), true);
+  },
+);
+
+type WriterDeath = { dieAt: number; moment: 'before-commit' | 'before-answer' };
+
+/**
+ * A store whose writer threads are test/helpers/dying-writer.ts, the n-th one started ending as
+ * `deaths[n]` says (the ones after never end), and the messages it logs at error level.
+ */
+function storeWithDyingWriters(stateDir: string, deaths: WriterDeath[]) {
+  const logged: string[] = [];
+  let started = 0;
+  const lifecycle = openStore({
+    stateDir,
+    retention: 1000,
+    logger: pino({ level: 'error' }, { write: (line: string) => logged.push(JSON.parse(line).msg) }),
+    startWriter: (data) =>
+      startModuleWorker('helpers/dying-writer', import.meta.url, {
+        ...data,
+        ...(deaths[started++] ?? { dieAt: 0, moment: 'before-commit' }),
+      }),
+  });
+  return { lifecycle, logged, threadsStarted: () => started };
+}
+
+for (const moment of ['before-commit', 'before-answer'] as const) {
+  t.test(
+    `a writer thread that dies ${moment.replace('-', ' ')} is replaced: its batch is stored once, heard once, indexed by MAC`,
+    async (t) => {
+      const stateDir = stateDirFor(t);
+      const { lifecycle, logged, threadsStarted } = storeWithDyingWriters(stateDir, [{ dieAt: 2, moment }]);
+      const heard: number[] = [];
+      lifecycle.subscribe((event) => heard.push(event.id));
+      const appended = [];
+      for (const event of install()) {
+        const result = lifecycle.append(event);
+        appended.push(...result.events.map((stored) => stored.id));
+        t.equal(await result.stored, true, `${event.type} stored`);
+      }
+      t.equal(threadsStarted(), 2, 'one thread replaced the one that died');
+      t.same(logged, ['lifecycle: the history writer thread died; starting another']);
+      t.same(heard, appended, 'every event heard once, in order');
+      t.same(
+        lifecycle.storedEventsAfter(0, { mac }).map((stored) => stored.id),
+        appended,
+        'the MAC index holds every id',
+      );
+      await lifecycle.close();
+
+      const reopened = openStore({ stateDir, retention: 1000, logger });
+      t.teardown(() => reopened.close());
+      t.same(
+        reopened.eventsAfter(0).map((event) => event.id),
+        appended,
+        'the history holds each event once after a restart',
+      );
+      t.equal(reopened.stateOf(mac), 'installed');
+    },
+  );
+}
+
+t.test(
+  'replacement threads that die too: the batch fails as a failed write does, and after three deaths in a row writing stops; close still ends',
+  async (t) => {
+    const stateDir = stateDirFor(t);
+    const dying: WriterDeath = { dieAt: 1, moment: 'before-commit' };
+    const { lifecycle, logged } = storeWithDyingWriters(stateDir, [dying, dying, dying]);
+    const [first, second, third] = install();
+    const poisoned = lifecycle.append(first as MachineEventInput);
+    t.equal(await poisoned.stored, false, 'the batch two threads died on is not stored');
+    const lost = lifecycle.append(second as MachineEventInput);
+    t.equal(await lost.stored, false, 'the third death stops the writing');
+    t.equal(
+      await lifecycle.append(third as MachineEventInput).stored,
+      false,
+      'and later events are not written',
+    );
+    t.equal(lifecycle.stateOf(mac), 'installing', 'the states in memory go on');
+    t.same(logged, [
+      'lifecycle: the history writer thread died; starting another',
+      'lifecycle: the history writer thread died; starting another',
+      'lifecycle: could not write events',
+      'lifecycle: the history writer thread keeps dying; no more events are written until rackboot restarts',
+      'lifecycle: could not write events',
+      'lifecycle: could not write events',
+    ]);
+    await lifecycle.close();
   },
 );

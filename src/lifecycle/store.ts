@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { Mac } from '../inventory/mac.js';
 import type { Logger } from '../log.js';
@@ -86,12 +87,16 @@ export interface LifecycleOptions {
    */
   batchIntervalMs?: number;
   now?: () => number;
+  /** Starts a writer thread (default: writer.ts); tests pass threads that die at chosen moments. */
+  startWriter?: (data: WriterData) => Worker;
 }
 
 export const DATABASE_FILE_NAME = 'lifecycle.sqlite';
 
 const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10_000;
+/** Writer threads that may die in a row, without answering a batch, before writing stops. */
+const WRITER_DEATHS_BEFORE_GIVING_UP = 3;
 
 /** `PRAGMA user_version` of the layout below; 0 is the first one (an events column per field). */
 const SCHEMA_VERSION = 2;
@@ -193,19 +198,13 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     | undefined;
   let closed = false;
 
-  // This connection only reads; every write goes through the writer thread.
-  const writer = startModuleWorker('writer', import.meta.url, {
-    file: join(options.stateDir, DATABASE_FILE_NAME),
-  } satisfies WriterData);
-  writer.unref();
   let batchNumber = 0;
   const inFlight = new Map<
     number,
     {
       events: MachineEvent[];
-      rows: string[];
-      /** The machines whose records the batch's snapshot carried, if it carried one. */
-      snapshotMacs: Mac[] | undefined;
+      /** Kept to be sent again to a new writer thread if the one writing it dies. */
+      request: WriteBatch;
       resolve: (stored: boolean) => void;
     }
   >();
@@ -216,7 +215,69 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
    */
   let snapshotOwed = false;
   let writerFailure: string | undefined;
-  const writerExited = new Promise<void>((resolve) => writer.once('exit', () => resolve()));
+  // This connection only reads; every write goes through the writer thread.
+  const startWriter =
+    options.startWriter ?? ((data: WriterData) => startModuleWorker('writer', import.meta.url, data));
+  let writer: Worker;
+  let writerExited: Promise<void>;
+  /** Writer threads that died since one last answered a batch. */
+  let writerDeaths = 0;
+  /** The writer was asked to close: its end is expected. */
+  let closeSent = false;
+  spawnWriter();
+
+  function spawnWriter(): void {
+    const thread = startWriter({ file: join(options.stateDir, DATABASE_FILE_NAME) });
+    let failure: Error | undefined;
+    thread.on('message', (reply: WriterReply) => {
+      writerDeaths = 0;
+      settle(reply.batch, reply.error);
+    });
+    thread.on('error', (error) => {
+      failure = error;
+    });
+    writerExited = new Promise((resolve) => {
+      thread.once('exit', (code) => {
+        resolve();
+        if (!closeSent) writerDied(failure ? failure.message : `exit code ${code}`);
+      });
+    });
+    if (inFlight.size === 0) thread.unref();
+    writer = thread;
+  }
+
+  /**
+   * A writer thread ended unasked (an uncaught error, its heap exhausted): a new one takes over and
+   * the batch in flight is sent to it again. That batch may have been committed before the thread
+   * died; the writer's INSERT OR IGNORE makes the second commit the same, so it is stored once either
+   * way and its ids stay in the MAC index. When the new thread dies too, the batch in flight (it may
+   * be what kills them) fails as a write error does; after WRITER_DEATHS_BEFORE_GIVING_UP deaths in a
+   * row, writing stops until a restart: the states in memory go on, the history does not.
+   */
+  function writerDied(reason: string): void {
+    writerDeaths += 1;
+    if (writerDeaths >= WRITER_DEATHS_BEFORE_GIVING_UP) {
+      writerFailure = `writer thread died ${writerDeaths} times in a row, last: ${reason}`;
+      logger.error(
+        { reason, deaths: writerDeaths },
+        'lifecycle: the history writer thread keeps dying; no more events are written until rackboot restarts',
+      );
+      for (const batchId of [...inFlight.keys()]) settle(batchId, writerFailure);
+      return;
+    }
+    logger.error(
+      { reason, resending: inFlight.size },
+      'lifecycle: the history writer thread died; starting another',
+    );
+    spawnWriter();
+    for (const [batchId, written] of [...inFlight]) {
+      if (writerDeaths > 1) settle(batchId, `writer thread died while writing it: ${reason}`);
+      else {
+        writer.ref();
+        writer.postMessage(written.request);
+      }
+    }
+  }
 
   function settle(batchId: number, error: string | undefined): void {
     const written = inFlight.get(batchId);
@@ -231,12 +292,12 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       snapshotOwed = true;
       // Readers by MAC page through the index: ids no row will ever hold would cut their pages short.
       eventsByMac.forget(written.events);
-      for (const mac of written.snapshotMacs ?? []) dirtyMachines.add(mac);
+      for (const machine of written.request.snapshot?.machines ?? []) dirtyMachines.add(machine.mac);
       for (const event of written.events)
         if (event.mac && machines.has(event.mac)) dirtyMachines.add(event.mac);
     } else {
       durableId = written.events.at(-1)?.id ?? durableId;
-      notify(written.events, written.rows);
+      notify(written.events, written.request.rows);
     }
     flush();
     if (!batch && inFlight.size === 0) for (const drained of drainWaiters.splice(0)) drained();
@@ -261,11 +322,6 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       if (!batch && inFlight.size === 0) resolve();
       else drainWaiters.push(resolve);
     });
-  writer.on('message', (reply: WriterReply) => settle(reply.batch, reply.error));
-  writer.on('error', (error) => {
-    writerFailure = `writer thread failed: ${error.message}`;
-    for (const batchId of [...inFlight.keys()]) settle(batchId, writerFailure);
-  });
 
   /**
    * Sends the pending events to the writer. At most one batch is in flight: while the writer commits,
@@ -301,12 +357,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       pruneThroughId,
     };
     eventsByMac.prune(pruneThroughId);
-    inFlight.set(request.batch, {
-      events: pending,
-      rows,
-      snapshotMacs: request.snapshot?.machines.map((machine) => machine.mac),
-      resolve: current.resolve,
-    });
+    inFlight.set(request.batch, { events: pending, request, resolve: current.resolve });
     pending = [];
     if (snapshotDue) {
       dirtyMachines.clear();
@@ -452,6 +503,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
         await drained();
       }
       if (!writerFailure) {
+        closeSent = true;
         writer.ref();
         writer.postMessage({ kind: 'close' } satisfies WriterRequest);
       }
