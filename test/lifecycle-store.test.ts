@@ -1,6 +1,8 @@
+import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
@@ -10,6 +12,7 @@ import type { Config } from '../src/inventory/schema.js';
 import type { MachineEvent, MachineEventInput } from '../src/lifecycle/events.js';
 import { DATABASE_FILE_NAME, type LifecycleOptions, openLifecycle } from '../src/lifecycle/store.js';
 import { startModuleWorker } from '../src/worker-thread.js';
+import type { WriterDeath } from './helpers/dying-writer.js';
 import { withParsedHistory } from './lifecycle-fixture.js';
 
 const mac = parseMac('52:54:00:aa:bb:01');
@@ -446,34 +449,37 @@ t.test(
   },
 );
 
-type WriterDeath = { dieAt: number; moment: 'before-commit' | 'before-answer' };
-
 /**
  * A store whose writer threads are test/helpers/dying-writer.ts, the n-th one started ending as
  * `deaths[n]` says (the ones after never end), and the messages it logs at error level.
  */
 function storeWithDyingWriters(stateDir: string, deaths: WriterDeath[]) {
   const logged: string[] = [];
-  let started = 0;
+  const threads: Worker[] = [];
   const lifecycle = openStore({
     stateDir,
     retention: 1000,
     logger: pino({ level: 'error' }, { write: (line: string) => logged.push(JSON.parse(line).msg) }),
-    startWriter: (data) =>
-      startModuleWorker('helpers/dying-writer', import.meta.url, {
+    startWriter: (data) => {
+      const thread = startModuleWorker('helpers/dying-writer', import.meta.url, {
         ...data,
-        ...(deaths[started++] ?? { dieAt: 0, moment: 'before-commit' }),
-      }),
+        ...deaths[threads.length],
+      });
+      threads.push(thread);
+      return thread;
+    },
   });
-  return { lifecycle, logged, threadsStarted: () => started };
+  return { lifecycle, logged, threads };
 }
+
+const REPLACED = 'lifecycle: the history writer thread died; starting another';
 
 for (const moment of ['before-commit', 'before-answer'] as const) {
   t.test(
     `a writer thread that dies ${moment.replace('-', ' ')} is replaced: its batch is stored once, heard once, indexed by MAC`,
     async (t) => {
       const stateDir = stateDirFor(t);
-      const { lifecycle, logged, threadsStarted } = storeWithDyingWriters(stateDir, [{ dieAt: 2, moment }]);
+      const { lifecycle, logged, threads } = storeWithDyingWriters(stateDir, [{ dieAt: 2, moment }]);
       const heard: number[] = [];
       lifecycle.subscribe((event) => heard.push(event.id));
       const appended = [];
@@ -482,8 +488,8 @@ for (const moment of ['before-commit', 'before-answer'] as const) {
         appended.push(...result.events.map((stored) => stored.id));
         t.equal(await result.stored, true, `${event.type} stored`);
       }
-      t.equal(threadsStarted(), 2, 'one thread replaced the one that died');
-      t.same(logged, ['lifecycle: the history writer thread died; starting another']);
+      t.equal(threads.length, 2, 'one thread replaced the one that died');
+      t.same(logged, [REPLACED]);
       t.same(heard, appended, 'every event heard once, in order');
       t.same(
         lifecycle.storedEventsAfter(0, { mac }).map((stored) => stored.id),
@@ -522,8 +528,8 @@ t.test(
     );
     t.equal(lifecycle.stateOf(mac), 'installing', 'the states in memory go on');
     t.same(logged, [
-      'lifecycle: the history writer thread died; starting another',
-      'lifecycle: the history writer thread died; starting another',
+      REPLACED,
+      REPLACED,
       'lifecycle: could not write events',
       'lifecycle: the history writer thread keeps dying; no more events are written until rackboot restarts',
       'lifecycle: could not write events',
@@ -532,3 +538,49 @@ t.test(
     await lifecycle.close();
   },
 );
+
+t.test(
+  'a batch committed by a thread that died before answering is stored, even when the next thread dies too',
+  async (t) => {
+    const stateDir = stateDirFor(t);
+    const { lifecycle, logged, threads } = storeWithDyingWriters(stateDir, [
+      { dieAt: 1, moment: 'before-answer' },
+      { dieAt: 1, moment: 'before-commit' },
+    ]);
+    t.teardown(() => lifecycle.close());
+    const heard: number[] = [];
+    lifecycle.subscribe((event) => heard.push(event.id));
+    const [first, second] = install();
+    const committed = lifecycle.append(first as MachineEventInput);
+    t.equal(await committed.stored, true, 'read back as stored: its rows are on disk');
+    const resent = lifecycle.append(second as MachineEventInput);
+    t.equal(await resent.stored, true, 'a batch one thread died on goes to the next');
+    const ids = [...committed.events, ...resent.events].map((event) => event.id);
+    t.same(heard, ids, 'both heard once');
+    t.same(
+      lifecycle.storedEventsAfter(0, { mac }).map((stored) => stored.id),
+      ids,
+      'both in the MAC index',
+    );
+    t.equal(threads.length, 3);
+    t.same(logged, [REPLACED, REPLACED]);
+  },
+);
+
+t.test('a thread that dies while idle does not count against the next batch', async (t) => {
+  const stateDir = stateDirFor(t);
+  const { lifecycle, logged, threads } = storeWithDyingWriters(stateDir, [
+    { moment: 'at-start' },
+    { dieAt: 1, moment: 'before-commit' },
+  ]);
+  t.teardown(() => lifecycle.close());
+  // The store leaves an idle writer unref'd; this test waits for that one's end.
+  const idle = threads[0] as Worker;
+  idle.ref();
+  await once(idle, 'exit');
+  t.equal(threads.length, 2, 'replaced at once');
+  const appended = lifecycle.append(install()[0] as MachineEventInput);
+  t.equal(await appended.stored, true, 'sent to a third thread after the second died on it');
+  t.equal(threads.length, 3);
+  t.same(logged, [REPLACED, REPLACED]);
+});

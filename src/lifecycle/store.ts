@@ -136,6 +136,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       'SELECT id, event FROM events WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id',
     ),
     firstId: database.prepare('SELECT min(id) AS id FROM events'),
+    storedId: database.prepare('SELECT 1 FROM events WHERE id = ?'),
   };
 
   const machines = new Map<Mac, MachineRecord>();
@@ -205,6 +206,8 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       events: MachineEvent[];
       /** Kept to be sent again to a new writer thread if the one writing it dies. */
       request: WriteBatch;
+      /** Writer threads it was sent to. */
+      attempts: number;
       resolve: (stored: boolean) => void;
     }
   >();
@@ -247,35 +250,58 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   }
 
   /**
-   * A writer thread ended unasked (an uncaught error, its heap exhausted): a new one takes over and
-   * the batch in flight is sent to it again. That batch may have been committed before the thread
-   * died; the writer's INSERT OR IGNORE makes the second commit the same, so it is stored once either
-   * way and its ids stay in the MAC index. When the new thread dies too, the batch in flight (it may
-   * be what kills them) fails as a write error does; after WRITER_DEATHS_BEFORE_GIVING_UP deaths in a
-   * row, writing stops until a restart: the states in memory go on, the history does not.
+   * A writer thread ended unasked (an uncaught error, its heap exhausted). The batch it was writing
+   * may be on disk already: it died after the commit, before answering. Then it is settled as stored.
+   * Otherwise a new thread takes over and the batch is sent to it; a batch two threads died on (it
+   * may be what kills them) is not stored, as a failed write. After WRITER_DEATHS_BEFORE_GIVING_UP
+   * deaths without an answer in between, writing stops until a restart: the states in memory go on,
+   * the history does not.
    */
   function writerDied(reason: string): void {
     writerDeaths += 1;
+    if (writerDeaths < WRITER_DEATHS_BEFORE_GIVING_UP) {
+      logger.error(
+        { reason, batches: inFlight.size },
+        'lifecycle: the history writer thread died; starting another',
+      );
+      try {
+        spawnWriter();
+      } catch (error) {
+        reason = `could not start another: ${(error as Error).message}`;
+        writerDeaths = WRITER_DEATHS_BEFORE_GIVING_UP;
+      }
+    }
     if (writerDeaths >= WRITER_DEATHS_BEFORE_GIVING_UP) {
       writerFailure = `writer thread died ${writerDeaths} times in a row, last: ${reason}`;
       logger.error(
         { reason, deaths: writerDeaths },
         'lifecycle: the history writer thread keeps dying; no more events are written until rackboot restarts',
       );
-      for (const batchId of [...inFlight.keys()]) settle(batchId, writerFailure);
-      return;
     }
-    logger.error(
-      { reason, resending: inFlight.size },
-      'lifecycle: the history writer thread died; starting another',
-    );
-    spawnWriter();
     for (const [batchId, written] of [...inFlight]) {
-      if (writerDeaths > 1) settle(batchId, `writer thread died while writing it: ${reason}`);
+      if (onDisk(written.request)) settle(batchId, undefined);
+      else if (writerFailure) settle(batchId, writerFailure);
+      else if (written.attempts > 1) settle(batchId, `two writer threads died writing it, last: ${reason}`);
       else {
+        written.attempts += 1;
         writer.ref();
         writer.postMessage(written.request);
       }
+    }
+  }
+
+  /**
+   * Whether a batch's events were committed, read back by this connection. Its last row: the batch's
+   * own prune stops at least `retention` (1,000 or more) ids before it. A failed read counts as not
+   * committed: a batch sent again that was stored then fails on its ids, as a failed write.
+   */
+  function onDisk(request: WriteBatch): boolean {
+    const lastEvent = request.ids.at(-1);
+    if (lastEvent === undefined) return false;
+    try {
+      return statements.storedId.get(lastEvent) !== undefined;
+    } catch {
+      return false;
     }
   }
 
@@ -357,7 +383,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       pruneThroughId,
     };
     eventsByMac.prune(pruneThroughId);
-    inFlight.set(request.batch, { events: pending, request, resolve: current.resolve });
+    inFlight.set(request.batch, { events: pending, request, attempts: 1, resolve: current.resolve });
     pending = [];
     if (snapshotDue) {
       dirtyMachines.clear();

@@ -45,9 +45,7 @@ database.pragma('synchronous = NORMAL');
 // a 16 MiB cache wrote as fast as 64 MiB and keeps ~10 MB less resident (bench/http, 10,000 machines).
 database.pragma('cache_size = -16384');
 database.pragma('wal_autocheckpoint = 16384');
-// OR IGNORE: a batch is sent again to a new thread when the one writing it died, maybe after its
-// commit (store.ts); ids are never reused, so a row with the id is this event.
-const insertEvent = database.prepare('INSERT OR IGNORE INTO events (id, mac, event) VALUES (?, ?, ?)');
+const insertEvent = database.prepare('INSERT INTO events (id, mac, event) VALUES (?, ?, ?)');
 const saveMachine = database.prepare('INSERT OR REPLACE INTO machines (mac, record) VALUES (?, ?)');
 const saveSnapshotMark = database.prepare('UPDATE snapshot SET through_id = ? WHERE one = 1');
 const prune = database.prepare('DELETE FROM events WHERE id <= ?');

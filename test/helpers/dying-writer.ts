@@ -1,16 +1,20 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { WriterData, WriterRequest } from '../../src/lifecycle/writer.js';
 
+export interface WriterDeath {
+  moment?: 'at-start' | 'before-commit' | 'before-answer';
+  dieAt?: number;
+}
+
 /**
  * The lifecycle store's writer thread (src/lifecycle/writer.ts) for test/lifecycle-store.test.ts,
- * ending its thread at the `dieAt`-th batch it is sent (counting from 1): before committing it, or
- * after the commit and before its answer leaves, the case where the store cannot know whether the
- * batch is on disk.
+ * ending its thread as soon as it starts (idle), or at the `dieAt`-th batch it is sent (counting
+ * from 1): before committing it, or after the commit and before its answer leaves, the case where
+ * the store cannot know from the thread whether the batch is on disk. Without a `moment` it is the
+ * writer as it is.
  */
-const { dieAt, moment } = workerData as WriterData & {
-  dieAt: number;
-  moment: 'before-commit' | 'before-answer';
-};
+const { dieAt, moment } = workerData as WriterData & WriterDeath;
+if (moment === 'at-start') process.exit(1);
 const port = parentPort;
 if (!port) throw new Error('dying-writer.ts runs as a worker thread');
 
