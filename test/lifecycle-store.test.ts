@@ -195,6 +195,31 @@ t.test('an event after close is dropped with a warning, not thrown at the record
   t.equal(lifecycle.stateOf(mac), undefined);
 });
 
+t.test('an event recorded while close() waits for the last commit is still written', async (t) => {
+  const stateDir = stateDirFor(t);
+  // Events without a MAC change no machine record, so close() has no snapshot of its own to write.
+  const transfer = { mac: undefined, source: 'tftp', type: 'tftp-transfer' } as const;
+  const lifecycle = openStore({ stateDir, retention: 1000, logger, batchIntervalMs: 500 });
+  await lifecycle.record(transfer);
+  let late: Promise<boolean> | undefined;
+  void lifecycle.append(transfer).stored.then(() => {
+    late = lifecycle.append(transfer).stored;
+  });
+  await lifecycle.close();
+  const pending = new Promise((resolve) => setTimeout(resolve, 5000, 'still pending after 5 s'));
+  t.equal(
+    await Promise.race([late, pending]),
+    true,
+    'stored by the close, not left to a batch timer after it',
+  );
+  const reopened = openStore({ stateDir, retention: 1000, logger });
+  t.teardown(() => reopened.close());
+  t.same(
+    reopened.eventsAfter(0).map((event) => event.id),
+    [1, 2, 3],
+  );
+});
+
 t.test(
   'an event whose detail JSON cannot hold is logged and stored without it, never thrown at the recorder',
   async (t) => {
@@ -567,7 +592,7 @@ t.test(
   },
 );
 
-t.test('a thread that dies while idle does not count against the next batch', async (t) => {
+t.test('a thread that dies while idle does not use up the next batch’s second thread', async (t) => {
   const stateDir = stateDirFor(t);
   const { lifecycle, logged, threads } = storeWithDyingWriters(stateDir, [
     { moment: 'at-start' },

@@ -137,6 +137,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     ),
     firstId: database.prepare('SELECT min(id) AS id FROM events'),
     storedId: database.prepare('SELECT 1 FROM events WHERE id = ?'),
+    snapshotMark: database.prepare('SELECT through_id FROM snapshot'),
   };
 
   const machines = new Map<Mac, MachineRecord>();
@@ -250,12 +251,14 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   }
 
   /**
-   * A writer thread ended unasked (an uncaught error, its heap exhausted). The batch it was writing
-   * may be on disk already: it died after the commit, before answering. Then it is settled as stored.
-   * Otherwise a new thread takes over and the batch is sent to it; a batch two threads died on (it
-   * may be what kills them) is not stored, as a failed write. After WRITER_DEATHS_BEFORE_GIVING_UP
-   * deaths without an answer in between, writing stops until a restart: the states in memory go on,
-   * the history does not.
+   * A writer thread ended unasked (an uncaught error, its heap exhausted, a failure to start). A new
+   * one takes over. The batch it was writing may be on disk already (it died after the commit,
+   * before answering): then it is settled as stored. Otherwise it is sent to the new thread; a batch
+   * sent to two threads that both died (it may be what kills them) is not stored, as a failed write.
+   * Every death counts, idle ones too (a thread that cannot start would otherwise be restarted for
+   * ever): after WRITER_DEATHS_BEFORE_GIVING_UP with no batch answered or found committed in between,
+   * no thread is started and writing stops until a restart; the states in memory go on, the history
+   * does not.
    */
   function writerDied(reason: string): void {
     writerDeaths += 1;
@@ -279,8 +282,11 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       );
     }
     for (const [batchId, written] of [...inFlight]) {
-      if (onDisk(written.request)) settle(batchId, undefined);
-      else if (writerFailure) settle(batchId, writerFailure);
+      if (onDisk(written.request)) {
+        // The dead thread got as far as a commit: it was not dying of its work.
+        writerDeaths = 0;
+        settle(batchId, undefined);
+      } else if (writerFailure) settle(batchId, writerFailure);
       else if (written.attempts > 1) settle(batchId, `two writer threads died writing it, last: ${reason}`);
       else {
         written.attempts += 1;
@@ -291,15 +297,18 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   }
 
   /**
-   * Whether a batch's events were committed, read back by this connection. Its last row: the batch's
-   * own prune stops at least `retention` (1,000 or more) ids before it. A failed read counts as not
-   * committed: a batch sent again that was stored then fails on its ids, as a failed write.
+   * Whether a batch was committed, read back by this connection: its last event row (the batch's own
+   * prune stops at least `retention`, 1,000 or more, ids before it), or for a batch of only a
+   * snapshot the snapshot mark (it only grows, and one batch is in flight at a time). A failed read
+   * counts as not committed: a batch sent again that was stored then fails on its ids, as a failed
+   * write.
    */
   function onDisk(request: WriteBatch): boolean {
     const lastEvent = request.ids.at(-1);
-    if (lastEvent === undefined) return false;
     try {
-      return statements.storedId.get(lastEvent) !== undefined;
+      if (lastEvent !== undefined) return statements.storedId.get(lastEvent) !== undefined;
+      const mark = statements.snapshotMark.get() as { through_id: number };
+      return request.snapshot !== undefined && mark.through_id >= request.snapshot.throughId;
     } catch {
       return false;
     }
@@ -523,7 +532,10 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       await drained();
       closed = true;
       // A last batch, even an empty one, carries the final snapshot: a clean restart replays nothing.
-      if (dirtyMachines.size > 0 || snapshotOwed) {
+      // It also takes what was recorded while the drain ended (a `stored` continuation recording
+      // more): nothing can be recorded after `closed`, and a batch left to its timer would go to a
+      // closed writer.
+      if (batch || inFlight.size > 0 || dirtyMachines.size > 0 || snapshotOwed) {
         ensureBatch().due = true;
         flush();
         await drained();
