@@ -224,7 +224,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     options.startWriter ?? ((data: WriterData) => startModuleWorker('writer', import.meta.url, data));
   let writer: Worker;
   let writerExited: Promise<void>;
-  /** Writer threads that died since one last answered a batch. */
+  /** Writer threads that died since one last answered a batch, or since a batch was found committed. */
   let writerDeaths = 0;
   /** The writer was asked to close: its end is expected. */
   let closeSent = false;
