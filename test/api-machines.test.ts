@@ -308,6 +308,9 @@ t.test('/metrics: machines by state, install histogram, TFTP outcomes, HTTP requ
     'rackboot_dhcp_messages_total{type="discover",decision="offer"} 3',
     'rackboot_dhcp_malformed_total{reason="short"} 1',
     'rackboot_dhcp_bound_leases 2',
+    'rackboot_history_unstored_events_total 0',
+    'rackboot_history_writer_restarts_total 0',
+    'rackboot_history_writing 1',
   ]) {
     t.ok(text.includes(line), line);
   }
@@ -322,6 +325,24 @@ t.test('/metrics: machines by state, install histogram, TFTP outcomes, HTTP requ
     );
   }
   t.match(text, /^process_cpu_user_seconds_total \d/m, 'process metrics');
+});
+
+t.test('/metrics counts the events a failed history write left out', async (t) => {
+  const { app, lifecycle, config } = await startLifecycleApp(t);
+  const side = new Database(join(config().server.state, DATABASE_FILE_NAME));
+  side.exec(
+    `CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`,
+  );
+  side.close();
+  const lost = lifecycle.append(install()[0] as MachineEventInput);
+  t.equal(await lost.stored, false);
+  const text = (await app.inject('/metrics')).body;
+  t.ok(lost.events.length > 0);
+  t.ok(
+    text.includes(`rackboot_history_unstored_events_total ${lost.events.length}`),
+    `the ${lost.events.length} events of the failed write counted`,
+  );
+  t.ok(text.includes('rackboot_history_writing 1'), 'a failed write does not stop the writing');
 });
 
 t.test('/metrics counts event streams, which end by a close rather than a finished response', async (t) => {

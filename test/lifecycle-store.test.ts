@@ -367,6 +367,7 @@ for (const snapshotIntervalMs of [0, 3_600_000]) {
       side.close();
       const lost = first.append({ mac, source: 'machine', type: 'failed', detail: { message: 'disk' } });
       t.equal(await lost.stored, false, 'the appender learns the events were not stored');
+      t.same(first.historyHealth(), { unstoredEvents: lost.events.length, writerRestarts: 0, writing: true });
       t.same(heard, [1, 2], 'watchers heard only the committed events');
       t.equal(first.lastEventId(), 2);
       await first.close();
@@ -514,6 +515,7 @@ for (const moment of ['before-commit', 'before-answer'] as const) {
         t.equal(await result.stored, true, `${event.type} stored`);
       }
       t.equal(threads.length, 2, 'one thread replaced the one that died');
+      t.same(lifecycle.historyHealth(), { unstoredEvents: 0, writerRestarts: 1, writing: true });
       t.same(logged, [REPLACED]);
       t.same(heard, appended, 'every event heard once, in order');
       t.same(
@@ -546,11 +548,13 @@ t.test(
     t.equal(await poisoned.stored, false, 'the batch two threads died on is not stored');
     const lost = lifecycle.append(second as MachineEventInput);
     t.equal(await lost.stored, false, 'the third death stops the writing');
-    t.equal(
-      await lifecycle.append(third as MachineEventInput).stored,
-      false,
-      'and later events are not written',
-    );
+    const later = lifecycle.append(third as MachineEventInput);
+    t.equal(await later.stored, false, 'and later events are not written');
+    t.same(lifecycle.historyHealth(), {
+      unstoredEvents: [poisoned, lost, later].reduce((sum, appended) => sum + appended.events.length, 0),
+      writerRestarts: 2,
+      writing: false,
+    });
     t.equal(lifecycle.stateOf(mac), 'installing', 'the states in memory go on');
     t.same(logged, [
       REPLACED,

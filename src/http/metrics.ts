@@ -123,6 +123,33 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
     },
   });
 
+  new Counter({
+    name: 'rackboot_history_unstored_events_total',
+    help: 'Events the history could not write (disk full, I/O error); the machine states still changed.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(lifecycle.historyHealth().unstoredEvents);
+    },
+  });
+  new Counter({
+    name: 'rackboot_history_writer_restarts_total',
+    help: 'History writer threads started in place of one that died.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(lifecycle.historyHealth().writerRestarts);
+    },
+  });
+  new Gauge({
+    name: 'rackboot_history_writing',
+    help: '1 while the history is written; 0 once writer threads kept dying (until rackboot restarts).',
+    registers: [registry],
+    collect() {
+      this.set(lifecycle.historyHealth().writing ? 1 : 0);
+    },
+  });
+
   const countEvent = (event: MachineEvent) => {
     countEventSource(event.source, { source: event.source });
     const detail = event.detail ?? {};

@@ -58,8 +58,19 @@ export interface Lifecycle {
    * function.
    */
   subscribe(listener: EventListener): () => void;
+  /** How the history's writing goes, for /metrics. */
+  historyHealth(): HistoryHealth;
   /** Flushes pending events and closes the database. */
   close(): Promise<void>;
+}
+
+export interface HistoryHealth {
+  /** Events a write failed for (their states in memory changed; the history has a hole). */
+  unstoredEvents: number;
+  /** Writer threads started in place of one that died. */
+  writerRestarts: number;
+  /** False once writer threads kept dying and writing stopped until a restart. */
+  writing: boolean;
 }
 
 export type EventListener = (event: MachineEvent, json: string) => void;
@@ -228,6 +239,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
   let writerDeaths = 0;
   /** The writer was asked to close: its end is expected. */
   let closeSent = false;
+  const health = { unstoredEvents: 0, writerRestarts: 0 };
   spawnWriter();
 
   function spawnWriter(): void {
@@ -269,6 +281,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       );
       try {
         spawnWriter();
+        health.writerRestarts += 1;
       } catch (error) {
         reason = `could not start another: ${(error as Error).message}`;
         writerDeaths = WRITER_DEATHS_BEFORE_GIVING_UP;
@@ -324,6 +337,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
       // Disk full or the file gone: memory stays right, the history has a hole, and no watcher hears
       // of events a restart will not have; say so once per batch.
       logger.error({ error, events: written.events.length }, 'lifecycle: could not write events');
+      health.unstoredEvents += written.events.length;
       snapshotOwed = true;
       // Readers by MAC page through the index: ids no row will ever hold would cut their pages short.
       eventsByMac.forget(written.events);
@@ -522,6 +536,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     storedEventsAfter,
     storedLatestEvents,
     lastEventId: () => durableId,
+    historyHealth: () => ({ ...health, writing: writerFailure === undefined }),
     firstStoredEventId: () => (statements.firstId.get() as { id: number | null }).id ?? undefined,
     subscribe(listener) {
       listeners.add(listener);
