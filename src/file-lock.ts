@@ -48,11 +48,19 @@ const POLL_MS = 50;
 const DRAFT = /^draft-(\d+)-/;
 
 /**
- * The entries and drafts this process holds right now. An entry naming this process's own PID that
- * is not among them was left by an earlier process that had the same PID (a server restarted as
- * PID 1 in a container, a reused PID after a reboot): `isRunning` cannot tell that one apart.
+ * The entries and drafts this process holds right now, counted: runs in this process contending for
+ * one entry number each count it until they know they lost. An entry naming this process's own PID
+ * that is not among them was left by an earlier process that had the same PID (a server restarted as
+ * PID 1 in a container, a reused PID after a reboot): `isRunning` cannot tell that one apart. (Per
+ * thread: worker threads of one process share its PID, so they must not contend for one lock.)
  */
-const ownedHere = new Set<string>();
+const ownedHere = new Map<string, number>();
+const own = (path: string) => ownedHere.set(path, (ownedHere.get(path) ?? 0) + 1);
+function disown(path: string): void {
+  const count = (ownedHere.get(path) ?? 0) - 1;
+  if (count > 0) ownedHere.set(path, count);
+  else ownedHere.delete(path);
+}
 
 /** Runs `work` holding the lock `directory` (created if missing); throws `options.error` when not taken. */
 export async function withFileLock<T>(
@@ -68,13 +76,13 @@ export async function withFileLock<T>(
   const releasedDraft = await writeDraft(lock, RELEASED);
   try {
     const held = await acquire(lock);
-    const heldEntry = join(directory, String(held));
-    ownedHere.add(heldEntry);
     try {
       return await work();
     } finally {
-      ownedHere.delete(heldEntry);
-      const released = await publish(lock, releasedDraft, held + 1);
+      // Owned until the release is published: runs here that read the entry meanwhile wait for it.
+      const released = await publish(lock, releasedDraft, held + 1).finally(() =>
+        disown(join(directory, String(held))),
+      );
       if (released) await removeOldEntries(lock, held + 1);
     }
   } finally {
@@ -107,14 +115,24 @@ async function acquire(lock: Lock): Promise<number> {
       }
     }
     const mine = top + 1;
+    const entry = join(directory, String(mine));
     const draft = await writeDraft(lock, `${process.pid}\n`);
-    const created = await publish(lock, draft, mine).finally(() => removeDraft(draft));
+    // Owned from before it exists: a run in this process that reads it must find it held, not stale.
+    own(entry);
+    let created = false;
+    try {
+      created = await publish(lock, draft, mine);
+    } finally {
+      await removeDraft(draft);
+      if (!created) disown(entry);
+    }
     if (!created) {
       lost++;
       continue;
     }
     if ((await entryNumbers(lock)).some((number) => number > mine)) {
-      await rm(join(directory, String(mine)), { force: true });
+      await rm(entry, { force: true });
+      disown(entry);
       lost++;
       continue;
     }
@@ -159,7 +177,7 @@ async function readHolder(
 
 async function writeDraft({ directory, options }: Lock, content: string): Promise<string> {
   const draft = join(directory, `draft-${process.pid}-${randomBytes(6).toString('hex')}`);
-  ownedHere.add(draft);
+  own(draft);
   try {
     await writeFile(draft, content);
     return draft;
@@ -185,7 +203,7 @@ async function publish({ directory, options }: Lock, draft: string, number: numb
 
 async function removeDraft(draft: string): Promise<void> {
   await rm(draft, { force: true });
-  ownedHere.delete(draft);
+  disown(draft);
 }
 
 /** Whether the process `pid` that wrote `path` still holds it: this one only if it says so. */
