@@ -16,7 +16,14 @@ import {
 } from '../src/http/events-stream.js';
 import type { MachineEvent, MachineEventInput } from '../src/lifecycle/events.js';
 import { DATABASE_FILE_NAME, type LifecycleOptions, openLifecycle } from '../src/lifecycle/store.js';
-import { LISTED_MAC, mac, startLifecycleApp, UNLISTED_MAC, withParsedHistory } from './lifecycle-fixture.js';
+import {
+  failHistoryWrites,
+  LISTED_MAC,
+  mac,
+  startLifecycleApp,
+  UNLISTED_MAC,
+  withParsedHistory,
+} from './lifecycle-fixture.js';
 
 const progress = (target = LISTED_MAC, step = 0): MachineEventInput => ({
   mac: target,
@@ -302,15 +309,10 @@ t.test(
   async (t) => {
     const { lifecycle, address, stateDir } = await startStreamServer(t);
     await lifecycle.record(progress(LISTED_MAC, 0));
-    const sql = (statement: string) => {
-      const side = new Database(join(stateDir, DATABASE_FILE_NAME));
-      side.exec(statement);
-      side.close();
-    };
-    // As in test/lifecycle-store.test.ts: every insert fails, as on a full disk; then the disk recovers.
-    sql(`CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`);
+    // Every insert fails, as on a full disk; then the disk recovers.
+    const repair = failHistoryWrites(stateDir);
     t.equal(await lifecycle.append(progress(LISTED_MAC, 1)).stored, false);
-    sql('DROP TRIGGER disk_full');
+    repair();
     // More than one replay batch of this MAC's events after the hole.
     await Promise.all(
       Array.from({ length: 600 }, (_, step) => lifecycle.record(progress(LISTED_MAC, 2 + step))),

@@ -1,10 +1,15 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import t from 'tap';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
-import { DATABASE_FILE_NAME } from '../src/lifecycle/store.js';
-import { API_TOKEN, FIXTURE_YAML, LISTED_MAC, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
+import {
+  API_TOKEN,
+  FIXTURE_YAML,
+  failHistoryWrites,
+  LISTED_MAC,
+  startLifecycleApp,
+  UNLISTED_MAC,
+} from './lifecycle-fixture.js';
 
 const operator = { authorization: `Bearer ${API_TOKEN}` };
 
@@ -143,11 +148,7 @@ t.test('POST /api/v1/machines/{mac}/events needs that machine’s own token', as
 t.test('POST /api/v1/machines/{mac}/events answers 503 when its event could not be stored', async (t) => {
   const { app, lifecycle, secrets, config } = await startLifecycleApp(t);
   for (const event of install()) await lifecycle.record(event);
-  const history = new Database(join(config().server.state, DATABASE_FILE_NAME));
-  history.exec(
-    `CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`,
-  );
-  history.close();
+  failHistoryWrites(config().server.state);
   const token = secrets.tokenFor(LISTED_MAC, Date.now());
   const response = await app.inject({
     method: 'POST',
@@ -329,11 +330,7 @@ t.test('/metrics: machines by state, install histogram, TFTP outcomes, HTTP requ
 
 t.test('/metrics counts the events a failed history write left out', async (t) => {
   const { app, lifecycle, config } = await startLifecycleApp(t);
-  const side = new Database(join(config().server.state, DATABASE_FILE_NAME));
-  side.exec(
-    `CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`,
-  );
-  side.close();
+  failHistoryWrites(config().server.state);
   const lost = lifecycle.append(install()[0] as MachineEventInput);
   t.equal(await lost.stored, false);
   const text = (await app.inject('/metrics')).body;

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import type { Test } from 'tap';
@@ -14,7 +15,12 @@ import { loadConfigFile } from '../src/inventory/load.js';
 import { type Mac, parseMac } from '../src/inventory/mac.js';
 import type { Config } from '../src/inventory/schema.js';
 import type { MachineEvent } from '../src/lifecycle/events.js';
-import { type EventFilter, type Lifecycle, openLifecycle } from '../src/lifecycle/store.js';
+import {
+  DATABASE_FILE_NAME,
+  type EventFilter,
+  type Lifecycle,
+  openLifecycle,
+} from '../src/lifecycle/store.js';
 
 export const API_TOKEN = 'operator-token-0123456789';
 export const LISTED_MAC = mac('52:54:00:12:34:56');
@@ -112,4 +118,15 @@ export async function startLifecycleApp(
     rmSync(directory, { recursive: true, force: true });
   });
   return { app, lifecycle: withParsedHistory(lifecycle), secrets, configFile, config };
+}
+
+/** Makes every history insert under `stateDir` fail, as on a full disk; returns the repair. */
+export function failHistoryWrites(stateDir: string): () => void {
+  const sql = (statement: string) => {
+    const side = new Database(join(stateDir, DATABASE_FILE_NAME));
+    side.exec(statement);
+    side.close();
+  };
+  sql(`CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`);
+  return () => sql('DROP TRIGGER disk_full');
 }

@@ -13,7 +13,7 @@ import type { MachineEvent, MachineEventInput } from '../src/lifecycle/events.js
 import { DATABASE_FILE_NAME, type LifecycleOptions, openLifecycle } from '../src/lifecycle/store.js';
 import { startModuleWorker } from '../src/worker-thread.js';
 import type { WriterDeath } from './helpers/dying-writer.js';
-import { withParsedHistory } from './lifecycle-fixture.js';
+import { failHistoryWrites, withParsedHistory } from './lifecycle-fixture.js';
 
 const mac = parseMac('52:54:00:aa:bb:01');
 const other = parseMac('52:54:00:aa:bb:02');
@@ -360,20 +360,14 @@ for (const snapshotIntervalMs of [0, 3_600_000]) {
       first.subscribe((event) => heard.push(event.id));
       await first.record(install()[0] as MachineEventInput);
       // Every insert fails from now on, as on a full or failing disk.
-      const side = new Database(join(stateDir, DATABASE_FILE_NAME));
-      side.exec(
-        `CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`,
-      );
-      side.close();
+      const repair = failHistoryWrites(stateDir);
       const lost = first.append({ mac, source: 'machine', type: 'failed', detail: { message: 'disk' } });
       t.equal(await lost.stored, false, 'the appender learns the events were not stored');
       t.same(first.historyHealth(), { unstoredEvents: lost.events.length, writerRestarts: 0, writing: true });
       t.same(heard, [1, 2], 'watchers heard only the committed events');
       t.equal(first.lastEventId(), 2);
       await first.close();
-      const repaired = new Database(join(stateDir, DATABASE_FILE_NAME));
-      repaired.exec('DROP TRIGGER disk_full');
-      repaired.close();
+      repair();
 
       const second = openStore({ stateDir, retention: 1000, logger });
       t.teardown(() => second.close());
@@ -406,15 +400,10 @@ t.test(
       detail: { step },
     });
     await lifecycle.record(progress(0));
-    const sql = (statement: string) => {
-      const side = new Database(join(stateDir, DATABASE_FILE_NAME));
-      side.exec(statement);
-      side.close();
-    };
-    sql(`CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`);
+    const repair = failHistoryWrites(stateDir);
     const lost = lifecycle.append(progress(1));
     t.equal(await lost.stored, false);
-    sql('DROP TRIGGER disk_full');
+    repair();
     for (let step = 2; step < 12; step += 1) await lifecycle.record(progress(step));
     const page = lifecycle.storedEventsAfter(0, { mac, limit: 5 }).map((event) => event.id);
     t.equal(page.length, 5, 'as many as asked for (readers take a short page as the end)');
