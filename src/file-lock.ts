@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isRunning } from './lab/command.js';
 
@@ -48,19 +48,19 @@ const POLL_MS = 50;
 const DRAFT = /^draft-(\d+)-/;
 
 /**
- * The entries and drafts this process holds right now, counted: runs in this process contending for
- * one entry number each count it until they know they lost. An entry naming this process's own PID
- * that is not among them was left by an earlier process that had the same PID (a server restarted as
+ * The entries and drafts this process holds right now. An entry naming this process's own PID that
+ * is not among them was left by an earlier process that had the same PID (a server restarted as
  * PID 1 in a container, a reused PID after a reboot): `isRunning` cannot tell that one apart. (Per
  * thread: worker threads of one process share its PID, so they must not contend for one lock.)
  */
-const ownedHere = new Map<string, number>();
-const own = (path: string) => ownedHere.set(path, (ownedHere.get(path) ?? 0) + 1);
-function disown(path: string): void {
-  const count = (ownedHere.get(path) ?? 0) - 1;
-  if (count > 0) ownedHere.set(path, count);
-  else ownedHere.delete(path);
-}
+const ownedHere = new Set<string>();
+
+/**
+ * The last run in this process that asked for each lock directory: a run waits for the one before
+ * it here, so runs of one process never contend for an entry among themselves (before, concurrent
+ * adopts in one server could use up each other's tries).
+ */
+const turns = new Map<string, Promise<void>>();
 
 /** Runs `work` holding the lock `directory` (created if missing); throws `options.error` when not taken. */
 export async function withFileLock<T>(
@@ -68,20 +68,42 @@ export async function withFileLock<T>(
   options: FileLockOptions,
   work: () => Promise<T>,
 ): Promise<T> {
-  const lock = { directory, options };
+  const lock = { directory: resolve(directory), options };
+  const deadline = Date.now() + options.waitMs;
+  const before = turns.get(lock.directory);
+  let endTurn = () => {};
+  const turn = new Promise<void>((resolveTurn) => {
+    endTurn = resolveTurn;
+  });
+  // Chained, so that a run that gave up waiting still keeps its successors behind its predecessor.
+  const last = (before ?? Promise.resolve()).then(() => turn);
+  turns.set(lock.directory, last);
+  try {
+    if (before && !(await settlesBy(before, deadline))) {
+      throw heldError(lock, options.describeHolder(process.pid));
+    }
+    return await withLockAcrossProcesses(lock, deadline, work);
+  } finally {
+    endTurn();
+    if (turns.get(lock.directory) === last) turns.delete(lock.directory);
+  }
+}
+
+async function withLockAcrossProcesses<T>(lock: Lock, deadline: number, work: () => Promise<T>): Promise<T> {
+  const { directory, options } = lock;
   await mkdir(directory, { recursive: true }).catch((error: Error) => {
     throw options.error(`cannot create ${directory}: ${error.message}`, 'unusable');
   });
   // Written before the work: releasing must succeed even when the work has filled the disk.
   const releasedDraft = await writeDraft(lock, RELEASED);
   try {
-    const held = await acquire(lock);
+    const held = await acquire(lock, deadline);
     try {
       return await work();
     } finally {
-      // Owned until the release is published: runs here that read the entry meanwhile wait for it.
+      // Owned until the release is published, so it never reads here as left by an earlier process.
       const released = await publish(lock, releasedDraft, held + 1).finally(() =>
-        disown(join(directory, String(held))),
+        ownedHere.delete(join(directory, String(held))),
       );
       if (released) await removeOldEntries(lock, held + 1);
     }
@@ -90,9 +112,24 @@ export async function withFileLock<T>(
   }
 }
 
-async function acquire(lock: Lock): Promise<number> {
+/** Whether `promise` settles before `deadline`. */
+async function settlesBy(promise: Promise<void>, deadline: number): Promise<boolean> {
+  const timeout = new AbortController();
+  const expired = sleep(Math.max(0, deadline - Date.now()), false, { signal: timeout.signal });
+  try {
+    return await Promise.race([promise.then(() => true), expired]);
+  } finally {
+    timeout.abort();
+  }
+}
+
+function heldError({ directory, options }: Lock, holder: string): Error {
+  const waited = options.waitMs > 0 ? `after waiting ${options.waitMs / 1000} s, ` : '';
+  return options.error(`${waited}${holder}; wait for it or remove ${directory}`, 'held');
+}
+
+async function acquire(lock: Lock, deadline: number): Promise<number> {
   const { directory, options } = lock;
-  const deadline = Date.now() + options.waitMs;
   // Tries lost in a row; waiting for a holder starts a new contest, so a long wait is not a lost one.
   let lost = 0;
   while (lost < ATTEMPTS) {
@@ -105,10 +142,7 @@ async function acquire(lock: Lock): Promise<number> {
         continue;
       }
       if (holder.held) {
-        if (Date.now() >= deadline) {
-          const waited = options.waitMs > 0 ? `after waiting ${options.waitMs / 1000} s, ` : '';
-          throw options.error(`${waited}${holder.description}; wait for it or remove ${directory}`, 'held');
-        }
+        if (Date.now() >= deadline) throw heldError(lock, holder.description);
         await sleep(POLL_MS);
         lost = 0;
         continue;
@@ -117,14 +151,14 @@ async function acquire(lock: Lock): Promise<number> {
     const mine = top + 1;
     const entry = join(directory, String(mine));
     const draft = await writeDraft(lock, `${process.pid}\n`);
-    // Owned from before it exists: a run in this process that reads it must find it held, not stale.
-    own(entry);
+    // Owned from before it exists, so it never reads here as left by an earlier process.
+    ownedHere.add(entry);
     let created = false;
     try {
       created = await publish(lock, draft, mine);
     } finally {
       await removeDraft(draft);
-      if (!created) disown(entry);
+      if (!created) ownedHere.delete(entry);
     }
     if (!created) {
       lost++;
@@ -132,7 +166,7 @@ async function acquire(lock: Lock): Promise<number> {
     }
     if ((await entryNumbers(lock)).some((number) => number > mine)) {
       await rm(entry, { force: true });
-      disown(entry);
+      ownedHere.delete(entry);
       lost++;
       continue;
     }
@@ -177,7 +211,7 @@ async function readHolder(
 
 async function writeDraft({ directory, options }: Lock, content: string): Promise<string> {
   const draft = join(directory, `draft-${process.pid}-${randomBytes(6).toString('hex')}`);
-  own(draft);
+  ownedHere.add(draft);
   try {
     await writeFile(draft, content);
     return draft;
@@ -203,7 +237,7 @@ async function publish({ directory, options }: Lock, draft: string, number: numb
 
 async function removeDraft(draft: string): Promise<void> {
   await rm(draft, { force: true });
-  disown(draft);
+  ownedHere.delete(draft);
 }
 
 /** Whether the process `pid` that wrote `path` still holds it: this one only if it says so. */

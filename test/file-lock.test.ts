@@ -36,3 +36,55 @@ t.test('runs in one process that contend for the lock hold it one at a time', as
   t.equal(done, runs * rounds, 'every run did its work');
   t.equal(mostAtOnce, 1, 'never two holders at once');
 });
+
+t.test('many runs in one process with instant work all get the lock', async (t) => {
+  // Contending among themselves, runs of one process used up each other's tries ("other test runs
+  // keep changing it"); they now take turns before they contend.
+  const directory = join(t.testdir(), 'lock');
+  const outcomes = await Promise.allSettled(
+    Array.from({ length: 40 }, (_, index) => withFileLock(directory, options, async () => index)),
+  );
+  const refused = outcomes.filter((outcome) => outcome.status === 'rejected');
+  t.same(
+    refused.map((outcome) => String((outcome as PromiseRejectedResult).reason)),
+    [],
+    'no run refused',
+  );
+  t.same(
+    outcomes.map((outcome) => (outcome as PromiseFulfilledResult<number>).value),
+    Array.from({ length: 40 }, (_, index) => index),
+    'each run did its own work',
+  );
+});
+
+t.test('a run of this process waits for the one holding the lock here, up to waitMs', async (t) => {
+  const directory = join(t.testdir(), 'lock');
+  const order: string[] = [];
+  let finishFirst = () => {};
+  const first = withFileLock(directory, options, async () => {
+    order.push('first');
+    await new Promise<void>((resolve) => {
+      finishFirst = resolve;
+    });
+  });
+  const impatient = withFileLock(directory, { ...options, waitMs: 100 }, async () => {
+    order.push('impatient');
+  });
+  const patient = withFileLock(directory, options, async () => {
+    order.push('patient');
+  });
+  await t.rejects(
+    impatient,
+    { message: `after waiting 0.1 s, another test (pid ${process.pid}); wait for it or remove ${directory}` },
+    'the impatient run is refused, naming the holder',
+  );
+  const refusedAtOnce = withFileLock(directory, { ...options, waitMs: 0 }, async () => undefined);
+  await t.rejects(refusedAtOnce, {
+    message: `another test (pid ${process.pid}); wait for it or remove ${directory}`,
+  });
+  await sleep(50);
+  t.same(order, ['first'], 'the patient run still waits after the impatient one gave up');
+  finishFirst();
+  await Promise.all([first, patient]);
+  t.same(order, ['first', 'patient'], 'it runs once the holder is done');
+});
