@@ -1,5 +1,8 @@
+import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import t from 'tap';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
 import {
@@ -102,16 +105,34 @@ t.test('GET /api/v1/machines/{mac}: any spelling, with its events', async (t) =>
   t.equal((await app.inject('/api/v1/machines/not-a-mac')).statusCode, 400);
 });
 
+t.test(
+  'a reservation is listed as the address of a machine not yet seen only in authoritative mode',
+  async (t) => {
+    const reserved = FIXTURE_YAML.replace(
+      '    hostname: node1\n',
+      '    hostname: node1\n    ip: 10.77.0.21\n',
+    );
+    const authoritative = `${reserved}dhcp:\n  mode: authoritative\n  subnet: 10.77.0.0/24\n  range: [10.77.0.100, 10.77.0.199]\n`;
+    for (const [yaml, ip] of [
+      [reserved, null],
+      [authoritative, '10.77.0.21'],
+    ] as const) {
+      const { app } = await startLifecycleApp(t, yaml);
+      t.match((await app.inject('/api/v1/machines')).json(), [{ mac: LISTED_MAC, ip }], `ip ${ip}`);
+    }
+  },
+);
+
 t.test('POST /api/v1/machines/{mac}/events needs that machine’s own token', async (t) => {
   const { app, lifecycle, secrets } = await startLifecycleApp(t);
   for (const event of install()) await lifecycle.record(event);
-  const token = secrets.tokenFor(LISTED_MAC, Date.now());
+  const token = secrets.tokenFor(LISTED_MAC, 'events', Date.now());
   const post = (url: string, payload: object, headers: Record<string, string> = {}) =>
     app.inject({ method: 'POST', url, payload, headers });
   const url = `/api/v1/machines/${LISTED_MAC}/events`;
 
   t.equal((await post(url, { type: 'installed' })).statusCode, 403, 'no token');
-  const otherToken = secrets.tokenFor(UNLISTED_MAC, Date.now());
+  const otherToken = secrets.tokenFor(UNLISTED_MAC, 'events', Date.now());
   t.equal(
     (await post(`${url}?token=${otherToken}`, { type: 'installed' })).statusCode,
     403,
@@ -145,11 +166,59 @@ t.test('POST /api/v1/machines/{mac}/events needs that machine’s own token', as
   t.notMatch(script.body, /coreos\.inst/, 'not the installer');
 });
 
+const run = promisify(execFile);
+
+t.test('a machine reports with curl -d or busybox wget, whatever content type they send', async (t) => {
+  const { app, lifecycle, secrets } = await startLifecycleApp(t);
+  for (const event of install()) await lifecycle.record(event);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const { port } = app.server.address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}/api/v1/machines/${LISTED_MAC}/events?token=${secrets.tokenFor(LISTED_MAC, 'events', Date.now())}`;
+  const status = async (command: string, args: string[]) => {
+    const { stdout } = await run(command, args, { timeout: 10_000 });
+    return stdout;
+  };
+  // curl -d labels the body application/x-www-form-urlencoded, as busybox wget --post-data does.
+  t.equal(
+    await status('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-d', '{"type":"by-curl"}', url]),
+    '202',
+  );
+  t.equal(
+    await status('curl', [
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      '-H',
+      'Content-Type:',
+      '-d',
+      '{"type":"unlabelled"}',
+      url,
+    ]),
+    '202',
+    'no content type at all',
+  );
+  t.match(
+    await status('busybox', ['wget', '-q', '-O', '-', '--post-data', '{"type":"by-wget"}', url]),
+    /"mac":"52:54:00:12:34:56"/,
+  );
+  t.equal(
+    await status('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '-d', 'type=installed', url]),
+    '400',
+    'a body that is not JSON',
+  );
+  t.same(
+    lifecycle.latestEvents({ mac: LISTED_MAC, limit: 3 }).map((event) => event.type),
+    ['by-curl', 'unlabelled', 'by-wget'],
+  );
+});
+
 t.test('POST /api/v1/machines/{mac}/events answers 503 when its event could not be stored', async (t) => {
   const { app, lifecycle, secrets, config } = await startLifecycleApp(t);
   for (const event of install()) await lifecycle.record(event);
   failHistoryWrites(config().server.state);
-  const token = secrets.tokenFor(LISTED_MAC, Date.now());
+  const token = secrets.tokenFor(LISTED_MAC, 'events', Date.now());
   const response = await app.inject({
     method: 'POST',
     url: `/api/v1/machines/${LISTED_MAC}/events?token=${token}`,
@@ -179,7 +248,7 @@ t.test(
     t.equal(early.statusCode, 409, 'an installing machine is not reprovisioned');
     t.match(early.json(), { state: 'installing', rejected: /installs at its next network boot/ });
 
-    const token = secrets.tokenFor(LISTED_MAC, Date.now());
+    const token = secrets.tokenFor(LISTED_MAC, 'events', Date.now());
     await app.inject({
       method: 'POST',
       url: `/api/v1/machines/${LISTED_MAC}/events?token=${token}`,
@@ -283,7 +352,7 @@ t.test('/metrics: machines by state, install histogram, TFTP outcomes, HTTP requ
     type: 'tftp-transfer',
     detail: { outcome: 'timeout', bytes: 512 },
   });
-  const token = secrets.tokenFor(LISTED_MAC, Date.now());
+  const token = secrets.tokenFor(LISTED_MAC, 'events', Date.now());
   await app.inject({
     method: 'POST',
     url: `/api/v1/machines/${LISTED_MAC}/events?token=${token}`,

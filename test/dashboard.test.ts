@@ -65,7 +65,7 @@ const tftpComplete = (machine: Mac) =>
 
 /** The machine's own report through its events endpoint, with its token, as its first boot sends it. */
 function reportInstalled(url: string, secrets: MachineSecrets): Promise<Response> {
-  const token = secrets.tokenFor(LISTED_MAC, Date.now());
+  const token = secrets.tokenFor(LISTED_MAC, 'events', Date.now());
   return fetch(`${url}/api/v1/machines/${LISTED_MAC}/events?token=${token}`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },

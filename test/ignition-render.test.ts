@@ -443,29 +443,35 @@ t.test(
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const now = Date.UTC(2026, 10, 25, 12, 0, 0);
     const first = openMachineSecrets(join(dir, 'state'));
-    const token = first.tokenFor(MAC_A, now);
+    const token = first.tokenFor(MAC_A, 'ignition', now);
     t.equal(statSync(join(dir, 'state', SECRET_FILE_NAME)).mode & 0o777, 0o600);
-    t.ok(first.verify(MAC_A, token, now));
-    t.notOk(first.verify(MAC_B, token, now), "another machine's token is refused");
+    t.ok(first.verify(MAC_A, token, now, 'ignition'));
+    t.notOk(first.verify(MAC_B, token, now, 'ignition'), "another machine's token is refused");
     for (const index of [0, 10, token.length - 1]) {
       const changed = `${token.slice(0, index)}${token[index] === 'A' ? 'B' : 'A'}${token.slice(index + 1)}`;
-      t.notOk(first.verify(MAC_A, changed, now), `a token changed at character ${index} is refused`);
+      t.notOk(
+        first.verify(MAC_A, changed, now, 'ignition'),
+        `a token changed at character ${index} is refused`,
+      );
     }
-    t.notOk(first.verify(MAC_A, '', now));
-    t.ok(openMachineSecrets(join(dir, 'state')).verify(MAC_A, token, now), 'same secret after a restart');
+    t.notOk(first.verify(MAC_A, '', now, 'ignition'));
+    t.ok(
+      openMachineSecrets(join(dir, 'state')).verify(MAC_A, token, now, 'ignition'),
+      'same secret after a restart',
+    );
     t.notOk(
-      createMachineSecrets(Buffer.alloc(32, 1)).verify(MAC_A, token, now),
+      createMachineSecrets(Buffer.alloc(32, 1)).verify(MAC_A, token, now, 'ignition'),
       'another server secret refuses it',
     );
 
     const ttl = 600;
     const expiring = openMachineSecrets(join(dir, 'state'), () => ttl);
-    const short = expiring.tokenFor(MAC_A, now);
-    t.ok(expiring.verify(MAC_A, short, now + 599_000));
-    t.notOk(expiring.verify(MAC_A, short, now + 601_000), 'expired');
+    const short = expiring.tokenFor(MAC_A, 'ignition', now);
+    t.ok(expiring.verify(MAC_A, short, now + 599_000, 'ignition'));
+    t.notOk(expiring.verify(MAC_A, short, now + 601_000, 'ignition'), 'expired');
     const [expiry, signature] = short.split('.');
     t.notOk(
-      expiring.verify(MAC_A, `${Number(expiry) + 3600}.${signature}`, now + 601_000),
+      expiring.verify(MAC_A, `${Number(expiry) + 3600}.${signature}`, now + 601_000, 'ignition'),
       'a stretched expiry is refused',
     );
 
@@ -577,35 +583,70 @@ t.test('tokens for MACs without end (unauthenticated requests name them) keep me
     `52:54:${[index >>> 24, (index >>> 16) & 0xff, (index >>> 8) & 0xff, index & 0xff]
       .map((byte) => byte.toString(16).padStart(2, '0'))
       .join(':')}` as Mac;
-  const first = secrets.tokenFor(macOf(0), now);
+  const first = secrets.tokenFor(macOf(0), 'ignition', now);
   collectGarbage();
   const before = process.memoryUsage().heapUsed;
   const asked = 20 * CACHED_TOKENS;
-  for (let index = 1; index <= asked; index += 1) secrets.tokenFor(macOf(index), now);
+  for (let index = 1; index <= asked; index += 1) secrets.tokenFor(macOf(index), 'ignition', now);
   collectGarbage();
   const grownMb = (process.memoryUsage().heapUsed - before) / 1e6;
   t.ok(grownMb < 15, `${asked} MACs grew the heap by ${grownMb.toFixed(1)} MB`);
   t.equal(
-    secrets.tokenFor(macOf(0), now),
+    secrets.tokenFor(macOf(0), 'ignition', now),
     first,
     'a token evicted from the cache is the same when made again',
   );
+});
+
+t.test('a token opens only what it was issued for; an Ignition token also posts events', async (t) => {
+  const now = Date.UTC(2026, 10, 27, 12, 0, 0);
+  for (const ttl of [0, 600]) {
+    const secrets = createMachineSecrets(Buffer.alloc(32, 3), () => ttl);
+    const events = secrets.tokenFor(MAC_A, 'events', now);
+    const ignition = secrets.tokenFor(MAC_A, 'ignition', now);
+    t.not(events, ignition, `ttl ${ttl}: two tokens`);
+    t.ok(secrets.verify(MAC_A, events, now, 'events'), `ttl ${ttl}: the events token posts events`);
+    t.notOk(secrets.verify(MAC_A, events, now, 'ignition'), `ttl ${ttl}: it does not open the Ignition`);
+    t.ok(
+      secrets.verify(MAC_A, ignition, now, 'events'),
+      `ttl ${ttl}: URLs handed out before purposes still report`,
+    );
+    t.notOk(
+      secrets.verify(MAC_B, events, now, 'events'),
+      `ttl ${ttl}: another machine's events token is refused`,
+    );
+  }
 });
 
 t.test('a TTL turned on or shortened retires the tokens issued before', async (t) => {
   let ttl = 0;
   const secrets = createMachineSecrets(Buffer.alloc(32, 7), () => ttl);
   const now = Date.UTC(2026, 10, 26, 12, 0, 0);
-  const permanent = secrets.tokenFor(MAC_A, now);
-  t.ok(secrets.verify(MAC_A, permanent, now + 86_400_000), 'without a TTL a token does not expire');
+  const permanent = secrets.tokenFor(MAC_A, 'ignition', now);
+  t.ok(
+    secrets.verify(MAC_A, permanent, now + 86_400_000, 'ignition'),
+    'without a TTL a token does not expire',
+  );
   ttl = 3600;
-  t.notOk(secrets.verify(MAC_A, permanent, now), 'a token without expiry is refused once a TTL is set');
-  const fresh = secrets.tokenFor(MAC_A, now);
-  t.ok(secrets.verify(MAC_A, fresh, now + 1000));
+  t.notOk(
+    secrets.verify(MAC_A, permanent, now, 'ignition'),
+    'a token without expiry is refused once a TTL is set',
+  );
+  const fresh = secrets.tokenFor(MAC_A, 'ignition', now);
+  t.ok(secrets.verify(MAC_A, fresh, now + 1000, 'ignition'));
   ttl = 600;
-  t.notOk(secrets.verify(MAC_A, fresh, now + 1000), 'a token outliving the shortened TTL is refused');
-  t.ok(secrets.verify(MAC_A, secrets.tokenFor(MAC_A, now), now + 1000), 'one issued under it is not');
+  t.notOk(
+    secrets.verify(MAC_A, fresh, now + 1000, 'ignition'),
+    'a token outliving the shortened TTL is refused',
+  );
+  t.ok(
+    secrets.verify(MAC_A, secrets.tokenFor(MAC_A, 'ignition', now), now + 1000, 'ignition'),
+    'one issued under it is not',
+  );
   ttl = 0;
-  t.ok(secrets.verify(MAC_A, fresh, now + 1000), 'with the TTL off, an expiring token lives to its expiry');
-  t.notOk(secrets.verify(MAC_A, fresh, now + 3_601_000));
+  t.ok(
+    secrets.verify(MAC_A, fresh, now + 1000, 'ignition'),
+    'with the TTL off, an expiring token lives to its expiry',
+  );
+  t.notOk(secrets.verify(MAC_A, fresh, now + 3_601_000, 'ignition'));
 });

@@ -77,7 +77,7 @@ async function main(): Promise<void> {
     const secrets = openMachineSecrets(join(dir, 'state'));
     const scriptPaths = macs.map((mac) => `/boot/${macInUrl(mac)}.ipxe?arch=x86_64&platform=efi`);
     const ignitionPaths = macs.map(
-      (mac) => `/ignition/${macInUrl(mac)}.ign?token=${secrets.tokenFor(mac, Date.now())}`,
+      (mac) => `/ignition/${macInUrl(mac)}.ign?token=${secrets.tokenFor(mac, 'ignition', Date.now())}`,
     );
     const sample = await fetch(`http://127.0.0.1:${RACKBOOT_PORT}${scriptPaths[0]}`).then((response) =>
       response.text(),

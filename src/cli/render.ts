@@ -38,11 +38,8 @@ export function registerRender(program: Command): void {
         () => config,
         () => undefined,
       ).assignmentFor(mac);
-      const token = openMachineSecrets(config.server.state, () => config.ignition.token_ttl).tokenFor(
-        mac,
-        Date.now(),
-      );
-      const vars = assignment && machineVars(config, assignment, token);
+      const secrets = openMachineSecrets(config.server.state, () => config.ignition.token_ttl);
+      const vars = assignment && machineVars(config, assignment, secrets, Date.now());
       if (what === 'ipxe') {
         process.stdout.write(
           machineScript(config, mac, assignment, archFromBuildarch(options.arch), vars).script,

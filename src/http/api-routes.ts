@@ -116,7 +116,8 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
       profile: assignment?.profile ?? null,
       listed: assignment?.listed ?? false,
       state: record?.state ?? null,
-      ip: record?.ip ?? assignment?.ip ?? null,
+      // A reservation is the machine's address only where this server hands addresses out.
+      ip: record?.ip ?? (config().dhcp.mode === 'authoritative' ? assignment?.ip : undefined) ?? null,
       updated_at: record?.lastEvent.time ?? null,
       state_since: record?.stateSince ?? null,
       first_seen_at: record?.firstSeen ?? null,
@@ -152,40 +153,50 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
     },
   );
 
-  app.post<{ Params: MacParams; Body: Static<typeof MachineReport>; Querystring: Static<typeof TokenQuery> }>(
-    '/api/v1/machines/:mac/events',
-    { schema: { params: MacParams, body: MachineReport, querystring: TokenQuery }, bodyLimit: 16 * 1024 },
-    async (request, reply) => {
-      const mac = macParam(request, reply);
-      if (!mac) return reply;
-      const ip = requesterIp(request);
-      const token = request.query.token ?? bearerToken(request);
-      const authorization = authorizeMachine(options.secrets, options.macForIp, {
-        mac,
-        token,
-        ip,
-        now: now(),
-      });
-      // Same rule as the Ignition URL (issue 5): a machine credential that does not fit is 403, logged with who asked.
-      if (!authorization.ok) {
-        request.log.warn({ mac, ip, reason: authorization.reason }, 'machine event refused');
-        return reply.code(403).send({ error: authorization.reason });
-      }
-      const { type, message } = request.body;
-      if (RESERVED_TYPE.test(type)) {
-        return reply.code(400).send({ error: `a machine cannot report ${type}` });
-      }
-      const appended = lifecycle.append({
-        mac,
-        ip,
-        source: 'machine',
-        type,
-        ...(message === undefined ? {} : { detail: { message } }),
-      });
-      if (!(await appended.stored)) return reply.code(503).send({ error: EVENT_NOT_STORED });
-      return reply.code(202).send(outcome(lifecycle, mac, appended.events));
-    },
-  );
+  // Machines report with whatever their image has: `curl -d` and busybox `wget --post-data` label
+  // the JSON as a form, some tools send no type at all. The body is read as JSON whatever its label.
+  await app.register(async (machineReports) => {
+    machineReports.removeAllContentTypeParsers();
+    machineReports.addContentTypeParser('*', { parseAs: 'string' }, parseJsonBody);
+    machineReports.post<{
+      Params: MacParams;
+      Body: Static<typeof MachineReport>;
+      Querystring: Static<typeof TokenQuery>;
+    }>(
+      '/api/v1/machines/:mac/events',
+      { schema: { params: MacParams, body: MachineReport, querystring: TokenQuery }, bodyLimit: 16 * 1024 },
+      async (request, reply) => {
+        const mac = macParam(request, reply);
+        if (!mac) return reply;
+        const ip = requesterIp(request);
+        const token = request.query.token ?? bearerToken(request);
+        const authorization = authorizeMachine(options.secrets, options.macForIp, 'events', {
+          mac,
+          token,
+          ip,
+          now: now(),
+        });
+        // Same rule as the Ignition URL (issue 5): a machine credential that does not fit is 403, logged with who asked.
+        if (!authorization.ok) {
+          request.log.warn({ mac, requester: ip, reason: authorization.reason }, 'machine event refused');
+          return reply.code(403).send({ error: authorization.reason });
+        }
+        const { type, message } = request.body;
+        if (RESERVED_TYPE.test(type)) {
+          return reply.code(400).send({ error: `a machine cannot report ${type}` });
+        }
+        const appended = lifecycle.append({
+          mac,
+          ip,
+          source: 'machine',
+          type,
+          ...(message === undefined ? {} : { detail: { message } }),
+        });
+        if (!(await appended.stored)) return reply.code(503).send({ error: EVENT_NOT_STORED });
+        return reply.code(202).send(outcome(lifecycle, mac, appended.events));
+      },
+    );
+  });
 
   app.post<{ Params: MacParams }>(
     '/api/v1/machines/:mac/reprovision',
@@ -281,4 +292,16 @@ function operatorAuthorized(request: FastifyRequest, reply: FastifyReply, config
     return false;
   }
   return true;
+}
+
+function parseJsonBody(
+  _request: FastifyRequest,
+  body: string | Buffer,
+  done: (error: Error | null, body?: unknown) => void,
+) {
+  try {
+    done(null, JSON.parse(body.toString()));
+  } catch (error) {
+    done(Object.assign(new Error(`the body is not JSON: ${(error as Error).message}`), { statusCode: 400 }));
+  }
 }

@@ -38,7 +38,7 @@ export async function bootRoutes(app: FastifyInstance, context: BootServiceConte
       const config = deps.config();
       const arch = archFromBuildarch(request.query.arch);
       const assignment = deps.decision.assignmentFor(mac);
-      const vars = assignment && machineVars(config, assignment, deps.secrets.tokenFor(mac, Date.now()));
+      const vars = assignment && machineVars(config, assignment, deps.secrets, Date.now());
       const result = machineScript(config, mac, assignment, arch, vars);
       const detail = {
         script: result.kind,

@@ -2,6 +2,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Arch, Mac } from '../boot-plan.js';
 import { isJsonObject } from '../ignition/shape.js';
+import type { TokenPurpose } from '../ignition/tokens.js';
 import { machineVars } from '../ignition/vars.js';
 import { parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
@@ -47,8 +48,8 @@ function explainMachine(
   const assignment = deps.decision.assignmentFor(mac);
   // Only a machine with an assignment is handed URLs with a token, and any caller may name any MAC:
   // no token work for the others.
-  const token = assignment ? deps.secrets.tokenFor(mac, now) : undefined;
-  const vars = assignment && token !== undefined ? machineVars(config, assignment, token) : undefined;
+  const vars = assignment && machineVars(config, assignment, deps.secrets, now);
+  const tokens = assignment ? TOKEN_PURPOSES.map((purpose) => deps.secrets.tokenFor(mac, purpose, now)) : [];
   const script = machineScript(config, mac, assignment, arch, vars);
   const explanation: Explanation = {
     mac,
@@ -58,14 +59,14 @@ function explainMachine(
     state: assignment?.state,
     script: script.kind,
     reasons: script.reasons.map(redactUrlCredentials),
-    ipxe: redactUrlCredentials(redactToken(script.script, token)),
+    ipxe: redactUrlCredentials(redactTokens(script.script, tokens)),
     ignition: undefined,
     ignitionProblems: [],
   };
   if (assignment && vars) {
     const rendered = context.ignition(config, assignment, vars);
     if (rendered.ok)
-      explanation.ignition = JSON.parse(redactToken(JSON.stringify(redactSecrets(rendered.config)), token));
+      explanation.ignition = JSON.parse(redactTokens(JSON.stringify(redactSecrets(rendered.config)), tokens));
     else explanation.ignitionProblems = rendered.problems.map((problem) => formatProblem(problem));
   }
   return explanation;
@@ -88,9 +89,10 @@ export async function explainRoutes(app: FastifyInstance, context: BootServiceCo
 
 const REDACTED = '[redacted]';
 
-/** `token` is undefined for a machine without an assignment: nothing handed to it carries one. */
-function redactToken(text: string, token: string | undefined): string {
-  return token === undefined ? text : text.replaceAll(token, REDACTED);
+const TOKEN_PURPOSES: TokenPurpose[] = ['ignition', 'events'];
+
+function redactTokens(text: string, tokens: string[]): string {
+  return tokens.reduce((redacted, token) => redacted.replaceAll(token, REDACTED), text);
 }
 
 /** `scheme://user:password@` and `scheme://userinfo@` (a lone userinfo is usually a token). */

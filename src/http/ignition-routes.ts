@@ -36,7 +36,7 @@ export async function ignitionRoutes(app: FastifyInstance, context: BootServiceC
     }
     const ip = requesterIp(request);
     const now = Date.now();
-    const authorization = authorizeMachine(deps.secrets, deps.macForIp, {
+    const authorization = authorizeMachine(deps.secrets, deps.macForIp, 'ignition', {
       mac,
       token: request.query.token,
       ip,
@@ -60,7 +60,7 @@ export async function ignitionRoutes(app: FastifyInstance, context: BootServiceC
       ip,
       assignment,
       config,
-      vars: machineVars(config, assignment, deps.secrets.tokenFor(mac, now)),
+      vars: machineVars(config, assignment, deps.secrets, now),
     };
   };
 

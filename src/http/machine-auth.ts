@@ -1,22 +1,23 @@
 import type { FastifyRequest } from 'fastify';
 import type { Mac } from '../boot-plan.js';
-import type { MachineSecrets } from '../ignition/tokens.js';
+import type { MachineSecrets, TokenPurpose } from '../ignition/tokens.js';
 
 type MachineAuthorization = { ok: true } | { ok: false; reason: string };
 
 /**
  * The rule for every machine credential (`{{ignition_url}}`, `{{events_url}}`): the token must be
- * this MAC's, unexpired; in authoritative mode (`macForIp` given) the request must also come from
+ * this MAC's, for this purpose, unexpired; in authoritative mode (`macForIp` given) the request must also come from
  * the address this server leased to that MAC, so a token copied off a console is useless elsewhere.
  */
 export function authorizeMachine(
   secrets: MachineSecrets,
   macForIp: ((ip: string) => Mac | undefined) | undefined,
+  purpose: TokenPurpose,
   request: { mac: Mac; token: unknown; ip: string; now: number },
 ): MachineAuthorization {
   if (typeof request.token !== 'string' || request.token === '')
     return { ok: false, reason: 'token missing' };
-  if (!secrets.verify(request.mac, request.token, request.now)) {
+  if (!secrets.verify(request.mac, request.token, request.now, purpose)) {
     return { ok: false, reason: 'token invalid or expired for this machine' };
   }
   if (macForIp) {

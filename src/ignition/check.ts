@@ -5,7 +5,7 @@ import type { Problem } from '../inventory/problems.js';
 import type { Config } from '../inventory/schema.js';
 import { renderIgnition } from './render.js';
 import { type ParsedTemplate, readTemplate, type TemplateVars, variablesUsedBy } from './template.js';
-import { createMachineSecrets } from './tokens.js';
+import { createMachineSecrets, type MachineSecrets } from './tokens.js';
 import { machineVars } from './vars.js';
 
 const SAMPLE_MAC = '52:54:00:00:00:00' as Mac;
@@ -78,13 +78,16 @@ function* samplesFor(config: Config, profiles: Set<string>, used: string[]): Gen
   // server's secret stays in server.state, and only the shape of a token can matter to a template.
   const token = createMachineSecrets(Buffer.alloc(32), () => config.ignition.token_ttl).tokenFor(
     SAMPLE_MAC,
+    'ignition',
     Date.now(),
   );
+  const sampleSecrets: MachineSecrets = { tokenFor: () => token, verify: () => false };
   const decision = createBootDecision(
     () => config,
     () => undefined,
   );
-  const varsOf = (assignment: MachineAssignment) => machineVars(config, assignment, token);
+  const varsOf = (assignment: MachineAssignment) =>
+    machineVars(config, assignment, sampleSecrets, Date.now());
   let listed = 0;
   for (const machine of config.machines) {
     const assignment = profiles.has(machine.profile) ? decision.assignmentFor(machine.mac) : undefined;

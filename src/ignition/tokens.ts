@@ -4,20 +4,28 @@ import { join } from 'node:path';
 import type { Mac } from '../inventory/mac.js';
 
 /**
- * Per-machine credentials for `{{ignition_url}}` and `{{events_url}}`: an HMAC of the MAC (and an
- * optional expiry) under a server secret kept in `server.state`. Nothing is stored per machine, so
- * 10,000 machines cost nothing and a restart keeps every handed-out URL valid.
+ * Per-machine credentials for `{{ignition_url}}` and `{{events_url}}`: an HMAC of the purpose, the
+ * MAC (and an optional expiry) under a server secret kept in `server.state`. Nothing is stored per
+ * machine, so 10,000 machines cost nothing and a restart keeps every handed-out URL valid.
  */
 export interface MachineSecrets {
-  /** The token for this machine at `now` (ms since the epoch). Stable across calls when no TTL is set. */
-  tokenFor(mac: Mac, now: number): string;
+  /** The token for this machine and purpose at `now` (ms since the epoch). Stable across calls when no TTL is set. */
+  tokenFor(mac: Mac, purpose: TokenPurpose, now: number): string;
   /**
-   * True when `token` was issued for exactly this MAC by this server and is valid at `now` (ms) under
-   * the token_ttl in force now: not expired, and, when a TTL is set, carrying an expiry no later
-   * than a token issued now would (so turning the TTL on or shortening it retires older tokens).
+   * True when `token` was issued for exactly this MAC and purpose by this server and is valid at `now`
+   * (ms) under the token_ttl in force now: not expired, and, when a TTL is set, carrying an expiry no
+   * later than a token issued now would (so turning the TTL on or shortening it retires older tokens).
+   * An `ignition` token also passes for `events`: whoever holds it can read the config anyway, and
+   * events URLs handed out before tokens had purposes carried it.
    */
-  verify(mac: Mac, token: string, now: number): boolean;
+  verify(mac: Mac, token: string, now: number, purpose: TokenPurpose): boolean;
 }
+
+/**
+ * What a token opens. The events URL sits in a world-readable unit file on the installed system
+ * (`{{events_url}}`), so its token must not also open the machine's Ignition with its secrets.
+ */
+export type TokenPurpose = 'ignition' | 'events';
 
 export const SECRET_FILE_NAME = 'rackboot-http-secret';
 const SECRET_BYTES = 32;
@@ -48,33 +56,41 @@ export function createMachineSecrets(
   secret: Buffer,
   tokenTtlSeconds: () => number = () => 0,
 ): MachineSecrets {
-  const sign = (mac: Mac, expiresAtSeconds: number | undefined): Buffer =>
+  // Ignition tokens sign the text they signed before tokens had purposes, so handed-out URLs stay valid.
+  const sign = (purpose: TokenPurpose, mac: Mac, expiresAtSeconds: number | undefined): Buffer =>
     createHmac('sha256', secret)
-      .update(`${mac}|${expiresAtSeconds ?? ''}`)
+      .update(`${purpose === 'ignition' ? '' : `${purpose}|`}${mac}|${expiresAtSeconds ?? ''}`)
       .digest()
       .subarray(0, SIGNATURE_BYTES);
 
   // Without expiry a machine's token never changes: computed once per MAC (a boot storm asks often).
-  const permanentTokens = new Map<Mac, string>();
+  const permanentTokens: Record<TokenPurpose, Map<Mac, string>> = { ignition: new Map(), events: new Map() };
+  const signedBy = (purpose: TokenPurpose, mac: Mac, expiresAtSeconds: number | undefined, token: string) => {
+    // Compared as text: base64url's last character carries unused bits, so decoding would accept variants.
+    const given = Buffer.from(token, 'ascii');
+    const expected = Buffer.from(sign(purpose, mac, expiresAtSeconds).toString('base64url'), 'ascii');
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  };
   return {
-    tokenFor(mac, now) {
+    tokenFor(mac, purpose, now) {
       const ttl = tokenTtlSeconds();
       if (ttl <= 0) {
-        let token = permanentTokens.get(mac);
+        const cache = permanentTokens[purpose];
+        let token = cache.get(mac);
         if (token === undefined) {
-          token = sign(mac, undefined).toString('base64url');
-          if (permanentTokens.size >= CACHED_TOKENS) {
-            const [oldest] = permanentTokens.keys();
-            permanentTokens.delete(oldest as Mac);
+          token = sign(purpose, mac, undefined).toString('base64url');
+          if (cache.size >= CACHED_TOKENS) {
+            const [oldest] = cache.keys();
+            cache.delete(oldest as Mac);
           }
-          permanentTokens.set(mac, token);
+          cache.set(mac, token);
         }
         return token;
       }
       const expiresAtSeconds = Math.floor(now / 1000) + ttl;
-      return `${expiresAtSeconds}.${sign(mac, expiresAtSeconds).toString('base64url')}`;
+      return `${expiresAtSeconds}.${sign(purpose, mac, expiresAtSeconds).toString('base64url')}`;
     },
-    verify(mac, token, now) {
+    verify(mac, token, now, purpose) {
       const match = /^(?:(\d{1,12})\.)?([A-Za-z0-9_-]{22})$/.exec(token);
       if (!match) return false;
       const expiresAtSeconds = match[1] === undefined ? undefined : Number(match[1]);
@@ -82,10 +98,11 @@ export function createMachineSecrets(
       const ttl = tokenTtlSeconds();
       if (ttl > 0 && (expiresAtSeconds ?? Number.POSITIVE_INFINITY) > Math.floor(now / 1000) + ttl)
         return false;
-      // Compared as text: base64url's last character carries unused bits, so decoding would accept variants.
-      const given = Buffer.from(match[2] ?? '', 'ascii');
-      const expected = Buffer.from(sign(mac, expiresAtSeconds).toString('base64url'), 'ascii');
-      return given.length === expected.length && timingSafeEqual(given, expected);
+      const signature = match[2] ?? '';
+      return (
+        signedBy(purpose, mac, expiresAtSeconds, signature) ||
+        (purpose === 'events' && signedBy('ignition', mac, expiresAtSeconds, signature))
+      );
     },
   };
 }

@@ -2,6 +2,7 @@ import type { MachineAssignment } from '../boot-plan.js';
 import type { Mac } from '../inventory/mac.js';
 import type { Config, MachineConfig } from '../inventory/schema.js';
 import type { TemplateVars } from './template.js';
+import type { MachineSecrets } from './tokens.js';
 
 /** `http://<server.address>:<http.port>`: the host in every URL handed to machines (common brief). */
 export function baseUrlOf(config: Config): string {
@@ -45,18 +46,24 @@ export function machineEntry(config: Config, mac: Mac): MachineConfig | undefine
   return index.get(mac);
 }
 
-/** Template variables of one machine (CONTRACT.md); `token` is its credential from MachineSecrets. */
-export function machineVars(config: Config, assignment: MachineAssignment, token: string): TemplateVars {
+/** Template variables of one machine (CONTRACT.md), with its credentials from `secrets` as of `now`. */
+export function machineVars(
+  config: Config,
+  assignment: MachineAssignment,
+  secrets: MachineSecrets,
+  now: number,
+): TemplateVars {
   const baseUrl = baseUrlOf(config);
+  const ignitionToken = secrets.tokenFor(assignment.mac, 'ignition', now);
   return {
     mac: assignment.mac,
     hostname: assignment.hostname ?? '',
     ip: assignment.ip ?? '',
     profile: assignment.profile,
     base_url: baseUrl,
-    ignition_url: ignitionUrl(baseUrl, assignment.mac, token),
-    installer_ignition_url: ignitionUrl(baseUrl, assignment.mac, token, 'installer'),
-    events_url: eventsUrl(baseUrl, assignment.mac, token),
+    ignition_url: ignitionUrl(baseUrl, assignment.mac, ignitionToken),
+    installer_ignition_url: ignitionUrl(baseUrl, assignment.mac, ignitionToken, 'installer'),
+    events_url: eventsUrl(baseUrl, assignment.mac, secrets.tokenFor(assignment.mac, 'events', now)),
     vars: machineEntry(config, assignment.mac)?.vars,
   };
 }
