@@ -106,6 +106,14 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ['rackboot.yaml:14:51: reserved IP 10.77.0.255 is the network or broadcast address of 10.77.0.0/24'],
   ],
   [
+    'reserved IP that is the server or a router',
+    `${header.replace('  range:', '  router: 10.77.0.254\n  range:')}machines:\n  - { mac: 52:54:00:00:00:01, profile: plain, ip: 10.77.0.1 }\n  - { mac: 52:54:00:00:00:02, profile: plain, ip: 10.77.0.254 }\n`,
+    [
+      'rackboot.yaml:15:51: reserved IP 10.77.0.1 is server.address: give the machine another',
+      'rackboot.yaml:16:51: reserved IP 10.77.0.254 is dhcp.router: give the machine another',
+    ],
+  ],
+  [
     'range outside subnet',
     header.replace('[10.77.0.100, 10.77.0.199]', '[10.77.0.100, 10.77.1.10]'),
     ['rackboot.yaml:6:24: dhcp.range: 10.77.1.10 is outside the subnet'],

@@ -930,3 +930,89 @@ t.test('relay-only configuration: direct requests are not served from a relay po
   const relayed = replyOf(decideFor({ type: 'discover', mac, giaddr: '10.77.6.1' }, { config: relayOnly }));
   t.equal(relayed.yiaddr, '10.77.6.10');
 });
+
+t.test(
+  'a range moved by a reload is searched from its own start, not from where the old one was',
+  async (t) => {
+    const poolOf = (range: [string, string]) =>
+      loadTestConfig({
+        subnet: 5,
+        mode: 'authoritative',
+        state: '/nonexistent',
+        pool: { subnet: '10.77.5.0/24', range },
+      });
+    const [wide, moved] = await Promise.all([
+      poolOf(['10.77.5.100', '10.77.5.199']),
+      poolOf(['10.77.5.150', '10.77.5.160']),
+    ]);
+    const leases = new LeaseTable();
+    const macOf = (index: number) => `52:54:00:42:00:${index.toString(16).padStart(2, '0')}` as Mac;
+    for (let index = 0; index < 3; index += 1)
+      replyOf(decideFor({ type: 'discover', mac: macOf(index) }, { config: wide, leases }));
+    const asked = replyOf(
+      decideFor({ type: 'discover', mac: macOf(9), requested: '10.77.5.150' }, { config: wide, leases }),
+    );
+    t.equal(asked.yiaddr, '10.77.5.150', 'the first address of the moved range is taken');
+    const offered = [10, 11, 12].map(
+      (index) =>
+        replyOf(decideFor({ type: 'discover', mac: macOf(index) }, { config: moved, leases })).yiaddr,
+    );
+    t.same(offered, ['10.77.5.151', '10.77.5.152', '10.77.5.153']);
+  },
+);
+
+t.test(
+  'an expired lease offered again to its owner is held for it, not offered to the next client',
+  async (t) => {
+    const single = await loadTestConfig({
+      subnet: 5,
+      mode: 'authoritative',
+      state: '/nonexistent',
+      pool: { subnet: '10.77.5.0/24', range: ['10.77.5.100', '10.77.5.100'] },
+    });
+    const leases = new LeaseTable();
+    const owner = '52:54:00:43:00:01' as Mac;
+    const next = '52:54:00:43:00:02' as Mac;
+    const select = (now: number) => {
+      const offer = replyOf(decideFor({ type: 'discover', mac: owner }, { config: single, leases, now }));
+      return replyOf(
+        decideFor(
+          { type: 'request', mac: owner, requested: offer.yiaddr, serverId: SERVER },
+          { config: single, leases, now },
+        ),
+      );
+    };
+    t.equal(select(NOW).decision, 'ack');
+    const later = NOW + 2 * 3_600_000;
+    t.equal(
+      replyOf(decideFor({ type: 'discover', mac: owner }, { config: single, leases, now: later })).yiaddr,
+      '10.77.5.100',
+    );
+    const other = decideFor({ type: 'discover', mac: next }, { config: single, leases, now: later + 1000 });
+    t.match(other, { kind: 'silent', reason: 'pool-exhausted' }, 'the held address is not offered again');
+    const bound = replyOf(
+      decideFor(
+        { type: 'request', mac: owner, requested: '10.77.5.100', serverId: SERVER },
+        { config: single, leases, now: later + 2000 },
+      ),
+    );
+    t.equal(bound.decision, 'ack', 'its owner gets it');
+  },
+);
+
+t.test('a reservation on the server’s own address is never handed out', async (t) => {
+  // The loader refuses such a config; one that reaches the core anyway still keeps the address out.
+  const config: Config = {
+    ...configs.authoritative,
+    machines: configs.authoritative.machines.map((machine) =>
+      machine.mac === LISTED_MAC ? { ...machine, ip: SERVER } : machine,
+    ),
+  };
+  const leases = new LeaseTable();
+  const offer = replyOf(decideFor({ type: 'discover', mac: LISTED_MAC }, { config, leases }));
+  t.not(offer.yiaddr, SERVER, `offered ${offer.yiaddr}`);
+  const asked = replyOf(
+    decideFor({ type: 'request', mac: LISTED_MAC, requested: SERVER, serverId: SERVER }, { config, leases }),
+  );
+  t.equal(asked.decision, 'nak');
+});

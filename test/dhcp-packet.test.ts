@@ -47,6 +47,32 @@ t.test('an option longer than 255 bytes is split on encode and joined on decode 
   t.same(decoded.packet.options.get(Option.parameterRequestList), long);
 });
 
+t.test('the pieces of a repeated option are joined in order, across areas, however many', async (t) => {
+  // 21,700 one-byte pieces fill a 64 KiB datagram; joining them one by one took quadratic time.
+  const pieces = 21_700;
+  const optionBytes = [0x35, 1, 1];
+  for (let index = 0; index < pieces; index += 1)
+    optionBytes.push(Option.parameterRequestList, 1, index & 0xff);
+  const decoded = decodeDhcpRequest(withOptions([...optionBytes, 0xff]));
+  if (!decoded.ok) throw new Error(decoded.reason);
+  const joined = decoded.packet.options.get(Option.parameterRequestList);
+  t.equal(joined?.length, pieces);
+  t.ok(
+    joined?.every((byte, index) => byte === (index & 0xff)),
+    'in the order sent',
+  );
+
+  const overloaded = withOptions([0x35, 1, 1, 0x3c, 2, 0x50, 0x58, 0x34, 1, 1, 0x3c, 1, 0x45, 0xff]);
+  Buffer.from([0x3c, 2, 0x43, 0x4c, 0x3c, 1, 0x21, 0xff]).copy(overloaded, 108);
+  const across = decodeDhcpRequest(overloaded);
+  if (!across.ok) throw new Error(across.reason);
+  t.equal(
+    across.packet.options.get(Option.vendorClass)?.toString(),
+    'PXECL!',
+    'options area first, then file',
+  );
+});
+
 t.test('PAD is one byte: the option after it is read from the right offset', async (t) => {
   // The `dhcp` npm package skips one byte too many after PAD and misreads exactly this.
   const decoded = decodeDhcpRequest(withOptions([0x35, 1, 1, 0, 0x3c, 4, 0x50, 0x58, 0x45, 0x43, 0xff]));

@@ -348,7 +348,9 @@ function bindAddress(
   const reservation = reservationIn(subnet, mac, settings);
   const inPool = ip >= pool.first && ip <= pool.last && !pool.excluded.has(ip);
   const allowed =
-    reservation === undefined || !leases.isAvailable(reservation, mac, settings.reservations, now)
+    reservation === undefined ||
+    pool.excluded.has(reservation) ||
+    !leases.isAvailable(reservation, mac, settings.reservations, now)
       ? inPool
       : ip === reservation;
   if (!cidrContains(pool.subnet, ip) || !allowed)

@@ -61,8 +61,16 @@ export class LeaseTable {
       return;
     }
     const previous = this.byMac.get(change.mac);
-    // A bound client that DISCOVERs again (a reboot) keeps its durable lease until it REQUESTs.
-    if (change.kind === 'offer' && previous?.state === 'bound' && previous.ip === change.ip) return;
+    // A bound client that DISCOVERs again (a reboot) keeps its durable lease until it REQUESTs, unless
+    // that lease ends before the offer's hold: then the offer holds the address, or it would be
+    // offered to the next client too.
+    if (
+      change.kind === 'offer' &&
+      previous?.state === 'bound' &&
+      previous.ip === change.ip &&
+      previous.expiresAt >= change.expiresAt
+    )
+      return;
     if (previous && previous.ip !== change.ip) this.drop(previous);
     const displaced = this.byIp.get(change.ip);
     if (displaced && displaced.mac !== change.mac) this.drop(displaced);
@@ -135,6 +143,7 @@ export class LeaseTable {
     if (
       reserved !== undefined &&
       cidrContains(pool.subnet, reserved) &&
+      !pool.excluded.has(reserved) &&
       this.isAvailable(reserved, mac, reservations, now)
     ) {
       return reserved;
@@ -149,7 +158,9 @@ export class LeaseTable {
     if (requested !== undefined && usable(requested)) return requested;
 
     const size = pool.last - pool.first + 1;
-    const start = this.cursors.get(pool.name) ?? pool.first;
+    // A cursor outside the range is from before a reload moved it.
+    const cursor = this.cursors.get(pool.name);
+    const start = cursor !== undefined && cursor >= pool.first && cursor <= pool.last ? cursor : pool.first;
     for (let step = 0; step < size; step += 1) {
       const ip = pool.first + ((start - pool.first + step) % size);
       if (!this.byIp.has(ip) && !reservations.has(ip) && !pool.excluded.has(ip) && usable(ip)) {

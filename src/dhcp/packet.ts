@@ -158,10 +158,17 @@ export function encodedLength(packet: DhcpPacket): number {
  * a length byte or a value runs past the end of the area.
  */
 function readOptionArea(bytes: Buffer, start: number, end: number, options: OptionMap): boolean {
+  // The pieces of a repeated code are joined once, at the end: joining at every piece took quadratic
+  // time (a 64 KiB datagram of one-byte option 55 pieces held the event loop for 125 ms).
+  let repeated: Map<number, Buffer[]> | undefined;
+  const joinRepeated = () => {
+    if (repeated) for (const [code, pieces] of repeated) options.set(code, Buffer.concat(pieces));
+    return true;
+  };
   let offset = start;
   while (offset < end) {
     const code = bytes[offset] as number;
-    if (code === Option.end) return true;
+    if (code === Option.end) return joinRepeated();
     if (code === Option.pad) {
       offset += 1;
       continue;
@@ -173,10 +180,16 @@ function readOptionArea(bytes: Buffer, start: number, end: number, options: Opti
     if (valueEnd > end) return false;
     const value = bytes.subarray(valueStart, valueEnd);
     const previous = options.get(code);
-    options.set(code, previous ? Buffer.concat([previous, value]) : value);
+    if (previous === undefined) options.set(code, value);
+    else {
+      repeated ??= new Map();
+      const pieces = repeated.get(code);
+      if (pieces) pieces.push(value);
+      else repeated.set(code, [previous, value]);
+    }
     offset = valueEnd;
   }
-  return true;
+  return joinRepeated();
 }
 
 function readNulTerminated(bytes: Buffer, offset: number, length: number): string {

@@ -259,10 +259,18 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
   }
   checkRange(['dhcp', 'range'], dhcp.range, mainSubnet);
   const subnets: Cidr[] = mainSubnet ? [mainSubnet] : [];
+  // Addresses the network already uses, by the key that names them: no machine may be reserved one.
+  const taken = new Map<string, string>();
+  const noteTaken = (address: unknown, key: string) => {
+    if (typeof address === 'string' && isIpv4(address) && !taken.has(address)) taken.set(address, key);
+  };
+  noteTaken(asRecord(value.server).address, 'server.address');
+  noteTaken(dhcp.router, 'dhcp.router');
   asArray(dhcp.subnets).forEach((entry, index) => {
     const relay = asRecord(entry);
     const subnet = subnetAt(['dhcp', 'subnets', index, 'subnet'], relay.subnet);
     checkRange(['dhcp', 'subnets', index, 'range'], relay.range, subnet);
+    noteTaken(relay.router, `dhcp.subnets[${index}].router`);
     if (subnet) subnets.push(subnet);
   });
 
@@ -334,6 +342,12 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
           ),
         );
       } else ipLines.set(machine.ip, base);
+      const takenBy = taken.get(machine.ip);
+      if (takenBy) {
+        problems.push(
+          locate.at([...base, 'ip'], `reserved IP ${machine.ip} is ${takenBy}: give the machine another`),
+        );
+      }
       const reserved = ipToNumber(machine.ip);
       const subnet = subnets.find((candidate) => cidrContains(candidate, reserved));
       if (subnets.length > 0 && !subnet) {
