@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
@@ -125,6 +126,33 @@ t.test('assets over a real socket: exact Range bytes of a 64 MiB file, HEAD size
     source: 'http',
     detail: { file: 'fcos/big.img', status: 206, bytes: 1, range: 'bytes=0-0' },
   });
+});
+
+t.test('a FIFO under the root is refused at once and stalls nothing', async (t) => {
+  // Opening a FIFO blocks one of libuv's four pool threads until a writer comes: four requests
+  // stopped every file read in the process.
+  const fixture = await bootFixture();
+  execFileSync('mkfifo', [join(fixture.dir, 'assets', 'pipe')]);
+  symlinkSync('pipe', join(fixture.dir, 'assets', 'to-pipe'));
+  const app = await fixtureApp(fixture);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  t.teardown(async () => {
+    await app.close();
+    await fixture.cleanup();
+  });
+  const port = (app.server.address() as AddressInfo).port;
+  const answers = await Promise.all(
+    Array.from({ length: 6 }, (_, index) =>
+      raw(port, { path: index % 2 ? '/assets/pipe' : '/assets/to-pipe' }),
+    ),
+  );
+  t.same(
+    answers.map((answer) => answer.status),
+    [404, 404, 404, 404, 404, 404],
+  );
+  t.equal((await raw(port, { method: 'HEAD', path: '/assets/pipe' })).status, 404, 'HEAD too');
+  const kernel = await raw(port, { path: '/assets/fcos/kernel' });
+  t.equal(kernel.body.toString(), 'contents of fcos/kernel\n', 'files are still served');
 });
 
 t.test('a suffix range longer than the file gets the whole file (RFC 9110 §14.1.1)', async (t) => {

@@ -19,7 +19,7 @@ const SEND_OPTIONS: SendOptions & { highWaterMark: number } = { highWaterMark: R
  * `GET|HEAD /assets/…`: files under `server.assets` via @fastify/static (send): streamed, Range and
  * HEAD with Content-Length (UEFI HTTP Boot sends HEAD first and needs the size), no directory
  * listing, no index files, no dotfiles (partial downloads), and no way out of the root: `..` is
- * refused by send and symlinks leading outside are refused here. The Host header is never looked
+ * refused by send, and symlinks leading outside and anything but regular files are refused here. The Host header is never looked
  * at (UEFI HTTP Boot sends it without the port).
  */
 export async function assetsRoutes(app: FastifyInstance, context: BootServiceContext): Promise<void> {
@@ -49,7 +49,7 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
     },
     (request, reply) => {
       const pathname = `/${request.params['*']}`;
-      if (!staysInside(root, pathname)) return reply.callNotFound();
+      if (!servable(root, pathname)) return reply.callNotFound();
       const range = request.raw.headers.range;
       // send reads the Range header from the raw request.
       if (range !== undefined && SUFFIX_RANGE.test(range))
@@ -97,13 +97,19 @@ function wholeFileForLongSuffixes(range: string, file: string): string {
   );
 }
 
-/** True unless the file resolves (through symlinks) outside `root`; a missing file is left to send's 404. */
-function staysInside(root: string, pathname: string): boolean {
+/**
+ * False when the file resolves (through symlinks) outside `root`, or is not a regular file: opening
+ * a FIFO blocks a thread of libuv's pool for good, and four of them stop every file read in the
+ * process (assets, TFTP, config reloads). A missing file is left to send's 404.
+ */
+function servable(root: string, pathname: string): boolean {
   let real: string;
+  let regular: boolean;
   try {
     real = realpathSync(resolve(root, `.${pathname.startsWith('/') ? '' : '/'}${pathname}`));
+    regular = statSync(real).isFile();
   } catch {
     return true;
   }
-  return !escapesRoot(realpathSync(root), real);
+  return regular && !escapesRoot(realpathSync(root), real);
 }
