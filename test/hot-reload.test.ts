@@ -1,4 +1,4 @@
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import t, { type Test } from 'tap';
@@ -144,7 +144,8 @@ t.test('start-time settings keep their running values until a restart, with a wa
   t.match(
     warning?.msg,
     'still the running value until a restart: server.http.port (8081 in the file, 8080 running), ' +
-      'dhcp.mode ("off" in the file, "proxy" running), events.retention (9000 in the file, 5000 running)',
+      'dhcp.mode ("off" in the file, "proxy" running; all of dhcp.* keeps its running values with it), ' +
+      'events.retention (9000 in the file, 5000 running)',
   );
   t.match(
     records.find((record) => record.msg.startsWith('config reloaded'))?.msg,
@@ -152,6 +153,49 @@ t.test('start-time settings keep their running values until a restart, with a wa
     'the settings named as changed are the ones applied',
   );
 });
+
+t.test(
+  'an edit is checked as it would run: dhcp.* held with dhcp.mode, files under the running assets',
+  async (t) => {
+    const authoritative = base.replace(
+      'server:\n  address: 10.77.0.1\n',
+      'server:\n  address: 10.77.0.1\ndhcp:\n  mode: authoritative\n  subnet: 10.77.0.0/24\n  range: [10.77.0.100, 10.77.0.199]\n',
+    );
+    const { file, config: initial, logger, records } = await loadedFixture(t, authoritative);
+    const source = watchConfig(initial, { logger });
+    t.teardown(() => source.close());
+
+    // Valid as written (a proxy needs no subnet), but the running DHCP server is authoritative.
+    writeFileSync(
+      file,
+      base.replace('hostname: one', 'hostname: uno').replace('server:\n', 'dhcp: { mode: proxy }\nserver:\n'),
+    );
+    t.equal(await source.reload(), true);
+    t.equal(source.current().machines[0]?.hostname, 'uno', 'the rest is applied');
+    t.match(
+      source.current().dhcp,
+      { mode: 'authoritative', subnet: '10.77.0.0/24', range: ['10.77.0.100', '10.77.0.199'] },
+      'the running DHCP server keeps its pool',
+    );
+
+    // A kernel found only under the file's new server.assets would be served from the running one.
+    const directory = join(file, '..');
+    mkdirSync(join(directory, 'new-assets'));
+    writeFileSync(join(directory, 'new-assets', 'vmlinuz2'), 'k');
+    writeFileSync(
+      file,
+      authoritative
+        .replace('server:\n  address: 10.77.0.1\n', 'server:\n  address: 10.77.0.1\n  assets: new-assets\n')
+        .replace('kernel: vmlinuz }', 'kernel: vmlinuz2 }'),
+    );
+    t.equal(await source.reload(), false, 'rejected');
+    t.equal(source.current().profiles.plain?.kernel, 'vmlinuz', 'the previous config keeps serving');
+    t.match(records.at(-1), {
+      level: 50,
+      msg: /server\.assets stays .*boot-assets until a restart, and under it:\n.*rackboot\.yaml: profiles\.plain\.kernel: vmlinuz2 not found under/,
+    });
+  },
+);
 
 t.test(
   'the restart warning is logged when the settings awaiting one change, not at every reload',
@@ -181,7 +225,8 @@ t.test(
     const matching = 'info: the file matches the running value again, no restart needed:';
 
     const port = (inFile: number) => `server.http.port (${inFile} in the file, 8080 running)`;
-    const mode = 'dhcp.mode ("off" in the file, "proxy" running)';
+    const mode =
+      'dhcp.mode ("off" in the file, "proxy" running; all of dhcp.* keeps its running values with it)';
     t.same(await reloadWith(settings(8081, 'proxy')), [`${awaiting} ${port(8081)}`], 'the first time');
     t.same(
       await reloadWith(settings(8081, 'proxy', '  - { mac: 52:54:00:00:00:02, profile: plain }\n')),

@@ -4,6 +4,7 @@ import { basename, dirname } from 'node:path';
 import type { Logger } from '../log.js';
 import { deepFreeze, type Loaded, loadConfigFile } from './load.js';
 import { formatProblem } from './problems.js';
+import { missingAssets } from './profile-assets.js';
 import type { Config } from './schema.js';
 
 /** What a reload changed, for the log line an operator reads. */
@@ -104,6 +105,18 @@ export function watchConfig(
       return false;
     }
     const { effective, awaitingRestart } = keepStartTimeSettings(initial, loaded.config);
+    // The loader checked the profiles' files under the file's server.assets; they are served from
+    // the running one.
+    const missing = awaitingRestart.some(({ setting }) => setting === 'server.assets')
+      ? missingUnderAssets(effective)
+      : [];
+    if (missing.length > 0) {
+      logger.error(
+        { problems: missing },
+        `config edit rejected, still serving the previous config: server.assets stays ${effective.server.assets} until a restart, and under it:\n${missing.join('\n')}`,
+      );
+      return false;
+    }
     const diff = diffConfigs(config, effective);
     const previousFiles = [...watchedFiles(config)].join('\n');
     config = effective;
@@ -136,8 +149,8 @@ export function watchConfig(
     if (awaitingRestart.length > 0) {
       const listed = awaitingRestart
         .map(
-          ({ setting, inFile, running }) =>
-            `${setting} (${JSON.stringify(inFile)} in the file, ${JSON.stringify(running)} running)`,
+          ({ setting, inFile, running, holds }) =>
+            `${setting} (${JSON.stringify(inFile)} in the file, ${JSON.stringify(running)} running${holds ? `; all of ${holds} keeps its running values with it` : ''})`,
         )
         .join(', ');
       logger.warn(
@@ -186,11 +199,20 @@ const START_TIME_SETTINGS = [
   ['events', 'retention'],
 ] as const;
 
+/**
+ * Sections whose values only make sense with a start-time setting's value: while the file changes
+ * that setting, the whole section keeps its running values (a subnet-less proxy section under a
+ * running authoritative server would leave every request without a pool).
+ */
+const HELD_WITH: ReadonlyMap<string, Path> = new Map([['dhcp.mode', ['dhcp']]]);
+
 /** A start-time setting the file changed: its dotted name, the file's value and the running one. */
 interface AwaitingRestart {
   setting: string;
   inFile: unknown;
   running: unknown;
+  /** The section that keeps its running values with it (HELD_WITH). */
+  holds?: string;
 }
 
 /**
@@ -208,10 +230,27 @@ function keepStartTimeSettings(
     const value = valueAt(running, path);
     const inFile = valueAt(reloaded, path);
     if (value === inFile) continue;
-    awaitingRestart.push({ setting: path.join('.'), inFile, running: value });
-    effective = withValueAt(effective, path, value);
+    const setting = path.join('.');
+    const held = HELD_WITH.get(setting);
+    awaitingRestart.push({
+      setting,
+      inFile,
+      running: value,
+      ...(held ? { holds: `${held.join('.')}.*` } : {}),
+    });
+    effective = held
+      ? withValueAt(effective, held, valueAt(running, held))
+      : withValueAt(effective, path, value);
   }
   return { effective: deepFreeze(effective), awaitingRestart };
+}
+
+function missingUnderAssets(config: Config): string[] {
+  return Object.entries(config.profiles).flatMap(([name, profile]) =>
+    missingAssets(profile, config.server.assets).map(
+      (missing) => `${config.file}: profiles.${name}.${missing.field}: ${missing.message}`,
+    ),
+  );
 }
 
 type Path = readonly string[];
