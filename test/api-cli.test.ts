@@ -121,12 +121,15 @@ t.test('machines, logs, reprovision and machines adopt against a running server'
   );
   t.equal(reprovisioned.error, undefined);
   t.match(reprovisioned.stdout, /installs again at its next network boot \(now discovered\)/);
+  const again = await inProcess('reprovision', LISTED_MAC, '--url', url, '-c', configFile);
+  t.equal(again.error, undefined, 'a machine already on its way to the installer: nothing to refuse');
+  t.match(again.stdout, /installs again at its next network boot \(now discovered\)/);
   // Through the real entry point: a refusal is one line on stderr and exit code 1.
-  const refused = await rackboot('reprovision', LISTED_MAC, '--url', url, '-c', configFile);
-  t.equal(refused.code, 1, 'a machine that is not installed is refused');
+  const refused = await rackboot('reprovision', '52:54:00:00:00:99', '--url', url, '-c', configFile);
+  t.equal(refused.code, 1, 'a MAC never seen is refused');
   t.match(
     refused.stderr,
-    /only installed or failed machines, or those whose disk holds an install, are reprovisioned/,
+    /this MAC has never network-booted here; a listed machine installs at its first network boot/,
   );
 
   const adopted = await inProcess(

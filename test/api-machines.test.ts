@@ -233,7 +233,7 @@ t.test('POST /api/v1/machines/{mac}/events answers 503 when its event could not 
 });
 
 t.test(
-  'POST /api/v1/machines/{mac}/reprovision: operator token; only installed or failed machines',
+  'POST /api/v1/machines/{mac}/reprovision: operator token; a machine never seen is refused',
   async (t) => {
     const { app, lifecycle, secrets } = await startLifecycleApp(t);
     const url = `/api/v1/machines/${LISTED_MAC}/reprovision`;
@@ -245,8 +245,16 @@ t.test(
       401,
     );
     const early = await app.inject({ method: 'POST', url, headers: operator });
-    t.equal(early.statusCode, 409, 'an installing machine is not reprovisioned');
-    t.match(early.json(), { state: 'installing', rejected: /installs at its next network boot/ });
+    t.equal(early.statusCode, 200, 'an installing machine installs at its next boot anyway');
+    t.same(early.json().rejected, undefined);
+    t.match(early.json(), { state: 'installing' }, 'and keeps its state');
+    const stranger = await app.inject({
+      method: 'POST',
+      url: '/api/v1/machines/52:54:00:00:00:99/reprovision',
+      headers: operator,
+    });
+    t.equal(stranger.statusCode, 409, 'a MAC never seen is refused');
+    t.match(stranger.json(), { rejected: /never network-booted here/ });
 
     const token = secrets.tokenFor(LISTED_MAC, 'events', Date.now());
     await app.inject({

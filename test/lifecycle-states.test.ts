@@ -191,7 +191,7 @@ t.test('transition table: event sequences and the states they lead to', async (t
       ['discovered', 'booting', 'installed', 'installed'],
     ],
     [
-      'reprovision of a machine that is not installed is rejected',
+      'reprovision of a machine on its way to the installer changes nothing',
       [firmwareDhcp(), reprovision],
       ['discovered', 'discovered'],
     ],
@@ -243,7 +243,18 @@ t.test('every transition is a state-changed event; forbidden ones are recorded a
   t.match(String(rejection?.detail?.reason), /reprovision/);
   t.equal(rejected.event.state, undefined, 'a rejected event does not carry a state');
   const unknown = step(undefined, reprovision, stampAt(1, T0));
-  t.equal(unknown.derived[0]?.type, 'transition-rejected', 'reprovisioning an unknown MAC is rejected too');
+  t.equal(unknown.derived[0]?.type, 'transition-rejected', 'reprovisioning a MAC never seen is rejected');
+  t.match(String(unknown.derived[0]?.detail?.reason), /never network-booted here/);
+  for (const events of [
+    [firmwareDhcp()],
+    [firmwareDhcp('ipxe'), script('install')],
+    [firmwareDhcp('ipxe'), script('install'), ignition],
+  ]) {
+    const before = fold(events).record;
+    const asked = step(before, reprovision, stampAt(50, T0 + 60_000));
+    t.same(asked.derived, [], `reprovision while ${before?.state}: no change, nothing rejected`);
+    t.equal(asked.record?.state, before?.state);
+  }
 });
 
 t.test('state-changed detail: cause, time in the previous state and since the boot began', async (t) => {

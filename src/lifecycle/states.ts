@@ -103,7 +103,15 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
     // History only: an operator acting on a MAC never seen, or a DHCP client that is not network-booting.
     const derived =
       input.type === 'reprovision'
-        ? [rejection(input, stamp, undefined, 'discovered', 'this MAC has never network-booted here')]
+        ? [
+            rejection(
+              input,
+              stamp,
+              undefined,
+              'discovered',
+              'this MAC has never network-booted here; a listed machine installs at its first network boot',
+            ),
+          ]
         : [];
     return { event: stampEvent(input, stamp), record: undefined, derived };
   }
@@ -174,11 +182,8 @@ function transitionFor(
       // A disk written but never reported installed (its first boot failed) is the usual reinstall.
       if (current === 'installed' || current === 'failed' || bootsFromDisk)
         return { kind: 'change', to: 'discovered' };
-      return {
-        kind: 'reject',
-        to: 'discovered',
-        reason: `only installed or failed machines, or those whose disk holds an install, are reprovisioned; a machine in ${current} installs at its next network boot anyway`,
-      };
+      // Already on its way to the installer: what the operator asks for holds without a change.
+      return { kind: 'none' };
     case 'installed':
     case 'disk-written': {
       // The disk holds the install but the installed system has not reported yet: still installing.
