@@ -1,5 +1,6 @@
 import { type DhcpServer, startDhcpServer } from './dhcp/server.js';
 import { buildApp } from './http/app.js';
+import { openOperatorToken, operatorTokenFile } from './http/operator-token.js';
 import { openMachineSecrets } from './ignition/tokens.js';
 import { adoptInWorker } from './inventory/adopt.js';
 import { createBootDecision } from './inventory/decision.js';
@@ -103,6 +104,7 @@ export async function startRackboot(options: {
     closers.push(() => lifecycle.close());
     const decision = createBootDecision(source.current, lifecycle.stateOf, lifecycle.bootsFromDisk);
     const secrets = openMachineSecrets(initial.server.state, () => source.current().ignition.token_ttl);
+    const localOperatorToken = openOperatorToken(initial.server.state);
     const dhcp: DhcpServer | undefined =
       initial.dhcp.mode === 'off'
         ? undefined
@@ -142,6 +144,7 @@ export async function startRackboot(options: {
       macForIp: initial.dhcp.mode === 'authoritative' ? macForIp : undefined,
       lifecycle,
       adopt: (request) => adoptInWorker(source.current().file, request),
+      operatorToken: () => source.current().server.api_token ?? localOperatorToken,
       dhcpStats: dhcp ? () => dhcp.stats() : undefined,
     });
     closers.push(() => app.close());
@@ -160,6 +163,12 @@ export async function startRackboot(options: {
       },
       'rackboot serving',
     );
+    if (!initial.server.api_token) {
+      logger.info(
+        { file: operatorTokenFile(initial.server.state) },
+        'no server.api_token: the operator API takes the token in this file (the CLI on this host reads it)',
+      );
+    }
     return { source, logger, httpUrl, close };
   } catch (error) {
     await close();

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -101,6 +101,37 @@ t.test('serve: hot reload and graceful shutdown', async (t) => {
   await stopped;
   t.equal(await exited, 0, 'exits 0 after SIGTERM');
   await t.rejects(fetch(`${base}/boot.ipxe`), 'the HTTP socket is closed');
+});
+
+t.test('without server.api_token the CLI on the host uses the token the server keeps', async (t) => {
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
+  const [httpPort, tftpPort] = [await freePort(), await freePort()];
+  const file = join(directory, 'rackboot.yaml');
+  writeFileSync(
+    file,
+    configText(httpPort, tftpPort, '  - { mac: 52:54:00:00:00:01, profile: plain }\n').replace(
+      /^ {2}api_token: .*\n/m,
+      '',
+    ),
+  );
+  const child = startServe(file);
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const announced = waitForOutput(child, (line) => line.includes('no server.api_token'), 30_000);
+  await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
+  const tokenFile = join(directory, 'state', 'operator-token');
+  t.match(await announced, tokenFile, 'the log names the file');
+  t.equal(statSync(tokenFile).mode & 0o777, 0o600, 'readable by the server’s user only');
+  const base = `http://127.0.0.1:${httpPort}`;
+  t.equal((await fetch(`${base}/boot/52-54-00-00-00-01.ipxe`)).status, 200, 'the machine boots: booting');
+
+  const env = { RACKBOOT_API_TOKEN: '', RACKBOOT_CONFIG: '' };
+  const accepted = await runCli(['reprovision', '52:54:00:00:00:01', '-c', file], { env });
+  t.equal(accepted.code, 0, accepted.stderr);
+  t.match(accepted.stdout, /installs again at its next network boot \(now booting\)/);
+  const stranger = await fetch(`${base}/api/v1/machines/52:54:00:00:00:01/reprovision`, { method: 'POST' });
+  t.equal(stranger.status, 401, 'without the token the operator API refuses');
 });
 
 t.test('serve refuses to start on a missing boot file, naming its line', async (t) => {

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { OPERATOR_TOKEN_FILE, readOperatorToken } from '../http/operator-token.js';
 import { loadConfigFile } from '../inventory/load.js';
 import { formatProblem } from '../inventory/problems.js';
 import type { MachineEvent } from '../lifecycle/events.js';
@@ -29,24 +30,25 @@ export function addServerOptions(command: Command): Command {
 
 /**
  * `--url` as given, else from the config file (CONTRACT.md); the operator token from
- * $RACKBOOT_API_TOKEN, else server.api_token (the loader applies the variable over the file).
+ * $RACKBOOT_API_TOKEN, else server.api_token (the loader applies the variable over the file), else
+ * the one a server without either keeps in server.state.
  */
 export async function resolveServer(options: { url?: string; config?: string }): Promise<ServerTarget> {
   const envToken = process.env.RACKBOOT_API_TOKEN || undefined;
   const file = resolveConfigPath(options.config);
   const loaded = await loadConfigFile(file, { missingAssets: 'warn' });
-  if (options.url) {
-    return {
-      url: options.url.replace(/\/+$/, ''),
-      token: envToken ?? (loaded.ok ? loaded.config.server.api_token : undefined),
-    };
-  }
+  const token =
+    envToken ??
+    (loaded.ok
+      ? (loaded.config.server.api_token ?? readOperatorToken(loaded.config.server.state))
+      : undefined);
+  if (options.url) return { url: options.url.replace(/\/+$/, ''), token };
   if (!loaded.ok) {
     const problems = loaded.problems.map((problem) => formatProblem(problem)).join('\n');
     throw new Error(`no --url given and the config does not load:\n${problems}`);
   }
   const { address, http } = loaded.config.server;
-  return { url: `http://${address}:${http.port}`, token: envToken ?? loaded.config.server.api_token };
+  return { url: `http://${address}:${http.port}`, token };
 }
 
 async function request<T>(target: ServerTarget, path: string, init: RequestInit = {}): Promise<T> {
@@ -83,11 +85,14 @@ export function getJson<T>(target: ServerTarget, path: string): Promise<T> {
   return request<T>(target, path);
 }
 
-/** An operator call: needs the token (server.api_token or $RACKBOOT_API_TOKEN). */
+/** An operator call: needs the token (resolveServer). */
 export function postOperator<T>(target: ServerTarget, path: string, body: unknown = {}): Promise<T> {
   if (!target.token) {
     return Promise.reject(
-      new ApiError('no operator token: set $RACKBOOT_API_TOKEN or server.api_token', 401),
+      new ApiError(
+        `no operator token: set $RACKBOOT_API_TOKEN or server.api_token, or run as a user that can read the server's own (<server.state>/${OPERATOR_TOKEN_FILE})`,
+        401,
+      ),
     );
   }
   return request<T>(target, path, {

@@ -24,6 +24,11 @@ export interface ApiRoutesOptions {
   macForIp?: ((ip: string) => Mac | undefined) | undefined;
   /** Absent: adoption is not available on this server (503). */
   adopt?: AdoptMachine | undefined;
+  /**
+   * The operator token in force (rackboot.ts: server.api_token, else the server's own in
+   * server.state); default server.api_token alone, and without one the operator API is off.
+   */
+  operatorToken?: (() => string | undefined) | undefined;
   now?: () => number;
 }
 
@@ -105,6 +110,7 @@ export interface MachineView {
  */
 export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, options) => {
   const { lifecycle, config, decision } = options;
+  const operatorToken = options.operatorToken ?? (() => config().server.api_token);
   const now = options.now ?? Date.now;
 
   const view = (mac: Mac): MachineView => {
@@ -202,7 +208,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
     '/api/v1/machines/:mac/reprovision',
     { schema: { params: MacParams } },
     async (request, reply) => {
-      if (!operatorAuthorized(request, reply, config())) return reply;
+      if (!operatorAuthorized(request, reply, operatorToken())) return reply;
       const mac = macParam(request, reply);
       if (!mac) return reply;
       const appended = lifecycle.append({
@@ -221,7 +227,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
     '/api/v1/machines/:mac/adopt',
     { schema: { params: MacParams, body: AdoptBody }, schemaErrorFormatter: adoptBodyError },
     async (request, reply) => {
-      if (!operatorAuthorized(request, reply, config())) return reply;
+      if (!operatorAuthorized(request, reply, operatorToken())) return reply;
       const mac = macParam(request, reply);
       if (!mac) return reply;
       if (!options.adopt) return reply.code(503).send({ error: 'this server cannot edit its config file' });
@@ -273,11 +279,14 @@ function bearerToken(request: FastifyRequest): string | undefined {
 }
 
 /**
- * Operator calls need `Authorization: Bearer <server.api_token>`. Without a configured token the
- * operator API is off (403), so a server never runs with operator actions open to the LAN.
+ * Operator calls need `Authorization: Bearer <token>`. Without a token the operator API is off
+ * (403), so a server never runs with operator actions open to the LAN.
  */
-function operatorAuthorized(request: FastifyRequest, reply: FastifyReply, config: Config): boolean {
-  const expected = config.server.api_token;
+function operatorAuthorized(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  expected: string | undefined,
+): boolean {
   if (!expected) {
     void reply
       .code(403)

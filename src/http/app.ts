@@ -33,6 +33,8 @@ export interface AppDeps {
   lifecycle: Lifecycle;
   /** Writes an adopted machine into the config file (rackboot.ts: adoptInWorker on the current file). */
   adopt?: AdoptMachine;
+  /** The operator token in force; default server.api_token (api-routes.ts). */
+  operatorToken?: () => string | undefined;
   /** The DHCP server's counters for /metrics; absent when DHCP is off. */
   dhcpStats?: () => DhcpCounters;
 }

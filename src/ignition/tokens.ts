@@ -1,7 +1,6 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Mac } from '../inventory/mac.js';
+import { readOrCreateStateSecret } from '../state-secret.js';
 
 /**
  * Per-machine credentials for `{{ignition_url}}` and `{{events_url}}`: an HMAC of the purpose, the
@@ -28,7 +27,6 @@ export interface MachineSecrets {
 export type TokenPurpose = 'ignition' | 'events';
 
 export const SECRET_FILE_NAME = 'rackboot-http-secret';
-const SECRET_BYTES = 32;
 /** 128 bits of HMAC-SHA256 are far beyond guessing over HTTP and keep URLs short on kernel command lines. */
 const SIGNATURE_BYTES = 16;
 /**
@@ -48,7 +46,7 @@ export function openMachineSecrets(
   stateDir: string,
   tokenTtlSeconds: () => number = () => 0,
 ): MachineSecrets {
-  return createMachineSecrets(readOrCreateSecret(stateDir), tokenTtlSeconds);
+  return createMachineSecrets(readOrCreateStateSecret(stateDir, SECRET_FILE_NAME), tokenTtlSeconds);
 }
 
 /** The pure part, for tests and benchmarks that bring their own secret. */
@@ -105,19 +103,4 @@ export function createMachineSecrets(
       );
     },
   };
-}
-
-function readOrCreateSecret(stateDir: string): Buffer {
-  const file = join(stateDir, SECRET_FILE_NAME);
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  try {
-    writeFileSync(file, randomBytes(SECRET_BYTES).toString('hex') + '\n', { flag: 'wx', mode: 0o600 });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-  }
-  const text = readFileSync(file, 'utf8').trim();
-  if (!/^[0-9a-f]{64}$/.test(text)) {
-    throw new Error(`${file} is not a rackboot secret (64 hex digits); remove it to make a new one`);
-  }
-  return Buffer.from(text, 'hex');
 }

@@ -105,7 +105,7 @@ const ServerSchema = Type.Object(
       Type.String({
         minLength: API_TOKEN_MIN_LENGTH,
         description:
-          'Bearer token for operator API calls (reprovision, adopt). $RACKBOOT_API_TOKEN overrides it.',
+          'Bearer token for operator API calls (reprovision, adopt). $RACKBOOT_API_TOKEN overrides it. Without either, the server makes its own in <server.state>/operator-token (0600), which the CLI on the same host reads.',
       }),
     ),
     log_level: Type.Union(

@@ -129,7 +129,10 @@ function api(path, options = {}) {
 
 async function operatorCall(path, body) {
   const token = $('token').value.trim();
-  if (!token) throw new Error('enter the operator token (server.api_token) first');
+  if (!token)
+    throw new Error(
+      'enter the operator token first: server.api_token, or the file operator-token in server.state',
+    );
   const response = await api(path, {
     method: 'POST',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
