@@ -39,7 +39,7 @@ const cases: [
     `${header}    args: [console=tty0, console=ttyS0,115200n8]\n${machines}`,
     template,
     'error',
-    'rackboot.yaml:9:40: "115200n8" looks like the rest',
+    'rackboot.yaml:9:40: "115200n8" is the rest',
   ],
   [
     'missing assets as warnings',

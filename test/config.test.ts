@@ -352,13 +352,25 @@ t.test("the README's config reference is the one generated from the schema", asy
 
 t.test('an argument split at a comma by a YAML flow sequence is a warning with the fix', async (t) => {
   const directory = workspace(t);
-  const yaml = `${header}    args: [console=tty0, console=ttyS0,115200n8, quiet]\n`;
+  // CONTRACT.md's example is written so: a serial console's options are joined back.
+  const yaml = `${header}    args: [console=tty0, console=ttyS0,115200n8, quiet, rd.x=1,2a, console=ttyS1, "3"]\n`;
   const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'));
   if (!loaded.ok) throw new Error('must load');
+  t.same(loaded.config.profiles.plain?.args, [
+    'console=tty0',
+    'console=ttyS0,115200n8',
+    'quiet',
+    'rd.x=1',
+    '2a',
+    'console=ttyS1',
+    '3',
+  ]);
   t.same(
     loaded.warnings.map((problem) => formatProblem(problem, directory)),
     [
-      'rackboot.yaml:13:40: "115200n8" looks like the rest of "console=ttyS0,115200n8" split at a comma by YAML; quote it: "console=ttyS0,115200n8"',
+      'rackboot.yaml:13:40: "115200n8" is the rest of "console=ttyS0,115200n8" split at a comma by YAML; joined back, quote it to say so: "console=ttyS0,115200n8"',
+      'rackboot.yaml:13:64: "2a" looks like the rest of "rd.x=1,2a" split at a comma by YAML; quote it: "rd.x=1,2a"',
+      'rackboot.yaml:13:83: "3" looks like the rest of "console=ttyS1,3" split at a comma by YAML; quote it: "console=ttyS1,3"',
     ],
   );
 });
