@@ -1,4 +1,12 @@
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import t, { type Test } from 'tap';
@@ -89,6 +97,53 @@ t.test('a valid edit is applied and logged with what changed; an invalid one is 
   t.match(rejected.problems?.[0], /rackboot\.yaml:8:12: "not-a-mac" is not a MAC address/);
   t.equal(source.current(), before, 'the previous config keeps serving');
 });
+
+t.test(
+  'a config reached through symlinks reloads when its target changes (a Kubernetes ConfigMap)',
+  async (t) => {
+    const directory = t.testdir({ 'boot-assets': { vmlinuz: 'k' }, mounted: {} });
+    const mounted = join(directory, 'mounted');
+    // What the kubelet makes: rackboot.yaml → ..data/rackboot.yaml, ..data → ..v1.
+    const version = (name: string, hostname: string) => {
+      mkdirSync(join(mounted, name));
+      writeFileSync(
+        join(mounted, name, 'rackboot.yaml'),
+        base
+          .replace('hostname: one', `hostname: ${hostname}`)
+          .replace('server:\n', 'server:\n  assets: ../boot-assets\n'),
+      );
+    };
+    version('..v1', 'one');
+    symlinkSync('..v1', join(mounted, '..data'));
+    symlinkSync('..data/rackboot.yaml', join(mounted, 'rackboot.yaml'));
+    const loaded = await loadConfigFile(join(mounted, 'rackboot.yaml'));
+    if (!loaded.ok) throw new Error(`fixture config must load: ${JSON.stringify(loaded.problems)}`);
+    const { logger } = logSink();
+    const source = watchConfig(loaded.config, { logger, debounceMs: 20 });
+    t.teardown(() => source.close());
+    const hostname = () => source.current().machines[0]?.hostname;
+
+    for (const [name, expected] of [
+      ['..v2', 'two'],
+      ['..v3', 'three'],
+    ] as const) {
+      const changed = new Promise<void>((resolve) => source.on('change', () => resolve()));
+      const previous = readlinkSync(join(mounted, '..data'));
+      version(name, expected);
+      symlinkSync(name, join(mounted, '..data_tmp'));
+      renameSync(join(mounted, '..data_tmp'), join(mounted, '..data'));
+      rmSync(join(mounted, previous), { recursive: true });
+      await waitFor(changed, 5000, `the reload to ${name}`);
+      t.equal(hostname(), expected, `${name} applied`);
+    }
+    // An edit of the file where it really is, as on a plain symlink.
+    const changed = new Promise<void>((resolve) => source.on('change', () => resolve()));
+    const real = join(mounted, '..v3', 'rackboot.yaml');
+    writeFileSync(real, readFileSync(real, 'utf8').replace('hostname: three', 'hostname: four'));
+    await waitFor(changed, 5000, 'the reload of the edited target');
+    t.equal(hostname(), 'four');
+  },
+);
 
 t.test('a reload that cannot load keeps the running config and is logged, never thrown', async (t) => {
   const { file, config, logger, records } = await loadedFixture(t, base);

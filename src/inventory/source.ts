@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { type FSWatcher, watch } from 'node:fs';
+import { type FSWatcher, realpathSync, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from '../log.js';
 import { deepFreeze, type Loaded, loadConfigFile } from './load.js';
@@ -58,15 +58,25 @@ export function watchConfig(
   };
 
   // Editors save by renaming a temp file over the original, which ends a watch on the file itself;
-  // watching the directories and filtering by name survives that.
+  // watching the directories and filtering by name survives that. A file reached through symlinks
+  // (a Kubernetes ConfigMap: rackboot.yaml → ..data/rackboot.yaml, ..data swapped to a new
+  // directory at each update) is watched where it really is too, and again wherever it is after
+  // each reload.
+  let watchedKey = '';
   const rewatch = () => {
-    for (const watcher of watchers) watcher.close();
     const byDirectory = new Map<string, Set<string>>();
-    for (const file of watchedFiles(config)) {
-      const names = byDirectory.get(dirname(file)) ?? new Set<string>();
-      names.add(basename(file));
-      byDirectory.set(dirname(file), names);
+    for (const named of watchedFiles(config)) {
+      for (const file of new Set([named, realPathOr(named)])) {
+        const names = byDirectory.get(dirname(file)) ?? new Set<string>();
+        names.add(basename(file));
+        byDirectory.set(dirname(file), names);
+      }
     }
+    const key = JSON.stringify([...byDirectory].map(([directory, names]) => [directory, [...names]]));
+    if (key === watchedKey && !closed) return;
+    watchedKey = key;
+    for (const watcher of watchers) watcher.close();
+    if (closed) return;
     watchers = [...byDirectory].flatMap(([directory, names]) => {
       try {
         const watcher = watch(directory, (_event, name) => {
@@ -118,9 +128,7 @@ export function watchConfig(
       return false;
     }
     const diff = diffConfigs(config, effective);
-    const previousFiles = [...watchedFiles(config)].join('\n');
     config = effective;
-    if ([...watchedFiles(config)].join('\n') !== previousFiles) rewatch();
     logger.info({ diff }, `config reloaded: ${describeDiff(diff)}`);
     for (const warning of loaded.warnings) logger.warn(formatProblem(warning));
     for (const note of loaded.notes) logger.info(formatProblem(note));
@@ -162,7 +170,7 @@ export function watchConfig(
 
   const reload = (): Promise<boolean> => {
     // Serialise reloads so a burst of edits cannot apply an older file after a newer one.
-    const next = (reloading ?? Promise.resolve(true)).then(reloadOnce, reloadOnce);
+    const next = (reloading ?? Promise.resolve(true)).then(reloadOnce, reloadOnce).finally(rewatch);
     reloading = next;
     return next;
   };
@@ -296,4 +304,12 @@ export function describeDiff(diff: ConfigDiff): string {
     diff.otherKeysChanged.length ? `settings changed: ${diff.otherKeysChanged.join(', ')}` : '',
   ].filter(Boolean);
   return parts.length > 0 ? parts.join('; ') : 'no effective change';
+}
+
+function realPathOr(file: string): string {
+  try {
+    return realpathSync(file);
+  } catch {
+    return file;
+  }
 }
