@@ -4,7 +4,7 @@ import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { bootFixture, fixtureApp } from './ignition/boot-fixture.js';
 
 const SIZE = 64 * 1024 * 1024;
@@ -42,6 +42,17 @@ function raw(
   });
 }
 
+/** The fixture's app listening on loopback, closed with the test; its port. */
+async function listening(t: Test, fixture: Awaited<ReturnType<typeof bootFixture>>): Promise<number> {
+  const app = await fixtureApp(fixture);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  t.teardown(async () => {
+    await app.close();
+    await fixture.cleanup();
+  });
+  return (app.server.address() as AddressInfo).port;
+}
+
 t.test('assets over a real socket: exact Range bytes of a 64 MiB file, HEAD sizes, no escape', async (t) => {
   const fixture = await bootFixture();
   const image = randomBytes(SIZE);
@@ -51,13 +62,7 @@ t.test('assets over a real socket: exact Range bytes of a 64 MiB file, HEAD size
   symlinkSync(join(fixture.dir, 'secret.txt'), join(fixture.dir, 'assets', 'escape'));
   mkdirSync(join(fixture.dir, 'assets', 'current'));
   symlinkSync('../fcos/kernel', join(fixture.dir, 'assets', 'current', 'kernel'));
-  const app = await fixtureApp(fixture);
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  t.teardown(async () => {
-    await app.close();
-    await fixture.cleanup();
-  });
-  const port = (app.server.address() as AddressInfo).port;
+  const port = await listening(t, fixture);
 
   const whole = await raw(port, { path: '/assets/fcos/big.img' });
   t.equal(whole.status, 200);
@@ -134,13 +139,7 @@ t.test('a FIFO under the root is refused at once and stalls nothing', async (t) 
   const fixture = await bootFixture();
   execFileSync('mkfifo', [join(fixture.dir, 'assets', 'pipe')]);
   symlinkSync('pipe', join(fixture.dir, 'assets', 'to-pipe'));
-  const app = await fixtureApp(fixture);
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  t.teardown(async () => {
-    await app.close();
-    await fixture.cleanup();
-  });
-  const port = (app.server.address() as AddressInfo).port;
+  const port = await listening(t, fixture);
   const answers = await Promise.all(
     Array.from({ length: 6 }, (_, index) =>
       raw(port, { path: index % 2 ? '/assets/pipe' : '/assets/to-pipe' }),
