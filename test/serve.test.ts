@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'no
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { DATABASE_FILE_NAME } from '../src/lifecycle/store.js';
 import { cliCommand, runCli } from './helpers/cli.js';
 import { createTestNetwork, requireTools, waitForOutput } from './helpers/netns.js';
@@ -51,18 +51,23 @@ function startServe(configFile: string): ChildProcess {
   return spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-t.test('serve: hot reload and graceful shutdown', async (t) => {
+/** `rackboot serve` on the config `text` gives for two free ports, in a fresh test directory; killed with the test. */
+async function serveFixture(t: Test, text: (httpPort: number, tftpPort: number) => string) {
   const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
   const [httpPort, tftpPort] = [await freePort(), await freePort()];
   const file = join(directory, 'rackboot.yaml');
-  writeFileSync(
-    file,
-    configText(httpPort, tftpPort, '  - { mac: 52:54:00:00:00:01, profile: plain, hostname: one }\n'),
-  );
+  writeFileSync(file, text(httpPort, tftpPort));
   const child = startServe(file);
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
+  return { directory, file, child, httpPort, tftpPort };
+}
+
+t.test('serve: hot reload and graceful shutdown', async (t) => {
+  const { file, child, httpPort, tftpPort } = await serveFixture(t, (httpPort, tftpPort) =>
+    configText(httpPort, tftpPort, '  - { mac: 52:54:00:00:00:01, profile: plain, hostname: one }\n'),
+  );
   await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
   const base = `http://127.0.0.1:${httpPort}`;
 
@@ -104,20 +109,12 @@ t.test('serve: hot reload and graceful shutdown', async (t) => {
 });
 
 t.test('without server.api_token the CLI on the host uses the token the server keeps', async (t) => {
-  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
-  const [httpPort, tftpPort] = [await freePort(), await freePort()];
-  const file = join(directory, 'rackboot.yaml');
-  writeFileSync(
-    file,
+  const { directory, file, child, httpPort } = await serveFixture(t, (httpPort, tftpPort) =>
     configText(httpPort, tftpPort, '  - { mac: 52:54:00:00:00:01, profile: plain }\n').replace(
       /^ {2}api_token: .*\n/m,
       '',
     ),
   );
-  const child = startServe(file);
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
   const announced = waitForOutput(child, (line) => line.includes('no server.api_token'), 30_000);
   await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
   const tokenFile = join(directory, 'state', 'operator-token');
