@@ -39,6 +39,15 @@ const configs = {
   }),
 };
 
+/** Authoritative on 10.77.5.0/24 with this range. */
+const authoritativeWithRange = (range: [string, string]) =>
+  loadTestConfig({
+    subnet: 5,
+    mode: 'authoritative',
+    state: '/nonexistent',
+    pool: { subnet: '10.77.5.0/24', range },
+  });
+
 interface Scenario {
   config: Config;
   leases?: LeaseTable;
@@ -789,12 +798,7 @@ t.test(
 );
 
 t.test('the network and broadcast addresses are never handed out', async (t) => {
-  const wholeSubnet = await loadTestConfig({
-    subnet: 5,
-    mode: 'authoritative',
-    state: '/nonexistent',
-    pool: { subnet: '10.77.5.0/24', range: ['10.77.5.0', '10.77.5.255'] },
-  });
+  const wholeSubnet = await authoritativeWithRange(['10.77.5.0', '10.77.5.255']);
   const leases = new LeaseTable();
   const offered = new Set<string>();
   for (let index = 0; index < 256; index += 1) {
@@ -934,16 +938,9 @@ t.test('relay-only configuration: direct requests are not served from a relay po
 t.test(
   'a range moved by a reload is searched from its own start, not from where the old one was',
   async (t) => {
-    const poolOf = (range: [string, string]) =>
-      loadTestConfig({
-        subnet: 5,
-        mode: 'authoritative',
-        state: '/nonexistent',
-        pool: { subnet: '10.77.5.0/24', range },
-      });
     const [wide, moved] = await Promise.all([
-      poolOf(['10.77.5.100', '10.77.5.199']),
-      poolOf(['10.77.5.150', '10.77.5.160']),
+      authoritativeWithRange(['10.77.5.100', '10.77.5.199']),
+      authoritativeWithRange(['10.77.5.150', '10.77.5.160']),
     ]);
     const leases = new LeaseTable();
     const macOf = (index: number) => `52:54:00:42:00:${index.toString(16).padStart(2, '0')}` as Mac;
@@ -964,12 +961,7 @@ t.test(
 t.test(
   'an expired lease offered again to its owner is held for it, not offered to the next client',
   async (t) => {
-    const single = await loadTestConfig({
-      subnet: 5,
-      mode: 'authoritative',
-      state: '/nonexistent',
-      pool: { subnet: '10.77.5.0/24', range: ['10.77.5.100', '10.77.5.100'] },
-    });
+    const single = await authoritativeWithRange(['10.77.5.100', '10.77.5.100']);
     const leases = new LeaseTable();
     const owner = '52:54:00:43:00:01' as Mac;
     const next = '52:54:00:43:00:02' as Mac;
