@@ -18,6 +18,7 @@ import {
   type Step,
   startTransfer,
   type TransferParameters,
+  windowSent,
 } from '../src/tftp/transfer.js';
 
 const request = (text: string) => Buffer.from(text, 'latin1');
@@ -287,6 +288,20 @@ t.test('timeouts adapt to the round trip, back off, and end the transfer after t
   const recovered = receiveAck(step.state, 21, now + 1);
   t.equal(recovered.state.retries, 0, 'progress restores the budget');
   t.equal(recovered.state.timeoutMs, 160, 'Karn: no sample from a retransmitted block; back-off kept');
+});
+
+t.test('a window that waited for the disk is timed from when it went out', async (t) => {
+  let step = startTransfer(parameters({ fileSize: 512 * 100 }), 0);
+  step = receiveAck(step.state, 1, 10);
+  t.equal(step.state.deadline, 10 + step.state.timeoutMs, 'scheduled at 10');
+  const sent = windowSent(Object.freeze(step.state), 900);
+  t.equal(sent.deadline, 900 + step.state.timeoutMs, 'its timeout counts from the send');
+  t.same(expireTimer(sent, 901).send, [], 'no retransmission for the time the disk took');
+  const acked = receiveAck(sent, 2, 904);
+  t.ok(
+    (acked.state.smoothedRttMs ?? 0) < 20,
+    `the round trip is the network's: ${acked.state.smoothedRttMs} ms`,
+  );
 });
 
 t.test('no step writes to the state it was given (the shell may still hold it)', async (t) => {

@@ -1,8 +1,8 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { CacheFullError, FileCache, type PayloadSource } from '../src/tftp/file-cache.js';
+import { CacheFullError, FileCache, FileChangedError, type PayloadSource } from '../src/tftp/file-cache.js';
 
 const MiB = 1 << 20;
 
@@ -80,4 +80,46 @@ t.test('a netascii encoding that grows stays within what was reserved for it', a
   const source = await cache.open(text, 'netascii');
   t.equal(source.size, 1200, 'the encoded size is what the transfer sends');
   t.equal(cache.bytes, 1200);
+});
+
+/** What `promise` rejects with; undefined when it resolves. */
+const failure = (promise: Promise<unknown>) =>
+  promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+
+t.test('a file that is not the size its stat gave is refused, cached or read from disk', async (t) => {
+  const directory = await scratchDirectory(t);
+  const small = await filledFile(directory, 'small.bin', 1000, 1);
+  const large = await filledFile(directory, 'large.bin', 3 * MiB, 2);
+  const cache = new FileCache({ maxFileBytes: MiB, capacityBytes: 2 * MiB, readAheadBytes: 64 * 1024 });
+  // Rewritten between the stat and the open (cp over an initrd): it grew past what the cache checked.
+  await writeFile(small.path, Buffer.alloc(50_000, 3));
+  t.type(await failure(cache.open(small, 'octet')), FileChangedError, 'cached path');
+  t.equal(cache.bytes, 0, 'nothing of it is held');
+  await writeFile(large.path, Buffer.alloc(2 * MiB, 4));
+  t.type(await failure(cache.open(large, 'octet')), FileChangedError, 'disk path');
+});
+
+t.test('a file truncated while it is read from disk fails the read; one read at a time', async (t) => {
+  const directory = await scratchDirectory(t);
+  const file = await filledFile(directory, 'big.bin', 3 * MiB, 5);
+  const chunk = 256 * 1024;
+  const cache = new FileCache({ maxFileBytes: MiB, capacityBytes: 2 * MiB, readAheadBytes: chunk });
+  const source = await cache.open(file, 'octet');
+  const first = await source.read(0, 1468);
+  t.ok(first.equals(Buffer.alloc(1468, 5)));
+  // A retransmission asks again while the disk is still reading: both get the one read's bytes.
+  const reads = [source.read(chunk, 1468), source.read(chunk, 1468), source.read(chunk + 1468, 1468)];
+  t.ok(reads.every((read) => read instanceof Promise));
+  const [a, b, c] = await Promise.all(reads);
+  t.ok(a?.equals(Buffer.alloc(1468, 5)) && b?.equals(a) && c?.equals(a), 'the same bytes for each');
+  await truncate(file.path, 300_000);
+  t.type(
+    await failure(Promise.resolve().then(() => source.read(2 * MiB, 1468))),
+    FileChangedError,
+    'past the new end',
+  );
+  source.close();
 });

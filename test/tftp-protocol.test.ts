@@ -1,4 +1,4 @@
-import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -145,6 +145,36 @@ t.test('a foreign transfer ID gets ERROR 5 and the real transfer goes on', async
   }
   await client.close();
   t.ok(Buffer.concat(chunks).equals(assets.files.exactBlocks.content), 'byte-exact after the intrusion');
+});
+
+t.test('a file truncated during its transfer ends it with ERROR 0, not a short copy', async (t) => {
+  // Past the 16 MiB cache limit, so read from disk a chunk at a time.
+  const path = join(assets.root, 'shrinking.bin');
+  await writeFile(path, Buffer.alloc(20 << 20, 7));
+  t.teardown(() => rm(path, { force: true }));
+  const client = await udpPeer();
+  client.send(rrq('shrinking.bin', { blksize: '1468' }), port);
+  const oack = await client.next();
+  t.equal(opcodeOf(oack.message), 6);
+  client.send(ackPacket(0), oack.from.port);
+  let received = 0;
+  let ended: Buffer | undefined;
+  for (let block = 1; block <= 400 && ended === undefined; block += 1) {
+    const { message } = await client.next();
+    if (opcodeOf(message) === 5) ended = message;
+    else {
+      received += message.length - 4;
+      if (block === 10) await truncate(path, 300_000);
+      client.send(ackPacket(blockOf(message)), oack.from.port);
+    }
+  }
+  await client.close();
+  t.ok(ended, `an ERROR after ${received} bytes`);
+  t.equal(ended && blockOf(ended), 0, 'ERROR 0');
+  t.equal(ended && errorText(ended), 'File changed during transfer');
+  t.ok(received < 300_000, 'no block past what was read before the change');
+  t.ok(await waitUntil(() => eventsFor('shrinking.bin').length > 0, 5000), 'the transfer event');
+  t.match(eventsFor('shrinking.bin')[0], { detail: { outcome: 'aborted', reason: 'file-changed' } });
 });
 
 t.test('windowsize and rollover: 40 MiB at 512-byte blocks, window 8', async (t) => {

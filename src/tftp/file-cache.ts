@@ -1,4 +1,4 @@
-import { type FileHandle, open, readFile } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { toNetascii } from './netascii.js';
 
 /**
@@ -23,6 +23,16 @@ export type TransferMode = 'octet' | 'netascii';
 export class NetasciiTooLargeError extends Error {
   constructor(readonly limitBytes: number) {
     super(`netascii is served for files up to ${limitBytes >> 20} MiB`);
+  }
+}
+
+/**
+ * The file is not the size its stat gave: replaced or truncated between the stat and the read, or
+ * while it was sent. Sending on would end the client's copy short without a word.
+ */
+export class FileChangedError extends Error {
+  constructor() {
+    super('the file changed while it was read');
   }
 }
 
@@ -128,7 +138,7 @@ export class FileCache {
     const bytes = mode === 'netascii' ? 2 * file.size : file.size;
     if (!this.makeRoom(bytes)) return undefined;
     this.cachedBytes += bytes;
-    const read = readFile(file.path);
+    const read = readExactly(file.path, file.size);
     return { content: mode === 'netascii' ? read.then(toNetascii) : read, bytes, users: 0 };
   }
 
@@ -159,13 +169,34 @@ export class FileCache {
   }
 }
 
+/** The whole file, which must still be `size` bytes long (FileChangedError otherwise). */
+async function readExactly(path: string, size: number): Promise<Buffer> {
+  const handle = await openSized(path, size);
+  try {
+    const content = await handle.readFile();
+    if (content.length !== size) throw new FileChangedError();
+    return content;
+  } finally {
+    await handle.close();
+  }
+}
+
+async function openSized(path: string, size: number): Promise<FileHandle> {
+  const handle = await open(path, 'r');
+  if ((await handle.stat()).size === size) return handle;
+  await handle.close();
+  throw new FileChangedError();
+}
+
 /**
  * Reads ahead in chunks so most blocks are served synchronously from the transfer's one chunk
- * buffer; a lock-step transfer would otherwise wait for a thread-pool read on every block.
+ * buffer; a lock-step transfer would otherwise wait for a thread-pool read on every block. One read
+ * at a time: a second ask for the chunk being read shares it (a retransmission while the disk is slow).
  */
 async function openFromDisk(path: string, size: number, chunkBytes: number): Promise<PayloadSource> {
-  const handle: FileHandle = await open(path, 'r');
+  const handle = await openSized(path, size);
   let chunk = { offset: 0, data: Buffer.alloc(0) };
+  let reading: { offset: number; length: number; done: Promise<Buffer> } | undefined;
   let closed = false;
   return {
     size,
@@ -173,13 +204,25 @@ async function openFromDisk(path: string, size: number, chunkBytes: number): Pro
       const start = offset - chunk.offset;
       if (start >= 0 && start + length <= chunk.data.length)
         return chunk.data.subarray(start, start + length);
-      return (async () => {
-        // The server negotiates windows to fit in a chunk; a longer read still gets all its bytes.
-        const data = Buffer.allocUnsafe(Math.max(length, chunkBytes));
-        const { bytesRead } = await handle.read(data, 0, data.length, offset);
+      if (reading && offset >= reading.offset && offset + length <= reading.offset + reading.length) {
+        const pending = reading;
+        const start = offset - pending.offset;
+        return pending.done.then((data) => data.subarray(start, start + length));
+      }
+      // The server negotiates windows to fit in a chunk; a longer read still gets all its bytes.
+      const readLength = Math.max(length, chunkBytes);
+      const done = (async () => {
+        const data = Buffer.allocUnsafe(readLength);
+        const { bytesRead } = await handle.read(data, 0, readLength, offset);
+        // Short of the size the transfer was started with: the file was truncated under it.
+        if (bytesRead < Math.min(readLength, size - offset)) throw new FileChangedError();
         chunk = { offset, data: data.subarray(0, bytesRead) };
-        return chunk.data.subarray(0, Math.min(length, bytesRead));
-      })();
+        return chunk.data;
+      })().finally(() => {
+        if (reading?.done === done) reading = undefined;
+      });
+      reading = { offset, length: readLength, done };
+      return done.then((data) => data.subarray(0, length));
     },
     close: () => {
       if (closed) return;

@@ -8,6 +8,7 @@ import { bindUdp, createUdp4Socket, trySend } from '../udp.js';
 import {
   CacheFullError,
   FileCache,
+  FileChangedError,
   NetasciiTooLargeError,
   type PayloadSource,
   type TransferMode,
@@ -36,6 +37,7 @@ import {
   type TransferOutcome,
   type TransferParameters,
   type TransferState,
+  windowSent,
 } from './transfer.js';
 
 export interface TftpServerDeps {
@@ -245,6 +247,15 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
         deps.logger.debug({ client: peer.address, request: { file: name.relative } }, 'tftp cache full');
         return;
       }
+      if (error instanceof FileChangedError) {
+        return refuse(
+          peer,
+          name.relative,
+          ErrorCode.notDefined,
+          'File changed while opening; retry',
+          'file-changed',
+        );
+      }
       if (error instanceof NetasciiTooLargeError) {
         const message = `${error.message}; ask for octet (binary) mode`;
         return refuse(peer, name.relative, ErrorCode.notDefined, message, 'netascii-too-large');
@@ -369,6 +380,8 @@ class ActiveTransfer {
   private readonly socket: Socket;
   private timer: NodeJS.Timeout | undefined;
   private timerFiresAt = Number.POSITIVE_INFINITY;
+  /** Disk reads whose window has not gone out yet. */
+  private readsPending = 0;
   private ended = false;
   /** Encoded on first send, reused when the timer resends it. */
   private oack: Buffer | undefined;
@@ -437,6 +450,11 @@ class ActiveTransfer {
     this.timerFiresAt = Number.POSITIVE_INFINITY;
     const state = this.state;
     if (state === undefined || this.ended) return;
+    // The window has not gone out yet: it waits for the disk, not for the client.
+    if (this.readsPending > 0) {
+      this.armTimer(performance.now() + state.timeoutMs);
+      return;
+    }
     this.apply(expireTimer(state, performance.now()));
   }
 
@@ -487,18 +505,28 @@ class ActiveTransfer {
       sendAll(payload);
       return;
     }
+    this.readsPending += 1;
     payload.then(
       (read) => {
-        if (!this.ended) sendAll(read);
+        this.readsPending -= 1;
+        const state = this.state;
+        // Acknowledged while it was read (a resend of a window the client already had): nothing to send.
+        if (this.ended || state === undefined || state.acknowledged >= lastBlock) return;
+        sendAll(read);
+        this.state = windowSent(state, performance.now());
+        this.armTimer(this.state.deadline);
       },
       (error: unknown) => {
+        this.readsPending -= 1;
         if (this.ended) return;
         this.options.stats.errors.io += 1;
+        const changed = error instanceof FileChangedError;
         this.options.logger.warn({ err: error, request: { file: this.options.file } }, 'tftp read failed');
         // Ending closes the socket at once: dgram hands a datagram to the kernel right away unless
         // earlier sends are still queued, the one case where the ERROR is lost (the client times out).
-        this.options.sendError(this.socket, this.options.peer, ErrorCode.notDefined, 'Read error', 'client');
-        this.end('aborted', 'read-error');
+        const message = changed ? 'File changed during transfer' : 'Read error';
+        this.options.sendError(this.socket, this.options.peer, ErrorCode.notDefined, message, 'client');
+        this.end('aborted', changed ? 'file-changed' : 'read-error');
       },
     );
   }

@@ -152,6 +152,18 @@ export function expireTimer(state: TransferState, now: number): Step {
   return sendWindow(backedOff, now, true);
 }
 
+/**
+ * The shell sent the window only `now`, its bytes having waited for the disk: its retransmission
+ * timeout and round-trip sample count from here, not from when it was scheduled.
+ */
+export function windowSent(state: TransferState, now: number): TransferState {
+  if (state.phase !== 'sending') return state;
+  const sent = copyOf(state);
+  if (!sent.windowRetransmitted) sent.windowSentAt = now;
+  sent.deadline = now + sent.timeoutMs;
+  return sent;
+}
+
 /** A client ERROR ends the transfer; right after the OACK it is the firmware size probe (tftp.md §4). */
 export function receiveClientError(state: TransferState): Step {
   if (state.phase === 'finished') return { state, send: [] };
