@@ -146,3 +146,17 @@ t.test('datagrams from source port 0 are dropped on the request and transfer por
   t.same(seen.outcomes, ['complete', 'complete'], 'no transfer or refusal for the port-0 requests');
   t.ok(seen.fetchedIntact, 'the server kept serving: a fetch afterwards is byte-exact');
 });
+
+t.test('with listen 0.0.0.0, replies come from server.address, the address clients ask', async (t) => {
+  // EDK2 accepts replies only from the server it asked; on a wildcard socket the kernel picks the
+  // source address, here the client's own (both are local addresses).
+  await requireTools('ip', 'node');
+  const network = createTestNetwork();
+  t.teardown(() => network.cleanup());
+  const namespace = await network.createNamespace('replyaddr');
+  for (const address of ['10.77.20.1/32', '10.77.20.2/32']) {
+    await namespace.exec('ip', ['addr', 'add', address, 'dev', 'lo']);
+  }
+  const output = await namespace.exec('node', ['--import', 'tsx', 'test/tftp/reply-address.ts'], 60_000);
+  t.same(JSON.parse(output.trim().split('\n').at(-1) ?? '{}'), { from: '10.77.20.1' });
+});

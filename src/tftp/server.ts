@@ -1,4 +1,5 @@
 import type { RemoteInfo, Socket } from 'node:dgram';
+import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Mac } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
@@ -106,6 +107,7 @@ const ERROR_REPLIES_PER_SECOND = 200;
 
 export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer> {
   const { port, listen } = deps.config().server.tftp;
+  const replyAddress = transferAddress(listen, deps.config().server.address);
   const cache = new FileCache(CACHE_LIMITS);
   const active = new Map<string, ActiveTransfer | 'starting'>();
   const perClient = new Map<string, number>();
@@ -286,7 +288,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
       mode,
       negotiated,
       source,
-      listen,
+      listen: replyAddress,
       startedAt: performance.now(),
       stats,
       logger: deps.logger,
@@ -347,12 +349,28 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
   };
 }
 
+/**
+ * Where transfer sockets bind. Bound to the wildcard, the kernel picks each reply's source address,
+ * which on a host with several addresses need not be the one the client asked: EDK2 accepts replies
+ * only from the server it asked. Clients ask server.address (DHCP's next-server), so with a wildcard
+ * `listen` transfers reply from it when it is this host's. (dgram cannot tell which address a request
+ * came to.)
+ */
+function transferAddress(listen: string, serverAddress: string): string {
+  if (listen !== '0.0.0.0') return listen;
+  const local = Object.values(networkInterfaces()).some((addresses) =>
+    addresses?.some((address) => address.family === 'IPv4' && address.address === serverAddress),
+  );
+  return local ? serverAddress : listen;
+}
+
 interface ActiveTransferOptions {
   peer: RemoteInfo;
   file: string;
   mode: TransferMode;
   negotiated: Negotiated;
   source: PayloadSource;
+  /** The address transfer sockets bind to (transferAddress). */
   listen: string;
   startedAt: number;
   stats: TftpCounters;
