@@ -155,10 +155,11 @@ t.test('append reports what an event caused, rejections included', async (t) => 
       .slice(0, 1)
       .map((event) => lifecycle.record(event)),
   );
-  const appended = lifecycle.append({ mac, source: 'operator', type: 'reprovision' });
+  // Only a machine this server is installing can report `installed`; this one was just discovered.
+  const appended = lifecycle.append({ mac, source: 'machine', type: 'installed' });
   t.same(
     appended.events.map((event) => event.type),
-    ['reprovision', 'transition-rejected'],
+    ['installed', 'transition-rejected'],
   );
   await appended.stored;
   t.equal(lifecycle.lastEventId(), appended.events.at(-1)?.id);
