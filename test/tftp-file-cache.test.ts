@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -100,6 +101,18 @@ t.test('a file that is not the size its stat gave is refused, cached or read fro
   t.equal(cache.bytes, 0, 'nothing of it is held');
   await writeFile(large.path, Buffer.alloc(2 * MiB, 4));
   t.type(await failure(cache.open(large, 'octet')), FileChangedError, 'disk path');
+});
+
+t.test('a file swapped for a FIFO after its check is refused, not opened for good', async (t) => {
+  const directory = await scratchDirectory(t);
+  const small = await filledFile(directory, 'small.bin', 1000, 1);
+  const large = await filledFile(directory, 'large.bin', 3 * MiB, 2);
+  const cache = new FileCache({ maxFileBytes: MiB, capacityBytes: 2 * MiB, readAheadBytes: 64 * 1024 });
+  for (const file of [small, large]) {
+    await rm(file.path);
+    execFileSync('mkfifo', [file.path]);
+    t.type(await failure(cache.open(file, 'octet')), FileChangedError, `${file.size} bytes: refused`);
+  }
 });
 
 t.test('a file truncated while it is read from disk fails the read; one read at a time', async (t) => {

@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { toNetascii } from './netascii.js';
 
@@ -181,9 +182,14 @@ async function readExactly(path: string, size: number): Promise<Buffer> {
   }
 }
 
+/**
+ * Opened without blocking and checked on the descriptor: a path checked as a regular file may have
+ * been swapped for a FIFO since, whose plain open would hold a thread of libuv's pool for good.
+ */
 async function openSized(path: string, size: number): Promise<FileHandle> {
-  const handle = await open(path, 'r');
-  if ((await handle.stat()).size === size) return handle;
+  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  const status = await handle.stat();
+  if (status.isFile() && status.size === size) return handle;
   await handle.close();
   throw new FileChangedError();
 }
