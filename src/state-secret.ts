@@ -18,7 +18,8 @@ export function readOrCreateStateSecret(stateDir: string, fileName: string): Buf
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
-  const secret = readStateSecret(stateDir, fileName);
+  // Read errors (permissions) are thrown as they are: the server cannot start without its secret.
+  const secret = parseSecret(readFileSync(file, 'utf8'));
   if (!secret)
     throw new Error(`${file} is not a rackboot secret (64 hex digits); remove it to make a new one`);
   return secret;
@@ -27,9 +28,13 @@ export function readOrCreateStateSecret(stateDir: string, fileName: string): Buf
 /** The secret in that file, or undefined when it is missing, unreadable or not a secret. */
 export function readStateSecret(stateDir: string, fileName: string): Buffer | undefined {
   try {
-    const text = readFileSync(join(stateDir, fileName), 'utf8').trim();
-    return SECRET_TEXT.test(text) ? Buffer.from(text, 'hex') : undefined;
+    return parseSecret(readFileSync(join(stateDir, fileName), 'utf8'));
   } catch {
     return undefined;
   }
+}
+
+function parseSecret(text: string): Buffer | undefined {
+  const trimmed = text.trim();
+  return SECRET_TEXT.test(trimmed) ? Buffer.from(trimmed, 'hex') : undefined;
 }

@@ -2,7 +2,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Arch, Mac } from '../boot-plan.js';
 import { isJsonObject } from '../ignition/shape.js';
-import type { TokenPurpose } from '../ignition/tokens.js';
+import { TOKEN_PURPOSES } from '../ignition/tokens.js';
 import { machineVars } from '../ignition/vars.js';
 import { parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
@@ -88,8 +88,6 @@ export async function explainRoutes(app: FastifyInstance, context: BootServiceCo
 }
 
 const REDACTED = '[redacted]';
-
-const TOKEN_PURPOSES: TokenPurpose[] = ['ignition', 'events'];
 
 function redactTokens(text: string, tokens: string[]): string {
   return tokens.reduce((redacted, token) => redacted.replaceAll(token, REDACTED), text);

@@ -24,7 +24,8 @@ export interface MachineSecrets {
  * What a token opens. The events URL sits in a world-readable unit file on the installed system
  * (`{{events_url}}`), so its token must not also open the machine's Ignition with its secrets.
  */
-export type TokenPurpose = 'ignition' | 'events';
+export const TOKEN_PURPOSES = ['ignition', 'events'] as const;
+export type TokenPurpose = (typeof TOKEN_PURPOSES)[number];
 
 export const SECRET_FILE_NAME = 'rackboot-http-secret';
 /** 128 bits of HMAC-SHA256 are far beyond guessing over HTTP and keep URLs short on kernel command lines. */

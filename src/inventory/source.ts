@@ -64,6 +64,7 @@ export function watchConfig(
   // each reload.
   let watchedKey = '';
   const rewatch = () => {
+    if (closed) return;
     const byDirectory = new Map<string, Set<string>>();
     for (const named of watchedFiles(config)) {
       for (const file of new Set([named, realPathOr(named)])) {
@@ -73,10 +74,9 @@ export function watchConfig(
       }
     }
     const key = JSON.stringify([...byDirectory].map(([directory, names]) => [directory, [...names]]));
-    if (key === watchedKey && !closed) return;
+    if (key === watchedKey) return;
     watchedKey = key;
     for (const watcher of watchers) watcher.close();
-    if (closed) return;
     watchers = [...byDirectory].flatMap(([directory, names]) => {
       try {
         const watcher = watch(directory, (_event, name) => {
