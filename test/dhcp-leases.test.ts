@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import type { Mac } from '../src/boot-plan.js';
 import { LEASE_LOG_FILE, LeaseLog } from '../src/dhcp/lease-log.js';
-import { type LeaseChange, LeaseTable } from '../src/dhcp/leases.js';
-import { ipToNumber } from '../src/ipv4.js';
+import { type LeaseChange, LeaseTable, type Pool, type Reservations } from '../src/dhcp/leases.js';
+import { ipToNumber, parseCidr } from '../src/ipv4.js';
 import { REPO_ROOT, waitForLine } from './dhcp/harness.js';
 import { requireTools } from './helpers/netns.js';
 
@@ -206,3 +206,75 @@ t.test('a bound client that DISCOVERs again keeps its durable lease in the table
   t.match(table.leaseOf(macOf(9)), { state: 'bound', expiresAt: NOW + 3_600_000 });
   t.equal(table.snapshot(NOW).length, 1);
 });
+
+t.test(
+  'an exhausted pool answers without searching again until something could free an address',
+  async (t) => {
+    const subnet = parseCidr('10.77.0.0/16');
+    if ('error' in subnet) throw new Error(subnet.error);
+    // Counts the pool checks a search makes: every candidate address and every lease passes here.
+    let checks = 0;
+    const excluded = new Set([ipToNumber('10.77.0.1')]);
+    const countingExcluded = {
+      has: (ip: number) => {
+        checks += 1;
+        return excluded.has(ip);
+      },
+    } as ReadonlySet<number>;
+    const first = ipToNumber('10.77.0.1');
+    const last = ipToNumber('10.77.254.254');
+    const pool: Pool = { name: '10.77.0.0/16', subnet, first, last, excluded: countingExcluded };
+    const reservations: Reservations = new Map();
+    const table = new LeaseTable();
+    const held = (ip: number) => macOf(ip - first + 1);
+    for (let ip = first + 1; ip <= last; ip += 1) {
+      table.apply({ kind: 'bind', mac: held(ip), ip, expiresAt: NOW + 600_000 + (ip - first) });
+    }
+    const ask = (n: number, now = NOW) =>
+      table.chooseAddress({
+        mac: `02:00:00:00:00:${n}` as Mac,
+        reserved: undefined,
+        requested: undefined,
+        pool,
+        reservations,
+        now,
+      });
+
+    t.equal(ask(10), undefined, 'a full pool has nothing to offer');
+    t.ok(checks > 65_000, `the first search looked at the whole pool (${checks} checks)`);
+    checks = 0;
+    for (let n = 11; n < 61; n += 1) t.equal(ask(n), undefined);
+    t.equal(checks, 0, 'fifty more DISCOVERs did not search the pool again');
+
+    const released = first + 500;
+    table.apply({ kind: 'release', mac: held(released), ip: released, at: NOW });
+    t.equal(ask(61), released, 'a release ends the exhaustion');
+    table.apply({ kind: 'bind', mac: '02:00:00:00:00:61' as Mac, ip: released, expiresAt: NOW + 3_600_000 });
+    t.equal(ask(62), undefined, 'full again once the released address is bound');
+
+    const firstToEnd = first + 1;
+    t.equal(ask(63, NOW + 600_001), firstToEnd, 'the first lease to run out is offered when it has');
+
+    table.apply({
+      kind: 'bind',
+      mac: '02:00:00:00:00:63' as Mac,
+      ip: firstToEnd,
+      expiresAt: NOW + 3_600_000,
+    });
+    t.equal(ask(64, NOW + 600_001), undefined, 'and once it is taken, nothing else until the next one');
+
+    const reloaded: Pool = { ...pool, last: ipToNumber('10.77.255.254') };
+    t.equal(
+      table.chooseAddress({
+        mac: '02:00:00:00:00:65' as Mac,
+        reserved: undefined,
+        requested: undefined,
+        pool: reloaded,
+        reservations,
+        now: NOW,
+      }),
+      last + 1,
+      'a reload that widens the range searches again and finds the new addresses',
+    );
+  },
+);

@@ -39,13 +39,31 @@ export interface Pool {
 /** Reservations (machines[].ip) as address → MAC, so the pool skips addresses reserved for others. */
 export type Reservations = ReadonlyMap<number, Mac>;
 
+/**
+ * A search that found no address, kept until something could change its answer: a table change
+ * that frees an address, a lease or decline running out (`until`), or another pool or set of
+ * reservations (a reload). Without it, every DISCOVER to an exhausted /16 scanned 65,536 addresses
+ * and every lease (~14 ms each), so a handful of unknown clients could hold the event loop.
+ */
+interface Exhaustion {
+  pool: Pool;
+  reservations: Reservations;
+  until: number;
+}
+
 export class LeaseTable {
   private readonly byIp = new Map<number, Lease>();
   private readonly byMac = new Map<Mac, Lease>();
   private readonly declinedUntil = new Map<number, number>();
   private readonly cursors = new Map<string, number>();
+  private exhaustion: Exhaustion | undefined;
 
   apply(change: LeaseChange): void {
+    if (change.kind === 'release') this.exhaustion = undefined;
+    else if (this.exhaustion) {
+      const ends = change.kind === 'decline' ? change.until : change.expiresAt;
+      this.exhaustion.until = Math.min(this.exhaustion.until, ends);
+    }
     if (change.kind === 'decline') {
       this.declinedUntil.set(change.ip, change.until);
       const holder = this.byIp.get(change.ip);
@@ -157,6 +175,21 @@ export class LeaseTable {
     if (own && usable(own.ip)) return own.ip;
     if (requested !== undefined && usable(requested)) return requested;
 
+    const known = this.exhaustion;
+    if (known && known.pool === pool && known.reservations === reservations && now < known.until)
+      return undefined;
+    const found = this.searchPool(pool, reservations, usable);
+    this.exhaustion =
+      found === undefined ? { pool, reservations, until: this.nextRelease(pool, now) } : undefined;
+    return found;
+  }
+
+  /** A never-used address from the cursor on, else the address whose lease ended longest ago. */
+  private searchPool(
+    pool: Pool,
+    reservations: Reservations,
+    usable: (ip: number) => boolean,
+  ): number | undefined {
     const size = pool.last - pool.first + 1;
     // A cursor outside the range is from before a reload moved it.
     const cursor = this.cursors.get(pool.name);
@@ -176,7 +209,21 @@ export class LeaseTable {
     return oldest?.ip;
   }
 
+  /** When the first held or declined address of the pool becomes free again, as things stand. */
+  private nextRelease(pool: Pool, now: number): number {
+    let until = Number.POSITIVE_INFINITY;
+    const inPool = (ip: number) => ip >= pool.first && ip <= pool.last;
+    for (const lease of this.byIp.values()) {
+      if (inPool(lease.ip) && lease.expiresAt > now) until = Math.min(until, lease.expiresAt);
+    }
+    for (const [ip, declined] of this.declinedUntil) {
+      if (inPool(ip) && declined > now) until = Math.min(until, declined);
+    }
+    return until;
+  }
+
   private drop(lease: Lease): void {
+    this.exhaustion = undefined;
     if (this.byIp.get(lease.ip) === lease) this.byIp.delete(lease.ip);
     if (this.byMac.get(lease.mac) === lease) this.byMac.delete(lease.mac);
   }
