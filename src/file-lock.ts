@@ -22,6 +22,11 @@ export interface FileLockOptions {
   task: string;
   /** A live holder, as the refusal names it: `another fetch (pid 12) is writing here`. */
   describeHolder: (pid: number) => string;
+  /**
+   * What a refusal advises, after the holder: by default to wait for it or remove the lock directory
+   * (a short task); a lock held for a lifetime (a server) says what to do instead.
+   */
+  remedy?: string;
   /** How long a live holder is waited for, looking again every POLL_MS; 0 refuses at once. */
   waitMs: number;
   /**
@@ -89,6 +94,27 @@ export async function withFileLock<T>(
   }
 }
 
+/**
+ * Takes the lock `directory` and keeps it until the returned release is called: for a lock held as
+ * long as something runs (a server on its state directory), not around one piece of work.
+ */
+export function holdFileLock(directory: string, options: FileLockOptions): Promise<() => Promise<void>> {
+  let endHold = () => {};
+  const hold = new Promise<void>((resolveHold) => {
+    endHold = resolveHold;
+  });
+  return new Promise((taken, refused) => {
+    const held: Promise<void> = withFileLock(directory, options, () => {
+      taken(async () => {
+        endHold();
+        await held;
+      });
+      return hold;
+    });
+    held.catch(refused);
+  });
+}
+
 async function withLockAcrossProcesses<T>(lock: Lock, deadline: number, work: () => Promise<T>): Promise<T> {
   const { directory, options } = lock;
   await mkdir(directory, { recursive: true }).catch((error: Error) => {
@@ -125,7 +151,8 @@ async function settlesBy(promise: Promise<void>, deadline: number): Promise<bool
 
 function heldError({ directory, options }: Lock, holder: string): Error {
   const waited = options.waitMs > 0 ? `after waiting ${options.waitMs / 1000} s, ` : '';
-  return options.error(`${waited}${holder}; wait for it or remove ${directory}`, 'held');
+  const remedy = options.remedy ?? `wait for it or remove ${directory}`;
+  return options.error(`${waited}${holder}; ${remedy}`, 'held');
 }
 
 async function acquire(lock: Lock, deadline: number): Promise<number> {

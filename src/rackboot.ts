@@ -1,4 +1,6 @@
+import { join } from 'node:path';
 import { type DhcpServer, startDhcpServer } from './dhcp/server.js';
+import { holdFileLock } from './file-lock.js';
 import { buildApp } from './http/app.js';
 import { openOperatorToken, operatorTokenFile } from './http/operator-token.js';
 import { openMachineSecrets } from './ignition/tokens.js';
@@ -11,7 +13,11 @@ import { type ConfigSource, watchConfig } from './inventory/source.js';
 import { stateDirectoryProblem } from './inventory/validate-checks.js';
 import { openLifecycle } from './lifecycle/store.js';
 import { componentLogger, type Logger } from './log.js';
+import { StateError } from './state-error.js';
 import { startTftpServer } from './tftp/server.js';
+
+/** Held by the server using a state directory, for as long as it runs. */
+export const SERVE_LOCK_PATH = 'serve.lock';
 
 /** Startup refused because of the config; each problem is one FILE:LINE:COL line. */
 export class ConfigProblemsError extends Error {
@@ -84,9 +90,19 @@ export async function startRackboot(options: {
   for (const note of loaded.notes) logger.info(formatProblem(note));
   const stateProblem = await stateDirectoryProblem(initial, { create: true });
   if (stateProblem) throw new ConfigProblemsError([stateProblem]);
+  const state = initial.server.state;
+  // Two servers on one state would each keep their own lease table and hand out the same addresses;
+  // the second one's start-up compaction would even move the lease log from under the first.
+  const releaseState = await holdFileLock(join(state, SERVE_LOCK_PATH), {
+    task: 'serve',
+    describeHolder: (pid) => `another rackboot serve (pid ${pid}) is using server.state ${state}`,
+    remedy: 'stop it first, or give this config a server.state of its own',
+    waitMs: 0,
+    error: (message) => new StateError(message),
+  });
 
   // Each part that starts adds its closer, so a failure further on closes what did start.
-  const closers: (() => Promise<void>)[] = [];
+  const closers: (() => Promise<void>)[] = [releaseState];
   const close = async () => {
     for (const closer of closers.reverse()) {
       await closer().catch((error: unknown) => logger.error({ err: error }, 'error while shutting down'));

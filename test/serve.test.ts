@@ -250,3 +250,34 @@ t.test('a privileged port without the privilege: one line naming the key and the
       'run as root, grant the capability or change server.http.port',
   );
 });
+
+t.test('a second serve on the same server.state is refused before it touches the state', async (t) => {
+  const machines = '  - { mac: 52:54:00:00:00:01, profile: plain }\n';
+  const { directory, child, httpPort } = await serveFixture(t, (httpPort, tftpPort) =>
+    configText(httpPort, tftpPort, machines),
+  );
+  await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
+  // Other ports, so only the shared state could stop it.
+  const second = join(directory, 'second.yaml');
+  writeFileSync(second, configText(await freePort(), await freePort(), machines));
+  const refused = await runCli(['serve', '-c', second], { timeoutMs: 20_000 });
+  t.equal(refused.code, 1, 'exits 1');
+  t.match(
+    refused.stderr,
+    new RegExp(
+      `^rackboot could not start: another rackboot serve \\(pid ${child.pid}\\) is using server\\.state ${join(directory, 'state')}; stop it first`,
+    ),
+  );
+  t.notMatch(refused.stderr, /\n\s+at /, 'no stack trace');
+  t.equal((await fetch(`http://127.0.0.1:${httpPort}/boot.ipxe`)).status, 200, 'the first one still serves');
+
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGKILL');
+  await exited;
+  const after = spawn(...cliCommand(['serve', '-c', second]), { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    if (after.exitCode === null) after.kill('SIGKILL');
+  });
+  await waitForOutput(after, (line) => line.includes('rackboot serving'), 30_000);
+  t.pass('the lock of a killed server does not hold the next one back');
+});

@@ -43,6 +43,7 @@ export function registerServe(program: Command): void {
     .action(async (options: { config?: string; pretty?: boolean; logLevel?: string }) => {
       // Loaded here, not at the top: other verbs need not load every server.
       const { BindError, ConfigProblemsError, startRackboot } = await import('../rackboot.js');
+      const { StateError } = await import('../state-error.js');
       let running: RunningRackboot;
       try {
         running = await startRackboot({
@@ -56,6 +57,8 @@ export function registerServe(program: Command): void {
           for (const problem of error.problems) console.error(formatProblem(problem));
         } else if (error instanceof BindError) {
           console.error(`rackboot could not start: ${bindFailure(error)}`);
+        } else if (error instanceof StateError) {
+          console.error(`rackboot could not start: ${error.message}`);
         } else {
           console.error(`rackboot could not start: ${(error as Error).stack ?? error}`);
         }
