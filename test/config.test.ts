@@ -165,6 +165,16 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ['rackboot.yaml:5:15: dhcp.lease_time: bad duration "1 hour"'],
   ],
   [
+    'a lease that ends as it is bound',
+    header.replace('mode: authoritative', 'mode: authoritative\n  lease_time: 400ms'),
+    ['rackboot.yaml:5:15: dhcp.lease_time: 400ms is 0 s; a lease lasts from 1s to 4294967294 s'],
+  ],
+  [
+    'a lease longer than option 51 holds',
+    header.replace('mode: authoritative', 'mode: authoritative\n  lease_time: 50000d'),
+    ['rackboot.yaml:5:15: dhcp.lease_time: 50000d is 4320000000 s; a lease lasts from 1s'],
+  ],
+  [
     'missing kernel file under assets',
     header.replace('kernel: vmlinuz', 'kernel: vmlinuz-6.1'),
     ['rackboot.yaml:10:13: vmlinuz-6.1 not found under'],

@@ -258,6 +258,7 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
     problems.push(locate.at(['dhcp', 'subnet'], 'dhcp.mode authoritative needs dhcp.range'));
   }
   checkRange(['dhcp', 'range'], dhcp.range, mainSubnet);
+  checkLeaseTime(['dhcp', 'lease_time'], dhcp.lease_time, problems, locate);
   const subnets: Cidr[] = mainSubnet ? [mainSubnet] : [];
   // Addresses the network already uses, by the key that names them: no machine may be reserved one.
   const taken = new Map<string, string>();
@@ -270,6 +271,7 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
     const relay = asRecord(entry);
     const subnet = subnetAt(['dhcp', 'subnets', index, 'subnet'], relay.subnet);
     checkRange(['dhcp', 'subnets', index, 'range'], relay.range, subnet);
+    checkLeaseTime(['dhcp', 'subnets', index, 'lease_time'], relay.lease_time, problems, locate);
     noteTaken(relay.router, `dhcp.subnets[${index}].router`);
     if (subnet) subnets.push(subnet);
   });
@@ -387,6 +389,27 @@ export function durationSeconds(value: string | number): number {
     total += Number(amount) * (DURATION_UNITS[unit ?? 's'] ?? 1);
   }
   return Math.round(total);
+}
+
+/**
+ * A 0 s lease (also `400ms`, rounded) is free the moment it is bound, so the next client is given
+ * the same address; option 51 is 32 bits, and 0xFFFFFFFF means infinite (RFC 2132 §9.2), which
+ * these leases are not. Short leases stay allowed: tests and labs use seconds to see renewals.
+ */
+const LEASE_SECONDS_MIN = 1;
+const LEASE_SECONDS_MAX = 0xfffffffe;
+
+function checkLeaseTime(path: Path, value: unknown, problems: Problem[], locate: Locator): void {
+  if (typeof value !== 'string' && typeof value !== 'number') return;
+  if (typeof value === 'string' && !new RegExp(DURATION_PATTERN).test(value)) return;
+  const seconds = durationSeconds(value);
+  if (seconds >= LEASE_SECONDS_MIN && seconds <= LEASE_SECONDS_MAX) return;
+  problems.push(
+    locate.at(
+      path,
+      `${dotted(path)}: ${value} is ${seconds} s; a lease lasts from 1s to ${LEASE_SECONDS_MAX} s (about 136 years)`,
+    ),
+  );
 }
 
 const DEFAULT_LEASE_SECONDS = durationSeconds(ConfigSchema.properties.dhcp.properties.lease_time.default);

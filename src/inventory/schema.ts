@@ -133,7 +133,7 @@ const RelayPoolFields = poolFields();
 const MainPoolFields = poolFields(' Required in authoritative mode.', ' Ignored in proxy mode.');
 
 const RelaySubnetSchema = Type.Object(
-  { ...RelayPoolFields, lease_time: Type.Optional(Duration('1h', 'Lease length for this subnet.')) },
+  { ...RelayPoolFields, lease_time: Type.Optional(Duration('1h', 'Lease length for this subnet, 1s to 4294967294 s.')) },
   { additionalProperties: false, description: 'A subnet served through a DHCP relay (giaddr inside it).' },
 );
 
@@ -150,7 +150,7 @@ const DhcpSchema = Type.Object(
     router: MainPoolFields.router,
     dns: MainPoolFields.dns,
     domain: MainPoolFields.domain,
-    lease_time: Duration('1h', 'Lease length (authoritative mode; ignored in proxy mode).'),
+    lease_time: Duration('1h', 'Lease length, 1s to 4294967294 s (authoritative mode; ignored in proxy mode).'),
     subnets: Type.Array(RelaySubnetSchema, {
       default: [],
       description: 'Further subnets reached through DHCP relays (authoritative mode).',
