@@ -505,6 +505,13 @@ t.test('RFC 2131 client states in authoritative mode', async (t) => {
     t.notOk(inform.options.has(Option.leaseTime));
     t.equal(readAddress(inform.options, Option.router), SERVER);
     t.same(inform.destination, { kind: 'client', address: '10.77.5.50' });
+    for (const ciaddr of ['192.168.9.9', '0.0.0.0']) {
+      t.match(
+        decideFor({ type: 'inform', mac, options, ciaddr, broadcast: false }, scenario),
+        { kind: 'silent', reason: 'foreign-address' },
+        `an INFORM from ${ciaddr}, outside every subnet served, gets no other network's settings`,
+      );
+    }
   });
 
   t.test('DECLINE takes the address out of the pool', async (t) => {
@@ -705,6 +712,44 @@ t.test('relay: giaddr picks the pool and the reply goes to giaddr:67', async (t)
   t.equal(nak.decision, 'nak');
   t.same(nak.destination, { kind: 'relay', address: '10.77.6.1' });
   t.equal(nak.flags & BROADCAST_FLAG, BROADCAST_FLAG, 'relayed NAK has the broadcast bit');
+});
+
+t.test('relay: option 82 goes back unchanged, as the last option, in every reply', async (t) => {
+  const leases = new LeaseTable();
+  const mac = '52:54:00:30:00:03' as Mac;
+  // Circuit id 0x00000001, remote id aa:bb:cc:dd:ee:ff, as a switch inserts them.
+  const relayInfo = Buffer.from('0104000000010206aabbccddeeff', 'hex');
+  const withRelayInfo = () => new Map([...FIRMWARE.biosPxe(), [Option.relayAgentInformation, relayInfo]]);
+  const scenario = { config: configs.authoritative, leases };
+  const offer = replyOf(
+    decideFor(
+      { type: 'discover', mac, options: withRelayInfo(), giaddr: '10.77.6.1', broadcast: false },
+      scenario,
+    ),
+  );
+  const ack = replyOf(
+    decideFor(
+      {
+        type: 'request',
+        mac,
+        options: withRelayInfo(),
+        giaddr: '10.77.6.1',
+        requested: offer.yiaddr,
+        serverId: SERVER,
+      },
+      scenario,
+    ),
+  );
+  const nak = replyOf(
+    decideFor(
+      { type: 'request', mac, options: withRelayInfo(), requested: '10.77.5.150', giaddr: '10.77.6.1' },
+      scenario,
+    ),
+  );
+  for (const reply of [offer, ack, nak]) {
+    t.same(reply.options.get(Option.relayAgentInformation), relayInfo, `${reply.decision}: echoed as sent`);
+    t.equal([...reply.options.keys()].at(-1), Option.relayAgentInformation, `${reply.decision}: last`);
+  }
 });
 
 t.test('a relayed client renews, informs and releases by unicast, from its relay subnet', async (t) => {

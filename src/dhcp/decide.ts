@@ -61,7 +61,8 @@ export type SilenceReason =
   | 'no-binding'
   | 'no-client-state'
   | 'declined'
-  | 'released';
+  | 'released'
+  | 'foreign-address';
 
 export type Outcome =
   | {
@@ -109,8 +110,21 @@ const IPXE_NO_PROXYDHCP = encodeOption.encapsulated([[176, encodeOption.uint8(1)
 
 export function decide(request: DhcpRequest, context: DecideContext): Outcome {
   const outcome = decideMessage(request, context);
-  if (outcome.kind === 'reply') fitReply(outcome, maxReplyBytes(request));
+  if (outcome.kind === 'reply') {
+    echoRelayAgentInformation(request, outcome.reply);
+    fitReply(outcome, maxReplyBytes(request));
+  }
   return outcome;
+}
+
+/**
+ * RFC 3046 §2.2: the relay agent's option 82 goes back unchanged in every reply, as the last option:
+ * relays and switches with DHCP snooping pick the client's port from its circuit id, and some drop
+ * replies without it. Set after every other option, and never left out to make a reply fit.
+ */
+function echoRelayAgentInformation(request: DhcpRequest, reply: DhcpPacket): void {
+  const value = request.options.get(Option.relayAgentInformation);
+  if (value && value.length <= 255) reply.options.set(Option.relayAgentInformation, value);
 }
 
 function decideMessage(request: DhcpRequest, context: DecideContext): Outcome {
@@ -492,6 +506,11 @@ function answerInform(
   subnet: SubnetSettings,
   context: DecideContext,
 ): Outcome {
+  // A host of another network the server is also on (its management LAN) must not be handed this
+  // one's mask, router and DNS; dnsmasq stays silent too.
+  if (request.ciaddr === ZERO || !cidrContains(subnet.pool.subnet, ipToNumber(request.ciaddr))) {
+    return silent('foreign-address');
+  }
   const reply = replyTo(request, 'ack', context.settings);
   reply.ciaddr = request.ciaddr;
   setNetworkOptions(reply, subnet);

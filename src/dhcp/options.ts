@@ -24,6 +24,7 @@ export const Option = {
   tftpServerName: 66,
   bootFileName: 67,
   userClass: 77,
+  relayAgentInformation: 82,
   clientArchitecture: 93,
   clientNetworkInterface: 94,
   clientMachineId: 97,
