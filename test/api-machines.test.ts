@@ -10,6 +10,7 @@ import {
   FIXTURE_YAML,
   failHistoryWrites,
   LISTED_MAC,
+  mac,
   startLifecycleApp,
   UNLISTED_MAC,
 } from './lifecycle-fixture.js';
@@ -437,4 +438,18 @@ t.test('/metrics counts event streams, which end by a close rather than a finish
   while ((await streamsCounted()) === 0 && Date.now() < deadline)
     await new Promise((resolve) => setTimeout(resolve, 50));
   t.equal(await streamsCounted(), 1, 'once the client closed it');
+});
+
+t.test('a HEAD delivers nothing, so it records nothing and holds no stream', async (t) => {
+  const { app, lifecycle } = await startLifecycleApp(t);
+  const unknown = await app.inject({ method: 'HEAD', url: '/boot/02-00-00-00-00-99.ipxe' });
+  const listed = await app.inject({ method: 'HEAD', url: `/boot/${LISTED_MAC}.ipxe` });
+  t.equal(unknown.statusCode, 200, 'HEAD on a script is answered as GET is');
+  t.equal(listed.statusCode, 200);
+  t.equal(lifecycle.stateOf(mac('02:00:00:00:00:99')), undefined, 'no discovered machine');
+  t.equal(lifecycle.stateOf(LISTED_MAC), undefined, 'the listed machine is not booting');
+  const stream = await app.inject({ method: 'HEAD', url: '/api/v1/events' });
+  t.equal(stream.statusCode, 404, 'the events stream has no HEAD');
+  await app.inject({ method: 'GET', url: `/boot/${LISTED_MAC}.ipxe` });
+  t.equal(lifecycle.stateOf(LISTED_MAC), 'booting', 'the GET still records');
 });

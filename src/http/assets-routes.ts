@@ -61,7 +61,7 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
   app.addHook('onResponse', async (request, reply) => {
     if (request.method !== 'GET' || (reply.statusCode !== 200 && reply.statusCode !== 206)) return;
     const ip = requesterIp(request);
-    context.record({
+    context.record(request, {
       mac: context.machineAt(ip),
       ip,
       source: 'http',

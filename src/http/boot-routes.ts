@@ -34,7 +34,7 @@ export async function bootRoutes(app: FastifyInstance, context: BootServiceConte
       if (!mac)
         return reply.code(404).type('text/plain').send('not a machine script: use /boot/<mac>.ipxe\n');
       const ip = requesterIp(request);
-      context.rememberMachineAddress(ip, mac);
+      if (request.method === 'GET') context.rememberMachineAddress(ip, mac);
       const config = deps.config();
       const arch = archFromBuildarch(request.query.arch);
       const assignment = deps.decision.assignmentFor(mac);
@@ -52,7 +52,7 @@ export async function bootRoutes(app: FastifyInstance, context: BootServiceConte
       } else if (result.kind === 'unavailable') {
         deps.logger.warn({ mac, ip, reasons: result.reasons }, 'boot script unavailable');
       }
-      context.record({
+      context.record(request, {
         mac,
         ip,
         source: 'http',

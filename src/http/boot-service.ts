@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Mac } from '../boot-plan.js';
 import { createMachineIgnition, type MachineIgnition } from '../ignition/machine-ignition.js';
 import { baseUrlOf } from '../ignition/vars.js';
@@ -14,8 +14,12 @@ export interface BootServiceContext {
   deps: AppDeps;
   baseUrl(): string;
   ignition: MachineIgnition;
-  /** Fire and forget: boot routes answer without waiting for the event to be durable (RecordEvent's hot-path rule). */
-  record(event: MachineEventInput): void;
+  /**
+   * Records what `request` fetched. Fire and forget: boot routes answer without waiting for the event
+   * to be durable (RecordEvent's hot-path rule). Nothing for a HEAD: fastify answers it by running the
+   * GET handler, but it delivers nothing, so it must not move a machine along (booting → installing).
+   */
+  record(request: FastifyRequest, event: MachineEventInput): void;
   /** The MAC that last fetched its boot script from `ip`, so asset downloads name their machine in proxy mode too. */
   rememberMachineAddress(ip: string, mac: Mac): void;
   machineAt(ip: string): Mac | undefined;
@@ -31,7 +35,8 @@ export async function bootService(app: FastifyInstance, deps: AppDeps): Promise<
     deps,
     baseUrl: () => baseUrlOf(deps.config()),
     ignition: createMachineIgnition(),
-    record(event) {
+    record(request, event) {
+      if (request.method === 'HEAD') return;
       deps
         .record(event)
         .catch((error: unknown) =>

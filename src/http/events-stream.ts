@@ -65,7 +65,8 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
 
   app.get<{ Querystring: EventsQuery }>(
     '/api/v1/events',
-    { schema: { querystring: EventsQuery } },
+    // A HEAD would run this handler and hold a stream slot open with nothing to send.
+    { schema: { querystring: EventsQuery }, exposeHeadRoute: false },
     async (request, reply) => {
       const mac = request.query.mac === undefined ? undefined : parseMac(request.query.mac);
       if (request.query.mac !== undefined && !mac) {

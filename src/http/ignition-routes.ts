@@ -84,7 +84,7 @@ export async function ignitionRoutes(app: FastifyInstance, context: BootServiceC
         problems,
       });
     }
-    context.record({
+    context.record(request, {
       mac,
       ip,
       source: 'http',
@@ -102,7 +102,7 @@ export async function ignitionRoutes(app: FastifyInstance, context: BootServiceC
     const machine = authorizedMachine(request, reply, '/ignition/installer/<mac>.ign?token=…');
     if (!machine) return reply;
     const text = installerIgnition(machine.vars.events_url);
-    context.record({
+    context.record(request, {
       mac: machine.mac,
       ip: machine.ip,
       source: 'http',
