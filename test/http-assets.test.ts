@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { bootFixture, fixtureApp } from './ignition/boot-fixture.js';
@@ -176,4 +176,32 @@ t.test('a suffix range longer than the file gets the whole file (RFC 9110 §14.1
   }
   t.equal((await get('bytes=-0')).statusCode, 416, 'an empty suffix stays unsatisfiable');
   t.equal((await get('bytes=100-')).statusCode, 416, 'so does a start beyond the end');
+});
+
+t.test('a client that stalls its request or sits idle is disconnected', async (t) => {
+  const fixture = await bootFixture();
+  fixture.deps.timeouts = { idleMs: 400, requestMs: 30_000 };
+  const port = await listening(t, fixture);
+  const closedAfter = (request: string) =>
+    new Promise<number>((resolve, reject) => {
+      const started = Date.now();
+      const socket = connect(port, '127.0.0.1', () => socket.write(request));
+      const giveUp = setTimeout(() => {
+        socket.destroy();
+        reject(new Error('still open after 10 s'));
+      }, 10_000);
+      socket.on('error', () => undefined);
+      socket.on('close', () => {
+        clearTimeout(giveUp);
+        resolve(Date.now() - started);
+      });
+    });
+  const stalledBody = await closedAfter(
+    'POST /api/v1/machines/52-54-00-00-00-01/events?token=x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n',
+  );
+  t.ok(stalledBody < 5_000, `a body that never comes: closed after ${stalledBody} ms`);
+  const idle = await closedAfter('');
+  t.ok(idle < 5_000, `a connection that sends nothing: closed after ${idle} ms`);
+  const served = await raw(port, { path: '/boot.ipxe' });
+  t.equal(served.status, 200, 'others are served meanwhile');
 });

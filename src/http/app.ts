@@ -37,11 +37,31 @@ export interface AppDeps {
   operatorToken?: () => string | undefined;
   /** The DHCP server's counters for /metrics; absent when DHCP is off. */
   dhcpStats?: () => DhcpCounters;
+  /** HTTP_TIMEOUTS unless a test needs them short. */
+  timeouts?: HttpTimeouts;
 }
+
+export interface HttpTimeouts {
+  /** A connection with no bytes either way for this long is closed. */
+  idleMs: number;
+  /** A request whose headers and body have not all arrived by then is answered 408 and closed. */
+  requestMs: number;
+}
+
+/**
+ * Without them a client that sends headers and then stalls (or drips its body) held its connection
+ * for good: twenty thousand such connections used up the process's descriptors and stopped TFTP and
+ * HTTP for every machine. Boot clients send bodiless GETs, and a download or the events stream (a
+ * keep-alive every 15 s) is never idle this long while it is alive.
+ */
+export const HTTP_TIMEOUTS: HttpTimeouts = { idleMs: 60_000, requestMs: 30_000 };
 
 /** The whole HTTP surface as a fastify instance; never listens (rackboot.ts or a test does). */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const timeouts = deps.timeouts ?? HTTP_TIMEOUTS;
   const app = Fastify({
+    connectionTimeout: timeouts.idleMs,
+    requestTimeout: timeouts.requestMs,
     loggerInstance: deps.logger as FastifyBaseLogger,
     // Every route logs what matters about the machine itself; per-request lines would drown boot storms.
     logController: new ServerErrorLog({ disableRequestLogging: true }),
