@@ -114,10 +114,16 @@ t.test(
   },
 );
 
+const fileFrom = (source: string) =>
+  `"storage":{"files":[{"path":"/a","contents":{"source":${JSON.stringify(source)}}}]}`;
+/** Sources (arn) that need spec 3.4.0, which Debian's ignition-validate knows as 3.4.0-experimental. */
+const at340 = (source: string) => `"ignition":{"version":"3.4.0"},${fileFrom(source)}`;
+
 /**
  * Rules Ignition enforces that a template once passed here and then stopped the machine in the
- * initramfs: [what, config sections (Ignition 3.3.0 JSON), Ignition's message]. Each is also run
- * through Debian's ignition-validate, so the expectation is Ignition's, not ours.
+ * initramfs: [what, config sections (Ignition 3.3.0 JSON unless they set the version), Ignition's
+ * message]. Each is also run through Debian's ignition-validate, so the expectation is Ignition's,
+ * not ours.
  */
 const tangAt = (url: string) =>
   `"storage":{"luks":[{"name":"x","device":"/dev/sdb","clevis":{"tang":[{"url":"${url}","thumbprint":"t"}]}}]}`;
@@ -247,7 +253,53 @@ const IGNITION_RULES: [string, string, string][] = [
     '"storage":{"links":[{"path":"/a","target":"/b"},{"path":"/a/c","target":"/d"}]}',
     'link path includes link in config',
   ],
+  ['data URL with a space', fileFrom('data:,hello world'), 'invalid data character'],
+  ['data URL with an upper-case prefix', fileFrom('DATA:,x'), 'missing data prefix'],
+  ['data URL with a capitalised prefix', fileFrom('Data:,x'), 'missing data prefix'],
+  ['data URL with ;BASE64', fileFrom('data:;BASE64,YQ=='), 'expected base64, got BASE64'],
+  [
+    'data URL with base64 as its media type',
+    fileFrom('data:base64,YQ=='),
+    'invalid character for media type',
+  ],
+  ['data URL with a #', fileFrom('data:,a#b'), 'invalid data character'],
+  ['data URL with a quote', fileFrom('data:,a"b'), 'invalid data character'],
+  ['data URL with a non-ASCII character', fileFrom('data:,é'), 'invalid data character'],
+  ['data URL with angle brackets', fileFrom('data:,a<b>'), 'invalid data character'],
+  ['data URL with a media type lacking its subtype', fileFrom('data:x,y'), 'missing media type slash'],
+  [
+    'data URL with two slashes in its media type',
+    fileFrom('data:text//plain,x'),
+    'invalid character for media subtype',
+  ],
+  ['data URL with a parameter lacking its value', fileFrom('data:text/plain;a,x'), 'expected base64, got a'],
+  ['data URL with a capitalised media type', fileFrom('data:Text/plain,x'), 'invalid media type'],
+  ['data URL with a broken escape', fileFrom('data:,%zz'), 'rfc2396: invalid char 0x25 in unescape sequence'],
+  ['data URL with a cut escape', fileFrom('data:,a%2'), 'rfc2396: unexpected end of unescape sequence'],
+  ['data URL with unpadded base64', fileFrom('data:;base64,YQ'), 'illegal base64 data at input byte 0'],
+  [
+    'data URL with base64 after its padding',
+    fileFrom('data:;base64,YQ==YQ'),
+    'illegal base64 data at input byte 4',
+  ],
+  ['data URL with a Go-invalid quoted escape', fileFrom('data:text/plain;a="\\q",x'), 'invalid syntax'],
+  ['S3 URL with an empty versionId', fileFrom('s3://bucket/key?versionId='), 'invalid S3 object VersionId'],
+  ['S3 URL with a bare versionId', fileFrom('s3://bucket/key?versionId'), 'invalid S3 object VersionId'],
+  ['ARN source before spec 3.4.0', fileFrom('arn:aws:s3:::b/k'), 'invalid url scheme'],
+  ['capitalised ARN source before spec 3.4.0', fileFrom('Arn:aws:s3:::b/k'), 'invalid url scheme'],
+  ['ARN of another service than S3', at340('arn:aws:iam::123456789012:user/x'), 'invalid S3 ARN format'],
+  ['S3 ARN without a key', at340('arn:aws:s3:::bucket-name-but-no-key'), 'invalid S3 ARN format'],
+  [
+    'S3 access point ARN without an object',
+    at340('arn:aws:s3:us-east-1:123456789012:accesspoint/ap'),
+    'invalid S3 ARN format',
+  ],
+  ['S3 ARN with an empty versionId', at340('arn:aws:s3:::b/k?versionId='), 'invalid S3 object VersionId'],
 ];
+
+/** Debian's Ignition 2.14 has spec 3.4.0 only as 3.4.0-experimental, whose URL rules 3.4.0 kept. */
+const forDebianIgnition = (text: string) =>
+  text.replace('"version":"3.4.0"', '"version":"3.4.0-experimental"');
 
 t.test('Ignition validation rules, with ignition-validate as the reference', async (t) => {
   await requireTools('ignition-validate');
@@ -261,7 +313,7 @@ t.test('Ignition validation rules, with ignition-validate as the reference', asy
     const ours = rendered.ok ? [] : rendered.problems.map((problem) => problem.message);
     t.ok(ours.includes(message), `${what}: ${message}`, { found: ours });
     const file = join(scratch, 'rule.ign');
-    writeFileSync(file, text);
+    writeFileSync(file, forDebianIgnition(text));
     const theirs = await execFileAsync('ignition-validate', [file]).then(
       () => '',
       (error: { stdout: string; stderr: string }) => `${error.stdout}${error.stderr}`,
@@ -276,13 +328,37 @@ t.test('Ignition validation rules, with ignition-validate as the reference', asy
     // Go's url.Parse takes these where WHATWG's URL does not: an IPv6 zone, a port above 65535.
     tangAt('http://[fe80::1%25eth0]:7500/'),
     tangAt('http://tang:99999/'),
+    fileFrom('data:,hello'),
+    fileFrom('data:,'),
+    fileFrom('data:;base64,YQ=='),
+    fileFrom('data:;base64,'),
+    fileFrom('data:text/plain;charset=utf-8,a%20b'),
+    fileFrom('data:text/plain;base64,YQ=='),
+    fileFrom('data:text/plain;charset=utf-8;base64,YQ=='),
+    fileFrom('data:text/,x'),
+    fileFrom('data:x-rack/boot;a="q\\"x",y'),
+    fileFrom("data:,a?b=c;d:e@f&g+h$i/j!k~l*m'n(o)p"),
+    fileFrom('http://example.com/a?b=c'),
+    fileFrom('https://example.com/a'),
+    fileFrom('tftp://10.0.0.1/a'),
+    fileFrom('s3://bucket/key'),
+    fileFrom('s3://bucket/key?versionId=abc'),
+    fileFrom('s3://bucket/key?versionId=abc&versionId='),
+    fileFrom('gs://bucket/key'),
+    at340('arn:aws:s3:::b/k'),
+    at340('arn:aws:s3:::b/k?versionId=abc'),
+    at340('arn:aws:s3:us-east-1:123456789012:accesspoint/ap/object/k'),
+    // Go's url.Parse lower-cases the scheme before Ignition rebuilds the ARN from it.
+    at340('Arn:aws:s3:::b/k'),
   ];
   for (const sections of valid) {
-    const text = `{"ignition":{"version":"3.3.0"},${sections}}`;
+    const text = sections.startsWith('"ignition"')
+      ? `{${sections}}`
+      : `{"ignition":{"version":"3.3.0"},${sections}}`;
     const rendered = renderIgnition(parseTemplate('/t/valid.ign', text), CORPUS_VARS);
     t.ok(rendered.ok, sections, rendered.ok ? {} : { problems: rendered.problems });
     const file = join(scratch, 'valid.ign');
-    writeFileSync(file, text);
+    writeFileSync(file, forDebianIgnition(text));
     await t.resolves(execFileAsync('ignition-validate', [file]), `ignition-validate accepts ${sections}`);
   }
 });

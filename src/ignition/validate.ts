@@ -1,6 +1,6 @@
 import { posix } from 'node:path';
 import { convertShape, isJsonObject, type JsonObject } from './shape.js';
-import { IGNITION_SPEC, SPEC_VERSIONS, type SpecVersion } from './spec.js';
+import { IGNITION_SPEC, isAtLeast, SPEC_VERSIONS, type SpecVersion } from './spec.js';
 import type { NodePath, PathError } from './template.js';
 
 /**
@@ -47,7 +47,11 @@ function entries(config: JsonObject, ...keys: string[]): Entry[] {
   return node.flatMap((value, index) => (isJsonObject(value) ? [{ value, path: [...keys, index] }] : []));
 }
 
-const SCHEMES = new Set(['http', 'https', 'tftp', 's3', 'arn', 'gs', 'data']);
+/** Source URL schemes, by the spec that first takes them. */
+const SCHEMES = new Map<string, SpecVersion>([
+  ...['http', 'https', 'tftp', 's3', 'gs', 'data'].map((scheme) => [scheme, '3.3.0'] as const),
+  ['arn', '3.4.0'],
+]);
 const UNIT_SUFFIXES = [
   '.service',
   '.socket',
@@ -98,6 +102,10 @@ function children(parent: Entry, ...keys: string[]): Entry[] {
 export function validateIgnition(config: JsonObject): PathError[] {
   const errors: PathError[] = [];
   const error = (path: NodePath, message: string) => errors.push({ path, message });
+  const parsedVersion = specVersionOf(config);
+  // Shape checking refuses configs without a supported version; should one get here anyway, the
+  // oldest spec's sources are those every Ignition takes.
+  const version = typeof parsedVersion === 'string' ? parsedVersion : SPEC_VERSIONS[0];
 
   const files = entries(config, 'storage', 'files');
   const directories = entries(config, 'storage', 'directories');
@@ -149,7 +157,7 @@ export function validateIgnition(config: JsonObject): PathError[] {
     }
   }
 
-  for (const resource of resources(config)) checkResource(resource, error);
+  for (const resource of resources(config)) checkResource(resource, version, error);
   for (const fetched of [
     ...entries(config, 'ignition', 'config', 'merge'),
     ...entries(config, 'ignition', 'security', 'tls', 'certificateAuthorities'),
@@ -348,7 +356,9 @@ function urlScheme(text: string): string | undefined {
  * `%` a valid escape, in the host none below 0x80 but `%25` (the zone's), and a port of digits.
  */
 function parsesAsGoUrl(text: string): boolean {
-  if (/[\x00-\x1f\x7f]/.test(text) || /%(?![0-9A-Fa-f]{2})/.test(text)) return false;
+  // Go keeps the body of an opaque URL (`data:,…`, `arn:…`) undecoded; only its fragment is decoded.
+  const decoded = /^[A-Za-z][A-Za-z0-9+.-]*:(?!\/)/.test(text) ? text.replace(/^[^#]*#?/, '') : text;
+  if (/[\x00-\x1f\x7f]/.test(text) || /%(?![0-9A-Fa-f]{2})/.test(decoded)) return false;
   const authority = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/.exec(text)?.[1];
   if (authority === undefined) return true;
   const host = authority.slice(authority.lastIndexOf('@') + 1);
@@ -427,7 +437,7 @@ function resources(config: JsonObject): Entry[] {
   );
 }
 
-function checkResource(resource: Entry, error: ReportError): void {
+function checkResource(resource: Entry, version: SpecVersion, error: ReportError): void {
   const { value, path } = resource;
   if (typeof value.__duplicate === 'string') {
     error(path, value.__duplicate);
@@ -448,9 +458,11 @@ function checkResource(resource: Entry, error: ReportError): void {
   let scheme: string | undefined;
   if (source !== undefined) {
     scheme = urlScheme(source);
-    if (scheme === undefined || !parsesAsGoUrl(source)) error([...path, 'source'], 'unable to parse url');
-    else if (!SCHEMES.has(scheme)) error([...path, 'source'], 'invalid url scheme');
-    else if (scheme === 'data' && !isDataUrl(source)) error([...path, 'source'], 'invalid data url');
+    const problem =
+      scheme === undefined || !parsesAsGoUrl(source)
+        ? 'unable to parse url'
+        : sourceProblem(source, scheme, version);
+    if (problem !== undefined) error([...path, 'source'], problem);
     if (scheme === 's3' && compression === 'gzip')
       error([...path, 'compression'], 'invalid compression method');
   }
@@ -468,14 +480,161 @@ function checkResource(resource: Entry, error: ReportError): void {
   });
 }
 
-/** RFC 2397: `data:[<mediatype>][;base64],<data>`. */
-function isDataUrl(url: string): boolean {
-  const comma = url.indexOf(',');
-  if (comma < 0) return false;
-  const header = url.slice(5, comma);
-  const data = url.slice(comma + 1);
-  if (header.endsWith(';base64')) return /^[A-Za-z0-9+/]*={0,2}$/.test(data) && data.length % 4 === 0;
-  return !/%(?![0-9A-Fa-f]{2})/.test(data);
+/** Ignition's validateURL once Go has parsed `url`: a scheme of the config's spec, then each scheme's rules. */
+function sourceProblem(url: string, scheme: string, version: SpecVersion): string | undefined {
+  const since = SCHEMES.get(scheme);
+  if (since === undefined || !isAtLeast(version, since)) return 'invalid url scheme';
+  if (scheme === 'data') return dataUrlProblem(url);
+  if (scheme === 'arn' && !isS3ObjectArn(url)) return 'invalid S3 ARN format';
+  if ((scheme === 's3' || scheme === 'arn') && hasEmptyVersionId(url)) return 'invalid S3 object VersionId';
+  return undefined;
+}
+
+/**
+ * Ignition rebuilds the ARN from Go's lower-cased scheme and the opaque part (no query, no
+ * fragment), so `Arn:` passes; aws-sdk's arn.IsARN wants six `:` sections, Ignition service s3 and
+ * a key: at least one `/` in the whole ARN, two for an `accesspoint/` resource.
+ */
+function isS3ObjectArn(url: string): boolean {
+  const opaque = url.slice('arn:'.length).replace(/[?#].*$/, '');
+  const arn = `arn:${opaque.startsWith('/') ? '' : opaque}`;
+  const sections = arn.split(':');
+  if (sections.length < 6 || sections[2] !== 's3') return false;
+  const resource = sections.slice(5).join(':');
+  return arn.split('/').length >= (resource.startsWith('accesspoint/') ? 3 : 2);
+}
+
+/** Whether Go's url.Query(), which drops the pairs it cannot decode, has an empty first `versionId`. */
+function hasEmptyVersionId(url: string): boolean {
+  const query = /^[^#?]*\?([^#]*)/.exec(url)?.[1] ?? '';
+  for (const pair of query.split('&')) {
+    if (pair === '' || pair.includes(';') || /%(?![0-9A-Fa-f]{2})/.test(pair)) continue;
+    const equals = pair.indexOf('=');
+    const key = (equals < 0 ? pair : pair.slice(0, equals))
+      .replace(/\+/g, ' ')
+      .replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)));
+    if (key === 'versionId') return equals < 0 || equals === pair.length - 1;
+  }
+  return false;
+}
+
+/** MIME token characters (RFC 2045): printable ASCII but the tspecials. */
+const MIME_TOKEN = /^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]$/;
+/** RFC 2396 uric: reserved, unreserved and `%`. */
+const URIC = /^[!$%&'()*+,\-./0-9:;=?@A-Z_a-z~]$/;
+const BASE64_CHARACTER = /^[A-Za-z0-9+/=]$/;
+const ASCII = /^[\x00-\x7f]$/;
+/** dataurl's media types besides `x-…`, matched as prefixes. */
+const MEDIA_TYPE = /^(text|image|audio|video|application|message|multipart)/;
+/** What Go's strconv.Unquote takes between double quotes, the lexer having paired each `\` with a character. */
+const GO_QUOTED =
+  /^(?:[^\\]|\\(?:[abfnrtv\\"]|x[0-9A-Fa-f]{2}|[0-3][0-7]{2}|u(?![dD][89a-fA-F])[0-9A-Fa-f]{4}|U(?!0000[dD][89a-fA-F])(?:000[0-9A-Fa-f]|0010)[0-9A-Fa-f]{4}))*$/;
+
+function tokensEnd(chars: string[], start: number): number {
+  let end = start;
+  while (MIME_TOKEN.test(chars[end] ?? '')) end++;
+  return end;
+}
+
+/**
+ * vincent-petithory/dataurl's DecodeString, which Ignition runs on data sources, with its messages:
+ * `data:[type/subtype][;attr=value]…[;base64],data`, case-sensitive, MIME tokens in the header, RFC
+ * 2396 characters with whole escapes in the data, or base64 after `;base64`. Its parser decodes a
+ * parameter value as the lexer hands it over, so a bad value wins over any error further on.
+ */
+function dataUrlProblem(url: string): string | undefined {
+  if (!url.startsWith('data:')) return 'missing data prefix';
+  // Go's lexer steps by rune: a character outside the BMP counts once.
+  const chars = [...url];
+  let at = 'data:'.length;
+  const first = chars[at];
+  if (first === undefined) return 'missing comma before data';
+  if (first !== ';' && first !== ',') {
+    if (!MIME_TOKEN.test(first)) return 'invalid character after data prefix';
+    // After an `x` the lexer consumes one more character unchecked, looking for `x-`.
+    const typeEnd = tokensEnd(chars, first === 'x' || first === 'X' ? at + 2 : at + 1);
+    if (chars[typeEnd] === undefined) return 'missing media type slash';
+    if (chars[typeEnd] !== '/') return 'invalid character for media type';
+    const type = chars.slice(at, typeEnd).join('');
+    if (!/^[xX]-/.test(type) && !MEDIA_TYPE.test(type)) return 'invalid media type';
+    at = tokensEnd(chars, typeEnd + 1);
+    if (chars[at] === undefined) return 'incomplete media type';
+    if (chars[at] !== ';' && chars[at] !== ',') return 'invalid character for media subtype';
+  }
+  let base64 = false;
+  while (chars[at] === ';') {
+    const nameEnd = tokensEnd(chars, at + 1);
+    const stop = chars[nameEnd];
+    if (stop === undefined || (nameEnd === at + 1 && (stop === '=' || stop === ',')))
+      return 'unterminated parameter sequence';
+    if (stop === ',') {
+      const name = chars.slice(at + 1, nameEnd).join('');
+      if (name !== 'base64') return `expected base64, got ${name}`;
+      base64 = true;
+      at = nameEnd;
+    } else if (stop === '=') {
+      const valueEnd = parameterValueEnd(chars, nameEnd + 1);
+      if (typeof valueEnd === 'string') return valueEnd;
+      at = valueEnd;
+    } else return 'invalid character for parameter attribute';
+  }
+  const data = chars.slice(at + 1);
+  if (!data.every((char) => (base64 ? BASE64_CHARACTER : URIC).test(char))) return 'invalid data character';
+  return base64 ? base64Problem(data.join('')) : unescapeProblem(data.join(''));
+}
+
+/** Where a data URL parameter value starting at `start` ends (its `;` or `,`), or dataurl's error. */
+function parameterValueEnd(chars: string[], start: number): number | string {
+  if (chars[start] !== '"') {
+    const end = tokensEnd(chars, start);
+    if (chars[end] === undefined) return 'missing comma before data';
+    if (end === start || (chars[end] !== ';' && chars[end] !== ','))
+      return 'invalid character for parameter value';
+    return unescapeProblem(chars.slice(start, end).join('')) ?? end;
+  }
+  let close = start + 1;
+  for (; chars[close] !== '"'; close++) {
+    const char = chars[close];
+    if (char === undefined) return 'unclosed quoted string';
+    if (!ASCII.test(char)) return 'invalid character for parameter value';
+    if (char === '\\') {
+      close++;
+      const escaped = chars[close];
+      if (escaped !== undefined && !ASCII.test(escaped)) return 'invalid escaped character';
+    }
+  }
+  if (!GO_QUOTED.test(chars.slice(start + 1, close).join(''))) return 'invalid syntax';
+  const end = close + 1;
+  if (chars[end] === undefined) return 'missing comma before data';
+  return chars[end] === ';' || chars[end] === ',' ? end : 'expected semicolon or comma';
+}
+
+/** dataurl's RFC 2396 unescaping, which names the `%` as the bad character. */
+function unescapeProblem(text: string): string | undefined {
+  const bad = /%(?![0-9A-Fa-f]{2})/.exec(text);
+  if (bad === null) return undefined;
+  return /^%[0-9A-Fa-f]?$/.test(text.slice(bad.index))
+    ? 'rfc2396: unexpected end of unescape sequence'
+    : 'rfc2396: invalid char 0x25 in unescape sequence';
+}
+
+/** Go's base64.StdEncoding on base64 characters: whole quanta, the last one padded, nothing after. */
+function base64Problem(data: string): string | undefined {
+  const at = base64StopsAt(data);
+  return at === undefined ? undefined : `illegal base64 data at input byte ${at}`;
+}
+
+function base64StopsAt(data: string): number | undefined {
+  const pad = data.indexOf('=');
+  if (pad < 0) return data.length % 4 === 0 ? undefined : data.length - (data.length % 4);
+  if (pad % 4 < 2) return pad;
+  let end = pad + 1;
+  if (pad % 4 === 2) {
+    if (end === data.length) return end;
+    if (data[end] !== '=') return pad;
+    end++;
+  }
+  return end < data.length ? end : undefined;
 }
 
 function checkHash(hash: unknown, path: NodePath, error: ReportError): void {
