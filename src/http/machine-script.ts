@@ -57,7 +57,7 @@ export function machineScript(
   reasons.push(`its state is ${assignment.state ?? 'new (no events yet)'}, so it gets the installer`);
   const profile = config.profiles[assignment.profile];
   const plan = profile
-    ? bootPlan(config, profile, arch, vars)
+    ? checkedPlan(bootPlan(config, profile, arch, vars))
     : { error: `profile ${assignment.profile} does not exist` };
   if ('error' in plan) {
     reasons.push(`cannot build its script: ${plan.error}`);
@@ -74,6 +74,22 @@ interface BootPlan {
   kernelUrl: string;
   initrds: InitrdImage[];
   args: string[];
+}
+
+/**
+ * iPXE splits a `kernel` line at whitespace and ends it at a line break, so an argument or URL
+ * holding either (a var with a newline, a spaced `install_device`) would add arguments or run its
+ * own commands — `shell`, or `chain` to another server. Such a plan is refused whole; `${…}` stays
+ * allowed, as iPXE settings in arguments are a feature (`${mac}`).
+ */
+function checkedPlan(plan: BootPlan | { error: string }): BootPlan | { error: string } {
+  if ('error' in plan) return plan;
+  const words = [plan.kernelUrl, ...plan.initrds.map((initrd) => initrd.url), ...plan.args];
+  const broken = words.find((word) => /[\s\x00-\x1f\x7f]/.test(word));
+  if (broken === undefined) return plan;
+  return {
+    error: `${JSON.stringify(broken)} holds whitespace or a control character, which would split the kernel line or start an iPXE command; a kernel argument, URL or var used in one must be a single word`,
+  };
 }
 
 function bootPlan(
