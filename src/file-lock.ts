@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { link, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { makeDirectory } from './durable-file.js';
 import { isRunning } from './lab/command.js';
 
 /**
@@ -117,7 +118,10 @@ export function holdFileLock(directory: string, options: FileLockOptions): Promi
 
 async function withLockAcrossProcesses<T>(lock: Lock, deadline: number, work: () => Promise<T>): Promise<T> {
   const { directory, options } = lock;
-  await mkdir(directory, { recursive: true }).catch((error: Error) => {
+  // Owned, when made by root (a `sudo` CLI run), by whoever owns the directory it is in: else the
+  // service user could never take it again. Entries may stay root's: creating and removing them
+  // needs only write permission on the lock directory.
+  await makeDirectory(directory).catch((error: Error) => {
     throw options.error(`cannot create ${directory}: ${error.message}`, 'unusable');
   });
   // Written before the work: releasing must succeed even when the work has filled the disk.

@@ -119,8 +119,8 @@ export async function startRackboot(options: {
     });
     closers.push(() => lifecycle.close());
     const decision = createBootDecision(source.current, lifecycle.stateOf, lifecycle.bootsFromDisk);
-    const secrets = openMachineSecrets(initial.server.state, () => source.current().ignition.token_ttl);
-    const localOperatorToken = openOperatorToken(initial.server.state);
+    const secrets = await openMachineSecrets(initial.server.state, () => source.current().ignition.token_ttl);
+    const localOperatorToken = await openOperatorToken(initial.server.state);
     const dhcp: DhcpServer | undefined =
       initial.dhcp.mode === 'off'
         ? undefined

@@ -1,34 +1,47 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { link, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { giveTo, makeDirectory, syncDirectory } from './durable-file.js';
 
 const SECRET_BYTES = 32;
 const SECRET_TEXT = /^[0-9a-f]{64}$/;
+/** What a crash or a full disk between creating a file and writing it leaves (some file systems fill it with zeros). */
+const NOTHING_WRITTEN = /^[\s\0]*$/;
 
 /**
  * A 256-bit secret the server keeps in a file of `server.state` (64 hex digits, mode 0600), made
  * on first use and the same after every restart. Throws when the file exists but is not a secret
  * rackboot wrote.
+ *
+ * The secret is written whole or not at all (a temporary file, fsynced, then linked to its name),
+ * so a full disk or a crash never leaves a file every later start refuses; an empty one left by an
+ * older version is made again. Made by root (`sudo rackboot render` before the first start), the
+ * state directory and the secret belong to the owner of the directory they are in, so the service
+ * can still read them.
  */
-export function readOrCreateStateSecret(stateDir: string, fileName: string): Buffer {
+export async function readOrCreateStateSecret(stateDir: string, fileName: string): Promise<Buffer> {
   const file = join(stateDir, fileName);
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  try {
-    writeFileSync(file, `${randomBytes(SECRET_BYTES).toString('hex')}\n`, { flag: 'wx', mode: 0o600 });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  await makeDirectory(stateDir, 0o700);
+  let text = await readIfPresent(file);
+  if (text !== undefined && NOTHING_WRITTEN.test(text)) {
+    await removeIfStillEmpty(stateDir, file);
+    text = undefined;
+  }
+  if (text === undefined) {
+    await createSecret(stateDir, file);
+    text = await readFile(file, 'utf8');
   }
   // Read errors (permissions) are thrown as they are: the server cannot start without its secret.
-  const secret = parseSecret(readFileSync(file, 'utf8'));
+  const secret = parseSecret(text);
   if (!secret)
     throw new Error(`${file} is not a rackboot secret (64 hex digits); remove it to make a new one`);
   return secret;
 }
 
 /** The secret in that file, or undefined when it is missing, unreadable or not a secret. */
-export function readStateSecret(stateDir: string, fileName: string): Buffer | undefined {
+export async function readStateSecret(stateDir: string, fileName: string): Promise<Buffer | undefined> {
   try {
-    return parseSecret(readFileSync(join(stateDir, fileName), 'utf8'));
+    return parseSecret(await readFile(join(stateDir, fileName), 'utf8'));
   } catch {
     return undefined;
   }
@@ -37,4 +50,60 @@ export function readStateSecret(stateDir: string, fileName: string): Buffer | un
 function parseSecret(text: string): Buffer | undefined {
   const trimmed = text.trim();
   return SECRET_TEXT.test(trimmed) ? Buffer.from(trimmed, 'hex') : undefined;
+}
+
+async function readIfPresent(file: string): Promise<string | undefined> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+}
+
+/** A fresh secret at `file`, unless another run made one first (then that one stays). */
+async function createSecret(stateDir: string, file: string): Promise<void> {
+  const temporary = `${file}.new-${randomBytes(6).toString('hex')}`;
+  try {
+    const handle = await open(temporary, 'wx', 0o600);
+    try {
+      await handle.writeFile(`${randomBytes(SECRET_BYTES).toString('hex')}\n`);
+      await giveTo(temporary, await stat(stateDir));
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await link(temporary, file).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw error;
+    });
+  } catch (error) {
+    throw new Error(`cannot write ${file}: ${(error as Error).message}`, { cause: error });
+  } finally {
+    await rm(temporary, { force: true });
+  }
+  await syncDirectory(stateDir);
+}
+
+/**
+ * Removes the empty `file`, but not a secret another run has put there since it was read: it is
+ * moved aside first, and put back if it is not empty after all.
+ */
+async function removeIfStillEmpty(stateDir: string, file: string): Promise<void> {
+  const aside = `${file}.empty-${randomBytes(6).toString('hex')}`;
+  try {
+    await rename(file, aside);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
+  }
+  try {
+    if (!NOTHING_WRITTEN.test(await readFile(aside, 'utf8'))) {
+      await link(aside, file).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'EEXIST') throw error;
+      });
+    }
+  } finally {
+    await unlink(aside);
+  }
+  await syncDirectory(stateDir);
 }

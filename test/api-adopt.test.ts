@@ -1,5 +1,18 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import t, { type Test } from 'tap';
@@ -15,6 +28,7 @@ import { loadConfigFile } from '../src/inventory/load.js';
 import { badName, NAME_PATTERN, nameRule } from '../src/inventory/names.js';
 import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
 import { runCli } from './helpers/cli.js';
+import { fill, fullTmpfs, moduleAsNobody, NOBODY, requireRoot } from './helpers/root.js';
 import { API_TOKEN, mac, startLifecycleApp } from './lifecycle-fixture.js';
 
 const NEW = mac('52:54:00:00:00:09');
@@ -353,4 +367,100 @@ t.test('adopters in separate processes that find the same stale lock never hold 
     );
     t.same(adoptedMacs(file).sort(), roundMacs(round), `round ${round}: every machine is in the file`);
   }
+});
+
+/** A config that refers to no other file, so it validates wherever a link to it is. */
+const PLAIN_CONFIG =
+  'server:\n  address: 10.77.0.1\n  state: ../state\nprofiles:\n  plain: { kind: linux, kernel: https://example.com/vmlinuz }\nmachines: []\n';
+
+t.test('adopting through a symbolic link changes its target and keeps the link', async (t) => {
+  // Before, the link was replaced by a plain file and the target (which a server watches) kept the
+  // old text.
+  const directory = t.testdir({ repo: { 'rackboot.yaml': PLAIN_CONFIG }, etc: {} });
+  const target = join(directory, 'repo', 'rackboot.yaml');
+  const link = join(directory, 'etc', 'rackboot.yaml');
+  symlinkSync('../repo/rackboot.yaml', link);
+  t.match(await adoptIntoFile(link, { mac: NEW, profile: 'plain' }), { ok: true });
+  t.ok(lstatSync(link).isSymbolicLink(), 'the link is still a link');
+  t.equal(readlinkSync(link), '../repo/rackboot.yaml', 'to the same target');
+  t.same(adoptedMacs(target), [NEW], 'the target has the machine');
+  t.same(readdirSync(join(directory, 'repo')), ['rackboot.yaml'], 'no temporary file beside the target');
+  t.same(readdirSync(join(directory, 'etc')), ['rackboot.yaml'], 'nor beside the link');
+});
+
+t.test('an adopt run as root leaves the config, its state and lock to their owner', async (t) => {
+  requireRoot('gives files to nobody');
+  // Before, the config became root:root (mode kept, owner not) and the adopt lock root's: the
+  // service user's adopts then failed.
+  const directory = t.testdir({ config: { 'rackboot.yaml': PLAIN_CONFIG } });
+  const file = join(directory, 'config', 'rackboot.yaml');
+  for (const path of [directory, dirname(file), file]) chownSync(path, NOBODY, NOBODY);
+  chmodSync(file, 0o640);
+  t.match(await adoptIntoFile(file, { mac: NEW, profile: 'plain' }), { ok: true });
+  const owner = (path: string) => {
+    const { uid, gid } = statSync(path);
+    return { uid, gid };
+  };
+  t.same(owner(file), { uid: NOBODY, gid: NOBODY }, 'the config keeps its owner');
+  t.equal(statSync(file).mode & 0o777, 0o640, 'and its mode');
+  t.same(owner(join(directory, 'state')), { uid: NOBODY, gid: NOBODY }, 'the state directory it made');
+  t.same(owner(adoptLockOf(file)), { uid: NOBODY, gid: NOBODY }, 'the adopt lock it made');
+
+  // The service user adopts next, in its own process.
+  const adoptModule = join(import.meta.dirname, '..', 'src', 'inventory', 'adopt.ts');
+  const next = mac('52:54:00:00:00:0a');
+  const adopter = `
+    import { adoptIntoFile } from ${JSON.stringify(adoptModule)};
+    process.stdout.write(JSON.stringify(await adoptIntoFile(process.argv[1], { mac: process.argv[2], profile: 'plain' })));`;
+  const run = moduleAsNobody(adopter, file, next);
+  t.match(JSON.parse(run.stdout || '{}'), { ok: true }, 'the service user can adopt after root did', {
+    stderr: run.stderr,
+  });
+  t.same(adoptedMacs(file), [NEW, next]);
+});
+
+t.test('an adopt that fills the disk leaves no temporary file and names the config', async (t) => {
+  // Before, a 0-byte rackboot.yaml.adopt-<uuid> stayed beside the config and the error was only
+  // "ENOSPC: no space left on device, write".
+  const { directory: config, filler } = fullTmpfs(t, 'adopt-enospc');
+  const file = join(config, 'rackboot.yaml');
+  writeFileSync(file, PLAIN_CONFIG);
+  fill(filler);
+  await t.rejects(adoptIntoFile(file, { mac: NEW, profile: 'plain' }), {
+    message: /^cannot write .*rackboot\.yaml: ENOSPC/,
+  });
+  t.same(readdirSync(config).sort(), ['filler', 'rackboot.yaml'], 'no temporary file left');
+  t.equal(readFileSync(file, 'utf8'), PLAIN_CONFIG, 'the config is unchanged');
+  rmSync(filler);
+  t.match(await adoptIntoFile(file, { mac: NEW, profile: 'plain' }), { ok: true }, 'with room, it adopts');
+  t.same(readdirSync(config), ['rackboot.yaml']);
+});
+
+t.test('an adopt fsyncs the new file before the rename and its directory after', async (t) => {
+  // Before, nothing was fsynced: a power cut soon after an adopt could leave an empty config.
+  const directory = t.testdir({ config: { 'rackboot.yaml': PLAIN_CONFIG } });
+  const file = join(directory, 'config', 'rackboot.yaml');
+  const probe = await open(file, 'r');
+  const prototype = Object.getPrototypeOf(probe) as { sync: (this: FileHandle) => Promise<void> };
+  await probe.close();
+  const synced: { path: string; fileHasMachine: boolean }[] = [];
+  const sync = prototype.sync;
+  prototype.sync = function (this: FileHandle) {
+    synced.push({
+      path: readlinkSync(`/proc/self/fd/${this.fd}`),
+      fileHasMachine: readFileSync(file, 'utf8').includes(NEW),
+    });
+    return sync.call(this);
+  };
+  t.teardown(() => {
+    prototype.sync = sync;
+  });
+  t.match(await adoptIntoFile(file, { mac: NEW, profile: 'plain' }), { ok: true });
+  prototype.sync = sync;
+  const temporary = synced.find((each) => /rackboot\.yaml\.adopt-/.test(each.path));
+  t.ok(temporary, `the new file is fsynced (synced: ${JSON.stringify(synced)})`);
+  t.equal(temporary?.fileHasMachine, false, 'before it is renamed over the config');
+  const configDirectory = synced.find((each) => each.path === dirname(file));
+  t.ok(configDirectory, 'the directory is fsynced');
+  t.equal(configDirectory?.fileHasMachine, true, 'after the rename');
 });

@@ -1,7 +1,9 @@
+import { chownSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { withFileLock } from '../src/file-lock.js';
+import { moduleAsNobody, NOBODY, requireRoot } from './helpers/root.js';
 
 const options = {
   task: 'test',
@@ -87,4 +89,25 @@ t.test('a run of this process waits for the one holding the lock here, up to wai
   finishFirst();
   await Promise.all([first, patient]);
   t.same(order, ['first', 'patient'], 'it runs once the holder is done');
+});
+
+t.test('a lock directory made by root belongs to the owner of the directory it is in', async (t) => {
+  requireRoot('gives files to nobody');
+  // Before, root (a `sudo rackboot machines adopt`) left it root's: the service user, who owns
+  // server.state, could never take the lock again (EACCES).
+  const parent = t.testdir();
+  chownSync(parent, NOBODY, NOBODY);
+  const directory = join(parent, 'adopt.lock');
+  await withFileLock(directory, options, async () => {});
+  const { uid, gid } = statSync(directory);
+  t.same({ uid, gid }, { uid: NOBODY, gid: NOBODY }, 'the lock directory is the service user’s');
+
+  // The service user takes it next, in its own process.
+  const lockModule = join(import.meta.dirname, '..', 'src', 'file-lock.ts');
+  const taker = `
+    import { withFileLock } from ${JSON.stringify(lockModule)};
+    await withFileLock(process.argv[1], { task: 'test', describeHolder: String, waitMs: 0, error: (m) => new Error(m) }, async () => {});
+    process.stdout.write('taken');`;
+  const run = moduleAsNobody(taker, directory);
+  t.equal(run.stdout, 'taken', 'the service user takes the lock after root did', { stderr: run.stderr });
 });

@@ -518,7 +518,7 @@ t.test(
     const dir = mkdtempSync(join(tmpdir(), 'rackboot-secret-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const now = Date.UTC(2026, 10, 25, 12, 0, 0);
-    const first = openMachineSecrets(join(dir, 'state'));
+    const first = await openMachineSecrets(join(dir, 'state'));
     const token = first.tokenFor(MAC_A, 'ignition', now);
     t.equal(statSync(join(dir, 'state', SECRET_FILE_NAME)).mode & 0o777, 0o600);
     t.ok(first.verify(MAC_A, token, now, 'ignition'));
@@ -532,7 +532,7 @@ t.test(
     }
     t.notOk(first.verify(MAC_A, '', now, 'ignition'));
     t.ok(
-      openMachineSecrets(join(dir, 'state')).verify(MAC_A, token, now, 'ignition'),
+      (await openMachineSecrets(join(dir, 'state'))).verify(MAC_A, token, now, 'ignition'),
       'same secret after a restart',
     );
     t.notOk(
@@ -541,7 +541,7 @@ t.test(
     );
 
     const ttl = 600;
-    const expiring = openMachineSecrets(join(dir, 'state'), () => ttl);
+    const expiring = await openMachineSecrets(join(dir, 'state'), () => ttl);
     const short = expiring.tokenFor(MAC_A, 'ignition', now);
     t.ok(expiring.verify(MAC_A, short, now + 599_000, 'ignition'));
     t.notOk(expiring.verify(MAC_A, short, now + 601_000, 'ignition'), 'expired');
@@ -552,7 +552,7 @@ t.test(
     );
 
     writeFileSync(join(dir, 'state', SECRET_FILE_NAME), 'not a secret\n');
-    t.throws(() => openMachineSecrets(join(dir, 'state')), /is not a rackboot secret/);
+    await t.rejects(openMachineSecrets(join(dir, 'state')), /is not a rackboot secret/);
   },
 );
 

@@ -35,7 +35,7 @@ const app = await buildApp({
   decision,
   record: lifecycle.record,
   logger,
-  secrets: openMachineSecrets(loaded.config.server.state),
+  secrets: await openMachineSecrets(loaded.config.server.state),
   lifecycle,
   dhcpStats: () => dhcp.stats(),
 });

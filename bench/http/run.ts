@@ -74,7 +74,7 @@ async function main(): Promise<void> {
       throw new Error(`${error.message}; server output: ${rackboot.output()}`);
     });
     const rssAfterStart = await processMemoryMB(rackboot.child.pid);
-    const secrets = openMachineSecrets(join(dir, 'state'));
+    const secrets = await openMachineSecrets(join(dir, 'state'));
     const scriptPaths = macs.map((mac) => `/boot/${macInUrl(mac)}.ipxe?arch=x86_64&platform=efi`);
     const ignitionPaths = macs.map(
       (mac) => `/ignition/${macInUrl(mac)}.ign?token=${secrets.tokenFor(mac, 'ignition', Date.now())}`,

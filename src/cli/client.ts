@@ -40,7 +40,7 @@ export async function resolveServer(options: { url?: string; config?: string }):
   const token =
     envToken ??
     (loaded.ok
-      ? (loaded.config.server.api_token ?? readOperatorToken(loaded.config.server.state))
+      ? (loaded.config.server.api_token ?? (await readOperatorToken(loaded.config.server.state)))
       : undefined);
   if (options.url) return { url: options.url.replace(/\/+$/, ''), token };
   if (!loaded.ok) {

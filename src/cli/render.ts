@@ -38,7 +38,11 @@ export function registerRender(program: Command): void {
         () => config,
         () => undefined,
       ).assignmentFor(mac);
-      const secrets = openMachineSecrets(config.server.state, () => config.ignition.token_ttl);
+      // Before the server's first start this makes the secret the server will then use, so the
+      // tokens printed are the ones it checks; made by `sudo rackboot render`, the secret (and a
+      // state directory made for it) belongs to the owner of the directory it is in, not to root,
+      // so the service can still read it (state-secret.ts).
+      const secrets = await openMachineSecrets(config.server.state, () => config.ignition.token_ttl);
       const vars = assignment && machineVars(config, assignment, secrets, Date.now());
       if (what === 'ipxe') {
         process.stdout.write(

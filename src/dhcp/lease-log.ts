@@ -2,6 +2,7 @@ import { constants, write } from 'node:fs';
 import { type FileHandle, mkdir, open, readFile, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Mac } from '../boot-plan.js';
+import { syncDirectory } from '../durable-file.js';
 import { parseMac } from '../inventory/mac.js';
 import { ipToNumber, isIpv4, numberToIp } from '../ipv4.js';
 import type { LeaseChange } from './leases.js';
@@ -154,12 +155,7 @@ export class LeaseLog {
   }
 
   private async syncDirectory(): Promise<void> {
-    const directory = await open(dirname(this.file), 'r');
-    try {
-      await directory.sync();
-    } finally {
-      await directory.close();
-    }
+    await syncDirectory(dirname(this.file));
     this.directorySynced = true;
   }
 }

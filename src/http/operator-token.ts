@@ -9,13 +9,13 @@ import { readOrCreateStateSecret, readStateSecret } from '../state-secret.js';
 export const OPERATOR_TOKEN_FILE = 'operator-token';
 
 /** The server's own operator token, made on first start. */
-export function openOperatorToken(stateDir: string): string {
-  return readOrCreateStateSecret(stateDir, OPERATOR_TOKEN_FILE).toString('hex');
+export async function openOperatorToken(stateDir: string): Promise<string> {
+  return (await readOrCreateStateSecret(stateDir, OPERATOR_TOKEN_FILE)).toString('hex');
 }
 
 /** The token a server with this state directory keeps, if it has made one and it is readable here. */
-export function readOperatorToken(stateDir: string): string | undefined {
-  return readStateSecret(stateDir, OPERATOR_TOKEN_FILE)?.toString('hex');
+export async function readOperatorToken(stateDir: string): Promise<string | undefined> {
+  return (await readStateSecret(stateDir, OPERATOR_TOKEN_FILE))?.toString('hex');
 }
 
 export function operatorTokenFile(stateDir: string): string {

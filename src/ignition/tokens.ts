@@ -43,11 +43,11 @@ export const CACHED_TOKENS = 16_384;
  * 0 = no expiry.
  * Throws at startup when the file exists but is not a secret this server wrote.
  */
-export function openMachineSecrets(
+export async function openMachineSecrets(
   stateDir: string,
   tokenTtlSeconds: () => number = () => 0,
-): MachineSecrets {
-  return createMachineSecrets(readOrCreateStateSecret(stateDir, SECRET_FILE_NAME), tokenTtlSeconds);
+): Promise<MachineSecrets> {
+  return createMachineSecrets(await readOrCreateStateSecret(stateDir, SECRET_FILE_NAME), tokenTtlSeconds);
 }
 
 /** The pure part, for tests and benchmarks that bring their own secret. */

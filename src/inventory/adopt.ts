@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { type Document, isMap, isScalar, isSeq, parse, parseDocument } from 'yaml';
+import { giveTo, makeDirectory, syncDirectory } from '../durable-file.js';
 import { type FileLockOptions, withFileLock } from '../file-lock.js';
 import { runModuleWorker } from '../worker-thread.js';
 import { loadConfigText } from './load.js';
@@ -160,7 +161,7 @@ const DEFAULT_STATE_DIRECTORY: string = ConfigSchema.properties.server.propertie
 
 /**
  * Adopts into the config file: the new text must pass the checks of `rackboot validate`
- * (VALIDATE_CHECKS), then replaces the file atomically, keeping its mode, so a watching server
+ * (VALIDATE_CHECKS), then replaces the file atomically (replaceFile), keeping its mode and owner, so a watching server
  * reloads a whole file, never a half-written one. Adopts of one file take turns, holding the lock
  * `<server.state>/adopt.lock` from reading the file to renaming over it, so two never start from the
  * same text and lose each other's machine; a file changed meanwhile by anything else (an editor) is
@@ -173,8 +174,9 @@ export async function adoptIntoFile(file: string, request: AdoptRequest): Promis
   const textBeforeLock = await readFile(file, 'utf8');
   const documentBeforeLock = parseDocument(textBeforeLock);
   const stateDirectory = stateDirectoryOf(file, documentBeforeLock);
-  // As the server creates it at start: the CLI may adopt before a server ever ran.
-  await mkdir(stateDirectory, { recursive: true, mode: 0o750 });
+  // As the server creates it at start: the CLI may adopt before a server ever ran (as root, the new
+  // directory goes to the owner of the directory it is in, so the server can still use it).
+  await makeDirectory(stateDirectory, 0o750);
   const lockOptions: FileLockOptions = {
     task: 'adopt',
     describeHolder: (pid) => `another adopt (pid ${pid}) is still running`,
@@ -217,14 +219,47 @@ async function adoptHoldingLock(
     const message = loaded.problems.map((problem) => formatProblem(problem)).join('\n');
     return { ok: false, code: 'invalid', message: `the config would not be valid:\n${message}` };
   }
-  const temporary = `${file}.adopt-${randomUUID()}`;
-  await writeFile(temporary, adopted.text, { mode: (await stat(file)).mode & 0o777 });
-  if ((await readFile(file, 'utf8')) !== original) {
-    await rm(temporary, { force: true });
-    return changedWhileAdopting(file);
+  const written = await replaceFile(file, adopted.text, original);
+  return written ? adopted : changedWhileAdopting(file);
+}
+
+/**
+ * Writes `text` to a temporary file beside the file `file` names (its target, when `file` is a
+ * symbolic link: the link stays, and a server watching the target sees the change), with the
+ * file's mode and owner (an adopt run as root leaves the file to its owner), fsynced, then renames
+ * it over the file, unless the file no longer holds `original`: false then, nothing written.
+ * Whole or not at all, even across a power cut; a failure (a full disk) leaves no temporary file
+ * and names the file.
+ */
+async function replaceFile(file: string, text: string, original: string): Promise<boolean> {
+  let target = file;
+  let temporary: string | undefined;
+  let renamed = false;
+  try {
+    target = await realpath(file);
+    const { mode, uid, gid } = await stat(target);
+    temporary = `${target}.adopt-${randomUUID()}`;
+    const handle = await open(temporary, 'wx', 0o600);
+    try {
+      await handle.writeFile(text);
+      await giveTo(temporary, { uid, gid });
+      // Set here, not by `open`, which applies the umask (a 0664 file would become 0644).
+      await handle.chmod(mode & 0o777);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    if ((await readFile(target, 'utf8')) !== original) return false;
+    await rename(temporary, target);
+    renamed = true;
+    await syncDirectory(dirname(target));
+    return true;
+  } catch (error) {
+    const named = target === file ? file : `${file} (${target})`;
+    throw new Error(`cannot write ${named}: ${(error as Error).message}`, { cause: error });
+  } finally {
+    if (temporary !== undefined && !renamed) await rm(temporary, { force: true });
   }
-  await rename(temporary, file);
-  return adopted;
 }
 
 function changedWhileAdopting(file: string): AdoptResult {

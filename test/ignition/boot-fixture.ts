@@ -141,7 +141,7 @@ export async function bootFixture(options: FixtureOptions = {}): Promise<BootFix
       events.push(event);
     },
     logger,
-    secrets: openMachineSecrets(config.server.state, () => options.tokenTtlSeconds ?? 0),
+    secrets: await openMachineSecrets(config.server.state, () => options.tokenTtlSeconds ?? 0),
     lifecycle,
     ...(options.macForIp ? { macForIp: options.macForIp } : {}),
   };

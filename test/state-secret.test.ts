@@ -1,0 +1,131 @@
+import {
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import t from 'tap';
+import { SECRET_FILE_NAME } from '../src/ignition/tokens.js';
+import { readOrCreateStateSecret } from '../src/state-secret.js';
+import { runCli } from './helpers/cli.js';
+import { asNobody, fill, fullTmpfs, moduleAsNobody, NOBODY, requireRoot } from './helpers/root.js';
+
+const NAME = 'test-secret';
+const SECRET_MODULE = join(import.meta.dirname, '..', 'src', 'state-secret.ts');
+
+const owner = (path: string) => {
+  const { uid, gid } = statSync(path);
+  return { uid, gid };
+};
+
+t.test('the secret is made once and read back the same', async (t) => {
+  const state = join(t.testdir(), 'state');
+  const made = await readOrCreateStateSecret(state, NAME);
+  t.equal(made.length, 32);
+  t.same(await readOrCreateStateSecret(state, NAME), made);
+  t.equal(statSync(join(state, NAME)).mode & 0o777, 0o600);
+  t.same(readdirSync(state), [NAME], 'no temporary file left');
+});
+
+t.test('an empty secret file, as a crash leaves it, is made again', async (t) => {
+  // Before, every start failed: "... is not a rackboot secret (64 hex digits); remove it".
+  const state = t.testdir({ [NAME]: '' });
+  const made = await readOrCreateStateSecret(state, NAME);
+  t.equal(made.length, 32);
+  t.equal(readFileSync(join(state, NAME), 'utf8'), `${made.toString('hex')}\n`);
+  t.same(readdirSync(state), [NAME], 'nothing else left');
+});
+
+t.test('a file that is not a secret is still refused, not replaced', async (t) => {
+  const state = t.testdir({ [NAME]: 'something else\n' });
+  await t.rejects(readOrCreateStateSecret(state, NAME), { message: /is not a rackboot secret/ });
+  t.equal(readFileSync(join(state, NAME), 'utf8'), 'something else\n');
+});
+
+t.test('a full disk leaves no secret file behind; the next start makes one', async (t) => {
+  // Before, writeFileSync(flag wx) left an empty file, and every later start was refused.
+  const { directory, filler } = fullTmpfs(t, 'secret-enospc');
+  const state = join(directory, 'state');
+  mkdirSync(state);
+  fill(filler);
+  await t.rejects(readOrCreateStateSecret(state, NAME), { message: /ENOSPC/ });
+  t.same(readdirSync(state), [], 'no secret file, empty or temporary');
+  rmSync(filler);
+  t.equal(
+    (await readOrCreateStateSecret(state, NAME)).length,
+    32,
+    'with room, the next start makes the secret',
+  );
+});
+
+t.test('the secret is fsynced before it gets its name, and its directory after', async (t) => {
+  // Before, nothing was fsynced: a power cut could leave an empty secret file.
+  const state = join(t.testdir(), 'state');
+  const synced: { path: string; named: boolean }[] = [];
+  const probe = await open(join(t.testdir(), 'probe'), 'w');
+  const fileHandle = Object.getPrototypeOf(probe) as { sync: () => Promise<void> };
+  await probe.close();
+  const sync = fileHandle.sync;
+  fileHandle.sync = function (this: { fd: number }) {
+    synced.push({ path: readlinkSync(`/proc/self/fd/${this.fd}`), named: existsSync(join(state, NAME)) });
+    return sync.call(this);
+  };
+  t.teardown(() => {
+    fileHandle.sync = sync;
+  });
+  await readOrCreateStateSecret(state, NAME);
+  fileHandle.sync = sync;
+  const file = synced.find((each) => each.path.startsWith(join(state, `${NAME}.`)));
+  t.ok(file, `the new secret is fsynced (synced: ${JSON.stringify(synced)})`);
+  t.equal(file?.named, false, 'before it is linked to its name');
+  const directory = synced.find((each) => each.path === state);
+  t.ok(directory, 'the state directory is fsynced');
+  t.equal(directory?.named, true, 'after the link');
+});
+
+t.test('a secret made by root belongs to the owner of the state directory', async (t) => {
+  requireRoot('gives files to nobody');
+  // Before, `sudo rackboot render` before the first start left a root-owned 0600 secret (in a
+  // root-owned 0700 state directory): the service then failed with EACCES.
+  const directory = t.testdir();
+  chownSync(directory, NOBODY, NOBODY);
+  const state = join(directory, 'state');
+  const made = await readOrCreateStateSecret(state, NAME);
+  t.same(owner(state), { uid: NOBODY, gid: NOBODY }, 'the state directory it made');
+  t.same(owner(join(state, NAME)), { uid: NOBODY, gid: NOBODY }, 'the secret');
+  const read = moduleAsNobody(
+    `import { readOrCreateStateSecret } from ${JSON.stringify(SECRET_MODULE)};
+    process.stdout.write((await readOrCreateStateSecret(process.argv[1], process.argv[2])).toString('hex'));`,
+    state,
+    NAME,
+  );
+  t.equal(read.stdout, made.toString('hex'), 'the service user reads the same secret', {
+    stderr: read.stderr,
+  });
+});
+
+t.test('sudo rackboot render before the first start prints the tokens the service will use', async (t) => {
+  requireRoot('renders as root, then as nobody');
+  const MAC = '52:54:00:00:00:01';
+  const directory = t.testdir({
+    'rackboot.yaml': `server:\n  address: 10.77.0.1\n  state: ./state\nprofiles:\n  plain: { kind: linux, kernel: https://example.com/vmlinuz, ignition: plain.bu }\nmachines:\n  - { mac: ${MAC}, profile: plain }\n`,
+    'plain.bu': 'variant: fcos\nversion: 1.5.0\n',
+  });
+  for (const name of ['', 'rackboot.yaml', 'plain.bu']) chownSync(join(directory, name), NOBODY, NOBODY);
+  const config = join(directory, 'rackboot.yaml');
+  const byRoot = await runCli(['render', 'ignition', '--mac', MAC, '-c', config]);
+  t.equal(byRoot.code, 0, byRoot.stderr);
+  t.match(byRoot.stdout, /token=/, 'the config carries a token');
+  t.same(owner(join(directory, 'state', SECRET_FILE_NAME)), { uid: NOBODY, gid: NOBODY });
+  const main = join(import.meta.dirname, '..', 'src', 'cli', 'main.ts');
+  const byService = asNobody(main, 'render', 'ignition', '--mac', MAC, '-c', config);
+  t.equal(byService.stdout, byRoot.stdout, 'the service user renders the same config, with the same token', {
+    stderr: byService.stderr,
+  });
+});
