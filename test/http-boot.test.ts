@@ -428,6 +428,8 @@ storage:
         http_headers: [{ name: Authorization, value: "Bearer s3cr3t-api-key" }]
     - path: /etc/app/other.env
       contents: { source: "https://ghp_t0ken@git.example/raw/other.env" }
+    - path: /etc/app/presigned.env
+      contents: { source: "https://bucket.example/app.env?X-Amz-Signature=s1gnature&X-Amz-Expires=600" }
 `;
   const { app } = await setup(t, { files: { 'ignition/worker.bu': template } });
   const response = await app.inject('/api/v1/explain?mac=52:54:00:12:34:56');
@@ -439,7 +441,12 @@ storage:
   });
   t.equal(ignition.storage.files[1].contents.source, 'https://[redacted]@git.example/raw/other.env');
   t.equal(ignition.ignition.proxy.httpsProxy, 'http://proxyuser:[redacted]@proxy.example:3128');
-  for (const secret of ['hunter2', 's3cr3t-api-key', 'ghp_t0ken', 'proxypass'])
+  t.equal(
+    ignition.storage.files[2].contents.source,
+    'https://bucket.example/app.env?X-Amz-Signature=[redacted]&X-Amz-Expires=[redacted]',
+    'query values are redacted, their names kept',
+  );
+  for (const secret of ['hunter2', 's3cr3t-api-key', 'ghp_t0ken', 'proxypass', 's1gnature'])
     t.notMatch(response.body, secret, `${secret} stays on the server`);
 });
 

@@ -95,12 +95,34 @@ function redactTokens(text: string, tokens: string[]): string {
 
 /** `scheme://user:password@` and `scheme://userinfo@` (a lone userinfo is usually a token). */
 const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s/?#@:]*)(:[^\s/?#@]*)?@/gi;
+/** The query of a URL: `?` up to whitespace or a fragment. */
+const URL_QUERY = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s?#]*\?)([^\s#]*)/gi;
 
-/** The password of `user:password@` in every URL of `text`, or the whole userinfo when it has no password. */
+/**
+ * In every URL of `text`: the password of `user:password@`, or the whole userinfo when it has no
+ * password, and each query value (presigned S3 URLs, `?token=`, `?auth=` carry their credential
+ * there), names kept. iPXE's own `${…}` settings are not secrets and say what the machine sends.
+ */
 function redactUrlCredentials(text: string): string {
-  return text.replace(URL_USERINFO, (_whole, scheme: string, user: string, password?: string) =>
-    password === undefined ? `${scheme}${REDACTED}@` : `${scheme}${user}:${REDACTED}@`,
-  );
+  return text
+    .replace(URL_USERINFO, (_whole, scheme: string, user: string, password?: string) =>
+      password === undefined ? `${scheme}${REDACTED}@` : `${scheme}${user}:${REDACTED}@`,
+    )
+    .replace(URL_QUERY, (_whole, start: string, query: string) => `${start}${redactQueryValues(query)}`);
+}
+
+function redactQueryValues(query: string): string {
+  return query
+    .split('&')
+    .map((pair) => {
+      const equals = pair.indexOf('=');
+      if (equals < 0) return pair;
+      const value = pair.slice(equals + 1);
+      return /^(\$\{[^}]*\})+$/.test(value) || value === REDACTED
+        ? pair
+        : `${pair.slice(0, equals)}=${REDACTED}`;
+    })
+    .join('&');
 }
 
 /** What is left of a secret-bearing text: its size, which still tells an empty file from a full one. */
