@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
@@ -8,6 +9,7 @@ import { FIRMWARE, LISTED_MAC, requestBytes, testConfigYaml } from './dhcp/fixtu
 import { launchDhcp, type Received, startProbe, waitForLine } from './dhcp/harness.js';
 import { createRoutedPair, requireTools } from './helpers/netns.js';
 import { waitUntil } from './helpers/poll.js';
+import { fill, fullTmpfs } from './helpers/root.js';
 
 // The socket shell's own failure paths. Namespaces on 10.77.14.0/24 (server .1, client .2).
 const SUBNET = 14;
@@ -111,3 +113,39 @@ t.test(
     t.notMatch(stderr, /DHCP reply not sent|ERR_SOCKET/, 'no send failed');
   },
 );
+
+t.test('an ACK whose lease cannot be written is withheld and counted as such, not as sent', async (t) => {
+  const { directory: state, filler } = fullTmpfs(t, 'dhcp-withheld');
+  const file = join(state, 'rackboot.yaml');
+  await writeFile(file, testConfigYaml({ subnet: SUBNET, mode: 'authoritative', state }));
+  const server = await launchDhcp(pair.server, file);
+  t.teardown(() => {
+    server.child.kill('SIGKILL');
+  });
+  fill(filler);
+  const relay = await startProbe(pair.client, `${CLIENT}:67`);
+  const request = (xid: number) =>
+    requestBytes({
+      type: 'request',
+      mac: '52:54:00:14:01:01' as Mac,
+      xid,
+      giaddr: CLIENT,
+      broadcast: false,
+      requested: `10.77.${SUBNET}.150`,
+      serverId: SERVER,
+    });
+  const decisions = async () =>
+    Object.fromEntries(
+      (await server.stats()).messages
+        .filter((entry) => entry.type === 'request')
+        .map((entry) => [entry.decision, entry.count]),
+    );
+  relay.send(request(0x6001), SERVER, 67);
+  t.ok(await waitUntil(async () => (await decisions())['ack-withheld'] === 1, 5000), 'counted as withheld');
+  t.same(await decisions(), { 'ack-withheld': 1 }, 'and not as an ACK');
+  t.notOk(relay.received.some(isAck(0x6001)), 'no ACK left');
+  rmSync(filler);
+  relay.send(request(0x6002), SERVER, 67);
+  await relay.next(isAck(0x6002));
+  t.same(await decisions(), { 'ack-withheld': 1, ack: 1 }, 'with room again, the ACK leaves and is counted');
+});

@@ -46,7 +46,8 @@ export class LeaseLog {
   syncs = 0;
 
   private constructor(
-    private readonly file: string,
+    /** The file, for messages that must name it. */
+    readonly path: string,
     private handle: FileHandle,
     /** The current table as changes, for compaction. */
     private readonly snapshot: () => LeaseChange[],
@@ -97,7 +98,7 @@ export class LeaseLog {
    * the flush loop, between batches, so no write races the file swap.
    */
   async compact(): Promise<void> {
-    const temporary = `${this.file}.tmp`;
+    const temporary = `${this.path}.tmp`;
     const lines = this.snapshot().map((change) => `${JSON.stringify(toStored(change))}\n`);
     // The rewrite is written through the handle later appends use, so the moment the rename is done
     // that handle is on the live file: nothing after the rename can leave appends going to the
@@ -105,7 +106,7 @@ export class LeaseLog {
     const rewritten = await open(temporary, APPEND_DSYNC | constants.O_TRUNC);
     try {
       await writeFully(rewritten.fd, Buffer.from(lines.join('')));
-      await rename(temporary, this.file);
+      await rename(temporary, this.path);
     } catch (error) {
       await rewritten.close();
       throw error;
@@ -155,7 +156,7 @@ export class LeaseLog {
   }
 
   private async syncDirectory(): Promise<void> {
-    await syncDirectory(dirname(this.file));
+    await syncDirectory(dirname(this.path));
     this.directorySynced = true;
   }
 }

@@ -50,7 +50,10 @@ export type DropReason = MalformedReason | 'source-port-zero';
 
 /** Counters for /metrics, shaped for a prom-client collector (one sample per entry). */
 export interface DhcpStats {
-  /** `type`: DHCP message type received; `decision`: offer | ack | nak | a SilenceReason. */
+  /**
+   * `type`: DHCP message type received; `decision`: offer | ack (sent) | ack-withheld (its lease could
+   * not be written) | nak | a SilenceReason.
+   */
   messages: { type: string; decision: string; count: number }[];
   /** Datagrams dropped before a decision, by DropReason. */
   malformed: { reason: DropReason; count: number }[];
@@ -165,7 +168,9 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       logger.error({ err: error, xid: request.xid }, 'DHCP decision failed');
       return;
     }
-    countMessage(request.messageType, outcome.kind === 'reply' ? outcome.decision : outcome.reason);
+    const decided = outcome.kind === 'reply' ? outcome.decision : outcome.reason;
+    // An ACK is counted once it leaves (below): one whose lease cannot be written never does.
+    if (decided !== 'ack') countMessage(request.messageType, decided);
     // Authoritative mode knows addresses from its leases; proxy mode learns them from what it overhears.
     if (settings.mode === 'proxy' && request.hlen === 6) learn(request, macFromBytes(request.chaddr));
 
@@ -180,7 +185,12 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       (error: unknown) => logger.warn({ err: error }, 'recording a DHCP event failed'),
     );
     if (outcome.kind === 'silent') {
-      durable?.catch((error: unknown) => logger.error({ err: error }, 'lease log write failed'));
+      durable?.catch((error: unknown) =>
+        logger.error(
+          { err: error, file: leaseLog.path },
+          `lease log ${leaseLog.path} write failed (${(error as Error).message})`,
+        ),
+      );
       logger.debug({ xid: request.xid, type: request.messageType, reason: outcome.reason }, 'silent');
       return;
     }
@@ -212,13 +222,21 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       send();
       return;
     }
+    const acknowledge = () => {
+      countMessage(request.messageType, 'ack');
+      send();
+    };
     // An ACK leaves only once its lease is on disk, so a crash cannot forget an address in use. It
     // does not wait for the provisioning event: the lease log is what must survive a crash, and
     // waiting behind the history's group commit made DORA latency follow the event rate
     // (bench/events: -82 % DORA/s at 10,000 events/s).
-    (durable ?? Promise.resolve()).then(send, (error: unknown) =>
-      logger.error({ err: error, xid: request.xid }, 'lease log write failed; ACK withheld'),
-    );
+    (durable ?? Promise.resolve()).then(acknowledge, (error: unknown) => {
+      countMessage(request.messageType, 'ack-withheld');
+      logger.error(
+        { err: error, xid: request.xid, file: leaseLog.path },
+        `lease log ${leaseLog.path} write failed (${(error as Error).message}); ACK withheld`,
+      );
+    });
   };
 
   const bindSocket = async (address: string, port: number, kind: DecideContext['port']) => {
