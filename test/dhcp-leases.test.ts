@@ -37,7 +37,7 @@ async function openTable(directory: string) {
   );
   for (const change of opened.changes) table.apply(change);
   await opened.log.compact();
-  return { table, log: opened.log, tornLines: opened.tornLines, compactionErrors };
+  return { table, log: opened.log, tornLines: opened.tornLines, damage: opened.damage, compactionErrors };
 }
 
 t.test('concurrent appends share fdatasyncs and all survive a reopen', async (t) => {
@@ -77,6 +77,31 @@ t.test('a torn last line (kill -9 mid-write) is skipped; everything before it is
   await reopened.log.close();
   const text = await readFile(join(directory, LEASE_LOG_FILE), 'utf8');
   t.equal(text.split('\n').filter(Boolean).length, 1, 'the start-up rewrite dropped the torn line');
+});
+
+t.test('damage inside the file is reported with its size, and the file as it was is kept', async (t) => {
+  const directory = await tempDirectory(t);
+  const file = join(directory, LEASE_LOG_FILE);
+  const lines = [1, 2, 3].map(
+    (n) => `${JSON.stringify({ t: 'bind', mac: macOf(n), ip: `10.77.9.${n}`, exp: NOW + 60_000 })}\n`,
+  );
+  // As a power cut can leave ext4: a block of zeros over the middle line.
+  const damaged = `${lines[0]}${'\0'.repeat(40)}\n${lines[2]}`;
+  await appendFile(file, damaged);
+  const reopened = await openTable(directory);
+  t.equal(reopened.table.boundLeases(NOW).length, 2, 'the lines around it are kept');
+  t.equal(reopened.damage?.bytes, 41, 'the damage is measured');
+  const copy = reopened.damage?.copy ?? '';
+  t.match(copy, `${LEASE_LOG_FILE}.damaged-`);
+  t.equal(await readFile(copy, 'utf8'), damaged, 'the original is kept for the operator');
+  await reopened.log.close();
+
+  const tornOnly = await tempDirectory(t);
+  await appendFile(join(tornOnly, LEASE_LOG_FILE), `${lines[0]}{"t":"bind","mac`);
+  const crashed = await openTable(tornOnly);
+  t.equal(crashed.tornLines, 1);
+  t.equal(crashed.damage, undefined, 'a torn last line (kill -9) is not damage');
+  await crashed.log.close();
 });
 
 t.test('a line whose address is not an IPv4 address is skipped and counted like a torn one', async (t) => {

@@ -1,5 +1,5 @@
 import { constants, write } from 'node:fs';
-import { type FileHandle, mkdir, open, readFile, rename } from 'node:fs/promises';
+import { copyFile, type FileHandle, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Mac } from '../boot-plan.js';
 import { syncDirectory } from '../durable-file.js';
@@ -57,13 +57,15 @@ export class LeaseLog {
 
   /**
    * Reads every durable change (in order) and opens the log for appending. `tornLines` counts the
-   * lines that are not a complete, valid change (torn by a crash or a failed write), which are skipped.
+   * lines that are not a complete, valid change, which are skipped. A kill -9 tears only the last
+   * one; any other (a failed write, or a disk that damaged the file) is `damage`, and the file as
+   * it was is kept beside it first, since the compaction that follows start rewrites it.
    */
   static async open(
     directory: string,
     snapshot: () => LeaseChange[],
     onCompactionError: (error: Error) => void,
-  ): Promise<{ log: LeaseLog; changes: LeaseChange[]; tornLines: number }> {
+  ): Promise<{ log: LeaseLog; changes: LeaseChange[]; tornLines: number; damage?: LeaseLogDamage }> {
     await mkdir(directory, { recursive: true });
     const file = join(directory, LEASE_LOG_FILE);
     let text = '';
@@ -74,14 +76,25 @@ export class LeaseLog {
     }
     const changes: LeaseChange[] = [];
     let tornLines = 0;
-    for (const line of text.split('\n')) {
-      if (line === '') continue;
+    let damagedBytes = 0;
+    const lines = text.split('\n');
+    lines.forEach((line, index) => {
+      if (line === '') return;
       const change = parseLine(line);
       if (change) changes.push(change);
-      else tornLines += 1;
-    }
+      else {
+        tornLines += 1;
+        if (index < lines.length - 1) damagedBytes += Buffer.byteLength(line) + 1;
+      }
+    });
+    const damage = damagedBytes > 0 ? await keepDamaged(file, damagedBytes) : undefined;
     const handle = await open(file, APPEND_DSYNC);
-    return { log: new LeaseLog(file, handle, snapshot, onCompactionError), changes, tornLines };
+    return {
+      log: new LeaseLog(file, handle, snapshot, onCompactionError),
+      changes,
+      tornLines,
+      ...(damage ? { damage } : {}),
+    };
   }
 
   /** Resolves once the change is on disk (its synced write returned). */
@@ -109,6 +122,8 @@ export class LeaseLog {
       await rename(temporary, this.path);
     } catch (error) {
       await rewritten.close();
+      // A part-written rewrite would hold the space a full disk needs back.
+      await rm(temporary, { force: true });
       throw error;
     }
     const previous = this.handle;
@@ -158,6 +173,24 @@ export class LeaseLog {
   private async syncDirectory(): Promise<void> {
     await syncDirectory(dirname(this.path));
     this.directorySynced = true;
+  }
+}
+
+/** Lines skipped from inside the lease log, not only its torn tail: leases may be lost. */
+export interface LeaseLogDamage {
+  bytes: number;
+  /** The file as it was before start rewrote it; undefined when it could not be copied (`copyError`). */
+  copy?: string;
+  copyError?: Error;
+}
+
+async function keepDamaged(file: string, bytes: number): Promise<LeaseLogDamage> {
+  const copy = `${file}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  try {
+    await copyFile(file, copy, constants.COPYFILE_EXCL);
+    return { bytes, copy };
+  } catch (error) {
+    return { bytes, copyError: error as Error };
   }
 }
 

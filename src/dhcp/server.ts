@@ -91,6 +91,18 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     { leases: leases.boundLeases(Date.now()).length, tornLines: opened.tornLines },
     'lease log replayed',
   );
+  const { damage } = opened;
+  if (damage) {
+    const kept = damage.copy
+      ? `the file as it was is kept as ${damage.copy}`
+      : `a copy could not be kept (${damage.copyError?.message})`;
+    logger.error(
+      { file: leaseLog.path, ...damage },
+      `lease log ${leaseLog.path}: ${damage.bytes} bytes inside it were not valid lease lines and were skipped ` +
+        `(a failed write, or a damaged disk); leases written there are lost, so a client may be offered an ` +
+        `address another still uses until it renews. ${kept}`,
+    );
+  }
 
   const messageCounts = new Map<string, { type: string; decision: string; count: number }>();
   const malformedCounts = new Map<DropReason, number>();
