@@ -281,3 +281,46 @@ t.test('a second serve on the same server.state is refused before it touches the
   await waitForOutput(after, (line) => line.includes('rackboot serving'), 30_000);
   t.pass('the lock of a killed server does not hold the next one back');
 });
+
+t.test(
+  'a history that will not open: one line naming the file and what to do, nothing changed',
+  async (t) => {
+    const base = configText(await freePort(), await freePort(), '  []\n').replace(
+      'machines:\n  []',
+      'machines: []',
+    );
+    const cases: [string, (file: string) => void, RegExp][] = [
+      [
+        'not a database',
+        (file) => writeFileSync(file, 'x'.repeat(4096)),
+        /history .*lifecycle\.sqlite: file is not a database; it is damaged or not a rackboot history: move it/,
+      ],
+      [
+        "another program's database",
+        (file) => {
+          const foreign = new Database(file);
+          foreign.exec(
+            'CREATE TABLE events (id INTEGER PRIMARY KEY, what TEXT); CREATE TABLE orders (id INTEGER)',
+          );
+          foreign.close();
+        },
+        /.*lifecycle\.sqlite is not a rackboot history \(tables orders\); give server\.state a directory of its own/,
+      ],
+    ];
+    for (const [name, make, expected] of cases) {
+      const directory = t.testdir({
+        'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' },
+        state: {},
+      });
+      writeFileSync(join(directory, 'rackboot.yaml'), base);
+      const history = join(directory, 'state', DATABASE_FILE_NAME);
+      make(history);
+      const before = readFileSync(history);
+      const result = await runCli(['serve', '-c', join(directory, 'rackboot.yaml')], { timeoutMs: 20_000 });
+      t.equal(result.code, 1, `${name}: exit 1`);
+      t.match(result.stderr.trim(), new RegExp(`^rackboot could not start: ${expected.source}`), name);
+      t.notMatch(result.stderr, /\n\s+at /, `${name}: no stack trace`);
+      t.ok(readFileSync(history).equals(before), `${name}: the file is left as it was`);
+    }
+  },
+);

@@ -4,6 +4,7 @@ import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { Mac } from '../inventory/mac.js';
 import type { Logger } from '../log.js';
+import { StateError } from '../state-error.js';
 import { startModuleWorker } from '../worker-thread.js';
 import type { MachineEvent, MachineEventInput, MachineState, RecordEvent } from './events.js';
 import { MacEventIndex } from './mac-index.js';
@@ -126,11 +127,65 @@ const SCHEMA_VERSION = 2;
  * database's consistency (https://sqlite.org/wal.html#performance_considerations).
  */
 export function openLifecycle(options: LifecycleOptions): Lifecycle {
+  const file = join(options.stateDir, DATABASE_FILE_NAME);
+  try {
+    return openLifecycleAt(file, options);
+  } catch (error) {
+    throw historyError(file, error);
+  }
+}
+
+/**
+ * What an operator can do about a history that will not open, by SQLite's error code (a raw
+ * `SqliteError: file is not a database` with a stack named neither the file nor a way out).
+ */
+function historyError(file: string, error: unknown): StateError {
+  const { code, message } = error as { code?: string; message: string };
+  const kind = code ?? '';
+  const advice =
+    kind === 'SQLITE_NOTADB' || kind.startsWith('SQLITE_CORRUPT')
+      ? 'it is damaged or not a rackboot history: move it (with its -wal and -shm files) away to start a new history'
+      : kind.startsWith('SQLITE_READONLY') ||
+          kind.startsWith('SQLITE_CANTOPEN') ||
+          kind === 'SQLITE_PERM' ||
+          kind === 'EACCES'
+        ? `this user (uid ${process.getuid?.()}) cannot write it: give server.state and its files to the user rackboot runs as`
+        : kind === 'SQLITE_FULL' || kind.startsWith('SQLITE_IOERR') || kind === 'ENOSPC'
+          ? 'free space on its file system, or check the disk'
+          : undefined;
+  if (advice === undefined && message.includes(file)) return new StateError(message, { cause: error });
+  return new StateError(`history ${file}: ${message}${advice ? `; ${advice}` : ''}`, { cause: error });
+}
+
+/** Tables of every layout this store has had. */
+const HISTORY_TABLES = new Set(['events', 'machines', 'snapshot', 'events_by_field']);
+
+/** Another program's database must be refused before the first write (WAL mode, migration) changes it. */
+function refuseForeign(database: Database.Database): void {
+  const tables = database
+    .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+    .pluck()
+    .all() as string[];
+  const foreign = tables.filter((name) => !HISTORY_TABLES.has(name) && !name.startsWith('sqlite_'));
+  const columns = (database.pragma('table_info(events)') as { name: string }[]).map((column) => column.name);
+  if (
+    foreign.length === 0 &&
+    (columns.length === 0 || columns.includes('event') || columns.includes('detail'))
+  )
+    return;
+  throw new Error(
+    `${database.name} is not a rackboot history (${foreign.length > 0 ? `tables ${foreign.join(', ')}` : 'an events table of another shape'}); ` +
+      'give server.state a directory of its own, or move the file away',
+  );
+}
+
+function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
   const now = options.now ?? Date.now;
   const logger = options.logger;
   mkdirSync(options.stateDir, { recursive: true });
-  const database = new Database(join(options.stateDir, DATABASE_FILE_NAME));
+  const database = new Database(file);
   try {
+    refuseForeign(database);
     database.pragma('journal_mode = WAL');
     database.pragma('synchronous = NORMAL');
     migrate(database);
