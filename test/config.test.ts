@@ -114,6 +114,14 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ],
   ],
   [
+    'server and router off the served network',
+    header.replace('address: 10.77.0.1', 'address: 10.77.171.1').replace('  range:', '  router: 10.77.1.1\n  range:'),
+    [
+      "rackboot.yaml:2:12: server.address 10.77.171.1 is outside dhcp.subnet: dhcp.subnet is the server's own network (relayed networks go under dhcp.subnets)",
+      'rackboot.yaml:6:11: dhcp.router 10.77.1.1 is outside dhcp.subnet: clients could not reach it',
+    ],
+  ],
+  [
     'range outside subnet',
     header.replace('[10.77.0.100, 10.77.0.199]', '[10.77.0.100, 10.77.1.10]'),
     ['rackboot.yaml:6:24: dhcp.range: 10.77.1.10 is outside the subnet'],

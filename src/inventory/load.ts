@@ -265,12 +265,40 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
   const noteTaken = (address: unknown, key: string) => {
     if (typeof address === 'string' && isIpv4(address) && !taken.has(address)) taken.set(address, key);
   };
+  // Off-link, a client is offered a next-server and a gateway it cannot reach, and the boot fails
+  // after an offer that looked right.
+  const checkInside = (
+    path: Path,
+    address: unknown,
+    subnet: Cidr | undefined,
+    subnetKey: string,
+    why: string,
+  ) => {
+    if (!authoritative || !subnet || typeof address !== 'string' || !isIpv4(address)) return;
+    if (cidrContains(subnet, ipToNumber(address))) return;
+    problems.push(locate.at(path, `${dotted(path)} ${address} is outside ${subnetKey}: ${why}`));
+  };
+  checkInside(
+    ['server', 'address'],
+    asRecord(value.server).address,
+    mainSubnet,
+    'dhcp.subnet',
+    "dhcp.subnet is the server's own network (relayed networks go under dhcp.subnets)",
+  );
+  checkInside(['dhcp', 'router'], dhcp.router, mainSubnet, 'dhcp.subnet', 'clients could not reach it');
   noteTaken(asRecord(value.server).address, 'server.address');
   noteTaken(dhcp.router, 'dhcp.router');
   asArray(dhcp.subnets).forEach((entry, index) => {
     const relay = asRecord(entry);
     const subnet = subnetAt(['dhcp', 'subnets', index, 'subnet'], relay.subnet);
     checkRange(['dhcp', 'subnets', index, 'range'], relay.range, subnet);
+    checkInside(
+      ['dhcp', 'subnets', index, 'router'],
+      relay.router,
+      subnet,
+      `dhcp.subnets[${index}].subnet`,
+      'clients could not reach it',
+    );
     checkLeaseTime(['dhcp', 'subnets', index, 'lease_time'], relay.lease_time, problems, locate);
     noteTaken(relay.router, `dhcp.subnets[${index}].router`);
     if (subnet) subnets.push(subnet);

@@ -133,7 +133,10 @@ const RelayPoolFields = poolFields();
 const MainPoolFields = poolFields(' Required in authoritative mode.', ' Ignored in proxy mode.');
 
 const RelaySubnetSchema = Type.Object(
-  { ...RelayPoolFields, lease_time: Type.Optional(Duration('1h', 'Lease length for this subnet, 1s to 4294967294 s.')) },
+  {
+    ...RelayPoolFields,
+    lease_time: Type.Optional(Duration('1h', 'Lease length for this subnet, 1s to 4294967294 s.')),
+  },
   { additionalProperties: false, description: 'A subnet served through a DHCP relay (giaddr inside it).' },
 );
 
@@ -150,7 +153,10 @@ const DhcpSchema = Type.Object(
     router: MainPoolFields.router,
     dns: MainPoolFields.dns,
     domain: MainPoolFields.domain,
-    lease_time: Duration('1h', 'Lease length, 1s to 4294967294 s (authoritative mode; ignored in proxy mode).'),
+    lease_time: Duration(
+      '1h',
+      'Lease length, 1s to 4294967294 s (authoritative mode; ignored in proxy mode).',
+    ),
     subnets: Type.Array(RelaySubnetSchema, {
       default: [],
       description: 'Further subnets reached through DHCP relays (authoritative mode).',
@@ -227,7 +233,10 @@ const ProfileSchema = Type.Object(
       }),
     ),
     args: Type.Optional(
-      Type.Array(Type.String(), { description: 'Kernel arguments; {{...}} template variables allowed.' }),
+      Type.Array(Type.String(), {
+        description:
+          "Kernel arguments; {{...}} template variables allowed. Each must stay one word once filled in: an argument, URL or install_device holding whitespace or a control character (a var with a line break) would split iPXE's kernel line or run commands of its own, so that machine gets a script that says why on its console instead (`render ipxe` shows it). iPXE's own ${...} settings are left for iPXE to expand.",
+      }),
     ),
   },
   { additionalProperties: false },
