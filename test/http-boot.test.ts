@@ -326,6 +326,9 @@ t.test('malformed script requests', async (t) => {
   const { app } = await setup(t);
   t.equal((await app.inject('/boot/not-a-mac.ipxe')).statusCode, 404);
   t.equal((await app.inject('/boot/52-54-00-12-34-56.txt')).statusCode, 404);
+  for (const group of ['ff-ff-ff-ff-ff-ff', '01-00-5e-00-00-01', '00-00-00-00-00-00']) {
+    t.equal((await app.inject(`/boot/${group}.ipxe`)).statusCode, 404, `${group} is no machine's own MAC`);
+  }
   t.equal((await app.inject(`/boot/52-54-00-12-34-56.ipxe?arch=${'x'.repeat(100)}`)).statusCode, 400);
 });
 

@@ -1,7 +1,7 @@
 import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { machineVars } from '../ignition/vars.js';
-import { parseMac } from '../inventory/mac.js';
+import { isMachineMac, parseMac } from '../inventory/mac.js';
 import type { BootServiceContext } from './boot-service.js';
 import { archFromBuildarch, entryScript } from './ipxe.js';
 import { requesterIp } from './machine-auth.js';
@@ -31,7 +31,7 @@ export async function bootRoutes(app: FastifyInstance, context: BootServiceConte
       const mac = request.params.name.endsWith('.ipxe')
         ? parseMac(request.params.name.slice(0, -5))
         : undefined;
-      if (!mac)
+      if (!mac || !isMachineMac(mac))
         return reply.code(404).type('text/plain').send('not a machine script: use /boot/<mac>.ipxe\n');
       const ip = requesterIp(request);
       if (request.method === 'GET') context.rememberMachineAddress(ip, mac);

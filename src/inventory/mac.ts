@@ -18,6 +18,14 @@ export function parseMac(text: string): Mac | undefined {
   return digits.replace(/(..)(?!$)/g, '$1:') as Mac;
 }
 
+/**
+ * A MAC a network card can have as its own: not a group (multicast or broadcast) address and not all
+ * zeros. Requests naming another (`/boot/ff-ff-ff-ff-ff-ff.ipxe`) come from no machine.
+ */
+export function isMachineMac(mac: Mac): boolean {
+  return (Number.parseInt(mac.slice(0, 2), 16) & 1) === 0 && mac !== '00:00:00:00:00:00';
+}
+
 const HEX_BYTES = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
 
 /** Canonical MAC from the first six bytes of a hardware address (DHCP chaddr); on the per-packet path. */
