@@ -237,10 +237,11 @@ t.test(
   },
 );
 
-t.test('a --url that answers HTML, not the API, is named with its HTTP status', async (t) => {
+t.test('a --url that answers HTML or nothing, not the API, is named with its HTTP status', async (t) => {
   const { configFile } = await startLifecycleApp(t);
-  const server = createServer((_request, response) => {
-    response.writeHead(404, { 'content-type': 'text/html' }).end('<html><body>Not Found</body></html>');
+  const server = createServer((request, response) => {
+    if (request.url === '/api/v1/machines/52:54:00:12:34:56/reprovision') response.writeHead(404).end();
+    else response.writeHead(404, { 'content-type': 'text/html' }).end('<html><body>Not Found</body></html>');
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise((resolve) => server.close(resolve)));
@@ -251,5 +252,11 @@ t.test('a --url that answers HTML, not the API, is named with its HTTP status', 
   t.equal(
     listed.error?.message,
     `${url}/api/v1/machines answered HTTP 404 with text/html, not JSON: is --url a rackboot server?`,
+  );
+  const empty = await inProcess('reprovision', '52:54:00:12:34:56', '--url', url, '-c', configFile);
+  t.equal(
+    empty.error?.message,
+    `${url}/api/v1/machines/52:54:00:12:34:56/reprovision answered HTTP 404 with no explanation: is --url a rackboot server?`,
+    'an empty answer too (it was only "HTTP 404")',
   );
 });

@@ -115,7 +115,9 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
   ],
   [
     'server and router off the served network',
-    header.replace('address: 10.77.0.1', 'address: 10.77.171.1').replace('  range:', '  router: 10.77.1.1\n  range:'),
+    header
+      .replace('address: 10.77.0.1', 'address: 10.77.171.1')
+      .replace('  range:', '  router: 10.77.1.1\n  range:'),
     [
       "rackboot.yaml:2:12: server.address 10.77.171.1 is outside dhcp.subnet: dhcp.subnet is the server's own network (relayed networks go under dhcp.subnets)",
       'rackboot.yaml:6:11: dhcp.router 10.77.1.1 is outside dhcp.subnet: clients could not reach it',
@@ -166,6 +168,13 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
       .map((level, index) => `${level}: &${level} [${Array(10).fill(`*${'abcdefg'[index]}`).join(', ')}]`)
       .join('\n')}\n${header}`,
     ['rackboot.yaml:2:8: the YAML aliases cannot be expanded: Excessive alias count'],
+  ],
+  [
+    'two YAML documents',
+    `${header}---\nmachines: []\n`,
+    [
+      'rackboot.yaml:13:1: a second YAML document starts here (---); the config is one document: remove the ---',
+    ],
   ],
   [
     'bad duration',

@@ -59,8 +59,7 @@ async function request<T>(target: ServerTarget, path: string, init: RequestInit 
       headers: { accept: 'application/json', ...(init.headers as Record<string, string> | undefined) },
     });
   } catch (error) {
-    const cause = (error as { cause?: { message?: string } }).cause?.message ?? (error as Error).message;
-    throw new ApiError(`cannot reach ${target.url}: ${cause}`, 0);
+    throw new ApiError(`cannot reach ${target.url}: ${causeOf(error)}`, 0);
   }
   const text = await response.text();
   let body: unknown;
@@ -76,9 +75,19 @@ async function request<T>(target: ServerTarget, path: string, init: RequestInit 
   }
   if (!response.ok) {
     const answer = body as { error?: string; rejected?: string } | undefined;
-    throw new ApiError(answer?.rejected ?? answer?.error ?? `HTTP ${response.status}`, response.status);
+    throw new ApiError(
+      answer?.rejected ??
+        answer?.error ??
+        `${target.url}${path} answered HTTP ${response.status} with no explanation: is --url a rackboot server?`,
+      response.status,
+    );
   }
   return body as T;
+}
+
+/** fetch's own message is only "fetch failed"; what failed (ECONNREFUSED …) is its cause. */
+function causeOf(error: unknown): string {
+  return (error as { cause?: { message?: string } }).cause?.message ?? (error as Error).message;
 }
 
 export function getJson<T>(target: ServerTarget, path: string): Promise<T> {
@@ -165,7 +174,7 @@ export async function* followEvents(
     } catch (error) {
       if (options.signal?.aborted) return;
       if (error instanceof ApiError && error.status >= 400 && error.status < 500) throw error;
-      reason = (error as Error).message;
+      reason = `${target.url}: ${causeOf(error)}`;
     }
     options.onDisconnect?.(reason);
     await new Promise((resolve) => setTimeout(resolve, retryMs));

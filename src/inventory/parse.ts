@@ -65,7 +65,11 @@ export function parseConfigText(text: string, file: string): Parsed {
       ok: false,
       problems: document.errors.map((error) => {
         const at = lineCounter.linePos(error.pos[0]);
-        const message = `YAML syntax error: ${error.message.split('\n')[0]}`;
+        // yaml's own text for this one points at its API (parseAllDocuments), not at the file.
+        const message =
+          error.code === 'MULTIPLE_DOCS'
+            ? 'a second YAML document starts here (---); the config is one document: remove the --- and merge what follows into the first'
+            : `YAML syntax error: ${error.message.split('\n')[0]}`;
         return { file, ...at, message: withTabHint(message, lines[at.line - 1]) };
       }),
     };
