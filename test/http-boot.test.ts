@@ -558,6 +558,11 @@ t.test('rackboot render prints exactly what the server sends', async (t) => {
     `${(await app.inject(`/ignition/52-54-00-12-34-56.ign?token=${tokenOf(NODE1)}`)).body}\n`,
   );
   await t.rejects(cli('ignition', '--mac', '52:54:00:aa:bb:cc'), /not in the inventory/);
+  await t.rejects(
+    cli('ipxe', '--mac', '52-54-00-12-34-57', '--arch', 'x86-64'),
+    /argument 'x86-64' is invalid\. Allowed choices are x86_64, i386, arm32, arm64, aarch64/,
+    'an arch iPXE never reports is refused, not rendered as x86_64 boot files',
+  );
 });
 
 t.test('an edited template applies to the next request; a broken edit answers 503 until fixed', async (t) => {

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { archFromBuildarch } from '../http/ipxe.js';
 import { machineScript } from '../http/machine-script.js';
 import { createMachineIgnition } from '../ignition/machine-ignition.js';
@@ -21,7 +21,11 @@ export function registerRender(program: Command): void {
     .description('print the iPXE script or Ignition config a machine would get')
     .argument('<what>', 'ipxe or ignition')
     .requiredOption('--mac <mac>', 'the machine, any MAC spelling')
-    .option('--arch <arch>', "the machine's architecture as iPXE reports it (x86_64, arm64, i386)", 'x86_64')
+    .addOption(
+      new Option('--arch <arch>', "the machine's architecture as iPXE reports it")
+        .choices(['x86_64', 'i386', 'arm32', 'arm64', 'aarch64'])
+        .default('x86_64'),
+    )
     .action(async (what: string, options: { config?: string; mac: string; arch: string }) => {
       if (what !== 'ipxe' && what !== 'ignition')
         throw new Error(`render ipxe or render ignition, not ${what}`);
