@@ -1,3 +1,4 @@
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { durationSeconds, loadConfigText } from '../src/inventory/load.js';
@@ -447,4 +448,28 @@ t.test('MAC spellings: every common form becomes the canonical one, anything els
     '',
   ])
     t.equal(parseMac(wrong), undefined, JSON.stringify(wrong));
+});
+
+t.test("a template still holding the example's SSH key is a warning at the key", async (t) => {
+  const directory = workspace(t);
+  const shipped = readFileSync(new URL('../ignition/worker.bu', import.meta.url), 'utf8');
+  writeFileSync(join(directory, 'ignition', 'worker.bu'), shipped);
+  const warned = await loadConfigText(header, join(directory, 'rackboot.yaml'));
+  if (!warned.ok) throw new Error(`must load: ${JSON.stringify(warned.problems)}`);
+  const line = shipped.split('\n').findIndex((text) => text.includes('ReplaceThisWithYourOwnPublicKey')) + 1;
+  t.same(
+    warned.warnings.map((problem) => formatProblem(problem, directory)),
+    [
+      `ignition/worker.bu:${line}:48: the example's placeholder SSH key: put your own public key here, or nobody can log in to the machines`,
+    ],
+  );
+  writeFileSync(
+    join(directory, 'ignition', 'worker.bu'),
+    shipped.replace(
+      /ssh-ed25519 \S+/,
+      'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl',
+    ),
+  );
+  const own = await loadConfigText(header, join(directory, 'rackboot.yaml'));
+  t.same(own.ok && own.warnings, [], 'no warning once the key is the operator’s own');
 });

@@ -1,4 +1,4 @@
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { FormatRegistry, type TSchema } from '@sinclair/typebox';
 import { Value, type ValueError, ValueErrorType } from '@sinclair/typebox/value';
@@ -97,6 +97,7 @@ export async function checkConfigData(
     ...missingBootPrograms(config.dhcp, config.server.assets).map((missing) =>
       locate.at(missingAssetPath(missing), missing.message),
     ),
+    ...exampleKeyWarnings(config),
   ];
   return {
     ok: true,
@@ -578,6 +579,28 @@ async function templateFileProblems(
     }
   }
   return problems;
+}
+
+/** In the shipped templates' SSH key, which no one holds the private half of. */
+const EXAMPLE_KEY_MARK = 'ReplaceThisWithYourOwnPublicKey';
+
+/** Templates still holding the example's key install machines nobody can log in to. */
+function exampleKeyWarnings(config: Config): Problem[] {
+  const templates = new Set(Object.values(config.profiles).flatMap((profile) => profile.ignition ?? []));
+  return [...templates].flatMap((template) => {
+    const text = isRegularFile(template) ? readFileSync(template, 'utf8') : '';
+    const at = text.indexOf(EXAMPLE_KEY_MARK);
+    if (at < 0) return [];
+    return [
+      {
+        file: template,
+        line: text.slice(0, at).split('\n').length,
+        col: at - text.lastIndexOf('\n', at),
+        message:
+          "the example's placeholder SSH key: put your own public key here, or nobody can log in to the machines",
+      },
+    ];
+  });
 }
 
 function isRegularFile(path: string): boolean {
