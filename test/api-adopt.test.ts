@@ -92,6 +92,10 @@ t.test('refusals', async (t) => {
     ok: false,
     code: 'unknown-profile',
   });
+  t.match(adoptMachine(`${PROFILES}machines: []\n`, { mac: NEW, profile: 'wroker' }), {
+    code: 'unknown-profile',
+    message: 'no profile named wroker under profiles (did you mean "worker"?)',
+  });
   t.match(
     adoptMachine(`${PROFILES}machines:\n  - {mac: 52-54-00-00-00-09, profile: worker}\n`, {
       mac: NEW,

@@ -9,7 +9,7 @@ import { loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
 import { badName, isName } from './names.js';
 import { macAsWritten } from './parse.js';
-import { formatProblem } from './problems.js';
+import { closestName, formatProblem } from './problems.js';
 import { ConfigSchema } from './schema.js';
 import { VALIDATE_CHECKS } from './validate-checks.js';
 
@@ -46,10 +46,19 @@ export function adoptMachine(
   }
   const profiles = document.get('profiles');
   if (!isMap(profiles) || !profiles.has(request.profile)) {
+    const names = isMap(profiles)
+      ? profiles.items.map((item) => String(isScalar(item.key) ? item.key.value : item.key))
+      : [];
+    const closest = closestName(request.profile, names);
+    const hint = closest
+      ? ` (did you mean "${closest}"?)`
+      : names.length > 0
+        ? ` (there are ${names.join(', ')})`
+        : '';
     return {
       ok: false,
       code: 'unknown-profile',
-      message: `no profile named ${request.profile} under profiles`,
+      message: `no profile named ${request.profile} under profiles${hint}`,
     };
   }
   const misnamed = Object.keys(request.vars ?? {}).find((name) => !isName(name));
