@@ -235,6 +235,15 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ],
   ],
   [
+    'a badly named profile is checked all the same: every mistake at once',
+    header.replace('  plain:\n    kind: linux\n', '  plain.v2:\n    kind: coreos\n    bogus_key: 1\n'),
+    [
+      'rackboot.yaml:8:3: profiles: bad profile name "plain.v2": profile names may hold letters, digits, _ and -',
+      'rackboot.yaml:9:11: profiles.plain.v2.kind: "coreos" is not one of coreos-install, linux',
+      'rackboot.yaml:10:5: unknown key "bogus_key" in profiles.plain.v2',
+    ],
+  ],
+  [
     'a profile name YAML reads as a number, at its own key',
     header.replace(
       '    ignition: ignition/worker.bu\n',

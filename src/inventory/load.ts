@@ -16,7 +16,13 @@ import { badName, isName, type NameKind } from './names.js';
 import { type Locator, type Path, parseConfigText, readConfigFile } from './parse.js';
 import { byPosition, closestName, type Problem } from './problems.js';
 import { type MissingAsset, missingAssets, missingBootPrograms } from './profile-assets.js';
-import { API_TOKEN_MIN_LENGTH, type Config, ConfigSchema, DURATION_PATTERN } from './schema.js';
+import {
+  API_TOKEN_MIN_LENGTH,
+  type Config,
+  ConfigSchema,
+  DURATION_PATTERN,
+  ProfileSchema,
+} from './schema.js';
 
 export type { Problem };
 
@@ -129,12 +135,23 @@ const dotted = (path: Path) =>
 const SECRET_TOKEN_POINTER = '/server/api_token';
 
 function structuralProblems(value: unknown, locate: Locator): Problem[] {
+  const problems = schemaProblems(ConfigSchema, value, [], locate);
+  // A profile whose name breaks the rule is not checked against the profile schema (its key misses
+  // the record's pattern): checked here, so its other mistakes show now, not after the rename.
+  for (const [name, profile] of Object.entries(asRecord(asRecord(value).profiles))) {
+    if (!isName(name)) problems.push(...schemaProblems(ProfileSchema, profile, ['profiles', name], locate));
+  }
+  problems.push(...nameProblems(value, locate));
+  return problems;
+}
+
+function schemaProblems(schema: TSchema, value: unknown, at: Path, locate: Locator): Problem[] {
   const problems: Problem[] = [];
   const seen = new Set<string>();
-  for (const error of Value.Errors(ConfigSchema, value)) {
+  for (const error of Value.Errors(schema, value)) {
     if (seen.has(error.path)) continue;
     seen.add(error.path);
-    const path = pointerToPath(error.path);
+    const path = [...at, ...pointerToPath(error.path)];
     if (error.type === ValueErrorType.ObjectAdditionalProperties) {
       problems.push(unknownKeyProblem(error, path, locate));
     } else if (error.type === ValueErrorType.ObjectRequiredProperty) {
@@ -149,7 +166,6 @@ function structuralProblems(value: unknown, locate: Locator): Problem[] {
       problems.push(locate.at(path, `${dotted(path)}: ${describeError(error)}`));
     }
   }
-  problems.push(...nameProblems(value, locate));
   return problems;
 }
 

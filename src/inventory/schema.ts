@@ -189,7 +189,7 @@ const ArchAssetsSchema = Type.Object(
   { additionalProperties: false },
 );
 
-const ProfileSchema = Type.Object(
+export const ProfileSchema = Type.Object(
   {
     kind: Type.Union([Type.Literal('coreos-install'), Type.Literal('linux')], {
       description:
