@@ -90,6 +90,15 @@ t.test('assets over a real socket: exact Range bytes of a 64 MiB file, HEAD size
     headers: { range: `bytes=${SIZE}-` },
   });
   t.equal(unsatisfiable.status, 416);
+  // RFC 9110 §13.1.5: If-Range never matches a weak entity tag, which ours are.
+  const etag = String(whole.headers.etag);
+  t.match(etag, /^W\//);
+  const ifRange = await raw(port, {
+    path: '/assets/fcos/big.img',
+    headers: { range: 'bytes=0-0', 'if-range': etag },
+  });
+  t.equal(ifRange.status, 200, 'If-Range with a weak tag: the whole file');
+  t.equal(ifRange.body.length, SIZE);
 
   // UEFI HTTP Boot: HEAD first, Host without the port, needs Content-Length.
   const head = await raw(port, {

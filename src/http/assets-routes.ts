@@ -50,6 +50,9 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
     (request, reply) => {
       const pathname = `/${request.params['*']}`;
       if (!servable(root, pathname)) return reply.callNotFound();
+      // RFC 9110 §13.1.5: a weak entity tag never matches If-Range, and ours are weak, so such a
+      // request gets the whole file (send compared it as a substring and answered 206).
+      if (request.headers['if-range']?.includes('W/')) delete request.raw.headers.range;
       const range = request.raw.headers.range;
       // send reads the Range header from the raw request.
       if (range !== undefined && SUFFIX_RANGE.test(range))
