@@ -163,12 +163,16 @@ t.test('normalises names and refuses escapes without a filesystem lookup', async
     ['x'.repeat(300), 'name-too-long'],
     ['/', 'no-file-name'],
     ['', 'no-file-name'],
+    ['.hidden', 'dotfile'],
+    ['boot/.partial/kernel', 'dotfile'],
   ];
   for (const [raw, reason] of refused) {
     const result = normalizeRequestedName(raw);
+    // Hidden files do not exist for clients (as /assets/ answers 404); escapes are violations.
+    const code = reason === 'dotfile' ? 1 : 2;
     t.ok(
-      !result.ok && result.code === 2 && result.reason === reason,
-      `${JSON.stringify(raw.slice(0, 20))} → ${reason}`,
+      !result.ok && result.code === code && result.reason === reason,
+      `${JSON.stringify(raw.slice(0, 20))} → ${reason} (error ${code})`,
     );
   }
 });

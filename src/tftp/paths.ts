@@ -27,6 +27,9 @@ export function normalizeRequestedName(raw: string): { ok: true; relative: strin
   if (name.includes('\\')) return refuse(ErrorCode.accessViolation, 'backslash');
   const segments = name.split('/').filter((segment) => segment !== '' && segment !== '.');
   if (segments.includes('..')) return refuse(ErrorCode.accessViolation, 'parent-segment');
+  // As over HTTP (/assets/ ignores dotfiles): hidden files are not for clients, and a download in
+  // progress may be one.
+  if (segments.some((segment) => segment.startsWith('.'))) return refuse(ErrorCode.fileNotFound, 'dotfile');
   // A leading '/' is how many PXE ROMs spell a name relative to the TFTP root: it was dropped above.
   if (segments.length === 0) return refuse(ErrorCode.accessViolation, 'no-file-name');
   return { ok: true, relative: segments.join('/') };
