@@ -603,3 +603,36 @@ t.test('a thread that dies while idle does not use up the next batch’s second 
   t.equal(threads.length, 3);
   t.same(logged, [REPLACED, REPLACED]);
 });
+
+t.test(
+  'discovered machines are kept up to a bound, the ones unchanged longest forgotten for good',
+  async (t) => {
+    const stateDir = stateDirFor(t);
+    const seen = (n: number) =>
+      parseMac(`02:00:00:00:00:${n.toString(16).padStart(2, '0')}`) as NonNullable<
+        ReturnType<typeof parseMac>
+      >;
+    const discover = (target: ReturnType<typeof seen>): MachineEventInput => ({
+      mac: target,
+      source: 'dhcp',
+      type: 'dhcp-ignored',
+      detail: { firmware: 'uefi-pxe', arch: 'x86_64', reason: 'unknown-machine' },
+    });
+    const first = openStore({ stateDir, retention: 1000, logger, maxDiscovered: 3 });
+    await Promise.all(install().map((event) => first.record(event)));
+    for (const n of [1, 2, 3]) await first.record(discover(seen(n)));
+    await first.record(discover(seen(1)));
+    for (const n of [4, 5]) await first.record(discover(seen(n)));
+    const kept = (store: typeof first) =>
+      store
+        .machines()
+        .map((record) => record.mac)
+        .sort();
+    t.same(kept(first), [mac, seen(1), seen(4), seen(5)].sort(), 'the seen-again one stays, 2 and 3 go');
+    t.equal(first.stateOf(mac), 'installed', 'a machine past discovered is never forgotten');
+    await first.close();
+    const second = openStore({ stateDir, retention: 1000, logger, maxDiscovered: 3 });
+    t.teardown(() => second.close());
+    t.same(kept(second), [mac, seen(1), seen(4), seen(5)].sort(), 'forgotten in the database too');
+  },
+);

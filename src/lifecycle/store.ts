@@ -99,11 +99,21 @@ export interface LifecycleOptions {
    */
   batchIntervalMs?: number;
   now?: () => number;
+  /** MAX_DISCOVERED unless a test needs a small bound. */
+  maxDiscovered?: number;
   /** Starts a writer thread (default: writer.ts); tests pass threads that die at chosen moments. */
   startWriter?: (data: WriterData) => Worker;
 }
 
 export const DATABASE_FILE_NAME = 'lifecycle.sqlite';
+
+/**
+ * Machine records in state `discovered` kept at most; past it the one unchanged longest is forgotten.
+ * Anyone on the provisioning LAN can name new MACs (DHCP from random chaddrs, /boot/<mac>.ipxe), and
+ * without a bound each made a record for good: 20,000 such requests took 70 MB. A discovered record
+ * holds nothing a machine's next boot does not make again.
+ */
+export const MAX_DISCOVERED = 20_000;
 
 const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10_000;
@@ -155,6 +165,30 @@ function historyError(file: string, error: unknown): StateError {
           : undefined;
   if (advice === undefined && message.includes(file)) return new StateError(message, { cause: error });
   return new StateError(`history ${file}: ${message}${advice ? `; ${advice}` : ''}`, { cause: error });
+}
+
+/**
+ * The records in state `discovered`, least recently changed first, held to `max`: past it, `forget`
+ * hears of the one unchanged longest.
+ */
+class DiscoveredMachines {
+  private readonly order = new Set<Mac>();
+
+  constructor(
+    private readonly max: number,
+    private readonly forget: (mac: Mac) => void,
+  ) {}
+
+  update(mac: Mac, before: MachineState | undefined, after: MachineState): void {
+    if (before === 'discovered' || after === 'discovered') this.order.delete(mac);
+    if (after !== 'discovered') return;
+    this.order.add(mac);
+    for (const oldest of this.order) {
+      if (this.order.size <= this.max) break;
+      this.order.delete(oldest);
+      this.forget(oldest);
+    }
+  }
 }
 
 /** Tables of every layout this store has had. */
@@ -230,6 +264,20 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
       dirtyMachines.add(event.mac);
     }
   }
+  let forgotten = 0;
+  const discovered = new DiscoveredMachines(options.maxDiscovered ?? MAX_DISCOVERED, (mac) => {
+    machines.delete(mac);
+    dirtyMachines.add(mac);
+    forgotten += 1;
+    if (forgotten === 1 || forgotten % 1000 === 0) {
+      logger.warn(
+        { forgotten, max: options.maxDiscovered ?? MAX_DISCOVERED },
+        'lifecycle: more discovered machines than kept; forgetting the ones unchanged longest',
+      );
+    }
+  });
+  const byLastEvent = [...machines.values()].sort((a, b) => a.lastEvent.id - b.lastEvent.id);
+  for (const record of byLastEvent) discovered.update(record.mac, undefined, record.state);
   // A batch that carried only the snapshot (a close after a failed write) may mark ids no event row
   // holds: ids continue after both, so none a machine record or a watcher saw is handed out again.
   const newestStoredId =
@@ -397,6 +445,7 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
       // Readers by MAC page through the index: ids no row will ever hold would cut their pages short.
       eventsByMac.forget(written.events);
       for (const machine of written.request.snapshot?.machines ?? []) dirtyMachines.add(machine.mac);
+      for (const mac of written.request.snapshot?.forget ?? []) dirtyMachines.add(mac as Mac);
       for (const event of written.events)
         if (event.mac && machines.has(event.mac)) dirtyMachines.add(event.mac);
     } else {
@@ -455,7 +504,11 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
       macs: pending.map((event) => event.mac ?? null),
       rows,
       snapshot: snapshotDue
-        ? { machines: [...dirtyMachines].flatMap((mac) => machines.get(mac) ?? []), throughId: batchLastId }
+        ? {
+            machines: [...dirtyMachines].flatMap((mac) => machines.get(mac) ?? []),
+            forget: [...dirtyMachines].filter((mac) => !machines.has(mac)),
+            throughId: batchLastId,
+          }
         : undefined,
       // Never prune what a restart would still have to replay.
       pruneThroughId,
@@ -511,8 +564,10 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
       events.push(stampEvent(derived, { id: lastId, time, ms }));
     }
     if (input.mac && result.record) {
+      const before = machines.get(input.mac);
       machines.set(input.mac, result.record);
       dirtyMachines.add(input.mac);
+      discovered.update(input.mac, before?.state, result.record.state);
     }
     for (const event of events) {
       pending.push(event);

@@ -20,8 +20,11 @@ export interface WriteBatch {
   macs: (string | null)[];
   /** Each event's JSON. */
   rows: string[];
-  /** Every machine changed since the last snapshot, as of the last event of this batch. */
-  snapshot: { machines: MachineRecord[]; throughId: number } | undefined;
+  /**
+   * Every machine changed since the last snapshot, as of the last event of this batch, and the
+   * records forgotten since (the oldest discovered ones, past MAX_DISCOVERED).
+   */
+  snapshot: { machines: MachineRecord[]; forget: string[]; throughId: number } | undefined;
   /** Events with an id up to this one are pruned (retention). */
   pruneThroughId: number;
 }
@@ -47,6 +50,7 @@ database.pragma('cache_size = -16384');
 database.pragma('wal_autocheckpoint = 16384');
 const insertEvent = database.prepare('INSERT INTO events (id, mac, event) VALUES (?, ?, ?)');
 const saveMachine = database.prepare('INSERT OR REPLACE INTO machines (mac, record) VALUES (?, ?)');
+const forgetMachine = database.prepare('DELETE FROM machines WHERE mac = ?');
 const saveSnapshotMark = database.prepare('UPDATE snapshot SET through_id = ? WHERE one = 1');
 const prune = database.prepare('DELETE FROM events WHERE id <= ?');
 
@@ -56,6 +60,7 @@ const commit = database.transaction((request: WriteBatch) => {
   }
   if (request.snapshot) {
     for (const machine of request.snapshot.machines) saveMachine.run(machine.mac, JSON.stringify(machine));
+    for (const mac of request.snapshot.forget) forgetMachine.run(mac);
     saveSnapshotMark.run(request.snapshot.throughId);
   }
   prune.run(request.pruneThroughId);
