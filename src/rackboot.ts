@@ -159,7 +159,13 @@ export async function startRackboot(options: {
       secrets,
       macForIp: initial.dhcp.mode === 'authoritative' ? macForIp : undefined,
       lifecycle,
-      adopt: (request) => adoptInWorker(source.current().file, request),
+      adopt: async (request) => {
+        const adopted = await adoptInWorker(source.current().file, request);
+        // Answered once the config in force lists the machine: a client reading the fleet right
+        // after (the dashboard does) saw it still discovered, the file watcher being a reload behind.
+        if (adopted.ok) await source.reload();
+        return adopted;
+      },
       operatorToken: () => source.current().server.api_token ?? localOperatorToken,
       dhcpStats: dhcp ? () => dhcp.stats() : undefined,
     });

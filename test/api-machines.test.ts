@@ -50,6 +50,7 @@ t.test('GET /api/v1/machines: listed machines, seen or not, and discovered ones'
       state_since: null,
       first_seen_at: null,
       installed_at: null,
+      boots_from_disk: false,
       last_event: null,
       arch: null,
       firmware: null,

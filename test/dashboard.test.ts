@@ -657,3 +657,78 @@ t.test('a page opened while the server cannot answer keeps trying and then follo
   await page.locator('#connection[data-status="live"]').waitFor({ timeout: 10_000 });
   t.same(pageErrors, [], 'no script errors');
 });
+
+t.test(
+  'keyboard, narrow screens and the panel: every column fits, hardware and reprovision live',
+  async (t) => {
+    const { app, lifecycle, secrets } = await startLifecycleApp(t);
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    const { page, pageErrors } = await openDashboard(t, url);
+    await page.setViewportSize({ width: 1400, height: 800 });
+    const row = page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`);
+    await row.waitFor();
+
+    // A listed machine that first boots while the page is open: its hardware comes from the server.
+    await lifecycle.record(bootEvent(LISTED_MAC));
+    await row.locator('td.hardware', { hasText: 'QEMU · x86_64 · bios-pxe' }).waitFor({ timeout: 10_000 });
+    t.pass('the hardware of a machine seen while the page was open is shown');
+
+    await row.focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#detail:not([hidden])').waitFor();
+    t.pass('Enter on a focused row opens its panel');
+    const fleet = await page.locator('.fleet').boundingBox();
+    const state = await row.locator('.state').boundingBox();
+    const age = await row.locator('td.age').boundingBox();
+    t.ok(
+      fleet && state && age && age.x + age.width <= fleet.x + fleet.width + 1,
+      `beside the panel, the row's last column ends inside the fleet (${JSON.stringify({ fleet, age })})`,
+    );
+
+    // The installer wrote the disk and never reported: the machine boots its disk, so it can be reprovisioned.
+    const token = secrets.tokenFor(LISTED_MAC, 'events', Date.now());
+    for (const type of ['ignition-fetch', 'disk-written']) {
+      if (type === 'ignition-fetch') {
+        await lifecycle.record({
+          mac: LISTED_MAC,
+          source: 'http',
+          type: 'ipxe-script',
+          detail: { script: 'install' },
+        });
+        await lifecycle.record({ mac: LISTED_MAC, source: 'http', type });
+      } else {
+        const posted = await fetch(`${url}/api/v1/machines/${LISTED_MAC}/events?token=${token}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ type }),
+        });
+        t.equal(posted.status, 202);
+      }
+    }
+    await page.locator('#reprovision:not([hidden])').waitFor({ timeout: 10_000 });
+    t.equal(
+      await row.locator('.state').textContent(),
+      'installing',
+      'still installing, and yet reprovisionable',
+    );
+
+    await page.keyboard.press('Escape');
+    await page.locator('#detail').waitFor({ state: 'hidden' });
+    t.equal(
+      await page.locator(':focus').getAttribute('data-mac'),
+      LISTED_MAC,
+      'Escape closes the panel and gives the focus back to the row',
+    );
+
+    await page.setViewportSize({ width: 375, height: 700 });
+    await row.click();
+    await page.locator('#detail:not([hidden])').waitFor();
+    const narrowFleet = await page.locator('.fleet').boundingBox();
+    t.ok(
+      narrowFleet && narrowFleet.width > 300,
+      `at 375 px the fleet keeps its width (${narrowFleet?.width})`,
+    );
+    t.same(pageErrors, []);
+    await page.screenshot({ path: join(ARTIFACTS, 'dashboard-375px-panel.png') });
+  },
+);

@@ -324,3 +324,20 @@ t.test(
     }
   },
 );
+
+t.test('an adopt through the API is answered once the config in force lists the machine', async (t) => {
+  const { child, httpPort } = await serveFixture(t, (httpPort, tftpPort) =>
+    configText(httpPort, tftpPort, '  - { mac: 52:54:00:00:00:01, profile: plain }\n'),
+  );
+  await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
+  const base = `http://127.0.0.1:${httpPort}`;
+  t.equal((await fetch(`${base}/boot/52-54-00-00-00-09.ipxe`)).status, 200, 'a machine is discovered');
+  const adopted = await fetch(`${base}/api/v1/machines/52:54:00:00:00:09/adopt`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer operator-token-0123456789', 'content-type': 'application/json' },
+    body: JSON.stringify({ profile: 'plain', hostname: 'nine' }),
+  });
+  t.equal(adopted.status, 201, await adopted.clone().text());
+  const view = await (await fetch(`${base}/api/v1/machines/52:54:00:00:00:09`)).json();
+  t.match(view, { listed: true, hostname: 'nine', profile: 'plain' }, 'listed at once, not a reload later');
+});

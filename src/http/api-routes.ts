@@ -96,6 +96,8 @@ export interface MachineView {
   state_since: string | null;
   first_seen_at: string | null;
   installed_at: string | null;
+  /** Its installer wrote the disk (or it reported installed): its network boots go to that disk until a reprovision. */
+  boots_from_disk: boolean;
   last_event: string | null;
   arch: string | null;
   firmware: string | null;
@@ -128,6 +130,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
       state_since: record?.stateSince ?? null,
       first_seen_at: record?.firstSeen ?? null,
       installed_at: record?.installedAt ?? null,
+      boots_from_disk: record?.bootsFromDisk ?? false,
       last_event: record?.lastEvent.type ?? null,
       arch: record?.arch ?? null,
       firmware: record?.firmware ?? null,

@@ -318,7 +318,8 @@ function renderFleetRow(mac) {
   if (!row) {
     row = element(
       'tr',
-      { dataset: { mac } },
+      // Focusable, so the keyboard can open a machine too (Enter or Space, start()).
+      { dataset: { mac }, tabIndex: 0 },
       element('td', { className: 'mac' }, mac),
       element('td'),
       element('td'),
@@ -451,7 +452,16 @@ function addProfile(name) {
 /** Fields no event changes: the config entry and the NIC/firmware facts. Always taken from a fetch. */
 const INVENTORY_FIELDS = ['hostname', 'profile', 'listed', 'vendor', 'first_seen_at', 'arch', 'firmware'];
 /** Fields events move: taken from a fetch only if it is at least as new as the stream for this MAC. */
-const LIVE_FIELDS = ['state', 'ip', 'updated_at', 'state_since', 'installed_at', 'last_event', 'boot'];
+const LIVE_FIELDS = [
+  'state',
+  'ip',
+  'updated_at',
+  'state_since',
+  'installed_at',
+  'boots_from_disk',
+  'last_event',
+  'boot',
+];
 
 /**
  * Folds a machine view from the API into the page. `throughId` is the answer's
@@ -598,7 +608,13 @@ function renderDetail() {
     stateBadge(machine.state),
     ` ${machine.profile ?? 'no profile'} · ${hardware(machine) || 'hardware unknown'} · boot ${machine.boot ?? '–'}`,
   );
-  $('reprovision').hidden = !(machine.state === 'installed' || machine.state === 'failed');
+  // A machine whose installer wrote the disk but never reported boots that disk: stuck in
+  // installing without this button.
+  $('reprovision').hidden = !(
+    machine.state === 'installed' ||
+    machine.state === 'failed' ||
+    machine.boots_from_disk
+  );
   if (!timelineDirty) return;
   timelineDirty = false;
 
@@ -649,6 +665,8 @@ function renderDetail() {
  * adopt makes a listed machine of any MAC, so the server is asked. Other events for an unknown MAC
  * (a plain DHCP client, an operator call on a MAC never seen) are history only, as on the server.
  */
+const BOOT_TARGET_EVENTS = new Set(['disk-written', 'installed', 'reprovision']);
+
 function apply(event) {
   if (!event.mac) return;
   const machine = machines.get(event.mac);
@@ -674,7 +692,11 @@ function apply(event) {
     // An operator's address is not the machine's.
     if (event.ip && event.source !== 'operator') machine.ip = event.ip;
   }
+  // Whether the machine now boots its disk is the server's call (a report can be rejected): asked.
+  if (BOOT_TARGET_EVENTS.has(event.type)) refreshMachine(event.mac);
   if (event.type === 'state-changed') {
+    // A listed machine's first boot while the page is open: its hardware is on the server only.
+    if (machine.state === null || machine.arch == null) refreshMachine(event.mac);
     machine.state = event.detail.to;
     machine.state_since = event.time;
   } else if (event.type === 'adopt') {
@@ -818,6 +840,22 @@ async function start() {
   $('machines').addEventListener('click', (clicked) => {
     const row = clicked.target.closest('tr[data-mac]');
     if (row) void select(row.dataset.mac);
+  });
+  $('machines').addEventListener('keydown', (pressed) => {
+    const row = pressed.target.closest('tr[data-mac]');
+    if (!row || (pressed.key !== 'Enter' && pressed.key !== ' ')) return;
+    pressed.preventDefault();
+    void select(row.dataset.mac);
+  });
+  const closeDetail = () => {
+    const mac = selected;
+    selectMachine(undefined);
+    // Back where the keyboard was, not at the top of the page.
+    if (mac) fleetRows.get(mac)?.focus();
+  };
+  $('close-detail').addEventListener('click', closeDetail);
+  document.addEventListener('keydown', (pressed) => {
+    if (pressed.key === 'Escape' && selected) closeDetail();
   });
   $('reprovision').addEventListener('click', async () => {
     const mac = selected;
