@@ -1,3 +1,4 @@
+import { constants as osConstants } from 'node:os';
 import type { Command } from 'commander';
 import type { AcceleratorChoice, LabFirmware } from '../lab/index.js';
 import { formatEvent } from './logs.js';
@@ -79,19 +80,20 @@ async function runLab(options: {
     hardLimitSeconds: BOOT_LIMIT_MS / 1000 + 120,
     progress: say,
   });
-  let interrupted = false;
-  const onInterrupt = () => {
-    interrupted = true;
-    say('interrupted: stopping the VMs and removing the lab');
-    // 130 either way (the conventional status after Ctrl-C); the exit hooks of the lab network then
-    // remove by PID and namespace whatever a failed close left.
+  let interrupted: number | undefined;
+  const onSignal = (signal: 'SIGINT' | 'SIGTERM') => {
+    // 128 + the signal's number, as a shell reports it (130 after Ctrl-C, 143 after SIGTERM); the
+    // exit hooks of the lab network then remove by PID and namespace whatever a failed close left.
+    const status = 128 + osConstants.signals[signal];
+    interrupted = status;
+    say(`${signal === 'SIGINT' ? 'interrupted' : 'terminated'}: stopping the VMs and removing the lab`);
     void lab
       .close()
       .catch((error: unknown) => say(`cleanup failed: ${(error as Error).message}`))
-      .finally(() => process.exit(130));
+      .finally(() => process.exit(status));
   };
-  process.once('SIGINT', onInterrupt);
-  process.once('SIGTERM', onInterrupt);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     say(`LAN ${lab.network.prefix}.0/24 in namespace ${lab.network.namespace}; rackboot at ${lab.baseUrl}`);
     const hostnames = new Map(lab.machines.map((machine) => [machine.mac, machine.hostname]));
@@ -113,21 +115,25 @@ async function runLab(options: {
       ),
     );
     events?.stop();
-    if (interrupted) return 130;
+    if (interrupted !== undefined) return interrupted;
     say('results (seconds since power-on, read from the serial console):');
     for (const outcome of outcomes) {
       say(
         `  ${outcome.machine.hostname} ${outcome.machine.mac} ${outcome.result}: ${formatTimeline(outcome.timeline)}`,
       );
-      if (outcome.result !== 'installed') say(`  last console lines:\n${outcome.tail}`);
+      if (outcome.result !== 'installed') {
+        // Why it ended: a time limit, QEMU's exit, or the guest's own result line.
+        say(`  ${outcome.detail}`);
+        say(`  last console lines:\n${outcome.tail}`);
+      }
     }
     if (options.keep) say(`lab directory kept: ${lab.directory}`);
     return outcomes.every((outcome) => outcome.result === 'installed') ? 0 : 1;
   } finally {
     if (!interrupted) {
       await lab.close();
-      process.off('SIGINT', onInterrupt);
-      process.off('SIGTERM', onInterrupt);
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
     }
   }
 }

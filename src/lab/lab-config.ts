@@ -37,6 +37,9 @@ export interface LabRackbootConfigInput {
 
 const GUEST_ARGS = [
   'console=ttyS0,115200',
+  // A panic (no working init, a broken initramfs) reboots at once, and QEMU's -no-reboot ends the VM:
+  // the lab reports it in seconds instead of waiting out its whole time limit on a hung guest.
+  'panic=-1',
   `${IGNITION_ARGUMENT}={{ignition_url}}`,
   `${EVENTS_ARGUMENT}={{events_url}}`,
 ];

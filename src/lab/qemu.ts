@@ -101,8 +101,13 @@ export interface VmRun {
   stop(): Promise<void>;
 }
 
-// ANSI sequences SeaBIOS and OVMF write to the serial console.
-const ANSI_ESCAPE = /\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1bc/g;
+// ANSI sequences SeaBIOS and OVMF write to the serial console (OVMF's mode sets are `ESC[=3h`).
+const ANSI_ESCAPE = /\x1b\[[0-9;?=>]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1bc/g;
+
+/** A serial console line as a person reads it: no terminal control sequences, no trailing blanks. */
+export function consoleText(raw: string): string {
+  return raw.replace(ANSI_ESCAPE, '').trimEnd();
+}
 
 export function startVm(
   network: LabNetwork,
@@ -124,7 +129,7 @@ export function startVm(
     const pieces = (partial + chunk.toString('latin1')).split(/\r\n|\n|\r/);
     partial = pieces.pop() ?? '';
     for (const piece of pieces) {
-      const text = piece.replace(ANSI_ESCAPE, '').trimEnd();
+      const text = consoleText(piece);
       if (text === '') continue;
       const line = { atMs, text };
       lines.push(line);

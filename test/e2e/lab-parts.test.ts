@@ -18,7 +18,7 @@ import {
   labRackbootConfig,
   peerBootScript,
 } from '../../src/lab/lab-config.js';
-import { qemuArguments, type VmSpec } from '../../src/lab/qemu.js';
+import { consoleText, qemuArguments, type VmSpec } from '../../src/lab/qemu.js';
 import { radvdArguments, radvdConfig } from '../../src/lab/router-advertisement.js';
 import { bootTimeline } from '../../src/lab/timings.js';
 
@@ -246,4 +246,10 @@ t.test('the baseline script names the initrd for the EFI stub', async (t) => {
   t.match(script, /^#!ipxe\n/);
   t.match(script, /kernel http:\/\/10\.77\.100\.1:8080\/assets\/vmlinuz initrd=initramfs\.img /);
   t.match(script, /rb\.ignition=http:\/\/10\.77\.100\.1:8080\/ignition\/\$\{mac\}\.json/);
+});
+
+t.test('serial console lines lose the control sequences SeaBIOS and OVMF send', async (t) => {
+  t.equal(consoleText('\x1b[=3h\x1b[=3h\x1b[=3hBdsDxe: loading Boot0001   '), 'BdsDxe: loading Boot0001');
+  t.equal(consoleText('\x1b[2J\x1b[01;01H\x1b[0m\x1b[35m\x1b[40mSeaBIOS'), 'SeaBIOS');
+  t.equal(consoleText('\x1b(Bplain\x1bc'), 'plain');
 });
