@@ -240,11 +240,19 @@ t.test(
     const { app, lifecycle, secrets } = await startLifecycleApp(t);
     const url = `/api/v1/machines/${LISTED_MAC}/reprovision`;
     for (const event of install()) await lifecycle.record(event);
-    t.equal((await app.inject({ method: 'POST', url })).statusCode, 401, 'no token');
-    t.equal(
-      (await app.inject({ method: 'POST', url, headers: { authorization: 'Bearer wrong-token-000000000' } }))
-        .statusCode,
-      401,
+    const none = await app.inject({ method: 'POST', url });
+    t.equal(none.statusCode, 401, 'no token');
+    t.match(none.json().error, /^operator token required/);
+    const wrong = await app.inject({
+      method: 'POST',
+      url,
+      headers: { authorization: 'Bearer wrong-token-000000000' },
+    });
+    t.equal(wrong.statusCode, 401);
+    t.match(
+      wrong.json().error,
+      /^wrong operator token/,
+      'a token that was sent is called wrong, not missing',
     );
     const early = await app.inject({ method: 'POST', url, headers: operator });
     t.equal(early.statusCode, 200, 'an installing machine installs at its next boot anyway');

@@ -300,7 +300,10 @@ function operatorAuthorized(
   // Compare digests so neither the length nor the content leaks through timing.
   const digest = (text: string) => createHash('sha256').update(text).digest();
   if (!given || !timingSafeEqual(digest(given), digest(expected))) {
-    void reply.code(401).send({ error: 'operator token required: Authorization: Bearer <server.api_token>' });
+    const error = given
+      ? 'wrong operator token: use server.api_token, $RACKBOOT_API_TOKEN, or the one the server keeps in <server.state>/operator-token'
+      : 'operator token required: Authorization: Bearer <server.api_token>';
+    void reply.code(401).send({ error });
     return false;
   }
   return true;
