@@ -270,6 +270,35 @@ t.test(
     checks = 0;
     for (let n = 11; n < 61; n += 1) t.equal(ask(n), undefined);
     t.equal(checks, 0, 'fifty more DISCOVERs did not search the pool again');
+    // A relay subnet, full too: DISCOVERs for the two in turn must not wipe each other's memo.
+    const relaySubnet = parseCidr('10.78.0.0/24');
+    if ('error' in relaySubnet) throw new Error(relaySubnet.error);
+    const relay: Pool = {
+      name: '10.78.0.0/24',
+      subnet: relaySubnet,
+      first: ipToNumber('10.78.0.10'),
+      last: ipToNumber('10.78.0.11'),
+      excluded: countingExcluded,
+    };
+    for (const ip of [relay.first, relay.last]) {
+      table.apply({ kind: 'bind', mac: `02:00:00:00:01:${ip & 0xff}` as Mac, ip, expiresAt: NOW + 600_000 });
+    }
+    const askRelay = (n: number) =>
+      table.chooseAddress({
+        mac: `02:00:00:00:02:${n}` as Mac,
+        reserved: undefined,
+        requested: undefined,
+        pool: relay,
+        reservations,
+        now: NOW,
+      });
+    t.equal(askRelay(10), undefined, 'the relay pool is full');
+    checks = 0;
+    for (let n = 11; n < 31; n += 1) {
+      t.equal(ask(n), undefined);
+      t.equal(askRelay(n), undefined);
+    }
+    t.equal(checks, 0, 'two exhausted pools asked in turn are not searched again');
 
     const released = first + 500;
     table.apply({ kind: 'release', mac: held(released), ip: released, at: NOW });

@@ -46,7 +46,6 @@ export type Reservations = ReadonlyMap<number, Mac>;
  * and every lease (~14 ms each), so a handful of unknown clients could hold the event loop.
  */
 interface Exhaustion {
-  pool: Pool;
   reservations: Reservations;
   until: number;
 }
@@ -56,13 +55,14 @@ export class LeaseTable {
   private readonly byMac = new Map<Mac, Lease>();
   private readonly declinedUntil = new Map<number, number>();
   private readonly cursors = new Map<string, number>();
-  private exhaustion: Exhaustion | undefined;
+  /** By pool, so relay subnets exhausted in turn do not wipe each other's. */
+  private readonly exhausted = new Map<Pool, Exhaustion>();
 
   apply(change: LeaseChange): void {
-    if (change.kind === 'release') this.exhaustion = undefined;
-    else if (this.exhaustion) {
+    if (change.kind === 'release') this.exhausted.clear();
+    else {
       const ends = change.kind === 'decline' ? change.until : change.expiresAt;
-      this.exhaustion.until = Math.min(this.exhaustion.until, ends);
+      for (const known of this.exhausted.values()) known.until = Math.min(known.until, ends);
     }
     if (change.kind === 'decline') {
       this.declinedUntil.set(change.ip, change.until);
@@ -175,12 +175,13 @@ export class LeaseTable {
     if (own && usable(own.ip)) return own.ip;
     if (requested !== undefined && usable(requested)) return requested;
 
-    const known = this.exhaustion;
-    if (known && known.pool === pool && known.reservations === reservations && now < known.until)
-      return undefined;
+    const known = this.exhausted.get(pool);
+    if (known && known.reservations === reservations && now < known.until) return undefined;
     const found = this.searchPool(pool, reservations, usable);
-    this.exhaustion =
-      found === undefined ? { pool, reservations, until: this.nextRelease(pool, now) } : undefined;
+    // Pools of configs reloaded since stay until a drop or release clears them all: bounded here.
+    if (this.exhausted.size >= 64) this.exhausted.clear();
+    if (found === undefined) this.exhausted.set(pool, { reservations, until: this.nextRelease(pool, now) });
+    else this.exhausted.delete(pool);
     return found;
   }
 
@@ -223,7 +224,7 @@ export class LeaseTable {
   }
 
   private drop(lease: Lease): void {
-    this.exhaustion = undefined;
+    this.exhausted.clear();
     if (this.byIp.get(lease.ip) === lease) this.byIp.delete(lease.ip);
     if (this.byMac.get(lease.mac) === lease) this.byMac.delete(lease.mac);
   }
