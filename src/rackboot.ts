@@ -7,6 +7,7 @@ import { openMachineSecrets } from './ignition/tokens.js';
 import { adoptInWorker } from './inventory/adopt.js';
 import { createBootDecision } from './inventory/decision.js';
 import { loadConfigInWorker } from './inventory/load-in-worker.js';
+import type { Mac } from './inventory/mac.js';
 import { formatProblem, type Problem } from './inventory/problems.js';
 import type { Config } from './inventory/schema.js';
 import { type ConfigSource, watchConfig } from './inventory/source.js';
@@ -112,13 +113,18 @@ export async function startRackboot(options: {
   try {
     const source = watchConfig(initial, { logger: componentLogger(logger, 'config'), load });
     closers.push(async () => source.close());
+    // The decision needs the store's states, the store the config's machines: set once both exist
+    // (nothing is forgotten while the store opens unless it already holds more than the bound).
+    let listed = (_mac: Mac) => false;
     const lifecycle = openLifecycle({
       stateDir: initial.server.state,
       retention: initial.events.retention,
       logger: componentLogger(logger, 'lifecycle'),
+      listed: (mac) => listed(mac),
     });
     closers.push(() => lifecycle.close());
     const decision = createBootDecision(source.current, lifecycle.stateOf, lifecycle.bootsFromDisk);
+    listed = (mac) => decision.assignmentFor(mac)?.listed ?? false;
     const secrets = await openMachineSecrets(initial.server.state, () => source.current().ignition.token_ttl);
     const localOperatorToken = await openOperatorToken(initial.server.state);
     const dhcp: DhcpServer | undefined =

@@ -101,6 +101,8 @@ export interface LifecycleOptions {
   now?: () => number;
   /** MAX_DISCOVERED unless a test needs a small bound. */
   maxDiscovered?: number;
+  /** Whether the config lists a MAC: a listed machine is never forgotten (default: none is). */
+  listed?: (mac: Mac) => boolean;
   /** Starts a writer thread (default: writer.ts); tests pass threads that die at chosen moments. */
   startWriter?: (data: WriterData) => Worker;
 }
@@ -168,25 +170,27 @@ function historyError(file: string, error: unknown): StateError {
 }
 
 /**
- * The records in state `discovered`, least recently changed first, held to `max`: past it, `forget`
- * hears of the one unchanged longest.
+ * The records a flood of made-up MACs could multiply: in state `discovered`, never installed, and
+ * not listed in the config (asked when one would be forgotten, as an adopt can list it meanwhile).
+ * Held to `max`, least recently changed first: past it, `forget` hears of the one unchanged longest.
  */
 class DiscoveredMachines {
   private readonly order = new Set<Mac>();
 
   constructor(
     private readonly max: number,
+    private readonly listed: (mac: Mac) => boolean,
     private readonly forget: (mac: Mac) => void,
   ) {}
 
-  update(mac: Mac, before: MachineState | undefined, after: MachineState): void {
-    if (before === 'discovered' || after === 'discovered') this.order.delete(mac);
-    if (after !== 'discovered') return;
-    this.order.add(mac);
+  update(record: MachineRecord): void {
+    this.order.delete(record.mac);
+    if (record.state !== 'discovered' || record.installedAt !== undefined) return;
+    this.order.add(record.mac);
     for (const oldest of this.order) {
       if (this.order.size <= this.max) break;
       this.order.delete(oldest);
-      this.forget(oldest);
+      if (!this.listed(oldest)) this.forget(oldest);
     }
   }
 }
@@ -265,7 +269,8 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     }
   }
   let forgotten = 0;
-  const discovered = new DiscoveredMachines(options.maxDiscovered ?? MAX_DISCOVERED, (mac) => {
+  const listed = options.listed ?? (() => false);
+  const discovered = new DiscoveredMachines(options.maxDiscovered ?? MAX_DISCOVERED, listed, (mac) => {
     machines.delete(mac);
     dirtyMachines.add(mac);
     forgotten += 1;
@@ -277,7 +282,7 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     }
   });
   const byLastEvent = [...machines.values()].sort((a, b) => a.lastEvent.id - b.lastEvent.id);
-  for (const record of byLastEvent) discovered.update(record.mac, undefined, record.state);
+  for (const record of byLastEvent) discovered.update(record);
   // A batch that carried only the snapshot (a close after a failed write) may mark ids no event row
   // holds: ids continue after both, so none a machine record or a watcher saw is handed out again.
   const newestStoredId =
@@ -564,10 +569,9 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
       events.push(stampEvent(derived, { id: lastId, time, ms }));
     }
     if (input.mac && result.record) {
-      const before = machines.get(input.mac);
       machines.set(input.mac, result.record);
       dirtyMachines.add(input.mac);
-      discovered.update(input.mac, before?.state, result.record.state);
+      discovered.update(result.record);
     }
     for (const event of events) {
       pending.push(event);
