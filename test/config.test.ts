@@ -482,3 +482,37 @@ t.test("a template still holding the example's SSH key is a warning at the key",
   const own = await loadConfigText(header, join(directory, 'rackboot.yaml'));
   t.same(own.ok && own.warnings, [], 'no warning once the key is the operator’s own');
 });
+
+t.test(
+  'an argument written with spaces is that many arguments; an install_device with one is refused',
+  async (t) => {
+    const directory = workspace(t);
+    const yaml = `${header}    args: ["console=ttyS0 quiet", "role={{ vars.role }}", "  "]\n`;
+    const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'));
+    if (!loaded.ok) throw new Error(`must load: ${JSON.stringify(loaded.problems)}`);
+    t.same(loaded.config.profiles.plain?.args, ['console=ttyS0', 'quiet', 'role={{ vars.role }}']);
+    t.same(
+      loaded.warnings.map((problem) => formatProblem(problem, directory)),
+      [
+        'rackboot.yaml:13:12: "console=ttyS0 quiet" is 2 kernel arguments, split at whitespace: write each as its own list item',
+        'rackboot.yaml:13:59: an empty kernel argument is left out',
+      ],
+    );
+    const device = await loadConfigText(
+      header.replace(
+        'kind: linux',
+        'kind: coreos-install\n    rootfs: rootfs.img\n    install_device: "/dev/sda quiet"',
+      ),
+      join(directory, 'rackboot.yaml'),
+    );
+    t.match(device, {
+      ok: false,
+      problems: [
+        {
+          message:
+            'profiles.plain.install_device "/dev/sda quiet" holds whitespace: a device path is one word',
+        },
+      ],
+    });
+  },
+);

@@ -294,22 +294,21 @@ machines:
 });
 
 t.test('a var or value that would split the kernel line or add iPXE commands is refused', async (t) => {
-  const yaml = BASE_YAML.replace('"role={{vars.role}}"', '"role={{vars.role}}", "tier={{vars.tier}}"')
-    .replace(
-      'vars: { role: storage }',
-      'vars: { role: storage, tier: "w\\nshell\\nchain http://10.77.0.9/x" }',
-    )
-    .replace('install_device: /dev/vda', 'install_device: "/dev/vda quiet"');
+  const yaml = BASE_YAML.replace(
+    '"role={{vars.role}}"',
+    '"role={{vars.role}}", "tier={{vars.tier}}"',
+  ).replace(
+    'vars: { role: storage }',
+    'vars: { role: storage, tier: "w\\nshell\\nchain http://10.77.0.9/x" }',
+  );
   const fixture = await bootFixture({ yaml });
   const app = await fixtureApp(fixture);
   t.teardown(async () => {
     await app.close();
     await fixture.cleanup();
   });
-  for (const [mac, word] of [
-    ['52-54-00-12-34-57', 'tier=w\\nshell\\nchain http://10.77.0.9/x'],
-    ['52-54-00-12-34-58', 'coreos.inst.install_dev=/dev/vda quiet'],
-  ] as const) {
+  // (Whitespace written into the config itself is split or refused by validate: config.test.ts.)
+  for (const [mac, word] of [['52-54-00-12-34-57', 'tier=w\\nshell\\nchain http://10.77.0.9/x']] as const) {
     const body = (await app.inject(`/boot/${mac}.ipxe`)).body;
     t.notMatch(body, /^(shell|chain|kernel)/m, `${mac}: no command of its own, no kernel line`);
     t.match(body, `holds whitespace or a control character`, `${mac}: the console says why`);

@@ -100,6 +100,7 @@ export async function checkConfigData(
   const warnings = [
     ...(options.missingAssets === 'warn' ? assetProblems : []),
     ...splitArgumentWarnings((withDefaults as unknown as RawConfig).profiles, locate),
+    ...spacedArgumentWarnings((withDefaults as unknown as RawConfig).profiles, locate),
     ...missingBootPrograms(config.dhcp, config.server.assets).map((missing) =>
       locate.at(missingAssetPath(missing), missing.message),
     ),
@@ -349,6 +350,15 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
         ),
       );
     }
+    // It becomes one kernel argument (coreos.inst.install_dev=…), which iPXE would split.
+    if (typeof profile.install_device === 'string' && /[\s\x00-\x1f\x7f]/.test(profile.install_device)) {
+      problems.push(
+        locate.at(
+          ['profiles', name, 'install_device'],
+          `profiles.${name}.install_device ${JSON.stringify(profile.install_device)} holds whitespace: a device path is one word`,
+        ),
+      );
+    }
   }
 
   const macLines = new Map<string, Path>();
@@ -486,7 +496,7 @@ function normalise(raw: RawConfig, file: string, env: Record<string, string | un
         name,
         {
           ...profile,
-          ...(profile.args ? { args: joinConsoleOptions(profile.args) } : {}),
+          ...(profile.args ? { args: joinConsoleOptions(profile.args.flatMap(kernelWords)) } : {}),
           ...(profile.ignition === undefined ? {} : { ignition: inBase(profile.ignition) }),
         },
       ]),
@@ -518,6 +528,33 @@ function splitArgumentWarnings(profiles: RawConfig['profiles'], locate: Locator)
           isConsoleOptions(previous, argument)
             ? `"${argument}" is the rest of "${whole}" split at a comma by YAML; joined back, quote it to say so: "${whole}"`
             : `"${argument}" looks like the rest of "${whole}" split at a comma by YAML; quote it: "${whole}"`,
+        ),
+      ];
+    }),
+  );
+}
+
+/**
+ * An argument written with spaces (`"console=ttyS0 quiet"`) is that many kernel arguments, as iPXE's
+ * kernel line always made it; they are split here, so that a space a var brings in later can be
+ * refused (machine-script.ts) without refusing these. A `{{ … }}` placeholder stays whole.
+ */
+function kernelWords(argument: string): string[] {
+  return argument.match(/(?:\{\{[^}]*\}\}|\S)+/g) ?? [];
+}
+
+/** Arguments written with whitespace in them: split (kernelWords), with a warning saying how to write them. */
+function spacedArgumentWarnings(profiles: RawConfig['profiles'], locate: Locator): Problem[] {
+  return Object.entries(profiles).flatMap(([name, profile]) =>
+    (profile.args ?? []).flatMap((argument, index) => {
+      const words = kernelWords(argument);
+      if (words.length === 1 && words[0] === argument) return [];
+      return [
+        locate.at(
+          ['profiles', name, 'args', index],
+          words.length === 0
+            ? 'an empty kernel argument is left out'
+            : `${JSON.stringify(argument)} is ${words.length} kernel arguments, split at whitespace: write each as its own list item`,
         ),
       ];
     }),
