@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { link, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -181,7 +182,10 @@ async function acquire(lock: Lock, deadline: number): Promise<number> {
     }
     const mine = top + 1;
     const entry = join(directory, String(mine));
-    const draft = await writeDraft(lock, `${process.pid}\n`);
+    const draft = await writeDraft(
+      lock,
+      `${process.pid} ${processIdentity(process.pid) ?? ''}`.trim() + '\n',
+    );
     // Owned from before it exists, so it never reads here as left by an earlier process.
     ownedHere.add(entry);
     let created = false;
@@ -232,8 +236,13 @@ async function readHolder(
     throw options.error(`cannot read ${entry}: ${(error as Error).message}`, 'unusable');
   }
   if (content === RELEASED) return { held: false, description: 'released' };
-  const pid = /^\d+$/.test(content) ? Number(content) : 0;
-  if (pid > 0) return { held: isLive(pid, entry), description: options.describeHolder(pid) };
+  const [, pidText, identity] = /^(\d+)(?: (\S+))?$/.exec(content) ?? [];
+  const pid = Number(pidText ?? 0);
+  if (pid > 0) {
+    // After a crash and a reboot the PID may be another program's: the identity tells them apart.
+    const held = isLive(pid, entry) && (identity === undefined || processIdentity(pid) === identity);
+    return { held, description: options.describeHolder(pid) };
+  }
   return {
     held: Date.now() - modifiedMs < ENTRY_WITHOUT_PID_STALE_MS,
     description: `${entry} names no ${options.task}; it counts as held until it is ${ENTRY_WITHOUT_PID_STALE_MS / 1000} s old`,
@@ -270,6 +279,24 @@ async function removeDraft(draft: string): Promise<void> {
   await rm(draft, { force: true });
   ownedHere.delete(draft);
 }
+
+/**
+ * The boot and the start time of process `pid` (/proc), which no later process shares even when it
+ * gets the same PID, as after a crash and a reboot; undefined where /proc cannot say.
+ */
+function processIdentity(pid: number): string | undefined {
+  try {
+    bootId ??= readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 22, starttime; the name in field 2 may hold spaces and parentheses, so count from its end.
+    const startTime = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    return startTime === undefined ? undefined : `${bootId}:${startTime}`;
+  } catch {
+    return undefined;
+  }
+}
+
+let bootId: string | undefined;
 
 /** Whether the process `pid` that wrote `path` still holds it: this one only if it says so. */
 function isLive(pid: number, path: string): boolean {

@@ -94,10 +94,11 @@ export async function startRackboot(options: {
   const state = initial.server.state;
   // Two servers on one state would each keep their own lease table and hand out the same addresses;
   // the second one's start-up compaction would even move the lease log from under the first.
-  const releaseState = await holdFileLock(join(state, SERVE_LOCK_PATH), {
+  const serveLock = join(state, SERVE_LOCK_PATH);
+  const releaseState = await holdFileLock(serveLock, {
     task: 'serve',
     describeHolder: (pid) => `another rackboot serve (pid ${pid}) is using server.state ${state}`,
-    remedy: 'stop it first, or give this config a server.state of its own',
+    remedy: `stop it first, or give this config a server.state of its own (if no such serve runs, remove ${serveLock})`,
     waitMs: 0,
     error: (message) => new StateError(message),
   });

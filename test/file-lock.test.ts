@@ -111,3 +111,38 @@ t.test('a lock directory made by root belongs to the owner of the directory it i
   const run = moduleAsNobody(taker, directory);
   t.equal(run.stdout, 'taken', 'the service user takes the lock after root did', { stderr: run.stderr });
 });
+
+t.test('an entry whose PID now belongs to another process (a crash, a reboot) is not a holder', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { readFileSync } = await import('node:fs');
+  // A live process standing in for whatever got the dead holder's PID after a reboot.
+  const other = spawn('sleep', ['30']);
+  t.teardown(() => {
+    other.kill('SIGKILL');
+  });
+  await new Promise((resolve) => other.once('spawn', resolve));
+  const pid = other.pid as number;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const startTime = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  const refuseAtOnce = { ...options, waitMs: 0 };
+
+  const reused = t.testdir({ '1': `${pid} ${bootId}:1\n` });
+  let ran = false;
+  await withFileLock(reused, refuseAtOnce, async () => {
+    ran = true;
+  });
+  t.ok(ran, 'the lock is taken: the live PID started after the entry was written');
+
+  const held = t.testdir({ '1': `${pid} ${bootId}:${startTime}\n` });
+  await t.rejects(
+    withFileLock(held, refuseAtOnce, async () => {}),
+    { message: new RegExp(`another test \\(pid ${pid}\\)`) },
+    'the same PID with its own start time still holds it',
+  );
+  const legacy = t.testdir({ '1': `${pid}\n` });
+  await t.rejects(
+    withFileLock(legacy, refuseAtOnce, async () => {}),
+    'an entry of the old form: the PID alone',
+  );
+});
