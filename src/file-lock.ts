@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { link, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, link, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeDirectory } from './durable-file.js';
@@ -254,6 +254,9 @@ async function writeDraft({ directory, options }: Lock, content: string): Promis
   ownedHere.add(draft);
   try {
     await writeFile(draft, content);
+    // Readable by every user of the lock whatever this run's umask (a `sudo` run under umask 077
+    // left entries the service user could not read, and the lock unusable to it).
+    await chmod(draft, 0o644);
     return draft;
   } catch (error) {
     await removeDraft(draft);

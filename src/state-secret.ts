@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { link, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { giveTo, makeDirectory, syncDirectory } from './durable-file.js';
 
 const SECRET_BYTES = 32;
@@ -29,7 +30,7 @@ export async function readOrCreateStateSecret(stateDir: string, fileName: string
   }
   if (text === undefined) {
     await createSecret(stateDir, file);
-    text = await readFile(file, 'utf8');
+    text = await readCreated(file);
   }
   // Read errors (permissions) are thrown as they are: the server cannot start without its secret.
   const secret = parseSecret(text);
@@ -44,6 +45,21 @@ export async function readStateSecret(stateDir: string, fileName: string): Promi
     return parseSecret(await readFile(join(stateDir, fileName), 'utf8'));
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * The secret just linked to `file`. Another starter that found the file empty moves it aside for a
+ * moment to look at it (removeIfStillEmpty), so it may be missing for that moment: asked again.
+ */
+async function readCreated(file: string): Promise<string> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 5) throw error;
+      await sleep(20);
+    }
   }
 }
 

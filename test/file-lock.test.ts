@@ -98,7 +98,13 @@ t.test('a lock directory made by root belongs to the owner of the directory it i
   const parent = t.testdir();
   chownSync(parent, NOBODY, NOBODY);
   const directory = join(parent, 'adopt.lock');
-  await withFileLock(directory, options, async () => {});
+  // Under a strict umask, as `sudo` runs may be: the entries it leaves must still be readable.
+  const umask = process.umask(0o077);
+  try {
+    await withFileLock(directory, options, async () => {});
+  } finally {
+    process.umask(umask);
+  }
   const { uid, gid } = statSync(directory);
   t.same({ uid, gid }, { uid: NOBODY, gid: NOBODY }, 'the lock directory is the service user’s');
 
