@@ -260,3 +260,18 @@ t.test('a --url that answers HTML or nothing, not the API, is named with its HTT
     'an empty answer too (it was only "HTTP 404")',
   );
 });
+
+t.test('a log line names an address once, even when the detail repeats it', async (t) => {
+  const { formatEvent } = await import('../src/cli/logs.js');
+  const line = formatEvent({
+    id: 1,
+    time: '2026-11-27T09:00:00.000Z',
+    mac: LISTED_MAC,
+    ip: '10.77.0.100',
+    source: 'dhcp',
+    type: 'dhcp-ack',
+    detail: { ip: '10.77.0.100', firmware: 'bios-pxe' },
+  } as Parameters<typeof formatEvent>[0]);
+  t.equal(line.match(/ip=10\.77\.0\.100/g)?.length, 1, line);
+  t.match(line, /firmware=bios-pxe/);
+});

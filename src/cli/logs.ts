@@ -63,6 +63,8 @@ export function formatEvent(event: MachineEvent): string {
       ? [`${detail.from ?? 'new'} → ${detail.to}`, `(${detail.cause})`]
       : Object.entries(detail)
           .filter(([, value]) => value !== undefined && value !== null && typeof value !== 'object')
+          // DHCP events carry the address in both; it is shown once, as the event's.
+          .filter(([key, value]) => !(key === 'ip' && value === event.ip))
           .map(([key, value]) => `${key}=${String(value)}`);
   const columns = [
     time,
