@@ -6,13 +6,13 @@ import { dirname, relative, resolve, sep } from 'node:path';
  * command ran as root (`sudo rackboot ...`).
  */
 
-export interface Owner {
+interface Owner {
   uid: number;
   gid: number;
 }
 
 /** Whether this process runs as root (false where there are no uids). */
-export function runningAsRoot(): boolean {
+function runningAsRoot(): boolean {
   return process.getuid?.() === 0;
 }
 

@@ -89,9 +89,7 @@ async function createSecret(stateDir: string, file: string): Promise<void> {
     } finally {
       await handle.close();
     }
-    await link(temporary, file).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'EEXIST') throw error;
-    });
+    await linkUnlessTaken(temporary, file);
   } catch (error) {
     throw new Error(`cannot write ${file}: ${(error as Error).message}`, { cause: error });
   } finally {
@@ -114,12 +112,17 @@ async function removeIfStillEmpty(stateDir: string, file: string): Promise<void>
   }
   try {
     if (!NOTHING_WRITTEN.test(await readFile(aside, 'utf8'))) {
-      await link(aside, file).catch((error: NodeJS.ErrnoException) => {
-        if (error.code !== 'EEXIST') throw error;
-      });
+      await linkUnlessTaken(aside, file);
     }
   } finally {
     await unlink(aside);
   }
   await syncDirectory(stateDir);
+}
+
+/** Gives `file` the contents of `from`, unless another run has given it some already (that stays). */
+async function linkUnlessTaken(from: string, file: string): Promise<void> {
+  await link(from, file).catch((error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EEXIST') throw error;
+  });
 }

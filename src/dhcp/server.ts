@@ -104,6 +104,12 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     );
   }
 
+  /** A write error names no file (ENOSPC, EIO): the log line does. */
+  const leaseWriteFailed = (error: unknown, context: { xid: number }, outcome: string) =>
+    logger.error(
+      { err: error, ...context, file: leaseLog.path },
+      `lease log ${leaseLog.path} write failed (${(error as Error).message})${outcome}`,
+    );
   const messageCounts = new Map<string, { type: string; decision: string; count: number }>();
   const malformedCounts = new Map<DropReason, number>();
   const learnedAddresses = new Map<string, Mac>();
@@ -197,12 +203,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       (error: unknown) => logger.warn({ err: error }, 'recording a DHCP event failed'),
     );
     if (outcome.kind === 'silent') {
-      durable?.catch((error: unknown) =>
-        logger.error(
-          { err: error, file: leaseLog.path },
-          `lease log ${leaseLog.path} write failed (${(error as Error).message})`,
-        ),
-      );
+      durable?.catch((error: unknown) => leaseWriteFailed(error, { xid: request.xid }, ''));
       logger.debug({ xid: request.xid, type: request.messageType, reason: outcome.reason }, 'silent');
       return;
     }
@@ -244,10 +245,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     // (bench/events: -82 % DORA/s at 10,000 events/s).
     (durable ?? Promise.resolve()).then(acknowledge, (error: unknown) => {
       countMessage(request.messageType, 'ack-withheld');
-      logger.error(
-        { err: error, xid: request.xid, file: leaseLog.path },
-        `lease log ${leaseLog.path} write failed (${(error as Error).message}); ACK withheld`,
-      );
+      leaseWriteFailed(error, { xid: request.xid }, '; ACK withheld');
     });
   };
 

@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import type { Arch, Mac, MachineAssignment } from '../boot-plan.js';
+import { type Arch, isKernelWord, type Mac, type MachineAssignment } from '../boot-plan.js';
 import { type PathError, substituteString, type TemplateVars } from '../ignition/template.js';
 import { profileAssets } from '../inventory/profile-assets.js';
 import type { Config, ProfileConfig } from '../inventory/schema.js';
@@ -85,7 +85,7 @@ interface BootPlan {
 function checkedPlan(plan: BootPlan | { error: string }): BootPlan | { error: string } {
   if ('error' in plan) return plan;
   const words = [plan.kernelUrl, ...plan.initrds.map((initrd) => initrd.url), ...plan.args];
-  const broken = words.find((word) => /[\s\x00-\x1f\x7f]/.test(word));
+  const broken = words.find((word) => !isKernelWord(word));
   if (broken === undefined) return plan;
   return {
     error: `${JSON.stringify(broken)} holds whitespace or a control character, which would split the kernel line or start an iPXE command; a kernel argument, URL or var used in one must be a single word`,

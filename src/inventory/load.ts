@@ -2,6 +2,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { FormatRegistry, type TSchema } from '@sinclair/typebox';
 import { Value, type ValueError, ValueErrorType } from '@sinclair/typebox/value';
+import { isKernelWord } from '../boot-plan.js';
 import {
   type Cidr,
   cidrContains,
@@ -351,7 +352,7 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
       );
     }
     // It becomes one kernel argument (coreos.inst.install_dev=…), which iPXE would split.
-    if (typeof profile.install_device === 'string' && /[\s\x00-\x1f\x7f]/.test(profile.install_device)) {
+    if (typeof profile.install_device === 'string' && !isKernelWord(profile.install_device)) {
       problems.push(
         locate.at(
           ['profiles', name, 'install_device'],

@@ -269,14 +269,15 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     }
   }
   let forgotten = 0;
+  const maxDiscovered = options.maxDiscovered ?? MAX_DISCOVERED;
   const listed = options.listed ?? (() => false);
-  const discovered = new DiscoveredMachines(options.maxDiscovered ?? MAX_DISCOVERED, listed, (mac) => {
+  const discovered = new DiscoveredMachines(maxDiscovered, listed, (mac) => {
     machines.delete(mac);
     dirtyMachines.add(mac);
     forgotten += 1;
     if (forgotten === 1 || forgotten % 1000 === 0) {
       logger.warn(
-        { forgotten, max: options.maxDiscovered ?? MAX_DISCOVERED },
+        { forgotten, max: maxDiscovered },
         'lifecycle: more discovered machines than kept; forgetting the ones unchanged longest',
       );
     }
