@@ -122,6 +122,33 @@ profiles:
   },
 );
 
+t.test('--strict makes a missing asset an error and still prints the warnings', async (t) => {
+  const directory = t.testdir({
+    'rackboot.yaml': `server:
+  address: 10.77.0.1
+dhcp: { mode: off }
+profiles:
+  p: { kind: linux, kernel: vmlinuz, args: ["console=ttyS0 quiet"] }
+`,
+    'boot-assets': {},
+  });
+  const loose = await runCli(['validate', '-c', 'rackboot.yaml'], { cwd: directory });
+  t.equal(loose.code, 0, loose.stderr);
+  const strict = await runCli(['validate', '--strict', '-c', 'rackboot.yaml'], { cwd: directory });
+  t.equal(strict.code, 1);
+  const [error, ...rest] = strict.stderr.trim().split('\n');
+  t.match(error, /^rackboot\.yaml:5:29: vmlinuz not found under /, 'the missing kernel is the error');
+  t.same(
+    rest,
+    loose.stderr
+      .trim()
+      .split('\n')
+      .filter((line) => !line.includes('vmlinuz')),
+    'every other warning of the plain run is still printed',
+  );
+  t.ok(rest.length > 0 && rest.every((line) => line.includes(': warning: ')), rest.join('\n'));
+});
+
 t.test('a server.state serve could not use is a warning at its line', async (t) => {
   const directory = t.testdir({
     'rackboot.yaml': 'server:\n  address: 10.77.0.1\n  state: taken\ndhcp: { mode: off }\n',

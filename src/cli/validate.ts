@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../inventory/load.js';
-import { byPosition, formatProblem } from '../inventory/problems.js';
+import { byPosition, formatProblem, type Problem } from '../inventory/problems.js';
 import { stateDirectoryProblem, VALIDATE_CHECKS } from '../inventory/validate-checks.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
@@ -21,17 +21,23 @@ export function registerValidate(program: Command): void {
       );
       if (!loaded.ok) {
         for (const problem of loaded.problems) console.error(formatProblem(problem));
+        printLabelled('warning', loaded.warnings ?? []);
         process.exitCode = 1;
         return;
       }
       // serve refuses a state directory it cannot write; validate may run where serve will not.
       const stateProblem = await stateDirectoryProblem(loaded.config, { create: false });
-      const warnings = [...loaded.warnings, ...(stateProblem ? [stateProblem] : [])];
-      for (const warning of warnings.sort(byPosition))
-        console.error(formatProblem({ ...warning, message: `warning: ${warning.message}` }));
-      for (const note of loaded.notes)
-        console.error(formatProblem({ ...note, message: `note: ${note.message}` }));
+      printLabelled(
+        'warning',
+        [...loaded.warnings, ...(stateProblem ? [stateProblem] : [])].sort(byPosition),
+      );
+      printLabelled('note', loaded.notes);
       const { machines, profiles } = loaded.config;
       console.log(`${file}: valid (${machines.length} machines, ${Object.keys(profiles).length} profiles)`);
     });
+}
+
+function printLabelled(label: 'warning' | 'note', problems: Problem[]): void {
+  for (const problem of problems)
+    console.error(formatProblem({ ...problem, message: `${label}: ${problem.message}` }));
 }

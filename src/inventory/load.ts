@@ -35,7 +35,7 @@ FormatRegistry.Set('ipv4', isIpv4);
  */
 export type Loaded =
   | { ok: true; config: Config; warnings: Problem[]; notes: Problem[] }
-  | { ok: false; problems: Problem[] };
+  | { ok: false; problems: Problem[]; warnings?: Problem[] };
 
 export interface LoadOptions {
   /**
@@ -97,7 +97,6 @@ export async function checkConfigData(
   const assetProblems = missingAssetProblems(config, locate);
   const templateProblems = await templateFileProblems(config, locate, options.checkTemplate);
   const errors = [...templateProblems, ...(options.missingAssets === 'warn' ? [] : assetProblems)];
-  if (errors.length > 0) return { ok: false, problems: errors.sort(byPosition) };
   const warnings = [
     ...(options.missingAssets === 'warn' ? assetProblems : []),
     ...splitArgumentWarnings((withDefaults as unknown as RawConfig).profiles, locate),
@@ -106,11 +105,13 @@ export async function checkConfigData(
       locate.at(missingAssetPath(missing), missing.message),
     ),
     ...exampleKeyWarnings(config),
-  ];
+  ].sort(byPosition);
+  // The warnings go with the errors: an operator fixing the errors should see the rest too.
+  if (errors.length > 0) return { ok: false, problems: errors.sort(byPosition), warnings };
   return {
     ok: true,
     config: deepFreeze(config),
-    warnings: warnings.sort(byPosition),
+    warnings,
     notes: ignoredInProxyModeNotes(config, locate),
   };
 }
