@@ -175,6 +175,7 @@ export async function startRackboot(options: {
       },
       operatorToken: () => source.current().server.api_token ?? localOperatorToken,
       dhcpStats: dhcp ? () => dhcp.stats() : undefined,
+      onConfigChange: (listener) => source.on('change', (_config, diff) => listener(diff)),
     });
     closers.push(() => app.close());
     const { port, listen } = initial.server.http;

@@ -637,6 +637,40 @@ t.test('a resume after pruned history reads the fleet again', async (t) => {
   t.same(pageErrors, [], 'no script errors');
 });
 
+t.test('an edit of the config file reaches an open page without a reload', async (t) => {
+  const { app, configFile } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  const { page, pageErrors } = await openDashboard(t, url);
+  const row = page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`);
+  await row.locator('td', { hasText: 'node1' }).first().waitFor();
+  const added = mac('52:54:00:12:34:99');
+  const reads: string[] = [];
+  page.on('request', (request) => reads.push(pathOf(request.url())));
+
+  writeFileSync(
+    configFile,
+    FIXTURE_YAML.replace('hostname: node1', 'hostname: rack7-node1').concat(
+      `  - { mac: ${added}, hostname: rack7-node2, profile: spare }\n`,
+    ),
+  );
+  await row.locator('td', { hasText: 'rack7-node1' }).first().waitFor({ timeout: 10_000 });
+  await page
+    .locator(`#machines tr[data-mac="${added}"] td`, { hasText: 'rack7-node2' })
+    .first()
+    .waitFor({ timeout: 10_000 });
+  t.pass('a renamed machine and an added one are shown');
+  t.ok(reads.includes('/api/v1/machines'), 'the page read the fleet again');
+
+  writeFileSync(configFile, FIXTURE_YAML);
+  await page.locator(`#machines tr[data-mac="${added}"]`).waitFor({ state: 'detached', timeout: 10_000 });
+  await row
+    .locator('td', { hasText: /^node1$/ })
+    .first()
+    .waitFor({ timeout: 10_000 });
+  t.pass('a machine removed from the file (never booted, so no history) leaves the page');
+  t.same(pageErrors, [], 'no script errors');
+});
+
 t.test('a page opened while the server cannot answer keeps trying and then follows the fleet', async (t) => {
   const { app, lifecycle } = await startLifecycleApp(t);
   const url = await app.listen({ port: 0, host: '127.0.0.1' });

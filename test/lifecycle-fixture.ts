@@ -14,6 +14,7 @@ import { createBootDecision } from '../src/inventory/decision.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import { type Mac, parseMac } from '../src/inventory/mac.js';
 import type { Config } from '../src/inventory/schema.js';
+import { watchConfig } from '../src/inventory/source.js';
 import type { MachineEvent } from '../src/lifecycle/events.js';
 import {
   DATABASE_FILE_NAME,
@@ -78,7 +79,7 @@ export interface LifecycleFixture {
 
 /**
  * The real HTTP app (buildApp) over a real lifecycle store and config file in a temporary directory;
- * removed at teardown. Adoption reloads the config the way the server's file watcher would.
+ * removed at teardown. The config is watched as `serve` watches it, and adoption reloads it as `serve` does.
  */
 export async function startLifecycleApp(
   t: Test,
@@ -88,15 +89,14 @@ export async function startLifecycleApp(
   const directory = mkdtempSync(join(tmpdir(), 'rackboot-api-'));
   const configFile = join(directory, 'rackboot.yaml');
   writeFileSync(configFile, yaml);
-  const load = async () => {
-    const loaded = await loadConfigFile(configFile, { missingAssets: 'warn', env: {} });
-    if (!loaded.ok) throw new Error(`fixture config: ${JSON.stringify(loaded.problems)}`);
-    return loaded.config;
-  };
-  let current = await load();
-  const config = () => current;
   const logger = pino({ level: 'silent' });
-  const lifecycle = openLifecycle({ stateDir: current.server.state, retention: 100_000, logger });
+  const load = (file: string) => loadConfigFile(file, { missingAssets: 'warn', env: {} });
+  const loaded = await load(configFile);
+  if (!loaded.ok) throw new Error(`fixture config: ${JSON.stringify(loaded.problems)}`);
+  // The server's own file watcher: an edit of the file applies as it does in `serve`.
+  const source = watchConfig(loaded.config, { logger, load, debounceMs: 20 });
+  const config = source.current;
+  const lifecycle = openLifecycle({ stateDir: config().server.state, retention: 100_000, logger });
   const secrets = createMachineSecrets(randomBytes(32));
   const app = await buildApp({
     config,
@@ -108,11 +108,13 @@ export async function startLifecycleApp(
     ...(dhcpStats ? { dhcpStats } : {}),
     adopt: async (request) => {
       const adopted = await adoptInWorker(configFile, request);
-      if (adopted.ok) current = await load();
+      if (adopted.ok) await source.reload();
       return adopted;
     },
+    onConfigChange: (listener) => source.on('change', (_config, diff) => listener(diff)),
   });
   t.teardown(async () => {
+    source.close();
     await app.close();
     await lifecycle.close();
     rmSync(directory, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import type { BootDecision, Mac } from '../boot-plan.js';
 import type { MachineSecrets } from '../ignition/tokens.js';
 import { parseMac } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
+import type { ConfigDiff } from '../inventory/source.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Lifecycle } from '../lifecycle/store.js';
 import type { Logger } from '../log.js';
@@ -37,6 +38,8 @@ export interface AppDeps {
   operatorToken?: () => string | undefined;
   /** The DHCP server's counters for /metrics; absent when DHCP is off. */
   dhcpStats?: () => DhcpCounters;
+  /** Registers a listener for applied config reloads; the events stream tells watchers of them. */
+  onConfigChange?: (listener: (diff: ConfigDiff) => void) => void;
   /** HTTP_TIMEOUTS unless a test needs them short. */
   timeouts?: HttpTimeouts;
 }
@@ -72,7 +75,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // First: its request counter hooks the whole app, so it must be in place before the other plugins.
   await app.register(metricsRoutes, { lifecycle: deps.lifecycle, dhcpStats: deps.dhcpStats });
   await app.register(apiRoutes, deps);
-  await app.register(eventsStream, { lifecycle: deps.lifecycle });
+  await app.register(eventsStream, { lifecycle: deps.lifecycle, onConfigChange: deps.onConfigChange });
   await app.register(dashboardRoutes);
   await app.register(bootService, deps);
   return app;

@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyPluginAsync } from 'fastify';
 import { type Mac, parseMac } from '../inventory/mac.js';
+import type { ConfigDiff } from '../inventory/source.js';
 import type { Lifecycle } from '../lifecycle/store.js';
 
 export interface EventsStreamOptions {
@@ -15,6 +16,8 @@ export interface EventsStreamOptions {
   maxQueuedBytes?: number;
   /** A watcher that takes nothing of a replay for this long is disconnected (it stopped reading). */
   drainTimeoutMs?: number;
+  /** Registers a listener for applied config reloads (ConfigSource's `change`). */
+  onConfigChange?: (listener: (diff: ConfigDiff) => void) => void;
 }
 
 /**
@@ -48,7 +51,9 @@ interface Resume {
 /**
  * `GET /api/v1/events`: Server-Sent Events of every durable event (`?mac=` filters). `id:` is the
  * event id, so a watcher reconnecting with `Last-Event-ID` (or `?after=`) first gets every event it
- * missed, from the store, then the live ones, each exactly once. With `Accept: application/json`
+ * missed, from the store, then the live ones, each exactly once. An applied config reload is sent
+ * to every stream as the named event `config-changed` (counts of what changed), never replayed.
+ * With `Accept: application/json`
  * (and no `text/event-stream`) it answers the history instead: events after `?after=`, or the latest.
  */
 export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app, options) => {
@@ -61,6 +66,20 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
   // Long-lived streams would hold app.close() open forever; end them before the server closes.
   app.addHook('preClose', async () => {
     for (const response of open) response.end();
+  });
+  // A reload is no machine's event and is not stored, but what a watcher shows (the fleet's
+  // hostnames, profiles, which machines are listed) came from the config: a named event, so the
+  // dashboard reads the fleet again. Counts, not MACs: an edit of a large fleet names thousands.
+  options.onConfigChange?.((diff) => {
+    const summary = JSON.stringify({
+      machinesAdded: diff.machinesAdded.length,
+      machinesRemoved: diff.machinesRemoved.length,
+      machinesChanged: diff.machinesChanged.length,
+      profilesChanged: diff.profilesChanged.length,
+      settingsChanged: diff.otherKeysChanged.length,
+    });
+    for (const response of open)
+      if (!response.destroyed) response.write(`event: config-changed\ndata: ${summary}\n\n`);
   });
 
   app.get<{ Querystring: EventsQuery }>(

@@ -804,6 +804,8 @@ function connect(after, resyncWhenOpen) {
     if (message.lastEventId) lastEventId = message.lastEventId;
     apply(JSON.parse(message.data));
   };
+  // The config was edited: hostnames, profiles and the listed machines may have changed.
+  source.addEventListener('config-changed', () => void resync(false));
   // The server resumed after history it no longer has (pruned, or a wiped state directory): the
   // events in between are gone, so the fleet is read again.
   source.addEventListener('history-gap', (message) => {
