@@ -605,7 +605,7 @@ t.test('a thread that dies while idle does not use up the next batch’s second 
 });
 
 t.test(
-  'discovered machines are kept up to a bound, the ones unchanged longest forgotten for good',
+  'unlisted machines that never installed are kept up to a bound, the ones unchanged longest forgotten for good',
   async (t) => {
     const stateDir = stateDirFor(t);
     const seen = (n: number) =>
@@ -618,20 +618,29 @@ t.test(
       type: 'dhcp-ignored',
       detail: { firmware: 'uefi-pxe', arch: 'x86_64', reason: 'unknown-machine' },
     });
+    // What `unknown_machines: <profile>` serves to any MAC that asks: it takes the MAC to booting.
+    const scriptServed = (target: ReturnType<typeof seen>): MachineEventInput => ({
+      mac: target,
+      source: 'http',
+      type: 'ipxe-script',
+      detail: { script: 'install' },
+    });
     // 6 stands for a machine the config lists: it waits in discovered like the others, and stays.
     const listedMac = seen(6);
     const first = openStore({
       stateDir,
       retention: 1000,
       logger,
-      maxDiscovered: 3,
+      maxUninstalled: 3,
       listed: (m) => m === listedMac,
       // Every batch writes the machine records, so the ones forgotten later are in the database first.
       snapshotIntervalMs: 0,
     });
     await Promise.all(install().map((event) => first.record(event)));
     await first.record(discover(listedMac));
-    for (const n of [1, 2, 3]) await first.record(discover(seen(n)));
+    await first.record(discover(seen(1)));
+    for (const n of [2, 3]) await first.record(scriptServed(seen(n)));
+    t.equal(first.stateOf(seen(2)), 'booting');
     await first.record(discover(seen(1)));
     for (const n of [4, 5]) await first.record(discover(seen(n)));
     const kept = (store: typeof first) =>
@@ -640,11 +649,11 @@ t.test(
         .map((record) => record.mac)
         .sort();
     const expected = [mac, listedMac, seen(1), seen(4), seen(5)].sort();
-    t.same(kept(first), expected, 'the seen-again one and the listed one stay, 2 and 3 go');
-    t.equal(first.stateOf(mac), 'installed', 'a machine past discovered is never forgotten');
+    t.same(kept(first), expected, 'the seen-again one and the listed one stay, 2 and 3 (booting) go');
+    t.equal(first.stateOf(mac), 'installed', 'a machine that installed is never forgotten');
     await first.close();
     // Reopened with no bound to speak of, so only the database can have forgotten them.
-    const second = openStore({ stateDir, retention: 1000, logger, maxDiscovered: 1_000 });
+    const second = openStore({ stateDir, retention: 1000, logger, maxUninstalled: 1_000 });
     t.teardown(() => second.close());
     t.same(kept(second), expected, 'forgotten in the database too');
     const rows = new Database(join(stateDir, DATABASE_FILE_NAME), { readonly: true });

@@ -99,8 +99,8 @@ export interface LifecycleOptions {
    */
   batchIntervalMs?: number;
   now?: () => number;
-  /** MAX_DISCOVERED unless a test needs a small bound. */
-  maxDiscovered?: number;
+  /** MAX_UNINSTALLED unless a test needs a small bound. */
+  maxUninstalled?: number;
   /** Whether the config lists a MAC: a listed machine is never forgotten (default: none is). */
   listed?: (mac: Mac) => boolean;
   /** Starts a writer thread (default: writer.ts); tests pass threads that die at chosen moments. */
@@ -110,12 +110,14 @@ export interface LifecycleOptions {
 export const DATABASE_FILE_NAME = 'lifecycle.sqlite';
 
 /**
- * Machine records in state `discovered` kept at most; past it the one unchanged longest is forgotten.
- * Anyone on the provisioning LAN can name new MACs (DHCP from random chaddrs, /boot/<mac>.ipxe), and
- * without a bound each made a record for good: 20,000 such requests took 70 MB. A discovered record
+ * Records of unlisted machines that never installed, kept at most; past it the one unchanged longest
+ * is forgotten. Anyone on the provisioning LAN can name new MACs (DHCP from random chaddrs,
+ * /boot/<mac>.ipxe, which under `unknown_machines: <profile>` serves an install script and so takes
+ * the MAC to `booting`; in proxy mode that script carries the token that takes it to `installing`),
+ * and without a bound each made a record for good: 20,000 such requests took 70 MB. Such a record
  * holds nothing a machine's next boot does not make again.
  */
-export const MAX_DISCOVERED = 20_000;
+export const MAX_UNINSTALLED = 20_000;
 
 const DEFAULT_LIMIT = 1000;
 const MAX_LIMIT = 10_000;
@@ -170,11 +172,12 @@ function historyError(file: string, error: unknown): StateError {
 }
 
 /**
- * The records a flood of made-up MACs could multiply: in state `discovered`, never installed, and
- * not listed in the config (asked when one would be forgotten, as an adopt can list it meanwhile).
- * Held to `max`, least recently changed first: past it, `forget` hears of the one unchanged longest.
+ * The records a flood of made-up MACs could multiply: never installed (no `installed` report, no
+ * disk written), in any state, and not listed in the config (asked when one would be forgotten, as an
+ * adopt can list it meanwhile). Held to `max`, least recently changed first: past it, `forget` hears
+ * of the one unchanged longest.
  */
-class DiscoveredMachines {
+class UninstalledMachines {
   private readonly order = new Set<Mac>();
 
   constructor(
@@ -185,7 +188,7 @@ class DiscoveredMachines {
 
   update(record: MachineRecord): void {
     this.order.delete(record.mac);
-    if (record.state !== 'discovered' || record.installedAt !== undefined) return;
+    if (record.installedAt !== undefined || record.bootsFromDisk) return;
     this.order.add(record.mac);
     for (const oldest of this.order) {
       if (this.order.size <= this.max) break;
@@ -269,21 +272,21 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     }
   }
   let forgotten = 0;
-  const maxDiscovered = options.maxDiscovered ?? MAX_DISCOVERED;
+  const maxUninstalled = options.maxUninstalled ?? MAX_UNINSTALLED;
   const listed = options.listed ?? (() => false);
-  const discovered = new DiscoveredMachines(maxDiscovered, listed, (mac) => {
+  const uninstalled = new UninstalledMachines(maxUninstalled, listed, (mac) => {
     machines.delete(mac);
     dirtyMachines.add(mac);
     forgotten += 1;
     if (forgotten === 1 || forgotten % 1000 === 0) {
       logger.warn(
-        { forgotten, max: maxDiscovered },
-        'lifecycle: more discovered machines than kept; forgetting the ones unchanged longest',
+        { forgotten, max: maxUninstalled },
+        'lifecycle: more unlisted, never-installed machines than kept; forgetting the ones unchanged longest',
       );
     }
   });
   const byLastEvent = [...machines.values()].sort((a, b) => a.lastEvent.id - b.lastEvent.id);
-  for (const record of byLastEvent) discovered.update(record);
+  for (const record of byLastEvent) uninstalled.update(record);
   // A batch that carried only the snapshot (a close after a failed write) may mark ids no event row
   // holds: ids continue after both, so none a machine record or a watcher saw is handed out again.
   const newestStoredId =
@@ -572,7 +575,7 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     if (input.mac && result.record) {
       machines.set(input.mac, result.record);
       dirtyMachines.add(input.mac);
-      discovered.update(result.record);
+      uninstalled.update(result.record);
     }
     for (const event of events) {
       pending.push(event);

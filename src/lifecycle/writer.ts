@@ -22,7 +22,7 @@ export interface WriteBatch {
   rows: string[];
   /**
    * Every machine changed since the last snapshot, as of the last event of this batch, and the
-   * records forgotten since (the oldest discovered ones, past MAX_DISCOVERED).
+   * records forgotten since (the oldest never-installed ones, past MAX_UNINSTALLED).
    */
   snapshot: { machines: MachineRecord[]; forget: string[]; throughId: number } | undefined;
   /** Events with an id up to this one are pruned (retention). */
