@@ -245,11 +245,7 @@ t.test('every transition is a state-changed event; forbidden ones are recorded a
   const unknown = step(undefined, reprovision, stampAt(1, T0));
   t.equal(unknown.derived[0]?.type, 'transition-rejected', 'reprovisioning a MAC never seen is rejected');
   t.match(String(unknown.derived[0]?.detail?.reason), /never network-booted here/);
-  for (const events of [
-    [firmwareDhcp()],
-    [firmwareDhcp('ipxe'), script('install')],
-    [firmwareDhcp('ipxe'), script('install'), ignition],
-  ]) {
+  for (const events of [[firmwareDhcp()], [firmwareDhcp('ipxe'), script('install')]]) {
     const before = fold(events).record;
     const asked = step(before, reprovision, stampAt(50, T0 + 60_000));
     t.same(asked.derived, [], `reprovision while ${before?.state}: no change, nothing rejected`);
@@ -275,7 +271,64 @@ t.test('state-changed detail: cause, time in the previous state and since the bo
   });
   t.equal(changes[3]?.event.state, 'installed', 'the causing event carries the new state');
   t.equal(record?.installedAt, new Date(T0 + 65_000).toISOString());
+  t.equal(changes[3]?.derived[0]?.detail?.sinceInstallStartMs, 65_000, 'reported in the same boot');
 });
+
+t.test(
+  "an install's duration runs from the boot that fetched its Ignition to the installed system's report",
+  async (t) => {
+    // The documented flow: the installer writes the disk and reboots; the firmware tries the network
+    // first and gets the local-disk script; the installed system reports.
+    const sequence = [
+      [firmwareDhcp('ipxe'), 0],
+      [script('install'), 5_000],
+      [ignition, 60_000],
+      [diskWritten, 600_000],
+      [firmwareDhcp('ipxe'), 640_000],
+      [script('local-disk'), 641_000],
+      [installed, 700_000],
+    ] as const;
+    let record: MachineRecord | undefined;
+    let last: ReturnType<typeof step> | undefined;
+    for (const [index, [input, atMs]] of sequence.entries()) {
+      last = step(record, input, stampAt(index + 1, T0 + atMs));
+      record = last.record;
+    }
+    t.match(last?.derived[0]?.detail, {
+      to: 'installed',
+      sinceBootMs: 60_000,
+      sinceInstallStartMs: 700_000,
+    });
+  },
+);
+
+t.test(
+  'reprovision during an install: its reports are refused and the next boot installs again',
+  async (t) => {
+    const install = [firmwareDhcp('ipxe'), script('install'), ignition];
+    const folded = fold([...install, reprovision, diskWritten, firmwareDhcp('ipxe')]);
+    t.same(folded.states, ['discovered', 'booting', 'installing', 'discovered', 'discovered', 'discovered']);
+    t.same(
+      folded.derived[4],
+      ['transition-rejected:installing'],
+      "the old install's disk-written is refused",
+    );
+    t.equal(folded.record?.bootsFromDisk, false, 'so the next network boot installs again');
+    const reported = step(folded.record, installed, stampAt(90, T0 + 600_000));
+    t.equal(reported.derived[0]?.type, 'transition-rejected', 'and so is its installed report');
+    t.match(String(reported.derived[0]?.detail?.reason), /reprovision/);
+    const again = fold([
+      ...install,
+      reprovision,
+      diskWritten,
+      firmwareDhcp('ipxe'),
+      script('install'),
+      ignition,
+      diskWritten,
+    ]);
+    t.equal(again.record?.bootsFromDisk, true, 'the install after the reprovision is counted');
+  },
+);
 
 t.test('correlation id: one per boot, from the first firmware DHCP packet', async (t) => {
   const uefiBoot = [

@@ -106,7 +106,7 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
   });
   const installSeconds = new Histogram({
     name: 'rackboot_install_duration_seconds',
-    help: 'Time from the first DHCP packet of a boot to the machine reporting installed.',
+    help: "Time from the first DHCP packet of the boot that fetched the install's Ignition config to the installed system's report.",
     buckets: INSTALL_SECONDS_BUCKETS,
     registers: [registry],
   });
@@ -158,12 +158,10 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
       tftpTransfers.inc({ outcome });
       if (typeof detail.bytes === 'number') tftpBytes.inc({ outcome }, detail.bytes);
       if (TFTP_ERROR_OUTCOMES.has(outcome)) tftpErrors.inc({ outcome });
-    } else if (
-      event.type === 'state-changed' &&
-      detail.to === 'installed' &&
-      typeof detail.sinceBootMs === 'number'
-    ) {
-      installSeconds.observe(detail.sinceBootMs / 1000);
+    } else if (event.type === 'state-changed' && detail.to === 'installed') {
+      // The report comes from the installed system's boot; the install began at an earlier one.
+      const installMs = detail.sinceInstallStartMs ?? detail.sinceBootMs;
+      if (typeof installMs === 'number') installSeconds.observe(installMs / 1000);
     }
   };
   const unsubscribe = lifecycle.subscribe(countEvent);

@@ -30,6 +30,11 @@ export interface MachineRecord {
   boot: BootRecord;
   installedAt: string | undefined;
   /**
+   * When the boot that fetched the latest install's Ignition config started: the `installed` report
+   * comes from a later boot (the installed system's), so the install's duration is measured from here.
+   */
+  installStartedAt?: string;
+  /**
    * True from the installer's `disk-written` report (or the `installed` one) until `reprovision`: its
    * network boots go to its local disk whatever its state, so a `failed` report after the install
    * (anyone holding the machine's events token can send one) cannot make its next boot install over
@@ -88,8 +93,9 @@ type Transition =
  *   its network boots go to its disk from then on: a firmware that tries the network first must not
  *   reinstall at the reboot before the installed system can report,
  * - the machine reporting `installed` (only after booting an installer) → `installed`,
- * - `failed` from any state; operator `reprovision` takes an installed or failed machine back to
- *   `discovered`, so its next boot installs again.
+ * - `failed` from any state; operator `reprovision` takes an installed, failed or installing machine
+ *   back to `discovered`, so its next boot installs again (the reports of an install in progress
+ *   then are refused: it installed the Ignition config fetched before the operator asked).
  * A machine that completed an install (`bootsFromDisk`) boots from its disk until `reprovision`,
  * even once `failed`: its boots then change nothing but the history, as an installed machine's.
  * A transition the table forbids is not thrown: it comes back as a `transition-rejected` event with
@@ -139,6 +145,9 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
         causeId: stamp.id,
         inStateMs: previous ? nowMs - Date.parse(previous.stateSince) : 0,
         sinceBootMs: nowMs - Date.parse(boot.startedAt),
+        ...(state === 'installed' && previous?.installStartedAt
+          ? { sinceInstallStartMs: nowMs - Date.parse(previous.installStartedAt) }
+          : {}),
       },
     });
   }
@@ -162,6 +171,7 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
     lastEvent: { id: stamp.id, type: input.type, time: stamp.time },
     boot,
     installedAt: changed && state === 'installed' ? stamp.time : previous?.installedAt,
+    installStartedAt: changed && state === 'installing' ? boot.startedAt : previous?.installStartedAt,
     // Set by the installer's or the installed system's report, cleared only by reprovision.
     bootsFromDisk:
       state === 'installed' ||
@@ -180,9 +190,12 @@ function transitionFor(
   switch (input.type) {
     case 'reprovision':
       // A disk written but never reported installed (its first boot failed) is the usual reinstall.
-      if (current === 'installed' || current === 'failed' || bootsFromDisk)
+      // An install in progress already holds the Ignition config it fetched before the operator asked
+      // (often to fix it): back to discovered, so its reports are refused and its next boot installs.
+      if (current === 'installed' || current === 'failed' || current === 'installing' || bootsFromDisk)
         return { kind: 'change', to: 'discovered' };
-      // Already on its way to the installer: what the operator asks for holds without a change.
+      // On its way to the installer and its Ignition not fetched yet: it will install what the
+      // config says now, as the operator asks, without a change.
       return { kind: 'none' };
     case 'installed':
     case 'disk-written': {
@@ -194,7 +207,10 @@ function transitionFor(
       return {
         kind: 'reject',
         to,
-        reason: `${input.type} reported while ${current ?? 'never seen'}: only a machine this server is installing can report it`,
+        reason:
+          current === 'discovered'
+            ? `${input.type} reported while discovered: this server has served no install since the machine's last network boot or reprovision (an install in progress when it was reprovisioned does not count; its next network boot installs again)`
+            : `${input.type} reported while ${current ?? 'never seen'}: only a machine this server is installing can report it`,
       };
     }
     case 'failed':
