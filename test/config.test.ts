@@ -516,3 +516,52 @@ t.test(
     });
   },
 );
+
+t.test(
+  'a server.address machines can never be sent to is refused; a loopback one is a warning',
+  async (t) => {
+    for (const [address, why] of [
+      ['0.0.0.0', /the unspecified address/],
+      ['255.255.255.255', /the limited broadcast address/],
+      ['239.1.2.3', /a multicast address/],
+    ] as const) {
+      const problems = await problemsOf(
+        t,
+        header.replace('10.77.0.1', address).replace('mode: authoritative', 'mode: proxy'),
+      );
+      t.match(problems, [
+        new RegExp(`^rackboot.yaml:2:12: server.address ${address.replaceAll('.', '\\.')} is `),
+      ]);
+      t.match(problems[0], why);
+    }
+    const directory = workspace(t);
+    const file = join(directory, 'rackboot.yaml');
+    const proxy = header.replace('10.77.0.1', '127.0.0.1').replace('mode: authoritative', 'mode: proxy');
+    const loaded = await loadConfigText(proxy, file, { missingAssets: 'warn' });
+    t.ok(loaded.ok, 'a loopback address loads');
+    if (loaded.ok)
+      t.match(
+        loaded.warnings.map((problem) => formatProblem(problem, directory)),
+        [/^rackboot.yaml:2:12: server.address 127\.0\.0\.1 is a loopback address, yet dhcp.mode proxy/],
+      );
+    const off = await loadConfigText(proxy.replace('mode: proxy', 'mode: off'), file, {
+      missingAssets: 'warn',
+    });
+    t.same(off.ok ? off.warnings : off.problems, [], 'and no warning with DHCP off');
+  },
+);
+
+t.test('a list or mapping in the wrong place is named by its size, not printed whole', async (t) => {
+  const machines = Array.from(
+    { length: 300 },
+    (_, index) =>
+      `    - { mac: 52:54:00:00:${(index >> 8).toString(16).padStart(2, '0')}:${(index & 255).toString(16).padStart(2, '0')}, profile: plain }`,
+  ).join('\n');
+  const problems = await problemsOf(t, `${header}  machines:\n${machines}\n`);
+  const typeProblem = problems.find((line) => line.includes('profiles.machines: expected object'));
+  t.equal(typeProblem, 'rackboot.yaml:14:5: profiles.machines: expected object, got a list of 300 items');
+  t.ok(
+    problems.every((line) => line.length < 200),
+    'every line is short',
+  );
+});

@@ -105,6 +105,7 @@ export async function checkConfigData(
       locate.at(missingAssetPath(missing), missing.message),
     ),
     ...exampleKeyWarnings(config),
+    ...loopbackAddressWarnings(config, locate),
   ].sort(byPosition);
   // The warnings go with the errors: an operator fixing the errors should see the rest too.
   if (errors.length > 0) return { ok: false, problems: errors.sort(byPosition), warnings };
@@ -206,7 +207,7 @@ function unknownKeyProblem(error: ValueError, path: Path, locate: Locator): Prob
 
 function describeError(error: ValueError): string {
   const schema = error.schema as TSchema & { anyOf?: TSchema[]; pattern?: string; format?: string };
-  const shown = JSON.stringify(error.value);
+  const shown = shownValue(error.value);
   if (schema.anyOf?.some((member) => member.pattern === DURATION_PATTERN)) {
     return `bad duration ${shown}: use a number of seconds or units without spaces, e.g. 90s, 30m, 1h, 7d, 1h30m`;
   }
@@ -220,6 +221,20 @@ function describeError(error: ValueError): string {
   if (error.type === ValueErrorType.StringPattern)
     return `${shown} does not match the pattern ${schema.pattern}`;
   return `${error.message.toLowerCase()}, got ${shown}`;
+}
+
+/**
+ * A value as a problem line shows it: short. A list or mapping in the wrong place (a whole fleet's
+ * `machines:` indented under `profiles:`) made one line of 179 KB.
+ */
+function shownValue(value: unknown): string {
+  if (Array.isArray(value)) return `a list of ${value.length} ${value.length === 1 ? 'item' : 'items'}`;
+  if (value !== null && typeof value === 'object') {
+    const keys = Object.keys(value);
+    return `a mapping (${keys.length > 3 ? `${keys.slice(0, 3).join(', ')}, …` : keys.join(', ')})`;
+  }
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}…"` : text;
 }
 
 type RawConfig = Omit<Config, 'file' | 'machines' | 'dhcp' | 'ignition'> & {
@@ -298,9 +313,22 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
     if (cidrContains(subnet, ipToNumber(address))) return;
     problems.push(locate.at(path, `${dotted(path)} ${address} is outside ${subnetKey}: ${why}`));
   };
+  const serverAddress = asRecord(value.server).address;
+  const unusable =
+    typeof serverAddress === 'string' && isIpv4(serverAddress)
+      ? unusableServerAddress(serverAddress)
+      : undefined;
+  if (unusable) {
+    problems.push(
+      locate.at(
+        ['server', 'address'],
+        `server.address ${serverAddress} is ${unusable}: machines are sent to it (next-server, boot URLs), so it must be this host's address on the provisioning LAN`,
+      ),
+    );
+  }
   checkInside(
     ['server', 'address'],
-    asRecord(value.server).address,
+    serverAddress,
     mainSubnet,
     'dhcp.subnet',
     "dhcp.subnet is the server's own network (relayed networks go under dhcp.subnets)",
@@ -640,6 +668,27 @@ async function templateFileProblems(
 const EXAMPLE_KEY_MARK = 'ReplaceThisWithYourOwnPublicKey';
 
 /** Templates still holding the example's key install machines nobody can log in to. */
+/** Why an address can never be where machines reach this server, if so. */
+function unusableServerAddress(address: string): string | undefined {
+  const value = ipToNumber(address);
+  if (value === 0)
+    return 'the unspecified address (it means "every interface" for a listener, never a destination)';
+  if (value === 0xffffffff) return 'the limited broadcast address';
+  if (value >>> 28 === 0xe) return 'a multicast address';
+  return undefined;
+}
+
+/** A loopback server.address is fine while DHCP is off (a test bench, a proxy in front); booting machines cannot reach it. */
+function loopbackAddressWarnings(config: Config, locate: Locator): Problem[] {
+  if (config.dhcp.mode === 'off' || ipToNumber(config.server.address) >>> 24 !== 127) return [];
+  return [
+    locate.at(
+      ['server', 'address'],
+      `server.address ${config.server.address} is a loopback address, yet dhcp.mode ${config.dhcp.mode} sends machines to it: set this host's address on the provisioning LAN`,
+    ),
+  ];
+}
+
 function exampleKeyWarnings(config: Config): Problem[] {
   const templates = new Set(Object.values(config.profiles).flatMap((profile) => profile.ignition ?? []));
   return [...templates].flatMap((template) => {

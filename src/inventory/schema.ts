@@ -86,7 +86,7 @@ const ServerSchema = Type.Object(
   {
     address: Ipv4(
       'This host on the provisioning LAN: DHCP server identifier, next-server, and the host in every URL. ' +
-        'Must be an address of this host on that LAN.',
+        'Must be an address of this host on that LAN: 0.0.0.0, broadcast and multicast are refused; a loopback address is a warning unless dhcp.mode is off.',
     ),
     http: HttpSchema,
     tftp: TftpSchema,
