@@ -175,6 +175,7 @@ export async function startRackboot(options: {
       },
       operatorToken: () => source.current().server.api_token ?? localOperatorToken,
       dhcpStats: dhcp ? () => dhcp.stats() : undefined,
+      tftpStats: () => tftp.stats(),
       onConfigChange: (listener) => source.on('change', (_config, diff) => listener(diff)),
     });
     closers.push(() => app.close());

@@ -18,7 +18,7 @@ import { bootService } from './boot-service.js';
 import { dashboardRoutes } from './dashboard/routes.js';
 import { eventsStream } from './events-stream.js';
 import { requesterIp } from './machine-auth.js';
-import { type DhcpCounters, metricsRoutes } from './metrics.js';
+import { type DhcpCounters, metricsRoutes, type TftpCounters } from './metrics.js';
 
 /** Everything the HTTP routes need, handed in by rackboot.ts (or a test). */
 export interface AppDeps {
@@ -38,6 +38,8 @@ export interface AppDeps {
   operatorToken?: () => string | undefined;
   /** The DHCP server's counters for /metrics; absent when DHCP is off. */
   dhcpStats?: () => DhcpCounters;
+  /** The TFTP server's counters for /metrics. */
+  tftpStats?: () => TftpCounters;
   /** Registers a listener for applied config reloads; the events stream tells watchers of them. */
   onConfigChange?: (listener: (diff: ConfigDiff) => void) => void;
   /** HTTP_TIMEOUTS unless a test needs them short. */
@@ -73,7 +75,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     childLoggerFactory: (logger) => logger,
   });
   // First: its request counter hooks the whole app, so it must be in place before the other plugins.
-  await app.register(metricsRoutes, { lifecycle: deps.lifecycle, dhcpStats: deps.dhcpStats });
+  await app.register(metricsRoutes, {
+    lifecycle: deps.lifecycle,
+    dhcpStats: deps.dhcpStats,
+    tftpStats: deps.tftpStats,
+  });
   await app.register(apiRoutes, deps);
   await app.register(eventsStream, { lifecycle: deps.lifecycle, onConfigChange: deps.onConfigChange });
   await app.register(dashboardRoutes);

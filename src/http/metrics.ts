@@ -22,11 +22,36 @@ export interface DhcpCounters {
   boundLeases: number;
 }
 
+/** The TFTP server's counters (src/tftp/server.ts TftpStats), read at every scrape. */
+export interface TftpCounters {
+  activeTransfers: number;
+  retransmittedPackets: number;
+  cacheBytes: number;
+  errors: {
+    malformed: number;
+    foreignTid: number;
+    sourcePortZero: number;
+    busy: number;
+    duplicateAcks: number;
+    io: number;
+  };
+}
+
 export interface MetricsOptions {
   lifecycle: Lifecycle;
   /** Absent when DHCP is off. */
   dhcpStats?: (() => DhcpCounters) | undefined;
+  tftpStats?: (() => TftpCounters) | undefined;
 }
+
+/** TftpCounters.errors by the `reason` label of rackboot_tftp_dropped_total. */
+const TFTP_DROP_REASONS = {
+  malformed: 'malformed',
+  foreignTid: 'foreign_tid',
+  sourcePortZero: 'source_port_zero',
+  busy: 'busy',
+  duplicateAcks: 'duplicate_ack',
+} as const satisfies Partial<Record<keyof TftpCounters['errors'], string>>;
 
 /** Outcomes of a TFTP transfer that are not a success (`probe` is EDK2's size query, by design). */
 const TFTP_ERROR_OUTCOMES = new Set(['aborted', 'timeout', 'refused']);
@@ -72,6 +97,58 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
       registers: [registry],
       collect() {
         this.set(dhcpStats().boundLeases);
+      },
+    });
+  }
+
+  const tftpStats = options.tftpStats;
+  if (tftpStats) {
+    // What no transfer event tells: requests turned away before a transfer began (busy is the
+    // one an operator sizing max_transfers needs), and the server's own health.
+    new Counter({
+      name: 'rackboot_tftp_dropped_total',
+      help: 'TFTP packets dropped or answered without a transfer, by reason (malformed, foreign_tid, source_port_zero, busy: a request over max_transfers or max_transfers_per_client, duplicate_ack).',
+      labelNames: ['reason'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        const { errors } = tftpStats();
+        for (const [key, reason] of Object.entries(TFTP_DROP_REASONS))
+          this.inc({ reason }, errors[key as keyof typeof TFTP_DROP_REASONS]);
+      },
+    });
+    new Gauge({
+      name: 'rackboot_tftp_active_transfers',
+      help: 'TFTP transfers in progress.',
+      registers: [registry],
+      collect() {
+        this.set(tftpStats().activeTransfers);
+      },
+    });
+    new Counter({
+      name: 'rackboot_tftp_retransmitted_packets_total',
+      help: 'TFTP DATA and OACK packets sent again (a timeout, or blocks resent after a partial ACK).',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(tftpStats().retransmittedPackets);
+      },
+    });
+    new Counter({
+      name: 'rackboot_tftp_io_errors_total',
+      help: 'Socket or disk errors that ended a TFTP transfer or a send.',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(tftpStats().errors.io);
+      },
+    });
+    new Gauge({
+      name: 'rackboot_tftp_cache_bytes',
+      help: 'File contents the TFTP server holds in memory (cached, or held by open transfers).',
+      registers: [registry],
+      collect() {
+        this.set(tftpStats().cacheBytes);
       },
     });
   }

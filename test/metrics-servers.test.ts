@@ -1,0 +1,79 @@
+import { createSocket } from 'node:dgram';
+import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import t from 'tap';
+import { startRackboot } from '../src/rackboot.js';
+
+/**
+ * /metrics of the whole server as `serve` wires it: the TFTP server's own counters (requests turned
+ * away, malformed packets) reach it, which no transfer event carries.
+ */
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  if (typeof address !== 'object' || address === null) throw new Error('no port');
+  return address.port;
+}
+
+t.test("the TFTP server's drops and gauges are in /metrics", async (t) => {
+  const directory = t.testdir({ assets: { 'undionly.kpxe': Buffer.alloc(4096, 1) } });
+  const [httpPort, tftpPort] = [await freePort(), await freePort()];
+  const configFile = join(directory, 'rackboot.yaml');
+  writeFileSync(
+    configFile,
+    `server:
+  address: 127.0.0.1
+  http: { port: ${httpPort}, listen: 127.0.0.1 }
+  tftp: { port: ${tftpPort}, listen: 127.0.0.1 }
+  assets: assets
+  state: state
+dhcp: { mode: off }
+`,
+  );
+  const rackboot = await startRackboot({
+    configFile,
+    makeLogger: () => pino({ level: 'silent' }),
+    env: {},
+  });
+  t.teardown(() => rackboot.close());
+
+  const socket = createSocket('udp4');
+  t.teardown(() => socket.close());
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  const send = (packet: Buffer) =>
+    new Promise<void>((resolve, reject) =>
+      socket.send(packet, tftpPort, '127.0.0.1', (error) => (error ? reject(error) : resolve())),
+    );
+  // Opcode 9 does not exist; an RRQ without its mode's NUL does not decode either.
+  await send(Buffer.from([0, 9, 1, 2]));
+  await send(Buffer.from('\u0000\u0001undionly.kpxe\u0000octet', 'binary'));
+
+  const metricLine = (text: string, name: string) =>
+    text.split('\n').find((line) => line.startsWith(name)) ?? `${name} missing`;
+  let text = '';
+  for (let tries = 0; tries < 50; tries += 1) {
+    text = await (await fetch(`${rackboot.httpUrl}/metrics`)).text();
+    if (metricLine(text, 'rackboot_tftp_dropped_total{reason="malformed"}').endsWith(' 2')) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  t.equal(
+    metricLine(text, 'rackboot_tftp_dropped_total{reason="malformed"}'),
+    'rackboot_tftp_dropped_total{reason="malformed"} 2',
+  );
+  t.equal(
+    metricLine(text, 'rackboot_tftp_dropped_total{reason="busy"}'),
+    'rackboot_tftp_dropped_total{reason="busy"} 0',
+  );
+  t.equal(metricLine(text, 'rackboot_tftp_active_transfers'), 'rackboot_tftp_active_transfers 0');
+  t.match(metricLine(text, 'rackboot_tftp_cache_bytes'), /^rackboot_tftp_cache_bytes \d+$/);
+  t.match(
+    metricLine(text, 'rackboot_tftp_retransmitted_packets_total'),
+    /^rackboot_tftp_retransmitted_packets_total \d+$/,
+  );
+  t.match(metricLine(text, 'rackboot_tftp_io_errors_total'), /^rackboot_tftp_io_errors_total 0$/);
+});
