@@ -197,6 +197,7 @@ t.test('transition table: event sequences and the states they lead to', async (t
     ],
     ['a plain DHCP client is history only, not a machine', [osDhcp], [undefined]],
     ['reprovision of a MAC never seen', [reprovision], [undefined]],
+    ['a report from a MAC never seen (a wiped history) is history only', [installed], [undefined]],
     ['HTTP first (DHCP elsewhere): straight to booting', [script('install')], ['booting']],
   ];
   for (const [name, events, expected] of cases) {
@@ -245,6 +246,17 @@ t.test('every transition is a state-changed event; forbidden ones are recorded a
   const unknown = step(undefined, reprovision, stampAt(1, T0));
   t.equal(unknown.derived[0]?.type, 'transition-rejected', 'reprovisioning a MAC never seen is rejected');
   t.match(String(unknown.derived[0]?.detail?.reason), /never network-booted here/);
+  const stray = step(undefined, installed, stampAt(1, T0));
+  t.match(
+    stray.derived,
+    [
+      {
+        type: 'transition-rejected',
+        detail: { from: null, to: 'installed', reason: /never network-booted here/ },
+      },
+    ],
+    "a machine's report for a MAC never seen is rejected, and makes no record",
+  );
   for (const events of [[firmwareDhcp()], [firmwareDhcp('ipxe'), script('install')]]) {
     const before = fold(events).record;
     const asked = step(before, reprovision, stampAt(50, T0 + 60_000));

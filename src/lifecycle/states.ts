@@ -106,16 +106,19 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
   if (mac === undefined) return { event: stampEvent(input, stamp), record: previous, derived: [] };
   const firmware = firmwareOf(input);
   if (previous === undefined && !fromBootingMachine(input, firmware)) {
-    // History only: an operator acting on a MAC never seen, or a DHCP client that is not network-booting.
+    // History only: an operator acting on a MAC never seen, a machine reporting without a boot this
+    // server saw (its history was wiped), or a DHCP client that is not network-booting.
     const derived =
-      input.type === 'reprovision'
+      input.source === 'operator' || input.source === 'machine'
         ? [
             rejection(
               input,
               stamp,
               undefined,
-              'discovered',
-              'this MAC has never network-booted here; a listed machine installs at its first network boot',
+              input.source === 'operator' ? 'discovered' : reportedState(input.type),
+              input.source === 'operator'
+                ? 'this MAC has never network-booted here; a listed machine installs at its first network boot'
+                : `${input.type} reported by a MAC that has never network-booted here (was the history under server.state wiped?); a machine is recorded from its first network boot`,
             ),
           ]
         : [];
@@ -199,8 +202,7 @@ function transitionFor(
       return { kind: 'none' };
     case 'installed':
     case 'disk-written': {
-      // The disk holds the install but the installed system has not reported yet: still installing.
-      const to = input.type === 'installed' ? 'installed' : 'installing';
+      const to = reportedState(input.type);
       if (current === 'installed' || (to === 'installing' && bootsFromDisk)) return { kind: 'none' };
       if (current === 'booting' || current === 'installing')
         return current === to ? { kind: 'none' } : { kind: 'change', to };
@@ -274,6 +276,18 @@ function nextBoot(
   return { correlationId, number, startedAt, loaded: true };
 }
 
+/** The state a machine's report asks for: a written disk is still `installing` until the installed system reports. */
+function reportedState(type: string): MachineState {
+  switch (type) {
+    case 'installed':
+      return 'installed';
+    case 'failed':
+      return 'failed';
+    default:
+      return 'installing';
+  }
+}
+
 /** A machine talking to us while network-booting (not an operator, not a plain DHCP client). */
 function fromBootingMachine(input: MachineEventInput, firmware: FirmwareKind | undefined): boolean {
   switch (input.source) {
@@ -281,7 +295,6 @@ function fromBootingMachine(input: MachineEventInput, firmware: FirmwareKind | u
       return firmware !== undefined;
     case 'tftp':
     case 'http':
-    case 'machine':
       return true;
     default:
       return false;
