@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { copyFile, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { runCommand, timeoutArguments } from './command.js';
+import { ownedTemporaryDirectory, runCommand, timeoutArguments } from './command.js';
 import { onEmergencyCleanup } from './network.js';
 import { type Accelerator, type LabFirmware, OVMF_CODE, OVMF_VARS_TEMPLATE } from './qemu.js';
 
@@ -48,7 +48,7 @@ export async function chooseAccelerators(
     .then((text) => JSON.parse(text) as { key: string; verdicts: Verdicts })
     .catch(() => undefined);
   if (cached?.key === key) return cached.verdicts;
-  const work = await mkdtemp(join(cacheDirectory, 'probe-'));
+  const work = await ownedTemporaryDirectory(cacheDirectory, 'probe-');
   try {
     const verdicts: Verdicts = {
       bios: (await firmwareRunsUnderKvm('bios', work)) ? 'kvm' : 'tcg',

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { fetchIpxe, missingRequiredIpxe } from '../fetch/ipxe.js';
-import { runCommand } from './command.js';
+import { ownedTemporaryDirectory, runCommand } from './command.js';
 import { type CpioEntry, writeCpioNewc } from './cpio.js';
 import { guestInitScript, jsonCheckAwk, NIC_MODULES, udhcpcScript } from './guest-init.js';
 
@@ -124,7 +124,7 @@ async function cachedKernel(
   const final = join(cacheDirectory, 'kernel', version);
   if (await exists(join(final, 'vmlinuz'))) return final;
   await mkdir(join(cacheDirectory, 'kernel'), { recursive: true });
-  const work = await mkdtemp(join(cacheDirectory, 'download-'));
+  const work = await ownedTemporaryDirectory(cacheDirectory, 'download-');
   try {
     const packageName = `linux-image-${version}-unsigned`;
     progress(`downloading ${packageName}`);

@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
@@ -59,4 +61,21 @@ export function isRunning(pid: number): boolean {
     // EPERM: the process exists but belongs to someone else.
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * A new directory `<parent>/<prefix><pid>-XXXXXX`, made after removing the ones of this prefix whose
+ * process no longer runs: a lab killed with SIGKILL, or stopped by Ctrl-C in a download, leaves its
+ * directory behind, and the next run sweeps it. The owner is the PID in the name; a PID reused by
+ * another process keeps its directory until that process ends too (a late sweep, never the removal
+ * of a live run's directory).
+ */
+export async function ownedTemporaryDirectory(parent: string, prefix: string): Promise<string> {
+  // Prefixes are the lab's own words and dashes: nothing in them a pattern would read otherwise.
+  const owned = new RegExp(`^${prefix}(\\d+)-`);
+  for (const name of await readdir(parent).catch(() => [] as string[])) {
+    const owner = owned.exec(name)?.[1];
+    if (owner && !isRunning(Number(owner))) await rm(join(parent, name), { recursive: true, force: true });
+  }
+  return mkdtemp(join(parent, `${prefix}${process.pid}-`));
 }

@@ -8,7 +8,7 @@ import { type AcceleratorChoice, chooseAccelerators, firmwareFamily } from './ac
 import { type LabApi, labApi } from './api-client.js';
 import { defaultLabCacheDirectory, installBootAssets, prepareLabAssets } from './assets.js';
 import { LOCAL_DISK_MARKER, localDiskBootSector } from './boot-sector.js';
-import { requireLabTools } from './command.js';
+import { ownedTemporaryDirectory, requireLabTools } from './command.js';
 import { dnsmasqArguments } from './dnsmasq.js';
 import { GUEST_MARKERS } from './guest-init.js';
 import {
@@ -132,7 +132,10 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   const cacheDirectory = options.cacheDirectory ?? defaultLabCacheDirectory();
   const assets = await prepareLabAssets(cacheDirectory, progress);
   const accelerators = await chooseAccelerators(options.accelerator ?? 'auto', cacheDirectory);
-  const directory = await mkdtemp(join(tmpdir(), 'rackboot-lab-'));
+  // A kept directory (--keep) is the operator's to inspect: named so that no sweep takes it.
+  const directory = options.keepDirectory
+    ? await mkdtemp(join(tmpdir(), 'rackboot-lab-kept-'))
+    : await ownedTemporaryDirectory(tmpdir(), 'rackboot-lab-');
   const forgetDirectory = onEmergencyCleanup(() => {
     if (!options.keepDirectory) rmSync(directory, { recursive: true, force: true });
   });

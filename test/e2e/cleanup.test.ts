@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { isRunning, runCommand } from '../../src/lab/command.js';
+import { isRunning, ownedTemporaryDirectory, runCommand } from '../../src/lab/command.js';
 import { removeStaleLabNamespaces } from '../../src/lab/network.js';
 import { waitUntil } from '../helpers/poll.js';
 
@@ -81,3 +83,25 @@ t.test(
     t.ok(await waitUntil(async () => made.pids.every((pid) => !isRunning(pid)), 5000), 'every process ended');
   },
 );
+
+t.test('a temporary directory left by a dead run is swept by the next, a live run’s is kept', async (t) => {
+  const parent = t.testdir({});
+  // A PID that ran and ended: the owner of what a SIGKILLed lab or a Ctrl-C'd download leaves.
+  const ended = spawn('true');
+  await new Promise((resolve) => ended.once('exit', resolve));
+  const deadPid = ended.pid ?? 0;
+  t.notOk(isRunning(deadPid), 'the first owner is gone');
+  const live = `download-${process.pid}-live`;
+  const dead = `download-${deadPid}-dead`;
+  for (const name of [live, dead, 'download-without-owner', `probe-${deadPid}-other`]) {
+    mkdirSync(join(parent, name));
+    writeFileSync(join(parent, name, 'partial.deb'), 'x');
+  }
+  const made = await ownedTemporaryDirectory(parent, 'download-');
+  t.match(basename(made), new RegExp(`^download-${process.pid}-`), 'named for its owner');
+  t.same(
+    readdirSync(parent).sort(),
+    [basename(made), live, 'download-without-owner', `probe-${deadPid}-other`].sort(),
+    "the dead run's download is gone; the live one, other prefixes and names without an owner stay",
+  );
+});
