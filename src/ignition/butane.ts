@@ -2,9 +2,17 @@ import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statS
 import { posix, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { escapesRoot } from '../path-inside.js';
-import { convertShape, isJsonObject, type JsonObject } from './shape.js';
-import { IGNITION_SPEC, type ObjectKind, type SpecVersion, snakeCase } from './spec.js';
+import { convertShape, isJsonObject, type JsonObject, type ShapeOptions } from './shape.js';
+import {
+  BUTANE_TREE,
+  IGNITION_SPEC,
+  type ObjectKind,
+  SPEC_VERSIONS,
+  type SpecVersion,
+  snakeCase,
+} from './spec.js';
 import type { NodePath, PathError } from './template.js';
+import { checkIgnitionShape, validateIgnition } from './validate.js';
 
 /**
  * Butane (variant fcos, 1.4.0–1.6.0) → Ignition, the subset a fleet needs: every Ignition field under
@@ -73,18 +81,18 @@ export function translateButane(
   if (errors.length > 0 || !version) return { config: {}, version, errors };
 
   const files = new LocalFiles(options.filesDir);
-  const generatedUnits: JsonObject[] = [];
+  const mountedFilesystems: { filesystem: JsonObject; path: NodePath }[] = [];
   const withoutHeader = {
     ...data,
     ignition: { ...(isJsonObject(data.ignition) ? data.ignition : {}), version: undefined },
   };
+  const shapeOptions: ShapeOptions = { version, sourceKey: snakeCase };
   const converted = convertShape(
     withoutHeader,
     { object: IGNITION_SPEC },
     [],
     {
-      version,
-      sourceKey: snakeCase,
+      ...shapeOptions,
       extraKeys: (kind) => EXTRA_KEYS[kind] ?? [],
       onObject: (kind, input, output, path) => {
         switch (kind) {
@@ -96,9 +104,9 @@ export function translateButane(
           case 'user':
             return readSshKeysLocal(input, output, path, files, errors);
           case 'storage':
-            return expandTrees(input, output, path, files, errors);
+            return expandTrees(input, output, path, files, shapeOptions, errors);
           case 'filesystem':
-            if (input.with_mount_unit === true) generatedUnits.push(...mountUnit(output, path, errors));
+            if (input.with_mount_unit === true) mountedFilesystems.push({ filesystem: output, path });
             return;
           default:
             return;
@@ -109,12 +117,33 @@ export function translateButane(
   );
   const config = isJsonObject(converted) ? converted : {};
   config.ignition = { version, ...(isJsonObject(config.ignition) ? config.ignition : {}) };
+  const luks = isJsonObject(config.storage) && Array.isArray(config.storage.luks) ? config.storage.luks : [];
+  const generatedUnits = mountedFilesystems.flatMap(({ filesystem, path }) =>
+    mountUnit(filesystem, path, isUnlockedOverNetwork(filesystem.device, luks), errors),
+  );
   if (generatedUnits.length > 0) {
     const systemd = isJsonObject(config.systemd) ? config.systemd : {};
-    systemd.units = [...(Array.isArray(systemd.units) ? systemd.units : []), ...generatedUnits];
+    systemd.units = withGeneratedUnits(generatedUnits, Array.isArray(systemd.units) ? systemd.units : []);
     config.systemd = systemd;
   }
   return { config: inOrder(config), version, errors };
+}
+
+/**
+ * Butane's MergeTranslatedConfigs with the generated units as parent: Ignition's merge of lists keyed
+ * by name, so a template may add a drop-in to (or disable) a unit `with_mount_unit` makes. A user unit
+ * of a generated name takes its place, its own fields (contents, enabled, mask, dropins) winning; the
+ * generated units have no drop-ins, so the user's are the merged list. Generated units come first.
+ */
+function withGeneratedUnits(generated: JsonObject[], userUnits: unknown[]): unknown[] {
+  const merged = new Set<unknown>();
+  const units = generated.map((unit) => {
+    const own = userUnits.find((candidate) => isJsonObject(candidate) && candidate.name === unit.name);
+    if (!isJsonObject(own)) return unit;
+    merged.add(own);
+    return { ...unit, ...own };
+  });
+  return [...units, ...userUnits.filter((unit) => !merged.has(unit))];
 }
 
 function inOrder(config: JsonObject): JsonObject {
@@ -149,10 +178,37 @@ function translateResource(
     bytes = files.read(input.local, [...path, 'local'], errors);
   }
   if (bytes === undefined) return;
+  if (path[0] === 'ignition' && path[1] === 'config') {
+    const source = input.inline !== undefined && input.inline !== null ? 'inline' : 'local';
+    errors.push(...childConfigErrors(bytes, [...path, source]));
+  }
   const userCompression = typeof output.compression === 'string' && output.compression !== '';
   const encoded = makeDataUrl(bytes, !userCompression);
   output.source = encoded.url;
   if (!userCompression) output.compression = encoded.compression;
+}
+
+/**
+ * Butane's ValidateIgnitionConfig for `ignition.config.merge`/`replace` given inline or local: Ignition
+ * fetches the child at boot and stops with "invalid config" if it does not parse or validate. A child
+ * of a spec rackboot does not know (older Ignition JSON) is left to Ignition, as Butane leaves it.
+ */
+function childConfigErrors(bytes: Buffer, at: NodePath): PathError[] {
+  let child: unknown;
+  try {
+    child = JSON.parse(bytes.toString('utf8'));
+  } catch (error) {
+    return [{ path: at, message: `the config given here is not Ignition JSON: ${(error as Error).message}` }];
+  }
+  const version = isJsonObject(child) && isJsonObject(child.ignition) ? child.ignition.version : undefined;
+  const knownVersion = (SPEC_VERSIONS as readonly unknown[]).includes(version);
+  if (!knownVersion && typeof version === 'string' && /^\d+\.\d+\.\d+$/.test(version)) return [];
+  const shaped = checkIgnitionShape(child);
+  const childErrors = shaped.errors.length > 0 ? shaped.errors : validateIgnition(shaped.config);
+  return childErrors.map((error) => ({
+    path: at,
+    message: `in the config given here, ${error.path.length > 0 ? `${error.path.join('.')}: ` : ''}${error.message}`,
+  }));
 }
 
 const UNRESERVED = /[A-Za-z0-9\-_.!~*'()]/;
@@ -276,14 +332,18 @@ function expandTrees(
   output: JsonObject,
   path: NodePath,
   files: LocalFiles,
+  shapeOptions: ShapeOptions,
   errors: PathError[],
 ): void {
   const trees = optionalList(input, 'trees', path, errors);
   if (!trees) return;
   const fileEntries = (Array.isArray(output.files) ? output.files : []).filter(isJsonObject);
   const linkEntries = (Array.isArray(output.links) ? output.links : []).filter(isJsonObject);
-  trees.forEach((tree, index) => {
+  trees.forEach((entry, index) => {
     const at = [...path, 'trees', index];
+    const errorsBefore = errors.length;
+    const tree = convertShape(entry, BUTANE_TREE, at, shapeOptions, errors);
+    if (errors.length > errorsBefore) return;
     if (!isJsonObject(tree) || typeof tree.local !== 'string') {
       errors.push({ path: at, message: 'a tree needs local: <directory under the files dir>' });
       return;
@@ -338,11 +398,38 @@ export function systemdEscapePath(path: string): string {
   return escaped;
 }
 
-function mountUnit(filesystem: JsonObject, path: NodePath, errors: PathError[]): JsonObject[] {
+/**
+ * Butane's addMountUnits test for a remote mount: the filesystem is on a LUKS volume (opened under its
+ * name) that Clevis unlocks with a Tang server, so it can only be mounted once the network is up.
+ */
+function isUnlockedOverNetwork(device: unknown, luks: unknown[]): boolean {
+  return luks.some(
+    (volume) =>
+      isJsonObject(volume) &&
+      (device === `/dev/mapper/${String(volume.name)}` ||
+        device === `/dev/disk/by-id/dm-name-${String(volume.name)}`) &&
+      isJsonObject(volume.clevis) &&
+      Array.isArray(volume.clevis.tang) &&
+      volume.clevis.tang.length > 0,
+  );
+}
+
+/**
+ * Butane's mount unit template. A remote one (`_netdev`, remote-fs.target) is ordered after the
+ * network: as a local mount it would be needed before local-fs.target, long before Tang is reachable,
+ * and the boot would time out into emergency mode.
+ */
+function mountUnit(
+  filesystem: JsonObject,
+  path: NodePath,
+  remote: boolean,
+  errors: PathError[],
+): JsonObject[] {
   const device = typeof filesystem.device === 'string' ? filesystem.device : '';
   const format = typeof filesystem.format === 'string' ? filesystem.format : '';
   const escapedDevice = systemdEscapePath(device);
-  const options = Array.isArray(filesystem.mountOptions) ? filesystem.mountOptions.join(',') : '';
+  const mountOptions = Array.isArray(filesystem.mountOptions) ? filesystem.mountOptions : [];
+  const options = [...mountOptions, ...(remote ? ['_netdev'] : [])].join(',');
   if (format === 'swap') {
     const contents = ['# Generated by rackboot (Butane with_mount_unit)', '[Swap]', `What=${device}`].concat(
       options ? [`Options=${options}`] : [],
@@ -357,10 +444,11 @@ function mountUnit(filesystem: JsonObject, path: NodePath, errors: PathError[]):
     });
     return [];
   }
+  const target = remote ? 'remote-fs.target' : 'local-fs.target';
   const contents = [
     '# Generated by rackboot (Butane with_mount_unit)',
     '[Unit]',
-    'Before=local-fs.target',
+    `Before=${target}`,
     `Requires=systemd-fsck@${escapedDevice}.service`,
     `After=systemd-fsck@${escapedDevice}.service`,
     '',
@@ -371,7 +459,7 @@ function mountUnit(filesystem: JsonObject, path: NodePath, errors: PathError[]):
     ...(options ? [`Options=${options}`] : []),
     '',
     '[Install]',
-    'RequiredBy=local-fs.target',
+    `RequiredBy=${target}`,
     '',
   ].join('\n');
   return [{ name: `${systemdEscapePath(filesystem.path)}.mount`, enabled: true, contents }];

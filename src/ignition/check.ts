@@ -57,7 +57,11 @@ export async function checkTemplate(templateFile: string, config: Config): Promi
 
 const NO_PROBLEMS: string[] = [];
 
-/** Renders for `sample`, adds its new problems to `problems`, and returns the identities of all it had. */
+/**
+ * Renders for `sample`, adds its new problems to `problems`, and returns the identities of all it had,
+ * each once: a render that reports one problem twice (two trees with the same mistake) is still one
+ * machine that has it.
+ */
 function renderProblems(
   template: ParsedTemplate,
   sample: Sample,
@@ -65,12 +69,14 @@ function renderProblems(
 ): string[] {
   const rendered = renderIgnition(template, sample.vars);
   if (rendered.ok) return NO_PROBLEMS;
-  return rendered.problems.map((problem) => {
+  const identities = new Set<string>();
+  for (const problem of rendered.problems) {
     // The same mistake for another machine differs only by its MAC in the message.
     const identity = `${problem.line}:${problem.col}:${problem.message.replace(sample.vars.mac, '')}`;
     if (!problems.has(identity)) problems.set(identity, { problem, who: [] });
-    return identity;
-  });
+    identities.add(identity);
+  }
+  return [...identities];
 }
 
 function* samplesFor(config: Config, profiles: Set<string>, used: string[]): Generator<Sample> {

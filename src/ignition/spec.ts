@@ -203,6 +203,38 @@ export const IGNITION_SPEC: ObjectSpec = {
   },
 };
 
+/**
+ * Butane's `storage.trees` entry, which Ignition has no field for: checked like the Ignition objects so
+ * a misspelt `path` is an error rather than a tree silently installed at `/`.
+ */
+export const BUTANE_TREE: FieldSpec = object({ local: 'string', path: 'string' });
+
+export type ScalarType = 'string' | 'integer' | 'boolean';
+
+/**
+ * The scalar type a key takes wherever it appears, under Ignition's and Butane's spelling (`KEY[]` for
+ * the items of a list), for reading YAML as go-yaml reads it into Butane's structs and for
+ * placeholders in integer and boolean fields. A name with two scalar types is left out.
+ */
+export const SCALAR_TYPE_OF_KEY: ReadonlyMap<string, ScalarType> = (() => {
+  const types = new Map<string, ScalarType | 'ambiguous'>();
+  const note = (key: string, type: ScalarType) => {
+    const known = types.get(key);
+    types.set(key, known === undefined || known === type ? type : 'ambiguous');
+  };
+  const walk = (key: string, spec: FieldSpec) => {
+    if (typeof spec === 'string') for (const spelling of new Set([key, snakeCase(key)])) note(spelling, spec);
+    else if ('array' in spec) walk(`${key}[]`, spec.array);
+    else for (const [field, fieldSpec] of Object.entries(spec.object.fields)) walk(field, fieldSpec);
+  };
+  walk('', { object: IGNITION_SPEC });
+  walk('', BUTANE_TREE);
+  // Butane's own keys (butane.ts EXTRA_KEYS).
+  for (const key of ['inline', 'local', 'contents_local', 'ssh_authorized_keys_local[]']) note(key, 'string');
+  note('with_mount_unit', 'boolean');
+  return new Map([...types].filter((entry): entry is [string, ScalarType] => entry[1] !== 'ambiguous'));
+})();
+
 /** Butane's snake_case name of an Ignition key (`sizeMiB` → `size_mib`, `sshAuthorizedKeys` → `ssh_authorized_keys`). */
 export function snakeCase(key: string): string {
   return key.replace(/MiB$/, 'Mib').replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { type Document, LineCounter, parseDocument, visit } from 'yaml';
+import { type Document, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import { isName, nameRule } from '../inventory/names.js';
 import type { Problem } from '../inventory/problems.js';
+import { SCALAR_TYPE_OF_KEY } from './spec.js';
 
 /** A path into a template's data: mapping keys and sequence indices, as `yaml`'s `getIn` takes them. */
 export type NodePath = (string | number)[];
@@ -39,7 +40,14 @@ const TOP_LEVEL_VARIABLES = new Set([
   'installer_ignition_url',
   'events_url',
 ]);
-const PLACEHOLDER = /\{\{\s*([^{}]*?)\s*\}\}/g;
+/**
+ * `{{ name }}`, or the escape `{{"{{"}}` (or `{{'{{'}}`, Go's and Jinja's spelling) for a literal `{{`:
+ * `--format '{{"{{"}}.Names}}'` renders `--format '{{.Names}}'`. Every other `{{…}}` stays a placeholder
+ * so a misspelt name is an error, never text; the escape was an error before, so no template that
+ * rendered changes meaning.
+ */
+const PLACEHOLDER = /\{\{\s*("\{\{"|'\{\{'|[^{}]*?)\s*\}\}/g;
+const LITERAL_BRACES = new Set(['"{{"', "'{{'"]);
 
 /**
  * A template file parsed once: the YAML document (kept for line/column lookups) and its data.
@@ -74,32 +82,61 @@ function parseTemplateWithProblem(file: string, message: string): ParsedTemplate
 
 export function parseTemplate(file: string, text: string): ParsedTemplate {
   const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter, keepSourceTokens: true, prettyErrors: false });
+  // merge: go-yaml, and so Butane, resolves `<<: *anchor` (coreos/butane#507).
+  const document = parseDocument(text, {
+    lineCounter,
+    keepSourceTokens: true,
+    prettyErrors: false,
+    merge: true,
+  });
   const problems: Problem[] = document.errors.map((error) => {
     const position = lineCounter.linePos(error.pos[0]);
     return { file, line: position.line, col: position.col, message: error.message.split('\n')[0] ?? '' };
   });
   const parsed: ParsedTemplate = { file, text, document, lineCounter, data: undefined, problems };
   if (problems.length > 0) return parsed;
-  readOctalModes(document);
+  if (isMap(document.contents) && document.contents.has('variant')) readAsGoYaml(document);
   parsed.data = document.toJS();
   checkPlaceholderNames(parsed);
   return parsed;
 }
 
+/** YAML 1.1 booleans, which go-yaml (yaml.v3) still takes for a bool field. */
+const GO_YAML_BOOLEANS = new Map<string, boolean>([
+  ...['y', 'Y', 'yes', 'Yes', 'YES', 'on', 'On', 'ON'].map((word) => [word, true] as const),
+  ...['n', 'N', 'no', 'No', 'NO', 'off', 'Off', 'OFF'].map((word) => [word, false] as const),
+]);
+
 /**
- * Butane is read by go-yaml, which takes `mode: 0644` as octal (YAML 1.1); YAML 1.2 says decimal 644.
- * Operators copy Butane examples, so follow Butane.
+ * Butane is read by go-yaml into typed structs, and operators copy Butane examples, so an unquoted
+ * scalar means what it means to Butane, by the type of the field it sits in: `mode: 0644` is octal
+ * (YAML 1.1; YAML 1.2 says decimal 644) in an integer field only, `enabled: yes` is true in a boolean
+ * field, and a string field takes any scalar's text as written (`inline: 0644` is "0644", `inline: 1.10`
+ * is "1.10"). Quoted scalars are strings, as for go-yaml. Ignition JSON templates are left as parsed:
+ * Ignition's JSON parser converts nothing.
  */
-function readOctalModes(document: Document): void {
+function readAsGoYaml(document: Document): void {
   visit(document, {
-    Scalar(_key, node) {
+    Scalar(key, node, ancestors) {
       const source = node.srcToken && 'source' in node.srcToken ? node.srcToken.source : undefined;
-      if (node.type === 'PLAIN' && typeof source === 'string' && /^0[0-7]+$/.test(source)) {
-        node.value = Number.parseInt(source, 8);
-      }
+      if (node.type !== 'PLAIN' || typeof source !== 'string' || node.value === null) return;
+      const type = SCALAR_TYPE_OF_KEY.get(fieldKeyOf(key, ancestors));
+      if (type === 'integer' && /^0[0-7]+$/.test(source)) node.value = Number.parseInt(source, 8);
+      else if (type === 'boolean' && GO_YAML_BOOLEANS.has(source)) node.value = GO_YAML_BOOLEANS.get(source);
+      // Only a scalar YAML 1.2 reads as another type: a string's source may be folded over lines.
+      else if (type === 'string' && typeof node.value !== 'string') node.value = source;
     },
   });
+}
+
+/** The key a scalar is the value of (`KEY`) or an item under (`KEY[]`), as SCALAR_TYPE_OF_KEY names it. */
+function fieldKeyOf(key: unknown, ancestors: readonly unknown[]): string {
+  const parent = ancestors[ancestors.length - 1];
+  if (key === 'value' && isPair(parent) && isScalar(parent.key)) return String(parent.key.value);
+  const grandparent = ancestors[ancestors.length - 2];
+  if (typeof key === 'number' && isSeq(parent) && isPair(grandparent) && isScalar(grandparent.key))
+    return `${String(grandparent.key.value)}[]`;
+  return '';
 }
 
 function checkPlaceholderNames(parsed: ParsedTemplate): void {
@@ -108,7 +145,7 @@ function checkPlaceholderNames(parsed: ParsedTemplate): void {
       if (key === 'key' || typeof node.value !== 'string' || !node.range) return;
       for (const match of node.value.matchAll(PLACEHOLDER)) {
         const name = match[1] ?? '';
-        if (isKnownVariableName(name)) continue;
+        if (isKnownVariableName(name) || LITERAL_BRACES.has(name)) continue;
         const inSource = parsed.text.indexOf(match[0], node.range[0]);
         const offset = inSource >= 0 && inSource < node.range[1] ? inSource : node.range[0];
         parsed.problems.push({
@@ -124,7 +161,8 @@ function checkPlaceholderNames(parsed: ParsedTemplate): void {
 
 /** The names of the `{{...}}` placeholders in the template's text, each once, sorted. */
 export function variablesUsedBy(parsed: ParsedTemplate): string[] {
-  return [...new Set([...parsed.text.matchAll(PLACEHOLDER)].map((match) => match[1] ?? ''))].sort();
+  const names = [...parsed.text.matchAll(PLACEHOLDER)].map((match) => match[1] ?? '');
+  return [...new Set(names.filter((name) => !LITERAL_BRACES.has(name)))].sort();
 }
 
 function isKnownVariableName(name: string): boolean {
@@ -144,7 +182,13 @@ function positionAt(parsed: ParsedTemplate, offset: number): Problem {
 export function substitute(data: unknown, vars: TemplateVars): { value: unknown; errors: PathError[] } {
   const errors: PathError[] = [];
   const walk = (value: unknown, path: NodePath): unknown => {
-    if (typeof value === 'string') return substituteString(value, vars, path, errors);
+    if (typeof value === 'string') {
+      const substituted = substituteString(value, vars, path, errors);
+      const type = SCALAR_TYPE_OF_KEY.get(keyOfPath(path));
+      const typed = type === 'integer' || type === 'boolean';
+      if (!typed || substituted === value || !SINGLE_PLACEHOLDER.test(value)) return substituted;
+      return typedValue(substituted, type, value.trim(), path, errors);
+    }
     if (Array.isArray(value)) return value.map((item, index) => walk(item, [...path, index]));
     if (value !== null && typeof value === 'object') {
       return Object.fromEntries(
@@ -156,6 +200,44 @@ export function substitute(data: unknown, vars: TemplateVars): { value: unknown;
   return { value: walk(data, []), errors };
 }
 
+/** A string that is one placeholder and nothing else: in an integer or boolean field it gives that type. */
+const SINGLE_PLACEHOLDER = /^\s*\{\{\s*[^{}]*?\s*\}\}\s*$/;
+
+/** The key of a data path as SCALAR_TYPE_OF_KEY names it (`KEY`, or `KEY[]` for a list item). */
+function keyOfPath(path: NodePath): string {
+  const last = path[path.length - 1];
+  if (typeof last === 'string') return last;
+  const parent = path[path.length - 2];
+  return typeof parent === 'string' ? `${parent}[]` : '';
+}
+
+/**
+ * `uid: "{{vars.uid}}"`: the value a machine gives, read as Butane would read it written in place
+ * (an integer in decimal or 0-octal; true/false or YAML 1.1's yes/no/on/off), or an error at the field.
+ */
+function typedValue(
+  text: string,
+  type: 'integer' | 'boolean',
+  placeholder: string,
+  path: NodePath,
+  errors: PathError[],
+): unknown {
+  if (type === 'integer') {
+    if (/^[-+]?(0|[1-9]\d*)$/.test(text)) return Number.parseInt(text, 10);
+    if (/^0[0-7]+$/.test(text)) return Number.parseInt(text, 8);
+  } else {
+    const word = /^(true|True|TRUE|false|False|FALSE)$/.test(text)
+      ? text.toLowerCase() === 'true'
+      : GO_YAML_BOOLEANS.get(text);
+    if (word !== undefined) return word;
+  }
+  errors.push({
+    path,
+    message: `${placeholder} is ${JSON.stringify(text)}, not ${type === 'integer' ? 'an integer' : 'a boolean'} as ${String(path[path.length - 1])} takes`,
+  });
+  return text;
+}
+
 /** Substitutes in one string (kernel `args` use this too). */
 export function substituteString(
   text: string,
@@ -164,10 +246,15 @@ export function substituteString(
   errors: PathError[],
 ): string {
   if (!text.includes('{{')) return text;
+  const reported = new Set<string>();
   return text.replace(PLACEHOLDER, (whole, name: string) => {
+    if (LITERAL_BRACES.has(name)) return '{{';
     if (name.startsWith('vars.')) {
       const value = vars.vars?.[name.slice(5)];
       if (value !== undefined) return String(value);
+      // One string naming a missing var twice is one mistake.
+      if (reported.has(name)) return whole;
+      reported.add(name);
       errors.push({
         path,
         message: vars.vars
