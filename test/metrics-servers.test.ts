@@ -76,4 +76,34 @@ dhcp: { mode: off }
     /^rackboot_tftp_retransmitted_packets_total \d+$/,
   );
   t.match(metricLine(text, 'rackboot_tftp_io_errors_total'), /^rackboot_tftp_io_errors_total 0$/);
+
+  // The same missing file asked for by three clients of one host within 10 s (three ports: a
+  // request repeated from one port is a retransmission): one event, three refusals counted.
+  for (let index = 0; index < 3; index += 1) {
+    const client = createSocket('udp4');
+    await new Promise<void>((resolve) => client.bind(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve, reject) =>
+      client.send(
+        Buffer.from('\u0000\u0001missing.efi\u0000octet\u0000', 'binary'),
+        tftpPort,
+        '127.0.0.1',
+        (error) => (error ? reject(error) : resolve()),
+      ),
+    );
+    client.close();
+  }
+  for (let tries = 0; tries < 50; tries += 1) {
+    text = await (await fetch(`${rackboot.httpUrl}/metrics`)).text();
+    if (metricLine(text, 'rackboot_tftp_refusals_suppressed_total').endsWith(' 2')) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  t.equal(
+    metricLine(text, 'rackboot_tftp_refusals_suppressed_total'),
+    'rackboot_tftp_refusals_suppressed_total 2',
+  );
+  t.equal(
+    metricLine(text, 'rackboot_tftp_transfers_total{outcome="refused"}'),
+    'rackboot_tftp_transfers_total{outcome="refused"} 1',
+    'the event-based counter has the recorded one; the next recorded refusal carries the count of the others',
+  );
 });

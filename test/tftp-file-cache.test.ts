@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, rename, rm, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -134,5 +134,52 @@ t.test('a file truncated while it is read from disk fails the read; one read at 
     FileChangedError,
     'past the new end',
   );
+  source.close();
+});
+
+t.test(
+  'a file rewritten in place while read from disk fails the next chunk, mtime put back or not',
+  async (t) => {
+    const directory = await scratchDirectory(t);
+    const chunk = 256 * 1024;
+    const cache = new FileCache({ maxFileBytes: MiB, capacityBytes: 2 * MiB, readAheadBytes: chunk });
+    for (const keepMtime of [false, true]) {
+      const file = await filledFile(directory, `big-${keepMtime}.bin`, 3 * MiB, 5);
+      // Whole seconds, so putting the mtime back restores it to the nanosecond.
+      const mtime = 1_700_000_000;
+      await utimes(file.path, mtime, mtime);
+      const source = await cache.open(file, 'octet');
+      t.ok((await source.read(0, 1468)).equals(Buffer.alloc(1468, 5)));
+      // Same size, every read full-length: only the descriptor's times tell.
+      const handle = await open(file.path, 'r+');
+      await handle.write(Buffer.alloc(3 * MiB, 6), 0, 3 * MiB, 0);
+      await handle.close();
+      if (keepMtime) await utimes(file.path, mtime, mtime);
+      t.ok(
+        (await source.read(1468, 1468)).equals(Buffer.alloc(1468, 5)),
+        'the chunk read before still serves',
+      );
+      t.type(
+        await failure(Promise.resolve().then(() => source.read(chunk, 1468))),
+        FileChangedError,
+        keepMtime ? 'mtime put back: ctime tells' : 'mtime moved',
+      );
+      source.close();
+    }
+  },
+);
+
+t.test('a file renamed over while read from disk is sent on whole: the open one is intact', async (t) => {
+  const directory = await scratchDirectory(t);
+  const chunk = 256 * 1024;
+  const cache = new FileCache({ maxFileBytes: MiB, capacityBytes: 2 * MiB, readAheadBytes: chunk });
+  const file = await filledFile(directory, 'big.bin', 3 * MiB, 5);
+  const source = await cache.open(file, 'octet');
+  await source.read(0, 1468);
+  // The atomic replace: the old file loses its last link (its ctime moves), its bytes stay.
+  const replacement = await filledFile(directory, 'big.bin.new', 3 * MiB, 6);
+  await rename(replacement.path, file.path);
+  t.ok((await source.read(chunk, 1468)).equals(Buffer.alloc(1468, 5)), 'the old bytes');
+  t.ok((await source.read(3 * MiB - 1468, 1468)).equals(Buffer.alloc(1468, 5)), 'to the end');
   source.close();
 });

@@ -25,6 +25,8 @@ export interface DhcpCounters {
 /** The TFTP server's counters (src/tftp/server.ts TftpStats), read at every scrape. */
 export interface TftpCounters {
   activeTransfers: number;
+  /** Refusals neither recorded as events nor logged (a repeat of the same within 10 s). */
+  refusalsSuppressed: number;
   retransmittedPackets: number;
   cacheBytes: number;
   errors: {
@@ -135,6 +137,15 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
       },
     });
     new Counter({
+      name: 'rackboot_tftp_refusals_suppressed_total',
+      help: 'TFTP refusals answered but not recorded as events (a repeat of the same client, file and reason within 10 s).',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(tftpStats().refusalsSuppressed);
+      },
+    });
+    new Counter({
       name: 'rackboot_tftp_io_errors_total',
       help: 'Socket or disk errors that ended a TFTP transfer or a send.',
       registers: [registry],
@@ -232,9 +243,11 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
     const detail = event.detail ?? {};
     if (event.type === 'tftp-transfer' && typeof detail.outcome === 'string') {
       const outcome = detail.outcome;
-      tftpTransfers.inc({ outcome });
+      // A refusal recorded after repeats that were not (src/tftp/server.ts) counts them too.
+      const transfers = 1 + (typeof detail.suppressed === 'number' ? detail.suppressed : 0);
+      tftpTransfers.inc({ outcome }, transfers);
       if (typeof detail.bytes === 'number') tftpBytes.inc({ outcome }, detail.bytes);
-      if (TFTP_ERROR_OUTCOMES.has(outcome)) tftpErrors.inc({ outcome });
+      if (TFTP_ERROR_OUTCOMES.has(outcome)) tftpErrors.inc({ outcome }, transfers);
     } else if (event.type === 'state-changed' && detail.to === 'installed') {
       // The report comes from the installed system's boot; the install began at an earlier one.
       const installMs = detail.sinceInstallStartMs ?? detail.sinceBootMs;

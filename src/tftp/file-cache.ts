@@ -1,4 +1,4 @@
-import { constants } from 'node:fs';
+import { type BigIntStats, constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { toNetascii } from './netascii.js';
 
@@ -28,8 +28,9 @@ export class NetasciiTooLargeError extends Error {
 }
 
 /**
- * The file is not the size its stat gave: replaced or truncated between the stat and the read, or
- * while it was sent. Sending on would end the client's copy short without a word.
+ * The file is not the size its stat gave (replaced or truncated between the stat and the open), or
+ * its content changed while it was read or sent: sending on would end the client's copy short, or
+ * leave it a mix of two versions, without a word.
  */
 export class FileChangedError extends Error {
   constructor() {
@@ -170,12 +171,13 @@ export class FileCache {
   }
 }
 
-/** The whole file, which must still be `size` bytes long (FileChangedError otherwise). */
+/** The whole file, which must still be `size` bytes long and unchanged while read (FileChangedError otherwise). */
 async function readExactly(path: string, size: number): Promise<Buffer> {
-  const handle = await openSized(path, size);
+  const { handle, opened } = await openSized(path, size);
   try {
     const content = await handle.readFile();
     if (content.length !== size) throw new FileChangedError();
+    await assertUnchanged(handle, opened);
     return content;
   } finally {
     await handle.close();
@@ -185,22 +187,39 @@ async function readExactly(path: string, size: number): Promise<Buffer> {
 /**
  * Opened without blocking and checked on the descriptor: a path checked as a regular file may have
  * been swapped for a FIFO since, whose plain open would hold a thread of libuv's pool for good.
+ * `opened` is what later reads are checked against (assertUnchanged).
  */
-async function openSized(path: string, size: number): Promise<FileHandle> {
+async function openSized(path: string, size: number): Promise<{ handle: FileHandle; opened: BigIntStats }> {
   const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  const status = await handle.stat();
-  if (status.isFile() && status.size === size) return handle;
+  const opened = await handle.stat({ bigint: true });
+  if (opened.isFile() && opened.size === BigInt(size)) return { handle, opened };
   await handle.close();
   throw new FileChangedError();
+}
+
+/**
+ * Throws FileChangedError when the bytes read so far may not all be of the version that was opened.
+ * A rewrite in place (cp truncating then writing, dd conv=notrunc, rsync --inplace) can leave every
+ * read full-length, so the descriptor's times are compared: mtime, and ctime for a rewrite whose
+ * mtime was put back (cp -p, rsync -a --inplace). A file unlinked or renamed over (an atomic
+ * replace) only moves its ctime while its link count drops: its open content is intact and is sent on.
+ */
+async function assertUnchanged(handle: FileHandle, opened: BigIntStats): Promise<void> {
+  const now = await handle.stat({ bigint: true });
+  const rewritten = now.size !== opened.size || now.mtimeNs !== opened.mtimeNs;
+  const touched = now.ctimeNs !== opened.ctimeNs && now.nlink >= opened.nlink;
+  if (rewritten || touched) throw new FileChangedError();
 }
 
 /**
  * Reads ahead in chunks so most blocks are served synchronously from the transfer's one chunk
  * buffer; a lock-step transfer would otherwise wait for a thread-pool read on every block. One read
  * at a time: a second ask for the chunk being read shares it (a retransmission while the disk is slow).
+ * Every chunk is checked against the file as opened (one fstat per chunk), so a client never gets
+ * bytes of two versions.
  */
 async function openFromDisk(path: string, size: number, chunkBytes: number): Promise<PayloadSource> {
-  const handle = await openSized(path, size);
+  const { handle, opened } = await openSized(path, size);
   let chunk = { offset: 0, data: Buffer.alloc(0) };
   let reading: { offset: number; length: number; done: Promise<Buffer> } | undefined;
   let closed = false;
@@ -222,6 +241,7 @@ async function openFromDisk(path: string, size: number, chunkBytes: number): Pro
         const { bytesRead } = await handle.read(data, 0, readLength, offset);
         // Short of the size the transfer was started with: the file was truncated under it.
         if (bytesRead < Math.min(readLength, size - offset)) throw new FileChangedError();
+        await assertUnchanged(handle, opened);
         chunk = { offset, data: data.subarray(0, bytesRead) };
         return chunk.data;
       })().finally(() => {

@@ -39,7 +39,11 @@ export interface ServedFile {
   ok: true;
   path: string;
   size: number;
-  /** Changes when the file is replaced or rewritten: the read cache keys on it. */
+  /**
+   * Changes when the file is replaced or rewritten: the read cache keys on it. ctime is in it for a
+   * rewrite that keeps size and mtime (cp -p, rsync -a --inplace, SOURCE_DATE_EPOCH builds): no
+   * one can set ctime back.
+   */
   version: string;
 }
 
@@ -49,13 +53,13 @@ export async function resolveServedFile(root: string, relative: string): Promise
     const realRoot = await realpath(root);
     const realFile = await realpath(join(realRoot, relative));
     if (escapesRoot(realRoot, realFile)) return refuse(ErrorCode.accessViolation, 'outside-root');
-    const status = await stat(realFile);
+    const status = await stat(realFile, { bigint: true });
     if (!status.isFile()) return refuse(ErrorCode.accessViolation, 'not-a-regular-file');
     return {
       ok: true,
       path: realFile,
-      size: status.size,
-      version: `${status.dev}:${status.ino}:${status.size}:${status.mtimeMs}`,
+      size: Number(status.size),
+      version: `${status.dev}:${status.ino}:${status.size}:${status.mtimeNs}:${status.ctimeNs}`,
     };
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;

@@ -42,7 +42,10 @@ import {
 } from './transfer.js';
 
 export interface TftpServerDeps {
-  /** Read per request: server.tftp.* and server.assets follow hot reloads (port and listen do not). */
+  /**
+   * Read per request: the server.tftp limits follow hot reloads; server.assets, port and listen are
+   * start-time settings, which the config source keeps at their running values until a restart.
+   */
   config: () => Config;
   record: RecordEvent;
   logger: Logger;
@@ -57,7 +60,13 @@ type TftpCounters = Omit<TftpStats, 'activeTransfers' | 'cacheBytes'>;
 /** Counters for /metrics; all totals since start except `activeTransfers` and `cacheBytes`. */
 export interface TftpStats {
   activeTransfers: number;
+  /** By outcome; `refused` counts every refusal, recorded or suppressed. */
   transfers: Record<TftpOutcome, number>;
+  /**
+   * Refusals neither recorded as events nor logged: repeats of a (client IP, file, reason) within
+   * 10 s of its last record, and any refusal while the memo of those is full of recent ones.
+   */
+  refusalsSuppressed: number;
   /** Payload bytes acknowledged by clients. */
   bytesSent: number;
   packetsSent: number;
@@ -104,6 +113,19 @@ const TIMING: RetransmitTiming = {
 const CACHE_LIMITS = { maxFileBytes: 16 << 20, capacityBytes: 128 << 20, readAheadBytes: 256 << 10 };
 /** ERROR replies to unvalidated sources are rate-limited so the server is a poor reflector. */
 const ERROR_REPLIES_PER_SECOND = 200;
+/**
+ * The most of that budget one source IP takes, so a flood from one host (from any number of ports)
+ * leaves the rest for the others. Buckets are kept for this many IPs, least recently used dropped.
+ */
+const ERROR_REPLIES_PER_SECOND_PER_CLIENT = 50;
+const ERROR_REPLY_CLIENTS = 1024;
+/**
+ * A refusal is recorded (and logged) once per (client IP, file, reason) per interval: a client, or a
+ * flood, asking again and again for a missing file would otherwise push real machines' history out
+ * of the event store. The memo holds at most REFUSAL_MEMO_KEYS keys of up to a request's 1 KiB each.
+ */
+const REFUSAL_RECORD_INTERVAL_MS = 10_000;
+const REFUSAL_MEMO_KEYS = 1024;
 
 export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer> {
   const { port, listen } = deps.config().server.tftp;
@@ -116,9 +138,12 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     bytesSent: 0,
     packetsSent: 0,
     retransmittedPackets: 0,
+    refusalsSuppressed: 0,
     errors: { malformed: 0, foreignTid: 0, sourcePortZero: 0, busy: 0, duplicateAcks: 0, io: 0 },
   };
   const errorReplies = tokenBucket(ERROR_REPLIES_PER_SECOND);
+  const clientErrorReplies = tokenBuckets(ERROR_REPLIES_PER_SECOND_PER_CLIENT, ERROR_REPLY_CLIENTS);
+  const refusalsToRecord = refusalLimiter(REFUSAL_RECORD_INTERVAL_MS, REFUSAL_MEMO_KEYS);
   let closed = false;
   const requestSocket = createUdp4Socket();
   requestSocket.on('error', (error) => {
@@ -136,10 +161,14 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
   /**
    * Every ERROR the server sends. Any datagram can claim any source, so replies to a source nothing
    * has validated (a request, a stranger on a transfer port) share one budget per second: the
-   * server stays a poor reflector. A transfer's own client is answered without it.
+   * server stays a poor reflector. One IP's share of it is checked first, so a source over its share
+   * takes nothing from the others. A transfer's own client is answered without either.
    */
   const sendError: SendError = (socket, to, code, message, source) => {
-    if (source === 'unvalidated' && !errorReplies(performance.now())) return;
+    if (source === 'unvalidated') {
+      const now = performance.now();
+      if (!clientErrorReplies(to.address, now) || !errorReplies(now)) return;
+    }
     send(socket, encodeError(code, message), to);
   };
 
@@ -178,8 +207,16 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
   const refuse = (peer: RemoteInfo, file: string, code: ErrorCode, message: string, reason: string) => {
     // A refusal can be decided after close() (its file was still resolving); it is recorded all the same.
     if (!closed) sendError(requestSocket, peer, code, message, 'unvalidated');
-    deps.logger.info({ client: peer.address, request: { file }, reason }, 'tftp request refused');
-    recordTransfer(peer, { file, outcome: 'refused', reason, bytes: 0, durationMs: 0 });
+    const suppressed = refusalsToRecord(`${peer.address}\0${file}\0${reason}`, performance.now());
+    if (suppressed === undefined) {
+      stats.transfers.refused += 1;
+      stats.refusalsSuppressed += 1;
+      return;
+    }
+    // How many of the same were left out since the last record: only when there were any.
+    const repeats = suppressed > 0 ? { suppressed } : {};
+    deps.logger.info({ client: peer.address, request: { file }, reason, ...repeats }, 'tftp request refused');
+    recordTransfer(peer, { file, outcome: 'refused', reason, bytes: 0, durationMs: 0, ...repeats });
   };
 
   const release = (key: string, client: string) => {
@@ -553,6 +590,52 @@ class ActiveTransfer {
     this.options.stats.packetsSent += 1;
     this.options.send(this.socket, parts, this.options.peer);
   }
+}
+
+/**
+ * Which refusals to record: the first of a key, then one per `intervalMs`, returning how many of that
+ * key were suppressed since its last record; undefined for one to suppress. Map order is the order
+ * of the last records, oldest first, so expired keys are dropped from the front when the memo is
+ * full; full of keys still inside their interval (a flood from many sources, spoofed or not), a new
+ * key is suppressed too, unremembered: the memo stays bounded and the history is not flooded.
+ */
+export function refusalLimiter(
+  intervalMs: number,
+  maxKeys: number,
+): (key: string, now: number) => number | undefined {
+  const memo = new Map<string, { recordedAt: number; suppressed: number }>();
+  return (key, now) => {
+    const entry = memo.get(key);
+    if (entry !== undefined && now - entry.recordedAt < intervalMs) {
+      entry.suppressed += 1;
+      return undefined;
+    }
+    memo.delete(key);
+    for (const [oldestKey, oldest] of memo) {
+      if (memo.size < maxKeys) break;
+      if (now - oldest.recordedAt < intervalMs) return undefined;
+      memo.delete(oldestKey);
+    }
+    memo.set(key, { recordedAt: now, suppressed: 0 });
+    return entry?.suppressed ?? 0;
+  };
+}
+
+/**
+ * tokenBucket per key, for at most `maxKeys` keys: the least recently used is dropped for a new one
+ * (a flood of new keys resets the buckets of old ones, which a shared limit must still bound).
+ */
+function tokenBuckets(perSecond: number, maxKeys: number): (key: string, now: number) => boolean {
+  const buckets = new Map<string, (now: number) => boolean>();
+  return (key, now) => {
+    const bucket = buckets.get(key) ?? tokenBucket(perSecond);
+    // Map order is insertion order: re-inserting marks the key most recently used.
+    buckets.delete(key);
+    const oldest = buckets.keys().next();
+    if (buckets.size >= maxKeys && !oldest.done) buckets.delete(oldest.value);
+    buckets.set(key, bucket);
+    return bucket(now);
+  };
 }
 
 /** true while under `perSecond` sends per second (bursts up to one second's worth). */

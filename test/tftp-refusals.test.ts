@@ -1,0 +1,135 @@
+import { pino } from 'pino';
+import t from 'tap';
+import type { MachineEventInput } from '../src/lifecycle/events.js';
+import { refusalLimiter, startTftpServer } from '../src/tftp/server.js';
+import { waitUntil } from './helpers/poll.js';
+import { createAssets, loadTestConfig } from './tftp/harness.js';
+import { blockOf, opcodeOf, rrq, udpPeer } from './tftp/udp.js';
+
+// A client, or a flood, asking again and again for what is refused: each (client IP, file, reason)
+// is recorded and logged once per 10 s, the rest counted, so the event history keeps real machines.
+
+t.test(
+  'repeated refusals from many ports of one client: one event, one log line, the rest counted',
+  async (t) => {
+    const assets = await createAssets();
+    const config = await loadTestConfig(assets.root);
+    const events: MachineEventInput[] = [];
+    const logLines: Record<string, unknown>[] = [];
+    const server = await startTftpServer({
+      config: () => config,
+      record: async (event) => {
+        events.push(event);
+      },
+      logger: pino({ level: 'info' }, { write: (line: string) => logLines.push(JSON.parse(line)) }),
+      macForIp: () => undefined,
+    });
+    t.teardown(async () => {
+      await server.close();
+      await assets.remove();
+    });
+    const port = server.address().port;
+    const ask = async (file: string) => {
+      const peer = await udpPeer();
+      peer.send(rrq(file), port);
+      const { message } = await peer.next();
+      await peer.close();
+      return message;
+    };
+    const before = server.stats();
+    for (let client = 0; client < 40; client += 1) {
+      const reply = await ask('missing.bin');
+      t.equal(opcodeOf(reply), 5, 'each still gets its ERROR');
+      t.equal(blockOf(reply), 1, 'File not found');
+    }
+    await ask('other-missing.bin');
+    await ask('../secret.txt');
+    const refusedEvents = () => events.filter((event) => event.detail?.outcome === 'refused');
+    await waitUntil(() => refusedEvents().length >= 3, 3000, 10);
+    t.same(
+      refusedEvents().map((event) => [event.detail?.file, event.detail?.reason]),
+      [
+        ['missing.bin', 'not-found'],
+        ['other-missing.bin', 'not-found'],
+        ['../secret.txt', 'parent-segment'],
+      ],
+      'one event per file and reason',
+    );
+    const refusedLines = logLines.filter((line) => line.msg === 'tftp request refused');
+    t.equal(refusedLines.length, 3, 'one log line each');
+    const stats = server.stats();
+    t.equal(stats.transfers.refused - before.transfers.refused, 42, 'every refusal counted');
+    t.equal(stats.refusalsSuppressed - before.refusalsSuppressed, 39, 'the repeats counted as suppressed');
+  },
+);
+
+t.test('a key is recorded again after the interval, carrying how many were suppressed', async (t) => {
+  const recordable = refusalLimiter(10_000, 4);
+  t.equal(recordable('a', 0), 0, 'the first is recorded');
+  t.equal(recordable('a', 1000), undefined);
+  t.equal(recordable('a', 9999), undefined);
+  t.equal(recordable('b', 9999), 0, 'another key is its own');
+  t.equal(recordable('a', 10_000), 2, 'recorded again with the two suppressed since');
+  t.equal(recordable('a', 10_001), undefined);
+  t.equal(recordable('a', 20_000), 1);
+  t.equal(recordable('a', 30_000), 0, 'nothing suppressed in between: nothing carried');
+});
+
+t.test(
+  'the memo stays bounded: a flood of new keys is suppressed while it is full of recent ones',
+  async (t) => {
+    const recordable = refusalLimiter(10_000, 4);
+    for (const key of ['a', 'b', 'c', 'd']) t.equal(recordable(key, 0), 0);
+    // Spoofed sources, each a new key: none recorded, none remembered, while the four are recent.
+    let recorded = 0;
+    for (let source = 0; source < 10_000; source += 1)
+      if (recordable(`spoofed-${source}`, 5000) !== undefined) recorded += 1;
+    t.equal(recorded, 0, 'none of 10,000 spoofed sources recorded');
+    t.equal(recordable('a', 5000), undefined, 'the remembered keys are still limited');
+    // Once the oldest have expired, new keys take their places.
+    t.equal(recordable('e', 10_000), 0);
+    t.equal(recordable('f', 10_000), 0);
+    t.equal(recordable('e', 10_001), undefined, 'and are limited in turn');
+    t.equal(recordable('c', 10_002), 0, 'an expired key is recorded again');
+  },
+);
+
+t.test(
+  "a flood of requests from one IP takes at most its share of the ERROR budget, not others'",
+  async (t) => {
+    const assets = await createAssets();
+    const config = await loadTestConfig(assets.root);
+    const server = await startTftpServer({
+      config: () => config,
+      record: async () => undefined,
+      logger: pino({ level: 'silent' }),
+      macForIp: () => undefined,
+    });
+    t.teardown(async () => {
+      await server.close();
+      await assets.remove();
+    });
+    const port = server.address().port;
+    const flooder = await udpPeer('127.0.0.1');
+    const other = await udpPeer('127.0.0.2');
+    const startedAt = performance.now();
+    // Far more than the 200/s budget, in batches so no socket buffer overflows; the other client asks
+    // in the middle of it, when a shared budget alone would be spent. Write requests: refused before
+    // the per-client transfer limit, which would drop most RRQs of a one-host flood silently.
+    for (let batch = 0; batch < 40; batch += 1) {
+      for (let packet = 0; packet < 25; packet += 1)
+        flooder.send(rrq('upload.bin', {}, 2), port, '127.0.0.1');
+      if (batch === 20) other.send(rrq('missing.bin'), port, '127.0.0.1');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const floodReplies = await flooder.collect(300);
+    const elapsedSeconds = (performance.now() - startedAt) / 1000;
+    const otherReply = await other.next(1000).catch(() => undefined);
+    await flooder.close();
+    await other.close();
+    const share = 50 + Math.ceil(50 * elapsedSeconds);
+    t.ok(floodReplies.length > 0, 'the flooding IP still gets some ERRORs');
+    t.ok(floodReplies.length <= share, `${floodReplies.length} ERRORs to 1,000 requests, at most ${share}`);
+    t.equal(otherReply && opcodeOf(otherReply.message), 5, 'the other client gets its ERROR');
+  },
+);
