@@ -4,7 +4,7 @@ import { holdFileLock } from './file-lock.js';
 import { buildApp } from './http/app.js';
 import { openOperatorToken, operatorTokenFile } from './http/operator-token.js';
 import { openMachineSecrets } from './ignition/tokens.js';
-import { adoptInWorker } from './inventory/adopt.js';
+import { adoptIntoServer } from './inventory/adopt.js';
 import { createBootDecision } from './inventory/decision.js';
 import { loadConfigInWorker } from './inventory/load-in-worker.js';
 import type { Mac } from './inventory/mac.js';
@@ -166,13 +166,7 @@ export async function startRackboot(options: {
       secrets,
       macForIp: initial.dhcp.mode === 'authoritative' ? macForIp : undefined,
       lifecycle,
-      adopt: async (request) => {
-        const adopted = await adoptInWorker(source.current().file, request);
-        // Answered once the config in force lists the machine: a client reading the fleet right
-        // after (the dashboard does) saw it still discovered, the file watcher being a reload behind.
-        if (adopted.ok) await source.reload();
-        return adopted;
-      },
+      adopt: (request) => adoptIntoServer(source, request),
       operatorToken: () => source.current().server.api_token ?? localOperatorToken,
       dhcpStats: dhcp ? () => dhcp.stats() : undefined,
       tftpStats: () => tftp.stats(),

@@ -15,17 +15,20 @@ import {
 import { type FileHandle, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { parse } from 'yaml';
 import {
   ADOPT_LOCK_PATH,
   type AdoptResult,
   adoptIntoFile,
+  adoptIntoServer,
   adoptInWorker,
   adoptMachine,
 } from '../src/inventory/adopt.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import { badName, NAME_PATTERN, nameRule } from '../src/inventory/names.js';
+import { watchConfig } from '../src/inventory/source.js';
 import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
 import { runCli } from './helpers/cli.js';
 import { fill, fullTmpfs, moduleAsNobody, NOBODY, requireRoot } from './helpers/root.js';
@@ -205,12 +208,78 @@ t.test('adopt refuses what validate refuses, templates included, and leaves the 
   const result = await adoptIntoFile(file, { mac: NEW, profile: 'worker' });
   t.match(result, {
     ok: false,
-    code: 'invalid',
+    code: 'rejected',
     message: /\{\{vars\.role\}\} is not set for machine 52:54:00:00:00:09/,
+    problems: [/worker\.bu:7:\d+: .*\{\{vars\.role\}\} is not set/],
   });
   t.equal(readFileSync(file, 'utf8'), before, 'the file is unchanged');
   const loaded = await loadConfigFile(file, VALIDATE_CHECKS);
   t.ok(loaded.ok, 'and still validates');
+});
+
+/** Boot assets in `assets` and `other-assets`; the config's profile needs an initrd. */
+function configWithAssets(t: Test, running: Record<string, string>, other: Record<string, string>) {
+  const directory = t.testdir({
+    assets: running,
+    'other-assets': other,
+    config: {
+      'rackboot.yaml':
+        'server:\n  address: 10.77.0.1\n  state: ../state\n  assets: ../assets\nprofiles:\n  lab: { kind: linux, kernel: vmlinuz, initrd: [initrd.img] }\nmachines: []\n',
+    },
+  });
+  return { file: join(directory, 'config', 'rackboot.yaml'), runningAssets: join(directory, 'assets') };
+}
+
+t.test('adopt refuses what serve would refuse: a missing boot asset, in the CLI too', async (t) => {
+  // Before, adopt checked as validate does (a missing asset only a warning): the file was written,
+  // and the server, which refuses a config missing an asset, went on serving the machine unlisted.
+  const { file } = configWithAssets(t, { vmlinuz: 'k' }, {});
+  const before = readFileSync(file, 'utf8');
+  t.match(await adoptIntoFile(file, { mac: NEW, profile: 'lab' }), {
+    ok: false,
+    code: 'rejected',
+    message: /^nothing written: rackboot serve would refuse the config/,
+    problems: [/rackboot\.yaml:6:\d+: initrd\.img not found under .*assets$/],
+  });
+  t.equal(readFileSync(file, 'utf8'), before, 'the file is unchanged');
+  const cli = await runCli(['machines', 'adopt', NEW, '--profile', 'lab', '-c', file]);
+  t.equal(cli.code, 1, 'machines adopt exits 1');
+  t.match(cli.stderr, /rackboot\.yaml:6:\d+: initrd\.img not found under/);
+  t.equal(readFileSync(file, 'utf8'), before, 'and leaves the file alone');
+});
+
+t.test('a server adopt checks the profiles’ files under the assets it runs with', async (t) => {
+  // The file names another server.assets than the running server's, which keeps its own until a
+  // restart: the server's reload checks the files under the running one.
+  const { file, runningAssets } = configWithAssets(t, { vmlinuz: 'k' }, { vmlinuz: 'k', 'initrd.img': 'i' });
+  writeFileSync(file, readFileSync(file, 'utf8').replace('assets: ../assets', 'assets: ../other-assets'));
+  t.match(await adoptIntoFile(file, { mac: NEW, profile: 'lab' }, { runningAssets }), {
+    ok: false,
+    code: 'rejected',
+    problems: [/rackboot\.yaml: profiles\.lab\.initrd\.0: initrd\.img not found under .*\/assets$/],
+  });
+  t.match(await adoptIntoFile(file, { mac: NEW, profile: 'lab' }), { ok: true }, 'by the file alone, valid');
+});
+
+t.test('a server adopt whose reload is rejected all the same says so, with the problems', async (t) => {
+  const { file } = configWithAssets(t, { vmlinuz: 'k', 'initrd.img': 'i' }, {});
+  const loaded = await loadConfigFile(file);
+  if (!loaded.ok) throw new Error('fixture config must load');
+  // What a template edited between the adopt's check and the reload does.
+  const problem = { file, line: 6, col: 3, message: 'broken meanwhile' };
+  const source = watchConfig(loaded.config, {
+    logger: pino({ level: 'silent' }),
+    load: async () => ({ ok: false, problems: [problem] }),
+  });
+  t.teardown(() => source.close());
+  t.match(await adoptIntoServer(source, { mac: NEW, profile: 'lab' }), {
+    ok: false,
+    code: 'not-applied',
+    message: /^52:54:00:00:00:09 was written to .*rackboot\.yaml, but the running server rejected its reload/,
+    problems: [/rackboot\.yaml:6:3: broken meanwhile$/],
+  });
+  t.same(adoptedMacs(file), [NEW], 'the file has the machine');
+  t.equal(source.current(), loaded.config, 'the running config does not');
 });
 
 t.test('machines adopt --var sets the vars a template needs', async (t) => {
@@ -236,6 +305,9 @@ t.test('machines adopt --var sets the vars a template needs', async (t) => {
 
 t.test('POST /api/v1/machines/{mac}/adopt takes vars; a bad name is refused, not dropped', async (t) => {
   const { app, configFile, lifecycle } = await startLifecycleApp(t);
+  // The kernel its profiles boot: an adopt writes nothing serve would refuse.
+  mkdirSync(join(dirname(configFile), 'assets'));
+  writeFileSync(join(dirname(configFile), 'assets', 'vmlinuz'), 'k');
   const adopt = (vars: Record<string, string>) =>
     app.inject({
       method: 'POST',

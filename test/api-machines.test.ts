@@ -342,7 +342,7 @@ t.test('POST /api/v1/machines/{mac}/adopt writes the machine into the YAML', asy
   t.equal(again.statusCode, 409, 'already listed');
 });
 
-t.test('POST /api/v1/machines/{mac}/adopt refuses an entry validate would refuse (400)', async (t) => {
+t.test('POST /api/v1/machines/{mac}/adopt refuses an entry serve would refuse (422)', async (t) => {
   const template = join(t.testdir(), 'worker.bu');
   writeFileSync(
     template,
@@ -359,8 +359,8 @@ t.test('POST /api/v1/machines/{mac}/adopt refuses an entry validate would refuse
     headers: operator,
     payload: { profile: 'spare' },
   });
-  t.equal(response.statusCode, 400);
-  t.match(response.json(), { code: 'invalid', error: /\{\{vars\.role\}\} is not set for machine/ });
+  t.equal(response.statusCode, 422);
+  t.match(response.json(), { code: 'rejected', problems: [/\{\{vars\.role\}\} is not set for machine/] });
   t.equal(readFileSync(configFile, 'utf8'), yaml, 'the file is unchanged');
 });
 

@@ -10,6 +10,7 @@ import {
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import t, { type Test } from 'tap';
+import { checkTemplate } from '../src/ignition/check.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import type { Config } from '../src/inventory/schema.js';
 import { type ConfigDiff, watchConfig } from '../src/inventory/source.js';
@@ -154,14 +155,18 @@ t.test('a reload that cannot load keeps the running config and is logged, never 
     },
   });
   t.teardown(() => broken.close());
-  t.equal(await broken.reload(), false, 'a loader that throws is a rejected reload');
+  t.match(await broken.reload(), { applied: false }, 'a loader that throws is a rejected reload');
   t.equal(broken.current(), config, 'the previous config keeps serving');
   t.ok(records.some((record) => record.msg.startsWith('config reload failed, still serving')));
 
   const source = watchConfig(config, { logger });
   t.teardown(() => source.close());
   writeFileSync(file, `${base}unknown_machines: *nope\n`);
-  t.equal(await source.reload(), false, 'an alias naming no anchor is a rejected edit');
+  t.match(
+    await source.reload(),
+    { applied: false, problems: [/rackboot\.yaml:7:19: alias \*nope has no anchor/] },
+    'an alias naming no anchor is a rejected edit, with its problems',
+  );
   t.equal(source.current(), config);
   const rejected = records.find((record) => record.msg.startsWith('config edit rejected'));
   t.match(rejected?.problems?.[0], /rackboot\.yaml:7:19: alias \*nope has no anchor &nope before it/);
@@ -187,7 +192,7 @@ t.test('start-time settings keep their running values until a restart, with a wa
     file,
     `${settings(8081, 'off', 9000, 'operator-token-bbbbbbbb')}  - { mac: 52:54:00:00:00:02, profile: plain }\n`,
   );
-  t.equal(await source.reload(), true);
+  t.match(await source.reload(), { applied: true });
   const config = source.current();
   t.equal(config.server.http.port, 8080, 'HTTP keeps the port it listens on, and the URLs with it');
   t.equal(config.dhcp.mode, 'proxy', 'the DHCP server started with the process');
@@ -225,7 +230,7 @@ t.test(
       file,
       base.replace('hostname: one', 'hostname: uno').replace('server:\n', 'dhcp: { mode: proxy }\nserver:\n'),
     );
-    t.equal(await source.reload(), true);
+    t.match(await source.reload(), { applied: true });
     t.equal(source.current().machines[0]?.hostname, 'uno', 'the rest is applied');
     t.match(
       source.current().dhcp,
@@ -243,7 +248,7 @@ t.test(
         .replace('server:\n  address: 10.77.0.1\n', 'server:\n  address: 10.77.0.1\n  assets: new-assets\n')
         .replace('kernel: vmlinuz }', 'kernel: vmlinuz2 }'),
     );
-    t.equal(await source.reload(), false, 'rejected');
+    t.match(await source.reload(), { applied: false }, 'rejected');
     t.equal(source.current().profiles.plain?.kernel, 'vmlinuz', 'the previous config keeps serving');
     t.match(records.at(-1), {
       level: 50,
@@ -267,7 +272,7 @@ t.test(
     const reloadWith = async (text: string) => {
       const before = records.length;
       writeFileSync(file, text);
-      t.equal(await source.reload(), true, 'applied');
+      t.match(await source.reload(), { applied: true }, 'applied');
       return records
         .slice(before)
         .filter((record) => /until a restart|running value again/.test(record.msg))
@@ -312,3 +317,118 @@ t.test(
     );
   },
 );
+
+/** Resolves once `records` holds a record `match` accepts, checking every 20 ms. */
+async function logged(
+  records: { msg: string }[],
+  match: (msg: string) => boolean,
+  ms: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!records.some((record) => match(record.msg))) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+const BUTANE =
+  'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/role\n      contents:\n        inline: "{{vars.role}}"\n';
+const withTemplate = base
+  .replace('profiles:\n', 'profiles:\n  lab: { kind: linux, kernel: vmlinuz, ignition: ign/lab.bu }\n')
+  .replace('profile: plain, hostname: one }', 'profile: lab, hostname: one, vars: { role: db } }');
+
+t.test('a rejected reload is retried, quietly, until the fix applies (a template created)', async (t) => {
+  // Before, the fix (a file only the rejected edit names) was watched by nobody: it never applied.
+  const { file, config, logger, records } = await loadedFixture(t, base);
+  const source = watchConfig(config, {
+    logger,
+    load: (file) => loadConfigFile(file, { checkTemplate }),
+    debounceMs: 20,
+    retryMs: 100,
+  });
+  t.teardown(() => source.close());
+  const rejections = () => records.filter((record) => record.level === 50).map((record) => record.msg);
+
+  saveLikeAnEditor(file, withTemplate);
+  await logged(records, (msg) => msg.startsWith('config edit rejected'), 5000, 'the rejection');
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  t.equal(rejections().length, 1, 'retried several times, logged once');
+  t.match(rejections()[0], /template "ign\/lab\.bu" does not exist/);
+
+  mkdirSync(join(file, '..', 'ign'));
+  writeFileSync(join(file, '..', 'ign', 'lab.bu'), BUTANE.replace('vars.role', 'vars.rack'));
+  await logged(records, (msg) => /vars\.rack/.test(msg), 5000, 'the new problems');
+  t.equal(rejections().length, 2, 'other problems: logged again');
+
+  const applied = new Promise<void>((resolve) => source.on('change', () => resolve()));
+  writeFileSync(join(file, '..', 'ign', 'lab.bu'), BUTANE);
+  await waitFor(applied, 5000, 'the fixed edit to apply');
+  t.equal(source.current().machines[0]?.profile, 'lab');
+  const count = records.length;
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.equal(records.length, count, 'no more retries once applied');
+});
+
+t.test('a directory symlink swapped (current → releases/vN) reloads the config', async (t) => {
+  // Before, only the directories the link pointed at were watched: releases/v1, still there, said nothing.
+  const release = (hostname: string) => ({
+    'rackboot.yaml': base
+      .replace('hostname: one', `hostname: ${hostname}`)
+      .replace('server:\n', 'server:\n  assets: ../boot-assets\n'),
+  });
+  const directory = t.testdir({
+    'boot-assets': { vmlinuz: 'k' },
+    releases: { v1: release('one'), v2: release('two') },
+  });
+  const current = join(directory, 'current');
+  symlinkSync('releases/v1', current);
+  const loaded = await loadConfigFile(join(current, 'rackboot.yaml'));
+  if (!loaded.ok) throw new Error(`fixture config must load: ${JSON.stringify(loaded.problems)}`);
+  const source = watchConfig(loaded.config, { logger: logSink().logger, debounceMs: 20 });
+  t.teardown(() => source.close());
+
+  for (const [version, hostname] of [
+    ['v2', 'two'],
+    ['v1', 'one'],
+  ] as const) {
+    const changed = new Promise<void>((resolve) => source.on('change', () => resolve()));
+    // As capistrano and `ln -sfn releases/v2 cur.tmp && mv -T cur.tmp current` do.
+    symlinkSync(`releases/${version}`, join(directory, 'cur.tmp'));
+    renameSync(join(directory, 'cur.tmp'), current);
+    await waitFor(changed, 5000, `the reload to ${version}`);
+    t.equal(source.current().machines[0]?.hostname, hostname, `${version} applied`);
+  }
+});
+
+t.test('a broken template the running config uses is logged as such, not as a rejected edit', async (t) => {
+  // Before: "config edit rejected, still serving the previous config", while the template, read per
+  // request, already failed the Ignition of its machines.
+  const directory = t.testdir({
+    'boot-assets': { vmlinuz: 'k' },
+    ign: { 'lab.bu': BUTANE },
+    'rackboot.yaml': withTemplate,
+  });
+  const file = join(directory, 'rackboot.yaml');
+  const load = (file: string) => loadConfigFile(file, { checkTemplate });
+  const loaded = await load(file);
+  if (!loaded.ok) throw new Error(`fixture config must load: ${JSON.stringify(loaded.problems)}`);
+  const { logger, records } = logSink();
+  const source = watchConfig(loaded.config, { logger, load });
+  t.teardown(() => source.close());
+
+  writeFileSync(join(directory, 'ign', 'lab.bu'), BUTANE.replace('vars.role', 'vars.rack'));
+  t.match(await source.reload(), { applied: false, problems: [/lab\.bu:7:\d+: .*vars\.rack/] });
+  t.match(
+    records.at(-1)?.msg,
+    /^template ign\/lab\.bu is broken: machines of profile lab get 503 for their Ignition until it is fixed \(an edit of the config file waits for the fix\):\n.*ign\/lab\.bu:7:\d+: /,
+  );
+
+  writeFileSync(file, withTemplate.replace('kernel: vmlinuz }', 'kernel: vmlinuz2 }'));
+  t.match(await source.reload(), { applied: false });
+  t.match(
+    records.at(-1)?.msg,
+    /^config edit rejected, still serving the previous config; template ign\/lab\.bu is broken: machines of profile lab get 503 for their Ignition until it is fixed:\n.*lab\.bu:7:\d+: .*\n.*rackboot\.yaml:\d+:\d+: vmlinuz2 not found under/,
+    'an edit of the config file rejected too',
+  );
+});

@@ -9,7 +9,7 @@ import type { Test } from 'tap';
 import { buildApp } from '../src/http/app.js';
 import type { DhcpCounters } from '../src/http/metrics.js';
 import { createMachineSecrets, type MachineSecrets } from '../src/ignition/tokens.js';
-import { adoptInWorker } from '../src/inventory/adopt.js';
+import { adoptIntoServer } from '../src/inventory/adopt.js';
 import { createBootDecision } from '../src/inventory/decision.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import { type Mac, parseMac } from '../src/inventory/mac.js';
@@ -106,11 +106,8 @@ export async function startLifecycleApp(
     secrets,
     lifecycle,
     ...(dhcpStats ? { dhcpStats } : {}),
-    adopt: async (request) => {
-      const adopted = await adoptInWorker(configFile, request);
-      if (adopted.ok) await source.reload();
-      return adopted;
-    },
+    // Checked as its own loader checks: missing assets are warnings here.
+    adopt: (request) => adoptIntoServer(source, request, { missingAssets: 'warn' }),
     onConfigChange: (listener) => source.on('change', (_config, diff) => listener(diff)),
   });
   t.teardown(async () => {

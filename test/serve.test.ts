@@ -1,7 +1,18 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import {
+  closeSync,
+  constants,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { open } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import t, { type Test } from 'tap';
 import { DATABASE_FILE_NAME } from '../src/lifecycle/store.js';
@@ -325,19 +336,111 @@ t.test(
   },
 );
 
+/**
+ * `serve` whose config is a FIFO, so the test holds its start inside startRackboot: `opened` resolves
+ * once serve has opened the config to read it, `writeConfig` answers that read.
+ */
+async function serveHeldAtStart(t: Test) {
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
+  const [httpPort, tftpPort] = [await freePort(), await freePort()];
+  const file = join(directory, 'rackboot.yaml');
+  const made = spawnSync('mkfifo', [file]);
+  if (made.status !== 0) throw new Error(`mkfifo: ${made.stderr}`);
+  const child = startServe(file);
+  t.teardown(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    // Ends a writer's open still waiting for a reader that will never come (the FIFO may be gone
+    // already, with its directory).
+    try {
+      closeSync(openSync(file, constants.O_RDONLY | constants.O_NONBLOCK));
+    } catch {}
+  });
+  const exited = new Promise<string>((resolve) =>
+    child.once('exit', (code, signal) => resolve(`serve exited (${signal ?? code})`)),
+  );
+  /** Waits for serve to open the config, then writes it whole (a reader gone is left to the caller to see). */
+  const writeConfig = async () => {
+    const writer = open(file, 'w');
+    const opened = await Promise.race([writer, exited]);
+    if (typeof opened === 'string') {
+      void writer.then((handle) => handle.close());
+      throw new Error(`${opened} before reading its config`);
+    }
+    return async () => {
+      await opened
+        .writeFile(configText(httpPort, tftpPort, '  - { mac: 52:54:00:00:00:01, profile: plain }\n'))
+        .catch(() => undefined)
+        .finally(() => opened.close());
+    };
+  };
+  return { child, exited, writeConfig };
+}
+
+t.test('a SIGHUP during the start is one reload once it is done, not the end', async (t) => {
+  // Before, the handler was set once the start was done, and a SIGHUP before ended serve, logging nothing.
+  const { child, writeConfig } = await serveHeldAtStart(t);
+  const answerRead = await writeConfig();
+  child.kill('SIGHUP');
+  child.kill('SIGHUP');
+  await delay(300);
+  if (!t.equal(child.signalCode, null, 'the SIGHUPs did not end serve')) return;
+  const reloading = waitForOutput(child, (line) => line.includes('SIGHUP came during the start'), 30_000);
+  const reloaded = waitForOutput(child, (line) => line.includes('config reloaded'), 30_000);
+  await answerRead();
+  await reloading;
+  await (await writeConfig())();
+  t.match(await reloaded, /no effective change/, 'the reload reads the config again');
+  t.equal(child.exitCode, null, 'still serving');
+});
+
+t.test('a SIGTERM during the start ends serve cleanly once it is done', async (t) => {
+  const { child, exited, writeConfig } = await serveHeldAtStart(t);
+  const answerRead = await writeConfig();
+  child.kill('SIGTERM');
+  await delay(300);
+  if (!t.equal(child.signalCode, null, 'the SIGTERM waits for the start')) return;
+  const stopped = waitForOutput(child, (line) => line.includes('"msg":"stopped"'), 30_000);
+  await answerRead();
+  t.match(await stopped, /stopped/, 'shut down as a SIGTERM after the start is');
+  t.equal(await exited, 'serve exited (0)');
+});
+
 t.test('an adopt through the API is answered once the config in force lists the machine', async (t) => {
-  const { child, httpPort } = await serveFixture(t, (httpPort, tftpPort) =>
+  const { directory, file, child, httpPort } = await serveFixture(t, (httpPort, tftpPort) =>
     configText(httpPort, tftpPort, '  - { mac: 52:54:00:00:00:01, profile: plain }\n'),
   );
   await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
   const base = `http://127.0.0.1:${httpPort}`;
   t.equal((await fetch(`${base}/boot/52-54-00-00-00-09.ipxe`)).status, 200, 'a machine is discovered');
-  const adopted = await fetch(`${base}/api/v1/machines/52:54:00:00:00:09/adopt`, {
-    method: 'POST',
-    headers: { authorization: 'Bearer operator-token-0123456789', 'content-type': 'application/json' },
-    body: JSON.stringify({ profile: 'plain', hostname: 'nine' }),
+  const adopt = () =>
+    fetch(`${base}/api/v1/machines/52:54:00:00:00:09/adopt`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer operator-token-0123456789', 'content-type': 'application/json' },
+      body: JSON.stringify({ profile: 'plain', hostname: 'nine' }),
+    });
+
+  // Before, this was 201 and the machine was written to the file, which the server then refused to
+  // reload: the machine stayed unlisted.
+  const initrd = join(directory, 'boot-assets', 'initrd.img');
+  renameSync(initrd, `${initrd}.bak`);
+  const before = readFileSync(file, 'utf8');
+  const refused = await adopt();
+  t.equal(refused.status, 422, 'an adopt the server would not take is refused');
+  t.match(await refused.json(), {
+    code: 'rejected',
+    error: /^nothing written: rackboot serve would refuse the config with this machine/,
+    problems: [/rackboot\.yaml:12:\d+: initrd\.img not found under .*boot-assets$/],
   });
+  t.equal(readFileSync(file, 'utf8'), before, 'nothing written');
+  renameSync(`${initrd}.bak`, initrd);
+
+  const adopted = await adopt();
   t.equal(adopted.status, 201, await adopted.clone().text());
   const view = await (await fetch(`${base}/api/v1/machines/52:54:00:00:00:09`)).json();
   t.match(view, { listed: true, hostname: 'nine', profile: 'plain' }, 'listed at once, not a reload later');
+  t.same(
+    (view as { events: { type: string }[] }).events.filter((event) => event.type === 'adopt').length,
+    1,
+    'one adopt recorded: the one that was taken',
+  );
 });

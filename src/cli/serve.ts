@@ -44,6 +44,10 @@ export function registerServe(program: Command): void {
       // Loaded here, not at the top: other verbs need not load every server.
       const { BindError, ConfigProblemsError, startRackboot } = await import('../rackboot.js');
       const { StateError } = await import('../state-error.js');
+      // Set before the start, which takes seconds with a large config: a signal without a handler
+      // ends the process at once, with nothing logged. One that comes during the start is acted on
+      // once it is done.
+      const signals = handleSignals();
       let running: RunningRackboot;
       try {
         running = await startRackboot({
@@ -63,33 +67,68 @@ export function registerServe(program: Command): void {
           console.error(`rackboot could not start: ${(error as Error).stack ?? error}`);
         }
         process.exitCode = 1;
+        signals.remove();
         return;
       }
       const { logger } = running;
-
-      let stopping = false;
-      const stop = (signal: NodeJS.Signals) => {
-        if (stopping) return;
-        stopping = true;
-        logger.info({ signal }, 'shutting down');
-        const forced = setTimeout(() => {
-          logger.error('shutdown took too long; exiting');
-          process.exit(1);
-        }, SHUTDOWN_LIMIT_MS);
-        forced.unref();
-        void running.close().then(() => {
-          logger.info('stopped');
-          logger.flush?.();
-        });
-      };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      process.on('SIGHUP', () => void running.source.reload());
       // An unhandled rejection is a bug: log it and exit rather than serve in an unknown state.
       process.on('unhandledRejection', (reason) => {
         logger.fatal({ err: reason }, 'unhandled rejection');
         logger.flush?.();
         process.exit(1);
       });
+      signals.started(running);
     });
+}
+
+/**
+ * SIGINT and SIGTERM stop the server gracefully, SIGHUP reloads its config. Until `started`, a stop
+ * waits for the start to finish (nothing it opened can be closed before), and any number of SIGHUPs
+ * come to one reload after it.
+ */
+function handleSignals() {
+  let running: RunningRackboot | undefined;
+  let stopSignal: NodeJS.Signals | undefined;
+  let stopping = false;
+  let reloadAfterStart = false;
+
+  const stop = (signal: NodeJS.Signals) => {
+    stopSignal ??= signal;
+    if (running === undefined || stopping) return;
+    stopping = true;
+    const { logger, close } = running;
+    logger.info({ signal: stopSignal }, 'shutting down');
+    const forced = setTimeout(() => {
+      logger.error('shutdown took too long; exiting');
+      process.exit(1);
+    }, SHUTDOWN_LIMIT_MS);
+    forced.unref();
+    void close().then(() => {
+      logger.info('stopped');
+      logger.flush?.();
+    });
+  };
+  const reload = () => {
+    if (running) void running.source.reload();
+    else reloadAfterStart = true;
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  process.on('SIGHUP', reload);
+
+  return {
+    started(started: RunningRackboot) {
+      running = started;
+      if (stopSignal) return stop(stopSignal);
+      if (!reloadAfterStart) return;
+      started.logger.info({ signal: 'SIGHUP' }, 'reloading the config: SIGHUP came during the start');
+      reload();
+    },
+    /** The start failed: the signals take their default action again. */
+    remove() {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      process.off('SIGHUP', reload);
+    },
+  };
 }

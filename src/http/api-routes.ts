@@ -11,7 +11,7 @@ import type { MachineEvent } from '../lifecycle/events.js';
 import type { Lifecycle, MachineRecord } from '../lifecycle/store.js';
 import { authorizeMachine, requesterIp } from './machine-auth.js';
 
-/** Adds a machine to the config file; rackboot.ts passes inventory/adopt.ts adoptInWorker on the current file. */
+/** Adds a machine to the config file; rackboot.ts passes inventory/adopt.ts adoptIntoServer on its config source. */
 export type AdoptMachine = (request: AdoptRequest) => Promise<AdoptResult>;
 
 export interface ApiRoutesOptions {
@@ -236,10 +236,8 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
       if (!options.adopt) return reply.code(503).send({ error: 'this server cannot edit its config file' });
       const adopted = await options.adopt({ mac, ...request.body });
       if (!adopted.ok) {
-        // A conflict with the file's state (listed already, edited or being adopted into meanwhile)
-        // is 409: trying again may succeed. A bad request stays bad.
-        const status = adopted.code === 'already-listed' || adopted.code === 'busy' ? 409 : 400;
-        return reply.code(status).send({ error: adopted.message, code: adopted.code });
+        const { message: error, ...refusal } = adopted;
+        return reply.code(ADOPT_REFUSAL_STATUS[adopted.code]).send({ error, ...refusal });
       }
       await lifecycle.record({
         mac,
@@ -256,6 +254,21 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
       return reply.code(201).send({ mac, ...request.body });
     },
   );
+};
+
+/**
+ * A conflict with the file's state (listed already, edited or being adopted into meanwhile, written
+ * but not taken by the running server) is 409: trying again, or after a fix, may succeed. A config
+ * the machine would make unloadable (a template needing a var it lacks, a missing boot asset) is
+ * 422, with its problems. A bad request stays bad.
+ */
+const ADOPT_REFUSAL_STATUS: Record<Exclude<AdoptResult, { ok: true }>['code'], number> = {
+  'already-listed': 409,
+  busy: 409,
+  'not-applied': 409,
+  rejected: 422,
+  'unknown-profile': 400,
+  invalid: 400,
 };
 
 function macParam(request: FastifyRequest<{ Params: MacParams }>, reply: FastifyReply): Mac | undefined {

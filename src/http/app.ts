@@ -32,7 +32,7 @@ export interface AppDeps {
   macForIp?: (ip: string) => Mac | undefined;
   /** Machine states and history: /api/v1/machines, the SSE stream, the dashboard. */
   lifecycle: Lifecycle;
-  /** Writes an adopted machine into the config file (rackboot.ts: adoptInWorker on the current file). */
+  /** Writes an adopted machine into the config file and applies it (rackboot.ts: adoptIntoServer on its config source). */
   adopt?: AdoptMachine;
   /** The operator token in force; default server.api_token (api-routes.ts). */
   operatorToken?: () => string | undefined;

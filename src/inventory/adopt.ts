@@ -4,14 +4,15 @@ import { dirname, join, resolve } from 'node:path';
 import { type Document, isMap, isScalar, isSeq, parse, parseDocument } from 'yaml';
 import { giveTo, makeDirectory, syncDirectory } from '../durable-file.js';
 import { type FileLockOptions, withFileLock } from '../file-lock.js';
+import { checkTemplate } from '../ignition/check.js';
 import { runModuleWorker } from '../worker-thread.js';
-import { loadConfigText } from './load.js';
+import { type LoadOptions, loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
 import { badName, isName } from './names.js';
 import { macAsWritten } from './parse.js';
 import { closestName, formatProblem } from './problems.js';
 import { ConfigSchema } from './schema.js';
-import { VALIDATE_CHECKS } from './validate-checks.js';
+import { type ConfigSource, missingUnderAssets } from './source.js';
 
 export interface AdoptRequest {
   mac: Mac;
@@ -23,7 +24,28 @@ export interface AdoptRequest {
 
 export type AdoptResult =
   | { ok: true; text: string }
-  | { ok: false; code: 'already-listed' | 'unknown-profile' | 'invalid' | 'busy'; message: string };
+  | { ok: false; code: 'already-listed' | 'unknown-profile' | 'invalid' | 'busy'; message: string }
+  /**
+   * `rejected`: the config with the machine would not load in `rackboot serve`, nothing written;
+   * `not-applied`: written, but the running server's reload of it was rejected all the same.
+   * `problems`: one FILE:LINE:COL line each.
+   */
+  | { ok: false; code: 'rejected' | 'not-applied'; message: string; problems: string[] };
+
+/**
+ * What the new text is checked with: what `rackboot serve` checks a config with at start and at
+ * each reload (source.ts), so an adopt never writes a file the server would refuse while the
+ * machine stays unlisted. Boot assets must exist, unlike in `rackboot validate`.
+ */
+export interface AdoptChecks {
+  /** As the server's own loads take them; default `error`, as `serve` does. */
+  missingAssets?: LoadOptions['missingAssets'];
+  /**
+   * The server.assets a running server serves from (it keeps it until a restart): while the file
+   * names another one, the profiles' files must exist under this one too.
+   */
+  runningAssets?: string | undefined;
+}
 
 /**
  * Adds `{mac, hostname, profile, vars}` to the end of `machines` in the YAML text. The Document is only
@@ -169,14 +191,18 @@ const LOCK_WAIT_MS = 30_000;
 const DEFAULT_STATE_DIRECTORY: string = ConfigSchema.properties.server.properties.state.default;
 
 /**
- * Adopts into the config file: the new text must pass the checks of `rackboot validate`
- * (VALIDATE_CHECKS), then replaces the file atomically (replaceFile), keeping its mode and owner, so a watching server
+ * Adopts into the config file: the new text must pass the checks of `rackboot serve` (AdoptChecks),
+ * then replaces the file atomically (replaceFile), keeping its mode and owner, so a watching server
  * reloads a whole file, never a half-written one. Adopts of one file take turns, holding the lock
  * `<server.state>/adopt.lock` from reading the file to renaming over it, so two never start from the
  * same text and lose each other's machine; a file changed meanwhile by anything else (an editor) is
  * left alone and the adopt refused.
  */
-export async function adoptIntoFile(file: string, request: AdoptRequest): Promise<AdoptResult> {
+export async function adoptIntoFile(
+  file: string,
+  request: AdoptRequest,
+  checks: AdoptChecks = {},
+): Promise<AdoptResult> {
   // The file names its own lock's place, so the server and a CLI find the same one whatever state
   // directory the server started with. It is read again under the lock; the first parse (a second
   // for 10,000 machines) is kept when nothing changed in between.
@@ -198,7 +224,7 @@ export async function adoptIntoFile(file: string, request: AdoptRequest): Promis
       const document = original === textBeforeLock ? documentBeforeLock : parseDocument(original);
       // server.state changed meanwhile: adopts of the file as it is now take another lock, not this one.
       if (stateDirectoryOf(file, document) !== stateDirectory) return changedWhileAdopting(file);
-      return adoptHoldingLock(file, original, document, request);
+      return adoptHoldingLock(file, original, document, request, checks);
     });
   } catch (error) {
     if (error instanceof AdoptLockHeld) return { ok: false, code: 'busy', message: error.message };
@@ -220,13 +246,26 @@ async function adoptHoldingLock(
   original: string,
   document: Document,
   request: AdoptRequest,
+  checks: AdoptChecks,
 ): Promise<AdoptResult> {
   const adopted = adoptMachine(original, request, document);
   if (!adopted.ok) return adopted;
-  const loaded = await loadConfigText(adopted.text, file, VALIDATE_CHECKS);
-  if (!loaded.ok) {
-    const message = loaded.problems.map((problem) => formatProblem(problem)).join('\n');
-    return { ok: false, code: 'invalid', message: `the config would not be valid:\n${message}` };
+  const loaded = await loadConfigText(adopted.text, file, {
+    missingAssets: checks.missingAssets ?? 'error',
+    checkTemplate,
+  });
+  const problems = !loaded.ok
+    ? loaded.problems.map((problem) => formatProblem(problem))
+    : checks.runningAssets !== undefined && loaded.config.server.assets !== checks.runningAssets
+      ? missingUnderAssets(loaded.config, checks.runningAssets)
+      : [];
+  if (problems.length > 0) {
+    return {
+      ok: false,
+      code: 'rejected',
+      message: `nothing written: rackboot serve would refuse the config with this machine:\n${problems.join('\n')}`,
+      problems,
+    };
   }
   const written = await replaceFile(file, adopted.text, original);
   return written ? adopted : changedWhileAdopting(file);
@@ -282,6 +321,7 @@ function changedWhileAdopting(file: string): AdoptResult {
 export interface AdoptInWorker {
   file: string;
   request: AdoptRequest;
+  checks: AdoptChecks;
 }
 
 /**
@@ -290,12 +330,48 @@ export interface AdoptInWorker {
  * must not wait (load-in-worker.ts measures the same parse). One at a time: each worker holds a parse
  * of the whole config, and concurrent ones would only wait on the adopt lock.
  */
-export function adoptInWorker(file: string, request: AdoptRequest): Promise<AdoptResult> {
+export function adoptInWorker(
+  file: string,
+  request: AdoptRequest,
+  checks: AdoptChecks = {},
+): Promise<AdoptResult> {
   const adopted = serverAdopts.then(() =>
-    runModuleWorker<AdoptResult>('adopt-worker', import.meta.url, { file, request } satisfies AdoptInWorker),
+    runModuleWorker<AdoptResult>('adopt-worker', import.meta.url, {
+      file,
+      request,
+      checks,
+    } satisfies AdoptInWorker),
   );
   serverAdopts = adopted.catch(() => undefined);
   return adopted;
 }
 
 let serverAdopts: Promise<unknown> = Promise.resolve();
+
+/**
+ * A running server's adopt: into the file of the config in force, checked as the server checks it,
+ * then reloaded, and answered once the config in force lists the machine (a client reading the
+ * fleet right after, as the dashboard does, saw it still discovered, the file watcher being a reload
+ * behind). A reload rejected all the same (the file or a template changed in between) is said so:
+ * the file has the machine, the running server does not.
+ */
+export async function adoptIntoServer(
+  source: Pick<ConfigSource, 'current' | 'reload'>,
+  request: AdoptRequest,
+  checks: Pick<AdoptChecks, 'missingAssets'> = {},
+): Promise<AdoptResult> {
+  const running = source.current();
+  const adopted = await adoptInWorker(running.file, request, {
+    ...checks,
+    runningAssets: running.server.assets,
+  });
+  if (!adopted.ok) return adopted;
+  const reloaded = await source.reload();
+  if (reloaded.applied) return adopted;
+  return {
+    ok: false,
+    code: 'not-applied',
+    message: `${request.mac} was written to ${running.file}, but the running server rejected its reload and does not serve it until that is fixed:\n${reloaded.problems.join('\n')}`,
+    problems: reloaded.problems,
+  };
+}

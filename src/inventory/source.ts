@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
-import { type FSWatcher, realpathSync, watch } from 'node:fs';
-import { basename, dirname } from 'node:path';
+import { type FSWatcher, lstatSync, readlinkSync, watch } from 'node:fs';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Logger } from '../log.js';
 import { deepFreeze, type Loaded, loadConfigFile } from './load.js';
-import { formatProblem } from './problems.js';
+import { formatProblem, type Problem } from './problems.js';
 import { missingAssets } from './profile-assets.js';
 import type { Config } from './schema.js';
 
@@ -16,12 +16,15 @@ export interface ConfigDiff {
   otherKeysChanged: string[];
 }
 
+/** A reload's end: applied, or rejected with its problems (FILE:LINE:COL lines), the previous config kept. */
+export type ReloadOutcome = { applied: true } | { applied: false; problems: string[] };
+
 export interface ConfigSource {
   /** The config in force: frozen, replaced whole by a valid edit. */
   current(): Config;
   on(event: 'change', listener: (config: Config, diff: ConfigDiff) => void): void;
-  /** Re-reads the files now (the watcher calls this; tests and SIGHUP may too). Resolves true if applied. */
-  reload(): Promise<boolean>;
+  /** Re-reads the files now (the watcher calls this; SIGHUP and adopt do too). */
+  reload(): Promise<ReloadOutcome>;
   close(): void;
 }
 
@@ -30,7 +33,9 @@ export interface ConfigSource {
  * whole and is logged with what changed, except the START_TIME_SETTINGS, which keep their running
  * values until a restart (logged as a warning when the list of such settings or the file's value of
  * one changes, and at info when one the file had changed is back to its running value); an invalid
- * one is logged with its FILE:LINE:COL problems and the previous config keeps serving.
+ * one is logged with its FILE:LINE:COL problems and the previous config keeps serving. A rejected
+ * reload is tried again every `retryMs` until one applies: the fix may be a file the running config
+ * does not name (a template or an asset only the rejected edit names), so no watch would see it.
  */
 export function watchConfig(
   initial: Config,
@@ -39,6 +44,8 @@ export function watchConfig(
     /** How a changed file is loaded (rackboot.ts: in a worker thread, templates checked). */
     load?: (file: string) => Promise<Loaded>;
     debounceMs?: number;
+    /** How often a rejected reload is tried again (default 5 s). */
+    retryMs?: number;
   },
 ): ConfigSource {
   const { logger } = options;
@@ -47,7 +54,11 @@ export function watchConfig(
   let watchers: FSWatcher[] = [];
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
-  let reloading: Promise<boolean> | undefined;
+  let reloading: Promise<ReloadOutcome> | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  /** The problems of the rejection logged last, while the reloads keep being rejected. */
+  let loggedRejection: string | undefined;
+  let lastLoadMs = 0;
   /** The start-time settings the last applied reload reported as awaiting a restart. */
   let reportedAwaiting: readonly AwaitingRestart[] = [];
 
@@ -60,17 +71,17 @@ export function watchConfig(
   // Editors save by renaming a temp file over the original, which ends a watch on the file itself;
   // watching the directories and filtering by name survives that. A file reached through symlinks
   // (a Kubernetes ConfigMap: rackboot.yaml → ..data/rackboot.yaml, ..data swapped to a new
-  // directory at each update) is watched where it really is too, and again wherever it is after
-  // each reload.
+  // directory at each update; a release directory: current → releases/v2) is watched where it
+  // really is too, and so is each link on the way, and again wherever they are after each reload.
   let watchedKey = '';
   const rewatch = () => {
     if (closed) return;
     const byDirectory = new Map<string, Set<string>>();
     for (const named of watchedFiles(config)) {
-      for (const file of new Set([named, realPathOr(named)])) {
-        const names = byDirectory.get(dirname(file)) ?? new Set<string>();
-        names.add(basename(file));
-        byDirectory.set(dirname(file), names);
+      for (const [directory, name] of entriesResolving(named)) {
+        const names = byDirectory.get(directory) ?? new Set<string>();
+        names.add(name);
+        byDirectory.set(directory, names);
       }
     }
     const key = JSON.stringify([...byDirectory].map(([directory, names]) => [directory, [...names]]));
@@ -97,36 +108,58 @@ export function watchConfig(
     timer = setTimeout(() => void reload(), options.debounceMs ?? 150);
   };
 
-  const reloadOnce = async (): Promise<boolean> => {
+  /**
+   * A rejection is logged unless it is a retry's with the problems logged last: a retry runs every
+   * few seconds for as long as the edit stays broken.
+   */
+  const rejected = (problems: string[], retrying: boolean, log: () => void): ReloadOutcome => {
+    const key = problems.join('\n');
+    if (!retrying || key !== loggedRejection) log();
+    loggedRejection = key;
+    clearTimeout(retryTimer);
+    if (closed) return { applied: false, problems };
+    // A config of ten thousand machines takes seconds of a core to load: its retries take a tenth of one.
+    retryTimer = setTimeout(() => void reload(true), Math.max(options.retryMs ?? 5000, 10 * lastLoadMs));
+    retryTimer.unref();
+    return { applied: false, problems };
+  };
+
+  const reloadOnce = async (retrying: boolean): Promise<ReloadOutcome> => {
     let loaded: Loaded;
+    const started = performance.now();
     try {
       loaded = await (options.load ?? loadConfigFile)(config.file);
     } catch (error) {
       // A loader that throws (a bug, a worker that died) must not take the running server with it.
-      logger.error({ err: error }, 'config reload failed, still serving the previous config');
-      return false;
-    }
-    if (closed) return false;
-    if (!loaded.ok) {
-      logger.error(
-        { problems: loaded.problems.map((problem) => formatProblem(problem)) },
-        `config edit rejected, still serving the previous config:\n${loaded.problems.map((problem) => formatProblem(problem)).join('\n')}`,
+      return rejected([`cannot load ${config.file}: ${(error as Error).message}`], retrying, () =>
+        logger.error({ err: error }, 'config reload failed, still serving the previous config'),
       );
-      return false;
+    } finally {
+      lastLoadMs = performance.now() - started;
+    }
+    if (closed) return { applied: false, problems: ['the config source is closed'] };
+    if (!loaded.ok) {
+      const problems = loaded.problems.map((problem) => formatProblem(problem));
+      return rejected(problems, retrying, () =>
+        logger.error({ problems }, `${describeRejection(loaded.problems, config)}:\n${problems.join('\n')}`),
+      );
     }
     const { effective, awaitingRestart } = keepStartTimeSettings(initial, loaded.config);
     // The loader checked the profiles' files under the file's server.assets; they are served from
     // the running one.
     const missing = awaitingRestart.some(({ setting }) => setting === 'server.assets')
-      ? missingUnderAssets(effective)
+      ? missingUnderAssets(effective, effective.server.assets)
       : [];
     if (missing.length > 0) {
-      logger.error(
-        { problems: missing },
-        `config edit rejected, still serving the previous config: server.assets stays ${effective.server.assets} until a restart, and under it:\n${missing.join('\n')}`,
+      return rejected(missing, retrying, () =>
+        logger.error(
+          { problems: missing },
+          `config edit rejected, still serving the previous config: server.assets stays ${effective.server.assets} until a restart, and under it:\n${missing.join('\n')}`,
+        ),
       );
-      return false;
     }
+    clearTimeout(retryTimer);
+    loggedRejection = undefined;
     const diff = diffConfigs(config, effective);
     config = effective;
     logger.info({ diff }, `config reloaded: ${describeDiff(diff)}`);
@@ -134,7 +167,7 @@ export function watchConfig(
     for (const note of loaded.notes) logger.info(formatProblem(note));
     reportAwaitingRestart(awaitingRestart);
     events.emit('change', config, diff);
-    return true;
+    return { applied: true };
   };
 
   // Said once per change of the list or of a value in it, not at every reload (an edit of a machine
@@ -168,9 +201,10 @@ export function watchConfig(
     }
   };
 
-  const reload = (): Promise<boolean> => {
+  const reload = (retrying = false): Promise<ReloadOutcome> => {
     // Serialise reloads so a burst of edits cannot apply an older file after a newer one.
-    const next = (reloading ?? Promise.resolve(true)).then(reloadOnce, reloadOnce).finally(rewatch);
+    const run = () => reloadOnce(retrying);
+    const next = (reloading ?? Promise.resolve()).then(run, run).finally(rewatch);
     reloading = next;
     return next;
   };
@@ -179,10 +213,11 @@ export function watchConfig(
   return {
     current: () => config,
     on: (event, listener) => events.on(event, listener),
-    reload,
+    reload: () => reload(),
     close() {
       closed = true;
       clearTimeout(timer);
+      clearTimeout(retryTimer);
       for (const watcher of watchers) watcher.close();
     },
   };
@@ -253,9 +288,36 @@ function keepStartTimeSettings(
   return { effective: deepFreeze(effective), awaitingRestart };
 }
 
-function missingUnderAssets(config: Config): string[] {
+/**
+ * The headline of a rejected reload. Templates are read per request, so a problem in one the running
+ * config uses already fails its machines' Ignition, whatever the edit of the config file.
+ */
+function describeRejection(problems: Problem[], running: Config): string {
+  const profilesOf = new Map<string, string[]>();
+  for (const [name, profile] of Object.entries(running.profiles)) {
+    if (profile.ignition)
+      profilesOf.set(profile.ignition, [...(profilesOf.get(profile.ignition) ?? []), name]);
+  }
+  const brokenTemplates = [...new Set(problems.map((problem) => problem.file))].flatMap((file) => {
+    const profiles = profilesOf.get(file);
+    if (!profiles) return [];
+    const named = profiles.length > 1 ? `profiles ${profiles.join(', ')}` : `profile ${profiles[0]}`;
+    return [
+      `template ${relative(dirname(running.file), file)} is broken: machines of ${named} get 503 for their Ignition until it is fixed`,
+    ];
+  });
+  const rejectedEdit = 'config edit rejected, still serving the previous config';
+  if (brokenTemplates.length === 0) return rejectedEdit;
+  const inTemplatesOnly = problems.every((problem) => profilesOf.has(problem.file));
+  return inTemplatesOnly
+    ? `${brokenTemplates.join('; ')} (an edit of the config file waits for the fix)`
+    : `${rejectedEdit}; ${brokenTemplates.join('; ')}`;
+}
+
+/** The profiles' files missing under `assets`, one line each. */
+export function missingUnderAssets(config: Config, assets: string): string[] {
   return Object.entries(config.profiles).flatMap(([name, profile]) =>
-    missingAssets(profile, config.server.assets).map(
+    missingAssets(profile, assets).map(
       (missing) => `${config.file}: profiles.${name}.${missing.field}: ${missing.message}`,
     ),
   );
@@ -306,10 +368,48 @@ export function describeDiff(diff: ConfigDiff): string {
   return parts.length > 0 ? parts.join('; ') : 'no effective change';
 }
 
-function realPathOr(file: string): string {
+/** As the kernel's own bound on the links followed resolving one path (ELOOP). */
+const MAX_LINKS = 40;
+
+/**
+ * The directory entries whose change changes what `file` reads, each as [directory, name]: the file
+ * as named, every symbolic link met resolving it, in the real directory that holds the link (a
+ * watch of a path through a link follows it to the old target, so swapping the link shows only
+ * there), and the file where it really is. A part missing or unreadable ends nothing: it is taken
+ * as a plain entry.
+ */
+function entriesResolving(file: string): [string, string][] {
+  const named = resolve(file);
+  const entries: [string, string][] = [[dirname(named), basename(named)]];
+  let directory: string = sep;
+  const remaining = named.split(sep).filter(Boolean);
+  let linksFollowed = 0;
+  while (remaining.length > 0) {
+    const name = remaining.shift() as string;
+    if (name === '.') continue;
+    if (name === '..') {
+      directory = dirname(directory);
+      continue;
+    }
+    const path = join(directory, name);
+    const target = linkTarget(path);
+    if (target === undefined || linksFollowed >= MAX_LINKS) {
+      directory = path;
+      continue;
+    }
+    linksFollowed++;
+    entries.push([directory, name]);
+    remaining.unshift(...target.split(sep).filter(Boolean));
+    if (isAbsolute(target)) directory = sep;
+  }
+  entries.push([dirname(directory), basename(directory)]);
+  return entries;
+}
+
+function linkTarget(path: string): string | undefined {
   try {
-    return realpathSync(file);
+    return lstatSync(path).isSymbolicLink() ? readlinkSync(path) : undefined;
   } catch {
-    return file;
+    return undefined;
   }
 }
