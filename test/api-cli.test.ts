@@ -1,29 +1,45 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import { join } from 'node:path';
+import { createServer, type RequestListener } from 'node:http';
+import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Command } from 'commander';
-import t from 'tap';
+import t, { type Test } from 'tap';
+import { lastEventId } from '../src/cli/client.js';
 import { registerLogs } from '../src/cli/logs.js';
 import { registerMachines } from '../src/cli/machines.js';
 import { registerReprovision } from '../src/cli/reprovision.js';
+import { openOperatorToken } from '../src/http/operator-token.js';
 import { ADOPT_LOCK_PATH, adoptMachine } from '../src/inventory/adopt.js';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
 import { waitUntil } from './helpers/poll.js';
-import { FIXTURE_YAML, LISTED_MAC, mac, startLifecycleApp, UNLISTED_MAC } from './lifecycle-fixture.js';
+import {
+  API_TOKEN,
+  FIXTURE_YAML,
+  LISTED_MAC,
+  mac,
+  startLifecycleApp,
+  UNLISTED_MAC,
+} from './lifecycle-fixture.js';
 
 const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
 const execFileAsync = promisify(execFile);
 const env = { ...process.env, RACKBOOT_API_TOKEN: '', RACKBOOT_CONFIG: '' };
 
 /** Runs the real CLI entry point; resolves with its exit code and output. */
-async function rackboot(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function rackboot(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return rackbootWith(env, ...args);
+}
+
+async function rackbootWith(
+  environment: NodeJS.ProcessEnv,
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const { stdout, stderr } = await execFileAsync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-      env,
+      env: environment,
       timeout: 30_000,
     });
     return { code: 0, stdout, stderr };
@@ -35,26 +51,43 @@ async function rackboot(...args: string[]): Promise<{ code: number; stdout: stri
 
 /**
  * Runs verbs in this process through the same register functions main.ts uses (a CLI start-up costs
- * seconds on a busy host); stdout is captured.
+ * seconds on a busy host); stdout and stderr are captured. `token` is $RACKBOOT_API_TOKEN meanwhile.
  */
-async function inProcess(...args: string[]): Promise<{ stdout: string; error: Error | undefined }> {
-  const program = new Command('rackboot').exitOverride();
+async function inProcess(
+  ...args: string[]
+): Promise<{ stdout: string; stderr: string; error: Error | undefined }> {
+  return inProcessWith(undefined, ...args);
+}
+
+async function inProcessWith(
+  token: string | undefined,
+  ...args: string[]
+): Promise<{ stdout: string; stderr: string; error: Error | undefined }> {
+  const program = new Command('rackboot').exitOverride().configureOutput({ writeErr: () => {} });
   registerMachines(program);
   registerLogs(program);
   registerReprovision(program);
-  const chunks: string[] = [];
-  const write = process.stdout.write;
-  process.stdout.write = ((chunk: string | Uint8Array) => {
-    chunks.push(String(chunk));
-    return true;
-  }) as typeof process.stdout.write;
+  const captured = { stdout: [] as string[], stderr: [] as string[] };
+  const writes = { stdout: process.stdout.write, stderr: process.stderr.write };
+  const environmentToken = process.env.RACKBOOT_API_TOKEN;
+  for (const stream of ['stdout', 'stderr'] as const) {
+    process[stream].write = ((chunk: string | Uint8Array) => {
+      captured[stream].push(String(chunk));
+      return true;
+    }) as typeof process.stdout.write;
+  }
+  process.env.RACKBOOT_API_TOKEN = token ?? '';
+  const output = () => ({ stdout: captured.stdout.join(''), stderr: captured.stderr.join('') });
   try {
     await program.parseAsync(['node', 'rackboot', ...args]);
-    return { stdout: chunks.join(''), error: undefined };
+    return { ...output(), error: undefined };
   } catch (error) {
-    return { stdout: chunks.join(''), error: error as Error };
+    return { ...output(), error: error as Error };
   } finally {
-    process.stdout.write = write;
+    process.stdout.write = writes.stdout;
+    process.stderr.write = writes.stderr;
+    if (environmentToken === undefined) delete process.env.RACKBOOT_API_TOKEN;
+    else process.env.RACKBOOT_API_TOKEN = environmentToken;
   }
 }
 
@@ -71,6 +104,11 @@ t.test('machines, logs, reprovision and machines adopt against a running server'
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   for (const event of install) await lifecycle.record(event);
 
+  t.equal(
+    await lastEventId({ url, token: undefined }),
+    lifecycle.lastEventId(),
+    'the newest event id, from a HEAD of the machine list (logs -f --mac resumes after it)',
+  );
   const table = await inProcess('machines', '--url', url, '-c', configFile);
   t.equal(table.error, undefined);
   const [header, ...rows] = table.stdout.trimEnd().split('\n');
@@ -111,7 +149,9 @@ t.test('machines, logs, reprovision and machines adopt against a running server'
     ),
   );
 
-  const reprovisioned = await inProcess(
+  // The fixture's token is that of its config's server, 10.77.0.1:8080; the test's --url is another.
+  const reprovisioned = await inProcessWith(
+    API_TOKEN,
     'reprovision',
     LISTED_MAC.replaceAll(':', '-'),
     '--url',
@@ -121,17 +161,44 @@ t.test('machines, logs, reprovision and machines adopt against a running server'
   );
   t.equal(reprovisioned.error, undefined);
   t.match(reprovisioned.stdout, /installs again at its next network boot \(now discovered\)/);
-  const again = await inProcess('reprovision', LISTED_MAC, '--url', url, '-c', configFile);
+  t.equal(reprovisioned.stderr, '', 'a listed machine: no warning');
+  const again = await inProcessWith(API_TOKEN, 'reprovision', LISTED_MAC, '--url', url, '-c', configFile);
   t.equal(again.error, undefined, 'a machine already on its way to the installer: nothing to refuse');
   t.match(again.stdout, /installs again at its next network boot \(now discovered\)/);
+  const unlisted = await inProcessWith(
+    API_TOKEN,
+    'reprovision',
+    UNLISTED_MAC,
+    '--url',
+    url,
+    '-c',
+    configFile,
+  );
+  t.equal(unlisted.error, undefined);
+  t.equal(
+    unlisted.stderr,
+    `rackboot reprovision: warning: ${UNLISTED_MAC} is not in the config: unknown_machines is ignore, so its next network boot gets no answer until it is listed again (rackboot machines adopt)\n`,
+    'a machine no longer listed: its next boot is not an install',
+  );
   // Through the real entry point: a refusal is one line on stderr and exit code 1.
-  const refused = await rackboot('reprovision', '52:54:00:00:00:99', '--url', url, '-c', configFile);
+  const refused = await rackbootWith(
+    { ...env, RACKBOOT_API_TOKEN: API_TOKEN },
+    'reprovision',
+    '52:54:00:00:00:99',
+    '--url',
+    url,
+    '-c',
+    configFile,
+  );
   t.equal(refused.code, 1, 'a MAC never seen is refused');
   t.match(
     refused.stderr,
     /this MAC has never network-booted here; a listed machine installs at its first network boot/,
   );
 
+  // The CLI checks the adopted entry as serve would: its kernel must be there.
+  mkdirSync(join(dirname(configFile), 'assets'), { recursive: true });
+  writeFileSync(join(dirname(configFile), 'assets', 'vmlinuz'), 'kernel');
   const adopted = await inProcess(
     'machines',
     'adopt',
@@ -194,6 +261,7 @@ t.test(
   'machines adopt waits for another adopter holding the file and keeps its machine; one validate would refuse exits 1',
   async (t) => {
     const directory = t.testdir({
+      assets: { vmlinuz: 'kernel' },
       'worker.bu':
         'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/role\n      contents:\n        inline: "{{vars.role}}"\n',
     });
@@ -237,28 +305,246 @@ t.test(
   },
 );
 
+/** An HTTP server on loopback answering with `handler`, closed at teardown; resolves with its URL. */
+async function fakeServer(t: Test, handler: RequestListener): Promise<string> {
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    server.closeAllConnections();
+    return new Promise((resolve) => server.close(resolve));
+  });
+  const address = server.address();
+  if (typeof address !== 'object' || address === null) throw new Error('no port');
+  return `http://127.0.0.1:${address.port}`;
+}
+
 t.test('a --url that answers HTML or nothing, not the API, is named with its HTTP status', async (t) => {
   const { configFile } = await startLifecycleApp(t);
-  const server = createServer((request, response) => {
+  const url = await fakeServer(t, (request, response) => {
     if (request.url === '/api/v1/machines/52:54:00:12:34:56/reprovision') response.writeHead(404).end();
     else response.writeHead(404, { 'content-type': 'text/html' }).end('<html><body>Not Found</body></html>');
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise((resolve) => server.close(resolve)));
-  const address = server.address();
-  if (typeof address !== 'object' || address === null) throw new Error('no port');
-  const url = `http://127.0.0.1:${address.port}`;
   const listed = await inProcess('machines', '--url', url, '-c', configFile);
   t.equal(
     listed.error?.message,
     `${url}/api/v1/machines answered HTTP 404 with text/html, not JSON: is --url a rackboot server?`,
   );
-  const empty = await inProcess('reprovision', '52:54:00:12:34:56', '--url', url, '-c', configFile);
+  const empty = await inProcessWith(
+    API_TOKEN,
+    'reprovision',
+    '52:54:00:12:34:56',
+    '--url',
+    url,
+    '-c',
+    configFile,
+  );
   t.equal(
     empty.error?.message,
     `${url}/api/v1/machines/52:54:00:12:34:56/reprovision answered HTTP 404 with no explanation: is --url a rackboot server?`,
     'an empty answer too (it was only "HTTP 404")',
   );
+});
+
+t.test("server errors in the server's words; JSON of another shape is named, not a type error", async (t) => {
+  const { app, configFile } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  const prefixed = await inProcess('machines', '--url', `${url}/rackboot`, '-c', configFile);
+  t.equal(
+    prefixed.error?.message,
+    `${url}/rackboot/api/v1/machines answered HTTP 404 (Route GET:/rackboot/api/v1/machines not found): is --url a rackboot server?`,
+    'a --url with a path: the route is not found (it was "Not Found")',
+  );
+  const tooMany = await inProcess('logs', '-n', '100000', '--url', url, '-c', configFile);
+  t.match(
+    tooMany.error?.message,
+    /--lines.*'100000' is invalid\. a whole number from 1 to 10000/,
+    'checked before asking',
+  );
+
+  const other = await fakeServer(t, (request, response) => {
+    const json = (status: number, body: unknown) =>
+      response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    // fastify's answer to a query its schema refuses: the reason phrase in `error`.
+    if (request.url?.startsWith('/api/v1/events')) {
+      json(400, {
+        statusCode: 400,
+        code: 'FST_ERR_VALIDATION',
+        error: 'Bad Request',
+        message: 'querystring/limit must be <= 10000',
+      });
+    } else json(200, { machines: [] });
+  });
+  const refused = await inProcess('logs', '--url', other, '-c', configFile);
+  t.equal(refused.error?.message, 'querystring/limit must be <= 10000', 'it was "Bad Request"');
+  const notAList = await inProcess('machines', '--url', other, '-c', configFile);
+  t.equal(
+    notAList.error?.message,
+    `${other}/api/v1/machines answered JSON that is not the API's (a list expected): is --url a rackboot server?`,
+    'it was "machines.map is not a function"',
+  );
+});
+
+/** Answers the API calls of machines and reprovision, noting each request and its Authorization. */
+async function recordingApi(t: Test): Promise<{ url: string; port: string; heard: string[] }> {
+  const heard: string[] = [];
+  const url = await fakeServer(t, (request, response) => {
+    heard.push(`${request.method} ${request.url} ${request.headers.authorization ?? 'no token'}`);
+    const body =
+      request.method === 'POST'
+        ? { state: 'discovered' }
+        : request.url === '/api/v1/machines'
+          ? []
+          : { mac: '52:54:00:00:00:01', listed: true };
+    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  });
+  return { url, port: new URL(url).port, heard };
+}
+
+t.test("the config's operator token goes to the config's own server only", async (t) => {
+  const api = await recordingApi(t);
+  const directory = t.testdir({
+    'rackboot.yaml': `server:\n  address: 127.0.0.1\n  http: { port: ${api.port} }\n  api_token: ${API_TOKEN}\n`,
+  });
+  const configFile = join(directory, 'rackboot.yaml');
+  const reprovision = (token: string | undefined, ...url: string[]) =>
+    inProcessWith(token, 'reprovision', '52:54:00:00:00:01', '-c', configFile, ...url);
+  const post = '/api/v1/machines/52:54:00:00:00:01/reprovision';
+
+  t.equal((await reprovision(undefined)).error, undefined);
+  t.equal(api.heard[0], `POST ${post} Bearer ${API_TOKEN}`, "no --url: the config's server");
+  t.equal((await reprovision(undefined, '--url', `${api.url}/`)).error, undefined);
+  t.equal(api.heard[2], `POST ${post} Bearer ${API_TOKEN}`, 'a --url of the same origin');
+
+  const elsewhere = `http://localhost:${api.port}`;
+  const refused = await reprovision(undefined, '--url', elsewhere);
+  t.equal(
+    refused.error?.message,
+    `no operator token: set $RACKBOOT_API_TOKEN: --url ${elsewhere} is not the server of ${configFile} (${api.url}), which is the only one its token is sent to`,
+  );
+  t.equal(api.heard.length, 4, 'nothing was sent to the other --url');
+  const given = 'another-operator-token-0123';
+  t.equal((await reprovision(given, '--url', elsewhere)).error, undefined);
+  t.equal(api.heard[4], `POST ${post} Bearer ${given}`, '$RACKBOOT_API_TOKEN goes where --url says');
+});
+
+t.test('a config the server would refuse still names its server and token', async (t) => {
+  const api = await recordingApi(t);
+  // A duplicate MAC: the running server keeps its last good config and goes on serving.
+  const machine = '  - { mac: 52:54:00:00:00:01, profile: p }\n';
+  const directory = t.testdir({
+    'rackboot.yaml': `server:\n  address: 127.0.0.1\n  http: { port: ${api.port} }\n  state: state\nprofiles:\n  p: { kind: linux, kernel: vmlinuz }\nmachines:\n${machine}${machine}`,
+  });
+  const configFile = join(directory, 'rackboot.yaml');
+  const listed = await inProcess('machines', '-c', configFile);
+  t.equal(listed.error, undefined, 'machines reaches the server');
+  t.match(listed.stdout, /^MAC\s+HOSTNAME/);
+
+  const missing = await inProcess('reprovision', '52:54:00:00:00:01', '-c', configFile);
+  const tokenFile = join(directory, 'state', 'operator-token');
+  t.equal(
+    missing.error?.message,
+    `no operator token: ${tokenFile} does not exist (the server makes it at its first start without server.api_token); is the server running with this config? Or set $RACKBOOT_API_TOKEN or server.api_token`,
+    'the real cause',
+  );
+  const token = await openOperatorToken(join(directory, 'state'));
+  const reprovisioned = await inProcess('reprovision', '52:54:00:00:00:01', '-c', configFile);
+  t.equal(reprovisioned.error, undefined);
+  t.equal(api.heard.at(-2), `POST /api/v1/machines/52:54:00:00:00:01/reprovision Bearer ${token}`);
+});
+
+t.test('-c "" is refused, not read as ./rackboot.yaml', async (t) => {
+  const empty = await inProcess('machines', '-c', '', '--url', 'http://127.0.0.1:9');
+  t.match(empty.error?.message, /'-c, --config <file>' argument '' is invalid\. it is empty/);
+});
+
+t.test('logs into a reader that stops early ends quietly with exit 0', async (t) => {
+  const { app, lifecycle, configFile } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  // More than a pipe holds (64 KiB), so the CLI is still writing when the reader goes.
+  const note = 'x'.repeat(1000);
+  for (let step = 0; step < 100; step += 1) {
+    await lifecycle.record({
+      mac: UNLISTED_MAC,
+      source: 'dhcp',
+      type: 'dhcp-ignored',
+      detail: { note, step },
+    });
+  }
+  const stopsAfterFirstChunk = async (...args: string[]) => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', MAIN, ...args, '--url', url, '-c', configFile],
+      {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    t.teardown(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    // `| head -1`: the reader takes what it wants and closes the pipe.
+    child.stdout?.once('data', () => child.stdout?.destroy());
+    const code = await new Promise((resolve) => child.once('exit', resolve));
+    return { code, stderr };
+  };
+  t.same(await stopsAfterFirstChunk('logs', '-n', '100'), { code: 0, stderr: '' }, 'logs | head -1');
+  const following = stopsAfterFirstChunk('logs', '-f', '-n', '1', '--json');
+  // `logs -f | grep -m1 -q`: the pipe is gone before the next event; printing that one ends it.
+  let exited = false;
+  void following.then(() => {
+    exited = true;
+  });
+  await waitUntil(
+    async () => {
+      await lifecycle.record({ mac: UNLISTED_MAC, source: 'dhcp', type: 'dhcp-ignored' });
+      return exited;
+    },
+    20_000,
+    200,
+  );
+  t.same(await following, { code: 0, stderr: '' }, 'logs -f | grep -m1 -q');
+});
+
+t.test("logs -f --mac resumes after the server's newest event, not this machine's", async (t) => {
+  // Retention pruned events 1-400 of other machines; this MAC has none; the server is at 500.
+  const resumedAfter: string[] = [];
+  const url = await fakeServer(t, (request, response) => {
+    if (request.headers.accept === 'text/event-stream') {
+      resumedAfter.push(String(request.headers['last-event-id']));
+      response.writeHead(200, { 'content-type': 'text/event-stream' }).write('retry: 1000\n\n');
+      return;
+    }
+    response
+      .writeHead(200, { 'content-type': 'application/json', 'x-rackboot-last-event-id': '500' })
+      .end(request.method === 'HEAD' ? undefined : '[]');
+  });
+  const follower = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      MAIN,
+      'logs',
+      '-f',
+      '--mac',
+      UNLISTED_MAC,
+      '--url',
+      url,
+      '-c',
+      join(t.testdirName, 'none.yaml'),
+    ],
+    { env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  t.teardown(() => {
+    if (follower.exitCode === null) follower.kill('SIGKILL');
+  });
+  t.ok(await waitUntil(() => resumedAfter.length > 0, 20_000), 'the follower connected');
+  follower.kill('SIGINT');
+  t.same(resumedAfter, ['500'], 'so the server reports no pruned events it never had to send');
 });
 
 t.test('a log line names an address once, even when the detail repeats it', async (t) => {
@@ -274,4 +560,27 @@ t.test('a log line names an address once, even when the detail repeats it', asyn
   } as Parameters<typeof formatEvent>[0]);
   t.equal(line.match(/ip=10\.77\.0\.100/g)?.length, 1, line);
   t.match(line, /firmware=bios-pxe/);
+});
+
+t.test('log times are local, with the date when not today', async (t) => {
+  const { formatEvent } = await import('../src/cli/logs.js');
+  const zone = process.env.TZ;
+  process.env.TZ = 'America/New_York';
+  t.teardown(() => {
+    if (zone === undefined) delete process.env.TZ;
+    else process.env.TZ = zone;
+  });
+  const at = (time: string) =>
+    formatEvent(
+      { id: 1, time, mac: LISTED_MAC, source: 'machine', type: 'installed' } as Parameters<
+        typeof formatEvent
+      >[0],
+      new Date('2026-11-27T17:00:00.000Z'),
+    );
+  t.match(at('2026-11-27T10:15:36.123Z'), /^05:15:36\.123 52:54:00:12:34:56 machine/, 'today, in New York');
+  t.match(
+    at('2026-11-27T03:00:00.000Z'),
+    /^2026-11-26 22:00:00\.000 /,
+    "yesterday there, although today's date in UTC",
+  );
 });

@@ -661,6 +661,32 @@ t.test('an empty keyring is refused, never read as "no signature check"', async 
   t.equal(mirror.artifactRequests().length, 0, 'nothing downloaded');
 });
 
+t.test(
+  'the CLI refuses an --arch that names nothing; it warns of plain-HTTP metadata without a keyring',
+  async (t) => {
+    const mirror = await startMirror(t, ['x86_64']);
+    const dest = tempDir(t, 'rackboot-fetch-');
+    const cli = (args: string[]) =>
+      fetchCoreosCli(mirror, ['--dest', dest, ...args]).then(
+        ({ stderr }) => ({ code: 0, stderr }),
+        (error: { code: number; stderr: string }) => error,
+      );
+    // `--arch "$ARCHES"` with the variable unset, or a stray comma: it used to fetch nothing and exit 0.
+    for (const arch of [',', '']) {
+      const refused = await cli(['--arch', arch]);
+      t.equal(refused.code, 1, `--arch ${JSON.stringify(arch)}`);
+      t.match(refused.stderr, 'rackboot: --arch names no architecture');
+    }
+    t.equal(mirror.artifactRequests().length, 0, 'nothing downloaded');
+    const fetched = await cli([]);
+    t.equal(fetched.code, 0);
+    t.match(
+      fetched.stderr,
+      `rackboot fetch: warning: ${mirror.base}/streams/stable.json is plain HTTP and no --keyring is given`,
+    );
+  },
+);
+
 t.test('the CLI fetches into server.assets of the config and prints where the manifest is', async (t) => {
   const mirror = await startMirror(t, ['x86_64']);
   const directory = tempDir(t, 'rackboot-fetch-');

@@ -1,7 +1,12 @@
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
+import { STATUS_CODES } from 'node:http';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { OPERATOR_TOKEN_FILE, readOperatorToken } from '../http/operator-token.js';
-import { loadConfigFile } from '../inventory/load.js';
+import { operatorTokenFile, readOperatorToken } from '../http/operator-token.js';
+import { parseConfigText, readConfigFile } from '../inventory/parse.js';
 import { formatProblem } from '../inventory/problems.js';
+import { ConfigSchema } from '../inventory/schema.js';
 import type { MachineEvent } from '../lifecycle/events.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
@@ -9,6 +14,8 @@ import { addConfigOption, resolveConfigPath } from './config-option.js';
 export interface ServerTarget {
   url: string;
   token: string | undefined;
+  /** Why there is no token, for the error of a verb that needs one. */
+  noToken?: string;
 }
 
 export class ApiError extends Error {
@@ -20,6 +27,9 @@ export class ApiError extends Error {
   }
 }
 
+/** A JSON call that has not answered by then is given up: undici alone would wait 300 s for headers. */
+export const REQUEST_TIMEOUT_MS = 10_000;
+
 /** `--url` and `-c` for a verb that talks to a running server. */
 export function addServerOptions(command: Command): Command {
   return addConfigOption(command).option(
@@ -28,40 +38,166 @@ export function addServerOptions(command: Command): Command {
   );
 }
 
-/**
- * `--url` as given, else from the config file (CONTRACT.md); the operator token from
- * $RACKBOOT_API_TOKEN, else server.api_token (the loader applies the variable over the file), else
- * the one a server without either keeps in server.state.
- */
-export async function resolveServer(options: { url?: string; config?: string }): Promise<ServerTarget> {
-  const envToken = process.env.RACKBOOT_API_TOKEN || undefined;
-  const file = resolveConfigPath(options.config);
-  const loaded = await loadConfigFile(file, { missingAssets: 'warn' });
-  const token =
-    envToken ??
-    (loaded.ok
-      ? (loaded.config.server.api_token ?? (await readOperatorToken(loaded.config.server.state)))
-      : undefined);
-  if (options.url) return { url: options.url.replace(/\/+$/, ''), token };
-  if (!loaded.ok) {
-    const problems = loaded.problems.map((problem) => formatProblem(problem)).join('\n');
-    throw new Error(`no --url given and the config does not load:\n${problems}`);
-  }
-  const { address, http } = loaded.config.server;
-  return { url: `http://${address}:${http.port}`, token };
+/** What the client needs of the config (readServerSettings). */
+interface ServerSettings {
+  /** `http://<server.address>:<server.http.port>`; undefined without server.address. */
+  url: string | undefined;
+  /** Origins at which this config's server answers: its address, and its listen address unless 0.0.0.0. */
+  origins: string[];
+  state: string;
+  apiToken: string | undefined;
 }
 
-async function request<T>(target: ServerTarget, path: string, init: RequestInit = {}): Promise<T> {
-  let response: Response;
+const SERVER_DEFAULTS = {
+  port: ConfigSchema.properties.server.properties.http.properties.port.default as number,
+  listen: ConfigSchema.properties.server.properties.http.properties.listen.default as string,
+  state: ConfigSchema.properties.server.properties.state.default,
+};
+
+/**
+ * server.address, server.http.port/listen, server.state and server.api_token, with the schema's
+ * defaults, from a config that need not be valid: a rejected edit (a duplicate MAC) leaves the
+ * server running on its last good config, and the verbs must still reach it.
+ */
+async function readServerSettings(
+  file: string,
+): Promise<{ ok: true; settings: ServerSettings } | { ok: false; problem: string }> {
+  const read = await readConfigFile(file);
+  const parsed = read.ok ? parseConfigText(read.text, file) : read;
+  if (!parsed.ok)
+    return { ok: false, problem: parsed.problems.map((problem) => formatProblem(problem)).join('\n') };
+  const server = objectAt(parsed.data, 'server');
+  const http = objectAt(server, 'http');
+  const address = stringAt(server, 'address');
+  const listen = stringAt(http, 'listen') ?? SERVER_DEFAULTS.listen;
+  const port = Number.isInteger(http.port) ? (http.port as number) : SERVER_DEFAULTS.port;
+  const state = stringAt(server, 'state') ?? SERVER_DEFAULTS.state;
+  const hosts = [address, listen === '0.0.0.0' ? undefined : listen];
+  return {
+    ok: true,
+    settings: {
+      url: address === undefined ? undefined : `http://${address}:${port}`,
+      origins: hosts.flatMap((host) =>
+        host === undefined ? [] : (originOf(`http://${host}:${port}`) ?? []),
+      ),
+      state: isAbsolute(state) ? state : resolve(dirname(file), state),
+      apiToken: stringAt(server, 'api_token'),
+    },
+  };
+}
+
+function objectAt(data: Record<string, unknown>, key: string): Record<string, unknown> {
+  const value = data[key];
+  return isRecord(value) ? value : {};
+}
+
+function stringAt(data: Record<string, unknown>, key: string): string | undefined {
+  const value = data[key];
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+function originOf(url: string): string | undefined {
   try {
-    response = await fetch(`${target.url}${path}`, {
-      ...init,
-      headers: { accept: 'application/json', ...(init.headers as Record<string, string> | undefined) },
-    });
+    return new URL(url).origin;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `--url` as given, else from the config file (CONTRACT.md). The operator token: $RACKBOOT_API_TOKEN,
+ * else, only for the config's own server (no --url, or a --url of the same origin), server.api_token
+ * or the one a server without either keeps in server.state. Another --url never gets the config's
+ * token: it may be any server, or whatever listens on a port after the server stopped.
+ */
+export async function resolveServer(options: { url?: string; config?: string }): Promise<ServerTarget> {
+  const file = resolveConfigPath(options.config);
+  const read = await readServerSettings(file);
+  const given = options.url?.replace(/\/+$/, '');
+  let url: string;
+  if (given !== undefined) url = given;
+  else if (!read.ok) throw new Error(`no --url given and the config does not load:\n${read.problem}`);
+  else if (read.settings.url === undefined)
+    throw new Error(`no --url given and ${file} has no server.address`);
+  else url = read.settings.url;
+  const envToken = process.env.RACKBOOT_API_TOKEN || undefined;
+  if (envToken) return { url, token: envToken };
+  if (!read.ok) {
+    return {
+      url,
+      token: undefined,
+      noToken: `set $RACKBOOT_API_TOKEN (the config does not load: ${read.problem})`,
+    };
+  }
+  const { settings } = read;
+  if (given !== undefined && !settings.origins.includes(originOf(given) ?? given)) {
+    const own = settings.url ?? 'no server.address';
+    return {
+      url,
+      token: undefined,
+      noToken: `set $RACKBOOT_API_TOKEN: --url ${given} is not the server of ${file} (${own}), which is the only one its token is sent to`,
+    };
+  }
+  if (settings.apiToken) return { url, token: settings.apiToken };
+  const token = await readOperatorToken(settings.state);
+  return token
+    ? { url, token }
+    : { url, token: undefined, noToken: await whyNoOperatorToken(settings.state) };
+}
+
+/** Why the server's own token file of `state` gave no token, and what to do. */
+async function whyNoOperatorToken(state: string): Promise<string> {
+  const file = operatorTokenFile(state);
+  const fixes = 'set $RACKBOOT_API_TOKEN or server.api_token';
+  try {
+    await access(file, constants.R_OK);
+    return `${file} holds no token; ${fixes}`;
   } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      return `${file} does not exist (the server makes it at its first start without server.api_token); is the server running with this config? Or ${fixes}`;
+    }
+    if (code === 'EACCES')
+      return `${file} is not readable by this user: run as the server's user or root, or ${fixes}`;
+    return `cannot read ${file}: ${(error as Error).message}; ${fixes}`;
+  }
+}
+
+/** What a verb expects the API to answer: anything else means --url is not a rackboot server. */
+type Shape = 'array' | 'object';
+
+/**
+ * One API call under REQUEST_TIMEOUT_MS, its answer read whole. A server that accepts and never
+ * answers (stopped with SIGSTOP, a hung proxy) would otherwise hold the verb for minutes.
+ */
+async function call(
+  target: ServerTarget,
+  path: string,
+  init: RequestInit,
+): Promise<{ response: Response; text: string }> {
+  const url = `${target.url}${path}`;
+  try {
+    const response = await fetch(url, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    return { response, text: await response.text() };
+  } catch (error) {
+    if ((error as Error).name === 'TimeoutError') {
+      throw new ApiError(`${url} did not answer within ${REQUEST_TIMEOUT_MS / 1000} s`, 0);
+    }
     throw new ApiError(`cannot reach ${target.url}: ${causeOf(error)}`, 0);
   }
-  const text = await response.text();
+}
+
+async function request<T>(
+  target: ServerTarget,
+  path: string,
+  shape: Shape,
+  init: RequestInit = {},
+): Promise<T> {
+  const url = `${target.url}${path}`;
+  const { response, text } = await call(target, path, {
+    ...init,
+    headers: { accept: 'application/json', ...(init.headers as Record<string, string> | undefined) },
+  });
   let body: unknown;
   try {
     body = text ? JSON.parse(text) : undefined;
@@ -69,20 +205,47 @@ async function request<T>(target: ServerTarget, path: string, init: RequestInit 
     // A wrong --url (another web server, a proxy's error page) answers HTML, not the API's JSON.
     const type = response.headers.get('content-type') ?? 'no content type';
     throw new ApiError(
-      `${target.url}${path} answered HTTP ${response.status} with ${type}, not JSON: is --url a rackboot server?`,
+      `${url} answered HTTP ${response.status} with ${type}, not JSON: is --url a rackboot server?`,
       response.status,
     );
   }
-  if (!response.ok) {
-    const answer = body as { error?: string; rejected?: string } | undefined;
+  if (!response.ok) throw new ApiError(explainRefusal(url, response.status, body), response.status);
+  const fits = shape === 'array' ? Array.isArray(body) : isRecord(body);
+  if (!fits) {
     throw new ApiError(
-      answer?.rejected ??
-        answer?.error ??
-        `${target.url}${path} answered HTTP ${response.status} with no explanation: is --url a rackboot server?`,
+      `${url} answered JSON that is not the API's (${shape === 'array' ? 'a list' : 'an object'} expected): is --url a rackboot server?`,
       response.status,
     );
   }
   return body as T;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * The server's words for a 4xx/5xx. rackboot says it in `rejected`, or in `error` (with details in
+ * `message`); fastify's own answers (a query out of range, an unknown route) put the bare reason
+ * phrase in `error` and what went wrong in `message`.
+ */
+function explainRefusal(url: string, status: number, body: unknown): string {
+  const answer = isRecord(body) ? body : {};
+  const said = (key: string) => stringAt(answer, key);
+  const error = said('error');
+  const isReasonPhrase = error?.toLowerCase() === STATUS_CODES[status]?.toLowerCase();
+  const headline = isReasonPhrase ? undefined : error;
+  const detail = said('message');
+  const explanation =
+    said('rejected') ?? (headline && detail ? `${headline}: ${detail}` : (headline ?? detail ?? error));
+  if (explanation === undefined) {
+    return `${url} answered HTTP ${status} with no explanation: is --url a rackboot server?`;
+  }
+  // An unknown route: a --url with a path, or another fastify application.
+  if (status === 404 && headline === undefined) {
+    return `${url} answered HTTP 404 (${explanation}): is --url a rackboot server?`;
+  }
+  return explanation;
 }
 
 /** fetch's own message is only "fetch failed"; what failed (ECONNREFUSED …) is its cause. */
@@ -90,35 +253,58 @@ function causeOf(error: unknown): string {
   return (error as { cause?: { message?: string } }).cause?.message ?? (error as Error).message;
 }
 
-export function getJson<T>(target: ServerTarget, path: string): Promise<T> {
-  return request<T>(target, path);
+export function getJson<T>(target: ServerTarget, path: string, shape: Shape): Promise<T> {
+  return request<T>(target, path, shape);
 }
 
 /** An operator call: needs the token (resolveServer). */
 export function postOperator<T>(target: ServerTarget, path: string, body: unknown = {}): Promise<T> {
   if (!target.token) {
-    return Promise.reject(
-      new ApiError(
-        `no operator token: set $RACKBOOT_API_TOKEN or server.api_token, or run as a user that can read the server's own (<server.state>/${OPERATOR_TOKEN_FILE})`,
-        401,
-      ),
-    );
+    const why = target.noToken ?? `set $RACKBOOT_API_TOKEN or server.api_token`;
+    return Promise.reject(new ApiError(`no operator token: ${why}`, 401));
   }
-  return request<T>(target, path, {
+  return request<T>(target, path, 'object', {
     method: 'POST',
     headers: { authorization: `Bearer ${target.token}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
 }
 
+/**
+ * The newest event id the server holds (`x-rackboot-last-event-id` of `HEAD /api/v1/machines`);
+ * undefined from a server that does not say.
+ */
+export async function lastEventId(target: ServerTarget): Promise<number | undefined> {
+  const { response } = await call(target, '/api/v1/machines', { method: 'HEAD' });
+  const header = response.headers.get(LAST_EVENT_ID_HEADER);
+  return header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
+}
+
+/** Set by the server on the machine list: the newest event its answer includes. */
+const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
+
+/** The longest pause between two attempts to reopen a dropped event stream. */
+const MAX_RECONNECT_DELAY_MS = 30_000;
+
+/** The server sends a keep-alive comment every 15 s; a stream silent for three of them is dead. */
+const IDLE_TIMEOUT_MS = 45_000;
+
 export interface FollowOptions {
   mac?: string | undefined;
   /** Resume after this event id; without it, live events only. */
   after?: number | undefined;
   signal?: AbortSignal | undefined;
-  /** Pause before reconnecting a dropped stream (the server also suggests one with `retry:`). */
+  /**
+   * Pause before reconnecting a dropped stream (the server also suggests one with `retry:`); it
+   * doubles with each attempt that gets no stream, up to MAX_RECONNECT_DELAY_MS.
+   */
   reconnectDelayMs?: number;
-  /** Called when the stream drops, before reconnecting. */
+  /** A stream that sends nothing (not even a keep-alive) for this long is reopened. */
+  idleTimeoutMs?: number;
+  /**
+   * Called when the stream drops, before reconnecting; not again for the same reason until a stream
+   * delivers (an outage of an hour is one line, not one per attempt).
+   */
   onDisconnect?: (reason: string) => void;
   /** Called when the server could not send every event after the resume point (`history-gap`). */
   onHistoryGap?: (gap: HistoryGap) => void;
@@ -136,49 +322,121 @@ export interface HistoryGap {
 /**
  * The provisioning events from `GET /api/v1/events` (Server-Sent Events), following until `signal`
  * aborts. A dropped stream is reopened with `Last-Event-ID`, so nothing is missed or repeated, unless
- * the server no longer holds what was missed: then `onHistoryGap` hears of it.
+ * the server no longer holds what was missed: then `onHistoryGap` hears of it. A refusal (4xx) or an
+ * answer that is not an event stream ends it with an ApiError: retrying would not change either.
  */
 export async function* followEvents(
   target: ServerTarget,
   options: FollowOptions = {},
 ): AsyncGenerator<MachineEvent> {
   let lastId = options.after;
-  let retryMs = options.reconnectDelayMs ?? 1000;
-  const query = options.mac ? `?mac=${encodeURIComponent(options.mac)}` : '';
+  let baseDelayMs = options.reconnectDelayMs ?? 1000;
+  const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+  const url = `${target.url}/api/v1/events${options.mac ? `?mac=${encodeURIComponent(options.mac)}` : ''}`;
+  // Attempts in a row that got no message, and the reason last told to onDisconnect since one did.
+  let failures = 0;
+  let toldReason: string | undefined;
   while (!options.signal?.aborted) {
     let reason = 'stream ended';
+    let retryAfterMs = 0;
+    const connection = new AbortController();
+    let idle: NodeJS.Timeout | undefined;
+    const watchIdle = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => connection.abort(), idleTimeoutMs);
+    };
+    watchIdle();
     try {
-      const response = await fetch(`${target.url}/api/v1/events${query}`, {
+      const response = await fetch(url, {
         headers: {
           accept: 'text/event-stream',
           ...(lastId === undefined ? {} : { 'last-event-id': String(lastId) }),
         },
-        signal: options.signal,
+        signal: options.signal ? AbortSignal.any([options.signal, connection.signal]) : connection.signal,
       });
-      if (!response.ok || !response.body) {
+      const type = response.headers.get('content-type') ?? 'no content type';
+      if (response.status >= 500) {
         // A full server (503, too many event streams) says when to come back.
-        const retryAfter = Number(response.headers.get('retry-after'));
-        if (retryAfter > 0) retryMs = Math.max(retryMs, retryAfter * 1000);
-        throw new ApiError(`HTTP ${response.status}`, response.status);
+        retryAfterMs = (Number(response.headers.get('retry-after')) || 0) * 1000;
+        throw new Error(`HTTP ${response.status}`);
       }
-      for await (const messages of serverSentEvents(response.body as unknown as AsyncIterable<Uint8Array>)) {
+      if (!response.ok) {
+        throw new ApiError(
+          explainRefusal(url, response.status, parseOrUndefined(await response.text())),
+          response.status,
+        );
+      }
+      if (!type.startsWith('text/event-stream') || !response.body) {
+        throw new ApiError(
+          `${url} answered HTTP ${response.status} with ${type}, not an event stream: is --url a rackboot server?`,
+          response.status,
+        );
+      }
+      for await (const messages of serverSentEvents(
+        eachChunk(response.body as unknown as AsyncIterable<Uint8Array>, watchIdle),
+      )) {
+        failures = 0;
+        toldReason = undefined;
         for (const message of messages) {
-          if (message.retry !== undefined) retryMs = message.retry;
+          if (message.retry !== undefined) baseDelayMs = message.retry;
           if (message.data === undefined) continue;
           if (message.id !== undefined) lastId = Number(message.id);
           if (message.event === 'history-gap') options.onHistoryGap?.(JSON.parse(message.data) as HistoryGap);
           // Provisioning events are unnamed; a name this client does not know is for newer clients.
-          if (message.event === undefined) yield JSON.parse(message.data) as MachineEvent;
+          if (message.event !== undefined) continue;
+          // The consumer may take its time (a paused pager): that is not the stream's silence.
+          clearTimeout(idle);
+          yield JSON.parse(message.data) as MachineEvent;
+          watchIdle();
         }
       }
     } catch (error) {
       if (options.signal?.aborted) return;
-      if (error instanceof ApiError && error.status >= 400 && error.status < 500) throw error;
-      reason = `${target.url}: ${causeOf(error)}`;
+      if (error instanceof ApiError) throw error;
+      reason = connection.signal.aborted
+        ? `${url}: nothing received for ${idleTimeoutMs / 1000} s`
+        : `${target.url}: ${causeOf(error)}`;
+    } finally {
+      clearTimeout(idle);
     }
-    options.onDisconnect?.(reason);
-    await new Promise((resolve) => setTimeout(resolve, retryMs));
+    if (reason !== toldReason) options.onDisconnect?.(reason);
+    toldReason = reason;
+    const delayMs = Math.max(retryAfterMs, Math.min(baseDelayMs * 2 ** failures, MAX_RECONNECT_DELAY_MS));
+    failures += 1;
+    await sleep(delayMs, options.signal);
   }
+}
+
+/** The chunks of a body, calling `onChunk` as each arrives. */
+async function* eachChunk(
+  chunks: AsyncIterable<Uint8Array>,
+  onChunk: () => void,
+): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks) {
+    onChunk();
+    yield chunk;
+  }
+}
+
+function parseOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A pause that ends early, without an error, when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }
 
 export interface SseMessage {

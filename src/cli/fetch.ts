@@ -32,16 +32,25 @@ export function registerFetch(program: Command): void {
       const stream = options.stream;
       if (!isStream(stream)) throw new FetchError(`unknown stream ${stream}; choose ${STREAMS.join(', ')}`);
       const arches = options.arch.flatMap((arch) => arch.split(',')).filter((arch) => arch !== '');
+      // `--arch "$ARCHES"` with the variable unset would otherwise fetch nothing and exit 0.
+      if (arches.length === 0) throw new FetchError('--arch names no architecture (x86_64, aarch64, …)');
       const badArch = arches.find((arch) => !/^[a-z0-9_]+$/.test(arch));
       if (badArch !== undefined) throw new FetchError(`unknown architecture ${badArch}`);
       const retries = Number(options.retries);
       if (!Number.isInteger(retries) || retries < 0) throw new FetchError('--retries wants a whole number');
+      const keyring = keyringSetting(options.keyring);
+      // The sha256 sums are only as trustworthy as the metadata that lists them.
+      if (options.metadataUrl?.toLowerCase().startsWith('http:') && keyring === undefined) {
+        process.stderr.write(
+          `rackboot fetch: warning: ${options.metadataUrl} is plain HTTP and no --keyring is given: anyone on the path can change the files and their sha256 sums alike\n`,
+        );
+      }
       const result = await fetchCoreos({
         stream,
         arches: [...new Set(arches)],
         dest: await destination(options, reporter),
         metadataUrl: options.metadataUrl,
-        keyring: keyringSetting(options.keyring),
+        keyring,
         retries,
         reporter,
         now: () => new Date(),

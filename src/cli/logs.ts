@@ -1,7 +1,18 @@
-import type { Command } from 'commander';
+import { once } from 'node:events';
+import { type Command, InvalidArgumentError } from 'commander';
 import { parseMac } from '../inventory/mac.js';
 import type { MachineEvent } from '../lifecycle/events.js';
-import { addServerOptions, followEvents, getJson, type HistoryGap, resolveServer } from './client.js';
+import {
+  addServerOptions,
+  followEvents,
+  getJson,
+  type HistoryGap,
+  lastEventId,
+  resolveServer,
+} from './client.js';
+
+/** The most events `GET /api/v1/events` answers at once (its `limit`, events-stream.ts). */
+const MAX_LINES = 10_000;
 
 interface LogsOptions {
   url?: string;
@@ -9,7 +20,7 @@ interface LogsOptions {
   follow?: boolean;
   mac?: string;
   json?: boolean;
-  lines: string;
+  lines: number;
 }
 
 export function registerLogs(program: Command): void {
@@ -18,32 +29,46 @@ export function registerLogs(program: Command): void {
     .option('-f, --follow', 'keep printing new events (reconnects and resumes by itself)')
     .option('--mac <mac>', 'only this machine')
     .option('--json', 'one JSON event per line instead of human lines')
-    .option('-n, --lines <count>', 'how many past events to print first', '100')
+    .option('-n, --lines <count>', `how many past events to print first (1 to ${MAX_LINES})`, parseLines, 100)
     .action(async (options: LogsOptions) => {
       const mac = options.mac === undefined ? undefined : parseMac(options.mac);
       if (options.mac !== undefined && !mac) throw new Error(`not a MAC address: ${options.mac}`);
-      const lines = Number(options.lines);
-      if (!Number.isInteger(lines) || lines < 1)
-        throw new Error(`--lines must be a positive number: ${options.lines}`);
       const target = await resolveServer(options);
-      const print = (event: MachineEvent) =>
-        process.stdout.write(`${options.json ? JSON.stringify(event) : formatEvent(event)}\n`);
-      const query = new URLSearchParams({ limit: String(lines), ...(mac ? { mac } : {}) });
-      const history = await getJson<MachineEvent[]>(target, `/api/v1/events?${query}`);
-      for (const event of history) print(event);
+      // A reader that stops (`| head`) ends the process in main.ts; a slow one (`| less`) holds it here.
+      const print = async (event: MachineEvent) => {
+        const line = `${options.json ? JSON.stringify(event) : formatEvent(event)}\n`;
+        if (!process.stdout.write(line)) await once(process.stdout, 'drain');
+      };
+      // With --mac the history's newest event may be long ago, and resuming after it would replay
+      // (and report as pruned) every other machine's events since: resume after the server's newest,
+      // asked before the history so nothing of this machine falls between the two.
+      const newest = mac ? await lastEventId(target) : undefined;
+      const query = new URLSearchParams({ limit: String(options.lines), ...(mac ? { mac } : {}) });
+      const history = await getJson<MachineEvent[]>(target, `/api/v1/events?${query}`, 'array');
+      for (const event of history) await print(event);
       if (!options.follow) return;
 
       const stop = new AbortController();
       process.once('SIGINT', () => stop.abort());
       const events = followEvents(target, {
         mac,
-        after: history.at(-1)?.id ?? 0,
+        after: Math.max(newest ?? 0, history.at(-1)?.id ?? 0),
         signal: stop.signal,
         onDisconnect: (reason) => process.stderr.write(`rackboot logs: ${reason}; reconnecting\n`),
         onHistoryGap: (gap) => process.stderr.write(`rackboot logs: ${describeGap(gap)}\n`),
       });
-      for await (const event of events) print(event);
+      for await (const event of events) await print(event);
     });
+}
+
+function parseLines(text: string): number {
+  const lines = Number(text);
+  if (!Number.isInteger(lines) || lines < 1 || lines > MAX_LINES) {
+    throw new InvalidArgumentError(
+      `a whole number from 1 to ${MAX_LINES} (the most the server answers at once)`,
+    );
+  }
+  return lines;
 }
 
 /** Why events are missing from what `logs -f` printed, in the words of the stderr line. */
@@ -54,9 +79,12 @@ export function describeGap(gap: HistoryGap): string {
     : `events after ${gap.after} were pruned by retention before they were printed (with --mac: maybe none of this machine's); continuing at ${next}`;
 }
 
-/** One event as a human line: time, MAC, source, type, then what matters about it. */
-export function formatEvent(event: MachineEvent): string {
-  const time = event.time.slice(11, 23);
+/**
+ * One event as a human line: local time (with the date when not today), MAC, source, type, then what
+ * matters about it.
+ */
+export function formatEvent(event: MachineEvent, now = new Date()): string {
+  const time = localTime(new Date(event.time), now);
   const detail = event.detail ?? {};
   const facts =
     event.type === 'state-changed'
@@ -75,4 +103,12 @@ export function formatEvent(event: MachineEvent): string {
     ...facts,
   ];
   return columns.join(' ').trimEnd();
+}
+
+/** `HH:MM:SS.mmm` in the local zone ($TZ), after `YYYY-MM-DD ` unless `time` is on the day of `now`. */
+function localTime(time: Date, now: Date): string {
+  const pad = (value: number, width = 2) => String(value).padStart(width, '0');
+  const day = (date: Date) => `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
+  const clock = `${pad(time.getHours())}:${pad(time.getMinutes())}:${pad(time.getSeconds())}.${pad(time.getMilliseconds(), 3)}`;
+  return day(time) === day(now) ? clock : `${day(time)} ${clock}`;
 }

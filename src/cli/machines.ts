@@ -12,7 +12,7 @@ export function registerMachines(program: Command): void {
     .option('--json', 'the API answer as JSON')
     .action(async (options: { url?: string; config?: string; json?: boolean }) => {
       const target = await resolveServer(options);
-      const list = await getJson<MachineView[]>(target, '/api/v1/machines');
+      const list = await getJson<MachineView[]>(target, '/api/v1/machines', 'array');
       console.log(options.json ? JSON.stringify(list, null, 2) : machinesTable(list, Date.now()));
     });
 

@@ -30,6 +30,13 @@ export function buildProgram(): Command {
   return program;
 }
 
+// A reader that stopped (`rackboot logs | head -1`, `logs -f | grep -m1 -q`) has what it wanted.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  console.error(`rackboot: stdout: ${error.message}`);
+  process.exit(1);
+});
+
 try {
   await buildProgram().parseAsync(process.argv);
 } catch (error) {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
+import type { MachineView } from '../http/api-routes.js';
 import { parseMac } from '../inventory/mac.js';
-import { addServerOptions, postOperator, resolveServer } from './client.js';
+import { addServerOptions, getJson, postOperator, resolveServer } from './client.js';
 
 export function registerReprovision(program: Command): void {
   addServerOptions(program.command('reprovision <mac>'))
@@ -11,5 +12,23 @@ export function registerReprovision(program: Command): void {
       const target = await resolveServer(options);
       const answer = await postOperator<{ state: string }>(target, `/api/v1/machines/${mac}/reprovision`);
       console.log(`${mac}: installs again at its next network boot (now ${answer.state})`);
+      // The server reprovisions any machine it has seen; one taken out of the config since then is
+      // served at its next boot as unknown_machines says, which may be not at all.
+      const machine = await getJson<MachineView>(target, `/api/v1/machines/${mac}`, 'object').catch(
+        (error: Error) => {
+          console.error(
+            `rackboot reprovision: cannot tell whether ${mac} is in the config: ${error.message}`,
+          );
+          return undefined;
+        },
+      );
+      if (machine && !machine.listed) console.error(`rackboot reprovision: warning: ${notListed(machine)}`);
     });
+}
+
+function notListed(machine: MachineView): string {
+  const next = machine.profile
+    ? `its next network boot gets profile ${machine.profile}, as unknown_machines says`
+    : 'unknown_machines is ignore, so its next network boot gets no answer until it is listed again (rackboot machines adopt)';
+  return `${machine.mac} is not in the config: ${next}`;
 }
