@@ -53,6 +53,8 @@ async function startMirror(t: Test, arches = ['x86_64', 'aarch64']) {
     shortRange: false,
     wrongSha: new Set<string>(),
     metadataStatus: 200,
+    /** Answer the stream document with a 503 this many times first (a mirror failing over). */
+    metadataUnavailable: 0,
   };
   const locations: Record<string, Record<PxeArtifact, string>> = {};
   const server = createServer((request, response) => serve(request, response));
@@ -113,6 +115,11 @@ async function startMirror(t: Test, arches = ['x86_64', 'aarch64']) {
     requests.push({ path, range: request.headers.range });
     const streamDocument = /^\/streams\/(\w+)\.json$/.exec(path);
     if (streamDocument) {
+      if (behaviour.metadataUnavailable > 0) {
+        behaviour.metadataUnavailable -= 1;
+        response.writeHead(503).end();
+        return;
+      }
       if (behaviour.metadataStatus !== 200) {
         response.writeHead(behaviour.metadataStatus).end();
         return;
@@ -450,6 +457,26 @@ t.test('HTTP errors, unreachable servers and stalls are one clear line', async (
     listFiles(dest).filter((name) => !name.endsWith('.part')),
     [],
     'nothing under a final name',
+  );
+});
+
+t.test('the stream metadata is retried under --retries, as the artifacts are', async (t) => {
+  const mirror = await startMirror(t, ['x86_64']);
+  const dest = tempDir(t, 'rackboot-fetch-');
+  mirror.behaviour.metadataUnavailable = 2;
+  const retried = options(mirror, dest, { retries: 2 });
+  const result = await fetchCoreos(retried);
+  t.equal(result.entries.length, 1, 'fetched after two 503s');
+  t.equal(
+    retried.output.filter((line) => /stable\.json: .*HTTP 503.*; retrying in/.test(line)).length,
+    2,
+    'each retry said so',
+  );
+  mirror.behaviour.metadataUnavailable = 1;
+  await t.rejects(
+    fetchCoreos(options(mirror, dest, { retries: 0 })),
+    /HTTP 503/,
+    'no retries: the 503 ends it',
   );
 });
 

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { downloadVerified, FetchError, fetchBytes, writeAtomically } from './download.js';
+import { downloadVerified, FetchError, fetchBytes, withRetries, writeAtomically } from './download.js';
 import { checkSignatureTools, verifyDetachedSignature } from './gpg.js';
 import { withLock } from './lock.js';
 import {
@@ -53,7 +53,7 @@ export async function fetchCoreos(options: FetchCoreosOptions): Promise<FetchCor
   if (options.keyring !== undefined) await checkSignatureTools(options.keyring);
   const metadataUrl = options.metadataUrl ?? streamMetadataUrl(stream);
   reporter.line(`stream ${stream}: reading ${metadataUrl}`);
-  const metadata = parseJson(await fetchBytes(metadataUrl, options.idleTimeoutMs), metadataUrl);
+  const metadata = parseJson(await fetchSmall(options, metadataUrl), metadataUrl);
   const releases = options.arches.map((arch) => {
     const release = pickPxeRelease(metadata, stream, arch, metadataUrl);
     if ('error' in release) throw new FetchError(release.error);
@@ -133,7 +133,7 @@ async function verifySignature(
   const signatureFile = `${file}.sig`;
   if (!source.signature) throw new FetchError(`no signature listed for ${source.location}`);
   if (!existsSync(signatureFile)) {
-    await writeAtomically(signatureFile, await fetchBytes(source.signature, options.idleTimeoutMs));
+    await writeAtomically(signatureFile, await fetchSmall(options, source.signature));
   }
   try {
     await verifyDetachedSignature(keyring, signatureFile, candidate);
@@ -172,4 +172,13 @@ function parseJson(bytes: Buffer, source: string): unknown {
   } catch (error) {
     throw new FetchError(`${source} is not JSON: ${(error as Error).message}`);
   }
+}
+
+/** The stream metadata or a signature: retried under --retries, as the artifacts are. */
+function fetchSmall(options: FetchCoreosOptions, url: string): Promise<Buffer> {
+  return withRetries(() => fetchBytes(url, options.idleTimeoutMs), {
+    ...options,
+    onRetry: (error, delayMs) =>
+      options.reporter.line(`${url}: ${error.message}; retrying in ${delayMs / 1000}s`),
+  });
 }

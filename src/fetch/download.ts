@@ -64,15 +64,30 @@ export async function downloadVerified(
     return { outcome: 'present', bytes: present.bytes };
   }
   await mkdir(dirname(file), { recursive: true });
-  const retries = options.retries ?? 0;
-  for (let attempt = 0; ; attempt++) {
+  const result = await withRetries(() => attemptDownload(options), {
+    ...options,
+    onRetry: options.events?.retry,
+  });
+  return { outcome: result.resumed ? 'resumed' : 'downloaded', bytes: result.bytes };
+}
+
+export interface RetryPolicy {
+  /** Further attempts after a retryable failure. */
+  retries?: number;
+  /** Delay before retry n is n × this. */
+  retryDelayMs?: number;
+  onRetry?: (error: FetchError, delayMs: number) => void;
+}
+
+/** `attempt`, tried again after a retryable FetchError (a network error, a 5xx) as `policy` allows. */
+export async function withRetries<T>(attempt: () => Promise<T>, policy: RetryPolicy): Promise<T> {
+  for (let tries = 0; ; tries++) {
     try {
-      const result = await attemptDownload(options);
-      return { outcome: result.resumed ? 'resumed' : 'downloaded', bytes: result.bytes };
+      return await attempt();
     } catch (error) {
-      if (!(error instanceof FetchError) || !error.retryable || attempt >= retries) throw error;
-      const delayMs = (attempt + 1) * (options.retryDelayMs ?? 2000);
-      options.events?.retry?.(error, delayMs);
+      if (!(error instanceof FetchError) || !error.retryable || tries >= (policy.retries ?? 0)) throw error;
+      const delayMs = (tries + 1) * (policy.retryDelayMs ?? 2000);
+      policy.onRetry?.(error, delayMs);
       await sleep(delayMs);
     }
   }
