@@ -121,6 +121,61 @@ t.test('3. a unit or drop-in line of 2048 bytes or more is refused, as go-system
   }
 });
 
+t.test(
+  '3b. a long line is refused exactly where go-systemd looks: checked against ignition-validate',
+  async (t) => {
+    // Units with long lines at many places, early and late, in options, comments and continuations:
+    // go-systemd looks for a line end only before each lexer step and only with 2048 bytes buffered,
+    // so a long line late in a unit is often accepted (and systemd reads lines up to 1 MiB).
+    let seed = 7;
+    const random = (below: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % below;
+    };
+    const shortLine = () =>
+      [`Environment=A${random(1000)}=${'v'.repeat(random(120))}`, `# ${'c'.repeat(random(200))}`, ''][
+        random(3)
+      ] ?? '';
+    const longLine = () =>
+      [
+        `ExecStart=/bin/echo ${'x'.repeat(2040 + random(400))}`,
+        `# ${'c'.repeat(2050 + random(300))}`,
+        `ExecStart=/bin/echo ${'y'.repeat(1200)} \\\n  ${'z'.repeat(1000 + random(300))}`,
+      ][random(3)] ?? '';
+    const units = Array.from({ length: 40 }, () => {
+      const lines = ['[Unit]', 'Description=long lines', '[Service]', 'Type=oneshot'];
+      const before = random(90);
+      for (let index = 0; index < before; index += 1) lines.push(shortLine());
+      lines.push(longLine());
+      for (let index = random(5); index > 0; index -= 1) lines.push(shortLine());
+      lines.push('[Install]', 'WantedBy=multi-user.target', '');
+      return lines.join('\n');
+    });
+    await requireTools('ignition-validate');
+    const verdicts = { refused: 0, accepted: 0 };
+    for (const [index, contents] of units.entries()) {
+      const text = JSON.stringify({
+        ignition: { version: '3.3.0' },
+        systemd: { units: [{ name: 'long.service', contents }] },
+      });
+      const theirs = /line too long/.test(await ignitionValidate(text));
+      const ours = problemsOf(render(text, join(scratch, 'long.ign'))).some((line) =>
+        /line too long/.test(line),
+      );
+      t.equal(
+        ours,
+        theirs,
+        `unit ${index} (${contents.length} bytes): ${theirs ? 'refused' : 'accepted'} by ignition-validate`,
+      );
+      verdicts[theirs ? 'refused' : 'accepted'] += 1;
+    }
+    t.ok(
+      verdicts.refused > 0 && verdicts.accepted > 0,
+      `both verdicts among the cases: ${JSON.stringify(verdicts)}`,
+    );
+  },
+);
+
 t.test('6. validate names only machines that exist, whatever a render repeats', async (t) => {
   t.strictSame(
     problemsOf(

@@ -2,6 +2,7 @@ import { posix } from 'node:path';
 import { convertShape, isJsonObject, type JsonObject } from './shape.js';
 import { IGNITION_SPEC, isAtLeast, SPEC_VERSIONS, type SpecVersion } from './spec.js';
 import type { NodePath, PathError } from './template.js';
+import { unitLineTooLong } from './unit-line-limit.js';
 
 /**
  * Ignition's own validation rules (config/v3_5/types and config/shared/errors in coreos/ignition),
@@ -672,22 +673,19 @@ function checkDevice(device: unknown, at: NodePath, missingMessage: string, erro
   else if (!device.startsWith('/')) error(at, 'path not absolute');
 }
 
-/** go-systemd's SYSTEMD_LINE_MAX: its lexer refuses a physical line of this many bytes or more. */
-const UNIT_LINE_MAX_BYTES = 2048;
-
 /**
  * go-systemd's unit parser: sections, `Key=Value` inside a section, comments, `\` continuations, and
- * physical lines (comments and continued lines too) shorter than 2048 bytes.
+ * the line length its lexer refuses (unit-line-limit.ts).
  */
 function checkUnitContents(contents: unknown, path: NodePath, error: ReportError): void {
   if (typeof contents !== 'string') return;
+  if (unitLineTooLong(contents)) {
+    error(path, 'invalid unit content: line too long (max 2048 bytes)');
+    return;
+  }
   let inSection = false;
   let continued = false;
   for (const [index, rawLine] of contents.split('\n').entries()) {
-    if (byteLength(rawLine) >= UNIT_LINE_MAX_BYTES) {
-      error(path, `invalid unit content: line too long (max ${UNIT_LINE_MAX_BYTES} bytes)`);
-      return;
-    }
     const line = rawLine.trim();
     const wasContinued = continued;
     continued = line.endsWith('\\');
