@@ -1,6 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer, type RequestListener } from 'node:http';
 import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +13,7 @@ import { registerReprovision } from '../src/cli/reprovision.js';
 import { openOperatorToken } from '../src/http/operator-token.js';
 import { ADOPT_LOCK_PATH, adoptMachine } from '../src/inventory/adopt.js';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
+import { fakeHttpServer } from './helpers/loopback.js';
 import { waitUntil } from './helpers/poll.js';
 import {
   API_TOKEN,
@@ -305,22 +305,9 @@ t.test(
   },
 );
 
-/** An HTTP server on loopback answering with `handler`, closed at teardown; resolves with its URL. */
-async function fakeServer(t: Test, handler: RequestListener): Promise<string> {
-  const server = createServer(handler);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    server.closeAllConnections();
-    return new Promise((resolve) => server.close(resolve));
-  });
-  const address = server.address();
-  if (typeof address !== 'object' || address === null) throw new Error('no port');
-  return `http://127.0.0.1:${address.port}`;
-}
-
 t.test('a --url that answers HTML or nothing, not the API, is named with its HTTP status', async (t) => {
   const { configFile } = await startLifecycleApp(t);
-  const url = await fakeServer(t, (request, response) => {
+  const url = await fakeHttpServer(t, (request, response) => {
     if (request.url === '/api/v1/machines/52:54:00:12:34:56/reprovision') response.writeHead(404).end();
     else response.writeHead(404, { 'content-type': 'text/html' }).end('<html><body>Not Found</body></html>');
   });
@@ -361,7 +348,7 @@ t.test("server errors in the server's words; JSON of another shape is named, not
     'checked before asking',
   );
 
-  const other = await fakeServer(t, (request, response) => {
+  const other = await fakeHttpServer(t, (request, response) => {
     const json = (status: number, body: unknown) =>
       response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     // fastify's answer to a query its schema refuses: the reason phrase in `error`.
@@ -387,7 +374,7 @@ t.test("server errors in the server's words; JSON of another shape is named, not
 /** Answers the API calls of machines and reprovision, noting each request and its Authorization. */
 async function recordingApi(t: Test): Promise<{ url: string; port: string; heard: string[] }> {
   const heard: string[] = [];
-  const url = await fakeServer(t, (request, response) => {
+  const url = await fakeHttpServer(t, (request, response) => {
     heard.push(`${request.method} ${request.url} ${request.headers.authorization ?? 'no token'}`);
     const body =
       request.method === 'POST'
@@ -512,7 +499,7 @@ t.test('logs into a reader that stops early ends quietly with exit 0', async (t)
 t.test("logs -f --mac resumes after the server's newest event, not this machine's", async (t) => {
   // Retention pruned events 1-400 of other machines; this MAC has none; the server is at 500.
   const resumedAfter: string[] = [];
-  const url = await fakeServer(t, (request, response) => {
+  const url = await fakeHttpServer(t, (request, response) => {
     if (request.headers.accept === 'text/event-stream') {
       resumedAfter.push(String(request.headers['last-event-id']));
       response.writeHead(200, { 'content-type': 'text/event-stream' }).write('retry: 1000\n\n');

@@ -1,23 +1,17 @@
-import { createServer, type RequestListener } from 'node:http';
+import type { RequestListener } from 'node:http';
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import t, { type Test } from 'tap';
 import { ApiError, followEvents, getJson, type ServerTarget } from '../src/cli/client.js';
+import { fakeHttpServer } from './helpers/loopback.js';
+
+/** A fake server as the client's target. */
+const serve = async (t: Test, handler: RequestListener): Promise<ServerTarget> => ({
+  url: await fakeHttpServer(t, handler),
+  token: undefined,
+});
 
 /** client.ts's REQUEST_TIMEOUT_MS, as its message says it. */
 const REQUEST_TIMEOUT_MS = 10_000;
-
-/** An HTTP server on loopback answering with `handler`; closed at teardown. */
-async function serve(t: Test, handler: RequestListener): Promise<ServerTarget> {
-  const server = createServer(handler);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    server.closeAllConnections();
-    return new Promise((resolve) => server.close(resolve));
-  });
-  const address = server.address();
-  if (typeof address !== 'object' || address === null) throw new Error('no port');
-  return { url: `http://127.0.0.1:${address.port}`, token: undefined };
-}
 
 t.test('a JSON call to a server that accepts and never answers gives up with one line', async (t) => {
   // What a `kill -STOP`ped serve looks like: the kernel accepts, nobody answers.

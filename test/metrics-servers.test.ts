@@ -1,24 +1,18 @@
 import { createSocket } from 'node:dgram';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import t from 'tap';
 import { startRackboot } from '../src/rackboot.js';
+import { freePort } from './helpers/loopback.js';
 
 /**
  * /metrics of the whole server as `serve` wires it: the TFTP server's own counters (requests turned
  * away, malformed packets) reach it, which no transfer event carries.
  */
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (typeof address !== 'object' || address === null) throw new Error('no port');
-  return address.port;
-}
+const metricLine = (text: string, name: string) =>
+  text.split('\n').find((line) => line.startsWith(name)) ?? `${name} missing`;
 
 t.test("the TFTP server's drops and gauges are in /metrics", async (t) => {
   const directory = t.testdir({ assets: { 'undionly.kpxe': Buffer.alloc(4096, 1) } });
@@ -42,25 +36,29 @@ dhcp: { mode: off }
   });
   t.teardown(() => rackboot.close());
 
-  const socket = createSocket('udp4');
-  t.teardown(() => socket.close());
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-  const send = (packet: Buffer) =>
-    new Promise<void>((resolve, reject) =>
-      socket.send(packet, tftpPort, '127.0.0.1', (error) => (error ? reject(error) : resolve())),
+  /** A datagram to the TFTP port from a port of its own: a client of its own (a transfer ID). */
+  const sendFromNewPort = async (packet: Buffer) => {
+    const client = createSocket('udp4');
+    await new Promise<void>((resolve) => client.bind(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve, reject) =>
+      client.send(packet, tftpPort, '127.0.0.1', (error) => (error ? reject(error) : resolve())),
     );
+    client.close();
+  };
+  /** /metrics once the line `name` ends with ` value` (counters are read at scrape time), or as it is after 5 s. */
+  const metricsWhen = async (name: string, value: number) => {
+    let text = '';
+    for (let tries = 0; tries < 50; tries += 1) {
+      text = await (await fetch(`${rackboot.httpUrl}/metrics`)).text();
+      if (metricLine(text, name).endsWith(` ${value}`)) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return text;
+  };
   // Opcode 9 does not exist; an RRQ without its mode's NUL does not decode either.
-  await send(Buffer.from([0, 9, 1, 2]));
-  await send(Buffer.from('\u0000\u0001undionly.kpxe\u0000octet', 'binary'));
-
-  const metricLine = (text: string, name: string) =>
-    text.split('\n').find((line) => line.startsWith(name)) ?? `${name} missing`;
-  let text = '';
-  for (let tries = 0; tries < 50; tries += 1) {
-    text = await (await fetch(`${rackboot.httpUrl}/metrics`)).text();
-    if (metricLine(text, 'rackboot_tftp_dropped_total{reason="malformed"}').endsWith(' 2')) break;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  await sendFromNewPort(Buffer.from([0, 9, 1, 2]));
+  await sendFromNewPort(Buffer.from('\u0000\u0001undionly.kpxe\u0000octet', 'binary'));
+  let text = await metricsWhen('rackboot_tftp_dropped_total{reason="malformed"}', 2);
   t.equal(
     metricLine(text, 'rackboot_tftp_dropped_total{reason="malformed"}'),
     'rackboot_tftp_dropped_total{reason="malformed"} 2',
@@ -79,24 +77,9 @@ dhcp: { mode: off }
 
   // The same missing file asked for by three clients of one host within 10 s (three ports: a
   // request repeated from one port is a retransmission): one event, three refusals counted.
-  for (let index = 0; index < 3; index += 1) {
-    const client = createSocket('udp4');
-    await new Promise<void>((resolve) => client.bind(0, '127.0.0.1', resolve));
-    await new Promise<void>((resolve, reject) =>
-      client.send(
-        Buffer.from('\u0000\u0001missing.efi\u0000octet\u0000', 'binary'),
-        tftpPort,
-        '127.0.0.1',
-        (error) => (error ? reject(error) : resolve()),
-      ),
-    );
-    client.close();
-  }
-  for (let tries = 0; tries < 50; tries += 1) {
-    text = await (await fetch(`${rackboot.httpUrl}/metrics`)).text();
-    if (metricLine(text, 'rackboot_tftp_refusals_suppressed_total').endsWith(' 2')) break;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  for (let index = 0; index < 3; index += 1)
+    await sendFromNewPort(Buffer.from('\u0000\u0001missing.efi\u0000octet\u0000', 'binary'));
+  text = await metricsWhen('rackboot_tftp_refusals_suppressed_total', 2);
   t.equal(
     metricLine(text, 'rackboot_tftp_refusals_suppressed_total'),
     'rackboot_tftp_refusals_suppressed_total 2',

@@ -17,6 +17,7 @@ import Database from 'better-sqlite3';
 import t, { type Test } from 'tap';
 import { DATABASE_FILE_NAME } from '../src/lifecycle/store.js';
 import { cliCommand, runCli } from './helpers/cli.js';
+import { freePort } from './helpers/loopback.js';
 import { createTestNetwork, requireTools, waitForOutput } from './helpers/netns.js';
 
 /**
@@ -24,15 +25,6 @@ import { createTestNetwork, requireTools, waitForOutput } from './helpers/netns.
  * it serves, applies a valid edit without a restart, keeps serving through an invalid one, and
  * shuts down cleanly on SIGTERM.
  */
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (typeof address !== 'object' || address === null) throw new Error('no port');
-  return address.port;
-}
 
 function configText(httpPort: number, tftpPort: number, machines: string): string {
   return `server:

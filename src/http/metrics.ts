@@ -3,6 +3,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import type { MachineEvent } from '../lifecycle/events.js';
 import { MACHINE_STATES } from '../lifecycle/events.js';
 import type { Lifecycle } from '../lifecycle/store.js';
+import type { TftpStats } from '../tftp/server.js';
 
 declare module 'fastify' {
   interface FastifyReply {
@@ -22,22 +23,11 @@ export interface DhcpCounters {
   boundLeases: number;
 }
 
-/** The TFTP server's counters (src/tftp/server.ts TftpStats), read at every scrape. */
-export interface TftpCounters {
-  activeTransfers: number;
-  /** Refusals neither recorded as events nor logged (a repeat of the same within 10 s). */
-  refusalsSuppressed: number;
-  retransmittedPackets: number;
-  cacheBytes: number;
-  errors: {
-    malformed: number;
-    foreignTid: number;
-    sourcePortZero: number;
-    busy: number;
-    duplicateAcks: number;
-    io: number;
-  };
-}
+/** The TFTP server's counters that /metrics reads at every scrape. */
+export type TftpCounters = Pick<
+  TftpStats,
+  'activeTransfers' | 'refusalsSuppressed' | 'retransmittedPackets' | 'cacheBytes' | 'errors'
+>;
 
 export interface MetricsOptions {
   lifecycle: Lifecycle;
