@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdtemp, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { requireTools, run } from './helpers/netns.js';
 import { waitUntil } from './helpers/poll.js';
 import { createAssets, startTestServer } from './tftp/harness.js';
@@ -30,16 +30,18 @@ const rewriteInPlace = (path: string, content: Buffer) =>
     run('dd', [`if=${join(scratch, 'new')}`, `of=${path}`, 'conv=notrunc', 'bs=1M', 'status=none']),
   );
 
-t.test('a streamed file rewritten in place mid-transfer aborts it; the client keeps no mix', async (t) => {
-  // Over the cache's 16 MiB per-file limit: streamed from disk a chunk at a time.
+/**
+ * curl fetches a 20 MiB file (over the cache's 16 MiB per-file limit: streamed from disk a chunk at a
+ * time); once it has the first MiB it is held still (SIGSTOP) while `change` runs, so the change lands
+ * mid-transfer however fast the client; then it goes on. Resolves with what curl got and its event.
+ */
+async function fetchWhile(t: Test, name: string, change: (path: string) => Promise<unknown>) {
   const size = 20 << 20;
-  const path = join(assets.root, 'streamed.bin');
+  const path = join(assets.root, name);
   const old = randomBytes(size);
   await writeFile(path, old);
-  const output = join(scratch, 'streamed.out');
-  const curl = spawn('curl', ['-sS', '--max-time', '120', '-o', output, url('streamed.bin')], {
-    stdio: 'ignore',
-  });
+  const output = join(scratch, `${name}.out`);
+  const curl = spawn('curl', ['-sS', '--max-time', '120', '-o', output, url(name)], { stdio: 'ignore' });
   const exited = once(curl, 'exit') as Promise<[number | null]>;
   const pid = curl.pid ?? 0;
   t.teardown(() => {
@@ -51,19 +53,41 @@ t.test('a streamed file rewritten in place mid-transfer aborts it; the client ke
     5,
   );
   t.ok(started, 'the client has the first MiB');
-  // Held still while the file is rewritten, so the rewrite lands mid-transfer however fast the client.
   process.kill(pid, 'SIGSTOP');
-  await rewriteInPlace(path, randomBytes(size));
+  await change(path);
   process.kill(pid, 'SIGCONT');
   const [code] = await exited;
+  await running.waitForEvents((events) => events.some((event) => event.detail?.file === name));
+  const event = running.events.find((event) => event.detail?.file === name);
+  return { code, old, received: await readFile(output), detail: event?.detail };
+}
+
+t.test('a streamed file rewritten in place mid-transfer aborts it; the client keeps no mix', async (t) => {
+  const { code, old, received, detail } = await fetchWhile(t, 'streamed.bin', (path) =>
+    rewriteInPlace(path, randomBytes(20 << 20)),
+  );
   t.not(code, 0, 'curl fails: the server ended the transfer');
-  const received = await readFile(output);
-  t.ok(received.length < size, `the client got ${received.length} bytes, not the whole file`);
+  t.ok(received.length < old.length, `the client got ${received.length} bytes, not the whole file`);
   t.ok(received.equals(old.subarray(0, received.length)), 'every byte it got is of the old version');
-  await running.waitForEvents((events) => events.some((event) => event.detail?.file === 'streamed.bin'));
-  const event = running.events.find((event) => event.detail?.file === 'streamed.bin');
-  t.match(event?.detail, { outcome: 'aborted', reason: 'file-changed' });
+  t.match(detail, { outcome: 'aborted', reason: 'file-changed' });
 });
+
+t.test(
+  'what changes the file but not its bytes (a hard link, chmod, a rename away) does not end a transfer',
+  async (t) => {
+    const cases: [string, (path: string) => Promise<unknown>][] = [
+      ['linked.bin', (path) => link(path, `${path}.backup`)],
+      ['chmodded.bin', (path) => chmod(path, 0o640)],
+      ['renamed.bin', (path) => rename(path, `${path}.old`)],
+    ];
+    for (const [name, change] of cases) {
+      const { code, old, received, detail } = await fetchWhile(t, name, change);
+      t.equal(code, 0, `${name}: curl completes`);
+      t.ok(received.equals(old), `${name}: byte-exact`);
+      t.match(detail, { outcome: 'complete' }, name);
+    }
+  },
+);
 
 t.test('a cached file rewritten in place with its size and mtime kept is served anew', async (t) => {
   const path = join(assets.root, 'cached.bin');

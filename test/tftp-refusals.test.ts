@@ -65,32 +65,102 @@ t.test(
 
 t.test('a key is recorded again after the interval, carrying how many were suppressed', async (t) => {
   const recordable = refusalLimiter(10_000, 4);
-  t.equal(recordable('a', 0), 0, 'the first is recorded');
-  t.equal(recordable('a', 1000), undefined);
-  t.equal(recordable('a', 9999), undefined);
-  t.equal(recordable('b', 9999), 0, 'another key is its own');
-  t.equal(recordable('a', 10_000), 2, 'recorded again with the two suppressed since');
-  t.equal(recordable('a', 10_001), undefined);
-  t.equal(recordable('a', 20_000), 1);
-  t.equal(recordable('a', 30_000), 0, 'nothing suppressed in between: nothing carried');
+  const always = () => true;
+  t.equal(recordable('a', 0, always), 0, 'the first is recorded');
+  t.equal(recordable('a', 1000, always), undefined);
+  t.equal(recordable('a', 9999, always), undefined);
+  t.equal(recordable('b', 9999, always), 0, 'another key is its own');
+  t.equal(recordable('a', 10_000, always), 2, 'recorded again with the two suppressed since');
+  t.equal(recordable('a', 10_001, always), undefined);
+  t.equal(recordable('a', 20_000, always), 1);
+  t.equal(recordable('a', 30_000, always), 0, 'nothing suppressed in between: nothing carried');
+  t.equal(
+    recordable('c', 30_000, () => false),
+    undefined,
+    'a new key over the budget is not recorded',
+  );
+  t.equal(recordable('c', 30_001, always), 0, 'nor remembered: the next one within budget is');
 });
 
 t.test(
-  'the memo stays bounded: a flood of new keys is suppressed while it is full of recent ones',
+  'the memo stays bounded, and a full one never silences a new client: the budget does the bounding',
   async (t) => {
     const recordable = refusalLimiter(10_000, 4);
-    for (const key of ['a', 'b', 'c', 'd']) t.equal(recordable(key, 0), 0);
-    // Spoofed sources, each a new key: none recorded, none remembered, while the four are recent.
+    for (const key of ['a', 'b', 'c', 'd'])
+      t.equal(
+        recordable(key, 0, () => true),
+        0,
+      );
+    // Spoofed sources, each a new key, against a budget of ten records.
+    let budget = 10;
     let recorded = 0;
     for (let source = 0; source < 10_000; source += 1)
-      if (recordable(`spoofed-${source}`, 5000) !== undefined) recorded += 1;
-    t.equal(recorded, 0, 'none of 10,000 spoofed sources recorded');
-    t.equal(recordable('a', 5000), undefined, 'the remembered keys are still limited');
-    // Once the oldest have expired, new keys take their places.
-    t.equal(recordable('e', 10_000), 0);
-    t.equal(recordable('f', 10_000), 0);
-    t.equal(recordable('e', 10_001), undefined, 'and are limited in turn');
-    t.equal(recordable('c', 10_002), 0, 'an expired key is recorded again');
+      if (recordable(`spoofed-${source}`, 5000, () => budget-- > 0) !== undefined) recorded += 1;
+    t.equal(recorded, 10, 'as many recorded as the budget allowed, of 10,000');
+    t.equal(
+      recordable('a', 5000, () => true),
+      0,
+      'a key pushed out by newer ones is recorded as new',
+    );
+    t.equal(
+      recordable('a', 5001, () => true),
+      undefined,
+      'and limited again',
+    );
+    t.equal(
+      recordable('machine', 5002, () => true),
+      0,
+      'a new client is recorded, the memo full or not',
+    );
+  },
+);
+
+t.test(
+  'one host asking for ever new names: its records are budgeted, another host is still recorded',
+  async (t) => {
+    const assets = await createAssets();
+    const config = await loadTestConfig(assets.root);
+    const events: MachineEventInput[] = [];
+    const server = await startTftpServer({
+      config: () => config,
+      record: async (event) => {
+        events.push(event);
+      },
+      logger: pino({ level: 'silent' }),
+      macForIp: () => undefined,
+    });
+    t.teardown(async () => {
+      await server.close();
+      await assets.remove();
+    });
+    const port = server.address().port;
+    const flooder = await udpPeer('127.0.0.1');
+    const other = await udpPeer('127.0.0.2');
+    // Write requests: refused at once, whatever the per-client transfer limit.
+    for (let batch = 0; batch < 20; batch += 1) {
+      for (let packet = 0; packet < 25; packet += 1)
+        flooder.send(rrq(`name-${batch}-${packet}.bin`, {}, 2), port, '127.0.0.1');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await flooder.collect(300);
+    other.send(rrq('fedora-coreos/kernel-typo'), port, '127.0.0.1');
+    await other.next(1000);
+    await flooder.close();
+    await other.close();
+    const refused = () => events.filter((event) => event.detail?.outcome === 'refused');
+    await waitUntil(() => refused().some((event) => event.ip === '127.0.0.2'), 3000, 10);
+    const fromFlooder = refused().filter((event) => event.ip === '127.0.0.1').length;
+    t.ok(
+      fromFlooder >= 5 && fromFlooder <= 8,
+      `500 names from one host: ${fromFlooder} recorded (burst 5, then 0.5/s)`,
+    );
+    t.ok(
+      refused().some(
+        (event) => event.ip === '127.0.0.2' && event.detail?.file === 'fedora-coreos/kernel-typo',
+      ),
+      "the other host's refusal is recorded",
+    );
+    t.equal(server.stats().transfers.refused, 501, 'every refusal counted');
   },
 );
 

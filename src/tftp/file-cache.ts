@@ -1,5 +1,5 @@
 import { type BigIntStats, constants } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, stat } from 'node:fs/promises';
 import { toNetascii } from './netascii.js';
 
 /**
@@ -177,7 +177,7 @@ async function readExactly(path: string, size: number): Promise<Buffer> {
   try {
     const content = await handle.readFile();
     if (content.length !== size) throw new FileChangedError();
-    await assertUnchanged(handle, opened);
+    await assertUnchanged(handle, opened, path);
     return content;
   } finally {
     await handle.close();
@@ -198,17 +198,38 @@ async function openSized(path: string, size: number): Promise<{ handle: FileHand
 }
 
 /**
- * Throws FileChangedError when the bytes read so far may not all be of the version that was opened.
- * A rewrite in place (cp truncating then writing, dd conv=notrunc, rsync --inplace) can leave every
- * read full-length, so the descriptor's times are compared: mtime, and ctime for a rewrite whose
- * mtime was put back (cp -p, rsync -a --inplace). A file unlinked or renamed over (an atomic
- * replace) only moves its ctime while its link count drops: its open content is intact and is sent on.
+ * Throws FileChangedError when the bytes read so far may not all be of the version that was opened;
+ * else returns the stat to compare the next read with. A rewrite in place (cp truncating then
+ * writing, dd conv=notrunc, rsync --inplace) can leave every read full-length, so the descriptor's
+ * times are compared: mtime, and ctime for a rewrite whose mtime was put back (cp -p, rsync -a
+ * --inplace). ctime also moves for what leaves the bytes alone, and those go on: a change of link
+ * count (a hard link made, an atomic replace unlinking the old file), mode or owner; and a rename
+ * away (mv, NFS's silly rename of an open file), seen as the path no longer naming this file.
  */
-async function assertUnchanged(handle: FileHandle, opened: BigIntStats): Promise<void> {
+async function assertUnchanged(
+  handle: FileHandle,
+  baseline: BigIntStats,
+  path: string,
+): Promise<BigIntStats> {
   const now = await handle.stat({ bigint: true });
-  const rewritten = now.size !== opened.size || now.mtimeNs !== opened.mtimeNs;
-  const touched = now.ctimeNs !== opened.ctimeNs && now.nlink >= opened.nlink;
-  if (rewritten || touched) throw new FileChangedError();
+  if (now.size !== baseline.size || now.mtimeNs !== baseline.mtimeNs) throw new FileChangedError();
+  if (now.ctimeNs === baseline.ctimeNs) return baseline;
+  const metadata =
+    now.nlink !== baseline.nlink ||
+    now.mode !== baseline.mode ||
+    now.uid !== baseline.uid ||
+    now.gid !== baseline.gid;
+  if (metadata || !(await namesFile(path, now))) return now;
+  throw new FileChangedError();
+}
+
+async function namesFile(path: string, file: BigIntStats): Promise<boolean> {
+  try {
+    const named = await stat(path, { bigint: true });
+    return named.ino === file.ino && named.dev === file.dev;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -220,6 +241,7 @@ async function assertUnchanged(handle: FileHandle, opened: BigIntStats): Promise
  */
 async function openFromDisk(path: string, size: number, chunkBytes: number): Promise<PayloadSource> {
   const { handle, opened } = await openSized(path, size);
+  let baseline = opened;
   let chunk = { offset: 0, data: Buffer.alloc(0) };
   let reading: { offset: number; length: number; done: Promise<Buffer> } | undefined;
   let closed = false;
@@ -241,7 +263,7 @@ async function openFromDisk(path: string, size: number, chunkBytes: number): Pro
         const { bytesRead } = await handle.read(data, 0, readLength, offset);
         // Short of the size the transfer was started with: the file was truncated under it.
         if (bytesRead < Math.min(readLength, size - offset)) throw new FileChangedError();
-        await assertUnchanged(handle, opened);
+        baseline = await assertUnchanged(handle, baseline, path);
         chunk = { offset, data: data.subarray(0, bytesRead) };
         return chunk.data;
       })().finally(() => {

@@ -122,10 +122,18 @@ const ERROR_REPLY_CLIENTS = 1024;
 /**
  * A refusal is recorded (and logged) once per (client IP, file, reason) per interval: a client, or a
  * flood, asking again and again for a missing file would otherwise push real machines' history out
- * of the event store. The memo holds at most REFUSAL_MEMO_KEYS keys of up to a request's 1 KiB each.
+ * of the event store. The memo holds at most REFUSAL_MEMO_KEYS keys of up to a request's 1 KiB each,
+ * the ones recorded longest ago dropped first, so a full memo never silences a new client.
  */
 const REFUSAL_RECORD_INTERVAL_MS = 10_000;
 const REFUSAL_MEMO_KEYS = 1024;
+/**
+ * Refusals recorded at most, per client IP and for all: one host asking for ever new names (or a
+ * flood from spoofed sources) gets past the memo, so the records themselves are budgeted. At the
+ * global rate the default retention of 200,000 events lasts over 10 hours of flood.
+ */
+const REFUSAL_RECORDS_PER_CLIENT = { perSecond: 0.5, burst: 5 };
+const REFUSAL_RECORDS = { perSecond: 5, burst: 50 };
 
 export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer> {
   const { port, listen } = deps.config().server.tftp;
@@ -141,9 +149,14 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     refusalsSuppressed: 0,
     errors: { malformed: 0, foreignTid: 0, sourcePortZero: 0, busy: 0, duplicateAcks: 0, io: 0 },
   };
-  const errorReplies = tokenBucket(ERROR_REPLIES_PER_SECOND);
-  const clientErrorReplies = tokenBuckets(ERROR_REPLIES_PER_SECOND_PER_CLIENT, ERROR_REPLY_CLIENTS);
+  const errorReplies = tokenBucket({ perSecond: ERROR_REPLIES_PER_SECOND });
+  const clientErrorReplies = tokenBuckets(
+    { perSecond: ERROR_REPLIES_PER_SECOND_PER_CLIENT },
+    ERROR_REPLY_CLIENTS,
+  );
   const refusalsToRecord = refusalLimiter(REFUSAL_RECORD_INTERVAL_MS, REFUSAL_MEMO_KEYS);
+  const clientRefusalRecords = tokenBuckets(REFUSAL_RECORDS_PER_CLIENT, ERROR_REPLY_CLIENTS);
+  const refusalRecords = tokenBucket(REFUSAL_RECORDS);
   let closed = false;
   const requestSocket = createUdp4Socket();
   requestSocket.on('error', (error) => {
@@ -207,7 +220,12 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
   const refuse = (peer: RemoteInfo, file: string, code: ErrorCode, message: string, reason: string) => {
     // A refusal can be decided after close() (its file was still resolving); it is recorded all the same.
     if (!closed) sendError(requestSocket, peer, code, message, 'unvalidated');
-    const suppressed = refusalsToRecord(`${peer.address}\0${file}\0${reason}`, performance.now());
+    const now = performance.now();
+    const suppressed = refusalsToRecord(
+      `${peer.address}\0${file}\0${reason}`,
+      now,
+      () => clientRefusalRecords(peer.address, now) && refusalRecords(now),
+    );
     if (suppressed === undefined) {
       stats.transfers.refused += 1;
       stats.refusalsSuppressed += 1;
@@ -593,29 +611,26 @@ class ActiveTransfer {
 }
 
 /**
- * Which refusals to record: the first of a key, then one per `intervalMs`, returning how many of that
- * key were suppressed since its last record; undefined for one to suppress. Map order is the order
- * of the last records, oldest first, so expired keys are dropped from the front when the memo is
- * full; full of keys still inside their interval (a flood from many sources, spoofed or not), a new
- * key is suppressed too, unremembered: the memo stays bounded and the history is not flooded.
+ * Whether a refusal under `key` (client IP, file, reason) is recorded: a repeat within `intervalMs`
+ * of the last record is not (undefined), and counts toward the `suppressed` number the next record
+ * carries; a new key is recorded when `admit` (the client's and the global record budget) allows.
+ * At most `maxKeys` keys, the one recorded longest ago dropped for a new one.
  */
 export function refusalLimiter(
   intervalMs: number,
   maxKeys: number,
-): (key: string, now: number) => number | undefined {
+): (key: string, now: number, admit: () => boolean) => number | undefined {
   const memo = new Map<string, { recordedAt: number; suppressed: number }>();
-  return (key, now) => {
+  return (key, now, admit) => {
     const entry = memo.get(key);
     if (entry !== undefined && now - entry.recordedAt < intervalMs) {
       entry.suppressed += 1;
       return undefined;
     }
+    if (!admit()) return undefined;
     memo.delete(key);
-    for (const [oldestKey, oldest] of memo) {
-      if (memo.size < maxKeys) break;
-      if (now - oldest.recordedAt < intervalMs) return undefined;
-      memo.delete(oldestKey);
-    }
+    const oldest = memo.keys().next();
+    if (memo.size >= maxKeys && !oldest.done) memo.delete(oldest.value);
     memo.set(key, { recordedAt: now, suppressed: 0 });
     return entry?.suppressed ?? 0;
   };
@@ -625,10 +640,10 @@ export function refusalLimiter(
  * tokenBucket per key, for at most `maxKeys` keys: the least recently used is dropped for a new one
  * (a flood of new keys resets the buckets of old ones, which a shared limit must still bound).
  */
-function tokenBuckets(perSecond: number, maxKeys: number): (key: string, now: number) => boolean {
+function tokenBuckets(rate: Rate, maxKeys: number): (key: string, now: number) => boolean {
   const buckets = new Map<string, (now: number) => boolean>();
   return (key, now) => {
-    const bucket = buckets.get(key) ?? tokenBucket(perSecond);
+    const bucket = buckets.get(key) ?? tokenBucket(rate);
     // Map order is insertion order: re-inserting marks the key most recently used.
     buckets.delete(key);
     const oldest = buckets.keys().next();
@@ -638,12 +653,18 @@ function tokenBuckets(perSecond: number, maxKeys: number): (key: string, now: nu
   };
 }
 
-/** true while under `perSecond` sends per second (bursts up to one second's worth). */
-function tokenBucket(perSecond: number): (now: number) => boolean {
-  let tokens = perSecond;
+/** `perSecond` on average, in bursts of up to `burst` (default: one second's worth). */
+interface Rate {
+  perSecond: number;
+  burst?: number;
+}
+
+/** true while under the rate. */
+function tokenBucket({ perSecond, burst = perSecond }: Rate): (now: number) => boolean {
+  let tokens = burst;
   let updatedAt = 0;
   return (now) => {
-    tokens = Math.min(perSecond, tokens + ((now - updatedAt) / 1000) * perSecond);
+    tokens = Math.min(burst, tokens + ((now - updatedAt) / 1000) * perSecond);
     updatedAt = now;
     if (tokens < 1) return false;
     tokens -= 1;
