@@ -571,3 +571,26 @@ t.test('log times are local, with the date when not today', async (t) => {
     "yesterday there, although today's date in UTC",
   );
 });
+
+t.test(
+  'what an unauthenticated sender wrote reaches the terminal escaped, never as control bytes',
+  async (t) => {
+    const { formatEvent } = await import('../src/cli/logs.js');
+    // iPXE's uuid and platform come from the query of an unauthenticated /boot/<mac>.ipxe.
+    const line = formatEvent({
+      id: 1,
+      time: '2026-11-27T09:00:00.000Z',
+      mac: LISTED_MAC,
+      source: 'http',
+      type: 'ipxe-script',
+      detail: {
+        uuid: '\n10:51:00.000 52:54:00:12:34:56 machine  installed\u001b[2J',
+        platform: '\u001b]2;PWNED\u0007\u202e',
+      },
+    } as Parameters<typeof formatEvent>[0]);
+    t.notMatch(line, /[\u0000-\u001f\u007f-\u009f\u202e]/, 'no control character is printed raw');
+    t.match(line, 'uuid=\\x0a10:51:00.000 52:54:00:12:34:56 machine  installed\\x1b[2J');
+    t.match(line, 'platform=\\x1b]2;PWNED\\x07\\u202e');
+    t.equal(line.split('\n').length, 1, 'one line, no forged second one');
+  },
+);

@@ -93,7 +93,7 @@ export function formatEvent(event: MachineEvent, now = new Date()): string {
           .filter(([, value]) => value !== undefined && value !== null && typeof value !== 'object')
           // DHCP events carry the address in both; it is shown once, as the event's.
           .filter(([key, value]) => !(key === 'ip' && value === event.ip))
-          .map(([key, value]) => `${key}=${String(value)}`);
+          .map(([key, value]) => `${key}=${printable(String(value))}`);
   const columns = [
     time,
     (event.mac ?? '-').padEnd(17),
@@ -103,6 +103,22 @@ export function formatEvent(event: MachineEvent, now = new Date()): string {
     ...facts,
   ];
   return columns.join(' ').trimEnd();
+}
+
+/**
+ * Details carry what unauthenticated senders wrote (a TFTP file name, iPXE's uuid and platform, DHCP
+ * option 60): control characters are shown escaped, so none can move the cursor, clear the screen,
+ * retitle the terminal or start a forged line; nor can a bidi override reorder what is shown.
+ */
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+export function printable(text: string): string {
+  return text.replace(UNPRINTABLE, (character) => {
+    const code = character.charCodeAt(0);
+    return code < 0x100
+      ? `\\x${code.toString(16).padStart(2, '0')}`
+      : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
 }
 
 /** `HH:MM:SS.mmm` in the local zone ($TZ), after `YYYY-MM-DD ` unless `time` is on the day of `now`. */
