@@ -15,6 +15,7 @@ import type { Mac } from '../src/inventory/mac.js';
 import { openLifecycle } from '../src/lifecycle/store.js';
 import { CHROMIUM, launchChromium } from './helpers/chromium.js';
 import { requireTools } from './helpers/netns.js';
+import { waitUntil } from './helpers/poll.js';
 import {
   API_TOKEN,
   FIXTURE_YAML,
@@ -764,5 +765,74 @@ t.test(
     );
     t.same(pageErrors, []);
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard-375px-panel.png') });
+  },
+);
+
+t.test(
+  'Reprovision asks first; no other site may frame the page; the page breaks none of its own rules',
+  async (t) => {
+    const { app, lifecycle, secrets } = await startLifecycleApp(t);
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    for (const event of [bootEvent(LISTED_MAC), tftpComplete(LISTED_MAC)]) await lifecycle.record(event);
+    t.equal((await reportInstalled(url, secrets)).status, 202);
+    const page = await (await sharedBrowser()).newPage();
+    t.teardown(() => page.close());
+    const violations: string[] = [];
+    page.on('console', (message) => {
+      if (/Content Security Policy|Refused to/.test(message.text())) violations.push(message.text());
+    });
+    await page.goto(url);
+    await page.locator('#connection[data-status="live"]').waitFor({ timeout: 10_000 });
+    const row = page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`);
+    await row.locator('.state', { hasText: 'installed' }).waitFor({ timeout: 10_000 });
+    await page.locator('#token').fill(API_TOKEN);
+    await page.locator('#token').dispatchEvent('change');
+    await row.click();
+    await page.locator('#reprovision:not([hidden])').waitFor({ timeout: 10_000 });
+
+    const asked: string[] = [];
+    page.once('dialog', (dialog) => {
+      asked.push(dialog.message());
+      void dialog.dismiss();
+    });
+    await page.locator('#reprovision').click();
+    await waitUntil(async () => asked.length > 0, 5000);
+    t.match(asked[0], `Reinstall node1 (${LISTED_MAC}) at its next network boot?`, 'the machine is named');
+    await page.waitForTimeout(300);
+    t.equal(lifecycle.stateOf(LISTED_MAC), 'installed', 'cancelled: nothing sent');
+
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.locator('#reprovision').click();
+    await waitUntil(async () => lifecycle.stateOf(LISTED_MAC) === 'discovered', 5000);
+    t.equal(lifecycle.stateOf(LISTED_MAC), 'discovered', 'confirmed: reprovisioned');
+
+    const dashboard = await fetch(`${url}/`);
+    // Read whole, or its connection stays busy and the server's close waits for its idle timeout.
+    await dashboard.arrayBuffer();
+    const headers = dashboard.headers;
+    t.equal(headers.get('x-frame-options'), 'DENY');
+    t.match(headers.get('content-security-policy'), /frame-ancestors 'none'/);
+    t.equal(headers.get('x-content-type-options'), 'nosniff');
+    // A page of another origin framing the dashboard gets nothing drawn.
+    const framing = await (await sharedBrowser()).newPage();
+    t.teardown(() => framing.close());
+    const blocked: string[] = [];
+    framing.on('console', (message) => blocked.push(message.text()));
+    await framing.setContent(`<iframe src="${url}/" width="800" height="600"></iframe>`, {
+      waitUntil: 'commit',
+    });
+    await waitUntil(
+      async () =>
+        blocked.some((text) => /frame-ancestors|X-Frame-Options|Refused to (display|frame)/.test(text)),
+      5000,
+    );
+    t.ok(
+      blocked.some((text) => /frame-ancestors|X-Frame-Options|Refused to (display|frame)/.test(text)),
+      `chromium refuses to frame it: ${blocked.join(' | ')}`,
+    );
+    t.same(violations, [], 'the dashboard itself loads and runs under its policy');
+    // Chromium keeps the refused frame's connection open, unread: the server's close would wait for
+    // its idle timeout.
+    app.server.closeAllConnections();
   },
 );

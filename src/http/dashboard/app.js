@@ -861,6 +861,14 @@ async function start() {
   });
   $('reprovision').addEventListener('click', async () => {
     const mac = selected;
+    // It wipes the machine's disk at its next network boot: one click must not do it.
+    const name = machines.get(mac)?.hostname;
+    if (
+      !window.confirm(
+        `Reinstall ${name ? `${name} (${mac})` : mac} at its next network boot? Its disk is overwritten.`,
+      )
+    )
+      return;
     try {
       await operatorCall(`/api/v1/machines/${encodeURIComponent(mac)}/reprovision`);
       $('detail-message').textContent = 'it installs again at its next network boot';

@@ -20,13 +20,26 @@ function dashboardDirectory(): string {
   throw new Error('dashboard files not found next to src/http/dashboard/routes.ts');
 }
 
+/**
+ * The page keeps the operator token (localStorage) and has a Reprovision button: no other site may
+ * frame it (a framed page can be clicked through by one that draws over it), and it loads nothing
+ * but its own files.
+ */
+const SECURITY_HEADERS = {
+  'content-security-policy':
+    "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+  'x-frame-options': 'DENY',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
+
 /** `GET /` and its two assets, read once at startup: a handful of kilobytes, no build step, no CDN. */
 export const dashboardRoutes: FastifyPluginAsync = async (app) => {
   const directory = dashboardDirectory();
   const serve = (name: keyof typeof FILES, path: string) => {
     const body = readFileSync(`${directory}${name}`);
     app.get(path, async (_request, reply) =>
-      reply.type(FILES[name]).header('cache-control', 'no-cache').send(body),
+      reply.type(FILES[name]).header('cache-control', 'no-cache').headers(SECURITY_HEADERS).send(body),
     );
   };
   serve('index.html', '/');
