@@ -373,12 +373,16 @@ t.test(
     const address = await app.listen({ port: 0, host: '127.0.0.1' });
     // One connection per stream (no agent), so closing one is at once a socket closed on the server.
     const streams: ClientRequest[] = [];
+    const responses: IncomingMessage[] = [];
     t.teardown(() => {
       for (const stream of streams) stream.destroy();
     });
     const openStream = () =>
       new Promise<IncomingMessage>((resolve, reject) => {
-        const stream = get(`${address}/api/v1/events`, { agent: false }, resolve);
+        const stream = get(`${address}/api/v1/events`, { agent: false }, (response) => {
+          responses.push(response);
+          resolve(response);
+        });
         stream.on('error', reject);
         streams.push(stream);
       });
@@ -406,13 +410,34 @@ t.test(
       others.every((stream) => stream.statusCode === 200),
       `${others.length} streams from other addresses`,
     );
-    // As a stream too: were it accepted, the test would fail here rather than wait for it to end.
-    const full = await app.inject({
+    // Full: a new address takes the oldest place of the address holding the most (127.0.0.1's 8),
+    // so addresses that idle on streams cannot lock the operator out.
+    const oldest = responses[1];
+    const endedOldest = new Promise<void>((resolve) => oldest?.once('end', () => resolve()).resume());
+    const newcomer = await app.inject({
       url: '/api/v1/events',
       remoteAddress: '10.9.9.9',
       payloadAsStream: true,
     });
-    t.equal(full.statusCode, 503, 'a new address is refused once the server is full');
+    t.equal(newcomer.statusCode, 200, 'a new address gets a place on a full server');
+    await endedOldest;
+    t.pass("127.0.0.1's oldest stream was ended for it");
+    // Spread evenly, no address holding two more than another, a newcomer is refused.
+    const spread = await Promise.all(
+      Array.from({ length: 6 }, (_, index) =>
+        app.inject({ url: '/api/v1/events', remoteAddress: `10.1.0.${index + 1}`, payloadAsStream: true }),
+      ),
+    );
+    t.ok(
+      spread.every((stream) => stream.statusCode === 200),
+      "six more addresses each take one of 127.0.0.1's places, down to its last",
+    );
+    const full = await app.inject({
+      url: '/api/v1/events',
+      remoteAddress: '10.9.9.10',
+      payloadAsStream: true,
+    });
+    t.equal(full.statusCode, 503, 'with every address holding one, a new one is refused');
     t.equal(full.headers['retry-after'], '10');
     t.match(JSON.parse(await text(full.stream())), {
       error: 'too many event streams',

@@ -62,7 +62,25 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
   const maxQueuedBytes = options.maxQueuedBytes ?? 4 << 20;
   const drainTimeoutMs = options.drainTimeoutMs ?? 30_000;
   const open = new Set<ServerResponse>();
-  const openPerClient = new Map<string, number>();
+  /** Each client address's open streams, oldest first. */
+  const openPerClient = new Map<string, Set<ServerResponse>>();
+  /**
+   * With every place taken, the client holding the most streams gives up its oldest to a client
+   * holding fewer, so a few addresses that open streams and idle on them cannot lock the operator
+   * out of the live view: the places end up shared evenly between the addresses that want them.
+   */
+  const makeRoomFor = (client: string): boolean => {
+    const held = openPerClient.get(client)?.size ?? 0;
+    let largest: Set<ServerResponse> | undefined;
+    for (const streams of openPerClient.values()) if (streams.size > (largest?.size ?? 0)) largest = streams;
+    const oldest = largest?.values().next().value;
+    if (!largest || largest.size <= held + 1 || !oldest) return false;
+    // It reconnects with Last-Event-ID and, once there is room again, misses nothing.
+    oldest.end();
+    open.delete(oldest);
+    largest.delete(oldest);
+    return true;
+  };
   // Long-lived streams would hold app.close() open forever; end them before the server closes.
   app.addHook('preClose', async () => {
     for (const response of open) response.end();
@@ -104,8 +122,11 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
           .send(`[${stored.map((row) => row.event).join(',')}]`);
       }
       const client = request.ip;
-      const fromClient = openPerClient.get(client) ?? 0;
-      if (open.size >= MAX_EVENT_STREAMS || fromClient >= MAX_EVENT_STREAMS_PER_CLIENT) {
+      const fromClient = openPerClient.get(client)?.size ?? 0;
+      if (
+        fromClient >= MAX_EVENT_STREAMS_PER_CLIENT ||
+        (open.size >= MAX_EVENT_STREAMS && !makeRoomFor(client))
+      ) {
         return reply
           .code(503)
           .header('retry-after', String(STREAMS_FULL_RETRY_AFTER_SECONDS))
@@ -139,15 +160,16 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
       });
       response.write(`retry: ${RETRY_MS}\n\n`);
       open.add(response);
-      openPerClient.set(client, fromClient + 1);
+      const streams = openPerClient.get(client) ?? new Set<ServerResponse>();
+      streams.add(response);
+      openPerClient.set(client, streams);
       streamEvents(lifecycle, response, { mac, resume, maxQueuedBytes, drainTimeoutMs });
       const keepAlive = setInterval(() => response.write(': keep-alive\n\n'), keepAliveMs);
       response.on('close', () => {
         clearInterval(keepAlive);
         open.delete(response);
-        const stillOpen = (openPerClient.get(client) ?? 1) - 1;
-        if (stillOpen === 0) openPerClient.delete(client);
-        else openPerClient.set(client, stillOpen);
+        streams.delete(response);
+        if (streams.size === 0 && openPerClient.get(client) === streams) openPerClient.delete(client);
       });
       response.on('error', () => response.destroy());
     },
