@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { link, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import type { Stats } from 'node:fs';
+import { chmod, link, lstat, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { giveTo, makeDirectory, syncDirectory } from './durable-file.js';
+import { StateError } from './state-error.js';
 
 const SECRET_BYTES = 32;
 const SECRET_TEXT = /^[0-9a-f]{64}$/;
@@ -23,6 +25,8 @@ const NOTHING_WRITTEN = /^[\s\0]*$/;
 export async function readOrCreateStateSecret(stateDir: string, fileName: string): Promise<Buffer> {
   const file = join(stateDir, fileName);
   await makeDirectory(stateDir, 0o700);
+  await refuseIfOthersCouldPlant(resolve(stateDir));
+  await keepPrivate(file);
   let text = await readIfPresent(file);
   if (text !== undefined && NOTHING_WRITTEN.test(text)) {
     await removeIfStillEmpty(stateDir, file);
@@ -37,6 +41,62 @@ export async function readOrCreateStateSecret(stateDir: string, fileName: string
   if (!secret)
     throw new Error(`${file} is not a rackboot secret (64 hex digits); remove it to make a new one`);
   return secret;
+}
+
+/**
+ * Whoever can create or replace the state directory, or an entry in it, can plant the secrets
+ * (and read the ones made): the HMAC secret opens every machine's Ignition, the operator token the
+ * operator API. So, as OpenSSH's StrictModes does for ~/.ssh: no directory from `/` down to it may
+ * be writable by everyone, except a sticky one (as /tmp) whose entry on the way belongs to root or
+ * to this user. (A group-writable one is a share someone chose, as a umask of 002 makes them.) A `server.state` under /tmp made by another user, or in a shared writable
+ * directory, is refused; one in an operator's own checkout (as `sudo rackboot serve` in a clone) is not.
+ */
+async function refuseIfOthersCouldPlant(stateDir: string): Promise<void> {
+  const uid = process.geteuid?.() ?? 0;
+  let parent: Stats | undefined;
+  for (const directory of [...ancestorsOf(stateDir), stateDir]) {
+    const info = await stat(directory);
+    if (parent && (parent.mode & 0o002) !== 0) {
+      const sticky = (parent.mode & 0o1000) !== 0;
+      if (!sticky || (info.uid !== 0 && info.uid !== uid)) {
+        throw new StateError(
+          `${directory} is in ${dirname(directory)}, which anyone can write${sticky ? `, and belongs to uid ${info.uid}` : ''}: they could plant or read rackboot's secrets; give server.state a directory only root or this user (uid ${uid}) can change`,
+        );
+      }
+    }
+    parent = info;
+  }
+  if (parent && (parent.mode & 0o002) !== 0) {
+    throw new StateError(
+      `server.state ${stateDir} can be written by anyone (mode ${(parent.mode & 0o7777).toString(8)}): they could plant or read rackboot's secrets; chmod o-w it`,
+    );
+  }
+}
+
+/** `/`, then each directory down to the parent of `directory`. */
+function ancestorsOf(directory: string): string[] {
+  const ancestors: string[] = [];
+  for (let current = dirname(directory); ; current = dirname(current)) {
+    ancestors.unshift(current);
+    if (current === dirname(current)) return ancestors;
+  }
+}
+
+/** A secret that is a symlink is refused; one others may read is made 0600 when it is this user's, else refused. */
+async function keepPrivate(file: string): Promise<void> {
+  const info = await lstat(file).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  if (!info) return;
+  if (!info.isFile())
+    throw new StateError(`${file} is not a regular file (a symlink?): remove it to make a new one`);
+  if ((info.mode & 0o077) === 0) return;
+  if (info.uid !== (process.geteuid?.() ?? 0))
+    throw new StateError(
+      `${file} can be read by others (mode ${(info.mode & 0o777).toString(8)}) and belongs to uid ${info.uid}: remove it to make a new one`,
+    );
+  await chmod(file, 0o600);
 }
 
 /** The secret in that file, or undefined when it is missing, unreadable or not a secret. */

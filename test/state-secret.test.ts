@@ -1,4 +1,5 @@
 import {
+  chmodSync,
   chownSync,
   existsSync,
   mkdirSync,
@@ -7,6 +8,7 @@ import {
   readlinkSync,
   rmSync,
   statSync,
+  symlinkSync,
 } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -129,3 +131,44 @@ t.test('sudo rackboot render before the first start prints the tokens the servic
     stderr: byService.stderr,
   });
 });
+
+t.test(
+  'a state directory others could plant secrets in is refused; a secret others can read is made private',
+  async (t) => {
+    requireRoot('makes directories as nobody');
+    // A shared sticky directory, as /tmp: another user makes the state directory and plants secrets.
+    const shared = t.testdir({});
+    chownSync(shared, 0, 0);
+    chmodSync(shared, 0o1777);
+    const planted = join(shared, 'state');
+    mkdirSync(planted);
+    chownSync(planted, NOBODY, NOBODY);
+    await t.rejects(
+      readOrCreateStateSecret(planted, NAME),
+      /which anyone can write, and belongs to uid 65534: they could plant or read rackboot's secrets/,
+    );
+    t.same(readdirSync(planted), [], 'nothing made in it');
+
+    // The same place made by this user (root) is fine: others cannot replace it in a sticky directory.
+    const own = join(shared, 'own-state');
+    await readOrCreateStateSecret(own, NAME);
+    t.ok(existsSync(join(own, NAME)), 'made');
+
+    // A state directory anyone can write is refused, wherever it is.
+    const open = join(t.testdir({}), 'open-state');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    await t.rejects(readOrCreateStateSecret(open, NAME), /can be written by anyone \(mode 777\)/);
+
+    // A secret left readable by others is made 0600 when it is this user's; a symlink is refused.
+    const loose = join(t.testdir({}), 'loose');
+    const made = await readOrCreateStateSecret(loose, NAME);
+    chmodSync(join(loose, NAME), 0o644);
+    t.same(await readOrCreateStateSecret(loose, NAME), made, 'the same secret');
+    t.equal(statSync(join(loose, NAME)).mode & 0o777, 0o600, 'made private again');
+    const linked = join(t.testdir({}), 'linked');
+    mkdirSync(linked, { mode: 0o700 });
+    symlinkSync(join(loose, NAME), join(linked, NAME));
+    await t.rejects(readOrCreateStateSecret(linked, NAME), /is not a regular file \(a symlink\?\)/);
+  },
+);
