@@ -1,5 +1,5 @@
 import { pino } from 'pino';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
 import { refusalLimiter, startTftpServer } from '../src/tftp/server.js';
 import { waitUntil } from './helpers/poll.js';
@@ -9,26 +9,31 @@ import { blockOf, opcodeOf, rrq, udpPeer } from './tftp/udp.js';
 // A client, or a flood, asking again and again for what is refused: each (client IP, file, reason)
 // is recorded and logged once per 10 s, the rest counted, so the event history keeps real machines.
 
+/** A TFTP server on loopback whose events and (info-level) log lines the test reads; closed at teardown. */
+async function startServer(t: Test) {
+  const assets = await createAssets();
+  const config = await loadTestConfig(assets.root);
+  const events: MachineEventInput[] = [];
+  const logLines: Record<string, unknown>[] = [];
+  const server = await startTftpServer({
+    config: () => config,
+    record: async (event) => {
+      events.push(event);
+    },
+    logger: pino({ level: 'info' }, { write: (line: string) => logLines.push(JSON.parse(line)) }),
+    macForIp: () => undefined,
+  });
+  t.teardown(async () => {
+    await server.close();
+    await assets.remove();
+  });
+  return { server, port: server.address().port, events, logLines };
+}
+
 t.test(
   'repeated refusals from many ports of one client: one event, one log line, the rest counted',
   async (t) => {
-    const assets = await createAssets();
-    const config = await loadTestConfig(assets.root);
-    const events: MachineEventInput[] = [];
-    const logLines: Record<string, unknown>[] = [];
-    const server = await startTftpServer({
-      config: () => config,
-      record: async (event) => {
-        events.push(event);
-      },
-      logger: pino({ level: 'info' }, { write: (line: string) => logLines.push(JSON.parse(line)) }),
-      macForIp: () => undefined,
-    });
-    t.teardown(async () => {
-      await server.close();
-      await assets.remove();
-    });
-    const port = server.address().port;
+    const { server, port, events, logLines } = await startServer(t);
     const ask = async (file: string) => {
       const peer = await udpPeer();
       peer.send(rrq(file), port);
@@ -118,22 +123,7 @@ t.test(
 t.test(
   'one host asking for ever new names: its records are budgeted, another host is still recorded',
   async (t) => {
-    const assets = await createAssets();
-    const config = await loadTestConfig(assets.root);
-    const events: MachineEventInput[] = [];
-    const server = await startTftpServer({
-      config: () => config,
-      record: async (event) => {
-        events.push(event);
-      },
-      logger: pino({ level: 'silent' }),
-      macForIp: () => undefined,
-    });
-    t.teardown(async () => {
-      await server.close();
-      await assets.remove();
-    });
-    const port = server.address().port;
+    const { server, port, events } = await startServer(t);
     const flooder = await udpPeer('127.0.0.1');
     const other = await udpPeer('127.0.0.2');
     // Write requests: refused at once, whatever the per-client transfer limit.
@@ -167,19 +157,7 @@ t.test(
 t.test(
   "a flood of requests from one IP takes at most its share of the ERROR budget, not others'",
   async (t) => {
-    const assets = await createAssets();
-    const config = await loadTestConfig(assets.root);
-    const server = await startTftpServer({
-      config: () => config,
-      record: async () => undefined,
-      logger: pino({ level: 'silent' }),
-      macForIp: () => undefined,
-    });
-    t.teardown(async () => {
-      await server.close();
-      await assets.remove();
-    });
-    const port = server.address().port;
+    const { port } = await startServer(t);
     const flooder = await udpPeer('127.0.0.1');
     const other = await udpPeer('127.0.0.2');
     const startedAt = performance.now();
