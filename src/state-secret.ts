@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { chmod, link, lstat, open, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { chmod, link, lstat, open, readFile, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { giveTo, makeDirectory, syncDirectory } from './durable-file.js';
@@ -23,17 +23,22 @@ const NOTHING_WRITTEN = /^[\s\0]*$/;
  * can still read them.
  */
 export async function readOrCreateStateSecret(stateDir: string, fileName: string): Promise<Buffer> {
-  const file = join(stateDir, fileName);
   await makeDirectory(stateDir, 0o700);
-  await refuseIfOthersCouldPlant(resolve(stateDir));
+  // Checked as written (a link another user owns in /tmp is theirs to point anywhere) and as it
+  // really is; the files are then reached by the real path, so a link repointed after the check is
+  // not followed.
+  await refuseIfOthersCouldPlant(resolve(stateDir), lstat);
+  const directory = await realpath(stateDir);
+  await refuseIfOthersCouldPlant(directory, stat);
+  const file = join(directory, fileName);
   await keepPrivate(file);
   let text = await readIfPresent(file);
   if (text !== undefined && NOTHING_WRITTEN.test(text)) {
-    await removeIfStillEmpty(stateDir, file);
+    await removeIfStillEmpty(directory, file);
     text = undefined;
   }
   if (text === undefined) {
-    await createSecret(stateDir, file);
+    await createSecret(directory, file);
     text = await readCreated(file);
   }
   // Read errors (permissions) are thrown as they are: the server cannot start without its secret.
@@ -51,12 +56,18 @@ export async function readOrCreateStateSecret(stateDir: string, fileName: string
  * to this user. (A group-writable one is a share someone chose, as a umask of 002 makes them.) A `server.state` under /tmp made by another user, or in a shared writable
  * directory, is refused; one in an operator's own checkout (as `sudo rackboot serve` in a clone) is not.
  */
-async function refuseIfOthersCouldPlant(stateDir: string): Promise<void> {
+async function refuseIfOthersCouldPlant(
+  stateDir: string,
+  statOf: (path: string) => Promise<Stats>,
+): Promise<void> {
   const uid = process.geteuid?.() ?? 0;
+  // A symlink's own mode (0777) says nothing; the directory it names is checked on the real path.
+  const writableByAnyone = (info: Stats | undefined) =>
+    info !== undefined && info.isDirectory() && (info.mode & 0o002) !== 0;
   let parent: Stats | undefined;
   for (const directory of [...ancestorsOf(stateDir), stateDir]) {
-    const info = await stat(directory);
-    if (parent && (parent.mode & 0o002) !== 0) {
+    const info = await statOf(directory);
+    if (parent && writableByAnyone(parent)) {
       const sticky = (parent.mode & 0o1000) !== 0;
       if (!sticky || (info.uid !== 0 && info.uid !== uid)) {
         throw new StateError(
@@ -66,7 +77,7 @@ async function refuseIfOthersCouldPlant(stateDir: string): Promise<void> {
     }
     parent = info;
   }
-  if (parent && (parent.mode & 0o002) !== 0) {
+  if (parent && writableByAnyone(parent)) {
     throw new StateError(
       `server.state ${stateDir} can be written by anyone (mode ${(parent.mode & 0o7777).toString(8)}): they could plant or read rackboot's secrets; chmod o-w it`,
     );

@@ -2,6 +2,7 @@ import {
   chmodSync,
   chownSync,
   existsSync,
+  lchownSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -137,8 +138,10 @@ t.test(
   async (t) => {
     requireRoot('makes directories as nobody');
     // A shared sticky directory, as /tmp: another user makes the state directory and plants secrets.
-    const shared = t.testdir({});
-    chownSync(shared, 0, 0);
+    // One test directory (t.testdir makes it anew at each call): a sticky shared one and others in it.
+    const base = t.testdir({});
+    const shared = join(base, 'shared');
+    mkdirSync(shared);
     chmodSync(shared, 0o1777);
     const planted = join(shared, 'state');
     mkdirSync(planted);
@@ -149,24 +152,41 @@ t.test(
     );
     t.same(readdirSync(planted), [], 'nothing made in it');
 
+    // A link another user made there, even to a directory of root's: theirs to repoint at any moment.
+    const rootsOwn = join(base, 'roots-state');
+    mkdirSync(rootsOwn, { mode: 0o700 });
+    const link = join(shared, 'linked-state');
+    symlinkSync(rootsOwn, link);
+    lchownSync(link, NOBODY, NOBODY);
+    await t.rejects(
+      readOrCreateStateSecret(link, NAME),
+      /linked-state is in .*, which anyone can write, and belongs to uid 65534/,
+    );
+    t.same(readdirSync(rootsOwn), [], 'nothing made through it');
+    // A link root made to its own directory is followed, and the secret made where it really is.
+    const ownLink = join(shared, 'own-link');
+    symlinkSync(rootsOwn, ownLink);
+    await readOrCreateStateSecret(ownLink, NAME);
+    t.ok(existsSync(join(rootsOwn, NAME)), 'made in the real directory');
+
     // The same place made by this user (root) is fine: others cannot replace it in a sticky directory.
     const own = join(shared, 'own-state');
     await readOrCreateStateSecret(own, NAME);
     t.ok(existsSync(join(own, NAME)), 'made');
 
     // A state directory anyone can write is refused, wherever it is.
-    const open = join(t.testdir({}), 'open-state');
+    const open = join(base, 'open-state');
     mkdirSync(open);
     chmodSync(open, 0o777);
     await t.rejects(readOrCreateStateSecret(open, NAME), /can be written by anyone \(mode 777\)/);
 
     // A secret left readable by others is made 0600 when it is this user's; a symlink is refused.
-    const loose = join(t.testdir({}), 'loose');
+    const loose = join(base, 'loose');
     const made = await readOrCreateStateSecret(loose, NAME);
     chmodSync(join(loose, NAME), 0o644);
     t.same(await readOrCreateStateSecret(loose, NAME), made, 'the same secret');
     t.equal(statSync(join(loose, NAME)).mode & 0o777, 0o600, 'made private again');
-    const linked = join(t.testdir({}), 'linked');
+    const linked = join(base, 'linked');
     mkdirSync(linked, { mode: 0o700 });
     symlinkSync(join(loose, NAME), join(linked, NAME));
     await t.rejects(readOrCreateStateSecret(linked, NAME), /is not a regular file \(a symlink\?\)/);
