@@ -132,7 +132,7 @@ const REFUSAL_MEMO_KEYS = 1024;
  * flood from spoofed sources) gets past the memo, so the records themselves are budgeted. At the
  * global rate the default retention of 200,000 events lasts over 10 hours of flood.
  */
-const REFUSAL_RECORDS_PER_CLIENT = { perSecond: 0.5, burst: 5 };
+const REFUSAL_RECORDS_PER_CLIENT = { perSecond: 0.5, burst: 20 };
 const REFUSAL_RECORDS = { perSecond: 5, burst: 50 };
 
 export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer> {
