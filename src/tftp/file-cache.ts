@@ -202,9 +202,11 @@ async function openSized(path: string, size: number): Promise<{ handle: FileHand
  * else returns the stat to compare the next read with. A rewrite in place (cp truncating then
  * writing, dd conv=notrunc, rsync --inplace) can leave every read full-length, so the descriptor's
  * times are compared: mtime, and ctime for a rewrite whose mtime was put back (cp -p, rsync -a
- * --inplace). ctime also moves for what leaves the bytes alone, and those go on: a change of link
- * count (a hard link made, an atomic replace unlinking the old file), mode or owner; and a rename
- * away (mv, NFS's silly rename of an open file), seen as the path no longer naming this file.
+ * --inplace). A moved ctime goes on only when the path no longer names this file (renamed away, or
+ * replaced atomically by a rename over it): nothing can then write it by name, and its bytes are
+ * intact. Anything else that moves ctime (chmod, chown, a hard link, an xattr) cannot be told from a
+ * rewrite with its mtime put back, which may come with it, so it ends the transfer too: the client's
+ * retry gets the file whole.
  */
 async function assertUnchanged(
   handle: FileHandle,
@@ -214,12 +216,7 @@ async function assertUnchanged(
   const now = await handle.stat({ bigint: true });
   if (now.size !== baseline.size || now.mtimeNs !== baseline.mtimeNs) throw new FileChangedError();
   if (now.ctimeNs === baseline.ctimeNs) return baseline;
-  const metadata =
-    now.nlink !== baseline.nlink ||
-    now.mode !== baseline.mode ||
-    now.uid !== baseline.uid ||
-    now.gid !== baseline.gid;
-  if (metadata || !(await namesFile(path, now))) return now;
+  if (!(await namesFile(path, now))) return now;
   throw new FileChangedError();
 }
 
