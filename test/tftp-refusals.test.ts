@@ -84,7 +84,14 @@ t.test('a key is recorded again after the interval, carrying how many were suppr
     undefined,
     'a new key over the budget is not recorded',
   );
-  t.equal(recordable('c', 30_001, always), 0, 'nor remembered: the next one within budget is');
+  t.equal(recordable('c', 30_001, always), 1, 'the next one within budget is, carrying it');
+  for (const at of [31_000, 32_000]) recordable('c', at, always);
+  t.equal(
+    recordable('c', 40_001, () => false),
+    undefined,
+    'over the budget after its interval',
+  );
+  t.equal(recordable('c', 40_002, always), 3, 'the two repeats and the one over the budget are carried');
 });
 
 t.test(

@@ -621,17 +621,25 @@ export function refusalLimiter(
   maxKeys: number,
 ): (key: string, now: number, admit: () => boolean) => number | undefined {
   const memo = new Map<string, { recordedAt: number; suppressed: number }>();
+  const remember = (key: string, entry: { recordedAt: number; suppressed: number }) => {
+    const oldest = memo.keys().next();
+    if (memo.size >= maxKeys && !oldest.done) memo.delete(oldest.value);
+    memo.set(key, entry);
+  };
   return (key, now, admit) => {
     const entry = memo.get(key);
     if (entry !== undefined && now - entry.recordedAt < intervalMs) {
       entry.suppressed += 1;
       return undefined;
     }
-    if (!admit()) return undefined;
+    if (!admit()) {
+      // Not recorded, but owed to the history: the key's next record carries it.
+      if (entry) entry.suppressed += 1;
+      else remember(key, { recordedAt: Number.NEGATIVE_INFINITY, suppressed: 1 });
+      return undefined;
+    }
     memo.delete(key);
-    const oldest = memo.keys().next();
-    if (memo.size >= maxKeys && !oldest.done) memo.delete(oldest.value);
-    memo.set(key, { recordedAt: now, suppressed: 0 });
+    remember(key, { recordedAt: now, suppressed: 0 });
     return entry?.suppressed ?? 0;
   };
 }
