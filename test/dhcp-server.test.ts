@@ -149,3 +149,45 @@ t.test('an ACK whose lease cannot be written is withheld and counted as such, no
   await relay.next(isAck(0x6002));
   t.same(await decisions(), { 'ack-withheld': 1, ack: 1 }, 'with room again, the ACK leaves and is counted');
 });
+
+t.test(
+  "an offered address is no machine's yet: only a bound lease names the MAC behind an address",
+  async (t) => {
+    const server = await launchDhcp(pair.server, await configFile('offered', 'authoritative'));
+    t.teardown(() => {
+      server.child.kill('SIGKILL');
+    });
+    // As a relay, so the replies come back to this probe by unicast.
+    const relay = await startProbe(pair.client, `${CLIENT}:67`);
+    const mac = '52:54:00:14:01:01' as Mac;
+    const isReply = (xid: number, type: number) => (received: Received) =>
+      received.packet.op === BOOTREPLY &&
+      received.packet.xid === xid &&
+      received.packet.options.get(Option.messageType)?.[0] === type;
+    relay.send(
+      requestBytes({ type: 'discover', mac, xid: 0x6001, giaddr: CLIENT, broadcast: false }),
+      SERVER,
+      67,
+    );
+    const offer = await relay.next(isReply(0x6001, 2));
+    const offered = offer.packet.yiaddr;
+    // A host that sent DHCP with another machine's MAC and took the address offered to it would
+    // otherwise pass the address binding of that machine's Ignition token.
+    t.equal(await server.macForIp(offered), null, `${offered}, only offered, names no MAC`);
+    relay.send(
+      requestBytes({
+        type: 'request',
+        mac,
+        xid: 0x6002,
+        giaddr: CLIENT,
+        broadcast: false,
+        requested: offered,
+        serverId: SERVER,
+      }),
+      SERVER,
+      67,
+    );
+    await relay.next(isReply(0x6002, 5));
+    t.equal(await server.macForIp(offered), mac, 'bound, it names the MAC');
+  },
+);

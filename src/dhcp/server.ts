@@ -63,7 +63,7 @@ export interface DhcpStats {
 
 export interface DhcpServer {
   close(): Promise<void>;
-  /** The MAC that holds (authoritative) or last asked for (proxy) an address; undefined if unknown. */
+  /** The MAC holding a bound lease on (authoritative) or last asking for (proxy) an address; undefined if unknown. */
   macForIp(ip: string): Mac | undefined;
   stats(): DhcpStats;
 }
@@ -315,7 +315,9 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     },
     macForIp(ip) {
       const lease = leases.holderOf(ipToNumber(ip));
-      if (lease && lease.state !== 'free' && lease.expiresAt > Date.now()) return lease.mac;
+      // Bound only: an offer goes to whoever asks in a MAC's name, and the address binding of the
+      // Ignition and events tokens rests on this answer.
+      if (lease && lease.state === 'bound' && lease.expiresAt > Date.now()) return lease.mac;
       return learnedAddresses.get(ip);
     },
     stats() {

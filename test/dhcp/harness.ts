@@ -46,6 +46,8 @@ export interface RunningDhcp {
   child: ChildProcess;
   events: MachineEventInput[];
   stats(): Promise<DhcpStats>;
+  /** The server's macForIp: the MAC an HTTP request from `ip` is taken to come from, or null. */
+  macForIp(ip: string): Promise<string | null>;
   /** Waits until an event matching `predicate` was recorded. */
   event(predicate: (event: MachineEventInput) => boolean, timeoutMs?: number): Promise<MachineEventInput>;
 }
@@ -62,14 +64,16 @@ export async function launchDhcp(
     { cwd: REPO_ROOT },
   );
   const events: MachineEventInput[] = [];
-  const statsWaiters: ((stats: DhcpStats) => void)[] = [];
+  /** Answers to stdin commands, by the prefix of their line, oldest question first. */
+  const answerWaiters = new Map<string, ((json: string) => void)[]>();
   const eventWaiters = new Set<() => void>();
   onLines(child, (line) => {
     if (line.startsWith('EVENT ')) {
       events.push(JSON.parse(line.slice(6)) as MachineEventInput);
       for (const wake of eventWaiters) wake();
-    } else if (line.startsWith('STATS ')) {
-      statsWaiters.shift()?.(JSON.parse(line.slice(6)) as DhcpStats);
+    } else {
+      const prefix = line.split(' ')[0] ?? '';
+      answerWaiters.get(prefix)?.shift()?.(line.slice(prefix.length + 1));
     }
   });
   let stderr = '';
@@ -77,21 +81,25 @@ export async function launchDhcp(
     stderr = (stderr + chunk.toString()).slice(-4000);
   });
   await waitForOutput(child, (line) => line === 'READY', 30_000);
+  const ask = <T>(command: string, answerPrefix: string) =>
+    new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`no answer to ${command} from the server; stderr: ${stderr}`)),
+        5000,
+      );
+      const waiters = answerWaiters.get(answerPrefix) ?? [];
+      waiters.push((json) => {
+        clearTimeout(timer);
+        resolve(JSON.parse(json) as T);
+      });
+      answerWaiters.set(answerPrefix, waiters);
+      child.stdin?.write(`${command}\n`);
+    });
   return {
     child,
     events,
-    stats: () =>
-      new Promise((resolve, reject) => {
-        const timer = setTimeout(
-          () => reject(new Error(`no stats from the server; stderr: ${stderr}`)),
-          5000,
-        );
-        statsWaiters.push((stats) => {
-          clearTimeout(timer);
-          resolve(stats);
-        });
-        child.stdin?.write('stats\n');
-      }),
+    stats: () => ask<DhcpStats>('stats', 'STATS'),
+    macForIp: (ip) => ask<string | null>(`mac-for ${ip}`, 'MAC-FOR'),
     event: (predicate, timeoutMs = 10_000) =>
       new Promise((resolve, reject) => {
         const check = () => {

@@ -2,7 +2,8 @@
  * Runs the DHCP server alone, for tests and the bench, inside the namespace it is started in:
  *   ip netns exec NS node --import tsx test/dhcp/launch.ts CONFIG.yaml [--events] [--close-after-acks N]
  * Prints `READY` once the sockets are bound; with --events, one `EVENT <json>` line per recorded
- * event. On stdin, `stats` prints `STATS <json>`. SIGTERM closes the server and exits 0. With
+ * event. On stdin, `stats` prints `STATS <json>`, `mac-for IP` prints `MAC-FOR <json>` (the MAC the
+ * server binds that address to, or null). SIGTERM closes the server and exits 0. With
  * --close-after-acks, the server is closed as soon as the Nth ACK is decided, before its lease line
  * is synced, and `CLOSED` is printed once it is.
  */
@@ -51,7 +52,10 @@ const server = await startDhcpServer({
 process.stdout.write('READY\n');
 
 createInterface({ input: process.stdin }).on('line', (line) => {
-  if (line.trim() === 'stats') process.stdout.write(`STATS ${JSON.stringify(server.stats())}\n`);
+  const [command, argument] = line.trim().split(' ');
+  if (command === 'stats') process.stdout.write(`STATS ${JSON.stringify(server.stats())}\n`);
+  if (command === 'mac-for')
+    process.stdout.write(`MAC-FOR ${JSON.stringify(server.macForIp(argument ?? '') ?? null)}\n`);
 });
 process.on('SIGTERM', () => {
   server.close().then(
