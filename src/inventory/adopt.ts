@@ -12,7 +12,7 @@ import { badName, isName } from './names.js';
 import { macAsWritten } from './parse.js';
 import { closestName, formatProblem } from './problems.js';
 import { ConfigSchema } from './schema.js';
-import { type ConfigSource, missingUnderAssets } from './source.js';
+import { type ConfigSource, missingUnderRunningAssets } from './source.js';
 
 export interface AdoptRequest {
   mac: Mac;
@@ -256,8 +256,8 @@ async function adoptHoldingLock(
   });
   const problems = !loaded.ok
     ? loaded.problems.map((problem) => formatProblem(problem))
-    : checks.runningAssets !== undefined && loaded.config.server.assets !== checks.runningAssets
-      ? missingUnderAssets(loaded.config, checks.runningAssets)
+    : checks.runningAssets !== undefined
+      ? missingUnderRunningAssets(loaded.config, checks.runningAssets)
       : [];
   if (problems.length > 0) {
     return {

@@ -145,11 +145,7 @@ export function watchConfig(
       );
     }
     const { effective, awaitingRestart } = keepStartTimeSettings(initial, loaded.config);
-    // The loader checked the profiles' files under the file's server.assets; they are served from
-    // the running one.
-    const missing = awaitingRestart.some(({ setting }) => setting === 'server.assets')
-      ? missingUnderAssets(effective, effective.server.assets)
-      : [];
+    const missing = missingUnderRunningAssets(loaded.config, initial.server.assets);
     if (missing.length > 0) {
       return rejected(missing, retrying, () =>
         logger.error(
@@ -314,8 +310,17 @@ function describeRejection(problems: Problem[], running: Config): string {
     : `${rejectedEdit}; ${brokenTemplates.join('; ')}`;
 }
 
+/**
+ * The profiles' files missing under the server.assets a running server serves from, one line each.
+ * It keeps that directory until a restart, while the loader checked the files under the one the
+ * file names: only when the two differ is there anything more to check.
+ */
+export function missingUnderRunningAssets(config: Config, runningAssets: string): string[] {
+  return config.server.assets === runningAssets ? [] : missingUnderAssets(config, runningAssets);
+}
+
 /** The profiles' files missing under `assets`, one line each. */
-export function missingUnderAssets(config: Config, assets: string): string[] {
+function missingUnderAssets(config: Config, assets: string): string[] {
   return Object.entries(config.profiles).flatMap(([name, profile]) =>
     missingAssets(profile, assets).map(
       (missing) => `${config.file}: profiles.${name}.${missing.field}: ${missing.message}`,
