@@ -3,10 +3,12 @@ import { access } from 'node:fs/promises';
 import { STATUS_CODES } from 'node:http';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { LAST_EVENT_ID_HEADER } from '../http/api-routes.js';
 import { operatorTokenFile, readOperatorToken } from '../http/operator-token.js';
 import { parseConfigText, readConfigFile } from '../inventory/parse.js';
 import { formatProblem } from '../inventory/problems.js';
 import { ConfigSchema } from '../inventory/schema.js';
+import { isObject } from '../json.js';
 import type { MachineEvent } from '../lifecycle/events.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
@@ -88,7 +90,7 @@ async function readServerSettings(
 
 function objectAt(data: Record<string, unknown>, key: string): Record<string, unknown> {
   const value = data[key];
-  return isRecord(value) ? value : {};
+  return isObject(value) ? value : {};
 }
 
 function stringAt(data: Record<string, unknown>, key: string): string | undefined {
@@ -210,7 +212,7 @@ async function request<T>(
     );
   }
   if (!response.ok) throw new ApiError(explainRefusal(url, response.status, body), response.status);
-  const fits = shape === 'array' ? Array.isArray(body) : isRecord(body);
+  const fits = shape === 'array' ? Array.isArray(body) : isObject(body);
   if (!fits) {
     throw new ApiError(
       `${url} answered JSON that is not the API's (${shape === 'array' ? 'a list' : 'an object'} expected): is --url a rackboot server?`,
@@ -220,17 +222,13 @@ async function request<T>(
   return body as T;
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 /**
  * The server's words for a 4xx/5xx. rackboot says it in `rejected`, or in `error` (with details in
  * `message`); fastify's own answers (a query out of range, an unknown route) put the bare reason
  * phrase in `error` and what went wrong in `message`.
  */
 function explainRefusal(url: string, status: number, body: unknown): string {
-  const answer = isRecord(body) ? body : {};
+  const answer = isObject(body) ? body : {};
   const said = (key: string) => stringAt(answer, key);
   const error = said('error');
   const isReasonPhrase = error?.toLowerCase() === STATUS_CODES[status]?.toLowerCase();
@@ -279,9 +277,6 @@ export async function lastEventId(target: ServerTarget): Promise<number | undefi
   const header = response.headers.get(LAST_EVENT_ID_HEADER);
   return header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
 }
-
-/** Set by the server on the machine list: the newest event its answer includes. */
-const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
 
 /** The longest pause between two attempts to reopen a dropped event stream. */
 const MAX_RECONNECT_DELAY_MS = 30_000;

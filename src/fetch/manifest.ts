@@ -1,3 +1,4 @@
+import { isObject } from '../json.js';
 /**
  * The manifest `rackboot fetch coreos` writes under the assets root, and the only reader of it.
  * One file for every stream and architecture fetched, so a profile naming a stream finds its
@@ -94,9 +95,4 @@ function checkEntry(entry: unknown): ManifestEntry | string {
 /** A relative path that cannot climb out of the directory it is joined to. */
 export function isInsideRoot(path: string): boolean {
   return path !== '' && !path.startsWith('/') && !path.split(/[\\/]/).includes('..');
-}
-
-/** A JSON object: not null, not an array. */
-export function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

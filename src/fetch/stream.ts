@@ -1,4 +1,5 @@
-import { isObject, PXE_ARTIFACTS, type PxeArtifact, type Stream } from './manifest.js';
+import { isObject } from '../json.js';
+import { PXE_ARTIFACTS, type PxeArtifact, type Stream } from './manifest.js';
 
 /**
  * Fedora CoreOS stream metadata → the live PXE artifacts of one architecture. Pure. The document

@@ -37,7 +37,8 @@ const MACHINE_EVENTS_LIMIT = 300;
 /** Types only the servers or the operator may record; a machine reporting them is refused. */
 const RESERVED_TYPE =
   /^(dhcp-|tftp-|state-changed$|transition-rejected$|reprovision$|adopt$|ipxe-script$|asset-download$|ignition-fetch$|installer-ignition-fetch$|unknown-machine$)/;
-const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
+/** Set on the machine list: the newest event its answer includes (the SSE stream's resume point). */
+export const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
 /** The answer when the history could not be written (disk full or failing): nothing is claimed stored. */
 const EVENT_NOT_STORED = 'the event could not be written to the history (see the server log)';
 

@@ -12,6 +12,7 @@ import {
   parseCidr,
   unassignableAddresses,
 } from '../ipv4.js';
+import { isObject } from '../json.js';
 import { parseMac } from './mac.js';
 import { badName, isName, type NameKind } from './names.js';
 import { type Locator, type Path, parseConfigText, readConfigFile } from './parse.js';
@@ -246,10 +247,7 @@ type RawConfig = Omit<Config, 'file' | 'machines' | 'dhcp' | 'ignition'> & {
   ignition: { token_ttl: string | number };
 };
 
-const asRecord = (value: unknown): Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value)
-    ? (value as Record<string, unknown>)
-    : {};
+const asRecord = (value: unknown): Record<string, unknown> => (isObject(value) ? value : {});
 const asArray = (value: unknown): unknown[] => (Array.isArray(value) ? value : []);
 
 /**
