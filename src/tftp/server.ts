@@ -64,7 +64,7 @@ export interface TftpStats {
   transfers: Record<TftpOutcome, number>;
   /**
    * Refusals neither recorded as events nor logged: repeats of a (client IP, file, reason) within
-   * 10 s of its last record, and any refusal while the memo of those is full of recent ones.
+   * 10 s of its last record, and refusals over the per-client or global record budget.
    */
   refusalsSuppressed: number;
   /** Payload bytes acknowledged by clients. */
@@ -621,11 +621,6 @@ export function refusalLimiter(
   maxKeys: number,
 ): (key: string, now: number, admit: () => boolean) => number | undefined {
   const memo = new Map<string, { recordedAt: number; suppressed: number }>();
-  const remember = (key: string, entry: { recordedAt: number; suppressed: number }) => {
-    const oldest = memo.keys().next();
-    if (memo.size >= maxKeys && !oldest.done) memo.delete(oldest.value);
-    memo.set(key, entry);
-  };
   return (key, now, admit) => {
     const entry = memo.get(key);
     if (entry !== undefined && now - entry.recordedAt < intervalMs) {
@@ -635,11 +630,10 @@ export function refusalLimiter(
     if (!admit()) {
       // Not recorded, but owed to the history: the key's next record carries it.
       if (entry) entry.suppressed += 1;
-      else remember(key, { recordedAt: Number.NEGATIVE_INFINITY, suppressed: 1 });
+      else setNewest(memo, key, { recordedAt: Number.NEGATIVE_INFINITY, suppressed: 1 }, maxKeys);
       return undefined;
     }
-    memo.delete(key);
-    remember(key, { recordedAt: now, suppressed: 0 });
+    setNewest(memo, key, { recordedAt: now, suppressed: 0 }, maxKeys);
     return entry?.suppressed ?? 0;
   };
 }
@@ -652,13 +646,20 @@ function tokenBuckets(rate: Rate, maxKeys: number): (key: string, now: number) =
   const buckets = new Map<string, (now: number) => boolean>();
   return (key, now) => {
     const bucket = buckets.get(key) ?? tokenBucket(rate);
-    // Map order is insertion order: re-inserting marks the key most recently used.
-    buckets.delete(key);
-    const oldest = buckets.keys().next();
-    if (buckets.size >= maxKeys && !oldest.done) buckets.delete(oldest.value);
-    buckets.set(key, bucket);
+    setNewest(buckets, key, bucket, maxKeys);
     return bucket(now);
   };
+}
+
+/**
+ * Sets `key` as the newest entry of `map` (Map order is insertion order), dropping the oldest when
+ * the map already holds `maxKeys` others.
+ */
+function setNewest<K, V>(map: Map<K, V>, key: K, value: V, maxKeys: number): void {
+  map.delete(key);
+  const oldest = map.keys().next();
+  if (map.size >= maxKeys && !oldest.done) map.delete(oldest.value);
+  map.set(key, value);
 }
 
 /** `perSecond` on average, in bursts of up to `burst` (default: one second's worth). */
