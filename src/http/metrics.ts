@@ -83,13 +83,10 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
         for (const { reason, count } of dhcpStats().malformed) this.inc({ reason }, count);
       },
     });
-    new Gauge({
+    scrapeTimeValue(registry, Gauge, {
       name: 'rackboot_dhcp_bound_leases',
       help: 'Bound, unexpired leases (authoritative mode).',
-      registers: [registry],
-      collect() {
-        this.set(dhcpStats().boundLeases);
-      },
+      read: () => dhcpStats().boundLeases,
     });
   }
 
@@ -109,48 +106,30 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
           this.inc({ reason }, errors[key as keyof typeof TFTP_DROP_REASONS]);
       },
     });
-    new Gauge({
+    scrapeTimeValue(registry, Gauge, {
       name: 'rackboot_tftp_active_transfers',
       help: 'TFTP transfers in progress.',
-      registers: [registry],
-      collect() {
-        this.set(tftpStats().activeTransfers);
-      },
+      read: () => tftpStats().activeTransfers,
     });
-    new Counter({
+    scrapeTimeValue(registry, Counter, {
       name: 'rackboot_tftp_retransmitted_packets_total',
       help: 'TFTP DATA and OACK packets sent again (a timeout, or blocks resent after a partial ACK).',
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(tftpStats().retransmittedPackets);
-      },
+      read: () => tftpStats().retransmittedPackets,
     });
-    new Counter({
+    scrapeTimeValue(registry, Counter, {
       name: 'rackboot_tftp_refusals_suppressed_total',
-      help: 'TFTP refusals answered but not recorded as events (a repeat of the same client, file and reason within 10 s).',
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(tftpStats().refusalsSuppressed);
-      },
+      help: 'TFTP refusals answered but not recorded as events (a repeat of the same client, file and reason within 10 s, or over the record budgets).',
+      read: () => tftpStats().refusalsSuppressed,
     });
-    new Counter({
+    scrapeTimeValue(registry, Counter, {
       name: 'rackboot_tftp_io_errors_total',
       help: 'Socket or disk errors that ended a TFTP transfer or a send.',
-      registers: [registry],
-      collect() {
-        this.reset();
-        this.inc(tftpStats().errors.io);
-      },
+      read: () => tftpStats().errors.io,
     });
-    new Gauge({
+    scrapeTimeValue(registry, Gauge, {
       name: 'rackboot_tftp_cache_bytes',
       help: 'File contents the TFTP server holds in memory (cached, or held by open transfers).',
-      registers: [registry],
-      collect() {
-        this.set(tftpStats().cacheBytes);
-      },
+      read: () => tftpStats().cacheBytes,
     });
   }
 
@@ -295,6 +274,33 @@ function scrapeTimeCounter<Label extends string>(
     if (counted) counted.count += 1;
     else counts.set(key, { labels, count: 1 });
   };
+}
+
+/** A metric without labels whose value a server's stats() gives at each scrape: a total or a gauge. */
+function scrapeTimeValue(
+  registry: Registry,
+  kind: typeof Counter | typeof Gauge,
+  metric: { name: string; help: string; read: () => number },
+): void {
+  const { read, ...described } = metric;
+  if (kind === Counter) {
+    new Counter({
+      ...described,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  } else {
+    new Gauge({
+      ...described,
+      registers: [registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  }
 }
 
 // Request counting must see every route of the app, so this plugin runs in the context it is
