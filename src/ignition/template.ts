@@ -101,10 +101,14 @@ export function parseTemplate(file: string, text: string): ParsedTemplate {
   return parsed;
 }
 
-/** YAML 1.1 booleans, which go-yaml (yaml.v3) still takes for a bool field. */
+/** The booleans go-yaml (yaml.v3) takes for a bool field: YAML 1.2's and YAML 1.1's. */
 const GO_YAML_BOOLEANS = new Map<string, boolean>([
-  ...['y', 'Y', 'yes', 'Yes', 'YES', 'on', 'On', 'ON'].map((word) => [word, true] as const),
-  ...['n', 'N', 'no', 'No', 'NO', 'off', 'Off', 'OFF'].map((word) => [word, false] as const),
+  ...['y', 'Y', 'yes', 'Yes', 'YES', 'on', 'On', 'ON', 'true', 'True', 'TRUE'].map(
+    (word) => [word, true] as const,
+  ),
+  ...['n', 'N', 'no', 'No', 'NO', 'off', 'Off', 'OFF', 'false', 'False', 'FALSE'].map(
+    (word) => [word, false] as const,
+  ),
 ]);
 
 /**
@@ -226,9 +230,7 @@ function typedValue(
     if (/^[-+]?(0|[1-9]\d*)$/.test(text)) return Number.parseInt(text, 10);
     if (/^0[0-7]+$/.test(text)) return Number.parseInt(text, 8);
   } else {
-    const word = /^(true|True|TRUE|false|False|FALSE)$/.test(text)
-      ? text.toLowerCase() === 'true'
-      : GO_YAML_BOOLEANS.get(text);
+    const word = GO_YAML_BOOLEANS.get(text);
     if (word !== undefined) return word;
   }
   errors.push({
