@@ -99,6 +99,9 @@ t.test('assets over a real socket: exact Range bytes of a 64 MiB file, HEAD size
   });
   t.equal(ifRange.status, 200, 'If-Range with a weak tag: the whole file');
   t.equal(ifRange.body.length, SIZE);
+  const revalidated = await raw(port, { path: '/assets/fcos/big.img', headers: { 'if-none-match': etag } });
+  t.equal(revalidated.status, 304, 'If-None-Match with the current tag: not modified');
+  t.equal(revalidated.body.length, 0, 'and no body');
 
   // UEFI HTTP Boot: HEAD first, Host without the port, needs Content-Length.
   const head = await raw(port, {
