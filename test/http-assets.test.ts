@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
@@ -136,6 +136,16 @@ t.test('assets over a real socket: exact Range bytes of a 64 MiB file, HEAD size
       `${path}: nothing leaked`,
     );
   }
+
+  const bigImage = join(fixture.dir, 'assets', 'fcos', 'big.img');
+  const openOnImage = readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(join('/proc/self/fd', fd)) === bigImage;
+    } catch {
+      return false;
+    }
+  });
+  t.same(openOnImage, [], "every answer closed the file (send's unused stream too)");
 
   const downloads = fixture.events.filter((event) => event.type === 'asset-download');
   t.ok(downloads.length >= ranges.length + 1, 'downloads are recorded');

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { createServer, get, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -29,7 +30,9 @@ async function rangeServer(t: Test, path: string, range: { start: number; length
   const outcomes: Promise<FileRangeOutcome>[] = [];
   const server: Server = createServer((_request, response) => {
     response.writeHead(200, { 'content-length': range.length });
-    const outcome = sendFileRange(response, path, range.start, range.length);
+    const outcome = open(path, 'r').then((file) =>
+      sendFileRange(response, file, path, range.start, range.length),
+    );
     outcome.catch(() => response.destroy());
     outcomes.push(outcome);
   });

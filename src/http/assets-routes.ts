@@ -1,4 +1,5 @@
 import { realpathSync, statSync } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { resolve } from 'node:path';
 import send, { type SendOptions } from '@fastify/send';
@@ -62,29 +63,36 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
 async function answer(reply: FastifyReply, decided: Awaited<ReturnType<typeof send>>): Promise<unknown> {
   if (decided.type !== 'file') {
     decided.stream.destroy();
-    // send answers a dotfile with a 404 before looking for it; a missing file is ENOENT.
-    const error =
-      decided.type === 'error'
-        ? (decided.metadata.error as NodeJS.ErrnoException & { status?: number })
-        : undefined;
-    if (!error || error.status === 404 || error.code === 'ENOENT') return reply.callNotFound();
-    return reply.send(error);
+    return decided.type === 'error' ? refuse(reply, decided.metadata.error) : reply.callNotFound();
   }
   reply.code(decided.statusCode).headers(decided.headers);
   const range = bodyRange(reply, decided.headers);
   // HEAD, 304 Not Modified: send's stream is empty.
   if (!range) return reply.send(decided.stream);
   decided.stream.destroy();
+  const path = decided.metadata.path;
+  let file: FileHandle;
+  try {
+    file = await open(path, 'r');
+  } catch (error) {
+    return refuse(reply, error as Error);
+  }
   reply.hijack();
   const response = reply.raw;
   response.writeHead(decided.statusCode, reply.getHeaders() as OutgoingHttpHeaders);
   try {
-    await sendFileRange(response, decided.metadata.path, range.start, range.length);
+    await sendFileRange(response, file, path, range.start, range.length);
   } catch (error) {
-    reply.log.warn({ err: error, file: decided.metadata.path }, 'asset download cut short');
+    reply.log.warn({ err: error, file: path }, 'asset download cut short');
     response.destroy();
   }
   return undefined;
+}
+
+/** send answers a dotfile with a 404 before looking for it; a missing file is ENOENT: both are 404s. */
+function refuse(reply: FastifyReply, error: Error): unknown {
+  const { status, code } = error as NodeJS.ErrnoException & { status?: number };
+  return status === 404 || code === 'ENOENT' ? reply.callNotFound() : reply.send(error);
 }
 
 /** The file bytes a GET answer carries (200: all of them; 206: its Content-Range); undefined for none. */

@@ -1,4 +1,4 @@
-import { open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 
 /**
@@ -11,7 +11,8 @@ export const FILE_CHUNK_BYTES = 1024 * 1024;
 export type FileRangeOutcome = 'complete' | 'client-gone';
 
 /**
- * Writes `length` bytes of `path` from `start` into `response` (its head already set) and ends it.
+ * Writes `length` bytes of `file` (opened from `path`) from `start` into `response`, its head already
+ * set, and ends it; the file is closed in any case.
  *
  * Why not a read stream piped into the response: a read stream allocates a new chunk for every
  * read, and V8 answers that much fresh off-heap memory with full garbage collections over the
@@ -20,7 +21,8 @@ export type FileRangeOutcome = 'complete' | 'client-gone';
  * and a buffer is read into again only once its last write has left for the kernel (the write's
  * callback), so a byte still queued on the socket is never overwritten.
  *
- * The file is read through one descriptor: a file renamed over mid-transfer keeps sending the bytes
+ * The file is read through the one descriptor, opened before the head was committed (so a file gone
+ * by then is still a proper error answer): a file renamed over mid-transfer keeps sending the bytes
  * it started with. A file that ends early (truncated while sent) rejects; the caller must then
  * destroy the response, so the client sees a body shorter than its Content-Length rather than a
  * silent short file. A client that hangs up, or a connection that fails, ends the transfer early
@@ -28,11 +30,11 @@ export type FileRangeOutcome = 'complete' | 'client-gone';
  */
 export async function sendFileRange(
   response: ServerResponse,
+  file: FileHandle,
   path: string,
   start: number,
   length: number,
 ): Promise<FileRangeOutcome> {
-  const file = await open(path, 'r');
   try {
     // 'close' also follows a normal end; it is only raced against while bytes are still owed.
     const gone = new Promise<'client-gone'>((resolve) =>
