@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { mkdirSync, readdirSync, readlinkSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { type IncomingMessage, request } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -151,7 +151,7 @@ t.test('assets over a real socket: exact Range bytes of a 64 MiB file, HEAD size
   t.ok(downloads.length >= ranges.length + 1, 'downloads are recorded');
   t.match(downloads[1], {
     source: 'http',
-    detail: { file: 'fcos/big.img', status: 206, bytes: 1, range: 'bytes=0-0' },
+    detail: { file: 'fcos/big.img', status: 206, bytes: 1, outcome: 'complete', range: 'bytes=0-0' },
   });
 });
 
@@ -226,4 +226,34 @@ t.test('a client that stalls its request or sits idle is disconnected', async (t
   t.ok(idle < 5_000, `a connection that sends nothing: closed after ${idle} ms`);
   const served = await raw(port, { path: '/boot.ipxe' });
   t.equal(served.status, 200, 'others are served meanwhile');
+});
+
+t.test('closing the server cuts a download in flight instead of waiting for it, and says so', async (t) => {
+  const fixture = await bootFixture();
+  const size = 64 * 1024 * 1024;
+  const path = join(fixture.dir, 'assets', 'fcos', 'rootfs-big.img');
+  writeFileSync(path, '');
+  truncateSync(path, size);
+  const app = await fixtureApp(fixture);
+  t.teardown(() => fixture.cleanup());
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const port = (app.server.address() as AddressInfo).port;
+  const response = await new Promise<IncomingMessage>((resolve, reject) =>
+    request({ host: '127.0.0.1', port, path: '/assets/fcos/rootfs-big.img' }, resolve)
+      .on('error', reject)
+      .end(),
+  );
+  response.pause();
+  response.on('error', () => {});
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const started = performance.now();
+  await app.close();
+  const closedMs = performance.now() - started;
+  t.ok(closedMs < 3000, `app.close() returned in ${Math.round(closedMs)} ms`);
+  response.destroy();
+  const download = fixture.events.find(
+    (event) => event.type === 'asset-download' && event.detail?.file === 'fcos/rootfs-big.img',
+  );
+  t.match(download?.detail, { status: 200, outcome: 'client-gone' }, 'recorded as cut');
+  t.ok(Number(download?.detail?.bytes) < size, `with the bytes actually sent (${download?.detail?.bytes})`);
 });

@@ -1,12 +1,27 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync, readlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import {
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createServer, get, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
-import { FILE_CHUNK_BYTES, type FileRangeOutcome, sendFileRange } from '../src/http/file-range.js';
+import {
+  FILE_CHUNK_BYTES,
+  type FileRangeResult,
+  openAsDecided,
+  sendFileRange,
+} from '../src/http/file-range.js';
 
 /** A file whose every 4-byte word holds its own index, so a byte from the wrong place shows. */
 function patternedFile(path: string, bytes: number): Buffer {
@@ -25,20 +40,26 @@ function sparseFile(path: string, bytes: number): string {
 
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
-/** A server whose every request is answered with `range` of `path`; each transfer's outcome is kept. */
+/** A server whose every request is answered with `range` of `path`; each transfer's result is kept. */
 async function rangeServer(t: Test, path: string, range: { start: number; length: number }) {
-  const outcomes: Promise<FileRangeOutcome>[] = [];
+  const results: Promise<FileRangeResult>[] = [];
+  const closing = new AbortController();
   const server: Server = createServer((_request, response) => {
-    response.writeHead(200, { 'content-length': range.length });
-    const outcome = open(path, 'r').then((file) =>
-      sendFileRange(response, file, path, range.start, range.length),
+    const result = open(path, 'r').then((file) =>
+      sendFileRange(response, {
+        file,
+        ...range,
+        status: 200,
+        headers: { 'content-length': range.length },
+        abort: closing.signal,
+      }),
     );
-    outcome.catch(() => response.destroy());
-    outcomes.push(outcome);
+    void result.then((sent) => sent.outcome === 'file-shortened' && response.destroy());
+    results.push(result);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  return { port: (server.address() as AddressInfo).port, outcomes };
+  return { port: (server.address() as AddressInfo).port, results, closing };
 }
 
 function request(port: number): Promise<IncomingMessage> {
@@ -85,7 +106,7 @@ t.test(
       { start: FILE_CHUNK_BYTES + 3, length: 30 * FILE_CHUNK_BYTES + 5 },
       { start: 10, length: 1 },
     ]) {
-      const { port, outcomes } = await rangeServer(t, path, range);
+      const { port, results } = await rangeServer(t, path, range);
       const body = await readSlowly(await request(port));
       t.equal(body.length, range.length, `${range.start}+${range.length}: length`);
       t.equal(
@@ -93,7 +114,7 @@ t.test(
         sha256(content.subarray(range.start, range.start + range.length)),
         `${range.start}+${range.length}: byte-exact`,
       );
-      t.equal(await outcomes[0], 'complete');
+      t.same(await results[0], { outcome: 'complete', bytesSent: range.length });
     }
     t.equal(descriptorsOn(path), 0, 'the file is closed after each transfer');
   },
@@ -101,11 +122,11 @@ t.test(
 
 t.test('a client that hangs up mid-transfer ends it and the file is closed', async (t) => {
   const path = sparseFile(join(t.testdir(), 'big.img'), 32 * FILE_CHUNK_BYTES);
-  const { port, outcomes } = await rangeServer(t, path, { start: 0, length: 32 * FILE_CHUNK_BYTES });
+  const { port, results } = await rangeServer(t, path, { start: 0, length: 32 * FILE_CHUNK_BYTES });
   const response = await request(port);
   await new Promise((resolve) => response.once('data', resolve));
   response.destroy();
-  t.equal(await outcomes[0], 'client-gone');
+  t.equal((await results[0])?.outcome, 'client-gone');
   t.equal(descriptorsOn(path), 0, 'no descriptor left open');
 });
 
@@ -113,7 +134,7 @@ t.test('a file shortened while it is sent cuts the response short instead of end
   // Far more than loopback's socket buffers take in while the client is paused.
   const length = 64 * FILE_CHUNK_BYTES;
   const path = sparseFile(join(t.testdir(), 'shrinking.img'), length);
-  const { port, outcomes } = await rangeServer(t, path, { start: 0, length });
+  const { port, results } = await rangeServer(t, path, { start: 0, length });
   const response = await request(port);
   response.pause();
   await sleep(200);
@@ -128,8 +149,63 @@ t.test('a file shortened while it is sent cuts the response short instead of end
     response.on('error', () => resolve('error'));
     response.resume();
   });
-  await t.rejects(outcomes[0] as Promise<FileRangeOutcome>, /shortened while being sent/);
+  t.equal((await results[0])?.outcome, 'file-shortened');
   t.not(ended, 'end', `the client sees a cut connection (${ended})`);
   t.ok(received < length, `fewer bytes than Content-Length arrived (${received} of ${length})`);
   t.equal(descriptorsOn(path), 0, 'the file is closed');
 });
+
+t.test('a pipelined request queued behind another ends with its connection, file closed', async (t) => {
+  const path = sparseFile(join(t.testdir(), 'pipelined.img'), 32 * FILE_CHUNK_BYTES);
+  const { port, results } = await rangeServer(t, path, { start: 0, length: 32 * FILE_CHUNK_BYTES });
+  const socket = connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(3));
+  await once(socket, 'data');
+  socket.pause();
+  for (let waited = 0; results.length < 3 && waited < 50; waited += 1) await sleep(20);
+  t.equal(results.length, 3, 'all three requests reached the server');
+  socket.destroy();
+  const ended = await Promise.race([
+    Promise.all(results).then((all) => all.map((result) => result.outcome)),
+    sleep(5000).then(() => 'still running after 5 s'),
+  ]);
+  t.same(ended, ['client-gone', 'client-gone', 'client-gone']);
+  t.equal(descriptorsOn(path), 0, 'no descriptor left open');
+});
+
+t.test('aborting (the server closing) ends a transfer the client stopped reading', async (t) => {
+  const path = sparseFile(join(t.testdir(), 'stalled.img'), 32 * FILE_CHUNK_BYTES);
+  const { port, results, closing } = await rangeServer(t, path, { start: 0, length: 32 * FILE_CHUNK_BYTES });
+  const response = await request(port);
+  response.pause();
+  await sleep(200);
+  closing.abort();
+  const ended = await Promise.race([results[0], sleep(5000).then(() => undefined)]);
+  t.equal(ended?.outcome, 'client-gone');
+  t.ok((ended?.bytesSent ?? 0) < 32 * FILE_CHUNK_BYTES, `cut short (${ended?.bytesSent} bytes sent)`);
+  response.destroy();
+  t.equal(descriptorsOn(path), 0, 'no descriptor left open');
+});
+
+t.test(
+  'openAsDecided: the same file opens; one renamed over it or a FIFO in its place does not',
+  async (t) => {
+    const dir = t.testdir();
+    const path = join(dir, 'asset.img');
+    writeFileSync(path, 'first version');
+    const decided = statSync(path);
+    const same = await openAsDecided(path, decided);
+    t.not(typeof same, 'string', 'unchanged: opened');
+    if (typeof same !== 'string') await same.close();
+    writeFileSync(join(dir, 'next.img'), 'second version');
+    renameSync(join(dir, 'next.img'), path);
+    t.equal(await openAsDecided(path, decided), 'changed', 'renamed over: not sent under the old headers');
+    rmSync(path);
+    execFileSync('mkfifo', [path]);
+    const started = performance.now();
+    t.equal(await openAsDecided(path, decided), 'not-a-file', 'a FIFO is refused');
+    t.ok(performance.now() - started < 1000, 'without waiting for a writer');
+    t.equal(descriptorsOn(path), 0, 'nothing left open');
+  },
+);

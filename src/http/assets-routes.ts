@@ -1,12 +1,12 @@
 import { realpathSync, statSync } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
-import type { OutgoingHttpHeaders } from 'node:http';
+import type { FileHandle } from 'node:fs/promises';
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { resolve } from 'node:path';
-import send, { type SendOptions } from '@fastify/send';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import send, { type FileSendResult, type SendOptions } from '@fastify/send';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { escapesRoot } from '../path-inside.js';
 import type { BootServiceContext } from './boot-service.js';
-import { sendFileRange } from './file-range.js';
+import { openAsDecided, sendFileRange } from './file-range.js';
 import { requesterIp } from './machine-auth.js';
 
 /**
@@ -27,6 +27,16 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
     acceptRanges: true,
     cacheControl: false,
   };
+  // A download in flight would hold the server's close (and so `rackboot serve`'s shutdown) until
+  // it ends; it is cut instead, as the SSE streams are (firmware and installers retry), and the
+  // close waits until the cut downloads are recorded.
+  const closing = new AbortController();
+  const inFlight = new Set<Promise<void>>();
+  app.addHook('preClose', async () => {
+    closing.abort();
+    await Promise.allSettled(inFlight);
+  });
+
   app.get<{ Params: { '*': string } }>('/assets/*', async (request, reply) => {
     const pathname = `/${request.params['*']}`;
     if (!servable(root, pathname)) return reply.callNotFound();
@@ -37,12 +47,65 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
     // send reads the Range header from the raw request.
     if (range !== undefined && SUFFIX_RANGE.test(range))
       request.raw.headers.range = wholeFileForLongSuffixes(range, resolve(root, `.${pathname}`));
-    return answer(reply, await send(request.raw, encodeURI(pathname), sendOptions));
+    for (let attempt = 1; attempt <= DECISION_ATTEMPTS; attempt += 1) {
+      // send reads only the method and the headers. Asked as a HEAD it decides everything a GET
+      // gets (status, Range, conditions, headers) without opening the file: a FIFO swapped in
+      // since `servable` would block the thread that opens it.
+      const decided = await send(asHead(request.raw), encodeURI(pathname), sendOptions);
+      if (decided.type !== 'file')
+        return decided.type === 'error' ? refuse(reply, decided.metadata.error) : reply.callNotFound();
+      const body = request.method === 'GET' ? bodyRange(decided) : undefined;
+      // HEAD, 304 Not Modified: no body.
+      if (!body) return reply.code(decided.statusCode).headers(decided.headers).send(decided.stream);
+      let file: FileHandle | 'changed' | 'not-a-file';
+      try {
+        file = await openAsDecided(decided.metadata.path, decided.metadata.stat);
+      } catch (error) {
+        return refuse(reply, error as Error);
+      }
+      if (file === 'not-a-file') return reply.callNotFound();
+      if (file === 'changed') continue;
+      const delivered = deliver(request, reply, decided, file, body);
+      inFlight.add(delivered);
+      try {
+        await delivered;
+      } finally {
+        inFlight.delete(delivered);
+      }
+      return undefined;
+    }
+    return reply
+      .code(503)
+      .header('retry-after', '1')
+      .send({ error: 'asset-changing', message: `${pathname} is being replaced; try again` });
   });
 
-  app.addHook('onResponse', async (request, reply) => {
-    if (request.method !== 'GET' || (reply.statusCode !== 200 && reply.statusCode !== 206)) return;
+  /** Writes the file's bytes as decided, and records the download with what really left. */
+  async function deliver(
+    request: FastifyRequest<{ Params: { '*': string } }>,
+    reply: FastifyReply,
+    decided: FileSendResult,
+    file: FileHandle,
+    body: { start: number; length: number },
+  ): Promise<void> {
+    // Read now: once the connection is gone its address is too.
     const ip = requesterIp(request);
+    reply.code(decided.statusCode).headers(decided.headers).hijack();
+    reply.countWhenClosed?.();
+    const sent = await sendFileRange(reply.raw, {
+      file,
+      ...body,
+      status: decided.statusCode,
+      headers: reply.getHeaders() as OutgoingHttpHeaders,
+      abort: closing.signal,
+    }).catch((error: unknown) => {
+      reply.log.warn({ err: error, file: decided.metadata.path }, 'asset download failed');
+      return { outcome: 'read-error' as const, bytesSent: 0 };
+    });
+    if (sent.outcome === 'file-shortened')
+      reply.log.warn({ file: decided.metadata.path }, 'asset shortened while it was sent; connection cut');
+    // A body cut short must not look complete, and a connection left open would hold the server's close.
+    if (sent.outcome !== 'complete') reply.raw.destroy();
     context.record(request, {
       mac: context.machineAt(ip),
       ip,
@@ -50,43 +113,22 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
       type: 'asset-download',
       detail: {
         file: decodeURIComponent(request.url.slice('/assets/'.length).split('?')[0] ?? ''),
-        status: reply.statusCode,
-        bytes: Number(reply.getHeader('content-length') ?? 0),
+        status: decided.statusCode,
+        bytes: sent.bytesSent,
+        outcome: sent.outcome,
         range: request.headers.range,
         userAgent: request.headers['user-agent'],
       },
     });
-  });
+  }
 }
 
-/** Replies with send's decision; a GET of file bytes is written by `sendFileRange`. */
-async function answer(reply: FastifyReply, decided: Awaited<ReturnType<typeof send>>): Promise<unknown> {
-  if (decided.type !== 'file') {
-    decided.stream.destroy();
-    return decided.type === 'error' ? refuse(reply, decided.metadata.error) : reply.callNotFound();
-  }
-  reply.code(decided.statusCode).headers(decided.headers);
-  const range = bodyRange(reply, decided.headers);
-  // HEAD, 304 Not Modified: send's stream is empty.
-  if (!range) return reply.send(decided.stream);
-  decided.stream.destroy();
-  const path = decided.metadata.path;
-  let file: FileHandle;
-  try {
-    file = await open(path, 'r');
-  } catch (error) {
-    return refuse(reply, error as Error);
-  }
-  reply.hijack();
-  const response = reply.raw;
-  response.writeHead(decided.statusCode, reply.getHeaders() as OutgoingHttpHeaders);
-  try {
-    await sendFileRange(response, file, path, range.start, range.length);
-  } catch (error) {
-    reply.log.warn({ err: error, file: path }, 'asset download cut short');
-    response.destroy();
-  }
-  return undefined;
+/** Tries at deciding and opening a file that keeps being replaced under the request, then 503. */
+const DECISION_ATTEMPTS = 3;
+
+/** The request as send sees it, asked as a HEAD (send reads nothing else of it). */
+function asHead(raw: IncomingMessage): IncomingMessage {
+  return { method: 'HEAD', headers: raw.headers } as IncomingMessage;
 }
 
 /** send answers a dotfile with a 404 before looking for it; a missing file is ENOENT: both are 404s. */
@@ -95,16 +137,15 @@ function refuse(reply: FastifyReply, error: Error): unknown {
   return status === 404 || code === 'ENOENT' ? reply.callNotFound() : reply.send(error);
 }
 
-/** The file bytes a GET answer carries (200: all of them; 206: its Content-Range); undefined for none. */
-function bodyRange(
-  reply: FastifyReply,
-  headers: Record<string, string>,
-): { start: number; length: number } | undefined {
-  if (reply.request.method !== 'GET') return undefined;
-  const length = Number(headers['Content-Length']);
-  if (reply.statusCode === 200) return { start: 0, length };
-  const start = /^bytes (\d+)-/.exec(headers['Content-Range'] ?? '')?.[1];
-  return reply.statusCode === 206 && start !== undefined ? { start: Number(start), length } : undefined;
+/** The file bytes a 200 or 206 answer carries (206: its Content-Range); undefined for none. */
+function bodyRange(decided: {
+  statusCode: number;
+  headers: Record<string, string>;
+}): { start: number; length: number } | undefined {
+  const length = Number(decided.headers['Content-Length']);
+  if (decided.statusCode === 200) return { start: 0, length };
+  const start = /^bytes (\d+)-/.exec(decided.headers['Content-Range'] ?? '')?.[1];
+  return decided.statusCode === 206 && start !== undefined ? { start: Number(start), length } : undefined;
 }
 
 /** A Range header with a suffix range (`bytes=-N`, the last N bytes) anywhere in its list. */
