@@ -39,7 +39,7 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
 
   app.get<{ Params: { '*': string } }>('/assets/*', async (request, reply) => {
     const pathname = `/${request.params['*']}`;
-    if (!servable(root, pathname)) return reply.callNotFound();
+    if (!insideRoot(root, pathname)) return reply.callNotFound();
     // RFC 9110 §13.1.5: a weak entity tag never matches If-Range, and ours are weak, so such a
     // request gets the whole file (send compared it as a substring and answered 206).
     if (request.headers['if-range']?.includes('W/')) delete request.raw.headers.range;
@@ -49,11 +49,13 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
       request.raw.headers.range = wholeFileForLongSuffixes(range, resolve(root, `.${pathname}`));
     for (let attempt = 1; attempt <= DECISION_ATTEMPTS; attempt += 1) {
       // send reads only the method and the headers. Asked as a HEAD it decides everything a GET
-      // gets (status, Range, conditions, headers) without opening the file: a FIFO swapped in
-      // since `servable` would block the thread that opens it.
+      // gets (status, Range, conditions, headers) without opening the file: opening a FIFO blocks a
+      // thread of libuv's pool for good, and four of them stop every file read in the process
+      // (assets, TFTP, config reloads).
       const decided = await send(asHead(request.raw), encodeURI(pathname), sendOptions);
       if (decided.type !== 'file')
         return decided.type === 'error' ? refuse(reply, decided.metadata.error) : reply.callNotFound();
+      if (!decided.metadata.stat.isFile()) return reply.callNotFound();
       const body = request.method === 'GET' ? bodyRange(decided) : undefined;
       // HEAD, 304 Not Modified: no body.
       if (!body) return reply.code(decided.statusCode).headers(decided.headers).send(decided.stream);
@@ -169,18 +171,15 @@ function wholeFileForLongSuffixes(range: string, file: string): string {
 }
 
 /**
- * False when the file resolves (through symlinks) outside `root`, or is not a regular file: opening
- * a FIFO blocks a thread of libuv's pool for good, and four of them stop every file read in the
- * process (assets, TFTP, config reloads). A missing file is left to send's 404.
+ * False when the file resolves (through symlinks) outside `root`. A missing file is left to send's
+ * 404; anything but a regular file is refused on send's own stat (see the route).
  */
-function servable(root: string, pathname: string): boolean {
+function insideRoot(root: string, pathname: string): boolean {
   let real: string;
-  let regular: boolean;
   try {
     real = realpathSync(resolve(root, `.${pathname.startsWith('/') ? '' : '/'}${pathname}`));
-    regular = statSync(real).isFile();
   } catch {
     return true;
   }
-  return regular && !escapesRoot(realpathSync(root), real);
+  return !escapesRoot(realpathSync(root), real);
 }
