@@ -69,11 +69,10 @@ export interface FileRangeRequest {
  *
  * A file that ends early (truncated while sent) is 'file-shortened': the caller must then destroy the
  * response, so the client sees a body shorter than its Content-Length rather than a silent short
- * file. The
- * transfer ends early ('client-gone', not an error of the server's) when the client hangs up, the
- * connection fails, or `abort` fires (the server closing). The connection's close counts too: a
- * pipelined response still queued behind another never gets a socket, so neither its own 'close'
- * nor its write callbacks would ever come.
+ * file. The transfer ends early ('client-gone', not an error of the server's) when the client hangs
+ * up, the connection fails, or `abort` fires (the server closing). The connection's close counts
+ * too: a pipelined response still queued behind another never gets a socket, so neither its own
+ * 'close' nor its write callbacks would ever come.
  */
 export async function sendFileRange(
   response: ServerResponse,
@@ -93,13 +92,16 @@ export async function sendFileRange(
     response.writeHead(status, headers);
     const chunkBytes = Math.max(1, Math.min(FILE_CHUNK_BYTES, length));
     const buffers = [Buffer.allocUnsafeSlow(chunkBytes), Buffer.allocUnsafeSlow(chunkBytes)] as const;
-    const written: Promise<WriteOutcome>[] = [Promise.resolve('written'), Promise.resolve('written')];
+    const written: [Promise<WriteOutcome>, Promise<WriteOutcome>] = [
+      Promise.resolve('written'),
+      Promise.resolve('written'),
+    ];
     const end = start + length;
     let position = start;
-    const stopped = (outcome: WriteOutcome | 'client-gone') =>
+    const stopped = (outcome: WriteOutcome) =>
       outcome === 'client-gone' || response.destroyed || abort.aborted;
     for (let turn: 0 | 1 = 0; position < end; turn = turn === 0 ? 1 : 0) {
-      if (stopped(await Promise.race([written[turn] as Promise<WriteOutcome>, gone])))
+      if (stopped(await Promise.race([written[turn], gone])))
         return { outcome: 'client-gone', bytesSent: sent.bytes };
       const buffer = buffers[turn];
       const { bytesRead } = await file.read(buffer, 0, Math.min(chunkBytes, end - position), position);
