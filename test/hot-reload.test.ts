@@ -401,6 +401,40 @@ t.test('a directory symlink swapped (current → releases/vN) reloads the config
   }
 });
 
+t.test(
+  'a config directory swapped whole (mv conf.new conf) reloads, and so do later edits in it',
+  async (t) => {
+    // Before, the watch stayed on the directory renamed away: no reload then, nor for any later edit.
+    const withHostname = (hostname: string) => ({
+      'rackboot.yaml': base
+        .replace('hostname: one', `hostname: ${hostname}`)
+        .replace('server:\n', 'server:\n  assets: ../boot-assets\n'),
+    });
+    const directory = t.testdir({
+      'boot-assets': { vmlinuz: 'k' },
+      conf: withHostname('one'),
+      'conf.new': withHostname('two'),
+    });
+    const conf = join(directory, 'conf');
+    const loaded = await loadConfigFile(join(conf, 'rackboot.yaml'));
+    if (!loaded.ok) throw new Error(`fixture config must load: ${JSON.stringify(loaded.problems)}`);
+    const source = watchConfig(loaded.config, { logger: logSink().logger, debounceMs: 20 });
+    t.teardown(() => source.close());
+    const nextChange = () => new Promise<void>((resolve) => source.on('change', () => resolve()));
+
+    const swapped = nextChange();
+    renameSync(conf, join(directory, 'conf.old'));
+    renameSync(join(directory, 'conf.new'), conf);
+    await waitFor(swapped, 5000, 'the reload after the directory swap');
+    t.equal(source.current().machines[0]?.hostname, 'two', 'the swapped-in directory applied');
+
+    const edited = nextChange();
+    saveLikeAnEditor(join(conf, 'rackboot.yaml'), withHostname('three')['rackboot.yaml']);
+    await waitFor(edited, 5000, 'the reload after an edit in the swapped-in directory');
+    t.equal(source.current().machines[0]?.hostname, 'three', 'a later edit applied too');
+  },
+);
+
 t.test('a broken template the running config uses is logged as such, not as a rejected edit', async (t) => {
   // Before: "config edit rejected, still serving the previous config", while the template, read per
   // request, already failed the Ignition of its machines.

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { type FSWatcher, lstatSync, readlinkSync, watch } from 'node:fs';
+import { type FSWatcher, lstatSync, readlinkSync, statSync, watch } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import type { Logger } from '../log.js';
 import { deepFreeze, type Loaded, loadConfigFile } from './load.js';
@@ -84,7 +84,11 @@ export function watchConfig(
         byDirectory.set(directory, names);
       }
     }
-    const key = JSON.stringify([...byDirectory].map(([directory, names]) => [directory, [...names]]));
+    // With each directory's inode: a watch follows the directory it was made on, so one renamed
+    // away (`mv conf conf.old && mv conf.new conf`) and replaced under the same path needs a new watch.
+    const key = JSON.stringify(
+      [...byDirectory].map(([directory, names]) => [directory, inodeOf(directory), [...names]]),
+    );
     if (key === watchedKey) return;
     watchedKey = key;
     for (const watcher of watchers) watcher.close();
@@ -93,7 +97,11 @@ export function watchConfig(
         const watcher = watch(directory, (_event, name) => {
           if (name && names.has(name.toString())) schedule();
         });
-        watcher.on('error', (error) => logger.warn({ err: error, directory }, 'config watch failed'));
+        watcher.on('error', (error) => {
+          logger.warn({ err: error, directory }, 'config watch failed; watching again');
+          watchedKey = '';
+          schedule();
+        });
         return [watcher];
       } catch (error) {
         logger.warn({ err: error, directory }, 'cannot watch config directory; hot reload is off for it');
@@ -408,7 +416,20 @@ function entriesResolving(file: string): [string, string][] {
     if (isAbsolute(target)) directory = sep;
   }
   entries.push([dirname(directory), basename(directory)]);
+  // The directory the file really is in, as an entry of its parent: a deploy that swaps the whole
+  // directory (`mv conf.new conf`) changes no file inside the one watched.
+  const fileDirectory = dirname(directory);
+  if (fileDirectory !== sep) entries.push([dirname(fileDirectory), basename(fileDirectory)]);
   return entries;
+}
+
+function inodeOf(directory: string): string {
+  try {
+    const stats = statSync(directory);
+    return `${stats.dev}:${stats.ino}`;
+  } catch {
+    return 'missing';
+  }
 }
 
 function linkTarget(path: string): string | undefined {
