@@ -374,6 +374,66 @@ t.test('correlation id: one per boot, from the first firmware DHCP packet', asyn
   );
 });
 
+t.test('correlation id: UEFI HTTP Boot downloading iPXE itself stays one boot', async (t) => {
+  const ipxeDownload: MachineEventInput = {
+    mac,
+    source: 'http',
+    type: 'asset-download',
+    detail: { file: 'ipxe.efi', status: 200 },
+  };
+  const folded = fold([
+    firmwareDhcp('uefi-http'),
+    ipxeDownload,
+    firmwareDhcp('ipxe'),
+    script('install'),
+    ignition,
+  ]);
+  t.same(new Set(folded.correlationIds), new Set(['525400123456-1']), 'firmware to Ignition is one boot');
+  t.equal(folded.record?.firmware, 'uefi-http', "the boot is the firmware HTTP client's");
+});
+
+t.test(
+  'correlation id without DHCP (dhcp.mode off): each script fetch after a later stage is a boot',
+  async (t) => {
+    const folded = fold([
+      script('install'),
+      script('install'), // iPXE fetching again: the same boot
+      ignition,
+      diskWritten,
+      script('local-disk'), // the reboot into the installed system
+      reprovision,
+      tftp('complete'), // the LAN's DHCP pointing at our TFTP: the next boot begins here
+      script('install'),
+      ignition,
+      installed,
+    ]);
+    t.same(
+      folded.correlationIds,
+      [1, 1, 1, 1, 2, 2, 3, 3, 3, 3].map((boot) => `525400123456-${boot}`),
+      'install, the reboot after it, and the reinstall are three stories',
+    );
+    const reinstalled = folded.record;
+    t.equal(reinstalled?.state, 'installed');
+    t.equal(
+      reinstalled?.installStartedAt,
+      new Date(T0 + 7000).toISOString(),
+      'the reinstall is timed from its own boot',
+    );
+  },
+);
+
+t.test("BIOS iPXE's i386 build arch does not replace the arch the firmware told", async (t) => {
+  const bios: MachineEventInput = {
+    mac,
+    source: 'http',
+    type: 'ipxe-script',
+    detail: { script: 'install', arch: 'i386', platform: 'pcbios' },
+  };
+  t.equal(fold([firmwareDhcp(), tftp('complete'), firmwareDhcp('ipxe'), bios]).record?.arch, 'x86_64');
+  const efiI386 = { ...bios, detail: { script: 'install', arch: 'i386', platform: 'efi' } };
+  t.equal(fold([firmwareDhcp(), efiI386]).record?.arch, 'i386', 'a 32-bit EFI iPXE is a 32-bit machine');
+});
+
 t.test('discovery: arch, firmware kind and vendor from the OUI', async (t) => {
   const folded = fold([firmwareDhcp('uefi-pxe'), tftp('complete'), firmwareDhcp('ipxe')]);
   t.match(folded.record, {

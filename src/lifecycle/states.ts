@@ -10,8 +10,9 @@ export interface BootRecord {
   number: number;
   startedAt: string;
   /**
-   * True once the boot got past the firmware chain (firmware DHCP → TFTP of iPXE → iPXE DHCP): an
-   * HTTP request or a report from the machine. A firmware DHCP packet after that is a new boot.
+   * True once the boot got past the firmware chain (firmware DHCP → TFTP or HTTP download of iPXE →
+   * iPXE DHCP): a script or Ignition request or a report from the machine. A firmware DHCP packet
+   * after that is a new boot.
    */
   loaded: boolean;
 }
@@ -256,12 +257,15 @@ function nextBoot(
   stamp: Stamp,
   mac: Mac,
 ): BootRecord {
-  const loadedBy = input.source === 'http' || input.source === 'machine';
+  // UEFI HTTP Boot firmware downloads iPXE itself (an asset-download before iPXE's DHCP), so a
+  // download proves nothing; the kernel and initrd come after the script, which does.
+  const loadedBy = input.source === 'machine' || (input.source === 'http' && input.type !== 'asset-download');
   const startsBoot =
     previous === undefined ||
     (input.source === 'dhcp' &&
       firmware !== undefined &&
-      (previous.boot.loaded || stamp.ms - Date.parse(previous.lastEvent.time) > BOOT_GAP_MS));
+      (previous.boot.loaded || stamp.ms - Date.parse(previous.lastEvent.time) > BOOT_GAP_MS)) ||
+    startsBootWithoutDhcp(previous, input);
   if (startsBoot) {
     const number = (previous?.boot.number ?? 0) + 1;
     return {
@@ -274,6 +278,21 @@ function nextBoot(
   if (!loadedBy || previous.boot.loaded) return previous.boot;
   const { correlationId, number, startedAt } = previous.boot;
   return { correlationId, number, startedAt, loaded: true };
+}
+
+const SCRIPT_FETCHES = new Set(['ipxe-script', 'unknown-machine']);
+
+/**
+ * Where this server sees no DHCP of the boot (`dhcp.mode: off`, the LAN's DHCP chaining to
+ * `/boot.ipxe`), the first thing it sees of a boot is a TFTP transfer of iPXE or the machine's script.
+ * One that comes after the previous boot got further than its script (a download, Ignition, a
+ * report) starts a new boot; in the DHCP modes iPXE's DHCP has started it already, so the boot is not
+ * loaded yet. A script fetched again right after a script (iPXE retrying) is the same boot.
+ */
+function startsBootWithoutDhcp(previous: MachineRecord, input: MachineEventInput): boolean {
+  if (!previous.boot.loaded) return false;
+  if (input.type === 'tftp-transfer') return true;
+  return SCRIPT_FETCHES.has(input.type) && !SCRIPT_FETCHES.has(previous.lastEvent.type);
 }
 
 /** The state a machine's report asks for: a written disk is still `installing` until the installed system reports. */
@@ -343,5 +362,7 @@ function firmwareOf(input: MachineEventInput): FirmwareKind | undefined {
 
 function archOf(input: MachineEventInput): Arch | undefined {
   const value = input.detail?.arch;
+  // BIOS iPXE (undionly.kpxe) is a 32-bit build and says i386 on every PC: iPXE's arch, not the machine's.
+  if (value === 'i386' && input.detail?.platform === 'pcbios') return undefined;
   return ARCHES.find((arch) => arch === value);
 }
