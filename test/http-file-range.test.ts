@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import {
+  ChunkPool,
   FILE_CHUNK_BYTES,
   type FileRangeResult,
   openAsDecided,
@@ -41,7 +42,12 @@ function sparseFile(path: string, bytes: number): string {
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
 /** A server whose every request is answered with `range` of `path`; each transfer's result is kept. */
-async function rangeServer(t: Test, path: string, range: { start: number; length: number }) {
+async function rangeServer(
+  t: Test,
+  path: string,
+  range: { start: number; length: number },
+  chunks = new ChunkPool(),
+) {
   const results: Promise<FileRangeResult>[] = [];
   const closing = new AbortController();
   const server: Server = createServer((_request, response) => {
@@ -52,6 +58,7 @@ async function rangeServer(t: Test, path: string, range: { start: number; length
         status: 200,
         headers: { 'content-length': range.length },
         abort: closing.signal,
+        chunks,
       }),
     );
     void result.then((sent) => sent.outcome === 'file-shortened' && response.destroy());
@@ -186,6 +193,42 @@ t.test('aborting (the server closing) ends a transfer the client stopped reading
   t.ok((ended?.bytesSent ?? 0) < 32 * FILE_CHUNK_BYTES, `cut short (${ended?.bytesSent} bytes sent)`);
   response.destroy();
   t.equal(descriptorsOn(path), 0, 'no descriptor left open');
+});
+
+t.test("stalled readers hold at most the pool's large chunks, whatever their number", async (t) => {
+  // Before the pool each download held two 1 MiB buffers of its own: 24 stalled readers, 48 MiB.
+  const length = 32 * FILE_CHUNK_BYTES;
+  const path = sparseFile(join(t.testdir(), 'storm.img'), length);
+  const chunks = new ChunkPool(2);
+  const { port, results } = await rangeServer(t, path, { start: 0, length }, chunks);
+  const readers = 24;
+  const before = process.memoryUsage().arrayBuffers;
+  const responses = await Promise.all(Array.from({ length: readers }, () => request(port)));
+  await Promise.all(responses.map((response) => new Promise((resolve) => response.once('data', resolve))));
+  for (const response of responses) response.pause();
+  // Long enough for every transfer to fill its socket and stall on a pending write.
+  await sleep(500);
+  const grownMiB = (process.memoryUsage().arrayBuffers - before) / 2 ** 20;
+  t.ok(chunks.lent <= 2, `large chunks lent: ${chunks.lent} of 2`);
+  t.ok(grownMiB < 16, `buffers grew by ${grownMiB.toFixed(1)} MiB for ${readers} stalled readers`);
+  for (const response of responses) response.destroy();
+  const outcomes = await Promise.all(results);
+  t.same(new Set(outcomes.map((result) => result.outcome)), new Set(['client-gone']));
+  t.equal(chunks.lent, 0, 'every chunk is given back or forgotten once the downloads end');
+});
+
+t.test('downloads beyond the pool still deliver every byte, through their small chunks', async (t) => {
+  const path = join(t.testdir(), 'patterned.img');
+  const content = patternedFile(path, 6 * FILE_CHUNK_BYTES + 77);
+  const chunks = new ChunkPool(1);
+  const { port, results } = await rangeServer(t, path, { start: 0, length: content.length }, chunks);
+  const bodies = await Promise.all(Array.from({ length: 3 }, async () => readSlowly(await request(port))));
+  for (const body of bodies) t.equal(sha256(body), sha256(content), 'byte-exact');
+  t.same(
+    (await Promise.all(results)).map((result) => result.outcome),
+    ['complete', 'complete', 'complete'],
+  );
+  t.equal(chunks.lent, 0, 'the chunk is back in the pool');
 });
 
 t.test(

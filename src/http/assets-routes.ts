@@ -6,7 +6,7 @@ import send, { type FileSendResult, type SendOptions } from '@fastify/send';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { escapesRoot } from '../path-inside.js';
 import type { BootServiceContext } from './boot-service.js';
-import { openAsDecided, sendFileRange } from './file-range.js';
+import { ChunkPool, openAsDecided, sendFileRange } from './file-range.js';
 import { requesterIp } from './machine-auth.js';
 
 /**
@@ -32,6 +32,7 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
   // close waits until the cut downloads are recorded.
   const closing = new AbortController();
   const inFlight = new Set<Promise<void>>();
+  const chunks = new ChunkPool();
   app.addHook('preClose', async () => {
     closing.abort();
     await Promise.allSettled(inFlight);
@@ -100,6 +101,7 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
       status: decided.statusCode,
       headers: reply.getHeaders() as OutgoingHttpHeaders,
       abort: closing.signal,
+      chunks,
     }).catch((error: unknown) => {
       reply.log.warn({ err: error, file: decided.metadata.path }, 'asset download failed');
       return { outcome: 'read-error' as const, bytesSent: 0 };

@@ -9,6 +9,62 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
  */
 export const FILE_CHUNK_BYTES = 1024 * 1024;
 
+/**
+ * Large chunks in use at once, across every download of a server (32 MiB). Each download held two
+ * of its own before: 300 clients that stopped reading held 600 MiB, and a boot storm on a slow
+ * link as much, so memory grew with the number of downloaders.
+ */
+export const POOLED_CHUNKS = 32;
+
+/**
+ * What a download reads through while the pool is all lent, two of them per download: the size
+ * of a read stream's chunks, so past the pool memory grows as a stream-piping server's does.
+ */
+export const SMALL_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * The large chunks downloads share. A chunk is lent for one read and its write, and given back
+ * when the write has left for the kernel; none is kept once no download holds one, so an idle
+ * server holds none.
+ */
+export class ChunkPool {
+  private readonly free: Buffer[] = [];
+  private lentChunks = 0;
+
+  constructor(
+    readonly capacity = POOLED_CHUNKS,
+    readonly chunkBytes = FILE_CHUNK_BYTES,
+  ) {}
+
+  /** Chunks lent and not given back (or forgotten) yet. */
+  get lent(): number {
+    return this.lentChunks;
+  }
+
+  /** A chunk, or undefined when `capacity` of them are lent. */
+  take(): Buffer | undefined {
+    if (this.lentChunks >= this.capacity) return undefined;
+    this.lentChunks += 1;
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.chunkBytes);
+  }
+
+  give(chunk: Buffer): void {
+    this.lentChunks -= 1;
+    if (this.lentChunks === 0) this.free.length = 0;
+    else this.free.push(chunk);
+  }
+
+  /**
+   * A chunk whose write will never settle (its response never got a socket): it cannot be reused
+   * safely while that response may still hold it, so it is left to the garbage collector and
+   * another may be made in its place.
+   */
+  forget(): void {
+    this.lentChunks -= 1;
+    if (this.lentChunks === 0) this.free.length = 0;
+  }
+}
+
 export interface FileRangeResult {
   /** 'file-shortened': the file ended before the range did; the caller must cut the connection. */
   outcome: 'complete' | 'client-gone' | 'file-shortened';
@@ -54,6 +110,8 @@ export interface FileRangeRequest {
   headers: OutgoingHttpHeaders;
   /** Ends the transfer early, e.g. when the server closes. */
   abort: AbortSignal;
+  /** The large chunks this server's downloads share. */
+  chunks: ChunkPool;
 }
 
 /**
@@ -63,9 +121,10 @@ export interface FileRangeRequest {
  * Why not a read stream piped into the response: a read stream allocates a new chunk for every
  * read, and V8 answers that much fresh off-heap memory with garbage collections whose cost grows
  * with the heap. With 10,000 machines loaded that held the 64 MiB asset at about a third of nginx's
- * rate (bench/http). Here two buffers are reused: one is read into while the other is written,
- * and a buffer is read into again only once its last write has left for the kernel (the write's
- * callback), so a byte still queued on the socket is never overwritten.
+ * rate (bench/http). Here a download reads into one buffer while the other is written, each
+ * buffer a large chunk lent by `chunks` or, with the pool all lent, the download's own small one;
+ * a buffer is read into again, or given back, only once its last write has left for the kernel
+ * (the write's callback), so a byte still queued on the socket is never overwritten.
  *
  * A file that ends early (truncated while sent) is 'file-shortened': the caller must then destroy the
  * response, so the client sees a body shorter than its Content-Length rather than a silent short
@@ -76,7 +135,7 @@ export interface FileRangeRequest {
  */
 export async function sendFileRange(
   response: ServerResponse,
-  { file, start, length, status, headers, abort }: FileRangeRequest,
+  { file, start, length, status, headers, abort, chunks }: FileRangeRequest,
 ): Promise<FileRangeResult> {
   const connection = response.req.socket;
   let onGone = () => {};
@@ -88,10 +147,17 @@ export async function sendFileRange(
   connection.once('close', onGone);
   abort.addEventListener('abort', onGone);
   const sent = { bytes: 0 };
+  /** Large chunks lent to this download whose write has not settled. */
+  const lent = new Set<Buffer>();
   try {
     response.writeHead(status, headers);
-    const chunkBytes = Math.max(1, Math.min(FILE_CHUNK_BYTES, length));
-    const buffers = [Buffer.allocUnsafeSlow(chunkBytes), Buffer.allocUnsafeSlow(chunkBytes)] as const;
+    const ownBytes = Math.max(1, Math.min(SMALL_CHUNK_BYTES, length));
+    const own: [Buffer | undefined, Buffer | undefined] = [undefined, undefined];
+    const ownBuffer = (turn: 0 | 1): Buffer => {
+      const made = own[turn] ?? Buffer.allocUnsafeSlow(ownBytes);
+      own[turn] = made;
+      return made;
+    };
     const written: [Promise<WriteOutcome>, Promise<WriteOutcome>] = [
       Promise.resolve('written'),
       Promise.resolve('written'),
@@ -103,11 +169,24 @@ export async function sendFileRange(
     for (let turn: 0 | 1 = 0; position < end; turn = turn === 0 ? 1 : 0) {
       if (stopped(await Promise.race([written[turn], gone])))
         return { outcome: 'client-gone', bytesSent: sent.bytes };
-      const buffer = buffers[turn];
-      const { bytesRead } = await file.read(buffer, 0, Math.min(chunkBytes, end - position), position);
-      if (bytesRead === 0) return { outcome: 'file-shortened', bytesSent: sent.bytes };
+      // A range that fits a small buffer takes nothing from the pool.
+      const pooled = end - position > ownBytes ? chunks.take() : undefined;
+      const buffer = pooled ?? ownBuffer(turn);
+      if (pooled) lent.add(pooled);
+      const { bytesRead } = await file
+        .read(buffer, 0, Math.min(buffer.length, end - position), position)
+        .catch((error: unknown) => {
+          if (pooled) giveBack(pooled);
+          throw error;
+        });
+      if (bytesRead === 0) {
+        if (pooled) giveBack(pooled);
+        return { outcome: 'file-shortened', bytesSent: sent.bytes };
+      }
       position += bytesRead;
-      written[turn] = writeChunk(response, buffer.subarray(0, bytesRead), sent);
+      const writing = writeChunk(response, buffer.subarray(0, bytesRead), sent);
+      if (pooled) void writing.then(() => giveBack(pooled));
+      written[turn] = writing;
     }
     const lastWrites = Promise.all(written).then((outcomes) =>
       outcomes.includes('client-gone') ? 'client-gone' : 'written',
@@ -120,7 +199,14 @@ export async function sendFileRange(
     response.off('close', onGone);
     connection.off('close', onGone);
     abort.removeEventListener('abort', onGone);
+    // A write still pending on a connection that is gone may never settle; its chunk stays its.
+    for (let pending = lent.size; pending > 0; pending -= 1) chunks.forget();
+    lent.clear();
     await file.close();
+  }
+
+  function giveBack(chunk: Buffer): void {
+    if (lent.delete(chunk)) chunks.give(chunk);
   }
 }
 
