@@ -4,12 +4,15 @@ import type { MachineState } from './lifecycle/events.js';
 export type { Mac };
 
 /**
- * Whether `text` can stand as one word of iPXE's `kernel` line: whitespace would split it and a line
- * break would end the line, so the rest ran as iPXE commands. Config checks and the script agree on it.
+ * Whether `text` can stand as one word of iPXE's `kernel` line: whitespace would split it, and a line
+ * break, or a word that is exactly one of iPXE's command separators (`;`, `&&`, `||`), would end the
+ * command, so the rest ran as iPXE commands. Config checks and the script agree on it.
  */
 export function isKernelWord(text: string): boolean {
-  return !/[\s\x00-\x1f\x7f]/.test(text);
+  return !/[\s\x00-\x1f\x7f]/.test(text) && !IPXE_COMMAND_SEPARATORS.has(text);
 }
+
+const IPXE_COMMAND_SEPARATORS = new Set([';', '&&', '||']);
 
 /** CPU architecture of a booting machine, in the names Fedora CoreOS stream metadata uses. */
 export type Arch = 'x86_64' | 'aarch64' | 'i386' | 'arm32' | 'unknown';

@@ -293,6 +293,26 @@ machines:
   t.match(fixture.events, [{ type: 'ipxe-script', detail: { script: 'unavailable' } }]);
 });
 
+t.test('a kernel argument that is an iPXE command separator is refused', async (t) => {
+  // `kernel … ; reboot || goto rb-retry`: real iPXE ended the kernel command at the `;` and rebooted.
+  const machines = [';', '&&', '||'].map(
+    (separator, index) =>
+      `  - { mac: "52:54:00:12:34:6${index}", profile: plain, vars: { role: storage, extra: "${separator}" } }`,
+  );
+  const yaml = `${BASE_YAML.replace('"role={{vars.role}}"', '"role={{vars.role}}", "{{vars.extra}}"')}${machines.join('\n')}\n`;
+  const fixture = await bootFixture({ yaml });
+  const app = await fixtureApp(fixture);
+  t.teardown(async () => {
+    await app.close();
+    await fixture.cleanup();
+  });
+  for (const [index, separator] of [';', '&&', '||'].entries()) {
+    const body = (await app.inject(`/boot/52-54-00-12-34-6${index}.ipxe`)).body;
+    t.notMatch(body, /^kernel /m, `${separator}: no kernel line`);
+    t.match(body, 'is an iPXE command separator', `${separator}: the console says why`);
+  }
+});
+
 t.test('a var or value that would split the kernel line or add iPXE commands is refused', async (t) => {
   const yaml = BASE_YAML.replace(
     '"role={{vars.role}}"',

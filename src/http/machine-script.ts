@@ -88,7 +88,7 @@ function checkedPlan(plan: BootPlan | { error: string }): BootPlan | { error: st
   const broken = words.find((word) => !isKernelWord(word));
   if (broken === undefined) return plan;
   return {
-    error: `${JSON.stringify(broken)} holds whitespace or a control character, which would split the kernel line or start an iPXE command; a kernel argument, URL or var used in one must be a single word`,
+    error: `${JSON.stringify(broken)} holds whitespace or a control character or is an iPXE command separator (; && ||), which would split the kernel line or start an iPXE command; a kernel argument, URL or var used in one must be a single word`,
   };
 }
 
