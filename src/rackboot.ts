@@ -4,6 +4,7 @@ import { holdFileLock } from './file-lock.js';
 import { buildApp } from './http/app.js';
 import { openOperatorToken, operatorTokenFile } from './http/operator-token.js';
 import { openMachineSecrets } from './ignition/tokens.js';
+import { baseUrlOf } from './ignition/vars.js';
 import { adoptIntoServer } from './inventory/adopt.js';
 import { createBootDecision } from './inventory/decision.js';
 import { loadConfigInWorker } from './inventory/load-in-worker.js';
@@ -14,6 +15,7 @@ import { type ConfigSource, watchConfig } from './inventory/source.js';
 import { stateDirectoryProblem } from './inventory/validate-checks.js';
 import { openLifecycle } from './lifecycle/store.js';
 import { componentLogger, type Logger } from './log.js';
+import { announceRunningServer } from './running-server.js';
 import { StateError } from './state-error.js';
 import { startTftpServer } from './tftp/server.js';
 
@@ -178,6 +180,7 @@ export async function startRackboot(options: {
       { portKey: 'server.http.port', port, addressKey: 'server.http.listen', address: listen },
       app.listen({ port, host: listen }),
     );
+    closers.push(await announceRunningServer(state, { pid: process.pid, url: baseUrlOf(initial) }));
     const httpUrl = `http://${listen === '0.0.0.0' ? '127.0.0.1' : listen}:${port}`;
     logger.info(
       {

@@ -134,6 +134,58 @@ t.test('without server.api_token the CLI on the host uses the token the server k
   t.equal(stranger.status, 401, 'without the token the operator API refuses');
 });
 
+t.test(
+  'the CLI reaches the running server when the file says a port or token it does not run with',
+  async (t) => {
+    const machine = '  - { mac: 52:54:00:00:00:01, profile: plain }\n';
+    const { directory, file, child, httpPort, tftpPort } = await serveFixture(t, (httpPort, tftpPort) =>
+      configText(httpPort, tftpPort, machine),
+    );
+    await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
+    const running = join(directory, 'state', 'serve-running.json');
+    t.match(JSON.parse(readFileSync(running, 'utf8')), {
+      pid: child.pid,
+      url: `http://127.0.0.1:${httpPort}`,
+    });
+    const env = { RACKBOOT_API_TOKEN: '', RACKBOOT_CONFIG: '' };
+
+    // A new port waits for a restart: before, the verbs went to the file's port and found nothing.
+    const otherPort = await freePort();
+    const awaiting = waitForOutput(child, (line) => line.includes('until a restart'), 10_000);
+    saveLikeAnEditor(file, configText(otherPort, tftpPort, machine));
+    await awaiting;
+    const listed = await runCli(['machines', '-c', file], { env });
+    t.equal(listed.code, 0, listed.stderr);
+    t.match(listed.stdout, /52:54:00:00:00:01/);
+    t.match(
+      listed.stderr,
+      `answers at http://127.0.0.1:${httpPort}; ${file} says http://127.0.0.1:${otherPort}`,
+    );
+
+    // A new token in an edit the server refuses: the server keeps the token it had.
+    const refused = waitForOutput(child, (line) => line.includes('config edit rejected'), 10_000);
+    saveLikeAnEditor(
+      file,
+      configText(otherPort, tftpPort, `${machine}${machine}`).replace(
+        'operator-token-0123456789',
+        'operator-token-new-0123456789',
+      ),
+    );
+    await refused;
+    const reprovision = await runCli(['reprovision', '52:54:00:00:00:01', '-c', file], { env });
+    t.equal(reprovision.code, 1);
+    t.match(
+      reprovision.stderr,
+      /wrong operator token.*sent: server\.api_token of .*still takes the token it had/,
+    );
+
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    await exited;
+    t.throws(() => statSync(running), { code: 'ENOENT' }, 'a stopped server no longer announces itself');
+  },
+);
+
 t.test('serve refuses to start on a missing boot file, naming its line', async (t) => {
   const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel' } });
   const file = join(directory, 'rackboot.yaml');

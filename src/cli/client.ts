@@ -10,6 +10,7 @@ import { formatProblem } from '../inventory/problems.js';
 import { ConfigSchema } from '../inventory/schema.js';
 import { isObject } from '../json.js';
 import type { MachineEvent } from '../lifecycle/events.js';
+import { readRunningServer } from '../running-server.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
 /** A running server as the verbs see it: where it answers and the operator token, if any. */
@@ -18,6 +19,8 @@ export interface ServerTarget {
   token: string | undefined;
   /** Why there is no token, for the error of a verb that needs one. */
   noToken?: string;
+  /** Where the token came from when the server may not run with it: the config file's value. */
+  tokenFrom?: string;
 }
 
 export class ApiError extends Error {
@@ -117,9 +120,17 @@ export async function resolveServer(options: { url?: string; config?: string }):
   const read = await readServerSettings(file);
   const given = options.url?.replace(/\/+$/, '');
   let url: string;
+  const running = given === undefined && read.ok ? await readRunningServer(read.settings.state) : undefined;
   if (given !== undefined) url = given;
   else if (!read.ok) throw new Error(`no --url given and the config does not load:\n${read.problem}`);
-  else if (read.settings.url === undefined)
+  else if (running) {
+    url = running.url;
+    if (running.url !== read.settings.url) {
+      process.stderr.write(
+        `rackboot: the server on ${read.settings.state} (pid ${running.pid}) answers at ${running.url}; ${file} says ${read.settings.url ?? 'no server.address'}, not in force until a restart (or, if the server refused the edit, a fix of it: see its log)\n`,
+      );
+    }
+  } else if (read.settings.url === undefined)
     throw new Error(`no --url given and ${file} has no server.address`);
   else url = read.settings.url;
   const envToken = process.env.RACKBOOT_API_TOKEN || undefined;
@@ -140,7 +151,7 @@ export async function resolveServer(options: { url?: string; config?: string }):
       noToken: `set $RACKBOOT_API_TOKEN: --url ${given} is not the server of ${file} (${own}), which is the only one its token is sent to`,
     };
   }
-  if (settings.apiToken) return { url, token: settings.apiToken };
+  if (settings.apiToken) return { url, token: settings.apiToken, tokenFrom: `server.api_token of ${file}` };
   const token = await readOperatorToken(settings.state);
   return token
     ? { url, token }
@@ -265,6 +276,12 @@ export function postOperator<T>(target: ServerTarget, path: string, body: unknow
     method: 'POST',
     headers: { authorization: `Bearer ${target.token}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
+  }).catch((error: unknown) => {
+    if (!(error instanceof ApiError) || error.status !== 401 || !target.tokenFrom) throw error;
+    throw new ApiError(
+      `${error.message} (sent: ${target.tokenFrom}; a server that refused the file's last edit, or has not reloaded it yet, still takes the token it had: see its log)`,
+      401,
+    );
   });
 }
 
