@@ -173,6 +173,7 @@ export async function startRackboot(options: {
       dhcpStats: dhcp ? () => dhcp.stats() : undefined,
       tftpStats: () => tftp.stats(),
       onConfigChange: (listener) => source.on('change', (_config, diff) => listener(diff)),
+      configStatus: source.status,
     });
     closers.push(() => app.close());
     const { port, listen } = initial.server.http;

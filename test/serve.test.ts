@@ -172,6 +172,15 @@ t.test(
       ),
     );
     await refused;
+    // The refusal is not only in the log: the machine list and /metrics say it too.
+    const listedAfterRefusal = await runCli(['machines', '-c', file], { env });
+    t.equal(listedAfterRefusal.code, 0, listedAfterRefusal.stderr);
+    t.match(
+      listedAfterRefusal.stderr,
+      /the server refuses its config files as they are \(\d+ problems?, since \S+\) and serves the config it had/,
+    );
+    const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+    t.match(metrics, /^rackboot_config_rejected 1$/m);
     const reprovision = await runCli(['reprovision', '52:54:00:00:00:01', '-c', file], { env });
     t.equal(reprovision.code, 1);
     t.match(

@@ -3,7 +3,7 @@ import { access } from 'node:fs/promises';
 import { STATUS_CODES } from 'node:http';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { LAST_EVENT_ID_HEADER } from '../http/api-routes.js';
+import { CONFIG_REJECTED_HEADER, LAST_EVENT_ID_HEADER } from '../http/api-routes.js';
 import { operatorTokenFile, readOperatorToken } from '../http/operator-token.js';
 import { parseConfigText, readConfigFile } from '../inventory/parse.js';
 import { formatProblem } from '../inventory/problems.js';
@@ -205,6 +205,7 @@ async function request<T>(
   path: string,
   shape: Shape,
   init: RequestInit = {},
+  onHeaders?: (headers: Headers) => void,
 ): Promise<T> {
   const url = `${target.url}${path}`;
   const { response, text } = await call(target, path, {
@@ -223,6 +224,7 @@ async function request<T>(
     );
   }
   if (!response.ok) throw new ApiError(explainRefusal(url, response.status, body), response.status);
+  onHeaders?.(response.headers);
   const fits = shape === 'array' ? Array.isArray(body) : isObject(body);
   if (!fits) {
     throw new ApiError(
@@ -262,8 +264,26 @@ function causeOf(error: unknown): string {
   return (error as { cause?: { message?: string } }).cause?.message ?? (error as Error).message;
 }
 
-export function getJson<T>(target: ServerTarget, path: string, shape: Shape): Promise<T> {
-  return request<T>(target, path, shape);
+export function getJson<T>(
+  target: ServerTarget,
+  path: string,
+  shape: Shape,
+  onHeaders?: (headers: Headers) => void,
+): Promise<T> {
+  return request<T>(target, path, shape, {}, onHeaders);
+}
+
+/**
+ * Says on stderr that the server refuses its config files' current contents (CONFIG_REJECTED_HEADER):
+ * what the verb shows is then the previous config's, which an operator who just edited the file
+ * would not expect.
+ */
+export function warnOfRejectedConfig(headers: Headers): void {
+  const match = /since=(\S+); problems=(\d+)/.exec(headers.get(CONFIG_REJECTED_HEADER) ?? '');
+  if (!match) return;
+  process.stderr.write(
+    `rackboot: the server refuses its config files as they are (${match[2]} ${match[2] === '1' ? 'problem' : 'problems'}, since ${match[1]}) and serves the config it had: \`rackboot validate\` names them\n`,
+  );
 }
 
 /** An operator call: needs the token (resolveServer). */

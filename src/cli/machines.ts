@@ -3,7 +3,7 @@ import type { MachineView } from '../http/api-routes.js';
 import { adoptIntoFile } from '../inventory/adopt.js';
 import { parseMac } from '../inventory/mac.js';
 import { badName, isName, nameRule } from '../inventory/names.js';
-import { addServerOptions, getJson, resolveServer } from './client.js';
+import { addServerOptions, getJson, resolveServer, warnOfRejectedConfig } from './client.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
 export function registerMachines(program: Command): void {
@@ -12,7 +12,7 @@ export function registerMachines(program: Command): void {
     .option('--json', 'the API answer as JSON')
     .action(async (options: { url?: string; config?: string; json?: boolean }) => {
       const target = await resolveServer(options);
-      const list = await getJson<MachineView[]>(target, '/api/v1/machines', 'array');
+      const list = await getJson<MachineView[]>(target, '/api/v1/machines', 'array', warnOfRejectedConfig);
       console.log(options.json ? JSON.stringify(list, null, 2) : machinesTable(list, Date.now()));
     });
 

@@ -7,6 +7,7 @@ import type { AdoptRequest, AdoptResult } from '../inventory/adopt.js';
 import { type Mac, parseMac } from '../inventory/mac.js';
 import { badName, NAME_PATTERN } from '../inventory/names.js';
 import type { Config } from '../inventory/schema.js';
+import type { ConfigStatus } from '../inventory/source.js';
 import type { MachineEvent } from '../lifecycle/events.js';
 import type { Lifecycle, MachineRecord } from '../lifecycle/store.js';
 import { authorizeMachine, requesterIp } from './machine-auth.js';
@@ -24,6 +25,7 @@ export interface ApiRoutesOptions {
   macForIp?: ((ip: string) => Mac | undefined) | undefined;
   /** Absent: adoption is not available on this server (503). */
   adopt?: AdoptMachine | undefined;
+  configStatus?: (() => ConfigStatus) | undefined;
   /**
    * The operator token in force (rackboot.ts: server.api_token, else the server's own in
    * server.state); default server.api_token alone, and without one the operator API is off.
@@ -39,6 +41,12 @@ const RESERVED_TYPE =
   /^(dhcp-|tftp-|state-changed$|transition-rejected$|reprovision$|adopt$|ipxe-script$|asset-download$|ignition-fetch$|installer-ignition-fetch$|unknown-machine$)/;
 /** Set on the machine list: the newest event its answer includes (the SSE stream's resume point). */
 export const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
+/**
+ * On the machine list while the config files hold an edit the server refuses: `since=<ISO time>;
+ * problems=<count>`. The problems themselves are not served (they can quote the file's values); the
+ * log and `rackboot validate` name them.
+ */
+export const CONFIG_REJECTED_HEADER = 'x-rackboot-config-rejected';
 /** The answer when the history could not be written (disk full or failing): nothing is claimed stored. */
 const EVENT_NOT_STORED = 'the event could not be written to the history (see the server log)';
 
@@ -148,6 +156,12 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
 
   app.get('/api/v1/machines', async (_request, reply) => {
     reply.header(LAST_EVENT_ID_HEADER, String(lifecycle.lastEventId()));
+    const rejected = options.configStatus?.().rejected;
+    if (rejected)
+      reply.header(
+        CONFIG_REJECTED_HEADER,
+        `since=${new Date(rejected.since).toISOString()}; problems=${rejected.problems}`,
+      );
     return knownMacs().map(view);
   });
 

@@ -9,7 +9,7 @@ import type { BootDecision, Mac } from '../boot-plan.js';
 import type { MachineSecrets } from '../ignition/tokens.js';
 import { parseMac } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
-import type { ConfigDiff } from '../inventory/source.js';
+import type { ConfigDiff, ConfigStatus } from '../inventory/source.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Lifecycle } from '../lifecycle/store.js';
 import type { Logger } from '../log.js';
@@ -42,6 +42,8 @@ export interface AppDeps {
   tftpStats?: () => TftpCounters;
   /** Registers a listener for applied config reloads; the events stream tells watchers of them. */
   onConfigChange?: (listener: (diff: ConfigDiff) => void) => void;
+  /** Whether the config files hold an edit the server refuses (/metrics, /api/v1/machines); absent in tests without a config source. */
+  configStatus?: () => ConfigStatus;
   /** HTTP_TIMEOUTS unless a test needs them short. */
   timeouts?: HttpTimeouts;
 }
@@ -79,6 +81,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     lifecycle: deps.lifecycle,
     dhcpStats: deps.dhcpStats,
     tftpStats: deps.tftpStats,
+    configStatus: deps.configStatus,
   });
   await app.register(apiRoutes, deps);
   await app.register(eventsStream, { lifecycle: deps.lifecycle, onConfigChange: deps.onConfigChange });

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { ConfigStatus } from '../inventory/source.js';
 import type { MachineEvent } from '../lifecycle/events.js';
 import { MACHINE_STATES } from '../lifecycle/events.js';
 import type { Lifecycle } from '../lifecycle/store.js';
@@ -34,6 +35,7 @@ export interface MetricsOptions {
   /** Absent when DHCP is off. */
   dhcpStats?: (() => DhcpCounters) | undefined;
   tftpStats?: (() => TftpCounters) | undefined;
+  configStatus?: (() => ConfigStatus) | undefined;
 }
 
 /** TftpCounters.errors by the `reason` label of rackboot_tftp_dropped_total. */
@@ -206,6 +208,21 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
       this.set(lifecycle.historyHealth().writing ? 1 : 0);
     },
   });
+
+  const configStatus = options.configStatus;
+  if (configStatus) {
+    // An edit the server refuses keeps the previous config serving; only the log said so.
+    scrapeTimeValue(registry, Gauge, {
+      name: 'rackboot_config_rejected',
+      help: '1 while the config files hold an edit the server refuses (the previous config keeps serving; the log and `rackboot validate` name the problems), else 0.',
+      read: () => (configStatus().rejected ? 1 : 0),
+    });
+    scrapeTimeValue(registry, Gauge, {
+      name: 'rackboot_config_applied_timestamp_seconds',
+      help: 'When the config in force was loaded (Unix time).',
+      read: () => configStatus().appliedAt / 1000,
+    });
+  }
 
   const countEvent = (event: MachineEvent) => {
     countEventSource(event.source, { source: event.source });

@@ -19,9 +19,21 @@ export interface ConfigDiff {
 /** A reload's end: applied, or rejected with its problems (FILE:LINE:COL lines), the previous config kept. */
 export type ReloadOutcome = { applied: true } | { applied: false; problems: string[] };
 
+/**
+ * Whether the files hold an edit the server refuses: the one thing about the config an operator
+ * cannot see from the config in force (the machines listed, the API) without reading the log.
+ */
+export interface ConfigStatus {
+  /** When the config in force was loaded (ms since the epoch). */
+  appliedAt: number;
+  /** Since when the files hold an edit the server refuses, and how many problems it has. */
+  rejected?: { since: number; problems: number };
+}
+
 export interface ConfigSource {
   /** The config in force: frozen, replaced whole by a valid edit. */
   current(): Config;
+  status(): ConfigStatus;
   on(event: 'change', listener: (config: Config, diff: ConfigDiff) => void): void;
   /** Re-reads the files now (the watcher calls this; SIGHUP and adopt do too). */
   reload(): Promise<ReloadOutcome>;
@@ -59,6 +71,7 @@ export function watchConfig(
   /** The problems of the rejection logged last, while the reloads keep being rejected. */
   let loggedRejection: string | undefined;
   let lastLoadMs = 0;
+  let status: ConfigStatus = { appliedAt: Date.now() };
   /** The start-time settings the last applied reload reported as awaiting a restart. */
   let reportedAwaiting: readonly AwaitingRestart[] = [];
 
@@ -124,6 +137,10 @@ export function watchConfig(
     const key = problems.join('\n');
     if (!retrying || key !== loggedRejection) log();
     loggedRejection = key;
+    status = {
+      ...status,
+      rejected: { since: status.rejected?.since ?? Date.now(), problems: problems.length },
+    };
     clearTimeout(retryTimer);
     if (closed) return { applied: false, problems };
     // A config of ten thousand machines takes seconds of a core to load: its retries take a tenth of one.
@@ -164,6 +181,7 @@ export function watchConfig(
     }
     clearTimeout(retryTimer);
     loggedRejection = undefined;
+    status = { appliedAt: Date.now() };
     const diff = diffConfigs(config, effective);
     config = effective;
     logger.info({ diff }, `config reloaded: ${describeDiff(diff)}`);
@@ -216,6 +234,7 @@ export function watchConfig(
   rewatch();
   return {
     current: () => config,
+    status: () => status,
     on: (event, listener) => events.on(event, listener),
     reload: () => reload(),
     close() {
