@@ -69,7 +69,7 @@ t.test('2. an invalid inline or local ignition.config child is an error at its n
     `variant: fcos\nversion: 1.4.0\nignition:\n  config:\n    merge:\n      - ${merge}\n    replace:\n      ${replace}\n`;
   const broken = render(template('inline: "variant: fcos\\nversion: 1.4.0\\n"', `inline: '${BAD_CHILD}'`));
   t.match(problemsOf(broken), [
-    /^6:17: the config given here is not Ignition JSON: /,
+    '6:17: the config given here is not Ignition JSON: syntax error at line 1, column 1 of it',
     /^8:15: in the config given here, storage\.files\.0\.path: path not absolute$/,
   ]);
   t.match(problemsOf(render(template('local: children/bad.ign', 'local: children/good.ign'))), [
@@ -378,9 +378,14 @@ t.test('9. a placeholder alone in an integer or boolean field gives that type', 
     'as Butane reads it in place',
   );
   t.strictSame(problemsOf(renderFor({ uid: 'one', system: 'maybe' })), [
-    '6:12: {{vars.uid}} is "one", not an integer as uid takes',
-    '7:15: {{ vars.system }} is "maybe", not a boolean as system takes',
+    '6:12: {{vars.uid}} is not an integer as uid takes',
+    '7:15: {{ vars.system }} is not a boolean as system takes',
   ]);
+  t.notMatch(
+    problemsOf(renderFor({ uid: 'hunter2-secret', system: false })).join('\n'),
+    'hunter2-secret',
+    'the value is not quoted: problems reach the log and the unauthenticated explain',
+  );
   t.match(
     problemsOf(
       render(

@@ -10,6 +10,13 @@ import type { BootServiceContext } from './boot-service.js';
 import { archFromBuildarch } from './ipxe.js';
 import { machineScript, type ScriptKind } from './machine-script.js';
 
+/**
+ * The `${buildarch}` names of iPXE that rackboot maps to an architecture: the choices of
+ * `rackboot render --arch`, whose default, x86_64, explain takes too. A misspelt name would
+ * otherwise be explained as an unknown architecture, which is no machine's answer.
+ */
+const BUILDARCHES: readonly string[] = ['x86_64', 'i386', 'arm32', 'arm64', 'aarch64'];
+
 const ExplainQuery = Type.Object({
   mac: Type.String({ maxLength: 32 }),
   arch: Type.Optional(Type.String({ maxLength: 32 })),
@@ -67,7 +74,10 @@ function explainMachine(
     const rendered = context.ignition(config, assignment, vars);
     if (rendered.ok)
       explanation.ignition = JSON.parse(redactTokens(JSON.stringify(redactSecrets(rendered.config)), tokens));
-    else explanation.ignitionProblems = rendered.problems.map((problem) => formatProblem(problem));
+    else
+      explanation.ignitionProblems = rendered.problems.map((problem) =>
+        redactUrlCredentials(redactTokens(formatProblem(problem), tokens)),
+      );
   }
   return explanation;
 }
@@ -82,7 +92,13 @@ export async function explainRoutes(app: FastifyInstance, context: BootServiceCo
         return reply
           .code(400)
           .send({ error: 'bad request', message: `not a MAC address: ${request.query.mac}` });
-      return explainMachine(context, mac, archFromBuildarch(request.query.arch), Date.now());
+      const buildarch = request.query.arch ?? 'x86_64';
+      if (!BUILDARCHES.includes(buildarch))
+        return reply.code(400).send({
+          error: 'bad request',
+          message: `arch ${buildarch} is not one iPXE reports; use one of ${BUILDARCHES.join(', ')} (default x86_64)`,
+        });
+      return explainMachine(context, mac, archFromBuildarch(buildarch), Date.now());
     },
   );
 }
@@ -93,8 +109,11 @@ function redactTokens(text: string, tokens: string[]): string {
   return tokens.reduce((redacted, token) => redacted.replaceAll(token, REDACTED), text);
 }
 
-/** `scheme://user:password@` and `scheme://userinfo@` (a lone userinfo is usually a token). */
-const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s/?#@:]*)(:[^\s/?#@]*)?@/gi;
+/**
+ * `scheme://userinfo@`: up to the last `@` of the authority, where Go's url.Parse (Ignition's) splits
+ * it, so a password with an `@` in it is a password all through.
+ */
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s/?#]*)@/gi;
 /** The query of a URL: `?` up to whitespace or a fragment. */
 const URL_QUERY = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s?#]*\?)([^\s#]*)/gi;
 
@@ -105,9 +124,11 @@ const URL_QUERY = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s?#]*\?)([^\s#]*)/gi;
  */
 function redactUrlCredentials(text: string): string {
   return text
-    .replace(URL_USERINFO, (_whole, scheme: string, user: string, password?: string) =>
-      password === undefined ? `${scheme}${REDACTED}@` : `${scheme}${user}:${REDACTED}@`,
-    )
+    .replace(URL_USERINFO, (_whole, scheme: string, userinfo: string) => {
+      // The user ends at the first `:`, as for url.Parse; a lone userinfo is usually a token.
+      const colon = userinfo.indexOf(':');
+      return colon < 0 ? `${scheme}${REDACTED}@` : `${scheme}${userinfo.slice(0, colon)}:${REDACTED}@`;
+    })
     .replace(URL_QUERY, (_whole, start: string, query: string) => `${start}${redactQueryValues(query)}`);
 }
 

@@ -194,11 +194,19 @@ function translateResource(
  * of a spec rackboot does not know (older Ignition JSON) is left to Ignition, as Butane leaves it.
  */
 function childConfigErrors(bytes: Buffer, at: NodePath): PathError[] {
+  const text = bytes.toString('utf8');
   let child: unknown;
   try {
-    child = JSON.parse(bytes.toString('utf8'));
-  } catch (error) {
-    return [{ path: at, message: `the config given here is not Ignition JSON: ${(error as Error).message}` }];
+    child = JSON.parse(text);
+  } catch {
+    // Not JSON.parse's message: it quotes the text around the error, the machine's vars among it.
+    const { line, column } = lineAndColumn(text, jsonSyntaxErrorOffset(text));
+    return [
+      {
+        path: at,
+        message: `the config given here is not Ignition JSON: syntax error at line ${line}, column ${column} of it`,
+      },
+    ];
   }
   const version = isJsonObject(child) && isJsonObject(child.ignition) ? child.ignition.version : undefined;
   const knownVersion = (SPEC_VERSIONS as readonly unknown[]).includes(version);
@@ -209,6 +217,80 @@ function childConfigErrors(bytes: Buffer, at: NodePath): PathError[] {
     path: at,
     message: `in the config given here, ${error.path.length > 0 ? `${error.path.join('.')}: ` : ''}${error.message}`,
   }));
+}
+
+const JSON_SPACE = /[ \t\n\r]*/y;
+/** A string's opening quote and the valid characters after it, up to its closing quote or error. */
+const JSON_STRING_START = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*/y;
+/** A number's valid characters: the number when they end in a digit, else the error is where they end. */
+const JSON_NUMBER_START = /-?(?:(?:0|[1-9]\d*)(?:\.\d*)?(?:(?<=\d)[eE][+-]?\d*)?)?/y;
+const JSON_LITERAL = /true|false|null/y;
+
+/**
+ * Where `text`, which JSON.parse refused, stops being JSON (ECMA-404, the grammar JSON.parse reads):
+ * the first character that cannot stand where it is, or the end of the text when it ends too early;
+ * the offset JSON.parse names where it names one. Iterative, so no nesting overflows the stack.
+ */
+function jsonSyntaxErrorOffset(text: string): number {
+  let at = 0;
+  const skip = (pattern: RegExp): boolean => {
+    pattern.lastIndex = at;
+    if (!pattern.test(text)) return false;
+    at = pattern.lastIndex;
+    return true;
+  };
+  const skipString = (): boolean => {
+    skip(JSON_STRING_START);
+    if (text[at] === '"') {
+      at++;
+      return true;
+    }
+    // A wrong escape: the error is the character after the backslash, as for JSON.parse.
+    if (text[at] === '\\') at++;
+    return false;
+  };
+  const skipNumber = (): boolean => {
+    const start = at;
+    skip(JSON_NUMBER_START);
+    return at > start && /\d/.test(text[at - 1] ?? '');
+  };
+  const closers: string[] = [];
+  let expecting: 'value' | 'key' | 'separator' = 'value';
+  for (;;) {
+    skip(JSON_SPACE);
+    const character = text[at];
+    const closer = closers[closers.length - 1];
+    if (expecting === 'separator') {
+      // After the top-level value only the end may follow, and JSON.parse found something else.
+      if (closer === undefined || (character !== ',' && character !== closer)) return at;
+      at++;
+      if (character === closer) closers.pop();
+      else expecting = closer === '}' ? 'key' : 'value';
+    } else if (expecting === 'key') {
+      if (!skipString()) return at;
+      skip(JSON_SPACE);
+      if (text[at] !== ':') return at;
+      at++;
+      expecting = 'value';
+    } else if (character === '{' || character === '[') {
+      at++;
+      closers.push(character === '{' ? '}' : ']');
+      skip(JSON_SPACE);
+      if (text[at] === closers[closers.length - 1]) {
+        at++;
+        closers.pop();
+        expecting = 'separator';
+      } else expecting = character === '{' ? 'key' : 'value';
+    } else if (character === '"' ? skipString() : skip(JSON_LITERAL) || skipNumber()) expecting = 'separator';
+    else return at;
+  }
+}
+
+/** 1-based line and column (in UTF-16 units, as editors count them) of an offset into `text`. */
+function lineAndColumn(text: string, offset: number): { line: number; column: number } {
+  const before = text.slice(0, offset);
+  const lineStart = before.lastIndexOf('\n') + 1;
+  return { line: before.split('\n').length, column: offset - lineStart + 1 };
 }
 
 const UNRESERVED = /[A-Za-z0-9\-_.!~*'()]/;

@@ -40,7 +40,8 @@ export function renderIgnition(template: ParsedTemplate, vars: TemplateVars): Re
   const config = withReportUnit(translated.config, vars.events_url);
   const errors = [...validateIgnition(config), ...decimalLookingModes(config)];
   if (errors.length > 0) return { ok: false, problems: located(template, errors, butane) };
-  return { ok: true, config, text: JSON.stringify(config) };
+  const served = replaceAsMerge(config);
+  return { ok: true, config: served, text: JSON.stringify(served) };
 }
 
 /** Ignition paths name Ignition keys; a Butane template's source spells them in snake_case. */
@@ -129,6 +130,35 @@ function withReportUnit(config: JsonObject, eventsUrl: string): JsonObject {
   if (units.some((unit) => isJsonObject(unit) && unit.name === REPORT_UNIT_NAME)) return config;
   const report = { name: REPORT_UNIT_NAME, enabled: true, contents: reportInstalledUnit(eventsUrl) };
   return { ...config, systemd: { ...systemd, units: [...units, report] } };
+}
+
+/** The settings of the `ignition` section that Ignition fetches the replacing config with. */
+const FETCH_SETTINGS = ['timeouts', 'security', 'proxy'];
+
+/**
+ * A config with `ignition.config.replace` is served as a parent that merges the replacing config
+ * and holds only the report unit (the template's own, if it defines one): Ignition's RenderConfig
+ * (internal/exec/config_fetcher.go) returns the replacing config alone and drops the parent, the
+ * report unit with it, so the machine would never report `installed`. Everything else of the
+ * template is dropped here as Ignition drops it. The fetch settings are copied so the replacing
+ * config is fetched as before; merged onto this parent they stay in force (where the replacing
+ * config sets none of its own) instead of giving way to Ignition's defaults.
+ */
+function replaceAsMerge(config: JsonObject): JsonObject {
+  const ignition = isJsonObject(config.ignition) ? config.ignition : {};
+  const replace = isJsonObject(ignition.config) ? ignition.config.replace : undefined;
+  if (!isJsonObject(replace) || typeof replace.source !== 'string') return config;
+  const units =
+    isJsonObject(config.systemd) && Array.isArray(config.systemd.units) ? config.systemd.units : [];
+  const report = units.find((unit) => isJsonObject(unit) && unit.name === REPORT_UNIT_NAME);
+  const settings = FETCH_SETTINGS.filter((key) => ignition[key] !== undefined).map((key) => [
+    key,
+    ignition[key],
+  ]);
+  return {
+    ignition: { version: ignition.version, config: { merge: [replace] }, ...Object.fromEntries(settings) },
+    systemd: { units: [report] },
+  };
 }
 
 /**

@@ -233,9 +233,10 @@ function typedValue(
     const word = GO_YAML_BOOLEANS.get(text);
     if (word !== undefined) return word;
   }
+  // The value is not quoted: problems reach the log and the unauthenticated explain, vars may be secrets.
   errors.push({
     path,
-    message: `${placeholder} is ${JSON.stringify(text)}, not ${type === 'integer' ? 'an integer' : 'a boolean'} as ${String(path[path.length - 1])} takes`,
+    message: `${placeholder} is not ${type === 'integer' ? 'an integer' : 'a boolean'} as ${String(path[path.length - 1])} takes`,
   });
   return text;
 }
