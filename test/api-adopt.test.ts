@@ -61,6 +61,21 @@ t.test('the new entry is spliced in; every other byte stays', async (t) => {
       `${PROFILES}machines: [{mac: 52:54:00:00:00:01, profile: worker}, { mac: ${NEW}, hostname: n9, profile: worker } ]  # all of them\n`,
     ],
     [
+      'a flow list with a trailing comma keeps one',
+      `${PROFILES}machines: [{mac: 52:54:00:00:00:01, profile: worker}, ]  # all of them\n`,
+      `${PROFILES}machines: [{mac: 52:54:00:00:00:01, profile: worker}, { mac: ${NEW}, hostname: n9, profile: worker }, ]  # all of them\n`,
+    ],
+    [
+      'a flow list of one entry a line with a trailing comma gets one more line',
+      `${PROFILES}machines: [\n    {mac: 52:54:00:00:00:01, profile: worker},  # rack 1\n]\n`,
+      `${PROFILES}machines: [\n    {mac: 52:54:00:00:00:01, profile: worker},  # rack 1\n    { mac: ${NEW}, hostname: n9, profile: worker },\n]\n`,
+    ],
+    [
+      'a flow list of one entry a line without a trailing comma gets one more line, and a comma',
+      `${PROFILES}machines: [\n    {mac: 52:54:00:00:00:01, profile: worker}  # rack 1, row 2\n]\n`,
+      `${PROFILES}machines: [\n    {mac: 52:54:00:00:00:01, profile: worker},  # rack 1, row 2\n    { mac: ${NEW}, hostname: n9, profile: worker }\n]\n`,
+    ],
+    [
       'an empty flow list becomes a block list, its comment kept',
       `${PROFILES}machines: []  # none yet\n# end\n`,
       `${PROFILES}machines:   # none yet\n  - mac: ${NEW}\n    hostname: n9\n    profile: worker\n# end\n`,
@@ -81,6 +96,23 @@ t.test('the new entry is spliced in; every other byte stays', async (t) => {
     t.equal(text, after, name);
     const machines = (parse(text) as { machines: { mac: string }[] }).machines;
     t.equal(machines.at(-1)?.mac, NEW, `${name}: parses with the new machine last`);
+  }
+});
+
+t.test('an adopt into a CRLF file writes CRLF lines, in every layout', async (t) => {
+  const layouts: [string, string][] = [
+    ['block list', 'machines:\n  - mac: 52:54:00:00:00:01\n    profile: worker\n'],
+    ['flow maps in a block list', 'machines:\n  - { mac: 52:54:00:00:00:01, profile: worker }\n'],
+    ['flow list, one entry a line', 'machines: [\n  {mac: 52:54:00:00:00:01, profile: worker},\n]\n'],
+    ['empty flow list', 'machines: []\n'],
+    ['empty key, last line unended', 'machines:'],
+    ['no machines key, last line unended', 'server: {}'],
+  ];
+  for (const [name, machines] of layouts) {
+    const text = adopted(`${PROFILES}${machines}`.replace(/\n/g, '\r\n'), 'n9');
+    t.notMatch(text, /[^\r]\n/, `${name}: no LF without its CR`);
+    const listed = (parse(text) as { machines: { mac: string }[] }).machines;
+    t.equal(listed.at(-1)?.mac, NEW, `${name}: parses with the new machine last`);
   }
 });
 
@@ -448,6 +480,33 @@ t.test('adopters in separate processes that find the same stale lock never hold 
 /** A config that refers to no other file, so it validates wherever a link to it is. */
 const PLAIN_CONFIG =
   'server:\n  address: 10.77.0.1\n  state: ../state\nprofiles:\n  plain: { kind: linux, kernel: https://example.com/vmlinuz }\nmachines: []\n';
+
+t.test(
+  'machines adopt into a CRLF file with a trailing-comma flow list writes a config that loads',
+  async (t) => {
+    const crlf = PLAIN_CONFIG.replace(
+      'machines: []\n',
+      'machines: [\n  {mac: 52:54:00:aa:00:01, profile: plain},\n]\n',
+    ).replace(/\n/g, '\r\n');
+    const file = join(t.testdir({ config: { 'rackboot.yaml': crlf } }), 'config', 'rackboot.yaml');
+    const result = await runCli(['machines', 'adopt', '52:54:00:aa:00:0b', '--profile', 'plain', '-c', file]);
+    t.equal(result.code, 0, result.stderr);
+    const text = readFileSync(file, 'utf8');
+    t.notMatch(text, /[^\r]\n/, 'CRLF everywhere');
+    t.equal(
+      text,
+      crlf.replace(
+        '  {mac: 52:54:00:aa:00:01, profile: plain},\r\n',
+        '  {mac: 52:54:00:aa:00:01, profile: plain},\r\n  { mac: 52:54:00:aa:00:0b, profile: plain },\r\n',
+      ),
+    );
+    const loaded = await loadConfigFile(file, VALIDATE_CHECKS);
+    t.same(loaded.ok && loaded.config.machines.map((machine) => machine.mac), [
+      '52:54:00:aa:00:01',
+      '52:54:00:aa:00:0b',
+    ]);
+  },
+);
 
 t.test('adopting through a symbolic link changes its target and keeps the link', async (t) => {
   // Before, the link was replaced by a plain file and the target (which a server watches) kept the

@@ -1,8 +1,9 @@
+import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { archFromBuildarch } from '../http/ipxe.js';
 import { machineScript } from '../http/machine-script.js';
 import { createMachineIgnition } from '../ignition/machine-ignition.js';
-import { openMachineSecrets } from '../ignition/tokens.js';
+import { openMachineSecrets, SECRET_FILE_NAME } from '../ignition/tokens.js';
 import { machineVars } from '../ignition/vars.js';
 import { createBootDecision } from '../inventory/decision.js';
 import { loadConfigFile } from '../inventory/load.js';
@@ -46,7 +47,11 @@ export function registerRender(program: Command): void {
       // tokens printed are the ones it checks; made by `sudo rackboot render`, the secret (and a
       // state directory made for it) belongs to the owner of the directory it is in, not to root,
       // so the service can still read it (state-secret.ts).
-      const secrets = await openMachineSecrets(config.server.state, () => config.ignition.token_ttl);
+      const secrets = await openMachineSecrets(config.server.state, () => config.ignition.token_ttl).catch(
+        (error: NodeJS.ErrnoException) => {
+          throw stateSecretError(error, config.server.state);
+        },
+      );
       const vars = assignment && machineVars(config, assignment, secrets, Date.now());
       if (what === 'ipxe') {
         process.stdout.write(
@@ -68,4 +73,29 @@ export function registerRender(program: Command): void {
       }
       process.stdout.write(`${rendered.text}\n`);
     });
+}
+
+/**
+ * The server's secret could not be read or made: the bare errno named a path and no way out. Other
+ * errors (a file that is not a secret, a state directory others could write) say so already.
+ */
+export function stateSecretError(error: NodeJS.ErrnoException, state: string): Error {
+  const file = join(state, SECRET_FILE_NAME);
+  const blocked = error.path ?? file;
+  const where = blocked === file ? error.code : `${error.code} at ${blocked}`;
+  switch (error.code) {
+    case 'EACCES':
+    case 'EPERM':
+      return new Error(
+        `cannot read the server's secret ${file} (${where}): the state under server.state is the server's; run render as the server's user or as root`,
+        { cause: error },
+      );
+    case 'ENOENT':
+      return new Error(
+        `the server's secret ${file} does not exist (${blocked} is missing): the server has not created it yet; start the server once, or run render as the server's user or as root to create it`,
+        { cause: error },
+      );
+    default:
+      return error;
+  }
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { type Document, isMap, isScalar, isSeq, parse, parseDocument } from 'yaml';
+import { type Document, isMap, isNode, isScalar, isSeq, parse, parseDocument } from 'yaml';
 import { giveTo, makeDirectory, syncDirectory } from '../durable-file.js';
 import { type FileLockOptions, withFileLock } from '../file-lock.js';
 import { checkTemplate } from '../ignition/check.js';
@@ -108,11 +108,33 @@ export function adoptMachine(
   if (listed)
     return { ok: false, code: 'already-listed', message: `${request.mac} is already under machines` };
 
+  // The file's own line ending: an entry in LF lines would leave a CRLF file with mixed endings.
+  const newline = lineEndingOf(text);
   const last = items.at(-1);
   if (isSeq(node) && node.flow && node.range && last) {
-    // `machines: [ {...}, {...} ]`: one more flow map before the closing bracket.
     const closing = text.lastIndexOf(']', node.range[1]);
-    return { ok: true, text: splice(text, closing, 0, `, ${flowMap(fields)} `) };
+    const entry = flowMap(fields);
+    // An item that is no node (`[mac: …]` reads as a pair) has no range: the entry goes before the bracket.
+    const lastRange = (isNode(last) && last.range) || undefined;
+    if (!lastRange) return { ok: true, text: splice(text, closing, 0, `, ${entry} `) };
+    const trailingComma = trailingCommaOffset(text, lastRange[1], closing);
+    const separatorEnd = trailingComma === undefined ? lastRange[1] : trailingComma + 1;
+    if (text.slice(separatorEnd, closing).includes('\n')) {
+      // The bracket on a later line: one entry a line, so the new one gets its own line at the last
+      // one's column, and a comma before it (a comma or none after it, as after the last one).
+      const separated = trailingComma === undefined ? splice(text, separatorEnd, 0, ',') : text;
+      const line = `${' '.repeat(columnOf(text, lastRange[0]))}${entry}${trailingComma === undefined ? '' : ','}${newline}`;
+      return { ok: true, text: insertAfterLine(separated, separatorEnd, line, newline) };
+    }
+    // `machines: [ {...}, {...} ]` or `[ {...}, ]`: one more flow map on the same line, with the
+    // list's own trailing comma kept.
+    return {
+      ok: true,
+      text:
+        trailingComma === undefined
+          ? splice(text, closing, 0, `, ${entry} `)
+          : splice(text, separatorEnd, 0, ` ${entry},`),
+    };
   }
   if (isMap(last) && last.range) {
     const first = items[0];
@@ -120,26 +142,49 @@ export function adoptMachine(
     const fieldColumn = columnOf(text, firstStart);
     const dashColumn = columnOf(text, text.lastIndexOf('-', firstStart));
     const entry = last.flow
-      ? `${' '.repeat(dashColumn)}- ${flowMap(fields)}\n`
-      : blockEntry(fields, dashColumn, fieldColumn);
-    return { ok: true, text: insertAfterLine(text, last.range[1], entry) };
+      ? `${' '.repeat(dashColumn)}- ${flowMap(fields)}${newline}`
+      : blockEntry(fields, dashColumn, fieldColumn, newline);
+    return { ok: true, text: insertAfterLine(text, last.range[1], entry, newline) };
   }
   // No entries yet: `machines:`, `machines: []` (flow, emptied into a block list) or no key at all.
-  const entry = blockEntry(fields, 2, 4);
+  const entry = blockEntry(fields, 2, 4, newline);
   if (node?.range) {
     const emptied = isSeq(node) ? splice(text, node.range[0], node.range[1] - node.range[0], '') : text;
-    return { ok: true, text: insertAfterLine(emptied, node.range[0], entry) };
+    return { ok: true, text: insertAfterLine(emptied, node.range[0], entry, newline) };
   }
-  const separator = text.length === 0 || text.endsWith('\n') ? '' : '\n';
-  return { ok: true, text: `${text}${separator}machines:\n${entry}` };
+  const separator = text.length === 0 || text.endsWith('\n') ? '' : newline;
+  return { ok: true, text: `${text}${separator}machines:${newline}${entry}` };
 }
 
-function blockEntry(fields: [string, string][], dashColumn: number, fieldColumn: number): string {
+/** CRLF when the file's first line ends so, LF otherwise (and for a file of one line). */
+function lineEndingOf(text: string): '\r\n' | '\n' {
+  const firstNewline = text.indexOf('\n');
+  return firstNewline > 0 && text[firstNewline - 1] === '\r' ? '\r\n' : '\n';
+}
+
+/**
+ * The offset of a comma between the end of a flow list's last item and its closing bracket, if the
+ * list has a trailing comma. Only spaces, line breaks, comments and that comma can be there.
+ */
+function trailingCommaOffset(text: string, lastItemEnd: number, closing: number): number | undefined {
+  const between = text
+    .slice(lastItemEnd, closing)
+    .replace(/#[^\r\n]*/g, (comment) => ' '.repeat(comment.length));
+  const comma = between.indexOf(',');
+  return comma === -1 ? undefined : lastItemEnd + comma;
+}
+
+function blockEntry(
+  fields: [string, string][],
+  dashColumn: number,
+  fieldColumn: number,
+  newline: string,
+): string {
   return fields
     .map(([key, value], index) =>
       index === 0
-        ? `${' '.repeat(dashColumn)}-${' '.repeat(Math.max(1, fieldColumn - dashColumn - 1))}${key}: ${value}\n`
-        : `${' '.repeat(fieldColumn)}${key}: ${value}\n`,
+        ? `${' '.repeat(dashColumn)}-${' '.repeat(Math.max(1, fieldColumn - dashColumn - 1))}${key}: ${value}${newline}`
+        : `${' '.repeat(fieldColumn)}${key}: ${value}${newline}`,
     )
     .join('');
 }
@@ -178,10 +223,13 @@ function columnOf(text: string, offset: number): number {
   return offset - lineStart(text, offset);
 }
 
-/** Inserts whole lines after the line that holds `offset` (ending that line first at the end of the text). */
-function insertAfterLine(text: string, offset: number, lines: string): string {
-  const newline = text.indexOf('\n', Math.max(0, offset - 1));
-  return newline === -1 ? `${text}\n${lines}` : splice(text, newline + 1, 0, lines);
+/**
+ * Inserts whole lines after the line that holds `offset` (ending that line first, with `newline`,
+ * at the end of the text).
+ */
+function insertAfterLine(text: string, offset: number, lines: string, newline: string): string {
+  const lineEnd = text.indexOf('\n', Math.max(0, offset - 1));
+  return lineEnd === -1 ? `${text}${newline}${lines}` : splice(text, lineEnd + 1, 0, lines);
 }
 
 /** The adopt lock, under server.state: beside the config it would clutter a directory often kept in git. */

@@ -31,7 +31,8 @@ export type { Problem };
 FormatRegistry.Set('ipv4', isIpv4);
 
 /**
- * `warnings`: something in a valid config will fail (a missing asset, a split kernel argument);
+ * `warnings`: something in a valid config will fail or clash (a missing asset, a split kernel
+ * argument, a hostname two machines have);
  * `notes`: something in it has no effect.
  */
 export type Loaded =
@@ -81,7 +82,8 @@ export async function checkConfigData(
   const env = options.env ?? process.env;
   const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as Record<string, unknown>;
   const problems = structuralProblems(withDefaults, locate);
-  problems.push(...crossFieldProblems(withDefaults, locate));
+  const crossField = crossFieldProblems(withDefaults, locate);
+  problems.push(...crossField.problems);
   const environmentToken = env.RACKBOOT_API_TOKEN;
   if (environmentToken && environmentToken.length < API_TOKEN_MIN_LENGTH) {
     // The override takes the place of server.api_token, so it is held to the same rule; it has no line.
@@ -92,7 +94,9 @@ export async function checkConfigData(
       ),
     );
   }
-  if (problems.length > 0) return { ok: false, problems: problems.sort(byPosition) };
+  if (problems.length > 0) {
+    return { ok: false, problems: problems.sort(byPosition), warnings: crossField.warnings.sort(byPosition) };
+  }
 
   const config = normalise(withDefaults as unknown as RawConfig, file, env);
   const assetProblems = missingAssetProblems(config, locate);
@@ -107,6 +111,7 @@ export async function checkConfigData(
     ),
     ...exampleKeyWarnings(config),
     ...loopbackAddressWarnings(config, locate),
+    ...crossField.warnings,
   ].sort(byPosition);
   // The warnings go with the errors: an operator fixing the errors should see the rest too.
   if (errors.length > 0) return { ok: false, problems: errors.sort(byPosition), warnings };
@@ -254,8 +259,12 @@ const asArray = (value: unknown): unknown[] => (Array.isArray(value) ? value : [
  * Checks that span keys. Runs on a possibly ill-typed value, so every read is guarded: the goal is
  * all problems at once, and a type error elsewhere must not hide a duplicate MAC.
  */
-function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Problem[] {
+function crossFieldProblems(
+  value: Record<string, unknown>,
+  locate: Locator,
+): { problems: Problem[]; warnings: Problem[] } {
   const problems: Problem[] = [];
+  const warnings: Problem[] = [];
   const dhcp = asRecord(value.dhcp);
   const profiles = asRecord(value.profiles);
   const profileNames = Object.keys(profiles);
@@ -391,6 +400,7 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
 
   const macLines = new Map<string, Path>();
   const ipLines = new Map<string, Path>();
+  const hostnameLines = new Map<string, { path: Path; hostname: string }>();
   asArray(value.machines).forEach((entry, index) => {
     const machine = asRecord(entry);
     const base: Path = ['machines', index];
@@ -412,6 +422,20 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
           );
         } else macLines.set(mac, base);
       }
+    }
+    if (typeof machine.hostname === 'string') {
+      // A warning, not an error: configs with one loaded before. Host names are case-insensitive
+      // (RFC 4343), so N1 and n1 are one name to DNS and to the machines themselves.
+      const key = machine.hostname.toLowerCase();
+      const first = hostnameLines.get(key);
+      if (first) {
+        const earlier = locate.at([...first.path, 'hostname'], '');
+        const later = locate.at([...base, 'hostname'], '');
+        warnings.push(
+          { ...later, message: duplicateHostname(machine.hostname, earlier, first.hostname) },
+          { ...earlier, message: duplicateHostname(first.hostname, later, machine.hostname) },
+        );
+      } else hostnameLines.set(key, { path: base, hostname: machine.hostname });
     }
     if (typeof machine.profile === 'string' && !Object.hasOwn(profiles, machine.profile)) {
       problems.push(missingProfile([...base, 'profile'], machine.profile, profileNames, locate));
@@ -449,7 +473,13 @@ function crossFieldProblems(value: Record<string, unknown>, locate: Locator): Pr
       }
     }
   });
-  return problems;
+  return { problems, warnings };
+}
+
+/** Each of two machines' places names the other's, with its spelling when it differs. */
+function duplicateHostname(hostname: string, other: Problem, otherHostname: string): string {
+  const spelled = otherHostname === hostname ? '' : ` as ${otherHostname}`;
+  return `duplicate hostname ${hostname}: also at line ${other.line}:${other.col}${spelled}; two machines would answer to one name`;
 }
 
 function missingProfile(path: Path, name: string, known: string[], locate: Locator): Problem {

@@ -165,18 +165,24 @@ function locator(document: Document, position: Position): Locator {
  */
 const MAX_ALIAS_EXPANSION = 1_000_000;
 
-/** `machines[i].mac` in the block or flow layout: document > root map > machines pair > list > entry. */
-function isMachineMac(pair: Pair, path: readonly unknown[]): boolean {
+/** `machines[i].KEY` in the block or flow layout: document > root map > machines pair > list > entry. */
+function isMachineField(pair: Pair, path: readonly unknown[], key: string): boolean {
   const machines = path[2];
   return (
     path.length === 5 &&
     isScalar(pair.key) &&
-    pair.key.value === 'mac' &&
+    pair.key.value === key &&
     isPair(machines) &&
     isScalar(machines.key) &&
     machines.key.value === 'machines' &&
     isSeq(path[3])
   );
+}
+
+/** `machines[i].vars.NAME`: a pair of the map that is the value of a `machines[i].vars` pair. */
+function isMachineVar(path: readonly unknown[]): boolean {
+  const vars = path[5];
+  return path.length === 7 && isPair(vars) && isMachineField(vars, path.slice(0, 5), 'vars');
 }
 
 /**
@@ -186,6 +192,16 @@ function isMachineMac(pair: Pair, path: readonly unknown[]): boolean {
  */
 export function macAsWritten(value: Scalar): string | undefined {
   if (typeof value.value === 'string') return value.value;
+  return value.type === 'PLAIN' && value.source ? value.source : undefined;
+}
+
+/**
+ * A var's value as its text: templates get what the operator wrote (`k8s: 1.30` is "1.30", not the
+ * YAML 1.2 number 1.3; `zip: 01234` keeps its zero, `true` is "true"). A null stays null, which the
+ * schema refuses: an empty var is more likely a slip than a wish for the text "~" or "".
+ */
+function varAsWritten(value: Scalar): string | undefined {
+  if (typeof value.value === 'string' || value.value === null) return undefined;
   return value.type === 'PLAIN' && value.source ? value.source : undefined;
 }
 
@@ -212,10 +228,13 @@ function plainData(document: Document, position: Position): { value: unknown } |
       } else if (node.anchor) anchors.add(node.anchor);
     },
     Pair(_key, pair, path) {
-      if (isMachineMac(pair, path) && isScalar(pair.value)) {
-        const written = macAsWritten(pair.value);
-        if (written !== undefined) pair.value.value = written;
-      }
+      if (!isScalar(pair.value)) return;
+      const written = isMachineField(pair, path, 'mac')
+        ? macAsWritten(pair.value)
+        : isMachineVar(path)
+          ? varAsWritten(pair.value)
+          : undefined;
+      if (written !== undefined) pair.value.value = written;
     },
   });
   if (problems.length > 0) return { problems };

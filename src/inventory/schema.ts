@@ -255,8 +255,11 @@ const MachineSchema = Type.Object(
     ip: Type.Optional(Ipv4('Reserved address (authoritative mode; ignored in proxy mode).')),
     vars: Type.Record(
       Type.String(),
+      // Numbers and booleans stay allowed here, as YAML types them, so editors accept `k8s: 1.30`;
+      // the loader (parse.ts) hands templates their text as written.
       Type.Union([Type.String(), Type.Number(), Type.Boolean()], {
-        description: 'One template value, e.g. role: worker for {{vars.role}}.',
+        description:
+          'One template value, e.g. role: worker for {{vars.role}}. Templates get it as written, unquoted too: 1.30 stays 1.30 (not 1.3), 01234 keeps its 0, 0x1F stays 0x1F, true is true.',
       }),
       {
         default: {},

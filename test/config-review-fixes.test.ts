@@ -1,0 +1,113 @@
+import { dirname, join } from 'node:path';
+import t from 'tap';
+import { stateSecretError } from '../src/cli/render.js';
+import { SECRET_FILE_NAME } from '../src/ignition/tokens.js';
+import { loadConfigText } from '../src/inventory/load.js';
+import { formatProblem } from '../src/inventory/problems.js';
+import { runCli } from './helpers/cli.js';
+import { asNobody, requireRoot } from './helpers/root.js';
+
+const MAC = '52:54:00:aa:00:01';
+
+t.test('unquoted vars reach the templates as written: 1.30, 01234, 0x1F, true', async (t) => {
+  const directory = t.testdir({
+    'rackboot.yaml': `server:
+  address: 10.77.0.1
+  state: ./state
+profiles:
+  plain:
+    kind: linux
+    kernel: https://example.com/vmlinuz
+    args: ["k8s={{vars.k8s}}", "zip={{vars.zip}}", "hex={{vars.hex}}", "flag={{vars.flag}}"]
+    ignition: plain.bu
+machines: [{mac: ${MAC}, profile: plain, vars: {k8s: 1.30, zip: 01234, hex: 0x1F, flag: true}}]
+`,
+    'plain.bu': `variant: fcos
+version: 1.5.0
+storage:
+  files:
+    - path: /etc/versions
+      contents:
+        inline: "{{vars.k8s}} {{vars.zip}} {{vars.hex}} {{vars.flag}}"
+`,
+  });
+  const config = join(directory, 'rackboot.yaml');
+  const ipxe = await runCli(['render', 'ipxe', '--mac', MAC, '-c', config]);
+  t.equal(ipxe.code, 0, ipxe.stderr);
+  t.match(ipxe.stdout, / k8s=1\.30 zip=01234 hex=0x1F flag=true( |$)/m, 'the kernel arguments');
+
+  const ignition = await runCli(['render', 'ignition', '--mac', MAC, '-c', config]);
+  t.equal(ignition.code, 0, ignition.stderr);
+  const rendered = JSON.parse(ignition.stdout) as {
+    storage: { files: { path: string; contents: { source: string } }[] };
+  };
+  const file = rendered.storage.files.find((entry) => entry.path === '/etc/versions');
+  t.equal(
+    decodeURIComponent(file?.contents.source.replace(/^data:,/, '') ?? ''),
+    '1.30 01234 0x1F true',
+    'the Butane inline file',
+  );
+});
+
+const TWO_NAMED_N1 = `server:
+  address: 10.77.0.1
+  state: ./state
+dhcp: { mode: 'off' }
+profiles:
+  plain: { kind: linux, kernel: https://example.com/vmlinuz }
+machines:
+  - { mac: 52:54:00:aa:00:01, hostname: n1, profile: plain }
+  - { mac: 52:54:00:aa:00:02, hostname: n2, profile: plain }
+  - { mac: 52:54:00:aa:00:03, hostname: N1, profile: plain }
+`;
+
+t.test('a hostname two machines have is a warning at both, in any case', async (t) => {
+  const file = join(t.testdir({ 'rackboot.yaml': TWO_NAMED_N1 }), 'rackboot.yaml');
+  const loaded = await loadConfigText(TWO_NAMED_N1, file, { env: {} });
+  t.ok(loaded.ok, 'the config still loads');
+  t.strictSame(loaded.ok && loaded.warnings.map((warning) => formatProblem(warning, dirname(file))), [
+    'rackboot.yaml:8:41: duplicate hostname n1: also at line 10:41 as N1; two machines would answer to one name',
+    'rackboot.yaml:10:41: duplicate hostname N1: also at line 8:41 as n1; two machines would answer to one name',
+  ]);
+
+  const broken = await loadConfigText(TWO_NAMED_N1.replace('profile: plain }\n', 'profile: nope }\n'), file, {
+    env: {},
+  });
+  t.match(broken, { ok: false, warnings: [{ line: 8 }, { line: 10 }] }, 'listed beside errors too');
+
+  const validated = await runCli(['validate', '-c', file]);
+  t.equal(validated.code, 0, 'validate passes it');
+  t.match(validated.stderr, /rackboot\.yaml:8:41: warning: duplicate hostname n1: also at line 10:41/);
+  t.match(validated.stderr, /rackboot\.yaml:10:41: warning: duplicate hostname N1: also at line 8:41/);
+});
+
+t.test('render by a user who cannot read server.state says whose it is and what to do', async (t) => {
+  requireRoot('renders as root, then as nobody');
+  const directory = t.testdir({
+    'rackboot.yaml': `server:\n  address: 10.77.0.1\n  state: ./state\ndhcp: { mode: 'off' }\nprofiles:\n  plain: { kind: linux, kernel: https://example.com/vmlinuz }\nmachines:\n  - { mac: ${MAC}, profile: plain }\n`,
+  });
+  const config = join(directory, 'rackboot.yaml');
+  const byRoot = await runCli(['render', 'ipxe', '--mac', MAC, '-c', config]);
+  t.equal(byRoot.code, 0, byRoot.stderr);
+  const main = join(import.meta.dirname, '..', 'src', 'cli', 'main.ts');
+  const byOther = asNobody(main, 'render', 'ipxe', '--mac', MAC, '-c', config);
+  t.equal(byOther.status, 1);
+  // Its first line: under tap, the child's coverage hook adds its own complaint as nobody after it.
+  t.equal(
+    byOther.stderr.split('\n')[0],
+    `rackboot: cannot read the server's secret ${join(directory, 'state', SECRET_FILE_NAME)} (EACCES): the state under server.state is the server's; run render as the server's user or as root`,
+  );
+});
+
+t.test('a secret missing for want of a directory says the server has not made it yet', async (t) => {
+  const missing = Object.assign(new Error('ENOENT: no such file or directory'), {
+    code: 'ENOENT',
+    path: '/srv/rackboot/state',
+  });
+  t.equal(
+    stateSecretError(missing, '/srv/rackboot/state').message,
+    `the server's secret /srv/rackboot/state/${SECRET_FILE_NAME} does not exist (/srv/rackboot/state is missing): the server has not created it yet; start the server once, or run render as the server's user or as root to create it`,
+  );
+  const other = Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+  t.equal(stateSecretError(other, '/srv/rackboot/state'), other, 'other errors pass as they are');
+});
