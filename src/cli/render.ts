@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
-import { archFromBuildarch } from '../http/ipxe.js';
+import { archFromBuildarch, IPXE_BUILDARCHES } from '../http/ipxe.js';
 import { machineScript } from '../http/machine-script.js';
 import { createMachineIgnition } from '../ignition/machine-ignition.js';
 import { openMachineSecrets, SECRET_FILE_NAME } from '../ignition/tokens.js';
@@ -24,7 +24,7 @@ export function registerRender(program: Command): void {
     .requiredOption('--mac <mac>', 'the machine, any MAC spelling')
     .addOption(
       new Option('--arch <arch>', "the machine's architecture as iPXE reports it")
-        .choices(['x86_64', 'i386', 'arm32', 'arm64', 'aarch64'])
+        .choices(IPXE_BUILDARCHES)
         .default('x86_64'),
     )
     .action(async (what: string, options: { config?: string; mac: string; arch: string }) => {

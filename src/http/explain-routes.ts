@@ -7,15 +7,8 @@ import { machineVars } from '../ignition/vars.js';
 import { parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
 import type { BootServiceContext } from './boot-service.js';
-import { archFromBuildarch } from './ipxe.js';
+import { archFromBuildarch, IPXE_BUILDARCHES } from './ipxe.js';
 import { machineScript, type ScriptKind } from './machine-script.js';
-
-/**
- * The `${buildarch}` names of iPXE that rackboot maps to an architecture: the choices of
- * `rackboot render --arch`, whose default, x86_64, explain takes too. A misspelt name would
- * otherwise be explained as an unknown architecture, which is no machine's answer.
- */
-const BUILDARCHES: readonly string[] = ['x86_64', 'i386', 'arm32', 'arm64', 'aarch64'];
 
 const ExplainQuery = Type.Object({
   mac: Type.String({ maxLength: 32 }),
@@ -93,10 +86,10 @@ export async function explainRoutes(app: FastifyInstance, context: BootServiceCo
           .code(400)
           .send({ error: 'bad request', message: `not a MAC address: ${request.query.mac}` });
       const buildarch = request.query.arch ?? 'x86_64';
-      if (!BUILDARCHES.includes(buildarch))
+      if (!IPXE_BUILDARCHES.includes(buildarch))
         return reply.code(400).send({
           error: 'bad request',
-          message: `arch ${buildarch} is not one iPXE reports; use one of ${BUILDARCHES.join(', ')} (default x86_64)`,
+          message: `arch ${buildarch} is not one iPXE reports; use one of ${IPXE_BUILDARCHES.join(', ')} (default x86_64)`,
         });
       return explainMachine(context, mac, archFromBuildarch(buildarch), Date.now());
     },

@@ -11,6 +11,13 @@ const RETRY_WAIT_SECONDS = 5;
 /** Time an operator gets to read a message before the machine reboots. */
 const MESSAGE_WAIT_SECONDS = 60;
 
+/**
+ * The `${buildarch}` names of iPXE that map to an architecture: what `rackboot render --arch` and
+ * `/api/v1/explain?arch=` take (default x86_64). A misspelt name would otherwise be explained as
+ * an unknown architecture, which is no machine's answer.
+ */
+export const IPXE_BUILDARCHES: readonly string[] = ['x86_64', 'i386', 'arm32', 'arm64', 'aarch64'];
+
 /** iPXE's `${buildarch}` names → Fedora CoreOS architecture names. */
 export function archFromBuildarch(buildarch: string | undefined): Arch {
   switch (buildarch) {
