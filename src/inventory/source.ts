@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { type FSWatcher, lstatSync, readlinkSync, statSync, watch } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { isObject } from '../json.js';
 import type { Logger } from '../log.js';
 import { deepFreeze, type Loaded, loadConfigFile } from './load.js';
 import { formatProblem, type Problem } from './problems.js';
@@ -382,11 +383,28 @@ export function diffConfigs(before: Config, after: Config): ConfigDiff {
       .filter(([mac, text]) => beforeMachines.has(mac) && beforeMachines.get(mac) !== text)
       .map(([mac]) => mac),
     profilesChanged: changedKeys(before.profiles, after.profiles),
-    otherKeysChanged: changedKeys(
+    otherKeysChanged: changedSettings(
       { ...before, machines: undefined, profiles: undefined },
       { ...after, machines: undefined, profiles: undefined },
     ),
   };
+}
+
+/**
+ * The dotted names of the settings that changed, down to the leaves (`server.api_token`, not
+ * `server`): the log line says which one without printing any value.
+ */
+function changedSettings(
+  before: Record<string, unknown>,
+  after: Record<string, unknown>,
+  prefix = '',
+): string[] {
+  return [...new Set([...Object.keys(before), ...Object.keys(after)])].flatMap((key) => {
+    const [left, right] = [before[key], after[key]];
+    if (JSON.stringify(left) === JSON.stringify(right)) return [];
+    const name = `${prefix}${key}`;
+    return isObject(left) && isObject(right) ? changedSettings(left, right, `${name}.`) : [name];
+  });
 }
 
 export function describeDiff(diff: ConfigDiff): string {
