@@ -577,6 +577,20 @@ t.test('rackboot render prints exactly what the server sends', async (t) => {
     `${(await app.inject(`/ignition/52-54-00-12-34-56.ign?token=${tokenOf(NODE1)}`)).body}\n`,
   );
   await t.rejects(cli('ignition', '--mac', '52:54:00:aa:bb:cc'), /not in the inventory/);
+
+  // Installed, by the history under server.state: the server sends it to its disk, and so does render.
+  const node2 = '52:54:00:12:34:57' as Mac;
+  for (const event of [
+    { source: 'dhcp', type: 'dhcp-ack', detail: { firmware: 'ipxe', arch: 'x86_64' } },
+    { source: 'http', type: 'ipxe-script', detail: { script: 'install' } },
+    { source: 'http', type: 'ignition-fetch' },
+    { source: 'machine', type: 'installed' },
+  ] as const)
+    await fixture.lifecycle.record({ mac: node2, ...event });
+  fixture.states.set(node2, 'installed');
+  const installed = await cli('ipxe', '--mac', '52-54-00-12-34-57', '--arch', 'x86_64');
+  t.match(installed.stdout, 'is installed, booting from the local disk');
+  t.equal(installed.stdout, (await app.inject('/boot/52-54-00-12-34-57.ipxe?arch=x86_64')).body);
   await t.rejects(
     cli('ipxe', '--mac', '52-54-00-12-34-57', '--arch', 'x86-64'),
     /argument 'x86-64' is invalid\. Allowed choices are x86_64, i386, arm32, arm64, aarch64/,

@@ -10,6 +10,7 @@ import { loadConfigFile } from '../inventory/load.js';
 import { parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
 import { VALIDATE_CHECKS } from '../inventory/validate-checks.js';
+import { readMachineRecord } from '../lifecycle/store.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
 /**
@@ -39,9 +40,12 @@ export function registerRender(program: Command): void {
         return;
       }
       const config = loaded.config;
+      // What the server would answer depends on the machine's state: an installed one boots its disk.
+      const record = readMachineRecord(config.server.state, mac);
       const assignment = createBootDecision(
         () => config,
-        () => undefined,
+        () => record?.state,
+        () => record?.bootsFromDisk ?? false,
       ).assignmentFor(mac);
       // Before the server's first start this makes the secret the server will then use, so the
       // tokens printed are the ones it checks; made by `sudo rackboot render`, the secret (and a

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -259,9 +259,7 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
 
   const machines = new Map<Mac, MachineRecord>();
   for (const row of database.prepare('SELECT record FROM machines').all() as { record: string }[]) {
-    const record = JSON.parse(row.record) as MachineRecord;
-    // Snapshots from before the mark: an installed machine had completed its install.
-    record.bootsFromDisk ??= record.state === 'installed';
+    const record = recordFromRow(row);
     machines.set(record.mac, record);
   }
   // The snapshot is at most one interval behind the history: fold in what came after it.
@@ -273,9 +271,8 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
   const dirtyMachines = new Set<Mac>();
   for (const row of tail.iterate(snapshotThroughId) as Iterable<Pick<StoredEvent, 'event'>>) {
     const event = fromRow(row);
-    if (!event.mac || event.source === 'lifecycle') continue;
-    const stamp = { id: event.id, time: event.time, ms: Date.parse(event.time) };
-    const replayed = step(machines.get(event.mac), event, stamp).record;
+    if (!event.mac) continue;
+    const replayed = replay(machines.get(event.mac), event);
     if (replayed) {
       machines.set(event.mac, replayed);
       dirtyMachines.add(event.mac);
@@ -698,6 +695,46 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
 
 function fromRow(row: Pick<StoredEvent, 'event'>): MachineEvent {
   return JSON.parse(row.event) as MachineEvent;
+}
+
+function recordFromRow(row: { record: string }): MachineRecord {
+  const record = JSON.parse(row.record) as MachineRecord;
+  // Snapshots from before the mark: an installed machine had completed its install.
+  record.bootsFromDisk ??= record.state === 'installed';
+  return record;
+}
+
+/**
+ * A stored event folded into its machine's record again; undefined when it changes none. The
+ * lifecycle's own events (state changes) are what such a fold makes, so they are skipped.
+ */
+function replay(record: MachineRecord | undefined, event: MachineEvent): MachineRecord | undefined {
+  if (event.source === 'lifecycle') return undefined;
+  return step(record, event, { id: event.id, time: event.time, ms: Date.parse(event.time) }).record;
+}
+
+/**
+ * One machine's record as the server holds it, read from the history under `stateDir` without
+ * opening it for writing, while the server runs or not (`rackboot render`): its snapshot and the
+ * events after it. Undefined for a machine the history does not know, or no history at all.
+ */
+export function readMachineRecord(stateDir: string, mac: Mac): MachineRecord | undefined {
+  const file = join(stateDir, DATABASE_FILE_NAME);
+  if (!existsSync(file)) return undefined;
+  const database = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    const row = database.prepare('SELECT record FROM machines WHERE mac = ?').get(mac) as
+      | { record: string }
+      | undefined;
+    let record = row ? recordFromRow(row) : undefined;
+    const mark = database.prepare('SELECT through_id FROM snapshot').get() as { through_id: number };
+    const tail = database.prepare('SELECT event FROM events WHERE id > ? AND mac = ? ORDER BY id');
+    for (const stored of tail.iterate(mark.through_id, mac) as Iterable<Pick<StoredEvent, 'event'>>)
+      record = replay(record, fromRow(stored)) ?? record;
+    return record;
+  } finally {
+    database.close();
+  }
 }
 
 /**
