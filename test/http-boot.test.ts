@@ -351,6 +351,30 @@ t.test('malformed script requests', async (t) => {
   t.equal((await app.inject(`/boot/52-54-00-12-34-56.ipxe?arch=${'x'.repeat(100)}`)).statusCode, 400);
 });
 
+t.test('require_leased_address: false takes a machine credential from another address', async (t) => {
+  // A machine with two NICs on the provisioning LAN may fetch from the one it did not boot from.
+  const leases = new Map<string, Mac>([
+    ['10.77.0.21', NODE1],
+    ['10.77.0.50', '52:54:00:12:34:99' as Mac],
+  ]);
+  const fromSecondNic = async (yaml: string) => {
+    const { app, tokenOf } = await setup(t, { yaml, macForIp: (ip) => leases.get(ip) });
+    return app.inject({
+      url: `/ignition/52-54-00-12-34-56.ign?token=${tokenOf(NODE1)}`,
+      remoteAddress: '10.77.0.50',
+    });
+  };
+  const bound = await fromSecondNic(BASE_YAML);
+  t.equal(bound.statusCode, 403, 'bound to the lease by default');
+  t.match(
+    bound.json().message,
+    'ignition.require_leased_address: false takes it',
+    'the refusal names the way out',
+  );
+  const unbound = await fromSecondNic(`${BASE_YAML}ignition: { require_leased_address: false }\n`);
+  t.equal(unbound.statusCode, 200, 'the token alone, with the setting off');
+});
+
 t.test('Ignition only for its machine: token, address, 503 while broken, 404 for strangers', async (t) => {
   const leases = new Map<string, Mac>([['10.77.0.21', NODE1]]);
   const { fixture, app, tokenOf } = await setup(t, { macForIp: (ip) => leases.get(ip) });

@@ -10,7 +10,7 @@ import type { Config } from '../inventory/schema.js';
 import type { ConfigStatus } from '../inventory/source.js';
 import type { MachineEvent } from '../lifecycle/events.js';
 import type { Lifecycle, MachineRecord } from '../lifecycle/store.js';
-import { authorizeMachine, requesterIp } from './machine-auth.js';
+import { authorizeMachine, leaseBinding, requesterIp } from './machine-auth.js';
 
 /** Adds a machine to the config file; rackboot.ts passes inventory/adopt.ts adoptIntoServer on its config source. */
 export type AdoptMachine = (request: AdoptRequest) => Promise<AdoptResult>;
@@ -194,12 +194,17 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
         if (!mac) return reply;
         const ip = requesterIp(request);
         const token = request.query.token ?? bearerToken(request);
-        const authorization = authorizeMachine(options.secrets, options.macForIp, 'events', {
-          mac,
-          token,
-          ip,
-          now: now(),
-        });
+        const authorization = authorizeMachine(
+          options.secrets,
+          leaseBinding(config(), options.macForIp),
+          'events',
+          {
+            mac,
+            token,
+            ip,
+            now: now(),
+          },
+        );
         // Same rule as the Ignition URL (issue 5): a machine credential that does not fit is 403, logged with who asked.
         if (!authorization.ok) {
           request.log.warn({ mac, requester: ip, reason: authorization.reason }, 'machine event refused');

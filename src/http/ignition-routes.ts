@@ -5,7 +5,7 @@ import { machineVars } from '../ignition/vars.js';
 import { parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
 import type { BootServiceContext } from './boot-service.js';
-import { authorizeMachine, requesterIp } from './machine-auth.js';
+import { authorizeMachine, leaseBinding, requesterIp } from './machine-auth.js';
 
 const IgnitionParams = Type.Object({ name: Type.String({ maxLength: 64 }) });
 const IgnitionQuery = Type.Object({ token: Type.Optional(Type.String({ maxLength: 200 })) });
@@ -36,12 +36,17 @@ export async function ignitionRoutes(app: FastifyInstance, context: BootServiceC
     }
     const ip = requesterIp(request);
     const now = Date.now();
-    const authorization = authorizeMachine(deps.secrets, deps.macForIp, 'ignition', {
-      mac,
-      token: request.query.token,
-      ip,
-      now,
-    });
+    const authorization = authorizeMachine(
+      deps.secrets,
+      leaseBinding(deps.config(), deps.macForIp),
+      'ignition',
+      {
+        mac,
+        token: request.query.token,
+        ip,
+        now,
+      },
+    );
     if (!authorization.ok) {
       deps.logger.warn({ mac, requester: ip, reason: authorization.reason }, 'Ignition refused');
       void reply.code(403).send({ error: 'forbidden', message: authorization.reason });

@@ -249,7 +249,7 @@ type RawConfig = Omit<Config, 'file' | 'machines' | 'dhcp' | 'ignition'> & {
     lease_time: string | number;
     subnets: (Omit<Config['dhcp']['subnets'][number], 'lease_time'> & { lease_time?: string | number })[];
   };
-  ignition: { token_ttl: string | number };
+  ignition: { token_ttl: string | number; require_leased_address: boolean };
 };
 
 const asRecord = (value: unknown): Record<string, unknown> => (isObject(value) ? value : {});
@@ -563,7 +563,10 @@ function normalise(raw: RawConfig, file: string, env: Record<string, string | un
       ...machine,
       mac: parseMac(machine.mac) ?? (machine.mac as never),
     })),
-    ignition: { token_ttl: durationSeconds(raw.ignition.token_ttl) },
+    ignition: {
+      token_ttl: durationSeconds(raw.ignition.token_ttl),
+      require_leased_address: raw.ignition.require_leased_address,
+    },
   };
 }
 

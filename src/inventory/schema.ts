@@ -289,6 +289,11 @@ const IgnitionSettingsSchema = Type.Object(
       0,
       'Lifetime of the credential in {{ignition_url}} and {{events_url}}; 0 = no expiry. Turning it on or shortening it retires the URLs already handed out.',
     ),
+    require_leased_address: Type.Boolean({
+      default: true,
+      description:
+        "Authoritative mode: a machine credential is taken only from the address this server leased to that MAC, so a token copied elsewhere opens nothing. Turn off for machines with several NICs on the provisioning network: their installer may fetch its Ignition, or report, from another NIC's address, which gets 403.",
+    }),
   },
   { additionalProperties: false, default: {} },
 );
@@ -361,5 +366,5 @@ export interface Config extends Omit<RawConfig, 'machines' | 'dhcp' | 'ignition'
     lease_time: number;
     subnets: (Omit<RelaySubnetConfig, 'lease_time'> & { lease_time: number })[];
   };
-  ignition: { token_ttl: number };
+  ignition: { token_ttl: number; require_leased_address: boolean };
 }
