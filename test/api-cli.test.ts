@@ -118,6 +118,17 @@ t.test('machines, logs, reprovision and machines adopt against a running server'
     new RegExp(`^${LISTED_MAC}\\s+node1\\s+worker\\s+installed\\s+10\\.77\\.0\\.100\\s+installed\\s+\\d+s$`),
   );
   t.match(rows[1], new RegExp(`^${UNLISTED_MAC}\\s+\\(discovered\\)\\s+discovered\\s+dhcp-ignored`));
+  const discoveredOnly = await inProcess('machines', '--url', url, '-c', configFile, '--state', 'discovered');
+  t.equal(discoveredOnly.error, undefined);
+  t.same(
+    discoveredOnly.stdout
+      .trimEnd()
+      .split('\n')
+      .slice(1)
+      .map((row) => row.split(/\s+/)[0]),
+    [UNLISTED_MAC],
+    '--state keeps the machines in that state',
+  );
 
   const json = await inProcess(
     'logs',

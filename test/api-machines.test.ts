@@ -83,6 +83,35 @@ t.test('GET /api/v1/machines: listed machines, seen or not, and discovered ones'
   ]);
 });
 
+t.test('GET /api/v1/machines: filtered by state and paged in MAC order', async (t) => {
+  const { app, lifecycle } = await startLifecycleApp(t);
+  const discovered = ['ac:1f:6b:00:00:01', 'ac:1f:6b:00:00:02', 'ac:1f:6b:00:00:03'];
+  for (const unlisted of discovered)
+    await lifecycle.record({
+      mac: mac(unlisted),
+      source: 'dhcp',
+      type: 'dhcp-ignored',
+      detail: { firmware: 'bios-pxe', arch: 'x86_64', reason: 'unknown-machine' },
+    });
+  const macsOf = (response: { json: () => { mac: string }[] }) =>
+    response.json().map((machine) => machine.mac);
+  t.same(macsOf(await app.inject('/api/v1/machines?state=none')), [LISTED_MAC], 'listed, never seen');
+  t.same(macsOf(await app.inject('/api/v1/machines?state=discovered,installed')), discovered);
+
+  const first = await app.inject('/api/v1/machines?state=discovered&limit=2');
+  t.same(macsOf(first), discovered.slice(0, 2));
+  const next = /^<([^>]+)>; rel="next"$/.exec(String(first.headers.link))?.[1];
+  t.equal(next, '/api/v1/machines?state=discovered&after=ac%3A1f%3A6b%3A00%3A00%3A02&limit=2');
+  const second = await app.inject(next ?? '');
+  t.same(macsOf(second), discovered.slice(2), 'the rest');
+  t.equal(second.headers.link, undefined, 'no next page after the last');
+
+  t.equal((await app.inject('/api/v1/machines?state=sleeping')).statusCode, 400);
+  t.match((await app.inject('/api/v1/machines?state=sleeping')).json().error, /not a state: sleeping/);
+  t.equal((await app.inject('/api/v1/machines?after=nope')).statusCode, 400);
+  t.equal((await app.inject('/api/v1/machines?limit=0')).statusCode, 400);
+});
+
 t.test('GET /api/v1/machines/{mac}: any spelling, with its events', async (t) => {
   const { app, lifecycle } = await startLifecycleApp(t);
   for (const event of install()) await lifecycle.record(event);

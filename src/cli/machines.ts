@@ -10,9 +10,16 @@ export function registerMachines(program: Command): void {
   const machines = addServerOptions(program.command('machines'))
     .description('table of machines and their provisioning state, from a running server')
     .option('--json', 'the API answer as JSON')
-    .action(async (options: { url?: string; config?: string; json?: boolean }) => {
+    .option('--state <states>', 'only machines in these states, comma-separated (none: listed, never seen)')
+    .action(async (options: { url?: string; config?: string; json?: boolean; state?: string }) => {
       const target = await resolveServer(options);
-      const list = await getJson<MachineView[]>(target, '/api/v1/machines', 'array', warnOfRejectedConfig);
+      const query = options.state === undefined ? '' : `?${new URLSearchParams({ state: options.state })}`;
+      const list = await getJson<MachineView[]>(
+        target,
+        `/api/v1/machines${query}`,
+        'array',
+        warnOfRejectedConfig,
+      );
       console.log(options.json ? JSON.stringify(list, null, 2) : machinesTable(list, Date.now()));
     });
 

@@ -8,7 +8,7 @@ import { type Mac, parseMac } from '../inventory/mac.js';
 import { badName, NAME_PATTERN } from '../inventory/names.js';
 import type { Config } from '../inventory/schema.js';
 import type { ConfigStatus } from '../inventory/source.js';
-import type { MachineEvent } from '../lifecycle/events.js';
+import { MACHINE_STATES, type MachineEvent } from '../lifecycle/events.js';
 import type { Lifecycle, MachineRecord } from '../lifecycle/store.js';
 import { authorizeMachine, leaseBinding, requesterIp } from './machine-auth.js';
 
@@ -60,6 +60,17 @@ const MachineReport = Type.Object(
   { additionalProperties: false },
 );
 const TokenQuery = Type.Object({ token: Type.Optional(Type.String({ maxLength: 200 })) });
+/**
+ * A fleet of thousands is one large answer: `state` keeps the machines in those states (`none`: listed,
+ * never seen), `after` and `limit` page through them in MAC order (a `Link: <…>; rel="next"` header
+ * names the next page while there is one).
+ */
+const MachinesQuery = Type.Object({
+  state: Type.Optional(Type.String({ maxLength: 100 })),
+  after: Type.Optional(Type.String({ maxLength: 32 })),
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+});
+const STATE_FILTERS: readonly string[] = [...MACHINE_STATES, 'none'];
 const AdoptBody = Type.Object(
   {
     profile: Type.String({ minLength: 1, maxLength: 200 }),
@@ -154,16 +165,39 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
   };
   const isKnown = (mac: Mac) => lifecycle.machine(mac) !== undefined || decision.assignmentFor(mac)?.listed;
 
-  app.get('/api/v1/machines', async (_request, reply) => {
-    reply.header(LAST_EVENT_ID_HEADER, String(lifecycle.lastEventId()));
-    const rejected = options.configStatus?.().rejected;
-    if (rejected)
-      reply.header(
-        CONFIG_REJECTED_HEADER,
-        `since=${new Date(rejected.since).toISOString()}; problems=${rejected.problems}`,
-      );
-    return knownMacs().map(view);
-  });
+  app.get<{ Querystring: Static<typeof MachinesQuery> }>(
+    '/api/v1/machines',
+    { schema: { querystring: MachinesQuery } },
+    async (request, reply) => {
+      const { state, after, limit } = request.query;
+      const states = state?.split(',');
+      const unknownState = states?.find((name) => !STATE_FILTERS.includes(name));
+      if (unknownState !== undefined)
+        return reply.code(400).send({
+          error: `not a state: ${unknownState}; use one or more of ${STATE_FILTERS.join(', ')}, comma-separated`,
+        });
+      const afterMac = after === undefined ? undefined : parseMac(after);
+      if (after !== undefined && !afterMac)
+        return reply.code(400).send({ error: `not a MAC address: ${after}` });
+      reply.header(LAST_EVENT_ID_HEADER, String(lifecycle.lastEventId()));
+      const rejected = options.configStatus?.().rejected;
+      if (rejected)
+        reply.header(
+          CONFIG_REJECTED_HEADER,
+          `since=${new Date(rejected.since).toISOString()}; problems=${rejected.problems}`,
+        );
+      const wanted = knownMacs()
+        .filter((mac) => afterMac === undefined || mac > afterMac)
+        .filter((mac) => !states || states.includes(lifecycle.machine(mac)?.state ?? 'none'));
+      const page = limit === undefined ? wanted : wanted.slice(0, limit);
+      const last = page.at(-1);
+      if (last !== undefined && page.length < wanted.length) {
+        const next = new URLSearchParams({ ...(state ? { state } : {}), after: last, limit: String(limit) });
+        reply.header('link', `</api/v1/machines?${next}>; rel="next"`);
+      }
+      return page.map(view);
+    },
+  );
 
   app.get<{ Params: MacParams }>(
     '/api/v1/machines/:mac',
