@@ -51,6 +51,8 @@ async function startMirror(t: Test, arches = ['x86_64', 'aarch64']) {
     ignoreRange: false,
     /** Answer Range with a 206 that covers only the next 1000 bytes (legal, but not the rest). */
     shortRange: false,
+    /** Answer one Range request with a chunked 206 (no Content-Length) whose body ends cleanly halfway. */
+    endEarlyOnce: new Set<string>(),
     wrongSha: new Set<string>(),
     metadataStatus: 200,
     /** Answer the stream document with a 503 this many times first (a mirror failing over). */
@@ -150,6 +152,13 @@ async function startMirror(t: Test, arches = ['x86_64', 'aarch64']) {
       const start = Number(range[1]);
       if (start >= content.length) {
         response.writeHead(416, { 'content-range': `bytes */${content.length}` }).end();
+        return;
+      }
+      if (behaviour.endEarlyOnce.delete(path)) {
+        response.writeHead(206, {
+          'content-range': `bytes ${start}-${content.length - 1}/${content.length}`,
+        });
+        response.end(content.subarray(start, start + Math.floor((content.length - start) / 2)));
         return;
       }
       const end = behaviour.shortRange ? Math.min(start + 1000, content.length) - 1 : content.length - 1;
@@ -319,6 +328,29 @@ t.test('a cut connection is retried within the same run, resuming', async (t) =>
   t.equal(ranges.length, 2);
   t.match(ranges[1], /^bytes=\d+-$/);
   t.match(run1.output.join(''), /x86_64 rootfs: download from .* interrupted: .*; retrying in 0s/);
+});
+
+t.test('a body that ends cleanly before its Content-Range total is resumed, not thrown away', async (t) => {
+  // A proxy cutting a chunked 206 short: before, the digest of the short file failed and the bytes
+  // kept from before were discarded as damaged.
+  const mirror = await startMirror(t, ['x86_64']);
+  const dest = tempDir(t, 'rackboot-fetch-');
+  const rootfsPath = mirror.locations.x86_64?.rootfs ?? '';
+  const content = mirror.files.get(rootfsPath)?.content ?? Buffer.alloc(0);
+  const directory = join(dest, 'fedora-coreos/stable/x86_64');
+  mkdirSync(directory, { recursive: true });
+  writeFileSync(join(directory, `${basename(rootfsPath)}.part`), content.subarray(0, 1000));
+  mirror.behaviour.endEarlyOnce.add(rootfsPath);
+  const run1 = options(mirror, dest, { retries: 1 });
+  await fetchCoreos(run1);
+  t.match(
+    run1.output.join(''),
+    /x86_64 rootfs: download from .* interrupted: the body ended after \d+ of 300000 bytes/,
+  );
+  const ranges = mirror.requests.filter((entry) => entry.path === rootfsPath).map((entry) => entry.range);
+  const resumedAt = Number(/^bytes=(\d+)-$/.exec(ranges[1] ?? '')?.[1]);
+  t.ok(resumedAt > 1000, `the retry resumed after the bytes received (at ${resumedAt})`);
+  t.ok(readFileSync(join(directory, basename(rootfsPath))).equals(content), 'and the file is whole');
 });
 
 t.test('a server without Range support restarts the file from the first byte', async (t) => {
@@ -545,6 +577,45 @@ t.test('disk full reported only by fsync names the .part and keeps it', async (t
   );
   t.equal(statSync(`${file}.part`).size, SIZES.kernel, 'the .part is kept');
   t.notOk(existsSync(file));
+});
+
+t.test('a write that takes only part of a chunk is completed, never verified with a hole', async (t) => {
+  // A nearly full disk: write(2) takes what fits and says so, without an error. Before, the rest of
+  // the chunk was dropped while the digest, over the bytes received, still matched.
+  const mirror = await startMirror(t, ['x86_64']);
+  const dest = tempDir(t, 'rackboot-fetch-');
+  let shortWrites = 0;
+  const { downloadVerified } = await t.mockImport<typeof import('../src/fetch/download.js')>(
+    '../src/fetch/download.js',
+    {
+      'node:fs/promises': {
+        ...fsPromises,
+        open: async (...args: Parameters<typeof fsPromises.open>) => {
+          const handle = await fsPromises.open(...args);
+          return {
+            write: (chunk: Uint8Array, offset = 0, length = chunk.length - offset) => {
+              const taken = length > 1 && shortWrites < 3 ? Math.floor(length / 2) : length;
+              if (taken < length) shortWrites += 1;
+              return handle.write(chunk, offset, taken);
+            },
+            sync: () => handle.sync(),
+            stat: () => handle.stat(),
+            close: () => handle.close(),
+          };
+        },
+      },
+    },
+  );
+  const kernelPath = mirror.locations.x86_64?.kernel ?? '';
+  const content = mirror.files.get(kernelPath)?.content ?? Buffer.alloc(0);
+  const file = join(dest, 'kernel');
+  await downloadVerified({
+    url: mirror.base + kernelPath,
+    file,
+    sha256: createHash('sha256').update(content).digest('hex'),
+  });
+  t.equal(shortWrites, 3, 'the disk took part of three writes');
+  t.ok(readFileSync(file).equals(content), 'the file is whole');
 });
 
 /** A throwaway signing key in its own GNUPGHOME; `keyring` is its armored public key, as fedora.gpg is. */

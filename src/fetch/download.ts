@@ -163,6 +163,14 @@ async function attemptDownload(options: DownloadOptions): Promise<{ resumed: boo
     }
     events?.start?.(offset, total);
     const bytes = await receive(response, part, offset, hash, events);
+    // A body that ended cleanly but early (a chunked response cut by a proxy) is an interrupted
+    // download to resume, not a wrong checksum to throw away.
+    if (total !== undefined && bytes < total) {
+      throw new FetchError(
+        `download from ${safeHost(url)} interrupted: the body ended after ${bytes} of ${total} bytes; the .part is kept for a resume (${url})`,
+        true,
+      );
+    }
     return { resumed: offset > 0, bytes: await finish(hash, part, options, bytes, offset) };
   } finally {
     response.abort();
@@ -262,22 +270,37 @@ async function receive(
   }
   let bytes = offset;
   // Delayed allocation (ext4, XFS, NFS) reports a full disk at fsync or close, not at write.
-  const onDisk = (operation: Promise<unknown>) =>
+  const onDisk = <T>(operation: Promise<T>): Promise<T> =>
     operation.catch((error: unknown) => {
       throw diskError(part, error, bytes);
     });
   try {
     for await (const chunk of response.body ?? []) {
-      await onDisk(handle.write(chunk));
+      await onDisk(writeAll(handle, chunk));
       hash.update(chunk);
       bytes += chunk.length;
       events?.progress?.(bytes);
     }
     await onDisk(handle.sync());
+    // The digest is of the bytes received; the file must hold exactly those before it is trusted.
+    const { size } = await onDisk(handle.stat());
+    if (size !== bytes) throw diskError(part, new Error(`the file holds ${size} bytes, not ${bytes}`), bytes);
   } finally {
     await onDisk(handle.close());
   }
   return bytes;
+}
+
+/**
+ * One write(2) may take only part of a chunk without an error (a disk that is nearly full):
+ * the rest is written again, and a disk still full then fails with ENOSPC.
+ */
+async function writeAll(handle: FileHandle, chunk: Uint8Array): Promise<void> {
+  for (let written = 0; written < chunk.length; ) {
+    const { bytesWritten } = await handle.write(chunk, written, chunk.length - written);
+    if (bytesWritten === 0) throw Object.assign(new Error('no byte written'), { code: 'ENOSPC' });
+    written += bytesWritten;
+  }
 }
 
 /**
