@@ -49,6 +49,72 @@ storage:
   );
 });
 
+t.test(
+  'a var in an integer field is read as Butane reads it: 0o, 0x, 0b, 0-octal, underscores, floats',
+  async (t) => {
+    // Kept as written, vars lost the forms the YAML number used to cover (0o644 rendered 420 before).
+    const modes = {
+      octal: '0o644',
+      hex: '0x1A4',
+      legacyOctal: '0644',
+      float: '420.0',
+      underscored: '4_20',
+      binary: '0b110100100',
+    };
+    const directory = t.testdir({
+      'rackboot.yaml': `server:
+  address: 10.77.0.1
+  state: ./state
+profiles:
+  plain: { kind: linux, kernel: https://example.com/vmlinuz, ignition: plain.bu }
+machines: [{mac: ${MAC}, profile: plain, vars: {${Object.entries(modes)
+        .map(([name, mode]) => `${name}: ${mode}`)
+        .join(', ')}}}]
+`,
+      'plain.bu': `variant: fcos
+version: 1.5.0
+storage:
+  files:
+${Object.keys(modes)
+  .map((name) => `    - { path: /etc/${name}, mode: "{{vars.${name}}}" }`)
+  .join('\n')}
+`,
+    });
+    const ignition = await runCli([
+      'render',
+      'ignition',
+      '--mac',
+      MAC,
+      '-c',
+      join(directory, 'rackboot.yaml'),
+    ]);
+    t.equal(ignition.code, 0, ignition.stderr);
+    const files = (JSON.parse(ignition.stdout) as { storage: { files: { path: string; mode: number }[] } })
+      .storage.files;
+    for (const name of Object.keys(modes))
+      t.equal(
+        files.find((file) => file.path === `/etc/${name}`)?.mode,
+        420,
+        `${name}: ${modes[name as keyof typeof modes]}`,
+      );
+  },
+);
+
+t.test("an anchored var keeps YAML's reading, so its aliases elsewhere keep their type", async (t) => {
+  const loaded = await loadConfigText(
+    `profiles:
+  plain: { kind: linux, kernel: https://example.com/vmlinuz }
+machines: [{mac: ${MAC}, profile: plain, vars: {port: &port 8080}}]
+server:
+  address: 10.77.0.1
+  http: { port: *port }
+`,
+    join(t.testdir(), 'rackboot.yaml'),
+  );
+  t.ok(loaded.ok, loaded.ok ? 'loads' : loaded.problems.map((problem) => formatProblem(problem)).join('\n'));
+  if (loaded.ok) t.equal(loaded.config.server.http.port, 8080, 'the alias is still the number');
+});
+
 const TWO_NAMED_N1 = `server:
   address: 10.77.0.1
   state: ./state

@@ -217,7 +217,8 @@ function keyOfPath(path: NodePath): string {
 
 /**
  * `uid: "{{vars.uid}}"`: the value a machine gives, read as Butane would read it written in place
- * (an integer in decimal or 0-octal; true/false or YAML 1.1's yes/no/on/off), or an error at the field.
+ * (an integer as go-yaml reads one, goYamlInteger; true/false or YAML 1.1's yes/no/on/off), or an
+ * error at the field.
  */
 function typedValue(
   text: string,
@@ -227,8 +228,8 @@ function typedValue(
   errors: PathError[],
 ): unknown {
   if (type === 'integer') {
-    if (/^[-+]?(0|[1-9]\d*)$/.test(text)) return Number.parseInt(text, 10);
-    if (/^0[0-7]+$/.test(text)) return Number.parseInt(text, 8);
+    const integer = goYamlInteger(text);
+    if (integer !== undefined) return integer;
   } else {
     const word = GO_YAML_BOOLEANS.get(text);
     if (word !== undefined) return word;
@@ -239,6 +240,32 @@ function typedValue(
     message: `${placeholder} is not ${type === 'integer' ? 'an integer' : 'a boolean'} as ${String(path[path.length - 1])} takes`,
   });
   return text;
+}
+
+/** go-yaml's integers (resolve.go: strconv.ParseInt with base 0, once underscores are removed). */
+const GO_YAML_INTEGER = /^([-+]?)(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)$/;
+/** go-yaml's floats, which it decodes into an integer field truncated (decode.go). */
+const GO_YAML_FLOAT = /^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$/;
+const RADIX_OF_PREFIX: Record<string, number> = { x: 16, o: 8, b: 2 };
+
+/**
+ * The integer go-yaml (Butane's YAML reader) makes of `text` written in place in an integer field:
+ * decimal, 0x hex, 0o or leading-0 octal, 0b binary, underscores anywhere, or a float cut to its
+ * integer part (`420.0`, `1e3`); undefined for anything else.
+ */
+function goYamlInteger(text: string): number | undefined {
+  const plain = text.replaceAll('_', '');
+  const integer = GO_YAML_INTEGER.exec(plain);
+  if (integer) {
+    const [, sign, digits = ''] = integer;
+    const radix = RADIX_OF_PREFIX[digits[1]?.toLowerCase() ?? ''];
+    const magnitude =
+      radix !== undefined
+        ? Number.parseInt(digits.slice(2), radix)
+        : Number.parseInt(digits, digits.length > 1 && digits.startsWith('0') ? 8 : 10);
+    return sign === '-' ? -magnitude : magnitude;
+  }
+  return GO_YAML_FLOAT.test(plain) ? Math.trunc(Number(plain)) : undefined;
 }
 
 /** Substitutes in one string (kernel `args` use this too). */

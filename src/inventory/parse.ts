@@ -198,10 +198,11 @@ export function macAsWritten(value: Scalar): string | undefined {
 /**
  * A var's value as its text: templates get what the operator wrote (`k8s: 1.30` is "1.30", not the
  * YAML 1.2 number 1.3; `zip: 01234` keeps its zero, `true` is "true"). A null stays null, which the
- * schema refuses: an empty var is more likely a slip than a wish for the text "~" or "".
+ * schema refuses: an empty var is more likely a slip than a wish for the text "~" or "". An anchored
+ * value, and a var that is an alias, keep YAML's reading.
  */
 function varAsWritten(value: Scalar): string | undefined {
-  if (typeof value.value === 'string' || value.value === null) return undefined;
+  if (typeof value.value === 'string' || value.value === null || value.anchor) return undefined;
   return value.type === 'PLAIN' && value.source ? value.source : undefined;
 }
 
