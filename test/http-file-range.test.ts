@@ -217,6 +217,19 @@ t.test("stalled readers hold at most the pool's large chunks, whatever their num
   t.equal(chunks.lent, 0, 'every chunk is given back or forgotten once the downloads end');
 });
 
+t.test('the pool reuses its free chunks, and lets them go once idle', async (t) => {
+  // Before, the free chunks went whenever nothing was lent for a moment, which a single download
+  // hits between its reads: a fresh 1 MiB allocation per read again.
+  const chunks = new ChunkPool(2, 1024, 50);
+  const first = chunks.take();
+  if (!first) throw new Error('the pool lends its first chunk');
+  chunks.give(first);
+  t.equal(chunks.take(), first, 'the chunk given back is the next one lent');
+  chunks.give(first);
+  await sleep(120);
+  t.not(chunks.take(), first, 'after the idle time the pool made a new one');
+});
+
 t.test('downloads beyond the pool still deliver every byte, through their small chunks', async (t) => {
   const path = join(t.testdir(), 'patterned.img');
   const content = patternedFile(path, 6 * FILE_CHUNK_BYTES + 77);

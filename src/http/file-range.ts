@@ -22,18 +22,24 @@ export const POOLED_CHUNKS = 32;
  */
 export const SMALL_CHUNK_BYTES = 64 * 1024;
 
+/** How long the pool keeps its free chunks once no download holds one. */
+const POOL_IDLE_RELEASE_MS = 10_000;
+
 /**
  * The large chunks downloads share. A chunk is lent for one read and its write, and given back
- * when the write has left for the kernel; none is kept once no download holds one, so an idle
- * server holds none.
+ * when the write has left for the kernel. Free chunks are kept for the next read (a download's
+ * two writes often both finish before its next read, so none is lent for a moment) and let go
+ * once none has been lent for `idleReleaseMs`: an idle server holds none.
  */
 export class ChunkPool {
   private readonly free: Buffer[] = [];
   private lentChunks = 0;
+  private releaseTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly capacity = POOLED_CHUNKS,
     readonly chunkBytes = FILE_CHUNK_BYTES,
+    private readonly idleReleaseMs = POOL_IDLE_RELEASE_MS,
   ) {}
 
   /** Chunks lent and not given back (or forgotten) yet. */
@@ -45,13 +51,13 @@ export class ChunkPool {
   take(): Buffer | undefined {
     if (this.lentChunks >= this.capacity) return undefined;
     this.lentChunks += 1;
+    clearTimeout(this.releaseTimer);
     return this.free.pop() ?? Buffer.allocUnsafeSlow(this.chunkBytes);
   }
 
   give(chunk: Buffer): void {
-    this.lentChunks -= 1;
-    if (this.lentChunks === 0) this.free.length = 0;
-    else this.free.push(chunk);
+    this.free.push(chunk);
+    this.returned();
   }
 
   /**
@@ -60,8 +66,16 @@ export class ChunkPool {
    * another may be made in its place.
    */
   forget(): void {
+    this.returned();
+  }
+
+  private returned(): void {
     this.lentChunks -= 1;
-    if (this.lentChunks === 0) this.free.length = 0;
+    if (this.lentChunks > 0) return;
+    clearTimeout(this.releaseTimer);
+    this.releaseTimer = setTimeout(() => {
+      this.free.length = 0;
+    }, this.idleReleaseMs).unref();
   }
 }
 
