@@ -1,4 +1,5 @@
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { isObject } from './json.js';
 import { isRunning } from './lab/command.js';
@@ -17,6 +18,16 @@ export interface RunningServer {
   url: string;
 }
 
+/**
+ * What tells the announcing process from a later one with its PID (a server killed with -9 leaves
+ * the file; after a reboot, or in a container where the server is PID 1, that PID runs again):
+ * the host, and the process's start time in clock ticks since boot (/proc/PID/stat, field 22).
+ */
+interface Announcement extends RunningServer {
+  host: string;
+  startTicks: string | undefined;
+}
+
 /** Written once HTTP listens; the returned function removes it (the server's close). */
 export async function announceRunningServer(
   state: string,
@@ -24,12 +35,20 @@ export async function announceRunningServer(
 ): Promise<() => Promise<void>> {
   const file = join(state, RUNNING_SERVER_FILE);
   const draft = `${file}.${process.pid}`;
-  await writeFile(draft, `${JSON.stringify(running)}\n`);
+  const announcement: Announcement = {
+    ...running,
+    host: hostname(),
+    startTicks: await processStartTicks(running.pid),
+  };
+  await writeFile(draft, `${JSON.stringify(announcement)}\n`);
   await rename(draft, file);
   return () => rm(file, { force: true });
 }
 
-/** The server running on `state`, or undefined: none announced, or its process is gone (killed). */
+/**
+ * The server running on `state`, or undefined: none announced, or the one that did is gone (killed)
+ * and its PID may now be another process's, or it runs on another host (a shared state directory).
+ */
 export async function readRunningServer(state: string): Promise<RunningServer | undefined> {
   let text: string;
   try {
@@ -44,5 +63,17 @@ export async function readRunningServer(state: string): Promise<RunningServer | 
     return undefined;
   }
   if (!isObject(data) || typeof data.pid !== 'number' || typeof data.url !== 'string') return undefined;
-  return isRunning(data.pid) ? { pid: data.pid, url: data.url } : undefined;
+  if (data.host !== hostname() || !isRunning(data.pid)) return undefined;
+  if (data.startTicks !== (await processStartTicks(data.pid))) return undefined;
+  return { pid: data.pid, url: data.url };
+}
+
+async function processStartTicks(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // Field 2, the command name, may hold spaces and parentheses: count from the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
 }

@@ -1,0 +1,29 @@
+import { writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { announceRunningServer, RUNNING_SERVER_FILE, readRunningServer } from '../src/running-server.js';
+
+t.test('the announcing server is found while it runs, and the file is gone after its close', async (t) => {
+  const state = t.testdir();
+  const remove = await announceRunningServer(state, { pid: process.pid, url: 'http://10.77.0.1:8080' });
+  t.same(await readRunningServer(state), { pid: process.pid, url: 'http://10.77.0.1:8080' });
+  await remove();
+  t.equal(await readRunningServer(state), undefined);
+});
+
+t.test('a file left by a killed server is not believed because its PID runs again', async (t) => {
+  // PID 1 always runs: a server that was PID 1 in a container, or a PID reused after a reboot.
+  const state = t.testdir();
+  const stale = (fields: Record<string, unknown>) =>
+    writeFileSync(
+      join(state, RUNNING_SERVER_FILE),
+      JSON.stringify({ pid: 1, url: 'http://10.77.0.1:8999', host: hostname(), startTicks: '1', ...fields }),
+    );
+  stale({});
+  t.equal(await readRunningServer(state), undefined, 'another process started at another time');
+  stale({ pid: process.pid, host: 'another-host' });
+  t.equal(await readRunningServer(state), undefined, 'a server on another host sharing the state');
+  writeFileSync(join(state, RUNNING_SERVER_FILE), '{"pid": 1');
+  t.equal(await readRunningServer(state), undefined, 'a torn file');
+});
