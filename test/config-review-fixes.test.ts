@@ -115,6 +115,25 @@ server:
   if (loaded.ok) t.equal(loaded.config.server.http.port, 8080, 'the alias is still the number');
 });
 
+t.test('render ipxe with a history it cannot read warns and renders for a machine not seen', async (t) => {
+  const directory = t.testdir({
+    'rackboot.yaml': `server:
+  address: 10.77.0.1
+  state: ./state
+profiles:
+  plain: { kind: linux, kernel: https://example.com/vmlinuz }
+machines: [{mac: ${MAC}, profile: plain}]
+`,
+    state: { 'lifecycle.sqlite': 'not a database, a file damaged or from something else' },
+  });
+  const ipxe = await runCli(['render', 'ipxe', '--mac', MAC, '-c', join(directory, 'rackboot.yaml')]);
+  t.equal(ipxe.code, 0, ipxe.stderr);
+  t.match(ipxe.stderr, /cannot read the history under .*state .*rendering for a machine it has not seen/);
+  t.match(ipxe.stdout, /^kernel https:\/\/example\.com\/vmlinuz/m, 'the install script');
+  const ignition = await runCli(['render', 'ignition', '--mac', MAC, '-c', join(directory, 'rackboot.yaml')]);
+  t.notMatch(ignition.stderr, /history/, 'render ignition does not read it');
+});
+
 const TWO_NAMED_N1 = `server:
   address: 10.77.0.1
   state: ./state

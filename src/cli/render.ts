@@ -7,10 +7,10 @@ import { openMachineSecrets, SECRET_FILE_NAME } from '../ignition/tokens.js';
 import { machineVars } from '../ignition/vars.js';
 import { createBootDecision } from '../inventory/decision.js';
 import { loadConfigFile } from '../inventory/load.js';
-import { parseMac } from '../inventory/mac.js';
+import { type Mac, parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
 import { VALIDATE_CHECKS } from '../inventory/validate-checks.js';
-import { readMachineRecord } from '../lifecycle/store.js';
+import { type MachineRecord, readMachineRecord } from '../lifecycle/store.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
 /**
@@ -40,8 +40,8 @@ export function registerRender(program: Command): void {
         return;
       }
       const config = loaded.config;
-      // What the server would answer depends on the machine's state: an installed one boots its disk.
-      const record = readMachineRecord(config.server.state, mac);
+      // The script depends on the machine's state (an installed one boots its disk); its Ignition does not.
+      const record = what === 'ipxe' ? stateFromHistory(config.server.state, mac) : undefined;
       const assignment = createBootDecision(
         () => config,
         () => record?.state,
@@ -77,6 +77,18 @@ export function registerRender(program: Command): void {
       }
       process.stdout.write(`${rendered.text}\n`);
     });
+}
+
+/** The machine's record in the history, or undefined with a warning when the history cannot be read. */
+function stateFromHistory(state: string, mac: Mac): MachineRecord | undefined {
+  try {
+    return readMachineRecord(state, mac);
+  } catch (error) {
+    console.error(
+      `rackboot: cannot read the history under ${state} (${(error as Error).message}); rendering for a machine it has not seen`,
+    );
+    return undefined;
+  }
 }
 
 /**
