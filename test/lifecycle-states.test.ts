@@ -422,6 +422,29 @@ t.test(
   },
 );
 
+t.test('correlation id without DHCP: a script a while after the last script is the next boot', async (t) => {
+  // An installed machine's local-disk script ends its boot, and so do an unknown or unavailable
+  // machine's (they reboot): the next script is the next boot, unless it is iPXE retrying at once.
+  const hour = 3_600_000;
+  const folded = fold(
+    [
+      script('install'),
+      ignition,
+      installed,
+      script('local-disk'),
+      script('local-disk'),
+      script('local-disk'),
+      script('local-disk'),
+    ],
+    { 4: hour, 5: hour, 6: 5000 },
+  );
+  t.same(
+    folded.correlationIds,
+    [1, 1, 1, 2, 3, 4, 4].map((boot) => `525400123456-${boot}`),
+    'an hour apart: boots of their own; five seconds apart: the same boot',
+  );
+});
+
 t.test("BIOS iPXE's i386 build arch does not replace the arch the firmware told", async (t) => {
   const bios: MachineEventInput = {
     mac,

@@ -265,7 +265,7 @@ function nextBoot(
     (input.source === 'dhcp' &&
       firmware !== undefined &&
       (previous.boot.loaded || stamp.ms - Date.parse(previous.lastEvent.time) > BOOT_GAP_MS)) ||
-    startsBootWithoutDhcp(previous, input);
+    startsBootWithoutDhcp(previous, input, stamp);
   if (startsBoot) {
     const number = (previous?.boot.number ?? 0) + 1;
     return {
@@ -283,16 +283,26 @@ function nextBoot(
 const SCRIPT_FETCHES = new Set(['ipxe-script', 'unknown-machine']);
 
 /**
+ * iPXE fetching its script again (`/boot.ipxe`'s chain retry) does so within seconds; a machine
+ * whose script ended (its local disk, an unknown or unavailable machine's reboot) comes back later.
+ */
+const SCRIPT_REFETCH_MS = 30_000;
+
+/**
  * Where this server sees no DHCP of the boot (`dhcp.mode: off`, the LAN's DHCP chaining to
  * `/boot.ipxe`), the first thing it sees of a boot is a TFTP transfer of iPXE or the machine's script.
  * One that comes after the previous boot got further than its script (a download, Ignition, a
- * report) starts a new boot; in the DHCP modes iPXE's DHCP has started it already, so the boot is not
- * loaded yet. A script fetched again right after a script (iPXE retrying) is the same boot.
+ * report), or a script more than SCRIPT_REFETCH_MS after the last one, starts a new boot; in the DHCP
+ * modes iPXE's DHCP has started it already, so the boot is not loaded yet.
  */
-function startsBootWithoutDhcp(previous: MachineRecord, input: MachineEventInput): boolean {
+function startsBootWithoutDhcp(previous: MachineRecord, input: MachineEventInput, stamp: Stamp): boolean {
   if (!previous.boot.loaded) return false;
   if (input.type === 'tftp-transfer') return true;
-  return SCRIPT_FETCHES.has(input.type) && !SCRIPT_FETCHES.has(previous.lastEvent.type);
+  if (!SCRIPT_FETCHES.has(input.type)) return false;
+  return (
+    !SCRIPT_FETCHES.has(previous.lastEvent.type) ||
+    stamp.ms - Date.parse(previous.lastEvent.time) > SCRIPT_REFETCH_MS
+  );
 }
 
 /** The state a machine's report asks for: a written disk is still `installing` until the installed system reports. */
