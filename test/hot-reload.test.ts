@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import {
   mkdirSync,
   readFileSync,
@@ -9,6 +10,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { checkTemplate } from '../src/ignition/check.js';
 import { loadConfigFile } from '../src/inventory/load.js';
@@ -434,6 +436,60 @@ t.test(
     t.equal(source.current().machines[0]?.hostname, 'three', 'a later edit applied too');
   },
 );
+
+t.test('status tells whether the files hold an edit the server refuses, and since when', async (t) => {
+  const { file, config, logger } = await loadedFixture(t, base);
+  const source = watchConfig(config, { logger, debounceMs: 20 });
+  t.teardown(() => source.close());
+  t.equal(source.status().rejected, undefined, 'nothing refused at start');
+  saveLikeAnEditor(file, `${base}  - { mac: 52:54:00:00:00:01, profile: plain }\n`);
+  const refusedAt = Date.now();
+  t.equal((await source.reload()).applied, false);
+  const rejected = source.status().rejected;
+  t.ok(rejected && rejected.problems > 0, 'the duplicate MAC is counted');
+  t.ok(rejected && rejected.since >= refusedAt - 1000 && rejected.since <= Date.now());
+  await source.reload();
+  t.equal(source.status().rejected?.since, rejected?.since, 'a retry keeps the first refusal time');
+  saveLikeAnEditor(file, base.replace('hostname: one', 'hostname: fixed'));
+  t.same(await source.reload(), { applied: true });
+  t.equal(source.status().rejected, undefined, 'applied: nothing refused any more');
+  t.ok(source.status().appliedAt >= refusedAt, 'and the config in force is the new one');
+});
+
+t.test('a watch that fails is made again after a pause that grows, not at once', async (t) => {
+  // Before, each error reloaded and watched again within ~150 ms: an error that kept coming back
+  // meant a full config load (seconds of a core for a large fleet) several times a second.
+  const watchers: EventEmitter[] = [];
+  const fs = await import('node:fs');
+  const { watchConfig: watchWithFakes } = await t.mockImport<typeof import('../src/inventory/source.js')>(
+    '../src/inventory/source.js',
+    {
+      'node:fs': {
+        ...fs,
+        watch: () => {
+          const watcher = Object.assign(new EventEmitter(), { close: () => {} });
+          watchers.push(watcher);
+          return watcher;
+        },
+      },
+    },
+  );
+  const { config, logger } = await loadedFixture(t, base);
+  const source = watchWithFakes(config, { logger, debounceMs: 20 });
+  t.teardown(() => source.close());
+  const made = watchers.length;
+  watchers.at(-1)?.emit('error', new Error('inotify queue overflow'));
+  await sleep(500);
+  t.equal(watchers.length, made, 'not watched again within half a second');
+  await sleep(1000);
+  t.ok(watchers.length > made, 'watched again after the pause');
+  const remade = watchers.length;
+  watchers.at(-1)?.emit('error', new Error('inotify queue overflow'));
+  await sleep(1500);
+  t.equal(watchers.length, remade, 'the second pause is longer');
+  await sleep(1000);
+  t.ok(watchers.length > remade, 'and ends too');
+});
 
 t.test('a broken template the running config uses is logged as such, not as a rejected edit', async (t) => {
   // Before: "config edit rejected, still serving the previous config", while the template, read per

@@ -88,6 +88,10 @@ export function watchConfig(
   // directory at each update; a release directory: current → releases/v2) is watched where it
   // really is too, and so is each link on the way, and again wherever they are after each reload.
   let watchedKey = '';
+  /** Watch errors in a row (none WATCH_FAILURES_FORGOTTEN_MS apart): each waits twice as long before watching again. */
+  let watchFailures = 0;
+  let lastWatchFailureAt = Number.NEGATIVE_INFINITY;
+  let rewatchTimer: NodeJS.Timeout | undefined;
   const rewatch = () => {
     if (closed) return;
     const byDirectory = new Map<string, Set<string>>();
@@ -112,9 +116,21 @@ export function watchConfig(
           if (name && names.has(name.toString())) schedule();
         });
         watcher.on('error', (error) => {
-          logger.warn({ err: error, directory }, 'config watch failed; watching again');
+          // Changes may have been missed: watch again and reload, later each time it keeps failing
+          // (a reload of a large fleet takes seconds of a core).
+          const now = performance.now();
+          if (now - lastWatchFailureAt > WATCH_FAILURES_FORGOTTEN_MS) watchFailures = 0;
+          lastWatchFailureAt = now;
+          const delayMs = Math.min(WATCH_RETRY_MAX_MS, WATCH_RETRY_MS * 2 ** watchFailures);
+          watchFailures += 1;
+          logger.warn({ err: error, directory, retryInMs: delayMs }, 'config watch failed; watching again');
           watchedKey = '';
-          schedule();
+          clearTimeout(rewatchTimer);
+          rewatchTimer = setTimeout(() => {
+            rewatch();
+            schedule();
+          }, delayMs);
+          rewatchTimer.unref();
         });
         return [watcher];
       } catch (error) {
@@ -242,10 +258,15 @@ export function watchConfig(
       closed = true;
       clearTimeout(timer);
       clearTimeout(retryTimer);
+      clearTimeout(rewatchTimer);
       for (const watcher of watchers) watcher.close();
     },
   };
 }
+
+const WATCH_RETRY_MS = 1000;
+const WATCH_RETRY_MAX_MS = 60_000;
+const WATCH_FAILURES_FORGOTTEN_MS = 600_000;
 
 /**
  * Settings read once at start: sockets bound to them, the state directory opened, the logger made,
