@@ -12,6 +12,7 @@ import { createMachineSecrets, type MachineSecrets } from '../src/ignition/token
 import { createBootDecision } from '../src/inventory/decision.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import type { Mac } from '../src/inventory/mac.js';
+import { nameRule } from '../src/inventory/names.js';
 import { openLifecycle } from '../src/lifecycle/store.js';
 import { CHROMIUM, launchChromium } from './helpers/chromium.js';
 import { requireTools } from './helpers/netns.js';
@@ -357,6 +358,34 @@ const WATCH_MUTATIONS = `{
   }).observe(document.body, { childList: true, subtree: true, characterData: true });
 }`;
 
+t.test(
+  'the adopt form refuses the vars names a JSON body cannot carry, in the words of names.ts',
+  async (t) => {
+    const { app } = await startLifecycleApp(t);
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    const { page, pageErrors } = await openDashboard(t, url);
+    const outcomes = await page.evaluate(async () => {
+      const { parseVars } = (await import('/dashboard/app.js' as string)) as {
+        parseVars: (text: string) => Record<string, string>;
+      };
+      return ['__proto__', 'constructor', 'prototype', 'constructors'].map((name) => {
+        try {
+          return Object.keys(parseVars(`${name}=1`));
+        } catch (error) {
+          return (error as Error).message;
+        }
+      });
+    });
+    t.same(outcomes, [
+      `vars line 1: "__proto__" is not a variable name (${nameRule('vars')})`,
+      `vars line 1: "constructor" is not a variable name (${nameRule('vars')})`,
+      `vars line 1: "prototype" is not a variable name (${nameRule('vars')})`,
+      ['constructors'],
+    ]);
+    t.same(pageErrors, [], 'no script errors');
+  },
+);
+
 t.test('a stream of events patches the rows it touches and loses no click', async (t) => {
   const { app, lifecycle } = await startLifecycleApp(t);
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
@@ -669,6 +698,38 @@ t.test('an edit of the config file reaches an open page without a reload', async
     .first()
     .waitFor({ timeout: 10_000 });
   t.pass('a machine removed from the file (never booted, so no history) leaves the page');
+  t.same(pageErrors, [], 'no script errors');
+});
+
+t.test('a stream that was down reads the fleet again: a config edit it missed is shown', async (t) => {
+  const { app, configFile, config } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  const { page, pageErrors } = await openDashboard(t, url);
+  const row = page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`);
+  await row.locator('td', { hasText: 'node1' }).first().waitFor();
+  const added = mac('52:54:00:12:34:98');
+
+  // As while the server restarts on an edited file: the edit is applied while no stream is open, so
+  // its config-changed reaches no page, and EventSource's own reconnect replays only machine events.
+  const release = await dropEventStream(t, page, app);
+  writeFileSync(
+    configFile,
+    FIXTURE_YAML.replace('hostname: node1', 'hostname: rack7-node1').concat(
+      `  - { mac: ${added}, hostname: rack7-node3, profile: spare }\n`,
+    ),
+  );
+  t.ok(
+    await waitUntil(() => config().machines.some((machine) => machine.hostname === 'rack7-node1'), 5000),
+    'the server applied the edit while the stream was down',
+  );
+  release();
+  await page.locator('#connection[data-status="live"]').waitFor({ timeout: 10_000 });
+  await row.locator('td', { hasText: 'rack7-node1' }).first().waitFor({ timeout: 10_000 });
+  await page
+    .locator(`#machines tr[data-mac="${added}"] td`, { hasText: 'rack7-node3' })
+    .first()
+    .waitFor({ timeout: 10_000 });
+  t.pass('the renamed and the added machine are shown without a reload');
   t.same(pageErrors, [], 'no script errors');
 });
 

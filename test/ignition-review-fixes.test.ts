@@ -68,6 +68,9 @@ t.test('the syntax error is located where JSON.parse stops', async (t) => {
     ['{"a": [1, {"b": null}]} x', 25],
     ['"unterminated', 14],
     ['', 1],
+    // A backslash where a key's quote must be is the error itself, not the character after it.
+    ['{\\}', 2],
+    ['{"a": 1, \\"b": 2}', 10],
   ];
   for (const [text, column] of broken) {
     let reference = '';
@@ -85,6 +88,15 @@ t.test('the syntax error is located where JSON.parse stops', async (t) => {
       JSON.stringify(text),
     );
   }
+});
+
+t.test('a child with a string of 12 million characters is located, not a stack overflow', async (t) => {
+  // V8 ran the old string pattern on its regex stack: "Maximum call stack size exceeded" from ~8M.
+  const length = 12_000_000;
+  const problems = problemsOf(render(mergingInline(`{"a": "${'x'.repeat(length)}" x}`)));
+  t.strictSame(problems, [
+    `6:17: the config given here is not Ignition JSON: syntax error at line 1, column ${length + 10} of it`,
+  ]);
 });
 
 const REPLACE_TEMPLATE = `variant: fcos

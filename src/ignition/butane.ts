@@ -220,8 +220,9 @@ function childConfigErrors(bytes: Buffer, at: NodePath): PathError[] {
 }
 
 const JSON_SPACE = /[ \t\n\r]*/y;
-/** A string's opening quote and the valid characters after it, up to its closing quote or error. */
-const JSON_STRING_START = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*/y;
+/** What may follow a backslash in a string: one of these, or `u` and four hex digits. */
+const JSON_SHORT_ESCAPES = new Set(['"', '\\', '/', 'b', 'f', 'n', 'r', 't']);
+const JSON_UNICODE_ESCAPE = /u[0-9a-fA-F]{4}/y;
 /** A number's valid characters: the number when they end in a digit, else the error is where they end. */
 const JSON_NUMBER_START = /-?(?:(?:0|[1-9]\d*)(?:\.\d*)?(?:(?<=\d)[eE][+-]?\d*)?)?/y;
 const JSON_LITERAL = /true|false|null/y;
@@ -239,15 +240,26 @@ function jsonSyntaxErrorOffset(text: string): number {
     at = pattern.lastIndex;
     return true;
   };
+  // A loop, not a regex: V8 runs a repeated alternation on its regex stack, which a string of
+  // some 8 million characters overflows ("Maximum call stack size exceeded").
   const skipString = (): boolean => {
-    skip(JSON_STRING_START);
-    if (text[at] === '"') {
+    if (text[at] !== '"') return false;
+    at++;
+    for (;;) {
+      const character = text[at];
+      if (character === '"') {
+        at++;
+        return true;
+      }
+      // The end of the text, or a control character that must be escaped.
+      if (character === undefined || character < ' ') return false;
       at++;
-      return true;
+      if (character !== '\\') continue;
+      // A wrong escape: the error is the character after the backslash, as for JSON.parse.
+      const escaped = text[at];
+      if (escaped !== undefined && JSON_SHORT_ESCAPES.has(escaped)) at++;
+      else if (!skip(JSON_UNICODE_ESCAPE)) return false;
     }
-    // A wrong escape: the error is the character after the backslash, as for JSON.parse.
-    if (text[at] === '\\') at++;
-    return false;
   };
   const skipNumber = (): boolean => {
     const start = at;

@@ -81,7 +81,8 @@ export async function checkConfigData(
 ): Promise<Loaded> {
   const env = options.env ?? process.env;
   const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as Record<string, unknown>;
-  const problems = structuralProblems(withDefaults, locate);
+  // Names are read before the defaults: TypeBox drops an own `__proto__` key when it fills them.
+  const problems = [...structuralProblems(withDefaults, locate), ...nameProblems(raw, locate)];
   const crossField = crossFieldProblems(withDefaults, locate);
   problems.push(...crossField.problems);
   const environmentToken = env.RACKBOOT_API_TOKEN;
@@ -151,7 +152,6 @@ function structuralProblems(value: unknown, locate: Locator): Problem[] {
   for (const [name, profile] of Object.entries(asRecord(asRecord(value).profiles))) {
     if (!isName(name)) problems.push(...schemaProblems(ProfileSchema, profile, ['profiles', name], locate));
   }
-  problems.push(...nameProblems(value, locate));
   return problems;
 }
 

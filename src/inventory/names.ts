@@ -2,20 +2,30 @@
  * The one rule for the names an operator gives in the config: profile names (the keys of `profiles`)
  * and the names of a machine's `vars`, the ones a template can spell as `{{vars.NAME}}`. The config
  * schema, template placeholders and adopt (library, CLI `--var`, API body) all take it from here; the
- * dashboard's adopt form (src/http/dashboard/app.js, no build step) repeats the pattern, and a test
- * keeps the two equal. This module imports nothing, so inventory and ignition both import it without
- * a cycle.
+ * dashboard's adopt form (src/http/dashboard/app.js, no build step) repeats the pattern and the rule
+ * in words, and tests keep them equal. This module imports nothing, so inventory and ignition both
+ * import it without a cycle.
  */
 
-/** Letters, digits, `_` and `-`, at least one: as a JSON Schema `pattern` (also for ajv and TypeBox). */
-export const NAME_PATTERN = '^[A-Za-z0-9_-]+$';
+/**
+ * Names a JavaScript object already answers to. fastify's JSON parser refuses any body with a
+ * `__proto__` key (an adopt with such a var could never be sent), and a lookup by name on a plain
+ * object finds Object.prototype's `constructor`: no profile or var may take one of them.
+ */
+const RESERVED_NAMES = ['__proto__', 'constructor', 'prototype'];
+
+/**
+ * Letters, digits, `_` and `-`, at least one, and not a reserved name: as a JSON Schema `pattern`
+ * (also for ajv and TypeBox).
+ */
+export const NAME_PATTERN = `^(?!(?:${RESERVED_NAMES.join('|')})$)[A-Za-z0-9_-]+$`;
 
 /** What a name names, as messages say it. */
 export type NameKind = 'profile' | 'vars';
 
 /** The rule in words, for every message that refuses a name. */
 export function nameRule(kind: NameKind): string {
-  return `${kind} names may hold letters, digits, _ and -`;
+  return `${kind} names may hold letters, digits, _ and -, except ${RESERVED_NAMES.join(', ')}`;
 }
 
 const NAME = new RegExp(NAME_PATTERN);

@@ -10,8 +10,13 @@ const STATES = ['discovered', 'booting', 'installing', 'installed', 'failed'];
 const FILTERS = ['all', ...STATES, 'unseen'];
 const TOKEN_KEY = 'rackboot.apiToken';
 const LAST_EVENT_ID_HEADER = 'x-rackboot-last-event-id';
-/** A variable name as adopt's `vars` accepts it: src/inventory/names.ts NAME_PATTERN (a test keeps them equal). */
-const VAR_NAME = /^[A-Za-z0-9_-]+$/;
+/**
+ * A variable name as adopt's `vars` accepts it, and the rule in words: src/inventory/names.ts
+ * NAME_PATTERN and nameRule (tests keep them equal).
+ */
+const VAR_NAME = /^(?!(?:__proto__|constructor|prototype)$)[A-Za-z0-9_-]+$/;
+const VAR_NAME_RULE =
+  'vars names may hold letters, digits, _ and -, except __proto__, constructor, prototype';
 /** Back-off before a new stream when EventSource gave up (a 502 from a proxy during a restart). */
 const RETRY_MIN_MS = 1000;
 const RETRY_MAX_MS = 30_000;
@@ -103,14 +108,11 @@ export function parseVars(text) {
     if (equals < 0) throw new Error(`vars line ${index + 1}: NAME=value expected`);
     const name = content.slice(0, equals).trim();
     if (!VAR_NAME.test(name)) {
-      throw new Error(
-        `vars line ${index + 1}: "${name}" is not a variable name (vars names may hold letters, digits, _ and -)`,
-      );
+      throw new Error(`vars line ${index + 1}: "${name}" is not a variable name (${VAR_NAME_RULE})`);
     }
     if (vars.has(name)) throw new Error(`vars line ${index + 1}: ${name} is set twice`);
     vars.set(name, content.slice(equals + 1));
   }
-  // fromEntries defines own properties: a variable called __proto__ stays a variable.
   return Object.fromEntries(vars);
 }
 
@@ -769,8 +771,9 @@ function showStatus(status, text) {
  * Opens the stream after event `after`. EventSource reconnects by itself after a dropped
  * connection (resuming with Last-Event-ID), but gives up for good on an answer that is not a
  * stream (a proxy's 502 while the server restarts): then a new one is opened after a back-off,
- * from the last id seen (`?after=`: a new EventSource cannot send Last-Event-ID), and the fleet is
- * read again once it is open.
+ * from the last id seen (`?after=`: a new EventSource cannot send Last-Event-ID). Either way the
+ * fleet is read again once the stream is open: the replay brings the missed machine events, but a
+ * `config-changed` sent while it was down (a server restarted on an edited file) is never replayed.
  */
 function connect(after, resyncWhenOpen) {
   const source = new EventSource(`/api/v1/events?after=${encodeURIComponent(after)}`);
@@ -786,6 +789,7 @@ function connect(after, resyncWhenOpen) {
   };
   source.onerror = () => {
     if (source !== stream) return;
+    pendingResync = true;
     if (source.readyState !== EventSource.CLOSED) {
       showStatus('reconnecting', 'reconnecting…');
       return;
