@@ -1,7 +1,8 @@
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
-import { refusalLimiter, startTftpServer } from '../src/tftp/server.js';
+import { refusalLimiter } from '../src/rate-limit.js';
+import { startTftpServer } from '../src/tftp/server.js';
 import { waitUntil } from './helpers/poll.js';
 import { createAssets, loadTestConfig } from './tftp/harness.js';
 import { blockOf, opcodeOf, rrq, udpPeer } from './tftp/udp.js';

@@ -29,7 +29,10 @@ export interface DecideContext {
   now: number;
   /** `dhcp`: the request came to port 67; `boot-server`: to the PXE boot-server port 4011. */
   port: 'dhcp' | 'boot-server';
-  /** The request was sent to the server's own address (a renewal, a relay), not broadcast. */
+  /**
+   * The request was sent to the server's own address (a renewal, a relay), not broadcast. Known in
+   * authoritative mode only: proxy mode has no socket of its own for that address (server.ts).
+   */
   unicast: boolean;
   /** Whether a path under server.assets exists (the arm64 iPXE build is optional). */
   assetExists: (path: string) => boolean;
@@ -58,6 +61,7 @@ export type SilenceReason =
   | 'other-server'
   | 'decline-without-address'
   | 'decline-not-holder'
+  | 'release-not-holder'
   | 'no-binding'
   | 'no-client-state'
   | 'declined'
@@ -317,24 +321,37 @@ function answerRequest(
   const ciaddr = request.ciaddr === ZERO ? undefined : request.ciaddr;
 
   if (serverId !== undefined) {
-    // SELECTING. Another server's id means the client took that offer: free ours, stay silent.
+    // SELECTING. Another server's id means the client took that offer: free ours, stay silent. In
+    // authoritative mode that server may be a rogue one taking our machines: the event is its trace
+    // (the shell rate-limits it per MAC).
     if (serverId !== settings.serverAddress) {
       const own = leases.leaseOf(mac);
       const leaseChange: LeaseChange | undefined =
         own?.state === 'offered' ? { kind: 'release', mac, ip: own.ip, at: context.now } : undefined;
-      return { kind: 'silent', reason: 'other-server', events: [], ...(leaseChange ? { leaseChange } : {}) };
+      const events = [dhcpEvent('dhcp-ignored', request, mac, { reason: 'other-server', serverId })];
+      return { kind: 'silent', reason: 'other-server', events, ...(leaseChange ? { leaseChange } : {}) };
     }
     const chosen = requested ?? ciaddr;
     if (chosen === undefined) return nak(request, mac, 'no address requested', context);
     return bindAddress(request, mac, chosen, subnet, context);
   }
   if (requested !== undefined && ciaddr === undefined) {
-    // INIT-REBOOT: NAK a wrong address; with no record of the client, stay silent (§4.3.2).
-    if (!cidrContains(subnet.pool.subnet, ipToNumber(requested))) {
+    // INIT-REBOOT: NAK a wrong address; with no record of the client, stay silent (§4.3.2) — unless
+    // the address is another client's unexpired lease: that one we know is wrong for it (Kea NAKs too).
+    const ip = ipToNumber(requested);
+    if (!cidrContains(subnet.pool.subnet, ip)) {
       return nak(request, mac, 'requested address is not on this network', context);
     }
     const own = leases.leaseOf(mac);
-    if (!own) return silent('no-binding');
+    if (!own) {
+      const holder = leases.holderOf(ip);
+      const heldByAnother =
+        holder !== undefined &&
+        holder.mac !== mac &&
+        holder.state === 'bound' &&
+        holder.expiresAt > context.now;
+      return heldByAnother ? nak(request, mac, 'address in use', context) : silent('no-binding');
+    }
     if (numberToIp(own.ip) !== requested) return nak(request, mac, 'requested address is not yours', context);
     return bindAddress(request, mac, requested, subnet, context);
   }
@@ -445,17 +462,23 @@ function addressReply(
   };
 }
 
+/**
+ * The event names the address refused (option 50, else ciaddr) and the client's ciaddr, so an
+ * operator can tell a stale lease (an address from elsewhere) from a conflict (another MAC's).
+ */
 function nak(request: DhcpRequest, mac: Mac, message: string, context: DecideContext): Outcome {
   const reply = replyTo(request, 'nak', context.settings);
   // RFC 2131 §4.3.2: a relayed NAK carries the broadcast bit, so the relay broadcasts it on.
   if (request.giaddr !== ZERO) reply.flags |= BROADCAST_FLAG;
   reply.options.set(Option.message, encodeOption.text(message));
+  const ciaddr = request.ciaddr === ZERO ? undefined : request.ciaddr;
+  const requested = readAddress(request.options, Option.requestedAddress) ?? ciaddr;
   return {
     kind: 'reply',
     decision: 'nak',
     reply,
     destination: destinationOf(request, 'nak'),
-    events: [dhcpEvent('dhcp-nak', request, mac, { message })],
+    events: [dhcpEvent('dhcp-nak', request, mac, { message, requested, ciaddr })],
   };
 }
 
@@ -485,16 +508,19 @@ function recordDecline(
   };
 }
 
+/**
+ * Only the holder's RELEASE of its own address changes a lease and is recorded; anyone else's is
+ * counted (`release-not-holder`), as DECLINE's are, so a stranger cannot fill the event history.
+ */
 function recordRelease(request: DhcpRequest, mac: Mac, context: DecideContext): Outcome {
   const own = context.leases.leaseOf(mac);
-  const events = [dhcpEvent('dhcp-release', request, mac, { ip: request.ciaddr })];
   if (!own || numberToIp(own.ip) !== request.ciaddr || own.state === 'free') {
-    return { kind: 'silent', reason: 'released', events };
+    return silent('release-not-holder');
   }
   return {
     kind: 'silent',
     reason: 'released',
-    events,
+    events: [dhcpEvent('dhcp-release', request, mac, { ip: request.ciaddr })],
     leaseChange: { kind: 'release', mac, ip: own.ip, at: context.now },
   };
 }
@@ -622,6 +648,11 @@ interface EventFields {
   bootFile?: string | undefined;
   reason?: string | undefined;
   message?: string;
+  /** A NAK's refused address: option 50, else ciaddr. */
+  requested?: string | undefined;
+  ciaddr?: string | undefined;
+  /** Another DHCP server's identifier (option 54), which the client chose. */
+  serverId?: string | undefined;
   /** The answer went out on the PXE boot-server port (4011). */
   bootServer?: boolean;
   /** The machine's reserved address, when it got another one because that one was unavailable. */
@@ -644,6 +675,9 @@ function dhcpEvent(type: string, request: DhcpRequest, mac: Mac, fields: EventFi
   if (fields.ip) detail.ip = fields.ip;
   if (fields.reason) detail.reason = fields.reason;
   if (fields.message) detail.message = fields.message;
+  if (fields.requested) detail.requested = fields.requested;
+  if (fields.ciaddr) detail.ciaddr = fields.ciaddr;
+  if (fields.serverId) detail.serverId = fields.serverId;
   if (fields.bootServer) detail.port = 'boot-server';
   if (fields.reservationUnavailable) detail.reservationUnavailable = fields.reservationUnavailable;
   const event: MachineEventInput = { mac, source: 'dhcp', type, detail };

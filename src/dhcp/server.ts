@@ -1,5 +1,6 @@
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { existsSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import type { BootDecision, Mac } from '../boot-plan.js';
 import { macFromBytes } from '../inventory/mac.js';
@@ -7,8 +8,10 @@ import type { Config } from '../inventory/schema.js';
 import { ipToNumber } from '../ipv4.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
+import { refusalLimiter } from '../rate-limit.js';
 import { bindUdp, createUdp4Socket, trySend } from '../udp.js';
 import { type DecideContext, type Destination, decide, type Outcome } from './decide.js';
+import { otherInterfacesWarning } from './interfaces.js';
 import { LeaseLog } from './lease-log.js';
 import { LeaseTable } from './leases.js';
 import { Option, readAddress } from './options.js';
@@ -25,12 +28,15 @@ import { settingsFor } from './settings.js';
  * The DHCP socket shell: receive → decode → decide → make the lease change durable and record
  * events → encode → send. Every side effect lives here; every decision in decide.ts.
  *
- * Sockets (reference §9, verified on Linux): one socket on 0.0.0.0:67 receives broadcasts; a
- * second one bound to server.address:67 sends, because Linux sends a limited broadcast out of the
- * interface owning the sending socket's bound address — so replies leave by the provisioning
- * interface on a multi-homed host without SO_BINDTODEVICE. Unicast to server.address:67 (renewals,
- * relays) arrives on the more specific socket, so both are read. In proxy mode a third socket
- * serves the PXE boot-server exchange on port 4011.
+ * Sockets (reference §9, verified on Linux): one socket on 0.0.0.0:67 receives broadcasts; one bound
+ * to server.address:67 and connected to 255.255.255.255:68 sends the limited broadcasts, because
+ * Linux sends a limited broadcast out of the interface owning the sending socket's bound address —
+ * so replies leave by the provisioning interface on a multi-homed host without SO_BINDTODEVICE.
+ * Connected, it receives nothing. In authoritative mode a third, unconnected socket on
+ * server.address:67 receives the unicast (renewals, relays: `unicast` in the decision) and sends
+ * unicast replies. Proxy mode has none, so a LAN DHCP server on the same address keeps its unicast;
+ * what unicast reaches rackboot arrives on the 0.0.0.0 socket, which also sends the relay replies.
+ * The PXE boot-server exchange has its own socket on port 4011.
  */
 
 export interface DhcpDeps {
@@ -74,6 +80,14 @@ const LIMITED_BROADCAST = '255.255.255.255';
 /** Proxy mode learns addresses from requests it overhears; bounded so a busy LAN cannot grow it. */
 const LEARNED_ADDRESSES_MAX = 65_536;
 const ASSET_CHECK_TTL_MS = 10_000;
+/**
+ * A client that keeps taking another server's offers is recorded once a minute, with the number of
+ * requests left out since; the memo holds this many MACs.
+ */
+const OTHER_SERVER_RECORD_INTERVAL_MS = 60_000;
+const OTHER_SERVER_MEMO_MACS = 1024;
+/** Each foreign server id is warned about once; spoofed ids cannot make that an endless stream. */
+const OTHER_SERVERS_WARNED_MAX = 64;
 
 export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   const { logger } = deps;
@@ -114,6 +128,8 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   const malformedCounts = new Map<DropReason, number>();
   const learnedAddresses = new Map<string, Mac>();
   const assetChecks = new Map<string, { exists: boolean; checkedAt: number }>();
+  const otherServerRecords = refusalLimiter(OTHER_SERVER_RECORD_INTERVAL_MS, OTHER_SERVER_MEMO_MACS);
+  const otherServersWarned = new Set<string>();
 
   const assetExists = (path: string) => {
     const now = Date.now();
@@ -141,6 +157,33 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       const oldest = learnedAddresses.keys().next().value;
       if (oldest !== undefined) learnedAddresses.delete(oldest);
     }
+  };
+
+  /**
+   * A client took another DHCP server's offer. In authoritative mode that server competes for the
+   * provisioning network's machines (a rogue server, or a second one by mistake): warned once per
+   * server id, and the `dhcp-ignored` event kept at one per MAC and minute.
+   */
+  const noteOtherServer = (request: DhcpRequest, outcome: Outcome, now: number) => {
+    const mac = macFromBytes(request.chaddr);
+    const serverId = readAddress(request.options, Option.serverIdentifier);
+    if (
+      serverId !== undefined &&
+      !otherServersWarned.has(serverId) &&
+      otherServersWarned.size < OTHER_SERVERS_WARNED_MAX
+    ) {
+      otherServersWarned.add(serverId);
+      logger.warn(
+        { serverId, mac, xid: request.xid },
+        `a client took the offer of another DHCP server, ${serverId}: it hands out addresses on this network too`,
+      );
+    }
+    const [event] = outcome.events;
+    if (!event) return;
+    // No shared budget: made-up MACs could as well send DISCOVERs, each recorded as an offer.
+    const suppressed = otherServerRecords(mac, now, () => true);
+    if (suppressed === undefined) outcome.events = [];
+    else if (suppressed > 0) event.detail = { ...event.detail, suppressed };
   };
 
   const drop = (reason: DropReason, peer: RemoteInfo, bytes: Buffer) => {
@@ -189,6 +232,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     const decided = outcome.kind === 'reply' ? outcome.decision : outcome.reason;
     // An ACK is counted once it leaves (below): one whose lease cannot be written never does.
     if (decided !== 'ack') countMessage(request.messageType, decided);
+    if (decided === 'other-server') noteOtherServer(request, outcome, now);
     // Authoritative mode knows addresses from its leases; proxy mode learns them from what it overhears.
     if (settings.mode === 'proxy' && request.hlen === 6) learn(request, macFromBytes(request.chaddr));
 
@@ -265,27 +309,42 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   };
 
   const { dhcp: ports, address: serverAddress } = initial.server;
-  const listener = await bindSocket('0.0.0.0', ports.port, 'dhcp');
-  let sender = listener;
-  try {
-    sender = await bindSocket(serverAddress, ports.port, 'dhcp');
-  } catch (error) {
-    logger.warn(
-      { address: serverAddress, reason: (error as Error).message },
-      'server.address is not an address of this host; broadcast replies follow the routing table',
-    );
-  }
-  // Most replies are limited broadcasts: a socket connected to 255.255.255.255:68 sends them
-  // without dgram's per-send address lookup. Connected, it receives nothing (no packet comes from
-  // that address), so unicast requests still reach `sender`.
-  let broadcaster: Socket | undefined;
-  if (sender !== listener) {
+
+  /**
+   * Most replies are limited broadcasts: a socket connected to 255.255.255.255:68 sends them without
+   * dgram's per-send address lookup. Connected, it receives nothing (no packet comes from that
+   * address), although bound to server.address.
+   */
+  const connectedBroadcaster = async () => {
     const socket = await bindSocket(serverAddress, ports.port, 'dhcp');
     // With a callback, dgram hands a connect failure to it instead of emitting 'error' (Node's
     // lib/dgram.js doConnect; @types/node declares the callback without the argument).
-    broadcaster = await new Promise<Socket | undefined>((resolve) => {
-      socket.connect(CLIENT_PORT, LIMITED_BROADCAST, (error?: Error) => resolve(error ? undefined : socket));
+    const error = await new Promise<Error | undefined>((resolve) => {
+      socket.connect(CLIENT_PORT, LIMITED_BROADCAST, (failure?: Error) => resolve(failure));
     });
+    if (!error) return socket;
+    // Unconnected, it would receive every unicast to server.address:67.
+    sockets.splice(sockets.indexOf(socket), 1);
+    socket.close();
+    throw error;
+  };
+
+  const listener = await bindSocket('0.0.0.0', ports.port, 'dhcp');
+  let sender = listener;
+  let broadcaster: Socket | undefined;
+  try {
+    // Authoritative mode reads unicast on server.address:67, so `unicast` picks a relayed renewal's
+    // subnet, and sends its unicast replies from there. Proxy mode must not hold that socket: on a
+    // host whose LAN DHCP server has the same address, the more specific bind would take every
+    // unicast meant for that server (renewals, releases, relayed DISCOVERs) and drop it as
+    // `not-for-proxy`. Its relay replies leave from the listener.
+    if (initial.dhcp.mode === 'authoritative') sender = await bindSocket(serverAddress, ports.port, 'dhcp');
+    broadcaster = await connectedBroadcaster();
+  } catch (error) {
+    logger.warn(
+      { address: serverAddress, reason: (error as Error).message },
+      'cannot send from server.address (is it an address of this host?); broadcast replies follow the routing table',
+    );
   }
   try {
     await bindSocket('0.0.0.0', ports.proxy_port, 'boot-server');
@@ -299,6 +358,13 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     { port: ports.port, proxyPort: ports.proxy_port, address: serverAddress, mode: initial.dhcp.mode },
     'DHCP listening',
   );
+  if (initial.dhcp.mode !== 'off') {
+    const warning = otherInterfacesWarning(networkInterfaces(), serverAddress, [
+      ports.port,
+      ports.proxy_port,
+    ]);
+    if (warning) logger.warn(warning);
+  }
 
   return {
     async close() {

@@ -5,6 +5,7 @@ import type { Mac } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
+import { refusalLimiter, tokenBucket, tokenBuckets } from '../rate-limit.js';
 import { bindUdp, createUdp4Socket, trySend } from '../udp.js';
 import {
   CacheFullError,
@@ -608,75 +609,4 @@ class ActiveTransfer {
     this.options.stats.packetsSent += 1;
     this.options.send(this.socket, parts, this.options.peer);
   }
-}
-
-/**
- * Whether a refusal under `key` (client IP, file, reason) is recorded: a repeat within `intervalMs`
- * of the last record is not (undefined), and counts toward the `suppressed` number the next record
- * carries; a new key is recorded when `admit` (the client's and the global record budget) allows.
- * At most `maxKeys` keys, the one recorded longest ago dropped for a new one.
- */
-export function refusalLimiter(
-  intervalMs: number,
-  maxKeys: number,
-): (key: string, now: number, admit: () => boolean) => number | undefined {
-  const memo = new Map<string, { recordedAt: number; suppressed: number }>();
-  return (key, now, admit) => {
-    const entry = memo.get(key);
-    if (entry !== undefined && now - entry.recordedAt < intervalMs) {
-      entry.suppressed += 1;
-      return undefined;
-    }
-    if (!admit()) {
-      // Not recorded, but owed to the history: the key's next record carries it.
-      if (entry) entry.suppressed += 1;
-      else setNewest(memo, key, { recordedAt: Number.NEGATIVE_INFINITY, suppressed: 1 }, maxKeys);
-      return undefined;
-    }
-    setNewest(memo, key, { recordedAt: now, suppressed: 0 }, maxKeys);
-    return entry?.suppressed ?? 0;
-  };
-}
-
-/**
- * tokenBucket per key, for at most `maxKeys` keys: the least recently used is dropped for a new one
- * (a flood of new keys resets the buckets of old ones, which a shared limit must still bound).
- */
-function tokenBuckets(rate: Rate, maxKeys: number): (key: string, now: number) => boolean {
-  const buckets = new Map<string, (now: number) => boolean>();
-  return (key, now) => {
-    const bucket = buckets.get(key) ?? tokenBucket(rate);
-    setNewest(buckets, key, bucket, maxKeys);
-    return bucket(now);
-  };
-}
-
-/**
- * Sets `key` as the newest entry of `map` (Map order is insertion order), dropping the oldest when
- * the map already holds `maxKeys` others.
- */
-function setNewest<K, V>(map: Map<K, V>, key: K, value: V, maxKeys: number): void {
-  map.delete(key);
-  const oldest = map.keys().next();
-  if (map.size >= maxKeys && !oldest.done) map.delete(oldest.value);
-  map.set(key, value);
-}
-
-/** `perSecond` on average, in bursts of up to `burst` (default: one second's worth). */
-interface Rate {
-  perSecond: number;
-  burst?: number;
-}
-
-/** true while under the rate. */
-function tokenBucket({ perSecond, burst = perSecond }: Rate): (now: number) => boolean {
-  let tokens = burst;
-  let updatedAt = 0;
-  return (now) => {
-    tokens = Math.min(burst, tokens + ((now - updatedAt) / 1000) * perSecond);
-    updatedAt = now;
-    if (tokens < 1) return false;
-    tokens -= 1;
-    return true;
-  };
 }
