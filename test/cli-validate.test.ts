@@ -48,8 +48,8 @@ machines:
   const result = await runCli(['validate'], { cwd: directory, env: { RACKBOOT_CONFIG: '' } });
   t.equal(result.code, 1);
   t.same(result.stderr.trim().split('\n'), [
-    'rackboot.yaml:10:7: machines[1].vars: bad vars name "a.b": vars names may hold letters, digits, _ and -',
-    'rackboot.yaml:11:7: machines[1].vars: bad vars name "a b": vars names may hold letters, digits, _ and -',
+    'rackboot.yaml:10:7: machines[1].vars: bad vars name "a.b": vars names may hold letters, digits, _ and -, except __proto__, constructor, prototype',
+    'rackboot.yaml:11:7: machines[1].vars: bad vars name "a b": vars names may hold letters, digits, _ and -, except __proto__, constructor, prototype',
   ]);
 });
 
