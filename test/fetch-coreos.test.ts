@@ -539,29 +539,30 @@ t.test('disk full is reported and leaves no file under its final name', async (t
   );
 });
 
-t.test('disk full reported only by fsync names the .part and keeps it', async (t) => {
-  const mirror = await startMirror(t, ['x86_64']);
-  const dest = tempDir(t, 'rackboot-fetch-');
-  // Delayed allocation (ext4, XFS, NFS) accepts the writes and fails the fsync; tmpfs cannot show that.
+/** downloadVerified writing its .part through what `wrap` makes of the real file handle (a disk that misbehaves). */
+async function downloadThrough(t: Test, wrap: (handle: fsPromises.FileHandle) => object) {
   const { downloadVerified } = await t.mockImport<typeof import('../src/fetch/download.js')>(
     '../src/fetch/download.js',
     {
       'node:fs/promises': {
         ...fsPromises,
-        open: async (...args: Parameters<typeof fsPromises.open>) => {
-          const handle = await fsPromises.open(...args);
-          return {
-            write: (chunk: Uint8Array) => handle.write(chunk),
-            sync: () =>
-              Promise.reject(
-                Object.assign(new Error('ENOSPC: no space left on device, fsync'), { code: 'ENOSPC' }),
-              ),
-            close: () => handle.close(),
-          };
-        },
+        open: async (...args: Parameters<typeof fsPromises.open>) => wrap(await fsPromises.open(...args)),
       },
     },
   );
+  return downloadVerified;
+}
+
+t.test('disk full reported only by fsync names the .part and keeps it', async (t) => {
+  const mirror = await startMirror(t, ['x86_64']);
+  const dest = tempDir(t, 'rackboot-fetch-');
+  // Delayed allocation (ext4, XFS, NFS) accepts the writes and fails the fsync; tmpfs cannot show that.
+  const downloadVerified = await downloadThrough(t, (handle) => ({
+    write: (chunk: Uint8Array) => handle.write(chunk),
+    sync: () =>
+      Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, fsync'), { code: 'ENOSPC' })),
+    close: () => handle.close(),
+  }));
   const kernelPath = mirror.locations.x86_64?.kernel ?? '';
   const content = mirror.files.get(kernelPath)?.content ?? Buffer.alloc(0);
   const file = join(dest, 'kernel');
@@ -585,27 +586,16 @@ t.test('a write that takes only part of a chunk is completed, never verified wit
   const mirror = await startMirror(t, ['x86_64']);
   const dest = tempDir(t, 'rackboot-fetch-');
   let shortWrites = 0;
-  const { downloadVerified } = await t.mockImport<typeof import('../src/fetch/download.js')>(
-    '../src/fetch/download.js',
-    {
-      'node:fs/promises': {
-        ...fsPromises,
-        open: async (...args: Parameters<typeof fsPromises.open>) => {
-          const handle = await fsPromises.open(...args);
-          return {
-            write: (chunk: Uint8Array, offset = 0, length = chunk.length - offset) => {
-              const taken = length > 1 && shortWrites < 3 ? Math.floor(length / 2) : length;
-              if (taken < length) shortWrites += 1;
-              return handle.write(chunk, offset, taken);
-            },
-            sync: () => handle.sync(),
-            stat: () => handle.stat(),
-            close: () => handle.close(),
-          };
-        },
-      },
+  const downloadVerified = await downloadThrough(t, (handle) => ({
+    write: (chunk: Uint8Array, offset = 0, length = chunk.length - offset) => {
+      const taken = length > 1 && shortWrites < 3 ? Math.floor(length / 2) : length;
+      if (taken < length) shortWrites += 1;
+      return handle.write(chunk, offset, taken);
     },
-  );
+    sync: () => handle.sync(),
+    stat: () => handle.stat(),
+    close: () => handle.close(),
+  }));
   const kernelPath = mirror.locations.x86_64?.kernel ?? '';
   const content = mirror.files.get(kernelPath)?.content ?? Buffer.alloc(0);
   const file = join(dest, 'kernel');
