@@ -413,12 +413,13 @@ function crossFieldProblems(
       } else {
         const first = macLines.get(mac);
         if (first) {
-          // Both places are named, each pointing at the other, so either line leads to the fix.
-          const earlier = locate.at([...first, 'mac'], '');
-          const later = locate.at([...base, 'mac'], '');
           problems.push(
-            { ...later, message: `duplicate MAC ${mac}: also at line ${earlier.line}:${earlier.col}` },
-            { ...earlier, message: `duplicate MAC ${mac}: also at line ${later.line}:${later.col}` },
+            ...eachNamingTheOther(
+              locate,
+              [...first, 'mac'],
+              [...base, 'mac'],
+              (other) => `duplicate MAC ${mac}: also at line ${other.line}:${other.col}`,
+            ),
           );
         } else macLines.set(mac, base);
       }
@@ -429,11 +430,13 @@ function crossFieldProblems(
       const key = machine.hostname.toLowerCase();
       const first = hostnameLines.get(key);
       if (first) {
-        const earlier = locate.at([...first.path, 'hostname'], '');
-        const later = locate.at([...base, 'hostname'], '');
+        const later = machine.hostname;
         warnings.push(
-          { ...later, message: duplicateHostname(machine.hostname, earlier, first.hostname) },
-          { ...earlier, message: duplicateHostname(first.hostname, later, machine.hostname) },
+          ...eachNamingTheOther(locate, [...first.path, 'hostname'], [...base, 'hostname'], (other, here) =>
+            here === 'earlier'
+              ? duplicateHostname(first.hostname, other, later)
+              : duplicateHostname(later, other, first.hostname),
+          ),
         );
       } else hostnameLines.set(key, { path: base, hostname: machine.hostname });
     }
@@ -476,10 +479,28 @@ function crossFieldProblems(
   return { problems, warnings };
 }
 
-/** Each of two machines' places names the other's, with its spelling when it differs. */
+/** One of two machines' places names the other's, with the other's spelling when it differs. */
 function duplicateHostname(hostname: string, other: Problem, otherHostname: string): string {
   const spelled = otherHostname === hostname ? '' : ` as ${otherHostname}`;
   return `duplicate hostname ${hostname}: also at line ${other.line}:${other.col}${spelled}; two machines would answer to one name`;
+}
+
+/**
+ * A value two machines share, at both places, each naming the other's line, so either line leads
+ * to the fix: the later place first. `describe` gets the other place and which one this is.
+ */
+function eachNamingTheOther(
+  locate: Locator,
+  earlierPath: Path,
+  laterPath: Path,
+  describe: (other: Problem, here: 'earlier' | 'later') => string,
+): Problem[] {
+  const earlier = locate.at(earlierPath, '');
+  const later = locate.at(laterPath, '');
+  return [
+    { ...later, message: describe(earlier, 'later') },
+    { ...earlier, message: describe(later, 'earlier') },
+  ];
 }
 
 function missingProfile(path: Path, name: string, known: string[], locate: Locator): Problem {
