@@ -1,5 +1,6 @@
 import { join } from 'node:path';
-import { type DhcpServer, startDhcpServer } from './dhcp/server.js';
+import type { DhcpServer } from './dhcp/server.js';
+import { startDhcpThread } from './dhcp/thread.js';
 import { holdFileLock } from './file-lock.js';
 import { buildApp } from './http/app.js';
 import { openOperatorToken, operatorTokenFile } from './http/operator-token.js';
@@ -135,9 +136,9 @@ export async function startRackboot(options: {
         ? undefined
         : await binding(
             { portKey: 'server.dhcp.port', port: initial.server.dhcp.port, address: '0.0.0.0' },
-            startDhcpServer({
-              config: source.current,
-              decision,
+            startDhcpThread({
+              config: source.current(),
+              onConfigChange: (listener) => source.on('change', listener),
               record: lifecycle.record,
               logger: componentLogger(logger, 'dhcp'),
             }),

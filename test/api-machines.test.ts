@@ -394,7 +394,7 @@ t.test('POST /api/v1/machines/{mac}/adopt refuses an entry serve would refuse (4
 });
 
 t.test('/metrics: machines by state, install histogram, TFTP outcomes, HTTP requests, process', async (t) => {
-  const { app, lifecycle, secrets } = await startLifecycleApp(t, undefined, () => ({
+  const { app, lifecycle, secrets } = await startLifecycleApp(t, undefined, async () => ({
     messages: [{ type: 'discover', decision: 'offer', count: 3 }],
     malformed: [{ reason: 'short', count: 1 }],
     boundLeases: 2,

@@ -84,7 +84,7 @@ export interface LifecycleFixture {
 export async function startLifecycleApp(
   t: Test,
   yaml = FIXTURE_YAML,
-  dhcpStats?: () => DhcpCounters,
+  dhcpStats?: () => Promise<DhcpCounters>,
 ): Promise<LifecycleFixture> {
   const directory = mkdtempSync(join(tmpdir(), 'rackboot-api-'));
   const configFile = join(directory, 'rackboot.yaml');

@@ -7,7 +7,7 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
-import { startDhcpServer } from '../../src/dhcp/server.js';
+import { startDhcpThread } from '../../src/dhcp/thread.js';
 import { buildApp } from '../../src/http/app.js';
 import { openMachineSecrets } from '../../src/ignition/tokens.js';
 import { createBootDecision } from '../../src/inventory/decision.js';
@@ -29,7 +29,12 @@ const lifecycle = openLifecycle({
   logger,
 });
 const decision = createBootDecision(config, lifecycle.stateOf);
-const dhcp = await startDhcpServer({ config, decision, record: lifecycle.record, logger });
+const dhcp = await startDhcpThread({
+  config: loaded.config,
+  onConfigChange: () => {},
+  record: lifecycle.record,
+  logger,
+});
 const app = await buildApp({
   config,
   decision,

@@ -5,15 +5,14 @@ import { join } from 'node:path';
 import type { BootDecision, Mac } from '../boot-plan.js';
 import { macFromBytes } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
-import { ipToNumber } from '../ipv4.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
 import { refusalLimiter } from '../rate-limit.js';
 import { bindUdp, createUdp4Socket, trySend } from '../udp.js';
+import { AddressBook, type AddressNews } from './address-book.js';
 import { type DecideContext, type Destination, decide, type Outcome } from './decide.js';
 import { otherInterfacesWarning } from './interfaces.js';
 import { LeaseLog } from './lease-log.js';
-import { LeaseTable } from './leases.js';
 import { Option, readAddress } from './options.js';
 import {
   type DhcpRequest,
@@ -46,6 +45,11 @@ export interface DhcpDeps {
   /** Provisioning events; resolves when durable. */
   record: RecordEvent;
   logger: Logger;
+  /**
+   * Told of every change to the server's AddressBook, from the replayed lease log on: a copy on
+   * another thread answers macForIp from them (thread.ts).
+   */
+  onAddressNews?: (news: AddressNews) => void;
 }
 
 /**
@@ -71,14 +75,12 @@ export interface DhcpServer {
   close(): Promise<void>;
   /** The MAC holding a bound lease on (authoritative) or last asking for (proxy) an address; undefined if unknown. */
   macForIp(ip: string): Mac | undefined;
-  stats(): DhcpStats;
+  stats(): Promise<DhcpStats>;
 }
 
 const CLIENT_PORT = 68;
 const RELAY_PORT = 67;
 const LIMITED_BROADCAST = '255.255.255.255';
-/** Proxy mode learns addresses from requests it overhears; bounded so a busy LAN cannot grow it. */
-const LEARNED_ADDRESSES_MAX = 65_536;
 const ASSET_CHECK_TTL_MS = 10_000;
 /**
  * A client that keeps taking another server's offers is recorded once a minute, with the number of
@@ -92,13 +94,14 @@ const OTHER_SERVERS_WARNED_MAX = 64;
 export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   const { logger } = deps;
   const initial = deps.config();
-  const leases = new LeaseTable();
+  const addresses = new AddressBook(deps.onAddressNews);
+  const { leases } = addresses;
   const opened = await LeaseLog.open(
     initial.server.state,
     () => leases.snapshot(Date.now()),
     (error) => logger.error({ err: error }, 'lease log compaction failed'),
   );
-  for (const change of opened.changes) leases.apply(change);
+  for (const change of opened.changes) addresses.applyLease(change);
   await opened.log.compact();
   const leaseLog = opened.log;
   logger.info(
@@ -126,7 +129,6 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     );
   const messageCounts = new Map<string, { type: string; decision: string; count: number }>();
   const malformedCounts = new Map<DropReason, number>();
-  const learnedAddresses = new Map<string, Mac>();
   const assetChecks = new Map<string, { exists: boolean; checkedAt: number }>();
   const otherServerRecords = refusalLimiter(OTHER_SERVER_RECORD_INTERVAL_MS, OTHER_SERVER_MEMO_MACS);
   const otherServersWarned = new Set<string>();
@@ -151,12 +153,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     const address =
       request.ciaddr !== '0.0.0.0' ? request.ciaddr : readAddress(request.options, Option.requestedAddress);
     if (!address || request.messageType === 'release' || request.messageType === 'decline') return;
-    learnedAddresses.delete(address);
-    learnedAddresses.set(address, mac);
-    if (learnedAddresses.size > LEARNED_ADDRESSES_MAX) {
-      const oldest = learnedAddresses.keys().next().value;
-      if (oldest !== undefined) learnedAddresses.delete(oldest);
-    }
+    addresses.learn(address, mac);
   };
 
   /**
@@ -238,7 +235,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
 
     let durable: Promise<void> | undefined;
     if (outcome.leaseChange) {
-      leases.apply(outcome.leaseChange);
+      addresses.applyLease(outcome.leaseChange);
       if (outcome.leaseChange.kind !== 'offer') durable = leaseLog.append(outcome.leaseChange);
     }
     // async wrapper: a record() that throws synchronously becomes a rejection, not a crash.
@@ -379,14 +376,8 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
         );
       }
     },
-    macForIp(ip) {
-      const lease = leases.holderOf(ipToNumber(ip));
-      // Bound only: an offer goes to whoever asks in a MAC's name, and the address binding of the
-      // Ignition and events tokens rests on this answer.
-      if (lease && lease.state === 'bound' && lease.expiresAt > Date.now()) return lease.mac;
-      return learnedAddresses.get(ip);
-    },
-    stats() {
+    macForIp: (ip) => addresses.macForIp(ip, Date.now()),
+    async stats() {
       return {
         messages: [...messageCounts.values()].map((entry) => ({ ...entry })),
         malformed: [...malformedCounts].map(([reason, count]) => ({ reason, count })),

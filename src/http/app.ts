@@ -37,7 +37,7 @@ export interface AppDeps {
   /** The operator token in force; default server.api_token (api-routes.ts). */
   operatorToken?: () => string | undefined;
   /** The DHCP server's counters for /metrics; absent when DHCP is off. */
-  dhcpStats?: () => DhcpCounters;
+  dhcpStats?: () => Promise<DhcpCounters>;
   /** The TFTP server's counters for /metrics. */
   tftpStats?: () => TftpCounters;
   /** Registers a listener for applied config reloads; the events stream tells watchers of them. */

@@ -33,7 +33,8 @@ export type TftpCounters = Pick<
 export interface MetricsOptions {
   lifecycle: Lifecycle;
   /** Absent when DHCP is off. */
-  dhcpStats?: (() => DhcpCounters) | undefined;
+  /** Asked once per scrape: the DHCP server runs on a thread of its own (dhcp/thread.ts). */
+  dhcpStats?: (() => Promise<DhcpCounters>) | undefined;
   tftpStats?: (() => TftpCounters) | undefined;
   configStatus?: (() => ConfigStatus) | undefined;
 }
@@ -63,8 +64,11 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
-  const dhcpStats = options.dhcpStats;
-  if (dhcpStats) {
+  // Read by the DHCP collectors below; fetched before each scrape, since prom-client's collect()
+  // functions are called one after the other and the thread answers asynchronously.
+  let dhcpCounters: DhcpCounters = { messages: [], malformed: [], boundLeases: 0 };
+  const dhcpStats = () => dhcpCounters;
+  if (options.dhcpStats) {
     new Counter({
       name: 'rackboot_dhcp_messages_total',
       help: 'DHCP messages received, by message type and what the server decided.',
@@ -244,6 +248,7 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
   app.addHook('onClose', async () => unsubscribe());
 
   app.get('/metrics', async (_request, reply) => {
+    if (options.dhcpStats) dhcpCounters = await options.dhcpStats();
     reply.type(registry.contentType);
     return registry.metrics();
   });

@@ -45,6 +45,8 @@ export function onLines(child: ChildProcess, handle: (line: string) => void): vo
 export interface RunningDhcp {
   child: ChildProcess;
   events: MachineEventInput[];
+  /** The last 4,000 characters the server wrote to stderr. */
+  stderr(): string;
   stats(): Promise<DhcpStats>;
   /** The server's macForIp: the MAC an HTTP request from `ip` is taken to come from, or null. */
   macForIp(ip: string): Promise<string | null>;
@@ -52,16 +54,17 @@ export interface RunningDhcp {
   event(predicate: (event: MachineEventInput) => boolean, timeoutMs?: number): Promise<MachineEventInput>;
 }
 
-/** `flags`: launch.ts flags besides --events. */
+/** `flags`: launch.ts flags besides --events; `env`: added to this process's environment. */
 export async function launchDhcp(
   namespace: Namespace,
   configFile: string,
   flags: string[] = [],
+  env: Record<string, string> = {},
 ): Promise<RunningDhcp> {
   const child = namespace.spawn(
     process.execPath,
     ['--import', 'tsx', LAUNCH, configFile, '--events', ...flags],
-    { cwd: REPO_ROOT },
+    { cwd: REPO_ROOT, env: { ...process.env, ...env } },
   );
   const events: MachineEventInput[] = [];
   /** Answers to stdin commands, by the prefix of their line, oldest question first. */
@@ -98,6 +101,7 @@ export async function launchDhcp(
   return {
     child,
     events,
+    stderr: () => stderr,
     stats: () => ask<DhcpStats>('stats', 'STATS'),
     macForIp: (ip) => ask<string | null>(`mac-for ${ip}`, 'MAC-FOR'),
     event: (predicate, timeoutMs = 10_000) =>

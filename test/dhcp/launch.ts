@@ -1,17 +1,26 @@
 /**
  * Runs the DHCP server alone, for tests and the bench, inside the namespace it is started in:
- *   ip netns exec NS node --import tsx test/dhcp/launch.ts CONFIG.yaml [--events] [--close-after-acks N]
+ *   ip netns exec NS node --import tsx test/dhcp/launch.ts CONFIG.yaml [--events] [--close-after-acks N] [--thread]
  * Prints `READY` once the sockets are bound; with --events, one `EVENT <json>` line per recorded
  * event. On stdin, `stats` prints `STATS <json>`, `mac-for IP` prints `MAC-FOR <json>` (the MAC the
  * server binds that address to, or null). SIGTERM closes the server and exits 0. With
  * --close-after-acks, the server is closed as soon as the Nth ACK is decided, before its lease line
  * is synced, and `CLOSED` is printed once it is.
+ * With --thread the server runs as `rackboot serve` runs it, on its own thread (dhcp/thread.ts), and
+ * three more commands drive that: `block MS` keeps this main thread busy for MS ms (`BLOCKING`
+ * before, `UNBLOCKED` after), `reload FILE` hands the thread that config (`RELOADED`), `kill-thread`
+ * terminates the thread (`KILLED`).
  */
 import { createInterface } from 'node:readline';
+import type { Worker } from 'node:worker_threads';
 import { startDhcpServer } from '../../src/dhcp/server.js';
+import { startDhcpThread } from '../../src/dhcp/thread.js';
 import { createBootDecision } from '../../src/inventory/decision.js';
 import { loadConfigFile } from '../../src/inventory/load.js';
+import type { Config } from '../../src/inventory/schema.js';
+import type { RecordEvent } from '../../src/lifecycle/events.js';
 import { createRootLogger } from '../../src/log.js';
+import { startModuleWorker } from '../../src/worker-thread.js';
 
 const [configFile, ...flags] = process.argv.slice(2);
 if (!configFile) {
@@ -35,27 +44,60 @@ const logger = createRootLogger({
   destination: process.stderr,
 });
 
-const server = await startDhcpServer({
-  config: () => config,
-  decision: createBootDecision(
-    () => config,
-    () => undefined,
-  ),
-  record: async (event) => {
-    if (printEvents) process.stdout.write(`EVENT ${JSON.stringify(event)}\n`);
-    if (event.type === 'dhcp-ack' && ++acks === closeAfterAcks) {
-      void server.close().then(() => process.stdout.write('CLOSED\n'));
-    }
-  },
-  logger: logger.child({ component: 'dhcp' }),
-});
+const record: RecordEvent = async (event) => {
+  if (printEvents) process.stdout.write(`EVENT ${JSON.stringify(event)}\n`);
+  if (event.type === 'dhcp-ack' && ++acks === closeAfterAcks) {
+    void server.close().then(() => process.stdout.write('CLOSED\n'));
+  }
+};
+const dhcpLogger = logger.child({ component: 'dhcp' });
+let thread: Worker | undefined;
+const reloadListeners: ((config: Config) => void)[] = [];
+const server = flags.includes('--thread')
+  ? await startDhcpThread({
+      config,
+      onConfigChange: (listener) => reloadListeners.push(listener),
+      record,
+      logger: dhcpLogger,
+      startThread: (data) => {
+        thread = startModuleWorker('worker', new URL('../../src/dhcp/thread.ts', import.meta.url).href, data);
+        return thread;
+      },
+    })
+  : await startDhcpServer({
+      config: () => config,
+      decision: createBootDecision(
+        () => config,
+        () => undefined,
+      ),
+      record,
+      logger: dhcpLogger,
+    });
 process.stdout.write('READY\n');
 
-createInterface({ input: process.stdin }).on('line', (line) => {
+createInterface({ input: process.stdin }).on('line', async (line) => {
   const [command, argument] = line.trim().split(' ');
-  if (command === 'stats') process.stdout.write(`STATS ${JSON.stringify(server.stats())}\n`);
+  if (command === 'stats') process.stdout.write(`STATS ${JSON.stringify(await server.stats())}\n`);
   if (command === 'mac-for')
     process.stdout.write(`MAC-FOR ${JSON.stringify(server.macForIp(argument ?? '') ?? null)}\n`);
+  if (command === 'block') {
+    process.stdout.write('BLOCKING\n');
+    const until = performance.now() + Number(argument);
+    while (performance.now() < until) {
+      // Busy on purpose: the main thread answers nothing meanwhile.
+    }
+    process.stdout.write('UNBLOCKED\n');
+  }
+  if (command === 'reload') {
+    const reloaded = await loadConfigFile(argument ?? '', { missingAssets: 'warn' });
+    if (!reloaded.ok) throw new Error(JSON.stringify(reloaded.problems));
+    for (const listener of reloadListeners) listener(reloaded.config);
+    process.stdout.write('RELOADED\n');
+  }
+  if (command === 'kill-thread') {
+    await thread?.terminate();
+    process.stdout.write('KILLED\n');
+  }
 });
 process.on('SIGTERM', () => {
   server.close().then(

@@ -1,0 +1,50 @@
+import type { Mac } from '../boot-plan.js';
+import { ipToNumber } from '../ipv4.js';
+import { type LeaseChange, LeaseTable } from './leases.js';
+
+/** Proxy mode learns addresses from requests it overhears; bounded so a busy LAN cannot grow it. */
+const LEARNED_ADDRESSES_MAX = 65_536;
+
+/** One change to an AddressBook, as the DHCP thread sends it to the main thread's copy. */
+export type AddressNews = { kind: 'lease'; change: LeaseChange } | { kind: 'learned'; ip: string; mac: Mac };
+
+/**
+ * Which MAC is behind an address: the lease table (authoritative mode) and the addresses proxy mode
+ * overhears. The DHCP server owns one and changes it; the TFTP and HTTP servers ask a copy on the
+ * main thread, kept by replaying the same changes in the same order (`onNews` → `take`).
+ */
+export class AddressBook {
+  readonly leases = new LeaseTable();
+  private readonly learned = new Map<string, Mac>();
+
+  constructor(private readonly onNews?: (news: AddressNews) => void) {}
+
+  applyLease(change: LeaseChange): void {
+    this.leases.apply(change);
+    this.onNews?.({ kind: 'lease', change });
+  }
+
+  learn(ip: string, mac: Mac): void {
+    this.learned.delete(ip);
+    this.learned.set(ip, mac);
+    if (this.learned.size > LEARNED_ADDRESSES_MAX) {
+      const oldest = this.learned.keys().next().value;
+      if (oldest !== undefined) this.learned.delete(oldest);
+    }
+    this.onNews?.({ kind: 'learned', ip, mac });
+  }
+
+  take(news: AddressNews): void {
+    if (news.kind === 'lease') this.applyLease(news.change);
+    else this.learn(news.ip, news.mac);
+  }
+
+  /** The MAC holding a bound lease on (authoritative) or last asking for (proxy) an address. */
+  macForIp(ip: string, now: number): Mac | undefined {
+    const lease = this.leases.holderOf(ipToNumber(ip));
+    // Bound only: an offer goes to whoever asks in a MAC's name, and the address binding of the
+    // Ignition and events tokens rests on this answer.
+    if (lease && lease.state === 'bound' && lease.expiresAt > now) return lease.mac;
+    return this.learned.get(ip);
+  }
+}
