@@ -2,7 +2,7 @@
  * DHCP benchmark (not part of the tests): full DORAs/s and DISCOVER→ACK latency for PXE clients
  * against rackboot, dnsmasq and Kea, each started by this script inside a network namespace, with
  * the same load client (test/dhcp/dora-client.ts) in a second namespace.
- *   npm run bench:dhcp -- [--clients 2000] [--concurrency 64,16] [--rounds 2] [--only rackboot,kea,dnsmasq]
+ *   npm run bench:dhcp -- [--clients 2000] [--concurrency 64,16] [--rounds 2] [--only rackboot,rackboot-inline,kea,dnsmasq]
  * The peers run in turn, `rounds` times, each on a fresh lease store; the best round of each peer
  * is compared, which filters out moments when other work on the host took the CPU. 2,000 measured
  * clients (the issue's figure) last well under a second; `--clients 10000` runs for seconds, so
@@ -57,9 +57,13 @@ interface Peer {
   durability: string;
 }
 
-const peers: Peer[] = [
-  {
-    name: 'rackboot',
+/**
+ * rackboot as `serve` runs it, on a thread of its own (dhcp/thread.ts); `rackboot-inline` runs the
+ * same server on the process's main thread, as before the thread, to show what the thread costs.
+ */
+function rackbootPeer(name: string, launchFlags: string[]): Peer {
+  return {
+    name,
     durability: 'O_DSYNC write (group commit) before each ACK',
     async start(state) {
       const config = join(state, 'rackboot.yaml');
@@ -84,15 +88,18 @@ const peers: Peer[] = [
       );
       const child = pair.server.spawn(
         process.execPath,
-        [...serverNodeOptions(), await compiledScript(LAUNCH), config],
-        {
-          cwd: REPO_ROOT,
-        },
+        [...serverNodeOptions(), await compiledScript(LAUNCH), config, ...launchFlags],
+        { cwd: REPO_ROOT },
       );
       await waitForOutput(child, (line) => line === 'READY', 30_000);
       return child;
     },
-  },
+  };
+}
+
+const peers: Peer[] = [
+  rackbootPeer('rackboot', ['--thread']),
+  rackbootPeer('rackboot-inline', []),
   {
     name: 'kea',
     durability: 'memfile CSV append, no fsync',
@@ -224,7 +231,7 @@ for (const concurrency of CONCURRENCIES) {
       .sort((a, b) => b.rate - a.rate)[0];
   const ours = best('rackboot');
   process.stdout.write(`\n${CLIENTS} PXE clients, concurrency ${concurrency}, best of ${ROUNDS} rounds:\n`);
-  for (const name of ['rackboot', 'kea', 'dnsmasq']) {
+  for (const name of ['rackboot', 'rackboot-inline', 'kea', 'dnsmasq']) {
     const row = best(name);
     if (!row) continue;
     const ratio = ours ? ` rackboot/${name} ${(ours.rate / row.rate).toFixed(2)}x` : '';

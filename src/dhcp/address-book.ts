@@ -11,7 +11,7 @@ export type AddressNews = { kind: 'lease'; change: LeaseChange } | { kind: 'lear
 /**
  * Which MAC is behind an address: the lease table (authoritative mode) and the addresses proxy mode
  * overhears. The DHCP server owns one and changes it; the TFTP and HTTP servers ask a copy on the
- * main thread, kept by replaying the same changes in the same order (`onNews` → `take`).
+ * main thread, kept by replaying its changes in the same order (`onNews` → `take`), offers left out.
  */
 export class AddressBook {
   readonly leases = new LeaseTable();
@@ -21,7 +21,10 @@ export class AddressBook {
 
   applyLease(change: LeaseChange): void {
     this.leases.apply(change);
-    this.onNews?.({ kind: 'lease', change });
+    // macForIp names only holders of bound leases. An offer never takes an address from another
+    // client's (LeaseTable.isAvailable), and the bind after it drops the client's own older lease
+    // on the copy too: so the copy does without offers, half the lease changes a DORA sends.
+    if (change.kind !== 'offer') this.onNews?.({ kind: 'lease', change });
   }
 
   learn(ip: string, mac: Mac): void {

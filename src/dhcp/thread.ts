@@ -49,8 +49,13 @@ export interface DhcpThreadOptions {
   onConfigChange: (listener: (config: Config) => void) => void;
   record: RecordEvent;
   logger: Logger;
-  /** For tests: how the thread is started. */
+  /** For tests: how the thread is started (startDhcpWorker, wrapped). */
   startThread?: (data: DhcpThreadData) => Worker;
+}
+
+/** Starts dhcp/worker.ts, compiled or from source like this module. */
+export function startDhcpWorker(data: DhcpThreadData): Worker {
+  return startModuleWorker('worker', import.meta.url, data);
 }
 
 /** A thread that ends unasked is started again after this long (the lease log keeps its leases). */
@@ -58,8 +63,7 @@ const RESTART_DELAY_MS = 1000;
 
 export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpServer> {
   const { logger } = options;
-  const startThread =
-    options.startThread ?? ((data: DhcpThreadData) => startModuleWorker('worker', import.meta.url, data));
+  const startThread = options.startThread ?? startDhcpWorker;
   let config = options.config;
   let thread: Worker;
   let addresses = new AddressBook();
@@ -89,7 +93,8 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
   /** Starts a thread; resolves once its sockets are bound, rejects with its start error. */
   const launch = () =>
     new Promise<void>((resolve, reject) => {
-      const started = startThread({ config, logLevel: logger.level });
+      const launchedWith = config;
+      const started = startThread({ config: launchedWith, logLevel: logger.level });
       const book = new AddressBook();
       let ready = false;
       let failure: Error | undefined;
@@ -99,6 +104,11 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
             ready = true;
             thread = started;
             addresses = book;
+            // A reload while a restarted thread was starting went to the dead one.
+            if (config !== launchedWith)
+              started.postMessage({ kind: 'config', config } satisfies ToDhcpThread);
+            // A restart that finished after close() was called: close it too.
+            if (closing) started.postMessage({ kind: 'close' } satisfies ToDhcpThread);
             resolve();
             break;
           case 'failed':
@@ -172,6 +182,10 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
     macForIp: (ip) => addresses.macForIp(ip, Date.now()),
     stats() {
       return new Promise((resolve, reject) => {
+        if (thread.threadId === -1) {
+          reject(new Error('the DHCP thread is being started again'));
+          return;
+        }
         const id = nextStatsId++;
         statsWaiters.set(id, { resolve, reject });
         thread.postMessage({ kind: 'stats', id } satisfies ToDhcpThread);

@@ -248,7 +248,8 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
   app.addHook('onClose', async () => unsubscribe());
 
   app.get('/metrics', async (_request, reply) => {
-    if (options.dhcpStats) dhcpCounters = await options.dhcpStats();
+    // While a dead DHCP thread is started again, the last counters stand.
+    if (options.dhcpStats) dhcpCounters = await options.dhcpStats().catch(() => dhcpCounters);
     reply.type(registry.contentType);
     return registry.metrics();
   });
