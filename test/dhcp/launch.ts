@@ -14,13 +14,12 @@
 import { createInterface } from 'node:readline';
 import type { Worker } from 'node:worker_threads';
 import { startDhcpServer } from '../../src/dhcp/server.js';
-import { startDhcpThread } from '../../src/dhcp/thread.js';
+import { startDhcpThread, startDhcpWorker } from '../../src/dhcp/thread.js';
 import { createBootDecision } from '../../src/inventory/decision.js';
 import { loadConfigFile } from '../../src/inventory/load.js';
 import type { Config } from '../../src/inventory/schema.js';
 import type { RecordEvent } from '../../src/lifecycle/events.js';
 import { createRootLogger } from '../../src/log.js';
-import { startModuleWorker } from '../../src/worker-thread.js';
 
 const [configFile, ...flags] = process.argv.slice(2);
 if (!configFile) {
@@ -60,7 +59,7 @@ const server = flags.includes('--thread')
       record,
       logger: dhcpLogger,
       startThread: (data) => {
-        thread = startModuleWorker('worker', new URL('../../src/dhcp/thread.ts', import.meta.url).href, data);
+        thread = startDhcpWorker(data);
         return thread;
       },
     })
