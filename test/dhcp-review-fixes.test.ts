@@ -443,3 +443,39 @@ t.test(
     t.match(multiHomed[0], /rv42m0.*iifname != \\"rv42s0\\" udp dport \{ 67, 4011 \} drop/);
   },
 );
+
+t.test('RFC 2131 §4.1: an OFFER to a DISCOVER carrying ciaddr is unicast to ciaddr', async (t) => {
+  const { leases } = boundTable();
+  const withCiaddr = decideFor({ type: 'discover', mac: STRANGER, ciaddr: '10.77.192.150' }, leases);
+  t.match(withCiaddr, {
+    kind: 'reply',
+    decision: 'offer',
+    destination: { kind: 'client', address: '10.77.192.150' },
+  });
+  const relayed = decideFor(
+    { type: 'discover', mac: STRANGER, ciaddr: '10.77.192.150', giaddr: '10.77.192.5' },
+    leases,
+  );
+  t.match(relayed, { destination: { kind: 'relay', address: '10.77.192.5' } }, 'a relay still comes first');
+  const nak = decideFor(
+    { type: 'request', mac: STRANGER, ciaddr: '10.77.192.151', requested: '10.77.192.22', serverId: SERVER },
+    leases,
+  );
+  t.match(nak, { decision: 'nak', destination: { kind: 'broadcast' } }, 'a NAK is still broadcast');
+
+  // Over sockets: a probe bound to the client's own address receives unicast only, no broadcast.
+  const lab = await createLab(t);
+  for (const mode of ['authoritative', 'proxy'] as const) {
+    const rackboot = await launchDhcp(lab.server, await lab.configFile(mode));
+    const unicastOnly = await startProbe(lab.client, `${CLIENT}:68`);
+    const xid = mode === 'proxy' ? 0x4401 : 0x4402;
+    unicastOnly.send(
+      requestBytes({ type: 'discover', mac: LISTED_MAC, xid, ciaddr: CLIENT, options: FIRMWARE.biosPxe() }),
+      '255.255.255.255',
+      67,
+    );
+    const offer = await unicastOnly.next((received) => received.packet.xid === xid);
+    t.equal(offer.packet.file, 'undionly.kpxe', `${mode}: the offer reached the client's own address`);
+    await stopChild(rackboot.child);
+  }
+});

@@ -610,12 +610,14 @@ function echo(request: DhcpPacket, reply: DhcpPacket, code: number): void {
 
 const MAX_ECHOED_BYTES = 64;
 
-/** RFC 2131 §4.1: relay first, NAK broadcast, then ciaddr, else broadcast. */
+/**
+ * RFC 2131 §4.1: relay first, NAK broadcast, then ciaddr ("the server unicasts DHCPOFFER and
+ * DHCPACK messages to the address in 'ciaddr'"), else broadcast.
+ */
 function destinationOf(request: DhcpRequest, type: 'offer' | 'ack' | 'nak' | 'inform'): Destination {
   if (request.giaddr !== ZERO) return { kind: 'relay', address: request.giaddr };
   if (type === 'nak') return { kind: 'broadcast' };
-  if (request.ciaddr !== ZERO && (type === 'ack' || type === 'inform'))
-    return { kind: 'client', address: request.ciaddr };
+  if (request.ciaddr !== ZERO) return { kind: 'client', address: request.ciaddr };
   // Unicast to yiaddr needs the L2 destination set to chaddr (no ARP yet), which Node cannot do.
   return { kind: 'broadcast' };
 }
