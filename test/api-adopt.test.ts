@@ -354,6 +354,7 @@ t.test('POST /api/v1/machines/{mac}/adopt takes vars; a bad name is refused, not
   const created = await adopt({ role: 'db', 'rack-row': 'r7' });
   t.equal(created.statusCode, 201, created.body);
   t.match(created.json(), { mac: NEW, profile: 'spare', vars: { role: 'db', 'rack-row': 'r7' } });
+  t.same(created.json().warnings, [], 'the loader warns of nothing on the new entry');
   const machines = (
     parse(readFileSync(configFile, 'utf8')) as { machines: { mac: string; vars?: unknown }[] }
   ).machines;
@@ -598,4 +599,42 @@ t.test('an adopt fsyncs the new file before the rename and its directory after',
   const configDirectory = synced.find((each) => each.path === dirname(file));
   t.ok(configDirectory, 'the directory is fsynced');
   t.equal(configDirectory?.fileHasMachine, true, 'after the rename');
+});
+
+t.test('machines adopt --hostname warns of a hostname another machine has, and still adopts', async (t) => {
+  const config = PLAIN_CONFIG.replace(
+    'machines: []\n',
+    'machines:\n  - { mac: 52:54:00:aa:00:01, hostname: db1, profile: plain }\n  - { mac: 52:54:00:aa:00:02, hostname: db1, profile: plain }\n',
+  );
+  const file = join(t.testdir({ config: { 'rackboot.yaml': config } }), 'config', 'rackboot.yaml');
+  const taken = await runCli([
+    'machines',
+    'adopt',
+    '52:54:00:aa:00:0b',
+    '--profile',
+    'plain',
+    '--hostname',
+    'db1',
+    '-c',
+    file,
+  ]);
+  t.equal(taken.code, 0, taken.stderr);
+  const warnings = taken.stderr.split('\n').filter((line) => line.startsWith('warning: '));
+  t.equal(warnings.length, 1, 'one warning: the new entry’s, not the two machines that already clashed');
+  t.match(warnings[0], /rackboot\.yaml:9:\d+: duplicate hostname db1: also at line 7:/);
+  t.match(readFileSync(file, 'utf8'), /52:54:00:aa:00:0b, hostname: db1/, 'adopted all the same');
+
+  const fresh = await runCli([
+    'machines',
+    'adopt',
+    '52:54:00:aa:00:0c',
+    '--profile',
+    'plain',
+    '--hostname',
+    'db2',
+    '-c',
+    file,
+  ]);
+  t.equal(fresh.code, 0, fresh.stderr);
+  t.notMatch(fresh.stderr, /warning/, 'a hostname of its own: no warning');
 });

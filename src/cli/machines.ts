@@ -48,6 +48,7 @@ export function registerMachines(program: Command): void {
       if (!adopted.ok) throw new Error(adopted.message);
       const name = options.hostname ? ` (${options.hostname})` : '';
       console.log(`${mac}${name} added to ${file} with profile ${options.profile}`);
+      for (const warning of adopted.warnings ?? []) console.error(`warning: ${warning}`);
     });
 }
 

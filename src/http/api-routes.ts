@@ -305,7 +305,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
           ...(request.body.vars ? { vars: Object.keys(request.body.vars) } : {}),
         },
       });
-      return reply.code(201).send({ mac, ...request.body });
+      return reply.code(201).send({ mac, ...request.body, warnings: adopted.warnings ?? [] });
     },
   );
 };

@@ -23,7 +23,11 @@ export interface AdoptRequest {
 }
 
 export type AdoptResult =
-  | { ok: true; text: string }
+  /**
+   * `warnings`: what the config loader warns of on the new entry's own lines (a hostname another
+   * machine has too), one FILE:LINE:COL line each; written all the same, as the server serves it.
+   */
+  | { ok: true; text: string; warnings?: string[] }
   | { ok: false; code: 'already-listed' | 'unknown-profile' | 'invalid' | 'busy'; message: string }
   /**
    * `rejected`: the config with the machine would not load in `rackboot serve`, nothing written;
@@ -316,7 +320,29 @@ async function adoptHoldingLock(
     };
   }
   const written = await replaceFile(file, adopted.text, original);
-  return written ? adopted : changedWhileAdopting(file);
+  if (!written) return changedWhileAdopting(file);
+  const entry = linesAdded(original, adopted.text);
+  const warnings = (loaded.ok ? loaded.warnings : [])
+    .filter(
+      (warning) =>
+        resolve(warning.file) === resolve(file) && warning.line >= entry.first && warning.line <= entry.last,
+    )
+    .map((warning) => formatProblem(warning));
+  return { ...adopted, warnings };
+}
+
+/** The 1-based lines of `after` that `before` lacks, as an adopt splices one entry into the text. */
+function linesAdded(before: string, after: string): { first: number; last: number } {
+  let prefix = 0;
+  while (prefix < before.length && before[prefix] === after[prefix]) prefix += 1;
+  let suffix = 0;
+  while (
+    suffix < before.length - prefix &&
+    before[before.length - 1 - suffix] === after[after.length - 1 - suffix]
+  )
+    suffix += 1;
+  const lineAt = (offset: number) => after.slice(0, offset).split('\n').length;
+  return { first: lineAt(prefix), last: lineAt(after.length - suffix) };
 }
 
 /**
