@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { Option } from '../src/dhcp/options.js';
@@ -106,6 +106,41 @@ t.test('the main thread knows who holds an address, also after the thread is res
   t.ok(answered, 'a new thread answers');
   t.equal(await server.macForIp(address), LISTED_MAC, 'the lease came back from the lease log');
   t.equal((await server.stats()).boundLeases, 1, 'stats come from the new thread');
+});
+
+t.test('a thread that cannot start again is tried again until it can', async (t) => {
+  const file = await configFile('retry', 'authoritative');
+  const state = join(directory, 'retry');
+  const { server, command, stderr } = await launchThreaded(t, file);
+  const client = await startProbe(pair.client, '0.0.0.0:68');
+  client.send(requestBytes({ type: 'discover', mac: LISTED_MAC, xid: 0x7501 }), '255.255.255.255', 67);
+  const address = (await client.next(reply(0x7501, OFFER))).packet.yiaddr;
+  client.send(
+    requestBytes({ type: 'request', mac: LISTED_MAC, xid: 0x7502, requested: address, serverId: SERVER }),
+    '255.255.255.255',
+    67,
+  );
+  await client.next(reply(0x7502, ACK));
+  // The lease log cannot be opened while server.state is a file.
+  await rename(state, `${state}.away`);
+  await writeFile(state, 'in the way');
+  await command('kill-thread', 'KILLED');
+  t.ok(
+    await waitUntil(async () => stderr().includes('the DHCP thread could not start again'), 10_000),
+    'the failed start is logged',
+  );
+  await rm(state);
+  await rename(`${state}.away`, state);
+  const answered = await waitUntil(async () => {
+    const xid = 0x7600 + Math.floor(Math.random() * 0xff);
+    client.send(requestBytes({ type: 'discover', mac: UNLISTED_MAC, xid }), '255.255.255.255', 67);
+    return client
+      .next(reply(xid, OFFER), 1000)
+      .then(() => true)
+      .catch(() => false);
+  }, 20_000);
+  t.ok(answered, 'a later try starts it');
+  t.equal(await server.macForIp(address), LISTED_MAC, 'with the lease from before');
 });
 
 t.test('the thread logs through the main logger, and a reload reaches it', async (t) => {

@@ -58,8 +58,12 @@ export function startDhcpWorker(data: DhcpThreadData): Worker {
   return startModuleWorker('worker', import.meta.url, data);
 }
 
-/** A thread that ends unasked is started again after this long (the lease log keeps its leases). */
+/**
+ * A thread that ends unasked is started again after this long (the lease log keeps its leases); a
+ * start that fails waits twice as long as the one before, up to a minute.
+ */
 const RESTART_DELAY_MS = 1000;
+const RESTART_DELAY_MAX_MS = 60_000;
 
 export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpServer> {
   const { logger } = options;
@@ -70,6 +74,7 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
   let closing = false;
   let closed: Promise<void> | undefined;
   let nextStatsId = 0;
+  let restartDelayMs = RESTART_DELAY_MS;
   const statsWaiters = new Map<
     number,
     { resolve: (stats: DhcpStats) => void; reject: (error: Error) => void }
@@ -102,6 +107,7 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
         switch (message.kind) {
           case 'ready':
             ready = true;
+            restartDelayMs = RESTART_DELAY_MS;
             thread = started;
             addresses = book;
             // A reload while a restarted thread was starting went to the dead one.
@@ -153,11 +159,12 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
   const relaunch = () => {
     if (closing) return;
     launch().catch((error: unknown) => {
+      restartDelayMs = Math.min(restartDelayMs * 2, RESTART_DELAY_MAX_MS);
       logger.error(
-        { err: error, restartInMs: RESTART_DELAY_MS },
-        'the DHCP thread could not start again; trying again',
+        { err: error, restartInMs: restartDelayMs },
+        'the DHCP thread could not start again; DHCP is down until it does',
       );
-      setTimeout(relaunch, RESTART_DELAY_MS).unref();
+      setTimeout(relaunch, restartDelayMs).unref();
     });
   };
 
