@@ -4,7 +4,7 @@ import t, { type Test } from 'tap';
 import { Option } from '../src/dhcp/options.js';
 import { BOOTREPLY } from '../src/dhcp/packet.js';
 import { FIRMWARE, LISTED_MAC, requestBytes, testConfigYaml, UNLISTED_MAC } from './dhcp/fixtures.js';
-import { launchDhcp, onLines, type Received, startProbe, waitForLine } from './dhcp/harness.js';
+import { launchDhcp, onLines, type Probe, type Received, startProbe, waitForLine } from './dhcp/harness.js';
 import { createRoutedPair, requireTools } from './helpers/netns.js';
 import { waitUntil } from './helpers/poll.js';
 
@@ -35,6 +35,22 @@ const reply = (xid: number, type: number) => (received: Received) =>
   received.packet.options.get(Option.messageType)?.[0] === type;
 const OFFER = 2;
 const ACK = 5;
+
+/**
+ * Whether UNLISTED_MAC's DISCOVERs (with `options`) get an OFFER within `timeoutMs`, asking once a
+ * second: for a thread that is being started again or given another config.
+ */
+function offeredWithin(client: Probe, timeoutMs: number, options?: Map<number, Buffer>): Promise<boolean> {
+  let xid = 0x7f00;
+  return waitUntil(async () => {
+    xid += 1;
+    client.send(requestBytes({ type: 'discover', mac: UNLISTED_MAC, xid, options }), '255.255.255.255', 67);
+    return client
+      .next(reply(xid, OFFER), 1000)
+      .then(() => true)
+      .catch(() => false);
+  }, timeoutMs);
+}
 
 async function launchThreaded(t: Test, file: string, logLevel = 'warn') {
   const server = await launchDhcp(pair.server, file, ['--thread'], { RACKBOOT_LOG_LEVEL: logLevel });
@@ -95,14 +111,7 @@ t.test('the main thread knows who holds an address, also after the thread is res
     await waitUntil(async () => stderr().includes('the DHCP thread died; starting another'), 10_000),
     'the death is logged',
   );
-  const answered = await waitUntil(async () => {
-    const xid = 0x7200 + Math.floor(Math.random() * 0xff);
-    client.send(requestBytes({ type: 'discover', mac: UNLISTED_MAC, xid }), '255.255.255.255', 67);
-    return client
-      .next(reply(xid, OFFER), 1000)
-      .then(() => true)
-      .catch(() => false);
-  }, 20_000);
+  const answered = await offeredWithin(client, 20_000);
   t.ok(answered, 'a new thread answers');
   t.equal(await server.macForIp(address), LISTED_MAC, 'the lease came back from the lease log');
   t.equal((await server.stats()).boundLeases, 1, 'stats come from the new thread');
@@ -131,14 +140,7 @@ t.test('a thread that cannot start again is tried again until it can', async (t)
   );
   await rm(state);
   await rename(`${state}.away`, state);
-  const answered = await waitUntil(async () => {
-    const xid = 0x7600 + Math.floor(Math.random() * 0xff);
-    client.send(requestBytes({ type: 'discover', mac: UNLISTED_MAC, xid }), '255.255.255.255', 67);
-    return client
-      .next(reply(xid, OFFER), 1000)
-      .then(() => true)
-      .catch(() => false);
-  }, 20_000);
+  const answered = await offeredWithin(client, 20_000);
   t.ok(answered, 'a later try starts it');
   t.equal(await server.macForIp(address), LISTED_MAC, 'with the lease from before');
 });
@@ -153,19 +155,14 @@ t.test('the thread logs through the main logger, and a reload reaches it', async
     "the thread's log lines come out of the main thread's dhcp logger",
   );
   const client = await startProbe(pair.client, '0.0.0.0:68');
-  const discover = (xid: number) =>
-    requestBytes({ type: 'discover', mac: UNLISTED_MAC, xid, options: FIRMWARE.uefiPxe(7) });
-  client.send(discover(0x7301), '255.255.255.255', 67);
+  client.send(
+    requestBytes({ type: 'discover', mac: UNLISTED_MAC, xid: 0x7301, options: FIRMWARE.uefiPxe(7) }),
+    '255.255.255.255',
+    67,
+  );
   await t.rejects(client.next(reply(0x7301, OFFER), 1500), 'unknown_machines: ignore: no answer');
   await command(`reload ${answering}`, 'RELOADED');
-  const answered = await waitUntil(async () => {
-    const xid = 0x7400 + Math.floor(Math.random() * 0xff);
-    client.send(discover(xid), '255.255.255.255', 67);
-    return client
-      .next(reply(xid, OFFER), 1000)
-      .then(() => true)
-      .catch(() => false);
-  }, 10_000);
+  const answered = await offeredWithin(client, 10_000, FIRMWARE.uefiPxe(7));
   t.ok(answered, 'after the reload the unknown machine gets its offer');
   t.ok(
     await waitUntil(async () => server.events.some((event) => event.mac === UNLISTED_MAC), 5000),
