@@ -661,3 +661,29 @@ t.test(
     t.equal((rows.prepare('SELECT count(*) AS n FROM machines').get() as { n: number }).n, expected.length);
   },
 );
+
+t.test('a batch of more events than one INSERT takes is stored whole, in order, MACs and all', async (t) => {
+  const stateDir = stateDirFor(t);
+  const first = openStore({ stateDir, retention: 10_000, logger });
+  const macs = Array.from({ length: 37 }, (_, index) => {
+    const parsed = parseMac(`52:54:00:ab:00:${index.toString(16).padStart(2, '0')}`);
+    if (!parsed) throw new Error('fixture MAC');
+    return parsed;
+  });
+  // Recorded in one turn: one batch of 37 × 8 = 296 events, five INSERTs of 50 and 46 one by one.
+  await Promise.all(macs.flatMap((target) => install(target).map((event) => first.record(event))));
+  const before = first.eventsAfter(0);
+  t.equal(before.length, 296);
+  await first.close();
+
+  const second = openStore({ stateDir, retention: 10_000, logger });
+  t.teardown(() => second.close());
+  t.same(second.eventsAfter(0), before, 'every event back, in id order');
+  for (const target of [macs[3], macs[36]]) {
+    t.same(
+      second.latestEvents({ mac: target }).map((event) => event.id),
+      before.filter((event) => event.mac === target).map((event) => event.id),
+      `${target}'s events found by its MAC`,
+    );
+  }
+});

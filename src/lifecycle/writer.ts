@@ -49,13 +49,31 @@ database.pragma('synchronous = NORMAL');
 database.pragma('cache_size = -16384');
 database.pragma('wal_autocheckpoint = 16384');
 const insertEvent = database.prepare('INSERT INTO events (id, mac, event) VALUES (?, ?, ?)');
+/**
+ * Events are inserted EVENTS_PER_INSERT at a time: one statement per row cost 4.0–5.2 µs of CPU per
+ * event, one per 50 rows 3.3–3.6 (300,000 events in batches of 250, a 25 ms batch at 10,000 a second).
+ */
+const EVENTS_PER_INSERT = 50;
+const insertEvents = database.prepare(
+  `INSERT INTO events (id, mac, event) VALUES ${Array(EVENTS_PER_INSERT).fill('(?, ?, ?)').join(', ')}`,
+);
+const insertArguments: (number | string | null)[] = new Array(EVENTS_PER_INSERT * 3);
 const saveMachine = database.prepare('INSERT OR REPLACE INTO machines (mac, record) VALUES (?, ?)');
 const forgetMachine = database.prepare('DELETE FROM machines WHERE mac = ?');
 const saveSnapshotMark = database.prepare('UPDATE snapshot SET through_id = ? WHERE one = 1');
 const prune = database.prepare('DELETE FROM events WHERE id <= ?');
 
 const commit = database.transaction((request: WriteBatch) => {
-  for (let index = 0; index < request.ids.length; index += 1) {
+  let index = 0;
+  for (; index + EVENTS_PER_INSERT <= request.ids.length; index += EVENTS_PER_INSERT) {
+    for (let row = 0; row < EVENTS_PER_INSERT; row += 1) {
+      insertArguments[3 * row] = request.ids[index + row] as number;
+      insertArguments[3 * row + 1] = request.macs[index + row] as string | null;
+      insertArguments[3 * row + 2] = request.rows[index + row] as string;
+    }
+    insertEvents.run(insertArguments);
+  }
+  for (; index < request.ids.length; index += 1) {
     insertEvent.run(request.ids[index], request.macs[index], request.rows[index]);
   }
   if (request.snapshot) {
