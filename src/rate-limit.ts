@@ -1,3 +1,5 @@
+import { setNewest } from './bounded-map.js';
+
 /**
  * Bounded rate limits for what any datagram can trigger (an ERROR reply, a recorded refusal): the
  * servers must not become reflectors, nor let a flood fill the history or the log.
@@ -42,17 +44,6 @@ export function tokenBuckets(rate: Rate, maxKeys: number): (key: string, now: nu
     setNewest(buckets, key, bucket, maxKeys);
     return bucket(now);
   };
-}
-
-/**
- * Sets `key` as the newest entry of `map` (Map order is insertion order), dropping the oldest when
- * the map already holds `maxKeys` others.
- */
-function setNewest<K, V>(map: Map<K, V>, key: K, value: V, maxKeys: number): void {
-  map.delete(key);
-  const oldest = map.keys().next();
-  if (map.size >= maxKeys && !oldest.done) map.delete(oldest.value);
-  map.set(key, value);
 }
 
 /** `perSecond` on average, in bursts of up to `burst` (default: one second's worth). */

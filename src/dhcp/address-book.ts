@@ -1,4 +1,5 @@
 import type { Mac } from '../boot-plan.js';
+import { setNewest } from '../bounded-map.js';
 import { ipToNumber } from '../ipv4.js';
 import { type LeaseChange, LeaseTable } from './leases.js';
 
@@ -28,12 +29,7 @@ export class AddressBook {
   }
 
   learn(ip: string, mac: Mac): void {
-    this.learned.delete(ip);
-    this.learned.set(ip, mac);
-    if (this.learned.size > LEARNED_ADDRESSES_MAX) {
-      const oldest = this.learned.keys().next().value;
-      if (oldest !== undefined) this.learned.delete(oldest);
-    }
+    setNewest(this.learned, ip, mac, LEARNED_ADDRESSES_MAX);
     this.onNews?.({ kind: 'learned', ip, mac });
   }
 

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Mac } from '../boot-plan.js';
+import { setNewest } from '../bounded-map.js';
 import { createMachineIgnition, type MachineIgnition } from '../ignition/machine-ignition.js';
 import { baseUrlOf } from '../ignition/vars.js';
 import type { MachineEventInput } from '../lifecycle/events.js';
@@ -44,12 +45,7 @@ export async function bootService(app: FastifyInstance, deps: AppDeps): Promise<
         );
     },
     rememberMachineAddress(ip, mac) {
-      addresses.delete(ip);
-      addresses.set(ip, mac);
-      if (addresses.size > REMEMBERED_ADDRESSES) {
-        const oldest = addresses.keys().next().value;
-        if (oldest !== undefined) addresses.delete(oldest);
-      }
+      setNewest(addresses, ip, mac, REMEMBERED_ADDRESSES);
     },
     machineAt: (ip) => deps.macForIp?.(ip) ?? addresses.get(ip),
   };

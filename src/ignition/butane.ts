@@ -1,6 +1,7 @@
 import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { posix, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { setNewest } from '../bounded-map.js';
 import { escapesRoot } from '../path-inside.js';
 import { convertShape, isJsonObject, type JsonObject, type ShapeOptions } from './shape.js';
 import {
@@ -318,8 +319,7 @@ export function makeDataUrl(bytes: Buffer, allowCompression: boolean): DataUrl {
   const known = dataUrls.get(key);
   if (known) return known;
   const encoded = encodeDataUrl(bytes, allowCompression);
-  if (dataUrls.size >= DATA_URL_MEMO_ENTRIES) dataUrls.delete(dataUrls.keys().next().value ?? '');
-  dataUrls.set(key, encoded);
+  setNewest(dataUrls, key, encoded, DATA_URL_MEMO_ENTRIES);
   return encoded;
 }
 
