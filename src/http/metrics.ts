@@ -67,7 +67,6 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
   // Read by the DHCP collectors below; fetched before each scrape, since prom-client's collect()
   // functions are called one after the other and the thread answers asynchronously.
   let dhcpCounters: DhcpCounters = { messages: [], malformed: [], boundLeases: 0 };
-  const dhcpStats = () => dhcpCounters;
   if (options.dhcpStats) {
     new Counter({
       name: 'rackboot_dhcp_messages_total',
@@ -76,7 +75,7 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
       registers: [registry],
       collect() {
         this.reset();
-        for (const { type, decision, count } of dhcpStats().messages) this.inc({ type, decision }, count);
+        for (const { type, decision, count } of dhcpCounters.messages) this.inc({ type, decision }, count);
       },
     });
     new Counter({
@@ -86,13 +85,13 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
       registers: [registry],
       collect() {
         this.reset();
-        for (const { reason, count } of dhcpStats().malformed) this.inc({ reason }, count);
+        for (const { reason, count } of dhcpCounters.malformed) this.inc({ reason }, count);
       },
     });
     scrapeTimeValue(registry, Gauge, {
       name: 'rackboot_dhcp_bound_leases',
       help: 'Bound, unexpired leases (authoritative mode).',
-      read: () => dhcpStats().boundLeases,
+      read: () => dhcpCounters.boundLeases,
     });
   }
 
