@@ -477,18 +477,21 @@ t.test('a watch that fails is made again after a pause that grows, not at once',
   const { config, logger } = await loadedFixture(t, base);
   const source = watchWithFakes(config, { logger, debounceMs: 20 });
   t.teardown(() => source.close());
-  const made = watchers.length;
-  watchers.at(-1)?.emit('error', new Error('inotify queue overflow'));
-  await sleep(500);
-  t.equal(watchers.length, made, 'not watched again within half a second');
-  await sleep(1000);
-  t.ok(watchers.length > made, 'watched again after the pause');
-  const remade = watchers.length;
-  watchers.at(-1)?.emit('error', new Error('inotify queue overflow'));
-  await sleep(1500);
-  t.equal(watchers.length, remade, 'the second pause is longer');
-  await sleep(1000);
-  t.ok(watchers.length > remade, 'and ends too');
+  /** Fails the newest watch, then counts the watches made after `quietMs` and `thenMs` more. */
+  const failWatch = async (quietMs: number, thenMs: number) => {
+    const before = watchers.length;
+    watchers.at(-1)?.emit('error', new Error('inotify queue overflow'));
+    await sleep(quietMs);
+    const quiet = watchers.length;
+    await sleep(thenMs);
+    return { before, quiet, after: watchers.length };
+  };
+  const first = await failWatch(500, 1000);
+  t.equal(first.quiet, first.before, 'not watched again within half a second');
+  t.ok(first.after > first.before, 'watched again after the pause');
+  const second = await failWatch(1500, 1000);
+  t.equal(second.quiet, second.before, 'the second pause is longer');
+  t.ok(second.after > second.before, 'and ends too');
 });
 
 t.test('a broken template the running config uses is logged as such, not as a rejected edit', async (t) => {
