@@ -51,6 +51,11 @@ t.test('the new entry is spliced in; every other byte stays', async (t) => {
       `${PROFILES}machines:\n    # rack 1\n    -   mac: 52:54:00:00:00:01   # left\n        profile: worker\n    -   mac: ${NEW}\n        hostname: n9\n        profile: worker\n# trailing comment\n`,
     ],
     [
+      'a commented-out key under the last entry stays with it; a comment of the file stays after',
+      `${PROFILES}machines:\n  - mac: 52:54:00:00:00:01\n    profile: worker\n    # ip: 10.0.0.5   # its reservation\n\n# end\n`,
+      `${PROFILES}machines:\n  - mac: 52:54:00:00:00:01\n    profile: worker\n    # ip: 10.0.0.5   # its reservation\n  - mac: ${NEW}\n    hostname: n9\n    profile: worker\n\n# end\n`,
+    ],
+    [
       'flow maps in a block list',
       `${PROFILES}machines:\n  - { mac: 52:54:00:00:00:01, profile: worker }\n`,
       `${PROFILES}machines:\n  - { mac: 52:54:00:00:00:01, profile: worker }\n  - { mac: ${NEW}, hostname: n9, profile: worker }\n`,
@@ -152,6 +157,25 @@ t.test('refusals', async (t) => {
     code: 'invalid',
   });
   t.match(adoptMachine('profiles: [\n', { mac: NEW, profile: 'worker' }), { ok: false, code: 'invalid' });
+  // Once, an entry that is no map made the list look empty, and the "empty list" rewrite deleted
+  // every machine above it.
+  for (const [name, item] of [
+    ['a bare MAC', '  - 52:54:00:00:00:03\n'],
+    ['an empty item', '  -\n'],
+  ]) {
+    t.match(
+      adoptMachine(`${PROFILES}machines:\n  - mac: 52:54:00:00:00:01\n    profile: worker\n${item}`, {
+        mac: NEW,
+        profile: 'worker',
+      }),
+      {
+        ok: false,
+        code: 'invalid',
+        message: 'machines[1] is not a machine entry (mac:, profile: …); fix it first',
+      },
+      `${name} last in the list: refused, nothing rewritten`,
+    );
+  }
 });
 
 t.test('vars are written as a flow map in block and flow entries, quoted where YAML needs it', async (t) => {
@@ -351,6 +375,15 @@ t.test('POST /api/v1/machines/{mac}/adopt takes vars; a bad name is refused, not
   t.equal(refused.statusCode, 400, refused.body);
   t.equal(refused.json().message, `body/vars: bad vars name "bad.name": ${nameRule('vars')}`);
   t.notMatch(readFileSync(configFile, 'utf8'), NEW, 'nothing written');
+  const misspelled = await app.inject({
+    method: 'POST',
+    url: `/api/v1/machines/${NEW}/adopt`,
+    headers: { authorization: `Bearer ${API_TOKEN}` },
+    payload: { profile: 'spare', host_name: 'n4' },
+  });
+  t.equal(misspelled.statusCode, 400, 'a field adopt does not have is refused, not dropped');
+  t.equal(misspelled.json().message, 'body has no field "host_name"');
+  t.notMatch(readFileSync(configFile, 'utf8'), NEW, 'nothing written');
   const created = await adopt({ role: 'db', 'rack-row': 'r7' });
   t.equal(created.statusCode, 201, created.body);
   t.match(created.json(), { mac: NEW, profile: 'spare', vars: { role: 'db', 'rack-row': 'r7' } });
@@ -364,6 +397,10 @@ t.test('POST /api/v1/machines/{mac}/adopt takes vars; a bad name is refused, not
     recorded?.detail,
     { profile: 'spare', vars: ['role', 'rack-row'] },
     'the history names the vars, not their values',
+  );
+  t.notOk(
+    lifecycle.latestEvents({ mac: NEW }).some((event) => event.type === 'transition-rejected'),
+    'adopting a MAC never seen is no rejected transition',
   );
 });
 

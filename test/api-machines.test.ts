@@ -175,6 +175,10 @@ t.test('POST /api/v1/machines/{mac}/events needs that machine’s own token', as
     'operator types refused',
   );
   t.equal((await post(`${url}?token=${token}`, { type: 'Installed!' })).statusCode, 400, 'schema');
+  // Once, a field the report does not have was dropped unsaid and the report taken.
+  const misspelled = await post(`${url}?token=${token}`, { type: 'failed', reason: 'no disk' });
+  t.equal(misspelled.statusCode, 400, 'a field the report does not have is refused, not dropped');
+  t.equal(misspelled.json().message, 'body has no field "reason"');
   t.equal(lifecycle.stateOf(LISTED_MAC), 'installing', 'nothing refused changed the state');
 
   const accepted = await post(`${url}?token=${token}`, { type: 'installed' });

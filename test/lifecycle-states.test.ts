@@ -246,6 +246,13 @@ t.test('every transition is a state-changed event; forbidden ones are recorded a
   const unknown = step(undefined, reprovision, stampAt(1, T0));
   t.equal(unknown.derived[0]?.type, 'transition-rejected', 'reprovisioning a MAC never seen is rejected');
   t.match(String(unknown.derived[0]?.detail?.reason), /never network-booted here/);
+  const adoptedFirst = step(undefined, { ...reprovision, type: 'adopt' }, stampAt(1, T0));
+  t.same(
+    adoptedFirst.derived,
+    [],
+    'adopting a MAC before its first boot asks for no state: nothing is rejected',
+  );
+  t.equal(adoptedFirst.record, undefined, 'and it makes no record: the first boot does');
   const stray = step(undefined, installed, stampAt(1, T0));
   t.match(
     stray.derived,

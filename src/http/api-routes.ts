@@ -77,8 +77,8 @@ const AdoptBody = Type.Object(
     hostname: Type.Optional(
       Type.String({ pattern: '^[A-Za-z0-9]([A-Za-z0-9-.]*[A-Za-z0-9])?$', maxLength: 253 }),
     ),
-    // propertyNames, not a pattern-keyed record: fastify's ajv removes additional properties, so a
-    // badly named var would be dropped silently instead of refused.
+    // propertyNames, not a pattern-keyed record: a badly named var is then refused in adopt's words
+    // (bodyError), not as an additional property.
     vars: Type.Optional(
       Type.Record(Type.String(), Type.String({ maxLength: 2000 }), {
         propertyNames: { pattern: NAME_PATTERN },
@@ -90,16 +90,25 @@ const AdoptBody = Type.Object(
 );
 
 /**
- * The adopt body's validation errors as fastify words them (`body/hostname must match pattern …`),
- * except a badly named var, refused in the words adopt and the CLI use (ajv's own says only
- * "property name must be valid").
+ * A body's validation errors as fastify words them (`body/hostname must match pattern …`), except
+ * a field the schema does not have, named (ajv's own says only "must NOT have additional
+ * properties"), and a badly named var, refused in the words adopt and the CLI use (ajv's own says
+ * only "property name must be valid").
  */
-function adoptBodyError(errors: FastifySchemaValidationError[], dataVar: string): Error {
+function bodyError(errors: FastifySchemaValidationError[], dataVar: string): Error {
   const misnamed = errors.find(
     (error) => error.keyword === 'propertyNames' && error.instancePath === '/vars',
   );
   if (misnamed) return new Error(`${dataVar}/vars: ${badName('vars', String(misnamed.params.propertyName))}`);
-  return new Error(errors.map((error) => `${dataVar}${error.instancePath} ${error.message}`).join(', '));
+  return new Error(
+    errors
+      .map((error) =>
+        error.keyword === 'additionalProperties'
+          ? `${dataVar}${error.instancePath} has no field "${String(error.params.additionalProperty)}"`
+          : `${dataVar}${error.instancePath} ${error.message}`,
+      )
+      .join(', '),
+  );
 }
 
 /** What the API and the dashboard show for one machine: its record merged with its config entry. */
@@ -222,7 +231,11 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
       Querystring: Static<typeof TokenQuery>;
     }>(
       '/api/v1/machines/:mac/events',
-      { schema: { params: MacParams, body: MachineReport, querystring: TokenQuery }, bodyLimit: 16 * 1024 },
+      {
+        schema: { params: MacParams, body: MachineReport, querystring: TokenQuery },
+        schemaErrorFormatter: bodyError,
+        bodyLimit: 16 * 1024,
+      },
       async (request, reply) => {
         const mac = macParam(request, reply);
         if (!mac) return reply;
@@ -282,7 +295,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
 
   app.post<{ Params: MacParams; Body: Static<typeof AdoptBody> }>(
     '/api/v1/machines/:mac/adopt',
-    { schema: { params: MacParams, body: AdoptBody }, schemaErrorFormatter: adoptBodyError },
+    { schema: { params: MacParams, body: AdoptBody }, schemaErrorFormatter: bodyError },
     async (request, reply) => {
       if (!operatorAuthorized(request, reply, operatorToken())) return reply;
       const mac = macParam(request, reply);

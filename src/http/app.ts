@@ -75,6 +75,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // With no per-request lines there is nothing for a request-id child to tie together, and
     // creating one per request was a tenth of a boot script's CPU (bench/http profile).
     childLoggerFactory: (logger) => logger,
+    // fastify's ajv drops the properties a body schema closes out (`additionalProperties: false`):
+    // `host_name` in an adopt, or `reason` in a machine's report, was accepted and lost unsaid.
+    ajv: { customOptions: { removeAdditional: false } },
   });
   // First: its request counter hooks the whole app, so it must be in place before the other plugins.
   await app.register(metricsRoutes, {

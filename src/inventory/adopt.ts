@@ -148,7 +148,19 @@ export function adoptMachine(
     const entry = last.flow
       ? `${' '.repeat(dashColumn)}- ${flowMap(fields)}${newline}`
       : blockEntry(fields, dashColumn, fieldColumn, newline);
-    return { ok: true, text: insertAfterLine(text, last.range[1], entry, newline) };
+    return {
+      ok: true,
+      text: insertAfterLine(text, entryEnd(text, last.range[1], dashColumn), entry, newline),
+    };
+  }
+  // The list below is rewritten only when it has no entry: one that is no map (`- 52:54:…`, a bare
+  // `-`) would go with it, and every machine listed before it.
+  if (items.length > 0) {
+    return {
+      ok: false,
+      code: 'invalid',
+      message: `machines[${items.length - 1}] is not a machine entry (mac:, profile: …); fix it first`,
+    };
   }
   // No entries yet: `machines:`, `machines: []` (flow, emptied into a block list) or no key at all.
   const entry = blockEntry(fields, 2, 4, newline);
@@ -231,6 +243,26 @@ function columnOf(text: string, offset: number): number {
  * Inserts whole lines after the line that holds `offset` (ending that line first, with `newline`,
  * at the end of the text).
  */
+/**
+ * Where a block list's last entry ends for an insert after it: past the comment lines indented
+ * deeper than its dash that follow it (a commented-out key of that entry, `    # ip: …`), and the
+ * blank lines among them. A comment at the dash's column or left of it is the file's, not the entry's.
+ */
+function entryEnd(text: string, valueEnd: number, dashColumn: number): number {
+  let end = valueEnd;
+  for (let lineStart = text.indexOf('\n', Math.max(0, valueEnd - 1)) + 1; lineStart > 0; ) {
+    const next = text.indexOf('\n', lineStart);
+    const line = text.slice(lineStart, next === -1 ? text.length : next).replace(/\r$/, '');
+    const content = line.trimStart();
+    if (content !== '') {
+      if (!content.startsWith('#') || line.length - content.length <= dashColumn) break;
+      end = lineStart + line.length;
+    }
+    lineStart = next + 1;
+  }
+  return end;
+}
+
 function insertAfterLine(text: string, offset: number, lines: string, newline: string): string {
   const lineEnd = text.indexOf('\n', Math.max(0, offset - 1));
   return lineEnd === -1 ? `${text}${newline}${lines}` : splice(text, lineEnd + 1, 0, lines);

@@ -108,9 +108,10 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
   const firmware = firmwareOf(input);
   if (previous === undefined && !fromBootingMachine(input, firmware)) {
     // History only: an operator acting on a MAC never seen, a machine reporting without a boot this
-    // server saw (its history was wiped), or a DHCP client that is not network-booting.
+    // server saw (its history was wiped), or a DHCP client that is not network-booting. Adopting a
+    // MAC before its first boot asks for no state, so it is not refused.
     const derived =
-      input.source === 'operator' || input.source === 'machine'
+      (input.source === 'operator' && input.type !== 'adopt') || input.source === 'machine'
         ? [
             rejection(
               input,
