@@ -117,9 +117,10 @@ export async function startRackboot(options: {
   try {
     const source = watchConfig(initial, { logger: componentLogger(logger, 'config'), load });
     closers.push(async () => source.close());
-    // The decision needs the store's states, the store the config's machines: set once both exist
-    // (nothing is forgotten while the store opens unless it already holds more than the bound).
-    let listed = (_mac: Mac) => false;
+    // The decision needs the store's states, the store the config's machines: while the store opens
+    // (it forgets the oldest records past its bound there), the config's list answers.
+    const listedAtStart = new Set(initial.machines.map((machine) => machine.mac));
+    let listed = (mac: Mac) => listedAtStart.has(mac);
     const lifecycle = openLifecycle({
       stateDir: initial.server.state,
       retention: initial.events.retention,

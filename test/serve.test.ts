@@ -14,8 +14,11 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import Database from 'better-sqlite3';
+import { pino } from 'pino';
 import t, { type Test } from 'tap';
-import { DATABASE_FILE_NAME } from '../src/lifecycle/store.js';
+import { type Mac, macFromBytes, parseMac } from '../src/inventory/mac.js';
+import type { MachineEventInput } from '../src/lifecycle/events.js';
+import { DATABASE_FILE_NAME, MAX_UNINSTALLED, openLifecycle } from '../src/lifecycle/store.js';
 import { cliCommand, runCli } from './helpers/cli.js';
 import { freePort } from './helpers/loopback.js';
 import { createTestNetwork, requireTools, waitForOutput } from './helpers/netns.js';
@@ -497,3 +500,47 @@ t.test('an adopt through the API is answered once the config in force lists the 
     'one adopt recorded: the one that was taken',
   );
 });
+
+t.test(
+  'a listed machine keeps its record through a restart with more never-installed machines than kept',
+  async (t) => {
+    const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
+    const listedMac = parseMac('52:54:00:00:00:01') as Mac;
+    // The history a server that lists it left: the listed machine's boot first (so it is the one
+    // unchanged longest), then more unlisted, never-installed machines than the store keeps.
+    const history = openLifecycle({
+      stateDir: join(directory, 'state'),
+      retention: 1000,
+      logger: pino({ level: 'silent' }),
+      listed: (mac) => mac === listedMac,
+    });
+    const discover = (target: Mac): MachineEventInput => ({
+      mac: target,
+      source: 'dhcp',
+      type: 'dhcp-ignored',
+      detail: { firmware: 'uefi-pxe', arch: 'x86_64', reason: 'unknown-machine' },
+    });
+    await history.record(discover(listedMac));
+    const others = Array.from({ length: MAX_UNINSTALLED + 5 }, (_, index) =>
+      macFromBytes(Buffer.from([0x02, 0, 0, index >> 16, (index >> 8) & 0xff, index & 0xff])),
+    );
+    await Promise.all(others.map((other) => history.record(discover(other))));
+    await history.close();
+
+    const [httpPort, tftpPort] = [await freePort(), await freePort()];
+    const file = join(directory, 'rackboot.yaml');
+    writeFileSync(file, configText(httpPort, tftpPort, `  - { mac: ${listedMac}, profile: plain }\n`));
+    const child = startServe(file);
+    t.teardown(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    await waitForOutput(child, (line) => line.includes('rackboot serving'), 60_000);
+    const machine = await fetch(`http://127.0.0.1:${httpPort}/api/v1/machines/${listedMac}`);
+    t.equal(machine.status, 200);
+    t.match(
+      await machine.json(),
+      { listed: true, state: 'discovered', first_seen_at: String },
+      'its record is kept: the store asked the config whether it is listed while it opened',
+    );
+  },
+);
