@@ -56,3 +56,61 @@ export function runModuleWorker<T>(
     });
   });
 }
+
+/** Marks an Error sent as a plain object (sendableLogArguments). */
+const SENT_ERROR = 'rackbootSentError';
+
+/**
+ * A log call's arguments made fit for postMessage without losing an error's fields: a structured
+ * clone keeps only an Error's name, message and stack, so `code`, `errno`, `syscall` and `path`
+ * (what an alert on ENOSPC matches) were lost on the way to the main thread's logger. An Error, as
+ * an argument or a field of the call's object, travels as a marked plain object, its cause too;
+ * revivedLogArguments makes it an Error again.
+ */
+export function sendableLogArguments(args: unknown[]): unknown[] {
+  return args.map((arg) => (isPlainObject(arg) ? mapValues(arg, sendableError) : sendableError(arg)));
+}
+
+export function revivedLogArguments(args: unknown[]): unknown[] {
+  return args.map((arg) =>
+    isSentError(arg) ? revivedError(arg) : isPlainObject(arg) ? mapValues(arg, revivedError) : arg,
+  );
+}
+
+function sendableError(value: unknown): unknown {
+  if (!(value instanceof Error)) return value;
+  const { cause, ...fields } = value as Error & Record<string, unknown>;
+  return {
+    ...fields,
+    [SENT_ERROR]: true,
+    name: value.name,
+    message: value.message,
+    stack: value.stack,
+    ...(cause === undefined ? {} : { cause: sendableError(cause) }),
+  };
+}
+
+function revivedError(value: unknown): unknown {
+  if (!isSentError(value)) return value;
+  const { [SENT_ERROR]: _mark, name, message, stack, cause, ...fields } = value;
+  const error = Object.assign(new Error(String(message)), fields);
+  error.name = String(name);
+  error.stack = String(stack);
+  if (cause !== undefined) error.cause = revivedError(cause);
+  return error;
+}
+
+function isSentError(value: unknown): value is Record<string, unknown> {
+  return isPlainObject(value) && value[SENT_ERROR] === true;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype;
+}
+
+function mapValues(
+  object: Record<string, unknown>,
+  map: (value: unknown) => unknown,
+): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(object).map(([key, value]) => [key, map(value)]));
+}

@@ -52,8 +52,10 @@ function offeredWithin(client: Probe, timeoutMs: number, options?: Map<number, B
   }, timeoutMs);
 }
 
-async function launchThreaded(t: Test, file: string, logLevel = 'warn') {
-  const server = await launchDhcp(pair.server, file, ['--thread'], { RACKBOOT_LOG_LEVEL: logLevel });
+async function launchThreaded(t: Test, file: string, logLevel = 'warn', flags: string[] = []) {
+  const server = await launchDhcp(pair.server, file, ['--thread', ...flags], {
+    RACKBOOT_LOG_LEVEL: logLevel,
+  });
   const lines: string[] = [];
   onLines(server.child, (line) => lines.push(line));
   t.teardown(() => {
@@ -167,6 +169,35 @@ t.test('the thread logs through the main logger, and a reload reaches it', async
   t.ok(
     await waitUntil(async () => server.events.some((event) => event.mac === UNLISTED_MAC), 5000),
     'and its event is recorded',
+  );
+});
+
+t.test('a reload while the first thread starts reaches it', async (t) => {
+  const ignoring = await configFile('reload-at-start', 'proxy', 'ignore');
+  const answering = await configFile('reload-at-start', 'proxy', 'coreos');
+  await launchThreaded(t, ignoring, 'warn', ['--reload-at-start', answering]);
+  const client = await startProbe(pair.client, '0.0.0.0:68');
+  // Once, the thread kept the config it started with until the next reload.
+  t.ok(
+    await offeredWithin(client, 10_000, FIRMWARE.uefiPxe(7)),
+    'the unknown machine gets the offer the reload allows',
+  );
+});
+
+t.test('close() during a restart returns once the new thread is closed too', async (t) => {
+  const { server, lines, command } = await launchThreaded(
+    t,
+    await configFile('close-in-restart', 'authoritative'),
+  );
+  await command('kill-thread', 'KILLED');
+  // The restart begins after RESTART_DELAY_MS; close() is called while it is under way.
+  t.ok(await waitUntil(async () => lines.includes('THREAD-STARTING 2'), 10_000), 'a new thread is starting');
+  const closed = waitForLine(server.child, (line) => line.startsWith('CLOSED'), 30_000);
+  server.child.stdin?.write('close\n');
+  t.equal(
+    await closed,
+    'CLOSED alive=0',
+    'no thread runs once close() is done (once, the new one came up after it, on a state already released)',
   );
 });
 

@@ -1,7 +1,9 @@
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { MessageChannel } from 'node:worker_threads';
 import t from 'tap';
-import { runModuleWorker } from '../src/worker-thread.js';
+import { revivedLogArguments, runModuleWorker, sendableLogArguments } from '../src/worker-thread.js';
 
 t.test('a one-shot worker answers once its thread has ended, with the buffers moved to it', async (t) => {
   const endedFile = join(t.testdir(), 'ended');
@@ -40,4 +42,47 @@ t.test('a one-shot worker that answers but does not end is terminated after the 
   );
   t.equal(answer, 7);
   t.ok(performance.now() - started < 30_000, 'not held for the thread’s two minutes');
+});
+
+t.test("a log call's errors cross to another thread with their code, errno, syscall and cause", async (t) => {
+  const { port1, port2 } = new MessageChannel();
+  t.teardown(() => port1.close());
+  const crossed = async (args: unknown[]) => {
+    const received = once(port2, 'message');
+    port1.postMessage(args);
+    return ((await received) as [unknown[]])[0];
+  };
+  const full = Object.assign(new Error('ENOSPC: no space left on device, write'), {
+    code: 'ENOSPC',
+    errno: -28,
+    syscall: 'write',
+    cause: Object.assign(new Error('quota'), { code: 'EDQUOT' }),
+  });
+  const [plainClone] = (await crossed([{ err: full }])) as [{ err: Error & { code?: string } }];
+  t.equal(
+    plainClone.err.code,
+    undefined,
+    'a structured clone alone loses the code (why the arguments are made sendable)',
+  );
+
+  const [fields, message] = revivedLogArguments(
+    await crossed(sendableLogArguments([{ err: full, xid: '0a0b0c0d' }, 'lease write failed'])),
+  ) as [
+    {
+      err: Error & { code?: string; errno?: number; syscall?: string; cause?: Error & { code?: string } };
+      xid: string;
+    },
+    string,
+  ];
+  t.ok(fields.err instanceof Error, "an Error again, for the logger's err serializer");
+  t.match(fields.err, { name: 'Error', message: full.message, code: 'ENOSPC', errno: -28, syscall: 'write' });
+  t.equal(fields.err.stack, full.stack);
+  t.match(fields.err.cause, { message: 'quota', code: 'EDQUOT' });
+  t.ok(fields.err.cause instanceof Error);
+  t.equal(fields.xid, '0a0b0c0d');
+  t.equal(message, 'lease write failed');
+  const [alone] = revivedLogArguments(await crossed(sendableLogArguments([full]))) as [
+    Error & { code?: string },
+  ];
+  t.match(alone, { code: 'ENOSPC', syscall: 'write' }, 'an error given as the first argument too');
 });

@@ -3,7 +3,7 @@ import type { LevelWithSilentOrString } from 'pino';
 import type { Config } from '../inventory/schema.js';
 import type { MachineEventInput, RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
-import { startModuleWorker } from '../worker-thread.js';
+import { revivedLogArguments, startModuleWorker } from '../worker-thread.js';
 import { AddressBook, type AddressNews } from './address-book.js';
 import type { DhcpServer, DhcpStats } from './server.js';
 
@@ -69,7 +69,10 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
   const { logger } = options;
   const startThread = options.startThread ?? startDhcpWorker;
   let config = options.config;
-  let thread: Worker;
+  /** The thread that last became ready (it may have died since); none before the first start. */
+  let thread: Worker | undefined;
+  /** A start in progress: close() waits for it, so no thread comes up after close() is done. */
+  let starting: Promise<void> | undefined;
   let addresses = new AddressBook();
   let closing = false;
   let closed: Promise<void> | undefined;
@@ -110,11 +113,9 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
             restartDelayMs = RESTART_DELAY_MS;
             thread = started;
             addresses = book;
-            // A reload while a restarted thread was starting went to the dead one.
+            // A reload while the thread was starting had no thread to go to.
             if (config !== launchedWith)
               started.postMessage({ kind: 'config', config } satisfies ToDhcpThread);
-            // A restart that finished after close() was called: close it too.
-            if (closing) started.postMessage({ kind: 'close' } satisfies ToDhcpThread);
             resolve();
             break;
           case 'failed':
@@ -125,7 +126,7 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
             recordAll(message.events);
             break;
           case 'log':
-            log(message.level, message.args);
+            log(message.level, revivedLogArguments(message.args));
             break;
           case 'stats':
             statsWaiters.get(message.id)?.resolve(message.stats);
@@ -158,7 +159,9 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
 
   const relaunch = () => {
     if (closing) return;
-    launch().catch((error: unknown) => {
+    starting = launch();
+    starting.catch((error: unknown) => {
+      if (closing) return;
       restartDelayMs = Math.min(restartDelayMs * 2, RESTART_DELAY_MAX_MS);
       logger.error(
         { err: error, restartInMs: restartDelayMs },
@@ -168,28 +171,32 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
     });
   };
 
-  await launch();
+  // Subscribed before the first start: a reload while the thread starts is sent to it once ready.
   options.onConfigChange((next) => {
     config = next;
-    if (!closing) thread.postMessage({ kind: 'config', config: next } satisfies ToDhcpThread);
+    if (!closing) thread?.postMessage({ kind: 'config', config: next } satisfies ToDhcpThread);
   });
+  starting = launch();
+  await starting;
 
   return {
     close() {
       closing = true;
-      closed ??= new Promise<void>((resolve) => {
-        if (thread.threadId === -1) resolve();
-        else {
-          thread.once('exit', () => resolve());
-          thread.postMessage({ kind: 'close' } satisfies ToDhcpThread);
-        }
-      });
+      closed ??= (async () => {
+        await starting?.catch(() => undefined);
+        const current = thread;
+        if (!current || current.threadId === -1) return;
+        await new Promise<void>((resolve) => {
+          current.once('exit', () => resolve());
+          current.postMessage({ kind: 'close' } satisfies ToDhcpThread);
+        });
+      })();
       return closed;
     },
     macForIp: (ip) => addresses.macForIp(ip, Date.now()),
     stats() {
       return new Promise((resolve, reject) => {
-        if (thread.threadId === -1) {
+        if (!thread || thread.threadId === -1) {
           reject(new Error('the DHCP thread is being started again'));
           return;
         }

@@ -9,6 +9,7 @@ import { createBootDecision } from '../inventory/decision.js';
 import { deepFreeze } from '../inventory/load.js';
 import type { Config } from '../inventory/schema.js';
 import type { MachineEventInput } from '../lifecycle/events.js';
+import { sendableLogArguments } from '../worker-thread.js';
 import type { AddressNews } from './address-book.js';
 import { type DhcpServer, startDhcpServer } from './server.js';
 import type { DhcpThreadData, FromDhcpThread, ToDhcpThread } from './thread.js';
@@ -43,7 +44,7 @@ const logger = pino({
   hooks: {
     logMethod(args, _method, level) {
       try {
-        post({ kind: 'log', level, args });
+        post({ kind: 'log', level, args: sendableLogArguments(args) });
       } catch (error) {
         post({ kind: 'log', level, args: [`${String(args.at(-1))} (log fields not sendable: ${error})`] });
       }

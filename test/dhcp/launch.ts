@@ -1,6 +1,6 @@
 /**
  * Runs the DHCP server alone, for tests and the bench, inside the namespace it is started in:
- *   ip netns exec NS node --import tsx test/dhcp/launch.ts CONFIG.yaml [--events] [--close-after-acks N] [--thread]
+ *   ip netns exec NS node --import tsx test/dhcp/launch.ts CONFIG.yaml [--events] [--close-after-acks N] [--thread] [--reload-at-start FILE]
  * Prints `READY` once the sockets are bound; with --events, one `EVENT <json>` line per recorded
  * event. On stdin, `stats` prints `STATS <json>`, `mac-for IP` prints `MAC-FOR <json>` (the MAC the
  * server binds that address to, or null). SIGTERM closes the server and exits 0. With
@@ -51,7 +51,16 @@ const record: RecordEvent = async (event) => {
 };
 const dhcpLogger = logger.child({ component: 'dhcp' });
 let thread: Worker | undefined;
+const threads: Worker[] = [];
 const reloadListeners: ((config: Config) => void)[] = [];
+// `--reload-at-start FILE`: a reload delivered, as the config watcher would, to the listeners
+// subscribed at the moment the first thread is being started.
+const reloadAtStartFlag = flags.indexOf('--reload-at-start');
+const reloadAtStart =
+  reloadAtStartFlag === -1
+    ? undefined
+    : await loadConfigFile(flags[reloadAtStartFlag + 1] ?? '', { missingAssets: 'warn' });
+if (reloadAtStart && !reloadAtStart.ok) throw new Error(JSON.stringify(reloadAtStart.problems));
 const server = flags.includes('--thread')
   ? await startDhcpThread({
       config,
@@ -60,6 +69,14 @@ const server = flags.includes('--thread')
       logger: dhcpLogger,
       startThread: (data) => {
         thread = startDhcpWorker(data);
+        if (threads.length === 0 && reloadAtStart?.ok) {
+          const next = reloadAtStart.config;
+          queueMicrotask(() => {
+            for (const listener of reloadListeners) listener(next);
+          });
+        }
+        threads.push(thread);
+        process.stdout.write(`THREAD-STARTING ${threads.length}\n`);
         return thread;
       },
     })
@@ -92,6 +109,11 @@ createInterface({ input: process.stdin }).on('line', async (line) => {
     if (!reloaded.ok) throw new Error(JSON.stringify(reloaded.problems));
     for (const listener of reloadListeners) listener(reloaded.config);
     process.stdout.write('RELOADED\n');
+  }
+  if (command === 'close') {
+    await server.close();
+    // Threads still running once close() is done: none, or a restart outlived the shutdown.
+    process.stdout.write(`CLOSED alive=${threads.filter((started) => started.threadId !== -1).length}\n`);
   }
   if (command === 'kill-thread') {
     await thread?.terminate();
