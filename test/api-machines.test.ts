@@ -455,6 +455,25 @@ t.test('/metrics: machines by state, install histogram, TFTP outcomes, HTTP requ
   t.match(text, /^process_cpu_user_seconds_total \d/m, 'process metrics');
 });
 
+t.test('/metrics: rackboot_dhcp_up is 0 while the DHCP thread is down, the last counters kept', async (t) => {
+  let threadUp = true;
+  const { app } = await startLifecycleApp(t, undefined, async () => {
+    if (!threadUp) throw new Error('the DHCP thread is being started again');
+    return { messages: [{ type: 'discover', decision: 'offer', count: 3 }], malformed: [], boundLeases: 2 };
+  });
+  t.match((await app.inject('/metrics')).body, /^rackboot_dhcp_up 1$/m, 'up while it answers');
+  threadUp = false;
+  const down = (await app.inject('/metrics')).body;
+  t.match(down, /^rackboot_dhcp_up 0$/m, 'down while its thread is started again');
+  t.match(
+    down,
+    /^rackboot_dhcp_messages_total\{type="discover",decision="offer"\} 3$/m,
+    'the last counters stand',
+  );
+  threadUp = true;
+  t.match((await app.inject('/metrics')).body, /^rackboot_dhcp_up 1$/m, 'up again');
+});
+
 t.test('/metrics counts the events a failed history write left out', async (t) => {
   const { app, lifecycle, config } = await startLifecycleApp(t);
   failHistoryWrites(config().server.state);

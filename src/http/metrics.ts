@@ -67,7 +67,13 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
   // Read by the DHCP collectors below; fetched before each scrape, since prom-client's collect()
   // functions are called one after the other and the thread answers asynchronously.
   let dhcpCounters: DhcpCounters = { messages: [], malformed: [], boundLeases: 0 };
+  let dhcpUp = true;
   if (options.dhcpStats) {
+    scrapeTimeValue(registry, Gauge, {
+      name: 'rackboot_dhcp_up',
+      help: 'Whether the DHCP server answered this scrape: 0 while its thread is started again after dying (see the log); the other DHCP metrics then hold their last values.',
+      read: () => (dhcpUp ? 1 : 0),
+    });
     new Counter({
       name: 'rackboot_dhcp_messages_total',
       help: 'DHCP messages received, by message type and what the server decided.',
@@ -247,8 +253,12 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
   app.addHook('onClose', async () => unsubscribe());
 
   app.get('/metrics', async (_request, reply) => {
-    // While a dead DHCP thread is started again, the last counters stand.
-    if (options.dhcpStats) dhcpCounters = await options.dhcpStats().catch(() => dhcpCounters);
+    // While a dead DHCP thread is started again, the last counters stand and rackboot_dhcp_up says so.
+    if (options.dhcpStats) {
+      const fetched = await options.dhcpStats().catch(() => undefined);
+      dhcpUp = fetched !== undefined;
+      dhcpCounters = fetched ?? dhcpCounters;
+    }
     reply.type(registry.contentType);
     return registry.metrics();
   });
