@@ -675,3 +675,28 @@ t.test('machines adopt --hostname warns of a hostname another machine has, and s
   t.equal(fresh.code, 0, fresh.stderr);
   t.notMatch(fresh.stderr, /warning/, 'a hostname of its own: no warning');
 });
+
+t.test('adopt warns only of the new entry also in a flow list, where it shares lines', async (t) => {
+  for (const [layout, machines] of [
+    [
+      'one entry a line',
+      'machines: [\n  {mac: 52:54:00:aa:00:01, hostname: db1, profile: plain}  # first\n  ]\n',
+    ],
+    ['all on one line', 'machines: [ {mac: 52:54:00:aa:00:01, hostname: db1, profile: plain} ]\n'],
+  ] as const) {
+    const file = join(
+      t.testdir({ config: { 'rackboot.yaml': PLAIN_CONFIG.replace('machines: []\n', machines) } }),
+      'config',
+      'rackboot.yaml',
+    );
+    const result = await adoptIntoFile(file, {
+      mac: mac('52:54:00:aa:00:0b'),
+      profile: 'plain',
+      hostname: 'db1',
+    });
+    if (!result.ok) throw new Error(result.message);
+    // Once, the old entry's warning came too: its line had been given a comma, or the new entry.
+    t.equal(result.warnings?.length, 1, `${layout}: one warning, the new entry's`);
+    t.match(result.warnings?.[0] ?? '', /duplicate hostname db1/, layout);
+  }
+});

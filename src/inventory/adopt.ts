@@ -353,18 +353,26 @@ async function adoptHoldingLock(
   }
   const written = await replaceFile(file, adopted.text, original);
   if (!written) return changedWhileAdopting(file);
-  const entry = linesAdded(original, adopted.text);
+  const added = textAdded(original, adopted.text);
+  const lineStarts = [0];
+  for (let index = adopted.text.indexOf('\n'); index !== -1; index = adopted.text.indexOf('\n', index + 1))
+    lineStarts.push(index + 1);
   const warnings = (loaded.ok ? loaded.warnings : [])
-    .filter(
-      (warning) =>
-        resolve(warning.file) === resolve(file) && warning.line >= entry.first && warning.line <= entry.last,
-    )
+    .filter((warning) => {
+      if (resolve(warning.file) !== resolve(file)) return false;
+      const offset = (lineStarts[warning.line - 1] ?? Number.NaN) + warning.col - 1;
+      return offset >= added.start && offset < added.end;
+    })
     .map((warning) => formatProblem(warning));
   return { ...adopted, warnings };
 }
 
-/** The 1-based lines of `after` that `before` lacks, as an adopt splices one entry into the text. */
-function linesAdded(before: string, after: string): { first: number; last: number } {
+/**
+ * The offsets of `after` that `before` lacks, as an adopt splices one entry into the text. By
+ * offset, not by line: in a flow list the entry can share a line with the one before it, or give
+ * that one a comma, and a warning about that entry is not the new one's.
+ */
+function textAdded(before: string, after: string): { start: number; end: number } {
   let prefix = 0;
   while (prefix < before.length && before[prefix] === after[prefix]) prefix += 1;
   let suffix = 0;
@@ -373,8 +381,7 @@ function linesAdded(before: string, after: string): { first: number; last: numbe
     before[before.length - 1 - suffix] === after[after.length - 1 - suffix]
   )
     suffix += 1;
-  const lineAt = (offset: number) => after.slice(0, offset).split('\n').length;
-  return { first: lineAt(prefix), last: lineAt(after.length - suffix) };
+  return { start: prefix, end: after.length - suffix };
 }
 
 /**
