@@ -86,6 +86,7 @@ export async function startRackboot(options: {
   env: Record<string, string | undefined>;
 }): Promise<RunningRackboot> {
   const load = (file: string) => loadConfigInWorker({ file, missingAssets: 'error', env: options.env });
+  const loadedAt = Date.now();
   const loaded = await load(options.configFile);
   if (!loaded.ok) throw new ConfigProblemsError(loaded.problems);
   const initial = loaded.config;
@@ -115,7 +116,7 @@ export async function startRackboot(options: {
   };
 
   try {
-    const source = watchConfig(initial, { logger: componentLogger(logger, 'config'), load });
+    const source = watchConfig(initial, { logger: componentLogger(logger, 'config'), load, loadedAt });
     closers.push(async () => source.close());
     // The decision needs the store's states, the store the config's machines: while the store opens
     // (it forgets the oldest records past its bound there), the config's list answers.

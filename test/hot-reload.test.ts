@@ -101,6 +101,31 @@ t.test('a valid edit is applied and logged with what changed; an invalid one is 
   t.equal(source.current(), before, 'the previous config keeps serving');
 });
 
+t.test('an edit saved between the first load and the start of the watch is applied at once', async (t) => {
+  const { file, config: initial, logger, records } = await loadedFixture(t, base);
+  const loadedAt = Date.now();
+  // The kernel stamps mtime from a clock that can lag Date.now() by a tick.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const unchanged = watchConfig(initial, { logger, debounceMs: 20, loadedAt });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  unchanged.close();
+  t.notOk(
+    records.some((record) => record.msg.includes('config reloaded')),
+    'files unchanged since the load: no reload',
+  );
+
+  saveLikeAnEditor(file, base.replace('hostname: one', 'hostname: uno'));
+  const source = watchConfig(initial, { logger, debounceMs: 20, loadedAt });
+  t.teardown(() => source.close());
+  const applied = new Promise<[Config, ConfigDiff]>((resolve) =>
+    source.on('change', (...args) => resolve(args)),
+  );
+  // Once, the edit waited for the next one: the watch began after it and never heard of it.
+  const [config, diff] = await waitFor(applied, 5000, 'the edit made before the watch to be applied');
+  t.same(diff.machinesChanged, ['52:54:00:00:00:01']);
+  t.equal(config.machines[0]?.hostname, 'uno');
+});
+
 t.test(
   'a config reached through symlinks reloads when its target changes (a Kubernetes ConfigMap)',
   async (t) => {

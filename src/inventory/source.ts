@@ -59,6 +59,12 @@ export function watchConfig(
     debounceMs?: number;
     /** How often a rejected reload is tried again (default 5 s). */
     retryMs?: number;
+    /**
+     * When the reading of `initial`'s files began (Date.now()): one of them changed since, before
+     * its watch began, is reloaded at once. `serve` takes the lock and opens its state between the
+     * two, and an edit saved then was applied only with the next one.
+     */
+    loadedAt?: number;
   },
 ): ConfigSource {
   const { logger } = options;
@@ -249,6 +255,9 @@ export function watchConfig(
   };
 
   rewatch();
+  const { loadedAt } = options;
+  if (loadedAt !== undefined && [...watchedFiles(config)].some((file) => modifiedSince(file, loadedAt)))
+    schedule();
   return {
     current: () => config,
     status: () => status,
@@ -495,5 +504,14 @@ function linkTarget(path: string): string | undefined {
     return lstatSync(path).isSymbolicLink() ? readlinkSync(path) : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/** Whether `file` (followed through links) was modified at or after `since`; a file gone is a change. */
+function modifiedSince(file: string, since: number): boolean {
+  try {
+    return statSync(file).mtimeMs >= since;
+  } catch {
+    return true;
   }
 }
