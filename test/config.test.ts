@@ -355,6 +355,72 @@ t.test('a short server.api_token is refused by its length, never echoed', async 
   }
 });
 
+t.test(
+  'a server.api_token that reads as an environment variable is refused unless the environment sets one',
+  async (t) => {
+    const directory = workspace(t);
+    for (const written of ['"${RACKBOOT_API_TOKEN}"', '$RACKBOOT_API_TOKEN', '$OPERATOR_TOKEN_FROM_VAULT']) {
+      const yaml = header.replace('  address: 10.77.0.1', `  address: 10.77.0.1\n  api_token: ${written}`);
+      // Once, the operator API then took this very text as its token.
+      const unset = await loadConfigText(yaml, join(directory, 'rackboot.yaml'), { env: {} });
+      t.notOk(unset.ok, `${written}: refused`);
+      if (!unset.ok) {
+        t.match(
+          formatProblem(unset.problems[0] as (typeof unset.problems)[0], directory),
+          /^rackboot\.yaml:3:14: server\.api_token reads as an environment variable/,
+          `${written}: at its line`,
+        );
+      }
+      const set = await loadConfigText(yaml, join(directory, 'rackboot.yaml'), {
+        env: { RACKBOOT_API_TOKEN: 'from-the-environment-0123' },
+      });
+      t.ok(set.ok, `${written}: the environment's token is the one in force`);
+    }
+    const literal = header.replace(
+      '  address: 10.77.0.1',
+      '  address: 10.77.0.1\n  api_token: $ecret-with-a-dollar-0123',
+    );
+    t.ok(
+      (await loadConfigText(literal, join(directory, 'rackboot.yaml'), { env: {} })).ok,
+      'a token that only starts with $',
+    );
+  },
+);
+
+t.test('a YAML tag yaml does not know is refused at its line, not read as the text after it', async (t) => {
+  const directory = workspace(t);
+  const yaml = header.replace(
+    '  address: 10.77.0.1',
+    '  address: 10.77.0.1\n  api_token: !env RACKBOOT_API_TOKEN',
+  );
+  const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'), { env: {} });
+  t.notOk(loaded.ok, 'once, the token was the text RACKBOOT_API_TOKEN');
+  if (!loaded.ok) {
+    t.same(
+      loaded.problems.map((problem) => formatProblem(problem, directory)),
+      [
+        'rackboot.yaml:3:14: YAML tag !env is not one rackboot reads: the value would be the plain text after it (nothing here is expanded from the environment); remove the tag',
+      ],
+    );
+  }
+});
+
+t.test('a template path that is a directory is called one, not missing', async (t) => {
+  const directory = workspace(t);
+  const loaded = await loadConfigText(
+    header.replace('ignition: ignition/worker.bu', 'ignition: ignition'),
+    join(directory, 'rackboot.yaml'),
+    { env: {} },
+  );
+  t.notOk(loaded.ok);
+  if (!loaded.ok) {
+    t.same(
+      loaded.problems.map((problem) => formatProblem(problem, directory)),
+      ['rackboot.yaml:12:15: Ignition/Butane template "ignition" is not a file (a directory?)'],
+    );
+  }
+});
+
 t.test('$RACKBOOT_API_TOKEN overrides server.api_token', async (t) => {
   const directory = workspace(t);
   const loaded = await loadConfigText(header, join(directory, 'rackboot.yaml'), {

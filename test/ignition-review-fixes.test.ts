@@ -163,3 +163,39 @@ t.test('ignition.config.replace is served as a merge beside the report unit', as
   const { stdout, stderr } = await execFileAsync('ignition-validate', [file]);
   t.equal(`${stdout}${stderr}`, '', 'ignition-validate takes the config served');
 });
+
+t.test('YAML trouble in a template is a problem at its line, never a throw', async (t) => {
+  const problems = (text: string) =>
+    parseTemplate(join(scratch, 'y.bu'), text).problems.map(
+      (problem) => `${problem.line}:${problem.col}: ${problem.message}`,
+    );
+  const head = 'variant: fcos\nversion: 1.5.0\n';
+  // Once, these two were thrown: a 500 from the server, a stack trace from validate.
+  t.same(problems(`${head}storage:\n  files:\n    - *nope\n`), [
+    '5:7: alias *nope has no anchor &nope before it',
+  ]);
+  const files = Array.from({ length: 150 }, (_, index) => `    - { path: /etc/f${index}, mode: *m }`).join(
+    '\n',
+  );
+  t.same(
+    problems(`${head}x-mode: &m 0644\nstorage:\n  files:\n${files}\n`),
+    [],
+    'more aliases than yaml allows by default: Butane (go-yaml) takes them, so do we',
+  );
+  t.match(
+    problems(`${head}passwd: !env USERS\n`),
+    ['3:9: YAML tag !env is not one rackboot reads: the value would be the plain text after it'],
+    'a tag yaml does not know is refused, not read as the text after it',
+  );
+  t.match(problems(`${head}---\nvariant: fcos\n`), [
+    /^3:1: a second YAML document starts here \(---\); a template is one document/,
+  ]);
+  t.match(
+    problems(
+      `${head}storage:\n  files:\n    - path: /etc/hostname\n      contents:\n        inline: {{hostname}}\n`,
+    ),
+    [
+      /^7:18: a key that is itself a map or a list: unquoted, a \{\{…\}\} placeholder reads as one in YAML; quote it/,
+    ],
+  );
+});

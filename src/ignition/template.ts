@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { type Document, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import { isName, nameRule } from '../inventory/names.js';
+import { documentData, positionIn, yamlProblems } from '../inventory/parse.js';
 import type { Problem } from '../inventory/problems.js';
 import { SCALAR_TYPE_OF_KEY } from './spec.js';
 
@@ -89,14 +90,31 @@ export function parseTemplate(file: string, text: string): ParsedTemplate {
     prettyErrors: false,
     merge: true,
   });
-  const problems: Problem[] = document.errors.map((error) => {
-    const position = lineCounter.linePos(error.pos[0]);
-    return { file, line: position.line, col: position.col, message: error.message.split('\n')[0] ?? '' };
-  });
+  const problems = yamlProblems(document, lineCounter, file, text, 'a template');
   const parsed: ParsedTemplate = { file, text, document, lineCounter, data: undefined, problems };
   if (problems.length > 0) return parsed;
+  const position = positionIn(file, lineCounter);
+  visit(document, {
+    Pair(_key, pair) {
+      if (isMap(pair.key) || isSeq(pair.key)) {
+        problems.push({
+          ...position(pair.key),
+          message:
+            'a key that is itself a map or a list: unquoted, a {{…}} placeholder reads as one in YAML; quote it ("{{hostname}}")',
+        });
+      }
+    },
+  });
+  if (problems.length > 0) return parsed;
   if (isMap(document.contents) && document.contents.has('variant')) readAsGoYaml(document);
-  parsed.data = document.toJS();
+  // An alias naming no anchor, or past yaml's guard against alias bombs, is a problem at the alias,
+  // as in the config: once it was thrown, a 500 from the server and a stack trace from validate.
+  const data = documentData(document, position);
+  if ('problems' in data) {
+    problems.push(...data.problems);
+    return parsed;
+  }
+  parsed.data = data.value;
   checkPlaceholderNames(parsed);
   return parsed;
 }

@@ -73,6 +73,9 @@ export async function loadConfigText(text: string, file: string, options: LoadOp
  * Parsed config data (parse.ts) → one validated Config, or every problem found, placed by `locate`.
  * `file` is the config's absolute path.
  */
+/** `$NAME` or `${NAME}`: what a shell or systemd would expand, and this loader does not. */
+const ENVIRONMENT_REFERENCE = /^\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})$/;
+
 export async function checkConfigData(
   raw: Record<string, unknown>,
   locate: Locator,
@@ -92,6 +95,16 @@ export async function checkConfigData(
       locate.at(
         ['server', 'api_token'],
         `$RACKBOOT_API_TOKEN is ${environmentToken.length} characters; an API token needs at least ${API_TOKEN_MIN_LENGTH}`,
+      ),
+    );
+  }
+  const writtenToken = (withDefaults.server as { api_token?: unknown } | undefined)?.api_token;
+  if (!environmentToken && typeof writtenToken === 'string' && ENVIRONMENT_REFERENCE.test(writtenToken)) {
+    // The file is not expanded: the operator API would take this very text as its token.
+    problems.push(
+      locate.at(
+        ['server', 'api_token'],
+        'server.api_token reads as an environment variable ($NAME or ${NAME}), but the config is not expanded and RACKBOOT_API_TOKEN is not set: the token would be that text. Set RACKBOOT_API_TOKEN in the environment and remove the key, or write the token itself',
       ),
     );
   }
@@ -705,9 +718,8 @@ async function templateFileProblems(
     if (profile.ignition === undefined) continue;
     if (!isRegularFile(profile.ignition)) {
       const shown = relative(dirname(config.file), profile.ignition);
-      problems.push(
-        locate.at(['profiles', name, 'ignition'], `Ignition/Butane template "${shown}" does not exist`),
-      );
+      const what = existsSync(profile.ignition) ? 'is not a file (a directory?)' : 'does not exist';
+      problems.push(locate.at(['profiles', name, 'ignition'], `Ignition/Butane template "${shown}" ${what}`));
     } else if (checkTemplate && !checked.has(profile.ignition)) {
       checked.add(profile.ignition);
       problems.push(...(await checkTemplate(profile.ignition, config)));

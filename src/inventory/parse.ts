@@ -59,21 +59,8 @@ export async function readConfigFile(
 export function parseConfigText(text: string, file: string): Parsed {
   const { document, lineCounter } = parseWithPositions(text);
   const position = positionIn(file, lineCounter);
-  if (document.errors.length > 0) {
-    const lines = text.split('\n');
-    return {
-      ok: false,
-      problems: document.errors.map((error) => {
-        const at = lineCounter.linePos(error.pos[0]);
-        // yaml's own text for this one points at its API (parseAllDocuments), not at the file.
-        const message =
-          error.code === 'MULTIPLE_DOCS'
-            ? 'a second YAML document starts here (---); the config is one document: remove the --- and merge what follows into the first'
-            : `YAML syntax error: ${error.message.split('\n')[0]}`;
-        return { file, ...at, message: withTabHint(message, lines[at.line - 1]) };
-      }),
-    };
-  }
+  const problems = yamlProblems(document, lineCounter, file, text, 'the config');
+  if (problems.length > 0) return { ok: false, problems };
   const data = plainData(document, position);
   if ('problems' in data) return { ok: false, problems: data.problems };
   const value: unknown = data.value ?? {};
@@ -89,6 +76,38 @@ export function parseConfigText(text: string, file: string): Parsed {
     };
   }
   return { ok: true, data: value as Record<string, unknown>, locate: locator(document, position) };
+}
+
+/**
+ * The syntax errors of a parsed document, and its tags yaml does not know (`!env FOO`: yaml warns
+ * and reads the text after the tag, so the value would silently be "FOO"), at FILE:LINE:COL.
+ * `what` names the file in the message for a second document.
+ */
+export function yamlProblems(
+  document: Document,
+  lineCounter: LineCounter,
+  file: string,
+  text: string,
+  what: 'the config' | 'a template',
+): Problem[] {
+  const lines = text.split('\n');
+  const errors = document.errors.map((error) => {
+    const at = lineCounter.linePos(error.pos[0]);
+    // yaml's own text for this one points at its API (parseAllDocuments), not at the file.
+    const message =
+      error.code === 'MULTIPLE_DOCS'
+        ? `a second YAML document starts here (---); ${what} is one document: remove the --- and merge what follows into the first`
+        : `YAML syntax error: ${error.message.split('\n')[0]}`;
+    return { file, ...at, message: withTabHint(message, lines[at.line - 1]) };
+  });
+  const tags = document.warnings
+    .filter((warning) => warning.code === 'TAG_RESOLVE_FAILED')
+    .map((warning) => ({
+      file,
+      ...lineCounter.linePos(warning.pos[0]),
+      message: `YAML tag ${/Unresolved tag: (\S+)/.exec(warning.message)?.[1] ?? ''} is not one rackboot reads: the value would be the plain text after it (nothing here is expanded from the environment); remove the tag`,
+    }));
+  return [...errors, ...tags];
 }
 
 /** yaml's message for a tab in indentation ("nested mappings are not allowed…") never says "tab". */
@@ -126,10 +145,10 @@ function parseWithPositions(text: string): { document: Document; lineCounter: Li
   return { document, lineCounter };
 }
 
-type Position = (node: Node | undefined | null) => Omit<Problem, 'message'>;
+export type Position = (node: Node | undefined | null) => Omit<Problem, 'message'>;
 
 /** The position of a node (the document's start when there is none). */
-function positionIn(file: string, lineCounter: LineCounter): Position {
+export function positionIn(file: string, lineCounter: LineCounter): Position {
   return (node) => ({ file, ...lineCounter.linePos(node?.range?.[0] ?? 0) });
 }
 
@@ -212,6 +231,26 @@ function varAsWritten(value: Scalar): string | undefined {
  * become problems at an alias instead, so a bad edit is reported, never thrown at a running server.
  */
 function plainData(document: Document, position: Position): { value: unknown } | { problems: Problem[] } {
+  return documentData(document, position, (pair, path) => {
+    if (!isScalar(pair.value)) return;
+    const written = isMachineField(pair, path, 'mac')
+      ? macAsWritten(pair.value)
+      : isMachineVar(path)
+        ? varAsWritten(pair.value)
+        : undefined;
+    if (written !== undefined) pair.value.value = written;
+  });
+}
+
+/**
+ * A document as plain data, its alias problems at their alias (plainData says why); `onPair` may
+ * change a pair's scalar before the conversion.
+ */
+export function documentData(
+  document: Document,
+  position: Position,
+  onPair?: (pair: Pair, path: readonly unknown[]) => void,
+): { value: unknown } | { problems: Problem[] } {
   const aliases: Alias[] = [];
   const anchors = new Set<string>();
   const problems: Problem[] = [];
@@ -229,13 +268,7 @@ function plainData(document: Document, position: Position): { value: unknown } |
       } else if (node.anchor) anchors.add(node.anchor);
     },
     Pair(_key, pair, path) {
-      if (!isScalar(pair.value)) return;
-      const written = isMachineField(pair, path, 'mac')
-        ? macAsWritten(pair.value)
-        : isMachineVar(path)
-          ? varAsWritten(pair.value)
-          : undefined;
-      if (written !== undefined) pair.value.value = written;
+      onPair?.(pair, path);
     },
   });
   if (problems.length > 0) return { problems };
