@@ -507,10 +507,15 @@ function linkTarget(path: string): string | undefined {
   }
 }
 
-/** Whether `file` (followed through links) was modified at or after `since`; a file gone is a change. */
+/**
+ * Whether `file` (followed through links) was modified at or after `since`; a file gone is a change.
+ * Only a regular file's time says so: a FIFO's changes with every write, and reading it again would
+ * wait for a writer.
+ */
 function modifiedSince(file: string, since: number): boolean {
   try {
-    return statSync(file).mtimeMs >= since;
+    const stats = statSync(file);
+    return stats.isFile() && stats.mtimeMs >= since;
   } catch {
     return true;
   }
