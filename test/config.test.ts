@@ -4,6 +4,7 @@ import t, { type Test } from 'tap';
 import { durationSeconds, loadConfigText } from '../src/inventory/load.js';
 import { parseMac } from '../src/inventory/mac.js';
 import { formatProblem } from '../src/inventory/problems.js';
+import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
 
 /** A directory with assets and a template, so only the case under test is wrong. */
 function workspace(t: Test): string {
@@ -631,4 +632,76 @@ t.test('a list or mapping in the wrong place is named by its size, not printed w
     problems.every((line) => line.length < 200),
     'every line is short',
   );
+});
+
+t.test(
+  'profile args are filled for every machine at load: what cannot be is refused at its line',
+  async (t) => {
+    const directory = workspace(t);
+    const withArgs = (args: string, machines: string, unknown = 'ignore') =>
+      header.replace('    ignition: ignition/worker.bu\n', `    args: ${args}\n`) +
+      `unknown_machines: ${unknown}\nmachines:\n${machines}`;
+    const problems = async (yaml: string) => {
+      const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'), {
+        ...VALIDATE_CHECKS,
+        env: {},
+      });
+      return loaded.ok ? [] : loaded.problems.map((problem) => formatProblem(problem, directory));
+    };
+    const two =
+      '  - { mac: 52:54:00:00:00:01, profile: plain, vars: { role: db } }\n  - { mac: 52:54:00:00:00:02, profile: plain }\n';
+    // Once, each of these passed validate and sent every machine of the profile into an error script.
+    t.same(await problems(withArgs('[console=ttyS0, "x={{ignition_ur}}"]', two)), [
+      'rackboot.yaml:12:27: unknown template variable {{ignition_ur}}',
+    ]);
+    t.same(await problems(withArgs('["role={{vars.role}}"]', two)), [
+      "rackboot.yaml:12:12: {{vars.role}} is not set for machine 52:54:00:00:00:02 (add it under the machine's vars)",
+    ]);
+    t.same(
+      await problems(
+        withArgs(
+          '["role={{vars.role}}"]',
+          '  - { mac: 52:54:00:00:00:01, profile: plain, vars: { role: "a b" } }\n',
+        ),
+      ),
+      [
+        'rackboot.yaml:12:12: filled in, this argument holds whitespace, a control character or an iPXE command separator (; && ||), which would split the kernel line: a var used in one must be a single word',
+      ],
+    );
+    t.match(
+      await problems(
+        withArgs(
+          '["role={{vars.role}}"]',
+          '  - { mac: 52:54:00:00:00:01, profile: plain, vars: { role: db } }\n',
+          'plain',
+        ),
+      ),
+      [/^rackboot\.yaml:12:12: \{\{vars\.role\}\} cannot be filled for machines not in the inventory/],
+    );
+    t.same(
+      await problems(
+        withArgs(
+          '["host={{hostname}}", "role={{vars.role}}"]',
+          '  - { mac: 52:54:00:00:00:01, profile: plain, hostname: n1, vars: { role: db } }\n',
+        ),
+      ),
+      [],
+      'what fills is fine',
+    );
+  },
+);
+
+t.test('{{…}} in a profile field that is not filled per machine is refused', async (t) => {
+  const directory = workspace(t);
+  const loaded = await loadConfigText(
+    header.replace('    kernel: vmlinuz\n', '    kernel: "{{vars.kernel}}"\n'),
+    join(directory, 'rackboot.yaml'),
+    { env: {} },
+  );
+  t.notOk(loaded.ok);
+  if (!loaded.ok)
+    t.match(
+      loaded.problems.map((problem) => formatProblem(problem, directory)),
+      [/^rackboot\.yaml:10:13: profiles\.plain\.kernel holds \{\{…\}\}, which is not filled in here/],
+    );
 });

@@ -1,10 +1,19 @@
 import type { MachineAssignment } from '../boot-plan.js';
+import { isKernelWord } from '../boot-plan.js';
 import { createBootDecision } from '../inventory/decision.js';
 import type { Mac } from '../inventory/mac.js';
 import type { Problem } from '../inventory/problems.js';
 import type { Config } from '../inventory/schema.js';
 import { renderIgnition } from './render.js';
-import { type ParsedTemplate, readTemplate, type TemplateVars, variablesUsedBy } from './template.js';
+import {
+  type ParsedTemplate,
+  type PathError,
+  readTemplate,
+  substituteString,
+  type TemplateVars,
+  variablesIn,
+  variablesUsedBy,
+} from './template.js';
 import { createMachineSecrets, type MachineSecrets } from './tokens.js';
 import { machineVars } from './vars.js';
 
@@ -53,6 +62,55 @@ export async function checkTemplate(templateFile: string, config: Config): Promi
     ...problem,
     message: namingMachines(problem.message, who, machines),
   }));
+}
+
+/**
+ * For load.ts (`LoadOptions.checkArguments`): each profile's `args` filled for every machine of the
+ * profile as the server fills them for its iPXE script (machine-script.ts), so a misspelt variable,
+ * a var a machine lacks or a value that would split the kernel line is refused at its line, not
+ * answered at each of those machines' boots with an error script and a reboot. Machines that agree
+ * on every variable the args name share one fill, as templates share a render.
+ */
+export function checkArguments(config: Config): { path: (string | number)[]; message: string }[] {
+  const found: { path: (string | number)[]; message: string }[] = [];
+  for (const [name, profile] of Object.entries(config.profiles)) {
+    const args = profile.args ?? [];
+    const used = [...new Set(args.flatMap(variablesIn))];
+    if (used.length === 0) continue;
+    const problems = new Map<string, { path: (string | number)[]; message: string; who: string[] }>();
+    const problemsOfFill = new Map<string, string[]>();
+    let machines = 0;
+    for (const sample of samplesFor(config, new Set([name]), used)) {
+      machines += 1;
+      const key = JSON.stringify(used.map((variable) => variableValue(sample.vars, variable)));
+      let identities = problemsOfFill.get(key);
+      if (identities === undefined) {
+        identities = [];
+        for (const [index, arg] of args.entries()) {
+          const path = ['profiles', name, 'args', index];
+          const errors: PathError[] = [];
+          const filled = substituteString(arg, sample.vars, path, errors);
+          const messages = errors.map((error) => error.message.replace(sample.vars.mac, '{mac}'));
+          if (errors.length === 0 && !isKernelWord(filled))
+            messages.push(
+              'filled in, this argument holds whitespace, a control character or an iPXE command separator (; && ||), which would split the kernel line: a var used in one must be a single word',
+            );
+          for (const message of messages) {
+            const identity = `${index}:${message}`;
+            if (!problems.has(identity)) problems.set(identity, { path, message, who: [] });
+            identities.push(identity);
+          }
+        }
+        problemsOfFill.set(key, identities);
+      }
+      for (const identity of identities) problems.get(identity)?.who.push(sample.who);
+    }
+    for (const { path, message, who } of problems.values()) {
+      const [first = ''] = who;
+      found.push({ path, message: namingMachines(message.replace('{mac}', first), who, machines) });
+    }
+  }
+  return found;
 }
 
 const NO_PROBLEMS: string[] = [];

@@ -183,8 +183,14 @@ function checkPlaceholderNames(parsed: ParsedTemplate): void {
 
 /** The names of the `{{...}}` placeholders in the template's text, each once, sorted. */
 export function variablesUsedBy(parsed: ParsedTemplate): string[] {
-  const names = [...parsed.text.matchAll(PLACEHOLDER)].map((match) => match[1] ?? '');
-  return [...new Set(names.filter((name) => !LITERAL_BRACES.has(name)))].sort();
+  return [...new Set(variablesIn(parsed.text))].sort();
+}
+
+/** The names of the `{{…}}` variables in `text`, as written, each as often as it appears. */
+export function variablesIn(text: string): string[] {
+  return [...text.matchAll(PLACEHOLDER)]
+    .map((match) => match[1] ?? '')
+    .filter((name) => !LITERAL_BRACES.has(name));
 }
 
 function isKnownVariableName(name: string): boolean {

@@ -4,7 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { type Document, isMap, isNode, isScalar, isSeq, parse, parseDocument } from 'yaml';
 import { giveTo, makeDirectory, syncDirectory } from '../durable-file.js';
 import { type FileLockOptions, withFileLock } from '../file-lock.js';
-import { checkTemplate } from '../ignition/check.js';
+import { checkArguments, checkTemplate } from '../ignition/check.js';
 import { runModuleWorker } from '../worker-thread.js';
 import { type LoadOptions, loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
@@ -337,6 +337,7 @@ async function adoptHoldingLock(
   const loaded = await loadConfigText(adopted.text, file, {
     missingAssets: checks.missingAssets ?? 'error',
     checkTemplate,
+    checkArguments,
   });
   const problems = !loaded.ok
     ? loaded.problems.map((problem) => formatProblem(problem))

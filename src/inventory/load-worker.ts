@@ -22,7 +22,7 @@ async function parseStage(file: string): Promise<ParsedFile> {
 }
 
 async function checkStage(stage: Extract<LoadStage, { stage: 'check' }>) {
-  const [{ checkConfigData }, { locatorOnDemand }, { checkTemplate }] = await Promise.all([
+  const [{ checkConfigData }, { locatorOnDemand }, { checkTemplate, checkArguments }] = await Promise.all([
     import('./load.js'),
     import('./parse.js'),
     import('../ignition/check.js'),
@@ -32,5 +32,6 @@ async function checkStage(stage: Extract<LoadStage, { stage: 'check' }>) {
     missingAssets: stage.missingAssets,
     env: stage.env,
     checkTemplate,
+    checkArguments,
   });
 }

@@ -53,6 +53,11 @@ export interface LoadOptions {
    * this module stays free of rendering.
    */
   checkTemplate?: (templateFile: string, config: Config) => Promise<Problem[]>;
+  /**
+   * Fills each profile's args for every machine of it, as the server does for its iPXE script, and
+   * returns what cannot be filled (ignition/check.ts). Given by the caller, as checkTemplate.
+   */
+  checkArguments?: (config: Config) => { path: Path; message: string }[];
 }
 
 export async function loadConfigFile(file: string, options: LoadOptions = {}): Promise<Loaded> {
@@ -73,6 +78,9 @@ export async function loadConfigText(text: string, file: string, options: LoadOp
  * Parsed config data (parse.ts) → one validated Config, or every problem found, placed by `locate`.
  * `file` is the config's absolute path.
  */
+const notFilledIn = (field: string) =>
+  `${field} holds {{…}}, which is not filled in here: only args and the Ignition template are per machine (move the varying part into args)`;
+
 /** `$NAME` or `${NAME}`: what a shell or systemd would expand, and this loader does not. */
 const ENVIRONMENT_REFERENCE = /^\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})$/;
 
@@ -115,7 +123,14 @@ export async function checkConfigData(
   const config = normalise(withDefaults as unknown as RawConfig, file, env);
   const assetProblems = missingAssetProblems(config, locate);
   const templateProblems = await templateFileProblems(config, locate, options.checkTemplate);
-  const errors = [...templateProblems, ...(options.missingAssets === 'warn' ? [] : assetProblems)];
+  const argumentProblems = (options.checkArguments?.(config) ?? []).map(({ path, message }) =>
+    locate.at(path, message),
+  );
+  const errors = [
+    ...templateProblems,
+    ...argumentProblems,
+    ...(options.missingAssets === 'warn' ? [] : assetProblems),
+  ];
   const warnings = [
     ...(options.missingAssets === 'warn' ? assetProblems : []),
     ...splitArgumentWarnings((withDefaults as unknown as RawConfig).profiles, locate),
@@ -399,6 +414,21 @@ function crossFieldProblems(
           `profile "${name}" (coreos-install) needs install_device, e.g. /dev/sda`,
         ),
       );
+    }
+    // Only args and Ignition templates are filled per machine; here `{{vars.disk}}` would reach the
+    // kernel line as written.
+    for (const field of ['kernel', 'rootfs', 'install_device'] as const) {
+      if (typeof profile[field] === 'string' && profile[field].includes('{{')) {
+        problems.push(locate.at(['profiles', name, field], notFilledIn(`profiles.${name}.${field}`)));
+      }
+    }
+    if (Array.isArray(profile.initrd)) {
+      profile.initrd.forEach((initrd, index) => {
+        if (typeof initrd === 'string' && initrd.includes('{{'))
+          problems.push(
+            locate.at(['profiles', name, 'initrd', index], notFilledIn(`profiles.${name}.initrd[${index}]`)),
+          );
+      });
     }
     // It becomes one kernel argument (coreos.inst.install_dev=…), which iPXE would split.
     if (typeof profile.install_device === 'string' && !isKernelWord(profile.install_device)) {

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { access, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { checkTemplate } from '../ignition/check.js';
+import { checkArguments, checkTemplate } from '../ignition/check.js';
 import type { LoadOptions } from './load.js';
 import { type Locator, locatorOnDemand } from './parse.js';
 import type { Problem } from './problems.js';
@@ -12,7 +12,7 @@ import type { Config } from './schema.js';
  * machines that use it; missing boot assets are warnings (assets are downloaded, not committed).
  * `machines adopt` writes nothing these checks refuse.
  */
-export const VALIDATE_CHECKS: LoadOptions = { missingAssets: 'warn', checkTemplate };
+export const VALIDATE_CHECKS: LoadOptions = { missingAssets: 'warn', checkTemplate, checkArguments };
 
 /**
  * Whether the user this runs as can keep its state in server.state. `create` (serve) makes the
