@@ -6,7 +6,7 @@ import { startTftpServer, type TftpServer } from '../src/tftp/server.js';
 import { createTestNetwork, requireTools } from './helpers/netns.js';
 import { waitUntil } from './helpers/poll.js';
 import { createAssets, loadTestConfig, startTestServer } from './tftp/harness.js';
-import { ackPacket, blockOf, opcodeOf, rrq, udpPeer } from './tftp/udp.js';
+import { ackPacket, blockOf, errorText, opcodeOf, rrq, udpPeer } from './tftp/udp.js';
 
 // Datagrams no real client sends, and a shutdown racing a request: the server neither crashes, nor
 // loops, nor reflects, and keeps serving.
@@ -159,4 +159,18 @@ t.test('with listen 0.0.0.0, replies come from server.address, the address clien
   }
   const output = await namespace.exec('node', ['--import', 'tsx', 'test/tftp/reply-address.ts'], 60_000);
   t.same(JSON.parse(output.trim().split('\n').at(-1) ?? '{}'), { from: '10.77.20.1' });
+});
+
+t.test('a shutdown tells the clients of running transfers with an ERROR', async (t) => {
+  const closing = await startTestServer(assets.root);
+  const client = await udpPeer();
+  t.teardown(() => client.close());
+  client.send(rrq(assets.files.one.name), closing.port);
+  const { message: first } = await client.next();
+  t.equal(opcodeOf(first), 3, 'DATA 1 came, left unacknowledged');
+  await closing.server.close();
+  // Once, the transfer's socket closed unsaid and the client waited out its retries.
+  const replies = (await client.collect(500)).filter((message) => opcodeOf(message) === 5);
+  t.equal(replies.length, 1, 'one ERROR');
+  t.equal(errorText(replies[0] ?? Buffer.alloc(5)), 'Server shutting down');
 });

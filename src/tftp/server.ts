@@ -399,7 +399,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     close: async () => {
       closed = true;
       for (const transfer of active.values())
-        if (transfer !== 'starting') transfer.end('aborted', 'shutdown');
+        if (transfer !== 'starting') transfer.abort('Server shutting down', 'shutdown');
       await new Promise<void>((resolve) => requestSocket.close(() => resolve()));
     },
   };
@@ -473,6 +473,19 @@ class ActiveTransfer {
     await bindUdp(this.socket, this.options.listen, 0);
     if (this.ended) return;
     this.apply(startTransfer(parameters, performance.now()));
+  }
+
+  /**
+   * Tells the client why with an ERROR, then ends the transfer: a client told nothing waits out its
+   * retries (curl, firmware: tens of seconds). Ending closes the socket at once: dgram hands a
+   * datagram to the kernel right away unless earlier sends are still queued, the one case where the
+   * ERROR is lost (the client times out). A transfer whose socket is not bound yet has sent nothing.
+   */
+  abort(message: string, reason: string): void {
+    if (this.ended) return;
+    if (this.state !== undefined)
+      this.options.sendError(this.socket, this.options.peer, ErrorCode.notDefined, message, 'client');
+    this.end('aborted', reason);
   }
 
   end(outcome: TransferOutcome, reason?: string): void {
@@ -596,11 +609,10 @@ class ActiveTransfer {
         this.options.stats.errors.io += 1;
         const changed = error instanceof FileChangedError;
         this.options.logger.warn({ err: error, request: { file: this.options.file } }, 'tftp read failed');
-        // Ending closes the socket at once: dgram hands a datagram to the kernel right away unless
-        // earlier sends are still queued, the one case where the ERROR is lost (the client times out).
-        const message = changed ? 'File changed during transfer' : 'Read error';
-        this.options.sendError(this.socket, this.options.peer, ErrorCode.notDefined, message, 'client');
-        this.end('aborted', changed ? 'file-changed' : 'read-error');
+        this.abort(
+          changed ? 'File changed during transfer' : 'Read error',
+          changed ? 'file-changed' : 'read-error',
+        );
       },
     );
   }
