@@ -2,6 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import {
+  closeSync,
+  openSync,
   readdirSync,
   readlinkSync,
   renameSync,
@@ -9,6 +11,7 @@ import {
   statSync,
   truncateSync,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createServer, get, type IncomingMessage, type Server } from 'node:http';
@@ -51,17 +54,18 @@ async function rangeServer(
   const results: Promise<FileRangeResult>[] = [];
   const closing = new AbortController();
   const server: Server = createServer((_request, response) => {
-    const result = open(path, 'r').then((file) =>
-      sendFileRange(response, {
+    const result = openAsDecided(path, statSync(path)).then((file) => {
+      if (typeof file === 'string') throw new Error(`fixture file ${file}`);
+      return sendFileRange(response, {
         file,
         ...range,
         status: 200,
         headers: { 'content-length': range.length },
         abort: closing.signal,
         chunks,
-      }),
-    );
-    void result.then((sent) => sent.outcome === 'file-shortened' && response.destroy());
+      });
+    });
+    void result.then((sent) => sent.outcome !== 'complete' && response.destroy());
     results.push(result);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -162,6 +166,35 @@ t.test('a file shortened while it is sent cuts the response short instead of end
   t.equal(descriptorsOn(path), 0, 'the file is closed');
 });
 
+t.test('a file written in place while it is sent cuts the response short, not "complete"', async (t) => {
+  const length = 64 * FILE_CHUNK_BYTES;
+  const path = join(t.testdir(), 'rewritten.img');
+  patternedFile(path, length);
+  const { port, results } = await rangeServer(t, path, { start: 0, length });
+  const response = await request(port);
+  response.pause();
+  await sleep(200);
+  // What `dd conv=notrunc` or `rsync --inplace` does: same size, other bytes, further on.
+  const writer = openSync(path, 'r+');
+  writeSync(writer, Buffer.alloc(FILE_CHUNK_BYTES, 0xee), 0, FILE_CHUNK_BYTES, 40 * FILE_CHUNK_BYTES);
+  closeSync(writer);
+  let received = 0;
+  const ended = await new Promise<string>((resolve) => {
+    response.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    response.on('end', () => resolve('end'));
+    response.on('aborted', () => resolve('aborted'));
+    response.on('error', () => resolve('error'));
+    response.resume();
+  });
+  // Once, the download went on to the end: part old bytes, part new, and "complete".
+  t.equal((await results[0])?.outcome, 'file-changed');
+  t.not(ended, 'end', `the client sees a cut connection (${ended})`);
+  t.ok(received < length, `fewer bytes than Content-Length arrived (${received} of ${length})`);
+  t.equal(descriptorsOn(path), 0, 'the file is closed');
+});
+
 t.test('a pipelined request queued behind another ends with its connection, file closed', async (t) => {
   const path = sparseFile(join(t.testdir(), 'pipelined.img'), 32 * FILE_CHUNK_BYTES);
   const { port, results } = await rangeServer(t, path, { start: 0, length: 32 * FILE_CHUNK_BYTES });
@@ -253,7 +286,7 @@ t.test(
     const decided = statSync(path);
     const same = await openAsDecided(path, decided);
     t.not(typeof same, 'string', 'unchanged: opened');
-    if (typeof same !== 'string') await same.close();
+    if (typeof same !== 'string') await same.file.close();
     writeFileSync(join(dir, 'next.img'), 'second version');
     renameSync(join(dir, 'next.img'), path);
     t.equal(await openAsDecided(path, decided), 'changed', 'renamed over: not sent under the old headers');

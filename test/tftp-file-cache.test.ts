@@ -3,7 +3,8 @@ import { mkdtemp, open, rename, rm, truncate, utimes, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { CacheFullError, FileCache, FileChangedError, type PayloadSource } from '../src/tftp/file-cache.js';
+import { FileChangedError } from '../src/file-change.js';
+import { CacheFullError, FileCache, type PayloadSource } from '../src/tftp/file-cache.js';
 
 const MiB = 1 << 20;
 

@@ -6,7 +6,7 @@ import send, { type FileSendResult, type SendOptions } from '@fastify/send';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { escapesRoot } from '../path-inside.js';
 import type { BootServiceContext } from './boot-service.js';
-import { ChunkPool, openAsDecided, sendFileRange } from './file-range.js';
+import { ChunkPool, type OpenedFile, openAsDecided, sendFileRange } from './file-range.js';
 import { requesterIp } from './machine-auth.js';
 
 /**
@@ -60,7 +60,7 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
       const body = request.method === 'GET' ? bodyRange(decided) : undefined;
       // HEAD, 304 Not Modified: no body.
       if (!body) return reply.code(decided.statusCode).headers(decided.headers).send(decided.stream);
-      let file: FileHandle | 'changed' | 'not-a-file';
+      let file: OpenedFile | 'changed' | 'not-a-file';
       try {
         file = await openAsDecided(decided.metadata.path, decided.metadata.stat);
       } catch (error) {
@@ -88,7 +88,7 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
     request: FastifyRequest<{ Params: { '*': string } }>,
     reply: FastifyReply,
     decided: FileSendResult,
-    file: FileHandle,
+    file: OpenedFile,
     body: { start: number; length: number },
   ): Promise<void> {
     // Read now: once the connection is gone its address is too.
@@ -106,8 +106,11 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
       reply.log.warn({ err: error, file: decided.metadata.path }, 'asset download failed');
       return { outcome: 'read-error' as const, bytesSent: 0 };
     });
-    if (sent.outcome === 'file-shortened')
-      reply.log.warn({ file: decided.metadata.path }, 'asset shortened while it was sent; connection cut');
+    if (sent.outcome === 'file-shortened' || sent.outcome === 'file-changed')
+      reply.log.warn(
+        { file: decided.metadata.path, outcome: sent.outcome },
+        'asset written while it was sent; connection cut (the client gets a short body, and retries)',
+      );
     // A body cut short must not look complete, and a connection left open would hold the server's close.
     if (sent.outcome !== 'complete') reply.raw.destroy();
     context.record(request, {

@@ -1,6 +1,7 @@
-import { constants, type Stats } from 'node:fs';
+import { type BigIntStats, constants, type Stats } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { assertUnchanged, FileChangedError } from '../file-change.js';
 
 /**
  * Bytes read from disk per chunk. send's default (64 KiB) moved 64 MiB over loopback at about a
@@ -80,8 +81,11 @@ export class ChunkPool {
 }
 
 export interface FileRangeResult {
-  /** 'file-shortened': the file ended before the range did; the caller must cut the connection. */
-  outcome: 'complete' | 'client-gone' | 'file-shortened';
+  /**
+   * 'file-shortened': the file ended before the range did; 'file-changed': it was written while it
+   * was sent, so the bytes sent may mix two versions. The caller must cut the connection for both.
+   */
+  outcome: 'complete' | 'client-gone' | 'file-shortened' | 'file-changed';
   /** Bytes handed to the kernel for this response. */
   bytesSent: number;
 }
@@ -95,29 +99,38 @@ export interface FileRangeResult {
 export async function openAsDecided(
   path: string,
   decided: Stats,
-): Promise<FileHandle | 'changed' | 'not-a-file'> {
+): Promise<OpenedFile | 'changed' | 'not-a-file'> {
   const file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  let opened: Stats;
+  let now: Stats;
+  // In nanoseconds, for the checks while it is sent; `decided` (send's stat) has only milliseconds.
+  let opened: BigIntStats;
   try {
-    opened = await file.stat();
+    [now, opened] = await Promise.all([file.stat(), file.stat({ bigint: true })]);
   } catch (error) {
     await file.close();
     throw error;
   }
   if (
-    opened.isFile() &&
-    opened.dev === decided.dev &&
-    opened.ino === decided.ino &&
-    opened.size === decided.size &&
-    opened.mtimeMs === decided.mtimeMs
+    now.isFile() &&
+    now.dev === decided.dev &&
+    now.ino === decided.ino &&
+    now.size === decided.size &&
+    now.mtimeMs === decided.mtimeMs
   )
-    return file;
+    return { file, path, opened };
   await file.close();
-  return opened.isFile() ? 'changed' : 'not-a-file';
+  return now.isFile() ? 'changed' : 'not-a-file';
+}
+
+/** A file opened for a download, with what its reads are checked against (assertUnchanged). */
+export interface OpenedFile {
+  file: FileHandle;
+  path: string;
+  opened: BigIntStats;
 }
 
 export interface FileRangeRequest {
-  file: FileHandle;
+  file: OpenedFile;
   start: number;
   length: number;
   status: number;
@@ -149,8 +162,21 @@ export interface FileRangeRequest {
  */
 export async function sendFileRange(
   response: ServerResponse,
-  { file, start, length, status, headers, abort, chunks }: FileRangeRequest,
+  { file: opened, start, length, status, headers, abort, chunks }: FileRangeRequest,
 ): Promise<FileRangeResult> {
+  const { file, path } = opened;
+  let baseline = opened.opened;
+  /** Whether the file was written since it was opened (assertUnchanged), so what was read may mix versions. */
+  const changed = async () => {
+    try {
+      baseline = await assertUnchanged(file, baseline, path);
+      return false;
+    } catch (error) {
+      if (error instanceof FileChangedError) return true;
+      throw error;
+    }
+  };
+  let uncheckedBytes = 0;
   const connection = response.req.socket;
   let onGone = () => {};
   const gone = new Promise<'client-gone'>((resolve) => {
@@ -198,6 +224,16 @@ export async function sendFileRange(
         return { outcome: 'file-shortened', bytesSent: sent.bytes };
       }
       position += bytesRead;
+      // One fstat per MiB read, as TFTP checks its chunks: cp, dd conv=notrunc or rsync --inplace
+      // over an asset being sent left every read full-length, and the download "complete".
+      uncheckedBytes += bytesRead;
+      if (uncheckedBytes >= FILE_CHUNK_BYTES) {
+        uncheckedBytes = 0;
+        if (await changed()) {
+          if (pooled) giveBack(pooled);
+          return { outcome: 'file-changed', bytesSent: sent.bytes };
+        }
+      }
       const writing = writeChunk(response, buffer.subarray(0, bytesRead), sent);
       if (pooled) void writing.then(() => giveBack(pooled));
       written[turn] = writing;
@@ -207,6 +243,8 @@ export async function sendFileRange(
     );
     if (stopped(await Promise.race([lastWrites, gone])))
       return { outcome: 'client-gone', bytesSent: sent.bytes };
+    // The last reads are checked too: the end is where a short rewrite would otherwise pass.
+    if (uncheckedBytes > 0 && (await changed())) return { outcome: 'file-changed', bytesSent: sent.bytes };
     response.end();
     return { outcome: 'complete', bytesSent: sent.bytes };
   } finally {

@@ -1,5 +1,6 @@
 import { type BigIntStats, constants } from 'node:fs';
-import { type FileHandle, open, stat } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
+import { assertUnchanged, FileChangedError } from '../file-change.js';
 import { toNetascii } from './netascii.js';
 
 /**
@@ -24,17 +25,6 @@ export type TransferMode = 'octet' | 'netascii';
 export class NetasciiTooLargeError extends Error {
   constructor(readonly limitBytes: number) {
     super(`netascii is served for files up to ${limitBytes >> 20} MiB`);
-  }
-}
-
-/**
- * The file is not the size its stat gave (replaced or truncated between the stat and the open), or
- * its content changed while it was read or sent: sending on would end the client's copy short, or
- * leave it a mix of two versions, without a word.
- */
-export class FileChangedError extends Error {
-  constructor() {
-    super('the file changed while it was read');
   }
 }
 
@@ -195,38 +185,6 @@ async function openSized(path: string, size: number): Promise<{ handle: FileHand
   if (opened.isFile() && opened.size === BigInt(size)) return { handle, opened };
   await handle.close();
   throw new FileChangedError();
-}
-
-/**
- * Throws FileChangedError when the bytes read so far may not all be of the version that was opened;
- * else returns the stat to compare the next read with. A rewrite in place (cp truncating then
- * writing, dd conv=notrunc, rsync --inplace) can leave every read full-length, so the descriptor's
- * times are compared: mtime, and ctime for a rewrite whose mtime was put back (cp -p, rsync -a
- * --inplace). A moved ctime goes on only when the path no longer names this file (renamed away, or
- * replaced atomically by a rename over it): nothing can then write it by name, and its bytes are
- * intact. Anything else that moves ctime (chmod, chown, a hard link, an xattr) cannot be told from a
- * rewrite with its mtime put back, which may come with it, so it ends the transfer too: the client's
- * retry gets the file whole.
- */
-async function assertUnchanged(
-  handle: FileHandle,
-  baseline: BigIntStats,
-  path: string,
-): Promise<BigIntStats> {
-  const now = await handle.stat({ bigint: true });
-  if (now.size !== baseline.size || now.mtimeNs !== baseline.mtimeNs) throw new FileChangedError();
-  if (now.ctimeNs === baseline.ctimeNs) return baseline;
-  if (!(await namesFile(path, now))) return now;
-  throw new FileChangedError();
-}
-
-async function namesFile(path: string, file: BigIntStats): Promise<boolean> {
-  try {
-    const named = await stat(path, { bigint: true });
-    return named.ino === file.ino && named.dev === file.dev;
-  } catch {
-    return false;
-  }
 }
 
 /**

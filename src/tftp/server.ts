@@ -1,6 +1,7 @@
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { networkInterfaces } from 'node:os';
 import { performance } from 'node:perf_hooks';
+import { FileChangedError } from '../file-change.js';
 import type { Mac } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
@@ -10,7 +11,6 @@ import { bindUdp, createUdp4Socket, trySend } from '../udp.js';
 import {
   CacheFullError,
   FileCache,
-  FileChangedError,
   NetasciiTooLargeError,
   type PayloadSource,
   type TransferMode,
