@@ -1,4 +1,8 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { promisify } from 'node:util';
 import { pino } from 'pino';
 import t from 'tap';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
@@ -18,6 +22,7 @@ t.teardown(async () => {
   await assets.remove();
 });
 const { port } = running;
+const execFileAsync = promisify(execFile);
 const errorPacket = (code: number, text: string) =>
   Buffer.concat([Buffer.from([0, 5, 0, code]), Buffer.from(`${text}\0`, 'latin1')]);
 
@@ -173,4 +178,47 @@ t.test('a shutdown tells the clients of running transfers with an ERROR', async 
   const replies = (await client.collect(500)).filter((message) => opcodeOf(message) === 5);
   t.equal(replies.length, 1, 'one ERROR');
   t.equal(errorText(replies[0] ?? Buffer.alloc(5)), 'Server shutting down');
+});
+
+t.test('a new request from the port of a running transfer gets its own file (tftp-hpa -R)', async (t) => {
+  await requireTools('tftp');
+  // A client that asked for one.bin from a fixed port and vanished after DATA 1 (a ROM reset).
+  const vanished = await udpPeer();
+  const clientPort = vanished.socket.address().port;
+  vanished.send(rrq(assets.files.one.name), port);
+  const { message: first } = await vanished.next();
+  t.equal(opcodeOf(first), 3, 'one.bin is being sent to that port');
+  await vanished.close();
+  const before = running.events.length;
+  const output = join(assets.root, '..', 'got-small.txt');
+  // Not spawnSync: the server under test runs in this process.
+  const fetched = await execFileAsync(
+    'tftp',
+    [
+      '-R',
+      `${clientPort}:${clientPort}`,
+      '-m',
+      'binary',
+      '127.0.0.1',
+      String(port),
+      '-c',
+      'get',
+      assets.files.small.name,
+      output,
+    ],
+    { timeout: 20_000 },
+  ).then(
+    () => 'fetched',
+    (error: Error) => error.message,
+  );
+  t.equal(fetched, 'fetched');
+  // Once, the new request was taken for a resend, and the old transfer's DATA answered it: one.bin.
+  t.same(readFileSync(output), assets.files.small.content, 'small.txt, byte-exact');
+  const ended = running.events
+    .slice(before)
+    .map((event) => [event.detail?.file, event.detail?.outcome, event.detail?.reason]);
+  t.match(ended, [
+    [assets.files.one.name, 'aborted', 'superseded'],
+    [assets.files.small.name, 'complete'],
+  ]);
 });

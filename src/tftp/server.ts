@@ -258,8 +258,16 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     }
     const { request } = decoded;
     const key = `${peer.address}:${peer.port}`;
-    // A client that retransmits its RRQ is already being served from the transfer's own socket.
-    if (active.has(key)) return;
+    const running = active.get(key);
+    if (running !== undefined) {
+      // A client that retransmits its RRQ is already being served from the transfer's own socket.
+      if (running === 'starting' || running.isResendOf(message)) return;
+      // Anything else from that IP:port is a new request: its client moved on (a ROM reset onto the
+      // same port, tftp -R, a size probe left unanswered), and the old transfer's OACK or DATA,
+      // still resent to that port, would answer it with the other file. No ERROR: before its own
+      // transfer answers, the client would take one from the old port as the answer to its request.
+      running.end('aborted', 'superseded');
+    }
     if (request.kind === 'write') {
       return refuse(peer, request.filename, ErrorCode.accessViolation, 'Read-only server', 'write-request');
     }
@@ -340,6 +348,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
         : { ...TIMING, maxTimeoutMs: negotiated.timeoutSeconds * 1000 };
     const transfer = new ActiveTransfer({
       peer,
+      request: message,
       file: name.relative,
       mode,
       negotiated,
@@ -422,6 +431,8 @@ function transferAddress(listen: string, serverAddress: string): string {
 
 interface ActiveTransferOptions {
   peer: RemoteInfo;
+  /** The request that started it, as received: a byte-identical one before any answer is a resend. */
+  request: Buffer;
   file: string;
   mode: TransferMode;
   negotiated: Negotiated;
@@ -459,6 +470,8 @@ class ActiveTransfer {
   private ended = false;
   /** Encoded on first send, reused when the timer resends it. */
   private oack: Buffer | undefined;
+  /** The client sent something to the transfer's port: it has its answer, so a request is not a resend. */
+  private heardFromClient = false;
 
   constructor(private readonly options: ActiveTransferOptions) {
     this.socket = createUdp4Socket();
@@ -473,6 +486,11 @@ class ActiveTransfer {
     await bindUdp(this.socket, this.options.listen, 0);
     if (this.ended) return;
     this.apply(startTransfer(parameters, performance.now()));
+  }
+
+  /** Whether `request` is the one that started this transfer, sent again before the client heard it. */
+  isResendOf(request: Buffer): boolean {
+    return !this.heardFromClient && request.equals(this.options.request);
   }
 
   /**
@@ -519,6 +537,7 @@ class ActiveTransfer {
       this.options.answerStranger(this.socket, message, from);
       return;
     }
+    this.heardFromClient = true;
     const state = this.state;
     const packet = decodeClientPacket(message);
     if (state === undefined || packet === undefined || packet.kind === 'other') {
