@@ -27,7 +27,7 @@ export interface DhcpCounters {
 /** The TFTP server's counters that /metrics reads at every scrape. */
 export type TftpCounters = Pick<
   TftpStats,
-  'activeTransfers' | 'refusalsSuppressed' | 'retransmittedPackets' | 'cacheBytes' | 'errors'
+  'activeTransfers' | 'refusalsSuppressed' | 'retransmittedPackets' | 'cacheBytes' | 'errors' | 'transfers'
 >;
 
 export interface MetricsOptions {
@@ -144,11 +144,25 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
     });
   }
 
+  /**
+   * Refusals come from the TFTP server's own count when there is one: a refusal left out of the
+   * history (a repeat, or over the record budgets) is counted by the next recorded one only if that
+   * comes, and its key is still remembered, so counting events left some out.
+   */
+  let refusalsCounted = 0;
+  const countLiveRefusals = (counter: Counter) => {
+    if (!tftpStats) return;
+    const refused = tftpStats().transfers.refused;
+    if (refused > refusalsCounted) counter.inc({ outcome: 'refused' }, refused - refusalsCounted);
+  };
   const tftpTransfers = new Counter({
     name: 'rackboot_tftp_transfers_total',
     help: 'TFTP transfers finished, by outcome (complete, probe, aborted, timeout, refused).',
     labelNames: ['outcome'],
     registers: [registry],
+    collect() {
+      countLiveRefusals(this);
+    },
   });
   const tftpBytes = new Counter({
     name: 'rackboot_tftp_bytes_total',
@@ -161,6 +175,11 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
     help: 'TFTP transfers that failed (aborted, timeout, refused), by outcome.',
     labelNames: ['outcome'],
     registers: [registry],
+    collect() {
+      countLiveRefusals(this);
+      // Both counters have taken the same refusals; the next scrape adds only newer ones.
+      if (tftpStats) refusalsCounted = tftpStats().transfers.refused;
+    },
   });
   const countRequest = scrapeTimeCounter(registry, {
     name: 'rackboot_http_requests_total',
@@ -240,9 +259,10 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
       const outcome = detail.outcome;
       // A refusal recorded after repeats that were not (src/tftp/server.ts) counts them too.
       const transfers = 1 + (typeof detail.suppressed === 'number' ? detail.suppressed : 0);
-      tftpTransfers.inc({ outcome }, transfers);
+      const counted = !(outcome === 'refused' && tftpStats);
+      if (counted) tftpTransfers.inc({ outcome }, transfers);
       if (typeof detail.bytes === 'number') tftpBytes.inc({ outcome }, detail.bytes);
-      if (TFTP_ERROR_OUTCOMES.has(outcome)) tftpErrors.inc({ outcome }, transfers);
+      if (counted && TFTP_ERROR_OUTCOMES.has(outcome)) tftpErrors.inc({ outcome }, transfers);
     } else if (event.type === 'state-changed' && detail.to === 'installed') {
       // The report comes from the installed system's boot; the install began at an earlier one.
       const installMs = detail.sinceInstallStartMs ?? detail.sinceBootMs;
