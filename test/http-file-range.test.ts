@@ -141,15 +141,22 @@ t.test('a client that hangs up mid-transfer ends it and the file is closed', asy
   t.equal(descriptorsOn(path), 0, 'no descriptor left open');
 });
 
-t.test('a file shortened while it is sent cuts the response short instead of ending it', async (t) => {
-  // Far more than loopback's socket buffers take in while the client is paused.
-  const length = 64 * FILE_CHUNK_BYTES;
-  const path = sparseFile(join(t.testdir(), 'shrinking.img'), length);
+/**
+ * Starts sending the `length` bytes of `path` to a paused client, changes the file with `change`,
+ * then reads on: the transfer must end as `outcome`, the client with a cut connection.
+ */
+async function changedWhileSent(
+  t: Test,
+  path: string,
+  length: number,
+  change: () => void,
+  outcome: FileRangeResult['outcome'],
+) {
   const { port, results } = await rangeServer(t, path, { start: 0, length });
   const response = await request(port);
   response.pause();
   await sleep(200);
-  truncateSync(path, FILE_CHUNK_BYTES);
+  change();
   let received = 0;
   const ended = await new Promise<string>((resolve) => {
     response.on('data', (chunk: Buffer) => {
@@ -160,39 +167,37 @@ t.test('a file shortened while it is sent cuts the response short instead of end
     response.on('error', () => resolve('error'));
     response.resume();
   });
-  t.equal((await results[0])?.outcome, 'file-shortened');
+  t.equal((await results[0])?.outcome, outcome);
   t.not(ended, 'end', `the client sees a cut connection (${ended})`);
   t.ok(received < length, `fewer bytes than Content-Length arrived (${received} of ${length})`);
   t.equal(descriptorsOn(path), 0, 'the file is closed');
+}
+
+// Far more than loopback's socket buffers take in while the client is paused.
+const CHANGED_LENGTH = 64 * FILE_CHUNK_BYTES;
+
+t.test('a file shortened while it is sent cuts the response short instead of ending it', async (t) => {
+  const path = sparseFile(join(t.testdir(), 'shrinking.img'), CHANGED_LENGTH);
+  await changedWhileSent(
+    t,
+    path,
+    CHANGED_LENGTH,
+    () => truncateSync(path, FILE_CHUNK_BYTES),
+    'file-shortened',
+  );
 });
 
 t.test('a file written in place while it is sent cuts the response short, not "complete"', async (t) => {
-  const length = 64 * FILE_CHUNK_BYTES;
   const path = join(t.testdir(), 'rewritten.img');
-  patternedFile(path, length);
-  const { port, results } = await rangeServer(t, path, { start: 0, length });
-  const response = await request(port);
-  response.pause();
-  await sleep(200);
-  // What `dd conv=notrunc` or `rsync --inplace` does: same size, other bytes, further on.
-  const writer = openSync(path, 'r+');
-  writeSync(writer, Buffer.alloc(FILE_CHUNK_BYTES, 0xee), 0, FILE_CHUNK_BYTES, 40 * FILE_CHUNK_BYTES);
-  closeSync(writer);
-  let received = 0;
-  const ended = await new Promise<string>((resolve) => {
-    response.on('data', (chunk: Buffer) => {
-      received += chunk.length;
-    });
-    response.on('end', () => resolve('end'));
-    response.on('aborted', () => resolve('aborted'));
-    response.on('error', () => resolve('error'));
-    response.resume();
-  });
-  // Once, the download went on to the end: part old bytes, part new, and "complete".
-  t.equal((await results[0])?.outcome, 'file-changed');
-  t.not(ended, 'end', `the client sees a cut connection (${ended})`);
-  t.ok(received < length, `fewer bytes than Content-Length arrived (${received} of ${length})`);
-  t.equal(descriptorsOn(path), 0, 'the file is closed');
+  patternedFile(path, CHANGED_LENGTH);
+  // What `dd conv=notrunc` or `rsync --inplace` does: same size, other bytes, further on. Once, the
+  // download went on to the end: part old bytes, part new, and "complete".
+  const rewrite = () => {
+    const writer = openSync(path, 'r+');
+    writeSync(writer, Buffer.alloc(FILE_CHUNK_BYTES, 0xee), 0, FILE_CHUNK_BYTES, 40 * FILE_CHUNK_BYTES);
+    closeSync(writer);
+  };
+  await changedWhileSent(t, path, CHANGED_LENGTH, rewrite, 'file-changed');
 });
 
 t.test('a pipelined request queued behind another ends with its connection, file closed', async (t) => {
