@@ -705,3 +705,27 @@ t.test('{{…}} in a profile field that is not filled per machine is refused', a
       [/^rackboot\.yaml:10:13: profiles\.plain\.kernel holds \{\{…\}\}, which is not filled in here/],
     );
 });
+
+t.test(
+  'a group or all-zero MAC under machines is refused: no card has one, it would never boot',
+  async (t) => {
+    const directory = workspace(t);
+    for (const mac of ['ff:ff:ff:ff:ff:ff', '01:00:5e:00:00:01', '00:00:00:00:00:00']) {
+      const loaded = await loadConfigText(
+        `${header}machines:\n  - { mac: "${mac}", profile: plain }\n`,
+        join(directory, 'rackboot.yaml'),
+        { env: {} },
+      );
+      t.notOk(loaded.ok, mac);
+      if (!loaded.ok)
+        t.match(
+          loaded.problems.map((problem) => formatProblem(problem, directory)),
+          [
+            new RegExp(
+              `^rackboot\\.yaml:14:\\d+: ${mac} is a group \\(multicast or broadcast\\) or all-zero address`,
+            ),
+          ],
+        );
+    }
+  },
+);

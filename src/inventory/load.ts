@@ -13,7 +13,7 @@ import {
   unassignableAddresses,
 } from '../ipv4.js';
 import { isObject } from '../json.js';
-import { parseMac } from './mac.js';
+import { isMachineMac, parseMac } from './mac.js';
 import { badName, isName, type NameKind } from './names.js';
 import { type Locator, type Path, parseConfigText, readConfigFile } from './parse.js';
 import { byPosition, closestName, type Problem } from './problems.js';
@@ -452,6 +452,14 @@ function crossFieldProblems(
       if (!mac) {
         problems.push(
           locate.at([...base, 'mac'], `"${machine.mac}" is not a MAC address (e.g. 52:54:00:12:34:56)`),
+        );
+      } else if (!isMachineMac(mac)) {
+        // The boot routes refuse such a MAC, and no DHCP client sends one: the entry would never boot.
+        problems.push(
+          locate.at(
+            [...base, 'mac'],
+            `${mac} is a group (multicast or broadcast) or all-zero address, which no network card has`,
+          ),
         );
       } else {
         const first = macLines.get(mac);
