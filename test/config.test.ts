@@ -729,3 +729,20 @@ t.test(
     }
   },
 );
+
+t.test('a YAML merge key in the config is one problem saying so, not two that contradict', async (t) => {
+  const directory = workspace(t);
+  const yaml = header.replace(
+    '  plain:\n    kind: linux\n',
+    '  base: &base\n    kind: linux\n    kernel: vmlinuz\n  plain:\n    <<: *base\n    kind: linux\n',
+  );
+  const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'), { env: {} });
+  t.notOk(loaded.ok);
+  if (!loaded.ok)
+    t.same(
+      loaded.problems.map((problem) => formatProblem(problem, directory)),
+      [
+        'rackboot.yaml:12:5: YAML merge keys (<<: *anchor) are not read in the config: write the keys out (Butane templates do read them)',
+      ],
+    );
+});

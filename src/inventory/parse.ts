@@ -60,6 +60,18 @@ export function parseConfigText(text: string, file: string): Parsed {
   const { document, lineCounter } = parseWithPositions(text);
   const position = positionIn(file, lineCounter);
   const problems = yamlProblems(document, lineCounter, file, text, 'the config');
+  // Without yaml's merge option `<<` is a key like any other: the schema then reported it unknown
+  // and every key it was meant to bring missing, two messages that contradict each other.
+  visit(document, {
+    Pair(_key, pair) {
+      if (isScalar(pair.key) && pair.key.value === '<<')
+        problems.push({
+          ...position(pair.key),
+          message:
+            'YAML merge keys (<<: *anchor) are not read in the config: write the keys out (Butane templates do read them)',
+        });
+    },
+  });
   if (problems.length > 0) return { ok: false, problems };
   const data = plainData(document, position);
   if ('problems' in data) return { ok: false, problems: data.problems };
