@@ -149,19 +149,24 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
    * history (a repeat, or over the record budgets) is counted by the next recorded one only if that
    * comes, and its key is still remembered, so counting events left some out.
    */
-  let refusalsCounted = 0;
-  const countLiveRefusals = (counter: Counter) => {
-    if (!tftpStats) return;
-    const refused = tftpStats().transfers.refused;
-    if (refused > refusalsCounted) counter.inc({ outcome: 'refused' }, refused - refusalsCounted);
+  const liveRefusals = () => {
+    let counted = 0;
+    return (counter: Counter) => {
+      if (!tftpStats) return;
+      const refused = tftpStats().transfers.refused;
+      if (refused > counted) counter.inc({ outcome: 'refused' }, refused - counted);
+      counted = refused;
+    };
   };
+  const addTransferRefusals = liveRefusals();
+  const addErrorRefusals = liveRefusals();
   const tftpTransfers = new Counter({
     name: 'rackboot_tftp_transfers_total',
     help: 'TFTP transfers finished, by outcome (complete, probe, aborted, timeout, refused).',
     labelNames: ['outcome'],
     registers: [registry],
     collect() {
-      countLiveRefusals(this);
+      addTransferRefusals(this);
     },
   });
   const tftpBytes = new Counter({
@@ -176,9 +181,7 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
     labelNames: ['outcome'],
     registers: [registry],
     collect() {
-      countLiveRefusals(this);
-      // Both counters have taken the same refusals; the next scrape adds only newer ones.
-      if (tftpStats) refusalsCounted = tftpStats().transfers.refused;
+      addErrorRefusals(this);
     },
   });
   const countRequest = scrapeTimeCounter(registry, {
