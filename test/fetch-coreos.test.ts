@@ -27,6 +27,7 @@ import { machineScript } from '../src/http/machine-script.js';
 import { loadConfigText } from '../src/inventory/load.js';
 import { profileAssets } from '../src/inventory/profile-assets.js';
 import type { Config } from '../src/inventory/schema.js';
+import { runCli } from './helpers/cli.js';
 
 const run = promisify(execFile);
 const RELEASE = '43.20261101.3.0';
@@ -786,6 +787,27 @@ t.test('the CLI fetches into server.assets of the config and prints where the ma
   t.match(stdout, `manifest: ${join(dest, MANIFEST_PATH)}`);
   t.ok(existsSync(join(dest, MANIFEST_PATH)));
 });
+
+t.test(
+  'a config named by -c or $RACKBOOT_CONFIG that does not exist is an error, not ./boot-assets',
+  async (t) => {
+    const mirror = await startMirror(t, ['x86_64']);
+    // The working directory has no rackboot.yaml: only then may the fetch fall back to ./boot-assets.
+    const directory = t.testdir({});
+    const missing = join(directory, 'rackbot.yaml');
+    const metadata = ['--metadata-url', `${mirror.base}/streams/stable.json`];
+    for (const [how, args, env] of [
+      ['-c', ['-c', missing], { RACKBOOT_CONFIG: '' }],
+      ['$RACKBOOT_CONFIG', [], { RACKBOOT_CONFIG: missing }],
+    ] as const) {
+      const refused = await runCli(['fetch', 'coreos', ...metadata, ...args], { cwd: directory, env });
+      t.equal(refused.code, 1, `${how}: exit 1`);
+      t.match(refused.stderr, `rackboot: ${missing} does not exist`, `${how}: names the file`);
+    }
+    t.equal(mirror.artifactRequests().length, 0, 'nothing downloaded');
+    t.same(listFiles(directory), [], 'no boot-assets made in the working directory');
+  },
+);
 
 t.test(
   'a profile naming the stream boots the fetched release; the next fetch switches it, without reload',

@@ -12,7 +12,8 @@ import { addConfigOption, resolveConfigPath } from './config-option.js';
 
 /**
  * `rackboot fetch coreos` and `rackboot fetch ipxe`: fill the assets directory. The destination is
- * `--dest`, else `server.assets` of the config file when there is one, else ./boot-assets.
+ * `--dest`, else `server.assets` of the config file, else ./boot-assets when no config is named and there
+ * is no ./rackboot.yaml.
  */
 export function registerFetch(program: Command): void {
   const fetch = program
@@ -116,7 +117,15 @@ interface IpxeOptions extends DestinationOptions {
 async function destination(options: DestinationOptions, reporter: FetchReporter): Promise<string> {
   if (options.dest !== undefined) return resolve(options.dest);
   const configFile = resolveConfigPath(options.config);
-  if (!existsSync(configFile)) return resolve('boot-assets');
+  if (!existsSync(configFile)) {
+    // Only the implicit ./rackboot.yaml may be absent: a file named by -c or $RACKBOOT_CONFIG that is
+    // not there is a typo, and filling ./boot-assets instead would leave the server's assets as they were.
+    if (options.config !== undefined || process.env.RACKBOOT_CONFIG)
+      throw new FetchError(
+        `${configFile} does not exist; name the config whose server.assets to fill, or pass --dest`,
+      );
+    return resolve('boot-assets');
+  }
   // Assets may legitimately be missing here: fetching them is the point.
   const loaded = await loadConfigFile(configFile, { missingAssets: 'warn' });
   if (!loaded.ok) {
