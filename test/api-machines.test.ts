@@ -287,6 +287,12 @@ t.test(
       /^wrong operator token/,
       'a token that was sent is called wrong, not missing',
     );
+    // The CLI sends the token file of server.state when it finds no other: it must not be told to use it.
+    t.equal(
+      wrong.json().error,
+      'wrong operator token: this server takes server.api_token ($RACKBOOT_API_TOKEN in its environment overrides it), not the one in <server.state>/operator-token',
+      'it says which token this server takes',
+    );
     const early = await app.inject({ method: 'POST', url, headers: operator });
     t.equal(early.statusCode, 200, 'an installing machine is taken back');
     t.same(early.json().rejected, undefined);

@@ -135,6 +135,18 @@ t.test('without server.api_token the CLI on the host uses the token the server k
   t.match(accepted.stdout, /installs again at its next network boot \(now booting\)/);
   const stranger = await fetch(`${base}/api/v1/machines/52:54:00:00:00:01/reprovision`, { method: 'POST' });
   t.equal(stranger.status, 401, 'without the token the operator API refuses');
+  const wrong = await fetch(`${base}/api/v1/machines/52:54:00:00:00:01/reprovision`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer wrong-token-000000000' },
+  });
+  t.same(
+    await wrong.json(),
+    {
+      error:
+        'wrong operator token: this server has no server.api_token or $RACKBOOT_API_TOKEN and takes the one in <server.state>/operator-token',
+    },
+    'a wrong token is told which one this server takes',
+  );
 });
 
 t.test(

@@ -142,6 +142,8 @@ export interface MachineView {
 export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, options) => {
   const { lifecycle, config, decision } = options;
   const operatorToken = options.operatorToken ?? (() => config().server.api_token);
+  const isOperator = (request: FastifyRequest, reply: FastifyReply) =>
+    operatorAuthorized(request, reply, operatorToken(), config().server.api_token !== undefined);
   const now = options.now ?? Date.now;
 
   const view = (mac: Mac): MachineView => {
@@ -278,7 +280,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
     '/api/v1/machines/:mac/reprovision',
     { schema: { params: MacParams } },
     async (request, reply) => {
-      if (!operatorAuthorized(request, reply, operatorToken())) return reply;
+      if (!isOperator(request, reply)) return reply;
       const mac = macParam(request, reply);
       if (!mac) return reply;
       const appended = lifecycle.append({
@@ -297,7 +299,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
     '/api/v1/machines/:mac/adopt',
     { schema: { params: MacParams, body: AdoptBody }, schemaErrorFormatter: bodyError },
     async (request, reply) => {
-      if (!operatorAuthorized(request, reply, operatorToken())) return reply;
+      if (!isOperator(request, reply)) return reply;
       const mac = macParam(request, reply);
       if (!mac) return reply;
       if (!options.adopt) return reply.code(503).send({ error: 'this server cannot edit its config file' });
@@ -363,12 +365,15 @@ function bearerToken(request: FastifyRequest): string | undefined {
 
 /**
  * Operator calls need `Authorization: Bearer <token>`. Without a token the operator API is off
- * (403), so a server never runs with operator actions open to the LAN.
+ * (403), so a server never runs with operator actions open to the LAN. `configured`: the token in
+ * force is server.api_token (or $RACKBOOT_API_TOKEN), not the server's own in server.state, which the
+ * CLI still finds there and sends when it has no other.
  */
 function operatorAuthorized(
   request: FastifyRequest,
   reply: FastifyReply,
   expected: string | undefined,
+  configured: boolean,
 ): boolean {
   if (!expected) {
     void reply
@@ -380,8 +385,11 @@ function operatorAuthorized(
   // Compare digests so neither the length nor the content leaks through timing.
   const digest = (text: string) => createHash('sha256').update(text).digest();
   if (!given || !timingSafeEqual(digest(given), digest(expected))) {
+    const wrong = configured
+      ? 'this server takes server.api_token ($RACKBOOT_API_TOKEN in its environment overrides it), not the one in <server.state>/operator-token'
+      : 'this server has no server.api_token or $RACKBOOT_API_TOKEN and takes the one in <server.state>/operator-token';
     const error = given
-      ? 'wrong operator token: use server.api_token, $RACKBOOT_API_TOKEN, or the one the server keeps in <server.state>/operator-token'
+      ? `wrong operator token: ${wrong}`
       : 'operator token required: Authorization: Bearer <server.api_token>';
     void reply.code(401).send({ error });
     return false;
