@@ -751,7 +751,7 @@ t.test('an empty keyring is refused, never read as "no signature check"', async 
 });
 
 t.test(
-  'the CLI refuses an --arch that names nothing; it warns of plain-HTTP metadata without a keyring',
+  'the CLI refuses an --arch that names nothing and a --retries that is no whole number; it warns of plain-HTTP metadata without a keyring',
   async (t) => {
     const mirror = await startMirror(t, ['x86_64']);
     const dest = tempDir(t, 'rackboot-fetch-');
@@ -765,6 +765,12 @@ t.test(
       const refused = await cli(['--arch', arch]);
       t.equal(refused.code, 1, `--arch ${JSON.stringify(arch)}`);
       t.match(refused.stderr, 'rackboot: --arch names no architecture');
+    }
+    // `--retries "$RETRIES"` with the variable unset read as 0: no retry at all, without a word.
+    for (const retries of ['', ' ']) {
+      const refused = await cli(['--retries', retries]);
+      t.equal(refused.code, 1, `--retries ${JSON.stringify(retries)}`);
+      t.match(refused.stderr, 'rackboot: --retries wants a whole number');
     }
     t.equal(mirror.artifactRequests().length, 0, 'nothing downloaded');
     const fetched = await cli([]);

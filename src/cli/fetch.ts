@@ -37,7 +37,8 @@ export function registerFetch(program: Command): void {
       if (arches.length === 0) throw new FetchError('--arch names no architecture (x86_64, aarch64, …)');
       const badArch = arches.find((arch) => !/^[a-z0-9_]+$/.test(arch));
       if (badArch !== undefined) throw new FetchError(`unknown architecture ${badArch}`);
-      const retries = Number(options.retries);
+      // Number('') is 0: `--retries "$RETRIES"` with the variable unset would turn retrying off.
+      const retries = options.retries.trim() === '' ? Number.NaN : Number(options.retries);
       if (!Number.isInteger(retries) || retries < 0) throw new FetchError('--retries wants a whole number');
       const keyring = keyringSetting(options.keyring);
       // The sha256 sums are only as trustworthy as the metadata that lists them.
