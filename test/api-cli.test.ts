@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { Command } from 'commander';
 import t, { type Test } from 'tap';
 import { lastEventId } from '../src/cli/client.js';
+import { registerLab } from '../src/cli/lab.js';
 import { registerLogs } from '../src/cli/logs.js';
 import { registerMachines } from '../src/cli/machines.js';
 import { registerReprovision } from '../src/cli/reprovision.js';
@@ -66,6 +67,7 @@ async function inProcessWith(
   const program = new Command('rackboot').exitOverride().configureOutput({ writeErr: () => {} });
   registerMachines(program);
   registerLogs(program);
+  registerLab(program);
   registerReprovision(program);
   const captured = { stdout: [] as string[], stderr: [] as string[] };
   const writes = { stdout: process.stdout.write, stderr: process.stderr.write };
@@ -342,6 +344,18 @@ t.test('a --url that answers HTML or nothing, not the API, is named with its HTT
     'an empty answer too (it was only "HTTP 404")',
   );
 });
+
+t.test(
+  'a blank number option is refused, never read as 0 (`--subnet "$SUBNET"` with the variable unset)',
+  async (t) => {
+    const blankLines = await inProcess('logs', '-n', '', '--url', 'http://127.0.0.1:9');
+    t.match(blankLines.error?.message, /--lines.*is invalid\. a whole number from 1 to 10000/);
+    for (const option of ['--subnet', '--vms']) {
+      const blank = await inProcess('lab', option, ' ');
+      t.match(blank.error?.message, new RegExp(`^${option} must be `), `lab ${option} " "`);
+    }
+  },
+);
 
 t.test("server errors in the server's words; JSON of another shape is named, not a type error", async (t) => {
   const { app, configFile } = await startLifecycleApp(t);

@@ -9,6 +9,7 @@ import { createReporter, type FetchReporter } from '../fetch/progress.js';
 import { DEFAULT_STREAM_BASE_URL } from '../fetch/stream.js';
 import { loadConfigFile } from '../inventory/load.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
+import { wholeNumberIn } from './whole-number.js';
 
 /**
  * `rackboot fetch coreos` and `rackboot fetch ipxe`: fill the assets directory. The destination is
@@ -37,9 +38,8 @@ export function registerFetch(program: Command): void {
       if (arches.length === 0) throw new FetchError('--arch names no architecture (x86_64, aarch64, …)');
       const badArch = arches.find((arch) => !/^[a-z0-9_]+$/.test(arch));
       if (badArch !== undefined) throw new FetchError(`unknown architecture ${badArch}`);
-      // Number('') is 0: `--retries "$RETRIES"` with the variable unset would turn retrying off.
-      const retries = options.retries.trim() === '' ? Number.NaN : Number(options.retries);
-      if (!Number.isInteger(retries) || retries < 0) throw new FetchError('--retries wants a whole number');
+      const retries = wholeNumberIn(options.retries, 0, Number.MAX_SAFE_INTEGER);
+      if (retries === undefined) throw new FetchError('--retries wants a whole number');
       const keyring = keyringSetting(options.keyring);
       // The sha256 sums are only as trustworthy as the metadata that lists them.
       if (options.metadataUrl?.toLowerCase().startsWith('http:') && keyring === undefined) {

@@ -2,6 +2,7 @@ import { constants as osConstants } from 'node:os';
 import type { Command } from 'commander';
 import type { AcceleratorChoice, LabFirmware } from '../lab/index.js';
 import { formatEvent } from './logs.js';
+import { wholeNumberIn } from './whole-number.js';
 
 interface LabCommandOptions {
   firmware: string;
@@ -42,12 +43,10 @@ export function registerLab(program: Command): void {
     .action(async (options: LabCommandOptions) => {
       const firmware = FIRMWARE_NAMES[options.firmware];
       if (!firmware) throw new Error(`--firmware must be one of ${Object.keys(FIRMWARE_NAMES).join(', ')}`);
-      const vms = Number(options.vms);
-      if (!Number.isInteger(vms) || vms < 1 || vms > MAX_VMS)
-        throw new Error(`--vms must be 1 to ${MAX_VMS}`);
-      const subnet = Number(options.subnet);
-      if (!Number.isInteger(subnet) || subnet < 0 || subnet > 255)
-        throw new Error('--subnet must be 0 to 255');
+      const vms = wholeNumberIn(options.vms, 1, MAX_VMS);
+      if (vms === undefined) throw new Error(`--vms must be 1 to ${MAX_VMS}`);
+      const subnet = wholeNumberIn(options.subnet, 0, 255);
+      if (subnet === undefined) throw new Error('--subnet must be 0 to 255');
       if (!['auto', 'kvm', 'tcg'].includes(options.accel))
         throw new Error('--accel must be auto, kvm or tcg');
       process.exitCode = await runLab({

@@ -10,6 +10,7 @@ import {
   lastEventId,
   resolveServer,
 } from './client.js';
+import { wholeNumberIn } from './whole-number.js';
 
 /** The most events `GET /api/v1/events` answers at once (its `limit`, events-stream.ts). */
 const MAX_LINES = 10_000;
@@ -62,8 +63,8 @@ export function registerLogs(program: Command): void {
 }
 
 function parseLines(text: string): number {
-  const lines = Number(text);
-  if (!Number.isInteger(lines) || lines < 1 || lines > MAX_LINES) {
+  const lines = wholeNumberIn(text, 1, MAX_LINES);
+  if (lines === undefined) {
     throw new InvalidArgumentError(
       `a whole number from 1 to ${MAX_LINES} (the most the server answers at once)`,
     );
