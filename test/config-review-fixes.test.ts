@@ -134,6 +134,27 @@ machines: [{mac: ${MAC}, profile: plain}]
   t.notMatch(ignition.stderr, /history/, 'render ignition does not read it');
 });
 
+t.test(
+  'render refuses a group or all-zero MAC, as the server does, instead of printing a script',
+  async (t) => {
+    const directory = t.testdir({
+      'rackboot.yaml': `server:
+  address: 10.77.0.1
+  state: ./state
+unknown_machines: plain
+profiles:
+  plain: { kind: linux, kernel: https://example.com/vmlinuz }
+`,
+    });
+    for (const mac of ['ff:ff:ff:ff:ff:ff', '01:00:5e:00:00:01', '00:00:00:00:00:00']) {
+      const rendered = await runCli(['render', 'ipxe', '--mac', mac, '-c', join(directory, 'rackboot.yaml')]);
+      t.equal(rendered.code, 1, mac);
+      t.match(rendered.stderr, `${mac} is a group (multicast or broadcast) or all-zero address`);
+      t.equal(rendered.stdout, '', 'no script');
+    }
+  },
+);
+
 const TWO_NAMED_N1 = `server:
   address: 10.77.0.1
   state: ./state

@@ -7,7 +7,7 @@ import { openMachineSecrets, SECRET_FILE_NAME } from '../ignition/tokens.js';
 import { machineVars } from '../ignition/vars.js';
 import { createBootDecision } from '../inventory/decision.js';
 import { loadConfigFile } from '../inventory/load.js';
-import { type Mac, parseMac } from '../inventory/mac.js';
+import { isMachineMac, type Mac, NOT_A_MACHINE_MAC, parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
 import { VALIDATE_CHECKS } from '../inventory/validate-checks.js';
 import { type MachineRecord, readMachineRecord } from '../lifecycle/store.js';
@@ -33,6 +33,8 @@ export function registerRender(program: Command): void {
         throw new Error(`render ipxe or render ignition, not ${what}`);
       const mac = parseMac(options.mac);
       if (!mac) throw new Error(`not a MAC address: ${options.mac}`);
+      // The server answers no script or config for such a MAC: printing one would show what never happens.
+      if (!isMachineMac(mac)) throw new Error(`${mac} ${NOT_A_MACHINE_MAC}`);
       const loaded = await loadConfigFile(resolveConfigPath(options.config), VALIDATE_CHECKS);
       if (!loaded.ok) {
         for (const problem of loaded.problems) console.error(formatProblem(problem));

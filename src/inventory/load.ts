@@ -13,7 +13,7 @@ import {
   unassignableAddresses,
 } from '../ipv4.js';
 import { isObject } from '../json.js';
-import { isMachineMac, parseMac } from './mac.js';
+import { isMachineMac, NOT_A_MACHINE_MAC, parseMac } from './mac.js';
 import { badName, isName, type NameKind } from './names.js';
 import { type Locator, type Path, parseConfigText, readConfigFile } from './parse.js';
 import { byPosition, closestName, type Problem } from './problems.js';
@@ -455,12 +455,7 @@ function crossFieldProblems(
         );
       } else if (!isMachineMac(mac)) {
         // The boot routes refuse such a MAC, and no DHCP client sends one: the entry would never boot.
-        problems.push(
-          locate.at(
-            [...base, 'mac'],
-            `${mac} is a group (multicast or broadcast) or all-zero address, which no network card has`,
-          ),
-        );
+        problems.push(locate.at([...base, 'mac'], `${mac} ${NOT_A_MACHINE_MAC}`));
       } else {
         const first = macLines.get(mac);
         if (first) {

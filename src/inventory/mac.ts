@@ -26,6 +26,10 @@ export function isMachineMac(mac: Mac): boolean {
   return (Number.parseInt(mac.slice(0, 2), 16) & 1) === 0 && mac !== '00:00:00:00:00:00';
 }
 
+/** Why a MAC that is not `isMachineMac` is refused, after the MAC itself. */
+export const NOT_A_MACHINE_MAC =
+  'is a group (multicast or broadcast) or all-zero address, which no network card has';
+
 const HEX_BYTES = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
 
 /** Canonical MAC from the first six bytes of a hardware address (DHCP chaddr); on the per-packet path. */
