@@ -702,7 +702,24 @@ t.test('relay: giaddr picks the pool and the reply goes to giaddr:67', async (t)
     { type: 'discover', mac, giaddr: '10.99.0.1' },
     { config: configs.authoritative, leases },
   );
-  t.match(unknownRelay, { kind: 'silent', reason: 'no-subnet' });
+  t.match(unknownRelay, { kind: 'silent', reason: 'no-subnet', events: [] });
+  // A boot client behind a relay no subnet is configured for is left unanswered: like every other
+  // unanswered boot client it leaves an event, or the operator sees nothing at all.
+  const unknownRelayBoot = decideFor(
+    { type: 'discover', mac, options: FIRMWARE.biosPxe(), giaddr: '10.99.0.1' },
+    { config: configs.authoritative, leases },
+  );
+  t.match(unknownRelayBoot, {
+    kind: 'silent',
+    reason: 'no-subnet',
+    events: [
+      {
+        type: 'dhcp-ignored',
+        mac,
+        detail: { reason: 'no-subnet', relay: '10.99.0.1', firmware: 'bios-pxe', mode: 'authoritative' },
+      },
+    ],
+  });
   const nak = replyOf(
     decideFor(
       { type: 'request', mac, requested: '10.77.5.150', giaddr: '10.77.6.1' },

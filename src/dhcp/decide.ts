@@ -270,7 +270,15 @@ function decideBootServer(request: DhcpRequest, mac: Mac, context: DecideContext
 
 function decideAuthoritative(request: DhcpRequest, mac: Mac, context: DecideContext): Outcome {
   const subnet = subnetForRequest(context.settings, request, context.unicast);
-  if (!subnet) return silent('no-subnet');
+  // A relay whose network no subnet entry holds: a boot client behind it is left unanswered, and its
+  // event (detail.relay) is the operator's only trace of the missing dhcp.subnets entry.
+  if (!subnet)
+    return silentBoot(
+      request,
+      mac,
+      { reason: 'no-subnet', firmware: classifyFirmware(request.options) },
+      context,
+    );
   switch (request.messageType) {
     case 'discover':
       return offerAddress(request, mac, subnet, context);
