@@ -829,6 +829,8 @@ t.test(
     // A stale ciaddr in a DISCOVER (RFC 2131 says 0) does not move the client to a relay subnet.
     const offer = replyOf(decideFor({ type: 'discover', mac, ciaddr: '10.77.6.15' }, scenario));
     t.ok(offer.yiaddr.startsWith('10.77.5.'), `offered ${offer.yiaddr} from the local pool`);
+    // Unicast to 10.77.6.15 would be routed to the relay subnet, away from the client on this segment.
+    t.same(offer.destination, { kind: 'broadcast' }, 'the offer is broadcast, not sent to the stale ciaddr');
     // A machine moved from a relayed rack onto the local segment rebinds by broadcast: NAKed, so it
     // starts over with a local address instead of keeping one that is not routed here.
     const relayed = replyOf(

@@ -464,7 +464,7 @@ function addressReply(
     kind: 'reply',
     decision: type,
     reply,
-    destination: destinationOf(request, type),
+    destination: destinationOf(request, type, subnet),
     events: [event],
     leaseChange,
   };
@@ -620,12 +620,20 @@ const MAX_ECHOED_BYTES = 64;
 
 /**
  * RFC 2131 §4.1: relay first, NAK broadcast, then ciaddr ("the server unicasts DHCPOFFER and
- * DHCPACK messages to the address in 'ciaddr'"), else broadcast.
+ * DHCPACK messages to the address in 'ciaddr'"), else broadcast. A ciaddr outside the `subnet` the
+ * reply is for is stale (a DISCOVER from a machine moved here from a relayed rack): unicast to it
+ * would be routed away from the client, so the reply is broadcast.
  */
-function destinationOf(request: DhcpRequest, type: 'offer' | 'ack' | 'nak' | 'inform'): Destination {
+function destinationOf(
+  request: DhcpRequest,
+  type: 'offer' | 'ack' | 'nak' | 'inform',
+  subnet?: SubnetSettings,
+): Destination {
   if (request.giaddr !== ZERO) return { kind: 'relay', address: request.giaddr };
   if (type === 'nak') return { kind: 'broadcast' };
-  if (request.ciaddr !== ZERO) return { kind: 'client', address: request.ciaddr };
+  const ciaddrReachable =
+    request.ciaddr !== ZERO && (!subnet || cidrContains(subnet.pool.subnet, ipToNumber(request.ciaddr)));
+  if (ciaddrReachable) return { kind: 'client', address: request.ciaddr };
   // Unicast to yiaddr needs the L2 destination set to chaddr (no ARP yet), which Node cannot do.
   return { kind: 'broadcast' };
 }
