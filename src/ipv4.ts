@@ -65,6 +65,11 @@ export function cidrContains(cidr: Cidr, address: number): boolean {
   return address >= cidr.network && address < cidr.network + cidr.size;
 }
 
+/** CIDR blocks are nested or disjoint: two overlap when one holds the other's network address. */
+export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
+  return cidrContains(a, b.network) || cidrContains(b, a.network);
+}
+
 export function cidrMask(cidr: Cidr): number {
   return (2 ** 32 - cidr.size) >>> 0;
 }

@@ -126,6 +126,22 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ],
   ],
   [
+    'relay subnets overlapping dhcp.subnet or each other',
+    header.replace(
+      '  range: [10.77.0.100, 10.77.0.199]\n',
+      `  range: [10.77.0.100, 10.77.0.199]
+  subnets:
+    - { subnet: 10.77.0.128/25, range: [10.77.0.140, 10.77.0.150] }
+    - { subnet: 10.77.8.0/24, range: [10.77.8.10, 10.77.8.20] }
+    - { subnet: 10.77.8.0/25, range: [10.77.8.30, 10.77.8.40] }
+`,
+    ),
+    [
+      'rackboot.yaml:8:17: dhcp.subnets[0].subnet 10.77.0.128/25 overlaps dhcp.subnet 10.77.0.0/24, listed before it: a relay or client address in both is served from that subnet alone',
+      'rackboot.yaml:10:17: dhcp.subnets[2].subnet 10.77.8.0/25 overlaps dhcp.subnets[1].subnet 10.77.8.0/24',
+    ],
+  ],
+  [
     'range outside subnet',
     header.replace('[10.77.0.100, 10.77.0.199]', '[10.77.0.100, 10.77.1.10]'),
     ['rackboot.yaml:6:24: dhcp.range: 10.77.1.10 is outside the subnet'],

@@ -6,6 +6,7 @@ import { isKernelWord } from '../boot-plan.js';
 import {
   type Cidr,
   cidrContains,
+  cidrsOverlap,
   ipToNumber,
   isIpv4,
   numberToIp,
@@ -371,6 +372,9 @@ function crossFieldProblems(
   checkInside(['dhcp', 'router'], dhcp.router, mainSubnet, 'dhcp.subnet', 'clients could not reach it');
   noteTaken(asRecord(value.server).address, 'server.address');
   noteTaken(dhcp.router, 'dhcp.router');
+  // A request is served from the first subnet holding its relay's (or, renewing, its own) address,
+  // so of two overlapping subnets one would silently take the other's clients, pool and options.
+  const subnetNames = mainSubnet ? [`dhcp.subnet ${dhcp.subnet}`] : [];
   asArray(dhcp.subnets).forEach((entry, index) => {
     const relay = asRecord(entry);
     const subnet = subnetAt(['dhcp', 'subnets', index, 'subnet'], relay.subnet);
@@ -384,7 +388,18 @@ function crossFieldProblems(
     );
     checkLeaseTime(['dhcp', 'subnets', index, 'lease_time'], relay.lease_time, problems, locate);
     noteTaken(relay.router, `dhcp.subnets[${index}].router`);
-    if (subnet) subnets.push(subnet);
+    if (!subnet) return;
+    const overlapped = subnetNames[subnets.findIndex((other) => cidrsOverlap(other, subnet))];
+    if (authoritative && overlapped) {
+      problems.push(
+        locate.at(
+          ['dhcp', 'subnets', index, 'subnet'],
+          `dhcp.subnets[${index}].subnet ${relay.subnet} overlaps ${overlapped}, listed before it: a relay or client address in both is served from that subnet alone`,
+        ),
+      );
+    }
+    subnets.push(subnet);
+    subnetNames.push(`dhcp.subnets[${index}].subnet ${relay.subnet}`);
   });
 
   const unknownMachines = value.unknown_machines;

@@ -159,7 +159,8 @@ const DhcpSchema = Type.Object(
     ),
     subnets: Type.Array(RelaySubnetSchema, {
       default: [],
-      description: 'Further subnets reached through DHCP relays (authoritative mode).',
+      description:
+        'Further subnets reached through DHCP relays (authoritative mode). None may overlap dhcp.subnet or another entry.',
     }),
     uefi_proxy_style: Type.Union([Type.Literal('boot-server'), Type.Literal('direct')], {
       default: 'boot-server',
