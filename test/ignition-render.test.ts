@@ -295,6 +295,33 @@ const IGNITION_RULES: [string, string, string][] = [
     'invalid S3 ARN format',
   ],
   ['S3 ARN with an empty versionId', at340('arn:aws:s3:::b/k?versionId='), 'invalid S3 object VersionId'],
+  // Ignition keys every list, plain values by themselves: a key listed inline and again in a
+  // ssh_authorized_keys_local file, or a var equal to a listed key, stopped the first boot.
+  [
+    'one SSH key twice',
+    '"passwd":{"users":[{"name":"core","sshAuthorizedKeys":["ssh-ed25519 AAAA a","ssh-ed25519 AAAA a"]}]}',
+    'duplicate entry defined',
+  ],
+  [
+    'one supplementary group twice',
+    '"passwd":{"users":[{"name":"core","groups":["wheel","docker","wheel"]}]}',
+    'duplicate entry defined',
+  ],
+  [
+    'one RAID device twice',
+    '"storage":{"raid":[{"name":"md0","level":"raid1","devices":["/dev/sdb","/dev/sdb"]}]}',
+    'duplicate entry defined',
+  ],
+  [
+    'one noProxy entry twice',
+    '"ignition":{"version":"3.3.0","proxy":{"httpProxy":"http://p","noProxy":["10.0.0.1","10.0.0.1"]}}',
+    'duplicate entry defined',
+  ],
+  [
+    'one merged config twice',
+    '"ignition":{"version":"3.3.0","config":{"merge":[{"source":"http://x/a.ign"},{"source":"http://x/a.ign"}]}}',
+    'duplicate entry defined',
+  ],
 ];
 
 /** Debian's Ignition 2.14 has spec 3.4.0 only as 3.4.0-experimental, whose URL rules 3.4.0 kept. */
@@ -324,6 +351,11 @@ t.test('Ignition validation rules, with ignition-validate as the reference', asy
     '"storage":{"filesystems":[{"device":"/dev/sdb","format":"ext4","label":"containers-data1"}]}',
     '"storage":{"filesystems":[{"device":"/dev/sdb","format":"none"}]}',
     '"storage":{"raid":[{"name":"md0","level":"mirror","devices":["/dev/sdb","/dev/sdc"]}]}',
+    // The lists Ignition lets repeat (IgnoreDuplicates): filesystem, LUKS and RAID options, appends.
+    '"storage":{"filesystems":[{"device":"/dev/sdb","format":"xfs","path":"/x","mountOptions":["ro","ro"],"options":["-f","-f"]}]}',
+    '"storage":{"raid":[{"name":"md0","level":"raid1","devices":["/dev/sdb","/dev/sdc"],"options":["-x","-x"]}]}',
+    '"storage":{"luks":[{"name":"x","device":"/dev/sdb","options":["-a","-a"]}]}',
+    '"storage":{"files":[{"path":"/a","append":[{"source":"data:,x"},{"source":"data:,x"}]}]}',
     '"storage":{"luks":[{"name":"x","device":"/dev/sdb","clevis":{"custom":{"pin":"sss","config":"{}"}}}]}',
     // Go's url.Parse takes these where WHATWG's URL does not: an IPv6 zone, a port above 65535.
     tangAt('http://[fe80::1%25eth0]:7500/'),

@@ -207,9 +207,18 @@ export function validateIgnition(config: JsonObject): PathError[] {
         error([...account.path, 'name'], 'name is required');
     }
   }
+  // Ignition keys every list (validate.ValidateDups), a plain value by itself; only the lists its
+  // types exempt (IgnoreDuplicates: filesystem, LUKS and RAID options, a file's append) may repeat.
+  for (const user of entries(config, 'passwd', 'users')) {
+    requireUniqueValues(user.value.sshAuthorizedKeys, [...user.path, 'sshAuthorizedKeys'], error);
+    requireUniqueValues(user.value.groups, [...user.path, 'groups'], error);
+  }
+  for (const raid of raids) requireUniqueValues(raid.value.devices, [...raid.path, 'devices'], error);
+  requireUnique(entries(config, 'ignition', 'config', 'merge'), 'source', error);
 
   const proxy =
     isJsonObject(config.ignition) && isJsonObject(config.ignition.proxy) ? config.ignition.proxy : {};
+  requireUniqueValues(proxy.noProxy, ['ignition', 'proxy', 'noProxy'], error);
   for (const key of ['httpProxy', 'httpsProxy']) {
     const value = proxy[key];
     if (typeof value === 'string' && value !== '' && !/^https?:\/\//.test(value)) {
@@ -701,6 +710,16 @@ function checkUnitContents(contents: unknown, path: NodePath, error: ReportError
       );
       return;
     }
+  }
+}
+
+/** A list of plain values (SSH keys, groups, devices) holding one of them twice. */
+function requireUniqueValues(list: unknown, path: NodePath, error: ReportError): void {
+  if (!Array.isArray(list)) return;
+  const seen = new Set<unknown>();
+  for (const [index, value] of list.entries()) {
+    if (seen.has(value)) error([...path, index], 'duplicate entry defined');
+    seen.add(value);
   }
 }
 
