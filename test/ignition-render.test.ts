@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,7 @@ import {
   SECRET_FILE_NAME,
 } from '../src/ignition/tokens.js';
 import { nameRule } from '../src/inventory/names.js';
+import { runCli } from './helpers/cli.js';
 import { requireTools } from './helpers/netns.js';
 import { BASE_YAML, bootFixture } from './ignition/boot-fixture.js';
 import { CORPUS_VARS } from './ignition/corpus-vars.js';
@@ -412,6 +413,24 @@ t.test('a tree whose local is a file is a template problem at its line, not an e
   const { loadConfigText } = await import('../src/inventory/load.js');
   const loaded = await loadConfigText(BASE_YAML, join(fixture.dir, 'rackboot.yaml'), { checkTemplate });
   t.match(loaded, { ok: false, problems: [expected] }, 'rackboot validate shows FILE:LINE:COL');
+});
+
+t.test('a local file that is a FIFO is a template problem, not a read that waits for a writer', async (t) => {
+  const fixture = await bootFixture();
+  t.teardown(fixture.cleanup);
+  const worker = join(fixture.dir, 'ignition', 'worker.bu');
+  execFileSync('mkfifo', [join(fixture.dir, 'ignition', 'pipe')]);
+  writeFileSync(
+    worker,
+    'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/motd\n      contents:\n        local: pipe\n',
+  );
+  // In a process of its own: the blocked read held the whole process (the server renders on its
+  // main thread), and the timeout kills it.
+  const validated = await runCli(['validate', '-c', join(fixture.dir, 'rackboot.yaml')], {
+    timeoutMs: 20_000,
+  }).catch((error: Error) => ({ code: null, stdout: '', stderr: error.message }));
+  t.equal(validated.code, 1, 'validate ends', { stderr: validated.stderr });
+  t.match(validated.stdout + validated.stderr, `${worker}:7:16: local file pipe is not a regular file`);
 });
 
 t.test('variables are substituted after parsing: a value cannot change the YAML structure', async (t) => {
