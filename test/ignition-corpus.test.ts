@@ -92,6 +92,8 @@ const errorCases: [string, string][] = [
   ['relative-path.bu', '5:13: path not absolute'],
   ['typo-key.bu', '6:7: unknown key ssh_authorised_keys; did you mean ssh_authorized_keys?'],
   ['unit-extension.bu', '5:13: invalid systemd unit extension'],
+  // A comment after a section header was "option outside a [Section]": no option was.
+  ['unit-section-comment.bu', '6:17: invalid unit content, line 1: found garbage after section name'],
   ['unknown-variable.bu', '6:28: unknown template variable {{hostnme}}'],
   ['unsupported-version.bu', '2:10: Butane version 1.7.0 is not supported; use 1.4.0, 1.5.0, 1.6.0'],
   ['wrong-type.bu', '6:12: expected an integer, found string "one thousand"'],

@@ -699,7 +699,13 @@ function checkUnitContents(contents: unknown, path: NodePath, error: ReportError
     const wasContinued = continued;
     continued = line.endsWith('\\');
     if (wasContinued || line === '' || line.startsWith('#') || line.startsWith(';')) continue;
-    if (/^\[[^\]]+\]$/.test(line)) {
+    // go-systemd ends a section name at its first `]`, and only the line end may follow it.
+    const header = /^\[[^\]]+\]/.exec(line);
+    if (header && header[0].length < line.length) {
+      error(path, `invalid unit content, line ${index + 1}: found garbage after section name`);
+      return;
+    }
+    if (header) {
       inSection = true;
       continue;
     }
