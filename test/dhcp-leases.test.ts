@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { chownSync, statSync } from 'node:fs';
 import fsPromises, { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -102,6 +103,20 @@ t.test('damage inside the file is reported with its size, and the file as it was
   t.equal(crashed.tornLines, 1);
   t.equal(crashed.damage, undefined, 'a torn last line (kill -9) is not damage');
   await crashed.log.close();
+});
+
+t.test('a start as root leaves the lease log to the owner of server.state, not to root', async (t) => {
+  // Before: the start-up rewrite made a root-owned file (as `sudo rackboot serve` does), and the
+  // service user's next start failed with EACCES opening it: DHCP, and so the server, did not start.
+  if (process.getuid?.() !== 0)
+    throw new Error('this test needs root (it gives files to nobody); CI runs as root');
+  const NOBODY = 65534;
+  const directory = await tempDirectory(t);
+  chownSync(directory, NOBODY, NOBODY);
+  const { log } = await openTable(directory);
+  await log.close();
+  const { uid, gid } = statSync(join(directory, LEASE_LOG_FILE));
+  t.same({ uid, gid }, { uid: NOBODY, gid: NOBODY });
 });
 
 t.test('a line whose address is not an IPv4 address is skipped and counted like a torn one', async (t) => {

@@ -1,8 +1,8 @@
 import { constants, write } from 'node:fs';
-import { copyFile, type FileHandle, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { copyFile, type FileHandle, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Mac } from '../boot-plan.js';
-import { syncDirectory } from '../durable-file.js';
+import { giveTo, syncDirectory } from '../durable-file.js';
 import { parseMac } from '../inventory/mac.js';
 import { ipToNumber, isIpv4, numberToIp } from '../ipv4.js';
 import type { LeaseChange } from './leases.js';
@@ -118,6 +118,9 @@ export class LeaseLog {
     // replaced one. A failure before it leaves the old file and handle in use.
     const rewritten = await open(temporary, APPEND_DSYNC | constants.O_TRUNC);
     try {
+      // Made by a start as root (`sudo rackboot serve`), a root-owned log would stop the service
+      // user's next start (EACCES opening it): it belongs to whoever owns server.state.
+      await giveTo(temporary, await stat(dirname(this.path)));
       await writeFully(rewritten.fd, Buffer.from(lines.join('')));
       await rename(temporary, this.path);
     } catch (error) {
