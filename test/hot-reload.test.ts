@@ -550,3 +550,33 @@ t.test('a broken template the running config uses is logged as such, not as a re
     'an edit of the config file rejected too',
   );
 });
+
+t.test(
+  'a template the running config uses that is deleted is logged as missing, with its 503s',
+  async (t) => {
+    // Before: "config edit rejected, still serving the previous config" alone (the problem is placed in
+    // the config file, at the profile's ignition key), while every Ignition request of its machines,
+    // which reads the template, got 503.
+    const directory = t.testdir({
+      'boot-assets': { vmlinuz: 'k' },
+      ign: { 'lab.bu': BUTANE },
+      'rackboot.yaml': withTemplate,
+    });
+    const load = (file: string) => loadConfigFile(file, { checkTemplate });
+    const loaded = await load(join(directory, 'rackboot.yaml'));
+    if (!loaded.ok) throw new Error(`fixture config must load: ${JSON.stringify(loaded.problems)}`);
+    const { logger, records } = logSink();
+    const source = watchConfig(loaded.config, { logger, load });
+    t.teardown(() => source.close());
+
+    rmSync(join(directory, 'ign', 'lab.bu'));
+    t.match(await source.reload(), {
+      applied: false,
+      problems: [/rackboot\.yaml:\d+:\d+: .*lab\.bu" does not exist/],
+    });
+    t.match(
+      records.at(-1)?.msg,
+      /^config edit rejected, still serving the previous config; template ign\/lab\.bu is missing: machines of profile lab get 503 for their Ignition until it is back:\n.*rackboot\.yaml:\d+:\d+: /,
+    );
+  },
+);

@@ -819,7 +819,7 @@ function exampleKeyWarnings(config: Config): Problem[] {
   });
 }
 
-function isRegularFile(path: string): boolean {
+export function isRegularFile(path: string): boolean {
   return existsSync(path) && statSync(path).isFile();
 }
 

@@ -3,7 +3,7 @@ import { type FSWatcher, lstatSync, readlinkSync, statSync, watch } from 'node:f
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { isObject } from '../json.js';
 import type { Logger } from '../log.js';
-import { deepFreeze, type Loaded, loadConfigFile } from './load.js';
+import { deepFreeze, isRegularFile, type Loaded, loadConfigFile } from './load.js';
 import { formatProblem, type Problem } from './problems.js';
 import { missingAssets } from './profile-assets.js';
 import type { Config } from './schema.js';
@@ -352,13 +352,20 @@ function describeRejection(problems: Problem[], running: Config): string {
     if (profile.ignition)
       profilesOf.set(profile.ignition, [...(profilesOf.get(profile.ignition) ?? []), name]);
   }
-  const brokenTemplates = [...new Set(problems.map((problem) => problem.file))].flatMap((file) => {
-    const profiles = profilesOf.get(file);
-    if (!profiles) return [];
+  const problemFiles = new Set(problems.map((problem) => problem.file));
+  const brokenTemplates = [...profilesOf].flatMap(([file, profiles]) => {
     const named = profiles.length > 1 ? `profiles ${profiles.join(', ')}` : `profile ${profiles[0]}`;
-    return [
-      `template ${relative(dirname(running.file), file)} is broken: machines of ${named} get 503 for their Ignition until it is fixed`,
-    ];
+    const shown = relative(dirname(running.file), file);
+    if (problemFiles.has(file))
+      return [
+        `template ${shown} is broken: machines of ${named} get 503 for their Ignition until it is fixed`,
+      ];
+    // A template deleted or renamed away is a problem of the config file, at the profile's key.
+    if (!isRegularFile(file))
+      return [
+        `template ${shown} is missing: machines of ${named} get 503 for their Ignition until it is back`,
+      ];
+    return [];
   });
   const rejectedEdit = 'config edit rejected, still serving the previous config';
   if (brokenTemplates.length === 0) return rejectedEdit;
