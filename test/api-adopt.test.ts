@@ -304,6 +304,21 @@ t.test('adopt refuses what serve would refuse: a missing boot asset, in the CLI 
   t.equal(readFileSync(file, 'utf8'), before, 'and leaves the file alone');
 });
 
+t.test('an adopt into a file that is refused without the machine says so, with its problems', async (t) => {
+  // Before: "rackboot serve would refuse the config with this machine", listing an edit the running
+  // server had already rejected (a duplicate MAC): the new machine was blamed for it.
+  const { file } = configWithAssets(t, { vmlinuz: 'k', 'initrd.img': 'i' }, {});
+  const entry = '  - { mac: 52:54:00:00:00:01, profile: lab }\n';
+  writeFileSync(file, readFileSync(file, 'utf8').replace('machines: []\n', `machines:\n${entry}${entry}`));
+  t.match(await adoptIntoFile(file, { mac: NEW, profile: 'lab' }), {
+    ok: false,
+    code: 'rejected',
+    message:
+      /^nothing written: rackboot serve would refuse the config even without this machine; fix it first:\n/,
+    problems: [/rackboot\.yaml:8:\d+: duplicate MAC/, /rackboot\.yaml:9:\d+: duplicate MAC/],
+  });
+});
+
 t.test('a server adopt checks the profiles’ files under the assets it runs with', async (t) => {
   // The file names another server.assets than the running server's, which keeps its own until a
   // restart: the server's reload checks the files under the running one.

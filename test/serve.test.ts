@@ -496,7 +496,7 @@ t.test('an adopt through the API is answered once the config in force lists the 
   t.equal(refused.status, 422, 'an adopt the server would not take is refused');
   t.match(await refused.json(), {
     code: 'rejected',
-    error: /^nothing written: rackboot serve would refuse the config with this machine/,
+    error: /^nothing written: rackboot serve would refuse the config even without this machine/,
     problems: [/rackboot\.yaml:12:\d+: initrd\.img not found under .*boot-assets$/],
   });
   t.equal(readFileSync(file, 'utf8'), before, 'nothing written');

@@ -334,22 +334,19 @@ async function adoptHoldingLock(
 ): Promise<AdoptResult> {
   const adopted = adoptMachine(original, request, document);
   if (!adopted.ok) return adopted;
-  const loaded = await loadConfigText(adopted.text, file, {
-    missingAssets: checks.missingAssets ?? 'error',
-    checkTemplate,
-    checkArguments,
-  });
-  const problems = !loaded.ok
-    ? loaded.problems.map((problem) => formatProblem(problem))
-    : checks.runningAssets !== undefined
-      ? missingUnderRunningAssets(loaded.config, checks.runningAssets)
-      : [];
+  const { loaded, problems } = await checkAsServe(adopted.text, file, checks);
   if (problems.length > 0) {
+    // The file may be refused as it is (an edit the running server rejected, a boot asset deleted):
+    // then its own problems are what to fix, and the machine is not their cause.
+    const problemsWithout = (await checkAsServe(original, file, checks)).problems;
+    const refusedAlready = problemsWithout.length > 0;
+    const listed = refusedAlready ? problemsWithout : problems;
+    const because = refusedAlready ? 'even without this machine; fix it first' : 'with this machine';
     return {
       ok: false,
       code: 'rejected',
-      message: `nothing written: rackboot serve would refuse the config with this machine:\n${problems.join('\n')}`,
-      problems,
+      message: `nothing written: rackboot serve would refuse the config ${because}:\n${listed.join('\n')}`,
+      problems: listed,
     };
   }
   const written = await replaceFile(file, adopted.text, original);
@@ -366,6 +363,21 @@ async function adoptHoldingLock(
     })
     .map((warning) => formatProblem(warning));
   return { ...adopted, warnings };
+}
+
+/** `text` as `rackboot serve` loads it (AdoptChecks), and its problems, one FILE:LINE:COL line each. */
+async function checkAsServe(text: string, file: string, checks: AdoptChecks) {
+  const loaded = await loadConfigText(text, file, {
+    missingAssets: checks.missingAssets ?? 'error',
+    checkTemplate,
+    checkArguments,
+  });
+  const problems = !loaded.ok
+    ? loaded.problems.map((problem) => formatProblem(problem))
+    : checks.runningAssets !== undefined
+      ? missingUnderRunningAssets(loaded.config, checks.runningAssets)
+      : [];
+  return { loaded, problems };
 }
 
 /**
