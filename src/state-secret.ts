@@ -44,7 +44,7 @@ export async function readOrCreateStateSecret(stateDir: string, fileName: string
   // Read errors (permissions) are thrown as they are: the server cannot start without its secret.
   const secret = parseSecret(text);
   if (!secret)
-    throw new Error(`${file} is not a rackboot secret (64 hex digits); remove it to make a new one`);
+    throw new StateError(`${file} is not a rackboot secret (64 hex digits); remove it to make a new one`);
   return secret;
 }
 
@@ -162,7 +162,7 @@ async function createSecret(stateDir: string, file: string): Promise<void> {
     }
     await linkUnlessTaken(temporary, file);
   } catch (error) {
-    throw new Error(`cannot write ${file}: ${(error as Error).message}`, { cause: error });
+    throw new StateError(`cannot write ${file}: ${(error as Error).message}`, { cause: error });
   } finally {
     await rm(temporary, { force: true });
   }

@@ -404,6 +404,31 @@ t.test(
   },
 );
 
+t.test('a state secret that is not one: one line naming the file and what to do', async (t) => {
+  // Before: "rackboot could not start: Error: …operator-token is not a rackboot secret…" and a stack trace.
+  const base = configText(await freePort(), await freePort(), '  []\n').replace(
+    'machines:\n  []',
+    'machines: []',
+  );
+  for (const name of ['operator-token', 'rackboot-http-secret']) {
+    const directory = t.testdir({
+      'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' },
+      state: { [name]: 'edited by hand\n' },
+    });
+    writeFileSync(join(directory, 'rackboot.yaml'), base);
+    const result = await runCli(['serve', '-c', join(directory, 'rackboot.yaml')], { timeoutMs: 20_000 });
+    t.equal(result.code, 1, `${name}: exit 1`);
+    t.match(
+      result.stderr.trim(),
+      new RegExp(
+        `^rackboot could not start: \\S+/state/${name} is not a rackboot secret \\(64 hex digits\\); remove it`,
+      ),
+      name,
+    );
+    t.notMatch(result.stderr, /\n\s+at /, `${name}: no stack trace`);
+  }
+});
+
 /**
  * `serve` whose config is a FIFO, so the test holds its start inside startRackboot: `opened` resolves
  * once serve has opened the config to read it, `writeConfig` answers that read.
