@@ -62,6 +62,25 @@ t.test('a valid config loads with defaults, absolute paths and canonical MACs', 
   t.ok(Object.isFrozen(config.machines), 'config is frozen');
 });
 
+t.test('a relay subnet without lease_time takes dhcp.lease_time; its own wins', async (t) => {
+  const directory = workspace(t);
+  const yaml = header.replace(
+    '  range: [10.77.0.100, 10.77.0.199]\n',
+    `  range: [10.77.0.100, 10.77.0.199]
+  lease_time: 12h
+  subnets:
+    - { subnet: 10.77.8.0/24, range: [10.77.8.10, 10.77.8.20] }
+    - { subnet: 10.77.9.0/24, range: [10.77.9.10, 10.77.9.20], lease_time: 30m }
+`,
+  );
+  const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'));
+  if (!loaded.ok) throw new Error(loaded.problems.map((problem) => formatProblem(problem)).join('\n'));
+  t.same(
+    loaded.config.dhcp.subnets.map((subnet) => subnet.lease_time),
+    [43_200, 1_800],
+  );
+});
+
 // Each case: one mistake, the exact FILE:LINE:COL it must be reported at, and the words of the message.
 const cases: [name: string, yaml: string, expected: string[]][] = [
   [

@@ -15,9 +15,10 @@ const Port = (fallback: number, description: string) =>
 /** Shorter operator tokens are guessable; server.api_token and $RACKBOOT_API_TOKEN alike. */
 export const API_TOKEN_MIN_LENGTH = 16;
 export const DURATION_PATTERN = '^(\\d+(ms|s|m|h|d))+$';
-const Duration = (fallback: string | number, description: string) =>
+/** `fallback` undefined: the key has no default of its own (it inherits another's). */
+const Duration = (fallback: string | number | undefined, description: string) =>
   Type.Union([Type.String({ pattern: DURATION_PATTERN }), Type.Integer({ minimum: 0 })], {
-    default: fallback,
+    ...(fallback === undefined ? {} : { default: fallback }),
     description: `${description} A duration: 90s, 30m, 1h, 7d, 1h30m, or seconds as a number.`,
   });
 
@@ -135,7 +136,9 @@ const MainPoolFields = poolFields(' Required in authoritative mode.', ' Ignored 
 const RelaySubnetSchema = Type.Object(
   {
     ...RelayPoolFields,
-    lease_time: Type.Optional(Duration('1h', 'Lease length for this subnet, 1s to 4294967294 s.')),
+    lease_time: Type.Optional(
+      Duration(undefined, 'Lease length for this subnet, 1s to 4294967294 s; default: dhcp.lease_time.'),
+    ),
   },
   { additionalProperties: false, description: 'A subnet served through a DHCP relay (giaddr inside it).' },
 );
