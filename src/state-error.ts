@@ -3,3 +3,26 @@
  * the file and what the operator can do about it: `serve` prints it as one line, without a stack.
  */
 export class StateError extends Error {}
+
+/**
+ * What an operator can do about a file under `server.state` that cannot be read or written, by the
+ * error's code (errno, or SQLite's for the history); undefined when the code says nothing useful.
+ */
+export function stateFileAdvice(code: string | undefined): string | undefined {
+  const kind = code ?? '';
+  if (kind === 'SQLITE_NOTADB' || kind.startsWith('SQLITE_CORRUPT'))
+    return 'it is damaged or not a rackboot history: move it (with its -wal and -shm files) away to start a new history';
+  if (
+    kind.startsWith('SQLITE_READONLY') ||
+    kind.startsWith('SQLITE_CANTOPEN') ||
+    kind === 'SQLITE_PERM' ||
+    kind === 'EACCES' ||
+    kind === 'EPERM' ||
+    kind === 'EROFS'
+  )
+    return `this user (uid ${process.getuid?.()}) cannot write it: give server.state and its files to the user rackboot runs as`;
+  if (kind === 'SQLITE_FULL' || kind.startsWith('SQLITE_IOERR') || kind === 'ENOSPC' || kind === 'EIO')
+    return 'free space on its file system, or check the disk';
+  if (kind === 'EISDIR') return 'it is a directory, where rackboot keeps a file: move it away';
+  return undefined;
+}

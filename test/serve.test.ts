@@ -429,6 +429,46 @@ t.test('a state secret that is not one: one line naming the file and what to do'
   }
 });
 
+t.test('a DHCP lease log that cannot be opened: one line naming it and what to do', async (t) => {
+  // Before: "rackboot could not start: Error: EISDIR: illegal operation on a directory, read", no file
+  // named, and a stack trace (the error crossed from the DHCP thread as a plain Error).
+  const network = createTestNetwork();
+  t.teardown(() => network.cleanup());
+  // Authoritative DHCP binds port 67 on server.address: only inside a namespace of the test's own.
+  const namespace = await network.createNamespace('leaselog');
+  await namespace.exec('ip', ['addr', 'add', '10.77.174.1/24', 'dev', 'lo']);
+  const directory = t.testdir({
+    'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' },
+    state: { 'dhcp-leases.jsonl': {} },
+  });
+  writeFileSync(
+    join(directory, 'rackboot.yaml'),
+    configText(18080, 16969, '  - { mac: 52:54:00:00:00:01, profile: plain }\n')
+      .replaceAll('127.0.0.1', '10.77.174.1')
+      .replace(
+        'dhcp:\n  mode: off',
+        'dhcp:\n  mode: authoritative\n  subnet: 10.77.174.0/24\n  range: [10.77.174.100, 10.77.174.150]',
+      ),
+  );
+  const [command, args] = cliCommand(['serve', '-c', join(directory, 'rackboot.yaml')]);
+  const serve = namespace.spawn(command, args);
+  let stderr = '';
+  serve.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => serve.once('exit', resolve));
+  const code = await Promise.race([
+    exited,
+    new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 30_000).unref()),
+  ]);
+  if (code === 'running') serve.kill('SIGKILL');
+  t.equal(code, 1, 'exits 1 (not still running 30 s later)');
+  t.match(
+    stderr.trim(),
+    /^rackboot could not start: lease log \S+\/state\/dhcp-leases\.jsonl: EISDIR[^\n]*; it is a directory, where rackboot keeps a file: move it away$/,
+  );
+});
+
 /**
  * `serve` whose config is a FIFO, so the test holds its start inside startRackboot: `opened` resolves
  * once serve has opened the config to read it, `writeConfig` answers that read.

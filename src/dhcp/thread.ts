@@ -3,6 +3,7 @@ import type { LevelWithSilentOrString } from 'pino';
 import type { Config } from '../inventory/schema.js';
 import type { MachineEventInput, RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
+import { StateError } from '../state-error.js';
 import { revivedLogArguments, startModuleWorker } from '../worker-thread.js';
 import { AddressBook, type AddressNews } from './address-book.js';
 import type { DhcpServer, DhcpStats } from './server.js';
@@ -41,6 +42,8 @@ interface ThreadStartError {
   syscall?: string | undefined;
   address?: string | undefined;
   port?: number | undefined;
+  /** A StateError on the thread (a lease log it cannot open): serve prints it as one line. */
+  state: boolean;
 }
 
 export interface DhcpThreadOptions {
@@ -119,7 +122,10 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
             resolve();
             break;
           case 'failed':
-            failure = Object.assign(new Error(message.error.message), message.error);
+            failure = Object.assign(
+              message.error.state ? new StateError(message.error.message) : new Error(message.error.message),
+              message.error,
+            );
             break;
           case 'news':
             for (const news of message.addresses) book.take(news);

@@ -9,6 +9,7 @@ import { createBootDecision } from '../inventory/decision.js';
 import { deepFreeze } from '../inventory/load.js';
 import type { Config } from '../inventory/schema.js';
 import type { MachineEventInput } from '../lifecycle/events.js';
+import { StateError } from '../state-error.js';
 import { sendableLogArguments } from '../worker-thread.js';
 import type { AddressNews } from './address-book.js';
 import { type DhcpServer, startDhcpServer } from './server.js';
@@ -85,7 +86,10 @@ try {
     port?: number;
   };
   sendNews();
-  post({ kind: 'failed', error: { message, code, syscall, address, port: failedPort } });
+  post({
+    kind: 'failed',
+    error: { message, code, syscall, address, port: failedPort, state: error instanceof StateError },
+  });
   process.exit(1);
 }
 sendNews();

@@ -4,7 +4,7 @@ import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { Mac } from '../inventory/mac.js';
 import type { Logger } from '../log.js';
-import { StateError } from '../state-error.js';
+import { StateError, stateFileAdvice } from '../state-error.js';
 import { startModuleWorker } from '../worker-thread.js';
 import type { MachineEvent, MachineEventInput, MachineState, RecordEvent } from './events.js';
 import { MacEventIndex } from './mac-index.js';
@@ -165,18 +165,7 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
  */
 function historyError(file: string, error: unknown): StateError {
   const { code, message } = error as { code?: string; message: string };
-  const kind = code ?? '';
-  const advice =
-    kind === 'SQLITE_NOTADB' || kind.startsWith('SQLITE_CORRUPT')
-      ? 'it is damaged or not a rackboot history: move it (with its -wal and -shm files) away to start a new history'
-      : kind.startsWith('SQLITE_READONLY') ||
-          kind.startsWith('SQLITE_CANTOPEN') ||
-          kind === 'SQLITE_PERM' ||
-          kind === 'EACCES'
-        ? `this user (uid ${process.getuid?.()}) cannot write it: give server.state and its files to the user rackboot runs as`
-        : kind === 'SQLITE_FULL' || kind.startsWith('SQLITE_IOERR') || kind === 'ENOSPC'
-          ? 'free space on its file system, or check the disk'
-          : undefined;
+  const advice = stateFileAdvice(code);
   if (advice === undefined && message.includes(file)) return new StateError(message, { cause: error });
   return new StateError(`history ${file}: ${message}${advice ? `; ${advice}` : ''}`, { cause: error });
 }
