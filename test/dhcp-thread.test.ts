@@ -107,6 +107,7 @@ t.test('the main thread knows who holds an address, also after the thread is res
   );
   await client.next(reply(0x7102, ACK));
   t.equal(await server.macForIp(address), LISTED_MAC, 'the bound lease is known on the main thread');
+  const countsBefore = (await server.stats()).messages;
 
   await command('kill-thread', 'KILLED');
   t.ok(
@@ -116,7 +117,18 @@ t.test('the main thread knows who holds an address, also after the thread is res
   const answered = await offeredWithin(client, 20_000);
   t.ok(answered, 'a new thread answers');
   t.equal(await server.macForIp(address), LISTED_MAC, 'the lease came back from the lease log');
-  t.equal((await server.stats()).boundLeases, 1, 'stats come from the new thread');
+  const after = await server.stats();
+  t.equal(after.boundLeases, 1, 'stats come from the new thread');
+  // A new thread counts from 0: the dead one's counts are added, so no total on /metrics falls back.
+  const countOf = (rows: typeof countsBefore, row: (typeof countsBefore)[number]) =>
+    rows.find((other) => other.type === row.type && other.decision === row.decision)?.count ?? 0;
+  t.ok(countsBefore.length > 0, 'the first thread counted its messages');
+  for (const row of countsBefore)
+    t.ok(countOf(after.messages, row) >= row.count, `${row.type} → ${row.decision}: ${row.count} or more`);
+  t.ok(
+    countOf(after.messages, { type: 'request', decision: 'ack', count: 0 }) >= 1,
+    'the ACK the dead thread sent is still counted',
+  );
 });
 
 t.test('a thread that cannot start again is tried again until it can', async (t) => {

@@ -81,6 +81,12 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
   let closed: Promise<void> | undefined;
   let nextStatsId = 0;
   let restartDelayMs = RESTART_DELAY_MS;
+  /**
+   * Counts of the threads that died, as last reported, and of the running one: a new thread counts
+   * from 0, so without the dead ones' the totals on /metrics would fall back.
+   */
+  let countsOfDeadThreads: DhcpCounts = { messages: [], malformed: [] };
+  let lastCounts: DhcpCounts = { messages: [], malformed: [] };
   const statsWaiters = new Map<
     number,
     { resolve: (stats: DhcpStats) => void; reject: (error: Error) => void }
@@ -135,7 +141,10 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
             log(message.level, revivedLogArguments(message.args));
             break;
           case 'stats':
-            statsWaiters.get(message.id)?.resolve(message.stats);
+            lastCounts = message.stats;
+            statsWaiters
+              .get(message.id)
+              ?.resolve({ ...message.stats, ...addedCounts(countsOfDeadThreads, message.stats) });
             statsWaiters.delete(message.id);
             break;
           case 'closed':
@@ -155,6 +164,8 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
           return;
         }
         if (closing) return;
+        countsOfDeadThreads = addedCounts(countsOfDeadThreads, lastCounts);
+        lastCounts = { messages: [], malformed: [] };
         logger.error(
           { err: failure, code, restartInMs: RESTART_DELAY_MS },
           'the DHCP thread died; starting another (its leases are in the lease log)',
@@ -211,5 +222,24 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
         thread.postMessage({ kind: 'stats', id } satisfies ToDhcpThread);
       });
     },
+  };
+}
+
+type DhcpCounts = Pick<DhcpStats, 'messages' | 'malformed'>;
+
+/** `a` and `b` summed count by count (a message type and decision, a drop reason). */
+function addedCounts(a: DhcpCounts, b: DhcpCounts): DhcpCounts {
+  const sum = <Row extends { count: number }>(rows: Row[], keyOf: (row: Row) => string): Row[] => {
+    const totals = new Map<string, Row>();
+    for (const row of rows) {
+      const key = keyOf(row);
+      const total = totals.get(key);
+      totals.set(key, total ? { ...total, count: total.count + row.count } : row);
+    }
+    return [...totals.values()];
+  };
+  return {
+    messages: sum([...a.messages, ...b.messages], (row) => `${row.type}|${row.decision}`),
+    malformed: sum([...a.malformed, ...b.malformed], (row) => row.reason),
   };
 }
