@@ -1022,6 +1022,31 @@ t.test(
   },
 );
 
+t.test('a DNS server address inside the range is never leased, unless a machine reserves it', async (t) => {
+  const two = await authoritativeWithRange(['10.77.5.100', '10.77.5.101']);
+  const dnsInRange = { ...two, dhcp: { ...two.dhcp, dns: ['10.77.5.100'] } };
+  const leases = new LeaseTable();
+  const first = replyOf(
+    decideFor({ type: 'discover', mac: '52:54:00:44:00:01' as Mac }, { config: dnsInRange, leases }),
+  );
+  t.equal(first.yiaddr, '10.77.5.101', 'the address that is not the DNS server');
+  t.match(
+    decideFor({ type: 'discover', mac: '52:54:00:44:00:02' as Mac }, { config: dnsInRange, leases }),
+    { kind: 'silent', reason: 'pool-exhausted' },
+    'the DNS server address is not offered',
+  );
+  const dnsServer = '52:54:00:44:00:03' as Mac;
+  const reserved = {
+    ...dnsInRange,
+    machines: [...dnsInRange.machines, { mac: dnsServer, profile: 'coreos', ip: '10.77.5.100', vars: {} }],
+  } as Config;
+  t.equal(
+    replyOf(decideFor({ type: 'discover', mac: dnsServer }, { config: reserved, leases })).yiaddr,
+    '10.77.5.100',
+    'the DNS server itself gets its reservation',
+  );
+});
+
 t.test(
   'an expired lease offered again to its owner is held for it, not offered to the next client',
   async (t) => {

@@ -49,23 +49,23 @@ export function settingsFor(config: Config): DhcpSettings {
 function buildSettings(config: Config): DhcpSettings {
   const { dhcp, server } = config;
   const serverAddress = server.address;
-  const subnets: SubnetSettings[] = [];
-  const excluded = new Set([ipToNumber(serverAddress)]);
-  const localSubnet =
-    dhcp.subnet && dhcp.range
-      ? subnetSettings(dhcp.subnet, dhcp.range, dhcp, dhcp.lease_time, excluded)
-      : undefined;
-  if (localSubnet) subnets.push(localSubnet);
-  for (const relay of dhcp.subnets) {
-    const subnet = subnetSettings(relay.subnet, relay.range, relay, relay.lease_time, excluded);
-    if (subnet) subnets.push(subnet);
-  }
   const reservations = new Map<number, Mac>();
   const reservedAddressOf = new Map<Mac, number>();
   for (const machine of config.machines) {
     if (!machine.ip) continue;
     reservations.set(ipToNumber(machine.ip), machine.mac);
     reservedAddressOf.set(machine.mac, ipToNumber(machine.ip));
+  }
+  const subnets: SubnetSettings[] = [];
+  const excluded = new Set([ipToNumber(serverAddress)]);
+  const localSubnet =
+    dhcp.subnet && dhcp.range
+      ? subnetSettings(dhcp.subnet, dhcp.range, dhcp, dhcp.lease_time, excluded, reservations)
+      : undefined;
+  if (localSubnet) subnets.push(localSubnet);
+  for (const relay of dhcp.subnets) {
+    const subnet = subnetSettings(relay.subnet, relay.range, relay, relay.lease_time, excluded, reservations);
+    if (subnet) subnets.push(subnet);
   }
   return {
     mode: dhcp.mode,
@@ -88,11 +88,15 @@ function subnetSettings(
   options: { router?: string | undefined; dns?: string[] | undefined; domain?: string | undefined },
   leaseSeconds: number,
   serverAddresses: ReadonlySet<number>,
+  reservations: Reservations,
 ): SubnetSettings | undefined {
   const subnet = parseCidr(subnetText);
   if ('error' in subnet) return undefined;
   const excluded = new Set(serverAddresses);
   if (options.router) excluded.add(ipToNumber(options.router));
+  // The DNS servers the clients are told of hold their addresses already: leasing one would clash.
+  // One reserved for a machine is that DNS server's own reservation, which it gets.
+  for (const dns of options.dns ?? []) if (!reservations.has(ipToNumber(dns))) excluded.add(ipToNumber(dns));
   for (const address of unassignableAddresses(subnet)) excluded.add(address);
   const networkOptions: [number, Buffer][] = [
     [Option.subnetMask, encodeOption.addresses(numberToIp(cidrMask(subnet)))],
