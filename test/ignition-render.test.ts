@@ -433,6 +433,35 @@ t.test('a local file that is a FIFO is a template problem, not a read that waits
   t.match(validated.stdout + validated.stderr, `${worker}:7:16: local file pipe is not a regular file`);
 });
 
+t.test(
+  'a template replaced by a FIFO while serving is a problem of the template, not a read that waits',
+  async (t) => {
+    const directory = mkdtempSync(join(tmpdir(), 'rackboot-fifo-template-'));
+    t.teardown(() => rmSync(directory, { recursive: true, force: true }));
+    const template = join(directory, 'worker.bu');
+    execFileSync('mkfifo', [template]);
+    // readTemplate is what the server calls at an Ignition request once the file changed: in a process
+    // of its own, as the blocked read held the whole process, and the timeout kills it.
+    const script = `import { readTemplate } from './src/ignition/template.ts';
+process.stdout.write(JSON.stringify(readTemplate(${JSON.stringify(template)}).problems));`;
+    const read = await promisify(execFile)(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script],
+      {
+        cwd: new URL('..', import.meta.url).pathname,
+        timeout: 20_000,
+        // tsx handles SIGTERM in JavaScript, which a process blocked in the open never runs.
+        killSignal: 'SIGKILL',
+      },
+    ).catch((error: Error) => ({ stdout: `failed: ${error.message}` }));
+    t.match(
+      JSON.parse(read.stdout.startsWith('[') ? read.stdout : '[]'),
+      [{ file: template, line: 1, col: 1, message: 'the template is not a regular file' }],
+      read.stdout,
+    );
+  },
+);
+
 t.test('variables are substituted after parsing: a value cannot change the YAML structure', async (t) => {
   const template = parseTemplate(
     '/t/inject.bu',

@@ -1,19 +1,9 @@
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  lstatSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  realpathSync,
-  statSync,
-} from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { posix, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { setNewest } from '../bounded-map.js';
 import { escapesRoot } from '../path-inside.js';
+import { readRegularFileSync } from '../regular-file.js';
 import { convertShape, isJsonObject, type JsonObject, type ShapeOptions } from './shape.js';
 import {
   BUTANE_TREE,
@@ -604,24 +594,16 @@ class LocalFiles {
   read(local: string, path: NodePath, errors: PathError[]): Buffer | undefined {
     const file = this.inside(local, path, errors);
     if (file === undefined) return undefined;
-    let descriptor: number | undefined;
     try {
-      // Opened without blocking and checked before the read: reading a FIFO waits for a writer, and
-      // the server renders on its main thread, so every request (and validate) stopped with it.
-      descriptor = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
-      if (!fstatSync(descriptor).isFile()) {
-        errors.push({ path, message: `local file ${local} is not a regular file` });
-        return undefined;
-      }
-      return readFileSync(descriptor);
+      const bytes = readRegularFileSync(file);
+      if (bytes === undefined) errors.push({ path, message: `local file ${local} is not a regular file` });
+      return bytes;
     } catch (error) {
       errors.push({
         path,
         message: `cannot read ${local}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`,
       });
       return undefined;
-    } finally {
-      if (descriptor !== undefined) closeSync(descriptor);
     }
   }
 

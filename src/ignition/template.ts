@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { type Document, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
 import { isName, nameRule } from '../inventory/names.js';
 import { documentData, positionIn, yamlProblems } from '../inventory/parse.js';
 import type { Problem } from '../inventory/problems.js';
+import { readRegularFileSync } from '../regular-file.js';
 import { SCALAR_TYPE_OF_KEY } from './spec.js';
 
 /** A path into a template's data: mapping keys and sequence indices, as `yaml`'s `getIn` takes them. */
@@ -65,14 +65,15 @@ export interface ParsedTemplate {
 }
 
 export function readTemplate(file: string): ParsedTemplate {
-  let text: string;
+  let bytes: Buffer | undefined;
   try {
-    text = readFileSync(file, 'utf8');
+    bytes = readRegularFileSync(file);
   } catch (error) {
     const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
     return parseTemplateWithProblem(file, `cannot read template (${reason})`);
   }
-  return parseTemplate(file, text);
+  if (bytes === undefined) return parseTemplateWithProblem(file, 'the template is not a regular file');
+  return parseTemplate(file, bytes.toString('utf8'));
 }
 
 function parseTemplateWithProblem(file: string, message: string): ParsedTemplate {
