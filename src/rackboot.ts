@@ -14,7 +14,7 @@ import { formatProblem, type Problem } from './inventory/problems.js';
 import type { Config } from './inventory/schema.js';
 import { type ConfigSource, watchConfig } from './inventory/source.js';
 import { stateDirectoryProblem } from './inventory/validate-checks.js';
-import { openLifecycle } from './lifecycle/store.js';
+import { giveHistoryToStateOwner, openLifecycle } from './lifecycle/store.js';
 import { componentLogger, type Logger } from './log.js';
 import { announceRunningServer } from './running-server.js';
 import { StateError } from './state-error.js';
@@ -129,6 +129,7 @@ export async function startRackboot(options: {
       listed: (mac) => listed(mac),
     });
     closers.push(() => lifecycle.close());
+    await giveHistoryToStateOwner(initial.server.state);
     const decision = createBootDecision(source.current, lifecycle.stateOf, lifecycle.bootsFromDisk);
     listed = (mac) => decision.assignmentFor(mac)?.listed ?? false;
     const secrets = await openMachineSecrets(initial.server.state, () => source.current().ignition.token_ttl);

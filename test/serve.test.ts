@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import {
+  chownSync,
   closeSync,
   constants,
   mkdirSync,
@@ -427,6 +428,32 @@ t.test('a state secret that is not one: one line naming the file and what to do'
     );
     t.notMatch(result.stderr, /\n\s+at /, `${name}: no stack trace`);
   }
+});
+
+t.test('a start as root leaves the history to the owner of server.state, not to root', async (t) => {
+  // Before: SQLite made lifecycle.sqlite root's at a `sudo rackboot serve`, and the service user's
+  // next start could not write its history.
+  if (process.getuid?.() !== 0)
+    throw new Error('this test needs root (it gives files to nobody); CI runs as root');
+  const NOBODY = 65534;
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' }, state: {} });
+  chownSync(join(directory, 'state'), NOBODY, NOBODY);
+  const file = join(directory, 'rackboot.yaml');
+  writeFileSync(
+    file,
+    configText(await freePort(), await freePort(), '  - { mac: 52:54:00:00:00:01, profile: plain }\n'),
+  );
+  const child = startServe(file);
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
+  const { uid, gid } = statSync(join(directory, 'state', DATABASE_FILE_NAME));
+  t.same({ uid, gid }, { uid: NOBODY, gid: NOBODY }, 'while it runs');
+  child.kill('SIGTERM');
+  await new Promise((resolve) => child.once('exit', resolve));
+  const after = statSync(join(directory, 'state', DATABASE_FILE_NAME));
+  t.same({ uid: after.uid, gid: after.gid }, { uid: NOBODY, gid: NOBODY }, 'after a clean stop');
 });
 
 t.test('a DHCP lease log that cannot be opened: one line naming it and what to do', async (t) => {

@@ -1,7 +1,9 @@
 import { existsSync, mkdirSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { giveTo } from '../durable-file.js';
 import type { Mac } from '../inventory/mac.js';
 import type { Logger } from '../log.js';
 import { StateError, stateFileAdvice } from '../state-error.js';
@@ -156,6 +158,20 @@ export function openLifecycle(options: LifecycleOptions): Lifecycle {
     return openLifecycleAt(file, options);
   } catch (error) {
     throw historyError(file, error);
+  }
+}
+
+/**
+ * Gives the history's files to the owner of `stateDir`: SQLite creates them as the user it runs as,
+ * so a start as root (`sudo rackboot serve`) would leave them to root, and the service user's next
+ * start could not write them.
+ */
+export async function giveHistoryToStateOwner(stateDir: string): Promise<void> {
+  const owner = await stat(stateDir);
+  for (const suffix of ['', '-wal', '-shm']) {
+    await giveTo(join(stateDir, DATABASE_FILE_NAME) + suffix, owner).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error;
+    });
   }
 }
 
