@@ -322,6 +322,30 @@ t.test(
 );
 
 t.test(
+  'without DHCP, an install rebooted before it wrote the disk is timed from the boot that installed',
+  async (t) => {
+    // dhcp.mode off: the reboot's script starts the next boot, and the machine stays installing.
+    const sequence = [
+      [script('install'), 0],
+      [ignition, 60_000],
+      [script('install'), 900_000],
+      [ignition, 960_000],
+      [diskWritten, 1_500_000],
+      [script('local-disk'), 1_540_000],
+      [installed, 1_600_000],
+    ] as const;
+    let record: MachineRecord | undefined;
+    let last: ReturnType<typeof step> | undefined;
+    for (const [index, [input, atMs]] of sequence.entries()) {
+      last = step(record, input, stampAt(index + 1, T0 + atMs));
+      record = last.record;
+    }
+    t.equal(record?.boot.number, 3, 'the reboot was a boot of its own');
+    t.match(last?.derived[0]?.detail, { to: 'installed', sinceInstallStartMs: 700_000 });
+  },
+);
+
+t.test(
   'reprovision during an install: its reports are refused and the next boot installs again',
   async (t) => {
     const install = [firmwareDhcp('ipxe'), script('install'), ignition];

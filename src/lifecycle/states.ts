@@ -176,7 +176,12 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
     lastEvent: { id: stamp.id, type: input.type, time: stamp.time },
     boot,
     installedAt: changed && state === 'installed' ? stamp.time : previous?.installedAt,
-    installStartedAt: changed && state === 'installing' ? boot.startedAt : previous?.installStartedAt,
+    // Each accepted Ignition fetch: without DHCP (dhcp.mode off) a reboot before the disk was
+    // written leaves the machine installing, and the install that completes is the later boot's.
+    installStartedAt:
+      state === 'installing' && (changed || (input.type === 'ignition-fetch' && transition.kind !== 'reject'))
+        ? boot.startedAt
+        : previous?.installStartedAt,
     // Set by the installer's or the installed system's report, cleared only by reprovision.
     bootsFromDisk:
       state === 'installed' ||
