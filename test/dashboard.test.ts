@@ -359,6 +359,42 @@ const WATCH_MUTATIONS = `{
 }`;
 
 t.test(
+  'a listed machine never seen: a report before its first boot changes its row no more than the server',
+  async (t) => {
+    const { app, lifecycle, secrets } = await startLifecycleApp(t);
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    const { page, pageErrors } = await openDashboard(t, url);
+    const row = page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`);
+    const cells = () => row.locator('td').allTextContents();
+    const unseen = await cells();
+
+    // Its post-install check or a wiped history: the server records the report as history only.
+    const token = secrets.tokenFor(LISTED_MAC, 'events', Date.now());
+    const report = await fetch(`${url}/api/v1/machines/${LISTED_MAC}/events?token=${token}`, {
+      method: 'POST',
+      body: JSON.stringify({ type: 'failed', message: 'pre-boot check' }),
+    });
+    t.match(await report.json(), { state: null, rejected: /never network-booted/ });
+    // Events reach the page in order: once this machine's row is drawn, the report was applied.
+    await lifecycle.record(bootEvent(UNLISTED_MAC));
+    await page.locator(`#machines tr[data-mac="${UNLISTED_MAC}"]`).waitFor({ timeout: 10_000 });
+    t.match(
+      (await (await fetch(`${url}/api/v1/machines/${LISTED_MAC}`)).json()) as object,
+      { state: null, ip: null, last_event: null, updated_at: null },
+      'the server keeps no record of it',
+    );
+    t.same(await cells(), unseen, 'no address, last event or age the server does not have');
+
+    // Its first network boot makes the record, and the row shows it.
+    await lifecycle.record({ ...bootEvent(LISTED_MAC), ip: '10.77.0.100' });
+    await row.locator('.state', { hasText: 'discovered' }).waitFor({ timeout: 10_000 });
+    await row.locator('td', { hasText: 'dhcp-ack' }).waitFor({ timeout: 10_000 });
+    t.match((await cells()).join(' '), /discovered\s+10\.77\.0\.100\s+QEMU · x86_64 · bios-pxe\s+dhcp-ack/);
+    t.same(pageErrors, [], 'no script errors');
+  },
+);
+
+t.test(
   'the adopt form refuses the vars names a JSON body cannot carry, in the words of names.ts',
   async (t) => {
     const { app } = await startLifecycleApp(t);

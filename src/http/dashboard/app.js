@@ -686,6 +686,9 @@ function apply(event) {
   if (event.mac === selected) addToTimeline(event);
   // Already in the record (a reconnect's replay, or a fetched view that included it).
   if (event.id <= machine.appliedId) return;
+  // Listed and never seen: the server makes no record of a report, an operator call or a plain
+  // DHCP client before its first network boot, whose state-changed then fetches the record.
+  if (machine.state === null && event.type !== 'state-changed') return;
   machine.appliedId = event.id;
   if (event.source !== 'lifecycle') {
     machine.updated_at = event.time;
