@@ -902,6 +902,24 @@ t.test(
     await page.locator('#reprovision').click();
     await waitUntil(async () => lifecycle.stateOf(LISTED_MAC) === 'discovered', 5000);
     t.equal(lifecycle.stateOf(LISTED_MAC), 'discovered', 'confirmed: reprovisioned');
+    await page.locator('#detail-message', { hasText: 'installs again' }).waitFor({ timeout: 5000 });
+
+    // Not in the config, and unknown_machines is ignore (the fixture's default): told as the CLI tells it.
+    await lifecycle.record(bootEvent(UNLISTED_MAC));
+    await lifecycle.record({ mac: UNLISTED_MAC, source: 'machine', type: 'failed' });
+    const unlisted = page.locator(`#machines tr[data-mac="${UNLISTED_MAC}"]`);
+    await unlisted.locator('.state', { hasText: 'failed' }).waitFor({ timeout: 10_000 });
+    await unlisted.click();
+    await page.locator('#reprovision:not([hidden])').waitFor({ timeout: 10_000 });
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.locator('#reprovision').click();
+    await waitUntil(async () => lifecycle.stateOf(UNLISTED_MAC) === 'discovered', 5000);
+    await waitUntil(async () => Boolean(await page.locator('#detail-message').textContent()), 5000);
+    t.equal(
+      await page.locator('#detail-message').textContent(),
+      'not in the config and unknown_machines is ignore: its next network boot gets no answer until it is adopted',
+      'the page does not promise an install the next boot will not get',
+    );
 
     const dashboard = await fetch(`${url}/`);
     // Read whole, or its connection stays busy and the server's close waits for its idle timeout.

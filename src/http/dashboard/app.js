@@ -600,6 +600,17 @@ function summary(event) {
   }
 }
 
+/**
+ * What a reprovision leads to, as `rackboot reprovision` says it: a machine no longer in the config
+ * is served at its next boot as unknown_machines says, which may be not at all.
+ */
+function afterReprovision(machine) {
+  if (machine?.listed !== false) return 'it installs again at its next network boot';
+  return machine.profile
+    ? `not in the config: its next network boot gets profile ${machine.profile}, as unknown_machines says`
+    : 'not in the config and unknown_machines is ignore: its next network boot gets no answer until it is adopted';
+}
+
 function renderDetail() {
   detailDirty = false;
   const machine = selected ? machines.get(selected) : undefined;
@@ -878,7 +889,7 @@ async function start() {
       return;
     try {
       await operatorCall(`/api/v1/machines/${encodeURIComponent(mac)}/reprovision`);
-      $('detail-message').textContent = 'it installs again at its next network boot';
+      $('detail-message').textContent = afterReprovision(machines.get(mac));
     } catch (error) {
       $('detail-message').textContent = error.message;
     }
