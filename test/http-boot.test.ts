@@ -289,6 +289,12 @@ machines:
   const response = await app.inject('/boot/52-54-00-12-34-56.ipxe?arch=x86_64');
   t.equal(response.statusCode, 200);
   t.match(response.body, /echo rackboot: cannot boot 52:54:00:12:34:56: .*rackboot fetch coreos/);
+  // After `echo rackboot:` iPXE's getopt has stopped, so the command is shown as it must be typed.
+  t.match(
+    response.body,
+    'run rackboot fetch coreos --stream stable --arch x86_64',
+    'the fix, options and all',
+  );
   t.notMatch(response.body, /\$\{(?!platform)/, 'no text iPXE would expand');
   t.match(fixture.events, [{ type: 'ipxe-script', detail: { script: 'unavailable' } }]);
 });

@@ -155,11 +155,13 @@ function messageScript(lines: string[]): string {
   ].join('\n');
 }
 
-const NEEDS_CONSOLE_ESCAPE = /[\r\n$;&|"']|(^|\s)-/;
+const NEEDS_CONSOLE_ESCAPE = /[\r\n$;&|"']/;
 
 /**
- * Text safe inside an iPXE `echo`: iPXE expands `${...}`, splits commands at `;`, `&&`, `||`, and
- * a word starting with `-` would be parsed as an option of echo (and fail the script).
+ * Text safe inside an iPXE `echo`: iPXE expands `${...}` and splits commands at `;`, `&&`, `||`.
+ * Words starting with `-` stay: every echo line starts with `rackboot:`, and iPXE's getopt stops
+ * at the first word that is not an option, so the console shows a fix such as
+ * `rackboot fetch coreos --stream stable` as it must be typed.
  */
 function consoleText(text: string): string {
   if (!NEEDS_CONSOLE_ESCAPE.test(text)) return text;
@@ -169,6 +171,5 @@ function consoleText(text: string): string {
     .replaceAll(';', ',')
     .replace(/["']/g, '')
     .replaceAll('&&', 'and')
-    .replaceAll('||', 'or')
-    .replace(/(^|\s)-+/g, '$1');
+    .replaceAll('||', 'or');
 }
