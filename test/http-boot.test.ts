@@ -257,6 +257,11 @@ t.test('installed machines boot their disk; unknown ones are told so; events nam
   const unknown = await script('52-54-00-AA-BB-CC');
   t.match(unknown, 'echo rackboot: this machine (52:54:00:aa:bb:cc) is not in the rackboot inventory');
   t.match(unknown, /sleep 60\nreboot/);
+  t.match(
+    unknown,
+    'rackboot machines adopt 52:54:00:aa:bb:cc --profile ',
+    'the adopt command as it is typed',
+  );
   t.matchSnapshot(unknown, 'unknown machine');
 
   t.match(fixture.events, [

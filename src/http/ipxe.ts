@@ -134,7 +134,7 @@ export function localDiskScript(who: string, mac: Mac): string {
 export function unknownMachineScript(mac: Mac): string {
   return messageScript([
     `this machine (${mac}) is not in the rackboot inventory`,
-    `add it under machines: in rackboot.yaml, or adopt it: rackboot machines adopt ${mac} with a profile`,
+    `add it under machines: in rackboot.yaml, or adopt it: rackboot machines adopt ${mac} --profile NAME`,
   ]);
 }
 

@@ -102,7 +102,7 @@ exports[`test/http-boot.test.ts > TAP > installed machines boot their disk; unkn
 #!ipxe
 echo
 echo rackboot: this machine (52:54:00:aa:bb:cc) is not in the rackboot inventory
-echo rackboot: add it under machines: in rackboot.yaml, or adopt it: rackboot machines adopt 52:54:00:aa:bb:cc with a profile
+echo rackboot: add it under machines: in rackboot.yaml, or adopt it: rackboot machines adopt 52:54:00:aa:bb:cc --profile NAME
 echo rackboot: rebooting in 60 s
 sleep 60
 reboot
