@@ -222,3 +222,25 @@ t.test('a new request from the port of a running transfer gets its own file (tft
     [assets.files.small.name, 'complete'],
   ]);
 });
+
+t.test('a new request from the port of a request still opening its file gets its own file', async (t) => {
+  const before = running.events.length;
+  const client = await udpPeer();
+  // Back to back: the second arrives while the first is still resolving and opening one.bin.
+  client.send(rrq(assets.files.one.name), port);
+  client.send(rrq(assets.files.small.name), port);
+  const { message, from } = await client.next();
+  t.equal(opcodeOf(message), 3);
+  // Once, the second request was dropped as a resend and the first started: one.bin's DATA 1.
+  t.same(message.subarray(4), assets.files.small.content, 'the answer is small.txt, the file asked last');
+  client.send(ackPacket(1), from.port);
+  await running.waitForEvents((events) => events.length > before);
+  await client.close();
+  await running.waitForStats((stats) => stats.activeTransfers === 0);
+  const ended = running.events.slice(before).map((event) => [event.detail?.file, event.detail?.outcome]);
+  t.same(ended, [[assets.files.small.name, 'complete']], 'one.bin was never started');
+  // Its slot went to the request that superseded it, freed once: the client's limit is whole.
+  const limit = running.config.server.tftp.max_transfers_per_client;
+  const held = await Promise.all(Array.from({ length: limit }, () => openTransfer()));
+  for (const transfer of held) await transfer.end();
+});

@@ -140,7 +140,8 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
   const { port, listen } = deps.config().server.tftp;
   const replyAddress = transferAddress(listen, deps.config().server.address);
   const cache = new FileCache(CACHE_LIMITS);
-  const active = new Map<string, ActiveTransfer | 'starting'>();
+  /** By client IP:port: its transfer, or its request while the file is resolved and opened. */
+  const active = new Map<string, ActiveTransfer | PendingRequest>();
   const perClient = new Map<string, number>();
   const stats: TftpCounters = {
     transfers: { complete: 0, aborted: 0, timeout: 0, refused: 0, probe: 0 },
@@ -238,7 +239,12 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     recordTransfer(peer, { file, outcome: 'refused', reason, bytes: 0, durationMs: 0, ...repeats });
   };
 
-  const release = (key: string, client: string) => {
+  /**
+   * Frees the slot `owner` holds; a no-op once another request from that IP:port has taken it over
+   * (superseded), so a request that finishes resolving after that cannot free the newer one's slot.
+   */
+  const release = (key: string, client: string, owner: ActiveTransfer | PendingRequest) => {
+    if (active.get(key) !== owner) return;
     active.delete(key);
     const count = (perClient.get(client) ?? 1) - 1;
     if (count <= 0) perClient.delete(client);
@@ -261,12 +267,14 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     const running = active.get(key);
     if (running !== undefined) {
       // A client that retransmits its RRQ is already being served from the transfer's own socket.
-      if (running === 'starting' || running.isResendOf(message)) return;
+      if (running.isResendOf(message)) return;
       // Anything else from that IP:port is a new request: its client moved on (a ROM reset onto the
       // same port, tftp -R, a size probe left unanswered), and the old transfer's OACK or DATA,
       // still resent to that port, would answer it with the other file. No ERROR: before its own
       // transfer answers, the client would take one from the old port as the answer to its request.
-      running.end('aborted', 'superseded');
+      // A request still resolving its file is dropped: it sees its slot gone and sends nothing.
+      if (running instanceof ActiveTransfer) running.end('aborted', 'superseded');
+      else release(key, peer.address, running);
     }
     if (request.kind === 'write') {
       return refuse(peer, request.filename, ErrorCode.accessViolation, 'Read-only server', 'write-request');
@@ -289,24 +297,28 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
       );
       return;
     }
-    active.set(key, 'starting');
+    const pending = new PendingRequest(message);
+    active.set(key, pending);
     perClient.set(peer.address, clientCount + 1);
+    const superseded = () => active.get(key) !== pending;
 
     const name = normalizeRequestedName(request.filename);
     if (!name.ok) {
-      release(key, peer.address);
+      release(key, peer.address, pending);
       return refuse(peer, request.filename, name.code, refusalMessage(name.code), name.reason);
     }
     const file = await resolveServedFile(config.server.assets, name.relative);
+    if (superseded()) return;
     if (!file.ok) {
-      release(key, peer.address);
+      release(key, peer.address, pending);
       return refuse(peer, name.relative, file.code, refusalMessage(file.code), file.reason);
     }
     let source: PayloadSource;
     try {
       source = await cache.open(file, mode);
     } catch (error) {
-      release(key, peer.address);
+      if (superseded()) return;
+      release(key, peer.address, pending);
       if (error instanceof CacheFullError) {
         // As for the transfer limits: silence, and the client's retried RRQ finds room later.
         stats.errors.busy += 1;
@@ -330,10 +342,10 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
       deps.logger.warn({ err: error, request: { file: name.relative } }, 'tftp file unreadable');
       return refuse(peer, name.relative, ErrorCode.accessViolation, 'Access violation', 'unreadable');
     }
-    if (closed) {
-      // The server closed while this request was resolving its file.
+    if (closed || superseded()) {
+      // The server closed, or the client sent another request, while this one was opening its file.
       source.close();
-      release(key, peer.address);
+      release(key, peer.address, pending);
       return;
     }
     const negotiated = negotiateOptions(request.options, source.size, {
@@ -361,7 +373,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
       sendError,
       answerStranger,
       onEnd: (outcome, detail) => {
-        release(key, peer.address);
+        release(key, peer.address, transfer);
         recordTransfer(peer, { file: name.relative, outcome, ...detail });
       },
     });
@@ -408,7 +420,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     close: async () => {
       closed = true;
       for (const transfer of active.values())
-        if (transfer !== 'starting') transfer.abort('Server shutting down', 'shutdown');
+        if (transfer instanceof ActiveTransfer) transfer.abort('Server shutting down', 'shutdown');
       await new Promise<void>((resolve) => requestSocket.close(() => resolve()));
     },
   };
@@ -427,6 +439,15 @@ function transferAddress(listen: string, serverAddress: string): string {
     addresses?.some((address) => address.family === 'IPv4' && address.address === serverAddress),
   );
   return local ? serverAddress : listen;
+}
+
+/** A request whose file is still being resolved and opened: no transfer, nothing sent yet. */
+class PendingRequest {
+  constructor(private readonly request: Buffer) {}
+
+  isResendOf(request: Buffer): boolean {
+    return request.equals(this.request);
+  }
 }
 
 interface ActiveTransferOptions {
