@@ -244,3 +244,24 @@ t.test('a new request from the port of a request still opening its file gets its
   const held = await Promise.all(Array.from({ length: limit }, () => openTransfer()));
   for (const transfer of held) await transfer.end();
 });
+
+t.test('a port in use rejects the start without a warning of its own', async (t) => {
+  const occupier = await udpPeer();
+  const config = await loadTestConfig(assets.root);
+  const taken = {
+    ...config,
+    server: { ...config.server, tftp: { ...config.server.tftp, port: occupier.socket.address().port } },
+  };
+  const problems: string[] = [];
+  const started = startTftpServer({
+    config: () => taken,
+    record: async () => {},
+    logger: pino({ level: 'warn' }, { write: (line: string) => problems.push(line) }),
+    macForIp: () => undefined,
+  });
+  await t.rejects(started, { code: 'EADDRINUSE' }, 'the caller gets the bind error');
+  await occupier.close();
+  // Once, the request socket's error handler also logged it: a warning with a stack trace before
+  // serve's one line naming server.tftp.port.
+  t.same(problems, [], 'nothing logged at warn or above');
+});

@@ -161,10 +161,6 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
   const refusalRecords = tokenBucket(REFUSAL_RECORDS);
   let closed = false;
   const requestSocket = createUdp4Socket();
-  requestSocket.on('error', (error) => {
-    stats.errors.io += 1;
-    deps.logger.warn({ err: error }, 'tftp request socket error');
-  });
 
   const send: SendPacket = (socket, message, to) => {
     const error = trySend(socket, message, to.port, to.address);
@@ -405,6 +401,12 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
   await bindUdp(requestSocket, listen, port).catch((error: unknown) => {
     requestSocket.close();
     throw error;
+  });
+  // Only once bound: a failed bind is the caller's to report (serve prints one line naming the
+  // setting), not also a warning with a stack trace.
+  requestSocket.on('error', (error) => {
+    stats.errors.io += 1;
+    deps.logger.warn({ err: error }, 'tftp request socket error');
   });
   deps.logger.info({ port: requestSocket.address().port, address: listen }, 'tftp listening');
 
