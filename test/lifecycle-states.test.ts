@@ -8,6 +8,17 @@ if (!mac) throw new Error('fixture MAC');
 const T0 = Date.parse('2026-11-25T10:00:00.000Z');
 const stampAt = (id: number, ms: number): Stamp => ({ id, time: new Date(ms).toISOString(), ms });
 
+/** Steps a new machine through `sequence` (each input at T0 + its ms): the last record and step. */
+function replay(sequence: readonly (readonly [MachineEventInput, number])[]) {
+  let record: MachineRecord | undefined;
+  let last: ReturnType<typeof step> | undefined;
+  for (const [index, [input, atMs]] of sequence.entries()) {
+    last = step(record, input, stampAt(index + 1, T0 + atMs));
+    record = last.record;
+  }
+  return { record, last };
+}
+
 // The events of one boot, as the servers report them (names and detail per the event vocabulary).
 const firmwareDhcp = (firmware = 'bios-pxe'): MachineEventInput => ({
   mac,
@@ -307,12 +318,7 @@ t.test(
       [script('local-disk'), 641_000],
       [installed, 700_000],
     ] as const;
-    let record: MachineRecord | undefined;
-    let last: ReturnType<typeof step> | undefined;
-    for (const [index, [input, atMs]] of sequence.entries()) {
-      last = step(record, input, stampAt(index + 1, T0 + atMs));
-      record = last.record;
-    }
+    const { last } = replay(sequence);
     t.match(last?.derived[0]?.detail, {
       to: 'installed',
       sinceBootMs: 60_000,
@@ -334,12 +340,7 @@ t.test(
       [script('local-disk'), 1_540_000],
       [installed, 1_600_000],
     ] as const;
-    let record: MachineRecord | undefined;
-    let last: ReturnType<typeof step> | undefined;
-    for (const [index, [input, atMs]] of sequence.entries()) {
-      last = step(record, input, stampAt(index + 1, T0 + atMs));
-      record = last.record;
-    }
+    const { record, last } = replay(sequence);
     t.equal(record?.boot.number, 3, 'the reboot was a boot of its own');
     t.match(last?.derived[0]?.detail, { to: 'installed', sinceInstallStartMs: 700_000 });
   },

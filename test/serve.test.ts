@@ -58,6 +58,23 @@ function startServe(configFile: string): ChildProcess {
   return spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
+/** A `serve` expected to refuse its start: its exit code and stderr, or 'running' (then killed) after 30 s. */
+async function failedStart(
+  serve: ChildProcess,
+): Promise<{ code: number | null | 'running'; stderr: string }> {
+  let stderr = '';
+  serve.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => serve.once('exit', resolve));
+  const code = await Promise.race([
+    exited,
+    new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 30_000).unref()),
+  ]);
+  if (code === 'running') serve.kill('SIGKILL');
+  return { code, stderr };
+}
+
 /** `rackboot serve` on the config `text` gives for two free ports, in a fresh test directory; killed with the test. */
 async function serveFixture(t: Test, text: (httpPort: number, tftpPort: number) => string) {
   const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
@@ -313,16 +330,7 @@ t.test('a privileged port without the privilege: one line naming the key and the
     command,
     ...args,
   ]);
-  let stderr = '';
-  serve.stderr?.on('data', (chunk: Buffer) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<number | null>((resolve) => serve.once('exit', resolve));
-  const code = await Promise.race([
-    exited,
-    new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 30_000).unref()),
-  ]);
-  if (code === 'running') serve.kill('SIGKILL');
+  const { code, stderr } = await failedStart(serve);
   t.equal(code, 1, 'exits 1 (not still running 30 s later)');
   t.equal(
     stderr.trim(),
@@ -479,16 +487,7 @@ t.test('a DHCP lease log that cannot be opened: one line naming it and what to d
   );
   const [command, args] = cliCommand(['serve', '-c', join(directory, 'rackboot.yaml')]);
   const serve = namespace.spawn(command, args);
-  let stderr = '';
-  serve.stderr?.on('data', (chunk: Buffer) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<number | null>((resolve) => serve.once('exit', resolve));
-  const code = await Promise.race([
-    exited,
-    new Promise<'running'>((resolve) => setTimeout(() => resolve('running'), 30_000).unref()),
-  ]);
-  if (code === 'running') serve.kill('SIGKILL');
+  const { code, stderr } = await failedStart(serve);
   t.equal(code, 1, 'exits 1 (not still running 30 s later)');
   t.match(
     stderr.trim(),
