@@ -245,6 +245,24 @@ t.test('a new request from the port of a request still opening its file gets its
   for (const transfer of held) await transfer.end();
 });
 
+t.test("a transfer the client ends with an ERROR is recorded with the client's text", async (t) => {
+  const client = await udpPeer();
+  client.send(rrq(assets.files.one.name), port);
+  const { from } = await client.next();
+  client.send(errorPacket(3, 'Disk full\x07 or allocation exceeded'), from.port);
+  const ended = (events: MachineEventInput[]) =>
+    events.find((event) => String(event.detail?.reason).startsWith('client error 3'));
+  await running.waitForEvents((events) => ended(events) !== undefined);
+  await client.close();
+  t.match(ended(running.events), {
+    detail: {
+      file: assets.files.one.name,
+      outcome: 'aborted',
+      reason: 'client error 3: Disk full? or allocation exceeded',
+    },
+  });
+});
+
 t.test('a port in use rejects the start without a warning of its own', async (t) => {
   const occupier = await udpPeer();
   const config = await loadTestConfig(assets.root);

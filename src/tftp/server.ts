@@ -443,6 +443,17 @@ function transferAddress(listen: string, serverAddress: string): string {
   return local ? serverAddress : listen;
 }
 
+/**
+ * How a transfer the client ended with an ERROR is recorded: its code and its text, which says why
+ * (EDK2's "User aborted the transfer", a client's "Disk full"). The text is the client's: printable
+ * ASCII only, and clipped, as it goes into the history and the log.
+ */
+function clientErrorReason(code: number, message: string): string {
+  const text = message.replace(/[^\x20-\x7e]/g, '?').slice(0, CLIENT_ERROR_TEXT_CHARS);
+  return text === '' ? `client error ${code}` : `client error ${code}: ${text}`;
+}
+const CLIENT_ERROR_TEXT_CHARS = 100;
+
 /** A request whose file is still being resolved and opened: no transfer, nothing sent yet. */
 class PendingRequest {
   constructor(private readonly request: Buffer) {}
@@ -568,7 +579,7 @@ class ActiveTransfer {
       return;
     }
     if (packet.kind === 'error') {
-      this.apply(receiveClientError(state), `client error ${packet.code}`);
+      this.apply(receiveClientError(state), clientErrorReason(packet.code, packet.message));
       return;
     }
     this.apply(receiveAck(state, packet.block, performance.now()));
