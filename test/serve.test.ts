@@ -18,6 +18,7 @@ import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { type Mac, macFromBytes, parseMac } from '../src/inventory/mac.js';
+import { stopChild } from '../src/lab/network.js';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
 import { DATABASE_FILE_NAME, MAX_UNINSTALLED, openLifecycle } from '../src/lifecycle/store.js';
 import { cliCommand, runCli } from './helpers/cli.js';
@@ -75,17 +76,35 @@ async function failedStart(
   return { code, stderr };
 }
 
-/** `rackboot serve` on the config `text` gives for two free ports, in a fresh test directory; killed with the test. */
+/**
+ * Servers to stop (SIGTERM, then SIGKILL) when `t` ends. Call it before the test's first t.testdir:
+ * tap removes a test's directory before the teardowns registered after its first testdir, and a
+ * server still running there wrote into it (ENOTEMPTY, and its handle kept the test file open until
+ * tap's timeout).
+ */
+function stopsWithTest(t: Test): (server: ChildProcess) => ChildProcess {
+  const servers: ChildProcess[] = [];
+  t.teardown(async () => {
+    await Promise.all(servers.map((server) => stopChild(server)));
+  });
+  return (server) => {
+    servers.push(server);
+    return server;
+  };
+}
+
+/**
+ * `rackboot serve` on the config `text` gives for two free ports, in a fresh test directory; it and
+ * the servers passed to `stopWithTest` are stopped with the test.
+ */
 async function serveFixture(t: Test, text: (httpPort: number, tftpPort: number) => string) {
+  const stopWithTest = stopsWithTest(t);
   const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
   const [httpPort, tftpPort] = [await freePort(), await freePort()];
   const file = join(directory, 'rackboot.yaml');
   writeFileSync(file, text(httpPort, tftpPort));
-  const child = startServe(file);
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
-  return { directory, file, child, httpPort, tftpPort };
+  const child = stopWithTest(startServe(file));
+  return { directory, file, child, httpPort, tftpPort, stopWithTest };
 }
 
 t.test('serve: hot reload and graceful shutdown', async (t) => {
@@ -341,7 +360,7 @@ t.test('a privileged port without the privilege: one line naming the key and the
 
 t.test('a second serve on the same server.state is refused before it touches the state', async (t) => {
   const machines = '  - { mac: 52:54:00:00:00:01, profile: plain }\n';
-  const { directory, child, httpPort } = await serveFixture(t, (httpPort, tftpPort) =>
+  const { directory, child, httpPort, stopWithTest } = await serveFixture(t, (httpPort, tftpPort) =>
     configText(httpPort, tftpPort, machines),
   );
   await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
@@ -363,9 +382,7 @@ t.test('a second serve on the same server.state is refused before it touches the
   child.kill('SIGKILL');
   await exited;
   const after = spawn(...cliCommand(['serve', '-c', second]), { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => {
-    if (after.exitCode === null) after.kill('SIGKILL');
-  });
+  stopWithTest(after);
   await waitForOutput(after, (line) => line.includes('rackboot serving'), 30_000);
   t.pass('the lock of a killed server does not hold the next one back');
 });
@@ -444,6 +461,7 @@ t.test('a start as root leaves the history to the owner of server.state, not to 
   if (process.getuid?.() !== 0)
     throw new Error('this test needs root (it gives files to nobody); CI runs as root');
   const NOBODY = 65534;
+  const stopWithTest = stopsWithTest(t);
   const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' }, state: {} });
   chownSync(join(directory, 'state'), NOBODY, NOBODY);
   const file = join(directory, 'rackboot.yaml');
@@ -451,10 +469,7 @@ t.test('a start as root leaves the history to the owner of server.state, not to 
     file,
     configText(await freePort(), await freePort(), '  - { mac: 52:54:00:00:00:01, profile: plain }\n'),
   );
-  const child = startServe(file);
-  t.teardown(() => {
-    if (child.exitCode === null) child.kill('SIGKILL');
-  });
+  const child = stopWithTest(startServe(file));
   await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
   const { uid, gid } = statSync(join(directory, 'state', DATABASE_FILE_NAME));
   t.same({ uid, gid }, { uid: NOBODY, gid: NOBODY }, 'while it runs');
@@ -607,6 +622,7 @@ t.test('an adopt through the API is answered once the config in force lists the 
 t.test(
   'a listed machine keeps its record through a restart with more never-installed machines than kept',
   async (t) => {
+    const stopWithTest = stopsWithTest(t);
     const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
     const listedMac = parseMac('52:54:00:00:00:01') as Mac;
     // The history a server that lists it left: the listed machine's boot first (so it is the one
@@ -633,10 +649,7 @@ t.test(
     const [httpPort, tftpPort] = [await freePort(), await freePort()];
     const file = join(directory, 'rackboot.yaml');
     writeFileSync(file, configText(httpPort, tftpPort, `  - { mac: ${listedMac}, profile: plain }\n`));
-    const child = startServe(file);
-    t.teardown(() => {
-      if (child.exitCode === null) child.kill('SIGKILL');
-    });
+    const child = stopWithTest(startServe(file));
     await waitForOutput(child, (line) => line.includes('rackboot serving'), 60_000);
     const machine = await fetch(`http://127.0.0.1:${httpPort}/api/v1/machines/${listedMac}`);
     t.equal(machine.status, 200);
