@@ -26,3 +26,10 @@ export function stateFileAdvice(code: string | undefined): string | undefined {
   if (kind === 'EISDIR') return 'it is a directory, where rackboot keeps a file: move it away';
   return undefined;
 }
+
+/** `error` on the state file `file` (`what`: "history", "lease log"), as one line with the advice for its code. */
+export function stateFileError(what: string, file: string, error: unknown): StateError {
+  const { code, message } = error as { code?: string; message: string };
+  const advice = stateFileAdvice(code);
+  return new StateError(`${what} ${file}: ${message}${advice ? `; ${advice}` : ''}`, { cause: error });
+}

@@ -5,7 +5,7 @@ import type { Mac } from '../boot-plan.js';
 import { giveTo, syncDirectory } from '../durable-file.js';
 import { parseMac } from '../inventory/mac.js';
 import { ipToNumber, isIpv4, numberToIp } from '../ipv4.js';
-import { StateError, stateFileAdvice } from '../state-error.js';
+import { stateFileError } from '../state-error.js';
 import type { LeaseChange } from './leases.js';
 
 /**
@@ -73,7 +73,7 @@ export class LeaseLog {
     try {
       text = await readFile(file, 'utf8');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw leaseLogError(file, error);
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw stateFileError('lease log', file, error);
     }
     const changes: LeaseChange[] = [];
     let tornLines = 0;
@@ -90,7 +90,7 @@ export class LeaseLog {
     });
     const damage = damagedBytes > 0 ? await keepDamaged(file, damagedBytes) : undefined;
     const handle = await open(file, APPEND_DSYNC).catch((error: unknown) => {
-      throw leaseLogError(file, error);
+      throw stateFileError('lease log', file, error);
     });
     return {
       log: new LeaseLog(file, handle, snapshot, onCompactionError),
@@ -261,11 +261,4 @@ function parseLine(line: string): LeaseChange | undefined {
   if (stored.t === 'decline' && typeof stored.until === 'number')
     return { kind: 'decline', ip, until: stored.until };
   return undefined;
-}
-
-/** A lease log that cannot be read or opened stops the start: one line naming it and what to do. */
-function leaseLogError(file: string, error: unknown): StateError {
-  const { code, message } = error as NodeJS.ErrnoException;
-  const advice = stateFileAdvice(code);
-  return new StateError(`lease log ${file}: ${message}${advice ? `; ${advice}` : ''}`, { cause: error });
 }

@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import { giveTo } from '../durable-file.js';
 import type { Mac } from '../inventory/mac.js';
 import type { Logger } from '../log.js';
-import { StateError, stateFileAdvice } from '../state-error.js';
+import { StateError, stateFileAdvice, stateFileError } from '../state-error.js';
 import { startModuleWorker } from '../worker-thread.js';
 import type { MachineEvent, MachineEventInput, MachineState, RecordEvent } from './events.js';
 import { MacEventIndex } from './mac-index.js';
@@ -181,9 +181,9 @@ export async function giveHistoryToStateOwner(stateDir: string): Promise<void> {
  */
 function historyError(file: string, error: unknown): StateError {
   const { code, message } = error as { code?: string; message: string };
-  const advice = stateFileAdvice(code);
-  if (advice === undefined && message.includes(file)) return new StateError(message, { cause: error });
-  return new StateError(`history ${file}: ${message}${advice ? `; ${advice}` : ''}`, { cause: error });
+  if (stateFileAdvice(code) === undefined && message.includes(file))
+    return new StateError(message, { cause: error });
+  return stateFileError('history', file, error);
 }
 
 /**
