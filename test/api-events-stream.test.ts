@@ -331,40 +331,75 @@ t.test(
 );
 
 t.test(
-  'a watcher that stops reading during the replay is disconnected, holding no live events',
+  'a live batch larger than maxQueuedBytes reaches a watcher that reads, whole and without a disconnect',
   async (t) => {
-    const drainTimeoutMs = 300;
-    const { app, lifecycle, address } = await startStreamServer(t, {}, { drainTimeoutMs });
-    // ~20 MB of history: more than loopback's socket buffers take from a reader that stopped.
+    const maxQueuedBytes = 64 << 10;
+    const { lifecycle, address } = await startStreamServer(t, {}, { maxQueuedBytes });
+    const abort = new AbortController();
+    t.teardown(() => abort.abort());
+    const response = await fetch(`${address}/api/v1/events`, {
+      headers: { accept: 'text/event-stream' },
+      signal: abort.signal,
+    });
+    const stream = streamText(response);
+    await stream.until((text) => text.startsWith('retry:'));
+    // One batch of ~2 MB, as a writer thread that fell behind under a flood hands over at once: before,
+    // the first write of it put the socket past the bound and every watcher, reading or not, was dropped.
     const padding = 'x'.repeat(1000);
-    const record = (count: number) =>
-      Promise.all(
-        Array.from({ length: count }, (_, step) =>
-          lifecycle.record({ ...progress(UNLISTED_MAC, step), detail: { padding } }),
-        ),
-      );
-    for (let round = 0; round < 20; round += 1) await record(1000);
-    const connections = () =>
-      new Promise<number>((resolve, reject) =>
-        app.server.getConnections((error, count) => (error ? reject(error) : resolve(count))),
-      );
-    const socket = connect(Number(new URL(address).port), '127.0.0.1');
-    t.teardown(() => socket.destroy());
-    socket.pause();
-    socket.write(
-      'GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nLast-Event-ID: 0\r\n\r\n',
+    const recorded = await Promise.all(
+      Array.from({ length: 2000 }, (_, step) =>
+        lifecycle.append({ ...progress(UNLISTED_MAC, step), detail: { padding } }),
+      ),
     );
-    await eventually(async () => (await connections()) === 1, 'the watcher connected');
-    // Live events during the stalled replay: before, each was held in memory for the watcher.
-    await record(1000);
-    await eventually(
-      async () => (await connections()) === 0,
-      'the server dropped the stalled watcher',
-      drainTimeoutMs + 10_000,
-    );
-    t.pass('disconnected');
+    t.ok(await recorded[0]?.stored, 'the batch was stored');
+    const ids = recorded.flatMap((appended) => appended.events.map((event) => event.id));
+    const seen = idsIn(await stream.until((text) => idsIn(text).at(-1) === ids.at(-1), 20_000));
+    t.same(seen, ids, 'every event once, in order, on the same connection');
+    // And it stays live: the next event comes on the same stream.
+    const next = lifecycle.append(progress(UNLISTED_MAC, 2000));
+    await next.stored;
+    const nextId = next.events.at(-1)?.id;
+    t.ok(idsIn(await stream.until((text) => idsIn(text).at(-1) === nextId)).includes(nextId as number));
   },
 );
+
+for (const phase of ['the replay', 'live events'] as const)
+  t.test(
+    `a watcher that stops reading during ${phase} is disconnected, holding no live events`,
+    async (t) => {
+      const drainTimeoutMs = 300;
+      const { app, lifecycle, address } = await startStreamServer(t, {}, { drainTimeoutMs });
+      // ~20 MB, as history or live: more than loopback's socket buffers take from a reader that stopped.
+      const rounds = { before: phase === 'the replay' ? 20 : 0, connected: phase === 'the replay' ? 1 : 20 };
+      const padding = 'x'.repeat(1000);
+      const record = (count: number) =>
+        Promise.all(
+          Array.from({ length: count }, (_, step) =>
+            lifecycle.record({ ...progress(UNLISTED_MAC, step), detail: { padding } }),
+          ),
+        );
+      for (let round = 0; round < rounds.before; round += 1) await record(1000);
+      const connections = () =>
+        new Promise<number>((resolve, reject) =>
+          app.server.getConnections((error, count) => (error ? reject(error) : resolve(count))),
+        );
+      const socket = connect(Number(new URL(address).port), '127.0.0.1');
+      t.teardown(() => socket.destroy());
+      socket.pause();
+      socket.write(
+        `GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n${phase === 'the replay' ? 'Last-Event-ID: 0\r\n' : ''}\r\n`,
+      );
+      await eventually(async () => (await connections()) === 1, 'the watcher connected');
+      // Live events while it does not read: once, each was held in memory for the watcher.
+      for (let round = 0; round < rounds.connected; round += 1) await record(1000);
+      await eventually(
+        async () => (await connections()) === 0,
+        'the server dropped the stalled watcher',
+        drainTimeoutMs + 10_000,
+      );
+      t.pass('disconnected');
+    },
+  );
 
 t.test(
   `at most ${MAX_EVENT_STREAMS} streams, ${MAX_EVENT_STREAMS_PER_CLIENT} per client address; then 503 with Retry-After`,

@@ -186,9 +186,17 @@ try {
     max: number;
   };
   const medianDrop = median(drops) as number;
+  // The watcher stands in for a dashboard but does not reconnect: a dropped stream shows here.
+  const generated = ROUNDS * RATE * SECONDS;
+  if (latency.measured < generated) {
+    process.stdout.write(
+      `FAILED: the SSE watcher saw ${latency.measured} of ${generated} generated events\n`,
+    );
+    process.exitCode = 1;
+  }
   process.stdout.write(
     [
-      `SSE: ${latency.measured} of ${ROUNDS * RATE * SECONDS} generated events seen (${latency.received} with ` +
+      `SSE: ${latency.measured} of ${generated} generated events seen (${latency.received} with ` +
         `derived state changes and the DHCP passes' own events); event→SSE latency p50 ${latency.p50.toFixed(1)} ms, ` +
         `p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms`,
       `DHCP DORA/s under event load, median of ${ROUNDS} rounds: ${medianDrop >= 0 ? 'drop' : 'gain'} ${Math.abs(medianDrop).toFixed(1)}% ` +

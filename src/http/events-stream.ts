@@ -10,8 +10,9 @@ export interface EventsStreamOptions {
   /** Comment line sent this often so proxies and browsers keep an idle stream open. */
   keepAliveMs?: number;
   /**
-   * A watcher that falls this far behind (bytes queued in the socket) is disconnected; it reconnects
-   * with Last-Event-ID and catches up from the store, so a slow browser costs bounded memory.
+   * A watcher this far behind (bytes queued in the socket, with the batch at hand) is sent no live
+   * events: it catches up from the store, a replay batch at a time as its socket drains, so a slow
+   * browser costs bounded memory and a large batch never drops a watcher that reads.
    */
   maxQueuedBytes?: number;
   /** A watcher that takes nothing of a replay for this long is disconnected (it stopped reading). */
@@ -182,7 +183,11 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
  * the hand-over gap-free and duplicate-free: the store notifies only after commit, so an event heard
  * while replaying is in the store for a later replay batch, and the replay ends in the same turn as
  * its last read, after which events are sent as they are heard. Nothing is held for a watcher: what
- * it has not taken yet stays in the store.
+ * it has not taken yet stays in the store. So a watcher that falls `maxQueuedBytes` behind, or is
+ * handed a committed batch larger than that (a writer thread that fell behind under a flood commits
+ * seconds of events at once), is not sent the live events: it catches up from the store the same
+ * way, paced by its socket draining, and is disconnected only when it takes nothing for
+ * `drainTimeoutMs` (it stopped reading).
  */
 function streamEvents(
   lifecycle: Lifecycle,
@@ -199,35 +204,48 @@ function streamEvents(
   let replaying = resume !== undefined;
   // The store hands over a committed batch event by event; one socket write per batch, not per event.
   let queued: string[] = [];
+  let queuedLength = 0;
+  /** The last id written before the queued events: where a catch-up starts if they are not written. */
+  let writtenId = sentId;
   const writeQueued = () => {
     if (queued.length === 0 || response.destroyed) return;
-    response.write(queued.join(''));
+    const text = queued.join('');
+    const tooFarBehind = response.writableLength + queuedLength > stream.maxQueuedBytes;
     queued = [];
-    if (response.writableLength > stream.maxQueuedBytes) response.destroy();
+    queuedLength = 0;
+    if (!replaying && tooFarBehind) {
+      sentId = writtenId;
+      replaying = true;
+      replay();
+      return;
+    }
+    response.write(text);
+    writtenId = sentId;
   };
   // `json` is the event as the store serialised it once, for every watcher and its own writes.
   const send = (id: number, json: string) => {
     if (id <= sentId || response.destroyed) return;
     sentId = id;
     if (queued.length === 0) queueMicrotask(writeQueued);
-    queued.push(`id: ${id}\ndata: ${json}\n\n`);
+    const message = `id: ${id}\ndata: ${json}\n\n`;
+    queued.push(message);
+    queuedLength += message.length;
   };
   const unsubscribe = lifecycle.subscribe((event, json) => {
     if (replaying || (stream.mac !== undefined && event.mac !== stream.mac)) return;
     send(event.id, json);
   });
   response.on('close', unsubscribe);
-  if (resume === undefined) return;
 
   let firstBatch = true;
-  const replay = () => {
+  function replay(): void {
     if (response.destroyed) return;
     const batch = lifecycle.storedEventsAfter(sentId, { mac: stream.mac, limit: REPLAY_BATCH });
     // Every batch: retention may prune past a slow replay's cursor between two reads.
     const reason =
-      firstBatch && resume.reset ? 'reset' : prunedPast(lifecycle, sentId) ? 'pruned' : undefined;
+      firstBatch && resume?.reset ? 'reset' : prunedPast(lifecycle, sentId) ? 'pruned' : undefined;
     if (reason) {
-      const after = firstBatch ? resume.afterId : sentId;
+      const after = firstBatch && resume ? resume.afterId : sentId;
       const gap = { after, resumesAt: batch[0]?.id ?? null, reason };
       // A named event, not a comment: EventSource clients (the dashboard) see it and refetch.
       writeQueued();
@@ -243,8 +261,8 @@ function streamEvents(
     // Let the socket drain between batches so a long catch-up does not sit in memory.
     if (response.writableNeedDrain) afterDrain(response, stream.drainTimeoutMs, replay);
     else setImmediate(replay);
-  };
-  replay();
+  }
+  if (resume !== undefined) replay();
 }
 
 /**
