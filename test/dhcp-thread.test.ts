@@ -131,6 +131,36 @@ t.test('the main thread knows who holds an address, also after the thread is res
   );
 });
 
+t.test('proxy mode: what the thread learned of addresses outlives its restart', async (t) => {
+  const { server, command, stderr } = await launchThreaded(t, await configFile('learned', 'proxy', 'coreos'));
+  const client = await startProbe(pair.client, '0.0.0.0:68');
+  const address = `10.77.${SUBNET}.77`;
+  // The LAN's DHCP server gave the machine its address; proxy mode overhears the REQUEST.
+  client.send(
+    requestBytes({
+      type: 'request',
+      mac: LISTED_MAC,
+      xid: 0x7301,
+      requested: address,
+      options: FIRMWARE.uefiPxe(7),
+    }),
+    '255.255.255.255',
+    67,
+  );
+  t.ok(
+    await waitUntil(async () => (await server.macForIp(address)) === LISTED_MAC, 10_000),
+    'the main thread knows the machine behind the address',
+  );
+  await command('kill-thread', 'KILLED');
+  t.ok(
+    await waitUntil(async () => stderr().includes('the DHCP thread died; starting another'), 10_000),
+    'the death is logged',
+  );
+  t.ok(await offeredWithin(client, 20_000, FIRMWARE.uefiPxe(7)), 'a new thread answers');
+  // TFTP and HTTP events of a boot in progress name its MAC by this answer.
+  t.equal(await server.macForIp(address), LISTED_MAC, 'still known after the restart');
+});
+
 t.test('a thread that cannot start again is tried again until it can', async (t) => {
   const file = await configFile('retry', 'authoritative');
   const state = join(directory, 'retry');

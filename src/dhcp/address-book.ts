@@ -33,6 +33,18 @@ export class AddressBook {
     this.onNews?.({ kind: 'learned', ip, mac });
   }
 
+  /**
+   * Takes what `previous` (a dead thread's copy) learned, as older than what this book learned
+   * itself: a new thread starts knowing nothing it overheard, and the TFTP and HTTP events of boots
+   * in progress would lose their MAC until each machine's next DHCP packet.
+   */
+  inheritLearned(previous: AddressBook): void {
+    const own = [...this.learned];
+    this.learned.clear();
+    for (const [ip, mac] of [...previous.learned, ...own])
+      setNewest(this.learned, ip, mac, LEARNED_ADDRESSES_MAX);
+  }
+
   take(news: AddressNews): void {
     if (news.kind === 'lease') this.applyLease(news.change);
     else this.learn(news.ip, news.mac);

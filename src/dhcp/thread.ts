@@ -121,6 +121,7 @@ export async function startDhcpThread(options: DhcpThreadOptions): Promise<DhcpS
             ready = true;
             restartDelayMs = RESTART_DELAY_MS;
             thread = started;
+            book.inheritLearned(addresses);
             addresses = book;
             // A reload while the thread was starting had no thread to go to.
             if (config !== launchedWith)
