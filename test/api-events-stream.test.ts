@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type ClientRequest, get, type IncomingMessage } from 'node:http';
+import { type ClientRequest, get, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -400,6 +400,42 @@ for (const phase of ['the replay', 'live events'] as const)
       t.pass('disconnected');
     },
   );
+
+t.test(
+  'a watcher that stops reading while live events come in small batches is disconnected, its queue bounded',
+  async (t) => {
+    const drainTimeoutMs = 300;
+    const maxQueuedBytes = 1 << 20;
+    const { app, lifecycle, address } = await startStreamServer(t, {}, { drainTimeoutMs, maxQueuedBytes });
+    let watcher: ServerResponse | undefined;
+    app.server.on('request', (_request: IncomingMessage, response: ServerResponse) => {
+      watcher = response;
+    });
+    const socket = connect(Number(new URL(address).port), '127.0.0.1');
+    t.teardown(() => socket.destroy());
+    socket.pause();
+    socket.write('GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n');
+    await eventually(() => watcher !== undefined, 'the watcher connected');
+    // A busy fleet's events, as a server commits them: batches far smaller than a replay batch.
+    // Before, each catch-up read back the batch it had just withheld and wrote it anyway.
+    const padding = 'x'.repeat(1000);
+    let mostQueued = 0;
+    for (let round = 0; round < 200 && !watcher?.destroyed; round += 1) {
+      await Promise.all(
+        Array.from({ length: 100 }, (_, step) =>
+          lifecycle.record({ ...progress(UNLISTED_MAC, step), detail: { padding } }),
+        ),
+      );
+      mostQueued = Math.max(mostQueued, watcher?.writableLength ?? 0);
+    }
+    await eventually(
+      () => watcher?.destroyed === true,
+      'the server dropped the stalled watcher',
+      drainTimeoutMs + 5000,
+    );
+    t.ok(mostQueued <= 2 * maxQueuedBytes, `at most ${mostQueued} bytes queued for it`);
+  },
+);
 
 t.test(
   `at most ${MAX_EVENT_STREAMS} streams, ${MAX_EVENT_STREAMS_PER_CLIENT} per client address; then 503 with Retry-After`,

@@ -216,7 +216,10 @@ function streamEvents(
     if (!replaying && tooFarBehind) {
       sentId = writtenId;
       replaying = true;
-      replay();
+      // Read the store again only once the socket took what it holds: a watcher that stopped
+      // reading would otherwise be written every batch it missed, each as a replay too small to wait.
+      if (response.writableNeedDrain) afterDrain(response, stream.drainTimeoutMs, replay);
+      else replay();
       return;
     }
     response.write(text);
