@@ -127,3 +127,27 @@ t.test('logs -f reopens a stream that went silent, resuming after the last event
   t.same(lastEventIds.slice(0, 2), ['6', '7'], 'reconnected with the last id it got');
   t.same(told, [`${target.url}/api/v1/events: nothing received for 0.3 s`]);
 });
+
+t.test('logs -f says why a full server refused the stream, in its words', async (t) => {
+  // What serve answers a ninth watcher from one address (events-stream.ts), e.g. through an SSH tunnel.
+  const refusal = {
+    error: 'too many event streams',
+    message: '8 streams are open, 8 of them from 127.0.0.1 (at most 32, 8 per client); retry later',
+  };
+  const target = await serve(t, (_request, response) => {
+    response.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify(refusal));
+  });
+  const stop = new AbortController();
+  t.teardown(() => stop.abort());
+  const told: string[] = [];
+  const events = followEvents(target, {
+    signal: stop.signal,
+    reconnectDelayMs: 10,
+    onDisconnect: (reason) => {
+      told.push(reason);
+      stop.abort();
+    },
+  });
+  for await (const _event of events) t.fail('no event expected');
+  t.same(told, [`${target.url}: HTTP 503: ${refusal.error}: ${refusal.message}`]);
+});

@@ -390,7 +390,11 @@ export async function* followEvents(
       if (response.status >= 500) {
         // A full server (503, too many event streams) says when to come back.
         retryAfterMs = (Number(response.headers.get('retry-after')) || 0) * 1000;
-        throw new Error(`HTTP ${response.status}`);
+        // rackboot's refusal names the cap and who holds the streams; a proxy's error page says nothing.
+        const answer = parseOrUndefined(await response.text());
+        const why =
+          isObject(answer) && answer.error ? `: ${explainRefusal(url, response.status, answer)}` : '';
+        throw new Error(`HTTP ${response.status}${why}`);
       }
       if (!response.ok) {
         throw new ApiError(
