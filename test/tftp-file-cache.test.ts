@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, open, rename, rm, truncate, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rename, rm, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { FileChangedError } from '../src/file-change.js';
 import { CacheFullError, FileCache, type PayloadSource } from '../src/tftp/file-cache.js';
+import { resolveServedFile } from '../src/tftp/paths.js';
 
 const MiB = 1 << 20;
 
@@ -114,6 +115,37 @@ t.test('a file swapped for a FIFO after its check is refused, not opened for goo
     execFileSync('mkfifo', [file.path]);
     t.type(await failure(cache.open(file, 'octet')), FileChangedError, `${file.size} bytes: refused`);
   }
+});
+
+t.test('a symlink out of the root swapped in after the check is refused, not followed', async (t) => {
+  const directory = await scratchDirectory(t);
+  const root = join(directory, 'assets');
+  const outside = join(directory, 'outside');
+  await mkdir(join(root, 'sub'), { recursive: true });
+  await mkdir(outside);
+  const cache = new FileCache({ maxFileBytes: MiB, capacityBytes: 2 * MiB, readAheadBytes: 64 * 1024 });
+  for (const [name, size] of [
+    ['small.bin', 1000],
+    ['large.bin', 3 * MiB],
+  ] as const) {
+    // Same size as the checked file: open() only saw a regular file of the size the stat gave.
+    await writeFile(join(outside, name), Buffer.alloc(size, 0x53));
+    await writeFile(join(root, name), Buffer.alloc(size, 1));
+    await writeFile(join(root, 'sub', name), Buffer.alloc(size, 2));
+    const file = await resolveServedFile(root, name);
+    const inSub = await resolveServedFile(root, `sub/${name}`);
+    if (!file.ok || !inSub.ok) throw new Error('fixture not served');
+    // Someone who can write under the root races a request: the file itself, or a directory on its path.
+    await rm(file.path);
+    await symlink(join(outside, name), file.path);
+    await rename(join(root, 'sub'), join(root, 'sub.old'));
+    await symlink(outside, join(root, 'sub'));
+    t.type(await failure(cache.open(file, 'octet')), FileChangedError, `${name}: file swapped`);
+    t.type(await failure(cache.open(inSub, 'octet')), FileChangedError, `${name}: directory swapped`);
+    await rm(join(root, 'sub'));
+    await rename(join(root, 'sub.old'), join(root, 'sub'));
+  }
+  t.equal(cache.bytes, 0, 'nothing of the outside files is held');
 });
 
 t.test('a file truncated while it is read from disk fails the read; one read at a time', async (t) => {

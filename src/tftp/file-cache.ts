@@ -1,5 +1,5 @@
 import { type BigIntStats, constants } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, readlink } from 'node:fs/promises';
 import { assertUnchanged, FileChangedError } from '../file-change.js';
 import { toNetascii } from './netascii.js';
 
@@ -176,13 +176,26 @@ async function readExactly(path: string, size: number): Promise<Buffer> {
 
 /**
  * Opened without blocking and checked on the descriptor: a path checked as a regular file may have
- * been swapped for a FIFO since, whose plain open would hold a thread of libuv's pool for good.
+ * been swapped for a FIFO since, whose plain open would hold a thread of libuv's pool for good. And
+ * `path`, the real path checked to be inside the root, may have had a symlink swapped in since, at
+ * the file or at a directory on the way, which open() follows: the descriptor must still be at
+ * `path` as the kernel sees it, or a file of the same size outside the root would be served.
  * `opened` is what later reads are checked against (assertUnchanged).
  */
 async function openSized(path: string, size: number): Promise<{ handle: FileHandle; opened: BigIntStats }> {
   const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  const opened = await handle.stat({ bigint: true });
-  if (opened.isFile() && opened.size === BigInt(size)) return { handle, opened };
+  try {
+    const opened = await handle.stat({ bigint: true });
+    if (
+      opened.isFile() &&
+      opened.size === BigInt(size) &&
+      (await readlink(`/proc/self/fd/${handle.fd}`)) === path
+    )
+      return { handle, opened };
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
   await handle.close();
   throw new FileChangedError();
 }
