@@ -1,3 +1,5 @@
+import { chmod, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
@@ -6,6 +8,8 @@ import { startTftpServer } from '../src/tftp/server.js';
 import { waitUntil } from './helpers/poll.js';
 import { createAssets, loadTestConfig } from './tftp/harness.js';
 import { blockOf, opcodeOf, rrq, udpPeer } from './tftp/udp.js';
+
+const NOBODY = 65534;
 
 // A client, or a flood, asking again and again for what is refused: each (client IP, file, reason)
 // is recorded and logged once per 10 s, the rest counted, so the event history keeps real machines.
@@ -28,7 +32,7 @@ async function startServer(t: Test) {
     await server.close();
     await assets.remove();
   });
-  return { server, port: server.address().port, events, logLines };
+  return { server, port: server.address().port, events, logLines, root: assets.root };
 }
 
 t.test(
@@ -66,6 +70,47 @@ t.test(
     const stats = server.stats();
     t.equal(stats.transfers.refused - before.transfers.refused, 42, 'every refusal counted');
     t.equal(stats.refusalsSuppressed - before.refusalsSuppressed, 39, 'the repeats counted as suppressed');
+  },
+);
+
+t.test(
+  'an unreadable file is refused with its errno, recorded and logged once like any refusal',
+  { skip: process.getuid?.() === 0 ? false : 'needs root: serves as nobody to make a file unreadable' },
+  async (t) => {
+    const { server, port, events, logLines, root } = await startServer(t);
+    // Nobody may reach the root, but not read this file: a kernel left 0600 by a fetch run as root.
+    await chmod(dirname(root), 0o755);
+    await writeFile(join(root, 'unreadable.bin'), 'kernel', { mode: 0o600 });
+    const before = server.stats();
+    const replies: Buffer[] = [];
+    process.seteuid?.(NOBODY);
+    try {
+      for (let attempt = 0; attempt < 10; attempt += 1) {
+        const peer = await udpPeer();
+        peer.send(rrq('unreadable.bin'), port);
+        replies.push((await peer.next()).message);
+        await peer.close();
+      }
+    } finally {
+      process.seteuid?.(0);
+    }
+    t.same(
+      replies.map((reply) => [opcodeOf(reply), blockOf(reply)]),
+      Array(10).fill([5, 2]),
+      'each gets Access violation',
+    );
+    await waitUntil(() => events.length >= 1, 3000, 10);
+    t.same(
+      events.map((event) => [event.detail?.file, event.detail?.reason]),
+      [['unreadable.bin', 'unreadable:EACCES']],
+      'one event, naming the errno as an unreadable directory does',
+    );
+    t.same(
+      logLines.filter((line) => line.msg !== 'tftp listening').map((line) => line.msg),
+      ['tftp request refused'],
+      'one log line, no warning per request',
+    );
+    t.equal(server.stats().refusalsSuppressed - before.refusalsSuppressed, 9);
   },
 );
 

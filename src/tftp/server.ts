@@ -335,8 +335,10 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
         return refuse(peer, name.relative, ErrorCode.notDefined, message, 'netascii-too-large');
       }
       stats.errors.io += 1;
-      deps.logger.warn({ err: error, request: { file: name.relative } }, 'tftp file unreadable');
-      return refuse(peer, name.relative, ErrorCode.accessViolation, 'Access violation', 'unreadable');
+      // Logged as a refusal, once per 10 s: a warning per request would let a client asking again
+      // and again for a 0600 kernel flood the log.
+      const code = (error as NodeJS.ErrnoException).code ?? 'unknown';
+      return refuse(peer, name.relative, ErrorCode.accessViolation, 'Access violation', `unreadable:${code}`);
     }
     if (closed || superseded()) {
       // The server closed, or the client sent another request, while this one was opening its file.
