@@ -183,7 +183,11 @@ async function readExactly(path: string, size: number): Promise<Buffer> {
  * `opened` is what later reads are checked against (assertUnchanged).
  */
 async function openSized(path: string, size: number): Promise<{ handle: FileHandle; opened: BigIntStats }> {
-  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK).catch((error: unknown) => {
+    // Removed since its check (rm then cp, not a rename over it): the client's retry finds what is there.
+    const code = (error as NodeJS.ErrnoException).code;
+    throw code === 'ENOENT' || code === 'ENOTDIR' ? new FileChangedError() : error;
+  });
   try {
     const opened = await handle.stat({ bigint: true });
     if (
