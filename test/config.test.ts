@@ -122,6 +122,18 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ['rackboot.yaml:14:51: reserved IP 10.77.9.5 is outside dhcp.subnet 10.77.0.0/24'],
   ],
   [
+    'reserved IP outside the subnet and every relay subnet names them all',
+    `${header.replace('profiles:', '  subnets:\n    - { subnet: 10.77.8.0/24, range: [10.77.8.10, 10.77.8.20] }\nprofiles:')}machines:\n  - { mac: 52:54:00:00:00:01, profile: plain, ip: 10.77.9.5 }\n`,
+    [
+      'rackboot.yaml:16:51: reserved IP 10.77.9.5 is outside dhcp.subnet 10.77.0.0/24 and dhcp.subnets[0].subnet 10.77.8.0/24',
+    ],
+  ],
+  [
+    'reserved IP outside the only subnets, relay ones, names them (not an undefined dhcp.subnet)',
+    `server:\n  address: 10.77.0.1\ndhcp:\n  subnets:\n    - { subnet: 10.77.8.0/24, range: [10.77.8.10, 10.77.8.20] }\nprofiles:\n  plain:\n    kind: linux\n    kernel: vmlinuz\n    initrd: [initramfs.img]\n    ignition: ignition/worker.bu\nmachines:\n  - { mac: 52:54:00:00:00:01, profile: plain, ip: 10.77.9.5 }\n`,
+    ['rackboot.yaml:13:51: reserved IP 10.77.9.5 is outside dhcp.subnets[0].subnet 10.77.8.0/24'],
+  ],
+  [
     'reserved IP at the broadcast address',
     `${header}machines:\n  - { mac: 52:54:00:00:00:01, profile: plain, ip: 10.77.0.255 }\n`,
     ['rackboot.yaml:14:51: reserved IP 10.77.0.255 is the network or broadcast address of 10.77.0.0/24'],

@@ -525,7 +525,7 @@ function crossFieldProblems(
       const subnet = subnets.find((candidate) => cidrContains(candidate, reserved));
       if (subnets.length > 0 && !subnet) {
         problems.push(
-          locate.at([...base, 'ip'], `reserved IP ${machine.ip} is outside dhcp.subnet ${dhcp.subnet}`),
+          locate.at([...base, 'ip'], `reserved IP ${machine.ip} is outside ${subnetNames.join(' and ')}`),
         );
       } else if (subnet && unassignableAddresses(subnet).includes(reserved)) {
         problems.push(
