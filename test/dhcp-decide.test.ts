@@ -820,6 +820,28 @@ t.test('a relayed client renews, informs and releases by unicast, from its relay
   }
 });
 
+t.test('a relayed client renewing by unicast is NAKed at its address, where it can hear it', async (t) => {
+  // Its RENEW came without giaddr: a NAK broadcast on the server's segment never crosses the relay,
+  // and the client would keep the refused address until it rebinds (at 7/8 of the lease).
+  const mac = '52:54:00:30:00:03' as Mac;
+  const renewal = replyOf(
+    decideFor(
+      { type: 'request', mac, ciaddr: '10.77.6.50', broadcast: false },
+      { config: configs.authoritative, leases: new LeaseTable(), unicast: true },
+    ),
+  );
+  t.equal(renewal.decision, 'nak', 'an address outside the relay range');
+  t.same(renewal.destination, { kind: 'client', address: '10.77.6.50' });
+  const rebinding = replyOf(
+    decideFor(
+      { type: 'request', mac, ciaddr: '10.77.6.50' },
+      { config: configs.authoritative, leases: new LeaseTable() },
+    ),
+  );
+  t.equal(rebinding.decision, 'nak', 'the same address rebinding on the local segment');
+  t.same(rebinding.destination, { kind: 'broadcast' }, 'not unicast to an address of another network');
+});
+
 t.test(
   'a broadcast from the local segment is served from the local subnet, whatever its ciaddr',
   async (t) => {

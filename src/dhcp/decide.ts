@@ -340,7 +340,7 @@ function answerRequest(
       return { kind: 'silent', reason: 'other-server', events, ...(leaseChange ? { leaseChange } : {}) };
     }
     const chosen = requested ?? ciaddr;
-    if (chosen === undefined) return nak(request, mac, 'no address requested', context);
+    if (chosen === undefined) return nak(request, mac, 'no address requested', subnet, context);
     return bindAddress(request, mac, chosen, subnet, context);
   }
   if (requested !== undefined && ciaddr === undefined) {
@@ -348,7 +348,7 @@ function answerRequest(
     // the address is another client's unexpired lease: that one we know is wrong for it (Kea NAKs too).
     const ip = ipToNumber(requested);
     if (!cidrContains(subnet.pool.subnet, ip)) {
-      return nak(request, mac, 'requested address is not on this network', context);
+      return nak(request, mac, 'requested address is not on this network', subnet, context);
     }
     const own = leases.leaseOf(mac);
     if (!own) {
@@ -358,9 +358,10 @@ function answerRequest(
         holder.mac !== mac &&
         holder.state === 'bound' &&
         holder.expiresAt > context.now;
-      return heldByAnother ? nak(request, mac, 'address in use', context) : silent('no-binding');
+      return heldByAnother ? nak(request, mac, 'address in use', subnet, context) : silent('no-binding');
     }
-    if (numberToIp(own.ip) !== requested) return nak(request, mac, 'requested address is not yours', context);
+    if (numberToIp(own.ip) !== requested)
+      return nak(request, mac, 'requested address is not yours', subnet, context);
     return bindAddress(request, mac, requested, subnet, context);
   }
   if (ciaddr !== undefined) return bindAddress(request, mac, ciaddr, subnet, context);
@@ -393,9 +394,9 @@ function bindAddress(
       ? inPool
       : ip === reservation;
   if (!cidrContains(pool.subnet, ip) || !allowed)
-    return nak(request, mac, 'address not offered to you', context);
+    return nak(request, mac, 'address not offered to you', subnet, context);
   if (!leases.isAvailable(ip, mac, settings.reservations, now))
-    return nak(request, mac, 'address in use', context);
+    return nak(request, mac, 'address in use', subnet, context);
   const assignment = context.decision.assignmentFor(mac);
   const leaseChange: LeaseChange = {
     kind: 'bind',
@@ -474,7 +475,13 @@ function addressReply(
  * The event names the address refused (option 50, else ciaddr) and the client's ciaddr, so an
  * operator can tell a stale lease (an address from elsewhere) from a conflict (another MAC's).
  */
-function nak(request: DhcpRequest, mac: Mac, message: string, context: DecideContext): Outcome {
+function nak(
+  request: DhcpRequest,
+  mac: Mac,
+  message: string,
+  subnet: SubnetSettings,
+  context: DecideContext,
+): Outcome {
   const reply = replyTo(request, 'nak', context.settings);
   // RFC 2131 §4.3.2: a relayed NAK carries the broadcast bit, so the relay broadcasts it on.
   if (request.giaddr !== ZERO) reply.flags |= BROADCAST_FLAG;
@@ -485,7 +492,7 @@ function nak(request: DhcpRequest, mac: Mac, message: string, context: DecideCon
     kind: 'reply',
     decision: 'nak',
     reply,
-    destination: destinationOf(request, 'nak'),
+    destination: destinationOf(request, 'nak', subnet, context.unicast),
     events: [dhcpEvent('dhcp-nak', request, mac, { message, requested, ciaddr })],
   };
 }
@@ -622,15 +629,18 @@ const MAX_ECHOED_BYTES = 64;
  * RFC 2131 §4.1: relay first, NAK broadcast, then ciaddr ("the server unicasts DHCPOFFER and
  * DHCPACK messages to the address in 'ciaddr'"), else broadcast. A ciaddr outside the `subnet` the
  * reply is for is stale (a DISCOVER from a machine moved here from a relayed rack): unicast to it
- * would be routed away from the client, so the reply is broadcast.
+ * would be routed away from the client, so the reply is broadcast. The NAK of a renewal (`unicast`:
+ * sent to the server's address) goes to ciaddr: a client behind a relay renews
+ * without giaddr, and a NAK broadcast on the server's segment never crosses the relay.
  */
 function destinationOf(
   request: DhcpRequest,
   type: 'offer' | 'ack' | 'nak' | 'inform',
   subnet?: SubnetSettings,
+  unicast = false,
 ): Destination {
   if (request.giaddr !== ZERO) return { kind: 'relay', address: request.giaddr };
-  if (type === 'nak') return { kind: 'broadcast' };
+  if (type === 'nak' && !unicast) return { kind: 'broadcast' };
   const ciaddrReachable =
     request.ciaddr !== ZERO && (!subnet || cidrContains(subnet.pool.subnet, ipToNumber(request.ciaddr)));
   if (ciaddrReachable) return { kind: 'client', address: request.ciaddr };
