@@ -9,6 +9,7 @@ import {
   renameSync,
   rmSync,
   statSync,
+  symlinkSync,
   truncateSync,
   writeFileSync,
   writeSync,
@@ -16,7 +17,7 @@ import {
 import { open } from 'node:fs/promises';
 import { createServer, get, type IncomingMessage, type Server } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import {
@@ -54,7 +55,7 @@ async function rangeServer(
   const results: Promise<FileRangeResult>[] = [];
   const closing = new AbortController();
   const server: Server = createServer((_request, response) => {
-    const result = openAsDecided(path, statSync(path)).then((file) => {
+    const result = openAsDecided(dirname(path), path, statSync(path)).then((file) => {
       if (typeof file === 'string') throw new Error(`fixture file ${file}`);
       return sendFileRange(response, {
         file,
@@ -282,6 +283,29 @@ t.test('downloads beyond the pool still deliver every byte, through their small 
   t.equal(chunks.lent, 0, 'the chunk is back in the pool');
 });
 
+t.test('openAsDecided: a symlink out of the root swapped in after the check is not followed', async (t) => {
+  const dir = t.testdir({ assets: { sub: {} }, outside: {} });
+  const root = join(dir, 'assets');
+  const outside = join(dir, 'outside');
+  writeFileSync(join(outside, 'secret.img'), 'outside the root');
+  // The route checked the path inside the root; then someone who can write under it swapped a
+  // symlink in, at the file or at a directory on its path, before send's stat, which follows it as
+  // the open does: the stat and the descriptor agree, and only the descriptor's real path tells.
+  symlinkSync(join(outside, 'secret.img'), join(root, 'asset.img'));
+  rmSync(join(root, 'sub'), { recursive: true });
+  symlinkSync(outside, join(root, 'sub'));
+  for (const path of [join(root, 'asset.img'), join(root, 'sub', 'secret.img')]) {
+    t.equal(await openAsDecided(root, path, statSync(path)), 'outside-root', path);
+    t.equal(descriptorsOn(join(outside, 'secret.img')), 0, 'nothing left open');
+  }
+  // A symlink inside the root is served, as the route's own check allows.
+  writeFileSync(join(root, 'real.img'), 'inside');
+  symlinkSync(join(root, 'real.img'), join(root, 'alias.img'));
+  const alias = await openAsDecided(root, join(root, 'alias.img'), statSync(join(root, 'alias.img')));
+  t.not(typeof alias, 'string', 'a link within the root opens');
+  if (typeof alias !== 'string') await alias.file.close();
+});
+
 t.test(
   'openAsDecided: the same file opens; one renamed over it or a FIFO in its place does not',
   async (t) => {
@@ -289,16 +313,20 @@ t.test(
     const path = join(dir, 'asset.img');
     writeFileSync(path, 'first version');
     const decided = statSync(path);
-    const same = await openAsDecided(path, decided);
+    const same = await openAsDecided(dir, path, decided);
     t.not(typeof same, 'string', 'unchanged: opened');
     if (typeof same !== 'string') await same.file.close();
     writeFileSync(join(dir, 'next.img'), 'second version');
     renameSync(join(dir, 'next.img'), path);
-    t.equal(await openAsDecided(path, decided), 'changed', 'renamed over: not sent under the old headers');
+    t.equal(
+      await openAsDecided(dir, path, decided),
+      'changed',
+      'renamed over: not sent under the old headers',
+    );
     rmSync(path);
     execFileSync('mkfifo', [path]);
     const started = performance.now();
-    t.equal(await openAsDecided(path, decided), 'not-a-file', 'a FIFO is refused');
+    t.equal(await openAsDecided(dir, path, decided), 'not-a-file', 'a FIFO is refused');
     t.ok(performance.now() - started < 1000, 'without waiting for a writer');
     t.equal(descriptorsOn(path), 0, 'nothing left open');
   },

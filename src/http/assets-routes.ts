@@ -60,13 +60,13 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
       const body = request.method === 'GET' ? bodyRange(decided) : undefined;
       // HEAD, 304 Not Modified: no body.
       if (!body) return reply.code(decided.statusCode).headers(decided.headers).send(decided.stream);
-      let file: OpenedFile | 'changed' | 'not-a-file';
+      let file: Awaited<ReturnType<typeof openAsDecided>>;
       try {
-        file = await openAsDecided(decided.metadata.path, decided.metadata.stat);
+        file = await openAsDecided(root, decided.metadata.path, decided.metadata.stat);
       } catch (error) {
         return refuse(reply, error as Error);
       }
-      if (file === 'not-a-file') return reply.callNotFound();
+      if (file === 'not-a-file' || file === 'outside-root') return reply.callNotFound();
       if (file === 'changed') continue;
       const delivered = deliver(request, reply, decided, file, body);
       inFlight.add(delivered);

@@ -1,7 +1,8 @@
 import { type BigIntStats, constants, type Stats } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, readlink, realpath } from 'node:fs/promises';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { assertUnchanged, FileChangedError } from '../file-change.js';
+import { escapesRoot } from '../path-inside.js';
 
 /**
  * Bytes read from disk per chunk. send's default (64 KiB) moved 64 MiB over loopback at about a
@@ -94,23 +95,34 @@ export interface FileRangeResult {
  * Opens `path` if it is still the regular file a decision was made on (same device, inode, size and
  * modification time): a file renamed over in between would otherwise send its bytes under the
  * other file's Content-Length and ETag. O_NONBLOCK: opening a FIFO swapped in returns at once
- * instead of blocking a thread of libuv's pool.
+ * instead of blocking a thread of libuv's pool. And the descriptor must be inside `root`: a symlink
+ * swapped in after the route's check, at the file or at a directory on its path, is followed by the
+ * decision's stat and by the open alike, so only where the descriptor really is tells.
  */
 export async function openAsDecided(
+  root: string,
   path: string,
   decided: Stats,
-): Promise<OpenedFile | 'changed' | 'not-a-file'> {
+): Promise<OpenedFile | 'changed' | 'not-a-file' | 'outside-root'> {
   const file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   let now: Stats;
   // In nanoseconds, for the checks while it is sent; `decided` (send's stat) has only milliseconds.
   let opened: BigIntStats;
+  let outside: boolean;
   try {
-    [now, opened] = await Promise.all([file.stat(), file.stat({ bigint: true })]);
+    [now, opened, outside] = await Promise.all([
+      file.stat(),
+      file.stat({ bigint: true }),
+      Promise.all([realpath(root), readlink(`/proc/self/fd/${file.fd}`)]).then(([realRoot, real]) =>
+        escapesRoot(realRoot, real),
+      ),
+    ]);
   } catch (error) {
     await file.close();
     throw error;
   }
   if (
+    !outside &&
     now.isFile() &&
     now.dev === decided.dev &&
     now.ino === decided.ino &&
@@ -119,7 +131,7 @@ export async function openAsDecided(
   )
     return { file, path, opened };
   await file.close();
-  return now.isFile() ? 'changed' : 'not-a-file';
+  return outside ? 'outside-root' : now.isFile() ? 'changed' : 'not-a-file';
 }
 
 /** A file opened for a download, with what its reads are checked against (assertUnchanged). */
