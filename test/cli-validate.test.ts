@@ -171,3 +171,41 @@ t.test('a problem on a tab-indented line says tabs are the cause', async (t) => 
     'rackboot.yaml:2:12: YAML syntax error: Nested mappings are not allowed in compact mappings (YAML indentation must use spaces, not tabs)',
   );
 });
+
+t.test('a var missing for a listed machine and for unknown_machines is reported for both', async (t) => {
+  const directory = t.testdir({
+    'rackboot.yaml': `server:
+  address: 10.77.0.1
+unknown_machines: plain
+profiles:
+  plain:
+    kind: linux
+    kernel: https://example.com/vmlinuz
+    args: ["role={{vars.role}}"]
+    ignition: role.bu
+machines:
+  - { mac: 52:54:00:00:00:01, profile: plain }
+`,
+    'role.bu': `variant: fcos
+version: 1.5.0
+storage:
+  files:
+    - path: /etc/role
+      contents: { inline: "{{vars.role}}" }
+`,
+  });
+  const result = await runCli(['validate'], { cwd: directory, env: { RACKBOOT_CONFIG: '' } });
+  t.equal(result.code, 1);
+  const unknownMachinesProblem =
+    '{{vars.role}} cannot be filled for machines not in the inventory (unknown_machines: plain): they have no vars';
+  const problems = result.stderr
+    .trim()
+    .split('\n')
+    .filter((line) => !line.includes('warning:'));
+  t.same(problems, [
+    `rackboot.yaml:8:12: {{vars.role}} is not set for machine 52:54:00:00:00:01 (add it under the machine's vars)`,
+    `rackboot.yaml:8:12: ${unknownMachinesProblem}`,
+    `role.bu:6:27: {{vars.role}} is not set for machine 52:54:00:00:00:01 (add it under the machine's vars)`,
+    `role.bu:6:27: ${unknownMachinesProblem}`,
+  ]);
+});

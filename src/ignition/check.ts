@@ -189,10 +189,16 @@ function* samplesFor(config: Config, profiles: Set<string>, used: string[]): Gen
   }
 }
 
+/**
+ * What machines without an inventory entry have for every `vars.NAME`: no vars at all, which renders
+ * differently from one missing var (null). Not undefined: JSON.stringify writes that as null in the
+ * render key, and their problem was taken for a listed machine's and never reported.
+ */
+const NO_VARS = { noVars: true };
+
 function variableValue(vars: TemplateVars, name: string): unknown {
   if (!name.startsWith('vars.')) return vars[name as keyof TemplateVars] ?? null;
-  // Machines without an inventory entry have no vars at all, which renders differently from one missing var.
-  return vars.vars === undefined ? undefined : (vars.vars[name.slice(5)] ?? null);
+  return vars.vars === undefined ? NO_VARS : (vars.vars[name.slice(5)] ?? null);
 }
 
 /** Placeholders for the vars of a profile no machine uses yet. */
