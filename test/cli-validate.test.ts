@@ -209,3 +209,29 @@ storage:
     `role.bu:6:27: ${unknownMachinesProblem}`,
   ]);
 });
+
+t.test('a profile no machine uses yet validates with vars alone in integer and boolean fields', async (t) => {
+  const directory = t.testdir({
+    'rackboot.yaml': `server:
+  address: 10.77.0.1
+profiles:
+  app:
+    kind: linux
+    kernel: https://example.com/vmlinuz
+    ignition: app.bu
+machines: []
+`,
+    'app.bu': `variant: fcos
+version: 1.5.0
+passwd:
+  users:
+    - name: app
+      uid: "{{vars.uid}}"
+      system: "{{ vars.system }}"
+      gecos: "app {{vars.uid}}"
+`,
+  });
+  const result = await runCli(['validate'], { cwd: directory, env: { RACKBOOT_CONFIG: '' } });
+  t.equal(result.code, 0, result.stderr);
+  t.match(result.stdout, /valid \(0 machines, 1 profiles\)/);
+});

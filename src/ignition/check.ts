@@ -11,6 +11,7 @@ import {
   readTemplate,
   substituteString,
   type TemplateVars,
+  typedVarsOf,
   variablesIn,
   variablesUsedBy,
 } from './template.js';
@@ -42,13 +43,14 @@ export async function checkTemplate(templateFile: string, config: Config): Promi
       .map(([name]) => name),
   );
   const used = variablesUsedBy(template);
+  const typed = typedVarsOf(template);
   // Machine by machine, keeping only each render's problems: with a render per machine (a
   // template naming {{hostname}}), holding every machine's variables first added ~5 MB to the
   // load's peak RSS for 10,000 machines.
   const problemsOfRender = new Map<string, string[]>();
   const problems = new Map<string, { problem: Problem; who: string[] }>();
   let machines = 0;
-  for (const sample of samplesFor(config, profiles, used)) {
+  for (const sample of samplesFor(config, profiles, used, typed)) {
     machines += 1;
     const key = JSON.stringify(used.map((name) => variableValue(sample.vars, name)));
     let identities = problemsOfRender.get(key);
@@ -137,7 +139,12 @@ function renderProblems(
   return [...identities];
 }
 
-function* samplesFor(config: Config, profiles: Set<string>, used: string[]): Generator<Sample> {
+function* samplesFor(
+  config: Config,
+  profiles: Set<string>,
+  used: string[],
+  typed: Map<string, 'integer' | 'boolean'> = new Map(),
+): Generator<Sample> {
   // A token of the real shape (length, expiry prefix) from a throwaway secret, one for all: the
   // server's secret stays in server.state, and only the shape of a token can matter to a template.
   const token = createMachineSecrets(Buffer.alloc(32), () => config.ignition.token_ttl).tokenFor(
@@ -172,7 +179,7 @@ function* samplesFor(config: Config, profiles: Set<string>, used: string[]): Gen
       state: undefined,
       bootsFromDisk: false,
     };
-    yield { who: SAMPLE_MAC, vars: { ...varsOf(assignment), vars: sampleVars(used) } };
+    yield { who: SAMPLE_MAC, vars: { ...varsOf(assignment), vars: sampleVars(used, typed) } };
   }
   if (profiles.has(config.unknown_machines)) {
     // What the BootDecision hands out for a MAC that is not listed: no hostname, no address, no vars.
@@ -201,10 +208,22 @@ function variableValue(vars: TemplateVars, name: string): unknown {
   return vars.vars === undefined ? NO_VARS : (vars.vars[name.slice(5)] ?? null);
 }
 
-/** Placeholders for the vars of a profile no machine uses yet. */
-function sampleVars(used: string[]): Record<string, string> {
+/**
+ * Stand-ins for the vars of a profile no machine uses yet, of the type each field takes: `sample-uid`
+ * in `uid: "{{vars.uid}}"` failed as not an integer, refusing a template every machine could fill. 1
+ * and false pass the fields Ignition checks further (a partition number, a mode; `overwrite`,
+ * `shouldExist` beside other keys), where 0 or true would not.
+ */
+const SAMPLE_VALUE_OF_TYPE = { integer: '1', boolean: 'false' };
+
+function sampleVars(used: string[], typed: Map<string, 'integer' | 'boolean'>): Record<string, string> {
   const names = used.filter((name) => name.startsWith('vars.')).map((name) => name.slice(5));
-  return Object.fromEntries(names.map((name) => [name, `sample-${name}`]));
+  return Object.fromEntries(
+    names.map((name) => {
+      const type = typed.get(name);
+      return [name, type ? SAMPLE_VALUE_OF_TYPE[type] : `sample-${name}`];
+    }),
+  );
 }
 
 /** Says which machines a problem is about when not all of the template's machines have it. */

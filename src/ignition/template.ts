@@ -232,6 +232,32 @@ export function substitute(data: unknown, vars: TemplateVars): { value: unknown;
 /** A string that is one placeholder and nothing else: in an integer or boolean field it gives that type. */
 const SINGLE_PLACEHOLDER = /^\s*\{\{\s*[^{}]*?\s*\}\}\s*$/;
 
+/**
+ * The `vars.NAME` placeholders that stand alone in an integer or boolean field (`uid: "{{vars.uid}}"`),
+ * by NAME, with the type that field takes: what a stand-in value for a machine must parse as.
+ */
+export function typedVarsOf(parsed: ParsedTemplate): Map<string, 'integer' | 'boolean'> {
+  const typed = new Map<string, 'integer' | 'boolean'>();
+  const walk = (value: unknown, path: NodePath): void => {
+    if (typeof value === 'string') {
+      const type = SCALAR_TYPE_OF_KEY.get(keyOfPath(path));
+      const [name] = variablesIn(value);
+      if (
+        (type === 'integer' || type === 'boolean') &&
+        SINGLE_PLACEHOLDER.test(value) &&
+        name?.startsWith('vars.')
+      )
+        typed.set(name.slice(5), type);
+    } else if (Array.isArray(value)) {
+      for (const [index, item] of value.entries()) walk(item, [...path, index]);
+    } else if (value !== null && typeof value === 'object') {
+      for (const [key, item] of Object.entries(value)) walk(item, [...path, key]);
+    }
+  };
+  walk(parsed.data, []);
+  return typed;
+}
+
 /** The key of a data path as SCALAR_TYPE_OF_KEY names it (`KEY`, or `KEY[]` for a list item). */
 function keyOfPath(path: NodePath): string {
   const last = path[path.length - 1];
