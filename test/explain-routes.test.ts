@@ -82,11 +82,20 @@ t.test('ignitionProblems are redacted like the rest of the answer', async (t) =>
     'vars: { role: worker, proxy: "http://svc:Pa@ssw0rd-Secret@proxy.example:3128" }',
   );
   const { app, fixture } = await explainApp(t, { yaml });
-  // Broken after the load, which refuses it: uid takes an integer, and the problem quotes the
-  // string found there, URLs and their token among it.
+  // Broken after the load, which refuses it: uid takes an integer, and the problem with the merged
+  // config given inline quotes the string found there, URLs and their token among it.
+  const child = JSON.stringify({
+    ignition: { version: '3.3.0' },
+    passwd: {
+      users: [
+        { name: 'a', uid: 'id {{vars.proxy}}' },
+        { name: 'b', uid: 'id {{ignition_url}}' },
+      ],
+    },
+  });
   writeFileSync(
     join(fixture.dir, 'ignition', 'worker.bu'),
-    'variant: fcos\nversion: 1.5.0\npasswd:\n  users:\n    - { name: a, uid: "id {{vars.proxy}}" }\n    - { name: b, uid: "id {{ignition_url}}" }\n',
+    `variant: fcos\nversion: 1.5.0\nignition:\n  config:\n    merge:\n      - inline: '${child}'\n`,
   );
   const response = await app.inject(`/api/v1/explain?mac=${NODE1}`);
   t.equal(response.statusCode, 200);

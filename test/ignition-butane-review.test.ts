@@ -392,7 +392,28 @@ t.test('9. a placeholder alone in an integer or boolean field gives that type', 
         'variant: fcos\nversion: 1.5.0\npasswd:\n  users:\n    - name: app\n      uid: "1{{vars.dc}}"\n',
       ),
     ),
-    [/expected an integer, found string "1ams1"/],
+    [/expected an integer, found string "1\{\{vars.dc\}\}"/],
     'a placeholder with other text stays a string',
+  );
+});
+
+t.test('10. a type problem quotes the template as written, never a value a var filled in', async (t) => {
+  const secretVars = { ...CORPUS_VARS, vars: { token: 'hunter2-secret' } };
+  const renderWith = (text: string, file: string) =>
+    problemsOf(renderIgnition(parseTemplate(join(scratch, file), text), secretVars));
+  const butane = renderWith(
+    'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/token\n      contents: "{{vars.token}}"\n',
+    't.bu',
+  );
+  t.strictSame(butane, ['6:17: expected a mapping, found string "{{vars.token}}"']);
+  const json = renderWith(
+    '{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"app","groups":"x{{vars.token}}"}]}}',
+    't.ign',
+  );
+  t.strictSame(json, ['1:75: expected a list, found string "x{{vars.token}}"']);
+  t.notMatch(
+    [...butane, ...json].join('\n'),
+    'hunter2-secret',
+    'problems reach the log and the unauthenticated explain',
   );
 });

@@ -45,6 +45,8 @@ const TOP_LEVEL_ORDER = ['ignition', 'kernelArguments', 'passwd', 'storage', 'sy
 export interface ButaneOptions {
   /** Directory `local`, `contents_local`, `ssh_authorized_keys_local` and trees are read from (Butane's --files-dir). */
   filesDir: string;
+  /** The template as written, for the problems' quotes (ShapeOptions.writtenAt). */
+  writtenAt?: ShapeOptions['writtenAt'];
 }
 
 export function isButane(data: unknown): boolean {
@@ -88,7 +90,7 @@ export function translateButane(
     ...data,
     ignition: { ...(isJsonObject(data.ignition) ? data.ignition : {}), version: undefined },
   };
-  const shapeOptions: ShapeOptions = { version, sourceKey: snakeCase };
+  const shapeOptions: ShapeOptions = { version, sourceKey: snakeCase, writtenAt: options.writtenAt };
   const converted = convertShape(
     withoutHeader,
     { object: IGNITION_SPEC },

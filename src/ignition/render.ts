@@ -32,9 +32,10 @@ export function renderIgnition(template: ParsedTemplate, vars: TemplateVars): Re
   if (substituted.errors.length > 0)
     return { ok: false, problems: located(template, substituted.errors, false) };
   const butane = isButane(substituted.value);
+  const writtenAt = (path: NodePath) => template.document.getIn(path);
   const translated = butane
-    ? translateButane(substituted.value, { filesDir: dirname(template.file) })
-    : checkIgnitionShape(substituted.value);
+    ? translateButane(substituted.value, { filesDir: dirname(template.file), writtenAt })
+    : checkIgnitionShape(substituted.value, writtenAt);
   if (translated.errors.length > 0)
     return { ok: false, problems: located(template, translated.errors, false) };
   const config = withReportUnit(translated.config, vars.events_url);

@@ -10,6 +10,12 @@ export interface ShapeOptions {
   sourceKey: (key: string) => string;
   /** Keys of an object kind that are not Ignition fields and that `onObject` handles (Butane sugar). */
   extraKeys?: (kind: ObjectKind) => readonly string[];
+  /**
+   * The value at `path` as the template writes it, before its placeholders were filled: what a type
+   * problem quotes of a string, as problems reach the log and the unauthenticated explain, and a
+   * var's value may be a secret.
+   */
+  writtenAt?: (path: NodePath) => unknown;
   /** Called once per object after its fields are converted, with the input object and the output. */
   onObject?: (kind: ObjectKind, input: JsonObject, output: JsonObject, path: NodePath) => void;
 }
@@ -34,13 +40,13 @@ export function convertShape(
     if (checkScalar(value, spec)) return value;
     errors.push({
       path,
-      message: `expected ${spec === 'integer' ? 'an integer' : `a ${spec}`}, found ${describe(value)}`,
+      message: `expected ${spec === 'integer' ? 'an integer' : `a ${spec}`}, found ${describe(value, path, options)}`,
     });
     return undefined;
   }
   if ('array' in spec) {
     if (!Array.isArray(value)) {
-      errors.push({ path, message: `expected a list, found ${describe(value)}` });
+      errors.push({ path, message: `expected a list, found ${describe(value, path, options)}` });
       return undefined;
     }
     return value.map((item, index) => convertShape(item, spec.array, [...path, index], options, errors));
@@ -56,7 +62,7 @@ function convertObject(
   errors: PathError[],
 ): JsonObject | undefined {
   if (!isJsonObject(value)) {
-    errors.push({ path, message: `expected a mapping, found ${describe(value)}` });
+    errors.push({ path, message: `expected a mapping, found ${describe(value, path, options)}` });
     return undefined;
   }
   const fieldBySourceKey = sourceKeysOf(spec, options.sourceKey);
@@ -114,7 +120,9 @@ function checkScalar(value: unknown, type: 'string' | 'integer' | 'boolean'): bo
   return typeof value === type;
 }
 
-function describe(value: unknown): string {
+function describe(value: unknown, path: NodePath, options: ShapeOptions): string {
+  const written = options.writtenAt?.(path);
+  if (typeof value === 'string' && typeof written === 'string') return `string ${JSON.stringify(written)}`;
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';

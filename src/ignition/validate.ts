@@ -1,5 +1,5 @@
 import { posix } from 'node:path';
-import { convertShape, isJsonObject, type JsonObject } from './shape.js';
+import { convertShape, isJsonObject, type JsonObject, type ShapeOptions } from './shape.js';
 import { IGNITION_SPEC, isAtLeast, SPEC_VERSIONS, type SpecVersion } from './spec.js';
 import type { NodePath, PathError } from './template.js';
 import { unitLineTooLong } from './unit-line-limit.js';
@@ -30,12 +30,21 @@ export function specVersionOf(config: JsonObject): SpecVersion | PathError {
 const sameKey = (key: string) => key;
 
 /** Type check of an Ignition JSON template: returns the config without nulls, and errors. */
-export function checkIgnitionShape(value: unknown): { config: JsonObject; errors: PathError[] } {
+export function checkIgnitionShape(
+  value: unknown,
+  writtenAt?: ShapeOptions['writtenAt'],
+): { config: JsonObject; errors: PathError[] } {
   const errors: PathError[] = [];
   if (!isJsonObject(value)) return { config: {}, errors: [{ path: [], message: 'not a config (empty)' }] };
   const version = specVersionOf(value);
   if (typeof version !== 'string') return { config: {}, errors: [version] };
-  const config = convertShape(value, { object: IGNITION_SPEC }, [], { version, sourceKey: sameKey }, errors);
+  const config = convertShape(
+    value,
+    { object: IGNITION_SPEC },
+    [],
+    { version, sourceKey: sameKey, writtenAt },
+    errors,
+  );
   return { config: isJsonObject(config) ? config : {}, errors };
 }
 
