@@ -105,30 +105,21 @@ t.test('a file that is not the size its stat gave is refused, cached or read fro
   t.type(await failure(cache.open(large, 'octet')), FileChangedError, 'disk path');
 });
 
-t.test('a file removed after its check is refused as changed, cached or read from disk', async (t) => {
-  const directory = await scratchDirectory(t);
-  const small = await filledFile(directory, 'small.bin', 1000, 1);
-  const large = await filledFile(directory, 'large.bin', 3 * MiB, 2);
-  const cache = new FileCache({ maxFileBytes: MiB, capacityBytes: 2 * MiB, readAheadBytes: 64 * 1024 });
-  for (const file of [small, large]) {
-    // rm then cp (not a rename over it) while a machine asks: the retry gets what is there then.
-    await rm(file.path);
-    t.type(await failure(cache.open(file, 'octet')), FileChangedError, `${file.size} bytes`);
-  }
-  t.equal(cache.bytes, 0, 'nothing held');
-});
-
-t.test('a file swapped for a FIFO after its check is refused, not opened for good', async (t) => {
-  const directory = await scratchDirectory(t);
-  const small = await filledFile(directory, 'small.bin', 1000, 1);
-  const large = await filledFile(directory, 'large.bin', 3 * MiB, 2);
-  const cache = new FileCache({ maxFileBytes: MiB, capacityBytes: 2 * MiB, readAheadBytes: 64 * 1024 });
-  for (const file of [small, large]) {
-    await rm(file.path);
-    execFileSync('mkfifo', [file.path]);
-    t.type(await failure(cache.open(file, 'octet')), FileChangedError, `${file.size} bytes: refused`);
-  }
-});
+// rm then cp (not a rename over it) while a machine asks: the retry gets what is there then. A FIFO
+// in its place: refused, not opened for good.
+for (const swap of ['removed', 'swapped for a FIFO'] as const)
+  t.test(`a file ${swap} after its check is refused as changed, cached or read from disk`, async (t) => {
+    const directory = await scratchDirectory(t);
+    const small = await filledFile(directory, 'small.bin', 1000, 1);
+    const large = await filledFile(directory, 'large.bin', 3 * MiB, 2);
+    const cache = new FileCache({ maxFileBytes: MiB, capacityBytes: 2 * MiB, readAheadBytes: 64 * 1024 });
+    for (const file of [small, large]) {
+      await rm(file.path);
+      if (swap === 'swapped for a FIFO') execFileSync('mkfifo', [file.path]);
+      t.type(await failure(cache.open(file, 'octet')), FileChangedError, `${file.size} bytes`);
+    }
+    t.equal(cache.bytes, 0, 'nothing held');
+  });
 
 t.test('a symlink out of the root swapped in after the check is refused, not followed', async (t) => {
   const directory = await scratchDirectory(t);
