@@ -21,6 +21,7 @@ import {
   LISTED_MAC,
   mac,
   startLifecycleApp,
+  type TestLifecycle,
   UNLISTED_MAC,
   withParsedHistory,
 } from './lifecycle-fixture.js';
@@ -31,6 +32,8 @@ const progress = (target = LISTED_MAC, step = 0): MachineEventInput => ({
   type: 'dhcp-offer',
   detail: { firmware: 'ipxe', step },
 });
+
+const storedCount = (lifecycle: TestLifecycle) => lifecycle.eventsAfter(0, { limit: 10_000 }).length;
 
 /** Collects events from a watcher until `count` arrived (bounded by a timeout). */
 function collector(events: AsyncGenerator<MachineEvent>) {
@@ -82,11 +85,11 @@ t.test(
 
     // Before the watcher connects: it gets these from the store (after=0).
     await Promise.all([0, 1, 2].map((step) => lifecycle.record(progress(LISTED_MAC, step))));
-    await watcher.until(lifecycle.lastEventId());
+    await watcher.until(storedCount(lifecycle));
 
     // Live, then the connection drops; 1,200 events happen while it is away (more than one replay batch).
     await lifecycle.record(progress(UNLISTED_MAC, 3));
-    await watcher.until(lifecycle.lastEventId());
+    await watcher.until(storedCount(lifecycle));
     app.server.closeAllConnections();
     const whileAway = Array.from({ length: 1200 }, (_, step) =>
       lifecycle.record(progress(UNLISTED_MAC, 100 + step)),
@@ -97,7 +100,7 @@ t.test(
       lifecycle.record(progress(LISTED_MAC, 5000 + step)),
     );
     await Promise.all(duringCatchUp);
-    await watcher.until(lifecycle.lastEventId());
+    await watcher.until(storedCount(lifecycle));
 
     const ids = watcher.seen.map((event) => event.id);
     const expected = lifecycle.eventsAfter(0, { limit: 10_000 }).map((event) => event.id);
@@ -150,17 +153,21 @@ t.test('?mac= filters; Accept: application/json answers the history', async (t) 
   t.match(history.headers['content-type'], /^application\/json/);
   t.same(events, lifecycle.latestEvents({ mac: LISTED_MAC, limit: 3 }), 'each event whole, as stored');
   const none = await app.inject({
-    url: '/api/v1/events?after=1000000',
+    url: `/api/v1/events?after=${lifecycle.lastEventId()}`,
     headers: { accept: 'application/json' },
   });
-  t.same(none.json(), [], 'an empty history is an empty JSON array');
-  const after = await app.inject({ url: '/api/v1/events?after=4', headers: { accept: 'application/json' } });
+  t.same(none.json(), [], 'nothing after the newest event: an empty JSON array');
+  const fourth = lifecycle.eventsAfter(0)[3]?.id as number;
+  const after = await app.inject({
+    url: `/api/v1/events?after=${fourth}`,
+    headers: { accept: 'application/json' },
+  });
   const pagedIds = (after.json() as MachineEvent[]).map((event) => event.id);
-  t.ok(pagedIds.length > 0, 'the store holds events above id 4');
+  t.ok(pagedIds.length > 0, 'the store holds events above the fourth');
   t.same(
     pagedIds,
-    lifecycle.eventsAfter(4).map((event) => event.id),
-    'after= pages forward: every stored event above id 4, none below',
+    lifecycle.eventsAfter(fourth).map((event) => event.id),
+    'after= pages forward: every stored event above the fourth, none below',
   );
   const bad = await app.inject({ url: '/api/v1/events?mac=nope', headers: { accept: 'application/json' } });
   t.equal(bad.statusCode, 400);
@@ -220,6 +227,33 @@ t.test('a Last-Event-ID beyond the stored history (state wiped) replays all of i
   );
 });
 
+t.test(
+  "a Last-Event-ID from a wiped history, below the new history's newest id, still replays all of it",
+  async (t) => {
+    const wipedDir = mkdtempSync(join(tmpdir(), 'rackboot-wiped-'));
+    t.teardown(() => rmSync(wipedDir, { recursive: true, force: true }));
+    const wiped = openLifecycle({ stateDir: wipedDir, retention: 1000, logger: pino({ level: 'silent' }) });
+    for (let step = 0; step < 3; step += 1) await wiped.record(progress(LISTED_MAC, step));
+    const seenBeforeTheWipe = wiped.lastEventId();
+    await wiped.close();
+    rmSync(wipedDir, { recursive: true, force: true });
+
+    const { lifecycle, address } = await startStreamServer(t);
+    for (let step = 0; step < 10; step += 1) await lifecycle.record(progress(UNLISTED_MAC, step));
+    const stored = lifecycle.eventsAfter(0).map((event) => event.id);
+    t.ok(stored.length > 3, 'the new history holds more events than the watcher saw of the old one');
+    const abort = new AbortController();
+    t.teardown(() => abort.abort());
+    const response = await fetch(`${address}/api/v1/events`, {
+      headers: { accept: 'text/event-stream', 'last-event-id': String(seenBeforeTheWipe) },
+      signal: abort.signal,
+    });
+    const replayed = await streamText(response).until((text) => idsIn(text).at(-1) === stored.at(-1));
+    t.match(replayed, /event: history-gap\ndata: \{[^\n]*"reason":"reset"\}/, 'told the history was reset');
+    t.same(idsIn(replayed), stored, 'every event of the new history, none skipped');
+  },
+);
+
 /**
  * The events stream alone over a real store in a temporary directory, for what the app's defaults
  * hide: a short retention, a short drain timeout, a store whose writes fail.
@@ -268,7 +302,8 @@ t.test(
     for (let step = 0; step < 40; step += 1) await lifecycle.record(progress(UNLISTED_MAC, step));
     const stored = lifecycle.eventsAfter(0).map((event) => event.id);
     const oldest = stored[0] as number;
-    t.ok(oldest > 20, `events up to ${oldest - 1} were pruned`);
+    const fifth = lifecycle.historyStartId() + 5;
+    t.ok(oldest > fifth + 15, `events up to ${oldest - 1} were pruned`);
     const read = async (lastEventId: number) => {
       const abort = new AbortController();
       t.teardown(() => abort.abort());
@@ -280,8 +315,8 @@ t.test(
       return replayed.slice(0, replayed.indexOf('id: '));
     };
     t.equal(
-      await read(5),
-      `retry: 1000\n\nevent: history-gap\ndata: {"after":5,"resumesAt":${oldest},"reason":"pruned"}\n\n`,
+      await read(fifth),
+      `retry: 1000\n\nevent: history-gap\ndata: {"after":${fifth},"resumesAt":${oldest},"reason":"pruned"}\n\n`,
     );
     t.equal(await read(oldest - 1), 'retry: 1000\n\n', 'no gap when the next stored event is the next one');
 
@@ -291,11 +326,11 @@ t.test(
     const watcher = collector(
       followEvents(
         { url: address, token: undefined },
-        { after: 5, signal: abort.signal, onHistoryGap: (gap) => gaps.push(gap) },
+        { after: fifth, signal: abort.signal, onHistoryGap: (gap) => gaps.push(gap) },
       ),
     );
     await watcher.until(stored.length);
-    t.same(gaps, [{ after: 5, resumesAt: oldest, reason: 'pruned' }], 'the client hears of the gap');
+    t.same(gaps, [{ after: fifth, resumesAt: oldest, reason: 'pruned' }], 'the client hears of the gap');
     t.same(
       watcher.seen.map((event) => event.id),
       stored,

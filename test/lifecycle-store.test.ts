@@ -13,13 +13,17 @@ import type { MachineEvent, MachineEventInput } from '../src/lifecycle/events.js
 import { DATABASE_FILE_NAME, type LifecycleOptions, openLifecycle } from '../src/lifecycle/store.js';
 import { startModuleWorker } from '../src/worker-thread.js';
 import type { WriterDeath } from './helpers/dying-writer.js';
-import { failHistoryWrites, withParsedHistory } from './lifecycle-fixture.js';
+import { failHistoryWrites, type TestLifecycle, withParsedHistory } from './lifecycle-fixture.js';
 
 const mac = parseMac('52:54:00:aa:bb:01');
 const other = parseMac('52:54:00:aa:bb:02');
 if (!mac || !other) throw new Error('fixture MACs');
 const logger = pino({ level: 'silent' });
 const openStore = (options: LifecycleOptions) => withParsedHistory(openLifecycle(options));
+
+/** Ids as their place in the history (1 for its first event), whatever id the history began at. */
+const ordinals = (lifecycle: TestLifecycle, ids: number[]) =>
+  ids.map((id) => id - lifecycle.historyStartId());
 
 function stateDirFor(t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'rackboot-lifecycle-'));
@@ -101,7 +105,10 @@ t.test(
     await Promise.all(writes);
     t.equal(lifecycle.eventsAfter(0).length, 8);
     t.same(
-      seen.map((event) => event.id),
+      ordinals(
+        lifecycle,
+        seen.map((event) => event.id),
+      ),
       [1, 2, 3, 4, 5, 6, 7, 8],
       'listeners get every event in id order',
     );
@@ -143,9 +150,31 @@ t.test(
       await new Promise((resolve) => setTimeout(resolve, 30));
     }
     await Promise.all(later);
-    t.same(batches, [[1], [2, 3, 4]], 'three turns 30 ms apart, one batch');
+    t.same(
+      batches.map((batch) => ordinals(lifecycle, batch)),
+      [[1], [2, 3, 4]],
+      'three turns 30 ms apart, one batch',
+    );
   },
 );
+
+t.test("a history begun after another was wiped hands out only ids above the wiped one's", async (t) => {
+  const stateDir = stateDirFor(t);
+  const wiped = openStore({ stateDir, retention: 1000, logger });
+  for (const event of install()) await wiped.record(event);
+  const wipedIds = wiped.eventsAfter(0).map((event) => event.id);
+  await wiped.close();
+  rmSync(stateDir, { recursive: true, force: true });
+
+  const fresh = openStore({ stateDir, retention: 1000, logger });
+  t.teardown(() => fresh.close());
+  await fresh.record(install()[0] as MachineEventInput);
+  t.ok(fresh.historyStartId() >= Math.max(...wipedIds), 'the new history starts above the old ids');
+  t.ok(
+    (fresh.eventsAfter(0)[0]?.id ?? 0) > Math.max(...wipedIds),
+    'so a watcher holding an old id is never taken to have seen a new event',
+  );
+});
 
 t.test('append reports what an event caused, rejections included', async (t) => {
   const lifecycle = openStore({ stateDir: stateDirFor(t), retention: 1000, logger });
@@ -173,12 +202,15 @@ t.test('queries: by MAC, after an id, newest first limited, retention', async (t
   const forOther = lifecycle.eventsAfter(0, { mac: other });
   t.ok(forOther.length > 0 && forOther.every((event) => event.mac === other), 'filter by MAC');
   t.same(
-    lifecycle.latestEvents({ limit: 3 }).map((event) => event.id),
+    ordinals(
+      lifecycle,
+      lifecycle.latestEvents({ limit: 3 }).map((event) => event.id),
+    ),
     [14, 15, 16],
     'latest events, oldest of them first',
   );
   t.equal(lifecycle.eventsAfter(0).length, 10, 'retention keeps the newest 10 events');
-  t.equal(lifecycle.eventsAfter(0)[0]?.id, 7);
+  t.same(ordinals(lifecycle, [lifecycle.eventsAfter(0)[0]?.id as number]), [7]);
   t.equal(lifecycle.stateOf(mac), 'installed', 'pruning history keeps the machine records');
   t.equal(lifecycle.machines().length, 2);
 });
@@ -216,7 +248,10 @@ t.test('an event recorded while close() waits for the last commit is still writt
   const reopened = openStore({ stateDir, retention: 1000, logger });
   t.teardown(() => reopened.close());
   t.same(
-    reopened.eventsAfter(0).map((event) => event.id),
+    ordinals(
+      reopened,
+      reopened.eventsAfter(0).map((event) => event.id),
+    ),
     [1, 2, 3],
   );
 });
@@ -319,6 +354,7 @@ t.test('a history written in the first layout (a column per field) is migrated o
   const appended = lifecycle.append({ mac, source: 'machine', type: 'progress' });
   await appended.stored;
   t.equal(lifecycle.eventsAfter(3)[0]?.id, 4, 'new events continue after the migrated ones');
+  t.equal(lifecycle.historyStartId(), 0, 'a history that held events keeps its ids, which began at 1');
 });
 
 t.test('a history from a newer rackboot is refused with what to do, not read wrongly', async (t) => {
@@ -365,8 +401,8 @@ for (const snapshotIntervalMs of [0, 3_600_000]) {
       const lost = first.append({ mac, source: 'machine', type: 'failed', detail: { message: 'disk' } });
       t.equal(await lost.stored, false, 'the appender learns the events were not stored');
       t.same(first.historyHealth(), { unstoredEvents: lost.events.length, writerRestarts: 0, writing: true });
-      t.same(heard, [1, 2], 'watchers heard only the committed events');
-      t.equal(first.lastEventId(), 2);
+      t.same(ordinals(first, heard), [1, 2], 'watchers heard only the committed events');
+      t.same(ordinals(first, [first.lastEventId()]), [2]);
       await first.close();
       repair();
 

@@ -141,12 +141,10 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
         typeof lastEventId === 'string' && /^\d+$/.test(lastEventId)
           ? Number(lastEventId)
           : request.query.after;
-      // Ids only grow and a watcher only sees committed ones, so an id beyond the newest stored
-      // event means the history was reset (state directory wiped): every stored event is new to it.
       const resume =
         requestedResume === undefined
           ? undefined
-          : { afterId: requestedResume, reset: requestedResume > lifecycle.lastEventId() };
+          : { afterId: requestedResume, reset: fromAnotherHistory(lifecycle, requestedResume) };
 
       reply.hijack();
       // fastify counts a request when its response finishes; a stream usually ends by a close.
@@ -275,7 +273,17 @@ function streamEvents(
  * stream it says events were pruned, not that this MAC had any among them.
  */
 function prunedPast(lifecycle: Lifecycle, afterId: number): boolean {
-  return (lifecycle.firstStoredEventId() ?? 0) > afterId + 1;
+  return (lifecycle.firstStoredEventId() ?? 0) > Math.max(afterId, lifecycle.historyStartId()) + 1;
+}
+
+/**
+ * Whether a resume id was handed out by another history (the state directory was wiped or
+ * replaced): every stored event is then new to the watcher. A history starts above every id an
+ * earlier one on this host gave (store.ts historyStartId), and a watcher only sees committed ids, so
+ * an id below the start or beyond the newest event is not this history's. 0 is "from the start".
+ */
+function fromAnotherHistory(lifecycle: Lifecycle, afterId: number): boolean {
+  return (afterId > 0 && afterId < lifecycle.historyStartId()) || afterId > lifecycle.lastEventId();
 }
 
 /**

@@ -55,6 +55,12 @@ export interface Lifecycle {
   /** The id of the oldest event the history still holds (retention prunes older ones); undefined when empty. */
   firstStoredEventId(): number | undefined;
   /**
+   * Every id of this history is above it: the microsecond the history was created (0 for one begun
+   * before schema version 3, whose ids start at 1). A later history on the same host starts above
+   * every id an earlier one handed out, so an id from a wiped history is never taken for a new one.
+   */
+  historyStartId(): number;
+  /**
    * Called with every event once it is durable, in id order, so a watcher never sees an event that
    * a restart could lose; the events of a failed write are never heard (their ids are skipped, never
    * reused). `json` is the event as stored, for listeners that send it on. Returns the unsubscribe
@@ -137,7 +143,7 @@ const MAX_LIMIT = 10_000;
 const WRITER_DEATHS_BEFORE_GIVING_UP = 3;
 
 /** `PRAGMA user_version` of the layout below; 0 is the first one (an events column per field). */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 /**
  * Opens (creating if needed) `<stateDir>/lifecycle.sqlite`. Machine records are stored as snapshots
@@ -244,7 +250,7 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     refuseForeign(database);
     database.pragma('journal_mode = WAL');
     database.pragma('synchronous = NORMAL');
-    migrate(database);
+    migrate(database, Math.round(now() * 1000));
   } catch (error) {
     database.close();
     throw error;
@@ -303,7 +309,10 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
   // holds: ids continue after both, so none a machine record or a watcher saw is handed out again.
   const newestStoredId =
     (database.prepare('SELECT max(id) AS id FROM events').get() as { id: number | null }).id ?? 0;
-  let lastId = Math.max(newestStoredId, snapshotThroughId);
+  const historyStartId = (
+    database.prepare('SELECT history_start_id FROM snapshot').get() as { history_start_id: number }
+  ).history_start_id;
+  let lastId = Math.max(newestStoredId, snapshotThroughId, historyStartId);
   let durableId = newestStoredId;
   const listeners = new Set<EventListener>();
   // Twice the retention (at least 10,000 more) before a sweep: amortised, and never per event.
@@ -668,6 +677,7 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     lastEventId: () => durableId,
     historyHealth: () => ({ ...health, writing: writerFailure === undefined }),
     firstStoredEventId: () => (statements.firstId.get() as { id: number | null }).id ?? undefined,
+    historyStartId: () => historyStartId,
     subscribe(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
@@ -745,9 +755,11 @@ export function readMachineRecord(stateDir: string, mac: Mac): MachineRecord | u
 /**
  * Creates the tables, or brings an older layout up to SCHEMA_VERSION in one transaction. Version 2
  * stores each event as the JSON the SSE stream sends (one serialisation per event, none to read a
- * column back) and indexes events by MAC in memory (mac-index.ts), not in SQLite.
+ * column back) and indexes events by MAC in memory (mac-index.ts), not in SQLite. Version 3 starts a
+ * new history's ids at `startId` (its creation in microseconds); a history that already holds events
+ * keeps its ids, which began at 1 (start 0).
  */
-function migrate(database: Database.Database): void {
+function migrate(database: Database.Database, startId: number): void {
   const version = database.pragma('user_version', { simple: true }) as number;
   if (version > SCHEMA_VERSION) {
     throw new Error(
@@ -755,17 +767,23 @@ function migrate(database: Database.Database): void {
         'run the rackboot that wrote it, or move the file away to start a new history',
     );
   }
-  const hasFieldColumns = (database.pragma('table_info(events)') as { name: string }[]).some(
-    (column) => column.name === 'detail',
-  );
+  const columnsOf = (table: string) =>
+    (database.pragma(`table_info(${table})`) as { name: string }[]).map((column) => column.name);
+  const eventColumns = columnsOf('events');
+  const hasFieldColumns = eventColumns.includes('detail');
   database.transaction(() => {
     if (hasFieldColumns) database.exec('ALTER TABLE events RENAME TO events_by_field');
     database.exec(`
       CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, mac TEXT, event TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS machines (mac TEXT PRIMARY KEY, record TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS snapshot (one INTEGER PRIMARY KEY CHECK (one = 1), through_id INTEGER NOT NULL);
-      INSERT OR IGNORE INTO snapshot (one, through_id) VALUES (1, 0);
+      CREATE TABLE IF NOT EXISTS snapshot (one INTEGER PRIMARY KEY CHECK (one = 1), through_id INTEGER NOT NULL,
+        history_start_id INTEGER NOT NULL DEFAULT 0);
     `);
+    if (!columnsOf('snapshot').includes('history_start_id'))
+      database.exec('ALTER TABLE snapshot ADD COLUMN history_start_id INTEGER NOT NULL DEFAULT 0');
+    database
+      .prepare('INSERT OR IGNORE INTO snapshot (one, through_id, history_start_id) VALUES (1, 0, ?)')
+      .run(eventColumns.length === 0 ? startId : 0);
     if (hasFieldColumns) {
       // The JSON.stringify form: fields that were undefined (NULL here) are left out, not null.
       database.exec(`
