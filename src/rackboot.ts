@@ -37,6 +37,8 @@ export interface BindTarget {
   /** Absent when the address is fixed (DHCP listens on 0.0.0.0 for broadcasts). */
   addressKey?: string;
   address: string;
+  /** What to do when the port is taken, where stopping the other server or moving the port is wrong. */
+  inUseAdvice?: string;
 }
 
 /** A server could not bind its socket (port taken, privileged, address not on this host). */
@@ -49,6 +51,10 @@ export class BindError extends Error {
     super(`cannot bind ${target.address}:${target.port} (${code})`, options);
   }
 }
+
+const PROXY_DHCP_PORT_IN_USE_ADVICE =
+  "proxy mode shares it with the LAN's DHCP server on this host only if that server binds its " +
+  'interface address instead of 0.0.0.0 (dnsmasq: bind-interfaces); see docs/dhcp.md';
 
 /** Errors of bind(2) and listen(2) that a config change fixes. */
 const BIND_ERROR_CODES = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL']);
@@ -138,7 +144,13 @@ export async function startRackboot(options: {
       initial.dhcp.mode === 'off'
         ? undefined
         : await binding(
-            { portKey: 'server.dhcp.port', port: initial.server.dhcp.port, address: '0.0.0.0' },
+            {
+              portKey: 'server.dhcp.port',
+              port: initial.server.dhcp.port,
+              address: '0.0.0.0',
+              // The LAN's DHCP server must keep running, and PXE clients broadcast to port 67 only.
+              ...(initial.dhcp.mode === 'proxy' ? { inUseAdvice: PROXY_DHCP_PORT_IN_USE_ADVICE } : {}),
+            },
             startDhcpThread({
               config: source.current(),
               onConfigChange: (listener) => source.on('change', listener),

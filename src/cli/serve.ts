@@ -12,10 +12,10 @@ const LOG_LEVELS = ConfigSchema.properties.server.properties.log_level.anyOf.map
 
 /** One line naming the setting to change, for the errors an operator causes by configuration. */
 function bindFailure({ target, code }: BindError): string {
-  const { portKey, port, addressKey, address } = target;
+  const { portKey, port, addressKey, address, inUseAdvice } = target;
   switch (code) {
     case 'EADDRINUSE':
-      return `${portKey} ${port} is already in use on ${address}; stop the other server or change ${portKey}`;
+      return `${portKey} ${port} is already in use on ${address}; ${inUseAdvice ?? `stop the other server or change ${portKey}`}`;
     case 'EACCES': {
       const dhcpOff = portKey === 'server.dhcp.port' ? ', set dhcp.mode: off,' : '';
       return (
