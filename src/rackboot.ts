@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { claimDhcpPort } from './dhcp/port-claim.js';
 import type { DhcpServer } from './dhcp/server.js';
 import { startDhcpThread } from './dhcp/thread.js';
 import { holdFileLock } from './file-lock.js';
@@ -71,6 +72,22 @@ function binding<T>(target: BindTarget, start: Promise<T>): Promise<T> {
   });
 }
 
+/**
+ * The DHCP port's claim in this network namespace (dhcp/port-claim.ts), or a BindError naming the
+ * rackboot that holds it: the shared bind alone would let a second one answer every client too.
+ */
+async function claimDhcp(target: BindTarget, state: string): Promise<() => Promise<void>> {
+  const claim = await claimDhcpPort(target.port, { pid: process.pid, state });
+  if (claim.claimed) return claim.release;
+  const holder = claim.heldBy
+    ? `another rackboot serve (pid ${claim.heldBy.pid}, server.state ${claim.heldBy.state})`
+    : 'another rackboot serve';
+  const inUseAdvice =
+    `${holder} answers DHCP on it in this network namespace, and two would both answer every client ` +
+    '(in authoritative mode handing out the same addresses): stop one, or set dhcp.mode: off in one';
+  throw new BindError({ ...target, inUseAdvice }, 'EADDRINUSE', { cause: claim });
+}
+
 export interface RunningRackboot {
   source: ConfigSource;
   logger: Logger;
@@ -140,17 +157,19 @@ export async function startRackboot(options: {
     listed = (mac) => decision.assignmentFor(mac)?.listed ?? false;
     const secrets = await openMachineSecrets(initial.server.state, () => source.current().ignition.token_ttl);
     const localOperatorToken = await openOperatorToken(initial.server.state);
+    const dhcpTarget: BindTarget = {
+      portKey: 'server.dhcp.port',
+      port: initial.server.dhcp.port,
+      address: '0.0.0.0',
+      // The LAN's DHCP server must keep running, and PXE clients broadcast to port 67 only.
+      ...(initial.dhcp.mode === 'proxy' ? { inUseAdvice: PROXY_DHCP_PORT_IN_USE_ADVICE } : {}),
+    };
+    if (initial.dhcp.mode !== 'off') closers.push(await claimDhcp(dhcpTarget, state));
     const dhcp: DhcpServer | undefined =
       initial.dhcp.mode === 'off'
         ? undefined
         : await binding(
-            {
-              portKey: 'server.dhcp.port',
-              port: initial.server.dhcp.port,
-              address: '0.0.0.0',
-              // The LAN's DHCP server must keep running, and PXE clients broadcast to port 67 only.
-              ...(initial.dhcp.mode === 'proxy' ? { inUseAdvice: PROXY_DHCP_PORT_IN_USE_ADVICE } : {}),
-            },
+            dhcpTarget,
             startDhcpThread({
               config: source.current(),
               onConfigChange: (listener) => source.on('change', listener),
