@@ -107,6 +107,8 @@ export async function startRackboot(options: {
   makeLogger: (config: Config) => Logger;
   /** For $RACKBOOT_API_TOKEN. */
   env: Record<string, string | undefined>;
+  /** Start-time settings the command line sets over the file's, by dotted name (`server.log_level`). */
+  setOnCommandLine?: readonly string[];
 }): Promise<RunningRackboot> {
   const load = (file: string) => loadConfigInWorker({ file, missingAssets: 'error', env: options.env });
   const loadedAt = Date.now();
@@ -139,7 +141,12 @@ export async function startRackboot(options: {
   };
 
   try {
-    const source = watchConfig(initial, { logger: componentLogger(logger, 'config'), load, loadedAt });
+    const source = watchConfig(initial, {
+      logger: componentLogger(logger, 'config'),
+      load,
+      loadedAt,
+      setOnCommandLine: options.setOnCommandLine,
+    });
     closers.push(async () => source.close());
     // The decision needs the store's states, the store the config's machines: while the store opens
     // (it forgets the oldest records past its bound there), the config's list answers.

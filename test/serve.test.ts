@@ -151,6 +151,36 @@ t.test('serve: hot reload and graceful shutdown', async (t) => {
   await t.rejects(fetch(`${base}/boot.ipxe`), 'the HTTP socket is closed');
 });
 
+t.test("with --log-level the file's server.log_level is not reported as awaiting a restart", async (t) => {
+  // The flag sets the level now and after any restart: before, an edit of server.log_level was
+  // logged as "still the running value until a restart" with the file's first value as the running
+  // one ("info" while serve ran at debug).
+  const stopWithTest = stopsWithTest(t);
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
+  const [httpPort, tftpPort] = [await freePort(), await freePort()];
+  const file = join(directory, 'rackboot.yaml');
+  const machine = '  - { mac: 52:54:00:00:00:01, profile: plain }\n';
+  writeFileSync(file, configText(httpPort, tftpPort, machine));
+  const [command, args] = cliCommand(['serve', '-c', file, '--log-level', 'debug']);
+  const child = stopWithTest(spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    output += chunk;
+  });
+  await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
+
+  const withLogLevel = (machines: string) =>
+    configText(httpPort, tftpPort, machines).replace('server:\n', 'server:\n  log_level: warn\n');
+  const reloaded = waitForOutput(child, (line) => line.includes('config reloaded'), 10_000);
+  saveLikeAnEditor(file, withLogLevel(machine));
+  t.match(await reloaded, /no effective change/, 'the level stays the one the flag set');
+  // Log lines come in order: once the next reload is logged, anything the first one said is in.
+  const next = waitForOutput(child, (line) => line.includes('machines added'), 10_000);
+  saveLikeAnEditor(file, withLogLevel(`${machine}  - { mac: 52:54:00:00:00:02, profile: plain }\n`));
+  await next;
+  t.notMatch(output, /until a restart/, 'no restart is said to be needed');
+});
+
 t.test('without server.api_token the CLI on the host uses the token the server keeps', async (t) => {
   const { directory, file, child, httpPort } = await serveFixture(t, (httpPort, tftpPort) =>
     configText(httpPort, tftpPort, '  - { mac: 52:54:00:00:00:01, profile: plain }\n').replace(

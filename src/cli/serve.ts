@@ -55,6 +55,7 @@ export function registerServe(program: Command): void {
           env: process.env,
           makeLogger: (config) =>
             createRootLogger({ pretty: options.pretty, level: options.logLevel ?? config.server.log_level }),
+          setOnCommandLine: options.logLevel ? ['server.log_level'] : [],
         });
       } catch (error) {
         if (error instanceof ConfigProblemsError) {

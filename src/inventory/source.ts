@@ -65,6 +65,12 @@ export function watchConfig(
      * two, and an edit saved then was applied only with the next one.
      */
     loadedAt?: number;
+    /**
+     * Start-time settings the command line sets (`serve --log-level`: server.log_level): the file's
+     * value is not the one the server runs with, now or after a restart, so its edits are not
+     * reported as awaiting one.
+     */
+    setOnCommandLine?: readonly string[];
   },
 ): ConfigSource {
   const { logger } = options;
@@ -192,7 +198,11 @@ export function watchConfig(
         logger.error({ problems }, `${describeRejection(loaded.problems, config)}:\n${problems.join('\n')}`),
       );
     }
-    const { effective, awaitingRestart } = keepStartTimeSettings(initial, loaded.config);
+    const { effective, awaitingRestart } = keepStartTimeSettings(
+      initial,
+      loaded.config,
+      options.setOnCommandLine ?? [],
+    );
     const missing = missingUnderRunningAssets(loaded.config, initial.server.assets);
     if (missing.length > 0) {
       return rejected(missing, retrying, () =>
@@ -315,11 +325,12 @@ interface AwaitingRestart {
 /**
  * The reloaded config with every start-time setting put back to its running value (a new
  * server.http.port in the URLs handed to machines, while HTTP still listens on the old one, would
- * fail every boot), and those the file changed.
+ * fail every boot), and those the file changed, but for the ones the command line sets.
  */
 function keepStartTimeSettings(
   running: Config,
   reloaded: Config,
+  setOnCommandLine: readonly string[],
 ): { effective: Config; awaitingRestart: AwaitingRestart[] } {
   let effective = reloaded;
   const awaitingRestart: AwaitingRestart[] = [];
@@ -329,12 +340,13 @@ function keepStartTimeSettings(
     if (value === inFile) continue;
     const setting = path.join('.');
     const held = HELD_WITH.get(setting);
-    awaitingRestart.push({
-      setting,
-      inFile,
-      running: value,
-      ...(held ? { holds: `${held.join('.')}.*` } : {}),
-    });
+    if (!setOnCommandLine.includes(setting))
+      awaitingRestart.push({
+        setting,
+        inFile,
+        running: value,
+        ...(held ? { holds: `${held.join('.')}.*` } : {}),
+      });
     effective = held
       ? withValueAt(effective, held, valueAt(running, held))
       : withValueAt(effective, path, value);
