@@ -403,6 +403,50 @@ t.test('a short server.api_token is refused by its length, never echoed', async 
   }
 });
 
+t.test('an operator token an Authorization header cannot carry is refused, never echoed', async (t) => {
+  const directory = workspace(t);
+  // Once, `validate` passed a token with a space, and every operator call was then refused as
+  // "operator token required": the server reads `Bearer <token>` up to the first space.
+  for (const written of [
+    '"correct horse battery staple"',
+    '"tab\tseparated-token-0123"',
+    'prix-en-€-0123456789',
+  ]) {
+    const yaml = header.replace('  address: 10.77.0.1', `  address: 10.77.0.1\n  api_token: ${written}`);
+    const loaded = await loadConfigText(yaml, join(directory, 'rackboot.yaml'), { env: {} });
+    t.notOk(loaded.ok, `${written}: refused`);
+    if (!loaded.ok) {
+      const lines = loaded.problems.map((problem) => formatProblem(problem, directory));
+      t.same(
+        lines,
+        [
+          'rackboot.yaml:3:14: server.api_token holds a space, a control character or a character beyond ASCII; an API token is sent as `Authorization: Bearer <token>` and takes printable ASCII only',
+        ],
+        `${written}: at its line`,
+      );
+      t.notMatch(lines.join('\n'), /horse|separated|prix/, `${written}: not echoed`);
+    }
+  }
+  const fromEnvironment = await loadConfigText(header, join(directory, 'rackboot.yaml'), {
+    env: { RACKBOOT_API_TOKEN: 'correct horse battery staple' },
+  });
+  t.notOk(fromEnvironment.ok, '$RACKBOOT_API_TOKEN is held to the same rule');
+  if (!fromEnvironment.ok) {
+    t.match(
+      formatProblem(fromEnvironment.problems[0] as (typeof fromEnvironment.problems)[0], directory),
+      /\$RACKBOOT_API_TOKEN holds a space, a control character or a character beyond ASCII/,
+    );
+  }
+  const printable = header.replace(
+    '  address: 10.77.0.1',
+    '  address: 10.77.0.1\n  api_token: "Tr0ub4dor&3!~+/=-_.:@[]{}"',
+  );
+  t.ok(
+    (await loadConfigText(printable, join(directory, 'rackboot.yaml'), { env: {} })).ok,
+    'printable ASCII',
+  );
+});
+
 t.test(
   'a server.api_token that reads as an environment variable is refused unless the environment sets one',
   async (t) => {

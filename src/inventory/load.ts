@@ -21,6 +21,7 @@ import { byPosition, closestName, type Problem } from './problems.js';
 import { type MissingAsset, missingAssets, missingBootPrograms } from './profile-assets.js';
 import {
   API_TOKEN_MIN_LENGTH,
+  API_TOKEN_PATTERN,
   type Config,
   ConfigSchema,
   DURATION_PATTERN,
@@ -98,14 +99,16 @@ export async function checkConfigData(
   const crossField = crossFieldProblems(withDefaults, locate);
   problems.push(...crossField.problems);
   const environmentToken = env.RACKBOOT_API_TOKEN;
+  // The override takes the place of server.api_token, so it is held to the same rules; it has no line.
   if (environmentToken && environmentToken.length < API_TOKEN_MIN_LENGTH) {
-    // The override takes the place of server.api_token, so it is held to the same rule; it has no line.
     problems.push(
       locate.at(
         ['server', 'api_token'],
         `$RACKBOOT_API_TOKEN is ${environmentToken.length} characters; an API token needs at least ${API_TOKEN_MIN_LENGTH}`,
       ),
     );
+  } else if (environmentToken && !new RegExp(API_TOKEN_PATTERN).test(environmentToken)) {
+    problems.push(locate.at(['server', 'api_token'], `$RACKBOOT_API_TOKEN ${UNSENDABLE_TOKEN}`));
   }
   const writtenToken = (withDefaults.server as { api_token?: unknown } | undefined)?.api_token;
   if (!environmentToken && typeof writtenToken === 'string' && ENVIRONMENT_REFERENCE.test(writtenToken)) {
@@ -173,6 +176,9 @@ const dotted = (path: Path) =>
 
 /** Schema errors, one per offending node, in words an operator can act on. */
 const SECRET_TOKEN_POINTER = '/server/api_token';
+/** What is wrong with a token outside API_TOKEN_PATTERN, without quoting it. */
+const UNSENDABLE_TOKEN =
+  'holds a space, a control character or a character beyond ASCII; an API token is sent as `Authorization: Bearer <token>` and takes printable ASCII only';
 
 function structuralProblems(value: unknown, locate: Locator): Problem[] {
   const problems = schemaProblems(ConfigSchema, value, [], locate);
@@ -195,6 +201,8 @@ function schemaProblems(schema: TSchema, value: unknown, at: Path, locate: Locat
       problems.push(unknownKeyProblem(error, path, locate));
     } else if (error.type === ValueErrorType.ObjectRequiredProperty) {
       problems.push(locate.at(path.slice(0, -1), `missing required key "${dotted(path)}"`));
+    } else if (error.path === SECRET_TOKEN_POINTER && error.type === ValueErrorType.StringPattern) {
+      problems.push(locate.at(path, `${dotted(path)} ${UNSENDABLE_TOKEN}`));
     } else if (error.path === SECRET_TOKEN_POINTER) {
       // A problem line ends up in logs and terminals: the token's length, never its value.
       const length = typeof error.value === 'string' ? `${error.value.length} characters` : 'not a string';

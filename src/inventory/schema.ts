@@ -14,6 +14,11 @@ const Port = (fallback: number, description: string) =>
 /** A duration such as `90s`, `30m`, `1h`, `7d`, `1h30m`, or a number of seconds. */
 /** Shorter operator tokens are guessable; server.api_token and $RACKBOOT_API_TOKEN alike. */
 export const API_TOKEN_MIN_LENGTH = 16;
+/**
+ * Printable ASCII, no space: the token travels as `Authorization: Bearer <token>`, which the server
+ * reads up to the first space, and fetch cannot send a header character beyond Latin-1.
+ */
+export const API_TOKEN_PATTERN = '^[!-~]+$';
 export const DURATION_PATTERN = '^(\\d+(ms|s|m|h|d))+$';
 /** `fallback` undefined: the key has no default of its own (it inherits another's). */
 const Duration = (fallback: string | number | undefined, description: string) =>
@@ -105,8 +110,9 @@ const ServerSchema = Type.Object(
     api_token: Type.Optional(
       Type.String({
         minLength: API_TOKEN_MIN_LENGTH,
+        pattern: API_TOKEN_PATTERN,
         description:
-          'Bearer token for operator API calls (reprovision, adopt). $RACKBOOT_API_TOKEN overrides it. Without either, the server makes its own in <server.state>/operator-token (0600), which the CLI on the same host reads.',
+          'Bearer token for operator API calls (reprovision, adopt): printable ASCII, no spaces. $RACKBOOT_API_TOKEN overrides it. Without either, the server makes its own in <server.state>/operator-token (0600), which the CLI on the same host reads.',
       }),
     ),
     log_level: Type.Union(
