@@ -56,6 +56,18 @@ t.test('the new entry is spliced in; every other byte stays', async (t) => {
       `${PROFILES}machines:\n  - mac: 52:54:00:00:00:01\n    profile: worker\n    # ip: 10.0.0.5   # its reservation\n  - mac: ${NEW}\n    hostname: n9\n    profile: worker\n\n# end\n`,
     ],
     [
+      // Once, the dash was looked for back from the first key, and a `-` in a comment or an anchor
+      // put the new entry's dash there: a file yaml could not parse, refused as the machine's fault.
+      'a comment after the first dash, holding a dash',
+      `${PROFILES}machines:\n  - # rack-1\n    mac: 52:54:00:00:00:01\n    profile: worker\n`,
+      `${PROFILES}machines:\n  - # rack-1\n    mac: 52:54:00:00:00:01\n    profile: worker\n  - mac: ${NEW}\n    hostname: n9\n    profile: worker\n`,
+    ],
+    [
+      'an anchor after the first dash, holding a dash',
+      `${PROFILES}machines:\n  - &node-1\n    mac: 52:54:00:00:00:01\n    profile: worker\n`,
+      `${PROFILES}machines:\n  - &node-1\n    mac: 52:54:00:00:00:01\n    profile: worker\n  - mac: ${NEW}\n    hostname: n9\n    profile: worker\n`,
+    ],
+    [
       'flow maps in a block list',
       `${PROFILES}machines:\n  - { mac: 52:54:00:00:00:01, profile: worker }\n`,
       `${PROFILES}machines:\n  - { mac: 52:54:00:00:00:01, profile: worker }\n  - { mac: ${NEW}, hostname: n9, profile: worker }\n`,

@@ -140,11 +140,13 @@ export function adoptMachine(
           : splice(text, separatorEnd, 0, ` ${entry},`),
     };
   }
-  if (isMap(last) && last.range) {
+  if (isSeq(node) && node.range && isMap(last) && last.range) {
     const first = items[0];
     const firstStart = (isMap(first) && first.range?.[0]) || last.range[0];
     const fieldColumn = columnOf(text, firstStart);
-    const dashColumn = columnOf(text, text.lastIndexOf('-', firstStart));
+    // A block list starts at its first dash, and all its dashes share that column; a `-` looked for
+    // back from the first key can be one in a comment or an anchor (`- &node-1`).
+    const dashColumn = columnOf(text, node.range[0]);
     const entry = last.flow
       ? `${' '.repeat(dashColumn)}- ${flowMap(fields)}${newline}`
       : blockEntry(fields, dashColumn, fieldColumn, newline);
