@@ -116,6 +116,38 @@ t.test('the new entry is spliced in; every other byte stays', async (t) => {
   }
 });
 
+t.test('an adopt into a config written as one flow map (JSON) with no machines yet', async (t) => {
+  // Once, the entry went in as a block list, which a flow map cannot hold: serve then refused the
+  // file, and adopt blamed the machine for YAML syntax errors of its own making.
+  const head = '{\n  "profiles": {"worker": {"kind": "linux"}}';
+  const cases: [string, string, string][] = [
+    [
+      'an empty list',
+      `${head},\n  "machines": []\n}\n`,
+      `${head},\n  "machines": [{ mac: ${NEW}, hostname: n9, profile: worker }]\n}\n`,
+    ],
+    [
+      'a null list',
+      `${head},\n  "machines": null\n}\n`,
+      `${head},\n  "machines": [{ mac: ${NEW}, hostname: n9, profile: worker }]\n}\n`,
+    ],
+    [
+      'no machines key',
+      `${head}\n}\n`,
+      `{ machines: [{ mac: ${NEW}, hostname: n9, profile: worker }],\n  "profiles": {"worker": {"kind": "linux"}}\n}\n`,
+    ],
+  ];
+  for (const [name, before, after] of cases) {
+    const text = adopted(before, 'n9');
+    t.equal(text, after, name);
+    t.same(
+      (parse(text) as { machines: unknown[] }).machines,
+      [{ mac: NEW, hostname: 'n9', profile: 'worker' }],
+      `${name}: parses`,
+    );
+  }
+});
+
 t.test('an adopt into a CRLF file writes CRLF lines, in every layout', async (t) => {
   const layouts: [string, string][] = [
     ['block list', 'machines:\n  - mac: 52:54:00:00:00:01\n    profile: worker\n'],

@@ -164,6 +164,19 @@ export function adoptMachine(
       message: `machines[${items.length - 1}] is not a machine entry (mac:, profile: …); fix it first`,
     };
   }
+  const root = document.contents;
+  if (isMap(root) && root.flow && root.range) {
+    // A config written as one flow map (JSON) cannot hold a block list: a flow list of one entry
+    // takes the place of the empty one, or goes first in the map.
+    const list = `[${flowMap(fields)}]`;
+    if (node?.range)
+      return { ok: true, text: splice(text, node.range[0], node.range[1] - node.range[0], list) };
+    const opening = root.range[0] + 1;
+    return {
+      ok: true,
+      text: splice(text, opening, 0, ` machines: ${list}${root.items.length > 0 ? ',' : ' '}`),
+    };
+  }
   // No entries yet: `machines:`, `machines: []` (flow, emptied into a block list) or no key at all.
   const entry = blockEntry(fields, 2, 4, newline);
   if (node?.range) {
