@@ -493,6 +493,22 @@ t.test('HTTP errors, unreachable servers and stalls are one clear line', async (
   );
 });
 
+t.test('a redirect loop is named as one, not as an unreachable host, and not retried', async (t) => {
+  let requests = 0;
+  const looping = createServer((request, response) => {
+    requests += 1;
+    response.writeHead(302, { location: request.url ?? '/' }).end();
+  });
+  await new Promise<void>((resolve) => looping.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => looping.close());
+  const base = `http://127.0.0.1:${(looping.address() as AddressInfo).port}`;
+  const dest = tempDir(t, 'rackboot-fetch-');
+  const error = await fetchCoreos(options({ base }, dest, { retries: 2 })).catch((caught: Error) => caught);
+  t.match(String(error), /GET http:\/\/127\.0\.0\.1:\d+\/streams\/stable\.json: too many redirects/);
+  t.notMatch(String(error), /cannot reach/);
+  t.equal(requests, 21, 'one attempt: the initial request and 20 redirects');
+});
+
 t.test('the stream metadata is retried under --retries, as the artifacts are', async (t) => {
   const mirror = await startMirror(t, ['x86_64']);
   const dest = tempDir(t, 'rackboot-fetch-');

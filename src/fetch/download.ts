@@ -388,6 +388,10 @@ function networkError(url: string, error: unknown): FetchError {
     return new FetchError(`${host} sent ${idle.message} (${url})`, true);
   }
   const cause = reason.cause as NodeJS.ErrnoException | undefined;
+  // The server answered, every time with a redirect: no retry ends the loop.
+  if (cause?.message === 'redirect count exceeded') {
+    return new FetchError(`GET ${url}: too many redirects (more than 20)`);
+  }
   const code = cause?.code ?? (reason as NodeJS.ErrnoException).code;
   if (reason.message === 'fetch failed' && cause) {
     return new FetchError(`cannot reach ${host}: ${code ?? cause.message} (${url})`, true);
