@@ -7,6 +7,7 @@ import { BROADCAST_FLAG, type DhcpPacket, decodeDhcpRequest, encodeDhcpPacket } 
 import { settingsFor } from '../src/dhcp/settings.js';
 import type { Config } from '../src/inventory/schema.js';
 import { ipToNumber } from '../src/ipv4.js';
+import { step } from '../src/lifecycle/states.js';
 import {
   FIRMWARE,
   INSTALLED_MAC,
@@ -966,6 +967,44 @@ t.test('the pool runs out: silence and an event, no duplicate address', async (t
   );
   t.ok(given.has(afterExpiry.yiaddr), 'an expired lease is reused');
 });
+
+t.test(
+  'a network-booting machine left without an address by a full pool is seen as discovered',
+  async (t) => {
+    const single = await loadTestConfig({
+      subnet: 5,
+      mode: 'authoritative',
+      state: '/nonexistent',
+      poolEnd: 100,
+    });
+    const leases = new LeaseTable();
+    replyOf(decideFor({ type: 'discover', mac: '52:54:00:40:00:01' as Mac }, { config: single, leases }));
+    const pxe = decideFor(
+      { type: 'discover', mac: INSTALLED_MAC, options: FIRMWARE.biosPxe() },
+      { config: single, leases },
+    );
+    t.match(pxe, { kind: 'silent', reason: 'pool-exhausted' });
+    const [event] = pxe.events;
+    t.match(
+      event?.detail,
+      { reason: 'pool-exhausted', firmware: 'bios-pxe' },
+      'the event names the firmware',
+    );
+    if (!event) return;
+    const { record } = step(undefined, event, { id: 1, time: new Date(NOW).toISOString(), ms: NOW });
+    t.equal(record?.state, 'discovered', 'rackboot machines shows the machine trying to boot');
+
+    const plain = decideFor(
+      {
+        type: 'discover',
+        mac: '52:54:00:40:00:02' as Mac,
+        options: FIRMWARE.linux('52:54:00:40:00:02' as Mac),
+      },
+      { config: single, leases },
+    );
+    t.notOk(plain.events[0]?.detail?.firmware, 'a DHCP client that is not booting names no firmware');
+  },
+);
 
 t.test('non-Ethernet hardware is declined by the core', async (t) => {
   const decoded = decodeDhcpRequest(requestBytes({ type: 'discover', mac: LISTED_MAC }));

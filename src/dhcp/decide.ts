@@ -310,8 +310,14 @@ function offerAddress(
     reservations: settings.reservations,
     now,
   });
-  if (ip === undefined)
-    return silent('pool-exhausted', [dhcpEvent('dhcp-ignored', request, mac, { reason: 'pool-exhausted' })]);
+  if (ip === undefined) {
+    // The firmware makes a booting machine `discovered` in the history, so `rackboot machines` shows
+    // it trying to boot rather than `not seen`.
+    const firmware = classifyFirmware(request.options);
+    return silent('pool-exhausted', [
+      dhcpEvent('dhcp-ignored', request, mac, { reason: 'pool-exhausted', firmware }),
+    ]);
+  }
   const leaseChange: LeaseChange = { kind: 'offer', mac, ip, expiresAt: now + OFFER_HOLD_MS };
   return addressReply(request, mac, 'offer', numberToIp(ip), subnet, context, leaseChange);
 }
