@@ -951,3 +951,50 @@ t.test(
     app.server.closeAllConnections();
   },
 );
+
+t.test('an adopt refused with several problems shows each of them, in view', async (t) => {
+  const template = join(t.testdir(), 'worker.bu');
+  writeFileSync(
+    template,
+    'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/role\n      contents:\n        inline: "{{vars.role}}"\n    - path: /etc/zone\n      contents:\n        inline: "{{vars.zone}}"\n',
+  );
+  const { app, lifecycle } = await startLifecycleApp(
+    t,
+    FIXTURE_YAML.replace(
+      'spare: { kind: linux, kernel: vmlinuz }',
+      `spare: { kind: linux, kernel: vmlinuz, ignition: ${template} }`,
+    ),
+  );
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  await lifecycle.record({
+    mac: UNLISTED_MAC,
+    source: 'dhcp',
+    type: 'dhcp-ignored',
+    detail: { firmware: 'uefi-pxe', arch: 'x86_64' },
+  });
+  const { page, pageErrors } = await openDashboard(t, url);
+  await page.fill('#token', API_TOKEN);
+  await page.locator('#token').dispatchEvent('change');
+  const discovered = page.locator(`#discovered tr[data-mac="${UNLISTED_MAC}"]`);
+  await discovered.locator('input[placeholder="profile"]').fill('spare');
+  await discovered.locator('button[type="submit"]').click();
+  const message = discovered.locator('.message[data-outcome="error"]');
+  await message.filter({ hasText: 'vars.zone' }).waitFor({ timeout: 10_000 });
+  const lines = (await message.innerText()).split('\n');
+  t.match(lines, [
+    /^nothing written: .* with this machine:$/,
+    /\{\{vars\.role\}\} is not set/,
+    /\{\{vars\.zone\}\} is not set/,
+  ]);
+  const shown = await message.evaluate((node) => {
+    const box = node.getBoundingClientRect();
+    const fleet = node.closest('.fleet')?.getBoundingClientRect();
+    return { left: box.left, right: box.right, fleetLeft: fleet?.left ?? 0, fleetRight: fleet?.right ?? 0 };
+  });
+  t.ok(
+    shown.left >= shown.fleetLeft && shown.right <= shown.fleetRight,
+    `the refusal is inside the fleet's view, not past its right edge: ${JSON.stringify(shown)}`,
+  );
+  await page.screenshot({ path: join(ARTIFACTS, 'dashboard-adopt-refused.png') });
+  t.same(pageErrors, []);
+});
