@@ -1000,7 +1000,13 @@ t.test('an adopt refused with several problems shows each of them, in view', asy
   t.same(pageErrors, []);
 });
 
-t.test('thousands of machines not in the config: the discovered table appears in seconds', async (t) => {
+/**
+ * Each discovered row held a <form>, and Chromium's cost of adding one grows with the forms already
+ * in the page: 5,000 machines not in the config froze the page for 20–35 s before they appeared (8–10 s
+ * without forms, measured by hand; a speed target belongs in a benchmark, not here). So this checks
+ * what the speed came from, no form per row, and that every row appears (Enter adopts: the test above).
+ */
+t.test('thousands of machines not in the config: every one is listed, and no row holds a form', async (t) => {
   const { app, lifecycle } = await startLifecycleApp(t);
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   const count = 5000;
@@ -1019,15 +1025,19 @@ t.test('thousands of machines not in the config: the discovered table appears in
   await Promise.all(recorded);
   const page = await (await sharedBrowser()).newPage();
   t.teardown(() => page.close());
-  const opened = Date.now();
   await page.goto(url);
-  // Each row held a <form>, and Chromium's cost of adding one grows with the forms already in the
-  // page: 5,000 took 20–35 s to appear, a page frozen all along (8–10 s without).
-  const shown = await page
-    .waitForFunction(`document.querySelectorAll('#discovered tbody tr').length >= ${count}`, undefined, {
-      timeout: 15_000,
-    })
-    .then(() => true)
-    .catch(() => false);
-  t.ok(shown, `all ${count} discovered rows within 15 s (${Date.now() - opened} ms)`);
+  // A bound on a hang only, far above the 20–35 s the forms took: CI runs this beside QEMU.
+  await page.waitForFunction(
+    `document.querySelectorAll('#discovered tbody tr').length >= ${count}`,
+    undefined,
+    {
+      timeout: 120_000,
+    },
+  );
+  t.equal(
+    await page.locator('#discovered tbody tr').count(),
+    count,
+    `all ${count} discovered machines listed`,
+  );
+  t.equal(await page.locator('#discovered form').count(), 0, 'no row holds a form');
 });
