@@ -81,6 +81,24 @@ function age(time) {
 }
 
 /**
+ * Points an age cell (class `age`) at `time` and shows it; the 5 s tick then updates its text alone
+ * (tickAges), so a page of thousands of machines is not re-rendered to move their ages on.
+ */
+function setAge(cell, time) {
+  if (cell.dataset.time !== (time ?? '')) cell.dataset.time = time ?? '';
+  setText(cell, ageText(cell));
+}
+
+function ageText(cell) {
+  const text = age(cell.dataset.time);
+  return text && cell.dataset.suffix ? `${text}${cell.dataset.suffix}` : text;
+}
+
+function tickAges() {
+  for (const cell of document.querySelectorAll('td.age')) setText(cell, ageText(cell));
+}
+
+/**
  * A duration for people: `850 ms`, `12.3 s`, `1 min 59 s`, `1 h 0 min 0 s`. Rounded once, to the unit
  * shown, before it is split, so 119,600 ms is `2 min 0 s`, never `1 min 60 s`. Exported for the test.
  */
@@ -346,9 +364,7 @@ function renderFleetRow(mac) {
   setCell(row.cells[4], machine.ip ?? '');
   setCell(row.cells[5], hardware(machine));
   setCell(row.cells[6], machine.last_event ?? '');
-  const ageCell = row.cells[7];
-  if (ageCell.dataset.time !== (machine.updated_at ?? '')) ageCell.dataset.time = machine.updated_at ?? '';
-  setText(ageCell, age(machine.updated_at));
+  setAge(row.cells[7], machine.updated_at);
   row.classList.toggle('selected', mac === selected);
   const hidden = !matchesFilter(machine);
   if (row.hidden !== hidden) {
@@ -421,7 +437,7 @@ function discoveredRow(mac) {
     { dataset: { mac } },
     element('td', { className: 'mac' }, mac),
     element('td'),
-    element('td'),
+    element('td', { className: 'age', dataset: { suffix: ' ago' } }),
     element('td', {}, form),
   );
 }
@@ -445,7 +461,7 @@ function renderDiscoveredRow(mac) {
     $('none-discovered').hidden = true;
   }
   setText(row.cells[1], hardware(machine));
-  setText(row.cells[2], machine.first_seen_at ? `${age(machine.first_seen_at)} ago` : '');
+  setAge(row.cells[2], machine.first_seen_at);
 }
 
 function renderProfiles() {
@@ -914,11 +930,7 @@ async function start() {
   lastEventId = throughId;
   connect(throughId, false);
   // Ages tick without any event.
-  setInterval(() => {
-    for (const cell of document.querySelectorAll('td.age')) setText(cell, age(cell.dataset.time));
-    for (const mac of discoveredRows.keys()) dirtyMacs.add(mac);
-    queueRender();
-  }, 5000);
+  setInterval(tickAges, 5000);
 }
 
 void start();
