@@ -62,8 +62,7 @@ async function refuseIfOthersCouldPlant(
 ): Promise<void> {
   const uid = process.geteuid?.() ?? 0;
   // A symlink's own mode (0777) says nothing; the directory it names is checked on the real path.
-  const writableByAnyone = (info: Stats | undefined) =>
-    info !== undefined && info.isDirectory() && (info.mode & 0o002) !== 0;
+  const writableByAnyone = (info: Stats | undefined) => info?.isDirectory() && (info.mode & 0o002) !== 0;
   let parent: Stats | undefined;
   for (const directory of [...ancestorsOf(stateDir), stateDir]) {
     const info = await statOf(directory);

@@ -1,5 +1,4 @@
 import { realpathSync, statSync } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { resolve } from 'node:path';
 import send, { type FileSendResult, type SendOptions } from '@fastify/send';
