@@ -201,15 +201,20 @@ t.test('a duplicate ACK never causes a resend (sorcerer\u2019s apprentice)', asy
   t.equal(stale.ignored, 'stale-ack');
 });
 
-t.test('OACK then ACK 0; a client ERROR right after the OACK is a probe, later an abort', async (t) => {
-  const step = startTransfer(parameters({ sendOack: true }), 0);
-  t.same(step.send, [{ kind: 'oack' }]);
-  t.equal(receiveClientError(step.state).outcome, 'probe');
-  t.same(receiveAck(step.state, 1, 1).send, [], 'only ACK 0 accepts the OACK');
-  const sending = receiveAck(step.state, 0, 1);
-  t.same(dataBlocks(sending), [1]);
-  t.equal(receiveClientError(sending.state).outcome, 'aborted');
-});
+t.test(
+  'OACK then ACK 0; ERROR 8 right after the OACK is a probe, another code or a later one an abort',
+  async (t) => {
+    const step = startTransfer(parameters({ sendOack: true }), 0);
+    t.same(step.send, [{ kind: 'oack' }]);
+    t.equal(receiveClientError(step.state, 8).outcome, 'probe', "EDK2's size probe");
+    t.equal(receiveClientError(step.state, 4).outcome, 'aborted', 'EDK2 refusing an OACK it cannot parse');
+    t.equal(receiveClientError(step.state, 0).outcome, 'aborted');
+    t.same(receiveAck(step.state, 1, 1).send, [], 'only ACK 0 accepts the OACK');
+    const sending = receiveAck(step.state, 0, 1);
+    t.same(dataBlocks(sending), [1]);
+    t.equal(receiveClientError(sending.state, 8).outcome, 'aborted');
+  },
+);
 
 t.test(
   'windows: the ACK of the last block opens the next window; a partial ACK resumes after it',
@@ -323,7 +328,7 @@ t.test('no step writes to the state it was given (the shell may still hold it)',
   for (let block = 4; block <= 6; block += 2) step = receiveAck(frozen(step), block, 2000 + block);
   step = receiveAck(frozen(step), 7, 2010);
   t.equal(step.outcome, 'complete');
-  t.equal(receiveClientError(frozen(step)).outcome, undefined, 'a finished transfer stays finished');
+  t.equal(receiveClientError(frozen(step), 8).outcome, undefined, 'a finished transfer stays finished');
 });
 
 t.test('netascii encoding: LF as CR LF, bare CR as CR NUL, nothing else touched', async (t) => {

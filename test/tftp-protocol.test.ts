@@ -88,6 +88,19 @@ t.test('the firmware size probe (OACK, then client ERROR 8) ends quietly as "pro
   t.same(outcomes.slice(-2), ['probe', 'complete']);
 });
 
+t.test('a client refusing the OACK with another code (EDK2: ERROR 4) is an abort, not a probe', async (t) => {
+  const client = await udpPeer();
+  client.send(rrq('small.txt', { tsize: '0', blksize: '1468' }), port);
+  const { message, from } = await client.next();
+  t.equal(opcodeOf(message), 6, 'OACK');
+  client.send(Buffer.from('\0\x05\0\x04Malformatted OACK\0', 'latin1'), from.port);
+  await client.close();
+  await running.waitForEvents((events) => events.at(-1)?.detail?.file === 'small.txt');
+  const last = eventsFor('small.txt').at(-1);
+  t.equal(last?.detail?.outcome, 'aborted');
+  t.equal(last?.detail?.reason, 'client error 4: Malformatted OACK', "the client's own words");
+});
+
 t.test('duplicate ACKs never cause resends (sorcerer’s apprentice)', async (t) => {
   const before = running.server.stats();
   const client = await udpPeer();

@@ -581,7 +581,7 @@ class ActiveTransfer {
       return;
     }
     if (packet.kind === 'error') {
-      this.apply(receiveClientError(state), clientErrorReason(packet.code, packet.message));
+      this.apply(receiveClientError(state, packet.code), clientErrorReason(packet.code, packet.message));
       return;
     }
     this.apply(receiveAck(state, packet.block, performance.now()));

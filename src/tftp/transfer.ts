@@ -164,15 +164,21 @@ export function windowSent(state: TransferState, now: number): TransferState {
   return sent;
 }
 
-/** A client ERROR ends the transfer; right after the OACK it is the firmware size probe (tftp.md §4). */
-export function receiveClientError(state: TransferState): Step {
+/**
+ * A client ERROR ends the transfer. ERROR 8 right after the OACK is the firmware size probe
+ * (tftp.md §4); any other code there is a failed boot: EDK2 answers an OACK it cannot parse with
+ * ERROR 4 "Malformatted OACK", which must not be hidden as a probe.
+ */
+export function receiveClientError(state: TransferState, code: number): Step {
   if (state.phase === 'finished') return { state, send: [] };
   return {
     state: finished(state),
     send: [],
-    outcome: state.phase === 'negotiating' ? 'probe' : 'aborted',
+    outcome: state.phase === 'negotiating' && code === OPTIONS_REFUSED ? 'probe' : 'aborted',
   };
 }
+/** RFC 2347's code for "the client refuses the options"; EDK2 sends it to end its size probe. */
+const OPTIONS_REFUSED = 8;
 
 /**
  * Sends the window after the last acknowledged block; `next` is a fresh copy, changed in place.
