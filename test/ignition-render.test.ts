@@ -1,4 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +58,36 @@ t.test(
     }
   },
 );
+
+t.test('data URLs of large contents are lossless, encoded once and told apart by content', async (t) => {
+  const text = Buffer.from('rackboot serves fleets\n'.repeat(4096));
+  const binary = randomBytes(256 * 1024);
+  const percentOnly = Buffer.from('abc-_.~'.repeat(8192));
+  for (const [name, bytes, allowCompression] of [
+    ['text, gzip allowed', text, true],
+    ['text, no gzip', text, false],
+    ['random bytes', binary, true],
+    ['unreserved characters only', percentOnly, false],
+  ] as const) {
+    const first = makeDataUrl(bytes, allowCompression);
+    const decoded = decodeDataUrl(first.url);
+    t.strictSame(first.compression === 'gzip' ? gunzipSync(decoded) : decoded, bytes, `${name}: round trip`);
+    t.equal(
+      makeDataUrl(Buffer.from(bytes), allowCompression),
+      first,
+      `${name}: the second time from the memo`,
+    );
+  }
+  t.match(
+    makeDataUrl(percentOnly, false).url,
+    /^data:,abc-_\.~abc/,
+    'percent-encoding wins when nothing is escaped',
+  );
+  t.match(makeDataUrl(binary, true).url, /^data:;base64,/, 'base64 wins on random bytes');
+  const changed = Buffer.from(text);
+  changed[changed.length - 2] = 0x21;
+  t.not(makeDataUrl(changed, true).url, makeDataUrl(text, true).url, 'one byte changed is another entry');
+});
 
 t.test('modes follow Butane: 0644 is octal, 0o644 too, a quoted mode is a type error', async (t) => {
   const render = (mode: string) =>

@@ -1,7 +1,7 @@
+import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { posix, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { setNewest } from '../bounded-map.js';
 import { escapesRoot } from '../path-inside.js';
 import { readRegularFileSync } from '../regular-file.js';
 import { convertShape, isJsonObject, type JsonObject, type ShapeOptions } from './shape.js';
@@ -309,49 +309,86 @@ function lineAndColumn(text: string, offset: number): { line: number; column: nu
   return { line: before.split('\n').length, column: offset - lineStart + 1 };
 }
 
-const UNRESERVED = /[A-Za-z0-9\-_.!~*'()]/;
+/** Bytes Butane leaves as they are in a percent-encoded data URL; every other byte is `%XX`. */
+const UNRESERVED = new Uint8Array(256);
+for (const character of "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()") {
+  UNRESERVED[character.charCodeAt(0)] = 1;
+}
+const PERCENT_HEX = Array.from(
+  { length: 256 },
+  (_, byte) => `%${byte.toString(16).toUpperCase().padStart(2, '0')}`,
+);
 
 /**
  * Butane's MakeDataURL: percent-encoding or base64, whichever is shorter; then gzip+base64 when allowed
  * and more than 4 bytes shorter (the `compression` key it adds costs about that much).
  */
 export function makeDataUrl(bytes: Buffer, allowCompression: boolean): DataUrl {
-  if (bytes.length > DATA_URL_MEMO_MAX_BYTES) return encodeDataUrl(bytes, allowCompression);
-  // Most contents are the same for every machine of a template (only a few embed {{...}}): encode once.
-  const key = `${allowCompression ? 'z' : '-'}${bytes.toString('latin1')}`;
+  // Most contents are the same for every machine of a template (only a few embed {{...}}): encode
+  // once. A large `local` file is keyed by its digest, so serving it again costs a hash, not the
+  // encoding that took 1–2 s a request for 4 MiB.
+  const large = bytes.length > DATA_URL_KEY_MAX_BYTES;
+  const content = large ? createHash('sha256').update(bytes).digest('base64') : bytes.toString('latin1');
+  const key = `${allowCompression ? 'z' : '-'}${large ? '#' : ':'}${content}`;
   const known = dataUrls.get(key);
-  if (known) return known;
+  if (known) {
+    // The most recently used stay: Map order is insertion order, oldest dropped first.
+    dataUrls.delete(key);
+    dataUrls.set(key, known);
+    return known;
+  }
   const encoded = encodeDataUrl(bytes, allowCompression);
-  setNewest(dataUrls, key, encoded, DATA_URL_MEMO_ENTRIES);
+  if (encoded.url.length <= DATA_URL_MEMO_MAX_CHARS) rememberDataUrl(key, encoded);
   return encoded;
 }
 
 type DataUrl = { url: string; compression: '' | 'gzip' };
 const DATA_URL_MEMO_ENTRIES = 256;
-// Bounded whatever the templates hold: 256 entries of at most 16 KiB input (about 10 MiB with their URLs).
-const DATA_URL_MEMO_MAX_BYTES = 16 * 1024;
+// Inputs up to this size are their own key; larger ones are keyed by their SHA-256.
+const DATA_URL_KEY_MAX_BYTES = 16 * 1024;
+// Bounded whatever the templates hold: at most 64 MiB of URLs, none over 16 MiB, plus the keys
+// (at most 16 KiB each).
+const DATA_URL_MEMO_BUDGET_CHARS = 64 * 1024 * 1024;
+const DATA_URL_MEMO_MAX_CHARS = 16 * 1024 * 1024;
 const dataUrls = new Map<string, DataUrl>();
+let dataUrlChars = 0;
+
+/** Keeps `encoded` as the newest entry, dropping the oldest while the memo is over its bounds. */
+function rememberDataUrl(key: string, encoded: DataUrl): void {
+  dataUrls.set(key, encoded);
+  dataUrlChars += encoded.url.length;
+  for (const [oldestKey, oldest] of dataUrls) {
+    if (dataUrls.size <= DATA_URL_MEMO_ENTRIES && dataUrlChars <= DATA_URL_MEMO_BUDGET_CHARS) break;
+    dataUrls.delete(oldestKey);
+    dataUrlChars -= oldest.url.length;
+  }
+}
 
 /** `data:;base64,` and a 20-byte gzip member (10-byte header, an empty final block, 8-byte trailer). */
 const SHORTEST_GZIP_DATA_URL = 'data:;base64,'.length + 28;
 
 function encodeDataUrl(bytes: Buffer, allowCompression: boolean): DataUrl {
-  let escaped = 'data:,';
-  for (const byte of bytes) {
-    const character = String.fromCharCode(byte);
-    escaped +=
-      byte < 0x80 && UNRESERVED.test(character)
-        ? character
-        : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
-  }
-  const base64 = `data:;base64,${bytes.toString('base64')}`;
-  const best = base64.length < escaped.length ? base64 : escaped;
+  let unreserved = 0;
+  for (const byte of bytes) unreserved += UNRESERVED[byte] as number;
+  const escapedLength = 'data:,'.length + unreserved + 3 * (bytes.length - unreserved);
+  const base64Length = 'data:;base64,'.length + 4 * Math.ceil(bytes.length / 3);
+  const bestLength = Math.min(escapedLength, base64Length);
   // gzip cannot win below this length, so zlib (most of a short file's cost) is not run at all.
-  if (allowCompression && best.length > SHORTEST_GZIP_DATA_URL + 4) {
+  if (allowCompression && bestLength > SHORTEST_GZIP_DATA_URL + 4) {
     const compressed = `data:;base64,${gzipSync(bytes, { level: 9 }).toString('base64')}`;
-    if (compressed.length + 4 < best.length) return { url: compressed, compression: 'gzip' };
+    if (compressed.length + 4 < bestLength) return { url: compressed, compression: 'gzip' };
   }
-  return { url: best, compression: '' };
+  // Only the winner is built: percent-encoding a large binary file would make a string 3 times its size.
+  const url =
+    base64Length < escapedLength ? `data:;base64,${bytes.toString('base64')}` : percentEncoded(bytes);
+  return { url, compression: '' };
+}
+
+function percentEncoded(bytes: Buffer): string {
+  const parts = ['data:,'];
+  for (const byte of bytes)
+    parts.push(UNRESERVED[byte] ? String.fromCharCode(byte) : (PERCENT_HEX[byte] as string));
+  return parts.join('');
 }
 
 function readContentsLocal(
