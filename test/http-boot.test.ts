@@ -352,6 +352,38 @@ t.test('a var or value that would split the kernel line or add iPXE commands is 
   );
 });
 
+t.test(
+  'one address past events.http_rate is answered, its events left out and counted in a warning',
+  async (t) => {
+    const { fixture, app } = await setup(t, { yaml: `${BASE_YAML}events:\n  http_rate: 2\n` });
+    const fetchScript = (remoteAddress: string) =>
+      app.inject({ url: '/boot/52-54-00-12-34-56.ipxe', remoteAddress });
+    const answers = [];
+    for (let request = 0; request < 25; request++) answers.push((await fetchScript('10.77.0.50')).statusCode);
+    t.same(new Set(answers), new Set([200]), 'every request answered');
+    t.equal(fixture.events.length, 20, "a burst of ten seconds' worth recorded");
+    t.equal((await fetchScript('10.77.0.51')).statusCode, 200);
+    t.equal(fixture.events.length, 21, 'another address has its own budget');
+    t.equal(fixture.events.at(-1)?.ip, '10.77.0.51');
+    const warnings = fixture.logs.filter((line) => String(line.msg).includes('events.http_rate'));
+    t.equal(warnings.length, 1, 'one warning per address every 10 s, not one per request');
+    t.match(warnings[0], {
+      level: 40,
+      ip: '10.77.0.50',
+      mac: NODE1,
+      type: 'ipxe-script',
+      suppressed: 0,
+      perSecond: 2,
+    });
+
+    // A reload that turns the limit off applies to the next request.
+    const reloaded = { ...fixture.config, events: { ...fixture.config.events, http_rate: 0 } };
+    fixture.deps.config = () => reloaded;
+    await fetchScript('10.77.0.50');
+    t.equal(fixture.events.length, 22, 'http_rate 0: no limit');
+  },
+);
+
 t.test('malformed script requests', async (t) => {
   const { app } = await setup(t);
   t.equal((await app.inject('/boot/not-a-mac.ipxe')).statusCode, 404);

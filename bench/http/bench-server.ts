@@ -48,6 +48,9 @@ export async function writeHttpBenchFixture(dir: string, fixture: HttpBenchFixtu
   state: state
   log_level: warn
 dhcp: { mode: "off" }
+# Every request's event recorded, as a real fleet's are: the load comes from one address, which the
+# default events.http_rate would leave unrecorded after its first 50 events.
+events: { http_rate: 0 }
 profiles:
   worker:
 ${COREOS_PROFILE_YAML}

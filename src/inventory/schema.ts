@@ -289,6 +289,12 @@ const EventsSchema = Type.Object(
       default: 200000,
       description: 'Events kept in the history; older ones are pruned.',
     }),
+    http_rate: Type.Integer({
+      minimum: 0,
+      default: 5,
+      description:
+        "Events a second that HTTP requests from one address (boot scripts, Ignition fetches, asset downloads) may add to the history, in bursts of ten seconds' worth; a boot adds about six. Requests over it are still answered; their events are counted in a warning, one per address every 10 s, so one host fetching in a loop cannot push every machine's history past events.retention. 0 = no limit.",
+    }),
   },
   { additionalProperties: false, default: {} },
 );
