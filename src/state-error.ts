@@ -20,7 +20,7 @@ export function stateFileAdvice(code: string | undefined): string | undefined {
     kind === 'EPERM' ||
     kind === 'EROFS'
   )
-    return `this user (uid ${process.getuid?.()}) cannot write it: give server.state and its files to the user rackboot runs as`;
+    return `this user (uid ${process.getuid?.()}) cannot read or write it: give server.state and its files to the user rackboot runs as`;
   if (kind === 'SQLITE_FULL' || kind.startsWith('SQLITE_IOERR') || kind === 'ENOSPC' || kind === 'EIO')
     return 'free space on its file system, or check the disk';
   if (kind === 'EISDIR') return 'it is a directory, where rackboot keeps a file: move it away';

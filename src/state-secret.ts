@@ -4,7 +4,7 @@ import { chmod, link, lstat, open, readFile, realpath, rename, rm, stat, unlink 
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { giveTo, makeDirectory, syncDirectory } from './durable-file.js';
-import { StateError } from './state-error.js';
+import { StateError, stateFileError } from './state-error.js';
 
 const SECRET_BYTES = 32;
 const SECRET_TEXT = /^[0-9a-f]{64}$/;
@@ -41,7 +41,6 @@ export async function readOrCreateStateSecret(stateDir: string, fileName: string
     await createSecret(directory, file);
     text = await readCreated(file);
   }
-  // Read errors (permissions) are thrown as they are: the server cannot start without its secret.
   const secret = parseSecret(text);
   if (!secret)
     throw new StateError(`${file} is not a rackboot secret (64 hex digits); remove it to make a new one`);
@@ -96,7 +95,7 @@ function ancestorsOf(directory: string): string[] {
 async function keepPrivate(file: string): Promise<void> {
   const info = await lstat(file).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'ENOENT') return undefined;
-    throw error;
+    throw unreadable(file, error);
   });
   if (!info) return;
   if (!info.isFile())
@@ -127,7 +126,7 @@ async function readCreated(file: string): Promise<string> {
     try {
       return await readFile(file, 'utf8');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 5) throw error;
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 5) throw unreadable(file, error);
       await sleep(20);
     }
   }
@@ -143,8 +142,16 @@ async function readIfPresent(file: string): Promise<string | undefined> {
     return await readFile(file, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
+    throw unreadable(file, error);
   }
+}
+
+/**
+ * The server cannot start without its secret: a read that fails (a file of another user's, mode
+ * 0600) is one line naming the file and what to do, not the bare errno with a stack.
+ */
+function unreadable(file: string, error: unknown): StateError {
+  return stateFileError('cannot read the secret', file, error);
 }
 
 /** A fresh secret at `file`, unless another run made one first (then that one stays). */

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import {
+  chmodSync,
   chownSync,
   closeSync,
   constants,
@@ -24,6 +25,7 @@ import { DATABASE_FILE_NAME, MAX_UNINSTALLED, openLifecycle } from '../src/lifec
 import { cliCommand, runCli } from './helpers/cli.js';
 import { freePort } from './helpers/loopback.js';
 import { createTestNetwork, requireTools, waitForOutput } from './helpers/netns.js';
+import { asNobody, NOBODY, requireRoot } from './helpers/root.js';
 
 /**
  * `rackboot serve` as a real process on loopback (DHCP off, so nothing touches a real interface):
@@ -483,6 +485,34 @@ t.test('a state secret that is not one: one line naming the file and what to do'
     );
     t.notMatch(result.stderr, /\n\s+at /, `${name}: no stack trace`);
   }
+});
+
+t.test('a state secret the service user cannot read: one line naming it and what to do', async (t) => {
+  requireRoot('serves as nobody with a secret of root’s');
+  // Before: "rackboot could not start: Error: EACCES: permission denied, open …" and a stack trace.
+  const directory = t.testdir({
+    'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' },
+    state: { 'operator-token': `${'ab'.repeat(32)}\n` },
+  });
+  const state = join(directory, 'state');
+  chmodSync(join(state, 'operator-token'), 0o600);
+  chownSync(state, NOBODY, NOBODY);
+  const config = join(directory, 'rackboot.yaml');
+  writeFileSync(
+    config,
+    configText(await freePort(), await freePort(), '  []\n').replace('machines:\n  []', 'machines: []'),
+  );
+  const main = join(import.meta.dirname, '..', 'src', 'cli', 'main.ts');
+  const result = asNobody(main, 'serve', '-c', config);
+  t.equal(result.status, 1, 'exit 1');
+  const token = join(state, 'operator-token');
+  // Its first line: under tap, the child's coverage hook adds its own complaint as nobody after it.
+  const [first, second] = result.stderr.split('\n');
+  t.equal(
+    first,
+    `rackboot could not start: cannot read the secret ${token}: EACCES: permission denied, open '${token}'; this user (uid ${NOBODY}) cannot read or write it: give server.state and its files to the user rackboot runs as`,
+  );
+  t.notMatch(second, /^\s+at /, 'no stack trace');
 });
 
 t.test('a start as root leaves the history to the owner of server.state, not to root', async (t) => {

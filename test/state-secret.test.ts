@@ -11,10 +11,12 @@ import {
   statSync,
   symlinkSync,
 } from 'node:fs';
-import { open } from 'node:fs/promises';
+import fsPromises, { open } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import t from 'tap';
 import { SECRET_FILE_NAME } from '../src/ignition/tokens.js';
+import { StateError } from '../src/state-error.js';
 import { readOrCreateStateSecret } from '../src/state-secret.js';
 import { runCli } from './helpers/cli.js';
 import { asNobody, fill, fullTmpfs, moduleAsNobody, NOBODY, requireRoot } from './helpers/root.js';
@@ -192,3 +194,56 @@ t.test(
     await t.rejects(readOrCreateStateSecret(linked, NAME), /is not a regular file \(a symlink\?\)/);
   },
 );
+
+t.test('a secret this user cannot read: one line naming it and what to do', async (t) => {
+  requireRoot('reads as nobody a secret of root’s');
+  // Before: the bare "EACCES: permission denied, open …" with a stack, and no way out.
+  const state = join(t.testdir(), 'state');
+  await readOrCreateStateSecret(state, NAME);
+  chownSync(state, NOBODY, NOBODY);
+  const read = moduleAsNobody(
+    `import { readOrCreateStateSecret } from ${JSON.stringify(SECRET_MODULE)};
+    await readOrCreateStateSecret(process.argv[1], process.argv[2]).catch((error) =>
+      process.stdout.write(error.constructor.name + ': ' + error.message));`,
+    state,
+    NAME,
+  );
+  const file = join(state, NAME);
+  t.equal(
+    read.stdout,
+    `StateError: cannot read the secret ${file}: EACCES: permission denied, open '${file}'; this user (uid ${NOBODY}) cannot read or write it: give server.state and its files to the user rackboot runs as`,
+    { stderr: read.stderr },
+  );
+});
+
+t.test('EPERM and EISDIR reading a secret are reported the same way', async (t) => {
+  // A directory in its place is refused before it is read; what the read itself meets is injected.
+  const state = join(t.testdir(), 'state');
+  const file = join(state, NAME);
+  await readOrCreateStateSecret(state, NAME);
+  const { readFile } = fsPromises;
+  t.teardown(() => {
+    Object.assign(fsPromises, { readFile });
+    syncBuiltinESMExports();
+  });
+  const advice = {
+    EPERM: `this user (uid ${process.getuid?.()}) cannot read or write it: give server.state and its files to the user rackboot runs as`,
+    EISDIR: 'it is a directory, where rackboot keeps a file: move it away',
+  };
+  for (const [code, expected] of Object.entries(advice)) {
+    Object.assign(fsPromises, {
+      readFile: async (path: string, options: BufferEncoding) => {
+        if (path === file) throw Object.assign(new Error(`${code}: injected, open '${file}'`), { code });
+        return readFile(path, options);
+      },
+    });
+    syncBuiltinESMExports();
+    const failed = await readOrCreateStateSecret(state, NAME).catch((error: unknown) => error);
+    t.type(failed, StateError, code);
+    t.equal(
+      (failed as Error).message,
+      `cannot read the secret ${file}: ${code}: injected, open '${file}'; ${expected}`,
+      code,
+    );
+  }
+});

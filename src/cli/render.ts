@@ -11,6 +11,7 @@ import { isMachineMac, type Mac, NOT_A_MACHINE_MAC, parseMac } from '../inventor
 import { formatProblem } from '../inventory/problems.js';
 import { VALIDATE_CHECKS } from '../inventory/validate-checks.js';
 import { type MachineRecord, readMachineRecord } from '../lifecycle/store.js';
+import { StateError } from '../state-error.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
 /**
@@ -96,8 +97,11 @@ function stateFromHistory(state: string, mac: Mac): MachineRecord | undefined {
 /**
  * The server's secret could not be read or made: the bare errno named a path and no way out. Other
  * errors (a file that is not a secret, a state directory others could write) say so already.
+ * state-secret.ts words its read errors for the server's own user; render's may be another, so the
+ * advice here is made from the errno under them.
  */
-export function stateSecretError(error: NodeJS.ErrnoException, state: string): Error {
+export function stateSecretError(thrown: NodeJS.ErrnoException, state: string): Error {
+  const error = thrown instanceof StateError ? ((thrown.cause ?? thrown) as NodeJS.ErrnoException) : thrown;
   const file = join(state, SECRET_FILE_NAME);
   const blocked = error.path ?? file;
   const where = blocked === file ? error.code : `${error.code} at ${blocked}`;
@@ -114,6 +118,6 @@ export function stateSecretError(error: NodeJS.ErrnoException, state: string): E
         { cause: error },
       );
     default:
-      return error;
+      return thrown;
   }
 }
