@@ -21,7 +21,9 @@ export function stateFileAdvice(code: string | undefined): string | undefined {
     kind === 'EROFS'
   )
     return `this user (uid ${process.getuid?.()}) cannot read or write it: give server.state and its files to the user rackboot runs as`;
-  if (kind === 'SQLITE_FULL' || kind.startsWith('SQLITE_IOERR') || kind === 'ENOSPC' || kind === 'EIO')
+  if (kind === 'SQLITE_FULL' || kind === 'ENOSPC' || kind === 'EDQUOT')
+    return "the disk (or this user's quota) is full: free space on its file system";
+  if (kind.startsWith('SQLITE_IOERR') || kind === 'EIO')
     return 'free space on its file system, or check the disk';
   if (kind === 'EISDIR') return 'it is a directory, where rackboot keeps a file: move it away';
   return undefined;

@@ -1,17 +1,21 @@
 import { spawn } from 'node:child_process';
 import { chownSync, statSync } from 'node:fs';
-import fsPromises, { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import fsPromises, { appendFile, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import type { Mac } from '../src/boot-plan.js';
 import { LEASE_LOG_FILE, LeaseLog } from '../src/dhcp/lease-log.js';
 import { type LeaseChange, LeaseTable, type Pool, type Reservations } from '../src/dhcp/leases.js';
+import { type DhcpDeps, startDhcpServer } from '../src/dhcp/server.js';
 import { ipToNumber, parseCidr } from '../src/ipv4.js';
+import { StateError } from '../src/state-error.js';
 import { REPO_ROOT, waitForLine } from './dhcp/harness.js';
 import { requireTools } from './helpers/netns.js';
+import { fill, fullTmpfs } from './helpers/root.js';
 
 const NOW = Date.UTC(2026, 10, 25, 12);
 const macOf = (index: number) =>
@@ -118,6 +122,41 @@ t.test('a start as root leaves the lease log to the owner of server.state, not t
   const { uid, gid } = statSync(join(directory, LEASE_LOG_FILE));
   t.same({ uid, gid }, { uid: NOBODY, gid: NOBODY });
 });
+
+t.test(
+  'a full disk when the start rewrites the lease log: one line naming it, the log kept as it was',
+  async (t) => {
+    // Before: the bare "ENOSPC: no space left on device, write" with a stack, and the log left open.
+    const { directory, filler } = fullTmpfs(t, 'lease-log-enospc');
+    const file = join(directory, LEASE_LOG_FILE);
+    const { table, log } = await openTable(directory);
+    for (const n of [1, 2, 3]) {
+      table.apply(bindOf(n));
+      await log.append(bindOf(n));
+    }
+    await log.close();
+    const before = await readFile(file, 'utf8');
+    fill(filler);
+    // The lease log is all the DHCP server reads before its rewrite.
+    const deps = { config: () => ({ server: { state: directory } }), logger: pino({ level: 'silent' }) };
+    const failed = await startDhcpServer(deps as unknown as DhcpDeps).catch((error: unknown) => error);
+    t.type(failed, StateError);
+    t.equal(
+      (failed as Error).message,
+      `cannot rewrite the lease log ${file}: ENOSPC: no space left on device, write; the disk (or this user's quota) is full: free space on its file system`,
+    );
+    t.equal(await readFile(file, 'utf8'), before, 'the lease log as it was');
+    t.same((await readdir(directory)).sort(), [LEASE_LOG_FILE, 'filler'], 'no part-written rewrite left');
+    const open = await Promise.all(
+      (await readdir('/proc/self/fd')).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => '')),
+    );
+    t.notOk(open.includes(file), 'the lease log is closed');
+    await rm(filler);
+    const restarted = await openTable(directory);
+    t.equal(restarted.table.boundLeases(NOW).length, 3, 'with room, the next start has every lease');
+    await restarted.log.close();
+  },
+);
 
 t.test('a line whose address is not an IPv4 address is skipped and counted like a torn one', async (t) => {
   const directory = await tempDirectory(t);

@@ -114,24 +114,12 @@ export class LeaseLog {
    * the flush loop, between batches, so no write races the file swap.
    */
   async compact(): Promise<void> {
-    const temporary = `${this.path}.tmp`;
     const lines = this.snapshot().map((change) => `${JSON.stringify(toStored(change))}\n`);
-    // The rewrite is written through the handle later appends use, so the moment the rename is done
-    // that handle is on the live file: nothing after the rename can leave appends going to the
-    // replaced one. A failure before it leaves the old file and handle in use.
-    const rewritten = await open(temporary, APPEND_DSYNC | constants.O_TRUNC);
-    try {
-      // Made by a start as root (`sudo rackboot serve`), a root-owned log would stop the service
-      // user's next start (EACCES opening it): it belongs to whoever owns server.state.
-      await giveTo(temporary, await stat(dirname(this.path)));
-      await writeFully(rewritten.fd, Buffer.from(lines.join('')));
-      await rename(temporary, this.path);
-    } catch (error) {
-      await rewritten.close();
-      // A part-written rewrite would hold the space a full disk needs back.
-      await rm(temporary, { force: true });
-      throw error;
-    }
+    // A failure before the rename leaves the old file and handle in use: no lease is lost, and a
+    // start refused (a full disk) is one line naming the file.
+    const rewritten = await this.rewrite(lines.join('')).catch((error: unknown) => {
+      throw stateFileError('cannot rewrite the lease log', this.path, error);
+    });
     const previous = this.handle;
     this.handle = rewritten;
     this.endsMidLine = false;
@@ -139,6 +127,30 @@ export class LeaseLog {
     this.linesSinceCompaction = lines.length;
     await previous.close();
     await this.syncDirectory();
+  }
+
+  /**
+   * `text` in a temporary file that is then renamed over the log; its handle, opened for appends.
+   * The rewrite is written through the handle later appends use, so the moment the rename is done
+   * that handle is on the live file: nothing after the rename can leave appends going to the
+   * replaced one.
+   */
+  private async rewrite(text: string): Promise<FileHandle> {
+    const temporary = `${this.path}.tmp`;
+    const rewritten = await open(temporary, APPEND_DSYNC | constants.O_TRUNC);
+    try {
+      // Made by a start as root (`sudo rackboot serve`), a root-owned log would stop the service
+      // user's next start (EACCES opening it): it belongs to whoever owns server.state.
+      await giveTo(temporary, await stat(dirname(this.path)));
+      await writeFully(rewritten.fd, Buffer.from(text));
+      await rename(temporary, this.path);
+      return rewritten;
+    } catch (error) {
+      await rewritten.close();
+      // A part-written rewrite would hold the space a full disk needs back.
+      await rm(temporary, { force: true });
+      throw error;
+    }
   }
 
   async close(): Promise<void> {

@@ -102,7 +102,10 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     (error) => logger.error({ err: error }, 'lease log compaction failed'),
   );
   for (const change of opened.changes) addresses.applyLease(change);
-  await opened.log.compact();
+  await opened.log.compact().catch(async (error: unknown) => {
+    await opened.log.close();
+    throw error;
+  });
   const leaseLog = opened.log;
   logger.info(
     { leases: leases.boundLeases(Date.now()).length, tornLines: opened.tornLines },
