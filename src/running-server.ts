@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { isObject } from './json.js';
 import { isRunning } from './lab/command.js';
+import { stateFileError } from './state-error.js';
 
 /**
  * Where a running `serve` says what it runs with. The CLI's verbs find a server through its config
@@ -40,8 +41,14 @@ export async function announceRunningServer(
     host: hostname(),
     startTicks: await processStartTicks(running.pid),
   };
-  await writeFile(draft, `${JSON.stringify(announcement)}\n`);
-  await rename(draft, file);
+  try {
+    await writeFile(draft, `${JSON.stringify(announcement)}\n`);
+    await rename(draft, file);
+  } catch (error) {
+    // Every start names its draft by its own PID: one left behind would stay for good.
+    await rm(draft, { force: true });
+    throw stateFileError('cannot write', file, error);
+  }
   return () => rm(file, { force: true });
 }
 

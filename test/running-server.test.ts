@@ -1,8 +1,10 @@
-import { writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { announceRunningServer, RUNNING_SERVER_FILE, readRunningServer } from '../src/running-server.js';
+import { StateError } from '../src/state-error.js';
+import { fill, fullTmpfs } from './helpers/root.js';
 
 t.test('the announcing server is found while it runs, and the file is gone after its close', async (t) => {
   const state = t.testdir();
@@ -26,4 +28,21 @@ t.test('a file left by a killed server is not believed because its PID runs agai
   t.equal(await readRunningServer(state), undefined, 'a server on another host sharing the state');
   writeFileSync(join(state, RUNNING_SERVER_FILE), '{"pid": 1');
   t.equal(await readRunningServer(state), undefined, 'a torn file');
+});
+
+t.test('a full disk: one line naming the file, and no draft left behind', async (t) => {
+  // Before: the bare "ENOSPC: no space left on device, write" with a stack, and an empty
+  // serve-running.json.PID left in server.state.
+  const { directory, filler } = fullTmpfs(t, 'running-enospc');
+  fill(filler);
+  const failed = await announceRunningServer(directory, {
+    pid: process.pid,
+    url: 'http://10.77.0.1:8080',
+  }).catch((error: unknown) => error);
+  t.type(failed, StateError);
+  t.equal(
+    (failed as Error).message,
+    `cannot write ${join(directory, RUNNING_SERVER_FILE)}: ENOSPC: no space left on device, write; the disk (or this user's quota) is full: free space on its file system`,
+  );
+  t.same(readdirSync(directory), ['filler'], 'nothing of the announcement left');
 });
