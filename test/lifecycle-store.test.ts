@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
@@ -11,6 +11,7 @@ import { parseMac } from '../src/inventory/mac.js';
 import type { Config } from '../src/inventory/schema.js';
 import type { MachineEvent, MachineEventInput } from '../src/lifecycle/events.js';
 import { DATABASE_FILE_NAME, type LifecycleOptions, openLifecycle } from '../src/lifecycle/store.js';
+import { StateError } from '../src/state-error.js';
 import { startModuleWorker } from '../src/worker-thread.js';
 import type { WriterDeath } from './helpers/dying-writer.js';
 import { failHistoryWrites, type TestLifecycle, withParsedHistory } from './lifecycle-fixture.js';
@@ -355,6 +356,19 @@ t.test('a history written in the first layout (a column per field) is migrated o
   await appended.stored;
   t.equal(lifecycle.eventsAfter(3)[0]?.id, 4, 'new events continue after the migrated ones');
   t.equal(lifecycle.historyStartId(), 0, 'a history that held events keeps its ids, which began at 1');
+});
+
+t.test('a directory where the history should be is named as one, not as a permissions problem', async (t) => {
+  // Before: "…: unable to open database file; this user (uid 0) cannot write it: give server.state
+  // and its files to the user rackboot runs as", which no chown fixes.
+  const stateDir = stateDirFor(t);
+  const file = join(stateDir, DATABASE_FILE_NAME);
+  mkdirSync(file);
+  t.throws(() => openLifecycle({ stateDir, retention: 1000, logger }), {
+    constructor: StateError,
+    message: `history ${file}: it is a directory, where rackboot keeps a file: move it away`,
+  });
+  t.same(readdirSync(file), [], 'left as it was');
 });
 
 t.test('a history from a newer rackboot is refused with what to do, not read wrongly', async (t) => {

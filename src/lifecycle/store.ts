@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
@@ -187,6 +187,9 @@ export async function giveHistoryToStateOwner(stateDir: string): Promise<void> {
  */
 function historyError(file: string, error: unknown): StateError {
   const { code, message } = error as { code?: string; message: string };
+  // SQLite tells a directory in its place only as SQLITE_CANTOPEN, whose advice is about permissions.
+  if (code?.startsWith('SQLITE_CANTOPEN') && statSync(file, { throwIfNoEntry: false })?.isDirectory())
+    return new StateError(`history ${file}: ${stateFileAdvice('EISDIR')}`, { cause: error });
   if (stateFileAdvice(code) === undefined && message.includes(file))
     return new StateError(message, { cause: error });
   return stateFileError('history', file, error);
