@@ -1,5 +1,13 @@
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
@@ -10,7 +18,12 @@ import { createBootDecision } from '../src/inventory/decision.js';
 import { parseMac } from '../src/inventory/mac.js';
 import type { Config } from '../src/inventory/schema.js';
 import type { MachineEvent, MachineEventInput } from '../src/lifecycle/events.js';
-import { DATABASE_FILE_NAME, type LifecycleOptions, openLifecycle } from '../src/lifecycle/store.js';
+import {
+  DATABASE_FILE_NAME,
+  type LifecycleOptions,
+  openLifecycle,
+  readMachineRecord,
+} from '../src/lifecycle/store.js';
 import { StateError } from '../src/state-error.js';
 import { startModuleWorker } from '../src/worker-thread.js';
 import type { WriterDeath } from './helpers/dying-writer.js';
@@ -369,6 +382,41 @@ t.test('a directory where the history should be is named as one, not as a permis
     message: `history ${file}: it is a directory, where rackboot keeps a file: move it away`,
   });
   t.same(readdirSync(file), [], 'left as it was');
+});
+
+t.test('an empty history beside a -wal that holds it is refused, the -wal kept', async (t) => {
+  // Before: SQLite took the empty file for a new database and deleted the -wal (a read-only open
+  // by `rackboot render` too): every event since the last checkpoint, here all of them, was lost.
+  const written = stateDirFor(t);
+  const lifecycle = openStore({ stateDir: written, retention: 1000, logger });
+  t.teardown(() => lifecycle.close());
+  for (const event of install()) await lifecycle.record(event);
+  const stateDir = stateDirFor(t);
+  const file = join(stateDir, DATABASE_FILE_NAME);
+  writeFileSync(file, '');
+  copyFileSync(join(written, `${DATABASE_FILE_NAME}-wal`), `${file}-wal`);
+  const wal = readFileSync(`${file}-wal`);
+  t.ok(wal.length > 0, 'the history is in the -wal');
+  const refusal = {
+    constructor: StateError,
+    message: `history ${file} is empty, but its -wal file is not: opening it would delete the -wal, and the history in it; restore ${file} from a backup, or move it with its -wal and -shm files away to start a new history`,
+  };
+  t.throws(() => openLifecycle({ stateDir, retention: 1000, logger }), refusal, 'serve');
+  t.throws(() => readMachineRecord(stateDir, mac), refusal, 'render');
+  t.ok(readFileSync(`${file}-wal`).equals(wal), 'the -wal is left as it was');
+  t.equal(readFileSync(file).length, 0, 'the history file is left as it was');
+
+  copyFileSync(join(written, DATABASE_FILE_NAME), file);
+  const restored = openStore({ stateDir, retention: 1000, logger });
+  t.equal(restored.stateOf(mac), 'installed', 'restored, the file and its -wal hold the history');
+  await restored.close();
+
+  // An empty file alone holds nothing to lose: a new history, as for a missing one.
+  const emptyOnly = stateDirFor(t);
+  writeFileSync(join(emptyOnly, DATABASE_FILE_NAME), '');
+  const fresh = openStore({ stateDir: emptyOnly, retention: 1000, logger });
+  t.teardown(() => fresh.close());
+  t.same(fresh.machines(), [], 'a new history');
 });
 
 t.test('a history from a newer rackboot is refused with what to do, not read wrongly', async (t) => {

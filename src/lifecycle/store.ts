@@ -222,6 +222,21 @@ class UninstalledMachines {
   }
 }
 
+/**
+ * Opening an empty database file, even read-only, SQLite deletes the -wal beside it, which holds
+ * what was written since the last checkpoint: for a history that never checkpointed, all of it.
+ * The file SQLite makes for a new history is empty only until WAL mode is set, before any -wal
+ * exists; an empty one beside a -wal was cut short by something else (a copy, a restore, a disk).
+ * An empty file alone is a new history, as a missing one is: nothing is left in it to lose.
+ */
+function refuseCutShort(file: string): void {
+  const sizeOf = (path: string) => statSync(path, { throwIfNoEntry: false })?.size;
+  if (sizeOf(file) !== 0 || !sizeOf(`${file}-wal`)) return;
+  throw new StateError(
+    `history ${file} is empty, but its -wal file is not: opening it would delete the -wal, and the history in it; restore ${file} from a backup, or move it with its -wal and -shm files away to start a new history`,
+  );
+}
+
 /** Tables of every layout this store has had. */
 const HISTORY_TABLES = new Set(['events', 'machines', 'snapshot', 'events_by_field']);
 
@@ -248,6 +263,7 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
   const now = options.now ?? Date.now;
   const logger = options.logger;
   mkdirSync(options.stateDir, { recursive: true });
+  refuseCutShort(file);
   const database = new Database(file);
   try {
     refuseForeign(database);
@@ -739,6 +755,7 @@ function replay(record: MachineRecord | undefined, event: MachineEvent): Machine
 export function readMachineRecord(stateDir: string, mac: Mac): MachineRecord | undefined {
   const file = join(stateDir, DATABASE_FILE_NAME);
   if (!existsSync(file)) return undefined;
+  refuseCutShort(file);
   const database = new Database(file, { readonly: true, fileMustExist: true });
   try {
     const row = database.prepare('SELECT record FROM machines WHERE mac = ?').get(mac) as
