@@ -464,6 +464,29 @@ t.test('a config the server would refuse still names its server and token', asyn
   t.equal(api.heard.at(-2), `POST /api/v1/machines/52:54:00:00:00:01/reprovision Bearer ${token}`);
 });
 
+t.test(
+  'a directory in place of the operator token is named as one, not as a file with no token',
+  async (t) => {
+    const api = await recordingApi(t);
+    const directory = t.testdir({
+      'rackboot.yaml': `server:\n  address: 127.0.0.1\n  http: { port: ${api.port} }\n  state: state\nprofiles:\n  p: { kind: linux, kernel: vmlinuz }\nmachines: []\n`,
+      state: { 'operator-token': {} },
+    });
+    const refused = await inProcess(
+      'reprovision',
+      '52:54:00:00:00:01',
+      '-c',
+      join(directory, 'rackboot.yaml'),
+    );
+    // Before: "… holds no token", which sends the operator to look inside a file that is not there.
+    t.equal(
+      refused.error?.message,
+      `no operator token: ${join(directory, 'state', 'operator-token')}: it is a directory, where rackboot keeps a file: move it away; or set $RACKBOOT_API_TOKEN or server.api_token`,
+    );
+    t.equal(api.heard.length, 0, 'nothing sent');
+  },
+);
+
 t.test('-c "" is refused, not read as ./rackboot.yaml', async (t) => {
   const empty = await inProcess('machines', '-c', '', '--url', 'http://127.0.0.1:9');
   t.match(empty.error?.message, /'-c, --config <file>' argument '' is invalid\. it is empty/);

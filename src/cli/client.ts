@@ -1,5 +1,4 @@
-import { constants } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { STATUS_CODES } from 'node:http';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -11,6 +10,7 @@ import { ConfigSchema } from '../inventory/schema.js';
 import { isObject } from '../json.js';
 import type { MachineEvent } from '../lifecycle/events.js';
 import { readRunningServer } from '../running-server.js';
+import { stateFileAdvice } from '../state-error.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
 /** A running server as the verbs see it: where it answers and the operator token, if any. */
@@ -163,15 +163,17 @@ async function whyNoOperatorToken(state: string): Promise<string> {
   const file = operatorTokenFile(state);
   const fixes = 'set $RACKBOOT_API_TOKEN or server.api_token';
   try {
-    await access(file, constants.R_OK);
+    // Read, not only checked for access: a directory passes access(R_OK) and then reads as no token.
+    await readFile(file);
     return `${file} holds no token; ${fixes}`;
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
       return `${file} does not exist (the server makes it at its first start without server.api_token); is the server running with this config? Or ${fixes}`;
     }
-    if (code === 'EACCES')
+    if (code === 'EACCES' || code === 'EPERM')
       return `${file} is not readable by this user: run as the server's user or root, or ${fixes}`;
+    if (code === 'EISDIR') return `${file}: ${stateFileAdvice(code)}; or ${fixes}`;
     return `cannot read ${file}: ${(error as Error).message}; ${fixes}`;
   }
 }
