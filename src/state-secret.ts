@@ -4,7 +4,7 @@ import { chmod, link, lstat, open, readFile, realpath, rename, rm, stat, unlink 
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { giveTo, makeDirectory, syncDirectory } from './durable-file.js';
-import { StateError, stateFileError } from './state-error.js';
+import { StateError, stateFileAdvice, stateFileError } from './state-error.js';
 
 const SECRET_BYTES = 32;
 const SECRET_TEXT = /^[0-9a-f]{64}$/;
@@ -98,6 +98,8 @@ async function keepPrivate(file: string): Promise<void> {
     throw unreadable(file, error);
   });
   if (!info) return;
+  if (info.isDirectory())
+    throw new StateError(`cannot read the secret ${file}: ${stateFileAdvice('EISDIR')}`);
   if (!info.isFile())
     throw new StateError(`${file} is not a regular file (a symlink?): remove it to make a new one`);
   if ((info.mode & 0o077) === 0) return;

@@ -216,6 +216,15 @@ t.test('a secret this user cannot read: one line naming it and what to do', asyn
   );
 });
 
+t.test('a directory in place of a secret is named as one', async (t) => {
+  // Before: "… is not a regular file (a symlink?)".
+  const state = t.testdir({ [NAME]: {} });
+  await t.rejects(readOrCreateStateSecret(state, NAME), {
+    constructor: StateError,
+    message: `cannot read the secret ${join(state, NAME)}: it is a directory, where rackboot keeps a file: move it away`,
+  });
+});
+
 t.test('EPERM and EISDIR reading a secret are reported the same way', async (t) => {
   // A directory in its place is refused before it is read; what the read itself meets is injected.
   const state = join(t.testdir(), 'state');
