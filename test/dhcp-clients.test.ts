@@ -139,3 +139,46 @@ t.test('ISC dhclient obtains, renews and releases a lease', async (t) => {
   t.ok(stats.messages.some((entry) => entry.type === 'request' && entry.decision === 'ack'));
   t.same(stats.malformed, [], 'real clients send nothing malformed');
 });
+
+t.test('ISC dhclient rebooting with another machine’s reserved address is NAKed, then leases', async (t) => {
+  // A MAC the server has no lease record of: with one, any other address is simply not yours.
+  const originalMac = await macOfInterface();
+  const mac = '52:54:00:04:00:77';
+  await pair.client.exec('ip', ['link', 'set', 'dev', pair.clientInterface, 'address', mac]);
+  t.teardown(() =>
+    pair.client.exec('ip', ['link', 'set', 'dev', pair.clientInterface, 'address', originalMac]),
+  );
+  const reserved = `10.77.${SUBNET}.21`; // LISTED_MAC's machines[].ip, not this client's
+  const leaseFile = join(directory, 'dhclient-reserved.leases');
+  // A remembered, unexpired lease makes dhclient start in INIT-REBOOT: REQUEST with option 50 only.
+  await writeFile(
+    leaseFile,
+    `lease {\n  interface "${pair.clientInterface}";\n  fixed-address ${reserved};\n` +
+      '  option subnet-mask 255.255.255.0;\n  renew 4 2099/01/01 00:00:00;\n' +
+      '  rebind 4 2099/01/01 00:00:00;\n  expire 4 2099/01/01 00:00:00;\n}\n',
+  );
+  const { script, log } = await clientScript(
+    'dhclient-reserved',
+    'case "$reason" in BOUND|REBOOT) ip addr replace "$new_ip_address/24" dev "$interface";; esac\n' +
+      'echo "$reason $new_ip_address" >> LOG',
+  );
+  const files = ['-pf', join(directory, 'dhclient-reserved.pid'), '-lf', leaseFile, '-sf', script];
+  const client = pair.client.spawn('dhclient', ['-d', '-1', ...files, pair.clientInterface]);
+  t.teardown(() => {
+    client.kill('SIGKILL');
+  });
+  const refusal = await server.event((event) => event.type === 'dhcp-nak' && event.mac === mac);
+  t.match(refusal.detail, { message: 'address reserved for another machine', requested: reserved });
+  const bound = await logged(log, /^BOUND (10\.77\.4\.\d+)$/m);
+  t.match(bound[1], /^10\.77\.4\.1\d\d$/, 'after the NAK it starts over and gets a pool address');
+  t.notOk(
+    server.events.some((event) => event.type === 'dhcp-ack' && event.mac === mac && event.ip === reserved),
+    'the reserved address was never given to it',
+  );
+  const exited = new Promise((resolve) => client.once('exit', resolve));
+  await pair.client.exec('dhclient', ['-r', ...files, pair.clientInterface], 15_000);
+  await exited;
+  await pair.client
+    .exec('ip', ['addr', 'del', `${bound[1]}/24`, 'dev', pair.clientInterface])
+    .catch(() => undefined);
+});

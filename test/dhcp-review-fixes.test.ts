@@ -170,6 +170,40 @@ t.test(
   },
 );
 
+t.test('INIT-REBOOT for an address reserved for another machine is NAKed', async (t) => {
+  const reserved = '10.77.192.21';
+  const leases = new LeaseTable();
+  t.match(
+    decideFor({ type: 'request', mac: STRANGER, requested: reserved }, leases),
+    {
+      kind: 'reply',
+      decision: 'nak',
+      events: [
+        {
+          type: 'dhcp-nak',
+          mac: STRANGER,
+          detail: { message: 'address reserved for another machine', requested: reserved },
+        },
+      ],
+    },
+    'another MAC asks for a reserved address it cannot have: NAK',
+  );
+  t.equal(leases.leaseOf(STRANGER), undefined, 'no lease is made');
+  t.match(
+    decideFor({ type: 'request', mac: LISTED_MAC, requested: reserved }, leases),
+    { kind: 'silent', reason: 'no-binding' },
+    'the reserved machine itself, with no record: silence, as before',
+  );
+  const offer = decideFor({ type: 'discover', mac: LISTED_MAC }, leases);
+  decideFor({ type: 'request', mac: LISTED_MAC, requested: reserved, serverId: SERVER }, leases);
+  t.match(offer, { kind: 'reply', reply: { yiaddr: reserved } }, 'the reserved machine is offered it');
+  t.match(
+    decideFor({ type: 'request', mac: STRANGER, requested: reserved }, leases),
+    { kind: 'reply', decision: 'nak', events: [{ detail: { message: 'address in use' } }] },
+    'once the owner holds it, the NAK says it is in use, as before',
+  );
+});
+
 const address = (address: string, internal = false, family: 'IPv4' | 'IPv6' = 'IPv4') =>
   ({
     address,

@@ -351,7 +351,8 @@ function answerRequest(
   }
   if (requested !== undefined && ciaddr === undefined) {
     // INIT-REBOOT: NAK a wrong address; with no record of the client, stay silent (§4.3.2) — unless
-    // the address is another client's unexpired lease: that one we know is wrong for it (Kea NAKs too).
+    // the address is another client's unexpired lease or another machine's reservation: those we
+    // know are wrong for it (Kea NAKs too).
     const ip = ipToNumber(requested);
     if (!cidrContains(subnet.pool.subnet, ip)) {
       return nak(request, mac, 'requested address is not on this network', subnet, context);
@@ -364,7 +365,11 @@ function answerRequest(
         holder.mac !== mac &&
         holder.state === 'bound' &&
         holder.expiresAt > context.now;
-      return heldByAnother ? nak(request, mac, 'address in use', subnet, context) : silent('no-binding');
+      if (heldByAnother) return nak(request, mac, 'address in use', subnet, context);
+      const reservedFor = settings.reservations.get(ip);
+      if (reservedFor !== undefined && reservedFor !== mac)
+        return nak(request, mac, 'address reserved for another machine', subnet, context);
+      return silent('no-binding');
     }
     if (numberToIp(own.ip) !== requested)
       return nak(request, mac, 'requested address is not yours', subnet, context);
