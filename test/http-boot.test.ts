@@ -454,8 +454,8 @@ t.test('Ignition only for its machine: token, address, 503 while broken, 404 for
     t.equal(response.json().error, 'forbidden', `${name}: JSON error`);
   }
   const refusals = fixture.logs.filter((line) => line.msg === 'Ignition refused');
-  t.equal(refusals.length, 6, 'every refusal is logged');
-  t.match(refusals.at(-2), { mac: NODE1, requester: '10.77.0.99', level: 40 });
+  t.equal(refusals.length, 3, 'each requester, MAC and reason is logged once (the rest within 10 s)');
+  t.match(refusals.at(-1), { mac: NODE1, requester: '10.77.0.99', level: 40 });
   t.notMatch(JSON.stringify(fixture.logs), tokenOf(NODE1), 'no log line carries the token');
 
   const unknown = await get(url('52-54-00-aa-bb-cc', tokenOf(STRANGER)), '10.77.0.21');
@@ -473,6 +473,87 @@ t.test('Ignition only for its machine: token, address, 503 while broken, 404 for
   t.equal(broken.headers['retry-after'], '10');
   t.match(broken.json().problems, [/plain\.ign:1:\d+: path not absolute/]);
 });
+
+t.test(
+  'refusal logs: one per requester, MAC and reason per 10 s, the next one counting the rest',
+  async (t) => {
+    let clock = Date.UTC(2026, 10, 29, 12);
+    t.capture(Date, 'now', () => clock);
+    const { fixture, app } = await setup(t);
+    const refuse = async (mac: string, remoteAddress: string, query = '?token=AAAAAAAAAAAAAAAAAAAAAA') => {
+      const response = await app.inject({ url: `/ignition/${mac}.ign${query}`, remoteAddress });
+      t.equal(response.statusCode, 403);
+    };
+    const logged = () => fixture.logs.filter((line) => line.msg === 'Ignition refused');
+
+    for (let attempt = 0; attempt < 5; attempt += 1) await refuse('52-54-00-12-34-56', '10.77.0.21');
+    t.match(
+      logged(),
+      [{ mac: NODE1, requester: '10.77.0.21', reason: /token invalid/ }],
+      'five refusals, one line',
+    );
+    t.notOk('suppressed' in (logged()[0] ?? {}), 'the first line of a key counts nothing');
+    await refuse('52-54-00-12-34-56', '10.77.0.22');
+    await refuse('52-54-00-12-34-57', '10.77.0.21');
+    await refuse('52-54-00-12-34-56', '10.77.0.21', '');
+    t.match(
+      logged().slice(1),
+      [
+        { mac: NODE1, requester: '10.77.0.22' },
+        { mac: NODE2, requester: '10.77.0.21' },
+        { mac: NODE1, requester: '10.77.0.21', reason: 'token missing' },
+      ],
+      'another requester, MAC or reason is a key of its own',
+    );
+
+    clock += 9_999;
+    await refuse('52-54-00-12-34-56', '10.77.0.21');
+    t.equal(logged().length, 4, 'still within 10 s: not logged');
+    clock += 10_000;
+    await refuse('52-54-00-12-34-56', '10.77.0.21');
+    t.match(
+      logged().at(-1),
+      { mac: NODE1, requester: '10.77.0.21', suppressed: 5 },
+      'the next line counts the rest',
+    );
+    clock += 10_000;
+    await refuse('52-54-00-12-34-56', '10.77.0.21');
+    t.equal(logged().length, 6);
+    t.notOk('suppressed' in (logged().at(-1) ?? {}), 'nothing left out since: no count');
+
+    // The machine event endpoint has the same limits, counted apart from Ignition's.
+    const report = () =>
+      app.inject({
+        method: 'POST',
+        url: `/api/v1/machines/${NODE1}/events?token=AAAAAAAAAAAAAAAAAAAAAA`,
+        payload: { type: 'installed' },
+        remoteAddress: '10.77.0.21',
+      });
+    for (let attempt = 0; attempt < 3; attempt += 1) t.equal((await report()).statusCode, 403);
+    clock += 10_000;
+    await report();
+    t.match(
+      fixture.logs.filter((line) => line.msg === 'machine event refused'),
+      [
+        { mac: NODE1, requester: '10.77.0.21' },
+        { mac: NODE1, suppressed: 2 },
+      ],
+    );
+
+    // A flood naming ever new MACs gets a budget of lines, not one line each.
+    const before = logged().length;
+    for (let index = 0; index < 200; index += 1) {
+      await refuse(
+        `52-54-00-77-${(index >> 8).toString(16).padStart(2, '0')}-${(index & 0xff).toString(16).padStart(2, '0')}`,
+        '10.77.0.66',
+      );
+    }
+    const flood = logged().length - before;
+    t.ok(flood > 0 && flood <= 20, `200 MACs from one requester: ${flood} lines`);
+    await refuse('52-54-00-12-34-56', '10.77.0.23');
+    t.match(logged().at(-1), { requester: '10.77.0.23' }, 'another requester is still heard');
+  },
+);
 
 t.test('token expiry (ignition.token_ttl)', async (t) => {
   const { app, fixture } = await setup(t, { tokenTtlSeconds: 60 });

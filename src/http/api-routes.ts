@@ -10,7 +10,7 @@ import type { Config } from '../inventory/schema.js';
 import type { ConfigStatus } from '../inventory/source.js';
 import { MACHINE_STATES, type MachineEvent } from '../lifecycle/events.js';
 import type { Lifecycle, MachineRecord } from '../lifecycle/store.js';
-import { authorizeMachine, leaseBinding, requesterIp } from './machine-auth.js';
+import { authorizeMachine, leaseBinding, refusalLog, requesterIp } from './machine-auth.js';
 
 /** Adds a machine to the config file; rackboot.ts passes inventory/adopt.ts adoptIntoServer on its config source. */
 export type AdoptMachine = (request: AdoptRequest) => Promise<AdoptResult>;
@@ -145,6 +145,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
   const isOperator = (request: FastifyRequest, reply: FastifyReply) =>
     operatorAuthorized(request, reply, operatorToken(), config().server.api_token !== undefined);
   const now = options.now ?? Date.now;
+  const logEventRefusal = refusalLog('machine event refused');
 
   const view = (mac: Mac): MachineView => {
     const record = lifecycle.machine(mac);
@@ -243,6 +244,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
         if (!mac) return reply;
         const ip = requesterIp(request);
         const token = request.query.token ?? bearerToken(request);
+        const at = now();
         const authorization = authorizeMachine(
           options.secrets,
           leaseBinding(config(), options.macForIp),
@@ -251,12 +253,12 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
             mac,
             token,
             ip,
-            now: now(),
+            now: at,
           },
         );
         // Same rule as the Ignition URL (issue 5): a machine credential that does not fit is 403, logged with who asked.
         if (!authorization.ok) {
-          request.log.warn({ mac, requester: ip, reason: authorization.reason }, 'machine event refused');
+          logEventRefusal(request.log, { mac, requester: ip, reason: authorization.reason }, at);
           return reply.code(403).send({ error: authorization.reason });
         }
         const { type, message } = request.body;

@@ -5,7 +5,7 @@ import { machineVars } from '../ignition/vars.js';
 import { parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
 import type { BootServiceContext } from './boot-service.js';
-import { authorizeMachine, leaseBinding, requesterIp } from './machine-auth.js';
+import { authorizeMachine, leaseBinding, refusalLog, requesterIp } from './machine-auth.js';
 
 const IgnitionParams = Type.Object({ name: Type.String({ maxLength: 64 }) });
 const IgnitionQuery = Type.Object({ token: Type.Optional(Type.String({ maxLength: 200 })) });
@@ -17,7 +17,7 @@ const RETRY_AFTER_SECONDS = 10;
  * `GET /ignition/<mac>.ign?token=…`, the URL `{{ignition_url}}` hands out, and
  * `GET /ignition/installer/<mac>.ign?token=…` (`{{installer_ignition_url}}`), the live installer
  * environment's own config. Each is served only to its machine (authorizeMachine); 403 JSON
- * otherwise, logged with the requester.
+ * otherwise, logged with the requester (refusalLog's limits).
  */
 export async function ignitionRoutes(app: FastifyInstance, context: BootServiceContext): Promise<void> {
   const { deps } = context;
@@ -26,6 +26,7 @@ export async function ignitionRoutes(app: FastifyInstance, context: BootServiceC
     Querystring: Static<typeof IgnitionQuery>;
   }>;
   const schema = { params: IgnitionParams, querystring: IgnitionQuery };
+  const logRefusal = refusalLog('Ignition refused');
 
   /** The machine named by `<mac>.ign` once its credential fits; undefined once an error was sent. */
   const authorizedMachine = (request: IgnitionRequest, reply: FastifyReply, usage: string) => {
@@ -48,7 +49,7 @@ export async function ignitionRoutes(app: FastifyInstance, context: BootServiceC
       },
     );
     if (!authorization.ok) {
-      deps.logger.warn({ mac, requester: ip, reason: authorization.reason }, 'Ignition refused');
+      logRefusal(deps.logger, { mac, requester: ip, reason: authorization.reason }, now);
       void reply.code(403).send({ error: 'forbidden', message: authorization.reason });
       return undefined;
     }

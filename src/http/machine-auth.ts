@@ -2,6 +2,8 @@ import type { FastifyRequest } from 'fastify';
 import type { Mac } from '../boot-plan.js';
 import type { MachineSecrets, TokenPurpose } from '../ignition/tokens.js';
 import type { Config } from '../inventory/schema.js';
+import type { Logger } from '../log.js';
+import { refusalLimiter, tokenBucket, tokenBuckets } from '../rate-limit.js';
 
 type MachineAuthorization = { ok: true } | { ok: false; reason: string };
 
@@ -31,6 +33,43 @@ export function authorizeMachine(
     }
   }
   return { ok: true };
+}
+
+/**
+ * A refused machine credential is logged once per (requester, MAC, reason) per interval, the next
+ * line saying how many were left out: a machine retrying a stale URL, or a flood of bad ones, would
+ * otherwise fill the log. A flood can name ever new MACs, so new keys are also budgeted per
+ * requester and for all; the memo holds at most REFUSAL_LOG_KEYS keys, the one logged longest ago
+ * dropped first.
+ */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+const REFUSAL_LOG_KEYS = 1024;
+const REFUSAL_LOG_REQUESTERS = 1024;
+const REFUSAL_LOGS_PER_REQUESTER = { perSecond: 0.5, burst: 20 };
+const REFUSAL_LOGS = { perSecond: 5, burst: 50 };
+
+export interface MachineRefusal {
+  mac: Mac;
+  requester: string;
+  reason: string;
+}
+
+/** Logs refusals as warnings under `message`, within the limits above; one per route, so routes do not share them. */
+export function refusalLog(
+  message: string,
+): (logger: Pick<Logger, 'warn'>, refusal: MachineRefusal, now: number) => void {
+  const toLog = refusalLimiter(REFUSAL_LOG_INTERVAL_MS, REFUSAL_LOG_KEYS);
+  const requesterBudget = tokenBuckets(REFUSAL_LOGS_PER_REQUESTER, REFUSAL_LOG_REQUESTERS);
+  const budget = tokenBucket(REFUSAL_LOGS);
+  return (logger, refusal, now) => {
+    const suppressed = toLog(
+      `${refusal.requester}\0${refusal.mac}\0${refusal.reason}`,
+      now,
+      () => requesterBudget(refusal.requester, now) && budget(now),
+    );
+    if (suppressed === undefined) return;
+    logger.warn({ ...refusal, ...(suppressed > 0 ? { suppressed } : {}) }, message);
+  };
 }
 
 /** The lease table authorizeMachine binds credentials to: authoritative mode's, unless the config turns that off. */
