@@ -5,7 +5,7 @@ import { startDhcpThread } from './dhcp/thread.js';
 import { holdFileLock } from './file-lock.js';
 import { buildApp } from './http/app.js';
 import { openOperatorToken, operatorTokenFile } from './http/operator-token.js';
-import { openMachineSecrets } from './ignition/tokens.js';
+import { openMachineSecrets, SECRET_FILE_NAME } from './ignition/tokens.js';
 import { baseUrlOf } from './ignition/vars.js';
 import { adoptIntoServer } from './inventory/adopt.js';
 import { createBootDecision } from './inventory/decision.js';
@@ -15,6 +15,7 @@ import { formatProblem, type Problem } from './inventory/problems.js';
 import type { Config } from './inventory/schema.js';
 import { type ConfigSource, watchConfig } from './inventory/source.js';
 import { stateDirectoryProblem } from './inventory/validate-checks.js';
+import type { MachineRecord } from './lifecycle/states.js';
 import { giveHistoryToStateOwner, openLifecycle } from './lifecycle/store.js';
 import { componentLogger, type Logger } from './log.js';
 import { announceRunningServer } from './running-server.js';
@@ -86,6 +87,25 @@ async function claimDhcp(target: BindTarget, state: string): Promise<() => Promi
     `${holder} answers DHCP on it in this network namespace, and two would both answer every client ` +
     '(in authoritative mode handing out the same addresses): stop one, or set dhcp.mode: off in one';
   throw new BindError({ ...target, inUseAdvice }, 'EADDRINUSE', { cause: claim });
+}
+
+/** Up to this many machines are named in the warning below; more are counted. */
+const RETIRED_TOKENS_NAMED = 10;
+
+/**
+ * The machine secret was just made, but the history knows machines: the Ignition and events URLs
+ * they were handed were signed with a secret that is gone (the file was removed or emptied), so
+ * this server refuses them. Without this line an operator sees only their 403s.
+ */
+function warnTokensRetired(logger: Logger, state: string, machines: MachineRecord[]): void {
+  if (machines.length === 0) return;
+  const macs = machines.map((machine) => machine.mac);
+  const which =
+    macs.length <= RETIRED_TOKENS_NAMED ? `machines ${macs.join(', ')}` : `${macs.length} machines`;
+  logger.warn(
+    { file: join(state, SECRET_FILE_NAME), machines: macs.length },
+    `made a new machine secret ${join(state, SECRET_FILE_NAME)}, but the history under ${state} has ${which}: the Ignition and events URLs they were handed before no longer work (403); one in the middle of an install needs a new network boot`,
+  );
 }
 
 export interface RunningRackboot {
@@ -163,6 +183,7 @@ export async function startRackboot(options: {
     const decision = createBootDecision(source.current, lifecycle.stateOf, lifecycle.bootsFromDisk);
     listed = (mac) => decision.assignmentFor(mac)?.listed ?? false;
     const secrets = await openMachineSecrets(initial.server.state, () => source.current().ignition.token_ttl);
+    if (secrets.created) warnTokensRetired(logger, initial.server.state, lifecycle.machines());
     const localOperatorToken = await openOperatorToken(initial.server.state);
     const dhcpTarget: BindTarget = {
       portKey: 'server.dhcp.port',
@@ -223,7 +244,13 @@ export async function startRackboot(options: {
       { portKey: 'server.http.port', port, addressKey: 'server.http.listen', address: listen },
       app.listen({ port, host: listen }),
     );
-    closers.push(await announceRunningServer(state, { pid: process.pid, url: baseUrlOf(initial) }));
+    closers.push(
+      await announceRunningServer(state, {
+        pid: process.pid,
+        url: baseUrlOf(initial),
+        secretFingerprint: secrets.fingerprint,
+      }),
+    );
     const httpUrl = `http://${listen === '0.0.0.0' ? '127.0.0.1' : listen}:${port}`;
     logger.info(
       {

@@ -17,6 +17,11 @@ export interface RunningServer {
   pid: number;
   /** `http://<server.address>:<server.http.port>` as the server runs. */
   url: string;
+  /**
+   * The fingerprint of the secret its machine tokens are signed with (secretFingerprint): the file
+   * in server.state may have been replaced since it started. Absent in files older servers wrote.
+   */
+  secretFingerprint?: string;
 }
 
 /**
@@ -72,7 +77,9 @@ export async function readRunningServer(state: string): Promise<RunningServer | 
   if (!isObject(data) || typeof data.pid !== 'number' || typeof data.url !== 'string') return undefined;
   if (data.host !== hostname() || !isRunning(data.pid)) return undefined;
   if (data.startTicks !== (await processStartTicks(data.pid))) return undefined;
-  return { pid: data.pid, url: data.url };
+  const running: RunningServer = { pid: data.pid, url: data.url };
+  if (typeof data.secretFingerprint === 'string') running.secretFingerprint = data.secretFingerprint;
+  return running;
 }
 
 async function processStartTicks(pid: number): Promise<string | undefined> {

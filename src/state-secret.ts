@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import { chmod, link, lstat, open, readFile, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -11,6 +11,12 @@ const SECRET_TEXT = /^[0-9a-f]{64}$/;
 /** What a crash or a full disk between creating a file and writing it leaves (some file systems fill it with zeros). */
 const NOTHING_WRITTEN = /^[\s\0]*$/;
 
+export interface StateSecret {
+  secret: Buffer;
+  /** There was no secret in the file (missing, or left empty): this one was made now. */
+  created: boolean;
+}
+
 /**
  * A 256-bit secret the server keeps in a file of `server.state` (64 hex digits, mode 0600), made
  * on first use and the same after every restart. Throws when the file exists but is not a secret
@@ -22,7 +28,7 @@ const NOTHING_WRITTEN = /^[\s\0]*$/;
  * state directory and the secret belong to the owner of the directory they are in, so the service
  * can still read them.
  */
-export async function readOrCreateStateSecret(stateDir: string, fileName: string): Promise<Buffer> {
+export async function readOrCreateStateSecret(stateDir: string, fileName: string): Promise<StateSecret> {
   await makeDirectory(stateDir, 0o700);
   // Checked as written (a link another user owns in /tmp is theirs to point anywhere) and as it
   // really is; the files are then reached by the real path, so a link repointed after the check is
@@ -37,6 +43,7 @@ export async function readOrCreateStateSecret(stateDir: string, fileName: string
     await removeIfStillEmpty(directory, file);
     text = undefined;
   }
+  const created = text === undefined;
   if (text === undefined) {
     await createSecret(directory, file);
     text = await readCreated(file);
@@ -44,7 +51,15 @@ export async function readOrCreateStateSecret(stateDir: string, fileName: string
   const secret = parseSecret(text);
   if (!secret)
     throw new StateError(`${file} is not a rackboot secret (64 hex digits); remove it to make a new one`);
-  return secret;
+  return { secret, created };
+}
+
+/**
+ * Tells two secrets apart without revealing either: the first 64 bits of the SHA-256 of a 256-bit
+ * random secret say nothing about it, so the fingerprint may sit in a file others can read.
+ */
+export function secretFingerprint(secret: Buffer): string {
+  return createHash('sha256').update(secret).digest('hex').slice(0, 16);
 }
 
 /**

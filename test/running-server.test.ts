@@ -1,9 +1,10 @@
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { announceRunningServer, RUNNING_SERVER_FILE, readRunningServer } from '../src/running-server.js';
 import { StateError } from '../src/state-error.js';
+import { secretFingerprint } from '../src/state-secret.js';
 import { fill, fullTmpfs } from './helpers/root.js';
 
 t.test('the announcing server is found while it runs, and the file is gone after its close', async (t) => {
@@ -12,6 +13,29 @@ t.test('the announcing server is found while it runs, and the file is gone after
   t.same(await readRunningServer(state), { pid: process.pid, url: 'http://10.77.0.1:8080' });
   await remove();
   t.equal(await readRunningServer(state), undefined);
+});
+
+t.test('the fingerprint of the secret the server signs with is announced, not the secret', async (t) => {
+  const state = t.testdir();
+  const secret = Buffer.alloc(32, 7);
+  const fingerprint = secretFingerprint(secret);
+  t.match(fingerprint, /^[0-9a-f]{16}$/);
+  t.not(secretFingerprint(Buffer.alloc(32, 8)), fingerprint, 'another secret, another fingerprint');
+  await announceRunningServer(state, {
+    pid: process.pid,
+    url: 'http://10.77.0.1:8080',
+    secretFingerprint: fingerprint,
+  });
+  t.same(await readRunningServer(state), {
+    pid: process.pid,
+    url: 'http://10.77.0.1:8080',
+    secretFingerprint: fingerprint,
+  });
+  t.notMatch(
+    readFileSync(join(state, RUNNING_SERVER_FILE), 'utf8'),
+    secret.toString('hex'),
+    'not the secret',
+  );
 });
 
 t.test('a file left by a killed server is not believed because its PID runs again', async (t) => {

@@ -515,6 +515,99 @@ t.test('a state secret the service user cannot read: one line naming it and what
   t.notMatch(second, /^\s+at /, 'no stack trace');
 });
 
+t.test(
+  'a new machine secret beside a history is a warning naming the machines; render refuses a secret the server does not use',
+  async (t) => {
+    const stopWithTest = stopsWithTest(t);
+    const macs = (count: number) =>
+      Array.from(
+        { length: count },
+        (_, index) => `52:54:00:00:01:${index.toString(16).padStart(2, '0')}` as Mac,
+      );
+    /** A server.state whose history has seen these machines, and no secret yet. */
+    const withHistory = async (seen: Mac[]) => {
+      const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
+      const history = openLifecycle({
+        stateDir: join(directory, 'state'),
+        retention: 1000,
+        logger: pino({ level: 'silent' }),
+      });
+      for (const mac of seen) {
+        await history.record({ mac, source: 'http', type: 'ipxe-script', detail: { script: 'install' } });
+      }
+      await history.close();
+      const file = join(directory, 'rackboot.yaml');
+      writeFileSync(
+        file,
+        configText(await freePort(), await freePort(), '  - { mac: 52:54:00:00:01:00, profile: plain }\n'),
+      );
+      return { directory, file };
+    };
+    /** serve's output up to `rackboot serving`, and the running serve. */
+    const serveUntilServing = async (file: string) => {
+      const child = stopWithTest(startServe(file));
+      let output = '';
+      child.stdout?.on('data', (chunk: Buffer) => {
+        output += chunk;
+      });
+      await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
+      return { child, output: () => output };
+    };
+    const stop = async (child: ChildProcess) => {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    };
+
+    const few = await withHistory(macs(2));
+    const first = await serveUntilServing(few.file);
+    const warning = first
+      .output()
+      .split('\n')
+      .find((line) => line.includes('made a new machine secret'));
+    t.ok(warning, 'a warning when the secret is made beside a history');
+    t.match(
+      JSON.parse(warning ?? '{}'),
+      {
+        level: 40,
+        msg: /history under \S+\/state has machines 52:54:00:00:01:00, 52:54:00:00:01:01: the Ignition and events URLs they were handed before no longer work \(403\)/,
+      },
+      'it names the machines',
+    );
+
+    // The secret is replaced while serve runs: render's tokens would be refused, so it refuses.
+    const secretFile = join(few.directory, 'state', 'rackboot-http-secret');
+    const original = readFileSync(secretFile, 'utf8');
+    const rendered = await runCli(['render', 'ipxe', '--mac', '52:54:00:00:01:00', '-c', few.file]);
+    t.equal(rendered.code, 0, `with the server's own secret render prints: ${rendered.stderr}`);
+    writeFileSync(secretFile, `${'ab'.repeat(32)}\n`);
+    const refused = await runCli(['render', 'ipxe', '--mac', '52:54:00:00:01:00', '-c', few.file]);
+    t.equal(refused.code, 1, 'render refuses');
+    t.equal(refused.stdout, '', 'and prints no URLs');
+    t.match(
+      refused.stderr.trim(),
+      new RegExp(
+        `^rackboot: the server running on \\S+/state \\(pid ${first.child.pid}\\) signs machine tokens with another secret than \\S+/state/rackboot-http-secret now holds .*; restart rackboot serve so it takes the file's secret, then render again$`,
+      ),
+    );
+    t.notMatch(refused.stderr, /\n\s+at /, 'no stack trace');
+    writeFileSync(secretFile, original);
+
+    await stop(first.child);
+    const again = await serveUntilServing(few.file);
+    t.notMatch(again.output(), 'made a new machine secret', 'a restart with its secret: no warning');
+    await stop(again.child);
+
+    const many = await withHistory(macs(12));
+    const crowded = await serveUntilServing(many.file);
+    t.match(
+      crowded.output(),
+      /made a new machine secret \S+, but the history under \S+ has 12 machines: /,
+      'many machines are counted, not listed',
+    );
+  },
+);
+
 t.test('a start as root leaves the history to the owner of server.state, not to root', async (t) => {
   // Before: SQLite made lifecycle.sqlite root's at a `sudo rackboot serve`, and the service user's
   // next start could not write its history.

@@ -32,8 +32,9 @@ const owner = (path: string) => {
 t.test('the secret is made once and read back the same', async (t) => {
   const state = join(t.testdir(), 'state');
   const made = await readOrCreateStateSecret(state, NAME);
-  t.equal(made.length, 32);
-  t.same(await readOrCreateStateSecret(state, NAME), made);
+  t.equal(made.secret.length, 32);
+  t.equal(made.created, true, 'made now');
+  t.same(await readOrCreateStateSecret(state, NAME), { secret: made.secret, created: false });
   t.equal(statSync(join(state, NAME)).mode & 0o777, 0o600);
   t.same(readdirSync(state), [NAME], 'no temporary file left');
 });
@@ -42,8 +43,9 @@ t.test('an empty secret file, as a crash leaves it, is made again', async (t) =>
   // Before, every start failed: "... is not a rackboot secret (64 hex digits); remove it".
   const state = t.testdir({ [NAME]: '' });
   const made = await readOrCreateStateSecret(state, NAME);
-  t.equal(made.length, 32);
-  t.equal(readFileSync(join(state, NAME), 'utf8'), `${made.toString('hex')}\n`);
+  t.equal(made.secret.length, 32);
+  t.equal(made.created, true, 'an empty file held no secret: made now');
+  t.equal(readFileSync(join(state, NAME), 'utf8'), `${made.secret.toString('hex')}\n`);
   t.same(readdirSync(state), [NAME], 'nothing else left');
 });
 
@@ -63,7 +65,7 @@ t.test('a full disk leaves no secret file behind; the next start makes one', asy
   t.same(readdirSync(state), [], 'no secret file, empty or temporary');
   rmSync(filler);
   t.equal(
-    (await readOrCreateStateSecret(state, NAME)).length,
+    (await readOrCreateStateSecret(state, NAME)).secret.length,
     32,
     'with room, the next start makes the secret',
   );
@@ -106,11 +108,11 @@ t.test('a secret made by root belongs to the owner of the state directory', asyn
   t.same(owner(join(state, NAME)), { uid: NOBODY, gid: NOBODY }, 'the secret');
   const read = moduleAsNobody(
     `import { readOrCreateStateSecret } from ${JSON.stringify(SECRET_MODULE)};
-    process.stdout.write((await readOrCreateStateSecret(process.argv[1], process.argv[2])).toString('hex'));`,
+    process.stdout.write((await readOrCreateStateSecret(process.argv[1], process.argv[2])).secret.toString('hex'));`,
     state,
     NAME,
   );
-  t.equal(read.stdout, made.toString('hex'), 'the service user reads the same secret', {
+  t.equal(read.stdout, made.secret.toString('hex'), 'the service user reads the same secret', {
     stderr: read.stderr,
   });
 });
@@ -186,7 +188,7 @@ t.test(
     const loose = join(base, 'loose');
     const made = await readOrCreateStateSecret(loose, NAME);
     chmodSync(join(loose, NAME), 0o644);
-    t.same(await readOrCreateStateSecret(loose, NAME), made, 'the same secret');
+    t.same((await readOrCreateStateSecret(loose, NAME)).secret, made.secret, 'the same secret');
     t.equal(statSync(join(loose, NAME)).mode & 0o777, 0o600, 'made private again');
     const linked = join(base, 'linked');
     mkdirSync(linked, { mode: 0o700 });

@@ -11,6 +11,7 @@ import { isMachineMac, type Mac, NOT_A_MACHINE_MAC, parseMac } from '../inventor
 import { formatProblem } from '../inventory/problems.js';
 import { VALIDATE_CHECKS } from '../inventory/validate-checks.js';
 import { type MachineRecord, readMachineRecord } from '../lifecycle/store.js';
+import { readRunningServer } from '../running-server.js';
 import { StateError } from '../state-error.js';
 import { addConfigOption, resolveConfigPath } from './config-option.js';
 
@@ -59,6 +60,7 @@ export function registerRender(program: Command): void {
           throw stateSecretError(error, config.server.state);
         },
       );
+      await refuseIfServerSignsOtherwise(config.server.state, secrets.fingerprint);
       const vars = assignment && machineVars(config, assignment, secrets, Date.now());
       if (what === 'ipxe') {
         process.stdout.write(
@@ -80,6 +82,18 @@ export function registerRender(program: Command): void {
       }
       process.stdout.write(`${rendered.text}\n`);
     });
+}
+
+/**
+ * Tokens rendered with the file's secret pass only if the running server signs with the same one:
+ * a secret file replaced (or removed and made again) after its start would print URLs it answers 403.
+ */
+async function refuseIfServerSignsOtherwise(state: string, fingerprint: string): Promise<void> {
+  const running = await readRunningServer(state);
+  if (running?.secretFingerprint === undefined || running.secretFingerprint === fingerprint) return;
+  throw new Error(
+    `the server running on ${state} (pid ${running.pid}) signs machine tokens with another secret than ${join(state, SECRET_FILE_NAME)} now holds (the file was replaced after it started), so the URLs rendered here would be refused with 403; restart rackboot serve so it takes the file's secret, then render again`,
+  );
 }
 
 /** The machine's record in the history, or undefined with a warning when the history cannot be read. */

@@ -10,7 +10,7 @@ export const OPERATOR_TOKEN_FILE = 'operator-token';
 
 /** The server's own operator token, made on first start. */
 export async function openOperatorToken(stateDir: string): Promise<string> {
-  return (await readOrCreateStateSecret(stateDir, OPERATOR_TOKEN_FILE)).toString('hex');
+  return (await readOrCreateStateSecret(stateDir, OPERATOR_TOKEN_FILE)).secret.toString('hex');
 }
 
 /** The token a server with this state directory keeps, if it has made one and it is readable here. */

@@ -147,12 +147,9 @@ function* samplesFor(
 ): Generator<Sample> {
   // A token of the real shape (length, expiry prefix) from a throwaway secret, one for all: the
   // server's secret stays in server.state, and only the shape of a token can matter to a template.
-  const token = createMachineSecrets(Buffer.alloc(32), () => config.ignition.token_ttl).tokenFor(
-    SAMPLE_MAC,
-    'ignition',
-    Date.now(),
-  );
-  const sampleSecrets: MachineSecrets = { tokenFor: () => token, verify: () => false };
+  const throwaway = createMachineSecrets(Buffer.alloc(32), () => config.ignition.token_ttl);
+  const token = throwaway.tokenFor(SAMPLE_MAC, 'ignition', Date.now());
+  const sampleSecrets: MachineSecrets = { ...throwaway, tokenFor: () => token, verify: () => false };
   const decision = createBootDecision(
     () => config,
     () => undefined,

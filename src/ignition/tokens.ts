@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Mac } from '../inventory/mac.js';
-import { readOrCreateStateSecret } from '../state-secret.js';
+import { readOrCreateStateSecret, secretFingerprint } from '../state-secret.js';
 
 /**
  * Per-machine credentials for `{{ignition_url}}` and `{{events_url}}`: an HMAC of the purpose, the
@@ -18,6 +18,13 @@ export interface MachineSecrets {
    * events URLs handed out before tokens had purposes carried it.
    */
   verify(mac: Mac, token: string, now: number, purpose: TokenPurpose): boolean;
+  /** Names the secret without revealing it (secretFingerprint): render checks it is the running server's. */
+  readonly fingerprint: string;
+}
+
+export interface OpenedMachineSecrets extends MachineSecrets {
+  /** The secret file held no secret, so a new one was made: tokens handed out before no longer pass. */
+  created: boolean;
 }
 
 /**
@@ -46,8 +53,9 @@ export const CACHED_TOKENS = 16_384;
 export async function openMachineSecrets(
   stateDir: string,
   tokenTtlSeconds: () => number = () => 0,
-): Promise<MachineSecrets> {
-  return createMachineSecrets(await readOrCreateStateSecret(stateDir, SECRET_FILE_NAME), tokenTtlSeconds);
+): Promise<OpenedMachineSecrets> {
+  const { secret, created } = await readOrCreateStateSecret(stateDir, SECRET_FILE_NAME);
+  return { ...createMachineSecrets(secret, tokenTtlSeconds), created };
 }
 
 /** The pure part, for tests and benchmarks that bring their own secret. */
@@ -71,6 +79,7 @@ export function createMachineSecrets(
     return given.length === expected.length && timingSafeEqual(given, expected);
   };
   return {
+    fingerprint: secretFingerprint(secret),
     tokenFor(mac, purpose, now) {
       const ttl = tokenTtlSeconds();
       if (ttl <= 0) {
