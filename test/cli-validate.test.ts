@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { PROJECT_ROOT, runCli } from './helpers/cli.js';
@@ -235,3 +237,39 @@ passwd:
   t.equal(result.code, 0, result.stderr);
   t.match(result.stdout, /valid \(0 machines, 1 profiles\)/);
 });
+
+t.test(
+  'a binary template or config is one "not a text file" problem, not a parse of its bytes',
+  async (t) => {
+    // Before: every YAML syntax error the bytes made, each quoting them to the terminal (a 1 MB binary
+    // gave 2 MB of such lines); the reviewer saw validate reach 4.4 GB on one.
+    const binary = randomBytes(4096);
+    binary[1000] = 0;
+    const nul = binary.indexOf(0);
+    const directory = t.testdir({
+      'rackboot.yaml': `server:
+  address: 10.77.0.1
+profiles:
+  lab: { kind: linux, kernel: https://example.com/vmlinuz, ignition: lab.bu }
+machines:
+  - { mac: 52:54:00:00:00:01, profile: lab }
+`,
+    });
+    writeFileSync(join(directory, 'lab.bu'), binary);
+    writeFileSync(join(directory, 'binary.yaml'), binary);
+
+    const template = await runCli(['validate'], { cwd: directory, env: { RACKBOOT_CONFIG: '' } });
+    t.equal(template.code, 1);
+    t.same(
+      template.stderr.split('\n').filter((line) => !line.includes('warning:') && line !== ''),
+      [`lab.bu:1:1: not a text file (NUL byte at offset ${nul}): rackboot reads it as YAML or JSON text`],
+    );
+
+    const config = await runCli(['validate', '-c', 'binary.yaml'], { cwd: directory });
+    t.equal(config.code, 1);
+    t.equal(
+      config.stderr,
+      `binary.yaml:1:1: not a text file (NUL byte at offset ${nul}): rackboot reads it as YAML or JSON text\n`,
+    );
+  },
+);

@@ -1,9 +1,14 @@
-import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { PassThrough } from 'node:stream';
 import t from 'tap';
 import { checkTemplate } from '../src/ignition/check.js';
 import { loadConfigFile } from '../src/inventory/load.js';
 import { loadConfigInWorker } from '../src/inventory/load-in-worker.js';
 import { formatProblem } from '../src/inventory/problems.js';
+import { watchConfig } from '../src/inventory/source.js';
+import { createRootLogger } from '../src/log.js';
 
 /**
  * `serve` loads in two threads, the parse's and then the check's, which places problems by parsing
@@ -137,3 +142,36 @@ t.test('a config file that cannot be read', async (t) => {
   });
   t.same(await loadConfigInWorker({ file, missingAssets: 'error', env: {} }), inOneThread);
 });
+
+t.test(
+  'a template saved as a binary file is one problem, and a reload keeps the previous config',
+  async (t) => {
+    // Before: the reload's worker parsed the bytes as YAML; the reviewer saw serve die of it, out of memory.
+    const directory = t.testdir({
+      'boot-assets': { vmlinuz: 'k', 'initramfs.img': 'i' },
+      ignition: { 'worker.bu': template },
+      'rackboot.yaml': `${header}${machines}`,
+    });
+    // As serve loads (rackboot.ts): in the worker threads, templates checked.
+    const load = (file: string) => loadConfigInWorker({ file, missingAssets: 'error', env: {} });
+    const loaded = await load(join(directory, 'rackboot.yaml'));
+    if (!loaded.ok) throw new Error(`fixture config must load: ${JSON.stringify(loaded.problems)}`);
+    const source = watchConfig(loaded.config, {
+      logger: createRootLogger({ destination: new PassThrough() }),
+      load,
+    });
+    t.teardown(() => source.close());
+
+    const binary = Buffer.concat([Buffer.from(template), randomBytes(4096)]);
+    binary[2000] = 0;
+    writeFileSync(join(directory, 'ignition', 'worker.bu'), binary);
+    const outcome = await source.reload();
+    t.same(outcome, {
+      applied: false,
+      problems: [
+        `${relative(process.cwd(), join(directory, 'ignition', 'worker.bu'))}:1:1: not a text file (NUL byte at offset ${binary.indexOf(0)}): rackboot reads it as YAML or JSON text`,
+      ],
+    });
+    t.equal(source.current(), loaded.config, 'the previous config is in force');
+  },
+);

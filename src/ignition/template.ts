@@ -3,6 +3,7 @@ import { isName, nameRule } from '../inventory/names.js';
 import { documentData, positionIn, yamlProblems } from '../inventory/parse.js';
 import type { Problem } from '../inventory/problems.js';
 import { readRegularFileSync } from '../regular-file.js';
+import { textOf } from '../text-file.js';
 import { SCALAR_TYPE_OF_KEY } from './spec.js';
 
 /** A path into a template's data: mapping keys and sequence indices, as `yaml`'s `getIn` takes them. */
@@ -73,7 +74,8 @@ export function readTemplate(file: string): ParsedTemplate {
     return parseTemplateWithProblem(file, `cannot read template (${reason})`);
   }
   if (bytes === undefined) return parseTemplateWithProblem(file, 'the template is not a regular file');
-  return parseTemplate(file, bytes.toString('utf8'));
+  const read = textOf(bytes);
+  return read.ok ? parseTemplate(file, read.text) : parseTemplateWithProblem(file, read.reason);
 }
 
 function parseTemplateWithProblem(file: string, message: string): ParsedTemplate {

@@ -15,6 +15,7 @@ import {
   type Scalar,
   visit,
 } from 'yaml';
+import { textOf } from '../text-file.js';
 import type { Problem } from './problems.js';
 
 // Imports yaml and nothing heavier: the loader's parse thread loads this module and nothing else,
@@ -40,8 +41,9 @@ export async function readConfigFile(
   file: string,
 ): Promise<{ ok: true; text: string } | { ok: false; problems: Problem[] }> {
   const absolute = resolve(file);
+  let bytes: Buffer;
   try {
-    return { ok: true, text: await readFile(absolute, 'utf8') };
+    bytes = await readFile(absolute);
   } catch (error) {
     const reason =
       (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (error as Error).message;
@@ -50,6 +52,10 @@ export async function readConfigFile(
       problems: [{ file: absolute, line: 1, col: 1, message: `cannot read config: ${reason}` }],
     };
   }
+  const read = textOf(bytes);
+  return read.ok
+    ? read
+    : { ok: false, problems: [{ file: absolute, line: 1, col: 1, message: read.reason }] };
 }
 
 /**
