@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { durationSeconds, loadConfigText } from '../src/inventory/load.js';
+import { durationSeconds, loadConfigFile, loadConfigText } from '../src/inventory/load.js';
 import { parseMac } from '../src/inventory/mac.js';
 import { formatProblem } from '../src/inventory/problems.js';
 import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
@@ -836,4 +836,49 @@ t.test('a YAML merge key in the config is one problem saying so, not two that co
         'rackboot.yaml:12:5: YAML merge keys (<<: *anchor) are not read in the config: write the keys out (Butane templates do read them)',
       ],
     );
+});
+
+t.test('a config or template not in UTF-8 is one "not UTF-8" problem naming the file', async (t) => {
+  // Before: UTF-16 (with a byte order mark or without) was "the config must be a mapping of keys";
+  // a Latin-1 é was a hostname pattern error quoting U+FFFD, and in a template no error at all.
+  const directory = workspace(t);
+  const config = `${header}machines:\n  - { mac: 52:54:00:00:00:01, profile: plain }\n`;
+  const loadedProblems = async (bytes: Buffer, template?: Buffer) => {
+    const file = join(directory, 'rackboot.yaml');
+    writeFileSync(file, bytes);
+    writeFileSync(join(directory, 'ignition', 'worker.bu'), template ?? 'variant: fcos\nversion: 1.5.0\n');
+    const loaded = await loadConfigFile(file, VALIDATE_CHECKS);
+    return loaded.ok ? [] : loaded.problems.map((problem) => formatProblem(problem, directory));
+  };
+  const utf16le = Buffer.from(config, 'utf16le');
+  t.same(await loadedProblems(Buffer.concat([Buffer.from([0xff, 0xfe]), utf16le])), [
+    'rackboot.yaml:1:1: not UTF-8 (UTF-16 little-endian, by its byte order mark): save it as UTF-8',
+  ]);
+  t.same(await loadedProblems(utf16le), [
+    'rackboot.yaml:1:1: not UTF-8 (it reads as UTF-16 little-endian: every other byte is NUL): save it as UTF-8',
+  ]);
+  t.same(await loadedProblems(utf16le.swap16()), [
+    'rackboot.yaml:1:1: not UTF-8 (it reads as UTF-16 big-endian: every other byte is NUL): save it as UTF-8',
+  ]);
+  const latin1 = Buffer.from(
+    config.replace('profile: plain }', 'profile: plain, hostname: café }'),
+    'latin1',
+  );
+  t.same(await loadedProblems(latin1), [
+    `rackboot.yaml:14:60: not UTF-8 (byte 0xE9 at offset ${latin1.indexOf(0xe9)} is not UTF-8; Latin-1 or Windows-1252?): save it as UTF-8`,
+  ]);
+  t.same(
+    await loadedProblems(
+      Buffer.from(config),
+      Buffer.from('variant: fcos\nversion: 1.5.0\n# café\n', 'latin1'),
+    ),
+    [
+      'ignition/worker.bu:3:6: not UTF-8 (byte 0xE9 at offset 34 is not UTF-8; Latin-1 or Windows-1252?): save it as UTF-8',
+    ],
+  );
+  t.same(
+    await loadedProblems(Buffer.from(config), Buffer.from('variant: fcos\nversion: 1.5.0\n# caf\uFFFD\n')),
+    [],
+    'U+FFFD written as UTF-8 is text',
+  );
 });

@@ -75,12 +75,17 @@ export function readTemplate(file: string): ParsedTemplate {
   }
   if (bytes === undefined) return parseTemplateWithProblem(file, 'the template is not a regular file');
   const read = textOf(bytes);
-  return read.ok ? parseTemplate(file, read.text) : parseTemplateWithProblem(file, read.reason);
+  if (read.ok) return parseTemplate(file, read.text);
+  return parseTemplateWithProblem(file, read.reason, read);
 }
 
-function parseTemplateWithProblem(file: string, message: string): ParsedTemplate {
+function parseTemplateWithProblem(
+  file: string,
+  message: string,
+  { line, col } = { line: 1, col: 1 },
+): ParsedTemplate {
   const parsed = parseTemplate(file, '');
-  parsed.problems.push({ file, line: 1, col: 1, message });
+  parsed.problems.push({ file, line, col, message });
   return parsed;
 }
 

@@ -53,9 +53,8 @@ export async function readConfigFile(
     };
   }
   const read = textOf(bytes);
-  return read.ok
-    ? read
-    : { ok: false, problems: [{ file: absolute, line: 1, col: 1, message: read.reason }] };
+  if (read.ok) return read;
+  return { ok: false, problems: [{ file: absolute, line: read.line, col: read.col, message: read.reason }] };
 }
 
 /**
