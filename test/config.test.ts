@@ -882,3 +882,29 @@ t.test('a config or template not in UTF-8 is one "not UTF-8" problem naming the 
     'U+FFFD written as UTF-8 is text',
   );
 });
+
+t.test('a vars value of the wrong type names the machine and the key, in words', async (t) => {
+  // Before: "machines[0].vars.role: expected union value, got a list of 2 items", and a `vars` list
+  // was taken for a mapping of its indexes ({{vars.0}}), the config valid.
+  const problems = await problemsOf(
+    t,
+    `${header}machines:
+  - mac: 52:54:00:00:00:01
+    profile: plain
+    vars:
+      role: [a, b]
+      disk: { dev: sda }
+      empty:
+      rack: 7
+  - { mac: 52:54:00:00:00:02, profile: plain, vars: [role, x] }
+  - { mac: 52:54:00:00:00:03, profile: plain, vars: plain }
+`,
+  );
+  t.same(problems, [
+    'rackboot.yaml:17:13: machines[0].vars.role (machine 52:54:00:00:00:01): {{vars.role}} takes one value (text, a number, true or false), got a list of 2 items; quote it to pass it as text',
+    'rackboot.yaml:18:13: machines[0].vars.disk (machine 52:54:00:00:00:01): {{vars.disk}} takes one value (text, a number, true or false), got a mapping (dev); quote it to pass it as text',
+    'rackboot.yaml:19:13: machines[0].vars.empty (machine 52:54:00:00:00:01) has no value: write one, or "" for an empty text',
+    'rackboot.yaml:21:53: machines[1].vars (machine 52:54:00:00:00:02): a mapping of NAME: value (role: worker) for {{vars.NAME}}, got a list of 2 items',
+    'rackboot.yaml:22:53: machines[2].vars (machine 52:54:00:00:00:03): a mapping of NAME: value (role: worker) for {{vars.NAME}}, got "plain"',
+  ]);
+});

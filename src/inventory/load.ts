@@ -94,8 +94,13 @@ export async function checkConfigData(
 ): Promise<Loaded> {
   const env = options.env ?? process.env;
   const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as Record<string, unknown>;
-  // Names are read before the defaults: TypeBox drops an own `__proto__` key when it fills them.
-  const problems = [...structuralProblems(withDefaults, locate), ...nameProblems(raw, locate)];
+  // Names and vars are read before the defaults: TypeBox drops an own `__proto__` key when it fills
+  // them, and turns a `vars` list into a mapping of its indexes.
+  const problems = [
+    ...structuralProblems(withDefaults, locate),
+    ...nameProblems(raw, locate),
+    ...varsProblems(raw, locate),
+  ];
   const crossField = crossFieldProblems(withDefaults, locate);
   problems.push(...crossField.problems);
   const environmentToken = env.RACKBOOT_API_TOKEN;
@@ -194,7 +199,7 @@ function schemaProblems(schema: TSchema, value: unknown, at: Path, locate: Locat
   const problems: Problem[] = [];
   const seen = new Set<string>();
   for (const error of Value.Errors(schema, value)) {
-    if (seen.has(error.path)) continue;
+    if (seen.has(error.path) || VARS_POINTER.test(error.path)) continue;
     seen.add(error.path);
     const path = [...at, ...pointerToPath(error.path)];
     if (error.type === ValueErrorType.ObjectAdditionalProperties) {
@@ -236,6 +241,42 @@ function nameProblems(value: unknown, locate: Locator): Problem[] {
       .filter((name) => !isName(name))
       .map((name) => locate.atKey([...path, name], `${dotted(path)}: ${badName(kind, name)}`)),
   );
+}
+
+/** Where the schema's errors are left to varsProblems, which says them in an operator's words. */
+const VARS_POINTER = /^\/machines\/\d+\/vars(\/|$)/;
+
+/**
+ * Each machine's `vars` that is not a mapping, and each value in one that is not one scalar, at
+ * its node, naming the machine: TypeBox said "expected union value", and took a list for a mapping
+ * of its indexes (`{{vars.0}}`).
+ */
+function varsProblems(value: unknown, locate: Locator): Problem[] {
+  return asArray(asRecord(value).machines).flatMap((machine, index) => {
+    const { mac, vars } = asRecord(machine);
+    if (vars === undefined) return [];
+    const path = ['machines', index, 'vars'];
+    const which = typeof mac === 'string' ? ` (machine ${mac})` : '';
+    if (!isObject(vars))
+      return [
+        locate.at(
+          path,
+          `${dotted(path)}${which}: a mapping of NAME: value (role: worker) for {{vars.NAME}}, got ${shownValue(vars)}`,
+        ),
+      ];
+    return Object.entries(vars).flatMap(([name, given]) => {
+      if (typeof given === 'string' || typeof given === 'number' || typeof given === 'boolean') return [];
+      const at = [...path, name];
+      return [
+        locate.at(
+          at,
+          given === null
+            ? `${dotted(at)}${which} has no value: write one, or "" for an empty text`
+            : `${dotted(at)}${which}: {{vars.${name}}} takes one value (text, a number, true or false), got ${shownValue(given)}; quote it to pass it as text`,
+        ),
+      ];
+    });
+  });
 }
 
 function unknownKeyProblem(error: ValueError, path: Path, locate: Locator): Problem {
