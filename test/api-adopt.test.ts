@@ -759,3 +759,38 @@ t.test('adopt warns only of the new entry also in a flow list, where it shares l
     t.match(result.warnings?.[0] ?? '', /duplicate hostname db1/, layout);
   }
 });
+
+t.test(
+  'an adopt into a config with a YAML syntax error refuses with FILE:LINE:COL, 422 over HTTP',
+  async (t) => {
+    // Before: "rackboot: the config does not parse: Sequence item without - indicator at line 9,
+    // column 1:" and a snippet of the file, and 400 from the API, as for a bad request.
+    const { app, configFile } = await startLifecycleApp(t);
+    const broken = `${readFileSync(configFile, 'utf8')}  - mac: 52:54:00:00:00:01\n    profile: spare\n   hostname: x\n`;
+    writeFileSync(configFile, broken);
+    const brokenLine = broken.split('\n').indexOf('   hostname: x') + 1;
+    const problem = new RegExp(
+      `rackboot\\.yaml:${brokenLine}:1: YAML syntax error: Sequence item without - indicator$`,
+      'm',
+    );
+
+    const answer = await app.inject({
+      method: 'POST',
+      url: `/api/v1/machines/${NEW}/adopt`,
+      headers: { authorization: `Bearer ${API_TOKEN}` },
+      payload: { profile: 'spare' },
+    });
+    t.equal(answer.statusCode, 422, answer.body);
+    t.match(answer.json(), {
+      code: 'rejected',
+      error:
+        /^nothing written: the config cannot be read as it is; fix it first:\n.*rackboot\.yaml:\d+:1: YAML syntax error/,
+      problems: [problem],
+    });
+
+    const cli = await runCli(['machines', 'adopt', NEW, '--profile', 'spare', '-c', configFile]);
+    t.equal(cli.code, 1);
+    t.match(cli.stderr, problem);
+    t.equal(readFileSync(configFile, 'utf8'), broken, 'nothing written');
+  },
+);

@@ -9,8 +9,8 @@ import { runModuleWorker } from '../worker-thread.js';
 import { type LoadOptions, loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
 import { badName, isName } from './names.js';
-import { macAsWritten } from './parse.js';
-import { closestName, formatProblem } from './problems.js';
+import { macAsWritten, parseWithPositions, readConfigFile, yamlProblems } from './parse.js';
+import { closestName, formatProblem, type Problem } from './problems.js';
 import { ConfigSchema } from './schema.js';
 import { type ConfigSource, missingUnderRunningAssets } from './source.js';
 
@@ -305,9 +305,9 @@ export async function adoptIntoFile(
   // The file names its own lock's place, so the server and a CLI find the same one whatever state
   // directory the server started with. It is read again under the lock; the first parse (a second
   // for 10,000 machines) is kept when nothing changed in between.
-  const textBeforeLock = await readFile(file, 'utf8');
-  const documentBeforeLock = parseDocument(textBeforeLock);
-  const stateDirectory = stateDirectoryOf(file, documentBeforeLock);
+  const beforeLock = await readToEdit(file);
+  if (!beforeLock.ok) return unreadableRefusal(beforeLock.problems);
+  const stateDirectory = stateDirectoryOf(file, beforeLock.document);
   // As the server creates it at start: the CLI may adopt before a server ever ran (as root, the new
   // directory goes to the owner of the directory it is in, so the server can still use it).
   await makeDirectory(stateDirectory, 0o750);
@@ -319,16 +319,48 @@ export async function adoptIntoFile(
   };
   try {
     return await withFileLock(join(stateDirectory, ADOPT_LOCK_PATH), lockOptions, async () => {
-      const original = await readFile(file, 'utf8');
-      const document = original === textBeforeLock ? documentBeforeLock : parseDocument(original);
+      const read = await readToEdit(file, beforeLock);
+      if (!read.ok) return unreadableRefusal(read.problems);
       // server.state changed meanwhile: adopts of the file as it is now take another lock, not this one.
-      if (stateDirectoryOf(file, document) !== stateDirectory) return changedWhileAdopting(file);
-      return adoptHoldingLock(file, original, document, request, checks);
+      if (stateDirectoryOf(file, read.document) !== stateDirectory) return changedWhileAdopting(file);
+      return adoptHoldingLock(file, read.text, read.document, request, checks);
     });
   } catch (error) {
     if (error instanceof AdoptLockHeld) return { ok: false, code: 'busy', message: error.message };
     throw error;
   }
+}
+
+type Editable = { ok: true; text: string; document: Document };
+
+/**
+ * The config's text and its parse, or why an adopt cannot edit it, as `rackboot validate` says it
+ * (not UTF-8, a YAML syntax error at FILE:LINE:COL): the refusal said only "the config does not
+ * parse" with yaml's own message and a snippet, and a Latin-1 file would have been written back
+ * with U+FFFD for each of its bytes beyond ASCII. `earlier`: a read whose parse is kept when the
+ * text is the same (a second for 10,000 machines).
+ */
+async function readToEdit(
+  file: string,
+  earlier?: Editable,
+): Promise<Editable | { ok: false; problems: Problem[] }> {
+  const read = await readConfigFile(file);
+  if (!read.ok) return read;
+  if (earlier?.text === read.text) return earlier;
+  const { document, lineCounter } = parseWithPositions(read.text);
+  const problems = yamlProblems(document, lineCounter, resolve(file), read.text, 'the config');
+  return problems.length > 0 ? { ok: false, problems } : { ok: true, text: read.text, document };
+}
+
+/** The file cannot be edited as it is: the server's API answers 422 with its problems. */
+function unreadableRefusal(problems: Problem[]): AdoptResult {
+  const lines = problems.map((problem) => formatProblem(problem));
+  return {
+    ok: false,
+    code: 'rejected',
+    message: `nothing written: the config cannot be read as it is; fix it first:\n${lines.join('\n')}`,
+    problems: lines,
+  };
 }
 
 /** The lock stayed held for the whole wait: a busy refusal, not a failure. */

@@ -156,7 +156,7 @@ export function locatorOnDemand(text: string, file: string): Locator {
   };
 }
 
-function parseWithPositions(text: string): { document: Document; lineCounter: LineCounter } {
+export function parseWithPositions(text: string): { document: Document; lineCounter: LineCounter } {
   const lineCounter = new LineCounter();
   const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   return { document, lineCounter };
