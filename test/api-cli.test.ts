@@ -487,6 +487,31 @@ t.test(
   },
 );
 
+t.test('a YAML syntax error below server: still names the server and its token', async (t) => {
+  // Before: "no --url given and the config does not load: rackboot.yaml:10:1: YAML syntax error: …",
+  // while the server ran on its last good config, the one the operator was fixing.
+  const api = await recordingApi(t);
+  const server = `server:\n  address: 127.0.0.1\n  http: { port: ${api.port} }\n  api_token: ${API_TOKEN}\n`;
+  const broken = 'machines:\n  - mac: 52:54:00:00:00:01\n    profile: p\n   hostname: x\n';
+  const directory = t.testdir({
+    'rackboot.yaml': `${server}profiles:\n  p: { kind: linux, kernel: vmlinuz }\n${broken}`,
+    'broken-server.yaml': `${server.replace('  api_token', ' api_token')}${broken}`,
+  });
+  const configFile = join(directory, 'rackboot.yaml');
+  const reprovisioned = await inProcess('reprovision', '52:54:00:00:00:01', '-c', configFile);
+  t.equal(reprovisioned.error, undefined, 'reprovision reaches the server');
+  t.equal(api.heard.at(-2), `POST /api/v1/machines/52:54:00:00:00:01/reprovision Bearer ${API_TOKEN}`);
+  const listed = await inProcess('machines', '-c', configFile);
+  t.equal(listed.error, undefined, 'machines reaches the server');
+
+  const inServer = await inProcess('machines', '-c', join(directory, 'broken-server.yaml'));
+  t.match(
+    inServer.error?.message,
+    /^no --url given and the config does not load:\n.*broken-server\.yaml:4:\d+: YAML syntax error/,
+    'an error in server: itself is still one',
+  );
+});
+
 t.test('-c "" is refused, not read as ./rackboot.yaml', async (t) => {
   const empty = await inProcess('machines', '-c', '', '--url', 'http://127.0.0.1:9');
   t.match(empty.error?.message, /'-c, --config <file>' argument '' is invalid\. it is empty/);

@@ -4,8 +4,8 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CONFIG_REJECTED_HEADER, LAST_EVENT_ID_HEADER } from '../http/api-routes.js';
 import { operatorTokenFile, readOperatorToken } from '../http/operator-token.js';
-import { parseConfigText, readConfigFile } from '../inventory/parse.js';
-import { formatProblem } from '../inventory/problems.js';
+import { parseConfigText, readConfigFile, sectionBefore } from '../inventory/parse.js';
+import { formatProblem, type Problem } from '../inventory/problems.js';
 import { ConfigSchema } from '../inventory/schema.js';
 import { isObject } from '../json.js';
 import type { MachineEvent } from '../lifecycle/events.js';
@@ -68,10 +68,14 @@ async function readServerSettings(
   file: string,
 ): Promise<{ ok: true; settings: ServerSettings } | { ok: false; problem: string }> {
   const read = await readConfigFile(file);
-  const parsed = read.ok ? parseConfigText(read.text, file) : read;
-  if (!parsed.ok)
-    return { ok: false, problem: parsed.problems.map((problem) => formatProblem(problem)).join('\n') };
-  const server = objectAt(parsed.data, 'server');
+  const problemLines = (problems: Problem[]) => problems.map((problem) => formatProblem(problem)).join('\n');
+  if (!read.ok) return { ok: false, problem: problemLines(read.problems) };
+  const parsed = parseConfigText(read.text, file);
+  // A syntax error below server: is most likely the edit the operator is fixing, while the server
+  // runs on its last good config.
+  const section = parsed.ok ? parsed.data.server : sectionBefore(read.text, 'server', parsed.problems);
+  if (!parsed.ok && section === undefined) return { ok: false, problem: problemLines(parsed.problems) };
+  const server = isObject(section) ? section : {};
   const http = objectAt(server, 'http');
   const address = stringAt(server, 'address');
   const listen = stringAt(http, 'listen') ?? SERVER_DEFAULTS.listen;

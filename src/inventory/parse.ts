@@ -127,6 +127,33 @@ export function yamlProblems(
   return [...errors, ...tags];
 }
 
+/**
+ * The top-level section `key` (`server`) of a config text that does not parse, as plain data, when
+ * the section ends before the first of its `problems`: the text up to there reads as it will once
+ * the rest is fixed. Undefined when a problem is in it or before it, or there is no such mapping.
+ */
+export function sectionBefore(
+  text: string,
+  key: string,
+  problems: Problem[],
+): Record<string, unknown> | undefined {
+  const { document, lineCounter } = parseWithPositions(text);
+  const section = isMap(document.contents) ? document.contents.get(key, true) : undefined;
+  if (!isMap(section) || !section.range) return undefined;
+  const end = lineCounter.linePos(section.range[2]);
+  // At its end too: a key of the section indented wrongly ends it there, and is the problem.
+  const inOrBefore = problems.some(
+    (problem) => problem.line < end.line || (problem.line === end.line && problem.col <= end.col),
+  );
+  if (inOrBefore) return undefined;
+  try {
+    return section.toJS(document, { maxAliasCount: MAX_ALIAS_EXPANSION }) as Record<string, unknown>;
+  } catch {
+    // An alias of an anchor the error hid: the section is not whole.
+    return undefined;
+  }
+}
+
 /** yaml's message for a tab in indentation ("nested mappings are not allowed…") never says "tab". */
 const TAB_IN_INDENTATION = /^[ ]*\t/;
 
