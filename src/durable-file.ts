@@ -58,10 +58,37 @@ export async function giveTo(path: string, owner: Owner): Promise<void> {
  * Directories that existed are left as they are.
  */
 export async function makeDirectory(directory: string, mode?: number): Promise<void> {
-  const first = await mkdir(directory, { recursive: true, ...(mode === undefined ? {} : { mode }) });
+  const first = await makeParents(directory, mode);
   if (first === undefined) return;
   const { uid, gid } = await stat(dirname(first));
   for (const created of createdDirectories(first, directory)) await giveTo(created, { uid, gid });
+}
+
+/**
+ * `mkdir -p`: resolves to the first directory it created (undefined when there was none to create),
+ * as Node's recursive mkdir does. That one loops forever, at full CPU, where mkdir(2) answers ENOENT
+ * under a directory that exists (/proc/self/x, /sys/x): `server.state` or `--dest` there hung
+ * validate, serve and fetch. Here each missing directory is made once, and such an error is thrown.
+ */
+export async function makeParents(directory: string, mode?: number): Promise<string | undefined> {
+  const missing: string[] = [];
+  let existing = resolve(directory);
+  for (;;) {
+    const found = await stat(existing).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT' || dirname(existing) === existing) throw error;
+    });
+    if (found) break;
+    missing.unshift(existing);
+    existing = dirname(existing);
+  }
+  // Nothing missing: mkdir's own answer for a file in the way (EEXIST), and none for a directory.
+  if (missing.length === 0) return mkdir(existing, { recursive: true });
+  for (const created of missing) {
+    await mkdir(created, mode).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw error;
+    });
+  }
+  return missing[0];
 }
 
 /** `first` and each directory below it down to `directory`: the ones a recursive mkdir made. */

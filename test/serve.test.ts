@@ -462,6 +462,23 @@ t.test(
   },
 );
 
+t.test('a server.state mkdir(2) cannot make (under /proc) is one line, not a hang', async (t) => {
+  // Before: Node's recursive mkdir looped forever at full CPU on ENOENT under /proc/self.
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
+  const config = configText(await freePort(), await freePort(), '  []\n').replace(
+    'machines:\n  []',
+    'machines: []',
+  );
+  writeFileSync(
+    join(directory, 'rackboot.yaml'),
+    `${config}`.replace('server:\n', 'server:\n  state: /proc/self/rackboot-state\n'),
+  );
+  const result = await runCli(['serve', '-c', join(directory, 'rackboot.yaml')], { timeoutMs: 20_000 });
+  t.equal(result.code, 1, `exit 1: ${result.stderr}`);
+  t.match(result.stderr, /server\.state \/proc\/self\/rackboot-state cannot be used: ENOENT/);
+  t.notMatch(result.stderr, /\n\s+at /, 'no stack trace');
+});
+
 t.test('a state secret that is not one: one line naming the file and what to do', async (t) => {
   // Before: "rackboot could not start: Error: …operator-token is not a rackboot secret…" and a stack trace.
   const base = configText(await freePort(), await freePort(), '  []\n').replace(

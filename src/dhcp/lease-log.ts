@@ -1,8 +1,8 @@
 import { constants, write } from 'node:fs';
-import { copyFile, type FileHandle, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, type FileHandle, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Mac } from '../boot-plan.js';
-import { giveTo, syncDirectory } from '../durable-file.js';
+import { giveTo, makeParents, syncDirectory } from '../durable-file.js';
 import { parseMac } from '../inventory/mac.js';
 import { ipToNumber, isIpv4, numberToIp } from '../ipv4.js';
 import { stateFileError } from '../state-error.js';
@@ -67,7 +67,7 @@ export class LeaseLog {
     snapshot: () => LeaseChange[],
     onCompactionError: (error: Error) => void,
   ): Promise<{ log: LeaseLog; changes: LeaseChange[]; tornLines: number; damage?: LeaseLogDamage }> {
-    await mkdir(directory, { recursive: true });
+    await makeParents(directory);
     const file = join(directory, LEASE_LOG_FILE);
     let text = '';
     try {

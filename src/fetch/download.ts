@@ -1,8 +1,9 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { type FileHandle, mkdir, open, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { type FileHandle, open, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { makeParents } from '../durable-file.js';
 
 /**
  * HTTP downloads that end either with the verified file under its final name or with nothing
@@ -63,7 +64,7 @@ export async function downloadVerified(
     await recheckInstalled(options);
     return { outcome: 'present', bytes: present.bytes };
   }
-  await mkdir(dirname(file), { recursive: true });
+  await makeParents(dirname(file));
   const result = await withRetries(() => attemptDownload(options), {
     ...options,
     onRetry: options.events?.retry,

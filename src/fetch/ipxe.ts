@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { makeParents } from '../durable-file.js';
 import { FetchError, writeAtomically } from './download.js';
 
 /**
@@ -78,7 +79,7 @@ export async function fetchIpxe(
       result.copied.push({ target: binary.target, source, outcome: 'unchanged' });
       continue;
     }
-    await mkdir(dirname(target), { recursive: true }).catch((error: Error) => {
+    await makeParents(dirname(target)).catch((error: Error) => {
       throw new FetchError(`cannot create ${dirname(target)}: ${error.message}`);
     });
     await writeAtomically(target, content);

@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
-import { access, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { makeParents } from '../durable-file.js';
 import { checkArguments, checkTemplate } from '../ignition/check.js';
 import type { LoadOptions } from './load.js';
 import { type Locator, locatorOnDemand } from './parse.js';
@@ -36,7 +37,7 @@ export async function stateDirectoryProblem(
 
 async function unwritableAfterCreating(directory: string): Promise<string | undefined> {
   try {
-    await mkdir(directory, { recursive: true, mode: 0o750 });
+    await makeParents(directory, 0o750);
     const probe = join(directory, `.rackboot-probe-${process.pid}`);
     await writeFile(probe, '');
     await rm(probe);
