@@ -58,6 +58,11 @@ const PROXY_DHCP_PORT_IN_USE_ADVICE =
   "proxy mode shares it with the LAN's DHCP server on this host only if that server binds its " +
   'interface address instead of 0.0.0.0 (dnsmasq: bind-interfaces); see docs/dhcp.md';
 
+const PROXY_BOOT_SERVER_PORT_IN_USE_ADVICE =
+  'another PXE boot server (dnsmasq with pxe-service, pixiecore) holds it, and proxy mode sends every ' +
+  'UEFI PXE client there (dhcp.uefi_proxy_style: boot-server): stop that server, or set ' +
+  'dhcp.uefi_proxy_style: direct, which needs no boot-server port';
+
 /** Errors of bind(2) and listen(2) that a config change fixes. */
 const BIND_ERROR_CODES = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL']);
 
@@ -65,11 +70,12 @@ const BIND_ERROR_CODES = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL']);
  * A server's start, with a failure of bind(2) or listen(2) itself turned into a BindError. Other
  * errors of the same codes (an EACCES opening the lease log) are not about the port and pass as they are.
  */
-function binding<T>(target: BindTarget, start: Promise<T>): Promise<T> {
+function binding<T>(target: BindTarget, start: Promise<T>, otherTargets: BindTarget[] = []): Promise<T> {
   return start.catch((error: unknown) => {
-    const { code, syscall } = error as NodeJS.ErrnoException;
+    const { code, syscall, port } = error as NodeJS.ErrnoException & { port?: number };
     const bindFailure = code && BIND_ERROR_CODES.has(code) && (syscall === 'bind' || syscall === 'listen');
-    throw bindFailure ? new BindError(target, code, { cause: error }) : error;
+    const failed = otherTargets.find((other) => other.port === port && other.port !== target.port) ?? target;
+    throw bindFailure ? new BindError(failed, code, { cause: error }) : error;
   });
 }
 
@@ -204,6 +210,14 @@ export async function startRackboot(options: {
               record: lifecycle.record,
               logger: componentLogger(logger, 'dhcp'),
             }),
+            [
+              {
+                portKey: 'server.dhcp.proxy_port',
+                port: initial.server.dhcp.proxy_port,
+                address: '0.0.0.0',
+                inUseAdvice: PROXY_BOOT_SERVER_PORT_IN_USE_ADVICE,
+              },
+            ],
           );
     if (dhcp) closers.push(() => dhcp.close());
     const macForIp = (ip: string) => dhcp?.macForIp(ip);

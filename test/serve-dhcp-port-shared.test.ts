@@ -111,6 +111,40 @@ t.test('proxy mode: a DHCP server holding port 67 alone is named with the way to
 });
 
 /**
+ * Proxy mode's default UEFI style sends every UEFI PXE client to port 4011. Before, a server that
+ * could not bind it only logged a warning and started: no UEFI PXE machine could boot.
+ */
+t.test(
+  'proxy mode: port 4011 held by another boot server stops the start, unless the style needs none',
+  async (t) => {
+    const { inNamespace, serve } = await namespaceWithServe(t, 'b');
+    const occupier = inNamespace(process.execPath, [
+      '-e',
+      `const s = require('node:dgram').createSocket('udp4');
+     s.bind(4011, '0.0.0.0', () => console.log('BOUND'));`,
+    ]);
+    await waitForOutput(occupier, (line) => line === 'BOUND', 10_000);
+
+    const { code, stderr } = await refusal(await serve('boot-server', '  mode: proxy'));
+    t.equal(code, 1, 'serve refuses to start');
+    t.match(stderr, /server\.dhcp\.proxy_port 4011 is already in use on 0\.0\.0\.0; another PXE boot server/);
+    t.match(stderr, /dhcp\.uefi_proxy_style: direct/, 'names the style that needs no port 4011');
+
+    const direct = await serve('direct', '  mode: proxy\n  uefi_proxy_style: direct', 8120);
+    let output = '';
+    direct.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk;
+    });
+    await waitForOutput(direct, (line) => line.includes('rackboot serving'), 30_000);
+    t.match(
+      output,
+      /PXE boot-server port \(server\.dhcp\.proxy_port\) unavailable/,
+      'direct style: a warning only',
+    );
+  },
+);
+
+/**
  * rackboot binds its DHCP sockets shared, so the bind alone let a second rackboot (another state
  * directory, so the state lock does not stop it) answer every client as well: in authoritative
  * mode from a lease table of its own, handing out the first one's addresses.

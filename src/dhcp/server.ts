@@ -349,6 +349,8 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   try {
     await bindSocket('0.0.0.0', ports.proxy_port, 'boot-server');
   } catch (error) {
+    // Proxy mode's UEFI offers send every UEFI PXE client to this port: without it none could boot.
+    if (initial.dhcp.mode === 'proxy' && initial.dhcp.uefi_proxy_style === 'boot-server') throw error;
     logger.warn(
       { port: ports.proxy_port, reason: (error as Error).message },
       'PXE boot-server port (server.dhcp.proxy_port) unavailable; UEFI proxy boot-server style will not work',
