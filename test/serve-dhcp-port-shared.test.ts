@@ -65,6 +65,19 @@ machines: []
   return { inNamespace, serve, stateOf: (name: string) => join(directory, name) };
 }
 
+/** Binds `port` on 0.0.0.0 in the namespace without SO_REUSEADDR, as dnsmasq and pixiecore do. */
+async function occupyWithoutSharing(
+  inNamespace: (command: string, args: string[]) => ChildProcess,
+  port: number,
+) {
+  const occupier = inNamespace(process.execPath, [
+    '-e',
+    `const s = require('node:dgram').createSocket('udp4');
+     s.bind(${port}, '0.0.0.0', () => console.log('BOUND'));`,
+  ]);
+  await waitForOutput(occupier, (line) => line === 'BOUND', 10_000);
+}
+
 /** The exit code (null after 30 s, when it is killed) and standard error of a serve refused at start. */
 async function refusal(serve: ChildProcess): Promise<{ code: number | null; stderr: string }> {
   let stderr = '';
@@ -92,12 +105,7 @@ async function refusal(serve: ChildProcess): Promise<{ code: number | null; stde
  */
 t.test('proxy mode: a DHCP server holding port 67 alone is named with the way to share it', async (t) => {
   const { inNamespace, serve } = await namespaceWithServe(t, 'p');
-  const occupier = inNamespace(process.execPath, [
-    '-e',
-    `const s = require('node:dgram').createSocket('udp4');
-     s.bind(67, '0.0.0.0', () => console.log('BOUND'));`,
-  ]);
-  await waitForOutput(occupier, (line) => line === 'BOUND', 10_000);
+  await occupyWithoutSharing(inNamespace, 67);
 
   const { code, stderr } = await refusal(await serve('state', '  mode: proxy'));
   t.equal(code, 1, 'serve refuses to start');
@@ -118,12 +126,7 @@ t.test(
   'proxy mode: port 4011 held by another boot server stops the start, unless the style needs none',
   async (t) => {
     const { inNamespace, serve } = await namespaceWithServe(t, 'b');
-    const occupier = inNamespace(process.execPath, [
-      '-e',
-      `const s = require('node:dgram').createSocket('udp4');
-     s.bind(4011, '0.0.0.0', () => console.log('BOUND'));`,
-    ]);
-    await waitForOutput(occupier, (line) => line === 'BOUND', 10_000);
+    await occupyWithoutSharing(inNamespace, 4011);
 
     const { code, stderr } = await refusal(await serve('boot-server', '  mode: proxy'));
     t.equal(code, 1, 'serve refuses to start');
