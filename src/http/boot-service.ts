@@ -65,18 +65,16 @@ export async function bootService(app: FastifyInstance, deps: AppDeps): Promise<
  * answered either way; what is left out is counted in a warning, one per address every 10 s.
  */
 function eventBudget(deps: AppDeps): (ip: string, event: MachineEventInput) => boolean {
-  let rate = Number.NaN;
-  let admit: (ip: string, now: number) => boolean = () => true;
+  // Made again when a reload changes the rate.
+  let limit: { perSecond: number; admit: (ip: string, now: number) => boolean } | undefined;
   const warnLimiter = refusalLimiter(10_000, REMEMBERED_ADDRESSES);
   return (ip, event) => {
     const perSecond = deps.config().events.http_rate;
     if (perSecond === 0) return true;
-    if (perSecond !== rate) {
-      rate = perSecond;
-      admit = tokenBuckets({ perSecond, burst: perSecond * 10 }, REMEMBERED_ADDRESSES);
-    }
+    if (limit?.perSecond !== perSecond)
+      limit = { perSecond, admit: tokenBuckets({ perSecond, burst: perSecond * 10 }, REMEMBERED_ADDRESSES) };
     const now = performance.now();
-    if (admit(ip, now)) return true;
+    if (limit.admit(ip, now)) return true;
     const suppressed = warnLimiter(ip, now, () => true);
     if (suppressed !== undefined) {
       deps.logger.warn(
