@@ -580,3 +580,38 @@ t.test(
     );
   },
 );
+
+t.test('reloads asked for while one runs merge into one, which reads the newest file', async (t) => {
+  const { file, config, logger } = await loadedFixture(t, base);
+  const loads: string[] = [];
+  let release = () => {};
+  const firstLoadHeld = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const source = watchConfig(config, {
+    logger,
+    load: async (path) => {
+      loads.push(readFileSync(path, 'utf8'));
+      if (loads.length === 1) await firstLoadHeld;
+      return loadConfigFile(path);
+    },
+  });
+  t.teardown(() => source.close());
+  const first = source.reload();
+  await sleep(20);
+  t.equal(loads.length, 1, 'the first reload is loading');
+  const burst = [1, 2, 3, 4].map((count) => {
+    saveLikeAnEditor(file, `${base}  - { mac: 52:54:00:00:00:0${count + 1}, profile: plain }\n`);
+    return source.reload();
+  });
+  release();
+  const outcomes = await Promise.all([first, ...burst]);
+  t.same(
+    outcomes.map((outcome) => outcome.applied),
+    [true, true, true, true, true],
+    'every caller hears its reload applied',
+  );
+  t.equal(loads.length, 2, 'the four asked for during the first made one more load, not four');
+  t.match(loads[1], /52:54:00:00:00:05/, 'that load read the file as last saved');
+  t.equal(source.current().machines.length, 2, 'the newest file is in force');
+});

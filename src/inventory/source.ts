@@ -256,12 +256,27 @@ export function watchConfig(
     }
   };
 
+  /**
+   * Serialised, so a burst of edits cannot apply an older file after a newer one, and merged: a reload
+   * asked for while another waits to start joins it, since that one reads the files when it starts.
+   * A burst of saves (an editor writing twice, SIGHUPs, adopts) during a reload of a large fleet then
+   * costs one more load, not one per save. The merged reload is a retry only if every request was.
+   */
+  let waiting: { outcome: Promise<ReloadOutcome>; asked: { retrying: boolean } } | undefined;
   const reload = (retrying = false): Promise<ReloadOutcome> => {
-    // Serialise reloads so a burst of edits cannot apply an older file after a newer one.
-    const run = () => reloadOnce(retrying);
-    const next = (reloading ?? Promise.resolve()).then(run, run).finally(rewatch);
-    reloading = next;
-    return next;
+    if (waiting) {
+      waiting.asked.retrying &&= retrying;
+      return waiting.outcome;
+    }
+    const asked = { retrying };
+    const run = () => {
+      waiting = undefined;
+      return reloadOnce(asked.retrying);
+    };
+    const outcome = (reloading ?? Promise.resolve()).then(run, run).finally(rewatch);
+    waiting = { outcome, asked };
+    reloading = outcome;
+    return outcome;
   };
 
   rewatch();
