@@ -8,3 +8,9 @@ export function setNewest<K, V>(map: Map<K, V>, key: K, value: V, maxKeys: numbe
   if (map.size >= maxKeys && !oldest.done) map.delete(oldest.value);
   map.set(key, value);
 }
+
+/** Moves the entry of `key` to the newest end of `map`: a memo hit, kept longest. */
+export function markUsed<K, V>(map: Map<K, V>, key: K, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+}

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { posix, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { markUsed } from '../bounded-map.js';
 import { escapesRoot } from '../path-inside.js';
 import { readRegularFileSync } from '../regular-file.js';
 import { convertShape, isJsonObject, type JsonObject, type ShapeOptions } from './shape.js';
@@ -332,9 +333,7 @@ export function makeDataUrl(bytes: Buffer, allowCompression: boolean): DataUrl {
   const key = `${allowCompression ? 'z' : '-'}${large ? '#' : ':'}${content}`;
   const known = dataUrls.get(key);
   if (known) {
-    // The most recently used stay: Map order is insertion order, oldest dropped first.
-    dataUrls.delete(key);
-    dataUrls.set(key, known);
+    markUsed(dataUrls, key, known);
     return known;
   }
   const encoded = encodeDataUrl(bytes, allowCompression);

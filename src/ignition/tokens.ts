@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { setNewest } from '../bounded-map.js';
 import type { Mac } from '../inventory/mac.js';
 import { readOrCreateStateSecret, secretFingerprint } from '../state-secret.js';
 
@@ -87,11 +88,7 @@ export function createMachineSecrets(
         let token = cache.get(mac);
         if (token === undefined) {
           token = sign(purpose, mac, undefined).toString('base64url');
-          if (cache.size >= CACHED_TOKENS) {
-            const [oldest] = cache.keys();
-            cache.delete(oldest as Mac);
-          }
-          cache.set(mac, token);
+          setNewest(cache, mac, token, CACHED_TOKENS);
         }
         return token;
       }

@@ -1,5 +1,6 @@
 import { type BigIntStats, constants } from 'node:fs';
 import { type FileHandle, open, readlink } from 'node:fs/promises';
+import { markUsed } from '../bounded-map.js';
 import { assertUnchanged, FileChangedError } from '../file-change.js';
 import { toNetascii } from './netascii.js';
 
@@ -90,9 +91,7 @@ export class FileCache {
       if (mode === 'netascii') throw new CacheFullError();
       return openFromDisk(file.path, file.size, this.limits.readAheadBytes);
     }
-    // Map order is insertion order: re-inserting marks the entry most recently used.
-    this.entries.delete(key);
-    this.entries.set(key, entry);
+    markUsed(this.entries, key, entry);
     this.use(entry);
     let content: Buffer;
     try {
