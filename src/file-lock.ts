@@ -5,6 +5,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { makeDirectory } from './durable-file.js';
 import { isRunning } from './lab/command.js';
+import { diskAdvice } from './state-error.js';
 
 /**
  * A lock across processes (a server and a CLI, a cron job and an operator), for work two runs must
@@ -122,8 +123,8 @@ async function withLockAcrossProcesses<T>(lock: Lock, deadline: number, work: ()
   // Owned, when made by root (a `sudo` CLI run), by whoever owns the directory it is in: else the
   // service user could never take it again. Entries may stay root's: creating and removing them
   // needs only write permission on the lock directory.
-  await makeDirectory(directory).catch((error: Error) => {
-    throw options.error(`cannot create ${directory}: ${error.message}`, 'unusable');
+  await makeDirectory(directory).catch((error: unknown) => {
+    throw unusable(options, `cannot create ${directory}`, error);
   });
   // Written before the work: releasing must succeed even when the work has filled the disk.
   const releasedDraft = await writeDraft(lock, RELEASED);
@@ -216,8 +217,8 @@ async function entryNumbers(lock: Lock): Promise<number[]> {
 }
 
 async function listLock({ directory, options }: Lock): Promise<string[]> {
-  return readdir(directory).catch((error: Error) => {
-    throw options.error(`cannot read ${directory}: ${error.message}`, 'unusable');
+  return readdir(directory).catch((error: unknown) => {
+    throw unusable(options, `cannot read ${directory}`, error);
   });
 }
 
@@ -233,7 +234,7 @@ async function readHolder(
     modifiedMs = (await stat(entry)).mtimeMs;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw options.error(`cannot read ${entry}: ${(error as Error).message}`, 'unusable');
+    throw unusable(options, `cannot read ${entry}`, error);
   }
   if (content === RELEASED) return { held: false, description: 'released' };
   const [, pidText, identity] = /^(\d+)(?: (\S+))?$/.exec(content) ?? [];
@@ -260,7 +261,7 @@ async function writeDraft({ directory, options }: Lock, content: string): Promis
     return draft;
   } catch (error) {
     await removeDraft(draft);
-    throw options.error(`cannot write ${draft}: ${(error as Error).message}`, 'unusable');
+    throw unusable(options, `cannot write ${draft}`, error);
   }
 }
 
@@ -271,11 +272,15 @@ async function publish({ directory, options }: Lock, draft: string, number: numb
     return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw options.error(
-      `cannot write the ${options.task} lock in ${directory}: ${(error as Error).message}`,
-      'unusable',
-    );
+    throw unusable(options, `cannot write the ${options.task} lock in ${directory}`, error);
   }
+}
+
+/** The lock cannot be used: what failed and why, with what to do when the disk is full or failing. */
+function unusable(options: FileLockOptions, failed: string, error: unknown): Error {
+  const { code, message } = error as NodeJS.ErrnoException;
+  const advice = diskAdvice(code);
+  return options.error(`${failed}: ${message}${advice ? `; ${advice}` : ''}`, 'unusable');
 }
 
 async function removeDraft(draft: string): Promise<void> {

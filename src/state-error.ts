@@ -21,11 +21,19 @@ export function stateFileAdvice(code: string | undefined): string | undefined {
     kind === 'EROFS'
   )
     return `this user (uid ${process.getuid?.()}) cannot read or write it: give server.state and its files to the user rackboot runs as`;
-  if (kind === 'SQLITE_FULL' || kind === 'ENOSPC' || kind === 'EDQUOT')
-    return "the disk (or this user's quota) is full: free space on its file system";
-  if (kind.startsWith('SQLITE_IOERR') || kind === 'EIO')
-    return 'free space on its file system, or check the disk';
+  if (kind === 'SQLITE_FULL') return diskAdvice('ENOSPC');
+  if (kind.startsWith('SQLITE_IOERR')) return diskAdvice('EIO');
+  const disk = diskAdvice(kind);
+  if (disk) return disk;
   if (kind === 'EISDIR') return 'it is a directory, where rackboot keeps a file: move it away';
+  return undefined;
+}
+
+/** What to do about a write that failed for want of space or with an I/O error, wherever the file is. */
+export function diskAdvice(code: string | undefined): string | undefined {
+  if (code === 'ENOSPC' || code === 'EDQUOT')
+    return "the disk (or this user's quota) is full: free space on its file system";
+  if (code === 'EIO') return 'free space on its file system, or check the disk';
   return undefined;
 }
 

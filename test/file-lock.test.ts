@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { withFileLock } from '../src/file-lock.js';
-import { moduleAsNobody, NOBODY, requireRoot } from './helpers/root.js';
+import { fill, fullTmpfs, moduleAsNobody, NOBODY, requireRoot } from './helpers/root.js';
 
 const options = {
   task: 'test',
@@ -150,5 +150,18 @@ t.test('an entry whose PID now belongs to another process (a crash, a reboot) is
   await t.rejects(
     withFileLock(legacy, refuseAtOnce, async () => {}),
     'an entry of the old form: the PID alone',
+  );
+});
+
+t.test('a lock on a full disk is refused with what to do about it', async (t) => {
+  const { directory, filler } = fullTmpfs(t, 'lock-full');
+  fill(filler);
+  const refusal = await withFileLock(join(directory, 'serve.lock'), options, async () => 'ran').catch(
+    (error: Error) => error.message,
+  );
+  t.match(
+    refusal,
+    /^cannot (write|create) .*serve\.lock.*: ENOSPC: no space left on device.*; the disk \(or this user's quota\) is full: free space on its file system$/,
+    'the ENOSPC names the lock and says to free space',
   );
 });
