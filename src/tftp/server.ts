@@ -51,6 +51,8 @@ export interface TftpServerDeps {
   record: RecordEvent;
   logger: Logger;
   macForIp: (ip: string) => Mac | undefined;
+  /** How long a window may wait for the disk before its transfer is aborted (DISK_READ_LIMIT_MS; tests shorten it). */
+  diskReadLimitMs?: number;
 }
 
 export type TftpOutcome = TransferOutcome | 'refused';
@@ -110,6 +112,13 @@ const TIMING: RetransmitTiming = {
   maxTimeoutMs: 5000,
   minStallMs: 3000,
 };
+/**
+ * A window waiting this long for its disk read ends its transfer with ERROR 0 "Read error": the
+ * read is hung (a dead NFS server, a failing disk), the client gave up long ago (PXE ROMs within
+ * about a minute), and the transfer would otherwise hold its place under max_transfers and
+ * max_transfers_per_client for ever. A working disk, even a busy one, reads 256 KiB far sooner.
+ */
+const DISK_READ_LIMIT_MS = 30_000;
 /** Boot programs are small; the 40 MiB-class images (kernels, initrds) stream from disk. */
 const CACHE_LIMITS = { maxFileBytes: 16 << 20, capacityBytes: 128 << 20, readAheadBytes: 256 << 10 };
 /** ERROR replies to unvalidated sources are rate-limited so the server is a poor reflector. */
@@ -367,6 +376,7 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
       startedAt: performance.now(),
       stats,
       logger: deps.logger,
+      diskReadLimitMs: deps.diskReadLimitMs ?? DISK_READ_LIMIT_MS,
       send,
       sendError,
       answerStranger,
@@ -478,6 +488,7 @@ interface ActiveTransferOptions {
   startedAt: number;
   stats: TftpCounters;
   logger: Logger;
+  diskReadLimitMs: number;
   send: SendPacket;
   sendError: SendError;
   answerStranger: (socket: Socket, message: Buffer, from: RemoteInfo) => void;
@@ -501,8 +512,9 @@ class ActiveTransfer {
   private readonly socket: Socket;
   private timer: NodeJS.Timeout | undefined;
   private timerFiresAt = Number.POSITIVE_INFINITY;
-  /** Disk reads whose window has not gone out yet. */
+  /** Disk reads whose window has not gone out yet, and since when one has been pending. */
   private readsPending = 0;
+  private readingSince = Number.POSITIVE_INFINITY;
   private ended = false;
   /** Encoded on first send, reused when the timer resends it. */
   private oack: Buffer | undefined;
@@ -592,9 +604,24 @@ class ActiveTransfer {
     this.timerFiresAt = Number.POSITIVE_INFINITY;
     const state = this.state;
     if (state === undefined || this.ended) return;
-    // The window has not gone out yet: it waits for the disk, not for the client.
+    // The window has not gone out yet: it waits for the disk, not for the client, up to a limit.
     if (this.readsPending > 0) {
-      this.armTimer(performance.now() + state.timeoutMs);
+      const { diskReadLimitMs, logger, stats, file } = this.options;
+      const now = performance.now();
+      if (now - this.readingSince < diskReadLimitMs) {
+        this.armTimer(Math.min(now + state.timeoutMs, this.readingSince + diskReadLimitMs));
+        return;
+      }
+      stats.errors.io += 1;
+      logger.warn(
+        {
+          client: this.options.peer.address,
+          request: { file },
+          waitedMs: Math.round(now - this.readingSince),
+        },
+        'tftp read from disk did not return: transfer aborted',
+      );
+      this.abort('Read error', 'read-stalled');
       return;
     }
     this.apply(expireTimer(state, performance.now()));
@@ -647,10 +674,15 @@ class ActiveTransfer {
       sendAll(payload);
       return;
     }
+    if (this.readsPending === 0) this.readingSince = performance.now();
     this.readsPending += 1;
+    const readDone = () => {
+      this.readsPending -= 1;
+      if (this.readsPending === 0) this.readingSince = Number.POSITIVE_INFINITY;
+    };
     payload.then(
       (read) => {
-        this.readsPending -= 1;
+        readDone();
         const state = this.state;
         // Acknowledged while it was read (a resend of a window the client already had): nothing to send.
         if (this.ended || state === undefined || state.acknowledged >= lastBlock) return;
@@ -659,7 +691,7 @@ class ActiveTransfer {
         this.armTimer(this.state.deadline);
       },
       (error: unknown) => {
-        this.readsPending -= 1;
+        readDone();
         if (this.ended) return;
         this.options.stats.errors.io += 1;
         const changed = error instanceof FileChangedError;
