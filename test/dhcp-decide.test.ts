@@ -3,8 +3,15 @@ import type { Mac } from '../src/boot-plan.js';
 import { type DecideContext, decide, type Outcome } from '../src/dhcp/decide.js';
 import { LeaseTable } from '../src/dhcp/leases.js';
 import { Option, readAddress, readText, readUint32 } from '../src/dhcp/options.js';
-import { BROADCAST_FLAG, type DhcpPacket, decodeDhcpRequest, encodeDhcpPacket } from '../src/dhcp/packet.js';
+import {
+  BROADCAST_FLAG,
+  type DhcpPacket,
+  type DhcpRequest,
+  decodeDhcpRequest,
+  encodeDhcpPacket,
+} from '../src/dhcp/packet.js';
 import { settingsFor } from '../src/dhcp/settings.js';
+import { operatorWarning } from '../src/dhcp/warnings.js';
 import type { Config } from '../src/inventory/schema.js';
 import { ipToNumber } from '../src/ipv4.js';
 import { step } from '../src/lifecycle/states.js';
@@ -59,12 +66,17 @@ interface Scenario {
   assets?: string[];
 }
 
-/** Encodes the request to bytes and decodes it again, as the shell does, then decides. */
+/** Encodes the request to bytes and decodes it again, as the shell does. */
+function decoded(spec: RequestSpec): DhcpRequest {
+  const result = decodeDhcpRequest(requestBytes(spec));
+  if (!result.ok) throw new Error(result.reason);
+  return result.packet;
+}
+
+/** Decides `spec` as the shell does, and applies the lease change. */
 function decideFor(spec: RequestSpec, scenario: Scenario): Outcome {
-  const decoded = decodeDhcpRequest(requestBytes(spec));
-  if (!decoded.ok) throw new Error(decoded.reason);
   const leases = scenario.leases ?? new LeaseTable();
-  const outcome = decide(decoded.packet, {
+  const outcome = decide(decoded(spec), {
     settings: settingsFor(scenario.config),
     decision: testDecision(() => scenario.config),
     leases,
@@ -529,6 +541,27 @@ t.test('RFC 2131 client states in authoritative mode', async (t) => {
     t.match(declined, { kind: 'silent', reason: 'declined', events: [{ type: 'dhcp-decline' }] });
     const next = replyOf(decideFor({ type: 'discover', mac, options }, { config, leases: table }));
     t.not(next.yiaddr, held.yiaddr);
+  });
+
+  t.test('DECLINE: the address conflict is a warning for the operator', async (t) => {
+    const table = new LeaseTable();
+    const scenario = { config, leases: table };
+    const held = replyOf(decideFor({ type: 'discover', mac, options }, scenario));
+    decideFor({ type: 'request', mac, options, requested: held.yiaddr, serverId: SERVER }, scenario);
+    const decline = { type: 'decline', mac, options, requested: held.yiaddr, serverId: SERVER } as const;
+    const warning = operatorWarning(decoded(decline), decideFor(decline, scenario));
+    const until = new Date(NOW + 3_600_000).toISOString();
+    t.match(warning, {
+      fields: { mac, ip: held.yiaddr, until },
+      message: new RegExp(
+        `address conflict: ${mac} declined ${held.yiaddr}.*kept out of the pool until ${until}.*offered another address`,
+      ),
+    });
+    t.equal(
+      operatorWarning(decoded(decline), decideFor(decline, scenario)),
+      undefined,
+      'the same DECLINE again changes nothing (the client no longer holds the address): no warning',
+    );
   });
 
   t.test('DECLINE is honoured only from the client that holds the address', async (t) => {

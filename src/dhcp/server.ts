@@ -22,6 +22,7 @@ import {
   maxReplyBytes,
 } from './packet.js';
 import { settingsFor } from './settings.js';
+import { operatorWarning } from './warnings.js';
 
 /**
  * The DHCP socket shell: receive → decode → decide → make the lease change durable and record
@@ -233,6 +234,8 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     // An ACK is counted once it leaves (below): one whose lease cannot be written never does.
     if (decided !== 'ack') countMessage(request.messageType, decided);
     if (decided === 'other-server') noteOtherServer(request, outcome, now);
+    const warning = operatorWarning(request, outcome);
+    if (warning) logger.warn(warning.fields, warning.message);
     // Authoritative mode knows addresses from its leases; proxy mode learns them from what it overhears.
     if (settings.mode === 'proxy' && request.hlen === 6) learn(request, macFromBytes(request.chaddr));
 
