@@ -11,7 +11,7 @@ import {
   encodeDhcpPacket,
 } from '../src/dhcp/packet.js';
 import { settingsFor } from '../src/dhcp/settings.js';
-import { operatorWarning } from '../src/dhcp/warnings.js';
+import { EXHAUSTION_WARNING_INTERVAL_MS, operatorWarnings } from '../src/dhcp/warnings.js';
 import type { Config } from '../src/inventory/schema.js';
 import { ipToNumber } from '../src/ipv4.js';
 import { step } from '../src/lifecycle/states.js';
@@ -549,7 +549,8 @@ t.test('RFC 2131 client states in authoritative mode', async (t) => {
     const held = replyOf(decideFor({ type: 'discover', mac, options }, scenario));
     decideFor({ type: 'request', mac, options, requested: held.yiaddr, serverId: SERVER }, scenario);
     const decline = { type: 'decline', mac, options, requested: held.yiaddr, serverId: SERVER } as const;
-    const warning = operatorWarning(decoded(decline), decideFor(decline, scenario));
+    const warningFor = operatorWarnings();
+    const warning = warningFor(decoded(decline), decideFor(decline, scenario), NOW);
     const until = new Date(NOW + 3_600_000).toISOString();
     t.match(warning, {
       fields: { mac, ip: held.yiaddr, until },
@@ -558,7 +559,7 @@ t.test('RFC 2131 client states in authoritative mode', async (t) => {
       ),
     });
     t.equal(
-      operatorWarning(decoded(decline), decideFor(decline, scenario)),
+      warningFor(decoded(decline), decideFor(decline, scenario), NOW),
       undefined,
       'the same DECLINE again changes nothing (the client no longer holds the address): no warning',
     );
@@ -992,6 +993,41 @@ t.test('the pool runs out: silence and an event, no duplicate address', async (t
   t.equal(given.size, 4);
   const fifth = decideFor({ type: 'discover', mac: '52:54:00:40:00:09' as Mac }, { config: small, leases });
   t.match(fifth, { kind: 'silent', reason: 'pool-exhausted', events: [{ type: 'dhcp-ignored' }] });
+
+  // The operator hears of it once a minute per pool, with the DISCOVERs turned away meanwhile.
+  const warningFor = operatorWarnings();
+  const turnedAway = (mac: Mac, now: number) => {
+    const discover = { type: 'discover', mac } as const;
+    return warningFor(decoded(discover), decideFor(discover, { config: small, leases, now }), now);
+  };
+  const first = '52:54:00:40:00:09' as Mac;
+  t.match(turnedAway(first, NOW), {
+    fields: { subnet: '10.77.5.0/24', range: '10.77.5.100-10.77.5.103', mac: first },
+    message: /pool of 10\.77\.5\.0\/24 \(10\.77\.5\.100-10\.77\.5\.103\) exhausted: no address to offer/,
+  });
+  for (let index = 1; index <= 5; index += 1)
+    t.equal(
+      turnedAway(`52:54:00:40:00:1${index}` as Mac, NOW + index * 1000),
+      undefined,
+      'within the minute',
+    );
+  t.match(
+    turnedAway(first, NOW + EXHAUSTION_WARNING_INTERVAL_MS),
+    { fields: { turnedAwaySinceLastWarning: 5 }, message: /5 more DISCOVERs were turned away/ },
+    'a minute on, the next warning counts them',
+  );
+  // The relay's pool (10.77.6.10-20) held by offers: warned at once, the limit is per pool.
+  const relayed = (mac: Mac) => {
+    const discover = { type: 'discover', mac, giaddr: '10.77.6.1' } as const;
+    return warningFor(
+      decoded(discover),
+      decideFor(discover, { config: small, leases, now: NOW + 1000 }),
+      NOW + 1000,
+    );
+  };
+  for (let index = 10; index <= 20; index += 1)
+    t.equal(relayed(`52:54:00:40:01:${index}` as Mac), undefined, 'offered, no warning');
+  t.match(relayed(first), { fields: { subnet: '10.77.6.0/24', turnedAwaySinceLastWarning: 0 } });
   const afterExpiry = replyOf(
     decideFor(
       { type: 'discover', mac: '52:54:00:40:00:09' as Mac },

@@ -6,6 +6,7 @@ import { Option } from '../src/dhcp/options.js';
 import { requestBytes, testConfigYaml } from './dhcp/fixtures.js';
 import { launchDhcp, type Received, startProbe } from './dhcp/harness.js';
 import { createRoutedPair, requireTools, waitForOutput } from './helpers/netns.js';
+import { waitUntil } from './helpers/poll.js';
 
 // The shell logs what decide.ts finds the operator must fix, and counts it for /metrics.
 // Namespaces on 10.77.216.0/24 (server .1, client .2).
@@ -33,9 +34,13 @@ const replyTo = (xid: number, type: number) => (received: Received) =>
 const OFFER = 2;
 const ACK = 5;
 
-/** The JSON log line the server wrote to stderr that matches `pattern`. */
+/** The JSON log line (stderr) whose message matches `pattern`; EVENT lines on stdout do not count. */
 async function logLine(child: Parameters<typeof waitForOutput>[0], pattern: RegExp) {
-  const line = await waitForOutput(child, (candidate) => pattern.test(candidate), 5000);
+  const line = await waitForOutput(
+    child,
+    (candidate) => candidate.startsWith('{') && pattern.test(candidate),
+    5000,
+  );
   return JSON.parse(line) as Record<string, unknown>;
 }
 
@@ -60,3 +65,30 @@ t.test('a DECLINE is logged as an address conflict and counted', async (t) => {
     'counted as rackboot_dhcp_messages_total{type="decline",decision="declined"}',
   );
 });
+
+t.test(
+  'an exhausted pool is warned about once a minute, and every DISCOVER turned away counted',
+  async (t) => {
+    // One address: the first DISCOVER's offer holds it.
+    const server = await launch('exhausted', 100);
+    const client = await startProbe(pair.client, '0.0.0.0:68');
+    client.send(
+      requestBytes({ type: 'discover', mac: '52:54:00:21:60:10' as Mac, xid: 0x6010 }),
+      '255.255.255.255',
+      67,
+    );
+    await client.next(replyTo(0x6010, OFFER));
+    for (let index = 1; index <= 3; index += 1) {
+      const mac = `52:54:00:21:60:1${index}` as Mac;
+      client.send(requestBytes({ type: 'discover', mac, xid: 0x6010 + index }), '255.255.255.255', 67);
+    }
+    const line = await logLine(server.child, /exhausted/);
+    t.match(line, { level: 40, subnet: `10.77.${SUBNET}.0/24`, mac: '52:54:00:21:60:11' });
+    const counted = await waitUntil(async () => {
+      const stats = await server.stats();
+      return stats.messages.some((entry) => entry.decision === 'pool-exhausted' && entry.count === 3);
+    }, 5000);
+    t.ok(counted, 'counted as rackboot_dhcp_messages_total{type="discover",decision="pool-exhausted"}');
+    t.equal(server.stderr().match(/pool of .* exhausted/g)?.length, 1, 'one warning for the three');
+  },
+);

@@ -3,7 +3,7 @@ import { macFromBytes } from '../inventory/mac.js';
 import { cidrContains, ipToNumber, numberToIp } from '../ipv4.js';
 import type { MachineEventInput } from '../lifecycle/events.js';
 import { type BootFirmware, classifyFirmware } from './firmware.js';
-import type { LeaseChange, LeaseTable } from './leases.js';
+import type { LeaseChange, LeaseTable, Pool } from './leases.js';
 import { encodeOption, MessageType, Option, readAddress, readText } from './options.js';
 import {
   BOOTREPLY,
@@ -77,7 +77,14 @@ export type Outcome =
       events: MachineEventInput[];
       leaseChange?: LeaseChange;
     }
-  | { kind: 'silent'; reason: SilenceReason; events: MachineEventInput[]; leaseChange?: LeaseChange };
+  | {
+      kind: 'silent';
+      reason: SilenceReason;
+      events: MachineEventInput[];
+      leaseChange?: LeaseChange;
+      /** `pool-exhausted`: the pool that had no address, which the operator's warning names. */
+      pool?: Pool;
+    };
 
 /** What a network-booting client is told to load. */
 interface BootAnswer {
@@ -314,9 +321,12 @@ function offerAddress(
     // The firmware makes a booting machine `discovered` in the history, so `rackboot machines` shows
     // it trying to boot rather than `not seen`.
     const firmware = classifyFirmware(request.options);
-    return silent('pool-exhausted', [
-      dhcpEvent('dhcp-ignored', request, mac, { reason: 'pool-exhausted', firmware }),
-    ]);
+    return {
+      kind: 'silent',
+      reason: 'pool-exhausted',
+      events: [dhcpEvent('dhcp-ignored', request, mac, { reason: 'pool-exhausted', firmware })],
+      pool: subnet.pool,
+    };
   }
   const leaseChange: LeaseChange = { kind: 'offer', mac, ip, expiresAt: now + OFFER_HOLD_MS };
   return addressReply(request, mac, 'offer', numberToIp(ip), subnet, context, leaseChange);

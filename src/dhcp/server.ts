@@ -22,7 +22,7 @@ import {
   maxReplyBytes,
 } from './packet.js';
 import { settingsFor } from './settings.js';
-import { operatorWarning } from './warnings.js';
+import { operatorWarnings } from './warnings.js';
 
 /**
  * The DHCP socket shell: receive → decode → decide → make the lease change durable and record
@@ -136,6 +136,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   const assetChecks = new Map<string, { exists: boolean; checkedAt: number }>();
   const otherServerRecords = refusalLimiter(OTHER_SERVER_RECORD_INTERVAL_MS, OTHER_SERVER_MEMO_MACS);
   const otherServersWarned = new Set<string>();
+  const warningFor = operatorWarnings();
 
   const assetExists = (path: string) => {
     const now = Date.now();
@@ -234,7 +235,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     // An ACK is counted once it leaves (below): one whose lease cannot be written never does.
     if (decided !== 'ack') countMessage(request.messageType, decided);
     if (decided === 'other-server') noteOtherServer(request, outcome, now);
-    const warning = operatorWarning(request, outcome);
+    const warning = warningFor(request, outcome, now);
     if (warning) logger.warn(warning.fields, warning.message);
     // Authoritative mode knows addresses from its leases; proxy mode learns them from what it overhears.
     if (settings.mode === 'proxy' && request.hlen === 6) learn(request, macFromBytes(request.chaddr));
