@@ -508,6 +508,21 @@ t.test('discovery: arch, firmware kind and vendor from the OUI', async (t) => {
   t.equal(step(undefined, { ...firmwareDhcp(), mac: unknownVendor }, stamp).record?.vendor, undefined);
 });
 
+t.test('a declined address is no longer the machine’s, until its next address', async (t) => {
+  const decline: MachineEventInput = {
+    mac,
+    source: 'dhcp',
+    type: 'dhcp-decline',
+    ip: '10.77.0.100',
+    detail: { xid: '00000002' },
+  };
+  const declined = fold([firmwareDhcp(), decline]);
+  t.equal(declined.record?.ip, undefined, 'another host uses it');
+  t.equal(declined.record?.state, 'discovered', 'the state is the boot’s, as before');
+  const next = fold([firmwareDhcp(), decline, { ...firmwareDhcp(), ip: '10.77.0.101' }]);
+  t.equal(next.record?.ip, '10.77.0.101', 'the next offer or ACK gives it one again');
+});
+
 t.test(
   'bootsFromDisk: set by the install report, kept through a failed report, cleared by reprovision',
   async (t) => {

@@ -156,8 +156,9 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
       profile: assignment?.profile ?? null,
       listed: assignment?.listed ?? false,
       state: record?.state ?? null,
-      // A reservation is the machine's address only where this server hands addresses out.
-      ip: record?.ip ?? (config().dhcp.mode === 'authoritative' ? assignment?.ip : undefined) ?? null,
+      // A reservation is the address of a machine not yet seen, where this server hands addresses
+      // out; once seen, its record says (none after it declined one).
+      ip: (record ? record.ip : config().dhcp.mode === 'authoritative' ? assignment?.ip : undefined) ?? null,
       updated_at: record?.lastEvent.time ?? null,
       state_since: record?.stateSince ?? null,
       first_seen_at: record?.firstSeen ?? null,

@@ -167,8 +167,7 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
     mac,
     state,
     stateSince: changed || !previous ? stamp.time : previous.stateSince,
-    // An operator's address is not the machine's.
-    ip: (input.source === 'operator' ? undefined : input.ip) ?? previous?.ip,
+    ip: addressAfter(previous, input),
     arch: arch ?? previous?.arch,
     firmware: (startsBoot ? firmware : undefined) ?? previous?.firmware ?? firmware,
     vendor: previous ? previous.vendor : vendorOf(mac),
@@ -189,6 +188,15 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
       (input.type !== 'reprovision' && (previous?.bootsFromDisk ?? false)),
   };
   return { event, record, derived };
+}
+
+/**
+ * The machine's address after `input`. An operator's address is not the machine's. A declined one
+ * is no longer its: another host answers for it, and the machine will be offered another.
+ */
+function addressAfter(previous: MachineRecord | undefined, input: MachineEventInput): string | undefined {
+  if (input.type === 'dhcp-decline') return undefined;
+  return (input.source === 'operator' ? undefined : input.ip) ?? previous?.ip;
 }
 
 function transitionFor(

@@ -734,8 +734,10 @@ function apply(event) {
     machine.updated_at = event.time;
     machine.last_event = event.type;
     if (event.correlationId) machine.boot = event.correlationId;
-    // An operator's address is not the machine's.
-    if (event.ip && event.source !== 'operator') machine.ip = event.ip;
+    // As the server's record (lifecycle/states.ts addressAfter): an operator's address is not the
+    // machine's, and a declined one no longer is.
+    if (event.type === 'dhcp-decline') machine.ip = null;
+    else if (event.ip && event.source !== 'operator') machine.ip = event.ip;
   }
   // Whether the machine now boots its disk is the server's call (a report can be rejected): asked.
   if (BOOT_TARGET_EVENTS.has(event.type)) refreshMachine(event.mac);
