@@ -286,6 +286,25 @@ t.test('a bound client that DISCOVERs again keeps its durable lease in the table
   t.equal(table.snapshot(NOW).length, 1);
 });
 
+t.test('a lease shorter than the offer hold stays bound when its client DISCOVERs again', async (t) => {
+  // A 30 s lease_time: iPXE's DISCOVER after the firmware's DORA is offered the same address.
+  const table = new LeaseTable();
+  const ip = ipToNumber('10.77.9.10');
+  const other = macOf(11);
+  table.apply({ kind: 'bind', mac: macOf(10), ip, expiresAt: NOW + 30_000 });
+  table.apply({ kind: 'offer', mac: macOf(10), ip, expiresAt: NOW + 60_000 });
+  t.match(table.leaseOf(macOf(10)), { state: 'bound', expiresAt: NOW + 30_000 });
+  t.equal(table.boundLeases(NOW).length, 1, 'still a bound lease (rackboot_dhcp_bound_leases)');
+  t.same(
+    table.snapshot(NOW),
+    [{ kind: 'bind', mac: macOf(10), ip, expiresAt: NOW + 30_000, hostname: undefined }],
+    'and kept by a compaction of the lease log',
+  );
+  t.equal(table.boundLeases(NOW + 30_000).length, 0, 'it ends when the client was told');
+  t.notOk(table.isAvailable(ip, other, new Map(), NOW + 45_000), 'the offer holds the address after that');
+  t.ok(table.isAvailable(ip, other, new Map(), NOW + 60_000), 'until the hold ends');
+});
+
 t.test(
   'an exhausted pool answers without searching again until something could free an address',
   async (t) => {

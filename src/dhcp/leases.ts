@@ -22,6 +22,12 @@ export interface Lease {
   ip: number;
   state: 'offered' | 'bound' | 'free';
   expiresAt: number;
+  /**
+   * An offer to the holder of a bound lease that ends sooner (a lease_time under the 60 s hold, or
+   * one run out): no other client is offered the address until then. The lease stays bound until
+   * expiresAt, as the client was told.
+   */
+  offerHeldUntil?: number;
   hostname?: string | undefined;
 }
 
@@ -79,16 +85,14 @@ export class LeaseTable {
       return;
     }
     const previous = this.byMac.get(change.mac);
-    // A bound client that DISCOVERs again (a reboot) keeps its durable lease until it REQUESTs, unless
-    // that lease ends before the offer's hold: then the offer holds the address, or it would be
-    // offered to the next client too.
-    if (
-      change.kind === 'offer' &&
-      previous?.state === 'bound' &&
-      previous.ip === change.ip &&
-      previous.expiresAt >= change.expiresAt
-    )
+    // A bound client that DISCOVERs again (a reboot, iPXE after the firmware) keeps its durable lease
+    // until it REQUESTs: replaced by the offer, a lease shorter than the hold left the bound leases
+    // (and the lease log's next compaction) until then. The offer only holds the address past the
+    // lease's end, or it would be offered to the next client too.
+    if (change.kind === 'offer' && previous?.state === 'bound' && previous.ip === change.ip) {
+      if (previous.expiresAt < change.expiresAt) previous.offerHeldUntil = change.expiresAt;
       return;
+    }
     if (previous && previous.ip !== change.ip) this.drop(previous);
     const displaced = this.byIp.get(change.ip);
     if (displaced && displaced.mac !== change.mac) this.drop(displaced);
@@ -141,7 +145,7 @@ export class LeaseTable {
     const declined = this.declinedUntil.get(ip);
     if (declined !== undefined && declined > now) return false;
     const holder = this.byIp.get(ip);
-    return !holder || holder.mac === mac || holder.state === 'free' || holder.expiresAt <= now;
+    return !holder || holder.mac === mac || holder.state === 'free' || heldUntil(holder) <= now;
   }
 
   /**
@@ -215,7 +219,8 @@ export class LeaseTable {
     let until = Number.POSITIVE_INFINITY;
     const inPool = (ip: number) => ip >= pool.first && ip <= pool.last;
     for (const lease of this.byIp.values()) {
-      if (inPool(lease.ip) && lease.expiresAt > now) until = Math.min(until, lease.expiresAt);
+      const held = heldUntil(lease);
+      if (inPool(lease.ip) && held > now) until = Math.min(until, held);
     }
     for (const [ip, declined] of this.declinedUntil) {
       if (inPool(ip) && declined > now) until = Math.min(until, declined);
@@ -228,4 +233,9 @@ export class LeaseTable {
     if (this.byIp.get(lease.ip) === lease) this.byIp.delete(lease.ip);
     if (this.byMac.get(lease.mac) === lease) this.byMac.delete(lease.mac);
   }
+}
+
+/** When the address of `lease` is free for another client, as far as the lease and its offer go. */
+function heldUntil(lease: Lease): number {
+  return Math.max(lease.expiresAt, lease.offerHeldUntil ?? lease.expiresAt);
 }
