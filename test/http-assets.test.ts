@@ -257,3 +257,41 @@ t.test('closing the server cuts a download in flight instead of waiting for it, 
   t.match(download?.detail, { status: 200, outcome: 'client-gone' }, 'recorded as cut');
   t.ok(Number(download?.detail?.bytes) < size, `with the bytes actually sent (${download?.detail?.bytes})`);
 });
+
+t.test('a rack downloading at once: no MaxListenersExceededWarning from the close signal', async (t) => {
+  // Every download listens to the server's close signal while it runs; Node warns at 11 listeners.
+  const fixture = await bootFixture();
+  const path = join(fixture.dir, 'assets', 'fcos', 'rootfs-rack.img');
+  writeFileSync(path, '');
+  truncateSync(path, 64 * 1024 * 1024);
+  const port = await listening(t, fixture);
+  const warnings: Error[] = [];
+  const onWarning = (warning: Error) => warnings.push(warning);
+  process.on('warning', onWarning);
+  t.teardown(() => process.off('warning', onWarning));
+  const downloads = await Promise.all(
+    Array.from(
+      { length: 12 },
+      () =>
+        new Promise<IncomingMessage>((resolve, reject) =>
+          request({ host: '127.0.0.1', port, path: '/assets/fcos/rootfs-rack.img' }, resolve)
+            .on('error', reject)
+            .end(),
+        ),
+    ),
+  );
+  // Each has its first bytes: all twelve transfers are in progress together.
+  await Promise.all(downloads.map((response) => new Promise((resolve) => response.once('data', resolve))));
+  for (const response of downloads) response.pause();
+  await new Promise((resolve) => setImmediate(resolve));
+  t.same(
+    warnings
+      .filter((warning) => warning.name === 'MaxListenersExceededWarning')
+      .map((warning) => warning.message),
+    [],
+  );
+  for (const response of downloads) {
+    response.on('error', () => {});
+    response.destroy();
+  }
+});

@@ -25,6 +25,7 @@ import {
   type FileRangeResult,
   openAsDecided,
   sendFileRange,
+  transfersController,
 } from '../src/http/file-range.js';
 
 /** A file whose every 4-byte word holds its own index, so a byte from the wrong place shows. */
@@ -52,7 +53,7 @@ async function rangeServer(
   chunks = new ChunkPool(),
 ) {
   const results: Promise<FileRangeResult>[] = [];
-  const closing = new AbortController();
+  const closing = transfersController();
   const server: Server = createServer((_request, response) => {
     const result = openAsDecided(dirname(path), path, statSync(path)).then((file) => {
       if (typeof file === 'string') throw new Error(`fixture file ${file}`);

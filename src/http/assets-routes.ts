@@ -5,7 +5,13 @@ import send, { type FileSendResult, type SendOptions } from '@fastify/send';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { escapesRoot } from '../path-inside.js';
 import type { BootServiceContext } from './boot-service.js';
-import { ChunkPool, type OpenedFile, openAsDecided, sendFileRange } from './file-range.js';
+import {
+  ChunkPool,
+  type OpenedFile,
+  openAsDecided,
+  sendFileRange,
+  transfersController,
+} from './file-range.js';
 import { requesterIp } from './machine-auth.js';
 
 /**
@@ -29,7 +35,7 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
   // A download in flight would hold the server's close (and so `rackboot serve`'s shutdown) until
   // it ends; it is cut instead, as the SSE streams are (firmware and installers retry), and the
   // close waits until the cut downloads are recorded.
-  const closing = new AbortController();
+  const closing = transfersController();
   const inFlight = new Set<Promise<void>>();
   const chunks = new ChunkPool();
   app.addHook('preClose', async () => {

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { type BigIntStats, constants, type Stats } from 'node:fs';
 import { type FileHandle, open, readlink, realpath } from 'node:fs/promises';
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
@@ -141,13 +142,25 @@ export interface OpenedFile {
   opened: BigIntStats;
 }
 
+/**
+ * The controller whose abort ends every transfer of a server (its close). Each transfer listens to
+ * its signal while in progress and removes its listener when it ends: the listeners are the
+ * downloads in progress, not a leak, and Node's leak warning at 11 of them
+ * (MaxListenersExceededWarning) would fire whenever eleven machines of a rack download at once.
+ */
+export function transfersController(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
+}
+
 export interface FileRangeRequest {
   file: OpenedFile;
   start: number;
   length: number;
   status: number;
   headers: OutgoingHttpHeaders;
-  /** Ends the transfer early, e.g. when the server closes. */
+  /** Ends the transfer early, e.g. when the server closes: the signal of a transfersController(). */
   abort: AbortSignal;
   /** The large chunks this server's downloads share. */
   chunks: ChunkPool;
