@@ -2,6 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { durationSeconds, loadConfigFile, loadConfigText } from '../src/inventory/load.js';
+import { loadConfigInWorker } from '../src/inventory/load-in-worker.js';
 import { parseMac } from '../src/inventory/mac.js';
 import { formatProblem } from '../src/inventory/problems.js';
 import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
@@ -589,11 +590,74 @@ t.test('a bare-hex MAC left unquoted, which YAML reads as a number, is read as w
     );
   if (loaded.ok)
     t.equal(loaded.config.machines[0]?.vars?.mac, '12', 'a var named mac is a var, read as written');
-  const number = await loadConfigText(
-    `${header}    args: [525400123456]\n`,
-    join(directory, 'rackboot.yaml'),
-  );
-  t.notOk(number.ok, 'a number anywhere else stays a number (args must be strings)');
+});
+
+t.test('a text key YAML reads as a number or true/false is its text as written, key or value', async (t) => {
+  const directory = workspace(t);
+  const file = join(directory, 'rackboot.yaml');
+  const yaml = `server:
+  address: 10.77.0.1
+  api_token: 12345678901234567890
+profiles:
+  007:
+    kind: linux
+    kernel: vmlinuz
+    initrd: [initramfs.img]
+    args: [console=ttyS0, 115200, 1.10]
+  true: { kind: linux, kernel: vmlinuz }
+machines:
+  - mac: 52:54:00:00:00:01
+    hostname: 1234
+    profile: 007
+    vars: { 01: x }
+  - { mac: 52:54:00:00:00:02, hostname: &name 0x1F, profile: true }
+  - { mac: 52:54:00:00:00:03, hostname: *name, profile: 007 }
+`;
+  // In one thread the problems are placed in the parsed document; serve's check thread parses again.
+  for (const [how, load] of [
+    ['validate', () => loadConfigText(yaml, file, { env: {} })],
+    ['serve', () => loadConfigInWorker({ file, missingAssets: 'error', env: {} })],
+  ] as const) {
+    writeFileSync(file, yaml);
+    const loaded = await load();
+    t.ok(loaded.ok, `${how}: ${loaded.ok ? 'loads' : JSON.stringify(loaded.problems)}`);
+    if (!loaded.ok) continue;
+    t.same(Object.keys(loaded.config.profiles), ['007', 'true'], `${how}: profile names`);
+    t.same(loaded.config.profiles['007']?.args, ['console=ttyS0,115200', '1.10'], `${how}: args`);
+    t.equal(loaded.config.server.api_token, '12345678901234567890', `${how}: api_token`);
+    t.same(
+      loaded.config.machines.map(({ hostname, profile, vars }) => ({ hostname, profile, vars })),
+      [
+        { hostname: '1234', profile: '007', vars: { '01': 'x' } },
+        { hostname: '0x1F', profile: 'true', vars: {} },
+        { hostname: '0x1F', profile: '007', vars: {} },
+      ],
+      `${how}: machines`,
+    );
+  }
+
+  const wrong = `server: { address: 10.77.0.1 }
+profiles:
+  007: { kind: linux, kernel: vmlinuz }
+machines:
+  - { mac: 52:54:00:00:00:01, profile: 7 }
+  - { mac: 52:54:00:00:00:02, profile: 007, hostname: }
+`;
+  for (const [how, load] of [
+    ['validate', () => loadConfigText(wrong, file, { env: {} })],
+    ['serve', () => loadConfigInWorker({ file, missingAssets: 'error', env: {} })],
+  ] as const) {
+    writeFileSync(file, wrong);
+    const refused = await load();
+    t.same(
+      refused.ok ? [] : refused.problems.map((problem) => formatProblem(problem, directory)),
+      [
+        'rackboot.yaml:5:40: machines[0].profile names profile "7", which does not exist (did you mean "007"?)',
+        'rackboot.yaml:6:55: machines[1].hostname: expected string, got null',
+      ],
+      `${how}: 7 is not 007, and a key with nothing is no text`,
+    );
+  }
 });
 
 t.test('MAC spellings: every common form becomes the canonical one, anything else is refused', async (t) => {

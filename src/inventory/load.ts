@@ -87,17 +87,18 @@ const notFilledIn = (field: string) =>
 const ENVIRONMENT_REFERENCE = /^\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})$/;
 
 export async function checkConfigData(
-  raw: Record<string, unknown>,
+  data: Record<string, unknown>,
   locate: Locator,
   file: string,
   options: LoadOptions = {},
 ): Promise<Loaded> {
   const env = options.env ?? process.env;
-  const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as Record<string, unknown>;
+  const typed = typedAsWritten(data, locate);
+  const { raw, withDefaults } = typed;
   // Names and vars are read before the defaults: TypeBox drops an own `__proto__` key when it fills
   // them, and turns a `vars` list into a mapping of its indexes.
   const problems = [
-    ...structuralProblems(withDefaults, locate),
+    ...structuralProblems(typed.errors, locate),
     ...nameProblems(raw, locate),
     ...varsProblems(raw, locate),
   ];
@@ -161,12 +162,13 @@ export async function checkConfigData(
   };
 }
 
+/** List indexes become numbers; a key such as `007` stays the text it is. */
 const pointerToPath = (pointer: string): Path =>
   pointer
     .split('/')
     .slice(1)
     .map((segment) => segment.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .map((segment) => (/^\d+$/.test(segment) ? Number(segment) : segment));
+    .map((segment) => (/^(0|[1-9]\d*)$/.test(segment) ? Number(segment) : segment));
 
 /** A MissingAsset's dotted `field` (`initrd.1`, `dhcp.mode`) as a path, list indexes as numbers. */
 const missingAssetPath = (missing: MissingAsset): Path =>
@@ -179,29 +181,77 @@ const dotted = (path: Path) =>
     '',
   );
 
-/** Schema errors, one per offending node, in words an operator can act on. */
 const SECRET_TOKEN_POINTER = '/server/api_token';
 /** What is wrong with a token outside API_TOKEN_PATTERN, without quoting it. */
 const UNSENDABLE_TOKEN =
   'holds a space, a control character or a character beyond ASCII; an API token is sent as `Authorization: Bearer <token>` and takes printable ASCII only';
 
-function structuralProblems(value: unknown, locate: Locator): Problem[] {
-  const problems = schemaProblems(ConfigSchema, value, [], locate);
-  // A profile whose name breaks the rule is not checked against the profile schema (its key misses
-  // the record's pattern): checked here, so its other mistakes show now, not after the rename.
-  for (const [name, profile] of Object.entries(asRecord(asRecord(value).profiles))) {
-    if (!isName(name)) problems.push(...schemaProblems(ProfileSchema, profile, ['profiles', name], locate));
+/**
+ * The config with its defaults and its schema errors, once each value YAML read as a number or a
+ * boolean where the schema wants text is taken as it is written: `profile: 007` names profile
+ * "007", not 7; `hostname: 1234`, a bare-hex `mac:`, `kernel: 5.10` (not 5.1) and `api_token:
+ * 1234…` are their text. Quoting is what YAML would ask for, but the operator's meaning is not in
+ * doubt, and the number's own text (7, 5.1) would be a value nobody wrote. Only plain scalars: a
+ * null (`hostname:` with nothing) stays a problem. The schema is walked again only when a value
+ * was taken so (a walk of 10,000 machines costs a fraction of a second).
+ */
+function typedAsWritten(
+  data: Record<string, unknown>,
+  locate: Locator,
+): { raw: Record<string, unknown>; withDefaults: Record<string, unknown>; errors: SchemaError[] } {
+  const checked = (raw: Record<string, unknown>) => {
+    const withDefaults = Value.Default(ConfigSchema, structuredClone(raw)) as Record<string, unknown>;
+    return { raw, withDefaults, errors: schemaErrors(withDefaults) };
+  };
+  const first = checked(data);
+  const misread = first.errors.filter(
+    ({ error }) =>
+      error.type === ValueErrorType.String &&
+      (typeof error.value === 'number' || typeof error.value === 'boolean'),
+  );
+  if (misread.length === 0) return first;
+  const copy = structuredClone(data);
+  for (const { path } of misread) {
+    const text = locate.writtenAt(path);
+    // Defaults add no such value, so every step of the path is in the data as written.
+    const parent = path
+      .slice(0, -1)
+      .reduce((node, segment) => (node as Record<PropertyKey, unknown>)[segment], copy as unknown);
+    if (text !== undefined)
+      (parent as Record<PropertyKey, unknown>)[path[path.length - 1] as PropertyKey] = text;
   }
-  return problems;
+  return checked(copy);
 }
 
-function schemaProblems(schema: TSchema, value: unknown, at: Path, locate: Locator): Problem[] {
+interface SchemaError {
+  error: ValueError;
+  path: Path;
+}
+
+/**
+ * Every schema error with its path: the config's, and those of each profile whose name breaks the
+ * rule (its key misses the record's pattern, so the config schema skips it): its other mistakes
+ * show now, not after the rename.
+ */
+function schemaErrors(value: unknown): SchemaError[] {
+  const errorsOf = (schema: TSchema, node: unknown, at: Path) =>
+    [...Value.Errors(schema, node)].map((error) => ({ error, path: [...at, ...pointerToPath(error.path)] }));
+  return [
+    ...errorsOf(ConfigSchema, value, []),
+    ...Object.entries(asRecord(asRecord(value).profiles))
+      .filter(([name]) => !isName(name))
+      .flatMap(([name, profile]) => errorsOf(ProfileSchema, profile, ['profiles', name])),
+  ];
+}
+
+/** Schema errors, one per offending node, in words an operator can act on. */
+function structuralProblems(errors: SchemaError[], locate: Locator): Problem[] {
   const problems: Problem[] = [];
   const seen = new Set<string>();
-  for (const error of Value.Errors(schema, value)) {
-    if (seen.has(error.path) || VARS_POINTER.test(error.path)) continue;
-    seen.add(error.path);
-    const path = [...at, ...pointerToPath(error.path)];
+  for (const { error, path } of errors) {
+    const key = JSON.stringify(path);
+    if (seen.has(key) || VARS_POINTER.test(error.path)) continue;
+    seen.add(key);
     if (error.type === ValueErrorType.ObjectAdditionalProperties) {
       problems.push(unknownKeyProblem(error, path, locate));
     } else if (error.type === ValueErrorType.ObjectRequiredProperty) {

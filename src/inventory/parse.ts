@@ -14,6 +14,7 @@ import {
   parseDocument,
   type Scalar,
   visit,
+  type YAMLMap,
 } from 'yaml';
 import { textOf } from '../text-file.js';
 import type { Problem } from './problems.js';
@@ -30,6 +31,11 @@ export interface Locator {
   at(path: Path, message: string): Problem;
   /** Problem at the key of the last segment of `path`. */
   atKey(path: Path, message: string): Problem;
+  /**
+   * The text of the unquoted scalar at `path` (through an alias) as it is written in the file, where
+   * YAML read a number or a boolean: `007`, not 7. Undefined for any other node, or none there.
+   */
+  writtenAt(path: Path): string | undefined;
 }
 
 export type Parsed =
@@ -180,6 +186,7 @@ export function locatorOnDemand(text: string, file: string): Locator {
   return {
     at: (path, message) => locate().at(path, message),
     atKey: (path, message) => locate().atKey(path, message),
+    writtenAt: (path) => locate().writtenAt(path),
   };
 }
 
@@ -199,26 +206,52 @@ export function positionIn(file: string, lineCounter: LineCounter): Position {
 function locator(document: Document, position: Position): Locator {
   const nearest = (path: Path): Node | undefined => {
     for (let length = path.length; length > 0; length--) {
-      const node = document.getIn(path.slice(0, length), true);
-      if (node && typeof node === 'object' && 'range' in node) return node as Node;
+      const node = nodeAt(document, path.slice(0, length));
+      if (node) return node;
     }
     return document.contents ?? undefined;
   };
   return {
     at: (path, message) => ({ ...position(nearest(path)), message }),
     atKey: (path, message) => {
-      const parent = path.length > 1 ? document.getIn(path.slice(0, -1), true) : document.contents;
+      const parent = path.length > 1 ? nodeAt(document, path.slice(0, -1)) : document.contents;
       const key = path[path.length - 1];
-      if (isMap(parent)) {
-        // As text: a key YAML read as a number (`1.5:`) is a string once it is a JavaScript key.
-        const pair = parent.items.find(
-          (item) => isPair(item) && isScalar(item.key) && String(item.key.value) === String(key),
-        );
-        if (pair && isScalar(pair.key)) return { ...position(pair.key), message };
-      }
+      const pair = isMap(parent) && key !== undefined ? pairOf(parent, key) : undefined;
+      if (pair && isScalar(pair.key)) return { ...position(pair.key), message };
       return { ...position(nearest(path)), message };
     },
+    writtenAt: (path) => {
+      const node = nodeAt(document, path);
+      const value = isAlias(node) ? node.resolve(document) : node;
+      return isScalar(value) && value.type === 'PLAIN' ? value.source : undefined;
+    },
   };
+}
+
+/** The node at `path`: list items by index, mapping entries by their key as written (keyAsWritten). */
+function nodeAt(document: Document, path: Path): Node | undefined {
+  let node: unknown = document.contents;
+  for (const segment of path) {
+    if (isSeq(node) && typeof segment === 'number') node = node.items[segment];
+    else if (isMap(node)) node = pairOf(node, segment)?.value;
+    else return undefined;
+  }
+  return node && typeof node === 'object' && 'range' in node ? (node as Node) : undefined;
+}
+
+function pairOf(map: YAMLMap, key: string | number): Pair | undefined {
+  return map.items.find((pair) => isScalar(pair.key) && keyText(pair.key) === String(key));
+}
+
+/**
+ * A mapping key as the config's data holds it: a key is always text there, so one YAML reads as a
+ * number or boolean (`007:`, `1.50:`) is the text written, not the number's own (`7`, `1.5`).
+ */
+function keyText(key: Scalar): string {
+  if (typeof key.value === 'string') return key.value;
+  // yaml's own toJS makes a null key ''.
+  if (key.value === null || key.value === undefined) return '';
+  return key.type === 'PLAIN' && key.source ? key.source : String(key.value);
 }
 
 /**
@@ -250,8 +283,8 @@ function isMachineVar(path: readonly unknown[]): boolean {
 
 /**
  * A `mac:` value as its text. CONTRACT.md's bare-hex spelling, unquoted, is a YAML number
- * (525400123456, or 001122334455 without its zeros, or 1e2233445566 as Infinity): a machine's MAC
- * is read as it is written, here and by adopt when it looks for a MAC already listed.
+ * (525400123456, or 001122334455 without its zeros, or 1e2233445566 as Infinity): adopt reads a
+ * listed MAC as written when it looks for one, as the loader does (Locator.writtenAt).
  */
 export function macAsWritten(value: Scalar): string | undefined {
   if (typeof value.value === 'string') return value.value;
@@ -273,15 +306,14 @@ function varAsWritten(value: Scalar): string | undefined {
  * The document as plain data. yaml resolves aliases only here, and throws on an alias naming no
  * earlier anchor or on aliases that expand past its guard against alias bombs (maxAliasCount); both
  * become problems at an alias instead, so a bad edit is reported, never thrown at a running server.
+ * Keys are read as written (keyText); so are values where a text is due, once the schema says
+ * where (Locator.writtenAt).
  */
 function plainData(document: Document, position: Position): { value: unknown } | { problems: Problem[] } {
   return documentData(document, position, (pair, path) => {
+    if (isScalar(pair.key) && pair.key.value !== null) pair.key.value = keyText(pair.key);
     if (!isScalar(pair.value)) return;
-    const written = isMachineField(pair, path, 'mac')
-      ? macAsWritten(pair.value)
-      : isMachineVar(path)
-        ? varAsWritten(pair.value)
-        : undefined;
+    const written = isMachineVar(path) ? varAsWritten(pair.value) : undefined;
     if (written !== undefined) pair.value.value = written;
   });
 }
