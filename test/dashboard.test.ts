@@ -253,7 +253,7 @@ t.test('the dashboard lists machines, follows their state live and shows the tim
   await discovered.locator('textarea.vars').fill('');
   await discovered.locator('button', { hasText: 'Adopt' }).click();
   await message.filter({ hasText: 'hostname' }).waitFor({ timeout: 10_000 });
-  t.match(await message.textContent(), /body\/hostname must match pattern/);
+  t.match(await message.textContent(), /body\/hostname is not a host name \(letters, digits and hyphens/);
   t.same(
     adoptPosts.map((body) => JSON.parse(body)),
     [{ profile: 'spare', hostname: 'node_7' }],

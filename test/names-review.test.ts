@@ -4,7 +4,7 @@ import t from 'tap';
 import { parseTemplate } from '../src/ignition/template.js';
 import { adoptMachine } from '../src/inventory/adopt.js';
 import { loadConfigText } from '../src/inventory/load.js';
-import { badName, isName, nameRule } from '../src/inventory/names.js';
+import { badName, isName, NOT_A_HOSTNAME, nameRule } from '../src/inventory/names.js';
 import { runCli } from './helpers/cli.js';
 import { API_TOKEN, mac, startLifecycleApp } from './lifecycle-fixture.js';
 
@@ -110,4 +110,46 @@ t.test('adopt refuses a reserved vars name: library, CLI and API', async (t) => 
     t.equal(refused.json().message, `body/vars: ${badName('vars', name)}`);
   }
   t.equal(readFileSync(configFile, 'utf8'), configBefore, 'API: nothing written');
+});
+
+t.test('a bad host name is refused by the rule in words, never as a regular expression', async (t) => {
+  const longLabel = 'a'.repeat(64);
+  const yaml = `server:
+  address: 10.77.0.1
+profiles:
+  worker: { kind: linux, kernel: https://example.com/vmlinuz }
+machines:
+${[
+  'node_1',
+  '-node',
+  'node-',
+  'a..b',
+  `${longLabel}.rack`,
+  `${'a.'.repeat(127)}b`,
+  'n1.rack-7.example',
+  `${'a'.repeat(63)}.b`,
+]
+  .map((hostname, index) => `  - { mac: 52:54:00:00:00:1${index}, profile: worker, hostname: "${hostname}" }`)
+  .join('\n')}
+`;
+  const loaded = await loadConfigText(yaml, join(t.testdir(), 'rackboot.yaml'), { env: {} });
+  const messages = loaded.ok ? [] : loaded.problems.map((problem) => problem.message);
+  t.equal(messages.length, 6, 'labels of 1 to 63, 253 in all; the last two are host names');
+  messages.forEach((message, index) => {
+    // The 253-character name is shown cut short.
+    t.ok(message.startsWith(`machines[${index}].hostname: "`), message);
+    t.ok(message.endsWith(`" is ${NOT_A_HOSTNAME}`), message);
+  });
+  t.match(NOT_A_HOSTNAME, /letters, digits and hyphens.*63.*253/);
+  t.notMatch(NOT_A_HOSTNAME, /[\^$[\]]/);
+
+  const { app } = await startLifecycleApp(t);
+  const refused = await app.inject({
+    method: 'POST',
+    url: `/api/v1/machines/${NEW}/adopt`,
+    headers: { authorization: `Bearer ${API_TOKEN}` },
+    payload: { profile: 'spare', hostname: 'node_7' },
+  });
+  t.equal(refused.statusCode, 400);
+  t.equal(refused.json().message, `body/hostname is ${NOT_A_HOSTNAME}`, 'the API says it in the same words');
 });

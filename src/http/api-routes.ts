@@ -5,7 +5,7 @@ import type { BootDecision } from '../boot-plan.js';
 import type { MachineSecrets } from '../ignition/tokens.js';
 import type { AdoptRequest, AdoptResult } from '../inventory/adopt.js';
 import { type Mac, parseMac } from '../inventory/mac.js';
-import { badName, NAME_PATTERN } from '../inventory/names.js';
+import { badName, HOSTNAME_PATTERN, NAME_PATTERN, NOT_A_HOSTNAME } from '../inventory/names.js';
 import type { Config } from '../inventory/schema.js';
 import type { ConfigStatus } from '../inventory/source.js';
 import { MACHINE_STATES, type MachineEvent } from '../lifecycle/events.js';
@@ -74,9 +74,7 @@ const STATE_FILTERS: readonly string[] = [...MACHINE_STATES, 'none'];
 const AdoptBody = Type.Object(
   {
     profile: Type.String({ minLength: 1, maxLength: 200 }),
-    hostname: Type.Optional(
-      Type.String({ pattern: '^[A-Za-z0-9]([A-Za-z0-9-.]*[A-Za-z0-9])?$', maxLength: 253 }),
-    ),
+    hostname: Type.Optional(Type.String({ pattern: HOSTNAME_PATTERN })),
     // propertyNames, not a pattern-keyed record: a badly named var is then refused in adopt's words
     // (bodyError), not as an additional property.
     vars: Type.Optional(
@@ -90,10 +88,11 @@ const AdoptBody = Type.Object(
 );
 
 /**
- * A body's validation errors as fastify words them (`body/hostname must match pattern …`), except
+ * A body's validation errors as fastify words them (`body/profile must NOT be shorter …`), except
  * a field the schema does not have, named (ajv's own says only "must NOT have additional
- * properties"), and a badly named var, refused in the words adopt and the CLI use (ajv's own says
- * only "property name must be valid").
+ * properties"), a badly named var, refused in the words adopt and the CLI use (ajv's own says
+ * only "property name must be valid"), and a host name, refused by the rule in words, not the
+ * pattern.
  */
 function bodyError(errors: FastifySchemaValidationError[], dataVar: string): Error {
   const misnamed = errors.find(
@@ -105,7 +104,9 @@ function bodyError(errors: FastifySchemaValidationError[], dataVar: string): Err
       .map((error) =>
         error.keyword === 'additionalProperties'
           ? `${dataVar}${error.instancePath} has no field "${String(error.params.additionalProperty)}"`
-          : `${dataVar}${error.instancePath} ${error.message}`,
+          : error.keyword === 'pattern' && error.instancePath === '/hostname'
+            ? `${dataVar}/hostname is ${NOT_A_HOSTNAME}`
+            : `${dataVar}${error.instancePath} ${error.message}`,
       )
       .join(', '),
   );

@@ -340,7 +340,12 @@ function unknownKeyProblem(error: ValueError, path: Path, locate: Locator): Prob
 }
 
 function describeError(error: ValueError): string {
-  const schema = error.schema as TSchema & { anyOf?: TSchema[]; pattern?: string; format?: string };
+  const schema = error.schema as TSchema & {
+    anyOf?: TSchema[];
+    pattern?: string;
+    patternErrorMessage?: string;
+    format?: string;
+  };
   const shown = shownValue(error.value);
   if (schema.anyOf?.some((member) => member.pattern === DURATION_PATTERN)) {
     return `bad duration ${shown}: use a number of seconds or units without spaces, e.g. 90s, 30m, 1h, 7d, 1h30m`;
@@ -353,7 +358,9 @@ function describeError(error: ValueError): string {
   }
   if (schema.format === 'ipv4') return `${shown} is not an IPv4 address`;
   if (error.type === ValueErrorType.StringPattern)
-    return `${shown} does not match the pattern ${schema.pattern}`;
+    return schema.patternErrorMessage
+      ? `${shown} is ${schema.patternErrorMessage}`
+      : `${shown} does not match the pattern ${schema.pattern}`;
   return `${error.message.toLowerCase()}, got ${shown}`;
 }
 

@@ -3,7 +3,8 @@
  * and the names of a machine's `vars`, the ones a template can spell as `{{vars.NAME}}`. The config
  * schema, template placeholders and adopt (library, CLI `--var`, API body) all take it from here; the
  * dashboard's adopt form (src/http/dashboard/app.js, no build step) repeats the pattern and the rule
- * in words, and tests keep them equal. This module imports nothing, so inventory and ignition both
+ * in words, and tests keep them equal. The rule for machines' host names is here too, for the
+ * config schema and the adopt API body. This module imports nothing, so inventory and ignition both
  * import it without a cycle.
  */
 
@@ -38,3 +39,18 @@ export function isName(name: string): boolean {
 export function badName(kind: NameKind, name: string): string {
   return `bad ${kind} name ${JSON.stringify(name)}: ${nameRule(kind)}`;
 }
+
+/**
+ * A host name (RFC 1123): dot-separated labels of letters, digits and hyphens, each 1 to 63 long
+ * and neither starting nor ending with a hyphen, 253 characters in all. Machines send it as DHCP
+ * option 12 and templates write it into /etc/hostname, where anything else is refused or cut.
+ */
+const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+export const HOSTNAME_PATTERN = `^(?=.{1,253}$)${LABEL}(?:\\.${LABEL})*$`;
+
+/** The host name rule in words, for every message that refuses one and the config reference. */
+export const HOSTNAME_RULE =
+  'letters, digits and hyphens, in dot-separated labels of 1 to 63 characters that neither start nor end with a hyphen, 253 characters at most';
+
+/** Why a value is refused as a host name, after "is" (and for editors, as patternErrorMessage). */
+export const NOT_A_HOSTNAME = `not a host name (${HOSTNAME_RULE})`;

@@ -1,5 +1,5 @@
 import { type Static, Type } from '@sinclair/typebox';
-import { NAME_PATTERN, nameRule } from './names.js';
+import { HOSTNAME_PATTERN, HOSTNAME_RULE, NAME_PATTERN, NOT_A_HOSTNAME, nameRule } from './names.js';
 
 /**
  * The one schema of rackboot.yaml: the TypeScript type, the defaults, the JSON Schema shipped for
@@ -257,8 +257,10 @@ const MachineSchema = Type.Object(
     mac: Type.String({ description: 'MAC address, any common spelling.' }),
     hostname: Type.Optional(
       Type.String({
-        pattern: '^[A-Za-z0-9]([A-Za-z0-9-.]*[A-Za-z0-9])?$',
-        description: 'Host name (DHCP option 12, {{hostname}} in templates).',
+        pattern: HOSTNAME_PATTERN,
+        // yaml-language-server and VS Code show it instead of the pattern; so does the loader.
+        patternErrorMessage: NOT_A_HOSTNAME,
+        description: `Host name (DHCP option 12, {{hostname}} in templates): ${HOSTNAME_RULE}.`,
       }),
     ),
     profile: Type.String({ description: 'Name of a profile under profiles.' }),
