@@ -972,3 +972,57 @@ t.test('a vars value of the wrong type names the machine and the key, in words',
     'rackboot.yaml:22:53: machines[2].vars (machine 52:54:00:00:00:03): a mapping of NAME: value (role: worker) for {{vars.NAME}}, got "plain"',
   ]);
 });
+
+t.test('a list or mapping key with nothing under it is empty, or its defaults', async (t) => {
+  const directory = workspace(t);
+  const file = join(directory, 'rackboot.yaml');
+  const yaml = `server:
+  address: 10.77.0.1
+  http:
+dhcp:
+  dns:
+  subnets:
+events:
+ignition:
+profiles:
+  plain:
+    kind: linux
+    kernel: vmlinuz
+    initrd:
+    args:
+    arch:
+machines:
+`;
+  const loaded = await loadConfigText(yaml, file, { env: {} });
+  t.ok(loaded.ok, loaded.ok ? 'loads' : JSON.stringify(loaded.problems));
+  if (loaded.ok) {
+    t.same(loaded.config.machines, [], 'machines: with every machine commented out');
+    t.equal(loaded.config.server.http.port, 8080, 'http: takes its defaults');
+    t.same(loaded.config.dhcp.subnets, []);
+    t.equal(loaded.config.events.retention, 200000);
+    t.same(loaded.config.profiles.plain?.args, undefined);
+  }
+  const withVars = await loadConfigText(
+    `${yaml}  - { mac: 52:54:00:00:00:01, profile: plain, vars: }\n`,
+    file,
+    {
+      env: {},
+    },
+  );
+  t.same(withVars.ok ? withVars.config.machines[0]?.vars : withVars.problems, {}, 'vars: is no vars');
+
+  const nothing = await loadConfigText(
+    `server:\n  address: 10.77.0.1\nprofiles:\n  plain:\nmachines:\n  -\n`,
+    file,
+    { env: {} },
+  );
+  t.same(
+    nothing.ok ? [] : nothing.problems.map((problem) => formatProblem(problem, directory)),
+    [
+      'rackboot.yaml:4:3: profile "plain" needs a kernel (or coreos.stream)',
+      'rackboot.yaml:4:9: profiles.plain: expected object, got null',
+      'rackboot.yaml:6:4: machines[0]: expected object, got null',
+    ],
+    'a profile or a machine with nothing is still refused: it lacks its required keys',
+  );
+});

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
-import { FormatRegistry, type TSchema } from '@sinclair/typebox';
+import { FormatRegistry, Kind, type TSchema } from '@sinclair/typebox';
 import { Value, type ValueError, ValueErrorType } from '@sinclair/typebox/value';
 import { isKernelWord } from '../boot-plan.js';
 import {
@@ -93,7 +93,7 @@ export async function checkConfigData(
   options: LoadOptions = {},
 ): Promise<Loaded> {
   const env = options.env ?? process.env;
-  const typed = typedAsWritten(data, locate);
+  const typed = typedAsMeant(data, locate);
   const { raw, withDefaults } = typed;
   // Names and vars are read before the defaults: TypeBox drops an own `__proto__` key when it fills
   // them, and turns a `vars` list into a mapping of its indexes.
@@ -187,15 +187,20 @@ const UNSENDABLE_TOKEN =
   'holds a space, a control character or a character beyond ASCII; an API token is sent as `Authorization: Bearer <token>` and takes printable ASCII only';
 
 /**
- * The config with its defaults and its schema errors, once each value YAML read as a number or a
- * boolean where the schema wants text is taken as it is written: `profile: 007` names profile
- * "007", not 7; `hostname: 1234`, a bare-hex `mac:`, `kernel: 5.10` (not 5.1) and `api_token:
- * 1234…` are their text. Quoting is what YAML would ask for, but the operator's meaning is not in
- * doubt, and the number's own text (7, 5.1) would be a value nobody wrote. Only plain scalars: a
- * null (`hostname:` with nothing) stays a problem. The schema is walked again only when a value
- * was taken so (a walk of 10,000 machines costs a fraction of a second).
+ * The config with its defaults and its schema errors, once what YAML read otherwise than the operator
+ * meant is read as meant:
+ * - a value YAML read as a number or a boolean where the schema wants text is the text as written:
+ *   `profile: 007` names profile "007", not 7; `hostname: 1234`, a bare-hex `mac:`, `kernel: 5.10`
+ *   (not 5.1) and `api_token: 1234…` are their text. Quoting is what YAML would ask for, but the
+ *   operator's meaning is not in doubt, and the number's own text (7, 5.1) would be a value nobody
+ *   wrote. Only plain scalars: a null (`hostname:` with nothing) stays a problem;
+ * - a key with nothing under it where a list or a mapping of optional keys is due (`machines:` with
+ *   every machine commented out, `vars:`, `http:`) is left out, so it is empty or its default. A
+ *   profile, a machine or a list item with nothing stays a problem: it lacks its required keys.
+ * The schema is walked again only when a value was read so (a walk of 10,000 machines costs a
+ * fraction of a second).
  */
-function typedAsWritten(
+function typedAsMeant(
   data: Record<string, unknown>,
   locate: Locator,
 ): { raw: Record<string, unknown>; withDefaults: Record<string, unknown>; errors: SchemaError[] } {
@@ -209,18 +214,35 @@ function typedAsWritten(
       error.type === ValueErrorType.String &&
       (typeof error.value === 'number' || typeof error.value === 'boolean'),
   );
-  if (misread.length === 0) return first;
+  const empty = first.errors.filter(
+    ({ error, path }) =>
+      error.value === null && typeof path[path.length - 1] === 'string' && isSection(error.schema),
+  );
+  if (misread.length === 0 && empty.length === 0) return first;
   const copy = structuredClone(data);
+  // Defaults add no such value, so every step of these paths is in the data as written.
+  const parentOf = (path: Path) =>
+    path
+      .slice(0, -1)
+      .reduce((node, segment) => (node as Record<PropertyKey, unknown>)[segment], copy as unknown) as Record<
+      PropertyKey,
+      unknown
+    >;
   for (const { path } of misread) {
     const text = locate.writtenAt(path);
-    // Defaults add no such value, so every step of the path is in the data as written.
-    const parent = path
-      .slice(0, -1)
-      .reduce((node, segment) => (node as Record<PropertyKey, unknown>)[segment], copy as unknown);
-    if (text !== undefined)
-      (parent as Record<PropertyKey, unknown>)[path[path.length - 1] as PropertyKey] = text;
+    if (text !== undefined) parentOf(path)[path[path.length - 1] as PropertyKey] = text;
   }
+  for (const { path } of empty) delete parentOf(path)[path[path.length - 1] as PropertyKey];
   return checked(copy);
+}
+
+/** A list, a mapping of names, or a mapping whose keys all have defaults (it has one itself). */
+function isSection(schema: TSchema): boolean {
+  return (
+    schema[Kind] === 'Array' ||
+    schema[Kind] === 'Record' ||
+    (schema[Kind] === 'Object' && schema.default !== undefined)
+  );
 }
 
 interface SchemaError {
