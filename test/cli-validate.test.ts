@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -273,3 +274,19 @@ machines:
     );
   },
 );
+
+t.test('a config that is a named pipe or a directory is one line and exit 1, never a wait', async (t) => {
+  const directory = t.testdir({ 'conf.d': {} });
+  execFileSync('mkfifo', [join(directory, 'pipe.yaml')]);
+  const refusal =
+    'cannot read config: not a regular file (a named pipe, a socket, a device or a directory): name the YAML file itself';
+  for (const name of ['pipe.yaml', 'conf.d']) {
+    // A read of the pipe would wait for a writer that never comes: runCli's timeout would fail it.
+    const result = await runCli(['validate', '-c', name], { cwd: directory, timeoutMs: 20_000 });
+    t.equal(result.code, 1, name);
+    t.equal(result.stderr, `${name}:1:1: ${refusal}\n`, name);
+    const verb = await runCli(['machines', '-c', name], { cwd: directory, timeoutMs: 20_000 });
+    t.equal(verb.code, 1, `machines -c ${name}`);
+    t.match(verb.stderr, refusal, `machines -c ${name}`);
+  }
+});

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { open, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
+import { open, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { type Document, isMap, isNode, isScalar, isSeq, parse, parseDocument } from 'yaml';
 import { giveTo, makeDirectory, syncDirectory } from '../durable-file.js';
 import { type FileLockOptions, withFileLock } from '../file-lock.js';
 import { checkArguments, checkTemplate } from '../ignition/check.js';
+import { readRegularFile } from '../regular-file.js';
 import { runModuleWorker } from '../worker-thread.js';
 import { type LoadOptions, loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
@@ -470,7 +471,7 @@ async function replaceFile(file: string, text: string, original: string): Promis
     } finally {
       await handle.close();
     }
-    if ((await readFile(target, 'utf8')) !== original) return false;
+    if ((await readRegularFile(target))?.toString('utf8') !== original) return false;
     await rename(temporary, target);
     renamed = true;
     await syncDirectory(dirname(target));

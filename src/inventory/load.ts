@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { FormatRegistry, Kind, type TSchema } from '@sinclair/typebox';
 import { Value, type ValueError, ValueErrorType } from '@sinclair/typebox/value';
@@ -14,6 +14,7 @@ import {
   unassignableAddresses,
 } from '../ipv4.js';
 import { isObject } from '../json.js';
+import { readRegularFileSync } from '../regular-file.js';
 import { isMachineMac, NOT_A_MACHINE_MAC, parseMac } from './mac.js';
 import { badName, isName, type NameKind } from './names.js';
 import { type Locator, type Path, parseConfigText, readConfigFile } from './parse.js';
@@ -932,7 +933,8 @@ function loopbackAddressWarnings(config: Config, locate: Locator): Problem[] {
 function exampleKeyWarnings(config: Config): Problem[] {
   const templates = new Set(Object.values(config.profiles).flatMap((profile) => profile.ignition ?? []));
   return [...templates].flatMap((template) => {
-    const text = isRegularFile(template) ? readFileSync(template, 'utf8') : '';
+    const text =
+      (isRegularFile(template) ? readRegularFileSync(template) : undefined)?.toString('utf8') ?? '';
     const at = text.indexOf(EXAMPLE_KEY_MARK);
     if (at < 0) return [];
     return [

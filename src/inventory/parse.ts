@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import {
   type Alias,
@@ -16,6 +15,7 @@ import {
   visit,
   type YAMLMap,
 } from 'yaml';
+import { readRegularFile } from '../regular-file.js';
 import { textOf } from '../text-file.js';
 import type { Problem } from './problems.js';
 
@@ -47,17 +47,22 @@ export async function readConfigFile(
   file: string,
 ): Promise<{ ok: true; text: string } | { ok: false; problems: Problem[] }> {
   const absolute = resolve(file);
-  let bytes: Buffer;
+  const unreadable = (reason: string) => ({
+    ok: false as const,
+    problems: [{ file: absolute, line: 1, col: 1, message: `cannot read config: ${reason}` }],
+  });
+  let bytes: Buffer | undefined;
   try {
-    bytes = await readFile(absolute);
+    bytes = await readRegularFile(absolute);
   } catch (error) {
-    const reason =
-      (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (error as Error).message;
-    return {
-      ok: false,
-      problems: [{ file: absolute, line: 1, col: 1, message: `cannot read config: ${reason}` }],
-    };
+    return unreadable(
+      (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (error as Error).message,
+    );
   }
+  if (bytes === undefined)
+    return unreadable(
+      'not a regular file (a named pipe, a socket, a device or a directory): name the YAML file itself',
+    );
   const read = textOf(bytes);
   if (read.ok) return read;
   return { ok: false, problems: [{ file: absolute, line: read.line, col: read.col, message: read.reason }] };

@@ -1,8 +1,9 @@
 import { constants } from 'node:fs';
-import { access, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { makeParents } from '../durable-file.js';
 import { checkArguments, checkTemplate } from '../ignition/check.js';
+import { readRegularFile } from '../regular-file.js';
 import type { LoadOptions } from './load.js';
 import { type Locator, locatorOnDemand } from './parse.js';
 import type { Problem } from './problems.js';
@@ -87,5 +88,6 @@ function describeFileError(error: NodeJS.ErrnoException): string {
 
 async function locatorFor(config: Config): Promise<Locator> {
   // Only to place the problem: a file gone since the load puts it at its first line.
-  return locatorOnDemand(await readFile(config.file, 'utf8').catch(() => ''), config.file);
+  const bytes = await readRegularFile(config.file).catch(() => undefined);
+  return locatorOnDemand(bytes?.toString('utf8') ?? '', config.file);
 }
