@@ -667,3 +667,24 @@ t.test(
     t.equal(line.split('\n').length, 1, 'one line, no forged second one');
   },
 );
+
+t.test('every verb says in one line that no server answers when nothing listens', async (t) => {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  const url = `http://127.0.0.1:${port}`;
+  const line = `no rackboot server answers at ${url}: is \`rackboot serve\` running (or is --url wrong)?`;
+  for (const verb of [
+    ['machines'],
+    ['logs'],
+    ['logs', '-f', '--mac', LISTED_MAC],
+    ['reprovision', LISTED_MAC],
+  ]) {
+    const result = await inProcessWith(API_TOKEN, ...verb, '--url', url);
+    t.equal(result.error?.message, line, verb.join(' '));
+  }
+  const cli = await rackboot('machines', '--url', url);
+  t.same([cli.code, cli.stderr], [1, `rackboot: ${line}\n`], 'the CLI: that line, exit 1');
+});

@@ -202,7 +202,7 @@ async function call(
     if ((error as Error).name === 'TimeoutError') {
       throw new ApiError(`${url} did not answer within ${REQUEST_TIMEOUT_MS / 1000} s`, 0);
     }
-    throw new ApiError(`cannot reach ${target.url}: ${causeOf(error)}`, 0);
+    throw new ApiError(noServerAt(target.url, error) ?? `cannot reach ${target.url}: ${causeOf(error)}`, 0);
   }
 }
 
@@ -268,6 +268,15 @@ function explainRefusal(url: string, status: number, body: unknown): string {
 /** fetch's own message is only "fetch failed"; what failed (ECONNREFUSED …) is its cause. */
 function causeOf(error: unknown): string {
   return (error as { cause?: { message?: string } }).cause?.message ?? (error as Error).message;
+}
+
+/**
+ * A refused connection (`connect ECONNREFUSED …`) as what it means, in one line: no server runs at
+ * `url`. Undefined for any other failure, which causeOf words.
+ */
+function noServerAt(url: string, error: unknown): string | undefined {
+  if ((error as { cause?: { code?: string } }).cause?.code !== 'ECONNREFUSED') return undefined;
+  return `no rackboot server answers at ${url}: is \`rackboot serve\` running (or is --url wrong)?`;
 }
 
 export function getJson<T>(
@@ -437,7 +446,7 @@ export async function* followEvents(
       if (error instanceof ApiError) throw error;
       reason = connection.signal.aborted
         ? `${url}: nothing received for ${idleTimeoutMs / 1000} s`
-        : `${target.url}: ${causeOf(error)}`;
+        : (noServerAt(target.url, error) ?? `${target.url}: ${causeOf(error)}`);
     } finally {
       clearTimeout(idle);
     }
