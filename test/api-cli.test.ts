@@ -203,10 +203,15 @@ t.test('machines, logs, reprovision and machines adopt against a running server'
     '-c',
     configFile,
   );
-  t.equal(refused.code, 1, 'a MAC never seen is refused');
-  t.match(
+  t.equal(refused.code, 1, 'a MAC neither listed nor ever seen is refused');
+  t.equal(
     refused.stderr,
-    /this MAC has never network-booted here; a listed machine installs at its first network boot/,
+    'rackboot: 52:54:00:00:00:99 is not in the config and has never network-booted here: nothing to reprovision, nothing recorded (`rackboot machines` lists the machines)\n',
+  );
+  t.equal(
+    (await fetch(`${url}/api/v1/machines/52:54:00:00:00:99`)).status,
+    404,
+    'the refused MAC did not become a machine of the history',
   );
 
   // The CLI checks the adopted entry as serve would: its kernel must be there.

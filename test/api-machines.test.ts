@@ -325,8 +325,13 @@ t.test(
       url: '/api/v1/machines/52:54:00:00:00:99/reprovision',
       headers: operator,
     });
-    t.equal(stranger.statusCode, 409, 'a MAC never seen is refused');
-    t.match(stranger.json(), { rejected: /never network-booted here/ });
+    t.equal(stranger.statusCode, 404, 'a MAC neither listed nor ever seen is refused');
+    t.equal(
+      stranger.json().error,
+      '52:54:00:00:00:99 is not in the config and has never network-booted here: nothing to reprovision, nothing recorded (`rackboot machines` lists the machines)',
+    );
+    t.same(lifecycle.latestEvents({ mac: mac('52:54:00:00:00:99'), limit: 10 }), [], 'no event recorded');
+    t.equal(lifecycle.machine(mac('52:54:00:00:00:99')), undefined, 'no machine made of it');
 
     // The next network boot installs again, and this time the machine reports it.
     for (const event of install()) await lifecycle.record(event);

@@ -287,6 +287,11 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
       if (!isOperator(request, reply)) return reply;
       const mac = macParam(request, reply);
       if (!mac) return reply;
+      // Most likely a mistyped MAC: recorded, it would be a machine of its own in every listing.
+      if (!isKnown(mac))
+        return reply.code(404).send({
+          error: `${mac} is not in the config and has never network-booted here: nothing to reprovision, nothing recorded (\`rackboot machines\` lists the machines)`,
+        });
       const appended = lifecycle.append({
         mac,
         ip: requesterIp(request),
