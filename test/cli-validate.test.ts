@@ -290,3 +290,26 @@ t.test('a config that is a named pipe or a directory is one line and exit 1, nev
     t.match(verb.stderr, refusal, `machines -c ${name}`);
   }
 });
+
+t.test('machines adopt without a config file says which file and how to name or make one', async (t) => {
+  const directory = t.testdir({});
+  const adopt = ['machines', 'adopt', '52:54:00:00:00:01', '--profile', 'worker'];
+  for (const [how, args, env, file] of [
+    ['default', adopt, { RACKBOOT_CONFIG: '' }, join(directory, 'rackboot.yaml')],
+    [
+      '$RACKBOOT_CONFIG',
+      adopt,
+      { RACKBOOT_CONFIG: join(directory, 'env.yaml') },
+      join(directory, 'env.yaml'),
+    ],
+    ['-c', [...adopt, '-c', 'given.yaml'], {}, join(directory, 'given.yaml')],
+  ] as const) {
+    const result = await runCli([...args], { cwd: directory, env });
+    t.equal(result.code, 1, how);
+    t.equal(
+      result.stderr,
+      `rackboot: no config file ${file}: name yours with -c FILE (or $RACKBOOT_CONFIG), or create it first (rackboot.yaml in rackboot's repository is a complete example; \`rackboot validate\` checks it); nothing written\n`,
+      how,
+    );
+  }
+});

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 
@@ -26,4 +26,25 @@ export function resolveConfigPath(given: string | undefined): string {
   const local = resolve('rackboot.yaml');
   if (existsSync(local) || !process.env.RACKBOOT_CONFIG) return local;
   return resolve(process.env.RACKBOOT_CONFIG);
+}
+
+/**
+ * The config file for a verb that edits it (`machines adopt`), refused in one line when there is
+ * none: which file was looked for, and the two ways out. Another failure to read it is the edit's
+ * to say, with its reason.
+ */
+export function existingConfigPath(given: string | undefined): string {
+  const file = resolveConfigPath(given);
+  if (!isMissing(file)) return file;
+  throw new Error(
+    `no config file ${file}: name yours with -c FILE (or $RACKBOOT_CONFIG), or create it first (rackboot.yaml in rackboot's repository is a complete example; \`rackboot validate\` checks it); nothing written`,
+  );
+}
+
+function isMissing(file: string): boolean {
+  try {
+    return statSync(file, { throwIfNoEntry: false }) === undefined;
+  } catch {
+    return false;
+  }
 }

@@ -4,7 +4,7 @@ import { adoptIntoFile } from '../inventory/adopt.js';
 import { parseMac } from '../inventory/mac.js';
 import { badName, isName, nameRule } from '../inventory/names.js';
 import { addServerOptions, getJson, resolveServer, warnOfRejectedConfig } from './client.js';
-import { addConfigOption, resolveConfigPath } from './config-option.js';
+import { addConfigOption, existingConfigPath } from './config-option.js';
 
 export function registerMachines(program: Command): void {
   const machines = addServerOptions(program.command('machines'))
@@ -38,7 +38,7 @@ export function registerMachines(program: Command): void {
       }>();
       const mac = parseMac(macText);
       if (!mac) throw new Error(`not a MAC address: ${macText}`);
-      const file = resolveConfigPath(options.config);
+      const file = existingConfigPath(options.config);
       const adopted = await adoptIntoFile(file, {
         mac,
         profile: options.profile,
