@@ -1,3 +1,4 @@
+import type { Stats } from 'node:fs';
 import { chown, mkdir, open, stat } from 'node:fs/promises';
 import { dirname, relative, resolve, sep } from 'node:path';
 
@@ -71,16 +72,7 @@ export async function makeDirectory(directory: string, mode?: number): Promise<v
  * validate, serve and fetch. Here each missing directory is made once, and such an error is thrown.
  */
 export async function makeParents(directory: string, mode?: number): Promise<string | undefined> {
-  const missing: string[] = [];
-  let existing = resolve(directory);
-  for (;;) {
-    const found = await stat(existing).catch((error: NodeJS.ErrnoException) => {
-      if (error.code !== 'ENOENT' || dirname(existing) === existing) throw error;
-    });
-    if (found) break;
-    missing.unshift(existing);
-    existing = dirname(existing);
-  }
+  const { existing, missing } = await nearestExisting(directory);
   // Nothing missing: mkdir's own answer for a file in the way (EEXIST), and none for a directory.
   if (missing.length === 0) return mkdir(existing, { recursive: true });
   for (const created of missing) {
@@ -89,6 +81,26 @@ export async function makeParents(directory: string, mode?: number): Promise<str
     });
   }
   return missing[0];
+}
+
+/**
+ * The nearest of `path` and its ancestors that exists (whatever it is), with its stats, and the
+ * missing ones below it down to `path`, outermost first: what `mkdir -p` would have to make, and
+ * where whether it can is decided. Any error but ENOENT, and ENOENT at the root, is thrown.
+ */
+export async function nearestExisting(
+  path: string,
+): Promise<{ existing: string; stats: Stats; missing: string[] }> {
+  const missing: string[] = [];
+  let existing = resolve(path);
+  for (;;) {
+    const stats = await stat(existing).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT' || dirname(existing) === existing) throw error;
+    });
+    if (stats) return { existing, stats, missing };
+    missing.unshift(existing);
+    existing = dirname(existing);
+  }
 }
 
 /** `first` and each directory below it down to `directory`: the ones a recursive mkdir made. */

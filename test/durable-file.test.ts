@@ -1,7 +1,7 @@
 import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { makeParents } from '../src/durable-file.js';
+import { makeParents, nearestExisting } from '../src/durable-file.js';
 
 t.test('makeParents: mkdir -p that returns the first directory it made, as Node’s does', async (t) => {
   const root = t.testdir();
@@ -19,4 +19,14 @@ t.test('makeParents: mkdir -p that returns the first directory it made, as Node�
 t.test('makeParents under /proc rejects with mkdir’s ENOENT instead of looping', async (t) => {
   // Node's recursive mkdir retries this forever at full CPU (Node 20).
   await t.rejects(makeParents('/proc/self/rackboot-probe/below'), { code: 'ENOENT' });
+});
+
+t.test('nearestExisting: the first existing ancestor and what is missing below it', async (t) => {
+  const root = t.testdir({ file: '' });
+  const found = await nearestExisting(join(root, 'a', 'b'));
+  t.same([found.existing, found.missing], [root, [join(root, 'a'), join(root, 'a', 'b')]]);
+  t.ok(found.stats.isDirectory());
+  const file = await nearestExisting(join(root, 'file'));
+  t.same([file.existing, file.missing, file.stats.isFile()], [join(root, 'file'), [], true]);
+  await t.rejects(nearestExisting(join(root, 'file', 'below')), { code: 'ENOTDIR' });
 });

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
-import { access, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { makeParents } from '../durable-file.js';
+import { access, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { makeParents, nearestExisting } from '../durable-file.js';
 import { checkArguments, checkTemplate } from '../ignition/check.js';
 import { readRegularFile } from '../regular-file.js';
 import type { LoadOptions } from './load.js';
@@ -49,25 +49,20 @@ async function unwritableAfterCreating(directory: string): Promise<string | unde
 }
 
 async function unwritable(directory: string): Promise<string | undefined> {
-  let existing = directory;
-  for (;;) {
-    try {
-      if (!(await stat(existing)).isDirectory()) {
-        return existing === directory ? 'is not a directory' : `cannot be created: ${existing} is a file`;
-      }
-      break;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || dirname(existing) === existing) {
-        return describeFileError(error as NodeJS.ErrnoException);
-      }
-      existing = dirname(existing);
-    }
+  let nearest: Awaited<ReturnType<typeof nearestExisting>>;
+  try {
+    nearest = await nearestExisting(directory);
+  } catch (error) {
+    return describeFileError(error as NodeJS.ErrnoException);
   }
+  const { existing, stats, missing } = nearest;
+  const itself = missing.length === 0;
+  if (!stats.isDirectory()) return itself ? 'is not a directory' : `cannot be created: ${existing} is a file`;
   try {
     await access(existing, constants.W_OK | constants.X_OK);
     return undefined;
   } catch {
-    return existing === directory ? 'is not writable' : `cannot be created: ${existing} is not writable`;
+    return itself ? 'is not writable' : `cannot be created: ${existing} is not writable`;
   }
 }
 
