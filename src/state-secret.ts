@@ -24,9 +24,9 @@ export interface StateSecret {
  *
  * The secret is written whole or not at all (a temporary file, fsynced, then linked to its name),
  * so a full disk or a crash never leaves a file every later start refuses; an empty one left by an
- * older version is made again. Made by root (`sudo rackboot render` before the first start), the
- * state directory and the secret belong to the owner of the directory they are in, so the service
- * can still read them.
+ * older version is made again. Made by root (a first `sudo rackboot serve` of a state directory the
+ * service later runs with), the state directory and the secret belong to the owner of the directory
+ * they are in, so the service can still read them.
  */
 export async function readOrCreateStateSecret(stateDir: string, fileName: string): Promise<StateSecret> {
   await makeDirectory(stateDir, 0o700);
@@ -48,10 +48,25 @@ export async function readOrCreateStateSecret(stateDir: string, fileName: string
     await createSecret(directory, file);
     text = await readCreated(file);
   }
+  return { secret: secretIn(text, file), created };
+}
+
+/**
+ * The secret in `<stateDir>/<fileName>` as the server's next start would take it, reading only (no
+ * directory made, no mode changed): undefined while there is none (missing, or left empty, which
+ * that start makes anew). Throws when the file cannot be read or is not a secret.
+ */
+export async function readServerSecret(stateDir: string, fileName: string): Promise<Buffer | undefined> {
+  const file = join(stateDir, fileName);
+  const text = await readIfPresent(file);
+  return text === undefined || NOTHING_WRITTEN.test(text) ? undefined : secretIn(text, file);
+}
+
+function secretIn(text: string, file: string): Buffer {
   const secret = parseSecret(text);
   if (!secret)
     throw new StateError(`${file} is not a rackboot secret (64 hex digits); remove it to make a new one`);
-  return { secret, created };
+  return secret;
 }
 
 /**

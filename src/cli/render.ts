@@ -3,12 +3,13 @@ import { type Command, Option } from 'commander';
 import { archFromBuildarch, IPXE_BUILDARCHES } from '../http/ipxe.js';
 import { machineScript } from '../http/machine-script.js';
 import { createMachineIgnition } from '../ignition/machine-ignition.js';
-import { openMachineSecrets, SECRET_FILE_NAME } from '../ignition/tokens.js';
+import { type MachineSecrets, readMachineSecrets, SECRET_FILE_NAME } from '../ignition/tokens.js';
 import { machineVars } from '../ignition/vars.js';
 import { createBootDecision } from '../inventory/decision.js';
 import { loadConfigFile } from '../inventory/load.js';
 import { isMachineMac, type Mac, NOT_A_MACHINE_MAC, parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
+import type { Config } from '../inventory/schema.js';
 import { VALIDATE_CHECKS } from '../inventory/validate-checks.js';
 import { type MachineRecord, readMachineRecord } from '../lifecycle/store.js';
 import { readRunningServer } from '../running-server.js';
@@ -18,7 +19,9 @@ import { addConfigOption, resolveConfigPath } from './config-option.js';
 /**
  * `rackboot render ipxe|ignition --mac MAC`: the exact bytes the server sends that machine (same
  * functions, same server secret from server.state, so the token in the URLs is the real one), as
- * for a machine that is not installed yet (an installed one gets the local-disk script).
+ * for a machine that is not installed yet (an installed one gets the local-disk script). It reads
+ * server.state and never writes it: before the server's first start there is no secret, and the
+ * tokens are a placeholder, said so on stderr.
  */
 export function registerRender(program: Command): void {
   addConfigOption(program.command('render'))
@@ -51,21 +54,16 @@ export function registerRender(program: Command): void {
         () => record?.state,
         () => record?.bootsFromDisk ?? false,
       ).assignmentFor(mac);
-      // Before the server's first start this makes the secret the server will then use, so the
-      // tokens printed are the ones it checks; made by `sudo rackboot render`, the secret (and a
-      // state directory made for it) belongs to the owner of the directory it is in, not to root,
-      // so the service can still read it (state-secret.ts).
-      const secrets = await openMachineSecrets(config.server.state, () => config.ignition.token_ttl).catch(
+      // Read only: a secret made here would be one a running server does not sign with.
+      const secrets = await readMachineSecrets(config.server.state, () => config.ignition.token_ttl).catch(
         (error: NodeJS.ErrnoException) => {
           throw stateSecretError(error, config.server.state);
         },
       );
-      await refuseIfServerSignsOtherwise(config.server.state, secrets.fingerprint);
-      const vars = assignment && machineVars(config, assignment, secrets, Date.now());
+      await refuseIfServerSignsOtherwise(config.server.state, secrets?.fingerprint);
+      const vars = assignment && machineVars(config, assignment, secrets ?? NO_SECRET_YET, Date.now());
       if (what === 'ipxe') {
-        process.stdout.write(
-          machineScript(config, mac, assignment, archFromBuildarch(options.arch), vars).script,
-        );
+        print(machineScript(config, mac, assignment, archFromBuildarch(options.arch), vars).script, config);
         return;
       }
       if (!assignment || !vars) {
@@ -80,19 +78,38 @@ export function registerRender(program: Command): void {
         process.exitCode = 1;
         return;
       }
-      process.stdout.write(`${rendered.text}\n`);
+      print(`${rendered.text}\n`, config);
     });
+}
+
+/** In place of each token while server.state has no secret: visibly not one, in the output itself. */
+const PLACEHOLDER_TOKEN = 'NO-SERVER-SECRET-YET';
+const NO_SECRET_YET: Pick<MachineSecrets, 'tokenFor'> = { tokenFor: () => PLACEHOLDER_TOKEN };
+
+/** Writes what was rendered, saying on stderr when it carries placeholder tokens. */
+function print(text: string, config: Config): void {
+  if (text.includes(PLACEHOLDER_TOKEN)) {
+    console.error(
+      `rackboot: ${join(config.server.state, SECRET_FILE_NAME)} does not exist yet (rackboot serve makes it at its first start; render changes nothing under server.state), so the machine tokens below read ${PLACEHOLDER_TOKEN}, which no server accepts; render again once the server has started`,
+    );
+  }
+  process.stdout.write(text);
 }
 
 /**
  * Tokens rendered with the file's secret pass only if the running server signs with the same one:
- * a secret file replaced (or removed and made again) after its start would print URLs it answers 403.
+ * a secret file replaced (or removed and made again) after its start would print URLs it answers
+ * 403, and one removed (`fingerprint` undefined) leaves render no token the server takes.
  */
-async function refuseIfServerSignsOtherwise(state: string, fingerprint: string): Promise<void> {
+async function refuseIfServerSignsOtherwise(state: string, fingerprint: string | undefined): Promise<void> {
   const running = await readRunningServer(state);
   if (running?.secretFingerprint === undefined || running.secretFingerprint === fingerprint) return;
+  const file = join(state, SECRET_FILE_NAME);
+  const server = `the server running on ${state} (pid ${running.pid}) signs machine tokens with`;
   throw new Error(
-    `the server running on ${state} (pid ${running.pid}) signs machine tokens with another secret than ${join(state, SECRET_FILE_NAME)} now holds (the file was replaced after it started), so the URLs rendered here would be refused with 403; restart rackboot serve so it takes the file's secret, then render again`,
+    fingerprint === undefined
+      ? `${server} a secret ${file} no longer holds (the file was removed after it started), so render has no token it would take; restore the file, or restart rackboot serve so it makes a new one (URLs handed out before stop working), then render again`
+      : `${server} another secret than ${file} now holds (the file was replaced after it started), so the URLs rendered here would be refused with 403; restart rackboot serve so it takes the file's secret, then render again`,
   );
 }
 
@@ -109,29 +126,18 @@ function stateFromHistory(state: string, mac: Mac): MachineRecord | undefined {
 }
 
 /**
- * The server's secret could not be read or made: the bare errno named a path and no way out. Other
- * errors (a file that is not a secret, a state directory others could write) say so already.
- * state-secret.ts words its read errors for the server's own user; render's may be another, so the
- * advice here is made from the errno under them.
+ * The server's secret could not be read: the bare errno named a path and no way out. Other errors
+ * (a file that is not a secret) say so already. state-secret.ts words its read errors for the
+ * server's own user; render's may be another, so the advice here is made from the errno under them.
  */
 export function stateSecretError(thrown: NodeJS.ErrnoException, state: string): Error {
   const error = thrown instanceof StateError ? ((thrown.cause ?? thrown) as NodeJS.ErrnoException) : thrown;
+  if (error.code !== 'EACCES' && error.code !== 'EPERM') return thrown;
   const file = join(state, SECRET_FILE_NAME);
   const blocked = error.path ?? file;
   const where = blocked === file ? error.code : `${error.code} at ${blocked}`;
-  switch (error.code) {
-    case 'EACCES':
-    case 'EPERM':
-      return new Error(
-        `cannot read the server's secret ${file} (${where}): the state under server.state is the server's; run render as the server's user or as root`,
-        { cause: error },
-      );
-    case 'ENOENT':
-      return new Error(
-        `the server's secret ${file} does not exist (${blocked} is missing): the server has not created it yet; start the server once, or run render as the server's user or as root to create it`,
-        { cause: error },
-      );
-    default:
-      return thrown;
-  }
+  return new Error(
+    `cannot read the server's secret ${file} (${where}): the state under server.state is the server's; run render as the server's user or as root`,
+    { cause: error },
+  );
 }

@@ -1,7 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { setNewest } from '../bounded-map.js';
 import type { Mac } from '../inventory/mac.js';
-import { readOrCreateStateSecret, secretFingerprint } from '../state-secret.js';
+import { readOrCreateStateSecret, readServerSecret, secretFingerprint } from '../state-secret.js';
 
 /**
  * Per-machine credentials for `{{ignition_url}}` and `{{events_url}}`: an HMAC of the purpose, the
@@ -57,6 +57,18 @@ export async function openMachineSecrets(
 ): Promise<OpenedMachineSecrets> {
   const { secret, created } = await readOrCreateStateSecret(stateDir, SECRET_FILE_NAME);
   return { ...createMachineSecrets(secret, tokenTtlSeconds), created };
+}
+
+/**
+ * The server's secrets as `openMachineSecrets` would open them, reading only (render must not make
+ * a secret the running server does not know): undefined while the server has made none.
+ */
+export async function readMachineSecrets(
+  stateDir: string,
+  tokenTtlSeconds: () => number = () => 0,
+): Promise<MachineSecrets | undefined> {
+  const secret = await readServerSecret(stateDir, SECRET_FILE_NAME);
+  return secret && createMachineSecrets(secret, tokenTtlSeconds);
 }
 
 /** The pure part, for tests and benchmarks that bring their own secret. */

@@ -50,7 +50,7 @@ export function machineEntry(config: Config, mac: Mac): MachineConfig | undefine
 export function machineVars(
   config: Config,
   assignment: MachineAssignment,
-  secrets: MachineSecrets,
+  secrets: Pick<MachineSecrets, 'tokenFor'>,
   now: number,
 ): TemplateVars {
   const baseUrl = baseUrlOf(config);
