@@ -6,16 +6,35 @@ import { setNewest } from './bounded-map.js';
  */
 
 /**
+ * What a record carries of the refusals left out before it, each field only when there were any:
+ * spread into the log line or event as it is.
+ */
+export interface LeftOut {
+  /** Repeats of this key since its last record. */
+  suppressed?: number;
+  /**
+   * Repeats of other keys, left out and then dropped with their key from the full memo before it
+   * was recorded again: counted on the next record of any key, so a flood of new keys loses none.
+   */
+  suppressedElsewhere?: number;
+}
+
+/**
  * Whether a refusal under `key` (client IP, file, reason) is recorded: a repeat within `intervalMs`
  * of the last record is not (undefined), and counts toward the `suppressed` number the next record
  * carries; a new key is recorded when `admit` (the client's and the global record budget) allows.
- * At most `maxKeys` keys, the one recorded longest ago dropped for a new one.
+ * At most `maxKeys` keys, the one recorded longest ago dropped for a new one (its count goes to
+ * `suppressedElsewhere`).
  */
 export function refusalLimiter(
   intervalMs: number,
   maxKeys: number,
-): (key: string, now: number, admit: () => boolean) => number | undefined {
+): (key: string, now: number, admit: () => boolean) => LeftOut | undefined {
   const memo = new Map<string, { recordedAt: number; suppressed: number }>();
+  let suppressedElsewhere = 0;
+  const remember = (key: string, entry: { recordedAt: number; suppressed: number }) => {
+    suppressedElsewhere += setNewest(memo, key, entry, maxKeys)?.suppressed ?? 0;
+  };
   return (key, now, admit) => {
     const entry = memo.get(key);
     if (entry !== undefined && now - entry.recordedAt < intervalMs) {
@@ -25,11 +44,15 @@ export function refusalLimiter(
     if (!admit()) {
       // Not recorded, but owed to the history: the key's next record carries it.
       if (entry) entry.suppressed += 1;
-      else setNewest(memo, key, { recordedAt: Number.NEGATIVE_INFINITY, suppressed: 1 }, maxKeys);
+      else remember(key, { recordedAt: Number.NEGATIVE_INFINITY, suppressed: 1 });
       return undefined;
     }
-    setNewest(memo, key, { recordedAt: now, suppressed: 0 }, maxKeys);
-    return entry?.suppressed ?? 0;
+    remember(key, { recordedAt: now, suppressed: 0 });
+    const leftOut: LeftOut = {};
+    if (entry && entry.suppressed > 0) leftOut.suppressed = entry.suppressed;
+    if (suppressedElsewhere > 0) leftOut.suppressedElsewhere = suppressedElsewhere;
+    suppressedElsewhere = 0;
+    return leftOut;
   };
 }
 

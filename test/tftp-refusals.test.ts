@@ -117,37 +117,72 @@ t.test(
 t.test('a key is recorded again after the interval, carrying how many were suppressed', async (t) => {
   const recordable = refusalLimiter(10_000, 4);
   const always = () => true;
-  t.equal(recordable('a', 0, always), 0, 'the first is recorded');
+  t.same(recordable('a', 0, always), {}, 'the first is recorded');
   t.equal(recordable('a', 1000, always), undefined);
   t.equal(recordable('a', 9999, always), undefined);
-  t.equal(recordable('b', 9999, always), 0, 'another key is its own');
-  t.equal(recordable('a', 10_000, always), 2, 'recorded again with the two suppressed since');
+  t.same(recordable('b', 9999, always), {}, 'another key is its own');
+  t.same(recordable('a', 10_000, always), { suppressed: 2 }, 'recorded again with the two suppressed since');
   t.equal(recordable('a', 10_001, always), undefined);
-  t.equal(recordable('a', 20_000, always), 1);
-  t.equal(recordable('a', 30_000, always), 0, 'nothing suppressed in between: nothing carried');
+  t.same(recordable('a', 20_000, always), { suppressed: 1 });
+  t.same(recordable('a', 30_000, always), {}, 'nothing suppressed in between: nothing carried');
   t.equal(
     recordable('c', 30_000, () => false),
     undefined,
     'a new key over the budget is not recorded',
   );
-  t.equal(recordable('c', 30_001, always), 1, 'the next one within budget is, carrying it');
+  t.same(recordable('c', 30_001, always), { suppressed: 1 }, 'the next one within budget is, carrying it');
   for (const at of [31_000, 32_000]) recordable('c', at, always);
   t.equal(
     recordable('c', 40_001, () => false),
     undefined,
     'over the budget after its interval',
   );
-  t.equal(recordable('c', 40_002, always), 3, 'the two repeats and the one over the budget are carried');
+  t.same(
+    recordable('c', 40_002, always),
+    { suppressed: 3 },
+    'the two repeats and the one over the budget are carried',
+  );
 });
+
+t.test(
+  'the repeats of a key dropped from the full memo are carried by the next record of any key',
+  async (t) => {
+    const recordable = refusalLimiter(10_000, 2);
+    const always = () => true;
+    recordable('a', 0, always);
+    for (const at of [1, 2, 3]) recordable('a', at, always);
+    recordable('b', 4, always);
+    t.same(
+      recordable('c', 5, always),
+      { suppressedElsewhere: 3 },
+      'the record that drops a counts the three repeats a had left out',
+    );
+    t.equal(recordable('c', 6, always), undefined);
+    t.same(recordable('d', 7, always), {}, 'b, dropped now, had none');
+    t.equal(
+      recordable('e', 8, () => false),
+      undefined,
+      'over the budget: dropping c, its repeat is owed',
+    );
+    t.equal(
+      recordable('f', 9, () => false),
+      undefined,
+      'dropping d',
+    );
+    t.same(recordable('f', 10, always), { suppressed: 1, suppressedElsewhere: 1 }, "f's own and c's, apart");
+    t.same(recordable('g', 11, always), { suppressedElsewhere: 1 }, "e's, owed when it was dropped");
+    t.same(recordable('h', 12, always), {}, 'each counted once');
+  },
+);
 
 t.test(
   'the memo stays bounded, and a full one never silences a new client: the budget does the bounding',
   async (t) => {
     const recordable = refusalLimiter(10_000, 4);
     for (const key of ['a', 'b', 'c', 'd'])
-      t.equal(
+      t.same(
         recordable(key, 0, () => true),
-        0,
+        {},
       );
     // Spoofed sources, each a new key, against a budget of ten records.
     let budget = 10;
@@ -155,19 +190,19 @@ t.test(
     for (let source = 0; source < 10_000; source += 1)
       if (recordable(`spoofed-${source}`, 5000, () => budget-- > 0) !== undefined) recorded += 1;
     t.equal(recorded, 10, 'as many recorded as the budget allowed, of 10,000');
-    t.equal(
+    t.same(
       recordable('a', 5000, () => true),
-      0,
-      'a key pushed out by newer ones is recorded as new',
+      { suppressedElsewhere: 9990 - 3 },
+      'a key pushed out by newer ones is recorded as new, counting the refusals over the budget of every key dropped',
     );
     t.equal(
       recordable('a', 5001, () => true),
       undefined,
       'and limited again',
     );
-    t.equal(
+    t.same(
       recordable('machine', 5002, () => true),
-      0,
+      { suppressedElsewhere: 1 },
       'a new client is recorded, the memo full or not',
     );
   },

@@ -183,9 +183,9 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     const [event] = outcome.events;
     if (!event) return;
     // No shared budget: made-up MACs could as well send DISCOVERs, each recorded as an offer.
-    const suppressed = otherServerRecords(mac, now, () => true);
-    if (suppressed === undefined) outcome.events = [];
-    else if (suppressed > 0) event.detail = { ...event.detail, suppressed };
+    const leftOut = otherServerRecords(mac, now, () => true);
+    if (leftOut === undefined) outcome.events = [];
+    else if (Object.keys(leftOut).length > 0) event.detail = { ...event.detail, ...leftOut };
   };
 
   const drop = (reason: DropReason, peer: RemoteInfo, bytes: Buffer) => {

@@ -75,10 +75,10 @@ function eventBudget(deps: AppDeps): (ip: string, event: MachineEventInput) => b
       limit = { perSecond, admit: tokenBuckets({ perSecond, burst: perSecond * 10 }, REMEMBERED_ADDRESSES) };
     const now = performance.now();
     if (limit.admit(ip, now)) return true;
-    const suppressed = warnLimiter(ip, now, () => true);
-    if (suppressed !== undefined) {
+    const leftOut = warnLimiter(ip, now, () => true);
+    if (leftOut !== undefined) {
       deps.logger.warn(
-        { ip, mac: event.mac, type: event.type, suppressed, perSecond },
+        { ip, mac: event.mac, type: event.type, ...leftOut, perSecond },
         'HTTP requests from this address are over events.http_rate: answered, their events not recorded',
       );
     }

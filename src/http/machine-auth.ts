@@ -40,7 +40,7 @@ export function authorizeMachine(
  * line saying how many were left out: a machine retrying a stale URL, or a flood of bad ones, would
  * otherwise fill the log. A flood can name ever new MACs, so new keys are also budgeted per
  * requester and for all; the memo holds at most REFUSAL_LOG_KEYS keys, the one logged longest ago
- * dropped first.
+ * dropped first, its count carried by the next line as `suppressedElsewhere`.
  */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
 const REFUSAL_LOG_KEYS = 1024;
@@ -62,13 +62,13 @@ export function refusalLog(
   const requesterBudget = tokenBuckets(REFUSAL_LOGS_PER_REQUESTER, REFUSAL_LOG_REQUESTERS);
   const budget = tokenBucket(REFUSAL_LOGS);
   return (logger, refusal, now) => {
-    const suppressed = toLog(
+    const leftOut = toLog(
       `${refusal.requester}\0${refusal.mac}\0${refusal.reason}`,
       now,
       () => requesterBudget(refusal.requester, now) && budget(now),
     );
-    if (suppressed === undefined) return;
-    logger.warn({ ...refusal, ...(suppressed > 0 ? { suppressed } : {}) }, message);
+    if (leftOut === undefined) return;
+    logger.warn({ ...refusal, ...leftOut }, message);
   };
 }
 

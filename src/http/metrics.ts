@@ -261,7 +261,8 @@ export const metricsRoutes: FastifyPluginAsync<MetricsOptions> = async (app, opt
     if (event.type === 'tftp-transfer' && typeof detail.outcome === 'string') {
       const outcome = detail.outcome;
       // A refusal recorded after repeats that were not (src/tftp/server.ts) counts them too.
-      const transfers = 1 + (typeof detail.suppressed === 'number' ? detail.suppressed : 0);
+      const repeats = (count: unknown) => (typeof count === 'number' ? count : 0);
+      const transfers = 1 + repeats(detail.suppressed) + repeats(detail.suppressedElsewhere);
       const counted = !(outcome === 'refused' && tftpStats);
       if (counted) tftpTransfers.inc({ outcome }, transfers);
       if (typeof detail.bytes === 'number') tftpBytes.inc({ outcome }, detail.bytes);

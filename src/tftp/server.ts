@@ -228,20 +228,18 @@ export async function startTftpServer(deps: TftpServerDeps): Promise<TftpServer>
     // A refusal can be decided after close() (its file was still resolving); it is recorded all the same.
     if (!closed) sendError(requestSocket, peer, code, message, 'unvalidated');
     const now = performance.now();
-    const suppressed = refusalsToRecord(
+    const leftOut = refusalsToRecord(
       `${peer.address}\0${file}\0${reason}`,
       now,
       () => clientRefusalRecords(peer.address, now) && refusalRecords(now),
     );
-    if (suppressed === undefined) {
+    if (leftOut === undefined) {
       stats.transfers.refused += 1;
       stats.refusalsSuppressed += 1;
       return;
     }
-    // How many of the same were left out since the last record: only when there were any.
-    const repeats = suppressed > 0 ? { suppressed } : {};
-    deps.logger.info({ client: peer.address, request: { file }, reason, ...repeats }, 'tftp request refused');
-    recordTransfer(peer, { file, outcome: 'refused', reason, bytes: 0, durationMs: 0, ...repeats });
+    deps.logger.info({ client: peer.address, request: { file }, reason, ...leftOut }, 'tftp request refused');
+    recordTransfer(peer, { file, outcome: 'refused', reason, bytes: 0, durationMs: 0, ...leftOut });
   };
 
   /**
