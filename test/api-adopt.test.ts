@@ -668,6 +668,43 @@ t.test('an adopt that fills the disk leaves no temporary file and names the conf
   t.same(readdirSync(config), ['rackboot.yaml']);
 });
 
+t.test(
+  'a draft an adopt killed mid-write left is removed by the next adopt; a live writer’s stays',
+  async (t) => {
+    // Before, the rackboot.yaml.adopt-<uuid> of an adopt killed before its rename stayed for good.
+    const directory = t.testdir({ config: { 'rackboot.yaml': PLAIN_CONFIG } });
+    const file = join(directory, 'config', 'rackboot.yaml');
+    const drafts = () => readdirSync(dirname(file)).filter((name) => name !== 'rackboot.yaml');
+    // An adopt that hangs in its fsync, after writing its draft, until it is killed.
+    const script = join(directory, 'hang-in-fsync.mts');
+    writeFileSync(
+      script,
+      `import { open } from 'node:fs/promises';
+const probe = await open(process.argv[2], 'r');
+Object.getPrototypeOf(probe).sync = () => new Promise(() => {});
+await probe.close();
+const { adoptIntoFile } = await import(${JSON.stringify(join(import.meta.dirname, '..', 'src', 'inventory', 'adopt.ts'))});
+await adoptIntoFile(process.argv[2], { mac: '52:54:00:00:00:0a', profile: 'plain' });
+`,
+    );
+    const adopter = spawn(process.execPath, ['--import', 'tsx', script, file], { stdio: 'ignore' });
+    t.teardown(() => adopter.kill('SIGKILL'));
+    const deadline = Date.now() + 30_000;
+    while (drafts().length === 0 && Date.now() < deadline) await new Promise((done) => setTimeout(done, 50));
+    adopter.kill('SIGKILL');
+    await new Promise((done) => adopter.once('exit', done));
+    const [left] = drafts();
+    t.match(left, new RegExp(`^rackboot\\.yaml\\.adopt-${adopter.pid}-`), 'the killed adopt left its draft');
+    // A live adopt's draft (here another process's) stays; one with this process's PID is a dead one's.
+    const live = `rackboot.yaml.adopt-${process.ppid}-000000000000`;
+    const ours = `rackboot.yaml.adopt-${process.pid}-000000000000`;
+    for (const name of [live, ours]) writeFileSync(join(dirname(file), name), 'partial');
+    t.match(await adoptIntoFile(file, { mac: NEW, profile: 'plain' }), { ok: true });
+    t.same(adoptedMacs(file), [NEW]);
+    t.same(drafts(), [live], 'only the live writer’s draft is left');
+  },
+);
+
 t.test('an adopt fsyncs the new file before the rename and its directory after', async (t) => {
   // Before, nothing was fsynced: a power cut soon after an adopt could leave an empty config.
   const directory = t.testdir({ config: { 'rackboot.yaml': PLAIN_CONFIG } });

@@ -1,10 +1,11 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { open, realpath, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { type Document, isMap, isNode, isScalar, isSeq, parse, parseDocument } from 'yaml';
 import { giveTo, makeDirectory, syncDirectory } from '../durable-file.js';
 import { type FileLockOptions, withFileLock } from '../file-lock.js';
 import { checkArguments, checkTemplate } from '../ignition/check.js';
+import { isRunning, removeOrphans } from '../lab/command.js';
 import { readRegularFile } from '../regular-file.js';
 import { runModuleWorker } from '../worker-thread.js';
 import { type LoadOptions, loadConfigText } from './load.js';
@@ -451,7 +452,7 @@ function textAdded(before: string, after: string): { start: number; end: number 
  * file's mode and owner (an adopt run as root leaves the file to its owner), fsynced, then renames
  * it over the file, unless the file no longer holds `original`: false then, nothing written.
  * Whole or not at all, even across a power cut; a failure (a full disk) leaves no temporary file
- * and names the file.
+ * and names the file, and one an adopt killed mid-write left is removed by the next.
  */
 async function replaceFile(file: string, text: string, original: string): Promise<boolean> {
   let target = file;
@@ -460,7 +461,13 @@ async function replaceFile(file: string, text: string, original: string): Promis
   try {
     target = await realpath(file);
     const { mode, uid, gid } = await stat(target);
-    temporary = `${target}.adopt-${randomUUID()}`;
+    // Drafts are named by their writer's PID: one whose writer is gone was left by an adopt killed
+    // mid-write, and would stay for good. One with this process's PID is such a draft too (a server
+    // restarted as PID 1 in a container has the PID of the one killed): this process's adopts take
+    // turns, under the lock.
+    const draftPrefix = `${basename(target)}.adopt-`;
+    await removeOrphans(dirname(target), draftPrefix, (pid) => pid !== process.pid && isRunning(pid));
+    temporary = join(dirname(target), `${draftPrefix}${process.pid}-${randomBytes(6).toString('hex')}`);
     const handle = await open(temporary, 'wx', 0o600);
     try {
       await handle.writeFile(text);

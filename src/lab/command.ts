@@ -65,17 +65,28 @@ export function isRunning(pid: number): boolean {
 
 /**
  * A new directory `<parent>/<prefix><pid>-XXXXXX`, made after removing the ones of this prefix whose
- * process no longer runs: a lab killed with SIGKILL, or stopped by Ctrl-C in a download, leaves its
- * directory behind, and the next run sweeps it. The owner is the PID in the name; a PID reused by
- * another process keeps its directory until that process ends too (a late sweep, never the removal
- * of a live run's directory).
+ * process no longer runs (removeOrphans): a lab killed with SIGKILL, or stopped by Ctrl-C in a
+ * download, leaves its directory behind, and the next run sweeps it.
  */
 export async function ownedTemporaryDirectory(parent: string, prefix: string): Promise<string> {
-  // Prefixes are the lab's own words and dashes: nothing in them a pattern would read otherwise.
-  const owned = new RegExp(`^${prefix}(\\d+)-`);
-  for (const name of await readdir(parent).catch(() => [] as string[])) {
-    const owner = owned.exec(name)?.[1];
-    if (owner && !isRunning(Number(owner))) await rm(join(parent, name), { recursive: true, force: true });
-  }
+  await removeOrphans(parent, prefix);
   return mkdtemp(join(parent, `${prefix}${process.pid}-`));
+}
+
+/**
+ * Removes the entries of `parent` named `<prefix><pid>-…` whose owner, the PID in the name, is not
+ * `alive` (by default: no longer runs). A PID reused by another process keeps its entry until that
+ * process ends too (a late sweep, never the removal of a live run's entry). A directory that cannot
+ * be listed keeps its entries: the sweep is a courtesy, not what the caller came for.
+ */
+export async function removeOrphans(
+  parent: string,
+  prefix: string,
+  alive: (pid: number) => boolean = isRunning,
+): Promise<void> {
+  for (const name of await readdir(parent).catch(() => [] as string[])) {
+    if (!name.startsWith(prefix)) continue;
+    const owner = /^(\d+)-/.exec(name.slice(prefix.length))?.[1];
+    if (owner && !alive(Number(owner))) await rm(join(parent, name), { recursive: true, force: true });
+  }
 }
