@@ -574,6 +574,44 @@ t.test('logs into a reader that stops early ends quietly with exit 0', async (t)
   t.same(await following, { code: 0, stderr: '' }, 'logs -f | grep -m1 -q');
 });
 
+t.test('logs -f | head -1 ends once head has, with no event after it', async (t) => {
+  // Before, it noticed the closed pipe only when the next event came to be printed, maybe hours later.
+  const { app, lifecycle, configFile } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  await lifecycle.record({ mac: UNLISTED_MAC, source: 'dhcp', type: 'dhcp-ignored' });
+  // A real pipeline; its own process group, so a logs that never ends is killed with it.
+  const pipeline = spawn(
+    'sh',
+    [
+      '-c',
+      '"$0" --import tsx "$1" logs -f -n 1 --json --url "$2" -c "$3" | head -1',
+      process.execPath,
+      MAIN,
+      url,
+      configFile,
+    ],
+    { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  t.teardown(() => {
+    try {
+      process.kill(-(pipeline.pid ?? 0), 'SIGKILL');
+    } catch {}
+  });
+  let stdout = '';
+  let stderr = '';
+  pipeline.stdout?.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+  });
+  pipeline.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const ended = new Promise<number | null>((resolve) => pipeline.once('exit', resolve));
+  const code = await Promise.race([ended, delay(20_000, 'still running after 20 s')]);
+  t.equal(code, 0, stderr);
+  t.match(JSON.parse(stdout), { mac: UNLISTED_MAC, type: 'dhcp-ignored' }, 'head printed the one event');
+  t.equal(stderr, '');
+});
+
 t.test("logs -f --mac resumes after the server's newest event, not this machine's", async (t) => {
   // Retention pruned events 1-400 of other machines; this MAC has none; the server is at 500.
   const resumedAfter: string[] = [];

@@ -10,6 +10,7 @@ import {
   lastEventId,
   resolveServer,
 } from './client.js';
+import { watchPipeReaders } from './pipe-readers.js';
 import { wholeNumberIn } from './whole-number.js';
 
 /** The most events `GET /api/v1/events` answers at once (its `limit`, events-stream.ts). */
@@ -35,6 +36,7 @@ export function registerLogs(program: Command): void {
       const mac = options.mac === undefined ? undefined : parseMac(options.mac);
       if (options.mac !== undefined && !mac) throw new Error(`not a MAC address: ${options.mac}`);
       const target = await resolveServer(options);
+      const stop = new AbortController();
       // A reader that stops (`| head`) ends the process in main.ts; a slow one (`| less`) holds it here.
       const print = async (event: MachineEvent) => {
         const line = `${options.json ? JSON.stringify(event) : formatEvent(event)}\n`;
@@ -46,10 +48,11 @@ export function registerLogs(program: Command): void {
       const newest = mac ? await lastEventId(target) : undefined;
       const query = new URLSearchParams({ limit: String(options.lines), ...(mac ? { mac } : {}) });
       const history = await getJson<MachineEvent[]>(target, `/api/v1/events?${query}`, 'array');
+      // Before the first line: `| head -1` reads it and goes.
+      if (options.follow) watchPipeReaders(1, stop.signal, () => stop.abort());
       for (const event of history) await print(event);
       if (!options.follow) return;
 
-      const stop = new AbortController();
       process.once('SIGINT', () => stop.abort());
       const events = followEvents(target, {
         mac,
