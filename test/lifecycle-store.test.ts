@@ -384,6 +384,59 @@ t.test('a directory where the history should be is named as one, not as a permis
   t.same(readdirSync(file), [], 'left as it was');
 });
 
+t.test('a history row whose JSON does not parse stops the start naming the row and what to do', async (t) => {
+  // Before: "history …: Unexpected token…", naming neither the row nor a way out.
+  const stateDir = stateDirFor(t);
+  const file = join(stateDir, DATABASE_FILE_NAME);
+  const lifecycle = openStore({ stateDir, retention: 1000, logger });
+  for (const event of install()) await lifecycle.record(event);
+  await lifecycle.close();
+  const edit = (sql: string, ...values: unknown[]) => {
+    const database = new Database(file);
+    database.prepare(sql).run(...values);
+    database.close();
+  };
+  const read = (sql: string) => {
+    const database = new Database(file, { readonly: true });
+    const value = database.prepare(sql).pluck().get();
+    database.close();
+    return value;
+  };
+  const ways = (remove: string, loss: string) =>
+    `restore ${file} from a backup, or delete that row with sqlite3 ${file} "${remove}" while rackboot is stopped (${loss}), or move the file with its -wal and -shm files away to start a new history`;
+
+  const record = read('SELECT record FROM machines') as string;
+  const cut = record.slice(0, 10);
+  const parseError = (() => {
+    try {
+      JSON.parse(cut);
+    } catch (error) {
+      return (error as Error).message;
+    }
+  })();
+  edit('UPDATE machines SET record = ? WHERE mac = ?', cut, mac);
+  const machineRefusal = {
+    constructor: StateError,
+    message: `history ${file}: machines row ${mac} is damaged (${parseError}); ${ways(`DELETE FROM machines WHERE mac = '${mac}'`, 'the machine keeps only what its events since the last snapshot say: an installed one may install again at its next network boot')}`,
+  };
+  t.throws(() => openLifecycle({ stateDir, retention: 1000, logger }), machineRefusal, 'serve');
+  t.throws(() => readMachineRecord(stateDir, mac), machineRefusal, 'render');
+  edit('UPDATE machines SET record = ? WHERE mac = ?', record, mac);
+
+  // An event after the last snapshot is replayed at the start; 'null' parses, but is no event.
+  edit('UPDATE snapshot SET through_id = 0');
+  const id = read('SELECT max(id) FROM events') as number;
+  edit('UPDATE events SET event = ? WHERE id = ?', 'null', id);
+  t.throws(() => openLifecycle({ stateDir, retention: 1000, logger }), {
+    constructor: StateError,
+    message: `history ${file}: events row ${id} is damaged (not a JSON object); ${ways(`DELETE FROM events WHERE id = ${id}`, 'that event is lost')}`,
+  });
+  edit('DELETE FROM events WHERE id = ?', id);
+  const reopened = openStore({ stateDir, retention: 1000, logger });
+  t.teardown(() => reopened.close());
+  t.ok(reopened.stateOf(mac), 'with the row deleted as told, it starts');
+});
+
 t.test('an empty history beside a -wal that holds it is refused, the -wal kept', async (t) => {
   // Before: SQLite took the empty file for a new database and deleted the -wal (a read-only open
   // by `rackboot render` too): every event since the last checkpoint, here all of them, was lost.

@@ -5,6 +5,7 @@ import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { giveTo } from '../durable-file.js';
 import type { Mac } from '../inventory/mac.js';
+import { isObject } from '../json.js';
 import type { Logger } from '../log.js';
 import { StateError, stateFileAdvice, stateFileError } from '../state-error.js';
 import { startModuleWorker } from '../worker-thread.js';
@@ -288,19 +289,19 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
   };
 
   const machines = new Map<Mac, MachineRecord>();
-  for (const row of database.prepare('SELECT record FROM machines').all() as { record: string }[]) {
-    const record = recordFromRow(row);
+  for (const row of database.prepare('SELECT mac, record FROM machines').all() as MachineRow[]) {
+    const record = recordFromRow(row, file);
     machines.set(record.mac, record);
   }
   // The snapshot is at most one interval behind the history: fold in what came after it.
   let snapshotThroughId = (
     database.prepare('SELECT through_id FROM snapshot').get() as { through_id: number }
   ).through_id;
-  const tail = database.prepare('SELECT event FROM events WHERE id > ? ORDER BY id');
+  const tail = database.prepare('SELECT id, event FROM events WHERE id > ? ORDER BY id');
   // Machines changed since the last snapshot; written with a batch at most once per interval.
   const dirtyMachines = new Set<Mac>();
-  for (const row of tail.iterate(snapshotThroughId) as Iterable<Pick<StoredEvent, 'event'>>) {
-    const event = fromRow(row);
+  for (const row of tail.iterate(snapshotThroughId) as Iterable<StoredEvent>) {
+    const event = fromRow(row, file);
     if (!event.mac) continue;
     const replayed = replay(machines.get(event.mac), event);
     if (replayed) {
@@ -690,7 +691,7 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     bootsFromDisk: (mac) => machines.get(mac)?.bootsFromDisk ?? false,
     machines: () => [...machines.values()],
     machine: (mac) => machines.get(mac),
-    latestEvents: (filter) => storedLatestEvents(filter).map(fromRow),
+    latestEvents: (filter) => storedLatestEvents(filter).map((row) => fromRow(row, file)),
     storedEventsAfter,
     storedLatestEvents,
     lastEventId: () => durableId,
@@ -727,15 +728,47 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
   };
 }
 
-function fromRow(row: Pick<StoredEvent, 'event'>): MachineEvent {
-  return JSON.parse(row.event) as MachineEvent;
+interface MachineRow {
+  mac: string;
+  record: string;
 }
 
-function recordFromRow(row: { record: string }): MachineRecord {
-  const record = JSON.parse(row.record) as MachineRecord;
+function fromRow(row: StoredEvent, file: string): MachineEvent {
+  return parseRow<MachineEvent>(row.event, file, {
+    row: `events row ${row.id}`,
+    remove: `DELETE FROM events WHERE id = ${row.id}`,
+    loss: 'that event is lost',
+  });
+}
+
+function recordFromRow(row: MachineRow, file: string): MachineRecord {
+  const record = parseRow<MachineRecord>(row.record, file, {
+    row: `machines row ${row.mac}`,
+    remove: `DELETE FROM machines WHERE mac = '${row.mac.replaceAll("'", "''")}'`,
+    loss: 'the machine keeps only what its events since the last snapshot say: an installed one may install again at its next network boot',
+  });
   // Snapshots from before the mark: an installed machine had completed its install.
   record.bootsFromDisk ??= record.state === 'installed';
   return record;
+}
+
+/**
+ * The JSON object a history row holds. One that does not parse (a disk error, a hand edit) stopped
+ * the start with only JSON.parse's words: the error names the row and the ways out, the ones that
+ * lose least first.
+ */
+function parseRow<T>(text: string, file: string, where: { row: string; remove: string; loss: string }): T {
+  let parsed: unknown;
+  let problem = 'not a JSON object';
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    problem = (error as Error).message;
+  }
+  if (isObject(parsed)) return parsed as T;
+  throw new StateError(
+    `history ${file}: ${where.row} is damaged (${problem}); restore ${file} from a backup, or delete that row with sqlite3 ${file} "${where.remove}" while rackboot is stopped (${where.loss}), or move the file with its -wal and -shm files away to start a new history`,
+  );
 }
 
 /**
@@ -758,14 +791,14 @@ export function readMachineRecord(stateDir: string, mac: Mac): MachineRecord | u
   refuseCutShort(file);
   const database = new Database(file, { readonly: true, fileMustExist: true });
   try {
-    const row = database.prepare('SELECT record FROM machines WHERE mac = ?').get(mac) as
-      | { record: string }
+    const row = database.prepare('SELECT mac, record FROM machines WHERE mac = ?').get(mac) as
+      | MachineRow
       | undefined;
-    let record = row ? recordFromRow(row) : undefined;
+    let record = row ? recordFromRow(row, file) : undefined;
     const mark = database.prepare('SELECT through_id FROM snapshot').get() as { through_id: number };
-    const tail = database.prepare('SELECT event FROM events WHERE id > ? AND mac = ? ORDER BY id');
-    for (const stored of tail.iterate(mark.through_id, mac) as Iterable<Pick<StoredEvent, 'event'>>)
-      record = replay(record, fromRow(stored)) ?? record;
+    const tail = database.prepare('SELECT id, event FROM events WHERE id > ? AND mac = ? ORDER BY id');
+    for (const stored of tail.iterate(mark.through_id, mac) as Iterable<StoredEvent>)
+      record = replay(record, fromRow(stored, file)) ?? record;
     return record;
   } finally {
     database.close();
