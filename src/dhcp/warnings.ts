@@ -35,8 +35,8 @@ export function operatorWarnings(): (
     if (outcome.leaseChange?.kind === 'decline') return declineWarning(request, outcome.leaseChange);
     if (!outcome.pool) return undefined;
     // No shared budget: the key is a pool of the config, not anything a client chooses.
-    const suppressed = exhaustionWarnings(outcome.pool.name, now, () => true);
-    return suppressed === undefined ? undefined : exhaustionWarning(request, outcome.pool, suppressed);
+    const leftOut = exhaustionWarnings(outcome.pool.name, now, () => true);
+    return leftOut && exhaustionWarning(request, outcome.pool, leftOut.suppressed ?? 0);
   };
 }
 
