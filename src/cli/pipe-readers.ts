@@ -44,7 +44,7 @@ export function watchPipeReaders(fd: number, signal: AbortSignal, onGone: () => 
 /**
  * The PIDs of other processes with the pipe `dev`/`ino` open for reading, and whether every
  * process's fds could be looked at; undefined without /proc. Synchronous: the tens of thousands
- * of fds of a busy host take milliseconds so, and seconds as as many promises.
+ * of fds of a busy host take milliseconds so, and seconds as that many promises.
  */
 function pipeReaders(dev: number, ino: number): { readers: number[]; sawAll: boolean } | undefined {
   let processes: string[];
