@@ -313,3 +313,27 @@ t.test('machines adopt without a config file says which file and how to name or 
     );
   }
 });
+
+t.test('the verbs that call a server, without a config file or --url, say so in one line', async (t) => {
+  // Before: "no --url given and the config does not load:" and, on a second line,
+  // "rackboot.yaml:1:1: cannot read config: file not found".
+  const directory = t.testdir({ 'conf.d': {} });
+  const file = join(directory, 'rackboot.yaml');
+  for (const verb of [['machines'], ['logs'], ['reprovision', '52:54:00:00:00:01']]) {
+    const name = verb.join(' ');
+    const missing = await runCli(verb, { cwd: directory, env: { RACKBOOT_CONFIG: '' } });
+    t.equal(missing.code, 1, name);
+    t.equal(
+      missing.stderr,
+      `rackboot: no config file ${file}: name yours with -c FILE (or $RACKBOOT_CONFIG), or create it first (rackboot.yaml in rackboot's repository is a complete example; \`rackboot validate\` checks it); or name the server with --url URL\n`,
+      name,
+    );
+    const unreadable = await runCli([...verb, '-c', 'conf.d'], { cwd: directory });
+    t.equal(unreadable.code, 1, `${name} -c conf.d`);
+    t.equal(
+      unreadable.stderr,
+      `rackboot: no --url given and the config does not load: conf.d:1:1: cannot read config: not a regular file (a named pipe, a socket, a device or a directory): name the YAML file itself\n`,
+      `${name} -c conf.d`,
+    );
+  }
+});

@@ -11,7 +11,7 @@ import { isObject } from '../json.js';
 import type { MachineEvent } from '../lifecycle/events.js';
 import { readRunningServer } from '../running-server.js';
 import { stateFileAdvice } from '../state-error.js';
-import { addConfigOption, resolveConfigPath } from './config-option.js';
+import { addConfigOption, existingConfigPath, resolveConfigPath } from './config-option.js';
 
 /** A running server as the verbs see it: where it answers and the operator token, if any. */
 export interface ServerTarget {
@@ -66,9 +66,14 @@ const SERVER_DEFAULTS = {
  */
 async function readServerSettings(
   file: string,
+  // `problem` follows a colon: on its line when it is one, one per line below it when more.
 ): Promise<{ ok: true; settings: ServerSettings } | { ok: false; problem: string }> {
   const read = await readConfigFile(file);
-  const problemLines = (problems: Problem[]) => problems.map((problem) => formatProblem(problem)).join('\n');
+  // One problem (a file that cannot be read, one syntax error) stays on the line that introduces it.
+  const problemLines = (problems: Problem[]) =>
+    problems.length === 1
+      ? ` ${formatProblem(problems[0] as Problem)}`
+      : `\n${problems.map((problem) => formatProblem(problem)).join('\n')}`;
   if (!read.ok) return { ok: false, problem: problemLines(read.problems) };
   const parsed = parseConfigText(read.text, file);
   // A syntax error below server: is most likely the edit the operator is fixing, while the server
@@ -120,13 +125,17 @@ function originOf(url: string): string | undefined {
  * token: it may be any server, or whatever listens on a port after the server stopped.
  */
 export async function resolveServer(options: { url?: string; config?: string }): Promise<ServerTarget> {
-  const file = resolveConfigPath(options.config);
-  const read = await readServerSettings(file);
   const given = options.url?.replace(/\/+$/, '');
+  // With --url the config only may hold the token, and a missing one is said when a token is needed.
+  const file =
+    given === undefined
+      ? existingConfigPath(options.config, 'or name the server with --url URL')
+      : resolveConfigPath(options.config);
+  const read = await readServerSettings(file);
   let url: string;
   const running = given === undefined && read.ok ? await readRunningServer(read.settings.state) : undefined;
   if (given !== undefined) url = given;
-  else if (!read.ok) throw new Error(`no --url given and the config does not load:\n${read.problem}`);
+  else if (!read.ok) throw new Error(`no --url given and the config does not load:${read.problem}`);
   else if (running) {
     url = running.url;
     if (running.url !== read.settings.url) {
@@ -143,7 +152,7 @@ export async function resolveServer(options: { url?: string; config?: string }):
     return {
       url,
       token: undefined,
-      noToken: `set $RACKBOOT_API_TOKEN (the config does not load: ${read.problem})`,
+      noToken: `set $RACKBOOT_API_TOKEN (the config does not load:${read.problem})`,
     };
   }
   const { settings } = read;

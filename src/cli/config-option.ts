@@ -29,15 +29,17 @@ export function resolveConfigPath(given: string | undefined): string {
 }
 
 /**
- * The config file for a verb that edits it (`machines adopt`), refused in one line when there is
- * none: which file was looked for, and the two ways out. Another failure to read it is the edit's
- * to say, with its reason.
+ * The config file of a verb that cannot do without one (`machines adopt` edits it; the verbs that
+ * call a server find it there when no --url is given), refused in one line when there is none:
+ * which file was looked for, the ways out, and `outcome`, what the refusal means for this verb (its
+ * own way out, or what it did not do). Another failure to read it is the verb's to say, with its
+ * reason.
  */
-export function existingConfigPath(given: string | undefined): string {
+export function existingConfigPath(given: string | undefined, outcome: string): string {
   const file = resolveConfigPath(given);
   if (!isMissing(file)) return file;
   throw new Error(
-    `no config file ${file}: name yours with -c FILE (or $RACKBOOT_CONFIG), or create it first (rackboot.yaml in rackboot's repository is a complete example; \`rackboot validate\` checks it); nothing written`,
+    `no config file ${file}: name yours with -c FILE (or $RACKBOOT_CONFIG), or create it first (rackboot.yaml in rackboot's repository is a complete example; \`rackboot validate\` checks it); ${outcome}`,
   );
 }
 

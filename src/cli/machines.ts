@@ -38,7 +38,7 @@ export function registerMachines(program: Command): void {
       }>();
       const mac = parseMac(macText);
       if (!mac) throw new Error(`not a MAC address: ${macText}`);
-      const file = existingConfigPath(options.config);
+      const file = existingConfigPath(options.config, 'nothing written');
       const adopted = await adoptIntoFile(file, {
         mac,
         profile: options.profile,
