@@ -1022,6 +1022,40 @@ t.test('an adopt refused with several problems shows each of them, in view', asy
   t.same(pageErrors, []);
 });
 
+t.test('an adopt the server warns of shows its warnings in the adopted machine’s panel', async (t) => {
+  // Before: the 201's warnings were dropped; the row said "added to the config" and left the table.
+  const { app, lifecycle } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  await lifecycle.record({
+    mac: UNLISTED_MAC,
+    source: 'dhcp',
+    type: 'dhcp-ignored',
+    detail: { firmware: 'uefi-pxe', arch: 'x86_64' },
+  });
+  const { page, pageErrors } = await openDashboard(t, url);
+  await page.fill('#token', API_TOKEN);
+  await page.locator('#token').dispatchEvent('change');
+  const discovered = page.locator(`#discovered tr[data-mac="${UNLISTED_MAC}"]`);
+  await discovered.locator('input[placeholder="profile"]').fill('spare');
+  // The listed machine is node1 already: written all the same, with the loader's warning.
+  await discovered.locator('input[placeholder="hostname"]').fill('node1');
+  await discovered.locator('button', { hasText: 'Adopt' }).click();
+  const message = page.locator('#detail-message[data-outcome="warning"]');
+  await message.waitFor({ timeout: 10_000 });
+  // biome-ignore lint/performance/useDomNodeTextContent: Playwright's innerText keeps the line breaks between warnings
+  const lines = (await message.innerText()).split('\n');
+  t.match(lines, [
+    'added to the config, with a warning:',
+    /rackboot\.yaml:\d+:\d+: duplicate hostname node1/,
+  ]);
+  t.equal(lines.length, 2);
+  t.match(await page.locator('#detail-title').textContent(), UNLISTED_MAC, 'in the adopted machine’s panel');
+  await discovered.waitFor({ state: 'detached', timeout: 10_000 });
+  t.equal(await message.isVisible(), true, 'still shown once the machine left the discovered table');
+  await page.screenshot({ path: join(ARTIFACTS, 'dashboard-adopt-warned.png') });
+  t.same(pageErrors, []);
+});
+
 /**
  * Ages move on every 5 s with no event. The tick re-rendered every discovered machine (both its rows),
  * which froze a page of 5,000 of them for about half a second every 5 s; now it sets the age cells'

@@ -138,6 +138,16 @@ function hardware(machine) {
   return [machine.vendor, machine.arch, machine.firmware].filter(Boolean).join(' · ');
 }
 
+/**
+ * Shows `text` in a `.message` node; `outcome` (sending, done, warning, error, or undefined for none)
+ * colours it (style.css).
+ */
+function showMessage(node, outcome, text) {
+  if (outcome) node.dataset.outcome = outcome;
+  else delete node.dataset.outcome;
+  setText(node, text);
+}
+
 function stateBadge(state) {
   return element('span', { className: 'state', dataset: { state: state ?? 'unseen' } }, state ?? 'not seen');
 }
@@ -403,15 +413,23 @@ function discoveredRow(mac) {
       if (hostname.value.trim()) body.hostname = hostname.value.trim();
       const parsed = parseVars(vars.value);
       if (Object.keys(parsed).length > 0) body.vars = parsed;
-      message.dataset.outcome = 'sending';
-      message.textContent = 'adding…';
-      await operatorCall(`/api/v1/machines/${encodeURIComponent(mac)}/adopt`, body);
-      message.dataset.outcome = 'done';
-      message.textContent = 'added to the config';
-      refreshMachine(mac);
+      showMessage(message, 'sending', 'adding…');
+      const { warnings = [] } = await operatorCall(`/api/v1/machines/${encodeURIComponent(mac)}/adopt`, body);
+      showMessage(message, 'done', 'added to the config');
+      if (warnings.length === 0) refreshMachine(mac);
+      else {
+        // This row leaves the table once the server lists the machine: its panel stays, and reads it.
+        selectMachine(mac);
+        const count = warnings.length === 1 ? 'a warning' : `${warnings.length} warnings`;
+        showMessage(
+          $('detail-message'),
+          'warning',
+          `added to the config, with ${count}:\n${warnings.join('\n')}`,
+        );
+        void loadTimeline(mac);
+      }
     } catch (error) {
-      message.dataset.outcome = 'error';
-      message.textContent = error.message;
+      showMessage(message, 'error', error.message);
     }
   };
   // Not a <form>: Chromium's cost of adding one grows with the forms already in the page, and with
@@ -570,7 +588,7 @@ function selectMachine(mac) {
   selected = mac;
   selectedEvents = [];
   selectedIds = new Set();
-  $('detail-message').textContent = '';
+  showMessage($('detail-message'), undefined, '');
   if (previous) touch(previous);
   if (mac) touch(mac);
   detailDirty = true;
@@ -920,9 +938,9 @@ async function start() {
       return;
     try {
       await operatorCall(`/api/v1/machines/${encodeURIComponent(mac)}/reprovision`);
-      $('detail-message').textContent = afterReprovision(machines.get(mac));
+      showMessage($('detail-message'), 'done', afterReprovision(machines.get(mac)));
     } catch (error) {
-      $('detail-message').textContent = error.message;
+      showMessage($('detail-message'), 'error', error.message);
     }
   });
   const response = await firstFleet();
