@@ -758,6 +758,35 @@ t.test('an edit of the config file reaches an open page without a reload', async
   t.same(pageErrors, [], 'no script errors');
 });
 
+t.test('the adopt form suggests the profiles of the config as it is now', async (t) => {
+  // Before: the suggestions only grew; a profile renamed in the file stayed one until a reload.
+  const { app, lifecycle, configFile } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  await lifecycle.record(bootEvent(UNLISTED_MAC));
+  const { page, pageErrors } = await openDashboard(t, url);
+  const suggested = () =>
+    page.$$eval('#profiles option', (options) => options.map((option) => option.getAttribute('value')));
+  await page.locator(`#discovered tr[data-mac="${UNLISTED_MAC}"]`).waitFor();
+  t.same(await suggested(), ['worker'], 'the profile of the listed machine');
+
+  writeFileSync(
+    configFile,
+    FIXTURE_YAML.replace('  worker:\n', '  compute:\n').replace('profile: worker', 'profile: compute'),
+  );
+  await page
+    .locator(`#machines tr[data-mac="${LISTED_MAC}"] td`, { hasText: 'compute' })
+    .waitFor({ timeout: 10_000 });
+  t.same(await suggested(), ['compute'], 'the renamed profile replaces the old name');
+  t.equal(
+    await page
+      .locator(`#discovered tr[data-mac="${UNLISTED_MAC}"] input[placeholder="profile"]`)
+      .getAttribute('list'),
+    'profiles',
+    'the discovered machine’s form takes them',
+  );
+  t.same(pageErrors, [], 'no script errors');
+});
+
 t.test('a stream that was down reads the fleet again: a config edit it missed is shown', async (t) => {
   const { app, configFile, config } = await startLifecycleApp(t);
   const url = await app.listen({ port: 0, host: '127.0.0.1' });

@@ -28,6 +28,10 @@ const TIMELINE_LIMIT = 1000;
  * id already folded into it, so a replayed event or an older fetched view never moves it back.
  */
 const machines = new Map();
+/**
+ * The adopt form's suggestions (#profiles): the profiles of the machines the server lists, made anew
+ * at each read of the whole fleet, which follows every config edit.
+ */
 const profiles = new Set();
 let filter = 'all';
 let selected;
@@ -810,11 +814,14 @@ async function resyncOnce(reset) {
     selectedIds = new Set();
     timelineDirty = true;
   }
+  // The profiles are the server's now: one removed or renamed in the config is no longer suggested.
+  profiles.clear();
   const listed = new Set();
   for (const view of list) {
     listed.add(view.mac);
     mergeView(view, throughId);
   }
+  renderProfiles();
   for (const [mac, machine] of machines) {
     if (!listed.has(mac) && machine.appliedId <= throughId) removeMachine(mac);
   }
