@@ -114,8 +114,10 @@ async function main(): Promise<void> {
         /listening \d+/,
       );
       const port = Number(/listening (\d+)/.exec(peer.output())?.[1]);
-      await wrk(`http://127.0.0.1:${port}/`, 2, CONNECTIONS);
-      ceilings[kind] = await wrkWithCpu(peer.child.pid, `http://127.0.0.1:${port}/`, CONNECTIONS);
+      // The same request stream as rackboot's scripts (wrk's Lua picking a random machine's path):
+      // without it the peer's load client does less per request, on the two cores both share.
+      await wrk(`http://127.0.0.1:${port}`, 2, CONNECTIONS, scriptLua);
+      ceilings[kind] = await wrkWithCpu(peer.child.pid, `http://127.0.0.1:${port}`, CONNECTIONS, scriptLua);
       peer.stop();
     }
     const ceiling = ceilings.node as WrkResult & ServerCpu;
