@@ -1,3 +1,4 @@
+import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import {
   type Alias,
@@ -53,16 +54,18 @@ export async function readConfigFile(
   });
   let bytes: Buffer | undefined;
   try {
-    bytes = await readRegularFile(absolute);
+    // A named pipe is read as the stream it is, waiting for its writer as `cat` would: process
+    // substitution (`validate -c <(sops -d rackboot.yaml)`) and a config handed over by another
+    // process. The config is read off the main thread (the CLI, serve's load worker), so the wait
+    // stops nothing else. Templates are not: they stay regular files only.
+    bytes = (await stat(absolute)).isFIFO() ? await readFile(absolute) : await readRegularFile(absolute);
   } catch (error) {
     return unreadable(
       (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (error as Error).message,
     );
   }
   if (bytes === undefined)
-    return unreadable(
-      'not a regular file (a named pipe, a socket, a device or a directory): name the YAML file itself',
-    );
+    return unreadable('not a file (a socket, a device or a directory): name the YAML file itself');
   const read = textOf(bytes);
   if (read.ok) return read;
   return { ok: false, problems: [{ file: absolute, line: read.line, col: read.col, message: read.reason }] };
