@@ -21,6 +21,7 @@ import {
   API_TOKEN,
   FIXTURE_YAML,
   LISTED_MAC,
+  type LifecycleFixture,
   mac,
   startLifecycleApp,
   UNLISTED_MAC,
@@ -1002,6 +1003,23 @@ t.test(
   },
 );
 
+/**
+ * The dashboard once UNLISTED_MAC was discovered (a UEFI PXE boot it was not answered), with the
+ * operator token entered; its row among the discovered machines.
+ */
+async function openWithDiscovered(t: Test, url: string, lifecycle: LifecycleFixture['lifecycle']) {
+  await lifecycle.record({
+    mac: UNLISTED_MAC,
+    source: 'dhcp',
+    type: 'dhcp-ignored',
+    detail: { firmware: 'uefi-pxe', arch: 'x86_64' },
+  });
+  const { page, pageErrors } = await openDashboard(t, url);
+  await page.fill('#token', API_TOKEN);
+  await page.locator('#token').dispatchEvent('change');
+  return { page, pageErrors, discovered: page.locator(`#discovered tr[data-mac="${UNLISTED_MAC}"]`) };
+}
+
 t.test('an adopt refused with several problems shows each of them, in view', async (t) => {
   const template = join(t.testdir(), 'worker.bu');
   writeFileSync(
@@ -1016,16 +1034,7 @@ t.test('an adopt refused with several problems shows each of them, in view', asy
     ),
   );
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
-  await lifecycle.record({
-    mac: UNLISTED_MAC,
-    source: 'dhcp',
-    type: 'dhcp-ignored',
-    detail: { firmware: 'uefi-pxe', arch: 'x86_64' },
-  });
-  const { page, pageErrors } = await openDashboard(t, url);
-  await page.fill('#token', API_TOKEN);
-  await page.locator('#token').dispatchEvent('change');
-  const discovered = page.locator(`#discovered tr[data-mac="${UNLISTED_MAC}"]`);
+  const { page, pageErrors, discovered } = await openWithDiscovered(t, url, lifecycle);
   await discovered.locator('input[placeholder="profile"]').fill('spare');
   // Enter in a field adopts, as a form's would.
   await discovered.locator('input[placeholder="profile"]').press('Enter');
@@ -1055,16 +1064,7 @@ t.test('an adopt the server warns of shows its warnings in the adopted machineâ€
   // Before: the 201's warnings were dropped; the row said "added to the config" and left the table.
   const { app, lifecycle } = await startLifecycleApp(t);
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
-  await lifecycle.record({
-    mac: UNLISTED_MAC,
-    source: 'dhcp',
-    type: 'dhcp-ignored',
-    detail: { firmware: 'uefi-pxe', arch: 'x86_64' },
-  });
-  const { page, pageErrors } = await openDashboard(t, url);
-  await page.fill('#token', API_TOKEN);
-  await page.locator('#token').dispatchEvent('change');
-  const discovered = page.locator(`#discovered tr[data-mac="${UNLISTED_MAC}"]`);
+  const { page, pageErrors, discovered } = await openWithDiscovered(t, url, lifecycle);
   await discovered.locator('input[placeholder="profile"]').fill('spare');
   // The listed machine is node1 already: written all the same, with the loader's warning.
   await discovered.locator('input[placeholder="hostname"]').fill('node1');
