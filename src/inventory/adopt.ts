@@ -11,7 +11,7 @@ import { runModuleWorker } from '../worker-thread.js';
 import { type LoadOptions, loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
 import { badName, isName } from './names.js';
-import { macAsWritten, parseWithPositions, readConfigFile, yamlProblems } from './parse.js';
+import { parseWithPositions, readConfigFile, textAsWritten, yamlProblems } from './parse.js';
 import { closestName, formatProblem, type Problem } from './problems.js';
 import { ConfigSchema } from './schema.js';
 import { type ConfigSource, missingUnderRunningAssets } from './source.js';
@@ -108,7 +108,7 @@ export function adoptMachine(
   const items = isSeq(node) ? node.items : [];
   const listed = items.some((item) => {
     const mac = isMap(item) ? item.get('mac', true) : undefined;
-    const written = isScalar(mac) ? macAsWritten(mac) : undefined;
+    const written = isScalar(mac) ? textAsWritten(mac) : undefined;
     return written !== undefined && parseMac(written) === request.mac;
   });
   if (listed)

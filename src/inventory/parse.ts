@@ -33,8 +33,8 @@ export interface Locator {
   /** Problem at the key of the last segment of `path`. */
   atKey(path: Path, message: string): Problem;
   /**
-   * The text of the unquoted scalar at `path` (through an alias) as it is written in the file, where
-   * YAML read a number or a boolean: `007`, not 7. Undefined for any other node, or none there.
+   * The text of the scalar at `path` (through an alias) as it is written in the file, where YAML
+   * read a number or a boolean: `007`, not 7 (textAsWritten). Undefined for a node that is not a scalar, or none there.
    */
   writtenAt(path: Path): string | undefined;
 }
@@ -231,7 +231,7 @@ function locator(document: Document, position: Position): Locator {
     writtenAt: (path) => {
       const node = nodeAt(document, path);
       const value = isAlias(node) ? node.resolve(document) : node;
-      return isScalar(value) && value.type === 'PLAIN' ? value.source : undefined;
+      return isScalar(value) ? textAsWritten(value) : undefined;
     },
   };
 }
@@ -256,10 +256,9 @@ function pairOf(map: YAMLMap, key: string | number): Pair | undefined {
  * number or boolean (`007:`, `1.50:`) is the text written, not the number's own (`7`, `1.5`).
  */
 function keyText(key: Scalar): string {
-  if (typeof key.value === 'string') return key.value;
   // yaml's own toJS makes a null key ''.
   if (key.value === null || key.value === undefined) return '';
-  return key.type === 'PLAIN' && key.source ? key.source : String(key.value);
+  return textAsWritten(key) ?? String(key.value);
 }
 
 /**
@@ -290,11 +289,12 @@ function isMachineVar(path: readonly unknown[]): boolean {
 }
 
 /**
- * A `mac:` value as its text. CONTRACT.md's bare-hex spelling, unquoted, is a YAML number
- * (525400123456, or 001122334455 without its zeros, or 1e2233445566 as Infinity): adopt reads a
- * listed MAC as written when it looks for one, as the loader does (Locator.writtenAt).
+ * A scalar as its text: a string as it is, an unquoted number or boolean as written (`007`, not 7).
+ * CONTRACT.md's bare-hex MAC spelling, unquoted, is a YAML number (525400123456, or 001122334455
+ * without its zeros, or 1e2233445566 as Infinity): adopt reads a listed MAC so when it looks for
+ * one, as the loader reads keys (keyText) and text values (Locator.writtenAt).
  */
-export function macAsWritten(value: Scalar): string | undefined {
+export function textAsWritten(value: Scalar): string | undefined {
   if (typeof value.value === 'string') return value.value;
   return value.type === 'PLAIN' && value.source ? value.source : undefined;
 }
