@@ -154,24 +154,39 @@ t.test(
   },
 );
 
-t.test('a declined address is no longer listed as the machine’s, its reservation included', async (t) => {
-  const reserved = FIXTURE_YAML.replace('    hostname: node1\n', '    hostname: node1\n    ip: 10.77.0.21\n');
-  const authoritative = `${reserved}dhcp:\n  mode: authoritative\n  subnet: 10.77.0.0/24\n  range: [10.77.0.100, 10.77.0.199]\n`;
-  const { app, lifecycle } = await startLifecycleApp(t, authoritative);
-  const dhcp = (type: string, ip: string) =>
-    lifecycle.record({ mac: LISTED_MAC, source: 'dhcp', type, ip, detail: { firmware: 'bios-pxe' } });
-  const listed = async () => (await app.inject('/api/v1/machines')).json() as { mac: string; ip: unknown }[];
-  const ipOf = async () => (await listed()).find((machine) => machine.mac === LISTED_MAC)?.ip;
-  const one = async () => (await app.inject(`/api/v1/machines/${LISTED_MAC}`)).json() as { ip: unknown };
+t.test(
+  'a declined or released address is no longer listed as the machine’s, its reservation included',
+  async (t) => {
+    const reserved = FIXTURE_YAML.replace(
+      '    hostname: node1\n',
+      '    hostname: node1\n    ip: 10.77.0.21\n',
+    );
+    const authoritative = `${reserved}dhcp:\n  mode: authoritative\n  subnet: 10.77.0.0/24\n  range: [10.77.0.100, 10.77.0.199]\n`;
+    for (const type of ['dhcp-decline', 'dhcp-release']) {
+      const { app, lifecycle } = await startLifecycleApp(t, authoritative);
+      const dhcp = (eventType: string, ip: string) =>
+        lifecycle.record({
+          mac: LISTED_MAC,
+          source: 'dhcp',
+          type: eventType,
+          ip,
+          detail: { firmware: 'bios-pxe' },
+        });
+      const listed = async () =>
+        (await app.inject('/api/v1/machines')).json() as { mac: string; ip: unknown }[];
+      const ipOf = async () => (await listed()).find((machine) => machine.mac === LISTED_MAC)?.ip;
+      const one = async () => (await app.inject(`/api/v1/machines/${LISTED_MAC}`)).json() as { ip: unknown };
 
-  await dhcp('dhcp-ack', '10.77.0.21');
-  t.equal(await ipOf(), '10.77.0.21');
-  await dhcp('dhcp-decline', '10.77.0.21');
-  t.equal(await ipOf(), null, 'the list shows no address');
-  t.equal((await one()).ip, null, 'nor does the machine’s own view');
-  await dhcp('dhcp-offer', '10.77.0.150');
-  t.equal(await ipOf(), '10.77.0.150', 'the next offer is shown');
-});
+      await dhcp('dhcp-ack', '10.77.0.21');
+      t.equal(await ipOf(), '10.77.0.21', type);
+      await dhcp(type, '10.77.0.21');
+      t.equal(await ipOf(), null, `${type}: the list shows no address`);
+      t.equal((await one()).ip, null, `${type}: nor does the machine’s own view`);
+      await dhcp('dhcp-offer', '10.77.0.150');
+      t.equal(await ipOf(), '10.77.0.150', `${type}: the next offer is shown`);
+    }
+  },
+);
 
 t.test('POST /api/v1/machines/{mac}/events needs that machine’s own token', async (t) => {
   const { app, lifecycle, secrets } = await startLifecycleApp(t);

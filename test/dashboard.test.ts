@@ -395,18 +395,27 @@ t.test(
   },
 );
 
-t.test('a declined address leaves the open page’s row, as it leaves the server’s record', async (t) => {
-  const { app, lifecycle } = await startLifecycleApp(t);
-  const url = await app.listen({ port: 0, host: '127.0.0.1' });
-  await lifecycle.record({ ...bootEvent(LISTED_MAC), ip: '10.77.0.100' });
-  const { page, pageErrors } = await openDashboard(t, url);
-  const row = page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`);
-  await row.locator('td', { hasText: '10.77.0.100' }).waitFor({ timeout: 10_000 });
-  await lifecycle.record({ mac: LISTED_MAC, source: 'dhcp', type: 'dhcp-decline', ip: '10.77.0.100' });
-  await row.locator('td', { hasText: 'dhcp-decline' }).waitFor({ timeout: 10_000 });
-  t.notMatch((await row.locator('td').allTextContents()).join(' '), /10\.77\.0\.100/, 'no address shown');
-  t.same(pageErrors, [], 'no script errors');
-});
+t.test(
+  'a declined or released address leaves the open page’s row, as it leaves the server’s record',
+  async (t) => {
+    for (const type of ['dhcp-decline', 'dhcp-release']) {
+      const { app, lifecycle } = await startLifecycleApp(t);
+      const url = await app.listen({ port: 0, host: '127.0.0.1' });
+      await lifecycle.record({ ...bootEvent(LISTED_MAC), ip: '10.77.0.100' });
+      const { page, pageErrors } = await openDashboard(t, url);
+      const row = page.locator(`#machines tr[data-mac="${LISTED_MAC}"]`);
+      await row.locator('td', { hasText: '10.77.0.100' }).waitFor({ timeout: 10_000 });
+      await lifecycle.record({ mac: LISTED_MAC, source: 'dhcp', type, ip: '10.77.0.100' });
+      await row.locator('td', { hasText: type }).waitFor({ timeout: 10_000 });
+      t.notMatch(
+        (await row.locator('td').allTextContents()).join(' '),
+        /10\.77\.0\.100/,
+        `${type}: no address shown`,
+      );
+      t.same(pageErrors, [], `${type}: no script errors`);
+    }
+  },
+);
 
 t.test(
   'the adopt form refuses the vars names a JSON body cannot carry, in the words of names.ts',

@@ -508,19 +508,24 @@ t.test('discovery: arch, firmware kind and vendor from the OUI', async (t) => {
   t.equal(step(undefined, { ...firmwareDhcp(), mac: unknownVendor }, stamp).record?.vendor, undefined);
 });
 
-t.test('a declined address is no longer the machine’s, until its next address', async (t) => {
-  const decline: MachineEventInput = {
-    mac,
-    source: 'dhcp',
-    type: 'dhcp-decline',
-    ip: '10.77.0.100',
-    detail: { xid: '00000002' },
-  };
-  const declined = fold([firmwareDhcp(), decline]);
-  t.equal(declined.record?.ip, undefined, 'another host uses it');
-  t.equal(declined.record?.state, 'discovered', 'the state is the boot’s, as before');
-  const next = fold([firmwareDhcp(), decline, { ...firmwareDhcp(), ip: '10.77.0.101' }]);
-  t.equal(next.record?.ip, '10.77.0.101', 'the next offer or ACK gives it one again');
+t.test('a declined or released address is no longer the machine’s, until its next address', async (t) => {
+  for (const [type, why] of [
+    ['dhcp-decline', 'another host uses it'],
+    ['dhcp-release', 'the client gave it back'],
+  ] as const) {
+    const givenUp: MachineEventInput = {
+      mac,
+      source: 'dhcp',
+      type,
+      ip: '10.77.0.100',
+      detail: { xid: '00000002' },
+    };
+    const after = fold([firmwareDhcp(), givenUp]);
+    t.equal(after.record?.ip, undefined, `${type}: ${why}`);
+    t.equal(after.record?.state, 'discovered', `${type}: the state is the boot’s, as before`);
+    const next = fold([firmwareDhcp(), givenUp, { ...firmwareDhcp(), ip: '10.77.0.101' }]);
+    t.equal(next.record?.ip, '10.77.0.101', `${type}: the next offer or ACK gives it one again`);
+  }
 });
 
 t.test(

@@ -158,7 +158,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
       listed: assignment?.listed ?? false,
       state: record?.state ?? null,
       // A reservation is the address of a machine not yet seen, where this server hands addresses
-      // out; once seen, its record says (none after it declined one).
+      // out; once seen, its record says (none after it declined or released one).
       ip: (record ? record.ip : config().dhcp.mode === 'authoritative' ? assignment?.ip : undefined) ?? null,
       updated_at: record?.lastEvent.time ?? null,
       state_since: record?.stateSince ?? null,

@@ -192,10 +192,12 @@ export function step(previous: MachineRecord | undefined, input: MachineEventInp
 
 /**
  * The machine's address after `input`. An operator's address is not the machine's. A declined one
- * is no longer its: another host answers for it, and the machine will be offered another.
+ * is no longer its: another host answers for it, and the machine will be offered another. A
+ * released one neither: the client gave it back, and asks for one again (its next offer or ACK
+ * shows it). Only views read this address; the lease checks ask the DHCP server's lease table.
  */
 function addressAfter(previous: MachineRecord | undefined, input: MachineEventInput): string | undefined {
-  if (input.type === 'dhcp-decline') return undefined;
+  if (input.type === 'dhcp-decline' || input.type === 'dhcp-release') return undefined;
   return (input.source === 'operator' ? undefined : input.ip) ?? previous?.ip;
 }
 

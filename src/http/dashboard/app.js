@@ -757,8 +757,8 @@ function apply(event) {
     machine.last_event = event.type;
     if (event.correlationId) machine.boot = event.correlationId;
     // As the server's record (lifecycle/states.ts addressAfter): an operator's address is not the
-    // machine's, and a declined one no longer is.
-    if (event.type === 'dhcp-decline') machine.ip = null;
+    // machine's, and a declined or released one no longer is.
+    if (event.type === 'dhcp-decline' || event.type === 'dhcp-release') machine.ip = null;
     else if (event.ip && event.source !== 'operator') machine.ip = event.ip;
   }
   // Whether the machine now boots its disk is the server's call (a report can be rejected): asked.
