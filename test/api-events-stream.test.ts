@@ -17,6 +17,7 @@ import {
 import type { MachineEvent, MachineEventInput } from '../src/lifecycle/events.js';
 import { DATABASE_FILE_NAME, type LifecycleOptions, openLifecycle } from '../src/lifecycle/store.js';
 import {
+  editHistory,
   failHistoryWrites,
   LISTED_MAC,
   mac,
@@ -633,3 +634,74 @@ t.test('the history never lists a batch the writer committed before the server s
   t.equal(lifecycle.storedEventsAfter(0, {}).at(-1)?.id, settled, 'the replay read stops at lastEventId()');
   t.equal(lifecycle.storedLatestEvents({}).at(-1)?.id, settled, 'and so does the history');
 });
+
+t.test(
+  'a damaged history row is left out of the history and the replay, with one warning naming it',
+  async (t) => {
+    // Before: each row's text was spliced into the answer as stored, so one damaged row (a disk
+    // error, a hand edit) made the whole history invalid JSON and sent an SSE line no client parses.
+    const warnings: { eventId?: number; msg: string }[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line)) });
+    const { app, lifecycle, address, stateDir } = await startStreamServer(t, { logger });
+    for (let step = 0; step < 4; step += 1) await lifecycle.record(progress(LISTED_MAC, step));
+    const stored = lifecycle.eventsAfter(0);
+    const [cut, blob, pretty] = stored.map((event) => event.id);
+    if (cut === undefined || blob === undefined || pretty === undefined) throw new Error('fixture events');
+    const damage = (id: number, text: unknown) =>
+      editHistory(stateDir, 'UPDATE events SET event = ? WHERE id = ?', text, id);
+    const cutShort = JSON.stringify(stored[0]).slice(0, 10);
+    damage(cut, cutShort);
+    damage(blob, Buffer.from('{"id":'));
+    // A hand edit that left the event whole but over several lines: sent again, on one line.
+    damage(pretty, JSON.stringify(stored[2], null, 2));
+    const file = join(stateDir, DATABASE_FILE_NAME);
+    const sound = stored.filter((event) => event.id !== cut && event.id !== blob);
+
+    const history = await app.inject({ url: '/api/v1/events', headers: { accept: 'application/json' } });
+    t.equal(history.statusCode, 200);
+    t.same(
+      JSON.parse(history.body),
+      sound,
+      'valid JSON: every event but the damaged ones, the pretty one whole',
+    );
+
+    const abort = new AbortController();
+    t.teardown(() => abort.abort());
+    const response = await fetch(`${address}/api/v1/events`, {
+      headers: { accept: 'text/event-stream', 'last-event-id': '0' },
+      signal: abort.signal,
+    });
+    const replayed = await streamText(response).until((text) => text.includes(`id: ${sound.at(-1)?.id}\n`));
+    const data = [...replayed.matchAll(/^data: (.*)$/gm)].map((match) => JSON.parse(match[1] as string));
+    t.same(data, sound, 'the replay: one data line of JSON per event, the damaged ones left out');
+    t.same(lifecycle.latestEvents({ mac: LISTED_MAC }), sound, 'a machine’s events leave them out too');
+
+    const ways = (id: number) =>
+      `restore ${file} from a backup, or delete that row with sqlite3 ${file} "DELETE FROM events WHERE id = ${id}" while rackboot is stopped (that event is lost), or move the file with its -wal and -shm files away to start a new history; until then the API and the event streams leave it out`;
+    t.match(
+      warnings,
+      [
+        {
+          eventId: cut,
+          msg: `lifecycle: history ${file}: events row ${cut} is damaged (${parseError(cutShort)}); ${ways(cut)}`,
+        },
+        {
+          eventId: blob,
+          msg: `lifecycle: history ${file}: events row ${blob} is damaged (${parseError('{"id":')}); ${ways(blob)}`,
+        },
+      ],
+      'each damaged row named once, with the way to delete it, however often it was read',
+    );
+    t.equal(warnings.length, 2, 'and nothing else');
+  },
+);
+
+/** JSON.parse's own words for `text`. */
+function parseError(text: string): string {
+  try {
+    JSON.parse(text);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  throw new Error(`${text} parses`);
+}

@@ -119,13 +119,18 @@ export async function startLifecycleApp(
   return { app, lifecycle: withParsedHistory(lifecycle), secrets, configFile, config };
 }
 
+/** Runs one statement on the history under `stateDir` beside its server, as sqlite3 would. */
+export function editHistory(stateDir: string, sql: string, ...values: unknown[]): void {
+  const side = new Database(join(stateDir, DATABASE_FILE_NAME));
+  side.prepare(sql).run(...values);
+  side.close();
+}
+
 /** Makes every history insert under `stateDir` fail, as on a full disk; returns the repair. */
 export function failHistoryWrites(stateDir: string): () => void {
-  const sql = (statement: string) => {
-    const side = new Database(join(stateDir, DATABASE_FILE_NAME));
-    side.exec(statement);
-    side.close();
-  };
-  sql(`CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`);
-  return () => sql('DROP TRIGGER disk_full');
+  editHistory(
+    stateDir,
+    `CREATE TRIGGER disk_full BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`,
+  );
+  return () => editHistory(stateDir, 'DROP TRIGGER disk_full');
 }
