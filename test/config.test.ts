@@ -592,6 +592,19 @@ t.test('a bare-hex MAC left unquoted, which YAML reads as a number, is read as w
     t.equal(loaded.config.machines[0]?.vars?.mac, '12', 'a var named mac is a var, read as written');
 });
 
+/**
+ * `yaml` written to `file` and loaded as `validate` loads it and as `serve`'s check thread does, each
+ * result with its label: in one thread the problems are placed in the parsed document; serve's check
+ * thread parses the file again.
+ */
+async function loadBothWays(file: string, yaml: string) {
+  writeFileSync(file, yaml);
+  return [
+    ['validate', await loadConfigText(yaml, file, { env: {} })],
+    ['serve', await loadConfigInWorker({ file, missingAssets: 'error', env: {} })],
+  ] as const;
+}
+
 t.test('a text key YAML reads as a number or true/false is its text as written, key or value', async (t) => {
   const directory = workspace(t);
   const file = join(directory, 'rackboot.yaml');
@@ -613,13 +626,7 @@ machines:
   - { mac: 52:54:00:00:00:02, hostname: &name 0x1F, profile: true }
   - { mac: 52:54:00:00:00:03, hostname: *name, profile: 007 }
 `;
-  // In one thread the problems are placed in the parsed document; serve's check thread parses again.
-  for (const [how, load] of [
-    ['validate', () => loadConfigText(yaml, file, { env: {} })],
-    ['serve', () => loadConfigInWorker({ file, missingAssets: 'error', env: {} })],
-  ] as const) {
-    writeFileSync(file, yaml);
-    const loaded = await load();
+  for (const [how, loaded] of await loadBothWays(file, yaml)) {
     t.ok(loaded.ok, `${how}: ${loaded.ok ? 'loads' : JSON.stringify(loaded.problems)}`);
     if (!loaded.ok) continue;
     t.same(Object.keys(loaded.config.profiles), ['007', 'true'], `${how}: profile names`);
@@ -643,12 +650,7 @@ machines:
   - { mac: 52:54:00:00:00:01, profile: 7 }
   - { mac: 52:54:00:00:00:02, profile: 007, hostname: }
 `;
-  for (const [how, load] of [
-    ['validate', () => loadConfigText(wrong, file, { env: {} })],
-    ['serve', () => loadConfigInWorker({ file, missingAssets: 'error', env: {} })],
-  ] as const) {
-    writeFileSync(file, wrong);
-    const refused = await load();
+  for (const [how, refused] of await loadBothWays(file, wrong)) {
     t.same(
       refused.ok ? [] : refused.problems.map((problem) => formatProblem(problem, directory)),
       [
