@@ -321,12 +321,7 @@ function offerAddress(
     // The firmware makes a booting machine `discovered` in the history, so `rackboot machines` shows
     // it trying to boot rather than `not seen`.
     const firmware = classifyFirmware(request.options);
-    return {
-      kind: 'silent',
-      reason: 'pool-exhausted',
-      events: [dhcpEvent('dhcp-ignored', request, mac, { reason: 'pool-exhausted', firmware })],
-      pool: subnet.pool,
-    };
+    return { ...ignored(request, mac, { reason: 'pool-exhausted', firmware }), pool: subnet.pool };
   }
   const leaseChange: LeaseChange = { kind: 'offer', mac, ip, expiresAt: now + OFFER_HOLD_MS };
   return addressReply(request, mac, 'offer', numberToIp(ip), subnet, context, leaseChange);
@@ -352,8 +347,8 @@ function answerRequest(
       const own = leases.leaseOf(mac);
       const leaseChange: LeaseChange | undefined =
         own?.state === 'offered' ? { kind: 'release', mac, ip: own.ip, at: context.now } : undefined;
-      const events = [dhcpEvent('dhcp-ignored', request, mac, { reason: 'other-server', serverId })];
-      return { kind: 'silent', reason: 'other-server', events, ...(leaseChange ? { leaseChange } : {}) };
+      const silence = ignored(request, mac, { reason: 'other-server', serverId });
+      return leaseChange ? { ...silence, leaseChange } : silence;
     }
     const chosen = requested ?? ciaddr;
     if (chosen === undefined) return nak(request, mac, 'no address requested', subnet, context);
@@ -669,8 +664,8 @@ function destinationOf(
   return { kind: 'broadcast' };
 }
 
-function silent(reason: SilenceReason, events: MachineEventInput[] = []): Outcome {
-  return { kind: 'silent', reason, events };
+function silent(reason: SilenceReason): Outcome {
+  return { kind: 'silent', reason, events: [] };
 }
 
 /** A boot client we do not answer is worth an event (the operator wants to see unknown machines). */
@@ -681,13 +676,16 @@ function silentBoot(
   context: DecideContext,
 ): Outcome {
   if (!plan.firmware) return silent(plan.reason);
-  return silent(plan.reason, [
-    dhcpEvent('dhcp-ignored', request, mac, {
-      reason: plan.reason,
-      mode: context.settings.mode,
-      firmware: plan.firmware,
-    }),
-  ]);
+  return ignored(request, mac, { reason: plan.reason, mode: context.settings.mode, firmware: plan.firmware });
+}
+
+/** Silence the history records, as a `dhcp-ignored` event with the same reason. */
+function ignored(
+  request: DhcpRequest,
+  mac: Mac,
+  fields: EventFields & { reason: SilenceReason },
+): Extract<Outcome, { kind: 'silent' }> {
+  return { kind: 'silent', reason: fields.reason, events: [dhcpEvent('dhcp-ignored', request, mac, fields)] };
 }
 
 interface EventFields {
@@ -695,7 +693,7 @@ interface EventFields {
   firmware?: BootFirmware | undefined;
   mode?: DhcpSettings['mode'];
   bootFile?: string | undefined;
-  reason?: string | undefined;
+  reason?: SilenceReason | undefined;
   message?: string;
   /** A NAK's refused address: option 50, else ciaddr. */
   requested?: string | undefined;
