@@ -821,7 +821,7 @@ t.test(
     t.match(answer.json(), {
       code: 'rejected',
       error:
-        /^nothing written: the config cannot be read as it is; fix it first:\n.*rackboot\.yaml:\d+:1: YAML syntax error/,
+        /^nothing written: the config cannot be read as it is; fix it first: .*rackboot\.yaml:\d+:1: YAML syntax error/,
       problems: [problem],
     });
 

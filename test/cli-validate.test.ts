@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, openSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, constants, openSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import t from 'tap';
 import { PROJECT_ROOT, runCli } from './helpers/cli.js';
+import { asNobody, requireRoot } from './helpers/root.js';
 
 t.test('the example rackboot.yaml validates (exit 0) on a fresh clone', async (t) => {
   const result = await runCli(['validate', '-c', join(PROJECT_ROOT, 'rackboot.yaml')]);
@@ -323,6 +324,35 @@ t.test('machines adopt without a config file says which file and how to name or 
       how,
     );
   }
+});
+
+t.test('machines adopt of a config it cannot read says why in one line, exit 1', async (t) => {
+  // Before: "nothing written: the config cannot be read as it is; fix it first:" and, on a second
+  // line, "conf.d:1:1: cannot read config: …", where the other verbs say it in one.
+  requireRoot('makes a config only another user cannot read');
+  const directory = t.testdir({ 'conf.d': {}, 'rackboot.yaml': 'server: { address: 10.77.0.1 }\n' });
+  const adopt = ['machines', 'adopt', '52:54:00:00:00:01', '--profile', 'worker'];
+  const refusal = 'rackboot: nothing written: the config cannot be read as it is; fix it first:';
+  const directoryGiven = await runCli([...adopt, '-c', 'conf.d'], { cwd: directory });
+  t.equal(directoryGiven.code, 1, '-c conf.d');
+  t.equal(
+    directoryGiven.stderr,
+    `${refusal} conf.d:1:1: cannot read config: not a file (a socket, a device or a directory): name the YAML file itself\n`,
+    '-c conf.d',
+  );
+
+  const file = join(directory, 'rackboot.yaml');
+  chmodSync(file, 0o000);
+  const main = join(PROJECT_ROOT, 'src', 'cli', 'main.ts');
+  const unreadable = asNobody(main, ...adopt, '-c', file);
+  t.equal(unreadable.status, 1, 'mode 000, as nobody');
+  // Its first line: under tap, the child's coverage hook adds its own complaint as nobody after it.
+  // The child shares this process's working directory, which the problem's FILE is shown relative to.
+  t.equal(
+    unreadable.stderr.split('\n')[0],
+    `${refusal} ${relative(process.cwd(), file)}:1:1: cannot read config: EACCES: permission denied, open '${file}'`,
+    'mode 000, as nobody',
+  );
 });
 
 t.test('the verbs that call a server, without a config file or --url, say so in one line', async (t) => {

@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { CONFIG_REJECTED_HEADER, LAST_EVENT_ID_HEADER } from '../http/api-routes.js';
 import { operatorTokenFile, readOperatorToken } from '../http/operator-token.js';
 import { parseConfigText, readConfigFile, sectionBefore } from '../inventory/parse.js';
-import { formatProblem, type Problem } from '../inventory/problems.js';
+import { formatProblem, type Problem, problemsAfterColon } from '../inventory/problems.js';
 import { ConfigSchema } from '../inventory/schema.js';
 import { isObject } from '../json.js';
 import type { MachineEvent } from '../lifecycle/events.js';
@@ -69,11 +69,8 @@ async function readServerSettings(
   // `problem` follows a colon: on its line when it is one, one per line below it when more.
 ): Promise<{ ok: true; settings: ServerSettings } | { ok: false; problem: string }> {
   const read = await readConfigFile(file);
-  // One problem (a file that cannot be read, one syntax error) stays on the line that introduces it.
   const problemLines = (problems: Problem[]) =>
-    problems.length === 1
-      ? ` ${formatProblem(problems[0] as Problem)}`
-      : `\n${problems.map((problem) => formatProblem(problem)).join('\n')}`;
+    problemsAfterColon(problems.map((problem) => formatProblem(problem)));
   if (!read.ok) return { ok: false, problem: problemLines(read.problems) };
   const parsed = parseConfigText(read.text, file);
   // A syntax error below server: is most likely the edit the operator is fixing, while the server

@@ -12,7 +12,7 @@ import { type LoadOptions, loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
 import { badName, isName } from './names.js';
 import { parseWithPositions, readConfigFile, textAsWritten, yamlProblems } from './parse.js';
-import { closestName, formatProblem, type Problem } from './problems.js';
+import { closestName, formatProblem, type Problem, problemsAfterColon } from './problems.js';
 import { ConfigSchema } from './schema.js';
 import { type ConfigSource, missingUnderRunningAssets } from './source.js';
 
@@ -360,7 +360,7 @@ function unreadableRefusal(problems: Problem[]): AdoptResult {
   return {
     ok: false,
     code: 'rejected',
-    message: `nothing written: the config cannot be read as it is; fix it first:\n${lines.join('\n')}`,
+    message: `nothing written: the config cannot be read as it is; fix it first:${problemsAfterColon(lines)}`,
     problems: lines,
   };
 }

@@ -17,6 +17,15 @@ export function formatProblem(problem: Problem, cwd = process.cwd()): string {
   return `${file}:${problem.line}:${problem.col}: ${problem.message}`;
 }
 
+/**
+ * Problem lines to follow the colon of the line that introduces them: one stays on that line (a
+ * file that cannot be read, one syntax error), so a refusal for one reason is one line as the other
+ * refusals of the CLI are; several go one per line below it, as `rackboot validate` lists them.
+ */
+export function problemsAfterColon(lines: readonly string[]): string {
+  return lines.length === 1 ? ` ${lines[0]}` : `\n${lines.join('\n')}`;
+}
+
 export function byPosition(a: Problem, b: Problem): number {
   return a.file.localeCompare(b.file) || a.line - b.line || a.col - b.col;
 }
