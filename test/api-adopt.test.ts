@@ -10,6 +10,7 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
@@ -702,6 +703,34 @@ await adoptIntoFile(process.argv[2], { mac: '52:54:00:00:00:0a', profile: 'plain
     t.match(await adoptIntoFile(file, { mac: NEW, profile: 'plain' }), { ok: true });
     t.same(adoptedMacs(file), [NEW]);
     t.same(drafts(), [live], 'only the live writer’s draft is left');
+  },
+);
+
+t.test(
+  'drafts earlier versions named adopt-<uuid> or adopt-<pid> are removed once an hour old',
+  async (t) => {
+    // Before, no adopt removed them: their names carry no owner a sweep by PID could check.
+    const directory = t.testdir({ config: { 'rackboot.yaml': PLAIN_CONFIG } });
+    const file = join(directory, 'config', 'rackboot.yaml');
+    const drafts = () => readdirSync(dirname(file)).filter((name) => name !== 'rackboot.yaml');
+    const twoHoursAgo = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    const left = (name: string, modified: Date) => {
+      writeFileSync(join(dirname(file), name), 'partial');
+      utimesSync(join(dirname(file), name), modified, modified);
+    };
+    left('rackboot.yaml.adopt-0b5fa2c4-3f0e-4d1a-9c8e-5e4f2a7b1d93', twoHoursAgo);
+    left('rackboot.yaml.adopt-12345', twoHoursAgo);
+    // One being written right now by an older rackboot still running, during an upgrade.
+    const young = 'rackboot.yaml.adopt-7d9c1e20-5b4a-4c3f-8e2d-1a6b9f0c4e57';
+    left(young, new Date());
+    // Not a draft's name: the operator's own file.
+    left('rackboot.yaml.adopt-notes', twoHoursAgo);
+    t.match(await adoptIntoFile(file, { mac: NEW, profile: 'plain' }), { ok: true });
+    t.same(
+      drafts().sort(),
+      ['rackboot.yaml.adopt-notes', young].sort(),
+      'the old drafts are gone, the young one stays',
+    );
   },
 );
 

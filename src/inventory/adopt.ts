@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { open, realpath, rename, rm, stat } from 'node:fs/promises';
+import { lstat, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type Document, isMap, isNode, isScalar, isSeq, parse, parseDocument } from 'yaml';
 import { giveTo, makeDirectory, syncDirectory } from '../durable-file.js';
@@ -467,6 +467,7 @@ async function replaceFile(file: string, text: string, original: string): Promis
     // turns, under the lock.
     const draftPrefix = `${basename(target)}.adopt-`;
     await removeOrphans(dirname(target), draftPrefix, (pid) => pid !== process.pid && isRunning(pid));
+    await removeEarlierVersionsDrafts(dirname(target), draftPrefix);
     temporary = join(dirname(target), `${draftPrefix}${process.pid}-${randomBytes(6).toString('hex')}`);
     const handle = await open(temporary, 'wx', 0o600);
     try {
@@ -488,6 +489,36 @@ async function replaceFile(file: string, text: string, original: string): Promis
     throw new Error(`cannot write ${named}: ${(error as Error).message}`, { cause: error });
   } finally {
     if (temporary !== undefined && !renamed) await rm(temporary, { force: true });
+  }
+}
+
+/**
+ * The names of the drafts of rackboot before they were named by PID: `adopt-<uuid>`, and first
+ * `adopt-<pid>` with nothing after it. Neither is in the form removeOrphans reads an owner from.
+ */
+const EARLIER_VERSIONS_DRAFT = /^(?:\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+
+/**
+ * How long a draft of an earlier version is left alone. Its writer renamed it within the seconds a
+ * write and an fsync take, so one this old was left by an adopt killed mid-write; a younger one may
+ * be an older rackboot's still running beside this one (an upgrade), whose adopt it would fail.
+ */
+const EARLIER_VERSIONS_DRAFT_AGE_MS = 60 * 60 * 1000;
+
+/**
+ * Removes the drafts earlier versions left beside the config (EARLIER_VERSIONS_DRAFT), which would
+ * otherwise stay for good, once they are EARLIER_VERSIONS_DRAFT_AGE_MS old by their modification
+ * time: a uuid names no writer to ask after (the first form's PID is judged the same way, one rule
+ * for what only an upgrade meets).
+ */
+async function removeEarlierVersionsDrafts(directory: string, draftPrefix: string): Promise<void> {
+  for (const name of await readdir(directory).catch(() => [] as string[])) {
+    if (!name.startsWith(draftPrefix) || !EARLIER_VERSIONS_DRAFT.test(name.slice(draftPrefix.length)))
+      continue;
+    const draft = join(directory, name);
+    const written = await lstat(draft).catch(() => undefined);
+    if (written?.isFile() && Date.now() - written.mtimeMs > EARLIER_VERSIONS_DRAFT_AGE_MS)
+      await rm(draft, { force: true });
   }
 }
 
