@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { durationSeconds, loadConfigFile, loadConfigText } from '../src/inventory/load.js';
@@ -6,6 +6,7 @@ import { loadConfigInWorker } from '../src/inventory/load-in-worker.js';
 import { parseMac } from '../src/inventory/mac.js';
 import { formatProblem } from '../src/inventory/problems.js';
 import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
+import { asNobody, requireRoot } from './helpers/root.js';
 
 /** A directory with assets and a template, so only the case under test is wrong. */
 function workspace(t: Test): string {
@@ -707,6 +708,23 @@ t.test("a template still holding the example's SSH key is a warning at the key",
   const own = await loadConfigText(header, join(directory, 'rackboot.yaml'));
   t.same(own.ok && own.warnings, [], 'no warning once the key is the operator’s own');
 });
+
+t.test(
+  'a template this user cannot read is its problem in validate, not a crash of the loader',
+  async (t) => {
+    // Before: "rackboot: EACCES: permission denied, open '…/worker.bu'", thrown by the look for the
+    // example's SSH key, which had found a regular file and then could not open it.
+    requireRoot('makes a template only another user cannot read');
+    const directory = workspace(t);
+    writeFileSync(join(directory, 'rackboot.yaml'), header);
+    chmodSync(join(directory, 'ignition', 'worker.bu'), 0o000);
+    const main = join(import.meta.dirname, '..', 'src', 'cli', 'main.ts');
+    const validated = asNobody(main, 'validate', '-c', join(directory, 'rackboot.yaml'));
+    t.equal(validated.status, 1);
+    // Its first line: under tap, the child's coverage hook adds its own complaint as nobody after it.
+    t.match(validated.stderr.split('\n')[0], /ignition\/worker\.bu:1:1: cannot read template \(EACCES\)$/);
+  },
+);
 
 t.test(
   'an argument written with spaces is that many arguments; an install_device with one is refused',

@@ -908,7 +908,6 @@ async function templateFileProblems(
 /** In the shipped templates' SSH key, which no one holds the private half of. */
 const EXAMPLE_KEY_MARK = 'ReplaceThisWithYourOwnPublicKey';
 
-/** Templates still holding the example's key install machines nobody can log in to. */
 /** Why an address can never be where machines reach this server, if so. */
 function unusableServerAddress(address: string): string | undefined {
   const value = ipToNumber(address);
@@ -930,11 +929,11 @@ function loopbackAddressWarnings(config: Config, locate: Locator): Problem[] {
   ];
 }
 
+/** Templates still holding the example's key install machines nobody can log in to. */
 function exampleKeyWarnings(config: Config): Problem[] {
   const templates = new Set(Object.values(config.profiles).flatMap((profile) => profile.ignition ?? []));
   return [...templates].flatMap((template) => {
-    const text =
-      (isRegularFile(template) ? readRegularFileSync(template) : undefined)?.toString('utf8') ?? '';
+    const text = regularFileTextOrNothing(template);
     const at = text.indexOf(EXAMPLE_KEY_MARK);
     if (at < 0) return [];
     return [
@@ -947,6 +946,20 @@ function exampleKeyWarnings(config: Config): Problem[] {
       },
     ];
   });
+}
+
+/**
+ * The text of `template` when it is a regular file it can read, else '', from one open whose answer
+ * tells both. A check of the path before the read passed a file this user may not read (or one
+ * removed in between), and the read's error stopped the whole load; a template that is missing, not
+ * a file or unreadable is templateFileProblems' to report.
+ */
+function regularFileTextOrNothing(template: string): string {
+  try {
+    return readRegularFileSync(template)?.toString('utf8') ?? '';
+  } catch {
+    return '';
+  }
 }
 
 export function isRegularFile(path: string): boolean {
