@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { MessageChannel } from 'node:worker_threads';
 import t from 'tap';
 import { revivedLogArguments, runModuleWorker, sendableLogArguments } from '../src/worker-thread.js';
@@ -43,6 +45,30 @@ t.test('a one-shot worker that answers but does not end is terminated after the 
   t.equal(answer, 7);
   t.ok(performance.now() - started < 30_000, 'not held for the thread’s two minutes');
 });
+
+t.test(
+  'a worker gets the young generation asked for, though the process runs with --max-semi-space-size',
+  async (t) => {
+    // V8 let the process flag (bin/rackboot.js: 8 MiB) override every Worker's resourceLimits, so the
+    // history writer grew the main thread's 2 × 8 MiB semi-spaces (src/worker-thread.ts).
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [
+        '--max-semi-space-size=8',
+        '--import',
+        'tsx',
+        new URL('helpers/young-generations.ts', import.meta.url).pathname,
+      ],
+      { timeout: 60_000 },
+    );
+    const MiB = 1024 * 1024;
+    t.same(
+      JSON.parse(stdout),
+      { oneMiB: 2 * MiB, inherited: 16 * MiB },
+      'two semi-spaces of 1 MiB; of the process’s 8 MiB',
+    );
+  },
+);
 
 t.test("a log call's errors cross to another thread with their code, errno, syscall and cause", async (t) => {
   const { port1, port2 } = new MessageChannel();
