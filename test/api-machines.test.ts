@@ -17,6 +17,12 @@ import {
 } from './lifecycle-fixture.js';
 
 const operator = { authorization: `Bearer ${API_TOKEN}` };
+/** The listed machine with a reservation, which only authoritative mode hands out. */
+const RESERVED_YAML = FIXTURE_YAML.replace(
+  '    hostname: node1\n',
+  '    hostname: node1\n    ip: 10.77.0.21\n',
+);
+const AUTHORITATIVE_RESERVED_YAML = `${RESERVED_YAML}dhcp:\n  mode: authoritative\n  subnet: 10.77.0.0/24\n  range: [10.77.0.100, 10.77.0.199]\n`;
 
 const install = (mac = LISTED_MAC): MachineEventInput[] => [
   {
@@ -140,14 +146,9 @@ t.test('GET /api/v1/machines/{mac}: any spelling, with its events', async (t) =>
 t.test(
   'a reservation is listed as the address of a machine not yet seen only in authoritative mode',
   async (t) => {
-    const reserved = FIXTURE_YAML.replace(
-      '    hostname: node1\n',
-      '    hostname: node1\n    ip: 10.77.0.21\n',
-    );
-    const authoritative = `${reserved}dhcp:\n  mode: authoritative\n  subnet: 10.77.0.0/24\n  range: [10.77.0.100, 10.77.0.199]\n`;
     for (const [yaml, ip] of [
-      [reserved, null],
-      [authoritative, '10.77.0.21'],
+      [RESERVED_YAML, null],
+      [AUTHORITATIVE_RESERVED_YAML, '10.77.0.21'],
     ] as const) {
       const { app } = await startLifecycleApp(t, yaml);
       t.match((await app.inject('/api/v1/machines')).json(), [{ mac: LISTED_MAC, ip }], `ip ${ip}`);
@@ -180,13 +181,8 @@ t.test('GET /api/v1/machines/{mac}: a damaged history row is left out, not a fai
 t.test(
   'a declined or released address is no longer listed as the machine’s, its reservation included',
   async (t) => {
-    const reserved = FIXTURE_YAML.replace(
-      '    hostname: node1\n',
-      '    hostname: node1\n    ip: 10.77.0.21\n',
-    );
-    const authoritative = `${reserved}dhcp:\n  mode: authoritative\n  subnet: 10.77.0.0/24\n  range: [10.77.0.100, 10.77.0.199]\n`;
     for (const type of ['dhcp-decline', 'dhcp-release']) {
-      const { app, lifecycle } = await startLifecycleApp(t, authoritative);
+      const { app, lifecycle } = await startLifecycleApp(t, AUTHORITATIVE_RESERVED_YAML);
       const dhcp = (eventType: string, ip: string) =>
         lifecycle.record({
           mac: LISTED_MAC,
