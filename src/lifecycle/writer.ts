@@ -45,9 +45,11 @@ database.pragma('synchronous = NORMAL');
 // Checkpointing every 64 MiB of WAL instead of 4 MiB was measured with the (mac, id) index SQLite
 // then kept: 21–23 → 13.5–15.5 µs per event written (300,000 events in batches of 2,000 with their
 // machine records and retention pruning), together with a 16 MiB page cache. Without that index an
-// insert touches only the table's last pages: SQLite's default 2 MiB cache writes as fast (3.3–3.8
-// against 3.3–4.4 µs per event, 400,000 events in 25 ms batches with 10,000 machine records every
-// 10 s and pruning at 200,000) and keeps 14 MB less resident once the cache would have filled.
+// insert touches only the table's last pages, and a 2 MiB cache (SQLite's own default; better-sqlite3
+// builds it with 16 MB) writes as fast: 3.3–3.8 against 3.3–4.4 µs per event, 400,000 events in
+// 25 ms batches with 10,000 machine records every 10 s and pruning at 200,000. The 16 MB filled
+// under bench:http's load, every machine's record rewritten at each snapshot (docs/http.md).
+database.pragma('cache_size = -2000');
 database.pragma('wal_autocheckpoint = 16384');
 const insertEvent = database.prepare('INSERT INTO events (id, mac, event) VALUES (?, ?, ?)');
 /**
