@@ -28,28 +28,24 @@ export function startModuleWorker(
 }
 
 const SEMI_SPACE_FLAG = /^--max-semi-space-size=(\d+)$/;
-/** The semi-space size the process was started with (bin/rackboot.js: 8 MiB), if it was given one. */
+/** The semi-space size (MiB) the process was started with (bin/rackboot.js: 8), if it was given one. */
 const processSemiSpaceMb = [...process.execArgv, ...(process.env.NODE_OPTIONS?.split(/\s+/) ?? [])]
   .map((argument) => SEMI_SPACE_FLAG.exec(argument)?.[1])
-  .find((value) => value !== undefined);
-let semiSpaceFlagCleared = false;
+  .filter((value) => value !== undefined)
+  .map(Number)[0];
 
 /**
  * V8 sizes every new isolate's young generation from --max-semi-space-size when the process has
  * it, over a Worker's resourceLimits: the history writer, which only turns batches of short-lived
  * rows into SQLite inserts, grew the 2 × 8 MiB semi-spaces the main thread has, 11 MB more resident
  * for nothing (bench:http, 10,000 machines; its CPU per event the same with 2 MiB). The flag is
- * cleared before the first worker starts, so each worker's own limit applies: `semiSpaceMb`, else
- * the process's. The main isolate keeps the semi-spaces it was created with (V8 reads the flag
- * only when it sets up an isolate's heap).
+ * cleared as a worker starts (setting it again is harmless), so each worker's own limit applies:
+ * `semiSpaceMb`, else the process's. The main isolate keeps the semi-spaces it was created with
+ * (V8 reads the flag only when it sets up an isolate's heap).
  */
 function workerHeapLimits(semiSpaceMb: number | undefined): ResourceLimits | undefined {
-  if (!semiSpaceFlagCleared) {
-    setFlagsFromString('--max-semi-space-size=0');
-    semiSpaceFlagCleared = true;
-  }
-  const semiSpace =
-    semiSpaceMb ?? (processSemiSpaceMb === undefined ? undefined : Number(processSemiSpaceMb));
+  setFlagsFromString('--max-semi-space-size=0');
+  const semiSpace = semiSpaceMb ?? processSemiSpaceMb;
   // A young generation is two semi-spaces and a new large object space of the same size.
   return semiSpace === undefined ? undefined : { maxYoungGenerationSizeMb: 3 * semiSpace };
 }
