@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
+import { waitUntil } from './helpers/poll.js';
 import {
   API_TOKEN,
   editHistory,
@@ -141,6 +142,46 @@ t.test('GET /api/v1/machines/{mac}: any spelling, with its events', async (t) =>
   t.ok(machine.events.every((event) => event.correlationId === '525400123456-1'));
   t.equal((await app.inject('/api/v1/machines/52-54-00-00-00-01')).statusCode, 404, 'never seen, not listed');
   t.equal((await app.inject('/api/v1/machines/not-a-mac')).statusCode, 400);
+});
+
+t.test('GET /api/v1/profiles: the profiles of the config in force, used by a machine or not', async (t) => {
+  const { app, configFile, config } = await startLifecycleApp(t);
+  const profiles = () => app.inject('/api/v1/profiles');
+  t.same(
+    (await profiles()).json(),
+    [
+      { name: 'spare', kind: 'linux', arch: [], machines: 0, unknown_machines: false },
+      { name: 'worker', kind: 'linux', arch: [], machines: 1, unknown_machines: false },
+    ],
+    'spare, which no machine uses yet, is listed too',
+  );
+
+  writeFileSync(
+    configFile,
+    FIXTURE_YAML.replace('  worker:\n', '  compute:\n    arch: { aarch64: { kernel: arm/vmlinuz } }\n')
+      .replace('profile: worker', 'profile: compute')
+      .concat('unknown_machines: spare\n'),
+  );
+  t.ok(await waitUntil(() => 'compute' in config().profiles, 5000), 'the server applied the edit');
+  t.same(
+    (await profiles()).json(),
+    [
+      { name: 'compute', kind: 'linux', arch: ['aarch64'], machines: 1, unknown_machines: false },
+      { name: 'spare', kind: 'linux', arch: [], machines: 0, unknown_machines: true },
+    ],
+    'the renamed profile under its new name, the old one gone',
+  );
+
+  writeFileSync(configFile, FIXTURE_YAML.replace('profile: worker', 'profile: missing'));
+  t.ok(
+    await waitUntil(async () => (await profiles()).headers['x-rackboot-config-rejected'] !== undefined, 5000),
+    'an edit the server refuses is named in a header',
+  );
+  t.match(
+    (await profiles()).json(),
+    [{ name: 'compute' }, { name: 'spare' }],
+    'and the profiles are still those of the config in force',
+  );
 });
 
 t.test(

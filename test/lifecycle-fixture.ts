@@ -109,6 +109,7 @@ export async function startLifecycleApp(
     // Checked as its own loader checks: missing assets are warnings here.
     adopt: (request) => adoptIntoServer(source, request, { missingAssets: 'warn' }),
     onConfigChange: (listener) => source.on('change', (_config, diff) => listener(diff)),
+    configStatus: source.status,
   });
   t.teardown(async () => {
     source.close();

@@ -6,7 +6,7 @@ import type { MachineSecrets } from '../ignition/tokens.js';
 import type { AdoptRequest, AdoptResult } from '../inventory/adopt.js';
 import { type Mac, parseMac } from '../inventory/mac.js';
 import { badName, HOSTNAME_PATTERN, NAME_PATTERN, NOT_A_HOSTNAME } from '../inventory/names.js';
-import type { Config } from '../inventory/schema.js';
+import type { Config, ProfileConfig } from '../inventory/schema.js';
 import type { ConfigStatus } from '../inventory/source.js';
 import { MACHINE_STATES, type MachineEvent } from '../lifecycle/events.js';
 import type { Lifecycle, MachineRecord } from '../lifecycle/store.js';
@@ -136,8 +136,20 @@ export interface MachineView {
   boot: string | null;
 }
 
+/** What the API and the dashboard's adopt form show for one profile of the config. */
+export interface ProfileView {
+  name: string;
+  kind: ProfileConfig['kind'];
+  /** The architectures it names assets of their own for (`profiles.<name>.arch`), sorted; [] for none. */
+  arch: string[];
+  /** Machines listed with it: 0 for a profile written before any machine is adopted into it. */
+  machines: number;
+  /** `unknown_machines` names it: every MAC not listed boots it. */
+  unknown_machines: boolean;
+}
+
 /**
- * `/api/v1/machines…`: the fleet, one machine with its history, machine reports (authorised by the
+ * `/api/v1/profiles`, and `/api/v1/machines…`: the fleet, one machine with its history, machine reports (authorised by the
  * machine's own token) and operator actions (authorised by server.api_token).
  */
 export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, options) => {
@@ -178,6 +190,15 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
     return [...macs].sort();
   };
   const isKnown = (mac: Mac) => lifecycle.machine(mac) !== undefined || decision.assignmentFor(mac)?.listed;
+  // What a listing answers comes from the config in force, the previous one while an edit is refused.
+  const markRejectedConfig = (reply: FastifyReply) => {
+    const rejected = options.configStatus?.().rejected;
+    if (rejected)
+      reply.header(
+        CONFIG_REJECTED_HEADER,
+        `since=${new Date(rejected.since).toISOString()}; problems=${rejected.problems}`,
+      );
+  };
 
   app.get<{ Querystring: Static<typeof MachinesQuery> }>(
     '/api/v1/machines',
@@ -194,12 +215,7 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
       if (after !== undefined && !afterMac)
         return reply.code(400).send({ error: `not a MAC address: ${after}` });
       reply.header(LAST_EVENT_ID_HEADER, String(lifecycle.lastEventId()));
-      const rejected = options.configStatus?.().rejected;
-      if (rejected)
-        reply.header(
-          CONFIG_REJECTED_HEADER,
-          `since=${new Date(rejected.since).toISOString()}; problems=${rejected.problems}`,
-        );
+      markRejectedConfig(reply);
       const wanted = knownMacs()
         .filter((mac) => afterMac === undefined || mac > afterMac)
         .filter((mac) => !states || states.includes(lifecycle.machine(mac)?.state ?? 'none'));
@@ -212,6 +228,26 @@ export const apiRoutes: FastifyPluginAsync<ApiRoutesOptions> = async (app, optio
       return page.map(view);
     },
   );
+
+  // Read like the machine list, without a token: the names are in that list already, and a profile's
+  // kernel, args and template (which may hold credentials) are left out.
+  app.get('/api/v1/profiles', async (_request, reply): Promise<ProfileView[]> => {
+    const { profiles, machines, unknown_machines } = config();
+    const machinesOf = new Map<string, number>();
+    for (const machine of machines)
+      machinesOf.set(machine.profile, (machinesOf.get(machine.profile) ?? 0) + 1);
+    markRejectedConfig(reply);
+    return Object.entries(profiles)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([name, profile]) => ({
+        name,
+        kind: profile.kind,
+        arch: Object.keys(profile.arch ?? {}).sort(),
+        machines: machinesOf.get(name) ?? 0,
+        // `ignore` is never a profile there, even when one is named so (decision.ts).
+        unknown_machines: unknown_machines !== 'ignore' && unknown_machines === name,
+      }));
+  });
 
   app.get<{ Params: MacParams }>(
     '/api/v1/machines/:mac',
