@@ -768,25 +768,43 @@ t.test('an edit of the config file reaches an open page without a reload', async
   t.same(pageErrors, [], 'no script errors');
 });
 
-t.test('the adopt form suggests the profiles of the config as it is now', async (t) => {
-  // Before: the suggestions only grew; a profile renamed in the file stayed one until a reload.
+t.test('the adopt form suggests the profiles of the config as it is now, used or not', async (t) => {
+  // Before: only the profiles of listed machines were suggested, so never one written for a new rack;
+  // and at first the suggestions only grew, a profile renamed in the file staying one until a reload.
   const { app, lifecycle, configFile } = await startLifecycleApp(t);
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   await lifecycle.record(bootEvent(UNLISTED_MAC));
   const { page, pageErrors } = await openDashboard(t, url);
   const suggested = () =>
-    page.$$eval('#profiles option', (options) => options.map((option) => option.getAttribute('value')));
+    page.$$eval('#profiles option', (options) => options.map((option) => [option.value, option.label]));
+  /** The suggestions once they are `expected` (they follow the fleet's read), else as they are after 10 s. */
+  const suggestedAs = async (expected: string[][]) => {
+    await waitUntil(async () => JSON.stringify(await suggested()) === JSON.stringify(expected), 10_000);
+    return suggested();
+  };
   await page.locator(`#discovered tr[data-mac="${UNLISTED_MAC}"]`).waitFor();
-  t.same(await suggested(), ['worker'], 'the profile of the listed machine');
+  const first = [
+    ['spare', 'linux, 0 machines'],
+    ['worker', 'linux, 1 machine'],
+  ];
+  t.same(await suggestedAs(first), first, 'spare, which no machine uses, is suggested beside worker');
 
+  // worker renamed, spare removed, storage added for machines to come.
   writeFileSync(
     configFile,
-    FIXTURE_YAML.replace('  worker:\n', '  compute:\n').replace('profile: worker', 'profile: compute'),
+    FIXTURE_YAML.replace('  worker:\n', '  compute:\n')
+      .replace('profile: worker', 'profile: compute')
+      .replace('  spare: {', '  storage: {'),
   );
-  await page
-    .locator(`#machines tr[data-mac="${LISTED_MAC}"] td`, { hasText: 'compute' })
-    .waitFor({ timeout: 10_000 });
-  t.same(await suggested(), ['compute'], 'the renamed profile replaces the old name');
+  const edited = [
+    ['compute', 'linux, 1 machine'],
+    ['storage', 'linux, 0 machines'],
+  ];
+  t.same(
+    await suggestedAs(edited),
+    edited,
+    'the renamed profile replaces the old name, the removed one goes, the added one comes',
+  );
   t.equal(
     await page
       .locator(`#discovered tr[data-mac="${UNLISTED_MAC}"] input[placeholder="profile"]`)

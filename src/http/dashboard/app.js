@@ -28,11 +28,6 @@ const TIMELINE_LIMIT = 1000;
  * id already folded into it, so a replayed event or an older fetched view never moves it back.
  */
 const machines = new Map();
-/**
- * The adopt form's suggestions (#profiles): the profiles of the machines the server lists, made anew
- * at each read of the whole fleet, which follows every config edit.
- */
-const profiles = new Set();
 let filter = 'all';
 let selected;
 /** The open machine's events, by id: a reconnect's replay and the fetched timeline overlap. */
@@ -486,18 +481,29 @@ function renderDiscoveredRow(mac) {
   setAge(row.cells[2], machine.first_seen_at);
 }
 
-function renderProfiles() {
-  const names = [...profiles].sort();
-  const list = $('profiles');
-  if (names.join('\n') !== [...list.options].map((option) => option.value).join('\n')) {
-    list.replaceChildren(...names.map((name) => element('option', { value: name })));
-  }
+/** The text beside a profile's name among the suggestions: how it boots, how many machines use it. */
+function profileLabel(profile) {
+  const machines = profile.machines === 1 ? '1 machine' : `${profile.machines} machines`;
+  return `${profile.kind}, ${machines}`;
 }
 
-function addProfile(name) {
-  if (!name || profiles.has(name)) return;
-  profiles.add(name);
-  renderProfiles();
+/**
+ * Fills the adopt forms' suggestions (#profiles) with the config's profiles, those no machine uses
+ * yet too: the usual start of a rack is a profile written first and machines adopted into it. Read
+ * with the fleet, which follows every config edit, so a removed or renamed profile goes.
+ */
+async function loadProfiles() {
+  const response = await api('/api/v1/profiles');
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  const options = (await response.json()).map((profile) => ({
+    value: profile.name,
+    label: profileLabel(profile),
+  }));
+  const list = $('profiles');
+  const key = (option) => `${option.value}\n${option.label}`;
+  // Left alone when unchanged: rebuilt, an open suggestion list would close under the operator.
+  if (options.map(key).join('\n') === [...list.options].map(key).join('\n')) return;
+  list.replaceChildren(...options.map((option) => element('option', option)));
 }
 
 // ---- the machine's record: merging what the server says with what the stream already applied ----
@@ -537,7 +543,6 @@ function mergeView(view, throughId) {
     }
   }
   if (current) machine.appliedId = throughId;
-  addProfile(machine.profile);
   touch(view.mac);
   return machine;
 }
@@ -814,18 +819,16 @@ async function resyncOnce(reset) {
     selectedIds = new Set();
     timelineDirty = true;
   }
-  // The profiles are the server's now: one removed or renamed in the config is no longer suggested.
-  profiles.clear();
   const listed = new Set();
   for (const view of list) {
     listed.add(view.mac);
     mergeView(view, throughId);
   }
-  renderProfiles();
   for (const [mac, machine] of machines) {
     if (!listed.has(mac) && machine.appliedId <= throughId) removeMachine(mac);
   }
   if (selected) await loadTimeline(selected);
+  await loadProfiles();
 }
 
 let stream;
@@ -954,6 +957,8 @@ async function start() {
   const throughId = response.headers.get(LAST_EVENT_ID_HEADER) ?? '0';
   for (const view of await response.json()) mergeView(view, Number(throughId));
   render();
+  // On failure the suggestions wait for the next read of the fleet (a config edit, a reopened stream).
+  loadProfiles().catch(() => {});
   lastEventId = throughId;
   connect(throughId, false);
   // Ages tick without any event.
