@@ -193,7 +193,7 @@ t.test('6. validate names only machines that exist, whatever a render repeats', 
   for (const name of ['a', 'b', 'bin/c']) writeFileSync(join(fixture.dir, 'ignition', 'tools', name), name);
   const messages = async (storage: string) => {
     writeFileSync(worker, `variant: fcos\nversion: 1.5.0\nstorage:\n${storage}`);
-    return (await checkTemplate(worker, fixture.config)).map(
+    return (await checkTemplate(worker, fixture.config)).problems.map(
       (problem) => `${problem.line}:${problem.col}: ${problem.message}`,
     );
   };
@@ -303,7 +303,7 @@ t.test('7. {{"{{"}} writes a literal {{; every other {{…}} is still a placehol
   const worker = join(fixture.dir, 'ignition', 'worker.bu');
   writeFileSync(worker, unit('ExecStart=/bin/echo {{"{{"}}.Names}} {{vars.role}}'));
   t.strictSame(
-    await checkTemplate(worker, fixture.config),
+    (await checkTemplate(worker, fixture.config)).problems,
     [],
     'validate takes it, the escape is no variable',
   );

@@ -600,13 +600,13 @@ t.test('checkTemplate renders for the machines that use the template, as load.ts
   const fixture = await bootFixture();
   t.teardown(fixture.cleanup);
   const worker = join(fixture.dir, 'ignition', 'worker.bu');
-  t.strictSame(await checkTemplate(worker, fixture.config), [], 'the fixture template is fine');
+  t.strictSame((await checkTemplate(worker, fixture.config)).problems, [], 'the fixture template is fine');
 
   writeFileSync(
     worker,
     `${readFileSync(worker, 'utf8')}    - path: /etc/rack\n      contents: { inline: "{{vars.rack}}" }\n`,
   );
-  const problems = await checkTemplate(worker, fixture.config);
+  const problems = (await checkTemplate(worker, fixture.config)).problems;
   t.equal(problems.length, 1, 'one problem, not one per machine');
   t.match(problems[0], {
     file: worker,
@@ -687,9 +687,13 @@ t.test('checkTemplate: unused profiles get sample vars; unknown_machines profile
   t.teardown(fixture.cleanup);
   const worker = join(fixture.dir, 'ignition', 'worker.bu');
   const unused = { ...fixture.config, machines: [] };
-  t.strictSame(await checkTemplate(worker, unused), [], 'no machine uses it: rendered with placeholder vars');
+  t.strictSame(
+    (await checkTemplate(worker, unused)).problems,
+    [],
+    'no machine uses it: rendered with placeholder vars',
+  );
   const forStrangers = { ...fixture.config, unknown_machines: 'coreos' };
-  const problems = await checkTemplate(worker, forStrangers);
+  const problems = (await checkTemplate(worker, forStrangers)).problems;
   t.equal(problems.length, 1);
   t.match(problems[0], {
     file: worker,
@@ -722,7 +726,7 @@ t.test('checkTemplate renders each machine with the hostname and address the ser
   };
   const check = async (template: string) => {
     writeFileSync(worker, `variant: fcos\nversion: 1.5.0\nstorage:\n${template}`);
-    return (await checkTemplate(worker, fleet)).map(
+    return (await checkTemplate(worker, fleet)).problems.map(
       (problem) => `${problem.line}:${problem.col}: ${problem.message}`,
     );
   };
@@ -755,7 +759,7 @@ t.test('checkTemplate renders each machine with the hostname and address the ser
     'variant: fcos\nversion: 1.5.0\nstorage:\n  directories:\n    - path: "/srv/{{vars.rack}}"\n',
   );
   t.match(
-    await checkTemplate(worker, racked),
+    (await checkTemplate(worker, racked)).problems,
     [{ line: 5, message: /is not set for machine 52:54:00:00:00:01 .*\(and 2 other machines\)$/ }],
     'one problem for the three machines without the var, saying how many',
   );

@@ -1,6 +1,7 @@
 import type { MachineAssignment } from '../boot-plan.js';
 import { isKernelWord } from '../boot-plan.js';
 import { createBootDecision } from '../inventory/decision.js';
+import type { TemplateCheck } from '../inventory/load.js';
 import type { Mac } from '../inventory/mac.js';
 import type { Problem } from '../inventory/problems.js';
 import type { Config } from '../inventory/schema.js';
@@ -32,11 +33,11 @@ interface Sample {
  * with exactly the variables the server will give it (machineVars over the same BootDecision: no
  * hostname is '', no reservation is ''), but machines that agree on every variable the template
  * names share one render, so 10,000 machines of a template without per-machine variables cost one.
- * A problem that only some machines have names them.
+ * A problem that only some machines have names them. The text read goes back with the problems.
  */
-export async function checkTemplate(templateFile: string, config: Config): Promise<Problem[]> {
+export async function checkTemplate(templateFile: string, config: Config): Promise<TemplateCheck> {
   const template = readTemplate(templateFile);
-  if (template.problems.length > 0) return template.problems;
+  if (template.problems.length > 0) return { problems: template.problems, text: template.text };
   const profiles = new Set(
     Object.entries(config.profiles)
       .filter(([, profile]) => profile.ignition === templateFile)
@@ -60,10 +61,13 @@ export async function checkTemplate(templateFile: string, config: Config): Promi
     }
     for (const identity of identities) problems.get(identity)?.who.push(sample.who);
   }
-  return [...problems.values()].map(({ problem, who }) => ({
-    ...problem,
-    message: namingMachines(problem.message, who, machines),
-  }));
+  return {
+    problems: [...problems.values()].map(({ problem, who }) => ({
+      ...problem,
+      message: namingMachines(problem.message, who, machines),
+    })),
+    text: template.text,
+  };
 }
 
 /**

@@ -55,12 +55,22 @@ export interface LoadOptions {
    * template is a config problem, not a failed boot. Given by the caller (the ignition module) so
    * this module stays free of rendering.
    */
-  checkTemplate?: (templateFile: string, config: Config) => Promise<Problem[]>;
+  checkTemplate?: (templateFile: string, config: Config) => Promise<TemplateCheck>;
   /**
    * Fills each profile's args for every machine of it, as the server does for its iPXE script, and
    * returns what cannot be filled (ignition/check.ts). Given by the caller, as checkTemplate.
    */
   checkArguments?: (config: Config) => { path: Path; message: string }[];
+}
+
+/**
+ * What `checkTemplate` found, and the text it read: the load's own look into the template (the
+ * example's SSH key) takes it from there rather than reading the file again. '' when the template
+ * could not be read as UTF-8 text.
+ */
+export interface TemplateCheck {
+  problems: Problem[];
+  text: string;
 }
 
 export async function loadConfigFile(file: string, options: LoadOptions = {}): Promise<Loaded> {
@@ -133,12 +143,12 @@ export async function checkConfigData(
 
   const config = normalise(withDefaults as unknown as RawConfig, file, env);
   const assetProblems = missingAssetProblems(config, locate);
-  const templateProblems = await templateFileProblems(config, locate, options.checkTemplate);
+  const templates = await checkTemplates(config, locate, options.checkTemplate);
   const argumentProblems = (options.checkArguments?.(config) ?? []).map(({ path, message }) =>
     locate.at(path, message),
   );
   const errors = [
-    ...templateProblems,
+    ...templates.problems,
     ...argumentProblems,
     ...(options.missingAssets === 'warn' ? [] : assetProblems),
   ];
@@ -149,7 +159,7 @@ export async function checkConfigData(
     ...missingBootPrograms(config.dhcp, config.server.assets).map((missing) =>
       locate.at(missingAssetPath(missing), missing.message),
     ),
-    ...exampleKeyWarnings(config),
+    ...exampleKeyWarnings(config, templates.texts),
     ...loopbackAddressWarnings(config, locate),
     ...crossField.warnings,
   ].sort(byPosition);
@@ -884,25 +894,27 @@ function missingAssetProblems(config: Config, locate: Locator): Problem[] {
   );
 }
 
-async function templateFileProblems(
+/** The templates' problems, and the text of each template `checkTemplate` read, by path. */
+async function checkTemplates(
   config: Config,
   locate: Locator,
   checkTemplate: LoadOptions['checkTemplate'],
-): Promise<Problem[]> {
+): Promise<{ problems: Problem[]; texts: Map<string, string> }> {
   const problems: Problem[] = [];
-  const checked = new Set<string>();
+  const texts = new Map<string, string>();
   for (const [name, profile] of Object.entries(config.profiles)) {
     if (profile.ignition === undefined) continue;
     if (!isRegularFile(profile.ignition)) {
       const shown = relative(dirname(config.file), profile.ignition);
       const what = existsSync(profile.ignition) ? 'is not a file (a directory?)' : 'does not exist';
       problems.push(locate.at(['profiles', name, 'ignition'], `Ignition/Butane template "${shown}" ${what}`));
-    } else if (checkTemplate && !checked.has(profile.ignition)) {
-      checked.add(profile.ignition);
-      problems.push(...(await checkTemplate(profile.ignition, config)));
+    } else if (checkTemplate && !texts.has(profile.ignition)) {
+      const checked = await checkTemplate(profile.ignition, config);
+      texts.set(profile.ignition, checked.text);
+      problems.push(...checked.problems);
     }
   }
-  return problems;
+  return { problems, texts };
 }
 
 /** In the shipped templates' SSH key, which no one holds the private half of. */
@@ -929,11 +941,16 @@ function loopbackAddressWarnings(config: Config, locate: Locator): Problem[] {
   ];
 }
 
-/** Templates still holding the example's key install machines nobody can log in to. */
-function exampleKeyWarnings(config: Config): Problem[] {
+/**
+ * Templates still holding the example's key install machines nobody can log in to. `checked`: the
+ * texts checkTemplate read; a template it did not read (a load without it) is read here.
+ */
+function exampleKeyWarnings(config: Config, checked: Map<string, string>): Problem[] {
   const templates = new Set(Object.values(config.profiles).flatMap((profile) => profile.ignition ?? []));
   return [...templates].flatMap((template) => {
-    const text = regularFileTextOrNothing(template);
+    // '' is also checkTemplate's text of a template that is not UTF-8 text: that one is read here,
+    // decoded as it comes, so a key in it is still pointed at beside the template's error.
+    const text = checked.get(template) || regularFileTextOrNothing(template);
     const at = text.indexOf(EXAMPLE_KEY_MARK);
     if (at < 0) return [];
     return [
