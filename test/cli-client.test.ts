@@ -1,7 +1,7 @@
 import type { RequestListener } from 'node:http';
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import t, { type Test } from 'tap';
-import { ApiError, followEvents, getJson, type ServerTarget } from '../src/cli/client.js';
+import { ApiError, followEvents, getJson, resolveServer, type ServerTarget } from '../src/cli/client.js';
 import { fakeHttpServer } from './helpers/loopback.js';
 
 /** A fake server as the client's target. */
@@ -150,4 +150,17 @@ t.test('logs -f says why a full server refused the stream, in its words', async 
   });
   for await (const _event of events) t.fail('no event expected');
   t.same(told, [`${target.url}: HTTP 503: ${refusal.error}: ${refusal.message}`]);
+});
+
+t.test('a --url that is not an http(s) URL with a host is refused before any request', async (t) => {
+  // Before, `http://` failed at the request as "getaddrinfo ENOTFOUND api" (the API path read as its host).
+  for (const url of ['http://', 'bogus', '10.77.0.1:8080', 'localhost:8080', 'ftp://10.77.0.1']) {
+    await t.rejects(
+      resolveServer({ url, config: '/nonexistent/rackboot.yaml' }),
+      { message: `--url "${url}" is not an http(s) URL of a server; name it as http://ADDRESS:PORT` },
+      url,
+    );
+  }
+  const target = await resolveServer({ url: 'http://10.77.0.1:8080/', config: '/nonexistent/rackboot.yaml' });
+  t.equal(target.url, 'http://10.77.0.1:8080', 'a URL with a host passes, without its trailing slash');
 });

@@ -122,6 +122,7 @@ function originOf(url: string): string | undefined {
  * token: it may be any server, or whatever listens on a port after the server stopped.
  */
 export async function resolveServer(options: { url?: string; config?: string }): Promise<ServerTarget> {
+  if (options.url !== undefined) refuseUnlessServerUrl(options.url);
   const given = options.url?.replace(/\/+$/, '');
   // With --url the config only may hold the token, and a missing one is said when a token is needed.
   const file =
@@ -166,6 +167,17 @@ export async function resolveServer(options: { url?: string; config?: string }):
   return token
     ? { url, token }
     : { url, token: undefined, noToken: await whyNoOperatorToken(settings.state) };
+}
+
+/**
+ * --url must be an http(s) URL with a host, checked before any request: at the request a malformed
+ * one fails as a network error about something the operator never wrote (`--url http://` joined to
+ * the API path reads as host `api`; `--url 10.77.0.1:8080`, no scheme, as "Invalid URL").
+ */
+function refuseUnlessServerUrl(given: string): void {
+  const url = URL.canParse(given) ? new URL(given) : undefined;
+  if ((url?.protocol === 'http:' || url?.protocol === 'https:') && url.hostname !== '') return;
+  throw new Error(`--url "${given}" is not an http(s) URL of a server; name it as http://ADDRESS:PORT`);
 }
 
 /** Why the server's own token file of `state` gave no token, and what to do. */
