@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
-import { fetchIpxe, SYSTEM_IPXE_DIRS } from '../src/fetch/ipxe.js';
+import { fetchIpxe, missingRequiredIpxe, SYSTEM_IPXE_DIRS } from '../src/fetch/ipxe.js';
 
 const run = promisify(execFile);
 
@@ -74,22 +74,41 @@ t.test('Fedora names and an iPXE build tree map to the names DHCP hands out', as
   t.equal(read('ipxe.efi'), 'x64 native, updated package');
 });
 
-t.test('without a package the CLI names the package to install and exits 1', async (t) => {
-  const empty = tempDir(t);
-  const dest = tempDir(t);
-  const failure = await run(
-    process.execPath,
-    ['--import', 'tsx', 'src/cli/main.ts', 'fetch', 'ipxe', '--dest', dest, '--source', empty],
-    { cwd: join(import.meta.dirname, '..') },
-  ).then(
-    () => ({ code: 0, stdout: '', stderr: '' }),
-    (error: { code: number; stdout: string; stderr: string }) => error,
-  );
-  t.equal(failure.code, 1);
-  t.match(
-    failure.stderr,
-    'undionly.kpxe, ipxe.efi, snponly.efi not found; install the iPXE package: apt-get install ipxe (Debian, Ubuntu) ' +
-      'or dnf install ipxe-bootimgs-x86 (Fedora, RHEL)',
-  );
-  t.match(failure.stdout, 'no arm64 iPXE found: dnf install ipxe-bootimgs-aarch64');
-});
+t.test(
+  'binaries missing under --source: the CLI names those directories, not the package, and exits 1',
+  async (t) => {
+    const empty = tempDir(t);
+    const dest = tempDir(t);
+    const failure = await run(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli/main.ts', 'fetch', 'ipxe', '--dest', dest, '--source', empty],
+      { cwd: join(import.meta.dirname, '..') },
+    ).then(
+      () => ({ code: 0, stdout: '', stderr: '' }),
+      (error: { code: number; stdout: string; stderr: string }) => error,
+    );
+    t.equal(failure.code, 1);
+    t.match(
+      failure.stderr,
+      `undionly.kpxe, ipxe.efi, snponly.efi not found under ${empty} (--source); name the directory holding them`,
+    );
+    t.notMatch(
+      failure.stderr,
+      'install the iPXE package',
+      'the package may well be installed: --source was looked in',
+    );
+    t.match(failure.stdout, 'no arm64 iPXE found: dnf install ipxe-bootimgs-aarch64');
+  },
+);
+
+t.test(
+  'without --source, binaries missing from the system locations: the error names the package to install',
+  async (t) => {
+    const result = await fetchIpxe(tempDir(t), [tempDir(t)]);
+    t.equal(
+      missingRequiredIpxe(result)?.message,
+      'undionly.kpxe, ipxe.efi, snponly.efi not found; install the iPXE package: apt-get install ipxe (Debian, Ubuntu) ' +
+        'or dnf install ipxe-bootimgs-x86 (Fedora, RHEL)',
+    );
+  },
+);

@@ -69,16 +69,14 @@ export function registerFetch(program: Command): void {
     .action(async (options: IpxeOptions) => {
       const reporter = createReporter(process.stdout);
       const dest = await destination(options, reporter);
-      const result = await fetchIpxe(
-        dest,
-        options.source?.map((dir) => resolve(dir)),
-      );
+      const sourceDirs = options.source?.map((dir) => resolve(dir));
+      const result = await fetchIpxe(dest, sourceDirs);
       for (const copy of result.copied) {
         const verb = copy.outcome === 'copied' ? 'copied from' : 'unchanged, from';
         reporter.line(`${copy.target}: ${verb} ${copy.source}`);
       }
       if (result.missing.some((missing) => !missing.required)) reporter.line(ARM64_IPXE_HINT);
-      const missingRequired = missingRequiredIpxe(result);
+      const missingRequired = missingRequiredIpxe(result, sourceDirs);
       if (missingRequired) throw missingRequired;
     });
 }

@@ -88,10 +88,17 @@ export async function fetchIpxe(
   return result;
 }
 
-/** The error for x86 binaries that no source directory had, or undefined when all were found. */
-export function missingRequiredIpxe(result: FetchIpxeResult): FetchError | undefined {
+/**
+ * The error for x86 binaries that no source directory had, or undefined when all were found. With
+ * `sourceDirs` (--source) the operator chose where to look, so the error names those directories
+ * rather than the package, which may well be installed.
+ */
+export function missingRequiredIpxe(result: FetchIpxeResult, sourceDirs?: string[]): FetchError | undefined {
   const missing = result.missing.filter((binary) => binary.required).map((binary) => binary.target);
-  return missing.length === 0
-    ? undefined
-    : new FetchError(`${missing.join(', ')} not found; ${IPXE_PACKAGE_HINT}`);
+  if (missing.length === 0) return undefined;
+  if (!sourceDirs) return new FetchError(`${missing.join(', ')} not found; ${IPXE_PACKAGE_HINT}`);
+  return new FetchError(
+    `${missing.join(', ')} not found under ${sourceDirs.join(', ')} (--source); name the directory ` +
+      "holding them (an iPXE build's src/bin*), or leave --source out to copy from the system iPXE package",
+  );
 }
