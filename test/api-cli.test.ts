@@ -244,6 +244,8 @@ t.test('logs -f prints new events as they happen', async (t) => {
     ['--import', 'tsx', MAIN, 'logs', '-f', '--url', url, '-c', configFile, '--mac', UNLISTED_MAC],
     { env, stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  // Listened for at once: a follower that ends early (a refused option) must fail the test, not hang it.
+  const exited = new Promise((resolve) => follower.once('exit', resolve));
   t.teardown(() => {
     if (follower.exitCode === null) follower.kill('SIGKILL');
   });
@@ -270,10 +272,60 @@ t.test('logs -f prints new events as they happen', async (t) => {
   );
   t.match(output, new RegExp(`${UNLISTED_MAC} dhcp +dhcp-ignored +firmware=bios-pxe step=\\d+`));
   t.notMatch(output, LISTED_MAC, 'filtered by MAC');
-  const exited = new Promise((resolve) => follower.once('exit', resolve));
   follower.kill('SIGINT');
   t.equal(await exited, 0, 'Ctrl-C ends it cleanly');
 });
+
+t.test(
+  'logs -n 0 prints no past event; with -f only the ones after it started, as tail -f -n 0',
+  async (t) => {
+    const { app, lifecycle, configFile } = await startLifecycleApp(t);
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    await lifecycle.record({
+      mac: UNLISTED_MAC,
+      source: 'dhcp',
+      type: 'dhcp-ignored',
+      detail: { firmware: 'bios-pxe', step: 'before' },
+    });
+    const past = await inProcess('logs', '-n', '0', '--url', url, '-c', configFile);
+    t.same({ error: past.error, stdout: past.stdout }, { error: undefined, stdout: '' }, 'nothing to print');
+
+    const follower: ChildProcess = spawn(
+      process.execPath,
+      ['--import', 'tsx', MAIN, 'logs', '-f', '-n', '0', '--url', url, '-c', configFile],
+      { env, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    // Listened for at once: a follower that ends early (a refused option) must fail the test, not hang it.
+    const exited = new Promise((resolve) => follower.once('exit', resolve));
+    t.teardown(() => {
+      if (follower.exitCode === null) follower.kill('SIGKILL');
+    });
+    let output = '';
+    follower.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    let step = 0;
+    await waitUntil(
+      async () => {
+        if (output.includes('dhcp-ignored') || follower.exitCode !== null) return true;
+        await lifecycle.record({
+          mac: UNLISTED_MAC,
+          source: 'dhcp',
+          type: 'dhcp-ignored',
+          detail: { firmware: 'bios-pxe', step },
+        });
+        step += 1;
+        return false;
+      },
+      20_000,
+      200,
+    );
+    t.match(output, /dhcp-ignored +firmware=bios-pxe step=\d+/, 'a new event is printed');
+    t.notMatch(output, 'step=before', 'the event from before it started is not');
+    follower.kill('SIGINT');
+    t.equal(await exited, 0);
+  },
+);
 
 t.test(
   'machines adopt waits for another adopter holding the file and keeps its machine; one validate would refuse exits 1',
@@ -354,7 +406,7 @@ t.test(
   'a blank number option is refused, never read as 0 (`--subnet "$SUBNET"` with the variable unset)',
   async (t) => {
     const blankLines = await inProcess('logs', '-n', '', '--url', 'http://127.0.0.1:9');
-    t.match(blankLines.error?.message, /--lines.*is invalid\. a whole number from 1 to 10000/);
+    t.match(blankLines.error?.message, /--lines.*is invalid\. a whole number from 0 to 10000/);
     for (const option of ['--subnet', '--vms']) {
       const blank = await inProcess('lab', option, ' ');
       t.match(blank.error?.message, new RegExp(`^${option} must be `), `lab ${option} " "`);
@@ -374,7 +426,7 @@ t.test("server errors in the server's words; JSON of another shape is named, not
   const tooMany = await inProcess('logs', '-n', '100000', '--url', url, '-c', configFile);
   t.match(
     tooMany.error?.message,
-    /--lines.*'100000' is invalid\. a whole number from 1 to 10000/,
+    /--lines.*'100000' is invalid\. a whole number from 0 to 10000/,
     'checked before asking',
   );
 

@@ -31,7 +31,12 @@ export function registerLogs(program: Command): void {
     .option('-f, --follow', 'keep printing new events (reconnects and resumes by itself)')
     .option('--mac <mac>', 'only this machine')
     .option('--json', 'one JSON event per line instead of human lines')
-    .option('-n, --lines <count>', `how many past events to print first (1 to ${MAX_LINES})`, parseLines, 100)
+    .option(
+      '-n, --lines <count>',
+      `how many past events to print first (0 to ${MAX_LINES}; -f -n 0: only new ones)`,
+      parseLines,
+      100,
+    )
     .action(async (options: LogsOptions) => {
       const mac = options.mac === undefined ? undefined : parseMac(options.mac);
       if (options.mac !== undefined && !mac) throw new Error(`not a MAC address: ${options.mac}`);
@@ -44,10 +49,12 @@ export function registerLogs(program: Command): void {
       };
       // With --mac the history's newest event may be long ago, and resuming after it would replay
       // (and report as pruned) every other machine's events since: resume after the server's newest,
-      // asked before the history so nothing of this machine falls between the two.
-      const newest = mac ? await lastEventId(target) : undefined;
+      // asked before the history so nothing of this machine falls between the two. With -n 0 there
+      // is no history to resume after, as `tail -f -n 0` starts at the end.
+      const newest = mac || options.lines === 0 ? await lastEventId(target) : undefined;
       const query = new URLSearchParams({ limit: String(options.lines), ...(mac ? { mac } : {}) });
-      const history = await getJson<MachineEvent[]>(target, `/api/v1/events?${query}`, 'array');
+      const history =
+        options.lines === 0 ? [] : await getJson<MachineEvent[]>(target, `/api/v1/events?${query}`, 'array');
       // Before the first line: `| head -1` reads it and goes.
       if (options.follow) watchPipeReaders(1, stop.signal, () => stop.abort());
       for (const event of history) await print(event);
@@ -66,10 +73,10 @@ export function registerLogs(program: Command): void {
 }
 
 function parseLines(text: string): number {
-  const lines = wholeNumberIn(text, 1, MAX_LINES);
+  const lines = wholeNumberIn(text, 0, MAX_LINES);
   if (lines === undefined) {
     throw new InvalidArgumentError(
-      `a whole number from 1 to ${MAX_LINES} (the most the server answers at once)`,
+      `a whole number from 0 to ${MAX_LINES} (the most the server answers at once)`,
     );
   }
   return lines;
