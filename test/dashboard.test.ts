@@ -1196,14 +1196,13 @@ t.test('thousands of machines not in the config: every one is listed, and no row
   const page = await (await sharedBrowser()).newPage();
   t.teardown(() => page.close());
   await page.goto(url);
-  // A bound on a hang only, far above the 20–35 s the forms took: CI runs this beside QEMU.
-  await page.waitForFunction(
-    `document.querySelectorAll('#discovered tbody tr').length >= ${count}`,
-    undefined,
-    {
-      timeout: 120_000,
-    },
-  );
+  // A bound on a hang only, far above the 20–35 s the forms took: CI runs this beside QEMU. Not
+  // waitForFunction with page code as text: Playwright evaluates that text again at each poll, and the
+  // page's policy refuses eval once a first poll has found the rows still missing.
+  await page
+    .locator('#discovered tbody tr')
+    .nth(count - 1)
+    .waitFor({ state: 'attached', timeout: 120_000 });
   t.equal(
     await page.locator('#discovered tbody tr').count(),
     count,
