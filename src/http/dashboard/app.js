@@ -63,7 +63,7 @@ function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
-/** A fleet cell's text, also as its tooltip: the grid's columns cut long values short (style.css). */
+/** A table cell's text, also as its tooltip: the grids' columns cut long values short (style.css). */
 function setCell(cell, text) {
   if (cell.textContent === text) return;
   cell.textContent = text;
@@ -256,19 +256,19 @@ const fleetRows = new Map();
 const fleetOrder = [];
 
 /**
- * Rows per section (tbody) of the fleet table. style.css lets the browser skip a section out of view
+ * Rows per section (tbody) of either table. style.css lets the browser skip a section out of view
  * as a whole (content-visibility): on every row it watched 10,000 elements per frame, and without it
  * laid out and painted every row per event (bench/dashboard).
  */
-const FLEET_SECTION_ROWS = 100;
+const SECTION_ROWS = 100;
 
 /**
  * Inserts `row` where `mac` sorts among the rows of `table`: `order` holds their MACs in order and
- * `rows` their elements (the API lists machines in MAC order, so a first load only appends). With
- * `sectionRows`, a row at the end starts a new section once the last one is full, and a section that
- * grew to twice that is split in two.
+ * `rows` their elements (the API lists machines in MAC order, so a first load only appends). A row
+ * at the end starts a new section once the last one is full, and a section that grew to twice that
+ * is split in two.
  */
-function insertSorted(table, order, rows, mac, row, sectionRows = Number.POSITIVE_INFINITY) {
+function insertSorted(table, order, rows, mac, row) {
   let low = order.length;
   if (low > 0 && order[low - 1] > mac) {
     let high = low;
@@ -283,11 +283,11 @@ function insertSorted(table, order, rows, mac, row, sectionRows = Number.POSITIV
   order.splice(low, 0, mac);
   const nextRow = next === undefined ? null : (rows.get(next) ?? null);
   let section = nextRow?.parentNode ?? table.tBodies[table.tBodies.length - 1];
-  if (!nextRow && section.rows.length >= sectionRows) section = addSection(table, section);
+  if (!nextRow && section.rows.length >= SECTION_ROWS) section = addSection(table, section);
   section.insertBefore(row, nextRow);
-  if (section.rows.length >= 2 * sectionRows) {
+  if (section.rows.length >= 2 * SECTION_ROWS) {
     const second = addSection(table, section);
-    while (section.rows.length > sectionRows) second.prepend(section.rows[section.rows.length - 1]);
+    while (section.rows.length > SECTION_ROWS) second.prepend(section.rows[section.rows.length - 1]);
     sectionsToFit.add(second);
   }
   sectionsToFit.add(section);
@@ -375,7 +375,7 @@ function renderFleetRow(mac) {
       element('td'),
       element('td', { className: 'age' }),
     );
-    insertSorted($('machines'), fleetOrder, fleetRows, mac, row, FLEET_SECTION_ROWS);
+    insertSorted($('machines'), fleetOrder, fleetRows, mac, row);
     fleetRows.set(mac, row);
   }
   const state = machine.state ?? 'unseen';
@@ -403,11 +403,6 @@ function renderFleetRow(mac) {
 
 const discoveredRows = new Map();
 const discoveredOrder = [];
-/**
- * Rows per section of the discovered table: each insert counts the rows of its section
- * (fitSection), so a single section made the first load of thousands of machines quadratic.
- */
-const DISCOVERED_SECTION_ROWS = 100;
 
 function discoveredRow(mac) {
   const profile = element('input', { placeholder: 'profile', required: true, size: 10 });
@@ -490,11 +485,11 @@ function renderDiscoveredRow(mac) {
   }
   if (!row) {
     row = discoveredRow(mac);
-    insertSorted($('discovered'), discoveredOrder, discoveredRows, mac, row, DISCOVERED_SECTION_ROWS);
+    insertSorted($('discovered'), discoveredOrder, discoveredRows, mac, row);
     discoveredRows.set(mac, row);
     $('none-discovered').hidden = true;
   }
-  setText(row.cells[1], hardware(machine));
+  setCell(row.cells[1], hardware(machine));
   setAge(row.cells[2], machine.first_seen_at);
 }
 
