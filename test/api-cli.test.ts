@@ -14,6 +14,7 @@ import { registerReprovision } from '../src/cli/reprovision.js';
 import { openOperatorToken } from '../src/http/operator-token.js';
 import { ADOPT_LOCK_PATH, adoptMachine } from '../src/inventory/adopt.js';
 import type { MachineEventInput } from '../src/lifecycle/events.js';
+import type { Lifecycle } from '../src/lifecycle/store.js';
 import { fakeHttpServer } from './helpers/loopback.js';
 import { waitUntil } from './helpers/poll.js';
 import {
@@ -236,15 +237,21 @@ t.test('machines, logs, reprovision and machines adopt against a running server'
   );
 });
 
-t.test('logs -f prints new events as they happen', async (t) => {
-  const { app, lifecycle, configFile } = await startLifecycleApp(t);
-  const url = await app.listen({ port: 0, host: '127.0.0.1' });
-  const follower: ChildProcess = spawn(
-    process.execPath,
-    ['--import', 'tsx', MAIN, 'logs', '-f', '--url', url, '-c', configFile, '--mac', UNLISTED_MAC],
-    { env, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  // Listened for at once: a follower that ends early (a refused option) must fail the test, not hang it.
+/**
+ * `rackboot logs -f ARGS` as a child process, with events recorded for UNLISTED_MAC until it prints
+ * one (it subscribes only after printing the history) or ends. Returns what it printed; `stop` sends
+ * Ctrl-C and resolves with its exit code, listened for from the start, so a follower that ended early
+ * (a refused option) fails the test instead of hanging it.
+ */
+async function followUntilPrinted(
+  t: Test,
+  lifecycle: Lifecycle,
+  ...args: string[]
+): Promise<{ output: string; stop: () => Promise<unknown> }> {
+  const follower: ChildProcess = spawn(process.execPath, ['--import', 'tsx', MAIN, 'logs', '-f', ...args], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const exited = new Promise((resolve) => follower.once('exit', resolve));
   t.teardown(() => {
     if (follower.exitCode === null) follower.kill('SIGKILL');
@@ -253,11 +260,10 @@ t.test('logs -f prints new events as they happen', async (t) => {
   follower.stdout?.on('data', (chunk: Buffer) => {
     output += chunk.toString();
   });
-  // Until the follower is connected (it subscribes after printing the empty history), keep recording.
   let step = 0;
   await waitUntil(
     async () => {
-      if (output.includes('dhcp-ignored')) return true;
+      if (output.includes('dhcp-ignored') || follower.exitCode !== null) return true;
       await lifecycle.record({
         mac: UNLISTED_MAC,
         source: 'dhcp',
@@ -270,10 +276,31 @@ t.test('logs -f prints new events as they happen', async (t) => {
     20_000,
     200,
   );
-  t.match(output, new RegExp(`${UNLISTED_MAC} dhcp +dhcp-ignored +firmware=bios-pxe step=\\d+`));
-  t.notMatch(output, LISTED_MAC, 'filtered by MAC');
-  follower.kill('SIGINT');
-  t.equal(await exited, 0, 'Ctrl-C ends it cleanly');
+  return {
+    output,
+    stop: () => {
+      follower.kill('SIGINT');
+      return exited;
+    },
+  };
+}
+
+t.test('logs -f prints new events as they happen', async (t) => {
+  const { app, lifecycle, configFile } = await startLifecycleApp(t);
+  const url = await app.listen({ port: 0, host: '127.0.0.1' });
+  const followed = await followUntilPrinted(
+    t,
+    lifecycle,
+    '--url',
+    url,
+    '-c',
+    configFile,
+    '--mac',
+    UNLISTED_MAC,
+  );
+  t.match(followed.output, new RegExp(`${UNLISTED_MAC} dhcp +dhcp-ignored +firmware=bios-pxe step=\\d+`));
+  t.notMatch(followed.output, LISTED_MAC, 'filtered by MAC');
+  t.equal(await followed.stop(), 0, 'Ctrl-C ends it cleanly');
 });
 
 t.test(
@@ -289,41 +316,10 @@ t.test(
     });
     const past = await inProcess('logs', '-n', '0', '--url', url, '-c', configFile);
     t.same({ error: past.error, stdout: past.stdout }, { error: undefined, stdout: '' }, 'nothing to print');
-
-    const follower: ChildProcess = spawn(
-      process.execPath,
-      ['--import', 'tsx', MAIN, 'logs', '-f', '-n', '0', '--url', url, '-c', configFile],
-      { env, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    // Listened for at once: a follower that ends early (a refused option) must fail the test, not hang it.
-    const exited = new Promise((resolve) => follower.once('exit', resolve));
-    t.teardown(() => {
-      if (follower.exitCode === null) follower.kill('SIGKILL');
-    });
-    let output = '';
-    follower.stdout?.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    let step = 0;
-    await waitUntil(
-      async () => {
-        if (output.includes('dhcp-ignored') || follower.exitCode !== null) return true;
-        await lifecycle.record({
-          mac: UNLISTED_MAC,
-          source: 'dhcp',
-          type: 'dhcp-ignored',
-          detail: { firmware: 'bios-pxe', step },
-        });
-        step += 1;
-        return false;
-      },
-      20_000,
-      200,
-    );
-    t.match(output, /dhcp-ignored +firmware=bios-pxe step=\d+/, 'a new event is printed');
-    t.notMatch(output, 'step=before', 'the event from before it started is not');
-    follower.kill('SIGINT');
-    t.equal(await exited, 0);
+    const followed = await followUntilPrinted(t, lifecycle, '-n', '0', '--url', url, '-c', configFile);
+    t.match(followed.output, /dhcp-ignored +firmware=bios-pxe step=\d+/, 'a new event is printed');
+    t.notMatch(followed.output, 'step=before', 'the event from before it started is not');
+    t.equal(await followed.stop(), 0);
   },
 );
 
