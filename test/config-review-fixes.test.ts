@@ -50,6 +50,32 @@ storage:
 });
 
 t.test(
+  'render ignition for a MAC the server does not answer: one line like every other refusal, exit 1',
+  async (t) => {
+    const directory = t.testdir({
+      'rackboot.yaml': `server:\n  address: 10.77.0.1\n  state: ./state\nprofiles:\n  plain: { kind: linux, kernel: https://example.com/vmlinuz }\nmachines: [{mac: ${MAC}, profile: plain}]\n`,
+    });
+    const stranger = '52:54:00:aa:00:99';
+    const refused = await runCli([
+      'render',
+      'ignition',
+      '--mac',
+      stranger,
+      '-c',
+      join(directory, 'rackboot.yaml'),
+    ]);
+    t.same(
+      { code: refused.code, stdout: refused.stdout, stderr: refused.stderr },
+      {
+        code: 1,
+        stdout: '',
+        stderr: `rackboot: ${stranger} is not in the inventory (unknown_machines: ignore); the server answers 404\n`,
+      },
+    );
+  },
+);
+
+t.test(
   'a var in an integer field is read as Butane reads it: 0o, 0x, 0b, 0-octal, underscores, floats',
   async (t) => {
     // Kept as written, vars lost the forms the YAML number used to cover (0o644 rendered 420 before).

@@ -67,9 +67,7 @@ export function registerRender(program: Command): void {
         return;
       }
       if (!assignment || !vars) {
-        console.error(`${mac} is not in the inventory (unknown_machines: ignore); the server answers 404`);
-        process.exitCode = 1;
-        return;
+        throw new Error(`${mac} is not in the inventory (unknown_machines: ignore); the server answers 404`);
       }
       const rendered = createMachineIgnition()(config, assignment, vars);
       if (!rendered.ok) {
