@@ -353,6 +353,33 @@ t.test('a var or value that would split the kernel line or add iPXE commands is 
 });
 
 t.test(
+  'an install profile fills its args per machine and refuses only the machine whose var breaks the line',
+  async (t) => {
+    // The profile's shared words are checked once; a var filled in per machine must still be checked.
+    const yaml = BASE_YAML.replace(
+      'args: [console=tty0, "console=ttyS0,115200n8"]',
+      'args: [console=tty0, "role={{vars.role}}"]',
+    )
+      .replace('vars: { role: worker }', 'vars: { role: "worker\\nshell" }')
+      .replace(
+        '  - { mac: "52:54:00:12:34:58", hostname: node3, profile: multiarch }',
+        '  - { mac: "52:54:00:12:34:58", hostname: node3, profile: coreos, vars: { role: storage } }',
+      );
+    const { script } = await setup(t, { yaml });
+    const refused = await script('52-54-00-12-34-56');
+    t.notMatch(refused, /^(shell|kernel)/m, 'no kernel line, no command of its own');
+    t.match(refused, 'holds whitespace or a control character', 'the console says why');
+    const booted = await script('52-54-00-12-34-58');
+    t.match(
+      booted,
+      /^kernel \S+ initrd=main .* role=storage \|\| goto rb-retry$/m,
+      'the same profile boots the other machine',
+    );
+    t.match(booted, / console=tty0 role=storage /, 'its own console arg, so no default console args');
+  },
+);
+
+t.test(
   'one address past events.http_rate is answered, its events left out and counted in a warning',
   async (t) => {
     const { fixture, app } = await setup(t, { yaml: `${BASE_YAML}events:\n  http_rate: 2\n` });

@@ -72,7 +72,7 @@ interface BootScriptInput {
   kernelUrl: string;
   initrds: InitrdImage[];
   /** Kernel arguments after the `initrd=` ones (which this function adds). */
-  args: string[];
+  args: readonly string[];
 }
 
 /**
@@ -95,9 +95,11 @@ export function bootScript(input: BootScriptInput): string {
     lines.push(`initrd --name ${initrd.name} ${initrd.url} || goto rb-retry`);
   });
   lines.push('boot || goto rb-failed', ':rb-retry');
-  lines.push(...retryLines('download of ${rb-step} failed', '${rb-step}'));
-  return `${lines.join('\n')}\n`;
+  return `${lines.join('\n')}\n${DOWNLOAD_RETRY}`;
 }
+
+/** The retry tail every boot script ends with, the same text each time: made once. */
+const DOWNLOAD_RETRY = `${retryLines('download of ${rb-step} failed', '${rb-step}').join('\n')}\n`;
 
 /** Counts failures in a string (`x` per failure): iPXE has no arithmetic in every build, but has `iseq`. */
 function retryLines(what: string, label: string): string[] {

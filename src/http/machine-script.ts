@@ -1,7 +1,7 @@
 import { basename } from 'node:path';
 import { type Arch, isKernelWord, type Mac, type MachineAssignment } from '../boot-plan.js';
 import { type PathError, substituteString, type TemplateVars } from '../ignition/template.js';
-import { profileAssets } from '../inventory/profile-assets.js';
+import { type ProfileAssets, profileAssets } from '../inventory/profile-assets.js';
 import type { Config, ProfileConfig } from '../inventory/schema.js';
 import {
   bootScript,
@@ -22,6 +22,8 @@ interface MachineScript {
 
 /** Console args added to coreos-install profiles that name no `console=` themselves. */
 const DEFAULT_CONSOLE_ARGS = ['console=tty0', 'console=ttyS0,115200n8'];
+/** The installer's own Ignition run needs these unless the profile sets them (installerIgnitionArgs). */
+const FIXED_INSTALLER_ARGS = ['ignition.firstboot', 'ignition.platform.id=metal'] as const;
 
 /**
  * The iPXE script one machine gets, and why: the single decision behind `/boot/<mac>.ipxe`,
@@ -73,18 +75,29 @@ export function machineScript(
 interface BootPlan {
   kernelUrl: string;
   initrds: InitrdImage[];
-  args: string[];
+  args: readonly string[];
+}
+
+interface MachinePlan extends BootPlan {
+  /** The words of the kernel line that only this machine has (its URLs, its filled-in args), in order. */
+  ownWords: readonly string[];
+  /** Every other word passed isKernelWord when the profile's shared plan was made. */
+  sharedWordsPass: boolean;
 }
 
 /**
  * iPXE splits a `kernel` line at whitespace and ends it at a line break, so an argument or URL
  * holding either (a var with a newline, a spaced `install_device`) would add arguments or run its
  * own commands — `shell`, or `chain` to another server. Such a plan is refused whole; `${…}` stays
- * allowed, as iPXE settings in arguments are a feature (`${mac}`).
+ * allowed, as iPXE settings in arguments are a feature (`${mac}`). The profile's shared words were
+ * checked when its plan was made: while they all pass, the first broken word can only be one of
+ * the machine's own.
  */
-function checkedPlan(plan: BootPlan | { error: string }): BootPlan | { error: string } {
+function checkedPlan(plan: MachinePlan | { error: string }): BootPlan | { error: string } {
   if ('error' in plan) return plan;
-  const words = [plan.kernelUrl, ...plan.initrds.map((initrd) => initrd.url), ...plan.args];
+  const words = plan.sharedWordsPass
+    ? plan.ownWords
+    : [plan.kernelUrl, ...plan.initrds.map((initrd) => initrd.url), ...plan.args];
   const broken = words.find((word) => !isKernelWord(word));
   if (broken === undefined) return plan;
   return {
@@ -92,39 +105,122 @@ function checkedPlan(plan: BootPlan | { error: string }): BootPlan | { error: st
   };
 }
 
+/**
+ * What a profile boots on one arch whatever the machine: asset URLs, initrd names, the fixed
+ * arguments, and the profile's `args` when none holds a `{{…}}`. Building these for every request
+ * was most of a boot script's cost and of its garbage (docs/http.md). Kept per profile object (a
+ * reload replaces them all) and arch, and made again when the files the profile resolves to or the
+ * base URL differ: `fetch` rewrites the stream manifest without a reload.
+ */
+interface SharedPlan {
+  assets: ProfileAssets;
+  baseUrl: string;
+  kernelUrl: string;
+  initrds: InitrdImage[];
+  /** `coreos.live.rootfs_url=…`; undefined without a rootfs. */
+  rootfsArg: string | undefined;
+  /** `coreos.inst.install_dev=…`; undefined without an install_device. */
+  installDevArg: string | undefined;
+  /** The profile's `args` when none holds a placeholder; undefined when each machine fills them. */
+  fixedArgs: readonly string[] | undefined;
+  /** Every word above passes isKernelWord, so that a machine's plan checks only its own. */
+  wordsPass: boolean;
+}
+
+const sharedPlans = new WeakMap<ProfileConfig, Map<Arch, SharedPlan>>();
+
+function sharedPlan(profile: ProfileConfig, arch: Arch, assets: ProfileAssets, baseUrl: string): SharedPlan {
+  let byArch = sharedPlans.get(profile);
+  if (!byArch) {
+    byArch = new Map();
+    sharedPlans.set(profile, byArch);
+  }
+  const kept = byArch.get(arch);
+  if (kept && kept.baseUrl === baseUrl && sameAssets(kept.assets, assets)) return kept;
+  const args = profile.args ?? [];
+  const kernelUrl = assetUrl(assets.kernel, baseUrl);
+  const initrds = namedInitrds(
+    assets.initrd,
+    profile.kind === 'coreos-install' ? 'main' : undefined,
+    baseUrl,
+  );
+  const rootfsArg =
+    assets.rootfs === undefined ? undefined : `coreos.live.rootfs_url=${assetUrl(assets.rootfs, baseUrl)}`;
+  const installDevArg = profile.install_device
+    ? `coreos.inst.install_dev=${profile.install_device}`
+    : undefined;
+  const fixedArgs = args.some((arg) => arg.includes('{{')) ? undefined : args;
+  const words = [
+    kernelUrl,
+    ...initrds.map((initrd) => initrd.url),
+    ...[rootfsArg, installDevArg].filter((arg) => arg !== undefined),
+    ...FIXED_INSTALLER_ARGS,
+    ...DEFAULT_CONSOLE_ARGS,
+    ...(fixedArgs ?? []),
+  ];
+  const plan: SharedPlan = {
+    assets,
+    baseUrl,
+    kernelUrl,
+    initrds,
+    rootfsArg,
+    installDevArg,
+    fixedArgs,
+    wordsPass: words.every(isKernelWord),
+  };
+  byArch.set(arch, plan);
+  return plan;
+}
+
+function sameAssets(a: ProfileAssets, b: ProfileAssets): boolean {
+  return (
+    a.kernel === b.kernel &&
+    a.rootfs === b.rootfs &&
+    a.initrd.length === b.initrd.length &&
+    a.initrd.every((initrd, index) => initrd === b.initrd[index])
+  );
+}
+
 function bootPlan(
   config: Config,
   profile: ProfileConfig,
   arch: Arch,
   vars: TemplateVars,
-): BootPlan | { error: string } {
+): MachinePlan | { error: string } {
   const assets = profileAssets(profile, arch, config.server.assets);
   if ('error' in assets) return assets;
-  const errors: PathError[] = [];
-  const profileArgs = (profile.args ?? []).map((arg, index) =>
-    substituteString(arg, vars, ['args', index], errors),
-  );
-  if (errors.length > 0) return { error: errors.map((error) => error.message).join('; ') };
-  const initrds = namedInitrds(
-    assets.initrd,
-    profile.kind === 'coreos-install' ? 'main' : undefined,
-    vars.base_url,
-  );
+  const shared = sharedPlan(profile, arch, assets, vars.base_url);
+  let profileArgs = shared.fixedArgs;
+  if (!profileArgs) {
+    const errors: PathError[] = [];
+    profileArgs = (profile.args ?? []).map((arg, index) =>
+      substituteString(arg, vars, ['args', index], errors),
+    );
+    if (errors.length > 0) return { error: errors.map((error) => error.message).join('; ') };
+  }
+  const { kernelUrl, initrds, wordsPass: sharedWordsPass } = shared;
+  const filledArgs = shared.fixedArgs ? [] : profileArgs;
   if (profile.kind === 'linux')
-    return { kernelUrl: assetUrl(assets.kernel, vars.base_url), initrds, args: profileArgs };
+    return { kernelUrl, initrds, args: profileArgs, ownWords: filledArgs, sharedWordsPass };
 
-  if (assets.rootfs === undefined) return { error: `no rootfs for ${arch}: set rootfs or coreos.stream` };
-  if (!profile.install_device) return { error: 'no install_device (e.g. /dev/sda)' };
-  const hasArg = (name: string) => profileArgs.some((arg) => arg === name || arg.startsWith(`${name}=`));
+  if (shared.rootfsArg === undefined) return { error: `no rootfs for ${arch}: set rootfs or coreos.stream` };
+  if (shared.installDevArg === undefined) return { error: 'no install_device (e.g. /dev/sda)' };
+  const given = profileArgs;
+  // `name` or `name=…`, compared in place: four calls per script
+  const hasArg = (name: string) =>
+    given.some((arg) => arg.startsWith(name) && (arg.length === name.length || arg[name.length] === '='));
+  const ignitionArg = `coreos.inst.ignition_url=${vars.ignition_url}`;
+  const installerArgs = installerIgnitionArgs(hasArg, vars.installer_ignition_url);
   const args = [
-    `coreos.live.rootfs_url=${assetUrl(assets.rootfs, vars.base_url)}`,
-    `coreos.inst.install_dev=${profile.install_device}`,
-    `coreos.inst.ignition_url=${vars.ignition_url}`,
-    ...installerIgnitionArgs(hasArg, vars.installer_ignition_url),
+    shared.rootfsArg,
+    shared.installDevArg,
+    ignitionArg,
+    ...installerArgs,
     ...(hasArg('console') ? [] : DEFAULT_CONSOLE_ARGS),
     ...profileArgs,
   ];
-  return { kernelUrl: assetUrl(assets.kernel, vars.base_url), initrds, args };
+  const ownWords = [ignitionArg, ...installerArgs, ...filledArgs];
+  return { kernelUrl, initrds, args, ownWords, sharedWordsPass };
 }
 
 /**
@@ -134,9 +230,10 @@ function bootPlan(
  */
 function installerIgnitionArgs(hasArg: (name: string) => boolean, url: string): string[] {
   if (hasArg('ignition.config.url')) return [];
+  const [firstboot, platform] = FIXED_INSTALLER_ARGS;
   return [
-    ...(hasArg('ignition.firstboot') ? [] : ['ignition.firstboot']),
-    ...(hasArg('ignition.platform.id') ? [] : ['ignition.platform.id=metal']),
+    ...(hasArg('ignition.firstboot') ? [] : [firstboot]),
+    ...(hasArg('ignition.platform.id') ? [] : [platform]),
     `ignition.config.url=${url}`,
   ];
 }

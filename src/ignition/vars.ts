@@ -14,26 +14,6 @@ export function macInUrl(mac: Mac): string {
   return mac.replaceAll(':', '-');
 }
 
-/**
- * A machine's Ignition config: `installed`, the installed system's (`{{ignition_url}}`), or
- * `installer`, the live installer environment's own (`{{installer_ignition_url}}`): the hook that
- * reports `disk-written` once coreos-installer has written the disk.
- */
-export function ignitionUrl(
-  baseUrl: string,
-  mac: Mac,
-  token: string,
-  system: 'installed' | 'installer' = 'installed',
-): string {
-  const directory = system === 'installer' ? 'ignition/installer' : 'ignition';
-  return `${baseUrl}/${directory}/${macInUrl(mac)}.ign?token=${token}`;
-}
-
-/** CONTRACT.md's `POST /api/v1/machines/{mac}/events`, with the machine's token. */
-export function eventsUrl(baseUrl: string, mac: Mac, token: string): string {
-  return `${baseUrl}/api/v1/machines/${macInUrl(mac)}/events?token=${token}`;
-}
-
 const machineIndexes = new WeakMap<Config, Map<Mac, MachineConfig>>();
 
 /** The machine's entry in `machines`, indexed once per config snapshot (snapshots are replaced whole). */
@@ -54,16 +34,21 @@ export function machineVars(
   now: number,
 ): TemplateVars {
   const baseUrl = baseUrlOf(config);
+  const macPath = macInUrl(assignment.mac);
   const ignitionToken = secrets.tokenFor(assignment.mac, 'ignition', now);
+  const eventsToken = secrets.tokenFor(assignment.mac, 'events', now);
   return {
     mac: assignment.mac,
     hostname: assignment.hostname ?? '',
     ip: assignment.ip ?? '',
     profile: assignment.profile,
     base_url: baseUrl,
-    ignition_url: ignitionUrl(baseUrl, assignment.mac, ignitionToken),
-    installer_ignition_url: ignitionUrl(baseUrl, assignment.mac, ignitionToken, 'installer'),
-    events_url: eventsUrl(baseUrl, assignment.mac, secrets.tokenFor(assignment.mac, 'events', now)),
+    // The installed system's Ignition config, and the live installer's own: the hook that reports
+    // `disk-written` once coreos-installer has written the disk.
+    ignition_url: `${baseUrl}/ignition/${macPath}.ign?token=${ignitionToken}`,
+    installer_ignition_url: `${baseUrl}/ignition/installer/${macPath}.ign?token=${ignitionToken}`,
+    // CONTRACT.md's `POST /api/v1/machines/{mac}/events`.
+    events_url: `${baseUrl}/api/v1/machines/${macPath}/events?token=${eventsToken}`,
     vars: machineEntry(config, assignment.mac)?.vars,
   };
 }
