@@ -877,6 +877,23 @@ t.test('a relayed client renewing by unicast is NAKed at its address, where it c
   t.same(rebinding.destination, { kind: 'broadcast' }, 'not unicast to an address of another network');
 });
 
+t.test('a relayed INFORM is answered straight to ciaddr, not through the relay', async (t) => {
+  // RFC 2131 §4.3.5: the ACK goes "directly to the address given in ciaddr". A relay delivers a
+  // reply to yiaddr (RFC 1542 §5.4; ISC and OpenBSD dhcrelay), which an INFORM's ACK leaves 0:
+  // handed to the relay without the broadcast bit, it never reached the client.
+  const mac = '52:54:00:30:00:05' as Mac;
+  const inform = replyOf(
+    decideFor(
+      { type: 'inform', mac, ciaddr: '10.77.6.50', giaddr: '10.77.6.1', broadcast: false },
+      { config: configs.authoritative, leases: new LeaseTable() },
+    ),
+  );
+  t.equal(inform.decision, 'ack');
+  t.equal(inform.yiaddr, '0.0.0.0');
+  t.equal(readAddress(inform.options, Option.router), '10.77.6.1', 'the relay subnet’s settings');
+  t.same(inform.destination, { kind: 'client', address: '10.77.6.50' });
+});
+
 t.test(
   'a broadcast from the local segment is served from the local subnet, whatever its ciaddr',
   async (t) => {

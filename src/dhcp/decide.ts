@@ -556,7 +556,11 @@ function recordRelease(request: DhcpRequest, mac: Mac, context: DecideContext): 
   };
 }
 
-/** RFC 2131 §4.3.5: configuration only; no lease time, yiaddr 0, sent to ciaddr. */
+/**
+ * RFC 2131 §4.3.5: configuration only; no lease time, yiaddr 0, sent "directly to the address given
+ * in ciaddr", relayed or not: a relay delivers a reply to yiaddr (RFC 1542 §5.4), which here is 0.
+ * ISC dhcpd and Kea do the same.
+ */
 function answerInform(
   request: DhcpRequest,
   mac: Mac,
@@ -575,7 +579,7 @@ function answerInform(
     kind: 'reply',
     decision: 'ack',
     reply,
-    destination: destinationOf(request, 'inform'),
+    destination: { kind: 'client', address: request.ciaddr },
     events: [dhcpEvent('dhcp-inform', request, mac, { ip: request.ciaddr })],
   };
 }
@@ -651,7 +655,7 @@ const MAX_ECHOED_BYTES = 64;
  */
 function destinationOf(
   request: DhcpRequest,
-  type: 'offer' | 'ack' | 'nak' | 'inform',
+  type: 'offer' | 'ack' | 'nak',
   subnet?: SubnetSettings,
   unicast = false,
 ): Destination {
