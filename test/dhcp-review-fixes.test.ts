@@ -204,6 +204,43 @@ t.test('INIT-REBOOT for an address reserved for another machine is NAKed', async
   );
 });
 
+t.test('a renewal of an address reserved for another machine is NAKed saying so, not "in use"', async (t) => {
+  // A reload reserves a pool address for a new machine.
+  const reloaded = await loadTestConfig({
+    subnet: 192,
+    mode: 'authoritative',
+    state: '/nonexistent/state',
+    pool: { subnet: '10.77.192.0/24', range: ['10.77.192.100', '10.77.192.199'] },
+    extraYaml: `
+  - mac: 52:54:00:42:00:03
+    hostname: node3
+    profile: coreos
+    ip: 10.77.192.150`,
+  });
+  const afterReload = {
+    settings: settingsFor(reloaded),
+    decision: testDecision(() => reloaded),
+    unicast: true,
+  };
+  const renewal = (mac: Mac) =>
+    ({ type: 'request', mac, ciaddr: '10.77.192.150', broadcast: false }) satisfies RequestSpec;
+  const reservedNak = {
+    kind: 'reply',
+    decision: 'nak',
+    events: [{ type: 'dhcp-nak', detail: { message: 'address reserved for another machine' } }],
+  };
+  t.match(
+    decideFor(renewal(STRANGER), new LeaseTable(), afterReload),
+    reservedNak,
+    'an address nobody holds',
+  );
+  // HOLDER is the only client using the address: "address in use" sent the operator looking for a
+  // conflict that is not there.
+  const leases = new LeaseTable();
+  decideFor({ type: 'request', mac: HOLDER, requested: '10.77.192.150', serverId: SERVER }, leases);
+  t.match(decideFor(renewal(HOLDER), leases, afterReload), reservedNak, 'the address its holder renews');
+});
+
 const address = (address: string, internal = false, family: 'IPv4' | 'IPv6' = 'IPv4') =>
   ({
     address,

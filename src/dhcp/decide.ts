@@ -364,17 +364,8 @@ function answerRequest(
     }
     const own = leases.leaseOf(mac);
     if (!own) {
-      const holder = leases.holderOf(ip);
-      const heldByAnother =
-        holder !== undefined &&
-        holder.mac !== mac &&
-        holder.state === 'bound' &&
-        holder.expiresAt > context.now;
-      if (heldByAnother) return nak(request, mac, 'address in use', subnet, context);
-      const reservedFor = settings.reservations.get(ip);
-      if (reservedFor !== undefined && reservedFor !== mac)
-        return nak(request, mac, 'address reserved for another machine', subnet, context);
-      return silent('no-binding');
+      const conflict = conflictOver(ip, mac, context);
+      return conflict ? nak(request, mac, conflict, subnet, context) : silent('no-binding');
     }
     if (numberToIp(own.ip) !== requested)
       return nak(request, mac, 'requested address is not yours', subnet, context);
@@ -412,7 +403,7 @@ function bindAddress(
   if (!cidrContains(pool.subnet, ip) || !allowed)
     return nak(request, mac, 'address not offered to you', subnet, context);
   if (!leases.isAvailable(ip, mac, settings.reservations, now))
-    return nak(request, mac, 'address in use', subnet, context);
+    return nak(request, mac, conflictOver(ip, mac, context) ?? 'address in use', subnet, context);
   const assignment = context.decision.assignmentFor(mac);
   const leaseChange: LeaseChange = {
     kind: 'bind',
@@ -422,6 +413,24 @@ function bindAddress(
     hostname: assignment?.hostname,
   };
   return addressReply(request, mac, 'ack', address, subnet, context, leaseChange);
+}
+
+/**
+ * Why `ip` is known to be wrong for `mac`, as a NAK says it: another client's unexpired lease, else
+ * another machine's reservation (a holder NAKed because a reload reserved its address is the only
+ * one using it, so "in use" would send the operator looking for a conflict). Undefined when neither.
+ */
+function conflictOver(
+  ip: number,
+  mac: Mac,
+  context: DecideContext,
+): 'address in use' | 'address reserved for another machine' | undefined {
+  const holder = context.leases.holderOf(ip);
+  if (holder && holder.mac !== mac && holder.state === 'bound' && holder.expiresAt > context.now)
+    return 'address in use';
+  const reservedFor = context.settings.reservations.get(ip);
+  if (reservedFor !== undefined && reservedFor !== mac) return 'address reserved for another machine';
+  return undefined;
 }
 
 /**
