@@ -565,6 +565,22 @@ t.test('RFC 2131 client states in authoritative mode', async (t) => {
     );
   });
 
+  t.test('DECLINE behind a relay: the warning names the lease time that kept the address out', async (t) => {
+    // 10.77.6.0/24 has a lease_time of its own (30m): the warning named dhcp.lease_time (1h).
+    const scenario = { config, leases: new LeaseTable() };
+    const relayed = { mac, options, giaddr: '10.77.6.1', broadcast: false };
+    const held = replyOf(decideFor({ type: 'discover', ...relayed }, scenario));
+    decideFor({ type: 'request', ...relayed, requested: held.yiaddr, serverId: SERVER }, scenario);
+    const decline = { type: 'decline', ...relayed, requested: held.yiaddr, serverId: SERVER } as const;
+    const warning = operatorWarnings()(decoded(decline), decideFor(decline, scenario), NOW);
+    const until = new Date(NOW + 1_800_000).toISOString();
+    t.match(warning, {
+      fields: { ip: held.yiaddr, until, subnet: '10.77.6.0/24' },
+      message: new RegExp(`until ${until} \\(one lease_time of 10\\.77\\.6\\.0/24\\)`),
+    });
+    t.notMatch(warning?.message, /dhcp\.lease_time/);
+  });
+
   t.test('DECLINE is honoured only from the client that holds the address', async (t) => {
     const table = new LeaseTable();
     const scenario = { config, leases: table };

@@ -82,7 +82,10 @@ export type Outcome =
       reason: SilenceReason;
       events: MachineEventInput[];
       leaseChange?: LeaseChange;
-      /** `pool-exhausted`: the pool that had no address, which the operator's warning names. */
+      /**
+       * `pool-exhausted`: the pool that had no address; `declined`: the pool whose lease time keeps
+       * the address out. The operator's warning names it.
+       */
       pool?: Pool;
     };
 
@@ -545,6 +548,7 @@ function recordDecline(
     reason: 'declined',
     events: [dhcpEvent('dhcp-decline', request, mac, { ip: declined })],
     leaseChange: { kind: 'decline', ip, until },
+    pool: subnet.pool,
   };
 }
 

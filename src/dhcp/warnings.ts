@@ -32,27 +32,34 @@ export function operatorWarnings(): (
   const exhaustionWarnings = refusalLimiter(EXHAUSTION_WARNING_INTERVAL_MS, EXHAUSTION_MEMO_POOLS);
   return (request, outcome, now) => {
     if (outcome.kind !== 'silent') return undefined;
-    if (outcome.leaseChange?.kind === 'decline') return declineWarning(request, outcome.leaseChange);
     if (!outcome.pool) return undefined;
+    if (outcome.leaseChange?.kind === 'decline')
+      return declineWarning(request, outcome.leaseChange, outcome.pool);
     // No shared budget: the key is a pool of the config, not anything a client chooses.
     const leftOut = exhaustionWarnings(outcome.pool.name, now, () => true);
     return leftOut && exhaustionWarning(request, outcome.pool, leftOut.suppressed ?? 0);
   };
 }
 
+/**
+ * Names the subnet whose lease time keeps the address out: a `dhcp.subnets` entry may set its own,
+ * so `dhcp.lease_time` is not always the key to look at.
+ */
 function declineWarning(
   request: DhcpRequest,
   change: Extract<LeaseChange, { kind: 'decline' }>,
+  pool: Pool,
 ): OperatorWarning {
   const mac = macFromBytes(request.chaddr);
   const ip = numberToIp(change.ip);
   const until = new Date(change.until).toISOString();
   return {
-    fields: { mac, ip, until, xid: request.xid },
+    fields: { mac, ip, until, subnet: pool.name, xid: request.xid },
     message:
       `address conflict: ${mac} declined ${ip}, which another host on the network already uses ` +
       `(a static address inside the DHCP range?); ${ip} is kept out of the pool until ${until} ` +
-      `(dhcp.lease_time) and ${mac} is offered another address when it asks again. Find the host using ${ip}`,
+      `(one lease_time of ${pool.name}) and ${mac} is offered another address when it asks again. ` +
+      `Find the host using ${ip}`,
   };
 }
 
