@@ -6,10 +6,12 @@ export type { Mac };
 /**
  * Whether `text` can stand as one word of iPXE's `kernel` line: whitespace would split it, and a line
  * break, or a word that is exactly one of iPXE's command separators (`;`, `&&`, `||`), would end the
- * command, so the rest ran as iPXE commands. Config checks and the script agree on it.
+ * command, so the rest ran as iPXE commands. A word starting with `#` starts a comment (exec.c
+ * command_terminator()): the arguments after it and the line's `|| goto rb-retry` would be dropped
+ * without a word. Config checks and the script agree on it.
  */
 export function isKernelWord(text: string): boolean {
-  return !/[\s\x00-\x1f\x7f]/.test(text) && !IPXE_COMMAND_SEPARATORS.has(text);
+  return !/[\s\x00-\x1f\x7f]/.test(text) && !text.startsWith('#') && !IPXE_COMMAND_SEPARATORS.has(text);
 }
 
 const IPXE_COMMAND_SEPARATORS = new Set([';', '&&', '||']);

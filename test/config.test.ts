@@ -840,7 +840,7 @@ t.test(
         ),
       ),
       [
-        'rackboot.yaml:12:12: filled in, this argument holds whitespace, a control character or an iPXE command separator (; && ||), which would split the kernel line: a var used in one must be a single word',
+        'rackboot.yaml:12:12: filled in, this argument holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it: a var used in one must be a single word',
       ],
     );
     t.match(

@@ -324,6 +324,26 @@ t.test('a kernel argument that is an iPXE command separator is refused', async (
   }
 });
 
+t.test(
+  'a kernel argument starting with # is refused: iPXE would take the rest of the line as a comment',
+  async (t) => {
+    // exec.c command_terminator(): a token starting with `#` ends the command, so `kernel … #x
+    // console=… || goto rb-retry` lost its later arguments and its retry without a word.
+    const yaml = `${BASE_YAML.replace('"role={{vars.role}}"', '"role={{vars.role}}", "{{vars.extra}}", "quiet"')}  - { mac: "52:54:00:12:34:60", profile: plain, vars: { role: storage, extra: "#rest" } }\n`;
+    const fixture = await bootFixture({ yaml });
+    const app = await fixtureApp(fixture);
+    t.teardown(async () => {
+      await app.close();
+      await fixture.cleanup();
+    });
+    const body = (await app.inject('/boot/52-54-00-12-34-60.ipxe')).body;
+    t.notMatch(body, /^kernel /m, 'no kernel line');
+    const why = body.split('\n').find((line) => line.includes('cannot boot')) ?? '';
+    t.match(why, /\(#\)rest .* starts an iPXE comment/, 'the console says why, naming the word');
+    t.notMatch(why, /\s#/, 'and no word of its echo starts with # (which would cut the line short)');
+  },
+);
+
 t.test('a var or value that would split the kernel line or add iPXE commands is refused', async (t) => {
   const yaml = BASE_YAML.replace(
     '"role={{vars.role}}"',

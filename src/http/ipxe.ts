@@ -157,10 +157,11 @@ function messageScript(lines: string[]): string {
   ].join('\n');
 }
 
-const NEEDS_CONSOLE_ESCAPE = /[\r\n$;&|"']/;
+const NEEDS_CONSOLE_ESCAPE = /[\r\n$;&|"'#]/;
 
 /**
- * Text safe inside an iPXE `echo`: iPXE expands `${...}` and splits commands at `;`, `&&`, `||`.
+ * Text safe inside an iPXE `echo`: iPXE expands `${...}`, splits commands at `;`, `&&`, `||`, and
+ * takes a word starting with `#` as the start of a comment, which would cut the line short.
  * Words starting with `-` stay: every echo line starts with `rackboot:`, and iPXE's getopt stops
  * at the first word that is not an option, so the console shows a fix such as
  * `rackboot fetch coreos --stream stable` as it must be typed.
@@ -173,5 +174,6 @@ function consoleText(text: string): string {
     .replaceAll(';', ',')
     .replace(/["']/g, '')
     .replaceAll('&&', 'and')
-    .replaceAll('||', 'or');
+    .replaceAll('||', 'or')
+    .replace(/(^|\s)#/g, '$1(#)');
 }

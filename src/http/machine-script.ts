@@ -88,7 +88,8 @@ interface MachinePlan extends BootPlan {
 /**
  * iPXE splits a `kernel` line at whitespace and ends it at a line break, so an argument or URL
  * holding either (a var with a newline, a spaced `install_device`) would add arguments or run its
- * own commands — `shell`, or `chain` to another server. Such a plan is refused whole; `${…}` stays
+ * own commands — `shell`, or `chain` to another server — and one starting with `#` would silently
+ * drop every word after it (isKernelWord). Such a plan is refused whole; `${…}` stays
  * allowed, as iPXE settings in arguments are a feature (`${mac}`). The profile's shared words were
  * checked when its plan was made: while they all pass, the first broken word can only be one of
  * the machine's own.
@@ -101,7 +102,7 @@ function checkedPlan(plan: MachinePlan | { error: string }): BootPlan | { error:
   const broken = words.find((word) => !isKernelWord(word));
   if (broken === undefined) return plan;
   return {
-    error: `${JSON.stringify(broken)} holds whitespace or a control character or is an iPXE command separator (; && ||), which would split the kernel line or start an iPXE command; a kernel argument, URL or var used in one must be a single word`,
+    error: `${JSON.stringify(broken)} holds whitespace or a control character or is an iPXE command separator (; && ||) or starts an iPXE comment (#…), which would split the kernel line, start an iPXE command or drop the rest of the line; a kernel argument, URL or var used in one must be a single word`,
   };
 }
 

@@ -99,7 +99,7 @@ export function checkArguments(config: Config): { path: (string | number)[]; mes
           const messages = errors.map((error) => error.message.replace(sample.vars.mac, '{mac}'));
           if (errors.length === 0 && !isKernelWord(filled))
             messages.push(
-              'filled in, this argument holds whitespace, a control character or an iPXE command separator (; && ||), which would split the kernel line: a var used in one must be a single word',
+              'filled in, this argument holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it: a var used in one must be a single word',
             );
           for (const message of messages) {
             const identity = `${index}:${message}`;

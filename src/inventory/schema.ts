@@ -245,7 +245,7 @@ export const ProfileSchema = Type.Object(
     args: Type.Optional(
       Type.Array(Type.String(), {
         description:
-          "Kernel arguments, one per item; {{...}} template variables allowed. An item written with spaces is split into that many arguments (with a warning). A var must not bring whitespace or a control character into an argument: it would split iPXE's kernel line or run commands of its own; the loader refuses it (and a machine that still gets one, through `unknown_machines`, gets a script that says why on its console; `render ipxe` shows it). iPXE's own ${...} settings are left for iPXE to expand.",
+          "Kernel arguments, one per item; {{...}} template variables allowed. An item written with spaces is split into that many arguments (with a warning). A var must not bring whitespace or a control character into an argument, nor start one with # (an iPXE comment): it would split iPXE's kernel line, run commands of its own or drop the rest of the line; the loader refuses it (and a machine that still gets one, through `unknown_machines`, gets a script that says why on its console; `render ipxe` shows it). iPXE's own ${...} settings are left for iPXE to expand.",
       }),
     ),
   },
