@@ -1,6 +1,14 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readlinkSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  symlinkSync,
+  truncateSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { type IncomingMessage, request } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
@@ -199,6 +207,36 @@ t.test('a suffix range longer than the file gets the whole file (RFC 9110 §14.1
   t.equal((await get('bytes=-0')).statusCode, 416, 'an empty suffix stays unsatisfiable');
   t.equal((await get('bytes=100-')).statusCode, 416, 'so does a start beyond the end');
 });
+
+t.test(
+  'If-Range with a date resumes only when it is exactly the Last-Modified (RFC 9110 §13.1.5)',
+  async (t) => {
+    const fixture = await bootFixture();
+    const app = await fixtureApp(fixture);
+    t.teardown(async () => {
+      await app.close();
+      await fixture.cleanup();
+    });
+    const kernel = join(fixture.dir, 'assets', 'fcos', 'kernel');
+    const resume = (ifRange: string) =>
+      app.inject({ url: '/assets/fcos/kernel', headers: { range: 'bytes=9-', 'if-range': ifRange } });
+    const released = new Date('2026-11-02T10:00:00Z');
+    utimesSync(kernel, released, released);
+    const seen = String((await app.inject('/assets/fcos/kernel')).headers['last-modified']);
+    t.equal((await resume(seen)).statusCode, 206, 'the date the client was given: the rest of the file');
+
+    // The operator rolls back to an older release (its mtime kept, as cp -p, rsync -a or tar leave
+    // it): the client resuming with the newer date must not get the older file's tail after its head.
+    writeFileSync(kernel, 'older release of the kernel\n');
+    const older = new Date('2026-10-20T10:00:00Z');
+    utimesSync(kernel, older, older);
+    const rolledBack = await resume(seen);
+    t.equal(rolledBack.statusCode, 200, 'a date later than Last-Modified: the whole file');
+    t.equal(rolledBack.body, 'older release of the kernel\n');
+    t.equal(rolledBack.headers['content-range'], undefined);
+    t.equal((await resume('not a date')).statusCode, 200, 'an If-Range that is no date: the whole file');
+  },
+);
 
 t.test('a client that stalls its request or sits idle is disconnected', async (t) => {
   const fixture = await bootFixture();

@@ -1,7 +1,7 @@
 import { realpathSync, statSync } from 'node:fs';
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { resolve } from 'node:path';
-import send, { type FileSendResult, type SendOptions } from '@fastify/send';
+import send, { type FileSendResult, type SendOptions, type SendResult } from '@fastify/send';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { escapesRoot } from '../path-inside.js';
 import type { BootServiceContext } from './boot-service.js';
@@ -58,7 +58,7 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
       // gets (status, Range, conditions, headers) without opening the file: opening a FIFO blocks a
       // thread of libuv's pool for good, and four of them stop every file read in the process
       // (assets, TFTP, config reloads).
-      const decided = await send(asHead(request.raw), encodeURI(pathname), sendOptions);
+      const decided = await decide(request.raw, pathname);
       if (decided.type !== 'file')
         return decided.type === 'error' ? refuse(reply, decided.metadata.error) : reply.callNotFound();
       if (!decided.metadata.stat.isFile()) return reply.callNotFound();
@@ -87,6 +87,27 @@ export async function assetsRoutes(app: FastifyInstance, context: BootServiceCon
       .header('retry-after', '1')
       .send({ error: 'asset-changing', message: `${pathname} is being replaced; try again` });
   });
+
+  /**
+   * send's answer to the request asked as a HEAD. RFC 9110 §13.1.5: an If-Range date lets the Range
+   * apply only when it is exactly the Last-Modified, and send took any later date too. So a file
+   * replaced by an older one (a rollback, copied with its mtime) resumed a download begun on the
+   * newer one: the older file's tail after the newer one's head. That answer is decided again
+   * without the Range: the whole file.
+   */
+  async function decide(raw: IncomingMessage, pathname: string): Promise<SendResult> {
+    const decided = await send(asHead(raw), encodeURI(pathname), sendOptions);
+    const ifRange = raw.headers['if-range'];
+    if (
+      decided.statusCode !== 206 ||
+      typeof ifRange !== 'string' ||
+      ifRange.includes('"') ||
+      Date.parse(ifRange) === Date.parse(decided.headers['Last-Modified'] ?? '')
+    )
+      return decided;
+    delete raw.headers.range;
+    return send(asHead(raw), encodeURI(pathname), sendOptions);
+  }
 
   /** Writes the file's bytes as decided, and records the download with what really left. */
   async function deliver(
