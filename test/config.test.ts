@@ -863,6 +863,12 @@ t.test(
       [],
       'what fills is fine',
     );
+    // Written so in the file, not through a var: the server answered every machine of the profile
+    // with an error script, and validate said nothing.
+    t.same(await problems(withArgs('[console=ttyS0, "#rd.break", ";"]', two)), [
+      'rackboot.yaml:12:27: this argument holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it: no machine of the profile could boot',
+      'rackboot.yaml:12:40: this argument holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it: no machine of the profile could boot',
+    ]);
   },
 );
 

@@ -70,18 +70,30 @@ export async function checkTemplate(templateFile: string, config: Config): Promi
   };
 }
 
+const NOT_ONE_KERNEL_WORD =
+  'holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it';
+
 /**
  * For load.ts (`LoadOptions.checkArguments`): each profile's `args` filled for every machine of the
  * profile as the server fills them for its iPXE script (machine-script.ts), so a misspelt variable,
- * a var a machine lacks or a value that would split the kernel line is refused at its line, not
- * answered at each of those machines' boots with an error script and a reboot. Machines that agree
- * on every variable the args name share one fill, as templates share a render.
+ * a var a machine lacks or a value that would split the kernel line (or an argument written so) is
+ * refused at its line, not answered at each of those machines' boots with an error script and a
+ * reboot. Machines that agree on every variable the args name share one fill, as templates share
+ * a render.
  */
 export function checkArguments(config: Config): { path: (string | number)[]; message: string }[] {
   const found: { path: (string | number)[]; message: string }[] = [];
   for (const [name, profile] of Object.entries(config.profiles)) {
     const args = profile.args ?? [];
     const used = [...new Set(args.flatMap(variablesIn))];
+    // Written so in the file: every machine of the profile would get a script that says so instead of booting.
+    for (const [index, arg] of args.entries()) {
+      if (!arg.includes('{{') && !isKernelWord(arg))
+        found.push({
+          path: ['profiles', name, 'args', index],
+          message: `this argument ${NOT_ONE_KERNEL_WORD}: no machine of the profile could boot`,
+        });
+    }
     if (used.length === 0) continue;
     const problems = new Map<string, { path: (string | number)[]; message: string; who: string[] }>();
     const problemsOfFill = new Map<string, string[]>();
@@ -97,9 +109,9 @@ export function checkArguments(config: Config): { path: (string | number)[]; mes
           const errors: PathError[] = [];
           const filled = substituteString(arg, sample.vars, path, errors);
           const messages = errors.map((error) => error.message.replace(sample.vars.mac, '{mac}'));
-          if (errors.length === 0 && !isKernelWord(filled))
+          if (errors.length === 0 && arg.includes('{{') && !isKernelWord(filled))
             messages.push(
-              'filled in, this argument holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it: a var used in one must be a single word',
+              `filled in, this argument ${NOT_ONE_KERNEL_WORD}: a var used in one must be a single word`,
             );
           for (const message of messages) {
             const identity = `${index}:${message}`;
