@@ -869,6 +869,16 @@ t.test(
       'rackboot.yaml:12:27: this argument holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it: no machine of the profile could boot',
       'rackboot.yaml:12:40: this argument holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it: no machine of the profile could boot',
     ]);
+    // Each at the item it was written in, after items the loader splits (spaces) or joins (a console's
+    // speed): these were shown one or two items further on, at an argument that was fine.
+    t.same(await problems(withArgs('["quiet splash", "x={{ignition_ur}}", ok=1, "#rd.break"]', two)), [
+      'rackboot.yaml:12:28: unknown template variable {{ignition_ur}}',
+      'rackboot.yaml:12:55: this argument holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it: no machine of the profile could boot',
+    ]);
+    t.same(await problems(withArgs('[console=ttyS0, 115200n8, "x={{ignition_ur}}", "#rd.break"]', two)), [
+      'rackboot.yaml:12:37: unknown template variable {{ignition_ur}}',
+      'rackboot.yaml:12:58: this argument holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it: no machine of the profile could boot',
+    ]);
   },
 );
 

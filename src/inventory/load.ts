@@ -145,7 +145,7 @@ export async function checkConfigData(
   const assetProblems = missingAssetProblems(config, locate);
   const templates = await checkTemplates(config, locate, options.checkTemplate);
   const argumentProblems = (options.checkArguments?.(config) ?? []).map(({ path, message }) =>
-    locate.at(path, message),
+    locate.at(inWrittenArgs(path, (withDefaults as unknown as RawConfig).profiles), message),
   );
   const errors = [
     ...templates.problems,
@@ -775,7 +775,7 @@ function normalise(raw: RawConfig, file: string, env: Record<string, string | un
         name,
         {
           ...profile,
-          ...(profile.args ? { args: joinConsoleOptions(profile.args.flatMap(kernelWords)) } : {}),
+          ...(profile.args ? { args: kernelArguments(profile.args).map(({ argument }) => argument) } : {}),
           ...(profile.ignition === undefined ? {} : { ignition: inBase(profile.ignition) }),
         },
       ]),
@@ -847,15 +847,33 @@ function spacedArgumentWarnings(profiles: RawConfig['profiles'], locate: Locator
 const isConsoleOptions = (previous: string, argument: string) =>
   /^console=[^,]+$/.test(previous) && /^\d{3,7}([noe]\d?r?)?$/.test(argument);
 
-function joinConsoleOptions(args: string[]): string[] {
-  const joined: string[] = [];
-  for (const argument of args) {
-    const previous = joined.at(-1);
-    if (previous !== undefined && isConsoleOptions(previous, argument))
-      joined[joined.length - 1] = `${previous},${argument}`;
-    else joined.push(argument);
+/**
+ * The kernel arguments a profile's `args` make: each item split into kernelWords, a console's speed
+ * joined back to it. `item` is the list item each came from, where a problem with it is shown.
+ */
+function kernelArguments(written: string[]): { argument: string; item: number }[] {
+  const made: { argument: string; item: number }[] = [];
+  for (const [item, text] of written.entries()) {
+    for (const word of kernelWords(text)) {
+      const previous = made.at(-1);
+      if (previous !== undefined && isConsoleOptions(previous.argument, word))
+        previous.argument = `${previous.argument},${word}`;
+      else made.push({ argument: word, item });
+    }
   }
-  return joined;
+  return made;
+}
+
+/**
+ * A problem checkArguments found at the config's `args` index, moved to the list item of the file
+ * it came from: items written with spaces or a console's speed apart shift those indexes.
+ */
+function inWrittenArgs(path: Path, profiles: RawConfig['profiles']): Path {
+  const [root, name, key, index] = path;
+  if (root !== 'profiles' || key !== 'args' || typeof name !== 'string' || typeof index !== 'number')
+    return path;
+  const item = kernelArguments(profiles[name]?.args ?? [])[index]?.item;
+  return item === undefined ? path : ['profiles', name, 'args', item, ...path.slice(4)];
 }
 
 /**
