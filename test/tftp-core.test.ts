@@ -299,6 +299,19 @@ t.test('timeouts adapt to the round trip, back off, and end the transfer after t
   t.equal(recovered.state.timeoutMs, 160, 'Karn: no sample from a retransmitted block; back-off kept');
 });
 
+t.test('the ACK 0 accepting a resent OACK restores the retry budget for the data', async (t) => {
+  // Slow firmware (UEFI under emulation) or a lossy start: the OACK goes out maxRetries times.
+  let step = startTransfer(parameters({ fileSize: 4096, sendOack: true }), 0);
+  for (let attempt = 0; attempt < 3; attempt += 1) step = expireTimer(step.state, step.state.deadline);
+  t.equal(step.state.retries, 3, 'the retry budget spent on the OACK');
+  const accepted = receiveAck(step.state, 0, step.state.deadline - 1);
+  t.same(dataBlocks(accepted), [1]);
+  t.equal(accepted.state.retries, 0, 'ACK 0 is progress, as any other ACK');
+  const firstLoss = expireTimer(accepted.state, accepted.state.deadline);
+  t.equal(firstLoss.outcome, undefined, 'DATA 1 lost once: resent, not given up');
+  t.same(dataBlocks(firstLoss), [1]);
+});
+
 t.test('a window that waited for the disk is timed from when it went out', async (t) => {
   let step = startTransfer(parameters({ fileSize: 512 * 100 }), 0);
   step = receiveAck(step.state, 1, 10);

@@ -114,6 +114,8 @@ export function receiveAck(state: TransferState, wireBlock: number, now: number)
     if (wireBlock !== 0) return { state, send: [], ignored: 'unexpected-ack' };
     const accepted = copyOf(state);
     takeRttSample(accepted, now);
+    // Progress like any ACK: the retries the OACK took are not the data's budget.
+    accepted.retries = 0;
     accepted.lastProgressAt = now;
     return sendWindow(accepted, now, false);
   }
