@@ -191,25 +191,20 @@ function bootPlan(
   const assets = profileAssets(profile, arch, config.server.assets);
   if ('error' in assets) return assets;
   const shared = sharedPlan(profile, arch, assets, vars.base_url);
-  let profileArgs = shared.fixedArgs;
-  if (!profileArgs) {
-    const errors: PathError[] = [];
-    profileArgs = (profile.args ?? []).map((arg, index) =>
-      substituteString(arg, vars, ['args', index], errors),
-    );
-    if (errors.length > 0) return { error: errors.map((error) => error.message).join('; ') };
-  }
+  const profileArgs = shared.fixedArgs ?? filledArgs(profile.args ?? [], vars);
+  if ('error' in profileArgs) return profileArgs;
   const { kernelUrl, initrds, wordsPass: sharedWordsPass } = shared;
-  const filledArgs = shared.fixedArgs ? [] : profileArgs;
+  const machineArgs = shared.fixedArgs ? [] : profileArgs;
   if (profile.kind === 'linux')
-    return { kernelUrl, initrds, args: profileArgs, ownWords: filledArgs, sharedWordsPass };
+    return { kernelUrl, initrds, args: profileArgs, ownWords: machineArgs, sharedWordsPass };
 
   if (shared.rootfsArg === undefined) return { error: `no rootfs for ${arch}: set rootfs or coreos.stream` };
   if (shared.installDevArg === undefined) return { error: 'no install_device (e.g. /dev/sda)' };
-  const given = profileArgs;
   // `name` or `name=…`, compared in place: four calls per script
   const hasArg = (name: string) =>
-    given.some((arg) => arg.startsWith(name) && (arg.length === name.length || arg[name.length] === '='));
+    profileArgs.some(
+      (arg) => arg.startsWith(name) && (arg.length === name.length || arg[name.length] === '='),
+    );
   const ignitionArg = `coreos.inst.ignition_url=${vars.ignition_url}`;
   const installerArgs = installerIgnitionArgs(hasArg, vars.installer_ignition_url);
   const args = [
@@ -220,8 +215,15 @@ function bootPlan(
     ...(hasArg('console') ? [] : DEFAULT_CONSOLE_ARGS),
     ...profileArgs,
   ];
-  const ownWords = [ignitionArg, ...installerArgs, ...filledArgs];
+  const ownWords = [ignitionArg, ...installerArgs, ...machineArgs];
   return { kernelUrl, initrds, args, ownWords, sharedWordsPass };
+}
+
+/** A profile's `args` with this machine's vars filled in, or every placeholder that cannot be. */
+function filledArgs(args: readonly string[], vars: TemplateVars): readonly string[] | { error: string } {
+  const errors: PathError[] = [];
+  const filled = args.map((arg, index) => substituteString(arg, vars, ['args', index], errors));
+  return errors.length > 0 ? { error: errors.map((error) => error.message).join('; ') } : filled;
 }
 
 /**
