@@ -10,7 +10,7 @@ import { asNobody, requireRoot } from './helpers/root.js';
 t.test('the example rackboot.yaml validates (exit 0) on a fresh clone', async (t) => {
   const result = await runCli(['validate', '-c', join(PROJECT_ROOT, 'rackboot.yaml')]);
   t.equal(result.code, 0, result.stderr);
-  t.match(result.stdout, /valid \(2 machines, 1 profiles\)/);
+  t.match(result.stdout, /valid \(2 machines, 1 profile\)/);
 });
 
 t.test('an invalid config exits 1 with one FILE:LINE:COL line per problem on stderr', async (t) => {
@@ -238,7 +238,7 @@ passwd:
   });
   const result = await runCli(['validate'], { cwd: directory, env: { RACKBOOT_CONFIG: '' } });
   t.equal(result.code, 0, result.stderr);
-  t.match(result.stdout, /valid \(0 machines, 1 profiles\)/);
+  t.match(result.stdout, /valid \(0 machines, 1 profile\)/);
 });
 
 t.test(

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { counted } from '../counted.js';
 import { loadConfigFile } from '../inventory/load.js';
 import { byPosition, formatProblem, type Problem } from '../inventory/problems.js';
 import { stateDirectoryProblem, VALIDATE_CHECKS } from '../inventory/validate-checks.js';
@@ -33,7 +34,9 @@ export function registerValidate(program: Command): void {
       );
       printLabelled('note', loaded.notes);
       const { machines, profiles } = loaded.config;
-      console.log(`${file}: valid (${machines.length} machines, ${Object.keys(profiles).length} profiles)`);
+      console.log(
+        `${file}: valid (${counted(machines.length, 'machine')}, ${counted(Object.keys(profiles).length, 'profile')})`,
+      );
     });
 }
 

@@ -1,5 +1,6 @@
 import type { MachineAssignment } from '../boot-plan.js';
 import { isKernelWord } from '../boot-plan.js';
+import { counted } from '../counted.js';
 import { createBootDecision } from '../inventory/decision.js';
 import type { TemplateCheck } from '../inventory/load.js';
 import type { Mac } from '../inventory/mac.js';
@@ -243,7 +244,7 @@ function sampleVars(used: string[], typed: Map<string, 'integer' | 'boolean'>): 
 function namingMachines(message: string, who: string[], total: number): string {
   if (who.length === total) return message;
   const [first = '', ...others] = who;
-  const more = others.length === 0 ? '' : `${others.length} other machine${others.length === 1 ? '' : 's'}`;
+  const more = others.length === 0 ? '' : counted(others.length, 'other machine');
   if (message.includes(first)) return more === '' ? message : `${message} (and ${more})`;
   return `${message} (for ${first}${more === '' ? '' : ` and ${more}`})`;
 }

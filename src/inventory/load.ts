@@ -3,6 +3,7 @@ import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { FormatRegistry, Kind, type TSchema } from '@sinclair/typebox';
 import { Value, type ValueError, ValueErrorType } from '@sinclair/typebox/value';
 import { isKernelWord } from '../boot-plan.js';
+import { counted } from '../counted.js';
 import {
   type Cidr,
   cidrContains,
@@ -892,7 +893,7 @@ function ignoredInProxyModeNotes(config: Config, locate: Locator): Problem[] {
     ['dhcp.domain', dhcp.domain !== undefined],
     ['dhcp.lease_time', dhcp.lease_time !== DEFAULT_LEASE_SECONDS],
     ['dhcp.subnets', dhcp.subnets.length > 0],
-    [`machines[].ip (${reservations} machine${reservations === 1 ? '' : 's'})`, reservations > 0],
+    [`machines[].ip (${counted(reservations, 'machine')})`, reservations > 0],
   ].flatMap(([key, set]) => (set ? [key as string] : []));
   if (ignored.length === 0) return [];
   return [
