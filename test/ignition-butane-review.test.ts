@@ -417,3 +417,27 @@ t.test('10. a type problem quotes the template as written, never a value a var f
     'problems reach the log and the unauthenticated explain',
   );
 });
+
+t.test(
+  '11. an integer written in place is read as go-yaml reads it: 0b binary, _ between digits',
+  async (t) => {
+    const rendered = render(
+      'variant: fcos\nversion: 1.5.0\npasswd:\n  users:\n    - name: app\n      uid: 1_001\nstorage:\n  disks:\n    - device: /dev/vda\n      partitions:\n        - label: data\n          size_mib: 10_240\n          start_mib: 0b1010\n  files:\n    - path: /etc/x\n      mode: 0o6_44\n',
+    );
+    t.strictSame(problemsOf(rendered), [], 'Butane (go-yaml v3) takes these integers');
+    t.match(rendered.ok && rendered.config, {
+      passwd: { users: [{ name: 'app', uid: 1001 }] },
+      storage: {
+        disks: [{ partitions: [{ label: 'data', sizeMiB: 10240, startMiB: 10 }] }],
+        files: [{ path: '/etc/x', mode: 0o644 }],
+      },
+    });
+    t.match(
+      problemsOf(
+        render('variant: fcos\nversion: 1.5.0\npasswd:\n  users:\n    - name: app\n      uid: _1001\n'),
+      ),
+      [/expected an integer, found string "_1001"/],
+      'a leading underscore is a string to go-yaml',
+    );
+  },
+);

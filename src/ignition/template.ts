@@ -140,7 +140,8 @@ const GO_YAML_BOOLEANS = new Map<string, boolean>([
 /**
  * Butane is read by go-yaml into typed structs, and operators copy Butane examples, so an unquoted
  * scalar means what it means to Butane, by the type of the field it sits in: `mode: 0644` is octal
- * (YAML 1.1; YAML 1.2 says decimal 644) in an integer field only, `enabled: yes` is true in a boolean
+ * (YAML 1.1; YAML 1.2 says decimal 644) in an integer field only, as are `0b` binary and `_` between
+ * digits (`size_mib: 10_240`, which YAML 1.2 reads as a string), `enabled: yes` is true in a boolean
  * field, and a string field takes any scalar's text as written (`inline: 0644` is "0644", `inline: 1.10`
  * is "1.10"). Quoted scalars are strings, as for go-yaml. Ignition JSON templates are left as parsed:
  * Ignition's JSON parser converts nothing.
@@ -151,7 +152,8 @@ function readAsGoYaml(document: Document): void {
       const source = node.srcToken && 'source' in node.srcToken ? node.srcToken.source : undefined;
       if (node.type !== 'PLAIN' || typeof source !== 'string' || node.value === null) return;
       const type = SCALAR_TYPE_OF_KEY.get(fieldKeyOf(key, ancestors));
-      if (type === 'integer' && /^0[0-7]+$/.test(source)) node.value = Number.parseInt(source, 8);
+      const integer = type === 'integer' ? goYamlInteger(source) : undefined;
+      if (integer !== undefined) node.value = integer;
       else if (type === 'boolean' && GO_YAML_BOOLEANS.has(source)) node.value = GO_YAML_BOOLEANS.get(source);
       // Only a scalar YAML 1.2 reads as another type: a string's source may be folded over lines.
       else if (type === 'string' && typeof node.value !== 'string') node.value = source;
@@ -312,6 +314,8 @@ const RADIX_OF_PREFIX: Record<string, number> = { x: 16, o: 8, b: 2 };
  * integer part (`420.0`, `1e3`); undefined for anything else.
  */
 function goYamlInteger(text: string): number | undefined {
+  // go-yaml tries a number only for a scalar starting with a digit, a sign or a dot: `_1` is a string.
+  if (!/^[-+.0-9]/.test(text)) return undefined;
   const plain = text.replaceAll('_', '');
   const integer = GO_YAML_INTEGER.exec(plain);
   if (integer) {
