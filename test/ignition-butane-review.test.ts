@@ -441,3 +441,22 @@ t.test(
     );
   },
 );
+
+t.test(
+  '12. a generated mount unit is not ordered before its target by rackboot: nofail must not hold the boot',
+  async (t) => {
+    const [unit] = unitsOf(
+      render(
+        'variant: fcos\nversion: 1.5.0\nstorage:\n  filesystems:\n    - device: /dev/disk/by-partlabel/scratch\n      format: xfs\n      path: /var/scratch\n      mount_options: [nofail]\n      with_mount_unit: true\n',
+      ),
+    );
+    // Butane's template: systemd adds Before=local-fs.target itself unless the mount is nofail; an
+    // explicit one, with RequiredBy=, made a missing nofail disk fail local-fs.target (emergency mode).
+    t.match(
+      unit?.contents,
+      /\n\[Unit\]\nRequires=systemd-fsck@dev-disk-by\\x2dpartlabel-scratch\.service\nAfter=systemd-fsck@dev-disk-by\\x2dpartlabel-scratch\.service\n\n\[Mount\]\n/,
+    );
+    t.notMatch(unit?.contents, /^Before=/m);
+    t.match(unit?.contents, /\nOptions=nofail\n[\s\S]*\nRequiredBy=local-fs\.target\n/);
+  },
+);
