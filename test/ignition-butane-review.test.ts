@@ -460,3 +460,33 @@ t.test(
     t.match(unit?.contents, /\nOptions=nofail\n[\s\S]*\nRequiredBy=local-fs\.target\n/);
   },
 );
+
+t.test('13. a local path written absolute is inside the files directory, as Butane joins it', async (t) => {
+  const dir = join(scratch, 'absolute-local');
+  mkdirSync(join(dir, 'keys'), { recursive: true });
+  writeFileSync(join(dir, 'keys', 'motd'), 'hello\n');
+  const rendered = renderIgnition(
+    parseTemplate(
+      join(dir, 't.bu'),
+      'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/motd\n      contents:\n        local: /keys/motd\n',
+    ),
+    CORPUS_VARS,
+  );
+  t.strictSame(problemsOf(rendered), [], 'filepath.Join(files-dir, "/keys/motd") is files-dir/keys/motd');
+  t.match(rendered.ok && rendered.config.storage, {
+    files: [{ path: '/etc/motd', contents: { source: 'data:,hello%0A' } }],
+  });
+  t.match(
+    problemsOf(
+      renderIgnition(
+        parseTemplate(
+          join(dir, 't.bu'),
+          'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/x\n      contents:\n        local: /../outside\n',
+        ),
+        CORPUS_VARS,
+      ),
+    ),
+    [/local file \/\.\.\/outside is outside the files directory/],
+    'a leading / does not let it climb out',
+  );
+});

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
-import { posix, relative, resolve } from 'node:path';
+import { join, posix, relative, resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { markUsed } from '../bounded-map.js';
 import { escapesRoot } from '../path-inside.js';
@@ -613,7 +613,8 @@ class LocalFiles {
       return undefined;
     };
     // The lexical check comes first so an escape is named as such whether or not its target exists.
-    const candidate = resolve(this.root, local);
+    // Joined, not resolved, as Butane's filepath.Join: `/motd` is the files directory's motd.
+    const candidate = resolve(join(this.root, local));
     if (escapesRoot(resolve(this.root), candidate)) return outside();
     const real = (() => {
       try {
