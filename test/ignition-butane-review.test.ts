@@ -490,3 +490,12 @@ t.test('13. a local path written absolute is inside the files directory, as Buta
     'a leading / does not let it climb out',
   );
 });
+
+t.test('14. a local that is not a string is an error, not a file served empty', async (t) => {
+  const problems = problemsOf(
+    render(
+      'variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/motd\n      contents:\n        local: [motd]\n      append:\n        - local: {path: motd}\n',
+    ),
+  );
+  t.strictSame(problems, ['7:16: expected a string', '9:18: expected a string']);
+});

@@ -172,21 +172,19 @@ function translateResource(
     errors.push({ path, message: 'only one of the following can be set: inline, local, source' });
     return;
   }
-  let bytes: Buffer | undefined;
-  if (input.inline !== undefined && input.inline !== null) {
-    if (typeof input.inline !== 'string') {
-      errors.push({ path: [...path, 'inline'], message: 'expected a string' });
-      return;
-    }
-    bytes = Buffer.from(input.inline, 'utf8');
-  } else if (typeof input.local === 'string') {
-    bytes = files.read(input.local, [...path, 'local'], errors);
+  const source = input.inline !== undefined && input.inline !== null ? 'inline' : 'local';
+  const value = input[source];
+  if (value === undefined || value === null) return;
+  // Butane refuses a list or a mapping here; skipped, it would leave the file without its contents.
+  if (typeof value !== 'string') {
+    errors.push({ path: [...path, source], message: 'expected a string' });
+    return;
   }
+  const bytes =
+    source === 'inline' ? Buffer.from(value, 'utf8') : files.read(value, [...path, source], errors);
   if (bytes === undefined) return;
-  if (path[0] === 'ignition' && path[1] === 'config') {
-    const source = input.inline !== undefined && input.inline !== null ? 'inline' : 'local';
+  if (path[0] === 'ignition' && path[1] === 'config')
     errors.push(...childConfigErrors(bytes, [...path, source]));
-  }
   const userCompression = typeof output.compression === 'string' && output.compression !== '';
   const encoded = makeDataUrl(bytes, !userCompression);
   output.source = encoded.url;
