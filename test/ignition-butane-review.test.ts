@@ -499,3 +499,24 @@ t.test('14. a local that is not a string is an error, not a file served empty', 
   );
   t.strictSame(problems, ['7:16: expected a string', '9:18: expected a string']);
 });
+
+t.test(
+  '15. a with_mount_unit that is not a boolean is an error, not a filesystem left without its unit',
+  async (t) => {
+    const mount = (value: string) =>
+      render(
+        `variant: fcos\nversion: 1.5.0\nstorage:\n  filesystems:\n    - device: /dev/vdb\n      format: xfs\n      path: /var/data\n      with_mount_unit: ${value}\n`,
+      );
+    t.strictSame(problemsOf(mount('ture')), ['8:24: expected a boolean']);
+    t.strictSame(
+      problemsOf(mount('"true"')),
+      ['8:24: expected a boolean'],
+      'quoted, a string as for go-yaml',
+    );
+    t.match(unitsOf(mount('yes')), [{ name: 'var-data.mount' }], 'yes is true in a boolean field');
+    t.strictSame(
+      unitsOf(mount('false')).map((unit) => unit.name),
+      ['rackboot-report-installed.service'],
+    );
+  },
+);

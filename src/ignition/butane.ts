@@ -112,6 +112,9 @@ export function translateButane(
             return expandTrees(input, output, path, files, shapeOptions, errors);
           case 'filesystem':
             if (input.with_mount_unit === true) mountedFilesystems.push({ filesystem: output, path });
+            // As Butane: a misspelt `ture` or a quoted "true" is refused, not a filesystem left unmounted.
+            else if (typeof input.with_mount_unit !== 'boolean' && (input.with_mount_unit ?? null) !== null)
+              errors.push({ path: [...path, 'with_mount_unit'], message: 'expected a boolean' });
             return;
           default:
             return;
