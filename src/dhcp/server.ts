@@ -154,11 +154,16 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     else messageCounts.set(key, { type, decision, count: 1 });
   };
 
+  /**
+   * Only a REQUEST (the address it takes or renews) and an INFORM (the one it has) show the address
+   * a client is behind. A DISCOVER's option 50 is a wish (RFC 2131 §4.4.1), often an old lease the LAN
+   * server has since given another host; a RELEASE or DECLINE gives the address up.
+   */
   const learn = (request: DhcpRequest, mac: Mac) => {
+    if (request.messageType !== 'request' && request.messageType !== 'inform') return;
     const address =
       request.ciaddr !== '0.0.0.0' ? request.ciaddr : readAddress(request.options, Option.requestedAddress);
-    if (!address || request.messageType === 'release' || request.messageType === 'decline') return;
-    addresses.learn(address, mac);
+    if (address) addresses.learn(address, mac);
   };
 
   /**
