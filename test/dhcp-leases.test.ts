@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import type { Mac } from '../src/boot-plan.js';
+import { AddressBook } from '../src/dhcp/address-book.js';
 import { LEASE_LOG_FILE, LeaseLog } from '../src/dhcp/lease-log.js';
 import { type LeaseChange, LeaseTable, type Pool, type Reservations } from '../src/dhcp/leases.js';
 import { type DhcpDeps, startDhcpServer } from '../src/dhcp/server.js';
@@ -403,5 +404,18 @@ t.test(
       last + 1,
       'a reload that widens the range searches again and finds the new addresses',
     );
+  },
+);
+
+t.test(
+  'proxy mode: what it overheard names the MAC behind an address, not a lease left from authoritative mode',
+  async (t) => {
+    // A server run authoritative, then restarted in proxy mode on the same state: its lease log is
+    // replayed, but the LAN's DHCP server now hands out the addresses.
+    const book = new AddressBook();
+    const ip = '10.77.9.12';
+    book.applyLease({ kind: 'bind', mac: macOf(12), ip: ipToNumber(ip), expiresAt: NOW + 3_600_000 });
+    book.learn(ip, macOf(13));
+    t.equal(book.macForIp(ip, NOW), macOf(13));
   },
 );

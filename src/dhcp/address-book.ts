@@ -52,10 +52,13 @@ export class AddressBook {
 
   /** The MAC holding a bound lease on (authoritative) or last asking for (proxy) an address. */
   macForIp(ip: string, now: number): Mac | undefined {
+    // Only proxy mode learns. Its lease table holds what an authoritative run left in the lease log,
+    // while the LAN's server now hands out the addresses.
+    const learned = this.learned.get(ip);
+    if (learned) return learned;
     const lease = this.leases.holderOf(ipToNumber(ip));
     // Bound only: an offer goes to whoever asks in a MAC's name, and the address binding of the
     // Ignition and events tokens rests on this answer.
-    if (lease && lease.state === 'bound' && lease.expiresAt > now) return lease.mac;
-    return this.learned.get(ip);
+    return lease && lease.state === 'bound' && lease.expiresAt > now ? lease.mac : undefined;
   }
 }
