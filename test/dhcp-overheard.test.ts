@@ -8,11 +8,11 @@ import { createRoutedPair, requireTools } from './helpers/netns.js';
 import { waitUntil } from './helpers/poll.js';
 
 // What proxy mode overhears of the LAN's DHCP exchanges names the MAC behind an address for the TFTP
-// server's events. Namespaces rvA…, on 10.77.252.0/24 (server .1, client .2).
+// server's events. Namespaces on 10.77.252.0/24 (server .1, client .2).
 const SUBNET = 252;
 
 await requireTools('ip');
-const { pair, directory, cleanup } = await createRoutedPair(SUBNET, 'dhcp-overheard', 'rvA');
+const { pair, directory, cleanup } = await createRoutedPair(SUBNET, 'dhcp-overheard');
 t.teardown(cleanup);
 
 t.test(

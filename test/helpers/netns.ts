@@ -77,13 +77,8 @@ export interface LinkedPair {
   clientInterface: string;
 }
 
-/**
- * Creates an empty set of namespaces owned by one test; call `cleanup` in `t.teardown`. Their names,
- * and the veth ends made in the host's namespace, start with `namePrefix`.
- */
-export function createTestNetwork(
-  namePrefix = 'rb',
-): TestNetwork & { createNamespace(role: string): Promise<Namespace> } {
+/** Creates an empty set of namespaces owned by one test; call `cleanup` in `t.teardown`. */
+export function createTestNetwork(): TestNetwork & { createNamespace(role: string): Promise<Namespace> } {
   const namespaces = new Map<string, Namespace>();
   const children = new Set<ChildProcess>();
 
@@ -100,7 +95,7 @@ export function createTestNetwork(
 
   return {
     async createNamespace(role: string) {
-      const name = uniqueName(`${namePrefix}${role.slice(0, 4)}`);
+      const name = uniqueName(`rb${role.slice(0, 4)}`);
       await run('ip', ['netns', 'add', name]);
       const namespace = makeNamespace(name);
       namespaces.set(role, namespace);
@@ -127,16 +122,16 @@ export function createTestNetwork(
  * Two namespaces joined by a veth pair on 10.77.<subnet>.0/24: server .1, client .2.
  * Each test file uses its own subnet number so files can run in parallel.
  */
-export async function createLinkedPair(subnet: number, namePrefix = 'rb'): Promise<LinkedPair> {
+export async function createLinkedPair(subnet: number): Promise<LinkedPair> {
   if (!Number.isInteger(subnet) || subnet < 0 || subnet > 255) throw new Error(`bad subnet ${subnet}`);
-  const network = createTestNetwork(namePrefix);
+  const network = createTestNetwork();
   try {
     const server = await network.createNamespace('server');
     const client = await network.createNamespace('client');
     const serverInterface = 'rbsrv0';
     const clientInterface = 'rbcli0';
-    const hostSide = uniqueName(`${namePrefix}v`);
-    const peerSide = uniqueName(`${namePrefix}p`);
+    const hostSide = uniqueName('rbv');
+    const peerSide = uniqueName('rbp');
     await run('ip', ['link', 'add', hostSide, 'type', 'veth', 'peer', 'name', peerSide]);
     await run('ip', ['link', 'set', hostSide, 'netns', server.name]);
     await run('ip', ['link', 'set', peerSide, 'netns', client.name]);
@@ -168,12 +163,8 @@ export interface RoutedPair {
  * reach the limited broadcast and a server's whole pool (a route inside the test's own namespace),
  * plus a scratch directory named `rackboot-<scratchName>-…`.
  */
-export async function createRoutedPair(
-  subnet: number,
-  scratchName: string,
-  namePrefix = 'rb',
-): Promise<RoutedPair> {
-  const pair = await createLinkedPair(subnet, namePrefix);
+export async function createRoutedPair(subnet: number, scratchName: string): Promise<RoutedPair> {
+  const pair = await createLinkedPair(subnet);
   const directory = await mkdtemp(join(tmpdir(), `rackboot-${scratchName}-`)).catch(async (error) => {
     await pair.network.cleanup();
     throw error;
