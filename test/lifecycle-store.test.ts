@@ -15,7 +15,7 @@ import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { createBootDecision } from '../src/inventory/decision.js';
-import { parseMac } from '../src/inventory/mac.js';
+import { type Mac, parseMac } from '../src/inventory/mac.js';
 import type { Config } from '../src/inventory/schema.js';
 import type { MachineEvent, MachineEventInput } from '../src/lifecycle/events.js';
 import {
@@ -227,6 +227,24 @@ t.test('queries: by MAC, after an id, newest first limited, retention', async (t
   t.same(ordinals(lifecycle, [lifecycle.eventsAfter(0)[0]?.id as number]), [7]);
   t.equal(lifecycle.stateOf(mac), 'installed', 'pruning history keeps the machine records');
   t.equal(lifecycle.machines().length, 2);
+});
+
+t.test('a wall clock stepped back does not hold off snapshots, nor the retention they bound', async (t) => {
+  let clock = Date.parse('2026-11-25T10:00:00Z');
+  const lifecycle = openStore({
+    stateDir: stateDirFor(t),
+    retention: 10,
+    logger,
+    snapshotIntervalMs: 0,
+    now: () => clock,
+  });
+  t.teardown(() => lifecycle.close());
+  for (const event of install(mac)) await lifecycle.record(event);
+  // NTP stepping a fast clock back, or an RTC kept in local time corrected to UTC.
+  clock -= 3_600_000;
+  const third = parseMac('52:54:00:aa:bb:03') as Mac;
+  for (const event of [...install(other), ...install(third)]) await lifecycle.record(event);
+  t.equal(lifecycle.eventsAfter(0).length, 10, 'retention still keeps the newest 10 events');
 });
 
 t.test('an event after close is dropped with a warning, not thrown at the recording server', async (t) => {

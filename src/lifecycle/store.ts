@@ -359,7 +359,9 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
 
   let pending: MachineEvent[] = [];
   const snapshotIntervalMs = options.snapshotIntervalMs ?? SNAPSHOT_INTERVAL_MS;
-  let lastSnapshotAt = now();
+  // Monotonic: a wall clock stepped back (NTP correcting a fast clock, an RTC kept in local time)
+  // would hold off every snapshot, and with them retention pruning, for as long as the step.
+  let lastSnapshotAt = performance.now();
   const batchIntervalMs = options.batchIntervalMs ?? 25;
   let lastFlushAt = Number.NEGATIVE_INFINITY;
   /** The events recorded since the last flush; `due` once its time has come (see batchIntervalMs). */
@@ -551,10 +553,10 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     current.cancelTimer();
     lastFlushAt = performance.now();
     batchNumber += 1;
-    const snapshotDue = closed || snapshotOwed || now() - lastSnapshotAt >= snapshotIntervalMs;
+    const snapshotDue = closed || snapshotOwed || lastFlushAt - lastSnapshotAt >= snapshotIntervalMs;
     const batchLastId = pending.at(-1)?.id ?? lastId;
     if (snapshotDue) {
-      lastSnapshotAt = now();
+      lastSnapshotAt = lastFlushAt;
       snapshotThroughId = batchLastId;
     }
     const pruneThroughId = Math.min(lastId - options.retention, snapshotThroughId);
