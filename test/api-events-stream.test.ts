@@ -696,6 +696,37 @@ t.test(
   },
 );
 
+t.test('a damaged row left out of a replay batch does not end the catch-up early', async (t) => {
+  const { app, lifecycle, address, stateDir } = await startStreamServer(t, {
+    logger: pino({ level: 'silent' }),
+  });
+  await Promise.all(Array.from({ length: 600 }, (_, step) => lifecycle.record(progress(LISTED_MAC, step))));
+  const stored = lifecycle.eventsAfter(0, { limit: 10_000 });
+  const damaged = stored[10]?.id;
+  editHistory(stateDir, 'UPDATE events SET event = ? WHERE id = ?', 'null', damaged);
+  const sound = stored.filter((event) => event.id !== damaged).map((event) => event.id);
+
+  const abort = new AbortController();
+  t.teardown(() => abort.abort());
+  const response = await fetch(`${address}/api/v1/events`, {
+    headers: { accept: 'text/event-stream', 'last-event-id': '0' },
+    signal: abort.signal,
+  });
+  // Before: the first batch of the replay came back one row short of 500 and was taken for the
+  // last, so the 100 events after it were never sent.
+  const replayed = await streamText(response).until((text) => text.includes(`id: ${sound.at(-1)}\n`), 3000);
+  t.same(idsIn(replayed), sound, 'every sound event, once, in order');
+  const page = await app.inject({
+    url: '/api/v1/events?after=0&limit=500',
+    headers: { accept: 'application/json' },
+  });
+  t.same(
+    (JSON.parse(page.body) as MachineEvent[]).map((event) => event.id),
+    sound.slice(0, 500),
+    'a page of the history is full, so a client paging with ?after= does not stop there',
+  );
+});
+
 /** JSON.parse's own words for `text`. */
 function parseError(text: string): string {
   try {

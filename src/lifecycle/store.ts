@@ -679,13 +679,24 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     return ids.length === 0 ? [] : (statements.byIds.all(JSON.stringify(ids)) as StoredEvent[]);
   }
 
+  /**
+   * A page short of `limit` means there is nothing after it: the SSE replay ends its catch-up there,
+   * and a client paging with `?after=` stops. A damaged row left out (`sendable`) must not make a
+   * full page look like the last one, so the page is filled from the rows after it.
+   */
   function storedEventsAfter(id: number, filter?: EventFilter): StoredEvent[] {
     const { mac, limit } = query(filter);
-    return sendable(
-      mac
-        ? byIds(eventsByMac.after(mac, id, durableId, limit))
-        : (statements.after.all(id, durableId, limit) as StoredEvent[]),
-    );
+    const page: StoredEvent[] = [];
+    for (let after = id; ; ) {
+      const wanted = limit - page.length;
+      const ids = mac ? eventsByMac.after(mac, after, durableId, wanted) : undefined;
+      const rows = ids ? byIds(ids) : (statements.after.all(after, durableId, wanted) as StoredEvent[]);
+      const sent = sendable(rows);
+      if (page.length === 0 && sent.length === limit) return sent;
+      page.push(...sent);
+      if ((ids ?? rows).length < wanted || page.length === limit) return page;
+      after = (ids ? ids.at(-1) : rows.at(-1)?.id) as number;
+    }
   }
 
   function storedLatestEvents(filter?: EventFilter): StoredEvent[] {
