@@ -736,3 +736,42 @@ function parseError(text: string): string {
   }
   throw new Error(`${text} parses`);
 }
+
+t.test('a history read that fails mid-replay closes that stream and leaves the server up', async (t) => {
+  const stateDir = mkdtempSync(join(tmpdir(), 'rackboot-stream-'));
+  const store = openLifecycle({ stateDir, retention: 100_000, logger: pino({ level: 'silent' }) });
+  // A disk error cannot be had on demand here: the second replay batch's read fails as one would.
+  let reads = 0;
+  const failing = {
+    ...store,
+    storedEventsAfter: (id: number, filter?: Parameters<typeof store.storedEventsAfter>[1]) => {
+      reads += 1;
+      if (reads === 2) throw new Error('disk I/O error');
+      return store.storedEventsAfter(id, filter);
+    },
+  };
+  const logged: string[] = [];
+  const app = Fastify({
+    logger: { level: 'error', stream: { write: (line: string) => logged.push(line) } },
+  });
+  await app.register(eventsStream, { lifecycle: failing });
+  const address = await app.listen({ port: 0, host: '127.0.0.1' });
+  t.teardown(async () => {
+    await app.close();
+    await store.close();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+  await Promise.all(Array.from({ length: 600 }, (_, step) => store.record(progress(LISTED_MAC, step))));
+
+  // Before: the read threw inside the replay's setImmediate, an uncaught exception that ended the
+  // process (here: the test runner).
+  const response = await fetch(`${address}/api/v1/events`, {
+    headers: { accept: 'text/event-stream', 'last-event-id': '0' },
+  });
+  const body = await response.text();
+  t.equal(idsIn(body).length, 500, 'the first batch was sent, then the stream ended');
+  t.equal(reads, 2, 'the replay read again after its first batch');
+  t.match(logged.join(''), /event history could not be read: event stream closed/);
+  const history = await app.inject({ url: '/api/v1/events', headers: { accept: 'application/json' } });
+  t.equal(history.statusCode, 200, 'the server still answers');
+});

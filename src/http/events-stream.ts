@@ -3,7 +3,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyPluginAsync } from 'fastify';
 import { type Mac, parseMac } from '../inventory/mac.js';
 import type { ConfigDiff } from '../inventory/source.js';
-import type { Lifecycle } from '../lifecycle/store.js';
+import type { Lifecycle, StoredEvent } from '../lifecycle/store.js';
 
 export interface EventsStreamOptions {
   lifecycle: Lifecycle;
@@ -162,7 +162,9 @@ export const eventsStream: FastifyPluginAsync<EventsStreamOptions> = async (app,
       const streams = openPerClient.get(client) ?? new Set<ServerResponse>();
       streams.add(response);
       openPerClient.set(client, streams);
-      streamEvents(lifecycle, response, { mac, resume, maxQueuedBytes, drainTimeoutMs });
+      const onReadError = (error: unknown) =>
+        app.log.error({ err: error, client }, 'event history could not be read: event stream closed');
+      streamEvents(lifecycle, response, { mac, resume, maxQueuedBytes, drainTimeoutMs, onReadError });
       const keepAlive = setInterval(() => response.write(': keep-alive\n\n'), keepAliveMs);
       response.on('close', () => {
         clearInterval(keepAlive);
@@ -195,6 +197,7 @@ function streamEvents(
     resume: Resume | undefined;
     maxQueuedBytes: number;
     drainTimeoutMs: number;
+    onReadError: (error: unknown) => void;
   },
 ): void {
   const { resume } = stream;
@@ -241,7 +244,17 @@ function streamEvents(
   let firstBatch = true;
   function replay(): void {
     if (response.destroyed) return;
-    const batch = lifecycle.storedEventsAfter(sentId, { mac: stream.mac, limit: REPLAY_BATCH });
+    let batch: StoredEvent[];
+    try {
+      batch = lifecycle.storedEventsAfter(sentId, { mac: stream.mac, limit: REPLAY_BATCH });
+    } catch (error) {
+      // A failed read (a disk error, a damaged database) thrown from a timer or the store's
+      // notification would end the whole process: this stream ends instead, after what it was
+      // sent, and the watcher reconnects with its Last-Event-ID after `retry`.
+      stream.onReadError(error);
+      response.end();
+      return;
+    }
     // Every batch: retention may prune past a slow replay's cursor between two reads.
     const reason =
       firstBatch && resume?.reset ? 'reset' : prunedPast(lifecycle, sentId) ? 'pruned' : undefined;
