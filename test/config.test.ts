@@ -983,6 +983,19 @@ t.test('a config or template not in UTF-8 is one "not UTF-8" problem naming the 
   );
 });
 
+t.test('a byte order mark takes no column: first-line problems are where an editor shows them', async (t) => {
+  // Before: every column of line 1 was one too far right (1:2 for a key at the start of the line).
+  t.same(await problemsOf(t, `\uFEFFbogus: 1\n${header}`), [
+    'rackboot.yaml:1:1: unknown key "bogus" (known keys: server, dhcp, unknown_machines, profiles, machines, events, ignition)',
+  ]);
+  t.same(await problemsOf(t, `\uFEFF{server: {address: 10.77.0.1, htttp: {}}}\n`), [
+    'rackboot.yaml:1:31: unknown key "htttp" in server (did you mean "http"?)',
+  ]);
+  t.same(await problemsOf(t, `\uFEFF${header}    bogus: 1\n`), [
+    'rackboot.yaml:13:5: unknown key "bogus" in profiles.plain (known keys: kind, kernel, initrd, rootfs, coreos, arch, install_device, ignition, args)',
+  ]);
+});
+
 t.test('a vars value of the wrong type names the machine and the key, in words', async (t) => {
   // Before: "machines[0].vars.role: expected union value, got a list of 2 items", and a `vars` list
   // was taken for a mapping of its indexes ({{vars.0}}), the config valid.

@@ -201,6 +201,16 @@ export function locatorOnDemand(text: string, file: string): Locator {
 export function parseWithPositions(text: string): { document: Document; lineCounter: LineCounter } {
   const lineCounter = new LineCounter();
   const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  // A byte order mark (Windows editors write one) is a character of the text but no column an
+  // editor shows: without this, every column of the first line was one too far right. The offsets
+  // stay the text's own, which adopt splices the file by.
+  if (text.startsWith('\uFEFF')) {
+    const linePos = lineCounter.linePos;
+    lineCounter.linePos = (offset) => {
+      const at = linePos(offset);
+      return at.line === 1 && at.col > 1 ? { line: 1, col: at.col - 1 } : at;
+    };
+  }
   return { document, lineCounter };
 }
 
