@@ -172,6 +172,17 @@ t.test('values YAML would read as something else are quoted', async (t) => {
   t.same((parse(text) as { machines: unknown[] }).machines, [{ mac: NEW, profile: '123' }]);
 });
 
+t.test('a profile whose key YAML reads as a number is adopted by its name as written', async (t) => {
+  // The loader reads `007:` as profile "007" (README, "Text is read as it is written"); adopt
+  // looked for the key the number 7 and refused: no profile named 007 (did you mean "7"?).
+  const text = adopted(`profiles:\n  007: {kind: linux}\nmachines: []\n`, undefined, '007');
+  t.same((parse(text) as { machines: unknown[] }).machines, [{ mac: NEW, profile: '007' }]);
+  t.match(adoptMachine(`profiles:\n  007: {kind: linux}\n`, { mac: NEW, profile: '7' }), {
+    code: 'unknown-profile',
+    message: 'no profile named 7 under profiles (did you mean "007"?)',
+  });
+});
+
 t.test('refusals', async (t) => {
   t.match(adoptMachine(`${PROFILES}machines: []\n`, { mac: NEW, profile: 'nope' }), {
     ok: false,

@@ -73,10 +73,13 @@ export function adoptMachine(
     };
   }
   const profiles = document.get('profiles');
-  if (!isMap(profiles) || !profiles.has(request.profile)) {
-    const names = isMap(profiles)
-      ? profiles.items.map((item) => String(isScalar(item.key) ? item.key.value : item.key))
-      : [];
+  // As the loader reads profile keys: `007:` names profile "007", which YAML reads as the number 7.
+  const names = isMap(profiles)
+    ? profiles.items.map((item) =>
+        isScalar(item.key) ? (textAsWritten(item.key) ?? String(item.key.value)) : String(item.key),
+      )
+    : [];
+  if (!names.includes(request.profile)) {
     const closest = closestName(request.profile, names);
     const hint = closest
       ? ` (did you mean "${closest}"?)`
