@@ -243,6 +243,15 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ['rackboot.yaml:5:15: dhcp.lease_time: 50000d is 4320000000 s; a lease lasts from 1s'],
   ],
   [
+    // Rounded to 0 s, it read as 0: no expiry at all, the opposite of a short lifetime.
+    'a token lifetime under a second, which would mean no expiry',
+    `${header}ignition: { token_ttl: 400ms }\n`,
+    [
+      'rackboot.yaml:13:24: ignition.token_ttl: 400ms is 0 s, which means no expiry: write 0 for no expiry, or 1s or more',
+    ],
+  ],
+  ['a token lifetime of 0 written with a unit is no expiry', `${header}ignition: { token_ttl: 0ms }\n`, []],
+  [
     'missing kernel file under assets',
     header.replace('kernel: vmlinuz', 'kernel: vmlinuz-6.1'),
     ['rackboot.yaml:10:13: vmlinuz-6.1 not found under'],

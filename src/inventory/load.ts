@@ -470,6 +470,7 @@ function crossFieldProblems(
   }
   checkRange(['dhcp', 'range'], dhcp.range, mainSubnet);
   checkLeaseTime(['dhcp', 'lease_time'], dhcp.lease_time, problems, locate);
+  checkTokenTtl(asRecord(value.ignition).token_ttl, problems, locate);
   const subnets: Cidr[] = mainSubnet ? [mainSubnet] : [];
   // Addresses the network already uses, by the key that names them: no machine may be reserved one.
   const taken = new Map<string, string>();
@@ -743,6 +744,21 @@ function checkLeaseTime(path: Path, value: unknown, problems: Problem[], locate:
     locate.at(
       path,
       `${dotted(path)}: ${value} is ${seconds} s; a lease lasts from 1s to ${LEASE_SECONDS_MAX} s (about 136 years)`,
+    ),
+  );
+}
+
+/**
+ * A token_ttl of 0 s means no expiry, so one written shorter than a second (`500ms`), which is
+ * rounded to 0 s, would give the credentials no expiry at all: the opposite of what it asks.
+ */
+function checkTokenTtl(value: unknown, problems: Problem[], locate: Locator): void {
+  if (typeof value !== 'string' || !new RegExp(DURATION_PATTERN).test(value)) return;
+  if (durationSeconds(value) > 0 || !/[1-9]/.test(value)) return;
+  problems.push(
+    locate.at(
+      ['ignition', 'token_ttl'],
+      `ignition.token_ttl: ${value} is 0 s, which means no expiry: write 0 for no expiry, or 1s or more`,
     ),
   );
 }
