@@ -672,6 +672,39 @@ machines:
   }
 });
 
+t.test('under a %YAML 1.1 directive, mode: off and MACs are read as written', async (t) => {
+  // YAML 1.1 reads off/on/yes/no as booleans and 52:54:00:12:34:56 as a base-60 number. The MACs
+  // were read as written already; `mode: off` was refused as "false is not one of proxy, …, off".
+  const directory = workspace(t);
+  const file = join(directory, 'rackboot.yaml');
+  const yaml = `%YAML 1.1
+---
+server: { address: 10.77.0.1 }
+dhcp: { mode: off }
+profiles:
+  plain: { kind: linux, kernel: vmlinuz }
+machines:
+  - { mac: 52:54:00:12:34:56, profile: plain }
+`;
+  for (const [how, loaded] of await loadBothWays(file, yaml)) {
+    t.ok(loaded.ok, `${how}: ${loaded.ok ? 'loads' : JSON.stringify(loaded.problems)}`);
+    if (!loaded.ok) continue;
+    t.equal(loaded.config.dhcp.mode, 'off', `${how}: dhcp.mode`);
+    t.same(
+      loaded.config.machines.map((machine) => machine.mac),
+      ['52:54:00:12:34:56'],
+      `${how}: MAC`,
+    );
+  }
+  for (const [how, refused] of await loadBothWays(file, yaml.replace('mode: off', 'mode: on'))) {
+    t.same(
+      refused.ok ? [] : refused.problems.map((problem) => formatProblem(problem, directory)),
+      ['rackboot.yaml:4:15: dhcp.mode: "on" is not one of proxy, authoritative, off (did you mean "off"?)'],
+      `${how}: a word that is not a mode is named as written`,
+    );
+  }
+});
+
 t.test('MAC spellings: every common form becomes the canonical one, anything else is refused', async (t) => {
   const canonical = '52:54:00:ab:cd:ef';
   for (const spelling of [

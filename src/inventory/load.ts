@@ -223,7 +223,7 @@ function typedAsMeant(
   const first = checked(data);
   const misread = first.errors.filter(
     ({ error }) =>
-      error.type === ValueErrorType.String &&
+      (error.type === ValueErrorType.String || isChoiceOfTexts(error.schema)) &&
       (typeof error.value === 'number' || typeof error.value === 'boolean'),
   );
   const empty = first.errors.filter(
@@ -246,6 +246,15 @@ function typedAsMeant(
   }
   for (const { path } of empty) delete parentOf(path)[path[path.length - 1] as PropertyKey];
   return checked(copy);
+}
+
+/**
+ * One of a few words (`dhcp.mode`): under a `%YAML 1.1` directive `off`, `on`, `yes` and `no` read
+ * as booleans, and `mode: off` was refused as "false is not one of proxy, authoritative, off".
+ */
+function isChoiceOfTexts(schema: TSchema): boolean {
+  const members: TSchema[] = schema.anyOf ?? [];
+  return members.length > 0 && members.every((member) => typeof member.const === 'string');
 }
 
 /** A list, a mapping of names, or a mapping whose keys all have defaults (it has one itself). */
