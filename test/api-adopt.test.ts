@@ -409,6 +409,27 @@ t.test('a server adopt whose reload is rejected all the same says so, with the p
   t.equal(source.current(), loaded.config, 'the running config does not');
 });
 
+t.test('machines adopt --url is refused, not ignored while the local file is edited', async (t) => {
+  const file = configWithTemplate(t);
+  const before = readFileSync(file, 'utf8');
+  const result = await runCli([
+    'machines',
+    'adopt',
+    NEW,
+    '--profile',
+    'worker',
+    '--var',
+    'role=storage',
+    '-c',
+    file,
+    '--url',
+    'http://127.0.0.1:9',
+  ]);
+  t.equal(result.code, 1, result.stdout);
+  t.match(result.stderr, /^rackboot: --url http:\/\/127\.0\.0\.1:9: machines adopt edits the config file/);
+  t.equal(readFileSync(file, 'utf8'), before, 'nothing written');
+});
+
 t.test('machines adopt --var sets the vars a template needs', async (t) => {
   const file = configWithTemplate(t);
   const adoptCli = (...extra: string[]) =>

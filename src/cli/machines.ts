@@ -32,10 +32,17 @@ export function registerMachines(program: Command): void {
       // -c may be given before or after `adopt`; commander files it under either command.
       const options = command.optsWithGlobals<{
         config?: string;
+        url?: string;
         profile: string;
         hostname?: string;
         var?: Record<string, string>;
       }>();
+      // `machines`' own --url is parsed after `adopt` too; taking it silently, the adopt went to
+      // the local file, not to the server the operator named.
+      if (options.url !== undefined)
+        throw new Error(
+          `--url ${options.url}: machines adopt edits the config file (-c), which the server on it reloads, and calls no server; run it where that file is (or POST /api/v1/machines/{mac}/adopt). Nothing written`,
+        );
       const mac = parseMac(macText);
       if (!mac) throw new Error(`not a MAC address: ${macText}`);
       const file = existingConfigPath(options.config, 'nothing written');
