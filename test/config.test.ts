@@ -233,6 +233,12 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ['rackboot.yaml:5:15: dhcp.lease_time: bad duration "1 hour"'],
   ],
   [
+    // Once also as "-5 is -5 s; a lease lasts from 1s …": two lines for one mistake.
+    'a negative lease is one problem',
+    header.replace('mode: authoritative', 'mode: authoritative\n  lease_time: -5'),
+    ['rackboot.yaml:5:15: dhcp.lease_time: bad duration -5'],
+  ],
+  [
     'a lease that ends as it is bound',
     header.replace('mode: authoritative', 'mode: authoritative\n  lease_time: 400ms'),
     ['rackboot.yaml:5:15: dhcp.lease_time: 400ms is 0 s; a lease lasts from 1s to 4294967294 s'],

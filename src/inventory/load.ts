@@ -746,7 +746,9 @@ const LEASE_SECONDS_MAX = 0xfffffffe;
 
 function checkLeaseTime(path: Path, value: unknown, problems: Problem[], locate: Locator): void {
   if (typeof value !== 'string' && typeof value !== 'number') return;
+  // What the schema refuses (`1 hour`, -5, 1.5) it reports already: one line for one mistake.
   if (typeof value === 'string' && !new RegExp(DURATION_PATTERN).test(value)) return;
+  if (typeof value === 'number' && !(Number.isInteger(value) && value >= 0)) return;
   const seconds = durationSeconds(value);
   if (seconds >= LEASE_SECONDS_MIN && seconds <= LEASE_SECONDS_MAX) return;
   problems.push(
