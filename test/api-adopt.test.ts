@@ -149,6 +149,25 @@ t.test('an adopt into a config written as one flow map (JSON) with no machines y
   }
 });
 
+t.test(
+  'an adopt into a file with a document end marker and no machines goes before the marker',
+  async (t) => {
+    // After `...` the list started a second document, and the adopt was refused for it.
+    for (const [name, ending] of [
+      ['with comments around it', '# last\n...\n# after\n'],
+      ['last in the file', '...'],
+    ] as const) {
+      const text = adopted(`---\n${PROFILES}${ending}`);
+      t.equal(
+        text,
+        `---\n${PROFILES}${ending.replace('...', `machines:\n  - mac: ${NEW}\n    profile: worker\n...`)}`,
+        name,
+      );
+      t.same((parse(text) as { machines: unknown[] }).machines, [{ mac: NEW, profile: 'worker' }], name);
+    }
+  },
+);
+
 t.test('an adopt into a CRLF file writes CRLF lines, in every layout', async (t) => {
   const layouts: [string, string][] = [
     ['block list', 'machines:\n  - mac: 52:54:00:00:00:01\n    profile: worker\n'],

@@ -188,8 +188,21 @@ export function adoptMachine(
     const emptied = isSeq(node) ? splice(text, node.range[0], node.range[1] - node.range[0], '') : text;
     return { ok: true, text: insertAfterLine(emptied, node.range[0], entry, newline) };
   }
+  // Before a document end marker (`...`): after it the list would start a second document.
+  const endMarker = documentEndMarker(text, document);
+  if (endMarker !== undefined)
+    return { ok: true, text: splice(text, endMarker, 0, `machines:${newline}${entry}`) };
   const separator = text.length === 0 || text.endsWith('\n') ? '' : newline;
   return { ok: true, text: `${text}${separator}machines:${newline}${entry}` };
+}
+
+/** The offset of the document's end marker (`...` at the start of a line), if it has one. */
+function documentEndMarker(text: string, document: Document): number | undefined {
+  if (!document.directives?.docEnd || !document.range) return undefined;
+  // Only comments and blank lines lie between the end of the contents and the marker.
+  const contentsEnd = document.range[1];
+  const marker = /^\.\.\.(?=\s|$)/m.exec(text.slice(contentsEnd));
+  return marker ? contentsEnd + marker.index : undefined;
 }
 
 /** CRLF when the file's first line ends so, LF otherwise (and for a file of one line). */
