@@ -258,6 +258,15 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
   ],
   ['a token lifetime of 0 written with a unit is no expiry', `${header}ignition: { token_ttl: 0ms }\n`, []],
   [
+    // Its tokens' expiry had 13 digits, which no token check reads: every Ignition fetch was a 403.
+    'a token lifetime no token can carry',
+    `${header}ignition: { token_ttl: 999999999999 }\n`,
+    [
+      'rackboot.yaml:13:24: ignition.token_ttl: 999999999999 is 999999999999 s; a token lifetime is at most 36500d (100 years): write 0 for no expiry',
+    ],
+  ],
+  ['a token lifetime of 100 years', `${header}ignition: { token_ttl: 36500d }\n`, []],
+  [
     'missing kernel file under assets',
     header.replace('kernel: vmlinuz', 'kernel: vmlinuz-6.1'),
     ['rackboot.yaml:10:13: vmlinuz-6.1 not found under'],

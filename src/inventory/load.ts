@@ -760,18 +760,28 @@ function checkLeaseTime(path: Path, value: unknown, problems: Problem[], locate:
 }
 
 /**
+ * The longest token_ttl, 100 years. A token carries its expiry in seconds since the epoch, read
+ * back as at most 12 digits (ignition/tokens.ts): from about 31,000 years on, every token the
+ * server handed out was refused (403), as was every Ignition fetch.
+ */
+const TOKEN_TTL_SECONDS_MAX = 36_500 * 86_400;
+
+/**
  * A token_ttl of 0 s means no expiry, so one written shorter than a second (`500ms`), which is
  * rounded to 0 s, would give the credentials no expiry at all: the opposite of what it asks.
  */
 function checkTokenTtl(value: unknown, problems: Problem[], locate: Locator): void {
-  if (typeof value !== 'string' || !new RegExp(DURATION_PATTERN).test(value)) return;
-  if (durationSeconds(value) > 0 || !/[1-9]/.test(value)) return;
-  problems.push(
-    locate.at(
-      ['ignition', 'token_ttl'],
-      `ignition.token_ttl: ${value} is 0 s, which means no expiry: write 0 for no expiry, or 1s or more`,
-    ),
-  );
+  // What the schema refuses it reports already.
+  if (typeof value === 'string' && !new RegExp(DURATION_PATTERN).test(value)) return;
+  if (typeof value !== 'string' && !(typeof value === 'number' && Number.isInteger(value) && value >= 0))
+    return;
+  const seconds = durationSeconds(value);
+  const at = (message: string) =>
+    problems.push(locate.at(['ignition', 'token_ttl'], `ignition.token_ttl: ${message}`));
+  if (seconds === 0 && /[1-9]/.test(String(value)))
+    at(`${value} is 0 s, which means no expiry: write 0 for no expiry, or 1s or more`);
+  else if (seconds > TOKEN_TTL_SECONDS_MAX)
+    at(`${value} is ${seconds} s; a token lifetime is at most 36500d (100 years): write 0 for no expiry`);
 }
 
 const DEFAULT_LEASE_SECONDS = durationSeconds(ConfigSchema.properties.dhcp.properties.lease_time.default);

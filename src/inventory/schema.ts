@@ -305,7 +305,7 @@ const IgnitionSettingsSchema = Type.Object(
   {
     token_ttl: Duration(
       0,
-      'Lifetime of the credential in {{ignition_url}} and {{events_url}}, counted from the Ignition fetch; 0 = no expiry. Make it longer than a machine takes from that fetch to its first boot from disk: the installed system reports `installed` through {{events_url}}, refused (403) once expired. Turning it on or shortening it retires the URLs already handed out.',
+      'Lifetime of the credential in {{ignition_url}} and {{events_url}}, counted from the Ignition fetch, at most 36500d (100 years); 0 = no expiry. Make it longer than a machine takes from that fetch to its first boot from disk: the installed system reports `installed` through {{events_url}}, refused (403) once expired. Turning it on or shortening it retires the URLs already handed out.',
     ),
     require_leased_address: Type.Boolean({
       default: true,
