@@ -1,4 +1,4 @@
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { durationSeconds, loadConfigFile, loadConfigText } from '../src/inventory/load.js';
@@ -371,6 +371,25 @@ t.test('missing assets are warnings when asked (validate) and errors otherwise (
     );
   const forServe = await loadConfigText(yaml, file);
   t.notOk(forServe.ok, 'refused for serve');
+});
+
+t.test('a boot file that is a directory is no boot file: refused for serve, as a missing one', async (t) => {
+  // It was taken as there (it exists), and the machines of the profile failed to boot.
+  const directory = workspace(t);
+  mkdirSync(join(directory, 'boot-assets', 'fedora-coreos'));
+  const yaml = header.replace('kernel: vmlinuz', 'kernel: fedora-coreos');
+  const file = join(directory, 'rackboot.yaml');
+  const expected = `rackboot.yaml:10:13: fedora-coreos under ${join(directory, 'boot-assets')} is not a file (a directory?)`;
+  const forServe = await loadConfigText(yaml, file);
+  t.same(forServe.ok ? [] : forServe.problems.map((problem) => formatProblem(problem, directory)), [
+    expected,
+  ]);
+  const forValidate = await loadConfigText(yaml, file, { missingAssets: 'warn' });
+  t.same(
+    forValidate.ok ? forValidate.warnings.map((problem) => formatProblem(problem, directory)) : [],
+    [expected],
+    'a warning in validate',
+  );
 });
 
 t.test('vars names hold letters, digits, _ and -, as {{vars.NAME}} does', async (t) => {

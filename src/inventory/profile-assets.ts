@@ -95,6 +95,9 @@ export function missingAssets(profile: ProfileConfig, assetsRoot: string): Missi
       missing.push({ field, path, message: `${value} is outside the assets directory ${assetsRoot}` });
     } else if (!existsSync(path)) {
       missing.push({ field, path, message: `${value} not found under ${assetsRoot}` });
+    } else if (!statSync(path).isFile()) {
+      // A directory exists, but HTTP and TFTP serve it as nothing a machine can boot.
+      missing.push({ field, path, message: `${value} under ${assetsRoot} is not a file (a directory?)` });
     }
   };
   const checkSet = (prefix: string, set: { kernel?: string; initrd?: string[]; rootfs?: string }) => {
