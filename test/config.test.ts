@@ -870,6 +870,21 @@ t.test(
   },
 );
 
+t.test('a list written as a mapping is refused, not read as an empty list', async (t) => {
+  // The dash forgotten: TypeBox merged the mapping into the default [] and the config loaded with
+  // no machines (and no relay subnets) at all.
+  t.same(
+    await problemsOf(
+      t,
+      `${header.replace('profiles:', '  subnets:\n    subnet: 10.77.9.0/24\n    range: [10.77.9.10, 10.77.9.20]\nprofiles:')}machines:\n  mac: 52:54:00:00:00:01\n  profile: plain\n`,
+    ),
+    [
+      'rackboot.yaml:8:5: dhcp.subnets: expected a list (each entry starting with "- "), got a mapping (subnet, range)',
+      'rackboot.yaml:17:3: machines: expected a list (each entry starting with "- "), got a mapping (mac, profile)',
+    ],
+  );
+});
+
 t.test('a list or mapping in the wrong place is named by its size, not printed whole', async (t) => {
   const machines = Array.from(
     { length: 300 },

@@ -113,6 +113,7 @@ export async function checkConfigData(
     ...structuralProblems(typed.errors, locate),
     ...nameProblems(raw, locate),
     ...varsProblems(raw, locate),
+    ...listsWrittenAsMappings(raw, locate),
   ];
   const crossField = crossFieldProblems(withDefaults, locate);
   problems.push(...crossField.problems);
@@ -334,6 +335,33 @@ function nameProblems(value: unknown, locate: Locator): Problem[] {
       .filter((name) => !isName(name))
       .map((name) => locate.atKey([...path, name], `${dotted(path)}: ${badName(kind, name)}`)),
   );
+}
+
+/** The lists with a default of their own (machines, dhcp.subnets), by their path in the config. */
+const DEFAULTED_LISTS: Path[] = (function listsUnder(schema: TSchema, path: Path): Path[] {
+  if (schema[Kind] === 'Array' && schema.default !== undefined) return [path];
+  return Object.entries((schema.properties ?? {}) as Record<string, TSchema>).flatMap(([key, child]) =>
+    listsUnder(child, [...path, key]),
+  );
+})(ConfigSchema, []);
+
+/**
+ * A list written as a mapping, as `machines:` with the dash of its one entry forgotten. TypeBox's
+ * Value.Default merges a mapping into the empty list that is the default, so the schema saw an
+ * empty list: the config loaded, and the machine was gone without a word.
+ */
+function listsWrittenAsMappings(value: unknown, locate: Locator): Problem[] {
+  return DEFAULTED_LISTS.flatMap((path) => {
+    const written = path.reduce<unknown>((parent, key) => asRecord(parent)[key], value);
+    return isObject(written)
+      ? [
+          locate.at(
+            path,
+            `${dotted(path)}: expected a list (each entry starting with "- "), got ${shownValue(written)}`,
+          ),
+        ]
+      : [];
+  });
 }
 
 /** Where the schema's errors are left to varsProblems, which says them in an operator's words. */
