@@ -199,3 +199,14 @@ t.test('YAML trouble in a template is a problem at its line, never a throw', asy
     ],
   );
 });
+
+t.test('a template saved with a byte order mark has its problems where an editor shows them', async (t) => {
+  const problems = (text: string) =>
+    parseTemplate(join(scratch, 'bom.bu'), text).problems.map(
+      (problem) => `${problem.line}:${problem.col}: ${problem.message}`,
+    );
+  const text = '{variant: fcos, version: 1.5.0, storage: {files: [*nope]}}\n';
+  // Before: one column too far right on line 1 (1:52), the mark counted as a character.
+  t.same(problems(`\uFEFF${text}`), ['1:51: alias *nope has no anchor &nope before it']);
+  t.same(problems(text), problems(`\uFEFF${text}`), 'as without the mark');
+});

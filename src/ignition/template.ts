@@ -1,6 +1,6 @@
-import { type Document, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from 'yaml';
+import { type Document, isMap, isPair, isScalar, isSeq, type LineCounter, parseDocument, visit } from 'yaml';
 import { isName, nameRule } from '../inventory/names.js';
-import { documentData, positionIn, yamlProblems } from '../inventory/parse.js';
+import { documentData, lineCounterFor, positionIn, yamlProblems } from '../inventory/parse.js';
 import type { Problem } from '../inventory/problems.js';
 import { readRegularFileSync } from '../regular-file.js';
 import { textOf } from '../text-file.js';
@@ -90,7 +90,7 @@ function parseTemplateWithProblem(
 }
 
 export function parseTemplate(file: string, text: string): ParsedTemplate {
-  const lineCounter = new LineCounter();
+  const lineCounter = lineCounterFor(text);
   // merge: go-yaml, and so Butane, resolves `<<: *anchor` (coreos/butane#507).
   const document = parseDocument(text, {
     lineCounter,

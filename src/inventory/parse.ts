@@ -199,11 +199,18 @@ export function locatorOnDemand(text: string, file: string): Locator {
 }
 
 export function parseWithPositions(text: string): { document: Document; lineCounter: LineCounter } {
-  const lineCounter = new LineCounter();
+  const lineCounter = lineCounterFor(text);
   const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  // A byte order mark (Windows editors write one) is a character of the text but no column an
-  // editor shows: without this, every column of the first line was one too far right. The offsets
-  // stay the text's own, which adopt splices the file by.
+  return { document, lineCounter };
+}
+
+/**
+ * A LineCounter for `text` whose columns are an editor's. A byte order mark (Windows editors write
+ * one) is a character of the text but no column an editor shows: without this, every column of the
+ * first line was one too far right. The offsets stay the text's own, which adopt splices the file by.
+ */
+export function lineCounterFor(text: string): LineCounter {
+  const lineCounter = new LineCounter();
   if (text.startsWith('\uFEFF')) {
     const linePos = lineCounter.linePos;
     lineCounter.linePos = (offset) => {
@@ -211,7 +218,7 @@ export function parseWithPositions(text: string): { document: Document; lineCoun
       return at.line === 1 && at.col > 1 ? { line: 1, col: at.col - 1 } : at;
     };
   }
-  return { document, lineCounter };
+  return lineCounter;
 }
 
 export type Position = (node: Node | undefined | null) => Omit<Problem, 'message'>;
