@@ -772,13 +772,19 @@ export function durationSeconds(value: string | number): number {
 const LEASE_SECONDS_MIN = 1;
 const LEASE_SECONDS_MAX = 0xfffffffe;
 
+/**
+ * A duration the schema takes (`90s`, `1h30m`, or whole seconds), in seconds; undefined for what it
+ * refuses (`1 hour`, -5, 1.5), which it reports already: one line for one mistake.
+ */
+function schemaDuration(value: unknown): number | undefined {
+  if (typeof value === 'string')
+    return new RegExp(DURATION_PATTERN).test(value) ? durationSeconds(value) : undefined;
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 ? value : undefined;
+}
+
 function checkLeaseTime(path: Path, value: unknown, problems: Problem[], locate: Locator): void {
-  if (typeof value !== 'string' && typeof value !== 'number') return;
-  // What the schema refuses (`1 hour`, -5, 1.5) it reports already: one line for one mistake.
-  if (typeof value === 'string' && !new RegExp(DURATION_PATTERN).test(value)) return;
-  if (typeof value === 'number' && !(Number.isInteger(value) && value >= 0)) return;
-  const seconds = durationSeconds(value);
-  if (seconds >= LEASE_SECONDS_MIN && seconds <= LEASE_SECONDS_MAX) return;
+  const seconds = schemaDuration(value);
+  if (seconds === undefined || (seconds >= LEASE_SECONDS_MIN && seconds <= LEASE_SECONDS_MAX)) return;
   problems.push(
     locate.at(
       path,
@@ -799,11 +805,8 @@ const TOKEN_TTL_SECONDS_MAX = 36_500 * 86_400;
  * rounded to 0 s, would give the credentials no expiry at all: the opposite of what it asks.
  */
 function checkTokenTtl(value: unknown, problems: Problem[], locate: Locator): void {
-  // What the schema refuses it reports already.
-  if (typeof value === 'string' && !new RegExp(DURATION_PATTERN).test(value)) return;
-  if (typeof value !== 'string' && !(typeof value === 'number' && Number.isInteger(value) && value >= 0))
-    return;
-  const seconds = durationSeconds(value);
+  const seconds = schemaDuration(value);
+  if (seconds === undefined) return;
   const at = (message: string) =>
     problems.push(locate.at(['ignition', 'token_ttl'], `ignition.token_ttl: ${message}`));
   if (seconds === 0 && /[1-9]/.test(String(value)))
