@@ -16,6 +16,10 @@ export function isKernelWord(text: string): boolean {
 
 const IPXE_COMMAND_SEPARATORS = new Set([';', '&&', '||']);
 
+/** Why a word fails isKernelWord, for every message that refuses one. */
+export const NOT_A_KERNEL_WORD =
+  'holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it';
+
 /** CPU architecture of a booting machine, in the names Fedora CoreOS stream metadata uses. */
 export type Arch = 'x86_64' | 'aarch64' | 'i386' | 'arm32' | 'unknown';
 

@@ -817,22 +817,24 @@ t.test(
         'rackboot.yaml:13:59: an empty kernel argument is left out',
       ],
     );
-    const device = await loadConfigText(
-      header.replace(
-        'kind: linux',
-        'kind: coreos-install\n    rootfs: rootfs.img\n    install_device: "/dev/sda quiet"',
-      ),
-      join(directory, 'rackboot.yaml'),
-    );
-    t.match(device, {
-      ok: false,
-      problems: [
-        {
-          message:
-            'profiles.plain.install_device "/dev/sda quiet" holds whitespace: a device path is one word',
-        },
-      ],
-    });
+    // A comment mark is refused for what it does, not as whitespace (the message once said only that).
+    for (const installDevice of ['/dev/sda quiet', '#/dev/sda']) {
+      const device = await loadConfigText(
+        header.replace(
+          'kind: linux',
+          `kind: coreos-install\n    rootfs: rootfs.img\n    install_device: "${installDevice}"`,
+        ),
+        join(directory, 'rackboot.yaml'),
+      );
+      t.match(device, {
+        ok: false,
+        problems: [
+          {
+            message: `profiles.plain.install_device "${installDevice}" holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it: a device path is one word`,
+          },
+        ],
+      });
+    }
   },
 );
 

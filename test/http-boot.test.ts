@@ -320,7 +320,7 @@ t.test('a kernel argument that is an iPXE command separator is refused', async (
   for (const [index, separator] of [';', '&&', '||'].entries()) {
     const body = (await app.inject(`/boot/52-54-00-12-34-6${index}.ipxe`)).body;
     t.notMatch(body, /^kernel /m, `${separator}: no kernel line`);
-    t.match(body, 'is an iPXE command separator', `${separator}: the console says why`);
+    t.match(body, 'an iPXE command separator (, and or)', `${separator}: the console says why`);
   }
 });
 
@@ -362,7 +362,7 @@ t.test('a var or value that would split the kernel line or add iPXE commands is 
   for (const [mac, word] of [['52-54-00-12-34-57', 'tier=w\\nshell\\nchain http://10.77.0.9/x']] as const) {
     const body = (await app.inject(`/boot/${mac}.ipxe`)).body;
     t.notMatch(body, /^(shell|chain|kernel)/m, `${mac}: no command of its own, no kernel line`);
-    t.match(body, `holds whitespace or a control character`, `${mac}: the console says why`);
+    t.match(body, `holds whitespace, a control character`, `${mac}: the console says why`);
     t.ok(body.includes(word), `${mac}: and names the word (quotes left out on the console)`);
   }
   t.match(
@@ -388,7 +388,7 @@ t.test(
     const { script } = await setup(t, { yaml });
     const refused = await script('52-54-00-12-34-56');
     t.notMatch(refused, /^(shell|kernel)/m, 'no kernel line, no command of its own');
-    t.match(refused, 'holds whitespace or a control character', 'the console says why');
+    t.match(refused, 'holds whitespace, a control character', 'the console says why');
     const booted = await script('52-54-00-12-34-58');
     t.match(
       booted,

@@ -1,5 +1,11 @@
 import { basename } from 'node:path';
-import { type Arch, isKernelWord, type Mac, type MachineAssignment } from '../boot-plan.js';
+import {
+  type Arch,
+  isKernelWord,
+  type Mac,
+  type MachineAssignment,
+  NOT_A_KERNEL_WORD,
+} from '../boot-plan.js';
 import { type PathError, substituteString, type TemplateVars } from '../ignition/template.js';
 import { type ProfileAssets, profileAssets } from '../inventory/profile-assets.js';
 import type { Config, ProfileConfig } from '../inventory/schema.js';
@@ -102,7 +108,7 @@ function checkedPlan(plan: MachinePlan | { error: string }): BootPlan | { error:
   const broken = words.find((word) => !isKernelWord(word));
   if (broken === undefined) return plan;
   return {
-    error: `${JSON.stringify(broken)} holds whitespace or a control character or is an iPXE command separator (; && ||) or starts an iPXE comment (#…), which would split the kernel line, start an iPXE command or drop the rest of the line; a kernel argument, URL or var used in one must be a single word`,
+    error: `${JSON.stringify(broken)} ${NOT_A_KERNEL_WORD}; a kernel argument, URL or var used in one must be a single word`,
   };
 }
 

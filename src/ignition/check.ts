@@ -1,5 +1,5 @@
 import type { MachineAssignment } from '../boot-plan.js';
-import { isKernelWord } from '../boot-plan.js';
+import { isKernelWord, NOT_A_KERNEL_WORD } from '../boot-plan.js';
 import { counted } from '../counted.js';
 import { createBootDecision } from '../inventory/decision.js';
 import type { TemplateCheck } from '../inventory/load.js';
@@ -71,9 +71,6 @@ export async function checkTemplate(templateFile: string, config: Config): Promi
   };
 }
 
-const NOT_ONE_KERNEL_WORD =
-  'holds whitespace, a control character or an iPXE command separator (; && ||), or starts an iPXE comment (#…), which would split the kernel line or drop the rest of it';
-
 /**
  * For load.ts (`LoadOptions.checkArguments`): each profile's `args` filled for every machine of the
  * profile as the server fills them for its iPXE script (machine-script.ts), so a misspelt variable,
@@ -92,7 +89,7 @@ export function checkArguments(config: Config): { path: (string | number)[]; mes
       if (!arg.includes('{{') && !isKernelWord(arg))
         found.push({
           path: ['profiles', name, 'args', index],
-          message: `this argument ${NOT_ONE_KERNEL_WORD}: no machine of the profile could boot`,
+          message: `this argument ${NOT_A_KERNEL_WORD}: no machine of the profile could boot`,
         });
     }
     if (used.length === 0) continue;
@@ -112,7 +109,7 @@ export function checkArguments(config: Config): { path: (string | number)[]; mes
           const messages = errors.map((error) => error.message.replace(sample.vars.mac, '{mac}'));
           if (errors.length === 0 && arg.includes('{{') && !isKernelWord(filled))
             messages.push(
-              `filled in, this argument ${NOT_ONE_KERNEL_WORD}: a var used in one must be a single word`,
+              `filled in, this argument ${NOT_A_KERNEL_WORD}: a var used in one must be a single word`,
             );
           for (const message of messages) {
             const identity = `${index}:${message}`;

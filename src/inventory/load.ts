@@ -2,7 +2,7 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { FormatRegistry, Kind, type TSchema } from '@sinclair/typebox';
 import { Value, type ValueError, ValueErrorType } from '@sinclair/typebox/value';
-import { isKernelWord } from '../boot-plan.js';
+import { isKernelWord, NOT_A_KERNEL_WORD } from '../boot-plan.js';
 import { counted } from '../counted.js';
 import {
   type Cidr,
@@ -628,7 +628,7 @@ function crossFieldProblems(
       problems.push(
         locate.at(
           ['profiles', name, 'install_device'],
-          `profiles.${name}.install_device ${JSON.stringify(profile.install_device)} holds whitespace: a device path is one word`,
+          `profiles.${name}.install_device ${JSON.stringify(profile.install_device)} ${NOT_A_KERNEL_WORD}: a device path is one word`,
         ),
       );
     }
