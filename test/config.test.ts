@@ -590,6 +590,25 @@ t.test("the README's config reference is the one generated from the schema", asy
   );
 });
 
+t.test("the config reference states every key's shortest length, which the loader enforces", async (t) => {
+  const { configReferenceMarkdown } = await import('../src/inventory/reference.js');
+  const { ConfigSchema } = await import('../src/inventory/schema.js');
+  type Node = { minLength?: number; properties?: Record<string, Node> };
+  const limited: [string, number][] = [];
+  const walk = (node: Node, path: string) => {
+    if (node.minLength !== undefined) limited.push([path, node.minLength]);
+    for (const [key, child] of Object.entries(node.properties ?? {}))
+      walk(child, path ? `${path}.${key}` : key);
+  };
+  walk(ConfigSchema as Node, '');
+  t.ok(limited.length > 0, 'server.api_token has a shortest length');
+  const rows = configReferenceMarkdown().split('\n');
+  for (const [path, minLength] of limited) {
+    const row = rows.find((line) => line.startsWith(`| \`${path}\` |`));
+    t.match(row, `at least ${minLength} characters`, path);
+  }
+});
+
 t.test('an argument split at a comma by a YAML flow sequence is a warning with the fix', async (t) => {
   const directory = workspace(t);
   // CONTRACT.md's example is written so: a serial console's options are joined back.

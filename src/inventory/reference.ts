@@ -14,6 +14,7 @@ interface SchemaNode extends TSchema {
   description?: string;
   minimum?: number;
   maximum?: number;
+  minLength?: number;
 }
 
 /** A map's entries in key paths: `profiles.<name>.kind`. An entry is there if its map has it, never "required". */
@@ -70,5 +71,8 @@ function typeName(node: SchemaNode): string {
     return `integer ${node.minimum}–${node.maximum ?? '∞'}`;
   }
   if ((node as { pattern?: string }).pattern?.includes('ms|s|m|h|d')) return 'duration';
+  // The loader refuses a shorter one (server.api_token), so the reference says so.
+  if (node.type === 'string' && node.minLength !== undefined)
+    return `string, at least ${node.minLength} characters`;
   return node.type ?? 'any';
 }
