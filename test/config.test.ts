@@ -609,6 +609,19 @@ t.test("the config reference states every key's shortest length, which the loade
   }
 });
 
+t.test('the config reference shows every unit a duration key takes', async (t) => {
+  const { configReferenceMarkdown } = await import('../src/inventory/reference.js');
+  const { DURATION_PATTERN } = await import('../src/inventory/schema.js');
+  const units = /\(([a-z|]+)\)/.exec(DURATION_PATTERN)?.[1]?.split('|') ?? [];
+  t.same(units, ['ms', 's', 'm', 'h', 'd']);
+  const rows = configReferenceMarkdown()
+    .split('\n')
+    .filter((row) => row.split(' | ')[1] === 'duration');
+  t.equal(rows.length, 3, 'dhcp.lease_time, dhcp.subnets[].lease_time, ignition.token_ttl');
+  for (const row of rows)
+    for (const unit of units) t.match(row, new RegExp(`\\d${unit}\\b`), `${row.split(' | ')[0]}: ${unit}`);
+});
+
 t.test('an argument split at a comma by a YAML flow sequence is a warning with the fix', async (t) => {
   const directory = workspace(t);
   // CONTRACT.md's example is written so: a serial console's options are joined back.

@@ -11,7 +11,6 @@ import { HOSTNAME_PATTERN, HOSTNAME_RULE, NAME_PATTERN, NOT_A_HOSTNAME, nameRule
 const Port = (fallback: number, description: string) =>
   Type.Integer({ minimum: 1, maximum: 65535, default: fallback, description });
 
-/** A duration such as `90s`, `30m`, `1h`, `7d`, `1h30m`, or a number of seconds. */
 /** Shorter operator tokens are guessable; server.api_token and $RACKBOOT_API_TOKEN alike. */
 export const API_TOKEN_MIN_LENGTH = 16;
 /**
@@ -20,11 +19,14 @@ export const API_TOKEN_MIN_LENGTH = 16;
  */
 export const API_TOKEN_PATTERN = '^[!-~]+$';
 export const DURATION_PATTERN = '^(\\d+(ms|s|m|h|d))+$';
-/** `fallback` undefined: the key has no default of its own (it inherits another's). */
+/**
+ * A duration such as `90s`, `30m`, `1h`, `7d`, `1h30m`, `2500ms`, or a number of seconds; the loader
+ * rounds it to whole seconds. `fallback` undefined: the key has no default of its own (it inherits another's).
+ */
 const Duration = (fallback: string | number | undefined, description: string) =>
   Type.Union([Type.String({ pattern: DURATION_PATTERN }), Type.Integer({ minimum: 0 })], {
     ...(fallback === undefined ? {} : { default: fallback }),
-    description: `${description} A duration: 90s, 30m, 1h, 7d, 1h30m, or seconds as a number.`,
+    description: `${description} A duration: 90s, 30m, 1h, 7d, 1h30m, 2500ms (rounded to whole seconds), or seconds as a number.`,
   });
 
 const Ipv4 = (description: string, fallback?: string) =>
