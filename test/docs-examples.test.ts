@@ -4,6 +4,7 @@ import t from 'tap';
 import { parse, stringify } from 'yaml';
 import { loadConfigText } from '../src/inventory/load.js';
 import { formatProblem } from '../src/inventory/problems.js';
+import { configReferenceMarkdown } from '../src/inventory/reference.js';
 import { VALIDATE_CHECKS } from '../src/inventory/validate-checks.js';
 import { PROJECT_ROOT, runCli } from './helpers/cli.js';
 
@@ -51,3 +52,30 @@ t.test("every option the README's command table names is one the CLI has", async
     );
   }
 });
+
+t.test(
+  "the README's hot-reload paragraph says of every config key whether a reload applies it",
+  async (t) => {
+    const readme = DOCUMENTS.find(({ name }) => name === 'README.md')?.text ?? '';
+    const paragraph =
+      /Settings read once at start[\s\S]*?Everything else applies at the next request[^\n]*\n(?:[^\n]+\n)*/.exec(
+        readme,
+      )?.[0];
+    t.ok(paragraph, 'the paragraph is there');
+    const named = [...(paragraph ?? '').matchAll(/`([^`]+)`/g)].map((match) => match[1] ?? '');
+    // `machines` and `profiles` stand for everything under them, `dhcp.*` and `server.tftp.max_*` for their keys.
+    const covers = (name: string, key: string) =>
+      name === key ||
+      key.startsWith(`${name}.`) ||
+      key.startsWith(`${name}[]`) ||
+      (name.endsWith('*') && key.startsWith(name.slice(0, -1)));
+    const keys = [...configReferenceMarkdown().matchAll(/^\| `([^`]+)` \|/gm)]
+      .map((match) => match[1] ?? '')
+      .filter((key) => key !== '$schema');
+    t.same(
+      keys.filter((key) => !named.some((name) => covers(name, key))),
+      [],
+      'keys the paragraph does not place as read at start or applied on reload',
+    );
+  },
+);
