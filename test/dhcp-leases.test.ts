@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { chownSync, statSync } from 'node:fs';
-import fsPromises, { appendFile, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
+import fsPromises, { appendFile, mkdir, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -158,6 +158,40 @@ t.test(
     await restarted.log.close();
   },
 );
+
+t.test('a lease log deleted under the running server is written again, with every lease', async (t) => {
+  const directory = await tempDirectory(t);
+  const file = join(directory, LEASE_LOG_FILE);
+  const { table, log } = await openTable(directory);
+  const before = bindOf(1);
+  table.apply(before);
+  await log.append(before);
+  // An operator clearing the leases with the server running.
+  await rm(file);
+  const after = bindOf(2);
+  table.apply(after);
+  await log.append(after);
+
+  // Then replaced by a directory: the append that cannot be made durable is refused, naming why.
+  await rm(file);
+  await mkdir(file);
+  const refused = bindOf(3);
+  table.apply(refused);
+  await t.rejects(log.append(refused), { message: /cannot rewrite the lease log .*; it is a directory/ });
+  await rm(file, { recursive: true });
+  const resumed = bindOf(4);
+  table.apply(resumed);
+  await log.append(resumed);
+  await log.close();
+
+  const reopened = await openTable(directory);
+  t.same(
+    reopened.table.boundLeases(NOW).map((lease) => lease.mac),
+    [1, 2, 3, 4].map(macOf),
+    'the next start has the leases acknowledged before and after the deletion',
+  );
+  await reopened.log.close();
+});
 
 t.test('a line whose address is not an IPv4 address is skipped and counted like a torn one', async (t) => {
   const directory = await tempDirectory(t);

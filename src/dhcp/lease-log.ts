@@ -1,4 +1,4 @@
-import { constants, write } from 'node:fs';
+import { constants, fstatSync, statSync, write } from 'node:fs';
 import { copyFile, type FileHandle, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Mac } from '../boot-plan.js';
@@ -165,6 +165,10 @@ export class LeaseLog {
       this.pending = [];
       const text = (this.endsMidLine ? '\n' : '') + batch.map((entry) => entry.line).join('');
       try {
+        // The log deleted or moved away under the running server (to clear the leases): appends to
+        // the file this handle is on would be gone at the next start, and every address acknowledged
+        // meanwhile handed out again. The table, which holds them all, is written where the log belongs.
+        if (this.movedAway()) await this.compact();
         // A change appended to a file whose rename may not be on disk would not survive a crash.
         if (!this.directorySynced) await this.syncDirectory();
         await writeFully(this.handle.fd, Buffer.from(text));
@@ -186,6 +190,13 @@ export class LeaseLog {
       }
     }
     this.flushing = undefined;
+  }
+
+  /** Whether the file at the log's path is no longer the one appends go to. */
+  private movedAway(): boolean {
+    const live = statSync(this.path, { throwIfNoEntry: false });
+    const appendedTo = fstatSync(this.handle.fd);
+    return live?.ino !== appendedTo.ino || live.dev !== appendedTo.dev;
   }
 
   private async syncDirectory(): Promise<void> {
