@@ -246,6 +246,45 @@ t.test(
 );
 
 t.test(
+  'a disk full under a burst of REQUESTs: ACKs withheld, one error line, and ACKs again once space is freed',
+  async (t) => {
+    await requireTools('unshare', 'mount', 'ip');
+    const directory = await tempDirectory(t);
+    // A tmpfs and a network of their own: the disk fills for real, and the DHCP traffic stays inside.
+    const child = spawn(
+      'unshare',
+      [
+        '--mount',
+        '--net',
+        'sh',
+        '-c',
+        'mount -t tmpfs -o size=64k tmpfs "$1" && exec "$2" --import tsx "$3" "$1"',
+        'sh',
+        directory,
+        process.execPath,
+        fileURLToPath(new URL('./dhcp/full-disk-server.ts', import.meta.url)),
+      ],
+      { cwd: REPO_ROOT },
+    );
+    const line = await waitForLine(child, (line) => line.startsWith('RESULT '), 30_000);
+    const { full, freed, lines } = JSON.parse(line.slice('RESULT '.length)) as {
+      full: { ack: number; withheld: number };
+      freed: { ack: number; withheld: number };
+      lines: { level: number; msg: string }[];
+    };
+    t.same(full, { ack: 0, withheld: 60 }, 'no ACK left while its lease could not be written');
+    t.equal(freed.ack, 60, 'once space was freed, every client was ACKed without a restart');
+    const errors = lines.filter((logged) => logged.level >= 50);
+    t.equal(errors.length, 1, 'one error line for 60 withheld ACKs');
+    t.match(errors[0]?.msg, /write failed \(ENOSPC.*free space on its file system/);
+    t.ok(
+      lines.some((logged) => logged.msg.endsWith('written again; ACKs leave again')),
+      'the recovery is logged',
+    );
+  },
+);
+
+t.test(
   'a compaction that fails after its rename is logged, and later appends reach the live file',
   async (t) => {
     const directory = await tempDirectory(t);

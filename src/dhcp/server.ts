@@ -8,6 +8,7 @@ import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
 import { refusalLimiter } from '../rate-limit.js';
+import { stateFileAdvice } from '../state-error.js';
 import { bindUdp, createUdp4Socket, trySend } from '../udp.js';
 import { AddressBook, type AddressNews } from './address-book.js';
 import { type DecideContext, type Destination, decide, type Outcome } from './decide.js';
@@ -91,6 +92,8 @@ const OTHER_SERVER_RECORD_INTERVAL_MS = 60_000;
 const OTHER_SERVER_MEMO_MACS = 1024;
 /** Each foreign server id is warned about once; spoofed ids cannot make that an endless stream. */
 const OTHER_SERVERS_WARNED_MAX = 64;
+/** While lease writes keep failing (a full disk), one error line per this long, not one per packet. */
+const LEASE_WRITE_ERROR_INTERVAL_MS = 60_000;
 
 export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
   const { logger } = deps;
@@ -125,12 +128,43 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     );
   }
 
-  /** A write error names no file (ENOSPC, EIO): the log line does. */
-  const leaseWriteFailed = (error: unknown, context: { xid: number }, outcome: string) =>
+  /**
+   * A full disk fails every lease write until space is freed, while every client asks again every
+   * few seconds: one error line a minute while writes fail, with the ACKs withheld since the line
+   * before, and one line once a lease is written again. A write error names no file (ENOSPC, EIO):
+   * the line does, and what to do.
+   */
+  let leaseWritesFailing: { loggedAt: number; acksWithheld: number; acksWithheldInAll: number } | undefined;
+  const leaseWriteFailed = (error: unknown, ackWithheld: boolean) => {
+    const now = performance.now();
+    const failing = leaseWritesFailing ?? {
+      loggedAt: Number.NEGATIVE_INFINITY,
+      acksWithheld: 0,
+      acksWithheldInAll: 0,
+    };
+    leaseWritesFailing = failing;
+    if (ackWithheld) {
+      failing.acksWithheld += 1;
+      failing.acksWithheldInAll += 1;
+    }
+    if (now - failing.loggedAt < LEASE_WRITE_ERROR_INTERVAL_MS) return;
+    const { code, message } = error as NodeJS.ErrnoException;
+    const advice = stateFileAdvice(code);
     logger.error(
-      { err: error, ...context, file: leaseLog.path },
-      `lease log ${leaseLog.path} write failed (${(error as Error).message})${outcome}`,
+      { err: error, file: leaseLog.path, acksWithheld: failing.acksWithheld },
+      `lease log ${leaseLog.path} write failed (${message}); no ACK leaves until a lease can be written${advice ? `: ${advice}` : ''}`,
     );
+    failing.loggedAt = now;
+    failing.acksWithheld = 0;
+  };
+  const leaseWritten = () => {
+    if (!leaseWritesFailing) return;
+    logger.info(
+      { file: leaseLog.path, acksWithheld: leaseWritesFailing.acksWithheldInAll },
+      `lease log ${leaseLog.path} written again; ACKs leave again`,
+    );
+    leaseWritesFailing = undefined;
+  };
   const messageCounts = new Map<string, { type: string; decision: string; count: number }>();
   const malformedCounts = new Map<DropReason, number>();
   const assetChecks = new Map<string, { exists: boolean; checkedAt: number }>();
@@ -256,7 +290,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       (error: unknown) => logger.warn({ err: error }, 'recording a DHCP event failed'),
     );
     if (outcome.kind === 'silent') {
-      durable?.catch((error: unknown) => leaseWriteFailed(error, { xid: request.xid }, ''));
+      durable?.then(leaseWritten, (error: unknown) => leaseWriteFailed(error, false));
       logger.debug({ xid: request.xid, type: request.messageType, reason: outcome.reason }, 'silent');
       return;
     }
@@ -289,6 +323,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       return;
     }
     const acknowledge = () => {
+      if (durable) leaseWritten();
       countMessage(request.messageType, 'ack');
       send();
     };
@@ -298,7 +333,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     // (bench/events: -82 % DORA/s at 10,000 events/s).
     (durable ?? Promise.resolve()).then(acknowledge, (error: unknown) => {
       countMessage(request.messageType, 'ack-withheld');
-      leaseWriteFailed(error, { xid: request.xid }, '; ACK withheld');
+      leaseWriteFailed(error, true);
     });
   };
 
