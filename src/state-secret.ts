@@ -200,7 +200,7 @@ async function createSecret(stateDir: string, file: string): Promise<void> {
     }
     await linkUnlessTaken(temporary, file);
   } catch (error) {
-    throw new StateError(`cannot write ${file}: ${(error as Error).message}`, { cause: error });
+    throw stateFileError('cannot write', file, error);
   } finally {
     await rm(temporary, { force: true });
   }
