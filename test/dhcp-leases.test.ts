@@ -1,6 +1,15 @@
 import { spawn } from 'node:child_process';
 import { chownSync, statSync } from 'node:fs';
-import fsPromises, { appendFile, mkdir, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
+import fsPromises, {
+  appendFile,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  truncate,
+} from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -192,6 +201,32 @@ t.test('a lease log deleted under the running server is written again, with ever
   );
   await reopened.log.close();
 });
+
+t.test(
+  'a lease log emptied under the running server (copytruncate) is written again, with every lease',
+  async (t) => {
+    const directory = await tempDirectory(t);
+    const { table, log } = await openTable(directory);
+    for (const n of [1, 2]) {
+      const change = bindOf(n);
+      table.apply(change);
+      await log.append(change);
+    }
+    await truncate(join(directory, LEASE_LOG_FILE), 0);
+    const after = bindOf(3);
+    table.apply(after);
+    await log.append(after);
+    await log.close();
+
+    const reopened = await openTable(directory);
+    t.same(
+      reopened.table.boundLeases(NOW).map((lease) => lease.mac),
+      [1, 2, 3].map(macOf),
+      'the next start has the leases acknowledged before the truncation, and after',
+    );
+    await reopened.log.close();
+  },
+);
 
 t.test('a line whose address is not an IPv4 address is skipped and counted like a torn one', async (t) => {
   const directory = await tempDirectory(t);

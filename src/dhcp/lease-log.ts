@@ -43,6 +43,8 @@ export class LeaseLog {
   private endsMidLine = false;
   /** A compaction's rename is not known to be on disk until its directory is synced. */
   private directorySynced = true;
+  /** Bytes this log has put in the file since it was last rewritten: it holds at least as many. */
+  private bytesWritten = 0;
   /** Synced writes so far: with group commit, far fewer than appends under load. */
   syncs = 0;
 
@@ -115,9 +117,10 @@ export class LeaseLog {
    */
   async compact(): Promise<void> {
     const lines = this.snapshot().map((change) => `${JSON.stringify(toStored(change))}\n`);
+    const text = lines.join('');
     // A failure before the rename leaves the old file and handle in use: no lease is lost, and a
     // start refused (a full disk) is one line naming the file.
-    const rewritten = await this.rewrite(lines.join('')).catch((error: unknown) => {
+    const rewritten = await this.rewrite(text).catch((error: unknown) => {
       throw stateFileError('cannot rewrite the lease log', this.path, error);
     });
     const previous = this.handle;
@@ -125,6 +128,7 @@ export class LeaseLog {
     this.endsMidLine = false;
     this.directorySynced = false;
     this.linesSinceCompaction = lines.length;
+    this.bytesWritten = Buffer.byteLength(text);
     await previous.close();
     await this.syncDirectory();
   }
@@ -165,13 +169,16 @@ export class LeaseLog {
       this.pending = [];
       const text = (this.endsMidLine ? '\n' : '') + batch.map((entry) => entry.line).join('');
       try {
-        // The log deleted or moved away under the running server (to clear the leases): appends to
-        // the file this handle is on would be gone at the next start, and every address acknowledged
-        // meanwhile handed out again. The table, which holds them all, is written where the log belongs.
-        if (this.movedAway()) await this.compact();
+        // The log deleted, moved away or emptied under the running server (to clear the leases, or
+        // a log rotation): the leases acknowledged so far, or from now on, would be gone at the next
+        // start and their addresses handed out again. The table, which holds them all, is written
+        // where the log belongs.
+        if (this.lostUnderUs()) await this.compact();
         // A change appended to a file whose rename may not be on disk would not survive a crash.
         if (!this.directorySynced) await this.syncDirectory();
-        await writeFully(this.handle.fd, Buffer.from(text));
+        const bytes = Buffer.from(text);
+        await writeFully(this.handle.fd, bytes);
+        this.bytesWritten += bytes.length;
         this.endsMidLine = false;
         this.syncs += 1;
         for (const entry of batch) entry.resolve();
@@ -192,11 +199,14 @@ export class LeaseLog {
     this.flushing = undefined;
   }
 
-  /** Whether the file at the log's path is no longer the one appends go to. */
-  private movedAway(): boolean {
+  /**
+   * Whether what this log wrote may be gone: the file at its path is not the one appends go to, or
+   * that one holds fewer bytes than were written to it (truncated).
+   */
+  private lostUnderUs(): boolean {
     const live = statSync(this.path, { throwIfNoEntry: false });
     const appendedTo = fstatSync(this.handle.fd);
-    return live?.ino !== appendedTo.ino || live.dev !== appendedTo.dev;
+    return live?.ino !== appendedTo.ino || live.dev !== appendedTo.dev || appendedTo.size < this.bytesWritten;
   }
 
   private async syncDirectory(): Promise<void> {
