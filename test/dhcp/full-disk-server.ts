@@ -91,7 +91,6 @@ const requestAll = async () => {
     }
     await sleep(100);
   }
-  await sleep(300);
 };
 const acks = (stats: DhcpStats) => {
   const count = (decision: string) =>
@@ -100,12 +99,21 @@ const acks = (stats: DhcpStats) => {
       .reduce((sum, entry) => sum + entry.count, 0);
   return { ack: count('ack'), withheld: count('ack-withheld') };
 };
+/** The ACK counts once `total` REQUESTs were decided (ACKed or withheld), or after 10 s. */
+const decided = async (total: number) => {
+  const deadline = performance.now() + 10_000;
+  for (;;) {
+    const counts = acks(await server.stats());
+    if (counts.ack + counts.withheld >= total || performance.now() > deadline) return counts;
+    await sleep(50);
+  }
+};
 
 await requestAll();
-const full = acks(await server.stats());
+const full = await decided(CLIENTS);
 unlinkSync(filler);
 await requestAll();
-const freed = acks(await server.stats());
+const freed = await decided(2 * CLIENTS);
 client.close();
 await server.close();
 process.stdout.write(`RESULT ${JSON.stringify({ full, freed, lines })}\n`);
