@@ -302,19 +302,34 @@ t.test(
       { cwd: REPO_ROOT },
     );
     const line = await waitForLine(child, (line) => line.startsWith('RESULT '), 30_000);
-    const { full, freed, lines } = JSON.parse(line.slice('RESULT '.length)) as {
-      full: { ack: number; withheld: number };
-      freed: { ack: number; withheld: number };
+    type Counts = { ack: number; withheld: number };
+    const { full, freed, fullAgain, freedAgain, lines } = JSON.parse(line.slice('RESULT '.length)) as {
+      full: Counts;
+      freed: Counts;
+      fullAgain: Counts;
+      freedAgain: Counts;
       lines: { level: number; msg: string }[];
     };
     t.same(full, { ack: 0, withheld: 60 }, 'no ACK left while its lease could not be written');
-    t.equal(freed.ack, 60, 'once space was freed, every client was ACKed without a restart');
+    t.same(
+      freed,
+      { ack: 60, withheld: 60 },
+      'once space was freed, every client was ACKed without a restart',
+    );
+    // The lease log's last page has room for a few lines: at the edge, some writes pass, some fail.
+    t.ok(fullAgain.withheld > 60, `full again: ACKs withheld again (${fullAgain.withheld - 60})`);
+    t.same(
+      freedAgain,
+      { ack: fullAgain.ack + 60, withheld: fullAgain.withheld },
+      'and every client ACKed once freed',
+    );
     const errors = lines.filter((logged) => logged.level >= 50);
-    t.equal(errors.length, 1, 'one error line for 60 withheld ACKs');
+    t.equal(errors.length, 1, 'one error line within the minute, however the writes failed and passed');
     t.match(errors[0]?.msg, /write failed \(ENOSPC.*free space on its file system/);
-    t.ok(
-      lines.some((logged) => logged.msg.endsWith('written again; ACKs leave again')),
-      'the recovery is logged',
+    t.equal(
+      lines.filter((logged) => logged.msg.endsWith('written again; ACKs leave again')).length,
+      1,
+      'the recovery the error line told of is logged, once',
     );
   },
 );

@@ -130,39 +130,42 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
 
   /**
    * A full disk fails every lease write until space is freed, while every client asks again every
-   * few seconds: one error line a minute while writes fail, with the ACKs withheld since the line
-   * before, and one line once a lease is written again. A write error names no file (ENOSPC, EIO):
-   * the line does, and what to do.
+   * few seconds: one error line a minute at most, with the ACKs withheld since the line before, and
+   * one line once a lease is written again after a failure that line reported. A disk at the edge
+   * lets small batches through and fails larger ones: the minute spans those spells, so they make
+   * no more lines. A write error names no file (ENOSPC, EIO): the line does, and what to do.
    */
-  let leaseWritesFailing: { loggedAt: number; acksWithheld: number; acksWithheldInAll: number } | undefined;
+  let leaseErrorLoggedAt = Number.NEGATIVE_INFINITY;
+  let acksWithheldSinceErrorLine = 0;
+  /** Writes are failing; `reported` once an error line told of it, `acksWithheld` in the whole spell. */
+  let leaseWritesFailing: { reported: boolean; acksWithheld: number } | undefined;
   const leaseWriteFailed = (error: unknown, ackWithheld: boolean) => {
-    const now = performance.now();
-    const failing = leaseWritesFailing ?? {
-      loggedAt: Number.NEGATIVE_INFINITY,
-      acksWithheld: 0,
-      acksWithheldInAll: 0,
-    };
+    const failing = leaseWritesFailing ?? { reported: false, acksWithheld: 0 };
     leaseWritesFailing = failing;
     if (ackWithheld) {
       failing.acksWithheld += 1;
-      failing.acksWithheldInAll += 1;
+      acksWithheldSinceErrorLine += 1;
     }
-    if (now - failing.loggedAt < LEASE_WRITE_ERROR_INTERVAL_MS) return;
+    const now = performance.now();
+    if (now - leaseErrorLoggedAt < LEASE_WRITE_ERROR_INTERVAL_MS) return;
     const { code, message } = error as NodeJS.ErrnoException;
     const advice = stateFileAdvice(code);
     logger.error(
-      { err: error, file: leaseLog.path, acksWithheld: failing.acksWithheld },
+      { err: error, file: leaseLog.path, acksWithheld: acksWithheldSinceErrorLine },
       `lease log ${leaseLog.path} write failed (${message}); no ACK leaves until a lease can be written${advice ? `: ${advice}` : ''}`,
     );
-    failing.loggedAt = now;
-    failing.acksWithheld = 0;
+    leaseErrorLoggedAt = now;
+    acksWithheldSinceErrorLine = 0;
+    failing.reported = true;
   };
   const leaseWritten = () => {
     if (!leaseWritesFailing) return;
-    logger.info(
-      { file: leaseLog.path, acksWithheld: leaseWritesFailing.acksWithheldInAll },
-      `lease log ${leaseLog.path} written again; ACKs leave again`,
-    );
+    if (leaseWritesFailing.reported) {
+      logger.info(
+        { file: leaseLog.path, acksWithheld: leaseWritesFailing.acksWithheld },
+        `lease log ${leaseLog.path} written again; ACKs leave again`,
+      );
+    }
     leaseWritesFailing = undefined;
   };
   const messageCounts = new Map<string, { type: string; decision: string; count: number }>();

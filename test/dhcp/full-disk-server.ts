@@ -3,8 +3,9 @@
  *   unshare --mount --net sh -c 'mount -t tmpfs -o size=64k tmpfs DIR && exec node --import tsx test/dhcp/full-disk-server.ts DIR'
  * The server listens on a veth link (10.77.255.1/24, nothing on its other end). Once it is up the file
  * system is filled, and 60 clients REQUEST an address in three rounds; the space is freed and they
- * REQUEST again. Prints `RESULT {"full","freed","lines"}`: the server's ACK counts after each phase,
- * and the lines it logged at warn or above, and about the lease log.
+ * REQUEST again; then both once more. Prints `RESULT {"full","freed","fullAgain","freedAgain","lines"}`:
+ * the server's ACK counts after each phase, and the lines it logged at warn or above, and about the
+ * lease log.
  */
 import { spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
@@ -63,14 +64,16 @@ const server = await startDhcpServer({
 });
 
 const filler = join(directory, 'filler');
-const fd = openSync(filler, 'w');
-try {
-  for (;;) writeSync(fd, Buffer.alloc(4096));
-} catch (error) {
-  if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
-} finally {
-  closeSync(fd);
-}
+const fillDisk = () => {
+  const fd = openSync(filler, 'w');
+  try {
+    for (;;) writeSync(fd, Buffer.alloc(4096));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
+  } finally {
+    closeSync(fd);
+  }
+};
 
 const client = createSocket('udp4');
 await new Promise<void>((resolve) => client.bind(0, '0.0.0.0', resolve));
@@ -109,11 +112,19 @@ const decided = async (total: number) => {
   }
 };
 
+fillDisk();
 await requestAll();
 const full = await decided(CLIENTS);
 unlinkSync(filler);
 await requestAll();
 const freed = await decided(2 * CLIENTS);
+// The disk at the edge: full again, then not, within the minute.
+fillDisk();
+await requestAll();
+const fullAgain = await decided(3 * CLIENTS);
+unlinkSync(filler);
+await requestAll();
+const freedAgain = await decided(4 * CLIENTS);
 client.close();
 await server.close();
-process.stdout.write(`RESULT ${JSON.stringify({ full, freed, lines })}\n`);
+process.stdout.write(`RESULT ${JSON.stringify({ full, freed, fullAgain, freedAgain, lines })}\n`);
