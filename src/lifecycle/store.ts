@@ -151,6 +151,8 @@ const MAX_WARNED_ROWS = 1024;
  * thread's 8 (worker-thread.ts) cost it no measurable CPU per event and keep 11 MB less resident.
  */
 const WRITER_SEMI_SPACE_MB = 2;
+/** While history writes keep failing, one error line per this long, not one per batch. */
+const WRITE_ERROR_INTERVAL_MS = 60_000;
 /** Writer threads that may die in a row, without answering a batch, before writing stops. */
 const WRITER_DEATHS_BEFORE_GIVING_UP = 3;
 
@@ -396,6 +398,14 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
    */
   let snapshotOwed = false;
   let writerFailure: string | undefined;
+  /**
+   * Writes failing (a full disk) fail every batch, up to 40 a second under a DHCP storm: one error
+   * line a minute at most, with the events left out since the line before, and one line once a
+   * batch is stored again after a failure that line told of.
+   */
+  let writeErrorLoggedAt = Number.NEGATIVE_INFINITY;
+  let unstoredSinceErrorLine = 0;
+  let writesFailing: { reported: boolean } | undefined;
   // This connection only reads; every write goes through the writer thread.
   const startWriter =
     options.startWriter ??
@@ -502,8 +512,8 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     written.resolve(!error);
     if (error) {
       // Disk full or the file gone: memory stays right, the history has a hole, and no watcher hears
-      // of events a restart will not have; say so once per batch.
-      logger.error({ error, events: written.events.length }, 'lifecycle: could not write events');
+      // of events a restart will not have.
+      writeFailed(error, written.events.length);
       health.unstoredEvents += written.events.length;
       snapshotOwed = true;
       // Readers by MAC page through the index: ids no row will ever hold would cut their pages short.
@@ -513,11 +523,24 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
       for (const event of written.events)
         if (event.mac && machines.has(event.mac)) dirtyMachines.add(event.mac);
     } else {
+      if (writesFailing?.reported) logger.info({ file }, 'lifecycle: events are written again');
+      writesFailing = undefined;
       durableId = written.events.at(-1)?.id ?? durableId;
       notify(written.events, written.request.rows);
     }
     flush();
     if (!batch && inFlight.size === 0) for (const drained of drainWaiters.splice(0)) drained();
+  }
+  function writeFailed(error: string, events: number): void {
+    const failing = writesFailing ?? { reported: false };
+    writesFailing = failing;
+    unstoredSinceErrorLine += events;
+    const now = performance.now();
+    if (now - writeErrorLoggedAt < WRITE_ERROR_INTERVAL_MS) return;
+    logger.error({ error, events: unstoredSinceErrorLine, file }, 'lifecycle: could not write events');
+    writeErrorLoggedAt = now;
+    unstoredSinceErrorLine = 0;
+    failing.reported = true;
   }
   function notify(events: MachineEvent[], rows: string[]): void {
     const listening = [...listeners];
