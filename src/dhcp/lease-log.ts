@@ -43,7 +43,7 @@ export class LeaseLog {
   private endsMidLine = false;
   /** A compaction's rename is not known to be on disk until its directory is synced. */
   private directorySynced = true;
-  /** Bytes this log has put in the file since it was last rewritten: it holds at least as many. */
+  /** Bytes this log has put in its file (the last rewrite, then the appends since): it holds at least as many. */
   private bytesWritten = 0;
   /** Synced writes so far: with group commit, far fewer than appends under load. */
   syncs = 0;
