@@ -87,3 +87,39 @@ export function tokenBucket({ perSecond, burst = perSecond }: Rate): (now: numbe
     return true;
   };
 }
+
+/**
+ * Reports of a write that keeps failing (a full disk) while it is tried again on every packet or
+ * batch: at most one line per `intervalMs`, carrying what was left out since the line before, and
+ * one line once a write succeeds after a failure a line told of. A disk at the edge lets small
+ * writes through and fails larger ones: the interval spans those spells, so they make no more lines.
+ */
+export function failureReporter(options: {
+  intervalMs: number;
+  /** A line for the failure: `leftOut` counts what was lost since the line before, this one's included. */
+  report: (error: unknown, leftOut: number) => void;
+  /** Writes succeed again; `leftOut` counts what was lost since the failure began. */
+  recovered: (leftOut: number) => void;
+}): { failed: (error: unknown, leftOut: number) => void; succeeded: () => void } {
+  let reportedAt = Number.NEGATIVE_INFINITY;
+  let leftOutSinceReport = 0;
+  /** Writes are failing; `reported` once a line told of it. */
+  let spell: { reported: boolean; leftOut: number } | undefined;
+  return {
+    failed(error, leftOut) {
+      spell ??= { reported: false, leftOut: 0 };
+      spell.leftOut += leftOut;
+      leftOutSinceReport += leftOut;
+      const now = performance.now();
+      if (now - reportedAt < options.intervalMs) return;
+      options.report(error, leftOutSinceReport);
+      reportedAt = now;
+      leftOutSinceReport = 0;
+      spell.reported = true;
+    },
+    succeeded() {
+      if (spell?.reported) options.recovered(spell.leftOut);
+      spell = undefined;
+    },
+  };
+}

@@ -7,7 +7,7 @@ import { macFromBytes } from '../inventory/mac.js';
 import type { Config } from '../inventory/schema.js';
 import type { RecordEvent } from '../lifecycle/events.js';
 import type { Logger } from '../log.js';
-import { refusalLimiter } from '../rate-limit.js';
+import { failureReporter, refusalLimiter } from '../rate-limit.js';
 import { stateFileAdvice } from '../state-error.js';
 import { bindUdp, createUdp4Socket, trySend } from '../udp.js';
 import { AddressBook, type AddressNews } from './address-book.js';
@@ -130,44 +130,25 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
 
   /**
    * A full disk fails every lease write until space is freed, while every client asks again every
-   * few seconds: one error line a minute at most, with the ACKs withheld since the line before, and
-   * one line once a lease is written again after a failure that line reported. A disk at the edge
-   * lets small batches through and fails larger ones: the minute spans those spells, so they make
-   * no more lines. A write error names no file (ENOSPC, EIO): the line does, and what to do.
+   * few seconds: one error line a minute, with the ACKs withheld since the line before. A write error
+   * names no file (ENOSPC, EIO): the line does, and what to do.
    */
-  let leaseErrorLoggedAt = Number.NEGATIVE_INFINITY;
-  let acksWithheldSinceErrorLine = 0;
-  /** Writes are failing; `reported` once an error line told of it, `acksWithheld` in the whole spell. */
-  let leaseWritesFailing: { reported: boolean; acksWithheld: number } | undefined;
-  const leaseWriteFailed = (error: unknown, ackWithheld: boolean) => {
-    const failing = leaseWritesFailing ?? { reported: false, acksWithheld: 0 };
-    leaseWritesFailing = failing;
-    if (ackWithheld) {
-      failing.acksWithheld += 1;
-      acksWithheldSinceErrorLine += 1;
-    }
-    const now = performance.now();
-    if (now - leaseErrorLoggedAt < LEASE_WRITE_ERROR_INTERVAL_MS) return;
-    const { code, message } = error as NodeJS.ErrnoException;
-    const advice = stateFileAdvice(code);
-    logger.error(
-      { err: error, file: leaseLog.path, acksWithheld: acksWithheldSinceErrorLine },
-      `lease log ${leaseLog.path} write failed (${message}); no ACK leaves until a lease can be written${advice ? `: ${advice}` : ''}`,
-    );
-    leaseErrorLoggedAt = now;
-    acksWithheldSinceErrorLine = 0;
-    failing.reported = true;
-  };
-  const leaseWritten = () => {
-    if (!leaseWritesFailing) return;
-    if (leaseWritesFailing.reported) {
-      logger.info(
-        { file: leaseLog.path, acksWithheld: leaseWritesFailing.acksWithheld },
-        `lease log ${leaseLog.path} written again; ACKs leave again`,
+  const leaseWrites = failureReporter({
+    intervalMs: LEASE_WRITE_ERROR_INTERVAL_MS,
+    report(error, acksWithheld) {
+      const { message, code } = error as NodeJS.ErrnoException;
+      const advice = stateFileAdvice(code);
+      logger.error(
+        { err: error, file: leaseLog.path, acksWithheld },
+        `lease log ${leaseLog.path} write failed (${message}); no ACK leaves until a lease can be written${advice ? `: ${advice}` : ''}`,
       );
-    }
-    leaseWritesFailing = undefined;
-  };
+    },
+    recovered: (acksWithheld) =>
+      logger.info(
+        { file: leaseLog.path, acksWithheld },
+        `lease log ${leaseLog.path} written again; ACKs leave again`,
+      ),
+  });
   const messageCounts = new Map<string, { type: string; decision: string; count: number }>();
   const malformedCounts = new Map<DropReason, number>();
   const assetChecks = new Map<string, { exists: boolean; checkedAt: number }>();
@@ -293,7 +274,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       (error: unknown) => logger.warn({ err: error }, 'recording a DHCP event failed'),
     );
     if (outcome.kind === 'silent') {
-      durable?.then(leaseWritten, (error: unknown) => leaseWriteFailed(error, false));
+      durable?.then(leaseWrites.succeeded, (error: unknown) => leaseWrites.failed(error, 0));
       logger.debug({ xid: request.xid, type: request.messageType, reason: outcome.reason }, 'silent');
       return;
     }
@@ -326,7 +307,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
       return;
     }
     const acknowledge = () => {
-      if (durable) leaseWritten();
+      if (durable) leaseWrites.succeeded();
       countMessage(request.messageType, 'ack');
       send();
     };
@@ -336,7 +317,7 @@ export async function startDhcpServer(deps: DhcpDeps): Promise<DhcpServer> {
     // (bench/events: -82 % DORA/s at 10,000 events/s).
     (durable ?? Promise.resolve()).then(acknowledge, (error: unknown) => {
       countMessage(request.messageType, 'ack-withheld');
-      leaseWriteFailed(error, true);
+      leaseWrites.failed(error, 1);
     });
   };
 

@@ -8,6 +8,7 @@ import { giveTo } from '../durable-file.js';
 import type { Mac } from '../inventory/mac.js';
 import { isObject } from '../json.js';
 import type { Logger } from '../log.js';
+import { failureReporter } from '../rate-limit.js';
 import { StateError, stateFileAdvice, stateFileError } from '../state-error.js';
 import { startModuleWorker } from '../worker-thread.js';
 import type { MachineEvent, MachineEventInput, MachineState, RecordEvent } from './events.js';
@@ -398,14 +399,12 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
    */
   let snapshotOwed = false;
   let writerFailure: string | undefined;
-  /**
-   * Writes failing (a full disk) fail every batch, up to 40 a second under a DHCP storm: one error
-   * line a minute at most, with the events left out since the line before, and one line once a
-   * batch is stored again after a failure that line told of.
-   */
-  let writeErrorLoggedAt = Number.NEGATIVE_INFINITY;
-  let unstoredSinceErrorLine = 0;
-  let writesFailing: { reported: boolean } | undefined;
+  /** Writes failing (a full disk) fail every batch, up to 40 a second under a DHCP storm. */
+  const historyWrites = failureReporter({
+    intervalMs: WRITE_ERROR_INTERVAL_MS,
+    report: (error, events) => logger.error({ error, events, file }, 'lifecycle: could not write events'),
+    recovered: () => logger.info({ file }, 'lifecycle: events are written again'),
+  });
   // This connection only reads; every write goes through the writer thread.
   const startWriter =
     options.startWriter ??
@@ -513,7 +512,7 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
     if (error) {
       // Disk full or the file gone: memory stays right, the history has a hole, and no watcher hears
       // of events a restart will not have.
-      writeFailed(error, written.events.length);
+      historyWrites.failed(error, written.events.length);
       health.unstoredEvents += written.events.length;
       snapshotOwed = true;
       // Readers by MAC page through the index: ids no row will ever hold would cut their pages short.
@@ -523,24 +522,12 @@ function openLifecycleAt(file: string, options: LifecycleOptions): Lifecycle {
       for (const event of written.events)
         if (event.mac && machines.has(event.mac)) dirtyMachines.add(event.mac);
     } else {
-      if (writesFailing?.reported) logger.info({ file }, 'lifecycle: events are written again');
-      writesFailing = undefined;
+      historyWrites.succeeded();
       durableId = written.events.at(-1)?.id ?? durableId;
       notify(written.events, written.request.rows);
     }
     flush();
     if (!batch && inFlight.size === 0) for (const drained of drainWaiters.splice(0)) drained();
-  }
-  function writeFailed(error: string, events: number): void {
-    const failing = writesFailing ?? { reported: false };
-    writesFailing = failing;
-    unstoredSinceErrorLine += events;
-    const now = performance.now();
-    if (now - writeErrorLoggedAt < WRITE_ERROR_INTERVAL_MS) return;
-    logger.error({ error, events: unstoredSinceErrorLine, file }, 'lifecycle: could not write events');
-    writeErrorLoggedAt = now;
-    unstoredSinceErrorLine = 0;
-    failing.reported = true;
   }
   function notify(events: MachineEvent[], rows: string[]): void {
     const listening = [...listeners];
