@@ -444,10 +444,48 @@ t.test("server errors in the server's words; JSON of another shape is named, not
   const notAList = await inProcess('machines', '--url', other, '-c', configFile);
   t.equal(
     notAList.error?.message,
-    `${other}/api/v1/machines answered JSON that is not the API's (a list expected): is --url a rackboot server?`,
+    `${other}/api/v1/machines answered JSON that is not the API's (a list of machines expected): is --url a rackboot server?`,
     'it was "machines.map is not a function"',
   );
 });
+
+t.test(
+  'JSON records of another shape are named too, not printed as undefined nor a type error',
+  async (t) => {
+    const { configFile } = await startLifecycleApp(t);
+    // Another web application on that port, with an API of its own under the same paths.
+    const other = await fakeHttpServer(t, (request, response) => {
+      const body = request.url?.startsWith('/api/v1/machines/') ? { ok: true } : [{ id: 1 }];
+      response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    });
+    const reprovisioned = await inProcessWith(
+      'token-for-the-other-server',
+      'reprovision',
+      '52:54:00:00:00:01',
+      '--url',
+      other,
+      '-c',
+      configFile,
+    );
+    t.equal(
+      reprovisioned.error?.message,
+      `${other}/api/v1/machines/52:54:00:00:00:01/reprovision answered JSON that is not the API's (a machine's state expected): is --url a rackboot server?`,
+      'it was "installs again at its next network boot (now undefined)", exit 0',
+    );
+    t.notMatch(reprovisioned.stdout, /installs again/);
+    const machines = await inProcess('machines', '--url', other, '-c', configFile);
+    t.equal(
+      machines.error?.message,
+      `${other}/api/v1/machines answered JSON that is not the API's (a list of machines expected): is --url a rackboot server?`,
+      'it was "Cannot read properties of undefined (reading \'padEnd\')"',
+    );
+    const logs = await inProcess('logs', '--url', other, '-c', configFile);
+    t.equal(
+      logs.error?.message,
+      `${other}/api/v1/events?limit=100 answered JSON that is not the API's (a list of events expected): is --url a rackboot server?`,
+    );
+  },
+);
 
 /** Answers the API calls of machines and reprovision, noting each request and its Authorization. */
 async function recordingApi(t: Test): Promise<{ url: string; port: string; heard: string[] }> {
@@ -456,7 +494,7 @@ async function recordingApi(t: Test): Promise<{ url: string; port: string; heard
     heard.push(`${request.method} ${request.url} ${request.headers.authorization ?? 'no token'}`);
     const body =
       request.method === 'POST'
-        ? { state: 'discovered' }
+        ? { mac: '52:54:00:00:00:01', state: 'discovered' }
         : request.url === '/api/v1/machines'
           ? []
           : { mac: '52:54:00:00:00:01', listed: true };

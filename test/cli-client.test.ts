@@ -1,7 +1,14 @@
 import type { RequestListener } from 'node:http';
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import t, { type Test } from 'tap';
-import { ApiError, followEvents, getJson, resolveServer, type ServerTarget } from '../src/cli/client.js';
+import {
+  ApiError,
+  followEvents,
+  getJson,
+  MACHINE_LIST,
+  resolveServer,
+  type ServerTarget,
+} from '../src/cli/client.js';
 import { fakeHttpServer } from './helpers/loopback.js';
 
 /** A fake server as the client's target. */
@@ -27,7 +34,7 @@ t.test('a JSON call to a server that accepts and never answers gives up with one
   const url = `http://127.0.0.1:${address.port}`;
   const started = performance.now();
   const failure = await Promise.race([
-    getJson({ url, token: undefined }, '/api/v1/machines', 'array').then(
+    getJson({ url, token: undefined }, '/api/v1/machines', MACHINE_LIST).then(
       () => 'answered',
       (error: Error) => error,
     ),

@@ -200,8 +200,28 @@ async function whyNoOperatorToken(state: string): Promise<string> {
   }
 }
 
-/** What a verb expects the API to answer: anything else means --url is not a rackboot server. */
-type Shape = 'array' | 'object';
+/**
+ * What a verb expects the API to answer: a list or one record, each record with these keys as text.
+ * Anything else means --url is not a rackboot server; read as the API's, it would be printed as
+ * `undefined` (and the verb succeed) or fail as a type error.
+ */
+export interface Shape {
+  what: string;
+  list: boolean;
+  textKeys: readonly string[];
+}
+
+export const MACHINE_LIST: Shape = { what: 'a list of machines', list: true, textKeys: ['mac'] };
+export const MACHINE: Shape = { what: 'a machine', list: false, textKeys: ['mac'] };
+export const EVENT_LIST: Shape = { what: 'a list of events', list: true, textKeys: ['source', 'type'] };
+/** The answer to an operator action (reprovision): the machine and its state. */
+export const OUTCOME: Shape = { what: "a machine's state", list: false, textKeys: ['mac'] };
+
+function fitsShape(body: unknown, shape: Shape): boolean {
+  const isRecord = (value: unknown) =>
+    isObject(value) && shape.textKeys.every((key) => typeof value[key] === 'string');
+  return shape.list ? Array.isArray(body) && body.every(isRecord) : isRecord(body);
+}
 
 /**
  * One API call under REQUEST_TIMEOUT_MS, its answer read whole. A server that accepts and never
@@ -249,10 +269,9 @@ async function request<T>(
   }
   if (!response.ok) throw new ApiError(explainRefusal(url, response.status, body), response.status);
   onHeaders?.(response.headers);
-  const fits = shape === 'array' ? Array.isArray(body) : isObject(body);
-  if (!fits) {
+  if (!fitsShape(body, shape)) {
     throw new ApiError(
-      `${url} answered JSON that is not the API's (${shape === 'array' ? 'a list' : 'an object'} expected): is --url a rackboot server?`,
+      `${url} answered JSON that is not the API's (${shape.what} expected): is --url a rackboot server?`,
       response.status,
     );
   }
@@ -320,12 +339,17 @@ export function warnOfRejectedConfig(headers: Headers): void {
 }
 
 /** An operator call: needs the token (resolveServer). */
-export function postOperator<T>(target: ServerTarget, path: string, body: unknown = {}): Promise<T> {
+export function postOperator<T>(
+  target: ServerTarget,
+  path: string,
+  shape: Shape,
+  body: unknown = {},
+): Promise<T> {
   if (!target.token) {
     const why = target.noToken ?? `set $RACKBOOT_API_TOKEN or server.api_token`;
     return Promise.reject(new ApiError(`no operator token: ${why}`, 401));
   }
-  return request<T>(target, path, 'object', {
+  return request<T>(target, path, shape, {
     method: 'POST',
     headers: { authorization: `Bearer ${target.token}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),

@@ -4,6 +4,7 @@ import { parseMac } from '../inventory/mac.js';
 import type { MachineEvent } from '../lifecycle/events.js';
 import {
   addServerOptions,
+  EVENT_LIST,
   followEvents,
   getJson,
   type HistoryGap,
@@ -54,7 +55,9 @@ export function registerLogs(program: Command): void {
       const newest = mac || options.lines === 0 ? await lastEventId(target) : undefined;
       const query = new URLSearchParams({ limit: String(options.lines), ...(mac ? { mac } : {}) });
       const history =
-        options.lines === 0 ? [] : await getJson<MachineEvent[]>(target, `/api/v1/events?${query}`, 'array');
+        options.lines === 0
+          ? []
+          : await getJson<MachineEvent[]>(target, `/api/v1/events?${query}`, EVENT_LIST);
       // Before the first line: `| head -1` reads it and goes.
       if (options.follow) watchPipeReaders(1, stop.signal, () => stop.abort());
       for (const event of history) await print(event);

@@ -3,7 +3,7 @@ import type { MachineView } from '../http/api-routes.js';
 import { adoptIntoFile } from '../inventory/adopt.js';
 import { parseMac } from '../inventory/mac.js';
 import { badName, isName, nameRule } from '../inventory/names.js';
-import { addServerOptions, getJson, resolveServer, warnOfRejectedConfig } from './client.js';
+import { addServerOptions, getJson, MACHINE_LIST, resolveServer, warnOfRejectedConfig } from './client.js';
 import { addConfigOption, existingConfigPath } from './config-option.js';
 
 export function registerMachines(program: Command): void {
@@ -17,7 +17,7 @@ export function registerMachines(program: Command): void {
       const list = await getJson<MachineView[]>(
         target,
         `/api/v1/machines${query}`,
-        'array',
+        MACHINE_LIST,
         warnOfRejectedConfig,
       );
       console.log(options.json ? JSON.stringify(list, null, 2) : machinesTable(list, Date.now()));

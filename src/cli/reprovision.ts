@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { MachineView } from '../http/api-routes.js';
 import { parseMac } from '../inventory/mac.js';
-import { addServerOptions, getJson, postOperator, resolveServer } from './client.js';
+import { addServerOptions, getJson, MACHINE, OUTCOME, postOperator, resolveServer } from './client.js';
 
 export function registerReprovision(program: Command): void {
   addServerOptions(program.command('reprovision <mac>'))
@@ -10,11 +10,15 @@ export function registerReprovision(program: Command): void {
       const mac = parseMac(macText);
       if (!mac) throw new Error(`not a MAC address: ${macText}`);
       const target = await resolveServer(options);
-      const answer = await postOperator<{ state: string }>(target, `/api/v1/machines/${mac}/reprovision`);
+      const answer = await postOperator<{ state: string }>(
+        target,
+        `/api/v1/machines/${mac}/reprovision`,
+        OUTCOME,
+      );
       console.log(`${mac}: installs again at its next network boot (now ${answer.state})`);
       // The server reprovisions any machine it has seen; one taken out of the config since then is
       // served at its next boot as unknown_machines says, which may be not at all.
-      const machine = await getJson<MachineView>(target, `/api/v1/machines/${mac}`, 'object').catch(
+      const machine = await getJson<MachineView>(target, `/api/v1/machines/${mac}`, MACHINE).catch(
         (error: Error) => {
           console.error(
             `rackboot reprovision: cannot tell whether ${mac} is in the config: ${error.message}`,
