@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -203,3 +203,40 @@ t.test('missingAssets for a stream: the manifest, then each file it lists', asyn
     'a stream that supplies nothing is not checked',
   );
 });
+
+t.test(
+  'missingAssets lists a boot file this user cannot read: every machine would be refused it',
+  { skip: process.getuid?.() === 0 ? false : 'needs root: reads as nobody to make a file unreadable' },
+  async (t) => {
+    const NOBODY = 65534;
+    const root = assetsRoot(t);
+    chmodSync(root, 0o755);
+    // A kernel left 0600 by a fetch or a copy run as root, and rackboot running as its service user.
+    writeFileSync(join(root, 'vmlinuz'), 'x', { mode: 0o600 });
+    writeManifest(root, { ...emptyManifest(), streams: { stable: { x86_64: entry('x86_64', '43.1.3.0') } } });
+    const rootfs = join(root, entry('x86_64', '43.1.3.0').rootfs.path);
+    chmodSync(rootfs, 0o600);
+    process.seteuid?.(NOBODY);
+    let missing: ReturnType<typeof missingAssets>;
+    try {
+      missing = missingAssets(
+        { kind: 'coreos-install', coreos: { stream: 'stable' }, kernel: 'vmlinuz', args: [] },
+        root,
+      );
+    } finally {
+      process.seteuid?.(0);
+    }
+    t.same(missing, [
+      {
+        field: 'kernel',
+        path: join(root, 'vmlinuz'),
+        message: `vmlinuz under ${root} cannot be read by this user: make it readable by the user rackboot runs as (chmod a+r)`,
+      },
+      {
+        field: 'coreos.stream',
+        path: rootfs,
+        message: `${rootfs} (stream stable, x86_64, release 43.1.3.0) cannot be read by this user: make it readable by the user rackboot runs as (chmod a+r)`,
+      },
+    ]);
+  },
+);

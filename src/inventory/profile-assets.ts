@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Arch, BIOS_BOOT_PROGRAM } from '../boot-plan.js';
 import {
@@ -98,6 +98,8 @@ export function missingAssets(profile: ProfileConfig, assetsRoot: string): Missi
     } else if (!statSync(path).isFile()) {
       // A directory exists, but HTTP and TFTP serve it as nothing a machine can boot.
       missing.push({ field, path, message: `${value} under ${assetsRoot} is not a file (a directory?)` });
+    } else if (!isReadable(path)) {
+      missing.push({ field, path, message: `${value} under ${assetsRoot} ${UNREADABLE}` });
     }
   };
   const checkSet = (prefix: string, set: { kernel?: string; initrd?: string[]; rootfs?: string }) => {
@@ -156,13 +158,35 @@ function missingStreamFiles(assetsRoot: string, stream: Stream): MissingAsset[] 
   return entries.flatMap(([arch, entry]) =>
     [entry.kernel, entry.initramfs, entry.rootfs]
       .map((file) => join(assetsRoot, file.path))
-      .filter((path) => !existsSync(path))
-      .map((path) => ({
-        field: 'coreos.stream',
-        path,
-        message: `${path} (stream ${stream}, ${arch}, release ${entry.release}) is missing; ${fetchHint} --arch ${arch}`,
-      })),
+      .filter((path) => !existsSync(path) || !isReadable(path))
+      .map((path) => {
+        const file = `${path} (stream ${stream}, ${arch}, release ${entry.release})`;
+        return {
+          field: 'coreos.stream',
+          path,
+          message: existsSync(path)
+            ? `${file} ${UNREADABLE}`
+            : `${file} is missing; ${fetchHint} --arch ${arch}`,
+        };
+      }),
   );
+}
+
+/** What to do about a boot file that exists but that HTTP and TFTP would refuse to every machine. */
+const UNREADABLE = 'cannot be read by this user: make it readable by the user rackboot runs as (chmod a+r)';
+
+/**
+ * A kernel left 0600 by a fetch run as root exists, and a booting machine still gets none. Opened as
+ * HTTP and TFTP open it (access(2) would ask for the real user, not the effective one they run as);
+ * without waiting, should a named pipe stand where the manifest names a file.
+ */
+function isReadable(path: string): boolean {
+  try {
+    closeSync(openSync(path, constants.O_RDONLY | constants.O_NONBLOCK));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function streamEntry(assetsRoot: string, stream: Stream, keys: string[]): ManifestEntry | { error: string } {
