@@ -1,4 +1,5 @@
 import { type DestinationStream, type Logger, pino } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 export type Component = 'dhcp' | 'tftp' | 'http' | 'lifecycle' | 'config' | 'fetch' | 'lab';
@@ -21,11 +22,10 @@ export function createRootLogger(options: LogOptions = {}): Logger {
   };
   const level = options.level ?? 'info';
   if (options.pretty) {
-    return pino({
-      level,
-      redact,
-      transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l' } },
-    });
+    // In this thread, not as a transport: a transport's worker stops at the reader's end (`serve
+    // --pretty | grep`, then Ctrl-C), and the exit then waited the 10 s shutdown limit for it.
+    // Written asynchronously, as JSON lines are: a paused reader (`| less`) holds no request.
+    return pino({ level, redact }, pretty({ translateTime: 'SYS:HH:MM:ss.l' }));
   }
   return options.destination
     ? pino({ level, redact }, options.destination as DestinationStream)

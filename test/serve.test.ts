@@ -153,6 +153,25 @@ t.test('serve: hot reload and graceful shutdown', async (t) => {
   await t.rejects(fetch(`${base}/boot.ipxe`), 'the HTTP socket is closed');
 });
 
+t.test('serve --pretty whose log reader is gone stops at once on SIGTERM, exit 0', async (t) => {
+  // `serve --pretty | grep node1`, then Ctrl-C: the terminal's SIGINT ends grep with serve, and the
+  // shutdown lines go to a pipe nobody reads. They waited for the 10 s shutdown limit, then exit 1.
+  const stopWithTest = stopsWithTest(t);
+  const directory = t.testdir({ 'boot-assets': { vmlinuz: 'kernel', 'initrd.img': 'initrd' } });
+  const [httpPort, tftpPort] = [await freePort(), await freePort()];
+  const file = join(directory, 'rackboot.yaml');
+  writeFileSync(file, configText(httpPort, tftpPort, ''));
+  const [command, args] = cliCommand(['serve', '--pretty', '-c', file]);
+  const child = stopWithTest(spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  await waitForOutput(child, (line) => line.includes('rackboot serving'), 30_000);
+  child.stdout?.destroy();
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const signalled = performance.now();
+  child.kill('SIGTERM');
+  t.equal(await exited, 0, 'exits 0');
+  t.ok(performance.now() - signalled < 5000, 'well within the shutdown limit');
+});
+
 t.test("with --log-level the file's server.log_level is not reported as awaiting a restart", async (t) => {
   // The flag sets the level now and after any restart: before, an edit of server.log_level was
   // logged as "still the running value until a restart" with the file's first value as the running
