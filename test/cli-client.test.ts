@@ -101,6 +101,41 @@ t.test('logs -f refuses an answer that is not an event stream', async (t) => {
   t.same(disconnects, [], 'no reconnecting');
 });
 
+t.test("logs -f refuses an event stream of another application's messages", async (t) => {
+  // Not rackboot's events: they were "Cannot read properties of undefined (reading 'padEnd')", or a
+  // JSON parse error repeated at every reconnect.
+  for (const [name, data, what] of [
+    ['not JSON', 'data: hello', 'an event'],
+    ['JSON of another shape', 'data: {"a":1}', 'an event'],
+    ['null', 'data: null', 'an event'],
+    ['a history-gap of another shape', 'event: history-gap\ndata: {}', 'a history gap'],
+  ] as const) {
+    const target = await serve(t, (_request, response) => {
+      response.writeHead(200, { 'content-type': 'text/event-stream' }).write(`${data}\n\n`);
+    });
+    const stop = new AbortController();
+    t.teardown(() => stop.abort());
+    const outcome = await Promise.race([
+      (async () => {
+        for await (const _event of followEvents(target, {
+          signal: stop.signal,
+          reconnectDelayMs: 10,
+          onHistoryGap: () => t.fail('no gap expected'),
+        }))
+          t.fail('no event expected');
+        return 'ended';
+      })().catch((error: Error) => error),
+      new Promise((resolve) => setTimeout(resolve, 2000, 'still reconnecting')),
+    ]);
+    t.equal(
+      (outcome as Error).message,
+      `${target.url}/api/v1/events sent a message that is not the API's (${what} expected): is --url a rackboot server?`,
+      name,
+    );
+    t.ok(outcome instanceof ApiError, `${name}: ends, as retrying would not change it`);
+  }
+});
+
 t.test('logs -f reopens a stream that went silent, resuming after the last event', async (t) => {
   const lastEventIds: (string | undefined)[] = [];
   const target = await serve(t, (request, response) => {
@@ -108,7 +143,8 @@ t.test('logs -f reopens a stream that went silent, resuming after the last event
     lastEventIds.push(typeof header === 'string' ? header : undefined);
     response.writeHead(200, { 'content-type': 'text/event-stream' });
     // The first connection sends one event and then nothing, not even a keep-alive.
-    if (lastEventIds.length === 1) response.write('id: 7\ndata: {"id":7,"type":"dhcp-ack"}\n\n');
+    if (lastEventIds.length === 1)
+      response.write('id: 7\ndata: {"id":7,"source":"dhcp","type":"dhcp-ack"}\n\n');
   });
   const stop = new AbortController();
   t.teardown(() => stop.abort());
@@ -130,7 +166,7 @@ t.test('logs -f reopens a stream that went silent, resuming after the last event
   }
   stop.abort();
   await consumed;
-  t.same(received, [{ id: 7, type: 'dhcp-ack' }]);
+  t.same(received, [{ id: 7, source: 'dhcp', type: 'dhcp-ack' }]);
   t.same(lastEventIds.slice(0, 2), ['6', '7'], 'reconnected with the last id it got');
   t.same(told, [`${target.url}/api/v1/events: nothing received for 0.3 s`]);
 });

@@ -216,6 +216,8 @@ export const MACHINE: Shape = { what: 'a machine', list: false, textKeys: ['mac'
 export const EVENT_LIST: Shape = { what: 'a list of events', list: true, textKeys: ['source', 'type'] };
 /** The answer to an operator action (reprovision): the machine and its state. */
 export const OUTCOME: Shape = { what: "a machine's state", list: false, textKeys: ['mac'] };
+const EVENT: Shape = { what: 'an event', list: false, textKeys: ['source', 'type'] };
+const HISTORY_GAP: Shape = { what: 'a history gap', list: false, textKeys: ['reason'] };
 
 function fitsShape(body: unknown, shape: Shape): boolean {
   const isRecord = (value: unknown) =>
@@ -474,12 +476,14 @@ export async function* followEvents(
           if (message.retry !== undefined) baseDelayMs = message.retry;
           if (message.data === undefined) continue;
           if (message.id !== undefined) lastId = Number(message.id);
-          if (message.event === 'history-gap') options.onHistoryGap?.(JSON.parse(message.data) as HistoryGap);
+          if (message.event === 'history-gap') {
+            options.onHistoryGap?.(streamRecord<HistoryGap>(url, message.data, HISTORY_GAP));
+          }
           // Provisioning events are unnamed; a name this client does not know is for newer clients.
           if (message.event !== undefined) continue;
           // The consumer may take its time (a paused pager): that is not the stream's silence.
           clearTimeout(idle);
-          yield JSON.parse(message.data) as MachineEvent;
+          yield streamRecord<MachineEvent>(url, message.data, EVENT);
           watchIdle();
         }
       }
@@ -509,6 +513,19 @@ async function* eachChunk(
     onChunk();
     yield chunk;
   }
+}
+
+/**
+ * One message of the event stream as the record `shape` describes. Anything else is another
+ * application's event stream, which reconnecting would not change.
+ */
+function streamRecord<T>(url: string, data: string, shape: Shape): T {
+  const record = parseOrUndefined(data);
+  if (fitsShape(record, shape)) return record as T;
+  throw new ApiError(
+    `${url} sent a message that is not the API's (${shape.what} expected): is --url a rackboot server?`,
+    200,
+  );
 }
 
 function parseOrUndefined(text: string): unknown {
