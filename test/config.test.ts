@@ -199,6 +199,13 @@ const cases: [name: string, yaml: string, expected: string[]][] = [
     ],
   ],
   [
+    'unknown_machines: the word ignore misspelt, not a profile',
+    `${header}unknown_machines: Ignore\n`,
+    [
+      'rackboot.yaml:13:19: unknown_machines names profile "Ignore", which does not exist (did you mean "ignore"?)',
+    ],
+  ],
+  [
     'a machine naming an inherited property instead of a profile',
     `${header}machines:\n  - { mac: 52:54:00:00:00:01, profile: toString }\n`,
     ['rackboot.yaml:14:40: machines[0].profile names profile "toString", which does not exist'],

@@ -586,7 +586,8 @@ function crossFieldProblems(
     unknownMachines !== 'ignore' &&
     !Object.hasOwn(profiles, unknownMachines)
   ) {
-    problems.push(missingProfile(['unknown_machines'], unknownMachines, profileNames, locate));
+    // `Ignore` or `ignor` means the word, not a profile: suggested along with the profiles.
+    problems.push(missingProfile(['unknown_machines'], unknownMachines, profileNames, locate, ['ignore']));
   }
 
   for (const [name, profileValue] of Object.entries(profiles)) {
@@ -742,8 +743,14 @@ function eachNamingTheOther(
   ];
 }
 
-function missingProfile(path: Path, name: string, known: string[], locate: Locator): Problem {
-  const suggestion = closestName(name, known);
+function missingProfile(
+  path: Path,
+  name: string,
+  known: string[],
+  locate: Locator,
+  words: string[] = [],
+): Problem {
+  const suggestion = closestName(name, [...words, ...known]);
   const hint = suggestion
     ? ` (did you mean "${suggestion}"?)`
     : known.length > 0
