@@ -428,6 +428,28 @@ t.test('a server adopt whose reload is rejected all the same says so, with the p
   t.equal(source.current(), loaded.config, 'the running config does not');
 });
 
+t.test('a server adopt whose reload applies a file saved over it without the machine says so', async (t) => {
+  const { file } = configWithAssets(t, { vmlinuz: 'k', 'initrd.img': 'i' }, {});
+  const before = readFileSync(file, 'utf8');
+  const loaded = await loadConfigFile(file);
+  if (!loaded.ok) throw new Error('fixture config must load');
+  // An editor that opened the file before the adopt saves its buffer before the reload reads it.
+  const source = watchConfig(loaded.config, {
+    logger: pino({ level: 'silent' }),
+    load: async (path) => {
+      writeFileSync(path, before.replace('machines: []', 'machines: [] # edited by hand'));
+      return loadConfigFile(path);
+    },
+  });
+  t.teardown(() => source.close());
+  t.match(await adoptIntoServer(source, { mac: NEW, profile: 'lab' }), {
+    ok: false,
+    code: 'busy',
+    message: /^52:54:00:00:00:09 was written to .*rackboot\.yaml, but the file was saved over without it/,
+  });
+  t.same(source.current().machines, [], 'the running server does not list it, as the answer says');
+});
+
 t.test('machines adopt --url is refused, not ignored while the local file is edited', async (t) => {
   const file = configWithTemplate(t);
   const before = readFileSync(file, 'utf8');

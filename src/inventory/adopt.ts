@@ -581,7 +581,8 @@ let serverAdopts: Promise<unknown> = Promise.resolve();
  * then reloaded, and answered once the config in force lists the machine (a client reading the
  * fleet right after, as the dashboard does, saw it still discovered, the file watcher being a reload
  * behind). A reload rejected all the same (the file or a template changed in between) is said so:
- * the file has the machine, the running server does not.
+ * the file has the machine, the running server does not; and so is one applied without it (the
+ * file saved over in between).
  */
 export async function adoptIntoServer(
   source: Pick<ConfigSource, 'current' | 'reload'>,
@@ -595,7 +596,16 @@ export async function adoptIntoServer(
   });
   if (!adopted.ok) return adopted;
   const reloaded = await source.reload();
-  if (reloaded.applied) return adopted;
+  if (reloaded.applied) {
+    // The reload read the file as it was then: a save in between (an editor's buffer opened before
+    // the adopt, written over it) applies without the machine, which is then in neither.
+    if (source.current().machines.some((machine) => machine.mac === request.mac)) return adopted;
+    return {
+      ok: false,
+      code: 'busy',
+      message: `${request.mac} was written to ${running.file}, but the file was saved over without it before the running server reloaded it (an editor's buffer opened before the adopt?): the server does not list it; run the adopt again`,
+    };
+  }
   return {
     ok: false,
     code: 'not-applied',
