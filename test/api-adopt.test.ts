@@ -7,6 +7,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  renameSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -835,6 +836,50 @@ t.test('an adopt fsyncs the new file before the rename and its directory after',
   t.ok(configDirectory, 'the directory is fsynced');
   t.equal(configDirectory?.fileHasMachine, true, 'after the rename');
 });
+
+t.test(
+  'an editor saving while an adopt renames its draft over the config never loses its edit',
+  async (t) => {
+    // The check that the file still holds what the adopt read, and the rename over it, were two
+    // awaited calls: a save landing between them (here an editor in this process, after each delay
+    // from the moment the draft is written) was renamed over, and the adopt answered ok.
+    const directory = t.testdir({ config: { 'rackboot.yaml': PLAIN_CONFIG } });
+    const file = join(directory, 'config', 'rackboot.yaml');
+    // The draft is written once it has the config's mode (it is made 0600, then given that mode).
+    const mode = statSync(file).mode & 0o777;
+    const draftWritten = () =>
+      readdirSync(dirname(file)).some(
+        (name) =>
+          name.startsWith('rackboot.yaml.adopt-') &&
+          (statSync(join(dirname(file), name)).mode & 0o777) === mode,
+      );
+    const saveLikeAnEditor = (edit: string) => {
+      writeFileSync(`${file}.swp`, `${readFileSync(file, 'utf8')}${edit}`);
+      renameSync(`${file}.swp`, file);
+    };
+    const lost: string[] = [];
+    for (let step = 0; step < 80; step += 1) {
+      const adopting = adoptIntoFile(file, {
+        mac: mac(`52:54:00:00:01:${step.toString(16).padStart(2, '0')}`),
+        profile: 'plain',
+      });
+      let done = false;
+      void adopting.finally(() => {
+        done = true;
+      });
+      while (!done && !draftWritten()) await new Promise((resolve) => setImmediate(resolve));
+      const start = performance.now();
+      while (!done && performance.now() - start < step * 0.1)
+        await new Promise((resolve) => setImmediate(resolve));
+      const edit = `# edit ${step}\n`;
+      saveLikeAnEditor(edit);
+      const adopted = await adopting;
+      if (!readFileSync(file, 'utf8').includes(edit))
+        lost.push(`${edit.trim()} (the adopt: ${adopted.ok ? 'ok' : adopted.code})`);
+    }
+    t.same(lost, [], 'every edit saved during an adopt is in the file');
+  },
+);
 
 t.test('machines adopt --hostname warns of a hostname another machine has, and still adopts', async (t) => {
   const config = PLAIN_CONFIG.replace(

@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { lstat, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
+import { renameSync } from 'node:fs';
+import { lstat, open, readdir, realpath, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type Document, isMap, isNode, isScalar, isSeq, parse, parseDocument } from 'yaml';
 import { giveTo, makeDirectory, syncDirectory } from '../durable-file.js';
 import { type FileLockOptions, withFileLock } from '../file-lock.js';
 import { checkArguments, checkTemplate } from '../ignition/check.js';
 import { isRunning, removeOrphans } from '../lab/command.js';
-import { readRegularFile } from '../regular-file.js';
+import { readRegularFileSync } from '../regular-file.js';
 import { runModuleWorker } from '../worker-thread.js';
 import { type LoadOptions, loadConfigText } from './load.js';
 import { type Mac, parseMac } from './mac.js';
@@ -495,8 +496,11 @@ async function replaceFile(file: string, text: string, original: string): Promis
     } finally {
       await handle.close();
     }
-    if ((await readRegularFile(target))?.toString('utf8') !== original) return false;
-    await rename(temporary, target);
+    // Checked and renamed in one go, nothing between them: awaited, each waited its turn in libuv's
+    // thread pool (shared with every TFTP and HTTP file read), and an editor's save landing in
+    // between was renamed over, its edit lost while the adopt said it was done.
+    if (readRegularFileSync(target)?.toString('utf8') !== original) return false;
+    renameSync(temporary, target);
     renamed = true;
     await syncDirectory(dirname(target));
     return true;
