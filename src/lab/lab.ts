@@ -110,6 +110,16 @@ const IGNITION_BLOCK = new RegExp(
 );
 const LOCAL_DISK_BYTES = 1 << 20;
 
+/**
+ * The outcome a marker line (one OUTCOME matched) reports. Read from the word after the result
+ * marker, not from anywhere in the line: a failure's reason may itself say "installed" (the guest's
+ * `fail "posting installed"` when rackboot refused the event).
+ */
+export function bootResult(markerLine: string): BootResult {
+  if (markerLine.includes(LOCAL_DISK_MARKER)) return 'local-disk';
+  return markerLine.includes(`${GUEST_MARKERS.result} installed`) ? 'installed' : 'failed';
+}
+
 const moduleFile = fileURLToPath(import.meta.url);
 const runningFromSource = moduleFile.endsWith('.ts');
 const packageRoot = resolve(dirname(moduleFile), '..', '..');
@@ -316,11 +326,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
           try {
             const line = await vm.waitForLine(OUTCOME, timeoutMs);
             detail = line.text;
-            result = line.text.includes(LOCAL_DISK_MARKER)
-              ? 'local-disk'
-              : line.text.includes(' installed')
-                ? 'installed'
-                : 'failed';
+            result = bootResult(line.text);
             // The guest powers off (or the boot sector ends QEMU) right after its marker.
             await withTimeout(vm.exited, POWER_OFF_GRACE_MS);
           } catch (error) {

@@ -9,7 +9,8 @@ import { LOCAL_DISK_MARKER, localDiskBootSector } from '../../src/lab/boot-secto
 import { runCommand } from '../../src/lab/command.js';
 import { writeCpioNewc } from '../../src/lab/cpio.js';
 import { dnsmasqArguments } from '../../src/lab/dnsmasq.js';
-import { guestInitScript, jsonCheckAwk, udhcpcScript } from '../../src/lab/guest-init.js';
+import { GUEST_MARKERS, guestInitScript, jsonCheckAwk, udhcpcScript } from '../../src/lab/guest-init.js';
+import { bootResult } from '../../src/lab/lab.js';
 import {
   ignitionProblem,
   LAB_IGNITION_TEMPLATE,
@@ -252,4 +253,14 @@ t.test('serial console lines lose the control sequences SeaBIOS and OVMF send', 
   t.equal(consoleText('\x1b[=3h\x1b[=3h\x1b[=3hBdsDxe: loading Boot0001   '), 'BdsDxe: loading Boot0001');
   t.equal(consoleText('\x1b[2J\x1b[01;01H\x1b[0m\x1b[35m\x1b[40mSeaBIOS'), 'SeaBIOS');
   t.equal(consoleText('\x1b(Bplain\x1bc'), 'plain');
+});
+
+t.test('the boot result is the word after the marker, whatever a failure reason says', async (t) => {
+  const mac = '52:54:00:77:64:01';
+  t.equal(bootResult(`${GUEST_MARKERS.result} installed mac=${mac} ip=10.77.100.100`), 'installed');
+  t.equal(bootResult(`${GUEST_MARKERS.result} failed mac=${mac} reason=insmod virtio_net`), 'failed');
+  // What the guest prints when rackboot refused its installed event: rackboot never recorded it.
+  t.ok(guestInitScript().includes('fail "posting installed"'));
+  t.equal(bootResult(`${GUEST_MARKERS.result} failed mac=${mac} reason=posting installed`), 'failed');
+  t.equal(bootResult(LOCAL_DISK_MARKER), 'local-disk');
 });
