@@ -28,7 +28,14 @@ import {
   type NamespaceHandle,
   onEmergencyCleanup,
 } from './network.js';
-import { type LabFirmware, OVMF_VARS_TEMPLATE, type SerialLine, startVm, type VmRun } from './qemu.js';
+import {
+  type LabFirmware,
+  OVMF_VARS_TEMPLATE,
+  requireOvmf,
+  type SerialLine,
+  startVm,
+  type VmRun,
+} from './qemu.js';
 import { radvdArguments, radvdConfig } from './router-advertisement.js';
 import { waitForApi, watchProcess, withTimeout } from './server-process.js';
 import { type BootTimeline, bootTimeline } from './timings.js';
@@ -138,6 +145,7 @@ export async function startLab(options: LabOptions): Promise<Lab> {
   if (options.routerAdvertisement !== false) tools.push('radvd');
   if (options.server.kind === 'dnsmasq' || options.server.dhcpMode === 'proxy') tools.push('dnsmasq');
   await requireLabTools(tools);
+  await requireOvmf(options.machines.map((machine) => machine.firmware));
 
   const cacheDirectory = options.cacheDirectory ?? defaultLabCacheDirectory();
   const assets = await prepareLabAssets(cacheDirectory, progress);

@@ -1,5 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { constants, createWriteStream } from 'node:fs';
+import { access } from 'node:fs/promises';
 import { DEBUG_EXIT_PORT } from './boot-sector.js';
 import type { LabNetwork } from './network.js';
 import { stopChild } from './network.js';
@@ -16,6 +17,19 @@ export type Accelerator = 'tcg' | 'kvm';
 export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 export const OVMF_VARS_TEMPLATE = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 const MEMORY_MB = 768;
+
+/**
+ * Fails in one line, before any network or server exists, when a UEFI VM's firmware images are
+ * missing: QEMU would otherwise report it only as each VM's early exit after the lab was built.
+ */
+export async function requireOvmf(firmwares: readonly LabFirmware[]): Promise<void> {
+  if (firmwares.every((firmware) => firmware === 'bios')) return;
+  for (const file of [OVMF_CODE, OVMF_VARS_TEMPLATE]) {
+    await access(file, constants.R_OK).catch(() => {
+      throw new Error(`UEFI VMs need ${file} (Debian package ovmf)`);
+    });
+  }
+}
 
 export interface VmSpec {
   name: string;
