@@ -1,6 +1,6 @@
 import { constants as osConstants } from 'node:os';
 import type { Command } from 'commander';
-import type { AcceleratorChoice, LabFirmware } from '../lab/index.js';
+import type { AcceleratorChoice, BootOutcome, LabFirmware } from '../lab/index.js';
 import { formatEvent } from './logs.js';
 import { wholeNumberIn } from './whole-number.js';
 
@@ -120,11 +120,7 @@ async function runLab(options: {
       say(
         `  ${outcome.machine.hostname} ${outcome.machine.mac} ${outcome.result}: ${formatTimeline(outcome.timeline)}`,
       );
-      if (outcome.result !== 'installed') {
-        // Why it ended: a time limit, QEMU's exit, or the guest's own result line.
-        say(`  ${outcome.detail}`);
-        say(`  last console lines:\n${outcome.tail}`);
-      }
+      if (outcome.result !== 'installed') for (const line of unfinishedReport(outcome)) say(line);
     }
     if (options.keep) say(`lab directory kept: ${lab.directory}`);
     return outcomes.every((outcome) => outcome.result === 'installed') ? 0 : 1;
@@ -135,4 +131,13 @@ async function runLab(options: {
       process.off('SIGTERM', onSignal);
     }
   }
+}
+
+/**
+ * Why a VM did not install (a time limit, QEMU's exit, or the guest's own result line), then its
+ * console's last lines, once: the message of a time limit or an exit already ends with those lines.
+ */
+export function unfinishedReport(outcome: Pick<BootOutcome, 'detail' | 'tail'>): string[] {
+  const reason = (outcome.detail.split('\n')[0] ?? '').replace(/; last lines:$/, '');
+  return [`  ${reason}`, `  last console lines:\n${outcome.tail}`];
 }

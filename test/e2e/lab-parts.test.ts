@@ -1,7 +1,9 @@
+import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { unfinishedReport } from '../../src/cli/lab.js';
 import { renderIgnition } from '../../src/ignition/render.js';
 import { parseTemplate } from '../../src/ignition/template.js';
 import { loadConfigText } from '../../src/inventory/load.js';
@@ -19,7 +21,8 @@ import {
   labRackbootConfig,
   peerBootScript,
 } from '../../src/lab/lab-config.js';
-import { consoleText, qemuArguments, type VmSpec } from '../../src/lab/qemu.js';
+import type { LabNetwork } from '../../src/lab/network.js';
+import { consoleText, qemuArguments, startVm, type VmSpec } from '../../src/lab/qemu.js';
 import { radvdArguments, radvdConfig } from '../../src/lab/router-advertisement.js';
 import { bootTimeline } from '../../src/lab/timings.js';
 
@@ -263,4 +266,27 @@ t.test('the boot result is the word after the marker, whatever a failure reason 
   t.ok(guestInitScript().includes('fail "posting installed"'));
   t.equal(bootResult(`${GUEST_MARKERS.result} failed mac=${mac} reason=posting installed`), 'failed');
   t.equal(bootResult(LOCAL_DISK_MARKER), 'local-disk');
+});
+
+t.test('a VM that did not install is reported with its reason and its console tail once', async (t) => {
+  // A stand-in for QEMU that prints two console lines and exits, as QEMU does when it cannot start.
+  const network = {
+    spawn: () => spawn('sh', ['-c', 'echo "SeaBIOS (version 1.16)"; echo "qemu: cannot start" >&2; exit 1']),
+  } as unknown as LabNetwork;
+  const spec: VmSpec = {
+    name: 'lab-1',
+    mac: '52:54:00:77:64:01',
+    tap: 'rbtap1',
+    firmware: 'bios',
+    accelerator: 'tcg',
+  };
+  const vm = startVm(network, spec, { hardLimitSeconds: 10 });
+  const detail = await vm.waitForLine(/RB-LAB-RESULT/, 10_000).then(
+    () => 'unexpected marker',
+    (error: Error) => error.message,
+  );
+  const report = unfinishedReport({ detail, tail: vm.tail() }).join('\n');
+  t.match(report, /^ {2}lab-1: QEMU exited \(1\) before \S+\n {2}last console lines:\n/);
+  t.equal(report.split('qemu: cannot start').length - 1, 1, 'the console tail appears once');
+  t.match(report, /last console lines:\nSeaBIOS \(version 1\.16\)\nqemu: cannot start$/);
 });
