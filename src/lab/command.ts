@@ -38,6 +38,21 @@ export async function runCommand(
   }
 }
 
+/**
+ * The Debian package of each tool the lab runs. The error names them: an installed rackboot does
+ * not ship the repository's .ci/apt-packages.txt.
+ */
+const TOOL_PACKAGES: Record<string, string> = {
+  ip: 'iproute2',
+  timeout: 'coreutils',
+  curl: 'curl',
+  'qemu-system-x86_64': 'qemu-system-x86',
+  'apt-get': 'apt',
+  'dpkg-deb': 'dpkg',
+  radvd: 'radvd',
+  dnsmasq: 'dnsmasq-base',
+};
+
 /** Fails with the reason (never skips) when a tool the lab needs is missing. */
 export async function requireLabTools(tools: readonly string[]): Promise<void> {
   if (process.getuid?.() !== 0) {
@@ -48,7 +63,8 @@ export async function requireLabTools(tools: readonly string[]): Promise<void> {
     await runCommand('sh', ['-c', `command -v ${tool}`]).catch(() => missing.push(tool));
   }
   if (missing.length > 0) {
-    throw new Error(`the lab needs ${missing.join(', ')} on PATH (Debian packages in .ci/apt-packages.txt)`);
+    const packages = [...new Set(missing.map((tool) => TOOL_PACKAGES[tool] ?? tool))];
+    throw new Error(`the lab needs ${missing.join(', ')} on PATH (Debian packages: ${packages.join(' ')})`);
   }
 }
 

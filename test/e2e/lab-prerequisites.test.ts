@@ -1,4 +1,7 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { runCommand } from '../../src/lab/command.js';
@@ -60,4 +63,22 @@ t.test('a UEFI lab without OVMF is refused before any namespace exists', async (
   t.match(output, `UEFI VMs need ${OVMF_CODE} (Debian package ovmf)`);
   t.notMatch(output, /started in/);
   t.equal(await runCommand('ip', ['netns', 'list']), before, 'no namespace was made or left');
+});
+
+t.test('a missing tool is named with the Debian package that brings it', async (t) => {
+  // Every tool of a rackboot lab but QEMU, on a PATH of their own.
+  const bin = await mkdtemp(join(tmpdir(), 'rackboot-lab-tools-'));
+  t.teardown(() => rm(bin, { recursive: true, force: true }));
+  for (const tool of ['sh', 'ip', 'timeout', 'curl', 'apt-get', 'dpkg-deb', 'radvd']) {
+    const found = (await runCommand('sh', ['-c', `command -v ${tool}`])).trim();
+    await symlink(found, join(bin, tool));
+  }
+  const main = join(root, 'src', 'cli', 'main.ts');
+  const stderr = await new Promise<string>((resolve) => {
+    const args = ['--import', 'tsx', main, 'lab', '--subnet', String(SUBNET)];
+    execFile(process.execPath, args, { cwd: root, env: { ...process.env, PATH: bin } }, (_error, _out, err) =>
+      resolve(err),
+    );
+  });
+  t.equal(stderr, 'rackboot: the lab needs qemu-system-x86_64 on PATH (Debian packages: qemu-system-x86)\n');
 });
