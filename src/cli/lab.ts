@@ -86,6 +86,8 @@ async function runLab(options: {
     const status = 128 + osConstants.signals[signal];
     interrupted = status;
     say(`${signal === 'SIGINT' ? 'interrupted' : 'terminated'}: stopping the VMs and removing the lab`);
+    // A --keep run is often stopped because a VM hangs: its serial logs are what the operator wants.
+    if (options.keep) say(`lab directory kept: ${lab.directory}`);
     void lab
       .close()
       .catch((error: unknown) => say(`cleanup failed: ${(error as Error).message}`))

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
@@ -12,6 +12,8 @@ import { waitUntil } from '../helpers/poll.js';
 // server-like processes run in the lab namespaces each time.
 
 const fixture = fileURLToPath(new URL('./abandoned-lab.ts', import.meta.url));
+/** The LAN of the `rackboot lab` run below (private to its namespace, like every lab's). */
+const KEEP_SUBNET = 253;
 
 interface Abandoned {
   namespaces: string[];
@@ -104,4 +106,27 @@ t.test('a temporary directory left by a dead run is swept by the next, a live ru
     [basename(made), live, 'download-without-owner', `probe-${deadPid}-other`].sort(),
     "the dead run's download is gone; the live one, other prefixes and names without an owner stay",
   );
+});
+
+t.test('Ctrl-C in a `rackboot lab --keep` run names the kept directory', async (t) => {
+  const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+  const lab = spawn(
+    process.execPath,
+    ['--import', 'tsx', main, 'lab', '--keep', '--accel', 'tcg', '--subnet', String(KEEP_SUBNET)],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  t.teardown(() => {
+    if (lab.exitCode === null && lab.signalCode === null) lab.kill('SIGKILL');
+  });
+  let output = '';
+  const exited = new Promise<number | null>((resolve) => lab.once('exit', (code) => resolve(code)));
+  for (const stream of [lab.stdout, lab.stderr]) stream.on('data', (chunk: Buffer) => (output += chunk));
+  t.ok(await waitUntil(async () => output.includes('powering on'), 60_000), 'the VM started', { output });
+  lab.kill('SIGINT');
+  await exited;
+  const kept = /lab directory kept: (\S+)/.exec(output)?.[1];
+  t.ok(kept, 'the directory is named', { output });
+  if (!kept) return;
+  t.teardown(() => rmSync(kept, { recursive: true, force: true }));
+  t.ok(existsSync(join(kept, 'rackboot.yaml')), 'and it is there, config and all');
 });
