@@ -793,6 +793,47 @@ t.test('rackboot render prints exactly what the server sends', async (t) => {
   );
 });
 
+t.test(
+  "render is not refused by another machine's broken template, and names its own as the 503",
+  async (t) => {
+    const { app, fixture, tokenOf } = await setup(t);
+    const cli = (...args: string[]) =>
+      execFileAsync(process.execPath, [
+        '--import',
+        'tsx',
+        'src/cli/main.ts',
+        'render',
+        ...args,
+        '-c',
+        join(fixture.dir, 'rackboot.yaml'),
+      ]).then(
+        (done) => ({ code: 0, ...done }),
+        (failed: { code: number; stdout: string; stderr: string }) => failed,
+      );
+    // The server reads templates at each request: node1's (worker.bu) broken after its start stops node1 only.
+    const worker = join(fixture.dir, 'ignition', 'worker.bu');
+    writeFileSync(worker, readFileSync(worker, 'utf8').replace('{{vars.role}}', '{{vars.nosuch}}'));
+    const node2Ignition = await app.inject(`/ignition/52-54-00-12-34-57.ign?token=${tokenOf(NODE2)}`);
+    t.equal(node2Ignition.statusCode, 200, 'the server serves node2');
+    const rendered = await cli('ignition', '--mac', NODE2);
+    t.equal(rendered.code, 0, rendered.stderr);
+    t.equal(rendered.stdout, `${node2Ignition.body}\n`, 'render prints what node2 gets');
+    const script = await cli('ipxe', '--mac', NODE2);
+    t.equal(script.code, 0, script.stderr);
+    t.equal(script.stdout, (await app.inject('/boot/52-54-00-12-34-57.ipxe?arch=x86_64')).body);
+
+    t.equal((await app.inject(`/ignition/52-54-00-12-34-56.ign?token=${tokenOf(NODE1)}`)).statusCode, 503);
+    const broken = await cli('ignition', '--mac', NODE1);
+    t.equal(broken.code, 1);
+    t.equal(broken.stdout, '');
+    t.match(
+      broken.stderr,
+      /worker\.bu:\d+:\d+: \{\{vars\.nosuch\}\} is not set for machine 52:54:00:12:34:56/,
+    );
+    t.match(broken.stderr, 'the server answers 503 until this is fixed');
+  },
+);
+
 t.test('an edited template applies to the next request; a broken edit answers 503 until fixed', async (t) => {
   const { app, fixture, tokenOf } = await setup(t);
   const url = `/ignition/52-54-00-12-34-56.ign?token=${tokenOf(NODE1)}`;

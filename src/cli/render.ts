@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { type Command, Option } from 'commander';
 import { archFromBuildarch, IPXE_BUILDARCHES } from '../http/ipxe.js';
 import { machineScript } from '../http/machine-script.js';
+import { checkArguments } from '../ignition/check.js';
 import { createMachineIgnition } from '../ignition/machine-ignition.js';
 import { type MachineSecrets, readMachineSecrets, SECRET_FILE_NAME } from '../ignition/tokens.js';
 import { machineVars } from '../ignition/vars.js';
@@ -10,7 +11,6 @@ import { loadConfigFile } from '../inventory/load.js';
 import { isMachineMac, type Mac, NOT_A_MACHINE_MAC, parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
 import type { Config } from '../inventory/schema.js';
-import { VALIDATE_CHECKS } from '../inventory/validate-checks.js';
 import { type MachineRecord, readMachineRecord } from '../lifecycle/store.js';
 import { readRunningServer } from '../running-server.js';
 import { StateError } from '../state-error.js';
@@ -40,7 +40,13 @@ export function registerRender(program: Command): void {
       if (!mac) throw new Error(`not a MAC address: ${options.mac}`);
       // The server answers no script or config for such a MAC: printing one would show what never happens.
       if (!isMachineMac(mac)) throw new Error(`${mac} ${NOT_A_MACHINE_MAC}`);
-      const loaded = await loadConfigFile(resolveConfigPath(options.config), VALIDATE_CHECKS);
+      // Templates are not checked for every machine here: the server reads them at each request, so
+      // one broken for other machines stops only theirs (503), and this machine's own problems are
+      // found by rendering it below.
+      const loaded = await loadConfigFile(resolveConfigPath(options.config), {
+        missingAssets: 'warn',
+        checkArguments,
+      });
       if (!loaded.ok) {
         for (const problem of loaded.problems) console.error(formatProblem(problem));
         process.exitCode = 1;
