@@ -13,6 +13,7 @@ import { BASE_YAML, bootFixture, fixtureApp } from './ignition/boot-fixture.js';
 const execFileAsync = promisify(execFile);
 const NODE1 = '52:54:00:12:34:56' as Mac;
 const NODE2 = '52:54:00:12:34:57' as Mac;
+const NODE3 = '52:54:00:12:34:58' as Mac;
 const STRANGER = '52:54:00:aa:bb:cc' as Mac;
 
 async function setup(t: Test, options: Parameters<typeof bootFixture>[0] = {}) {
@@ -793,23 +794,27 @@ t.test('rackboot render prints exactly what the server sends', async (t) => {
   );
 });
 
+/** `rackboot render …` on the fixture's config, with its exit status. */
+function render(dir: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return execFileAsync(process.execPath, [
+    '--import',
+    'tsx',
+    'src/cli/main.ts',
+    'render',
+    ...args,
+    '-c',
+    join(dir, 'rackboot.yaml'),
+  ]).then(
+    (done) => ({ code: 0, ...done }),
+    (failed: { code: number; stdout: string; stderr: string }) => failed,
+  );
+}
+
 t.test(
   "render is not refused by another machine's broken template, and names its own as the 503",
   async (t) => {
     const { app, fixture, tokenOf } = await setup(t);
-    const cli = (...args: string[]) =>
-      execFileAsync(process.execPath, [
-        '--import',
-        'tsx',
-        'src/cli/main.ts',
-        'render',
-        ...args,
-        '-c',
-        join(fixture.dir, 'rackboot.yaml'),
-      ]).then(
-        (done) => ({ code: 0, ...done }),
-        (failed: { code: number; stdout: string; stderr: string }) => failed,
-      );
+    const cli = (...args: string[]) => render(fixture.dir, ...args);
     // The server reads templates at each request: node1's (worker.bu) broken after its start stops node1 only.
     const worker = join(fixture.dir, 'ignition', 'worker.bu');
     writeFileSync(worker, readFileSync(worker, 'utf8').replace('{{vars.role}}', '{{vars.nosuch}}'));
@@ -831,6 +836,42 @@ t.test(
       /worker\.bu:\d+:\d+: \{\{vars\.nosuch\}\} is not set for machine 52:54:00:12:34:56/,
     );
     t.match(broken.stderr, 'the server answers 503 until this is fixed');
+  },
+);
+
+t.test(
+  'render ipxe prints the script of a machine that cannot boot as served, says why and exits 1',
+  async (t) => {
+    const { app, fixture } = await setup(t);
+    const served = async (mac: string, arch: string) =>
+      (await app.inject(`/boot/${mac}.ipxe?arch=${arch}&platform=efi`)).body;
+
+    const stranger = await render(fixture.dir, 'ipxe', '--mac', STRANGER);
+    t.equal(stranger.stdout, await served('52-54-00-aa-bb-cc', 'x86_64'), 'the script the server sends it');
+    t.equal(stranger.code, 1, 'not in the inventory: it installs nothing');
+    t.match(stranger.stderr, `${STRANGER} is not under machines: and unknown_machines is ignore`);
+
+    // node3's profile has files for x86_64 and aarch64 only.
+    const noFiles = await render(fixture.dir, 'ipxe', '--mac', NODE3, '--arch', 'arm32');
+    t.equal(noFiles.stdout, await served('52-54-00-12-34-58', 'arm32'));
+    t.match(noFiles.stdout, 'cannot boot node3');
+    t.equal(noFiles.code, 1);
+    t.match(noFiles.stderr, 'cannot build its script: no kernel for arm32');
+
+    const worker = join(fixture.dir, 'ignition', 'worker.bu');
+    writeFileSync(worker, readFileSync(worker, 'utf8').replace('{{vars.role}}', '{{vars.nosuch}}'));
+    const noIgnition = await render(fixture.dir, 'ipxe', '--mac', NODE1);
+    t.equal(noIgnition.stdout, await served('52-54-00-12-34-56', 'x86_64'), 'the install script, as served');
+    t.equal(noIgnition.code, 1, 'its installer would wait on a 503');
+    t.match(
+      noIgnition.stderr,
+      /worker\.bu:\d+:\d+: \{\{vars\.nosuch\}\} is not set for machine 52:54:00:12:34:56/,
+    );
+    t.match(noIgnition.stderr, "the server answers this machine's Ignition 503 until this is fixed");
+
+    const fine = await render(fixture.dir, 'ipxe', '--mac', NODE2);
+    t.equal(fine.code, 0, fine.stderr);
+    t.equal(fine.stderr, '');
   },
 );
 

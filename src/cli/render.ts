@@ -9,7 +9,7 @@ import { machineVars } from '../ignition/vars.js';
 import { createBootDecision } from '../inventory/decision.js';
 import { loadConfigFile } from '../inventory/load.js';
 import { isMachineMac, type Mac, NOT_A_MACHINE_MAC, parseMac } from '../inventory/mac.js';
-import { formatProblem } from '../inventory/problems.js';
+import { formatProblem, type Problem } from '../inventory/problems.js';
 import type { Config } from '../inventory/schema.js';
 import { type MachineRecord, readMachineRecord } from '../lifecycle/store.js';
 import { readRunningServer } from '../running-server.js';
@@ -69,7 +69,24 @@ export function registerRender(program: Command): void {
       await refuseIfServerSignsOtherwise(config.server.state, secrets?.fingerprint);
       const vars = assignment && machineVars(config, assignment, secrets ?? NO_SECRET_YET, Date.now());
       if (what === 'ipxe') {
-        print(machineScript(config, mac, assignment, archFromBuildarch(options.arch), vars).script, config);
+        const machine = machineScript(config, mac, assignment, archFromBuildarch(options.arch), vars);
+        print(machine.script, config);
+        // The machine gets this script all the same; a script checking a machine before it boots
+        // learns from the exit status that it will not install.
+        if (machine.kind === 'unknown' || machine.kind === 'unavailable') {
+          console.error(
+            `rackboot: ${machine.reasons.at(-1)}; the printed script only says so on the machine's console and reboots it`,
+          );
+          process.exitCode = 1;
+        } else if (machine.kind === 'install' && assignment && vars) {
+          const ignition = createMachineIgnition()(config, assignment, vars);
+          if (!ignition.ok) {
+            reportIgnitionProblems(
+              ignition.problems,
+              "the server answers this machine's Ignition 503 until this is fixed (the printed script is served all the same)",
+            );
+          }
+        }
         return;
       }
       if (!assignment || !vars) {
@@ -77,13 +94,18 @@ export function registerRender(program: Command): void {
       }
       const rendered = createMachineIgnition()(config, assignment, vars);
       if (!rendered.ok) {
-        for (const problem of rendered.problems) console.error(formatProblem(problem));
-        console.error('the server answers 503 until this is fixed');
-        process.exitCode = 1;
+        reportIgnitionProblems(rendered.problems, 'the server answers 503 until this is fixed');
         return;
       }
       print(`${rendered.text}\n`, config);
     });
+}
+
+/** The machine's Ignition cannot be rendered: why and what follows, on stderr, and exit 1. */
+function reportIgnitionProblems(problems: readonly Problem[], consequence: string): void {
+  for (const problem of problems) console.error(formatProblem(problem));
+  console.error(consequence);
+  process.exitCode = 1;
 }
 
 /** In place of each token while server.state has no secret: visibly not one, in the output itself. */
