@@ -125,3 +125,30 @@ t.test('arch: the names rackboot render takes, x86_64 when not given, 400 otherw
     });
   }
 });
+
+t.test(
+  'a group or all-zero MAC is a 400, as the boot routes answer it 404 and render refuses it',
+  async (t) => {
+    const { app } = await explainApp(t, {
+      yaml: `${BASE_YAML.replace('profiles:', 'unknown_machines: multiarch\nprofiles:')}`,
+    });
+    for (const mac of ['ff:ff:ff:ff:ff:ff', '01:00:5e:00:00:01', '00:00:00:00:00:00']) {
+      t.equal(
+        (await app.inject(`/boot/${mac.replaceAll(':', '-')}.ipxe?arch=x86_64`)).statusCode,
+        404,
+        `the server boots nothing for ${mac}`,
+      );
+      const explained = await app.inject(`/api/v1/explain?mac=${mac}`);
+      t.equal(explained.statusCode, 400, mac);
+      t.strictSame(explained.json(), {
+        error: 'bad request',
+        message: `${mac} is a group (multicast or broadcast) or all-zero address, which no network card has`,
+      });
+    }
+    t.equal(
+      (await app.inject(`/api/v1/explain?mac=52:54:00:aa:bb:cc`)).json().script,
+      'install',
+      'unknown_machines applies',
+    );
+  },
+);

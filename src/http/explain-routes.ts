@@ -4,7 +4,7 @@ import type { Arch, Mac } from '../boot-plan.js';
 import { isJsonObject } from '../ignition/shape.js';
 import { TOKEN_PURPOSES } from '../ignition/tokens.js';
 import { machineVars } from '../ignition/vars.js';
-import { parseMac } from '../inventory/mac.js';
+import { isMachineMac, NOT_A_MACHINE_MAC, parseMac } from '../inventory/mac.js';
 import { formatProblem } from '../inventory/problems.js';
 import type { BootServiceContext } from './boot-service.js';
 import { archFromBuildarch, IPXE_BUILDARCHES } from './ipxe.js';
@@ -85,6 +85,9 @@ export async function explainRoutes(app: FastifyInstance, context: BootServiceCo
         return reply
           .code(400)
           .send({ error: 'bad request', message: `not a MAC address: ${request.query.mac}` });
+      // The boot routes answer such a MAC 404 and render refuses it: an install explained would be none.
+      if (!isMachineMac(mac))
+        return reply.code(400).send({ error: 'bad request', message: `${mac} ${NOT_A_MACHINE_MAC}` });
       const buildarch = request.query.arch ?? 'x86_64';
       if (!IPXE_BUILDARCHES.includes(buildarch))
         return reply.code(400).send({
