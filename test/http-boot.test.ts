@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
@@ -872,6 +872,17 @@ t.test(
     const fine = await render(fixture.dir, 'ipxe', '--mac', NODE2);
     t.equal(fine.code, 0, fine.stderr);
     t.equal(fine.stderr, '');
+
+    // Removed after the server's start (it refuses to start or reload without it): the script still names it.
+    rmSync(join(fixture.dir, 'assets', 'linux', 'extra.cpio'));
+    const noInitrd = await render(fixture.dir, 'ipxe', '--mac', NODE2);
+    t.equal(noInitrd.stdout, await served('52-54-00-12-34-57', 'x86_64'), 'the install script, as served');
+    t.equal(noInitrd.code, 1, 'its download of the initrd fails');
+    t.match(
+      noInitrd.stderr,
+      /linux\/extra\.cpio not found under \S+: the machine's download of it fails \(404\)/,
+    );
+    t.equal((await app.inject('/assets/linux/extra.cpio')).statusCode, 404, 'as the server answers it');
   },
 );
 

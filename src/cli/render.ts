@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { type Command, Option } from 'commander';
+import type { Arch } from '../boot-plan.js';
 import { archFromBuildarch, IPXE_BUILDARCHES } from '../http/ipxe.js';
 import { machineScript } from '../http/machine-script.js';
 import { checkArguments } from '../ignition/check.js';
@@ -10,6 +11,7 @@ import { createBootDecision } from '../inventory/decision.js';
 import { loadConfigFile } from '../inventory/load.js';
 import { isMachineMac, type Mac, NOT_A_MACHINE_MAC, parseMac } from '../inventory/mac.js';
 import { formatProblem, type Problem } from '../inventory/problems.js';
+import { type MissingAsset, missingAssets, profileAssets } from '../inventory/profile-assets.js';
 import type { Config } from '../inventory/schema.js';
 import { type MachineRecord, readMachineRecord } from '../lifecycle/store.js';
 import { readRunningServer } from '../running-server.js';
@@ -69,7 +71,8 @@ export function registerRender(program: Command): void {
       await refuseIfServerSignsOtherwise(config.server.state, secrets?.fingerprint);
       const vars = assignment && machineVars(config, assignment, secrets ?? NO_SECRET_YET, Date.now());
       if (what === 'ipxe') {
-        const machine = machineScript(config, mac, assignment, archFromBuildarch(options.arch), vars);
+        const arch = archFromBuildarch(options.arch);
+        const machine = machineScript(config, mac, assignment, arch, vars);
         print(machine.script, config);
         // The machine gets this script all the same; a script checking a machine before it boots
         // learns from the exit status that it will not install.
@@ -79,6 +82,10 @@ export function registerRender(program: Command): void {
           );
           process.exitCode = 1;
         } else if (machine.kind === 'install' && assignment && vars) {
+          const missing = missingBootFiles(config, assignment.profile, arch);
+          for (const file of missing)
+            console.error(`rackboot: ${file.message}: the machine's download of it fails (404)`);
+          if (missing.length > 0) process.exitCode = 1;
           const ignition = createMachineIgnition()(config, assignment, vars);
           if (!ignition.ok) {
             reportIgnitionProblems(
@@ -99,6 +106,20 @@ export function registerRender(program: Command): void {
       }
       print(`${rendered.text}\n`, config);
     });
+}
+
+/**
+ * The local boot files this machine's script names on `arch` that are not under server.assets.
+ * serve refuses to start or reload without them, but one removed since is in the script all the same.
+ */
+function missingBootFiles(config: Config, profileName: string, arch: Arch): MissingAsset[] {
+  const profile = config.profiles[profileName];
+  const assets = profile && profileAssets(profile, arch, config.server.assets);
+  if (!profile || !assets || 'error' in assets) return [];
+  const booted = [assets.kernel, ...assets.initrd];
+  if (profile.kind === 'coreos-install' && assets.rootfs !== undefined) booted.push(assets.rootfs);
+  const paths = new Set(booted.map((asset) => join(config.server.assets, asset)));
+  return missingAssets(profile, config.server.assets).filter((missing) => paths.has(missing.path));
 }
 
 /** The machine's Ignition cannot be rendered: why and what follows, on stderr, and exit 1. */
