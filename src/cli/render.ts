@@ -83,9 +83,12 @@ export function registerRender(program: Command): void {
           process.exitCode = 1;
         } else if (machine.kind === 'install' && assignment && vars) {
           const missing = missingBootFiles(config, assignment.profile, arch);
-          for (const file of missing)
-            console.error(`rackboot: ${file.message}: the machine's download of it fails (404)`);
-          if (missing.length > 0) process.exitCode = 1;
+          // A warning, as validate gives: rendering before the files are fetched is a preview.
+          for (const file of missing) {
+            console.error(
+              `rackboot: warning: ${file.message}: serve refuses to start without it, and a server running since it was removed answers the machine's download of it 404`,
+            );
+          }
           const ignition = createMachineIgnition()(config, assignment, vars);
           if (!ignition.ok) {
             reportIgnitionProblems(
