@@ -1,5 +1,5 @@
+import { createRequire } from 'node:module';
 import { type DestinationStream, type Logger, pino } from 'pino';
-import pretty from 'pino-pretty';
 
 export type { Logger };
 export type Component = 'dhcp' | 'tftp' | 'http' | 'lifecycle' | 'config' | 'fetch' | 'lab';
@@ -25,6 +25,8 @@ export function createRootLogger(options: LogOptions = {}): Logger {
     // In this thread, not as a transport: a transport's worker stops at the reader's end (`serve
     // --pretty | grep`, then Ctrl-C), and the exit then waited the 10 s shutdown limit for it.
     // Written asynchronously, as JSON lines are: a paused reader (`| less`) holds no request.
+    // Loaded only here: every other process (JSON logs, the CLI's verbs) would carry it unused.
+    const pretty = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
     return pino({ level, redact }, pretty({ translateTime: 'SYS:HH:MM:ss.l' }));
   }
   return options.destination
