@@ -9,7 +9,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,6 +17,7 @@ import { pino } from 'pino';
 import type { Mac } from '../../src/boot-plan.js';
 import { type DhcpStats, startDhcpServer } from '../../src/dhcp/server.js';
 import { loadConfigText } from '../../src/inventory/load.js';
+import { fill } from '../helpers/root.js';
 import { requestBytes, testConfigYaml, testDecision } from './fixtures.js';
 
 const directory = process.argv[2];
@@ -64,17 +65,6 @@ const server = await startDhcpServer({
 });
 
 const filler = join(directory, 'filler');
-const fillDisk = () => {
-  const fd = openSync(filler, 'w');
-  try {
-    for (;;) writeSync(fd, Buffer.alloc(4096));
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
-  } finally {
-    closeSync(fd);
-  }
-};
-
 const client = createSocket('udp4');
 await new Promise<void>((resolve) => client.bind(0, '0.0.0.0', resolve));
 /** Every client REQUESTs the address it was offered, in rounds a little apart (clients retry). */
@@ -112,14 +102,14 @@ const decided = async (total: number) => {
   }
 };
 
-fillDisk();
+fill(filler);
 await requestAll();
 const full = await decided(CLIENTS);
 unlinkSync(filler);
 await requestAll();
 const freed = await decided(2 * CLIENTS);
 // The disk at the edge: full again, then not, within the minute.
-fillDisk();
+fill(filler);
 await requestAll();
 const fullAgain = await decided(3 * CLIENTS);
 unlinkSync(filler);

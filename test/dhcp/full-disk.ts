@@ -6,11 +6,12 @@
  * `RESULT {"resolved","replayed","tornLines"}`: the MACs whose append resolved, and what a reopen
  * replays.
  */
-import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Mac } from '../../src/boot-plan.js';
 import { LeaseLog } from '../../src/dhcp/lease-log.js';
 import { type LeaseChange, LeaseTable } from '../../src/dhcp/leases.js';
+import { fill } from '../helpers/root.js';
 
 const directory = process.argv[2];
 if (!directory) throw new Error('usage: full-disk.ts DIRECTORY');
@@ -39,14 +40,7 @@ await opened.log.compact();
 await append(opened.log, bind(0));
 
 const filler = join(directory, 'filler');
-const fd = openSync(filler, 'w');
-try {
-  for (;;) writeSync(fd, Buffer.alloc(4096));
-} catch (error) {
-  if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
-} finally {
-  closeSync(fd);
-}
+fill(filler);
 await Promise.all(Array.from({ length: 100 }, (_, index) => append(opened.log, bind(index + 1))));
 unlinkSync(filler);
 await append(opened.log, bind(101));
