@@ -755,16 +755,7 @@ t.test(
 
 t.test('rackboot render prints exactly what the server sends', async (t) => {
   const { app, fixture, tokenOf } = await setup(t);
-  const cli = (...args: string[]) =>
-    execFileAsync(process.execPath, [
-      '--import',
-      'tsx',
-      'src/cli/main.ts',
-      'render',
-      ...args,
-      '-c',
-      join(fixture.dir, 'rackboot.yaml'),
-    ]);
+  const cli = (...args: string[]) => runRender(fixture.dir, ...args);
   const ipxe = await cli('ipxe', '--mac', '52-54-00-12-34-57', '--arch', 'x86_64');
   t.equal(ipxe.stdout, (await app.inject('/boot/52-54-00-12-34-57.ipxe?arch=x86_64')).body);
   const ignition = await cli('ignition', '--mac', '525400123456');
@@ -794,8 +785,8 @@ t.test('rackboot render prints exactly what the server sends', async (t) => {
   );
 });
 
-/** `rackboot render …` on the fixture's config, with its exit status. */
-function render(dir: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** `rackboot render …` on the fixture's config; rejects when it exits non-zero. */
+function runRender(dir: string, ...args: string[]) {
   return execFileAsync(process.execPath, [
     '--import',
     'tsx',
@@ -804,7 +795,12 @@ function render(dir: string, ...args: string[]): Promise<{ code: number; stdout:
     ...args,
     '-c',
     join(dir, 'rackboot.yaml'),
-  ]).then(
+  ]);
+}
+
+/** `rackboot render …` on the fixture's config, with its exit status. */
+function render(dir: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return runRender(dir, ...args).then(
     (done) => ({ code: 0, ...done }),
     (failed: { code: number; stdout: string; stderr: string }) => failed,
   );

@@ -58,6 +58,14 @@ const install = (target = mac): MachineEventInput[] => [
   { mac: target, source: 'machine', type: 'installed' },
 ];
 
+/** One install progress report of `mac`. */
+const progress = (step: number): MachineEventInput => ({
+  mac,
+  source: 'machine',
+  type: 'progress',
+  detail: { step },
+});
+
 t.test('history and states survive a restart', async (t) => {
   const stateDir = stateDirFor(t);
   let clock = Date.parse('2026-11-25T10:00:00Z');
@@ -568,12 +576,6 @@ t.test(
       logger: pino({ level: 'info' }, { write: (line: string) => logged.push(JSON.parse(line)) }),
     });
     t.teardown(() => lifecycle.close());
-    const progress = (step: number): MachineEventInput => ({
-      mac,
-      source: 'machine',
-      type: 'progress',
-      detail: { step },
-    });
     await lifecycle.record(install()[0] as MachineEventInput);
     // A full disk under a boot storm fails a batch every 25 ms: it logged a line for each.
     const repair = failHistoryWrites(stateDir);
@@ -595,12 +597,6 @@ t.test(
     const stateDir = stateDirFor(t);
     const lifecycle = openStore({ stateDir, retention: 1000, logger });
     t.teardown(() => lifecycle.close());
-    const progress = (step: number): MachineEventInput => ({
-      mac,
-      source: 'machine',
-      type: 'progress',
-      detail: { step },
-    });
     await lifecycle.record(progress(0));
     const repair = failHistoryWrites(stateDir);
     const lost = lifecycle.append(progress(1));
